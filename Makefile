@@ -1,0 +1,62 @@
+# streamdrift — two commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps kafka lint typecheck test test-fast demo bench clean
+
+help:
+	@echo "make demo       local Kafka broker + synthetic producer + streamdrift with a live view"
+	@echo "make test       install everything needed, lint, run all tests (real Kafka/Prometheus/Alertmanager)"
+	@echo "make test-fast  unit tests only (no broker, no Prometheus)"
+	@echo "make bench      detector benchmarks (see docs/benchmarks.md)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Prometheus and Alertmanager (Debian packages) for the metrics, rules and paging tests;
+# a JDK and Maven for the local Kafka broker. Installed only when missing.
+system-deps:
+	@if command -v promtool >/dev/null && command -v amtool >/dev/null \
+	    && command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null \
+	    && command -v java >/dev/null && command -v mvn >/dev/null; then \
+	  echo "system dependencies present"; \
+	else \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
+	    --no-install-recommends prometheus prometheus-alertmanager default-jdk-headless maven; \
+	fi
+
+# Apache Kafka broker classpath from Maven Central, cached in .cache/kafka
+kafka: $(STAMP) system-deps
+	$(BIN)/python deploy/kafka/broker.py fetch
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy detectors
+
+test: install system-deps kafka lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+demo: install kafka
+	$(BIN)/streamdrift demo
+
+bench: install
+	$(BIN)/python bench/bench_throughput.py
+	$(BIN)/python bench/bench_detection.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,609 @@
+"""ADWIN (ADaptive WINdowing) change detector, bit-compatible with River.
+
+The per-value core is a numba kernel over fixed-size numpy arrays, so whole
+batches are processed without a Python-level loop and memory is bounded by
+the settings (at most 64 levels of ``max_buckets + 1`` buckets), never by the
+stream length.
+
+It reproduces ``river.drift.ADWIN`` (River 0.26, Rust core
+``rust_src/adwin.rs`` plus the Python wrapper) step by step, including the
+floating-point operation order.  Two River details worth knowing:
+
+* River's wrapper **resets the whole detector** (window, clock, counters) on
+  the update *after* a detection: a detection at value ``i`` means value
+  ``i + 1`` starts a brand-new window, grace period and clock phase.  This is
+  reproduced here (the reset is deferred to the next finite value, so the
+  figures read right after a detection are those of the shrunk window, as in
+  River).
+* River's ``variance`` is the *sum of squared deviations* of the window, not
+  the variance; ``variance_in_window`` is ``variance / width``.  The same
+  names mean the same things here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+from numba import njit
+
+from detectors.base import EMPTY_POSITIONS, Detector, as_float_batch
+from detectors.errors import DetectorError
+
+__all__ = ["ADWIN", "adwin_detections"]
+
+#: Fixed number of levels in the state arrays.  Level ``i`` holds buckets of
+#: ``2**i`` values; 64 levels can never fill (that takes ~2**64 values).
+MAX_LEVELS = 64
+
+# Indices into the float / int scalar state vectors of the kernel.
+_F_TOTAL, _F_VARIANCE, _F_WIDTH, _F_STATISTIC = 0, 1, 2, 3
+_I_LEVELS, _I_TICK, _I_PENDING, _I_DETECTIONS = 0, 1, 2, 3
+
+_I32_MAX = 2147483647
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _adwin_kernel(
+    values, totals, variances, counts, fstate, istate,
+    delta, clock, max_buckets, min_window_length, grace_period, min_effect,
+    out,
+):  # fmt: skip
+    """Feed ``values`` one at a time; write detection positions to ``out``.
+
+    Mirrors River's ``AdaptiveWindowing.update`` followed by the wrapper's
+    reset-after-drift.  Non-finite values are skipped entirely.  Returns the
+    number of positions written.
+    """
+    cap = max_buckets + 1
+    mwl = float(min_window_length)
+    grace = float(grace_period)
+    pow2 = np.empty(MAX_LEVELS, dtype=np.float64)
+    p = 1.0
+    for lv in range(MAX_LEVELS):
+        pow2[lv] = p
+        p *= 2.0
+
+    total = fstate[_F_TOTAL]
+    variance = fstate[_F_VARIANCE]
+    width = fstate[_F_WIDTH]
+    stat = fstate[_F_STATISTIC]
+    n_levels = istate[_I_LEVELS]
+    tick = istate[_I_TICK]
+    pending = istate[_I_PENDING]
+    n_det = istate[_I_DETECTIONS]
+    phase = tick % clock
+    n_out = 0
+    max_cuts = MAX_LEVELS * cap
+    cut_n0 = np.empty(max_cuts, dtype=np.float64)
+    cut_n1 = np.empty(max_cuts, dtype=np.float64)
+    cut_u0 = np.empty(max_cuts, dtype=np.float64)
+    cut_u1 = np.empty(max_cuts, dtype=np.float64)
+    cut_dm = np.empty(max_cuts, dtype=np.float64)
+    cut_eps = np.empty(max_cuts, dtype=np.float64)
+
+    for i in range(values.shape[0]):
+        x = values[i]
+        if not np.isfinite(x):
+            continue
+
+        # River: ``if self.drift_detected: self._reset()`` before the update.
+        if pending != 0:
+            for lv in range(n_levels):
+                for j in range(cap):
+                    totals[lv, j] = 0.0
+                    variances[lv, j] = 0.0
+                counts[lv] = 0
+            n_levels = 1
+            total = 0.0
+            variance = 0.0
+            width = 0.0
+            tick = 0
+            phase = 0
+            stat = 0.0
+            pending = 0
+
+        # -- insert_element(x, 0.0) ------------------------------------------
+        c = counts[0]
+        totals[0, c] = x
+        variances[0, c] = 0.0
+        counts[0] = c + 1
+        width += 1.0
+        inc = 0.0
+        if width > 1.0:
+            dv = x - total / (width - 1.0)
+            inc = (width - 1.0) * dv * dv / width
+        variance += inc
+        total += x
+
+        # -- compress_buckets -------------------------------------------------
+        lv = 0
+        while counts[lv] == cap:
+            n1 = pow2[lv]
+            t0 = totals[lv, 0]
+            t1 = totals[lv, 1]
+            v0 = variances[lv, 0]
+            v1 = variances[lv, 1]
+            mu1 = t0 / n1
+            mu2 = t1 / n1
+            total12 = t0 + t1
+            temp = n1 * 0.5 * (mu1 - mu2) * (mu1 - mu2)
+            v12 = v0 + v1 + temp
+            if lv + 1 >= n_levels:
+                n_levels = lv + 2
+            cn = counts[lv + 1]
+            totals[lv + 1, cn] = total12
+            variances[lv + 1, cn] = v12
+            counts[lv + 1] = cn + 1
+            # compress(2): shift left by two, clear the tail.
+            for j in range(cap - 2):
+                totals[lv, j] = totals[lv, j + 2]
+                variances[lv, j] = variances[lv, j + 2]
+            for j in range(cap - 2, cap):
+                totals[lv, j] = 0.0
+                variances[lv, j] = 0.0
+            counts[lv] = cap - 2
+            if counts[lv + 1] <= max_buckets:
+                break
+            lv += 1
+
+        # -- detect_change ----------------------------------------------------
+        detected = False
+        # River's tick is an i32 (wraps in release builds); ``phase`` tracks
+        # ``tick % clock`` without an integer division per value.
+        tick += 1
+        phase += 1
+        if phase == clock:
+            phase = 0
+        if tick > _I32_MAX:
+            tick -= 4294967296
+            phase = tick % clock
+        if phase == 0 and width > grace:
+            stat = 0.0
+            reduce_width = True
+            while reduce_width:
+                reduce_width = False
+                # River's scan, split in three loops so that the costly middle
+                # one (divisions, sqrt) vectorises.  Each cut's figures are
+                # computed by exactly River's operations, in River's order.
+                # 1) Cumulative sizes/sums of W0 and W1 at every cut, oldest
+                #    bucket first; the last bucket of level 0 is never a cut.
+                n0 = 0.0
+                n1 = width
+                u0 = 0.0
+                u1 = total
+                nc = 0
+                for lv in range(n_levels - 1, -1, -1):
+                    bucket_size = pow2[lv]
+                    cnt = counts[lv]
+                    for k in range(cnt):
+                        n0 += bucket_size
+                        n1 -= bucket_size
+                        t = totals[lv, k]
+                        u0 += t
+                        u1 -= t
+                        if lv == 0 and k == cnt - 1:
+                            break
+                        cut_n0[nc] = n0
+                        cut_n1[nc] = n1
+                        cut_u0[nc] = u0
+                        cut_u1[nc] = u1
+                        nc += 1
+                # 2) |mean0 - mean1| and epsilon_cut at every cut.  delta' and
+                #    the window variance are constant over a pass (River
+                #    recomputes them per cut from identical inputs).
+                delta_prime = math.log(2.0 * math.log(width) / delta)
+                var_in_window = variance / width
+                for c in range(nc):
+                    delta_mean = (cut_u0[c] / cut_n0[c]) - (cut_u1[c] / cut_n1[c])
+                    m_recip = 1.0 / (cut_n0[c] - mwl + 1.0) + 1.0 / (cut_n1[c] - mwl + 1.0)
+                    cut_dm[c] = abs(delta_mean)
+                    cut_eps[c] = (
+                        math.sqrt(2.0 * m_recip * var_in_window * delta_prime)
+                        + 2.0 / 3.0 * delta_prime * m_recip
+                    )
+                # 3) River's test, first significant cut wins.
+                for c in range(nc):
+                    if cut_n1[c] >= mwl and cut_n0[c] >= mwl:
+                        abs_mean = cut_dm[c]
+                        epsilon = cut_eps[c]
+                        if epsilon == epsilon:  # NaN when rounding made variance < 0
+                            ratio = abs_mean / (epsilon if epsilon > min_effect else min_effect)
+                            if ratio > stat:
+                                stat = ratio
+                        if abs_mean > epsilon and abs_mean >= min_effect:
+                            reduce_width = True
+                            detected = True
+                            if width > 0.0:
+                                # -- delete_element (oldest bucket) ----------
+                                last = n_levels - 1
+                                nb = pow2[last]
+                                ub = totals[last, 0]
+                                vb = variances[last, 0]
+                                mu = ub / nb
+                                width -= nb
+                                total -= ub
+                                mu_window = total / width
+                                variance -= vb + nb * width * (mu - mu_window) * (
+                                    mu - mu_window
+                                ) / (nb + width)
+                                cl = counts[last]
+                                for j in range(cl - 1):
+                                    totals[last, j] = totals[last, j + 1]
+                                    variances[last, j] = variances[last, j + 1]
+                                totals[last, cl - 1] = 0.0
+                                variances[last, cl - 1] = 0.0
+                                counts[last] = cl - 1
+                                if cl - 1 == 0 and last > 0:
+                                    n_levels -= 1
+                                break
+
+        if detected:
+            n_det += 1
+            pending = 1
+            out[n_out] = i
+            n_out += 1
+
+    fstate[_F_TOTAL] = total
+    fstate[_F_VARIANCE] = variance
+    fstate[_F_WIDTH] = width
+    fstate[_F_STATISTIC] = stat
+    istate[_I_LEVELS] = n_levels
+    istate[_I_TICK] = tick
+    istate[_I_PENDING] = pending
+    istate[_I_DETECTIONS] = n_det
+    return n_out
+
+
+def _check_settings(
+    delta: float,
+    clock: int,
+    max_buckets: int,
+    min_window_length: int,
+    grace_period: int,
+    min_effect: float,
+) -> tuple[float, int, int, int, int, float]:
+    def _int(value: Any, what: str, low: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise DetectorError(f"ADWIN: {what} must be an integer, got {value!r}")
+        if value < low:
+            raise DetectorError(f"ADWIN: {what} must be >= {low}, got {value}")
+        return int(value)
+
+    try:
+        delta = float(delta)
+        min_effect = float(min_effect)
+    except (TypeError, ValueError):
+        raise DetectorError(
+            f"ADWIN: delta and min_effect must be numbers, got {delta!r}, {min_effect!r}"
+        ) from None
+    if not 0.0 < delta < 1.0:
+        raise DetectorError(f"ADWIN: delta must be in (0, 1), got {delta}")
+    if not (math.isfinite(min_effect) and min_effect >= 0.0):
+        raise DetectorError(f"ADWIN: min_effect must be finite and >= 0, got {min_effect}")
+    # River's clock is an i32 and panics on 0; max_buckets=1 makes River panic
+    # (an empty intermediate level is eventually "deleted"), so require >= 2.
+    clock = _int(clock, "clock", 1)
+    if clock > _I32_MAX:
+        raise DetectorError(f"ADWIN: clock must be < 2**31, got {clock}")
+    max_buckets = _int(max_buckets, "max_buckets", 2)
+    if max_buckets > 1024:
+        raise DetectorError(f"ADWIN: max_buckets must be <= 1024, got {max_buckets}")
+    min_window_length = _int(min_window_length, "min_window_length", 0)
+    grace_period = _int(grace_period, "grace_period", 0)
+    return delta, clock, max_buckets, min_window_length, grace_period, min_effect
+
+
+class _KernelState:
+    """The arrays the kernel mutates in place."""
+
+    __slots__ = ("counts", "fstate", "istate", "totals", "variances")
+
+    def __init__(self, max_buckets: int) -> None:
+        self.totals = np.zeros((MAX_LEVELS, max_buckets + 1), dtype=np.float64)
+        self.variances = np.zeros((MAX_LEVELS, max_buckets + 1), dtype=np.float64)
+        self.counts = np.zeros(MAX_LEVELS, dtype=np.int64)
+        self.fstate = np.zeros(4, dtype=np.float64)
+        self.istate = np.zeros(4, dtype=np.int64)
+        self.istate[_I_LEVELS] = 1
+
+    def run(
+        self,
+        values: np.ndarray,
+        delta: float,
+        clock: int,
+        max_buckets: int,
+        min_window_length: int,
+        grace_period: int,
+        min_effect: float,
+    ) -> np.ndarray:
+        if values.size == 0:
+            return EMPTY_POSITIONS.copy()
+        out = np.empty(values.size, dtype=np.int64)
+        n = _adwin_kernel(
+            values, self.totals, self.variances, self.counts, self.fstate, self.istate,
+            delta, clock, max_buckets, min_window_length, grace_period, min_effect,
+            out,
+        )  # fmt: skip
+        return out[:n].copy()
+
+
+def adwin_detections(
+    values: np.ndarray,
+    delta: float,
+    clock: int = 32,
+    max_buckets: int = 5,
+    min_window_length: int = 5,
+    grace_period: int = 10,
+    min_effect: float = 0.0,
+) -> np.ndarray:
+    """Positions at which a fresh ADWIN detects a change over ``values``.
+
+    Meant for calibration by simulation: it runs the compiled kernel once over
+    the whole array with no Python object around it.  Non-finite values are
+    skipped (positions still index ``values``).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        1-D stream of numbers.
+    delta, clock, max_buckets, min_window_length, grace_period, min_effect
+        As for :class:`ADWIN`.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 positions of detections, increasing.
+    """
+    settings = _check_settings(
+        delta, clock, max_buckets, min_window_length, grace_period, min_effect
+    )
+    arr = np.ascontiguousarray(as_float_batch(values))
+    return _KernelState(settings[2]).run(arr, *settings)
+
+
+class ADWIN(Detector):
+    r"""ADaptive WINdowing change detector, identical in output to River's ADWIN.
+
+    ADWIN keeps a variable-length window of recent values, compressed into
+    exponential-histogram buckets, and every ``clock`` values tests every
+    bucket boundary as a cut into an older sub-window :math:`W_0` and a newer
+    :math:`W_1`.  A change is detected at a cut when
+
+    .. math::
+
+        |\hat\mu_{W_0} - \hat\mu_{W_1}| > \epsilon_{cut}
+        = \sqrt{2 m^{-1} \sigma^2_W \delta'} + \tfrac{2}{3}\delta' m^{-1},
+
+    with :math:`\delta' = \ln(2 \ln|W| / \delta)`,
+    :math:`m^{-1} = 1/(n_0 - L + 1) + 1/(n_1 - L + 1)` (:math:`L` =
+    ``min_window_length``) and :math:`\sigma^2_W` the window variance; the
+    oldest bucket is then dropped and the test repeated until no cut is
+    significant.  As in River, the detector starts afresh (empty window,
+    new grace period, clock restarted) with the first value after a
+    detection.  Non-finite values are skipped: they are not inserted and do
+    not tick the clock.
+
+    Parameters
+    ----------
+    delta : float, default 0.002
+        Significance value, in (0, 1).  Smaller means fewer false alarms.
+    clock : int, default 32
+        Test for a change every ``clock`` values.
+    max_buckets : int, default 5
+        Buckets of each size kept before two are merged (>= 2; River panics
+        with 1).
+    min_window_length : int, default 5
+        Minimum length of each sub-window for a cut to be tested.
+    grace_period : int, default 10
+        No test until the window holds more than this many values.
+    min_effect : float, default 0.0
+        Minimum absolute difference between the sub-window means for a cut
+        to count as a change.  0 gives River's behaviour exactly.
+    name : str, optional
+        Feature name, used in error messages.
+
+    Attributes
+    ----------
+    statistic : float
+        At the last test: the largest :math:`|\hat\mu_{W_0} -
+        \hat\mu_{W_1}| / \max(\epsilon_{cut}, \text{min\_effect})` over the
+        tested cuts; 0.0 before any test and after a reset.
+    threshold : float
+        Always 1.0, so ``score == statistic``.
+    drift_detected : bool
+        Whether the most recent :meth:`update` call detected a change (for
+        single-value calls this is River's ``drift_detected``).
+    width, estimation, variance, total
+        As in River: window length, window mean, window *sum of squared
+        deviations* and window sum.
+    n_detections : int
+        Detections since creation (River's own counter restarts with every
+        reset, so it is at most 1 there).
+
+    See Also
+    --------
+    adwin_detections : the same kernel as a plain function, for calibration.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from detectors.adwin import ADWIN
+    >>> rng = np.random.default_rng(7)
+    >>> stream = np.concatenate([rng.normal(0.0, 1.0, 1000), rng.normal(1.0, 1.0, 1000)])
+    >>> det = ADWIN(name="latency")
+    >>> det.update(stream[:1000])
+    array([], dtype=int64)
+    >>> det.update(stream[1000:])  # positions within this batch
+    array([55])
+    >>> det.drift_detected, det.n_detections
+    (True, 1)
+    >>> det.width, round(det.estimation, 2)  # a fresh window since the change
+    (944, 1.0)
+
+    The same kernel as a plain function, for calibration by simulation:
+
+    >>> from detectors.adwin import adwin_detections
+    >>> adwin_detections(stream, delta=0.002)
+    array([1055])
+    """
+
+    kind: ClassVar[str] = "adwin"
+    input_kind: ClassVar[str] = "numeric"
+
+    def __init__(
+        self,
+        delta: float = 0.002,
+        clock: int = 32,
+        max_buckets: int = 5,
+        min_window_length: int = 5,
+        grace_period: int = 10,
+        min_effect: float = 0.0,
+        name: str | None = None,
+    ) -> None:
+        (
+            self.delta,
+            self.clock,
+            self.max_buckets,
+            self.min_window_length,
+            self.grace_period,
+            self.min_effect,
+        ) = _check_settings(delta, clock, max_buckets, min_window_length, grace_period, min_effect)
+        self.name = name
+        self._k = _KernelState(self.max_buckets)
+        self._drift = False
+
+    # -- the protocol -------------------------------------------------------
+    def update(self, values: np.ndarray) -> np.ndarray:
+        """Feed a batch; return the int64 positions in it where a change was detected."""
+        arr = np.ascontiguousarray(as_float_batch(values, self.name or "values"))
+        positions = self._k.run(
+            arr,
+            self.delta,
+            self.clock,
+            self.max_buckets,
+            self.min_window_length,
+            self.grace_period,
+            self.min_effect,
+        )
+        self._drift = positions.size > 0
+        return positions
+
+    @property
+    def statistic(self) -> float:
+        s = float(self._k.fstate[_F_STATISTIC])
+        return s if math.isfinite(s) else 0.0
+
+    @property
+    def threshold(self) -> float:
+        return 1.0
+
+    @property
+    def drift_detected(self) -> bool:
+        return self._drift
+
+    @property
+    def _n_alarms(self) -> int:
+        return int(self._k.istate[_I_DETECTIONS])
+
+    # -- River's figures ------------------------------------------------------
+    @property
+    def n_detections(self) -> int:
+        """Number of changes detected since creation."""
+        return int(self._k.istate[_I_DETECTIONS])
+
+    @property
+    def width(self) -> int:
+        """Number of values in the window."""
+        return int(self._k.fstate[_F_WIDTH])
+
+    @property
+    def total(self) -> float:
+        """Sum of the values in the window."""
+        return float(self._k.fstate[_F_TOTAL])
+
+    @property
+    def variance(self) -> float:
+        """Sum of squared deviations from the mean in the window (River's ``variance``)."""
+        return float(self._k.fstate[_F_VARIANCE])
+
+    @property
+    def variance_in_window(self) -> float:
+        """``variance / width`` (population variance of the window); 0.0 when empty."""
+        w = self._k.fstate[_F_WIDTH]
+        return float(self._k.fstate[_F_VARIANCE] / w) if w > 0 else 0.0
+
+    @property
+    def estimation(self) -> float:
+        """Mean of the window (0.0 when empty)."""
+        w = self._k.fstate[_F_WIDTH]
+        return float(self._k.fstate[_F_TOTAL] / w) if w > 0 else 0.0
+
+    # -- state -------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        k = self._k
+        n_levels = int(k.istate[_I_LEVELS])
+        counts = [int(c) for c in k.counts[:n_levels]]
+        return {
+            "delta": self.delta,
+            "clock": self.clock,
+            "max_buckets": self.max_buckets,
+            "min_window_length": self.min_window_length,
+            "grace_period": self.grace_period,
+            "min_effect": self.min_effect,
+            "name": self.name,
+            "total": float(k.fstate[_F_TOTAL]),
+            "variance": float(k.fstate[_F_VARIANCE]),
+            "width": float(k.fstate[_F_WIDTH]),
+            "statistic": float(k.fstate[_F_STATISTIC]),
+            "tick": int(k.istate[_I_TICK]),
+            "reset_pending": bool(k.istate[_I_PENDING]),
+            "n_detections": int(k.istate[_I_DETECTIONS]),
+            "drift_detected": self._drift,
+            "counts": counts,
+            "totals": [k.totals[lv, : counts[lv]].tolist() for lv in range(n_levels)],
+            "variances": [k.variances[lv, : counts[lv]].tolist() for lv in range(n_levels)],
+        }
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> ADWIN:
+        try:
+            det = cls(
+                delta=state["delta"],
+                clock=state["clock"],
+                max_buckets=state["max_buckets"],
+                min_window_length=state["min_window_length"],
+                grace_period=state["grace_period"],
+                min_effect=state.get("min_effect", 0.0),
+                name=state.get("name"),
+            )
+            counts = [int(c) for c in state["counts"]]
+            totals = state["totals"]
+            variances = state["variances"]
+            n_levels = len(counts)
+            if not 1 <= n_levels <= MAX_LEVELS:
+                raise DetectorError(f"ADWIN state: {n_levels} levels (1..{MAX_LEVELS} allowed)")
+            if len(totals) != n_levels or len(variances) != n_levels:
+                raise DetectorError("ADWIN state: counts/totals/variances lengths differ")
+            k = det._k
+            for lv, c in enumerate(counts):
+                if not 0 <= c <= det.max_buckets or len(totals[lv]) != c or len(variances[lv]) != c:
+                    raise DetectorError(f"ADWIN state: bad bucket level {lv}")
+                k.counts[lv] = c
+                k.totals[lv, :c] = np.asarray(totals[lv], dtype=np.float64)
+                k.variances[lv, :c] = np.asarray(variances[lv], dtype=np.float64)
+            k.fstate[_F_TOTAL] = float(state["total"])
+            k.fstate[_F_VARIANCE] = float(state["variance"])
+            k.fstate[_F_WIDTH] = float(state["width"])
+            k.fstate[_F_STATISTIC] = float(state.get("statistic", 0.0))
+            k.istate[_I_LEVELS] = n_levels
+            k.istate[_I_TICK] = int(state["tick"])
+            k.istate[_I_PENDING] = int(bool(state["reset_pending"]))
+            k.istate[_I_DETECTIONS] = int(state["n_detections"])
+            det._drift = bool(state.get("drift_detected", False))
+        except DetectorError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise DetectorError(f"ADWIN state: malformed ({exc!r})") from None
+        return det

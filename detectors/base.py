@@ -1,0 +1,172 @@
+"""The small protocol every streamdrift detector follows.
+
+A detector consumes 1-D numpy batches and reports the positions in the batch
+at which an alarm was *raised* (a transition into the alarm state, or a
+change point for change detectors such as ADWIN).  Everything else is a
+read-only property.  State is explicit: ``to_dict()`` returns plain JSON-able
+data and ``Detector.from_dict()`` restores an identical detector, so a
+save/restore round trip in the middle of a stream gives identical later
+output.  Memory is bounded by the constructor's settings, never by the
+stream's length.
+
+Conventions
+-----------
+* Numeric detectors receive ``float64`` values.  ``NaN`` means *missing* and
+  ``±inf`` means *invalid*; both are skipped by the statistics and never
+  corrupt state.  Positions returned always refer to the original batch,
+  including skipped entries.
+* Statistics are never ``NaN``: before a detector has enough data its
+  statistic is ``0.0`` and it does not alarm.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from detectors.errors import DetectorError
+
+_REGISTRY: dict[str, type[Detector]] = {}
+
+EMPTY_POSITIONS = np.empty(0, dtype=np.int64)
+
+
+def registered_detectors() -> dict[str, type[Detector]]:
+    """Return a copy of the registry of detector classes, keyed by ``kind``."""
+    return dict(_REGISTRY)
+
+
+class Detector(ABC):
+    """Base class of all detectors.
+
+    Subclasses set the class attribute ``kind`` (a short, stable, lowercase
+    name used in metrics labels, reports and serialised state) and implement
+    :meth:`update`, :meth:`_state` and :meth:`_from_state`.
+    """
+
+    kind: ClassVar[str] = ""
+    #: "numeric" or "categorical": which kind of column the detector reads.
+    input_kind: ClassVar[str] = "numeric"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            if cls.kind in _REGISTRY and _REGISTRY[cls.kind] is not cls:
+                raise TypeError(f"detector kind {cls.kind!r} registered twice")
+            _REGISTRY[cls.kind] = cls
+
+    # -- the protocol -------------------------------------------------------
+    @abstractmethod
+    def update(self, values: np.ndarray) -> np.ndarray:
+        """Feed a batch; return int64 positions in it where an alarm was raised."""
+
+    @property
+    @abstractmethod
+    def statistic(self) -> float:
+        """Current value of the drift statistic (never NaN)."""
+
+    @property
+    @abstractmethod
+    def threshold(self) -> float:
+        """Value of :attr:`statistic` above which the detector alarms."""
+
+    @property
+    def p_value(self) -> float | None:
+        """Nominal p-value of the current statistic, where one is defined."""
+        return None
+
+    @property
+    @abstractmethod
+    def drift_detected(self) -> bool:
+        """Whether the detector is in the alarm state now."""
+
+    @property
+    def n_alarms(self) -> int:
+        """Number of alarms raised since creation."""
+        return int(getattr(self, "_n_alarms", 0))
+
+    @property
+    def score(self) -> float:
+        """Normalised score ``statistic / threshold`` (``>= 1`` means alarm territory)."""
+        thr = self.threshold
+        if not math.isfinite(thr) or thr <= 0:
+            return 0.0
+        return float(self.statistic / thr)
+
+    def summary(self) -> dict[str, Any]:
+        """Read-only snapshot of the detector's current figures."""
+        return {
+            "statistic": _finite(self.statistic),
+            "threshold": _finite(self.threshold),
+            "p_value": None if self.p_value is None else _finite(self.p_value),
+            "score": _finite(self.score),
+            "drift": bool(self.drift_detected),
+            "alarms": self.n_alarms,
+        }
+
+    # -- state -------------------------------------------------------------
+    @abstractmethod
+    def _state(self) -> dict[str, Any]:
+        """JSON-able state (settings and running state)."""
+
+    @classmethod
+    @abstractmethod
+    def _from_state(cls, state: dict[str, Any]) -> Detector:
+        """Inverse of :meth:`_state`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise the full state to plain JSON-able data."""
+        return {"kind": self.kind, "state": self._state()}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Detector:
+        """Restore any registered detector from :meth:`to_dict` output."""
+        try:
+            kind = data["kind"]
+            state = data["state"]
+        except (KeyError, TypeError) as exc:
+            raise DetectorError(f"not a serialised detector: missing {exc}") from None
+        cls = _REGISTRY.get(kind)
+        if cls is None:
+            raise DetectorError(
+                f"unknown detector kind {kind!r}; known kinds: {sorted(_REGISTRY)}"
+            )
+        return cls._from_state(state)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(statistic={self.statistic:.4g}, "
+            f"threshold={self.threshold:.4g}, drift={self.drift_detected})"
+        )
+
+
+def _finite(x: float) -> float:
+    x = float(x)
+    return x if math.isfinite(x) else 0.0
+
+
+def as_float_batch(values: Any, name: str = "values") -> np.ndarray:
+    """Return ``values`` as a 1-D float64 array or raise a clear ``TypeError``.
+
+    Integers, booleans and floats are accepted; strings, objects and other
+    dtypes are rejected with a message naming ``name`` (the feature).
+    """
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        else:
+            raise TypeError(f"{name}: expected a 1-D batch, got shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        return arr.astype(np.float64, copy=False)
+    if arr.dtype.kind in "iub":
+        return arr.astype(np.float64)
+    if arr.size == 0:
+        return np.empty(0, dtype=np.float64)
+    raise TypeError(
+        f"{name}: numeric detectors take float or integer batches, got dtype "
+        f"{arr.dtype} (convert the column to float64 with NaN for missing values)"
+    )

@@ -1,0 +1,255 @@
+"""Threshold calibration from one false-alarm knob.
+
+A model is configured with the expected number of events between false alarms
+(``false_alarm_events``) across all its columns and detectors.  The budget is
+split Šidák-style: with ``m`` alarming detectors, each gets a per-event false
+alarm probability ``1 - (1 - 1/false_alarm_events) ** (1/m)``.
+
+Each detector's threshold is then calibrated by simulation under the null
+hypothesis, drawn from the baseline itself (bootstrap), so calibration is
+distribution-free: skewed, heavy-tailed, discrete and zero-inflated columns get
+thresholds for *their* distribution, ties included.  The uncertainty of the
+baseline is part of the simulation (each simulated path draws its "true"
+distribution from a Dirichlet posterior around the baseline's counts), because
+a window is compared with a finite reference, not with the truth.
+
+For the window tests the simulated quantity is exactly what the detector does
+in production: the rate of up-crossings of the threshold by the statistic of
+overlapping windows re-tested every ``cadence`` values.  Naive per-test
+p-values would ignore that overlap and be far off.  When the target rate is too
+small to observe in the simulation, the observed tail is extrapolated on the
+scale of the test's nominal p-value (``log rate ≈ a + b · log p``), a relation
+that is close to linear for rare events.  ADWIN's ``delta`` is calibrated the
+same way on its detection rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from detectors.errors import DetectorError
+from detectors.window import WindowTest
+
+#: fewest simulated alarms for a rate to be read directly rather than extrapolated
+MIN_EVENTS = 25
+
+
+def per_detector_arl(false_alarm_events: float, n_detectors: int) -> float:
+    """Šidák split of a model's false-alarm budget over ``n_detectors`` detectors.
+
+    Examples
+    --------
+    >>> round(per_detector_arl(10_000, 1))
+    10000
+    >>> round(per_detector_arl(10_000, 10), -2)
+    100000.0
+    """
+    if not false_alarm_events > 1:
+        raise DetectorError(f"false_alarm_events must be > 1, got {false_alarm_events!r}")
+    if n_detectors < 1:
+        raise DetectorError("at least one alarming detector is needed to split the budget")
+    alpha = -math.expm1(math.log1p(-1.0 / false_alarm_events) / n_detectors)
+    return 1.0 / alpha
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Outcome of one calibration: the threshold and how it was obtained."""
+
+    threshold: float
+    target_events: float
+    method: str  # "direct" | "extrapolated" | "floor"
+    simulated_values: int
+    simulated_alarms: int
+    estimated_events: float
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        return cls(
+            threshold=float(data["threshold"]),
+            target_events=float(data["target_events"]),
+            method=str(data["method"]),
+            simulated_values=int(data["simulated_values"]),
+            simulated_alarms=int(data["simulated_alarms"]),
+            estimated_events=math.inf if data["estimated_events"] is None
+            else float(data["estimated_events"]),
+        )
+
+
+def _sample_bins(probs: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    cdf = np.cumsum(probs)
+    cdf /= cdf[-1]
+    return np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), probs.size - 1)
+
+
+def _upcrossing_counts(paths: list[np.ndarray], thresholds: np.ndarray) -> np.ndarray:
+    """Number of up-crossings (``s[j-1] <= t < s[j]``) of each threshold, over all paths."""
+    lows, highs = [], []
+    for s in paths:
+        if s.size < 2:
+            continue
+        a, b = s[:-1], s[1:]
+        up = a < b
+        lows.append(a[up])
+        highs.append(b[up])
+    if not lows:
+        return np.zeros(thresholds.size, dtype=np.int64)
+    lo = np.sort(np.concatenate(lows))
+    hi = np.sort(np.concatenate(highs))
+    return (np.searchsorted(lo, thresholds, side="right")
+            - np.searchsorted(hi, thresholds, side="right"))
+
+
+def calibrate_window_test(
+    detector: WindowTest,
+    target_events: float,
+    ref_counts: np.ndarray | None = None,
+    seed: int = 0,
+    n_values: int = 2_000_000,
+    n_paths: int = 8,
+) -> Calibration:
+    """Calibrate ``detector.threshold`` so alarms under the null are ``target_events`` apart.
+
+    Parameters
+    ----------
+    detector : WindowTest
+        A configured window test; only its settings are used (it is not modified).
+    target_events : float
+        Expected number of values between false alarms of this detector.
+    ref_counts : array, optional
+        Counts behind ``detector.probs`` (baseline size per bin); each simulated
+        path draws its null distribution from ``Dirichlet(ref_counts + 0.5)``.
+        ``None`` simulates from ``detector.probs`` exactly.
+    seed, n_values, n_paths :
+        Simulation size: ``n_values`` values split into ``n_paths`` paths.
+
+    Examples
+    --------
+    >>> from detectors.window import KSWindow
+    >>> probs = np.full(16, 1 / 16)
+    >>> ks = KSWindow(np.arange(1, 16), probs, window=200, cadence=20)
+    >>> cal = calibrate_window_test(ks, 5_000, ref_counts=probs * 5000, n_values=400_000)
+    >>> cal.method, 0.05 < cal.threshold < 0.3
+    ('direct', True)
+    """
+    if not target_events > 0:
+        raise DetectorError(f"target_events must be > 0, got {target_events!r}")
+    rng = np.random.default_rng(seed)
+    per_path = max(n_values // n_paths, detector.window * 4)
+    state = detector.to_dict()["state"]
+    paths = []
+    for _ in range(n_paths):
+        sim = type(detector)._from_state({**state, "threshold": None})
+        sim.reset()
+        probs = detector.probs if ref_counts is None else rng.dirichlet(
+            np.asarray(ref_counts, dtype=np.float64) + 0.5)
+        s, _, _ = sim.scan(_sample_bins(probs, per_path, rng))
+        paths.append(s)
+    total = per_path * n_paths
+    allstats = np.concatenate(paths)
+    cands = np.unique(allstats)
+    counts = _upcrossing_counts(paths, cands)
+    # below the peak of the up-crossing curve the statistic is almost always above the
+    # threshold (alarm state stuck on, hence few up-crossings): only the upper branch counts
+    if cands.size:
+        peak = int(np.argmax(counts))
+        cands, counts = cands[peak:], counts[peak:]
+    target_rate = 1.0 / target_events
+    need = target_rate * total
+
+    if need >= MIN_EVENTS:
+        ok = counts > 0
+        c, t = cands[ok], counts[ok]
+        i = int(np.argmin(np.abs(np.log(t / total) - math.log(target_rate))))
+        return Calibration(float(c[i]), float(target_events), "direct", total, int(t[i]),
+                           float(total / t[i]))
+
+    # extrapolate on the nominal p-value scale from the observed tail
+    tail = (counts >= MIN_EVENTS) & (counts <= max(40 * MIN_EVENTS, counts.max() // 20))
+    if tail.sum() < 2:
+        tail = counts >= MIN_EVENTS
+    if tail.sum() < 2:
+        top = float(allstats.max()) if allstats.size else 0.0
+        return Calibration(top * 1.5 + 1e-9, float(target_events), "floor", total, 0, math.inf)
+    lp = detector.log_p_values(cands[tail])
+    lr = np.log(counts[tail] / total)
+    finite = np.isfinite(lp)
+    lp, lr = lp[finite], lr[finite]
+    if lp.size < 2 or np.ptp(lp) == 0:
+        top = float(cands[tail].max())
+        return Calibration(top, float(target_events), "floor", total, int(counts[tail].min()),
+                           math.inf)
+    slope, icpt = np.polyfit(lp, lr, 1)
+    slope = max(slope, 0.25)  # guard against a degenerate fit: the rate must fall with p
+    want_lp = (math.log(target_rate) - icpt) / slope
+    lo = float(cands[tail].max())
+    hi = lo * 2 + 1.0
+    while float(detector.log_p_values(np.array([hi]))[0]) > want_lp and hi < 1e12:
+        hi *= 2
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if float(detector.log_p_values(np.array([mid]))[0]) > want_lp:
+            lo = mid
+        else:
+            hi = mid
+    return Calibration(hi, float(target_events), "extrapolated", total, 0, float(target_events))
+
+
+def calibrate_rate_curve(
+    run: Callable[[float, np.random.Generator], int],
+    target_events: float,
+    n_values: int,
+    grid: np.ndarray,
+    seed: int = 0,
+    max_param: float = 1.0,
+) -> Calibration:
+    """Calibrate a parameter whose false-alarm rate rises with it (ADWIN's ``delta``).
+
+    ``run(param, rng)`` runs a fresh detector over ``n_values`` null values and
+    returns its number of alarms.  The grid is explored from the most to the
+    least sensitive value; the result interpolates ``log rate`` against
+    ``log param`` between the bracketing points, or extrapolates the last two
+    observed points linearly on that scale.
+    """
+    rng = np.random.default_rng(seed)
+    target_rate = 1.0 / target_events
+    pts: list[tuple[float, int]] = []
+    for param in sorted(grid, reverse=True):
+        alarms = run(float(param), rng)
+        pts.append((float(param), alarms))
+        if alarms < MIN_EVENTS and alarms / n_values < target_rate:
+            break
+    obs = [(p, a) for p, a in pts if a >= MIN_EVENTS]
+    total = n_values * len(pts)
+    if not obs:
+        return Calibration(max_param, float(target_events), "floor", total, 0, math.inf)
+    rates = [(p, a / n_values) for p, a in obs]
+    if rates[0][1] <= target_rate:
+        p, r = rates[0]
+        return Calibration(p, float(target_events), "floor", total, obs[0][1], 1.0 / r)
+    for (p1, r1), (p2, r2) in zip(rates, rates[1:], strict=False):
+        if r1 >= target_rate >= r2:
+            w = (math.log(target_rate) - math.log(r1)) / (math.log(r2) - math.log(r1))
+            p = math.exp(math.log(p1) + w * (math.log(p2) - math.log(p1)))
+            return Calibration(p, float(target_events), "direct", total, obs[-1][1],
+                               float(target_events))
+    if len(rates) >= 2:
+        (p1, r1), (p2, r2) = rates[-2], rates[-1]
+        slope = (math.log(r1) - math.log(r2)) / (math.log(p1) - math.log(p2))
+        slope = max(slope, 0.25)
+    else:
+        p2, r2 = rates[-1]
+        slope = 1.0
+    p = math.exp(math.log(p2) + (math.log(target_rate) - math.log(r2)) / slope)
+    return Calibration(min(p, max_param), float(target_events), "extrapolated", total,
+                       obs[-1][1], float(target_events))

@@ -1,0 +1,358 @@
+"""Everything streamdrift computes for one column (a feature or a prediction).
+
+:class:`ColumnMonitor` takes a whole batch of one column, classifies each value
+once (valid, missing, invalid), bins the valid values once, and feeds every
+detector of the column from that single pass.  It also keeps non-alarming
+trackers for the ratios and distances that are exported for humans.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import repeat
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from detectors.base import Detector, as_float_batch
+from detectors.distances import jensen_shannon, psi, wasserstein_binned
+from detectors.errors import DetectorError
+from detectors.profile import CategoricalProfile, NumericProfile, Profile
+from detectors.window import (
+    ChiSquareWindow,
+    KSWindow,
+    MissingRate,
+    OutOfRangeRate,
+    RateWindow,
+    UnseenRate,
+)
+
+NUMERIC_DETECTORS = ("ks", "adwin", "missing", "out_of_range")
+CATEGORICAL_DETECTORS = ("chi2", "missing", "unseen")
+DEFAULT_NUMERIC = NUMERIC_DETECTORS
+DEFAULT_CATEGORICAL = CATEGORICAL_DETECTORS
+
+
+class Alarm(NamedTuple):
+    """An alarm raised by one detector at one position of a batch."""
+
+    column: str
+    detector: str
+    position: int
+    statistic: float
+    threshold: float
+
+
+class _InvalidRate(RateWindow):
+    kind = "invalid_rate"
+    input_kind = "flags"
+
+
+def make_detector(
+    kind: str,
+    profile: Profile,
+    window: int,
+    cadence: int,
+    threshold: float = math.inf,
+    min_effect: float = 0.0,
+    adwin_clock: int = 32,
+    name: str = "",
+) -> Detector:
+    """Build one detector of ``kind`` for a column with baseline ``profile``."""
+    if isinstance(profile, NumericProfile):
+        valid = NUMERIC_DETECTORS
+    else:
+        valid = CATEGORICAL_DETECTORS
+    if kind not in valid:
+        raise DetectorError(
+            f"{name or 'column'}: detector {kind!r} does not apply to a {profile.kind} column; "
+            f"use one of {', '.join(valid)}"
+        )
+    ref = profile.count
+    if kind == "ks":
+        assert isinstance(profile, NumericProfile)
+        return KSWindow(profile.bin_edges, profile.bin_probabilities, window, cadence,
+                        threshold, min_effect, min(ref, profile.reservoir_size), name)
+    if kind == "chi2":
+        assert isinstance(profile, CategoricalProfile)
+        return ChiSquareWindow(profile.categories, profile.bin_probabilities, window, cadence,
+                               threshold, min_effect, ref, name)
+    if kind == "missing":
+        return MissingRate(profile.missing_rate, window, cadence, threshold, min_effect,
+                           ref + profile.n_missing, name)
+    if kind == "out_of_range":
+        # expected share of new values outside the range of `ref` reference values
+        return OutOfRangeRate(2.0 / (ref + 1) if ref else 0.0, window, cadence, threshold,
+                              min_effect, ref, name)
+    if kind == "unseen":
+        assert isinstance(profile, CategoricalProfile)
+        return UnseenRate(profile.unseen_rate, window, cadence, threshold, min_effect, ref, name)
+    # adwin
+    from detectors.adwin import ADWIN
+
+    delta = threshold if 0 < threshold < 1 else 0.002
+    return ADWIN(delta=delta, clock=adwin_clock, min_effect=min_effect, name=name)
+
+
+def reference_counts(kind: str, profile: Profile) -> np.ndarray | None:
+    """Counts behind a detector's baseline probabilities (for calibration)."""
+    if kind == "ks":
+        assert isinstance(profile, NumericProfile)
+        return profile.bin_probabilities * min(profile.count, profile.reservoir_size)
+    if kind == "chi2":
+        return profile.bin_probabilities * profile.count
+    if kind == "missing":
+        return np.array([profile.count, profile.n_missing], dtype=np.float64)
+    if kind == "out_of_range":
+        return np.array([max(profile.count - 2, 0), 2.0])
+    if kind == "unseen":
+        assert isinstance(profile, CategoricalProfile)
+        return np.array([profile.count - profile.singletons, profile.singletons], dtype=float)
+    return None
+
+
+class ColumnMonitor:
+    """Drives all detectors of one column from one pass over each batch.
+
+    Parameters
+    ----------
+    name : str
+        Column name (used in error messages and alarms).
+    profile : NumericProfile or CategoricalProfile
+        The column's baseline.
+    detectors : dict
+        Detector kind → configured detector (alarming).
+    window, cadence : int
+        Window of the non-alarming trackers (ratios and distances).
+    role : str
+        ``"feature"`` or ``"prediction"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from detectors.profile import NumericProfile
+    >>> rng = np.random.default_rng(0)
+    >>> prof = NumericProfile.from_values(rng.normal(size=5000), bins=16)
+    >>> ks = make_detector("ks", prof, 200, 20, threshold=0.15)
+    >>> mon = ColumnMonitor("income", prof, {"ks": ks}, window=200, cadence=20)
+    >>> mon.update(np.array([0.1, np.nan, np.inf, 0.3]))
+    []
+    >>> mon.n_values, mon.n_missing, mon.n_invalid
+    (2, 1, 1)
+    >>> alarms = mon.update(rng.normal(2.0, 1.0, 1000))
+    >>> [a.detector for a in alarms]
+    ['ks']
+    """
+
+    def __init__(self, name: str, profile: Profile, detectors: dict[str, Detector],
+                 window: int = 1000, cadence: int = 50, role: str = "feature") -> None:
+        self.name = name
+        self.role = role
+        self.profile = profile
+        self.numeric = isinstance(profile, NumericProfile)
+        valid = NUMERIC_DETECTORS if self.numeric else CATEGORICAL_DETECTORS
+        for kind in detectors:
+            if kind not in valid:
+                raise DetectorError(f"{name}: detector {kind!r} does not apply to a "
+                                    f"{profile.kind} column; use one of {', '.join(valid)}")
+        self.detectors = dict(detectors)
+        self.window, self.cadence = window, cadence
+        self.n_values = self.n_missing = self.n_invalid = 0
+        self._invalid = _InvalidRate(0.0, window, cadence, name=name)
+        # non-alarming trackers where the matching detector is not enabled
+        self._missing = self.detectors.get("missing") or MissingRate(
+            profile.missing_rate, window, cadence, name=name)
+        if self.numeric:
+            assert isinstance(profile, NumericProfile)
+            self._flag = self.detectors.get("out_of_range") or OutOfRangeRate(
+                0.0, window, cadence, name=name)
+            self._hist = self.detectors.get("ks") or KSWindow(
+                profile.bin_edges, profile.bin_probabilities, window, cadence, name=name)
+            self._lo, self._hi = profile.min, profile.max
+        else:
+            assert isinstance(profile, CategoricalProfile)
+            self._flag = self.detectors.get("unseen") or UnseenRate(0.0, window, cadence,
+                                                                     name=name)
+            self._hist = self.detectors.get("chi2") or ChiSquareWindow(
+                profile.categories, profile.bin_probabilities, window, cadence, name=name)
+            self._codes = {c: i for i, c in enumerate(profile.categories)}
+            self._known = frozenset(profile.counts)
+        self._adwin = self.detectors.get("adwin")
+
+    # -- hot path -----------------------------------------------------------
+    def update(self, values: Any, invalid_mask: np.ndarray | None = None) -> list[Alarm]:
+        """Feed one batch of this column; return the alarms raised in it."""
+        if self.numeric:
+            return self._update_numeric(values, invalid_mask)
+        return self._update_categorical(values, invalid_mask)
+
+    def _collect(self, det: Detector, positions: np.ndarray, out: list[Alarm]) -> None:
+        if positions.size:
+            stats = getattr(det, "alarm_statistics", None)
+            if stats is None or len(stats) != positions.size:
+                stats = np.full(positions.size, det.statistic)
+            thr = det.threshold
+            out.extend(Alarm(self.name, det.kind, int(p), float(s), float(thr))
+                       for p, s in zip(positions.tolist(), stats, strict=True))
+
+    def _split(self, n: int, missing: np.ndarray, invalid: np.ndarray | None,
+               out: list[Alarm]) -> np.ndarray:
+        """Count missing/invalid, feed the ratio trackers, return positions of valid values."""
+        if invalid is None or not invalid.any():
+            n_inv = 0
+            self._invalid.update_bins(np.zeros(n, dtype=np.int64))
+            hits = self._missing.update_bins(missing.view(np.int8).astype(np.int64))
+            valid_pos = np.flatnonzero(~missing)
+        else:
+            n_inv = int(invalid.sum())
+            self._invalid.update_bins(invalid.view(np.int8).astype(np.int64))
+            keep = np.flatnonzero(~invalid)
+            hits = self._missing.update_bins(missing[keep].view(np.int8).astype(np.int64), keep)
+            valid_pos = np.flatnonzero(~missing & ~invalid)
+        if self._missing is self.detectors.get("missing"):
+            self._collect(self._missing, hits, out)
+        self.n_invalid += n_inv
+        self.n_missing += int(n - n_inv - valid_pos.size)
+        self.n_values += int(valid_pos.size)
+        return valid_pos
+
+    def _update_numeric(self, values: Any, invalid_mask: np.ndarray | None) -> list[Alarm]:
+        x = as_float_batch(values, self.name)
+        out: list[Alarm] = []
+        if x.size == 0:
+            return out
+        finite = np.isfinite(x)
+        if finite.all() and (invalid_mask is None or not invalid_mask.any()):
+            missing = np.zeros(x.size, dtype=bool)
+            invalid = None
+        else:
+            missing = np.isnan(x)
+            invalid = ~finite & ~missing
+            if invalid_mask is not None:
+                invalid |= np.asarray(invalid_mask, dtype=bool)
+            missing &= ~invalid
+        pos = self._split(x.size, missing, invalid, out)
+        v = x if pos.size == x.size else x[pos]
+        bins = self.profile.bin_index(v)  # type: ignore[union-attr]
+        hits = self._hist.update_bins(bins, pos)
+        if "ks" in self.detectors:
+            self._collect(self._hist, hits, out)
+        flags = ((v < self._lo) | (v > self._hi)).view(np.int8).astype(np.int64)
+        hits = self._flag.update_bins(flags, pos)
+        if "out_of_range" in self.detectors:
+            self._collect(self._flag, hits, out)
+        if self._adwin is not None:
+            hits = self._adwin.update(v)
+            self._collect(self._adwin, pos[hits], out)
+        out.sort(key=lambda a: a.position)
+        return out
+
+    def _update_categorical(self, values: Any, invalid_mask: np.ndarray | None) -> list[Alarm]:
+        arr = np.asarray(values)
+        if arr.dtype.kind == "f":
+            raise TypeError(f"{self.name}: categorical columns take strings (None for missing), "
+                            f"got dtype {arr.dtype}")
+        obj = arr.astype(object).reshape(-1)
+        out: list[Alarm] = []
+        if obj.size == 0:
+            return out
+        missing = np.equal(obj, None).astype(bool)
+        invalid = None if invalid_mask is None else np.asarray(invalid_mask, dtype=bool)
+        if invalid is not None:
+            missing &= ~invalid
+        pos = self._split(obj.size, missing, invalid, out)
+        vals = obj[pos]
+        other = len(self._codes)
+        codes = np.fromiter(map(self._codes.get, vals, repeat(other)), dtype=np.int64,
+                            count=vals.size)
+        hits = self._hist.update_bins(codes, pos)
+        if "chi2" in self.detectors:
+            self._collect(self._hist, hits, out)
+        seen = np.fromiter(map(self._known.__contains__, vals), dtype=bool, count=vals.size)
+        hits = self._flag.update_bins((~seen).view(np.int8).astype(np.int64), pos)
+        if "unseen" in self.detectors:
+            self._collect(self._flag, hits, out)
+        out.sort(key=lambda a: a.position)
+        return out
+
+    # -- read-only figures ------------------------------------------------
+    @property
+    def drift_detected(self) -> bool:
+        return any(d.drift_detected for d in self.detectors.values())
+
+    def distances(self) -> dict[str, float]:
+        hist = self._hist.window_histogram()
+        if hist.sum() == 0:
+            out = {"psi": 0.0, "jensen_shannon": 0.0}
+            if self.numeric:
+                out["wasserstein"] = 0.0
+            return out
+        probs = self._hist.probs
+        out = {"psi": psi(hist, probs), "jensen_shannon": jensen_shannon(hist, probs)}
+        if self.numeric:
+            prof = self.profile
+            assert isinstance(prof, NumericProfile)
+            out["wasserstein"] = wasserstein_binned(hist, probs, prof.bin_edges, prof.std)
+        return out
+
+    def ratios(self) -> dict[str, float]:
+        flag = "out_of_range_ratio" if self.numeric else "unseen_ratio"
+        return {
+            "missing_ratio": self._missing.rate,
+            "invalid_ratio": self._invalid.rate,
+            flag: self._flag.rate,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        dets = {}
+        for kind, det in self.detectors.items():
+            s = det.summary()
+            s["window_values"] = int(getattr(det, "window_values", getattr(det, "width", 0)))
+            dets[kind] = s
+        return {
+            "role": self.role,
+            "type": self.profile.kind,
+            "values": self.n_values,
+            "missing": self.n_missing,
+            "invalid": self.n_invalid,
+            **self.ratios(),
+            "distances": self.distances(),
+            "drift": self.drift_detected,
+            "detectors": dets,
+        }
+
+    # -- state ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        trackers = {"invalid": self._invalid.to_dict()}
+        if "missing" not in self.detectors:
+            trackers["missing"] = self._missing.to_dict()
+        flag = "out_of_range" if self.numeric else "unseen"
+        if flag not in self.detectors:
+            trackers["flag"] = self._flag.to_dict()
+        hist = "ks" if self.numeric else "chi2"
+        if hist not in self.detectors:
+            trackers["hist"] = self._hist.to_dict()
+        return {
+            "name": self.name,
+            "role": self.role,
+            "window": self.window,
+            "cadence": self.cadence,
+            "counts": [self.n_values, self.n_missing, self.n_invalid],
+            "detectors": {k: d.to_dict() for k, d in self.detectors.items()},
+            "trackers": trackers,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], profile: Profile) -> ColumnMonitor:
+        dets = {k: Detector.from_dict(v) for k, v in data["detectors"].items()}
+        mon = cls(data["name"], profile, dets, data["window"], data["cadence"], data["role"])
+        mon.n_values, mon.n_missing, mon.n_invalid = (int(v) for v in data["counts"])
+        tr = data["trackers"]
+        mon._invalid = Detector.from_dict(tr["invalid"])  # type: ignore[assignment]
+        if "missing" in tr:
+            mon._missing = Detector.from_dict(tr["missing"])  # type: ignore[assignment]
+        if "flag" in tr:
+            mon._flag = Detector.from_dict(tr["flag"])  # type: ignore[assignment]
+        if "hist" in tr:
+            mon._hist = Detector.from_dict(tr["hist"])  # type: ignore[assignment]
+        return mon

@@ -1,0 +1,315 @@
+"""A model's baseline (profiles + calibrated thresholds) and its live monitor.
+
+:class:`ModelBaseline` is what ``streamdrift baseline`` writes: one profile per
+column and, per alarming detector, the threshold calibrated from the model's
+false-alarm budget.  The calibration is cached in the baseline together with a
+key of the settings it depends on, so start-up is fast and a change of settings
+is noticed and recalibrated.
+
+:class:`ModelMonitor` holds one :class:`~detectors.column.ColumnMonitor` per
+column and is what the runtime feeds with decoded columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors.calibration import (
+    Calibration,
+    calibrate_rate_curve,
+    calibrate_window_test,
+    per_detector_arl,
+)
+from detectors.column import (
+    CATEGORICAL_DETECTORS,
+    NUMERIC_DETECTORS,
+    Alarm,
+    ColumnMonitor,
+    make_detector,
+    reference_counts,
+)
+from detectors.errors import DetectorError
+from detectors.profile import (
+    SCHEMA_VERSION,
+    CategoricalProfile,
+    NumericProfile,
+    Profile,
+    profile_from_dict,
+)
+from detectors.window import WindowTest
+
+ADWIN_DELTA_GRID = np.array([0.9, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 5e-3, 2e-3, 1e-3, 5e-4,
+                             2e-4, 1e-4])
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """What to watch in one column."""
+
+    name: str
+    type: str  # "numeric" | "categorical"
+    role: str = "feature"
+    detectors: tuple[str, ...] = ()
+    min_effect: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.type not in ("numeric", "categorical"):
+            raise DetectorError(f"{self.name}: type must be numeric or categorical")
+        valid = NUMERIC_DETECTORS if self.type == "numeric" else CATEGORICAL_DETECTORS
+        if not self.detectors:
+            object.__setattr__(self, "detectors", tuple(valid))
+        bad = [d for d in self.detectors if d not in valid]
+        if bad:
+            raise DetectorError(f"{self.name}: detectors {bad} do not apply to a {self.type} "
+                                f"column; use some of {', '.join(valid)}")
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """Settings of the detectors and their calibration."""
+
+    false_alarm_events: float = 10_000_000
+    window: int = 1000
+    cadence: int = 50
+    adwin_clock: int = 32
+    bins: int = 32
+    top_k: int = 50
+    reservoir_size: int = 10_000
+    calibration_values: int = 2_000_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.false_alarm_events > 1:
+            raise DetectorError("false_alarm_events must be > 1")
+        if self.window % self.cadence:
+            raise DetectorError(f"window ({self.window}) must be a multiple of cadence "
+                                f"({self.cadence})")
+
+
+def _stable_seed(*parts: Any) -> int:
+    h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 1
+
+
+def calibration_key(specs: Sequence[ColumnSpec], settings: DetectionSettings) -> str:
+    """Key of everything a model's calibration depends on."""
+    s = asdict(settings)
+    s.pop("calibration_values")
+    cols = [[c.name, c.type, sorted(c.detectors)] for c in specs]
+    return hashlib.sha256(json.dumps([s, cols], sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ModelBaseline:
+    """Profiles and calibrated thresholds of one model.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> specs = [ColumnSpec("x", "numeric", detectors=("ks", "missing")),
+    ...          ColumnSpec("c", "categorical", detectors=("chi2",))]
+    >>> data = {"x": rng.normal(size=5000),
+    ...         "c": rng.choice(np.array(["a", "b"], dtype=object), 5000)}
+    >>> settings = DetectionSettings(false_alarm_events=5000, window=200, cadence=20,
+    ...                              calibration_values=200_000)
+    >>> base = ModelBaseline.build("m", data, specs, settings)
+    >>> sorted(base.thresholds)
+    ['c', 'x']
+    >>> again = ModelBaseline.from_dict(base.to_dict())
+    >>> again.id == base.id
+    True
+    """
+
+    def __init__(self, name: str, profiles: dict[str, Profile],
+                 calibrations: dict[str, dict[str, Calibration]] | None = None,
+                 key: str = "", meta: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.profiles = dict(profiles)
+        self.calibrations = calibrations or {}
+        self.key = key
+        self.meta = dict(meta or {})
+
+    @classmethod
+    def profile_columns(cls, data: Mapping[str, Any], specs: Sequence[ColumnSpec],
+                        settings: DetectionSettings) -> dict[str, Profile]:
+        profiles: dict[str, Profile] = {}
+        for spec in specs:
+            if spec.name not in data:
+                raise DetectorError(f"reference data has no column {spec.name!r}")
+            values = data[spec.name]
+            if spec.type == "numeric":
+                profiles[spec.name] = NumericProfile.from_values(
+                    values, settings.bins, settings.reservoir_size,
+                    seed=_stable_seed(spec.name, settings.seed))
+            else:
+                profiles[spec.name] = CategoricalProfile.from_values(values, settings.top_k)
+        return profiles
+
+    @classmethod
+    def build(cls, name: str, data: Mapping[str, Any], specs: Sequence[ColumnSpec],
+              settings: DetectionSettings,
+              progress: Callable[[str, int, int], None] | None = None) -> ModelBaseline:
+        """Profile the reference ``data`` (column name → values) and calibrate."""
+        base = cls(name, cls.profile_columns(data, specs, settings))
+        for spec in specs:
+            if base.profiles[spec.name].count == 0:
+                raise DetectorError(f"{name}.{spec.name}: the reference data has no valid "
+                                    f"value for this column; a baseline needs some")
+        base.calibrate(specs, settings, progress)
+        return base
+
+    # -- calibration -----------------------------------------------------------
+    def needs_calibration(self, specs: Sequence[ColumnSpec], settings: DetectionSettings) -> bool:
+        return self.key != calibration_key(specs, settings)
+
+    def calibrate(self, specs: Sequence[ColumnSpec], settings: DetectionSettings,
+                  progress: Callable[[str, int, int], None] | None = None) -> None:
+        """(Re)compute every alarming detector's threshold from the false-alarm budget."""
+        pairs = [(s, d) for s in specs for d in s.detectors]
+        if not pairs:
+            raise DetectorError(f"model {self.name}: no alarming detector configured")
+        target = per_detector_arl(settings.false_alarm_events, len(pairs))
+        cals: dict[str, dict[str, Calibration]] = {}
+        started = time.perf_counter()
+        for i, (spec, kind) in enumerate(pairs):
+            if progress:
+                progress(f"{spec.name}/{kind}", i, len(pairs))
+            prof = self.profiles[spec.name]
+            seed = _stable_seed(self.name, spec.name, kind, settings.seed)
+            cals.setdefault(spec.name, {})[kind] = calibrate_detector(
+                kind, prof, settings, target, seed, spec.name)
+        if progress:
+            progress("done", len(pairs), len(pairs))
+        self.calibrations = cals
+        self.key = calibration_key(specs, settings)
+        self.meta["calibration_seconds"] = round(time.perf_counter() - started, 3)
+        self.meta["per_detector_events"] = target
+
+    @property
+    def thresholds(self) -> dict[str, dict[str, float]]:
+        return {c: {k: v.threshold for k, v in d.items()} for c, d in self.calibrations.items()}
+
+    # -- monitors ------------------------------------------------------------
+    def monitor(self, specs: Sequence[ColumnSpec], settings: DetectionSettings) -> ModelMonitor:
+        """A fresh live monitor of this model (recalibrates if the settings changed)."""
+        if self.needs_calibration(specs, settings):
+            self.calibrate(specs, settings)
+        cols = {}
+        for spec in specs:
+            prof = self.profiles[spec.name]
+            dets = {}
+            for kind in spec.detectors:
+                thr = self.calibrations[spec.name][kind].threshold
+                dets[kind] = make_detector(kind, prof, settings.window, settings.cadence, thr,
+                                           float(spec.min_effect.get(kind, 0.0)),
+                                           settings.adwin_clock, spec.name)
+            cols[spec.name] = ColumnMonitor(spec.name, prof, dets, settings.window,
+                                            settings.cadence, spec.role)
+        return ModelMonitor(self.name, cols)
+
+    # -- state ----------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        """Content hash of the profiles and thresholds (exported as ``baseline_id``)."""
+        body = json.dumps({"p": {k: p.to_dict() for k, p in sorted(self.profiles.items())},
+                           "t": self.thresholds, "k": self.key}, sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "model": self.name,
+            "id": self.id,
+            "calibration_key": self.key,
+            "meta": self.meta,
+            "columns": {k: p.to_dict() for k, p in self.profiles.items()},
+            "calibration": {c: {k: v.to_dict() for k, v in d.items()}
+                            for c, d in self.calibrations.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelBaseline:
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise DetectorError(
+                f"baseline schema_version {data.get('schema_version')!r} is not "
+                f"{SCHEMA_VERSION}: rebuild it with `streamdrift baseline`")
+        try:
+            profiles = {k: profile_from_dict(v) for k, v in data["columns"].items()}
+            cals = {c: {k: Calibration.from_dict(v) for k, v in d.items()}
+                    for c, d in data.get("calibration", {}).items()}
+            return cls(data["model"], profiles, cals, data.get("calibration_key", ""),
+                       data.get("meta", {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DetectorError(f"baseline is malformed ({exc!r}): rebuild it with "
+                                f"`streamdrift baseline`") from None
+
+
+def calibrate_detector(kind: str, profile: Profile, settings: DetectionSettings,
+                       target_events: float, seed: int, name: str = "") -> Calibration:
+    """Calibrate one detector of a column for ``target_events`` between false alarms."""
+    det = make_detector(kind, profile, settings.window, settings.cadence, math.inf, 0.0,
+                        settings.adwin_clock, name)
+    if isinstance(det, WindowTest):
+        return calibrate_window_test(det, target_events, reference_counts(kind, profile),
+                                     seed=seed, n_values=settings.calibration_values)
+    # ADWIN: calibrate delta on bootstrap draws from the baseline's reservoir
+    from detectors.adwin import adwin_detections
+
+    assert isinstance(profile, NumericProfile)
+    n = max(settings.calibration_values // 2, 100_000)
+
+    def run(delta: float, rng: np.random.Generator) -> int:
+        return int(adwin_detections(profile.sample(rng, n), delta, clock=settings.adwin_clock).size)
+
+    return calibrate_rate_curve(run, target_events, n, ADWIN_DELTA_GRID, seed=seed,
+                                max_param=0.9)
+
+
+class ModelMonitor:
+    """Live state of one model: a :class:`ColumnMonitor` per column."""
+
+    def __init__(self, name: str, columns: dict[str, ColumnMonitor]) -> None:
+        self.name = name
+        self.columns = columns
+        self.n_events = 0
+
+    def update(self, columns: Mapping[str, Any],
+               invalid_masks: Mapping[str, np.ndarray] | None = None) -> list[Alarm]:
+        """Feed one batch (column name → values, all of the batch's length)."""
+        out: list[Alarm] = []
+        n = None
+        for name, mon in self.columns.items():
+            values = columns.get(name)
+            if values is None:
+                raise DetectorError(f"{self.name}: batch has no column {name!r}")
+            if n is None:
+                n = len(values)
+            mask = invalid_masks.get(name) if invalid_masks else None
+            out.extend(mon.update(values, mask))
+        self.n_events += n or 0
+        out.sort(key=lambda a: a.position)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {"events": self.n_events,
+                "columns": {k: m.summary() for k, m in self.columns.items()}}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "events": self.n_events,
+                "columns": {k: m.to_dict() for k, m in self.columns.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], baseline: ModelBaseline) -> ModelMonitor:
+        cols = {k: ColumnMonitor.from_dict(v, baseline.profiles[k])
+                for k, v in data["columns"].items()}
+        mon = cls(data["name"], cols)
+        mon.n_events = int(data["events"])
+        return mon

@@ -1,0 +1,525 @@
+"""Sliding-window tests against a baseline, vectorised over batches.
+
+All window tests share one engine.  Each value is mapped to a *bin* (a quantile
+bin of a numeric baseline, a category, or a 0/1 flag).  The window of the last
+``window`` values is kept as a ring of ``window / cadence`` chunk histograms,
+so memory is ``(window / cadence) × bins`` integers whatever the stream length,
+and a batch is processed with a handful of numpy calls: one ``bincount`` for
+the chunk histograms of the whole batch, one cumulative sum for the window
+histograms at every test point, one vectorised statistic.
+
+A test runs each time a chunk of ``cadence`` values completes and the window is
+full.  The detector is *in alarm* while the statistic exceeds the threshold (and
+the effect size reaches ``min_effect``); an alarm is *raised* on each transition
+into that state, so a persistent drift raises one alarm, not one per test.
+The false-alarm rate is therefore the rate of up-crossings of the threshold,
+which is what :mod:`detectors.calibration` calibrates.
+
+Detectors
+---------
+``ks``
+    Kolmogorov–Smirnov distance between the window's distribution and the
+    baseline's, evaluated on the baseline's quantile bin edges (ties and discrete
+    values are exact bins, so they do not break the test).
+``chi2``
+    Likelihood-ratio chi-square (G) test of the window's category frequencies
+    against the baseline's top categories plus one *other* bucket, which also
+    receives categories never seen in the baseline.
+``missing`` / ``out_of_range`` / ``unseen``
+    One-sided tests of the rate of a flag in the window (missing value; numeric
+    value outside the baseline's [min, max]; category absent from the baseline)
+    against its baseline rate.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import repeat
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy import special, stats
+
+from detectors.base import EMPTY_POSITIONS, Detector, as_float_batch
+from detectors.errors import DetectorError
+
+
+def _check_window(window: int, cadence: int) -> tuple[int, int]:
+    for key, val in (("window", window), ("cadence", cadence)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
+            raise DetectorError(f"{key} must be a positive integer, got {val!r}")
+    if cadence > window or window % cadence:
+        raise DetectorError(
+            f"window ({window}) must be a multiple of cadence ({cadence}); "
+            f"for example window={cadence * max(1, round(window / cadence))}"
+        )
+    return int(window), int(cadence)
+
+
+def _check_probs(probs: Any) -> np.ndarray:
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    if p.size < 1 or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
+        raise DetectorError("baseline probabilities must be finite, non-negative and not all zero")
+    return p / p.sum()
+
+
+class WindowTest(Detector):
+    """Engine shared by the window tests; not a detector by itself."""
+
+    kind: ClassVar[str] = ""
+    n_bins_extra: ClassVar[int] = 0
+
+    def __init__(
+        self,
+        probs: Any,
+        window: int = 1000,
+        cadence: int = 50,
+        threshold: float = math.inf,
+        min_effect: float = 0.0,
+        ref_count: int = 0,
+        name: str = "",
+    ) -> None:
+        self.window, self.cadence = _check_window(window, cadence)
+        self.probs = _check_probs(probs)
+        if not (isinstance(threshold, (int, float)) and not math.isnan(threshold)):
+            raise DetectorError(f"threshold must be a number, got {threshold!r}")
+        if not (isinstance(min_effect, (int, float)) and min_effect >= 0):
+            raise DetectorError(f"min_effect must be a number >= 0, got {min_effect!r}")
+        self._threshold = float(threshold)
+        self.min_effect = float(min_effect)
+        self.ref_count = int(ref_count)
+        self.name = name
+        self.n_bins = self.probs.size
+        self._chunks = self.window // self.cadence
+        self._ring = np.zeros((0, self.n_bins), dtype=np.int64)
+        self._partial = np.zeros(self.n_bins, dtype=np.int64)
+        self._partial_n = 0
+        self._stat = 0.0
+        self._effect = 0.0
+        self._active = False
+        self._n_alarms = 0
+        self.alarm_statistics = np.empty(0)
+        self._prepare_reference()
+
+    def _prepare_reference(self) -> None:
+        """Precompute reference arrays the statistic needs (subclasses)."""
+
+    # -- the statistic (subclasses) ----------------------------------------
+    def _statistics(self, hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Statistic and effect size of each window histogram (rows)."""
+        raise NotImplementedError
+
+    def log_p_values(self, statistics: np.ndarray) -> np.ndarray:
+        """Nominal log p-value of each statistic value (used for p-values and calibration)."""
+        raise NotImplementedError
+
+    def _bins(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Map a raw batch to (bin indices, their positions in the batch)."""
+        raise NotImplementedError
+
+    # -- the engine ------------------------------------------------------
+    def update(self, values: Any) -> np.ndarray:
+        bins, positions = self._bins(values)
+        return self.update_bins(bins, positions)
+
+    def update_bins(self, bins: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
+        """Feed pre-binned values; ``positions`` maps them to batch positions."""
+        stats_, effects, test_idx = self.scan(bins)
+        if stats_.size == 0:
+            self.alarm_statistics = np.empty(0)
+            return EMPTY_POSITIONS
+        cond = (stats_ > self._threshold) & (effects >= self.min_effect)
+        prev = np.empty_like(cond)
+        prev[0] = self._active
+        prev[1:] = cond[:-1]
+        raised = cond & ~prev
+        self._active = bool(cond[-1])
+        self._stat = float(stats_[-1])
+        self._effect = float(effects[-1])
+        hits = test_idx[raised]
+        self._n_alarms += int(hits.size)
+        self.alarm_statistics = stats_[raised]
+        if positions is not None:
+            hits = positions[hits]
+        return hits.astype(np.int64, copy=False)
+
+    def scan(self, bins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Advance the window over ``bins``.
+
+        Returns the statistic and effect size at every test point completed by
+        this batch and, for each, the index in ``bins`` of the value that
+        completed it.  Used by :meth:`update_bins` and by calibration.
+        """
+        k, c, nch = self.n_bins, self.cadence, self._chunks
+        n = int(bins.size)
+        off = self._partial_n
+        total = off + n
+        m = total // c
+        if m == 0:
+            if n:
+                self._partial += np.bincount(bins, minlength=k)
+            self._partial_n = total
+            empty = np.empty(0)
+            return empty, empty, EMPTY_POSITIONS
+        ids = (np.arange(n, dtype=np.int64) + off) // c
+        hist = np.bincount(ids * k + bins, minlength=(m + 1) * k).reshape(m + 1, k)
+        hist[0] += self._partial
+        self._partial = hist[m].copy()
+        self._partial_n = total - m * c
+        ring_n = self._ring.shape[0]
+        allc = np.concatenate([self._ring, hist[:m]]) if ring_n else hist[:m]
+        csum = np.zeros((ring_n + m + 1, k), dtype=np.int64)
+        np.cumsum(allc, axis=0, out=csum[1:])
+        ends = np.arange(ring_n + 1, ring_n + m + 1)
+        full = ends >= nch
+        self._ring = allc[-nch:].copy()
+        ends = ends[full]
+        test_idx = (np.flatnonzero(full) + 1) * c - off - 1
+        if ends.size == 0:
+            empty = np.empty(0)
+            return empty, empty, EMPTY_POSITIONS
+        windows = csum[ends] - csum[ends - nch]
+        st, eff = self._statistics(windows)
+        return st, eff, test_idx
+
+    def window_histogram(self) -> np.ndarray:
+        """Counts per bin over the complete chunks currently in the window."""
+        return self._ring.sum(axis=0) if self._ring.shape[0] else np.zeros(self.n_bins, np.int64)
+
+    @property
+    def window_values(self) -> int:
+        """Number of values in the current (complete-chunk) window."""
+        return int(self._ring.shape[0] * self.cadence)
+
+    # -- protocol -----------------------------------------------------------
+    @property
+    def statistic(self) -> float:
+        return self._stat
+
+    @property
+    def effect(self) -> float:
+        return self._effect
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._threshold = float(value)
+
+    @property
+    def p_value(self) -> float | None:
+        if self._ring.shape[0] < self._chunks:
+            return 1.0
+        lp = float(self.log_p_values(np.array([self._stat]))[0])
+        return float(min(1.0, max(0.0, math.exp(lp))))
+
+    @property
+    def drift_detected(self) -> bool:
+        return self._active
+
+    def reset(self) -> None:
+        """Forget the window (keeps settings and the alarm count)."""
+        self._ring = np.zeros((0, self.n_bins), dtype=np.int64)
+        self._partial[:] = 0
+        self._partial_n = 0
+        self._stat = self._effect = 0.0
+        self._active = False
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "probs": self.probs.tolist(),
+            "window": self.window,
+            "cadence": self.cadence,
+            "threshold": self._threshold if math.isfinite(self._threshold) else None,
+            "min_effect": self.min_effect,
+            "ref_count": self.ref_count,
+            "name": self.name,
+        }
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            **self._settings(),
+            "ring": self._ring.tolist(),
+            "partial": self._partial.tolist(),
+            "partial_n": self._partial_n,
+            "stat": self._stat,
+            "effect": self._effect,
+            "active": self._active,
+            "n_alarms": self._n_alarms,
+        }
+
+    @classmethod
+    def _kwargs_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:
+        thr = state["threshold"]
+        return {
+            "probs": state["probs"],
+            "window": state["window"],
+            "cadence": state["cadence"],
+            "threshold": math.inf if thr is None else thr,
+            "min_effect": state["min_effect"],
+            "ref_count": state["ref_count"],
+            "name": state.get("name", ""),
+        }
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> WindowTest:
+        det = cls(**cls._kwargs_from_state(state))
+        det._restore_running(state)
+        return det
+
+    def _restore_running(self, state: dict[str, Any]) -> None:
+        ring = np.asarray(state["ring"], dtype=np.int64)
+        self._ring = ring.reshape(-1, self.n_bins)
+        self._partial = np.asarray(state["partial"], dtype=np.int64)
+        self._partial_n = int(state["partial_n"])
+        self._stat = float(state["stat"])
+        self._effect = float(state["effect"])
+        self._active = bool(state["active"])
+        self._n_alarms = int(state["n_alarms"])
+
+
+class KSWindow(WindowTest):
+    """Windowed Kolmogorov–Smirnov test against a numeric baseline.
+
+    Parameters
+    ----------
+    edges : array
+        Upper bin edges of the baseline (``NumericProfile.bin_edges``).
+    probs : array
+        Baseline probability of each bin (``len(edges) + 1`` entries).
+    window, cadence : int
+        Window length and test cadence in values.
+    threshold : float
+        Alarm when the KS distance exceeds it (from calibration).
+    min_effect : float
+        Minimum KS distance for an alarm to count.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from detectors.profile import NumericProfile
+    >>> rng = np.random.default_rng(1)
+    >>> base = NumericProfile.from_values(rng.normal(size=5000), bins=16)
+    >>> ks = KSWindow(base.bin_edges, base.bin_probabilities, window=200, cadence=20,
+    ...               threshold=0.15)
+    >>> ks.update(rng.normal(size=2000)).size
+    0
+    >>> alarms = ks.update(rng.normal(1.0, 1.0, size=500))
+    >>> int(alarms[0]) < 100, ks.drift_detected
+    (True, True)
+    """
+
+    kind = "ks"
+    input_kind = "numeric"
+
+    def __init__(self, edges: Any, probs: Any, window: int = 1000, cadence: int = 50,
+                 threshold: float = math.inf, min_effect: float = 0.0, ref_count: int = 0,
+                 name: str = "") -> None:
+        self.edges = np.asarray(edges, dtype=np.float64).reshape(-1)
+        if np.any(np.diff(self.edges) <= 0):
+            raise DetectorError("KS bin edges must be strictly increasing")
+        if np.asarray(probs).size != self.edges.size + 1:
+            raise DetectorError("KS needs one more probability than edges")
+        super().__init__(probs, window, cadence, threshold, min_effect, ref_count, name)
+
+    def _prepare_reference(self) -> None:
+        self._ref_cdf = np.cumsum(self.probs)[:-1]
+        m = self.ref_count
+        self._n_eff = self.window * m / (self.window + m) if m > 0 else float(self.window)
+
+    def _bins(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
+        x = as_float_batch(values, self.name or "values")
+        finite = np.isfinite(x)
+        if finite.all():
+            return np.searchsorted(self.edges, x, side="left"), np.arange(x.size)
+        pos = np.flatnonzero(finite)
+        return np.searchsorted(self.edges, x[pos], side="left"), pos
+
+    def _statistics(self, hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._ref_cdf.size == 0:
+            z = np.zeros(hists.shape[0])
+            return z, z
+        cdf = np.cumsum(hists[:, :-1], axis=1) / self.window
+        d = np.abs(cdf - self._ref_cdf).max(axis=1)
+        return d, d
+
+    def log_p_values(self, statistics: np.ndarray) -> np.ndarray:
+        x = np.sqrt(self._n_eff) * np.asarray(statistics, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            small = np.log(np.clip(special.kolmogorov(x), 1e-300, 1.0))
+        # two-term tail of the Kolmogorov distribution, accurate where it underflows
+        big = math.log(2.0) - 2.0 * x * x
+        return np.where(x > 3.0, big, small)
+
+    def _settings(self) -> dict[str, Any]:
+        return {**super()._settings(), "edges": self.edges.tolist()}
+
+    @classmethod
+    def _kwargs_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:
+        return {**super()._kwargs_from_state(state), "edges": state["edges"]}
+
+
+class ChiSquareWindow(WindowTest):
+    """Windowed likelihood-ratio chi-square (G) test against category frequencies.
+
+    Values are category codes ``0 .. n_categories - 1``, with the last code the
+    *other* bucket (rare and unseen categories); :meth:`update` also accepts
+    strings when ``categories`` is given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(2)
+    >>> det = ChiSquareWindow(["a", "b", "c"], [0.5, 0.3, 0.2, 0.0], window=200, cadence=20,
+    ...                       threshold=30.0, ref_count=10_000)
+    >>> det.update(rng.choice(["a", "b", "c"], 2000, p=[0.5, 0.3, 0.2])).size
+    0
+    >>> det.update(rng.choice(["a", "b", "c"], 400, p=[0.2, 0.3, 0.5])).size
+    1
+    """
+
+    kind = "chi2"
+    input_kind = "categorical"
+
+    def __init__(self, categories: Any, probs: Any, window: int = 1000, cadence: int = 50,
+                 threshold: float = math.inf, min_effect: float = 0.0, ref_count: int = 0,
+                 name: str = "") -> None:
+        self.categories = [str(c) for c in categories]
+        if np.asarray(probs).size != len(self.categories) + 1:
+            raise DetectorError("chi2 needs one probability per category plus one for 'other'")
+        super().__init__(probs, window, cadence, threshold, min_effect, ref_count, name)
+        self._codes = {c: i for i, c in enumerate(self.categories)}
+
+    def _prepare_reference(self) -> None:
+        # smooth so that a category absent from the reference has a small, finite expectation
+        m = max(self.ref_count, 1)
+        counts = self.probs * m + 0.5
+        self._p_smooth = counts / counts.sum()
+        self._log_p = np.log(self._p_smooth)
+
+    def codes(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Category codes of the present values and their positions."""
+        arr = np.asarray(values)
+        if arr.dtype.kind in "iu":
+            codes = np.where((arr >= 0) & (arr < self.n_bins), arr, self.n_bins - 1)
+            return codes.astype(np.int64), np.arange(arr.size)
+        if arr.dtype.kind == "f":
+            raise TypeError(
+                f"{self.name or 'values'}: categorical detectors take strings or integer codes, "
+                f"got dtype {arr.dtype}"
+            )
+        obj = arr.astype(object).reshape(-1)
+        present = np.not_equal(obj, None).astype(bool)
+        pos = np.flatnonzero(present)
+        # dict.get through map runs in C: no Python-level loop over the values
+        codes = np.fromiter(map(self._codes.get, obj[pos], repeat(self.n_bins - 1)),
+                            dtype=np.int64, count=pos.size)
+        return codes, pos
+
+    def _bins(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
+        return self.codes(values)
+
+    def _statistics(self, hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        w = float(self.window)
+        obs = hists.astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(obs > 0, obs * (np.log(obs / w) - self._log_p), 0.0)
+        g = np.maximum(2.0 * terms.sum(axis=1), 0.0)
+        tv = 0.5 * np.abs(obs / w - self.probs).sum(axis=1)
+        return g, tv
+
+    def log_p_values(self, statistics: np.ndarray) -> np.ndarray:
+        return stats.chi2.logsf(np.asarray(statistics, dtype=np.float64), max(self.n_bins - 1, 1))
+
+    def _settings(self) -> dict[str, Any]:
+        return {**super()._settings(), "categories": self.categories}
+
+    @classmethod
+    def _kwargs_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:
+        return {**super()._kwargs_from_state(state), "categories": state["categories"]}
+
+
+class RateWindow(WindowTest):
+    """One-sided test of the rate of a 0/1 flag in the window against ``base_rate``.
+
+    The statistic is the share of flagged values in the window; the effect size
+    is that share minus ``base_rate``.  Feed booleans (``True`` = flagged).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(3)
+    >>> det = MissingRate(base_rate=0.01, window=500, cadence=50, threshold=0.04)
+    >>> det.update(rng.random(5000) < 0.01).size
+    0
+    >>> det.update(rng.random(1000) < 0.2).size
+    1
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, base_rate: float, window: int = 1000, cadence: int = 50,
+                 threshold: float = math.inf, min_effect: float = 0.0, ref_count: int = 0,
+                 name: str = "") -> None:
+        if not (isinstance(base_rate, (int, float)) and 0.0 <= base_rate <= 1.0):
+            raise DetectorError(f"base_rate must be between 0 and 1, got {base_rate!r}")
+        self.base_rate = float(base_rate)
+        super().__init__([1.0 - self.base_rate, self.base_rate] if self.base_rate < 1 else [0, 1],
+                         window, cadence, threshold, min_effect, ref_count, name)
+
+    def _bins(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
+        arr = np.asarray(values)
+        if arr.dtype.kind not in "biu":
+            raise TypeError(f"{self.name or 'values'}: rate detectors take boolean flags, "
+                            f"got dtype {arr.dtype}")
+        flags = (arr.reshape(-1) != 0).astype(np.int64)
+        return flags, np.arange(flags.size)
+
+    def _statistics(self, hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rate = hists[:, 1] / float(self.window)
+        return rate, rate - self.base_rate
+
+    def log_p_values(self, statistics: np.ndarray) -> np.ndarray:
+        k = np.round(np.asarray(statistics, dtype=np.float64) * self.window)
+        p0 = min(max(self.base_rate, 0.5 / max(self.ref_count, 1)), 1.0)
+        return stats.binom.logsf(k - 1, self.window, p0)
+
+    @property
+    def rate(self) -> float:
+        """Share of flagged values over the current window (0 before it fills)."""
+        n = self.window_values
+        return float(self.window_histogram()[1] / n) if n else 0.0
+
+    def _settings(self) -> dict[str, Any]:
+        s = super()._settings()
+        s.pop("probs")
+        return {**s, "base_rate": self.base_rate}
+
+    @classmethod
+    def _kwargs_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:
+        kw = super()._kwargs_from_state({**state, "probs": None})
+        kw.pop("probs")
+        return {**kw, "base_rate": state["base_rate"]}
+
+
+class MissingRate(RateWindow):
+    """Rate of missing values (flag per event: value absent or null)."""
+
+    kind = "missing"
+    input_kind = "flags"
+
+
+class OutOfRangeRate(RateWindow):
+    """Rate of numeric values outside the baseline's [min, max]."""
+
+    kind = "out_of_range"
+    input_kind = "flags"
+
+
+class UnseenRate(RateWindow):
+    """Rate of categories that never occurred in the baseline."""
+
+    kind = "unseen"
+    input_kind = "flags"

@@ -116,7 +116,7 @@ def calibrate_window_test(
     ref_counts: np.ndarray | None = None,
     seed: int = 0,
     n_values: int = 2_000_000,
-    n_paths: int = 8,
+    n_paths: int = 64,
 ) -> Calibration:
     """Calibrate ``detector.threshold`` so alarms under the null are ``target_events`` apart.
 
@@ -212,14 +212,26 @@ def calibrate_rate_curve(
     grid: np.ndarray,
     seed: int = 0,
     max_param: float = 1.0,
+    bound_param: float | None = None,
 ) -> Calibration:
     """Calibrate a parameter whose false-alarm rate rises with it (ADWIN's ``delta``).
 
     ``run(param, rng)`` runs a fresh detector over ``n_values`` null values and
     returns its number of alarms.  The grid is explored from the most to the
-    least sensitive value; the result interpolates ``log rate`` against
-    ``log param`` between the bracketing points, or extrapolates the last two
-    observed points linearly on that scale.
+    least sensitive value.  Where the target rate is observed, ``log rate`` is
+    interpolated against ``log param`` between the bracketing points; below
+    that, the observed points are extrapolated on the same scale.  When too few
+    alarms are seen to extrapolate, ``bound_param`` (a value known to be
+    conservative, such as ADWIN's own bound) is used; the result never exceeds
+    a grid value whose observed rate was above the target.
+
+    Examples
+    --------
+    >>> def run(p, rng):  # a detector whose alarm rate is 1e-3 * p per value
+    ...     return int(rng.poisson(1e-3 * p * 1_000_000))
+    >>> cal = calibrate_rate_curve(run, 10_000, 1_000_000, np.array([1.0, 0.3, 0.1, 0.03]))
+    >>> cal.method, round(cal.threshold, 1)
+    ('direct', 0.1)
     """
     rng = np.random.default_rng(seed)
     target_rate = 1.0 / target_events
@@ -227,29 +239,34 @@ def calibrate_rate_curve(
     for param in sorted(grid, reverse=True):
         alarms = run(float(param), rng)
         pts.append((float(param), alarms))
-        if alarms < MIN_EVENTS and alarms / n_values < target_rate:
+        if alarms == 0 or (alarms < MIN_EVENTS and alarms / n_values < target_rate):
             break
-    obs = [(p, a) for p, a in pts if a >= MIN_EVENTS]
     total = n_values * len(pts)
-    if not obs:
-        return Calibration(max_param, float(target_events), "floor", total, 0, math.inf)
-    rates = [(p, a / n_values) for p, a in obs]
-    if rates[0][1] <= target_rate:
-        p, r = rates[0]
-        return Calibration(p, float(target_events), "floor", total, obs[0][1], 1.0 / r)
+    too_many = [p for p, a in pts if a / n_values > target_rate]
+    ceiling = min(too_many) if too_many else max_param
+    fallback = min(ceiling, bound_param if bound_param is not None else ceiling)
+
+    def done(p: float, method: str, alarms: int, est: float) -> Calibration:
+        return Calibration(float(min(p, ceiling, max_param)), float(target_events), method,
+                           total, alarms, est)
+
+    if pts[0][1] / n_values <= target_rate and pts[0][1] >= MIN_EVENTS:
+        p, a = pts[0]
+        return done(p, "direct", a, n_values / a)
+    rates = [(p, a / n_values) for p, a in pts if a >= MIN_EVENTS]
     for (p1, r1), (p2, r2) in zip(rates, rates[1:], strict=False):
         if r1 >= target_rate >= r2:
             w = (math.log(target_rate) - math.log(r1)) / (math.log(r2) - math.log(r1))
             p = math.exp(math.log(p1) + w * (math.log(p2) - math.log(p1)))
-            return Calibration(p, float(target_events), "direct", total, obs[-1][1],
-                               float(target_events))
-    if len(rates) >= 2:
-        (p1, r1), (p2, r2) = rates[-2], rates[-1]
-        slope = (math.log(r1) - math.log(r2)) / (math.log(p1) - math.log(p2))
-        slope = max(slope, 0.25)
-    else:
-        p2, r2 = rates[-1]
-        slope = 1.0
-    p = math.exp(math.log(p2) + (math.log(target_rate) - math.log(r2)) / slope)
-    return Calibration(min(p, max_param), float(target_events), "extrapolated", total,
-                       obs[-1][1], float(target_events))
+            return done(p, "direct", pts[-1][1], float(target_events))
+    # extrapolate from every point with a few alarms, weighting by the alarm count
+    fit = [(p, a) for p, a in pts if a >= 3]
+    if len(fit) < 2:
+        return done(fallback, "bound", sum(a for _, a in pts), math.inf)
+    lp = np.log([p for p, _ in fit])
+    lr = np.log([a / n_values for _, a in fit])
+    w = np.sqrt([a for _, a in fit])
+    slope, icpt = np.polyfit(lp, lr, 1, w=w)
+    slope = max(float(slope), 0.5)
+    p = math.exp((math.log(target_rate) - icpt) / slope)
+    return done(p, "extrapolated", sum(a for _, a in fit), float(target_events))

@@ -82,8 +82,9 @@ def make_detector(
                            ref + profile.n_missing, name)
     if kind == "out_of_range":
         # expected share of new values outside the range of `ref` reference values
-        return OutOfRangeRate(2.0 / (ref + 1) if ref else 0.0, window, cadence, threshold,
-                              min_effect, ref, name)
+        assert isinstance(profile, NumericProfile)
+        return OutOfRangeRate(range_breakers(profile) / (ref + 1) if ref else 0.0, window,
+                              cadence, threshold, min_effect, ref, name)
     if kind == "unseen":
         assert isinstance(profile, CategoricalProfile)
         return UnseenRate(profile.unseen_rate, window, cadence, threshold, min_effect, ref, name)
@@ -92,6 +93,23 @@ def make_detector(
 
     delta = threshold if 0 < threshold < 1 else 0.002
     return ADWIN(delta=delta, clock=adwin_clock, min_effect=min_effect, name=name)
+
+
+def range_breakers(profile: NumericProfile) -> int:
+    """Reference values outside the range of all the other reference values (0, 1 or 2).
+
+    The leave-one-out estimate of the share of new values falling outside the
+    baseline's [min, max] is this number over the reference count: 2 for
+    continuous data (``2 / (n + 1)`` exactly), but fewer when an extreme value is
+    tied (discrete, clipped or zero-inflated columns), where new values rarely or
+    never leave the range.  Ties are read from the reservoir (exact while it holds
+    the whole reference; an extreme missing from a subsampled reservoir counts as
+    untied).
+    """
+    if profile.count == 0:
+        return 0
+    r = profile.reservoir
+    return sum(int(np.count_nonzero(r == v) < 2) for v in (profile.min, profile.max))
 
 
 def reference_counts(kind: str, profile: Profile) -> np.ndarray | None:
@@ -104,7 +122,9 @@ def reference_counts(kind: str, profile: Profile) -> np.ndarray | None:
     if kind == "missing":
         return np.array([profile.count, profile.n_missing], dtype=np.float64)
     if kind == "out_of_range":
-        return np.array([max(profile.count - 2, 0), 2.0])
+        assert isinstance(profile, NumericProfile)
+        k = range_breakers(profile)
+        return np.array([max(profile.count - k, 0), float(k)])
     if kind == "unseen":
         assert isinstance(profile, CategoricalProfile)
         return np.array([profile.count - profile.singletons, profile.singletons], dtype=float)

@@ -176,7 +176,9 @@ class ModelBaseline:
         pairs = [(s, d) for s in specs for d in s.detectors]
         if not pairs:
             raise DetectorError(f"model {self.name}: no alarming detector configured")
-        target = per_detector_arl(settings.false_alarm_events, len(pairs))
+        # the budget is split over the detectors that can raise a false alarm at all
+        live = [1 for s, d in pairs if can_false_alarm(d, self.profiles[s.name])]
+        target = per_detector_arl(settings.false_alarm_events, max(len(live), 1))
         cals: dict[str, dict[str, Calibration]] = {}
         started = time.perf_counter()
         for i, (spec, kind) in enumerate(pairs):
@@ -252,6 +254,20 @@ class ModelBaseline:
                                 f"`streamdrift baseline`") from None
 
 
+def can_false_alarm(kind: str, profile: Profile) -> bool:
+    """Whether detector ``kind`` can raise a false alarm on data drawn from ``profile``.
+
+    A rate test whose reference never shows its flag (no missing value, no
+    singleton category) cannot: under the baseline distribution the flag has
+    probability 0.  Such a detector is still calibrated, but it takes no share
+    of the model's false-alarm budget, which would otherwise be wasted.
+    """
+    if kind in ("missing", "unseen", "out_of_range"):
+        counts = reference_counts(kind, profile)
+        return counts is not None and bool(counts[-1] > 0)
+    return True
+
+
 def calibrate_detector(kind: str, profile: Profile, settings: DetectionSettings,
                        target_events: float, seed: int, name: str = "") -> Calibration:
     """Calibrate one detector of a column for ``target_events`` between false alarms."""
@@ -269,8 +285,11 @@ def calibrate_detector(kind: str, profile: Profile, settings: DetectionSettings,
     def run(delta: float, rng: np.random.Generator) -> int:
         return int(adwin_detections(profile.sample(rng, n), delta, clock=settings.adwin_clock).size)
 
+    # ADWIN tests at most once per `clock` values, each test at level delta: a
+    # conservative fallback when the simulation sees too few alarms to extrapolate
+    bound = min(0.9, settings.adwin_clock / target_events)
     return calibrate_rate_curve(run, target_events, n, ADWIN_DELTA_GRID, seed=seed,
-                                max_param=0.9)
+                                max_param=0.9, bound_param=bound)
 
 
 class ModelMonitor:

@@ -1,0 +1,249 @@
+"""Building, caching, loading and saving model baselines.
+
+Reference data comes as JSONL events in the topic's format (the model's
+``select`` rule and column paths apply), or as CSV / Parquet files of feature
+columns named like the configured columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from detectors.errors import DetectorError
+from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline, calibration_key
+from stream.config import Config, ConfigError, DetectionConfig, ModelConfig
+from stream.decode import extract_columns, select_events
+
+log = logging.getLogger("streamdrift.baseline")
+
+Progress = Callable[[str, int, int], None]
+CHUNK_LINES = 50_000
+
+
+def detection_settings(cfg: DetectionConfig) -> DetectionSettings:
+    """The detectors' settings from the ``detection`` section."""
+    return DetectionSettings(
+        false_alarm_events=float(cfg.false_alarm_events),
+        window=cfg.window,
+        cadence=cfg.cadence,
+        adwin_clock=cfg.adwin.clock,
+        bins=cfg.bins,
+        top_k=cfg.top_k,
+        reservoir_size=cfg.reservoir_size,
+    )
+
+
+def column_specs(model: ModelConfig) -> list[ColumnSpec]:
+    """One :class:`ColumnSpec` per configured feature and prediction."""
+    return [ColumnSpec(c.name, c.type, c.role, tuple(c.detectors), dict(c.min_effect))
+            for c in (*model.features, *model.predictions)]
+
+
+def _columns(model: ModelConfig) -> list[Any]:
+    return [*model.features, *model.predictions]
+
+
+def read_reference(path: Path, model: ModelConfig) -> dict[str, np.ndarray]:
+    """Columns of ``model`` from a reference file (.jsonl/.json/.ndjson, .csv, .parquet)."""
+    if not path.is_file():
+        raise ConfigError(f"models[{model.name}].baseline.reference: file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return _read_jsonl(path, model)
+    if suffix == ".csv":
+        return _read_csv(path, model)
+    if suffix in (".parquet", ".pq"):
+        return _read_parquet(path, model)
+    raise ConfigError(f"models[{model.name}].baseline.reference: {path.name} has an unknown "
+                      f"format; use .jsonl (events), .csv or .parquet (columns)")
+
+
+def _read_jsonl(path: Path, model: ModelConfig) -> dict[str, np.ndarray]:
+    parts: dict[str, list[np.ndarray]] = {c.name: [] for c in _columns(model)}
+    bad = 0
+
+    def flush(events: list[Any]) -> None:
+        if not events:
+            return
+        chosen = [events[i] for i in select_events(events, model).tolist()]
+        batch = extract_columns(chosen, model)
+        for name in parts:
+            parts[name].append(batch.columns[name])
+
+    events: list[Any] = []
+    with path.open("rb") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                ev = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(ev, dict):
+                events.append(ev)
+            else:
+                bad += 1
+            if len(events) >= CHUNK_LINES:
+                flush(events)
+                events = []
+    flush(events)
+    if bad:
+        log.warning("reference %s: skipped %d lines that are not JSON objects", path, bad)
+    out = {}
+    for c in _columns(model):
+        arrs = parts[c.name]
+        if c.type == "numeric":
+            out[c.name] = np.concatenate(arrs) if arrs else np.empty(0)
+        else:
+            out[c.name] = np.concatenate(arrs) if arrs else np.empty(0, dtype=object)
+    return out
+
+
+def _coerce(values: list[str], kind: str) -> np.ndarray:
+    if kind == "numeric":
+        out = np.full(len(values), np.nan)
+        for i, v in enumerate(values):
+            try:
+                out[i] = float(v) if v not in ("", None) else np.nan
+            except ValueError:
+                out[i] = np.nan
+        return out
+    return np.array([None if v in ("", None) else v for v in values], dtype=object)
+
+
+def _read_csv(path: Path, model: ModelConfig) -> dict[str, np.ndarray]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        missing = [c.name for c in _columns(model) if c.name not in header]
+        if missing:
+            raise ConfigError(f"models[{model.name}].baseline.reference: {path.name} has no "
+                              f"column(s) {missing}; CSV columns must be named like the "
+                              f"configured features (found {header})")
+        rows = {c.name: [] for c in _columns(model)}  # type: dict[str, list[str]]
+        for row in reader:
+            for name, vals in rows.items():
+                vals.append(row.get(name, ""))
+    return {c.name: _coerce(rows[c.name], c.type) for c in _columns(model)}
+
+
+def _read_parquet(path: Path, model: ModelConfig) -> dict[str, np.ndarray]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError(f"models[{model.name}].baseline.reference: reading {path.name} needs "
+                          f"pyarrow: pip install 'streamdrift[parquet]'") from None
+    table = pq.read_table(path)
+    missing = [c.name for c in _columns(model) if c.name not in table.column_names]
+    if missing:
+        raise ConfigError(f"models[{model.name}].baseline.reference: {path.name} has no "
+                          f"column(s) {missing}")
+    out = {}
+    for c in _columns(model):
+        col = table.column(c.name).to_pylist()
+        if c.type == "numeric":
+            out[c.name] = np.array([np.nan if v is None else float(v) for v in col])
+        else:
+            out[c.name] = np.array([None if v is None else str(v) for v in col], dtype=object)
+    return out
+
+
+def build_baseline(config: Config, model: ModelConfig, reference: Path | None = None,
+                   progress: Progress | None = None) -> ModelBaseline:
+    """Profile the reference data and calibrate every detector of ``model``."""
+    ref = reference or model.baseline.reference
+    if ref is None:
+        raise ConfigError(f"models[{model.name}].baseline: no reference data to build from; "
+                          f"set baseline.reference or pass --reference")
+    data = read_reference(Path(ref), model)
+    sizes = {k: int(np.size(v)) for k, v in data.items()}
+    if not any(sizes.values()):
+        raise ConfigError(f"models[{model.name}].baseline.reference: {ref} holds no event of "
+                          f"this model (check the model's select rule and column paths)")
+    try:
+        base = ModelBaseline.build(model.name, data, column_specs(model),
+                                   detection_settings(config.detection), progress)
+    except DetectorError as exc:
+        raise ConfigError(f"models[{model.name}].baseline.reference: {exc}") from None
+    base.meta.update({"reference": str(ref), "reference_events": max(sizes.values())})
+    return base
+
+
+def save_baseline(base: ModelBaseline, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(orjson.dumps(base.to_dict(), option=orjson.OPT_INDENT_2))
+    os.replace(tmp, path)
+
+
+def load_baseline(path: Path) -> ModelBaseline:
+    try:
+        return ModelBaseline.from_dict(orjson.loads(path.read_bytes()))
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ConfigError(f"baseline file {path}: cannot be read ({exc}); rebuild it with "
+                          f"`streamdrift baseline`") from None
+    except DetectorError as exc:
+        raise ConfigError(f"baseline file {path}: {exc}") from None
+
+
+def default_baseline_path(config: Config, model: ModelConfig) -> Path:
+    if model.baseline.file is not None:
+        return Path(model.baseline.file)
+    folder = config.path.parent if config.path else Path.cwd()
+    return folder / f"{model.name}.baseline.json"
+
+
+def _cache_path(config: Config, model: ModelConfig, ref: Path) -> Path:
+    st = ref.stat()
+    key = calibration_key(column_specs(model), detection_settings(config.detection))
+    digest = hashlib.sha256(
+        f"{ref.resolve()}|{st.st_size}|{st.st_mtime_ns}|{key}".encode()).hexdigest()[:16]
+    folder = (config.path.parent if config.path else Path.cwd()) / ".streamdrift-cache"
+    return folder / f"{model.name}-{digest}.baseline.json"
+
+
+def resolve_baselines(config: Config, progress: Progress | None = None,
+                      ) -> dict[str, ModelBaseline]:
+    """Baselines of every model: loaded from file, or built (and cached) from reference data."""
+    out = {}
+    settings = detection_settings(config.detection)
+    for model in config.models:
+        specs = column_specs(model)
+        if model.baseline.file is not None:
+            base = load_baseline(Path(model.baseline.file))
+            missing = [s.name for s in specs if s.name not in base.profiles]
+            if missing:
+                raise ConfigError(
+                    f"models[{model.name}].baseline.file: the baseline has no profile for "
+                    f"{missing}; rebuild it with `streamdrift baseline -c CONFIG`")
+            if base.needs_calibration(specs, settings):
+                log.warning("baseline %s was calibrated for other settings; recalibrating",
+                            model.baseline.file)
+                base.calibrate(specs, settings, progress)
+        else:
+            ref = Path(model.baseline.reference)  # type: ignore[arg-type]
+            if not ref.is_file():
+                raise ConfigError(f"models[{model.name}].baseline.reference: file {ref} does "
+                                  f"not exist")
+            cache = _cache_path(config, model, ref)
+            if cache.is_file():
+                base = load_baseline(cache)
+                log.info("baseline of %s loaded from cache %s", model.name, cache)
+            else:
+                base = build_baseline(config, model, ref, progress)
+                try:
+                    save_baseline(base, cache)
+                except OSError as exc:  # a read-only folder only costs start-up time
+                    log.warning("cannot cache baseline at %s: %s", cache, exc)
+        out[model.name] = base
+    return out

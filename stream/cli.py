@@ -1,0 +1,258 @@
+"""The ``streamdrift`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import stream
+from detectors.errors import StreamdriftError
+
+log = logging.getLogger("streamdrift")
+
+EXIT_CONFIG = 2
+
+
+def _progress_printer(enabled: bool) -> Any:
+    """A calibration progress callback that draws a rich progress bar on stderr."""
+    if not enabled:
+        return None, None
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prog = Progress(TextColumn("[bold]calibrating[/] {task.description}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=True)
+    task = prog.add_task("", total=1)
+
+    def cb(what: str, i: int, n: int) -> None:
+        prog.update(task, description=what, completed=i, total=n)
+
+    return prog, cb
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from stream.config import load_config
+
+    return load_config(args.config)
+
+
+def _baselines(config: Any, show_progress: bool) -> dict[str, Any]:
+    from stream.baselines import resolve_baselines
+
+    prog, cb = _progress_printer(show_progress)
+    if prog is None:
+        return resolve_baselines(config)
+    with prog:
+        return resolve_baselines(config, cb)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from stream.config import check_paths
+
+    config = _load(args)
+    errors = check_paths(config, files=not args.skip_files)
+    if errors:
+        for e in errors:
+            print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    n_series = 0
+    for m in config.models:
+        cols = [*m.features, *m.predictions]
+        print(f"model {m.name}: {len(m.features)} features, {len(m.predictions)} predictions")
+        for c in cols:
+            n_det = len(c.detectors)
+            n_series += n_det * 7 + (3 if c.type == "numeric" else 2) + 4 + 3
+            print(f"  {c.role:10s} {c.name:24s} {c.type:11s} detectors: {', '.join(c.detectors)}")
+        n_series += 5
+    print(f"configuration OK: {len(config.models)} model(s), about {n_series} per-model series "
+          f"plus the pipeline's own")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from stream.baselines import build_baseline, default_baseline_path, save_baseline
+
+    config = _load(args)
+    models = [m for m in config.models if args.model in (None, m.name)]
+    if not models:
+        print(f"error: --model {args.model}: no such model in {args.config}; models: "
+              f"{', '.join(m.name for m in config.models)}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.output and len(models) > 1:
+        print("error: --output names one file; add --model to choose which model",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    for m in models:
+        prog, cb = _progress_printer(not args.no_progress)
+        ref = Path(args.reference) if args.reference else None
+        if prog is None:
+            base = build_baseline(config, m, ref)
+        else:
+            with prog:
+                base = build_baseline(config, m, ref, cb)
+        out = Path(args.output) if args.output else default_baseline_path(config, m)
+        save_baseline(base, out)
+        cols = len(base.profiles)
+        print(f"{m.name}: baseline {base.id} from {base.meta.get('reference_events')} events, "
+              f"{cols} columns, calibrated in {base.meta.get('calibration_seconds')} s "
+              f"-> {out}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from stream.pipeline import Pipeline
+    from stream.replay import replay, write_report
+
+    config = _load(args)
+    show = not args.no_progress and sys.stderr.isatty()
+    baselines = _baselines(config, show)
+    pipeline = Pipeline(config, baselines)
+    src = Path(args.input)
+    if not src.is_file():
+        print(f"error: --input {src}: no such file", file=sys.stderr)
+        return EXIT_CONFIG
+    if show:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        with Progress(TextColumn("[bold]replay[/]"), BarColumn(), DownloadColumn(),
+                      TextColumn("{task.fields[lines]} lines"), TimeRemainingColumn(),
+                      console=Console(stderr=True)) as prog:
+            task = prog.add_task("", total=src.stat().st_size, lines=0)
+            report = replay(config, pipeline, src, args.batch_size,
+                            lambda lines, nbytes: prog.update(task, advance=nbytes, lines=lines))
+    else:
+        report = replay(config, pipeline, src, args.batch_size)
+    write_report(report, Path(args.report))
+    inv = sum(report["events_invalid"].values())
+    print(f"{report['input_lines']} lines, {report['events_processed']} events processed, "
+          f"{inv} invalid, {len(report['detections'])} detections -> {args.report}")
+    return 0
+
+
+def _install_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("signal received, stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from stream.config import require_kafka
+    from stream.kafka_run import KafkaRunner
+    from stream.metrics import serve
+    from stream.pipeline import Pipeline
+
+    config = _load(args)
+    require_kafka(config)
+    baselines = _baselines(config, sys.stderr.isatty())
+    pipeline = Pipeline(config, baselines)
+    port = config.metrics.port if args.metrics_port is None else args.metrics_port
+    server, _thread, bound = serve(pipeline, config.metrics.host, port)
+    log.info("metrics served", extra={"url": f"http://{config.metrics.host}:{bound}/metrics"})
+    stop = threading.Event()
+    _install_signals(stop)
+    try:
+        KafkaRunner(config, pipeline, stop).run(max_events=args.max_events,
+                                                idle_timeout=args.idle_timeout)
+    finally:
+        server.shutdown()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stream.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="streamdrift",
+        description="Real-time drift detection for ML models: Kafka in, Prometheus out.")
+    p.add_argument("--version", action="version", version=f"streamdrift {stream.__version__}")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="json", choices=["json", "text"])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
+
+    sp = sub.add_parser("check-config", help="validate a configuration without running")
+    with_config(sp)
+    sp.add_argument("--skip-files", action="store_true",
+                    help="do not require baseline files to exist yet")
+    sp.set_defaults(func=cmd_check_config)
+
+    sp = sub.add_parser("baseline", help="build a baseline file (profiles + calibrated "
+                                         "thresholds) from reference data")
+    with_config(sp)
+    sp.add_argument("--model", help="only this model")
+    sp.add_argument("--reference", help="reference data (.jsonl events, .csv, .parquet); "
+                                        "default: the model's baseline.reference")
+    sp.add_argument("-o", "--output", help="output file; default: the model's baseline.file "
+                                           "or MODEL.baseline.json beside the config")
+    sp.add_argument("--no-progress", action="store_true")
+    sp.set_defaults(func=cmd_baseline)
+
+    sp = sub.add_parser("replay", help="run the pipeline over a JSONL file and write a report")
+    with_config(sp)
+    sp.add_argument("--input", required=True, help="events, one JSON object per line")
+    sp.add_argument("--report", required=True, help="where to write the JSON report")
+    sp.add_argument("--batch-size", type=int, default=5000, help="lines per batch (5000)")
+    sp.add_argument("--no-progress", action="store_true")
+    sp.set_defaults(func=cmd_replay)
+
+    sp = sub.add_parser("run", help="consume the configured Kafka topics and serve /metrics")
+    with_config(sp)
+    sp.add_argument("--metrics-port", type=int, help="override metrics.port (0 = any free)")
+    sp.add_argument("--max-events", type=int, help="stop after this many messages")
+    sp.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("demo", help="local broker + synthetic producer + live drift view")
+    sp.add_argument("--bootstrap-servers", help="use this broker instead of starting one")
+    sp.add_argument("--duration", type=float, default=0,
+                    help="stop after this many seconds (0 = until Ctrl-C)")
+    sp.add_argument("--drift-after", type=float, default=45.0,
+                    help="seconds before drift is injected (45)")
+    sp.add_argument("--rate", type=float, default=2000.0, help="events per second (2000)")
+    sp.add_argument("--metrics-port", type=int, default=9108)
+    sp.add_argument("--workdir", help="folder for the demo's config and data")
+    sp.add_argument("--no-live", action="store_true", help="print lines instead of a live view")
+    sp.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from stream.logs import setup_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_format == "json")
+    try:
+        return int(args.func(args) or 0)
+    except StreamdriftError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

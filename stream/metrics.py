@@ -1,0 +1,193 @@
+"""Prometheus exposition: one custom collector reading a pipeline snapshot.
+
+Nothing in the hot path touches a metric: every figure is computed from the
+detectors' state when Prometheus scrapes.  The metric set is documented in
+``docs/metrics.md`` and in the README.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+import stream
+from stream.decode import INVALID_REASONS
+from stream.pipeline import BATCH_BUCKETS, Pipeline
+
+COL = ["model", "feature", "role"]
+DET = ["model", "feature", "role", "detector"]
+
+
+def _num(x: Any) -> float:
+    if x is None:
+        return 0.0
+    x = float(x)
+    return x if math.isfinite(x) else 0.0
+
+
+class StreamdriftCollector(Collector):
+    """Builds every ``streamdrift_*`` metric family from :meth:`Pipeline.snapshot`."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    def describe(self) -> list[Metric]:  # no describe-time collection
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.pipeline.snapshot()
+        det_fams = {
+            "statistic": GaugeMetricFamily("streamdrift_drift_statistic",
+                                           "Current drift statistic of the detector.", labels=DET),
+            "threshold": GaugeMetricFamily("streamdrift_drift_threshold",
+                                           "Calibrated alarm threshold of the statistic.",
+                                           labels=DET),
+            "p_value": GaugeMetricFamily("streamdrift_drift_p_value",
+                                         "Nominal p-value of the current window test.",
+                                         labels=DET),
+            "score": GaugeMetricFamily("streamdrift_drift_score",
+                                       "Statistic divided by threshold; >= 1 means alarming.",
+                                       labels=DET),
+            "drift": GaugeMetricFamily("streamdrift_drift_active",
+                                       "1 while the detector is in the alarm state.", labels=DET),
+            "window_values": GaugeMetricFamily("streamdrift_drift_window_values",
+                                               "Values in the detector's current window.",
+                                               labels=DET),
+        }
+        alarms = CounterMetricFamily("streamdrift_drift_alarms",
+                                     "Alarms raised by the detector.", labels=DET)
+        distance = GaugeMetricFamily("streamdrift_distance",
+                                     "Distance of the recent window to the baseline.",
+                                     labels=[*COL, "distance"])
+        ratios = {
+            "missing_ratio": GaugeMetricFamily(
+                "streamdrift_missing_ratio", "Share of missing values in the recent window.",
+                labels=COL),
+            "invalid_ratio": GaugeMetricFamily(
+                "streamdrift_invalid_ratio", "Share of invalid values in the recent window.",
+                labels=COL),
+            "out_of_range_ratio": GaugeMetricFamily(
+                "streamdrift_out_of_range_ratio",
+                "Share of values outside the baseline's range in the recent window.", labels=COL),
+            "unseen_ratio": GaugeMetricFamily(
+                "streamdrift_unseen_ratio",
+                "Share of categories unseen in the baseline in the recent window.", labels=COL),
+        }
+        totals = {
+            "values": CounterMetricFamily("streamdrift_values", "Valid values seen.", labels=COL),
+            "missing": CounterMetricFamily("streamdrift_missing_values", "Missing values seen.",
+                                           labels=COL),
+            "invalid": CounterMetricFamily("streamdrift_invalid_values", "Invalid values seen.",
+                                           labels=COL),
+        }
+        info = GaugeMetricFamily("streamdrift_model_info", "Model version and baseline in use.",
+                                 labels=["model", "version", "baseline_id"])
+        processed = CounterMetricFamily("streamdrift_events_processed",
+                                        "Valid events routed to the model and processed.",
+                                        labels=["model"])
+        last_ts = GaugeMetricFamily("streamdrift_last_event_timestamp_seconds",
+                                    "Event time of the newest processed event.", labels=["model"])
+        lag = GaugeMetricFamily("streamdrift_event_lag_seconds",
+                                "Processing time minus event time of the newest event.",
+                                labels=["model"])
+        drifting = GaugeMetricFamily("streamdrift_model_drifting_columns",
+                                     "Columns with at least one active alarm.",
+                                     labels=["model", "role"])
+
+        for model, m in snap["models"].items():
+            info.add_metric([model, m["version"], m["baseline_id"]], 1.0)
+            processed.add_metric([model], m["processed"])
+            if m["last_event_ts"] is not None:
+                last_ts.add_metric([model], _num(m["last_event_ts"]))
+                lag.add_metric([model], _num(m["event_lag"]))
+            count = {"feature": 0, "prediction": 0}
+            for col, s in m["columns"].items():
+                base = [model, col, s["role"]]
+                count[s["role"]] = count.get(s["role"], 0) + int(bool(s["drift"]))
+                for kind, d in s["detectors"].items():
+                    labels = [*base, kind]
+                    for key, fam in det_fams.items():
+                        if key == "p_value" and d["p_value"] is None:
+                            continue
+                        fam.add_metric(labels, _num(d[key]))
+                    alarms.add_metric(labels, d["alarms"])
+                for name, value in s["distances"].items():
+                    distance.add_metric([*base, name], _num(value))
+                for key, fam in ratios.items():
+                    if key in s:
+                        fam.add_metric(base, _num(s[key]))
+                totals["values"].add_metric(base, s["values"])
+                totals["missing"].add_metric(base, s["missing"])
+                totals["invalid"].add_metric(base, s["invalid"])
+            for role, n in count.items():
+                drifting.add_metric([model, role], n)
+
+        yield from det_fams.values()
+        yield alarms
+        yield distance
+        yield from ratios.values()
+        yield from totals.values()
+        yield from (info, processed, last_ts, lag, drifting)
+
+        consumed = CounterMetricFamily("streamdrift_events_consumed",
+                                       "Messages read from the source, valid or not.")
+        consumed.add_metric([], snap["consumed"])
+        yield consumed
+        invalid = CounterMetricFamily("streamdrift_events_invalid",
+                                      "Messages rejected, by reason.", labels=["reason"])
+        for reason in INVALID_REASONS:
+            invalid.add_metric([reason], snap["invalid"].get(reason, 0))
+        yield invalid
+        cum, buckets = 0, []
+        for bound, n in zip(BATCH_BUCKETS, snap["batch_counts"], strict=False):
+            cum += n
+            buckets.append((repr(float(bound)), cum))
+        buckets.append(("+Inf", sum(snap["batch_counts"])))
+        yield HistogramMetricFamily("streamdrift_batch_processing_seconds",
+                                    "Time to decode and process one poll batch.",
+                                    buckets=buckets, sum_value=snap["batch_sum"])
+        g = GaugeMetricFamily("streamdrift_last_batch_timestamp_seconds",
+                              "Wall-clock time at which the last batch (or empty poll) finished.")
+        g.add_metric([], snap["last_batch_ts"])
+        yield g
+        cl = GaugeMetricFamily("streamdrift_consumer_lag_messages",
+                               "End offset minus consumer position, per partition.",
+                               labels=["topic", "partition"])
+        for (topic, part), n in sorted(snap["consumer_lag"].items()):
+            cl.add_metric([topic, str(part)], n)
+        yield cl
+        up = GaugeMetricFamily("streamdrift_source_up", "1 while the source is reachable.")
+        up.add_metric([], snap["source_up"])
+        yield up
+        dl = CounterMetricFamily("streamdrift_dead_letter", "Dead-letter writes by result.",
+                                 labels=["result"])
+        for result in ("ok", "failed"):
+            dl.add_metric([result], snap["dead_letter"].get(result, 0))
+        yield dl
+        bi = GaugeMetricFamily("streamdrift_build_info", "Running streamdrift version.",
+                               labels=["version"])
+        bi.add_metric([stream.__version__], 1.0)
+        yield bi
+
+
+def make_registry(pipeline: Pipeline) -> CollectorRegistry:
+    """A fresh registry holding only the streamdrift collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StreamdriftCollector(pipeline))
+    return registry
+
+
+def serve(pipeline: Pipeline, host: str, port: int) -> tuple[Any, Any, int]:
+    """Serve ``/metrics`` in a background thread; returns (server, thread, bound port)."""
+    server, thread = start_http_server(port, addr=host, registry=make_registry(pipeline))
+    return server, thread, int(server.server_port)

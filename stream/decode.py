@@ -2,20 +2,23 @@
 
 The only per-event Python work is one ``orjson.loads`` per message (done by
 ``map`` when the whole batch parses to objects).  Routing and column
-extraction then run as C-level iterations over the batch, one per key path:
-``map(dict.get, parents, repeat(key))`` per path segment (shared prefixes are
-extracted once), ``set(map(type, values))`` to check the types, then one
-``np.array(..., float64)`` per numeric column.  Slower, careful code runs only
-for the batch or the column where the fast path met bad input:
+extraction then run as C-level iterations over the batch: one
+``map(itemgetter(key), parents)`` per path segment (shared prefixes are
+walked once), and for the columns that share a parent and a type one
+``map(itemgetter(k1, ..., kn), parents)``, one ``set(map(type, ...))`` type
+check and one ``np.fromiter`` for all of them.  Slower, careful code runs only
+for the batch, the path or the column where the fast path met bad input:
 
 * a message that is oversized, not JSON, or not an object: the batch is
   parsed again message by message (orjson first, then the stdlib ``json``,
   which accepts the ``NaN``/``Infinity`` literals that Python writes);
-* a non-object parent on a key path: that one path segment is walked with a
-  list comprehension;
-* a numeric column holding something other than numbers and nulls: masked
-  conversion of that column (still vectorised); a categorical column holding
-  something other than strings and nulls: a per-value conversion of that column.
+* an absent key: ``map(dict.get, ...)`` for that path; a non-object parent:
+  that one path segment is walked with a list comprehension;
+* a group holding an absent key, a null or a value of another type: its
+  columns are converted one by one; a numeric column holding something other
+  than numbers and nulls: masked conversion of that column (still
+  vectorised); a categorical column holding something other than strings and
+  nulls: a per-value conversion of that column.
 
 Bad input never raises out of :meth:`BatchDecoder.decode`.
 
@@ -29,7 +32,8 @@ categorical columns
     ``object`` arrays of ``str`` (cut to :data:`MAX_CATEGORY_CHARS`), ``None``
     where missing or invalid.  Integers become ``"3"``, booleans
     ``"true"``/``"false"``, floats ``repr(x)``; lists, objects and non-finite
-    numbers are invalid.
+    numbers are invalid.  (orjson reads integers beyond 64 bits as floats, so
+    such a category reads ``"1.8446744073709552e+19"``.)
 event time
     with ``source.timestamp`` configured, ``float64`` seconds since the epoch
     (``NaN`` where missing or unparseable); ISO 8601 strings without a zone
@@ -86,6 +90,7 @@ _NUMBER_OR_NONE: Final = frozenset({int, float, _NONE_TYPE})
 _STR_OR_NONE: Final = frozenset({str, _NONE_TYPE})
 _TIME_SCALE: Final = {"s": 1.0, "ms": 1e3, "us": 1e6}
 _EMPTY_INT: Final = np.empty(0, dtype=np.int64)
+_EMPTY_INT.flags.writeable = False
 _is = operator.is_
 _loads = orjson.loads
 
@@ -187,8 +192,8 @@ class BatchDecoder:
                 else:
                     subset = (idx, _Extractor(list(map(events.__getitem__, idx.tolist()))))
                 subsets[key] = subset
-            idx, extractor = subset
-            model_positions = positions if idx is None else positions[idx]
+            selected, extractor = subset
+            model_positions = positions if selected is None else positions[selected]
             batch = _extract(extractor, model, model_positions, self._plans[model.name])
             if self._timestamp is not None:
                 batch.timestamps = _timestamps(
@@ -207,7 +212,7 @@ class BatchDecoder:
         counts: dict[str, int] = {}
         for reason in bad_reasons:
             counts[reason] = counts.get(reason, 0) + 1
-        invalid = {r: counts[r] for r in INVALID_REASONS if r in counts}
+        invalid: dict[str, int] = {r: counts[r] for r in INVALID_REASONS if r in counts}
         return DecodedBatch(
             n_messages=n,
             invalid=invalid,
@@ -462,7 +467,7 @@ def _convert(values: Sequence[Any], n: int, kind: str) -> tuple[np.ndarray, np.n
     return _categorical(values, n)
 
 
-def _numeric(values: list[Any], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _numeric(values: Sequence[Any], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(float64 values, invalid mask, missing mask)."""
     types = set(map(type, values))
     if types <= _NUMBER_OR_NONE:
@@ -485,7 +490,7 @@ def _numeric(values: list[Any], n: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return _numeric_masked(values, n)
 
 
-def _numeric_masked(values: list[Any], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _numeric_masked(values: Sequence[Any], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # Types decided once per distinct type: int, float and numpy numbers (events
     # handed to extract_columns may come from other readers); never booleans.
     number_types = frozenset(t for t in set(map(type, values)) if _is_number_type(t))
@@ -516,7 +521,7 @@ def _to_float(value: Any) -> float:
         return math.inf  # counted as invalid
 
 
-def _categorical(values: list[Any], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _categorical(values: Sequence[Any], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(object array of str/None, invalid mask, missing mask)."""
     types = set(map(type, values))
     if types <= _STR_OR_NONE:
@@ -580,7 +585,7 @@ def _category(value: Any) -> Any:
 # --------------------------------------------------------------------------
 # event time
 # --------------------------------------------------------------------------
-def _timestamps(values: list[Any], n: int, unit: str) -> np.ndarray:
+def _timestamps(values: Sequence[Any], n: int, unit: str) -> np.ndarray:
     if unit == "iso8601":
         return np.fromiter(map(_iso_seconds, values), dtype=np.float64, count=n)
     out, invalid, _ = _numeric(values, n)

@@ -1,0 +1,520 @@
+"""Smoke tests against real servers on loopback: Prometheus loads our rule files and
+scrapes two fake streamdrift exporters (prometheus_client HTTP servers serving every metric
+of docs/metrics.md with fake values); every rule evaluates without error, the recording
+rules produce series, the alerts go pending/firing, every dashboard query runs; Alertmanager
+starts with our configuration, routes alerts to the right receiver and applies the
+inhibition rules; the watchdog travels Prometheus -> Alertmanager -> dead man's switch.
+
+The servers come from procs.py; everything is stopped at the end of the module.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from procs import (
+    ServerStartError,
+    find_binary,
+    require_tool,
+    start_alertmanager,
+    start_prometheus,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+ALERTS = REPO / "deploy" / "prometheus" / "rules" / "streamdrift-alerts.yml"
+RECORDING = REPO / "deploy" / "prometheus" / "rules" / "streamdrift-recording.yml"
+ALERTMANAGER_YML = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
+
+PROMETHEUS = ("prometheus",)
+ALERTMANAGER = ("prometheus-alertmanager", "alertmanager")
+SCRAPE = 1  # seconds, scrape and rule evaluation interval of the test Prometheus
+RATE_INTERVAL = "15s"  # what Grafana's $__rate_interval becomes for the dashboard queries
+
+# --------------------------------------------------------------------------- fake exporter
+
+NUMERIC = {"detectors": ("ks", "adwin", "missing", "out_of_range"),
+           "distances": ("psi", "jensen_shannon", "wasserstein"),
+           "ratios": ("missing", "invalid", "out_of_range")}
+CATEGORICAL = {"detectors": ("chi2", "missing", "unseen"),
+               "distances": ("psi", "jensen_shannon"),
+               "ratios": ("missing", "invalid", "unseen")}
+#: model -> column -> (role, kind)
+INSTANCE_MODELS = [
+    {"fraud": {"amount": ("feature", NUMERIC), "country": ("feature", CATEGORICAL),
+               "score": ("prediction", NUMERIC)}},
+    {"fraud": {"amount": ("feature", NUMERIC), "country": ("feature", CATEGORICAL),
+               "score": ("prediction", NUMERIC)},
+     "churn": {"tenure": ("feature", NUMERIC), "churn_probability": ("prediction", NUMERIC)}},
+]
+#: (model, column, detector) in the alarm state: a feature drift and a prediction drift.
+ALARMING = {("fraud", "amount", "adwin"), ("fraud", "score", "ks")}
+
+
+class FakeStreamdrift:
+    """Collector serving every metric of docs/metrics.md; counters grow with time."""
+
+    def __init__(self, models: dict) -> None:
+        self.models = models
+        self.t0 = time.monotonic()
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def collect(self):
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        t = self._elapsed()
+        now = time.time()
+        col = ["model", "feature", "role"]
+        det = [*col, "detector"]
+        g = {name: GaugeMetricFamily(f"streamdrift_{name}", name, labels=det)
+             for name in ("drift_statistic", "drift_threshold", "drift_p_value", "drift_score",
+                          "drift_active", "drift_window_values")}
+        alarms = CounterMetricFamily("streamdrift_drift_alarms", "alarms", labels=det)
+        distance = GaugeMetricFamily("streamdrift_distance", "d", labels=[*col, "distance"])
+        ratios = {r: GaugeMetricFamily(f"streamdrift_{r}_ratio", r, labels=col)
+                  for r in ("missing", "invalid", "out_of_range", "unseen")}
+        values = CounterMetricFamily("streamdrift_values", "v", labels=col)
+        missing = CounterMetricFamily("streamdrift_missing_values", "m", labels=col)
+        invalid = CounterMetricFamily("streamdrift_invalid_values", "i", labels=col)
+        info = GaugeMetricFamily("streamdrift_model_info", "info",
+                                 labels=["model", "version", "baseline_id"])
+        processed = CounterMetricFamily("streamdrift_events_processed", "p", labels=["model"])
+        last_event = GaugeMetricFamily("streamdrift_last_event_timestamp_seconds", "le",
+                                       labels=["model"])
+        event_lag = GaugeMetricFamily("streamdrift_event_lag_seconds", "el", labels=["model"])
+        drifting = GaugeMetricFamily("streamdrift_model_drifting_columns", "dc",
+                                     labels=["model", "role"])
+        for model, columns in self.models.items():
+            info.add_metric([model, "1.4.2", f"{model}-2024-06"], 1)
+            processed.add_metric([model], 20 * t)
+            last_event.add_metric([model], now - 2)
+            event_lag.add_metric([model], 2)
+            n_drifting = defaultdict(int)
+            for column, (role, kind) in columns.items():
+                labels = [model, column, role]
+                column_alarms = False
+                for d in kind["detectors"]:
+                    active = (model, column, d) in ALARMING
+                    column_alarms |= active
+                    threshold = 0.2
+                    statistic = 0.3 if active else 0.05
+                    g["drift_statistic"].add_metric([*labels, d], statistic)
+                    g["drift_threshold"].add_metric([*labels, d], threshold)
+                    if d != "adwin":
+                        g["drift_p_value"].add_metric([*labels, d], 0.001 if active else 0.4)
+                    g["drift_score"].add_metric([*labels, d], statistic / threshold)
+                    g["drift_active"].add_metric([*labels, d], 1 if active else 0)
+                    g["drift_window_values"].add_metric([*labels, d], 500)
+                    alarms.add_metric([*labels, d], int(t) if active else 0)
+                n_drifting[role] += column_alarms
+                for dist in kind["distances"]:
+                    distance.add_metric([*labels, dist], 0.05)
+                for r in kind["ratios"]:
+                    ratios[r].add_metric(labels, 0.01)
+                values.add_metric(labels, 18 * t)
+                missing.add_metric(labels, 1.5 * t)
+                invalid.add_metric(labels, 0.5 * t)
+            for role in ("feature", "prediction"):
+                drifting.add_metric([model, role], n_drifting[role])
+        yield from g.values()
+        yield from (alarms, distance, *ratios.values(), values, missing, invalid, info,
+                    processed, last_event, event_lag, drifting)
+
+        consumed = CounterMetricFamily("streamdrift_events_consumed", "c")
+        consumed.add_metric([], 50 * t)
+        rejected = CounterMetricFamily("streamdrift_events_invalid", "r", labels=["reason"])
+        rejected.add_metric(["invalid_json"], 1 * t)
+        rejected.add_metric(["unknown_model"], 0.5 * t)
+        batches = 10 * t
+        histogram = HistogramMetricFamily(
+            "streamdrift_batch_processing_seconds", "h",
+            buckets=[("0.01", 0.2 * batches), ("0.05", 0.9 * batches), ("0.1", batches),
+                     ("+Inf", batches)],
+            sum_value=0.03 * batches)
+        last_batch = GaugeMetricFamily("streamdrift_last_batch_timestamp_seconds", "lb")
+        last_batch.add_metric([], now)
+        lag = GaugeMetricFamily("streamdrift_consumer_lag_messages", "lag",
+                                labels=["topic", "partition"])
+        lag.add_metric(["events", "0"], 100 + 5 * t)
+        lag.add_metric(["events", "1"], 80)
+        source = GaugeMetricFamily("streamdrift_source_up", "s")
+        source.add_metric([], 1)
+        dead = CounterMetricFamily("streamdrift_dead_letter", "dl", labels=["result"])
+        dead.add_metric(["ok"], 1.5 * t)
+        dead.add_metric(["failed"], 0.1 * t)
+        build = GaugeMetricFamily("streamdrift_build_info", "b", labels=["version"])
+        build.add_metric(["0.1.0"], 1)
+        yield from (consumed, rejected, histogram, last_batch, lag, source, dead, build)
+
+
+class Exporter:
+    def __init__(self, models: dict) -> None:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(FakeStreamdrift(models))
+        self.server, self.thread = start_http_server(0, addr="127.0.0.1",
+                                                     registry=self.registry)
+        self.address = f"127.0.0.1:{self.server.server_port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+class WebhookCapture:
+    """HTTP server recording Alertmanager webhook deliveries as (path, payload)."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, dict]] = []
+        lock = threading.Lock()
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with lock:
+                    received.append((self.path, json.loads(body or b"{}")))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def alerts(self, path: str) -> list[dict]:
+        return [a for p, payload in list(self.received) if p == path
+                for a in payload.get("alerts", [])]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def webhooks():
+    capture = WebhookCapture()
+    yield capture
+    capture.stop()
+
+
+def alertmanager_test_config(tmp_path: Path, webhook_url: str) -> Path:
+    """Our alertmanager.yml with every receiver replaced by a webhook to the capture
+    server and short group waits/intervals; routes, grouping and inhibition rules are kept
+    as shipped."""
+    cfg = yaml.safe_load(ALERTMANAGER_YML.read_text(encoding="utf-8"))
+    cfg["receivers"] = [{"name": r["name"],
+                         "webhook_configs": [{"url": f"{webhook_url}/{r['name']}",
+                                              "send_resolved": False}]}
+                        for r in cfg["receivers"]]
+
+    def shorten(route: dict) -> None:
+        # alerts joining an already notified group wait for group_interval
+        route["group_wait"] = "1s"
+        route["group_interval"] = "1s"
+        for child in route.get("routes", []):
+            shorten(child)
+
+    shorten(cfg["route"])
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return path
+
+
+# The server fixtures yield None when the binary is missing: each test first calls
+# require_tool(), which skips it, or fails it (not errors) when CI is set.
+
+
+@pytest.fixture(scope="module")
+def alertmanager(tmp_path_factory, webhooks):
+    if not find_binary(*ALERTMANAGER):
+        yield None
+        return
+    config = alertmanager_test_config(tmp_path_factory.mktemp("am"), webhooks.url)
+    with start_alertmanager(config, timeout=30) as am:
+        yield am
+
+
+@pytest.fixture(scope="module")
+def exporters():
+    started = [Exporter(models) for models in INSTANCE_MODELS]
+    yield started
+    for e in started:
+        e.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory, exporters, alertmanager):
+    if not find_binary(*PROMETHEUS):
+        yield None
+        return
+    config = {
+        "global": {"scrape_interval": f"{SCRAPE}s", "evaluation_interval": f"{SCRAPE}s",
+                   "scrape_timeout": f"{SCRAPE}s"},
+        "rule_files": [str(RECORDING), str(ALERTS)],
+        "alerting": {"alertmanagers": [{"static_configs": [
+            {"targets": [alertmanager.url.removeprefix("http://")] if alertmanager else []}]}]},
+        "scrape_configs": [{"job_name": "streamdrift", "static_configs": [
+            {"targets": [e.address for e in exporters]}]}],
+    }
+    path = tmp_path_factory.mktemp("prometheus") / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    # Alerts that fire before the Alertmanager is discovered are dropped, then resent only
+    # after the resend delay (1m by default).
+    with start_prometheus(path, timeout=30, extra_args=["--rules.alert.resend-delay=1s"]) as prom:
+        yield prom
+
+
+def query(prom, expr: str) -> list[dict]:
+    reply = prom.get_json("/api/v1/query", query=expr)
+    assert reply["status"] == "success", reply
+    return reply["data"]["result"]
+
+
+def rule_groups(*paths: Path) -> dict[str, list[str]]:
+    out = {}
+    for path in paths:
+        for g in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]:
+            out[g["name"]] = [r.get("alert") or r.get("record") for r in g["rules"]]
+    return out
+
+
+def all_rules_evaluated(prom):
+    groups = prom.get_json("/api/v1/rules")["data"]["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    if all(r["health"] == "ok" for r in rules) and all(
+            r.get("lastEvaluation", "0001").startswith("20") for r in rules):
+        return groups
+    return None
+
+
+# --------------------------------------------------------------------------- Prometheus
+
+
+def test_prometheus_loads_our_rules_and_evaluates_them_cleanly(prometheus):
+    require_tool(*PROMETHEUS)
+    groups = wait_until(lambda: all_rules_evaluated(prometheus), timeout=30,
+                        message="every rule evaluated with health ok")
+    loaded = {g["name"]: [r["name"] for r in g["rules"]] for g in groups}
+    assert loaded == rule_groups(RECORDING, ALERTS)
+    bad = [(r["name"], r.get("lastError")) for g in groups for r in g["rules"]
+           if r.get("lastError")]
+    assert not bad, bad
+
+
+def test_prometheus_scrapes_the_exporters(prometheus, exporters):
+    require_tool(*PROMETHEUS)
+
+    def both_up():
+        result = query(prometheus, 'up{job="streamdrift"} == 1')
+        return len(result) == len(exporters)
+
+    wait_until(both_up, timeout=20, message="both fake exporters scraped")
+    assert query(prometheus, 'streamdrift_source_up{job="streamdrift"}')
+
+
+def test_recording_rules_produce_series(prometheus):
+    require_tool(*PROMETHEUS)
+    names = [n for names in rule_groups(RECORDING).values() for n in names]
+
+    def all_present():
+        return all(query(prometheus, name) for name in names)
+
+    wait_until(all_present, timeout=30, message="a series of every recording rule")
+    # (a 5m rate over the few seconds of data so far is small, but positive)
+    (fraud,) = query(prometheus, 'model:streamdrift_events_processed:rate5m{model="fraud"}')
+    assert float(fraud["value"][1]) > 0
+    # all batches take between 0.05 s and 0.1 s
+    (p99,) = query(prometheus, "job:streamdrift_batch_processing_seconds:p99_rate5m")
+    assert 0.05 < float(p99["value"][1]) <= 0.1
+
+
+def test_alerts_go_pending_and_the_watchdog_fires(prometheus):
+    require_tool(*PROMETHEUS)
+    def alerts():
+        got = prometheus.get_json("/api/v1/alerts")["data"]["alerts"]
+        by_name = defaultdict(list)
+        for a in got:
+            by_name[a["labels"]["alertname"]].append(a)
+        if {"StreamdriftWatchdog", "StreamdriftPredictionDrift",
+                "StreamdriftFeatureDrift"} <= set(by_name):
+            return by_name
+        return None
+
+    by_name = wait_until(alerts, timeout=30, message="watchdog and drift alerts")
+    (watchdog,) = by_name["StreamdriftWatchdog"]
+    assert watchdog["state"] == "firing"
+    (prediction,) = by_name["StreamdriftPredictionDrift"]
+    assert prediction["state"] == "pending"  # for: 10m
+    assert {k: prediction["labels"][k] for k in ("model", "feature", "role", "severity")} == {
+        "model": "fraud", "feature": "score", "role": "prediction", "severity": "critical"}
+    assert prediction["annotations"]["description"].startswith(
+        "1 distribution/mean detector(s) (ks, adwin, chi2) on prediction score of model fraud")
+    (feature,) = by_name["StreamdriftFeatureDrift"]
+    assert feature["labels"]["feature"] == "amount"
+    # healthy signals do not even go pending
+    for quiet in ("StreamdriftTargetDown", "StreamdriftSourceDown", "StreamdriftNoEvents",
+                  "StreamdriftConsumerStalled", "StreamdriftTargetAbsent"):
+        assert quiet not in by_name, by_name[quiet]
+
+
+def test_every_dashboard_query_runs(prometheus, grafana_generate):
+    """All dashboard queries are valid PromQL, and every panel shows data."""
+    require_tool(*PROMETHEUS)
+    wait_until(lambda: query(prometheus, "streamdrift_batch_processing_seconds_count"
+                                         f"[{RATE_INTERVAL}]"), timeout=20,
+               message="data to compute rates")
+    time.sleep(3)
+    variables = {"model": "fraud", "feature": "amount"}
+    empty_panels = defaultdict(list)
+    for q in grafana_generate.iter_queries():
+        expr = grafana_generate.expand_macros(q.expr, variables, rate_interval=RATE_INTERVAL)
+        result = query(prometheus, expr)
+        empty_panels[(q.dashboard, q.panel)].append(not result)
+    empty = sorted(k for k, flags in empty_panels.items() if all(flags))
+    assert not empty, f"panels without data: {empty}"
+
+
+def test_start_prometheus_fails_fast_with_the_log_tail(tmp_path):
+    require_tool(*PROMETHEUS)
+    bad = tmp_path / "bad.yml"
+    bad.write_text("scrape_configs: [{job_name: x, static_configs: 3}]\n")
+    started = time.monotonic()
+    with pytest.raises(ServerStartError, match="exited with status") as info:
+        start_prometheus(bad, timeout=30)
+    assert time.monotonic() - started < 15
+    assert "static_configs" in str(info.value) or "config" in str(info.value)
+
+
+# --------------------------------------------------------------------------- Alertmanager
+
+
+def test_alertmanager_starts_with_the_shipped_config():
+    require_tool(*ALERTMANAGER)
+    with start_alertmanager(ALERTMANAGER_YML, timeout=30) as am:
+        assert am.get("/-/ready") is not None
+        status = am.get_json("/api/v2/status")
+        assert status["cluster"]["status"] == "disabled"
+        original = status["config"]["original"]
+        for receiver in ("pager", "tickets", "deadmansswitch"):
+            assert f"name: {receiver}" in original
+        proc = am.proc
+    assert not am.running
+    assert proc.returncode == 0, am.log_tail()
+
+
+def _alert(**labels: str) -> dict:
+    return {"labels": labels, "annotations": {"summary": "test"}}
+
+
+@pytest.mark.parametrize(("receiver", "labels"), [
+    ("pager", {"alertname": "StreamdriftPredictionDrift", "severity": "critical",
+               "category": "drift", "job": "route-test", "model": "m1", "feature": "score"}),
+    ("tickets", {"alertname": "StreamdriftFeatureDrift", "severity": "warning",
+                 "category": "drift", "job": "route-test", "model": "m1", "feature": "f1"}),
+    ("deadmansswitch", {"alertname": "StreamdriftWatchdog", "severity": "none",
+                        "category": "meta", "job": "route-test"}),
+], ids=["critical->pager", "warning->tickets", "watchdog->deadmansswitch"])
+def test_alertmanager_delivers_to_the_receiver_of_the_route(alertmanager, webhooks, receiver,
+                                                            labels):
+    require_tool(*ALERTMANAGER)
+    alertmanager.post_json("/api/v2/alerts", [_alert(**labels)])
+
+    def delivered():
+        return [a for a in webhooks.alerts(f"/{receiver}")
+                if a["labels"].get("job") == "route-test"
+                and a["labels"]["alertname"] == labels["alertname"]]
+
+    (alert, *_) = wait_until(delivered, timeout=20, message=f"a delivery to {receiver}")
+    assert alert["labels"] == labels
+    others = [p for p, payload in webhooks.received if p != f"/{receiver}"
+              for a in payload["alerts"]
+              if a["labels"].get("job") == "route-test"
+              and a["labels"]["alertname"] == labels["alertname"]]
+    assert not others, f"also delivered to {others}"
+
+
+def _status(am, job: str) -> dict[tuple[str, str, str], dict]:
+    alerts = am.get_json("/api/v2/alerts", filter=f'job="{job}"')
+    return {(a["labels"]["alertname"], a["labels"].get("model", ""),
+             a["labels"].get("severity", "")): a["status"] for a in alerts}
+
+
+def test_alertmanager_inhibition(alertmanager):
+    require_tool(*ALERTMANAGER)
+    job = "inhibit-test"
+    quality = {"category": "quality", "severity": "warning", "job": job}
+    alertmanager.post_json("/api/v2/alerts", [
+        # a model without events silences that model's drift, not another model's
+        _alert(alertname="StreamdriftModelNoEvents", severity="critical", category="pipeline",
+               job=job, model="silent"),
+        _alert(alertname="StreamdriftFeatureDrift", severity="warning", category="drift",
+               job=job, model="silent", feature="f"),
+        _alert(alertname="StreamdriftFeatureDrift", severity="warning", category="drift",
+               job=job, model="busy", feature="f"),
+        # the critical tier silences the warning tier of the same alert
+        _alert(alertname="StreamdriftInvalidEventsHigh", **{**quality, "severity": "critical"}),
+        _alert(alertname="StreamdriftInvalidEventsHigh", **quality),
+    ])
+
+    def settled():
+        s = _status(alertmanager, job)
+        return s if len(s) == 5 and s[("StreamdriftInvalidEventsHigh", "", "warning")][
+            "inhibitedBy"] else None
+
+    status = wait_until(settled, timeout=20, message="inhibition applied")
+    assert status[("StreamdriftFeatureDrift", "silent", "warning")]["state"] == "suppressed"
+    assert status[("StreamdriftFeatureDrift", "busy", "warning")]["state"] == "active"
+    assert status[("StreamdriftInvalidEventsHigh", "", "critical")]["state"] == "active"
+    assert status[("StreamdriftModelNoEvents", "silent", "critical")]["state"] == "active"
+
+    # the target-absent alert carries only its explicit labels, and still silences the
+    # drift of its job (and only of its job)
+    alertmanager.post_json("/api/v2/alerts", [
+        _alert(alertname="StreamdriftTargetAbsent", severity="critical", category="pipeline",
+               job=job),
+    ])
+
+    def busy_suppressed():
+        s = _status(alertmanager, job)
+        return s[("StreamdriftFeatureDrift", "busy", "warning")]["state"] == "suppressed"
+
+    wait_until(busy_suppressed, timeout=20, message="TargetAbsent inhibiting drift")
+
+
+def test_watchdog_travels_from_prometheus_to_the_deadmansswitch(prometheus, webhooks):
+    require_tool(*PROMETHEUS)
+    require_tool(*ALERTMANAGER)
+
+    def delivered():
+        return [a for a in webhooks.alerts("/deadmansswitch")
+                if a["labels"]["alertname"] == "StreamdriftWatchdog"
+                and a["labels"].get("job") != "route-test"]
+
+    (alert, *_) = wait_until(delivered, timeout=30, message="watchdog at the dead man's switch")
+    assert alert["labels"]["severity"] == "none"
+    assert alert["annotations"]["runbook_url"].endswith("#streamdriftwatchdog")

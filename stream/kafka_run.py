@@ -65,7 +65,27 @@ class KafkaRunner:
                   auto_offset_reset=k.auto_offset_reset, max_poll_records=k.max_poll_records,
                   max_partition_fetch_bytes=max(1_048_576, self.config.source.max_message_bytes))
         kw.update(dict(k.options))
-        return KafkaConsumer(*k.topics, **kw)
+        consumer = KafkaConsumer(**kw)
+        self._wait_for_topics(consumer)
+        consumer.subscribe(list(k.topics))
+        return consumer
+
+    def _wait_for_topics(self, consumer: Any, timeout: float = 30.0) -> None:
+        """Fetch the topics' metadata before joining the group.
+
+        A consumer that joins before it knows the topics' partitions is assigned
+        nothing ("No partition metadata for topic"), and kafka-python 3.0 does not
+        always rejoin when the metadata arrives: it would sit idle.
+        """
+        deadline = time.monotonic() + timeout
+        missing = list(self.kafka.topics)
+        while missing and time.monotonic() < deadline and not self.stop_event.is_set():
+            missing = [t for t in missing if not consumer.partitions_for_topic(t)]
+            if missing:
+                self.stop_event.wait(0.2)
+        if missing:
+            log.warning("topics have no partitions yet; subscribing anyway",
+                        extra={"topics": missing})
 
     def _producer(self) -> Any:
         from kafka import KafkaProducer

@@ -37,6 +37,9 @@ from detectors.window import WindowTest
 
 #: fewest simulated alarms for a rate to be read directly rather than extrapolated
 MIN_EVENTS = 25
+#: a directly read threshold may alarm at most this factor more often than the target
+#: (about one standard error of MIN_EVENTS simulated alarms)
+STEP_TOLERANCE = 1.25
 
 
 def per_detector_arl(false_alarm_events: float, n_detectors: int) -> float:
@@ -156,6 +159,9 @@ def calibrate_window_test(
         s, _, _ = sim.scan(_sample_bins(probs, per_path, rng))
         paths.append(s)
     total = per_path * n_paths
+    # values at risk: an up-crossing needs two consecutive tests, and no test runs before a
+    # path's window first fills, so the rate is per value *between* tests, as in production
+    exposure = detector.cadence * sum(max(s.size - 1, 0) for s in paths)
     allstats = np.concatenate(paths)
     cands = np.unique(allstats)
     counts = _upcrossing_counts(paths, cands)
@@ -165,14 +171,17 @@ def calibrate_window_test(
         peak = int(np.argmax(counts))
         cands, counts = cands[peak:], counts[peak:]
     target_rate = 1.0 / target_events
-    need = target_rate * total
+    need = target_rate * exposure
 
     if need >= MIN_EVENTS:
-        ok = counts > 0
+        # Closest rate on the log scale, but never one that alarms more often than the
+        # target beyond the simulation's noise: a coarse statistic (a rare flag's count in
+        # the window) has steps several-fold apart, and the budget is an upper bound.
+        ok = (counts > 0) & (counts <= need * STEP_TOLERANCE)
         c, t = cands[ok], counts[ok]
-        i = int(np.argmin(np.abs(np.log(t / total) - math.log(target_rate))))
+        i = int(np.argmin(np.abs(np.log(t / exposure) - math.log(target_rate))))
         return Calibration(float(c[i]), float(target_events), "direct", total, int(t[i]),
-                           float(total / t[i]))
+                           float(exposure / t[i]))
 
     # extrapolate on the nominal p-value scale from the observed tail
     tail = (counts >= MIN_EVENTS) & (counts <= max(40 * MIN_EVENTS, counts.max() // 20))
@@ -182,7 +191,7 @@ def calibrate_window_test(
         top = float(allstats.max()) if allstats.size else 0.0
         return Calibration(top * 1.5 + 1e-9, float(target_events), "floor", total, 0, math.inf)
     lp = detector.log_p_values(cands[tail])
-    lr = np.log(counts[tail] / total)
+    lr = np.log(counts[tail] / exposure)
     finite = np.isfinite(lp)
     lp, lr = lp[finite], lr[finite]
     if lp.size < 2 or np.ptp(lp) == 0:

@@ -44,6 +44,8 @@ class Alarm(NamedTuple):
 
 
 class _InvalidRate(RateWindow):
+    """Rate of invalid values (wrong type, ±inf): a non-alarming tracker of every column."""
+
     kind = "invalid_rate"
     input_kind = "flags"
 
@@ -87,7 +89,8 @@ def make_detector(
                               cadence, threshold, min_effect, ref, name)
     if kind == "unseen":
         assert isinstance(profile, CategoricalProfile)
-        return UnseenRate(profile.unseen_rate, window, cadence, threshold, min_effect, ref, name)
+        return UnseenRate(unseen_count(profile) / ref if ref else 0.0, window, cadence,
+                          threshold, min_effect, ref, name)
     # adwin
     from detectors.adwin import ADWIN
 
@@ -112,6 +115,16 @@ def range_breakers(profile: NumericProfile) -> int:
     return sum(int(np.count_nonzero(r == v) < 2) for v in (profile.min, profile.max))
 
 
+def unseen_count(profile: CategoricalProfile) -> int:
+    """Reference values the unseen-rate test counts as flagged.
+
+    The monitor flags a value whose category the profile does not track: a new
+    category (Good–Turing: as often as the singletons) or one of the rare categories
+    folded into ``other_count`` when the profile was truncated at ``max_tracked``.
+    """
+    return profile.singletons + profile.other_count
+
+
 def reference_counts(kind: str, profile: Profile) -> np.ndarray | None:
     """Counts behind a detector's baseline probabilities (for calibration)."""
     if kind == "ks":
@@ -127,7 +140,8 @@ def reference_counts(kind: str, profile: Profile) -> np.ndarray | None:
         return np.array([max(profile.count - k, 0), float(k)])
     if kind == "unseen":
         assert isinstance(profile, CategoricalProfile)
-        return np.array([profile.count - profile.singletons, profile.singletons], dtype=float)
+        k = unseen_count(profile)
+        return np.array([profile.count - k, k], dtype=float)
     return None
 
 
@@ -269,7 +283,7 @@ class ColumnMonitor:
 
     def _update_categorical(self, values: Any, invalid_mask: np.ndarray | None) -> list[Alarm]:
         arr = np.asarray(values)
-        if arr.dtype.kind == "f":
+        if arr.dtype.kind == "f" and arr.size:  # an empty batch of any dtype is fine
             raise TypeError(f"{self.name}: categorical columns take strings (None for missing), "
                             f"got dtype {arr.dtype}")
         obj = arr.astype(object).reshape(-1)

@@ -257,12 +257,15 @@ class ModelBaseline:
 def can_false_alarm(kind: str, profile: Profile) -> bool:
     """Whether detector ``kind`` can raise a false alarm on data drawn from ``profile``.
 
-    A rate test whose reference never shows its flag (no missing value, no
-    singleton category) cannot: under the baseline distribution the flag has
-    probability 0.  Such a detector is still calibrated, but it takes no share
-    of the model's false-alarm budget, which would otherwise be wasted.
+    A missing-rate or unseen-rate test whose reference never shows its flag (no
+    missing value; no category seen only once, so the category set looks closed)
+    cannot: under the baseline distribution the flag has probability 0.  Such a
+    detector is still calibrated, but it takes no share of the model's
+    false-alarm budget, which would otherwise be wasted.  ``out_of_range`` always
+    counts: any unbounded distribution can exceed the reference's range, even
+    when its extreme values are tied.
     """
-    if kind in ("missing", "unseen", "out_of_range"):
+    if kind in ("missing", "unseen"):
         counts = reference_counts(kind, profile)
         return counts is not None and bool(counts[-1] > 0)
     return True

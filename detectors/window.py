@@ -328,6 +328,8 @@ class KSWindow(WindowTest):
         self._ref_cdf = np.cumsum(self.probs)[:-1]
         m = self.ref_count
         self._n_eff = self.window * m / (self.window + m) if m > 0 else float(self.window)
+        # reference CDF at the edges where the window's CDF can deviate from it
+        self._edge_cdf = self._ref_cdf[(self._ref_cdf > 0) & (self._ref_cdf < 1)]
 
     def _bins(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
         x = as_float_batch(values, self.name or "values")
@@ -351,7 +353,26 @@ class KSWindow(WindowTest):
             small = np.log(np.clip(special.kolmogorov(x), 1e-300, 1.0))
         # two-term tail of the Kolmogorov distribution, accurate where it underflows
         big = math.log(2.0) - 2.0 * x * x
-        return np.where(x > 3.0, big, small)
+        kolmogorov = np.where(x > 3.0, big, small)
+        if self._edge_cdf.size == 0:
+            return kolmogorov
+        # The statistic is a maximum over the bin edges only, so the union bound over the
+        # edges of the binomial tails P(|X / n - F_j| >= d), X ~ Bin(n_eff, F_j), is also
+        # a p-value, and the sharper one for coarse or unequal bins (ties, zero inflation),
+        # where the Kolmogorov law (a continuous CDF) overstates p by orders of magnitude.
+        # It also gives calibration the right tail shape to extrapolate on.
+        d = np.asarray(statistics, dtype=np.float64)
+        n, f = self._n_eff, self._edge_cdf
+        a = n * (f + d.reshape(-1, 1))  # upper tail: P(X >= a)
+        b = n * (f - d.reshape(-1, 1))  # lower tail: P(X <= b)
+        tiny = 1e-300
+        with np.errstate(all="ignore"):
+            up = np.where(a <= n, special.betainc(np.maximum(a, tiny),
+                                                  np.maximum(n - a + 1.0, tiny), f), 0.0)
+            lo = np.where(b >= 0, special.betainc(np.maximum(n - b, tiny), b + 1.0, 1.0 - f),
+                          0.0)
+        union = np.log(np.clip((up + lo).sum(axis=1), tiny, 1.0)).reshape(d.shape)
+        return np.minimum(kolmogorov, union)
 
     def _settings(self) -> dict[str, Any]:
         return {**super()._settings(), "edges": self.edges.tolist()}
@@ -402,6 +423,8 @@ class ChiSquareWindow(WindowTest):
     def codes(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
         """Category codes of the present values and their positions."""
         arr = np.asarray(values)
+        if arr.size == 0:  # an empty batch of any dtype, as for numeric detectors
+            return EMPTY_POSITIONS, EMPTY_POSITIONS
         if arr.dtype.kind in "iu":
             codes = np.where((arr >= 0) & (arr < self.n_bins), arr, self.n_bins - 1)
             return codes.astype(np.int64), np.arange(arr.size)
@@ -471,6 +494,8 @@ class RateWindow(WindowTest):
 
     def _bins(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
         arr = np.asarray(values)
+        if arr.size == 0:  # an empty batch of any dtype, as for numeric detectors
+            return EMPTY_POSITIONS, EMPTY_POSITIONS
         if arr.dtype.kind not in "biu":
             raise TypeError(f"{self.name or 'values'}: rate detectors take boolean flags, "
                             f"got dtype {arr.dtype}")

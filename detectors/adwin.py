@@ -48,7 +48,7 @@ _I32_MAX = 2147483647
 def _adwin_kernel(
     values, totals, variances, counts, fstate, istate,
     delta, clock, max_buckets, min_window_length, grace_period, min_effect,
-    out,
+    out, out_stat,
 ):  # fmt: skip
     """Feed ``values`` one at a time; write detection positions to ``out``.
 
@@ -85,7 +85,9 @@ def _adwin_kernel(
 
     for i in range(values.shape[0]):
         x = values[i]
-        if not np.isfinite(x):
+        # non-finite values are skipped; so are values whose square would overflow
+        # the window's sum of squares (|x| > 1e100 is no measurement of anything)
+        if not np.isfinite(x) or abs(x) > 1e100:
             continue
 
         # River: ``if self.drift_detected: self._reset()`` before the update.
@@ -243,6 +245,7 @@ def _adwin_kernel(
             n_det += 1
             pending = 1
             out[n_out] = i
+            out_stat[n_out] = stat
             n_out += 1
 
     fstate[_F_TOTAL] = total
@@ -298,7 +301,7 @@ def _check_settings(
 class _KernelState:
     """The arrays the kernel mutates in place."""
 
-    __slots__ = ("counts", "fstate", "istate", "totals", "variances")
+    __slots__ = ("counts", "fstate", "istate", "last_stats", "totals", "variances")
 
     def __init__(self, max_buckets: int) -> None:
         self.totals = np.zeros((MAX_LEVELS, max_buckets + 1), dtype=np.float64)
@@ -307,6 +310,7 @@ class _KernelState:
         self.fstate = np.zeros(4, dtype=np.float64)
         self.istate = np.zeros(4, dtype=np.int64)
         self.istate[_I_LEVELS] = 1
+        self.last_stats = np.empty(0)
 
     def run(
         self,
@@ -319,13 +323,17 @@ class _KernelState:
         min_effect: float,
     ) -> np.ndarray:
         if values.size == 0:
+            self.last_stats = np.empty(0)
             return EMPTY_POSITIONS.copy()
         out = np.empty(values.size, dtype=np.int64)
+        out_stat = np.empty(values.size, dtype=np.float64)
         n = _adwin_kernel(
             values, self.totals, self.variances, self.counts, self.fstate, self.istate,
             delta, clock, max_buckets, min_window_length, grace_period, min_effect,
-            out,
+            out, out_stat,
         )  # fmt: skip
+        #: statistic of the check that detected each change, parallel to the positions
+        self.last_stats = out_stat[:n].copy()
         return out[:n].copy()
 
 
@@ -488,6 +496,7 @@ class ADWIN(Detector):
             self.min_effect,
         )
         self._drift = positions.size > 0
+        self.alarm_statistics = self._k.last_stats
         return positions
 
     @property

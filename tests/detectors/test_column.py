@@ -156,9 +156,6 @@ class TestColumnMonitor:
             assert _without_adwin_flag(mm.summary()) == _without_adwin_flag(ref.summary())
             assert _without_adwin_flag(mm.to_dict()) == _without_adwin_flag(ref.to_dict())
 
-    @pytest.mark.xfail(reason="ADWIN exposes no per-alarm statistic: ColumnMonitor reports "
-                              "its end-of-batch statistic (0.0 once River's reset ran), which "
-                              "depends on the batching", strict=False)
     def test_adwin_alarm_statistic_is_batching_invariant(self, baseline):
         rng = np.random.default_rng(3)
         data = drifting_batches(rng)

@@ -183,9 +183,6 @@ def test_state_size_does_not_grow_with_the_stream(baseline, column):
     assert max(sizes[20:]) <= 1.2 * max(sizes[:20])  # 1M values in: no trend
 
 
-@pytest.mark.xfail(reason="ADWIN (River-compatible) sums squares: one value near 1e154 or "
-                          "beyond overflows its variance, the column's ADWIN never detects "
-                          "again and its state is no longer valid JSON", strict=False)
 def test_adwin_survives_huge_values(baseline):
     mon = baseline.monitor([NUM_SPEC], SETTINGS).columns["num"]
     rng = np.random.default_rng(2)

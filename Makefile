@@ -45,7 +45,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy detectors
 
-test: install system-deps kafka lint
+test: install system-deps kafka lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install

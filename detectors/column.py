@@ -25,6 +25,7 @@ from detectors.window import (
     OutOfRangeRate,
     RateWindow,
     UnseenRate,
+    WindowTest,
 )
 
 NUMERIC_DETECTORS = ("ks", "adwin", "missing", "out_of_range")
@@ -61,10 +62,8 @@ def make_detector(
     name: str = "",
 ) -> Detector:
     """Build one detector of ``kind`` for a column with baseline ``profile``."""
-    if isinstance(profile, NumericProfile):
-        valid = NUMERIC_DETECTORS
-    else:
-        valid = CATEGORICAL_DETECTORS
+    valid: tuple[str, ...] = (
+        NUMERIC_DETECTORS if isinstance(profile, NumericProfile) else CATEGORICAL_DETECTORS)
     if kind not in valid:
         raise DetectorError(
             f"{name or 'column'}: detector {kind!r} does not apply to a {profile.kind} column; "
@@ -145,6 +144,12 @@ def reference_counts(kind: str, profile: Profile) -> np.ndarray | None:
     return None
 
 
+def _window(det: Detector | None) -> Any:
+    """A window-test detector (or None), typed for the trackers that reuse it."""
+    assert det is None or isinstance(det, WindowTest)
+    return det
+
+
 class ColumnMonitor:
     """Drives all detectors of one column from one pass over each batch.
 
@@ -194,20 +199,20 @@ class ColumnMonitor:
         self.n_values = self.n_missing = self.n_invalid = 0
         self._invalid = _InvalidRate(0.0, window, cadence, name=name)
         # non-alarming trackers where the matching detector is not enabled
-        self._missing = self.detectors.get("missing") or MissingRate(
+        self._missing: RateWindow = _window(self.detectors.get("missing")) or MissingRate(
             profile.missing_rate, window, cadence, name=name)
         if self.numeric:
             assert isinstance(profile, NumericProfile)
-            self._flag = self.detectors.get("out_of_range") or OutOfRangeRate(
+            self._flag: RateWindow = _window(self.detectors.get("out_of_range")) or OutOfRangeRate(
                 0.0, window, cadence, name=name)
-            self._hist = self.detectors.get("ks") or KSWindow(
+            self._hist: WindowTest = _window(self.detectors.get("ks")) or KSWindow(
                 profile.bin_edges, profile.bin_probabilities, window, cadence, name=name)
             self._lo, self._hi = profile.min, profile.max
         else:
             assert isinstance(profile, CategoricalProfile)
-            self._flag = self.detectors.get("unseen") or UnseenRate(0.0, window, cadence,
+            self._flag = _window(self.detectors.get("unseen")) or UnseenRate(0.0, window, cadence,
                                                                      name=name)
-            self._hist = self.detectors.get("chi2") or ChiSquareWindow(
+            self._hist = _window(self.detectors.get("chi2")) or ChiSquareWindow(
                 profile.categories, profile.bin_probabilities, window, cadence, name=name)
             self._codes = {c: i for i, c in enumerate(profile.categories)}
             self._known = frozenset(profile.counts)
@@ -290,7 +295,7 @@ class ColumnMonitor:
         out: list[Alarm] = []
         if obj.size == 0:
             return out
-        missing = np.equal(obj, None).astype(bool)
+        missing = np.equal(obj, None).astype(bool)  # type: ignore[call-overload]
         invalid = None if invalid_mask is None else np.asarray(invalid_mask, dtype=bool)
         if invalid is not None:
             missing &= ~invalid

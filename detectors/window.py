@@ -434,7 +434,7 @@ class ChiSquareWindow(WindowTest):
                 f"got dtype {arr.dtype}"
             )
         obj = arr.astype(object).reshape(-1)
-        present = np.not_equal(obj, None).astype(bool)
+        present = np.not_equal(obj, None).astype(bool)  # type: ignore[call-overload]
         pos = np.flatnonzero(present)
         # dict.get through map runs in C: no Python-level loop over the values
         codes = np.fromiter(map(self._codes.get, obj[pos], repeat(self.n_bins - 1)),

@@ -469,7 +469,15 @@ class ADWIN(Detector):
         grace_period: int = 10,
         min_effect: float = 0.0,
         name: str | None = None,
+        hold: int = 0,
     ) -> None:
+        if isinstance(hold, bool) or not isinstance(hold, (int, np.integer)) or hold < 0:
+            raise DetectorError(f"hold must be an integer >= 0, got {hold!r}")
+        #: values after a detection during which ``drift_detected`` stays true (0: River's
+        #: per-call flag). Counted in values, so it does not depend on the batching.
+        self.hold = int(hold)
+        self._since = -1  # valid values since the last detection; -1: none yet
+        self._det_stat = 0.0
         (
             self.delta,
             self.clock,
@@ -497,11 +505,24 @@ class ADWIN(Detector):
         )
         self._drift = positions.size > 0
         self.alarm_statistics = self._k.last_stats
+        if self.hold:
+            valid = np.isfinite(arr) & (np.abs(arr) <= 1e100)
+            if positions.size:
+                self._since = int(np.count_nonzero(valid[positions[-1] + 1:]))
+                self._det_stat = float(self.alarm_statistics[-1])
+            elif self._since >= 0:
+                self._since += int(np.count_nonzero(valid))
         return positions
+
+    @property
+    def _holding(self) -> bool:
+        return self.hold > 0 and 0 <= self._since < self.hold
 
     @property
     def statistic(self) -> float:
         s = float(self._k.fstate[_F_STATISTIC])
+        if self._holding:  # the detecting check's statistic while the alarm is held
+            s = max(s, self._det_stat)
         return s if math.isfinite(s) else 0.0
 
     @property
@@ -510,7 +531,7 @@ class ADWIN(Detector):
 
     @property
     def drift_detected(self) -> bool:
-        return self._drift
+        return self._drift or self._holding
 
     @property
     def _n_alarms(self) -> int:
@@ -570,6 +591,9 @@ class ADWIN(Detector):
             "reset_pending": bool(k.istate[_I_PENDING]),
             "n_detections": int(k.istate[_I_DETECTIONS]),
             "drift_detected": self._drift,
+            "hold": self.hold,
+            "since_detection": self._since,
+            "detection_statistic": self._det_stat,
             "counts": counts,
             "totals": [k.totals[lv, : counts[lv]].tolist() for lv in range(n_levels)],
             "variances": [k.variances[lv, : counts[lv]].tolist() for lv in range(n_levels)],
@@ -586,7 +610,10 @@ class ADWIN(Detector):
                 grace_period=state["grace_period"],
                 min_effect=state.get("min_effect", 0.0),
                 name=state.get("name"),
+                hold=int(state.get("hold", 0)),
             )
+            det._since = int(state.get("since_detection", -1))
+            det._det_stat = float(state.get("detection_statistic", 0.0))
             counts = [int(c) for c in state["counts"]]
             totals = state["totals"]
             variances = state["variances"]

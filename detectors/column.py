@@ -94,7 +94,9 @@ def make_detector(
     from detectors.adwin import ADWIN
 
     delta = threshold if 0 < threshold < 1 else 0.002
-    return ADWIN(delta=delta, clock=adwin_clock, min_effect=min_effect, name=name)
+    # ADWIN adapts its window and reports a change once; holding the alarm state for one
+    # window of values keeps "drifting now" visible to scrapes and alert rules
+    return ADWIN(delta=delta, clock=adwin_clock, min_effect=min_effect, name=name, hold=window)
 
 
 def range_breakers(profile: NumericProfile) -> int:

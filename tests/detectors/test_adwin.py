@@ -352,3 +352,33 @@ def test_throughput_smoke():
         det.update(x[i : i + 10_000])
     rate = len(x) / (time.perf_counter() - t0)
     assert rate > 2e6, f"{rate:.3g} values/s"
+
+
+def test_hold_keeps_the_alarm_for_a_window_of_values_whatever_the_batching():
+    """With hold=H the alarm state lasts exactly H valid values after a detection."""
+    rng = np.random.default_rng(11)
+    x = np.concatenate([rng.normal(0, 1, 4000), rng.normal(1.5, 1, 3000)])
+    x[rng.random(x.size) < 0.01] = np.nan  # skipped values do not count towards the hold
+    hold = 500
+    whole = ADWIN(hold=hold)
+    pos = whole.update(x)
+    assert pos.size >= 1
+    first = int(pos[0])
+    valid_after = np.cumsum(np.isfinite(x[first + 1:]))
+    for cut in (1, 7, 333):
+        det = ADWIN(hold=hold)
+        states = []
+        for i in range(0, x.size, cut):
+            det.update(x[i:i + cut])
+            states.append((min(i + cut, x.size) - 1, det.drift_detected, det.score))
+        for end, active, score in states:
+            if end <= first or det.n_alarms > 1 and end > first + 2 * hold:
+                continue
+            n_after = int(valid_after[end - first - 1]) if end > first else 0
+            if end >= first and n_after < hold and end < (pos[1] if pos.size > 1 else x.size):
+                assert active and score >= 1.0, (cut, end, n_after)
+            elif pos.size == 1 and n_after >= hold:
+                assert not active, (cut, end, n_after)
+        restored = Detector.from_dict(json.loads(json.dumps(det.to_dict())))
+        assert restored.drift_detected == det.drift_detected
+        assert restored.statistic == det.statistic

@@ -23,16 +23,17 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Prometheus and Alertmanager (Debian packages) for the metrics, rules and paging tests;
-# a JDK and Maven for the local Kafka broker. Installed only when missing.
+# a JDK and Maven for the local Kafka broker; openssl for the TLS test certificates.
+# Installed only when missing.
 system-deps:
 	@if command -v promtool >/dev/null && command -v amtool >/dev/null \
 	    && command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null \
-	    && command -v java >/dev/null && command -v mvn >/dev/null; then \
+	    && command -v java >/dev/null && command -v mvn >/dev/null && command -v openssl >/dev/null; then \
 	  echo "system dependencies present"; \
 	else \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
-	    --no-install-recommends prometheus prometheus-alertmanager default-jdk-headless maven; \
+	    --no-install-recommends prometheus prometheus-alertmanager default-jdk-headless maven openssl; \
 	fi
 
 # Apache Kafka broker classpath from Maven Central, cached in .cache/kafka

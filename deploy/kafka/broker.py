@@ -47,7 +47,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -555,9 +555,12 @@ class LocalBroker:
     """One Kafka node (broker + KRaft controller) as a child ``java`` process on 127.0.0.1.
 
     ``port``/``controller_port`` 0 pick free loopback ports.  ``extra_properties`` is merged
-    last into server.properties (a value of None deletes a default key), e.g. to replace the
+    last into server.properties (a value of None deletes a default key; ``{port}`` and
+    ``{controller_port}`` in a value become the ports chosen at start), e.g. to replace the
     listeners for SASL/SSL tests; ``client_config`` is then passed to the kafka-python admin
-    client used for readiness and :meth:`create_topic` (security settings).  With
+    client used for readiness and :meth:`create_topic` (security settings).  ``format_args``
+    are appended to ``kafka.tools.StorageTool format``, e.g. ``["--add-scram",
+    "SCRAM-SHA-512=[name=admin,password=...]"]`` to create SCRAM credentials.  With
     ``workdir=None`` a fresh temp folder is used and deleted by :meth:`stop`; an explicit
     workdir is kept, and its formatted data is reused while the controller endpoint is the same.
     """
@@ -571,6 +574,7 @@ class LocalBroker:
         extra_properties: Mapping[str, Any] | None = None,
         *,
         client_config: Mapping[str, Any] | None = None,
+        format_args: Sequence[str] = (),
         cache: str | os.PathLike[str] | None = None,
         verbose: bool = False,
     ) -> None:
@@ -583,6 +587,7 @@ class LocalBroker:
         self.partitions = int(partitions)
         self.extra_properties = dict(extra_properties or {})
         self.client_config = dict(client_config or {})
+        self.format_args = [str(a) for a in format_args]
         self.cache = cache
         self.verbose = verbose
         self.port: int | None = None
@@ -804,7 +809,11 @@ class LocalBroker:
             if value is None:
                 props.pop(key, None)
             else:
-                props[key] = _property_value(value)
+                props[key] = (
+                    _property_value(value)
+                    .replace("{port}", str(self.port))
+                    .replace("{controller_port}", str(self.controller_port))
+                )
         self.properties = props
         lines = ["# written by deploy/kafka/broker.py; regenerated on every start"]
         lines += [f"{k}={_escape_property(v)}" for k, v in props.items()]
@@ -828,6 +837,8 @@ class LocalBroker:
                 "listeners",
             )
         }
+        if self.format_args:  # a digest only: the arguments may hold passwords
+            quorum["format_args"] = hashlib.sha256("\0".join(self.format_args).encode()).hexdigest()
         state = self._format_state()
         if (data / "meta.properties").exists():
             if state.get("quorum") == quorum:
@@ -856,6 +867,7 @@ class LocalBroker:
             and "controller.quorum.voters" not in self.properties
         ):
             cmd.append("--standalone")  # a hard error together with controller.quorum.voters
+        cmd += self.format_args
         try:
             out = subprocess.run(
                 cmd,
@@ -872,9 +884,10 @@ class LocalBroker:
                 f"kafka.tools.StorageTool format timed out after {FORMAT_TIMEOUT_S:.0f}s"
             ) from exc
         if out.returncode != 0:
+            text = re.sub(r"(password=)[^,\]\s]*", r"\1***", out.stdout + out.stderr)
             raise BrokerError(
                 f"kafka.tools.StorageTool format failed (exit {out.returncode}):\n"
-                + "\n".join("  " + x for x in (out.stdout + out.stderr).strip().splitlines()[-30:])
+                + "\n".join("  " + x for x in text.strip().splitlines()[-30:])
             )
         (self.workdir / "format.json").write_text(
             json.dumps(

@@ -1,0 +1,656 @@
+"""Reliability of `streamdrift run` on a real broker: kill -9, rebalance, broker restart, poison.
+
+Each test prints its measured figures (``pytest -s`` shows them); docs/reliability.md
+quotes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.baselines import resolve_baselines
+from stream.config import Config, load_config
+from stream.kafka_run import KafkaRunner, kafka_client_kwargs
+from stream.pipeline import Pipeline
+from stream.state import StateStore
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+STATE_TOPIC = "streamdrift-state"
+
+CONFIG = """
+source:
+  kafka:
+    bootstrap_servers: "{bootstrap}"
+    topics: [{topic}]
+    group_id: {group}
+    auto_offset_reset: earliest
+    max_poll_records: 500
+    poll_timeout_ms: 200
+{dead_letter}
+  timestamp: {{path: ts, unit: s}}
+models:
+  - name: m1
+    select: {{field: model, equals: m1}}
+    baseline: {{reference: reference.jsonl}}
+    features:
+      - {{name: x1, path: f.x1, type: numeric}}
+      - {{name: c1, path: f.c1, type: categorical}}
+    predictions:
+      - {{name: score, path: p.score, type: numeric}}
+detection:
+  false_alarm_events: 1000000
+  window: 500
+  cadence: 50
+metrics: {{port: {port}, host: 127.0.0.1}}
+state:
+  topic: {state_topic}
+  checkpoint_interval_s: {interval}
+"""
+
+
+# --------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------
+def _event(rng: np.random.Generator, i: int, regime: int) -> bytes:
+    """regime 0: the baseline; 1: x1 and c1 drift; 2: x1 drifts the other way."""
+    mean = (0.0, 1.0, -0.8)[regime]
+    probs = [0.2, 0.3, 0.5] if regime == 1 else [0.5, 0.3, 0.2]
+    return orjson.dumps({
+        "model": "m1", "ts": 1.7e9 + i,
+        "f": {"x1": float(rng.normal(mean, 1.0)), "c1": str(rng.choice(["a", "b", "c"], p=probs))},
+        "p": {"score": float(rng.beta(2, 5))},
+    })
+
+
+def _events(seed: int, regimes: list[tuple[int, int]]) -> list[bytes]:
+    """``regimes``: (count, regime) in order."""
+    rng = np.random.default_rng(seed)
+    out: list[bytes] = []
+    for n, regime in regimes:
+        out += [_event(rng, len(out) + i, regime) for i in range(n)]
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("reliability")
+    rng = np.random.default_rng(77)
+    (d / "reference.jsonl").write_bytes(b"\n".join(_event(rng, i, 0) for i in range(10_000)))
+    return d
+
+
+def _write_config(workdir: Path, bootstrap: str, topic: str, group: str, *,
+                  interval: float = 1.0, dead_letter: str | None = None,
+                  state_topic: str = STATE_TOPIC) -> tuple[Path, int]:
+    port = _free_port()
+    path = workdir / f"{group}.yaml"
+    dl = f"  dead_letter: {{topic: {dead_letter}}}" if dead_letter else ""
+    path.write_text(CONFIG.format(bootstrap=bootstrap, topic=topic, group=group, port=port,
+                                  dead_letter=dl, interval=interval, state_topic=state_topic))
+    return path, port
+
+
+@pytest.fixture(scope="module")
+def baselines(workdir: Path) -> Callable[[Config], dict[str, Any]]:
+    """Baselines for in-process runs; the first call builds and caches them on disk, where the
+    subprocess runs find them too."""
+    cache: dict[str, Any] = {}
+
+    def get(config: Config) -> dict[str, Any]:
+        if "m1" not in cache:
+            cache.update(resolve_baselines(config))
+        return cache
+
+    return get
+
+
+def _produce(bootstrap: str, topic: str, messages: list[bytes],
+             partition: int | None = None) -> None:
+    from kafka import KafkaProducer
+
+    prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    futures = [prod.send(topic, m, partition=partition) for m in messages]
+    prod.flush(timeout=60)
+    for f in futures:
+        f.get(timeout=60)
+    prod.close()
+
+
+def _committed(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        got = admin.list_group_offsets({group: None}).get(group, {})
+    finally:
+        admin.close()
+    return {(tp.topic, tp.partition): om.offset for tp, om in got.items() if om.offset >= 0}
+
+
+def _checkpoints(config: Config) -> dict[tuple[str, str, int], Any]:
+    k = config.source.kafka
+    assert k is not None
+    store = StateStore(kafka_client_kwargs(k), config.state.topic, k.group_id)
+    try:
+        return store.read(timeout_s=20)
+    finally:
+        store.close()
+
+
+def _wait(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.1,
+          detail: Callable[[], Any] | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            more = f"; {detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{more}")
+        time.sleep(every)
+
+
+# --------------------------------------------------------------------------
+# runs: a subprocess (for kill -9) and an in-process thread
+# --------------------------------------------------------------------------
+class Run:
+    """`streamdrift run` as a real subprocess, with its JSON log lines."""
+
+    def __init__(self, config: Path, port: int, name: str) -> None:
+        self.port = port
+        self.stderr = config.with_name(f"{config.stem}.{name}.stderr")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "--log-level", "info", "run", "-c", str(config)],
+            stdout=subprocess.DEVNULL, stderr=self.stderr.open("wb"),
+            cwd=config.parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def consumed(self) -> float:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"run exited early: {self.stderr.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return -1.0
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name == "streamdrift_events_consumed_total":
+                    return s.value
+        return -1.0
+
+    def wait_consumed(self, n: int, timeout: float = 90) -> None:
+        _wait(lambda: self.consumed() >= n, timeout, f"{n} messages consumed", every=0.05)
+
+    def logs(self, msg: str) -> list[dict[str, Any]]:
+        out = []
+        for line in self.stderr.read_text().splitlines():
+            if line.startswith("{"):
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by kill -9
+                if rec.get("msg") == msg:
+                    out.append(rec)
+        return out
+
+    def alarms(self) -> set[tuple[str, str, str, int]]:
+        return {(a["model"], a["feature"], a["detector"], a["offset"])
+                for a in self.logs("drift alarm")}
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                raise
+            assert rc == 0, self.stderr.read_text()[-3000:]
+
+
+class _AlarmLog(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.alarms: dict[str, set[tuple[str, str, str, int]]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == "drift alarm":
+            a = record.__dict__
+            self.alarms.setdefault(record.threadName or "", set()).add(
+                (a["model"], a["feature"], a["detector"], a["offset"]))
+
+
+@pytest.fixture
+def alarm_log() -> Any:
+    handler = _AlarmLog()
+    logger = logging.getLogger("streamdrift.run")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+class InProcess:
+    """A KafkaRunner on its own thread, with its Pipeline at hand."""
+
+    def __init__(self, config_path: Path, baselines: Callable[[Config], dict[str, Any]],
+                 name: str, runner_class: type[KafkaRunner] = KafkaRunner) -> None:
+        self.config = load_config(config_path)
+        self.pipeline = Pipeline(self.config, baselines(self.config))
+        self.stop_event = threading.Event()
+        self.runner = runner_class(self.config, self.pipeline, self.stop_event)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.runner.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            self.error = exc
+
+    def start(self) -> InProcess:
+        self.thread.start()
+        return self
+
+    def alive(self) -> bool:
+        if self.error is not None:
+            raise AssertionError(f"runner {self.thread.name} failed: {self.error!r}")
+        return self.thread.is_alive()
+
+    def partitions(self) -> dict[tuple[str, int], dict[str, Any]]:
+        return self.pipeline.snapshot()["partitions"]
+
+    def describe(self) -> str:
+        snap = self.pipeline.snapshot()
+        r = self.runner
+        return (f"{self.thread.name}: consumed {snap['consumed']}, partitions "
+                f"{snap['partitions']}, restores {snap['restores']}, checkpoints "
+                f"{snap['checkpoints']}, source_up {snap['source_up']}, done {r.done}, "
+                f"committed {r.committed}, to_restore {r.to_restore}, pending "
+                f"{r.pending is not None}, alive {self.thread.is_alive()}")
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=60)
+        assert not self.thread.is_alive(), f"runner {self.thread.name} did not stop"
+        if self.error is not None:
+            raise AssertionError(f"runner {self.thread.name} failed: {self.error!r}")
+
+
+# --------------------------------------------------------------------------
+# kill -9 mid-stream, restart
+# --------------------------------------------------------------------------
+def test_kill9_mid_stream_then_restart_resumes_from_the_checkpoint(
+        kafka_bootstrap, make_topic, workdir, baselines, alarm_log):
+    topic = make_topic(partitions=1)
+    # drift at 5000, another drift at 11000: alarms fall before the checkpoint, between the
+    # checkpoint and the kill (raised again after the restart), and after the restart
+    messages = _events(21, [(5000, 0), (6000, 1), (9000, 2)])
+    for k, bad in enumerate([b"{not json", b"[1, 2]", b'"str"']):
+        messages.insert(3000 + 5000 * k, bad)
+    total = len(messages)
+    chunks = [messages[i:i + 1000] for i in range(0, total, 1000)]
+
+    # B: a subprocess, checkpoint every 5 s, killed with SIGKILL mid-stream
+    cfg_b, port_b = _write_config(workdir, kafka_bootstrap, topic, f"b-{topic}", interval=5)
+    resolve_baselines(load_config(cfg_b))  # build the baseline cache before timing anything
+    b1 = Run(cfg_b, port_b, "b1")
+    try:
+        _produce(kafka_bootstrap, topic, [m for c in chunks[:11] for m in c])
+        produced = sum(len(c) for c in chunks[:11])
+        b1.wait_consumed(produced)
+        # right after a checkpoint that covers everything so far ...
+        _wait(lambda: any(r["offsets"].get(f"{topic}/0") == produced
+                          for r in b1.logs("checkpoint written")), 30,
+              "a checkpoint of everything consumed")
+        seen_checkpoint = produced
+        # ... two more chunks, consumed, and kill -9 before the next checkpoint (5 s)
+        _produce(kafka_bootstrap, topic, [m for c in chunks[11:13] for m in c])
+        produced += sum(len(c) for c in chunks[11:13])
+        b1.wait_consumed(produced)
+        killed_at = produced  # no more data: B1 had processed exactly this much
+        b1.kill9()
+    finally:
+        if b1.proc.poll() is None:
+            b1.kill9()
+    b_config = load_config(cfg_b)
+    cp = _checkpoints(b_config)[("m1", topic, 0)]
+    committed = _committed(kafka_bootstrap, f"b-{topic}").get((topic, 0))
+    assert seen_checkpoint <= cp.offset <= killed_at
+    assert committed is not None and cp.offset <= committed <= killed_at
+
+    # the rest of the stream, then the restart
+    _produce(kafka_bootstrap, topic, [m for c in chunks[13:] for m in c])
+    b2 = Run(cfg_b, port_b, "b2")
+    try:
+        b2.wait_consumed(total - cp.offset, timeout=120)
+        time.sleep(1.0)  # give it a chance to (wrongly) read more
+        b2_consumed = int(b2.consumed())
+    finally:
+        b2.stop()
+    restored = b2.logs("state restored")
+    assert restored and restored[0]["offset"] == cp.offset, restored
+    valid_before = sum(1 for m in messages[:cp.offset] if m.startswith(b'{"model"'))
+    assert restored[0]["events"] == {"m1": valid_before}  # the state's count goes on
+
+    # A: the same stream, uninterrupted (in-process, group a)
+    cfg_a, _ = _write_config(workdir, kafka_bootstrap, topic, f"a-{topic}")
+    a = InProcess(cfg_a, baselines, "run-a").start()
+    try:
+        _wait(lambda: a.alive() and a.pipeline.consumed >= total, 120, "run A",
+              detail=a.describe)
+    finally:
+        a.stop()
+    alarms_a = alarm_log.alarms.get("run-a", set())
+    alarms_b1, alarms_b2 = b1.alarms(), b2.alarms()
+    assert alarms_a, "no alarm in the uninterrupted run"
+    assert any(x[3] >= killed_at for x in alarms_a), "the test needs alarms after the restart"
+    assert alarms_b1 | alarms_b2 == alarms_a
+    assert all(x[3] >= cp.offset for x in alarms_b2)
+
+    # the bounded effect of the replay
+    processed_twice = killed_at + b2_consumed - total
+    between = killed_at - cp.offset  # events after the checkpoint, before the kill
+    assert b2_consumed == total - cp.offset  # resumed exactly at the checkpoint
+    assert 0 <= processed_twice <= between
+    twice_alarms = alarms_b1 & alarms_b2
+    assert all(cp.offset <= x[3] < killed_at for x in twice_alarms)
+    print(f"\n[kill -9] stream {total} msgs; checkpoint offset {cp.offset}, committed "
+          f"{committed}, killed after {killed_at}; B2 consumed {b2_consumed}; processed twice "
+          f"{processed_twice} (bound: {between} events between checkpoint and kill); alarms: "
+          f"A {len(alarms_a)}, B1 {len(alarms_b1)}, B2 {len(alarms_b2)}, raised twice "
+          f"{len(twice_alarms)}; alarm offsets {sorted({x[3] for x in alarms_a})}")
+
+
+# --------------------------------------------------------------------------
+# rebalance: a second consumer joins, then leaves
+# --------------------------------------------------------------------------
+def test_state_follows_partitions_across_rebalances(kafka_bootstrap, make_topic, workdir,
+                                                    baselines):
+    topic = make_topic(partitions=2)
+    group = f"r-{topic}"
+    cfg, _ = _write_config(workdir, kafka_bootstrap, topic, group, interval=1)
+    parts = [(topic, 0), (topic, 1)]
+    produced = dict.fromkeys(parts, 0)
+    seed = iter(range(100, 200))
+
+    def produce(n: int, regime: int) -> None:
+        for key in parts:
+            _produce(kafka_bootstrap, topic, _events(next(seed), [(n, regime)]), key[1])
+            produced[key] += n
+
+    def consumed(*runs: InProcess) -> dict[tuple[str, int], int]:
+        out = dict.fromkeys(parts, 0)
+        for r in runs:
+            for key, fig in r.partitions().items():
+                out[key] += fig["consumed"]
+        return out
+
+    produce(2000, 0)
+    r1 = InProcess(cfg, baselines, "rebalance-1").start()
+    r2 = InProcess(cfg, baselines, "rebalance-2")
+    try:
+        _wait(lambda: r1.alive() and r1.pipeline.consumed >= 4000, 60, "consumer 1")
+        t0 = time.monotonic()
+        r2.start()
+        # consumer 2 joins: each consumer ends up with the state of one partition
+        _wait(lambda: r2.alive() and [k for k, f in r2.partitions().items() if f["live"]]
+              and len([k for k, f in r1.partitions().items() if f["live"]]) == 1,
+              60, "the partitions to be shared")
+        join_s = time.monotonic() - t0
+        moved = next(k for k, f in r2.partitions().items() if f["live"])
+        stayed = next(k for k in parts if k != moved)
+        produce(2000, 1)
+        _wait(lambda: all(v >= produced[k] for k, v in consumed(r1, r2).items()), 60,
+              "both consumers to catch up")
+        # consumer 2 got the moved partition's state from consumer 1's checkpoint
+        assert r2.pipeline.restores.get("checkpoint", 0) >= 1
+        assert r2.partitions()[moved]["events"] == {"m1": produced[moved]}
+
+        t1 = time.monotonic()
+        r2.stop()  # leaves the group after its final checkpoint
+        restores_before = r1.pipeline.restores.get("checkpoint", 0)
+        _wait(lambda: r1.alive() and all(r1.partitions().get(k, {}).get("live") for k in parts)
+              and r1.pipeline.restores.get("checkpoint", 0) > restores_before, 60,
+              "consumer 1 to take the partition back")
+        leave_s = time.monotonic() - t1
+        # restored from consumer 2's checkpoint: the event count continues, it does not restart
+        # at 0, and is more than consumer 1 ever processed on that partition itself
+        restored_events = r1.partitions()[moved]["events"]["m1"]
+        assert restored_events == produced[moved] == 4000
+        assert r1.partitions()[moved]["processed"]["m1"] < restored_events
+
+        produce(2000, 2)
+        _wait(lambda: all(v >= produced[k] for k, v in consumed(r1, r2).items()), 60,
+              "consumer 1 to consume the rest")
+        time.sleep(1.0)
+    finally:
+        r1.stop()
+        if r2.thread.is_alive():
+            r2.stop()
+    totals = consumed(r1, r2)
+    for key in parts:
+        assert totals[key] >= produced[key]  # nothing lost
+        assert r1.partitions()[key]["events"] == {"m1": produced[key]}  # one continuous state
+    twice = {f"{k[0][-2:]}/{k[1]}": totals[k] - produced[k] for k in parts}
+    print(f"\n[rebalance] produced {produced[parts[0]]} per partition; moved partition "
+          f"{moved[1]} (stayed {stayed[1]}); join took {join_s:.1f}s, leave {leave_s:.1f}s; "
+          f"processed twice per partition {twice}; consumer 1 restores "
+          f"{dict(r1.pipeline.restores)}, consumer 2 restores {dict(r2.pipeline.restores)}")
+
+
+# --------------------------------------------------------------------------
+# the broker goes away and comes back
+# --------------------------------------------------------------------------
+def test_broker_restart_while_consuming(broker_module, tmp_path, workdir, baselines):
+    port, controller_port = _free_port(), _free_port()
+    broker = broker_module.LocalBroker(workdir=tmp_path / "kafka", port=port,
+                                       controller_port=controller_port)
+    broker.start()
+    timeline: list[tuple[float, int]] = []
+    try:
+        bootstrap = broker.bootstrap_servers
+        topic = broker.create_topic("restart-events", partitions=1)
+        cfg, _ = _write_config(workdir, bootstrap, topic, "restart-group", interval=1)
+        messages = _events(31, [(6000, 0), (6000, 1), (6000, 0)])
+        run = InProcess(cfg, baselines, "restart-run").start()
+
+        # a producer keeps producing through the outage (its sends wait and retry)
+        from kafka import KafkaProducer
+
+        prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all",
+                             delivery_timeout_ms=180_000, request_timeout_ms=10_000)
+        futures = []
+        produced_before_stop = threading.Event()
+
+        def producing() -> None:
+            for i in range(0, len(messages), 500):
+                futures.extend(prod.send(topic, m) for m in messages[i:i + 500])
+                if i >= 6000:
+                    produced_before_stop.set()
+                time.sleep(0.15)
+
+        sender = threading.Thread(target=producing, name="restart-producer", daemon=True)
+        sender.start()
+        produced_before_stop.wait(30)
+        _wait(lambda: run.alive() and run.pipeline.consumed >= 5000, 60, "consumption")
+
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                timeline.append((time.monotonic(), int(run.pipeline.source_up)))
+                time.sleep(0.1)
+
+        sampler = threading.Thread(target=sample, name="restart-sampler", daemon=True)
+        sampler.start()
+        consumed_at_stop = run.pipeline.consumed
+        t_stop = time.monotonic()
+        broker.stop()
+        t_down = time.monotonic()
+        time.sleep(10)
+        t_start = time.monotonic()
+        broker.start()
+        t_up = time.monotonic()
+
+        sender.join(timeout=60)
+        prod.flush(timeout=120)
+        for f in futures:
+            f.get(timeout=60)
+        prod.close()
+        _wait(lambda: run.alive() and run.pipeline.consumed >= len(messages), 120,
+              "consumption after the restart")
+        _wait(lambda: run.pipeline.source_up == 1, 30, "source_up back to 1")
+        time.sleep(1.0)
+        stop.set()
+        sampler.join(timeout=5)
+        run.stop()
+        snap = run.pipeline.snapshot()
+    finally:
+        broker.stop()
+
+    part = snap["partitions"][(topic, 0)]
+    assert part["consumed"] >= len(messages)  # nothing lost
+    assert part["events"] == {"m1": len(messages)}  # the state went on through the outage
+    zero = [t for t, up in timeline if up == 0]
+    assert zero, "source_up never went to 0 during the outage"
+    assert all(t >= t_stop for t in zero)
+    first_zero = zero[0] - t_stop
+    back = next(t for t, up in timeline if up == 1 and t > zero[-1]) - t_up
+    assert zero[0] < t_start, "source_up went to 0 only after the broker was back"
+    assert timeline[-1][1] == 1
+    print(f"\n[broker restart] broker down {t_start - t_down:.1f}s (stop took "
+          f"{t_down - t_stop:.1f}s, start {t_up - t_start:.1f}s); consumed {consumed_at_stop} "
+          f"before the stop, {part['consumed']} in all for {len(messages)} produced "
+          f"(processed twice {part['consumed'] - len(messages)}); source_up 0 "
+          f"{first_zero:.1f}s after the stop began, back to 1 {back:.1f}s after the restart, "
+          f"0 for {zero[-1] - zero[0]:.1f}s; restores {dict(snap['restores'])}")
+
+
+# --------------------------------------------------------------------------
+# poison messages and the dead-letter topic
+# --------------------------------------------------------------------------
+class FlakyDeadLetters(KafkaRunner):
+    """Dead-letter writes go to a closed port while ``fail`` is set."""
+
+    fail = threading.Event()
+    closed_port = 0
+
+    def _producer(self) -> Any:
+        if self.fail.is_set():
+            from kafka import KafkaProducer
+
+            return KafkaProducer(bootstrap_servers=f"127.0.0.1:{self.closed_port}",
+                                 bootstrap_timeout_ms=500, max_block_ms=500)
+        return super()._producer()
+
+
+def _read_all(bootstrap: str, topic: str, n: int, timeout: float = 30) -> list[Any]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tp = TopicPartition(topic, 0)
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n and time.monotonic() < deadline:
+            for recs in c.poll(timeout_ms=500).values():
+                out.extend(recs)
+        time.sleep(0.5)
+        for recs in c.poll(timeout_ms=500).values():
+            out.extend(recs)
+        return out
+    finally:
+        c.close()
+
+
+def test_dead_letters_are_committed_past_only_once_acknowledged(
+        kafka_bootstrap, make_topic, workdir, baselines):
+    topic, dlq = make_topic(partitions=1), make_topic(partitions=1)
+    group = f"dl-{topic}"
+    cfg, _ = _write_config(workdir, kafka_bootstrap, topic, group, interval=1, dead_letter=dlq)
+    poison = [b"{not json", b"[1, 2]", b"x" * 5000]
+    messages = _events(41, [(300, 0)])
+    positions = [100, 201, 302]
+    for pos, bad in zip(positions, poison, strict=True):
+        messages.insert(pos, bad)
+
+    _produce(kafka_bootstrap, topic, messages)  # first, so that one poll reads them all
+    FlakyDeadLetters.closed_port = _free_port()
+    FlakyDeadLetters.fail.set()
+    run = InProcess(cfg, baselines, "dead-letter", FlakyDeadLetters).start()
+    try:
+        # the dead-letter write fails: counted, retried, nothing committed past the poison
+        _wait(lambda: run.alive() and run.pipeline.dead_letter.get("failed", 0) >= 2 * 3, 60,
+              "two failed dead-letter attempts")
+        time.sleep(1.5)
+        assert run.alive()
+        failed_attempts = run.pipeline.dead_letter["failed"] // len(poison)
+        assert run.pipeline.dead_letter.get("ok", 0) == 0
+        committed = _committed(kafka_bootstrap, group).get((topic, 0))
+        assert committed is None or committed <= positions[0], committed
+        # no checkpoint claims the batch either (its state is ahead of the committed offset)
+        cp = _checkpoints(run.config).get(("m1", topic, 0))
+        assert cp is None or cp.offset <= positions[0]
+        assert run.pipeline.consumed == len(messages)  # processed once, not again per retry
+        assert run.pipeline.processed["m1"] == 300
+
+        # the dead-letter topic comes back: the write goes through, then the commit
+        t0 = time.monotonic()
+        FlakyDeadLetters.fail.clear()
+        _wait(lambda: run.alive()
+              and _committed(kafka_bootstrap, group).get((topic, 0)) == len(messages),
+              60, "the commit past the poison messages", every=0.5)
+        recovered_s = time.monotonic() - t0
+        assert run.pipeline.dead_letter.get("ok") == len(poison)
+    finally:
+        FlakyDeadLetters.fail.clear()
+        run.stop()
+    assert _checkpoints(run.config)[("m1", topic, 0)].offset == len(messages)
+    assert run.pipeline.consumed == len(messages) and run.pipeline.processed["m1"] == 300
+
+    got = _read_all(kafka_bootstrap, dlq, len(poison))
+    assert [r.value for r in got] == poison
+    for r, pos in zip(got, positions, strict=True):
+        headers = {k: v.decode() for k, v in r.headers}
+        assert headers["source_topic"] == topic
+        assert headers["source_partition"] == "0"
+        assert headers["source_offset"] == str(pos)
+        assert headers["error"] in ("invalid_json", "not_an_object")
+    print(f"\n[dead letter] {len(poison)} poison messages; {failed_attempts} failed attempts "
+          f"while the dead-letter producer pointed at a closed port, committed offset held at "
+          f"or before {positions[0]}; commit past them {recovered_s:.1f}s after the write "
+          f"could succeed")

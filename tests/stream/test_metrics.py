@@ -1,0 +1,62 @@
+"""The Prometheus collector: bounded series whatever the data, values read from the pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from detectors.model import ModelBaseline
+from stream.baselines import column_specs, detection_settings
+from stream.config import parse_config
+from stream.metrics import make_registry
+from stream.pipeline import Pipeline
+
+CONFIG = {
+    "models": [{
+        "name": "m",
+        "baseline": {"reference": "ref.jsonl"},
+        "features": [{"name": "x", "path": "x", "type": "numeric"},
+                     {"name": "city", "path": "city", "type": "categorical"}],
+    }],
+    "detection": {"false_alarm_events": 100_000, "window": 200, "cadence": 20},
+}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    cfg = parse_config(CONFIG, Path(tmp_path_factory.mktemp("m")))
+    rng = np.random.default_rng(0)
+    model = cfg.models[0]
+    data = {"x": rng.normal(size=5000),
+            "city": rng.choice(np.array(["a", "b", "c"], dtype=object), 5000)}
+    settings = detection_settings(cfg.detection)
+    settings = type(settings)(**{**settings.__dict__, "calibration_values": 200_000})
+    base = ModelBaseline.build("m", data, column_specs(model), settings)
+    return Pipeline(cfg, {"m": base})
+
+
+def _series(pipeline: Pipeline) -> set[tuple[str, tuple]]:
+    text = generate_latest(make_registry(pipeline)).decode()
+    return {(s.name, tuple(sorted(s.labels.items())))
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_new_categories_and_hostile_values_never_add_series(pipeline: Pipeline) -> None:
+    rng = np.random.default_rng(1)
+    pipeline.process([orjson.dumps({"x": float(v), "city": "a"}) for v in rng.normal(size=500)])
+    before = _series(pipeline)
+    # 20,000 never-seen categories, unicode, huge strings, wrong types, garbage
+    msgs = [orjson.dumps({"x": float(rng.normal()), "city": f"city-{i}-\u00e9\U0001f600"})
+            for i in range(20_000)]
+    msgs += [orjson.dumps({"x": "NaN", "city": "z" * 10_000}), b'{"x": 1e308, "city": [1]}',
+             b"\xff\xfe", b"[]", b'{"x": {"deep": [[[[1]]]]}}']
+    pipeline.process(msgs)
+    after = _series(pipeline)
+    assert after == before, sorted(after ^ before)[:10]
+    snap = pipeline.snapshot()["models"]["m"]["columns"]["city"]
+    assert snap["unseen_ratio"] > 0.9  # the new categories are seen, as a ratio

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from detectors._window_kernel import CODE_INVALID, CODE_MISSING, classify_numeric
 from detectors.base import Detector, as_float_batch
 from detectors.distances import jensen_shannon, psi, wasserstein_binned
 from detectors.errors import DetectorError
@@ -236,25 +237,33 @@ class ColumnMonitor:
             out.extend(Alarm(self.name, det.kind, int(p), float(s), float(thr))
                        for p, s in zip(positions.tolist(), stats, strict=True))
 
-    def _split(self, n: int, missing: np.ndarray, invalid: np.ndarray | None,
-               out: list[Alarm]) -> np.ndarray:
-        """Count missing/invalid, feed the ratio trackers, return positions of valid values."""
-        if invalid is None or not invalid.any():
-            n_inv = 0
-            self._invalid.update_bins(np.zeros(n, dtype=np.int64))
-            hits = self._missing.update_bins(missing.view(np.int8).astype(np.int64))
-            valid_pos = np.flatnonzero(~missing)
+    def _split(self, n: int, codes: np.ndarray, n_missing: int, n_invalid: int,
+               out: list[Alarm]) -> np.ndarray | None:
+        """Count missing/invalid, feed the ratio trackers, return positions of valid values.
+
+        ``codes`` holds one code per value: ``CODE_INVALID``, ``CODE_MISSING`` or a
+        (non-negative) packed bin.  Returns ``None`` when every value is valid.
+        """
+        if n_invalid == 0:
+            self._invalid.update_constant(n, 0)
+            if n_missing == 0:
+                hits = self._missing.update_constant(n, 0)
+                valid_pos = None
+            else:  # the sign bit of a code: missing (there is no invalid code)
+                hits = self._missing._update_codes(codes, None, 63, 1)
+                valid_pos = np.flatnonzero(codes >= 0)
         else:
-            n_inv = int(invalid.sum())
-            self._invalid.update_bins(invalid.view(np.int8).astype(np.int64))
+            invalid = codes == CODE_INVALID
+            self._invalid._update_codes(invalid.view(np.int8).astype(np.int64), None, 0, -1)
             keep = np.flatnonzero(~invalid)
-            hits = self._missing.update_bins(missing[keep].view(np.int8).astype(np.int64), keep)
-            valid_pos = np.flatnonzero(~missing & ~invalid)
+            hits = self._missing._update_codes(codes[keep], keep, 63, 1)
+            valid_pos = np.flatnonzero(codes >= 0)
         if self._missing is self.detectors.get("missing"):
             self._collect(self._missing, hits, out)
-        self.n_invalid += n_inv
-        self.n_missing += int(n - n_inv - valid_pos.size)
-        self.n_values += int(valid_pos.size)
+        n_valid = n if valid_pos is None else int(valid_pos.size)
+        self.n_invalid += n_invalid
+        self.n_missing += n - n_invalid - n_valid
+        self.n_values += n_valid
         return valid_pos
 
     def _update_numeric(self, values: Any, invalid_mask: np.ndarray | None) -> list[Alarm]:
@@ -262,46 +271,127 @@ class ColumnMonitor:
         out: list[Alarm] = []
         if x.size == 0:
             return out
-        finite = np.isfinite(x)
-        if finite.all() and (invalid_mask is None or not invalid_mask.any()):
-            missing = np.zeros(x.size, dtype=bool)
-            invalid = None
-        else:
-            missing = np.isnan(x)
-            invalid = ~finite & ~missing
+        if not (x.flags.c_contiguous and x.flags.writeable):
+            x = np.array(x)
+        # one pass: NaN -> missing, ±inf -> invalid, else bin << 1 | out of range
+        codes, n_missing, n_invalid, n_oor = classify_numeric(
+            x, self.profile.bin_edges, float(self._lo), float(self._hi))  # type: ignore[union-attr]
+        if not (n_missing == 0 and n_invalid == 0
+                and (invalid_mask is None or not invalid_mask.any())):
             if invalid_mask is not None:
+                invalid = codes == CODE_INVALID
                 invalid |= np.asarray(invalid_mask, dtype=bool)
-            missing &= ~invalid
-        pos = self._split(x.size, missing, invalid, out)
-        v = x if pos.size == x.size else x[pos]
-        bins = self.profile.bin_index(v)  # type: ignore[union-attr]
-        hits = self._hist.update_bins(bins, pos)
+                codes[invalid] = CODE_INVALID
+                n_invalid = int(np.count_nonzero(invalid))
+                n_missing = int(np.count_nonzero(codes == CODE_MISSING))
+        pos = self._split(x.size, codes, n_missing, n_invalid, out)
+        if pos is None:
+            v, c = x, codes
+        else:
+            v, c = x[pos], codes[pos]
+        hits = self._hist._update_codes(c, pos, 1, -1)
         if "ks" in self.detectors:
             self._collect(self._hist, hits, out)
-        flags = ((v < self._lo) | (v > self._hi)).view(np.int8).astype(np.int64)
-        hits = self._flag.update_bins(flags, pos)
+        if n_oor:
+            hits = self._flag._update_codes(c, pos, 0, 1)
+        else:  # no value out of range: a run of zero flags
+            hits = self._flag.update_constant(v.size, 0)
+            if pos is not None:
+                hits = pos[hits]
         if "out_of_range" in self.detectors:
             self._collect(self._flag, hits, out)
         if self._adwin is not None:
             hits = self._adwin.update(v)
-            self._collect(self._adwin, pos[hits], out)
-        out.sort(key=lambda a: a.position)
+            self._collect(self._adwin, hits if pos is None else pos[hits], out)
+        if len(out) > 1:
+            out.sort(key=lambda a: a.position)
         return out
+
+    def _category_codes(self) -> dict[Any, int]:
+        """Value → packed code (``code << 1 | unseen``; None → missing), built once."""
+        cache = self.__dict__.get("_lookup")
+        if cache is not None and cache[0] is self._codes and cache[1] is self._known:
+            return cache[2]  # type: ignore[no-any-return]
+        other = len(self._codes)
+        lookup: dict[Any, int] = {}
+        for key in self._known:
+            lookup[key] = other << 1
+        for key, code in self._codes.items():
+            lookup[key] = (code << 1) | (0 if key in self._known else 1)
+        lookup[None] = CODE_MISSING
+        self._lookup = (self._codes, self._known, lookup)
+        return lookup
 
     def _update_categorical(self, values: Any, invalid_mask: np.ndarray | None) -> list[Alarm]:
         arr = np.asarray(values)
         if arr.dtype.kind == "f" and arr.size:  # an empty batch of any dtype is fine
             raise TypeError(f"{self.name}: categorical columns take strings (None for missing), "
                             f"got dtype {arr.dtype}")
-        obj = arr.astype(object).reshape(-1)
+        obj = arr.reshape(-1) if arr.dtype == object else arr.astype(object).reshape(-1)
         out: list[Alarm] = []
-        if obj.size == 0:
+        n = obj.size
+        if n == 0:
             return out
+        # one dict lookup per value gives missing, the category code and the unseen flag
+        unknown = -3
+        try:
+            codes = np.fromiter(map(self._category_codes().get, obj, repeat(unknown)),
+                                dtype=np.int64, count=n)
+        except Exception:  # unhashable values: fail where and as the general path fails
+            return self._update_categorical_masks(obj, invalid_mask)
+        if (codes == unknown).any():  # not a tracked category: missing only if it equals None
+            idx = np.flatnonzero(codes == unknown)
+            missing = np.equal(obj[idx], None).astype(bool)  # type: ignore[call-overload]
+            codes[idx] = np.where(missing, CODE_MISSING, (len(self._codes) << 1) | 1)
+        invalid = None if invalid_mask is None else np.asarray(invalid_mask, dtype=bool)
+        if invalid is not None and invalid.shape != (n,):
+            return self._update_categorical_masks(obj, invalid_mask)
+        n_invalid = 0
+        if invalid is not None and invalid.any():
+            codes[invalid] = CODE_INVALID
+            n_invalid = int(np.count_nonzero(invalid))
+        n_missing = int(np.count_nonzero(codes == CODE_MISSING))
+        pos = self._split(n, codes, n_missing, n_invalid, out)
+        c = codes if pos is None else codes[pos]
+        hits = self._hist._update_codes(c, pos, 1, -1)
+        if "chi2" in self.detectors:
+            self._collect(self._hist, hits, out)
+        hits = self._flag._update_codes(c, pos, 0, 1)
+        if "unseen" in self.detectors:
+            self._collect(self._flag, hits, out)
+        if len(out) > 1:
+            out.sort(key=lambda a: a.position)
+        return out
+
+    def _update_categorical_masks(self, obj: np.ndarray, invalid_mask: np.ndarray | None,
+                                  ) -> list[Alarm]:
+        """The categorical path with boolean masks, for inputs the fast path declines.
+
+        An invalid mask that is not one flag per value, or values that cannot be
+        looked up in a dict: behaves (and fails) exactly as before.
+        """
+        out: list[Alarm] = []
         missing = np.equal(obj, None).astype(bool)  # type: ignore[call-overload]
         invalid = None if invalid_mask is None else np.asarray(invalid_mask, dtype=bool)
         if invalid is not None:
             missing &= ~invalid
-        pos = self._split(obj.size, missing, invalid, out)
+        n = obj.size
+        if invalid is None or not invalid.any():
+            n_inv = 0
+            self._invalid.update_constant(n, 0)
+            hits = self._missing.update_bins(missing.view(np.int8).astype(np.int64))
+            pos = np.flatnonzero(~missing)
+        else:
+            n_inv = int(invalid.sum())
+            self._invalid.update_bins(invalid.view(np.int8).astype(np.int64))
+            keep = np.flatnonzero(~invalid)
+            hits = self._missing.update_bins(missing[keep].view(np.int8).astype(np.int64), keep)
+            pos = np.flatnonzero(~missing & ~invalid)
+        if self._missing is self.detectors.get("missing"):
+            self._collect(self._missing, hits, out)
+        self.n_invalid += n_inv
+        self.n_missing += int(n - n_inv - pos.size)
+        self.n_values += int(pos.size)
         vals = obj[pos]
         other = len(self._codes)
         codes = np.fromiter(map(self._codes.get, vals, repeat(other)), dtype=np.int64,

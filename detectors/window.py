@@ -3,10 +3,12 @@
 All window tests share one engine.  Each value is mapped to a *bin* (a quantile
 bin of a numeric baseline, a category, or a 0/1 flag).  The window of the last
 ``window`` values is kept as a ring of ``window / cadence`` chunk histograms,
-so memory is ``(window / cadence) × bins`` integers whatever the stream length,
-and a batch is processed with a handful of numpy calls: one ``bincount`` for
-the chunk histograms of the whole batch, one cumulative sum for the window
-histograms at every test point, one vectorised statistic.
+so memory is ``(window / cadence) × bins`` integers whatever the stream length.
+A batch is processed by one compiled pass (:mod:`detectors._window_kernel`)
+that counts each value into the unfinished chunk, swaps each completed chunk
+into the ring (a circular buffer) while keeping the window's histogram up to
+date, and computes the statistic at each test point; the cost per call is a few
+microseconds plus a few nanoseconds per value, whatever the window.
 
 A test runs each time a chunk of ``cadence`` values completes and the window is
 full.  The detector is *in alarm* while the statistic exceeds the threshold (and
@@ -40,8 +42,12 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import special, stats
 
+from detectors import _window_kernel as _wk
 from detectors.base import EMPTY_POSITIONS, Detector, as_float_batch
 from detectors.errors import DetectorError
+
+_NO_CODES = np.empty(0, dtype=np.int64)
+_NO_REF = np.empty(0, dtype=np.float64)
 
 
 def _check_window(window: int, cadence: int) -> tuple[int, int]:
@@ -91,15 +97,19 @@ class WindowTest(Detector):
         self.name = name
         self.n_bins = self.probs.size
         self._chunks = self.window // self.cadence
-        self._ring = np.zeros((0, self.n_bins), dtype=np.int64)
+        # the ring of chunk histograms, a circular buffer; _ist = [next slot, chunks held,
+        # values in the partial chunk]; _win = sum of the ring (the window's histogram)
+        self._buf = np.zeros((self._chunks, self.n_bins), dtype=np.int64)
+        self._win = np.zeros(self.n_bins, dtype=np.int64)
         self._partial = np.zeros(self.n_bins, dtype=np.int64)
-        self._partial_n = 0
+        self._ist = np.zeros(3, dtype=np.int64)
         self._stat = 0.0
         self._effect = 0.0
         self._active = False
         self._n_alarms = 0
         self.alarm_statistics = np.empty(0)
         self._prepare_reference()
+        self._kernel_kind = self._resolve_kernel_kind()
 
     def _prepare_reference(self) -> None:
         """Precompute reference arrays the statistic needs (subclasses)."""
@@ -118,12 +128,113 @@ class WindowTest(Detector):
         raise NotImplementedError
 
     # -- the engine ------------------------------------------------------
+    def _resolve_kernel_kind(self) -> int:
+        """Which statistic the compiled kernel computes (GENERIC: ``_statistics`` in Python)."""
+        stat = type(self)._statistics
+        if stat is KSWindow._statistics:
+            return _wk.KIND_KS
+        if stat is ChiSquareWindow._statistics:
+            return _wk.KIND_CHI2
+        if stat is RateWindow._statistics:
+            return _wk.KIND_RATE
+        return _wk.KIND_GENERIC
+
+    def _kernel_reference(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(reference array, probabilities, base rate) the kernel's statistic reads."""
+        kind = self._kernel_kind
+        if kind == _wk.KIND_KS:
+            return self._ref_cdf, _NO_REF, 0.0  # type: ignore[attr-defined]
+        if kind == _wk.KIND_CHI2:
+            return self._log_p, self.probs, 0.0  # type: ignore[attr-defined]
+        if kind == _wk.KIND_RATE:
+            return _NO_REF, _NO_REF, float(self.base_rate)  # type: ignore[attr-defined]
+        return _NO_REF, _NO_REF, 0.0
+
+    def _as_codes(self, bins: Any) -> np.ndarray:
+        """``bins`` as a writable, contiguous 1-D int64 array (integers and booleans only)."""
+        b = np.asarray(bins)
+        if b.dtype != np.int64:
+            if b.dtype.kind not in "biu" or not np.can_cast(b.dtype, np.int64, "safe"):
+                raise TypeError(f"{self.name or 'bins'}: bins must be integers, got dtype "
+                                f"{b.dtype}")
+            b = b.astype(np.int64)
+        if b.ndim == 0:
+            b = b.reshape(1)
+        elif b.ndim != 1:
+            raise ValueError(f"{self.name or 'bins'}: bins must be 1-D, got shape {b.shape}")
+        if not (b.flags.c_contiguous and b.flags.writeable):
+            b = np.array(b)
+        return b
+
+    def _bad_bins(self) -> DetectorError:
+        return DetectorError(f"{self.name or 'window'}: bins must be in 0 .. {self.n_bins - 1}")
+
     def update(self, values: Any) -> np.ndarray:
         bins, positions = self._bins(values)
         return self.update_bins(bins, positions)
 
     def update_bins(self, bins: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
         """Feed pre-binned values; ``positions`` maps them to batch positions."""
+        if np.size(bins) == 0:
+            self.alarm_statistics = np.empty(0)
+            return EMPTY_POSITIONS
+        return self._update_codes(self._as_codes(bins), positions, 0, -1)
+
+    def update_constant(self, n: int, bin: int = 0) -> np.ndarray:
+        """Feed ``n`` values all in bin ``bin`` (a run of zero flags) without materialising them.
+
+        Same result and state as ``update_bins(np.full(n, bin))``; returns the
+        indices (``0 .. n - 1``) at which alarms were raised.
+        """
+        n, b = int(n), int(bin)
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if not 0 <= b < self.n_bins:
+            raise self._bad_bins()
+        if n == 0:
+            self.alarm_statistics = np.empty(0)
+            return EMPTY_POSITIONS
+        if self._kernel_kind == _wk.KIND_GENERIC:
+            return self.update_bins(np.full(n, b, dtype=np.int64))
+        return self._run(_NO_CODES, n, b, 0, -1, None)
+
+    def _update_codes(self, codes: np.ndarray, positions: np.ndarray | None, shift: int,
+                      mask: int) -> np.ndarray:
+        """Feed the bins ``(codes >> shift) & mask`` of a contiguous int64 array ``codes``."""
+        if codes.size == 0:
+            self.alarm_statistics = np.empty(0)
+            return EMPTY_POSITIONS
+        if self._kernel_kind == _wk.KIND_GENERIC:
+            return self._update_generic(codes if shift == 0 and mask == -1
+                                        else (codes >> shift) & mask, positions)
+        return self._run(codes, codes.size, -1, shift, mask, positions)
+
+    def _run(self, codes: np.ndarray, n: int, const_bin: int, shift: int, mask: int,
+             positions: np.ndarray | None) -> np.ndarray:
+        ref, probs, base = self._kernel_reference()
+        _, _, _, _, hits, hit_stats, n_tests, active, stat, effect, ok = _wk.window_kernel(
+            codes, n, const_bin, shift, mask, self.cadence, self._buf, self._win,
+            self._partial, self._ist, self._kernel_kind, ref, probs, float(self.window), base,
+            float(self._threshold), float(self.min_effect), bool(self._active), False)
+        if not ok:
+            raise self._bad_bins()
+        if n_tests == 0:
+            self.alarm_statistics = np.empty(0)
+            return EMPTY_POSITIONS
+        self._active = active
+        self._stat = stat
+        self._effect = effect
+        if hits is None or hit_stats is None:
+            self.alarm_statistics = np.empty(0)
+            return EMPTY_POSITIONS
+        self._n_alarms += int(hits.size)
+        self.alarm_statistics = hit_stats
+        if positions is not None:
+            hits = positions[hits]
+        return hits.astype(np.int64, copy=False)
+
+    def _update_generic(self, bins: np.ndarray, positions: np.ndarray | None) -> np.ndarray:
+        """The alarm logic over ``scan`` (subclasses with their own ``_statistics``)."""
         stats_, effects, test_idx = self.scan(bins)
         if stats_.size == 0:
             self.alarm_statistics = np.empty(0)
@@ -148,48 +259,60 @@ class WindowTest(Detector):
 
         Returns the statistic and effect size at every test point completed by
         this batch and, for each, the index in ``bins`` of the value that
-        completed it.  Used by :meth:`update_bins` and by calibration.
+        completed it.  Used by :meth:`update_bins` and by calibration.  The
+        alarm state is left alone.
         """
-        k, c, nch = self.n_bins, self.cadence, self._chunks
-        n = int(bins.size)
-        off = self._partial_n
-        total = off + n
-        m = total // c
-        if m == 0:
-            if n:
-                self._partial += np.bincount(bins, minlength=k)
-            self._partial_n = total
+        if np.size(bins) == 0:
             empty = np.empty(0)
             return empty, empty, EMPTY_POSITIONS
-        ids = (np.arange(n, dtype=np.int64) + off) // c
-        hist = np.bincount(ids * k + bins, minlength=(m + 1) * k).reshape(m + 1, k)
-        hist[0] += self._partial
-        self._partial = hist[m].copy()
-        self._partial_n = total - m * c
-        ring_n = self._ring.shape[0]
-        allc = np.concatenate([self._ring, hist[:m]]) if ring_n else hist[:m]
-        csum = np.zeros((ring_n + m + 1, k), dtype=np.int64)
-        np.cumsum(allc, axis=0, out=csum[1:])
-        ends = np.arange(ring_n + 1, ring_n + m + 1)
-        full = ends >= nch
-        self._ring = allc[-nch:].copy()
-        ends = ends[full]
-        test_idx = (np.flatnonzero(full) + 1) * c - off - 1
-        if ends.size == 0:
+        codes = self._as_codes(bins)
+        ref, probs, base = self._kernel_reference()
+        stats_, effects, test_idx, hists, _, _, _, _, _, _, ok = _wk.window_kernel(
+            codes, codes.size, -1, 0, -1, self.cadence, self._buf, self._win, self._partial,
+            self._ist, self._kernel_kind, ref, probs, float(self.window), base, math.inf, 0.0,
+            False, True)
+        if not ok:
+            raise self._bad_bins()
+        if test_idx is None:  # no test completed
             empty = np.empty(0)
             return empty, empty, EMPTY_POSITIONS
-        windows = csum[ends] - csum[ends - nch]
-        st, eff = self._statistics(windows)
-        return st, eff, test_idx
+        if hists is not None:  # KIND_GENERIC: the subclass computes the statistic
+            stats_, effects = self._statistics(hists)
+        assert stats_ is not None and effects is not None
+        return stats_, effects, test_idx
+
+    @property
+    def _ring(self) -> np.ndarray:
+        """The chunk histograms of the window, oldest first (a copy)."""
+        nch = self._buf.shape[0]
+        pos, count = int(self._ist[0]), int(self._ist[1])
+        if count == 0:
+            return np.zeros((0, self.n_bins), dtype=np.int64)
+        idx = (pos - count + np.arange(count)) % nch
+        return self._buf[idx]
+
+    @_ring.setter
+    def _ring(self, ring: Any) -> None:
+        ring = np.asarray(ring, dtype=np.int64).reshape(-1, self.n_bins)[-self._chunks:]
+        count = ring.shape[0]
+        self._buf[:] = 0
+        self._buf[:count] = ring
+        self._win[:] = ring.sum(axis=0)
+        self._ist[0] = count % self._chunks
+        self._ist[1] = count
+
+    @property
+    def _partial_n(self) -> int:
+        return int(self._ist[2])
 
     def window_histogram(self) -> np.ndarray:
         """Counts per bin over the complete chunks currently in the window."""
-        return self._ring.sum(axis=0) if self._ring.shape[0] else np.zeros(self.n_bins, np.int64)
+        return self._win.copy()
 
     @property
     def window_values(self) -> int:
         """Number of values in the current (complete-chunk) window."""
-        return int(self._ring.shape[0] * self.cadence)
+        return int(self._ist[1]) * self.cadence
 
     # -- protocol -----------------------------------------------------------
     @property
@@ -210,7 +333,7 @@ class WindowTest(Detector):
 
     @property
     def p_value(self) -> float | None:
-        if self._ring.shape[0] < self._chunks:
+        if int(self._ist[1]) < self._chunks:
             return 1.0
         lp = float(self.log_p_values(np.array([self._stat]))[0])
         return float(min(1.0, max(0.0, math.exp(lp))))
@@ -221,9 +344,10 @@ class WindowTest(Detector):
 
     def reset(self) -> None:
         """Forget the window (keeps settings and the alarm count)."""
-        self._ring = np.zeros((0, self.n_bins), dtype=np.int64)
+        self._buf[:] = 0
+        self._win[:] = 0
         self._partial[:] = 0
-        self._partial_n = 0
+        self._ist[:] = 0
         self._stat = self._effect = 0.0
         self._active = False
 
@@ -270,10 +394,15 @@ class WindowTest(Detector):
         return det
 
     def _restore_running(self, state: dict[str, Any]) -> None:
-        ring = np.asarray(state["ring"], dtype=np.int64)
-        self._ring = ring.reshape(-1, self.n_bins)
-        self._partial = np.asarray(state["partial"], dtype=np.int64)
-        self._partial_n = int(state["partial_n"])
+        partial = np.asarray(state["partial"], dtype=np.int64).reshape(-1)
+        partial_n = int(state["partial_n"])
+        if partial.size != self.n_bins or not 0 <= partial_n < self.cadence:
+            raise DetectorError(f"{self.name or 'window'}: inconsistent state: partial chunk of "
+                                f"{partial.size} bins and {partial_n} values (expected "
+                                f"{self.n_bins} bins, fewer than {self.cadence} values)")
+        self._ring = state["ring"]  # chronological list of chunk histograms
+        self._partial = partial.copy()
+        self._ist[2] = partial_n
         self._stat = float(state["stat"])
         self._effect = float(state["effect"])
         self._active = bool(state["active"])

@@ -187,8 +187,8 @@ class StreamdriftCollector(Collector):
             cp.add_metric([result], snap.get("checkpoints", {}).get(result, 0))
         yield cp
         rs = CounterMetricFamily("streamdrift_state_restores",
-                                 "Partition states restored from checkpoints, by result.",
-                                 labels=["result"])
+                                 "Partition states on assignment, by outcome.",
+                                 labels=["outcome"])
         for result in ("checkpoint", "fresh", "ignored", "failed"):
             rs.add_metric([result], snap.get("restores", {}).get(result, 0))
         yield rs

@@ -176,18 +176,12 @@ class KafkaConfig:
     ssl_password: Secret | None = None
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
-    def consumer_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``kafka.KafkaConsumer`` (secrets revealed).
-
-        ``poll_timeout_ms`` is not among them: it is an argument of ``poll()``.
-        ``options`` come last, as given.
-        """
+    def connection_kwargs(self) -> dict[str, Any]:
+        """Connection and security settings shared by every kafka-python client
+        (consumer, producer, admin); secrets revealed."""
         kw: dict[str, Any] = {
             "bootstrap_servers": list(self.bootstrap_servers),
-            "group_id": self.group_id,
             "client_id": self.client_id,
-            "auto_offset_reset": self.auto_offset_reset,
-            "max_poll_records": self.max_poll_records,
             "security_protocol": self.security_protocol,
         }
         if self.sasl_mechanism is not None:
@@ -202,6 +196,17 @@ class KafkaConfig:
                 kw[name] = str(value)
         if self.ssl_password is not None:
             kw["ssl_password"] = self.ssl_password.reveal()
+        return kw
+
+    def consumer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``kafka.KafkaConsumer`` (secrets revealed).
+
+        ``poll_timeout_ms`` is not among them: it is an argument of ``poll()``.
+        ``options`` come last, as given.
+        """
+        kw = self.connection_kwargs()
+        kw.update(group_id=self.group_id, auto_offset_reset=self.auto_offset_reset,
+                  max_poll_records=self.max_poll_records)
         kw.update(self.options)
         return kw
 

@@ -93,24 +93,8 @@ def connection_error(k: KafkaConfig, exc: BaseException) -> KafkaConnectError:
 
 def kafka_client_kwargs(k: KafkaConfig) -> dict[str, Any]:
     """kafka-python connection settings (shared by consumer, producer and admin)."""
-    kw: dict[str, Any] = {
-        "bootstrap_servers": list(k.bootstrap_servers),
-        "client_id": k.client_id,
-        "security_protocol": k.security_protocol,
-        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
-    }
-    if k.sasl_mechanism:
-        kw["sasl_mechanism"] = k.sasl_mechanism
-        kw["sasl_plain_username"] = k.sasl_username
-        kw["sasl_plain_password"] = k.sasl_password.reveal() if k.sasl_password else None
-    if k.ssl_cafile:
-        kw["ssl_cafile"] = str(k.ssl_cafile)
-    if k.ssl_certfile:
-        kw["ssl_certfile"] = str(k.ssl_certfile)
-    if k.ssl_keyfile:
-        kw["ssl_keyfile"] = str(k.ssl_keyfile)
-    if k.ssl_password:
-        kw["ssl_password"] = k.ssl_password.reveal()
+    kw = k.connection_kwargs()
+    kw["reconnect_backoff_max_ms"] = RECONNECT_BACKOFF_MAX_MS
     # TLS/SASL settings given under options (ssl_check_hostname, ssl_crlfile, ssl_ciphers,
     # sasl_kerberos_*, ...) apply to every client: the dead-letter producer and the state
     # store connect to the same brokers as the consumer

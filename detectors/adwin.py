@@ -298,6 +298,31 @@ def _check_settings(
     return delta, clock, max_buckets, min_window_length, grace_period, min_effect
 
 
+def _check_clip(clip: Any) -> tuple[float, float] | None:
+    if clip is None:
+        return None
+    try:
+        lo, hi = (float(c) for c in clip)
+    except (TypeError, ValueError):
+        raise DetectorError(f"ADWIN: clip must be a (low, high) pair of numbers, got {clip!r}") \
+            from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise DetectorError(f"ADWIN: clip must be finite with low <= high, got {clip!r}")
+    return lo, hi
+
+
+def _clipped(arr: np.ndarray, clip: tuple[float, float] | None) -> np.ndarray:
+    """``arr`` with its measurable values winsorised to ``clip``; skipped values kept as they are."""
+    if clip is None:
+        return arr
+    # NaN passes np.clip unchanged; ±inf and |x| > 1e100 must stay unmeasurable (skipped)
+    out = np.clip(arr, clip[0], clip[1])
+    wild = ~(np.abs(arr) <= 1e100)
+    if wild.any():
+        out[wild] = arr[wild]
+    return out
+
+
 class _KernelState:
     """The arrays the kernel mutates in place."""
 
@@ -345,6 +370,7 @@ def adwin_detections(
     min_window_length: int = 5,
     grace_period: int = 10,
     min_effect: float = 0.0,
+    clip: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Positions at which a fresh ADWIN detects a change over ``values``.
 
@@ -356,7 +382,7 @@ def adwin_detections(
     ----------
     values : numpy.ndarray
         1-D stream of numbers.
-    delta, clock, max_buckets, min_window_length, grace_period, min_effect
+    delta, clock, max_buckets, min_window_length, grace_period, min_effect, clip
         As for :class:`ADWIN`.
 
     Returns
@@ -367,7 +393,7 @@ def adwin_detections(
     settings = _check_settings(
         delta, clock, max_buckets, min_window_length, grace_period, min_effect
     )
-    arr = np.ascontiguousarray(as_float_batch(values))
+    arr = _clipped(np.ascontiguousarray(as_float_batch(values)), _check_clip(clip))
     return _KernelState(settings[2]).run(arr, *settings)
 
 
@@ -409,6 +435,15 @@ class ADWIN(Detector):
     min_effect : float, default 0.0
         Minimum absolute difference between the sub-window means for a cut
         to count as a change.  0 gives River's behaviour exactly.
+    clip : (float, float), optional
+        Winsorise values to ``[low, high]`` before they enter the window.
+        streamdrift sets it to the range of the baseline's reservoir, so that
+        the values ADWIN sees in production have the same support as the
+        bootstrap draws its ``delta`` was calibrated on: one value far beyond
+        the reference (a heavy tail's outlier) would otherwise make the mean
+        jump and alarm far more often than budgeted.  Values beyond the range
+        are watched by the out-of-range test.  ``None`` (default) gives
+        River's behaviour exactly.
     name : str, optional
         Feature name, used in error messages.
 
@@ -470,7 +505,10 @@ class ADWIN(Detector):
         min_effect: float = 0.0,
         name: str | None = None,
         hold: int = 0,
+        clip: tuple[float, float] | None = None,
     ) -> None:
+        #: winsorising range of the values fed in, or None
+        self.clip = _check_clip(clip)
         if isinstance(hold, bool) or not isinstance(hold, (int, np.integer)) or hold < 0:
             raise DetectorError(f"hold must be an integer >= 0, got {hold!r}")
         #: values after a detection during which ``drift_detected`` stays true (0: River's
@@ -493,7 +531,8 @@ class ADWIN(Detector):
     # -- the protocol -------------------------------------------------------
     def update(self, values: np.ndarray) -> np.ndarray:
         """Feed a batch; return the int64 positions in it where a change was detected."""
-        arr = np.ascontiguousarray(as_float_batch(values, self.name or "values"))
+        arr = _clipped(np.ascontiguousarray(as_float_batch(values, self.name or "values")),
+                       self.clip)
         positions = self._k.run(
             arr,
             self.delta,
@@ -592,6 +631,7 @@ class ADWIN(Detector):
             "n_detections": int(k.istate[_I_DETECTIONS]),
             "drift_detected": self._drift,
             "hold": self.hold,
+            "clip": list(self.clip) if self.clip is not None else None,
             "since_detection": self._since,
             "detection_statistic": self._det_stat,
             "counts": counts,
@@ -611,6 +651,7 @@ class ADWIN(Detector):
                 min_effect=state.get("min_effect", 0.0),
                 name=state.get("name"),
                 hold=int(state.get("hold", 0)),
+                clip=state.get("clip"),
             )
             det._since = int(state.get("since_detection", -1))
             det._det_stat = float(state.get("detection_statistic", 0.0))

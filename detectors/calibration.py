@@ -256,8 +256,12 @@ def calibrate_rate_curve(
     fallback = min(ceiling, bound_param if bound_param is not None else ceiling)
 
     def done(p: float, method: str, alarms: int, est: float) -> Calibration:
-        return Calibration(float(min(p, ceiling, max_param)), float(target_events), method,
-                           total, alarms, est)
+        cap = min(ceiling, max_param)
+        if p > cap:  # capped at a grid value: report what was seen there, not the target
+            p = cap
+            seen = [a for q, a in pts if q == cap]
+            est = n_values / seen[0] if seen and seen[0] else est
+        return Calibration(float(p), float(target_events), method, total, alarms, est)
 
     if pts[0][1] / n_values <= target_rate and pts[0][1] >= MIN_EVENTS:
         p, a = pts[0]

@@ -30,6 +30,8 @@ from detectors.window import (
 )
 
 NUMERIC_DETECTORS = ("ks", "adwin", "missing", "out_of_range")
+#: ADWIN's input is winsorised to these quantiles of the baseline (see :func:`adwin_clip`)
+ADWIN_CLIP_QUANTILE = 0.001
 CATEGORICAL_DETECTORS = ("chi2", "missing", "unseen")
 DEFAULT_NUMERIC = NUMERIC_DETECTORS
 DEFAULT_CATEGORICAL = CATEGORICAL_DETECTORS
@@ -97,7 +99,37 @@ def make_detector(
     delta = threshold if 0 < threshold < 1 else 0.002
     # ADWIN adapts its window and reports a change once; holding the alarm state for one
     # window of values keeps "drifting now" visible to scrapes and alert rules
-    return ADWIN(delta=delta, clock=adwin_clock, min_effect=min_effect, name=name, hold=window)
+    assert isinstance(profile, NumericProfile)
+    return ADWIN(delta=delta, clock=adwin_clock, min_effect=min_effect, name=name, hold=window,
+                 clip=adwin_clip(profile))
+
+
+def adwin_clip(profile: NumericProfile) -> tuple[float, float] | None:
+    """The range ADWIN's input is winsorised to: the baseline's central 99.8 %.
+
+    ADWIN's ``delta`` is calibrated on bootstrap draws from the reservoir, and
+    has to be extrapolated far below the simulated alarm rates at production
+    targets.  On a heavy-tailed column single extreme values move the window
+    mean by more than any bootstrap path shows, and an unclipped ADWIN alarms
+    50-140 times more often than budgeted (t3, lognormal, 95 % zeros at a
+    10-million-event target).  Clipping both the live values and the bootstrap
+    draws to the reservoir's [0.1 %, 99.9 %] quantiles removes that: the
+    achieved spacing between false alarms is then 0.6-1.25 of the target on all
+    those families, and ``delta`` stays large enough to catch mean shifts fast.
+    Changes in the extreme tails are the KS and out-of-range tests' business.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from detectors.profile import NumericProfile
+    >>> adwin_clip(NumericProfile.from_values(np.arange(1_001.0)))
+    (1.0, 999.0)
+    """
+    r = profile.reservoir
+    if r.size == 0:
+        return None
+    lo, hi = np.quantile(r, [ADWIN_CLIP_QUANTILE, 1.0 - ADWIN_CLIP_QUANTILE])
+    return float(lo), float(hi)
 
 
 def range_breakers(profile: NumericProfile) -> int:

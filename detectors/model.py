@@ -33,6 +33,7 @@ from detectors.column import (
     NUMERIC_DETECTORS,
     Alarm,
     ColumnMonitor,
+    adwin_clip,
     make_detector,
     reference_counts,
 )
@@ -99,12 +100,18 @@ def _stable_seed(*parts: Any) -> int:
     return int.from_bytes(h[:8], "little") >> 1
 
 
+#: version of the calibration procedure and of what the detectors do with it; bumping it
+#: makes every stored baseline recalibrate (2: ADWIN input winsorised, see adwin_clip)
+CALIBRATION_VERSION = 2
+
+
 def calibration_key(specs: Sequence[ColumnSpec], settings: DetectionSettings) -> str:
-    """Key of everything a model's calibration depends on."""
+    """Key of everything a model's calibration depends on, the code's version included."""
     s = asdict(settings)
     s.pop("calibration_values")
     cols = [[c.name, c.type, sorted(c.detectors)] for c in specs]
-    return hashlib.sha256(json.dumps([s, cols], sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps([CALIBRATION_VERSION, s, cols], sort_keys=True)
+                          .encode()).hexdigest()[:16]
 
 
 class ModelBaseline:
@@ -285,8 +292,11 @@ def calibrate_detector(kind: str, profile: Profile, settings: DetectionSettings,
     assert isinstance(profile, NumericProfile)
     n = max(settings.calibration_values // 2, 100_000)
 
+    clip = adwin_clip(profile)
+
     def run(delta: float, rng: np.random.Generator) -> int:
-        return int(adwin_detections(profile.sample(rng, n), delta, clock=settings.adwin_clock).size)
+        return int(adwin_detections(profile.sample(rng, n), delta, clock=settings.adwin_clock,
+                                    clip=clip).size)
 
     # ADWIN tests at most once per `clock` values, each test at level delta: a
     # conservative fallback when the simulation sees too few alarms to extrapolate

@@ -240,6 +240,30 @@ def test_non_finite_values_do_not_change_state():
     assert finite_index[plain].tolist() == holed.tolist()
 
 
+def test_clip_winsorises_measurable_values_only():
+    rng = np.random.default_rng(12)
+    x = np.concatenate([rng.standard_t(2, 3000), rng.standard_t(2, 3000) + 0.7])
+    x[::97] *= 1e3  # wild outliers
+    holes = np.insert(x, [10, 500, 4000], [np.nan, np.inf, 1e200])
+    clip = (-4.0, 4.0)
+    det = ADWIN(clip=clip, clock=4)
+    got = det.update(holes)
+    # exactly what plain ADWIN does on the clipped values, with the holes still skipped
+    plain = np.clip(holes, *clip)
+    plain[~(np.abs(holes) <= 1e100)] = np.nan
+    assert got.tolist() == ADWIN(clock=4).update(plain).tolist()
+    assert got.tolist() == adwin_detections(holes, 0.002, clock=4, clip=clip).tolist()
+    assert got.size > 0 and det.width <= x.size
+    assert abs(det.estimation) <= 4.0
+    # the input array is not modified, and clip survives a state round trip
+    assert np.isnan(holes[10]) and holes[::97].max() > 4.0
+    restored = Detector.from_dict(json.loads(json.dumps(det.to_dict())))
+    assert restored.clip == clip
+    tail = rng.standard_t(2, 500) * 50
+    assert restored.update(tail).tolist() == det.update(tail).tolist()
+    assert ADWIN().clip is None
+
+
 def test_empty_batch_and_scalar_and_integers():
     det = ADWIN()
     out = det.update(np.array([], dtype=np.float64))
@@ -274,6 +298,11 @@ def test_strings_raise_type_error_naming_the_feature():
         {"grace_period": -1},
         {"min_effect": -0.1},
         {"min_effect": math.inf},
+        {"clip": (1.0, 0.0)},
+        {"clip": (0.0, math.inf)},
+        {"clip": (math.nan, 1.0)},
+        {"clip": "ab"},
+        {"clip": 3.0},
     ],
 )
 def test_invalid_settings(kw):

@@ -14,6 +14,7 @@ from detectors.column import (
     CATEGORICAL_DETECTORS,
     NUMERIC_DETECTORS,
     ColumnMonitor,
+    adwin_clip,
     make_detector,
     range_breakers,
     reference_counts,
@@ -235,6 +236,22 @@ class TestModelMonitor:
         assert base.key == calibration_key(SPECS, other)
         assert base.thresholds["x"]["ks"] > old  # a smaller false-alarm budget
         assert base.id != baseline.id
+
+    def test_calibration_version_is_part_of_the_key(self, baseline, monkeypatch):
+        import detectors.model as model
+
+        key = calibration_key(SPECS, SETTINGS)
+        monkeypatch.setattr(model, "CALIBRATION_VERSION", model.CALIBRATION_VERSION + 1)
+        assert calibration_key(SPECS, SETTINGS) != key
+        assert baseline.needs_calibration(SPECS, SETTINGS)
+
+    def test_live_adwin_is_clipped_like_its_calibration(self, baseline):
+        adwin = baseline.monitor(SPECS, SETTINGS).columns["x"].detectors["adwin"]
+        lo, hi = adwin.clip
+        r = baseline.profiles["x"].reservoir
+        assert adwin.clip == adwin_clip(baseline.profiles["x"])
+        assert r.min() < lo < hi < r.max()
+        assert np.mean(r < lo) <= 0.002 and np.mean(r > hi) <= 0.002
 
     def test_baseline_needs_data(self):
         with pytest.raises(DetectorError, match="no column"):

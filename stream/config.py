@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import difflib
 import hmac
+import importlib.util
 import math
 import os
 import re
@@ -80,6 +81,8 @@ DETECTORS_BY_TYPE: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
 ALL_DETECTORS: Final = tuple(dict.fromkeys(NUMERIC_DETECTORS + CATEGORICAL_DETECTORS))
 TIMESTAMP_UNITS: Final = ("s", "ms", "us", "iso8601")
 AUTO_OFFSET_RESETS: Final = ("earliest", "latest")
+#: Kafka clients ``streamdrift run`` can consume with (source.kafka.client)
+KAFKA_CLIENTS: Final = ("kafka-python", "confluent-kafka")
 SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 REFERENCE_SUFFIXES: Final = (".jsonl", ".ndjson", ".csv", ".parquet")
@@ -175,6 +178,10 @@ class KafkaConfig:
     ssl_keyfile: Path | None = None
     ssl_password: Secret | None = None
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: the consumer's client library: kafka-python (default) or confluent-kafka (librdkafka)
+    client: str = "kafka-python"
+    #: librdkafka properties for the confluent-kafka consumer, as given
+    librdkafka: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def connection_kwargs(self) -> dict[str, Any]:
         """Connection and security settings shared by every kafka-python client
@@ -843,6 +850,8 @@ _KAFKA_KEYS = (
     "ssl_keyfile",
     "ssl_password",
     "options",
+    "client",
+    "librdkafka",
 )
 # kafka-python argument -> the key that sets it here
 _MANAGED_OPTIONS = {
@@ -1112,6 +1121,37 @@ def _kafka(ctx: _Ctx, value: Any) -> KafkaConfig | None:
                     f"set source.kafka.{_MANAGED_OPTIONS[key]} instead of passing it in options",
                 )
         kw["options"] = MappingProxyType(dict(options))
+
+    if _get(sec, "client") is not _ABSENT:
+        kw["client"] = ctx.string(sec["client"], path + ("client",), choices=KAFKA_CLIENTS)
+        if kw["client"] == "confluent-kafka" and importlib.util.find_spec("confluent_kafka") \
+                is None:
+            ctx.error(path + ("client",), "confluent-kafka is not installed: install it with "
+                      "`pip install 'streamdrift[confluent]'`, or use client: kafka-python")
+    props = _get(sec, "librdkafka")
+    if props is not _ABSENT:
+        from stream.confluent import MANAGED_PROPERTIES
+
+        if not isinstance(props, Mapping):
+            ctx.error(path + ("librdkafka",), "must be a mapping of librdkafka properties "
+                      f"(e.g. fetch.wait.max.ms: 100), got {_type_name(props)}")
+        else:
+            if not isinstance(kw.get("client"), _Bad) and kw.get("client") != "confluent-kafka":
+                ctx.error(path + ("librdkafka",), "applies only with client: confluent-kafka; "
+                          "kafka-python settings go under source.kafka.options")
+            for key, prop in props.items():
+                where = path + ("librdkafka", key)
+                if not isinstance(key, str):
+                    ctx.error(where, "property names must be strings")
+                elif key in MANAGED_PROPERTIES:
+                    ctx.error(where, f"set source.kafka.{MANAGED_PROPERTIES[key]} instead")
+                elif not isinstance(prop, (str, int, float, bool)):
+                    ctx.error(where, f"must be a string, number or boolean, got "
+                              f"{_type_name(prop)}")
+            kw["librdkafka"] = MappingProxyType(dict(props))
+    if _get(sec, "options") not in (_ABSENT, {}) and kw.get("client") == "confluent-kafka":
+        ctx.error(path + ("options",), "are kafka-python arguments and do not apply with "
+                  "client: confluent-kafka; use source.kafka.librdkafka (librdkafka properties)")
 
     for key in list(kw):
         if key in ("bootstrap_servers", "topics"):

@@ -171,9 +171,13 @@ class KafkaRunner:
         self.closing = False
         self.writes_paused_until = 0.0
         self._last_data = time.monotonic()
+        #: the records' message values (the clients' records differ)
+        self._values: Any = _record_values
 
     # -- clients ----------------------------------------------------------------
     def _consumer(self) -> Any:
+        if self.kafka.client == "confluent-kafka":
+            return self._confluent_consumer()
         from kafka import KafkaConsumer
 
         k = self.kafka
@@ -193,6 +197,27 @@ class KafkaRunner:
             log.warning("cannot read the metadata of the topics: %s", exc)
         consumer.subscribe(list(k.topics), listener=_listener_class()(self))
         return consumer
+
+    def _confluent_consumer(self) -> Any:
+        from stream.confluent import ConfluentConsumer, record_values
+
+        consumer = ConfluentConsumer(self.kafka, self.config.source.max_message_bytes,
+                                     on_assign=self._assign_and_restore,
+                                     on_revoke=self._on_revoked, on_lost=self._on_lost)
+        try:
+            consumer.raise_startup_error(RESTORE_TIMEOUT_S)
+        except Exception:
+            consumer.close()
+            raise
+        consumer.subscribe(list(self.kafka.topics))
+        self._values = record_values
+        return consumer
+
+    def _assign_and_restore(self, assigned: set[Any]) -> None:
+        """confluent-kafka: restore in the assignment callback, where the seeks decide the
+        partitions' start offsets (librdkafka cannot seek a partition not yet fetched)."""
+        self._on_assigned(assigned)
+        self._restore({})
 
     def _producer(self) -> Any:
         """The dead-letter producer (a test can override this to make writes fail)."""
@@ -434,7 +459,7 @@ class KafkaRunner:
             recs = polled[tp]
             if not recs:
                 continue
-            found, batch = self.pipeline.process([r.value or b"" for r in recs],
+            found, batch = self.pipeline.process(self._values(recs),
                                                  base_index=self.consumed,
                                                  partition=self._key(tp),
                                                  skip=self._skip_for(tp, recs))
@@ -641,6 +666,10 @@ class KafkaRunner:
             self.consumer = self._consumer()
         except KafkaError as exc:  # unreachable, TLS refused, SASL login refused
             raise connection_error(k, exc) from None
+        except Exception as exc:
+            if type(exc).__name__ == "KafkaException":  # confluent-kafka's
+                raise connection_error(k, exc) from None
+            raise
         log.info("consuming", extra={"topics": list(k.topics), "group_id": k.group_id,
                                      "bootstrap_servers": list(k.bootstrap_servers),
                                      "state_topic": self.state_cfg.topic
@@ -749,6 +778,17 @@ class KafkaRunner:
             self.consumer = None
 
 
+def _record_values(recs: list[Any]) -> list[bytes]:
+    """kafka-python: the records' values, ``b""`` for a null value."""
+    return [r.value or b"" for r in recs]
+
+
+#: librdkafka error codes that mean that no broker answered (confluent_kafka.KafkaError)
+_RDKAFKA_DOWN = ("_TRANSPORT", "_ALL_BROKERS_DOWN", "_TIMED_OUT", "_WAIT_COORD",
+                 "COORDINATOR_NOT_AVAILABLE", "NOT_COORDINATOR", "_MSG_TIMED_OUT",
+                 "REQUEST_TIMED_OUT", "_RESOLVE")
+
+
 def _is_connection_error(exc: BaseException | None) -> bool:
     """Whether ``exc`` (or what caused it) says that no broker answered in time."""
     from kafka import errors
@@ -756,9 +796,18 @@ def _is_connection_error(exc: BaseException | None) -> bool:
     kinds = tuple(getattr(errors, name) for name in (
         "KafkaTimeoutError", "KafkaConnectionError", "NodeNotReadyError", "RequestTimedOutError",
         "NoBrokersAvailable", "CoordinatorNotAvailableError") if hasattr(errors, name))
+    try:
+        from confluent_kafka import KafkaError, KafkaException
+
+        down = {getattr(KafkaError, name) for name in _RDKAFKA_DOWN if hasattr(KafkaError, name)}
+    except ImportError:
+        KafkaException, down = None, set()  # type: ignore[assignment,misc]
     seen = 0
     while exc is not None and seen < 5:
         if isinstance(exc, kinds):
+            return True
+        if KafkaException is not None and isinstance(exc, KafkaException) and exc.args \
+                and getattr(exc.args[0], "code", lambda: None)() in down:
             return True
         exc = exc.__cause__ or exc.__context__
         seen += 1

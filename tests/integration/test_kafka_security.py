@@ -178,6 +178,7 @@ source:
     sasl_username: {user}
     sasl_password: ${{ENV:{env}}}
     ssl_cafile: pki/ca.crt
+    client: {client}
   dead_letter: {{topic: {dead_letter}}}
   timestamp: {{path: ts, unit: s}}
 models:
@@ -215,12 +216,12 @@ def _free_port() -> int:
 
 
 def _config(kafka: SecureKafka, topic: str, mechanism: str, *, name: str,
-            port: int = 0, web_config: bool = False) -> Path:
+            port: int = 0, web_config: bool = False, client: str = "kafka-python") -> Path:
     path = kafka.folder / f"{name}.yaml"
     path.write_text(CONFIG.format(
         bootstrap=kafka.bootstrap, topic=topic, group=f"g-{name}-{uuid.uuid4().hex[:6]}",
         mechanism=mechanism, user=USER, env=PASSWORD_ENV, dead_letter=f"{topic}-dl",
-        port=port, web=", web_config: web.yml" if web_config else ""))
+        port=port, web=", web_config: web.yml" if web_config else "", client=client))
     return path
 
 
@@ -324,12 +325,19 @@ def _no_secrets(text: str, kafka: SecureKafka, *more: str) -> None:
 # -- (a) SCRAM-SHA-512, password from the environment, metrics over HTTPS + basic auth ---------
 
 
-def test_run_scram_sha512_with_secured_metrics(kafka: SecureKafka, baseline: Path) -> None:
+#: both consumers of `streamdrift run` (confluent-kafka is in the test extra)
+CLIENTS = pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+
+
+@CLIENTS
+def test_run_scram_sha512_with_secured_metrics(kafka: SecureKafka, baseline: Path,
+                                               client: str) -> None:
     topic = _topic(kafka, "s512")
     total = _produce(kafka, topic, N_EVENTS, POISON)
     _web_config(kafka)
     port = _free_port()
-    config = _config(kafka, topic, "SCRAM-SHA-512", name="s512", port=port, web_config=True)
+    config = _config(kafka, topic, "SCRAM-SHA-512", name=f"s512-{client}", port=port,
+                     web_config=True, client=client)
     run = Run(config, kafka.password)
     text = ""
     try:
@@ -367,9 +375,11 @@ def test_run_scram_sha512_with_secured_metrics(kafka: SecureKafka, baseline: Pat
 # -- (b) a wrong password ---------------------------------------------------------------------
 
 
-def test_wrong_password_is_a_clear_error(kafka: SecureKafka, baseline: Path) -> None:
+@CLIENTS
+def test_wrong_password_is_a_clear_error(kafka: SecureKafka, baseline: Path, client: str) -> None:
     topic = _topic(kafka, "bad")
-    config = _config(kafka, topic, "SCRAM-SHA-512", name="badpw", port=_free_port())
+    config = _config(kafka, topic, "SCRAM-SHA-512", name=f"badpw-{client}", port=_free_port(),
+                     client=client)
     wrong = secrets.token_hex(16)
     log = kafka.broker.log_path
     log_before = log.stat().st_size

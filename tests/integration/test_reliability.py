@@ -44,6 +44,7 @@ source:
     auto_offset_reset: earliest
     max_poll_records: 500
     poll_timeout_ms: 200
+    client: {client}
 {dead_letter}
   timestamp: {{path: ts, unit: s}}
 models:
@@ -105,12 +106,14 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _write_config(workdir: Path, bootstrap: str, topic: str, group: str, *,
                   interval: float = 1.0, dead_letter: str | None = None,
-                  state_topic: str = STATE_TOPIC) -> tuple[Path, int]:
+                  state_topic: str = STATE_TOPIC,
+                  client: str = "kafka-python") -> tuple[Path, int]:
     port = _free_port()
     path = workdir / f"{group}.yaml"
     dl = f"  dead_letter: {{topic: {dead_letter}}}" if dead_letter else ""
     path.write_text(CONFIG.format(bootstrap=bootstrap, topic=topic, group=group, port=port,
-                                  dead_letter=dl, interval=interval, state_topic=state_topic))
+                                  dead_letter=dl, interval=interval, state_topic=state_topic,
+                                  client=client))
     return path, port
 
 
@@ -311,8 +314,13 @@ class InProcess:
 # --------------------------------------------------------------------------
 # kill -9 mid-stream, restart
 # --------------------------------------------------------------------------
+#: both consumers of `streamdrift run` (confluent-kafka is in the test extra)
+CLIENTS = pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+
+
+@CLIENTS
 def test_kill9_mid_stream_then_restart_resumes_from_the_checkpoint(
-        kafka_bootstrap, make_topic, workdir, baselines, alarm_log):
+        kafka_bootstrap, make_topic, workdir, baselines, alarm_log, client):
     topic = make_topic(partitions=1)
     # drift at 5000, another drift at 11000: alarms fall before the checkpoint, between the
     # checkpoint and the kill (raised again after the restart), and after the restart
@@ -323,7 +331,8 @@ def test_kill9_mid_stream_then_restart_resumes_from_the_checkpoint(
     chunks = [messages[i:i + 1000] for i in range(0, total, 1000)]
 
     # B: a subprocess, checkpoint every 5 s, killed with SIGKILL mid-stream
-    cfg_b, port_b = _write_config(workdir, kafka_bootstrap, topic, f"b-{topic}", interval=5)
+    cfg_b, port_b = _write_config(workdir, kafka_bootstrap, topic, f"b-{topic}", interval=5,
+                                  client=client)
     resolve_baselines(load_config(cfg_b))  # build the baseline cache before timing anything
     b1 = Run(cfg_b, port_b, "b1")
     try:
@@ -396,11 +405,12 @@ def test_kill9_mid_stream_then_restart_resumes_from_the_checkpoint(
 # --------------------------------------------------------------------------
 # rebalance: a second consumer joins, then leaves
 # --------------------------------------------------------------------------
+@CLIENTS
 def test_state_follows_partitions_across_rebalances(kafka_bootstrap, make_topic, workdir,
-                                                    baselines):
+                                                    baselines, client):
     topic = make_topic(partitions=2)
     group = f"r-{topic}"
-    cfg, _ = _write_config(workdir, kafka_bootstrap, topic, group, interval=1)
+    cfg, _ = _write_config(workdir, kafka_bootstrap, topic, group, interval=1, client=client)
     parts = [(topic, 0), (topic, 1)]
     produced = dict.fromkeys(parts, 0)
     seed = iter(range(100, 200))
@@ -473,7 +483,8 @@ def test_state_follows_partitions_across_rebalances(kafka_bootstrap, make_topic,
 # --------------------------------------------------------------------------
 # the broker goes away and comes back
 # --------------------------------------------------------------------------
-def test_broker_restart_while_consuming(broker_module, tmp_path, workdir, baselines):
+@CLIENTS
+def test_broker_restart_while_consuming(broker_module, tmp_path, workdir, baselines, client):
     port, controller_port = _free_port(), _free_port()
     broker = broker_module.LocalBroker(workdir=tmp_path / "kafka", port=port,
                                        controller_port=controller_port)
@@ -482,7 +493,8 @@ def test_broker_restart_while_consuming(broker_module, tmp_path, workdir, baseli
     try:
         bootstrap = broker.bootstrap_servers
         topic = broker.create_topic("restart-events", partitions=1)
-        cfg, _ = _write_config(workdir, bootstrap, topic, "restart-group", interval=1)
+        cfg, _ = _write_config(workdir, bootstrap, topic, f"restart-group-{client}",
+                               interval=1, client=client)
         messages = _events(31, [(6000, 0), (6000, 1), (6000, 0)])
         run = InProcess(cfg, baselines, "restart-run").start()
 
@@ -597,11 +609,13 @@ def _read_all(bootstrap: str, topic: str, n: int, timeout: float = 30) -> list[A
         c.close()
 
 
+@CLIENTS
 def test_dead_letters_are_committed_past_only_once_acknowledged(
-        kafka_bootstrap, make_topic, workdir, baselines):
+        kafka_bootstrap, make_topic, workdir, baselines, client):
     topic, dlq = make_topic(partitions=1), make_topic(partitions=1)
     group = f"dl-{topic}"
-    cfg, _ = _write_config(workdir, kafka_bootstrap, topic, group, interval=1, dead_letter=dlq)
+    cfg, _ = _write_config(workdir, kafka_bootstrap, topic, group, interval=1, dead_letter=dlq,
+                           client=client)
     poison = [b"{not json", b"[1, 2]", b"x" * 5000]
     messages = _events(41, [(300, 0)])
     positions = [100, 201, 302]

@@ -55,6 +55,7 @@ source:
     auto_offset_reset: earliest
     max_poll_records: 1500
     poll_timeout_ms: 200
+    client: {client}
   max_message_bytes: 200000
   timestamp: {{path: ts, unit: s}}
 models:
@@ -91,11 +92,17 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _write_config(workdir: Path, bootstrap: str, topic: str, group: str) -> tuple[Path, int]:
+def _write_config(workdir: Path, bootstrap: str, topic: str, group: str,
+                  client: str = "kafka-python") -> tuple[Path, int]:
     port = _free_port()
     path = workdir / f"{topic}.yaml"
-    path.write_text(CONFIG.format(bootstrap=bootstrap, topic=topic, group=group, port=port))
+    path.write_text(CONFIG.format(bootstrap=bootstrap, topic=topic, group=group, port=port,
+                                  client=client))
     return path, port
+
+
+#: both consumers of `streamdrift run` (confluent-kafka is in the test extra)
+CLIENTS = pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 
 
 def _produce(bootstrap: str, topic: str, messages: list[bytes]) -> None:
@@ -169,9 +176,11 @@ class Run:
         return out
 
 
-def test_run_detects_drift_counts_bad_input_and_resumes(kafka_bootstrap, make_topic, workdir):
+@CLIENTS
+def test_run_detects_drift_counts_bad_input_and_resumes(kafka_bootstrap, make_topic, workdir,
+                                                         client):
     topic = make_topic(partitions=1)
-    config, port = _write_config(workdir, kafka_bootstrap, topic, f"g-{topic}")
+    config, port = _write_config(workdir, kafka_bootstrap, topic, f"g-{topic}", client)
     messages = _events(seed=1)
     _produce(kafka_bootstrap, topic, messages)
 
@@ -234,9 +243,10 @@ def _baseline_id(s: dict) -> str:
     return ""
 
 
-def test_run_and_replay_give_the_same_detections(kafka_bootstrap, make_topic, workdir):
+@CLIENTS
+def test_run_and_replay_give_the_same_detections(kafka_bootstrap, make_topic, workdir, client):
     topic = make_topic(partitions=1)
-    config, port = _write_config(workdir, kafka_bootstrap, topic, f"g-{topic}")
+    config, port = _write_config(workdir, kafka_bootstrap, topic, f"g-{topic}", client)
     messages = _events(seed=3)
     _produce(kafka_bootstrap, topic, messages)
     run = Run(config, port)

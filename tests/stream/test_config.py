@@ -485,8 +485,72 @@ ERROR_CASES = [
         "source.kafka.options:",
         "must be a mapping",
     ),
+    (
+        "source/kafka",
+        {"bootstrap_servers": "k:1", "topics": ["t"], "client": "librdkafka"},
+        "source.kafka.client:",
+        "must be one of kafka-python, confluent-kafka",
+    ),
+    (
+        "source/kafka",
+        {"bootstrap_servers": "k:1", "topics": ["t"], "librdkafka": {"fetch.wait.max.ms": 5}},
+        "source.kafka.librdkafka:",
+        "applies only with client: confluent-kafka",
+    ),
+    (
+        "source/kafka",
+        {"bootstrap_servers": "k:1", "topics": ["t"], "client": "confluent-kafka",
+         "librdkafka": {"group.id": "x"}},
+        "source.kafka.librdkafka['group.id']:",
+        "set source.kafka.group_id instead",
+    ),
+    (
+        "source/kafka",
+        {"bootstrap_servers": "k:1", "topics": ["t"], "client": "confluent-kafka",
+         "librdkafka": {"fetch.wait.max.ms": [1]}},
+        "source.kafka.librdkafka['fetch.wait.max.ms']:",
+        "must be a string, number or boolean",
+    ),
+    (
+        "source/kafka",
+        {"bootstrap_servers": "k:1", "topics": ["t"], "client": "confluent-kafka",
+         "options": {"fetch_min_bytes": 1}},
+        "source.kafka.options:",
+        "use source.kafka.librdkafka",
+    ),
     ("source", [], "source:", "must be a mapping"),
 ]
+
+
+def test_confluent_client_settings(tmp_path: Path) -> None:
+    from stream.confluent import librdkafka_config
+
+    (tmp_path / "ca.pem").write_text("x")
+    data = with_kafka(bootstrap_servers="a:1,b:2", security_protocol="SASL_SSL",
+                      sasl_mechanism="SCRAM-SHA-256", sasl_username="drift",
+                      sasl_password="s3cret", ssl_cafile="ca.pem", client="confluent-kafka",
+                      group_id="g", librdkafka={"fetch.wait.max.ms": 20})
+    kafka = require_kafka(parse_config(data, tmp_path))
+    assert kafka.client == "confluent-kafka"
+    conf = librdkafka_config(kafka, 5_000_000)
+    assert conf["bootstrap.servers"] == "a:1,b:2" and conf["group.id"] == "g"
+    assert conf["security.protocol"] == "sasl_ssl" and conf["sasl.mechanism"] == "SCRAM-SHA-256"
+    assert conf["sasl.username"] == "drift" and conf["sasl.password"] == "s3cret"
+    assert conf["ssl.ca.location"] == str(tmp_path / "ca.pem")
+    assert conf["enable.auto.commit"] is False and conf["enable.auto.offset.store"] is False
+    assert conf["max.partition.fetch.bytes"] == 5_000_000 and conf["fetch.wait.max.ms"] == 20
+    assert require_kafka(parse_config(with_kafka(), tmp_path)).client == "kafka-python"
+
+
+def test_confluent_client_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "confluent_kafka" else real(name, *a))
+    errors = errors_of(with_kafka(client="confluent-kafka"))
+    assert any(e.startswith("source.kafka.client:") and "pip install 'streamdrift[confluent]'"
+               in e for e in errors), errors
 
 
 @pytest.mark.parametrize(

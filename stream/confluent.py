@@ -1,0 +1,327 @@
+"""confluent-kafka (librdkafka) as the consumer of ``streamdrift run``.
+
+kafka-python decodes every record in Python: at full speed its ``poll`` costs about as
+much CPU as all of streamdrift's own work.  librdkafka fetches, checks and parses in C on
+its own threads.  :class:`ConfluentConsumer` wraps ``confluent_kafka.Consumer`` in the
+small part of kafka-python's ``KafkaConsumer`` interface that :class:`stream.kafka_run.
+KafkaRunner` uses, so that the runner (restores, checkpoints, commits, dead letters, lag)
+is the same code for both clients.  Only the consumer changes: the dead-letter producer
+and the state store stay on kafka-python (a few messages per second at most).
+
+The one real difference is where a newly assigned partition starts.  librdkafka can only
+``seek`` a partition that is already being fetched, so the start offsets (a checkpoint's,
+the committed one, or the ``auto_offset_reset`` end) are decided inside the assignment
+callback: the runner restores the partitions there, its ``seek`` calls are collected, and
+the partitions are assigned with those offsets.  Partitions are identified by
+kafka-python's ``TopicPartition`` (a ``(topic, partition)`` named tuple) on both sides.
+
+Select it with ``source.kafka.client: confluent-kafka``; install it with
+``pip install 'streamdrift[confluent]'``.  librdkafka settings go under
+``source.kafka.librdkafka`` (its own dotted property names).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from operator import methodcaller
+from typing import Any
+
+from stream.config import KafkaConfig
+
+log = logging.getLogger("streamdrift.run")
+
+#: librdkafka properties that source.kafka sets; source.kafka.librdkafka may not override them
+MANAGED_PROPERTIES = {
+    "bootstrap.servers": "bootstrap_servers",
+    "metadata.broker.list": "bootstrap_servers",
+    "group.id": "group_id",
+    "client.id": "client_id",
+    "auto.offset.reset": "auto_offset_reset",
+    "enable.auto.commit": "(streamdrift commits itself, after processing)",
+    "enable.auto.offset.store": "(streamdrift commits itself, after processing)",
+    "security.protocol": "security_protocol",
+    "sasl.mechanism": "sasl_mechanism",
+    "sasl.mechanisms": "sasl_mechanism",
+    "sasl.username": "sasl_username",
+    "sasl.password": "sasl_password",
+    "ssl.ca.location": "ssl_cafile",
+    "ssl.certificate.location": "ssl_certfile",
+    "ssl.key.location": "ssl_keyfile",
+    "ssl.key.password": "ssl_password",
+}
+
+_VALUE = methodcaller("value")
+_PARTITION = methodcaller("partition")
+_TOPIC = methodcaller("topic")
+
+
+def available() -> bool:
+    """Whether confluent-kafka can be imported."""
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def librdkafka_config(k: KafkaConfig, max_message_bytes: int) -> dict[str, Any]:
+    """librdkafka consumer properties for ``k`` (secrets revealed)."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": ",".join(k.bootstrap_servers),
+        "client.id": k.client_id,
+        "group.id": k.group_id,
+        "auto.offset.reset": k.auto_offset_reset,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "security.protocol": k.security_protocol.lower(),
+        # kafka-python's defaults, so both clients notice a dead member equally fast
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 3_000,
+        "max.partition.fetch.bytes": max(1_048_576, max_message_bytes),
+        "reconnect.backoff.max.ms": 2_000,
+        # a broker outage is reported by the lag check and the failing commits
+        "log.connection.close": False,
+    }
+    if k.sasl_mechanism is not None:
+        conf["sasl.mechanism"] = k.sasl_mechanism
+    if k.sasl_username is not None:
+        conf["sasl.username"] = k.sasl_username
+    if k.sasl_password is not None:
+        conf["sasl.password"] = k.sasl_password.reveal()
+    for name, prop in (("ssl_cafile", "ssl.ca.location"),
+                       ("ssl_certfile", "ssl.certificate.location"),
+                       ("ssl_keyfile", "ssl.key.location")):
+        value = getattr(k, name)
+        if value is not None:
+            conf[prop] = str(value)
+    if k.ssl_password is not None:
+        conf["ssl.key.password"] = k.ssl_password.reveal()
+    conf.update(k.librdkafka)
+    return conf
+
+
+class Record:
+    """One consumed message, with kafka-python's ``ConsumerRecord`` attribute names."""
+
+    __slots__ = ("msg",)
+
+    def __init__(self, msg: Any) -> None:
+        self.msg = msg
+
+    topic = property(lambda self: self.msg.topic())
+    partition = property(lambda self: self.msg.partition())
+    offset = property(lambda self: self.msg.offset())
+    key = property(lambda self: self.msg.key())
+    value = property(lambda self: self.msg.value())
+
+
+def record_values(recs: list[Record]) -> list[bytes]:
+    """The message values of ``recs``, ``b""`` for a null value (one C-level pass)."""
+    values = list(map(_VALUE, [r.msg for r in recs]))
+    if None in values:
+        values = [v or b"" for v in values]
+    return values
+
+
+class ConfluentConsumer:
+    """``confluent_kafka.Consumer`` behind the part of ``KafkaConsumer`` the runner uses.
+
+    ``on_assign(tps)`` is called inside the assignment callback with the new partitions;
+    the ``seek``/``seek_to_beginning``/``seek_to_end``/``pause`` calls it makes decide
+    where each starts.  ``on_revoke(tps)`` and ``on_lost(tps)`` mirror kafka-python's
+    rebalance listener.
+    """
+
+    def __init__(self, k: KafkaConfig, max_message_bytes: int,
+                 on_assign: Callable[[set[Any]], None],
+                 on_revoke: Callable[[set[Any]], None],
+                 on_lost: Callable[[set[Any]], None]) -> None:
+        from confluent_kafka import Consumer
+
+        self._k = k
+        self._errors: list[Any] = []
+        conf = librdkafka_config(k, max_message_bytes)
+        conf["error_cb"] = self._errors.append
+        self._c = Consumer(conf)
+        self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
+        self._paused: set[Any] = set()
+        self._assigned: set[Any] = set()
+        #: while assigning: partition -> start offset chosen by the runner
+        self._starting: dict[Any, int] | None = None
+        self._pause_after: set[Any] = set()
+
+    # -- helpers --------------------------------------------------------------------
+    @staticmethod
+    def _tp(tp: Any) -> Any:
+        from kafka import TopicPartition
+
+        return TopicPartition(tp.topic, tp.partition)
+
+    @staticmethod
+    def _ctp(tp: Any, offset: int | None = None) -> Any:
+        from confluent_kafka import TopicPartition
+
+        if offset is None:
+            return TopicPartition(tp.topic, tp.partition)
+        return TopicPartition(tp.topic, tp.partition, offset)
+
+    def raise_startup_error(self, timeout_s: float) -> None:
+        """Fail if the cluster cannot be reached (librdkafka only logs and retries).
+
+        Reads the topics' metadata (which also has their partitions known before the
+        group join) and raises ``confluent_kafka.KafkaException`` with the first error
+        librdkafka reported (authentication, TLS, all brokers down) if that fails."""
+        from confluent_kafka import KafkaError, KafkaException
+
+        deadline = time.monotonic() + timeout_s
+        for topic in self._k.topics:
+            try:
+                self._c.list_topics(topic, timeout=max(0.1, deadline - time.monotonic()))
+            except KafkaException as exc:
+                self._c.poll(0)  # deliver error callbacks
+                fatal = [e for e in self._errors if e.code() in (
+                    KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError._ALL_BROKERS_DOWN,
+                    KafkaError._TRANSPORT)]
+                if fatal:
+                    raise KafkaException(fatal[0]) from None
+                raise exc from None
+
+    # -- kafka-python's interface ---------------------------------------------------------
+    def subscribe(self, topics: list[str]) -> None:
+        self._c.subscribe(topics, on_assign=self._assign_cb, on_revoke=self._revoke_cb,
+                          on_lost=self._lost_cb)
+
+    def _assign_cb(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = {self._tp(p) for p in partitions}
+        self._assigned = set(tps)
+        self._starting = {}
+        self._pause_after = set()
+        try:
+            self._on_assign(tps)
+        except Exception as exc:  # noqa: BLE001 - never raise into librdkafka
+            log.warning("restoring assigned partitions failed: %s", exc)
+        starting, self._starting = self._starting, None
+        consumer.assign([self._ctp(tp, starting.get(tp)) for tp in tps])
+        if self._pause_after:
+            consumer.pause([self._ctp(tp) for tp in self._pause_after])
+            self._paused |= self._pause_after
+
+    def _revoke_cb(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = {self._tp(p) for p in partitions}
+        try:
+            self._on_revoke(tps)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("handling revoked partitions failed: %s", exc)
+        self._assigned -= tps
+        self._paused -= tps
+        consumer.unassign()
+
+    def _lost_cb(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = {self._tp(p) for p in partitions}
+        try:
+            self._on_lost(tps)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("handling lost partitions failed: %s", exc)
+        self._assigned -= tps
+        self._paused -= tps
+        consumer.unassign()
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Record]]:
+        """Records by partition, returning as soon as some are there (like kafka-python)."""
+        c = self._c
+        msgs = c.consume(max_records, 0)
+        if not msgs:
+            first = c.poll(timeout_ms / 1000)
+            if first is None:
+                return {}
+            msgs = [first]
+            if max_records > 1:
+                msgs += c.consume(max_records - 1, 0)
+        errors = [m for m in msgs if m.error() is not None]
+        if errors:
+            for m in errors:
+                log.warning("consumer error: %s", m.error())
+            msgs = [m for m in msgs if m.error() is None]
+            if not msgs:
+                return {}
+        from kafka import TopicPartition
+
+        partitions = list(map(_PARTITION, msgs))
+        topics = list(map(_TOPIC, msgs))
+        recs = list(map(Record, msgs))
+        if partitions.count(partitions[0]) == len(partitions) \
+                and topics.count(topics[0]) == len(topics):
+            return {TopicPartition(topics[0], partitions[0]): recs}
+        out: dict[Any, list[Record]] = {}
+        for tp, r in zip(map(TopicPartition, topics, partitions), recs, strict=True):
+            out.setdefault(tp, []).append(r)
+        return out
+
+    def assignment(self) -> set[Any]:
+        return set(self._assigned)
+
+    def paused(self) -> set[Any]:
+        return set(self._paused)
+
+    def pause(self, *tps: Any) -> None:
+        if self._starting is not None:
+            self._pause_after |= set(tps)
+            return
+        if tps:
+            self._c.pause([self._ctp(tp) for tp in tps])
+            self._paused |= set(tps)
+
+    def resume(self, *tps: Any) -> None:
+        if self._starting is not None:
+            self._pause_after -= set(tps)
+            return
+        if tps:
+            self._c.resume([self._ctp(tp) for tp in tps])
+            self._paused -= set(tps)
+
+    def seek(self, tp: Any, offset: int) -> None:
+        if self._starting is not None:
+            self._starting[tp] = int(offset)
+        else:
+            self._c.seek(self._ctp(tp, int(offset)))
+
+    def seek_to_beginning(self, *tps: Any) -> None:
+        from confluent_kafka import OFFSET_BEGINNING
+
+        for tp in tps:
+            self.seek(tp, OFFSET_BEGINNING)
+
+    def seek_to_end(self, *tps: Any) -> None:
+        from confluent_kafka import OFFSET_END
+
+        for tp in tps:
+            self.seek(tp, OFFSET_END)
+
+    def committed(self, tp: Any, timeout_ms: int) -> int | None:
+        got = self._c.committed([self._ctp(tp)], timeout=timeout_ms / 1000)
+        off = got[0].offset if got else -1
+        return int(off) if off >= 0 else None
+
+    def commit(self, offsets: dict[Any, Any], timeout_ms: int) -> None:
+        """Commit synchronously; ``offsets`` maps partitions to kafka-python's
+        ``OffsetAndMetadata`` (or plain offsets)."""
+        parts = [self._ctp(tp, int(getattr(om, "offset", om))) for tp, om in offsets.items()]
+        self._c.commit(offsets=parts, asynchronous=False)
+
+    def end_offsets(self, tps: Iterable[Any], timeout_ms: int) -> dict[Any, int]:
+        out = {}
+        for tp in tps:
+            _, high = self._c.get_watermark_offsets(self._ctp(tp), timeout=timeout_ms / 1000)
+            out[tp] = int(high)
+        return out
+
+    def position(self, tp: Any, timeout_ms: int) -> int | None:
+        got = self._c.position([self._ctp(tp)])
+        off = got[0].offset if got else -1
+        return int(off) if off >= 0 else None
+
+    def close(self, autocommit: bool = False, timeout_ms: int = 5000) -> None:
+        self._c.close()
+

@@ -214,72 +214,136 @@ def calibrate_window_test(
     return Calibration(hi, float(target_events), "extrapolated", total, 0, float(target_events))
 
 
+#: a rate curve is extrapolated from its tail: the points with at least this many alarms
+#: whose rate is within TAIL_SPAN of the lowest such rate
+TAIL_MIN_ALARMS = 10
+TAIL_SPAN = 100.0
+#: the fitted log-log slope of a rate curve is taken as at least this (a guard against a
+#: degenerate fit; heavy-tailed columns give ADWIN local slopes of about 0.5-0.6)
+MIN_RATE_SLOPE = 0.3
+#: alarms the probe run of a rate curve is sized to see (at the fitted rate)
+PROBE_ALARMS = 40
+
+
 def calibrate_rate_curve(
-    run: Callable[[float, np.random.Generator], int],
+    run: Callable[[float, np.random.Generator, int], int],
     target_events: float,
     n_values: int,
     grid: np.ndarray,
     seed: int = 0,
     max_param: float = 1.0,
     bound_param: float | None = None,
+    probe_values: int = 0,
 ) -> Calibration:
     """Calibrate a parameter whose false-alarm rate rises with it (ADWIN's ``delta``).
 
-    ``run(param, rng)`` runs a fresh detector over ``n_values`` null values and
-    returns its number of alarms.  The grid is explored from the most to the
-    least sensitive value.  Where the target rate is observed, ``log rate`` is
-    interpolated against ``log param`` between the bracketing points; below
-    that, the observed points are extrapolated on the same scale.  When too few
-    alarms are seen to extrapolate, ``bound_param`` (a value known to be
-    conservative, such as ADWIN's own bound) is used; the result never exceeds
-    a grid value whose observed rate was above the target.
+    ``run(param, rng, n)`` runs a fresh detector over ``n`` null values and returns
+    its number of alarms.  The grid is explored from the most to the least
+    sensitive value with ``n_values`` values each.  Where the target rate is
+    observed, ``log rate`` is interpolated against ``log param`` between the
+    bracketing points.  Below that the curve is extrapolated on the same scale
+    from its tail (the points with at least :data:`TAIL_MIN_ALARMS` alarms within two
+    decades of rate of the lowest of them), not from the
+    whole curve: on heavy-tailed data the slope flattens as the parameter falls,
+    and a global fit promises far fewer alarms than the tail delivers.  With
+    ``probe_values`` > 0, one long run at the parameter the tail fit predicts to
+    give about :data:`PROBE_ALARMS` alarms in ``probe_values`` values moves the
+    extrapolation's starting point one to two decades closer to the target and
+    measures the slope there.  When too few alarms are seen to extrapolate,
+    ``bound_param`` (a value known to be conservative, such as ADWIN's own bound)
+    is used; the result never exceeds a parameter whose observed rate was above
+    the target.
 
     Examples
     --------
-    >>> def run(p, rng):  # a detector whose alarm rate is 1e-3 * p per value
-    ...     return int(rng.poisson(1e-3 * p * 1_000_000))
+    >>> def run(p, rng, n):  # a detector whose alarm rate is 1e-3 * p per value
+    ...     return int(rng.poisson(1e-3 * p * n))
     >>> cal = calibrate_rate_curve(run, 10_000, 1_000_000, np.array([1.0, 0.3, 0.1, 0.03]))
     >>> cal.method, round(cal.threshold, 1)
     ('direct', 0.1)
+    >>> cal = calibrate_rate_curve(run, 1e7, 1_000_000, np.array([1.0, 0.3, 0.1, 0.03]),
+    ...                            probe_values=10_000_000)
+    >>> cal.method, 0.5 < cal.threshold / 1e-4 < 2
+    ('extrapolated', True)
     """
     rng = np.random.default_rng(seed)
     target_rate = 1.0 / target_events
-    pts: list[tuple[float, int]] = []
+    pts: list[tuple[float, int, int]] = []  # (param, alarms, values)
     for param in sorted(grid, reverse=True):
-        alarms = run(float(param), rng)
-        pts.append((float(param), alarms))
+        alarms = run(float(param), rng, n_values)
+        pts.append((float(param), alarms, n_values))
         if alarms == 0 or (alarms < MIN_EVENTS and alarms / n_values < target_rate):
             break
-    total = n_values * len(pts)
-    too_many = [p for p, a in pts if a / n_values > target_rate]
-    ceiling = min(too_many) if too_many else max_param
-    fallback = min(ceiling, bound_param if bound_param is not None else ceiling)
 
-    def done(p: float, method: str, alarms: int, est: float) -> Calibration:
-        cap = min(ceiling, max_param)
+    def rate(pt: tuple[float, int, int]) -> float:
+        return pt[1] / pt[2]
+
+    def verdict(p: float, method: str, alarms: int, est: float) -> Calibration:
+        total = sum(n for _, _, n in pts)
+        too_many = [q for q, a, n in pts if a / n > target_rate]
+        cap = min(min(too_many) if too_many else max_param, max_param)
         if p > cap:  # capped at a grid value: report what was seen there, not the target
             p = cap
-            seen = [a for q, a in pts if q == cap]
-            est = n_values / seen[0] if seen and seen[0] else est
+            seen = [(a, n) for q, a, n in pts if q == cap]
+            est = seen[0][1] / seen[0][0] if seen and seen[0][0] else est
         return Calibration(float(p), float(target_events), method, total, alarms, est)
 
-    if pts[0][1] / n_values <= target_rate and pts[0][1] >= MIN_EVENTS:
-        p, a = pts[0]
-        return done(p, "direct", a, n_values / a)
-    rates = [(p, a / n_values) for p, a in pts if a >= MIN_EVENTS]
-    for (p1, r1), (p2, r2) in zip(rates, rates[1:], strict=False):
-        if r1 >= target_rate >= r2:
-            w = (math.log(target_rate) - math.log(r1)) / (math.log(r2) - math.log(r1))
-            p = math.exp(math.log(p1) + w * (math.log(p2) - math.log(p1)))
-            return done(p, "direct", pts[-1][1], float(target_events))
-    # extrapolate from every point with a few alarms, weighting by the alarm count
-    fit = [(p, a) for p, a in pts if a >= 3]
-    if len(fit) < 2:
-        return done(fallback, "bound", sum(a for _, a in pts), math.inf)
-    lp = np.log([p for p, _ in fit])
-    lr = np.log([a / n_values for _, a in fit])
-    weights = np.sqrt([a for _, a in fit])
-    fitted = np.polyfit(lp, lr, 1, w=weights)
-    slope, icpt = max(float(fitted[0]), 0.5), float(fitted[1])
+    if rate(pts[0]) <= target_rate and pts[0][1] >= MIN_EVENTS:
+        return verdict(pts[0][0], "direct", pts[0][1], pts[0][2] / pts[0][1])
+    direct = _interpolate(pts, target_rate)
+    if direct is not None:
+        return verdict(direct, "direct", pts[-1][1], float(target_events))
+
+    def tail_fit(points: list[tuple[float, int, int]]) -> tuple[float, float] | None:
+        fit = [pt for pt in points if pt[1] >= TAIL_MIN_ALARMS]
+        if len(fit) < 2:
+            fit = [pt for pt in points if pt[1] >= 3][-2:]
+        else:
+            floor = min(rate(pt) for pt in fit)
+            fit = [pt for pt in fit if rate(pt) <= TAIL_SPAN * floor]
+        if len(fit) < 2:
+            return None
+        lp = np.log([pt[0] for pt in fit])
+        lr = np.log([rate(pt) for pt in fit])
+        slope, icpt = np.polyfit(lp, lr, 1, w=np.sqrt([pt[1] for pt in fit]))
+        slope = max(float(slope), MIN_RATE_SLOPE)
+        # through the smallest fitted point, where the extrapolation starts
+        return slope, float(lr[-1] - slope * lp[-1])
+
+    fitted = tail_fit(pts)
+    if fitted is None:
+        bound = min(min([q for q, a, n in pts if a / n > target_rate], default=max_param),
+                    bound_param if bound_param is not None else max_param)
+        return verdict(bound, "bound", sum(a for _, a, _ in pts), math.inf)
+    slope, icpt = fitted
+    if probe_values > 0:
+        want = max(target_rate, PROBE_ALARMS / probe_values)
+        probe = math.exp((math.log(want) - icpt) / slope)
+        probe = min(probe, min(q for q, _, _ in pts))
+        alarms = run(probe, rng, probe_values)
+        pts.append((probe, alarms, probe_values))
+        pts.sort(key=lambda pt: -pt[0])
+        if alarms >= MIN_EVENTS and alarms / probe_values <= target_rate:
+            return verdict(probe, "direct", alarms, probe_values / alarms)
+        direct = _interpolate(pts, target_rate)
+        if direct is not None:
+            return verdict(direct, "direct", alarms, float(target_events))
+        refit = tail_fit(pts) if alarms >= 3 else None
+        if refit is not None:
+            slope, icpt = refit
+        # else: fewer alarms than the fit promised, the curve falls faster there; keeping
+        # the earlier fit errs on the side of fewer false alarms
     p = math.exp((math.log(target_rate) - icpt) / slope)
-    return done(p, "extrapolated", sum(a for _, a in fit), float(target_events))
+    return verdict(p, "extrapolated", sum(a for _, a, _ in pts), float(target_events))
+
+
+def _interpolate(pts: list[tuple[float, int, int]], target_rate: float) -> float | None:
+    """The parameter at ``target_rate`` between two reliable points that bracket it."""
+    good = [(p, a / n) for p, a, n in sorted(pts, key=lambda pt: -pt[0]) if a >= MIN_EVENTS]
+    for (p1, r1), (p2, r2) in zip(good, good[1:], strict=False):
+        if r1 >= target_rate >= r2:
+            if r1 == r2:
+                return p2
+            w = (math.log(target_rate) - math.log(r1)) / (math.log(r2) - math.log(r1))
+            return math.exp(math.log(p1) + w * (math.log(p2) - math.log(p1)))
+    return None

@@ -49,6 +49,9 @@ from detectors.window import WindowTest
 
 ADWIN_DELTA_GRID = np.array([0.9, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 5e-3, 2e-3, 1e-3, 5e-4,
                              2e-4, 1e-4])
+#: ADWIN's calibration ends with one run of this many times the per-grid-point values, near
+#: the target (see calibrate_rate_curve); ~0.5 s at the default calibration_values
+ADWIN_PROBE_FACTOR = 16
 
 
 @dataclass(frozen=True)
@@ -101,8 +104,9 @@ def _stable_seed(*parts: Any) -> int:
 
 
 #: version of the calibration procedure and of what the detectors do with it; bumping it
-#: makes every stored baseline recalibrate (2: ADWIN input winsorised, see adwin_clip)
-CALIBRATION_VERSION = 2
+#: makes every stored baseline recalibrate (2: ADWIN input winsorised, see adwin_clip;
+#: 3: ADWIN's delta extrapolated from the tail of its rate curve and a probe run)
+CALIBRATION_VERSION = 3
 
 
 def calibration_key(specs: Sequence[ColumnSpec], settings: DetectionSettings) -> str:
@@ -294,15 +298,20 @@ def calibrate_detector(kind: str, profile: Profile, settings: DetectionSettings,
 
     clip = adwin_clip(profile)
 
-    def run(delta: float, rng: np.random.Generator) -> int:
-        return int(adwin_detections(profile.sample(rng, n), delta, clock=settings.adwin_clock,
-                                    clip=clip).size)
+    def run(delta: float, rng: np.random.Generator, n: int) -> int:
+        alarms = 0
+        for start in range(0, n, 4_000_000):  # bounded memory for the long probe run
+            m = min(4_000_000, n - start)
+            alarms += int(adwin_detections(profile.sample(rng, m), delta,
+                                           clock=settings.adwin_clock, clip=clip).size)
+        return alarms
 
     # ADWIN tests at most once per `clock` values, each test at level delta: a
     # conservative fallback when the simulation sees too few alarms to extrapolate
     bound = min(0.9, settings.adwin_clock / target_events)
     return calibrate_rate_curve(run, target_events, n, ADWIN_DELTA_GRID, seed=seed,
-                                max_param=0.9, bound_param=bound)
+                                max_param=0.9, bound_param=bound,
+                                probe_values=ADWIN_PROBE_FACTOR * n)
 
 
 class ModelMonitor:

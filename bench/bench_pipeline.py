@@ -158,7 +158,7 @@ def stamp(body: bytes, ts: float) -> bytes:
 
 
 def write_config(workdir: Path, bootstrap: str, topic: str, group: str,
-                 options: dict[str, Any] | None = None) -> Path:
+                 options: dict[str, Any] | None = None, client: str | None = None) -> Path:
     import yaml
 
     features, predictions = columns()
@@ -176,6 +176,8 @@ def write_config(workdir: Path, bootstrap: str, topic: str, group: str,
     }
     if options:
         cfg["source"]["kafka"]["options"] = options
+    if client:
+        cfg["source"]["kafka"]["client"] = client
     path = workdir / f"config-{group}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -1014,9 +1016,9 @@ class Bench:
                 "kind": producer.kind}
 
     def _spec(self, topic: str, group: str, options: dict[str, Any] | None = None,
-              **kw: Any) -> dict[str, Any]:
+              run_client: str | None = None, **kw: Any) -> dict[str, Any]:
         assert self.workdir is not None
-        cfg = write_config(self.workdir, self.bootstrap, topic, group, options)
+        cfg = write_config(self.workdir, self.bootstrap, topic, group, options, run_client)
         return {"config": str(cfg), "bootstrap": self.bootstrap, "topic": topic, **kw}
 
     def throughput(self) -> None:
@@ -1036,6 +1038,8 @@ class Bench:
                     plans.append(("streamdrift KafkaRunner (kafka-python, check_crcs: false)",
                                   "run", {"options": no_crc}))
                 if r["confluent"]:
+                    plans.append(("streamdrift KafkaRunner (confluent-kafka)", "run",
+                                  {"run_client": "confluent-kafka"}))
                     plans.append(("streamdrift Pipeline + confluent-kafka consumer",
                                   "run-confluent", {}))
             if parts == a.partitions[0]:
@@ -1063,10 +1067,12 @@ class Bench:
             for i, (label, role, extra) in enumerate(plans):
                 group = f"g{i:02d}-{role}-{parts}p"
                 options = extra.pop("options", None)
-                spec = self._spec(topic, group, options, **{"n": n, **extra})
+                run_client = extra.pop("run_client", None)
+                spec = self._spec(topic, group, options, run_client, **{"n": n, **extra})
                 log(f"{label}: {spec['n']:,} events from a {parts}-partition topic ...")
                 res = self.worker(role, spec, self.core, timeout=a.worker_timeout)
                 res.update(label=label, role=role, partitions=parts, options=options or {},
+                           client=run_client or "kafka-python",
                            profile_run=bool(extra.get("profile")))
                 r["runs"].append(res)
                 log(f"  {res['events']:,} events in {res['wall_s']:.2f} s = "
@@ -1077,9 +1083,10 @@ class Bench:
                 load_broker_module().delete_topics(self.bootstrap, [topic], timeout=10.0)
 
     def best_default(self) -> dict[str, Any]:
-        """The fastest KafkaRunner run with the default configuration."""
+        """The fastest KafkaRunner run with the default configuration (and client): the lag
+        and soak phases run that configuration."""
         runs = [x for x in self.results["runs"] if x["role"] == "run" and not x["profile_run"]
-                and not x["options"]]
+                and not x["options"] and x.get("client", "kafka-python") == "kafka-python"]
         return max(runs, key=lambda x: x["events"] / x["steady_s"])
 
     def steady(self, topic: str, rate: float, seconds: float, scrape_every: float,

@@ -323,11 +323,13 @@ def calibrate_rate_curve(
         alarms = run(probe, rng, probe_values)
         pts.append((probe, alarms, probe_values))
         pts.sort(key=lambda pt: -pt[0])
-        if alarms >= MIN_EVENTS and alarms / probe_values <= target_rate:
-            return verdict(probe, "direct", alarms, probe_values / alarms)
+        # below the target with enough alarms: interpolated between the probe and the
+        # reliable point above it (taking the probe itself would keep all of its margin)
         direct = _interpolate(pts, target_rate)
         if direct is not None:
             return verdict(direct, "direct", alarms, float(target_events))
+        if alarms >= MIN_EVENTS and alarms / probe_values <= target_rate:
+            return verdict(probe, "direct", alarms, probe_values / alarms)
         refit = tail_fit(pts) if alarms >= 3 else None
         if refit is not None:
             slope, icpt = refit

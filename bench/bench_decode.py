@@ -1,11 +1,15 @@
 """Benchmark of stream.decode.BatchDecoder: microseconds per event.
 
 Events carry 20 features (14 numeric, 6 categorical) and 2 predictions, about
-700 bytes of JSON each, in poll batches of 2000.  Each case is timed against a
-naive decoder measured in the same run (``json.loads`` plus a Python loop over
-events x columns with the same value rules), and the ratio naive / vectorised
-is printed.  Times are CPU time (``time.process_time``), best of the passes,
-so that other load on the machine disturbs them less.
+700 bytes of JSON each, in poll batches of 2000.  Each case is timed, in the
+same run and interleaved, for the decoder as configured (the msgspec path where
+msgspec is installed, falling back to the orjson path for a batch it cannot
+vouch for), for the orjson path alone (``BatchDecoder(config, use_msgspec=False)``)
+and for a naive decoder (``json.loads`` plus a Python loop over events x columns
+with the same value rules); the ratios orjson / msgspec and naive / msgspec are
+printed, and the share of batches the msgspec path took.  Times are CPU time
+(``time.process_time``), best of the passes, so that other load on the machine
+disturbs them less.
 
     .venv/bin/python bench/bench_decode.py [--batches 25] [--batch-size 2000] [--repeat 5]
 """
@@ -178,31 +182,50 @@ def main() -> None:
 
     config = make_config()
     decoder = BatchDecoder(config)
+    orjson_decoder = BatchDecoder(config, use_msgspec=False)
     sample = make_batches(1, args.batch_size, "clean")[0]
     print(
         f"events: {N_NUMERIC + N_CATEGORICAL} features + 2 predictions, "
         f"{sum(map(len, sample)) / len(sample):.0f} bytes on average, batches of {args.batch_size}"
     )
+    if not decoder.uses_msgspec:
+        print("msgspec is not installed: both columns are the orjson path")
     print("CPU µs per event, best of --repeat passes")
-    print(f"{'case':<22}{'vectorised µs/event':>21}{'naive µs/event':>17}{'naive/vectorised':>18}")
+    print(
+        f"{'case':<20}{'msgspec µs/event':>18}{'orjson µs/event':>17}{'orjson/msgspec':>16}"
+        f"{'naive µs/event':>16}{'naive/msgspec':>15}{'msgspec batches':>17}"
+    )
     for case, label in (
-        ("clean", "clean (fast path)"),
+        ("clean", "clean"),
         ("missing", "1% missing field"),
         ("wrong_type", "1% wrong types"),
         ("invalid_json", "1% invalid JSON"),
     ):
         batches = make_batches(args.batches, args.batch_size, case)
-        fast = naive = math.inf
+        fast = old = naive = math.inf
+        before = decoder.msgspec_batches
         for _ in range(args.repeat):  # interleaved, best of each
             fast = min(fast, cpu_us_per_event(decoder.decode, batches))
+            old = min(old, cpu_us_per_event(orjson_decoder.decode, batches))
             naive = min(naive, cpu_us_per_event(lambda b: naive_decode(config, b), batches))
-        print(f"{label:<22}{fast:>21.2f}{naive:>17.2f}{naive / fast:>17.1f}x")
-    # the floor: the one orjson.loads per message that no decoder avoids
+        share = (decoder.msgspec_batches - before) / (args.repeat * len(batches))
+        print(
+            f"{label:<20}{fast:>18.2f}{old:>17.2f}{old / fast:>15.2f}x"
+            f"{naive:>16.2f}{naive / fast:>14.1f}x{share:>17.0%}"
+        )
+    # the floors: parsing alone, one orjson.loads (dicts) or msgspec decode (Structs) per message
     batches = make_batches(args.batches, args.batch_size, "clean")
     floor = min(
         cpu_us_per_event(lambda b: list(map(orjson.loads, b)), batches) for _ in range(args.repeat)
     )
-    print(f"{'orjson.loads only':<22}{floor:>21.2f}")
+    print(f"{'orjson.loads only':<20}{'':>18}{floor:>17.2f}")
+    struct_decode = decoder._struct_decode  # the decoder's own Struct types
+    if struct_decode is not None:
+        floor = min(
+            cpu_us_per_event(lambda b: list(map(struct_decode, b)), batches)
+            for _ in range(args.repeat)
+        )
+        print(f"{'msgspec decode only':<20}{floor:>18.2f}")
 
 
 if __name__ == "__main__":

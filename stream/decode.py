@@ -22,6 +22,25 @@ for the batch, the path or the column where the fast path met bad input:
 
 Bad input never raises out of :meth:`BatchDecoder.decode`.
 
+With :mod:`msgspec` installed, the events need not become dicts at all: each
+message is decoded by a ``msgspec.json.Decoder`` into ``Struct`` types built
+once from the configured paths (every path of every model's columns and select
+rule, and the timestamp path: a nested ``Struct`` per object on a path, the
+leaves typed as any JSON value, every other key skipped unbuilt), and the
+columns are read with ``operator.attrgetter`` the same way.  The result is
+exactly that of the ``orjson`` path, so msgspec decodes only what it can vouch
+for: ``bytes`` no longer than the limit, valid UTF-8 (msgspec does not check
+the strings it skips), no run of more digits than the stdlib reads as an int,
+no deeper nesting than orjson reads.  The batch is checked at once, and decoded
+with one ``map``; only when that fails is each message looked at: one that
+msgspec cannot take is rejected as the ``orjson`` path rejects it (oversized,
+``invalid_json``, ``not_an_object``), but if it is an event after all (a
+non-object parent such as ``"features": 3``, ``NaN``/``Infinity`` literals, an
+integer outside the int64 range, a BOM, ...) the whole batch takes the
+``orjson`` path above, as does a batch holding anything but ``bytes``.  A
+configuration msgspec cannot express (a path that is a leaf in one place and
+the parent of another path elsewhere) never uses msgspec.
+
 Value rules
 -----------
 numeric columns
@@ -57,15 +76,21 @@ from __future__ import annotations
 import json
 import math
 import operator
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain, repeat
-from operator import itemgetter
-from typing import Any, Final
+from operator import attrgetter, itemgetter
+from typing import Annotated, Any, Final
 
 import numpy as np
 import orjson
+
+try:
+    import msgspec
+except ImportError:  # pragma: no cover - msgspec is a dependency; without it: orjson only
+    msgspec = None  # type: ignore[assignment]
 
 from stream.config import ColumnConfig, Config, ModelConfig, SelectConfig, TimestampConfig
 
@@ -93,6 +118,10 @@ _EMPTY_INT: Final = np.empty(0, dtype=np.int64)
 _EMPTY_INT.flags.writeable = False
 _is = operator.is_
 _loads = orjson.loads
+#: orjson reads JSON nested this deep, no deeper (msgspec: below the recursion limit)
+_ORJSON_MAX_DEPTH: Final = 1024
+#: ASCII digits -> "0", every other byte -> " " (a long digit run becomes a run of "0")
+_DIGIT_RUNS: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
 
 
 class _Invalid:
@@ -159,22 +188,51 @@ class DecodedBatch:
 class BatchDecoder:
     """Decodes poll batches for the models of a configuration."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, *, use_msgspec: bool = True):
         self._models: tuple[ModelConfig, ...] = tuple(config.models)
         self._max_bytes: int = int(config.source.max_message_bytes)
         self._timestamp: TimestampConfig | None = config.source.timestamp
         self._catch_all = any(m.select is None for m in self._models)
         self._plans = {m.name: _plan(m) for m in self._models}
+        #: batches decoded by the msgspec path (the others took the orjson path)
+        self.msgspec_batches = 0
+        self._struct_decode: Callable[[bytes], Any] | None = None
+        self._struct_names: dict[tuple[str, ...], str] = {}
+        self._struct_plans: dict[str, tuple[_Group | ColumnConfig, ...]] = {}
+        if use_msgspec and msgspec is not None:
+            paths = [c.path for m in self._models for c in m.columns]
+            paths += [m.select.field for m in self._models if m.select is not None]
+            if self._timestamp is not None:
+                paths.append(self._timestamp.path)
+            schema = _struct_schema(paths)
+            if schema is not None:
+                event_type, self._struct_names = schema
+                self._struct_decode = msgspec.json.Decoder(event_type).decode
+                self._struct_plans = {m.name: _plan(m, self._struct_names) for m in self._models}
+
+    @property
+    def uses_msgspec(self) -> bool:
+        """Whether clean batches take the msgspec path (msgspec installed, paths expressible)."""
+        return self._struct_decode is not None
 
     def decode(self, messages: Sequence[bytes]) -> DecodedBatch:
         """Decode, route and extract one batch; never raises on bad input."""
         if not isinstance(messages, list | tuple):
             messages = list(messages)
         n = len(messages)
-        events, positions, bad_positions, bad_reasons = self._parse(messages)
-        n_events = len(events)
+        decoded = self._decode_structs(messages) if self._struct_decode is not None else None
+        everything: _Extractor
+        if decoded is not None:
+            structs, positions, bad_positions, bad_reasons = decoded
+            n_events = len(structs)
+            everything = _StructExtractor(structs, self._struct_names)
+            plans = self._struct_plans
+        else:
+            events, positions, bad_positions, bad_reasons = self._parse(messages)
+            n_events = len(events)
+            everything = _Extractor(events)
+            plans = self._plans
 
-        everything = _Extractor(events)
         subsets: dict[Any, tuple[np.ndarray | None, _Extractor]] = {None: (None, everything)}
         routed = None if self._catch_all else np.zeros(n_events, dtype=bool)
         models: dict[str, ModelBatch] = {}
@@ -190,11 +248,11 @@ class BatchDecoder:
                 if idx.shape[0] == n_events:
                     subset = (None, everything)
                 else:
-                    subset = (idx, _Extractor(list(map(events.__getitem__, idx.tolist()))))
+                    subset = (idx, everything.subset(idx.tolist()))
                 subsets[key] = subset
             selected, extractor = subset
             model_positions = positions if selected is None else positions[selected]
-            batch = _extract(extractor, model, model_positions, self._plans[model.name])
+            batch = _extract(extractor, model, model_positions, plans[model.name])
             if self._timestamp is not None:
                 batch.timestamps = _timestamps(
                     extractor.values(self._timestamp.path), extractor.n, self._timestamp.unit
@@ -219,6 +277,92 @@ class BatchDecoder:
             invalid_positions=bad_positions,
             invalid_reasons=bad_reasons,
             models=models,
+        )
+
+    def _decode_structs(
+        self, messages: Sequence[Any]
+    ) -> tuple[list[Any], np.ndarray, np.ndarray, list[str]] | None:
+        """(Structs, their positions, rejected positions, their reasons), or None.
+
+        None leaves the batch to the orjson path.  A message is decoded here
+        only when it is ``bytes`` no longer than the limit, valid UTF-8
+        (msgspec does not check the strings it skips), holds no digit run
+        longer than the stdlib's int limit (msgspec skips such an integer,
+        the stdlib fallback of the orjson path rejects it) and msgspec decodes
+        it.  Checked for the whole batch at once; only when that fails is each
+        message looked at (:meth:`_decode_structs_carefully`).
+        """
+        decode = self._struct_decode
+        assert decode is not None
+        n = len(messages)
+        clean = False  # every message passed _clean_bytes
+        try:
+            if not n or set(map(type, messages)) != {bytes}:
+                return None
+            longest = max(map(len, messages))
+            if longest <= self._max_bytes:
+                # separated, so that no UTF-8 sequence or digit run spans two messages
+                joined = b"\n".join(messages)
+                clean = _clean_bytes(joined, messages, longest)
+                if clean:
+                    structs = list(map(decode, messages))
+                    self.msgspec_batches += 1
+                    return structs, np.arange(n, dtype=np.int64), _EMPTY_INT, []
+        except Exception:  # noqa: BLE001 - a message msgspec cannot take: look at each
+            pass
+        try:
+            decoded = self._decode_structs_carefully(messages, clean)
+        except Exception:  # noqa: BLE001 - anything at all: the orjson path decides
+            return None
+        if decoded is not None:
+            self.msgspec_batches += 1
+        return decoded
+
+    def _decode_structs_carefully(
+        self, messages: Sequence[Any], clean: bool
+    ) -> tuple[list[Any], np.ndarray, np.ndarray, list[str]] | None:
+        """Message by message: a message msgspec cannot take is rejected as the
+        orjson path rejects it (oversized, invalid_json, not_an_object); None
+        when one is an event after all (``NaN``, a non-object parent, ...).
+
+        ``clean``: the batch passed :func:`_clean_bytes` as a whole.
+        """
+        decode = self._struct_decode
+        assert decode is not None
+        structs: list[Any] = []
+        positions: list[int] = []
+        bad_positions: list[int] = []
+        bad_reasons: list[str] = []
+        max_bytes = self._max_bytes
+        for i, message in enumerate(messages):
+            if type(message) is not bytes:
+                return None
+            size = len(message)
+            if size > max_bytes:
+                bad_positions.append(i)
+                bad_reasons.append("oversized")
+                continue
+            try:
+                if clean or _clean_bytes(message, (message,), size):
+                    structs.append(decode(message))
+                    positions.append(i)
+                    continue
+            except Exception:  # noqa: BLE001 - msgspec's verdict: see what orjson makes of it
+                pass
+            event = _parse_one(message)
+            if event is _INVALID:
+                bad_positions.append(i)
+                bad_reasons.append("invalid_json")
+            elif type(event) is not dict:
+                bad_positions.append(i)
+                bad_reasons.append("not_an_object")
+            else:
+                return None
+        return (
+            structs,
+            np.array(positions, dtype=np.int64),
+            np.array(bad_positions, dtype=np.int64),
+            bad_reasons,
         )
 
     def _parse(
@@ -273,6 +417,37 @@ class BatchDecoder:
             np.array(bad_positions, dtype=np.int64),
             bad_reasons,
         )
+
+
+def _clean_bytes(data: bytes, messages: Sequence[bytes], longest: int) -> bool:
+    """Whether msgspec may decode ``messages`` (``data``: them joined by newlines).
+
+    They must be valid UTF-8, without a run of more digits than the stdlib
+    reads as an int, and nested no deeper than orjson reads.  (msgspec reads
+    less deep than orjson unless the recursion limit was raised: then it
+    must not meet more than that many brackets in a message.)
+    """
+    if not data.isascii():
+        try:
+            data.decode()
+        except UnicodeDecodeError:
+            return False
+    if (
+        longest > 2 * _ORJSON_MAX_DEPTH
+        and sys.getrecursionlimit() > _ORJSON_MAX_DEPTH
+        and any(map(_may_nest_too_deep, messages))
+    ):
+        return False
+    digits = sys.get_int_max_str_digits()
+    return not (digits and longest > digits and b"0" * (digits + 1) in data.translate(_DIGIT_RUNS))
+
+
+def _may_nest_too_deep(message: bytes) -> bool:
+    # each level takes an opening and a closing bracket
+    return (
+        len(message) > 2 * _ORJSON_MAX_DEPTH
+        and message.count(b"[") + message.count(b"{") > _ORJSON_MAX_DEPTH
+    )
 
 
 def _parse_one(message: Any) -> Any:
@@ -331,6 +506,88 @@ class _Extractor:
             self._cache[path] = got
         return got
 
+    def subset(self, indices: list[int]) -> _Extractor:
+        """An extractor of the events at ``indices``."""
+        return _Extractor(list(map(self._cache[()].__getitem__, indices)))
+
+
+class _StructExtractor(_Extractor):
+    """The same over msgspec Structs: a key path's values by attribute, None where absent.
+
+    A Struct has every configured key as an attribute (None where the key is
+    absent or null); a parent is a Struct or None, never another value.
+    """
+
+    __slots__ = ("_names",)
+
+    def __init__(self, events: list[Any], names: dict[tuple[str, ...], str]):
+        super().__init__(events)
+        self._names = names
+
+    def values(self, path: tuple[str, ...]) -> list[Any]:
+        got = self._cache.get(path)
+        if got is None:
+            parents = self.values(path[:-1])
+            name = self._names[path]
+            try:
+                got = list(map(attrgetter(name), parents))
+            except AttributeError:  # a None parent (null or absent): missing below it
+                got = list(map(getattr, parents, repeat(name), repeat(None)))
+            self._cache[path] = got
+        return got
+
+    def subset(self, indices: list[int]) -> _Extractor:
+        return _StructExtractor(list(map(self._cache[()].__getitem__, indices)), self._names)
+
+
+if msgspec is not None:
+    #: a leaf: any JSON value as orjson reads it; an integer outside the int64 range
+    #: fails the decode (orjson reads one beyond 64 bits as a float)
+    _LEAF: Any = (
+        Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+        | float
+        | str
+        | bool
+        | None
+        | list
+        | dict
+    )
+
+
+def _struct_schema(
+    paths: Iterable[tuple[str, ...]],
+) -> tuple[type, dict[tuple[str, ...], str]] | None:
+    """(msgspec Struct type of an event, attribute name of each key path) for ``paths``.
+
+    Keys become attributes ``f0``, ``f1``, ... renamed to the key, so any key
+    works (dots, spaces, unicode).  None when some path is a leaf in one place
+    and a parent in another (``a`` and ``a.b``), or is empty.
+    """
+    paths = list(paths)
+    leaves = set(paths)
+    parents = {path[:k] for path in paths for k in range(1, len(path))}
+    if () in leaves or leaves & parents:
+        return None
+    children: dict[tuple[str, ...], dict[str, None]] = {}  # keys in configured order
+    for path in paths:
+        for k in range(len(path)):
+            children.setdefault(path[:k], {})[path[k]] = None
+    names: dict[tuple[str, ...], str] = {}
+
+    def build(prefix: tuple[str, ...]) -> type:
+        fields: list[tuple[str, Any, Any]] = []
+        rename: dict[str, str] = {}
+        for i, key in enumerate(children.get(prefix, ())):
+            path = (*prefix, key)
+            attr = names[path] = f"f{i}"
+            rename[attr] = key
+            kind = build(path) | None if path in parents else _LEAF
+            fields.append((attr, kind, None))
+        # gc=False: decoded Structs hold no reference cycles, the collector can skip them
+        return msgspec.defstruct(f"_Event{len(prefix)}", fields, rename=rename, gc=False)
+
+    return build(()), names
+
 
 def _children(parents: list[Any], key: str) -> list[Any]:
     """``parent[key]`` of every parent; None where absent or the parent is no object."""
@@ -371,8 +628,13 @@ class _Group:
     getter: Callable[[Any], Any]
 
 
-def _plan(model: ModelConfig) -> tuple[_Group | ColumnConfig, ...]:
-    """Group the columns that share a parent and a type (one itemgetter per event for all)."""
+def _plan(
+    model: ModelConfig, names: dict[tuple[str, ...], str] | None = None
+) -> tuple[_Group | ColumnConfig, ...]:
+    """Group the columns that share a parent and a type (one itemgetter per event for all).
+
+    With ``names`` (the attribute of each key path), for msgspec Structs: one attrgetter.
+    """
     groups: dict[tuple[tuple[str, ...], str], list[ColumnConfig]] = {}
     for column in model.columns:
         groups.setdefault((column.path[:-1], column.type), []).append(column)
@@ -381,7 +643,11 @@ def _plan(model: ModelConfig) -> tuple[_Group | ColumnConfig, ...]:
         if len(columns) == 1:
             plan.append(columns[0])
         else:
-            getter = itemgetter(*(c.path[-1] for c in columns))
+            getter: Callable[[Any], Any]
+            if names is None:
+                getter = itemgetter(*(c.path[-1] for c in columns))
+            else:
+                getter = attrgetter(*(names[c.path] for c in columns))
             plan.append(_Group(parent, kind, tuple(columns), getter))
     return tuple(plan)
 
@@ -419,7 +685,7 @@ def _extract_group(
     k = len(group.columns)
     try:
         rows = list(map(group.getter, extractor.values(group.parent)))
-    except (KeyError, TypeError):  # a key absent or a parent not an object somewhere
+    except (KeyError, TypeError, AttributeError):  # a key absent or a parent no object (None)
         for column in group.columns:
             results[column.name] = _convert(extractor.values(column.path), n, column.type)
         return

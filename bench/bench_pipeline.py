@@ -961,8 +961,9 @@ class Bench:
         self.setup_baseline()
         self.start_broker()
         self.throughput()
-        self.lag_phase()
-        self.soak_phase()
+        for client in self.steady_clients():
+            self.lag_phase(client)
+            self.soak_phase(client)
         r["load_end"] = loadavg()
         r["total_s"] = time.monotonic() - self.started
 
@@ -1082,20 +1083,21 @@ class Bench:
             with contextlib.suppress(Exception):
                 load_broker_module().delete_topics(self.bootstrap, [topic], timeout=10.0)
 
-    def best_default(self) -> dict[str, Any]:
-        """The fastest KafkaRunner run with the default configuration (and client): the lag
-        and soak phases run that configuration."""
+    def best_default(self, client: str = "kafka-python") -> dict[str, Any]:
+        """The fastest KafkaRunner run with the default configuration and ``client``: the
+        lag and soak phases of that client run at half its rate."""
         runs = [x for x in self.results["runs"] if x["role"] == "run" and not x["profile_run"]
-                and not x["options"] and x.get("client", "kafka-python") == "kafka-python"]
+                and not x["options"] and x.get("client", "kafka-python") == client]
         return max(runs, key=lambda x: x["events"] / x["steady_s"])
 
     def steady(self, topic: str, rate: float, seconds: float, scrape_every: float,
-               rss_every: float | None) -> dict[str, Any]:
+               rss_every: float | None, client: str = "kafka-python") -> dict[str, Any]:
         assert self.workdir is not None
         self.broker.create_topic(topic, partitions=1)
         ready = self.workdir / f"{topic}.ready"
         ready.unlink(missing_ok=True)  # a kept --workdir holds the last run's
-        spec = self._spec(topic, f"g-{topic}", ready=str(ready),
+        spec = self._spec(topic, f"g-{topic}", None,
+                          None if client == "kafka-python" else client, ready=str(ready),
                           warmup_s=self.args.warmup_seconds)
         consumer = self.worker("steady", spec, self.core, wait=False)
         deadline = time.monotonic() + 120
@@ -1165,33 +1167,39 @@ class Bench:
             load_broker_module().delete_topics(self.bootstrap, [topic], timeout=10.0)
         return out
 
-    def _steady_rate(self) -> float:
+    def _steady_rate(self, client: str) -> float:
         if self.args.rate:
             return float(self.args.rate)
-        best = self.best_default()
+        best = self.best_default(client)
         return 0.5 * best["events"] / best["steady_s"]
 
-    def lag_phase(self) -> None:
+    def steady_clients(self) -> list[str]:
+        """The clients whose lag and soak are measured: kafka-python, and confluent-kafka
+        when it is installed."""
+        return ["kafka-python"] + (["confluent-kafka"] if self.results["confluent"] else [])
+
+    def lag_phase(self, client: str) -> None:
         a = self.args
-        rate = self._steady_rate()
-        log(f"lag: producing {rate:,.0f} events/s (half the measured max) for "
+        rate = self._steady_rate(client)
+        log(f"lag ({client}): producing {rate:,.0f} events/s (half the measured max) for "
             f"{a.lag_seconds:.0f} s")
-        res = self.steady("bench-lag", rate, a.lag_seconds,
-                          scrape_every=max(2.0, a.lag_seconds / 8), rss_every=None)
-        self.results["lag"] = res
+        res = self.steady(f"bench-lag-{client}", rate, a.lag_seconds,
+                          scrape_every=max(2.0, a.lag_seconds / 8), rss_every=None,
+                          client=client)
+        self.results.setdefault("steady", {}).setdefault(client, {})["lag"] = res
         lag = res["consumer"]["lag"]
         log(f"  lag p50 {lag['p50'] * 1e3:.0f} ms, p99 {lag['p99'] * 1e3:.0f} ms over "
             f"{lag['n']:,} events; producer {res['producer']['rate']:,.0f} events/s")
 
-    def soak_phase(self) -> None:
+    def soak_phase(self, client: str) -> None:
         a = self.args
         if a.soak_minutes <= 0:
             return
-        rate = float(a.soak_rate) if a.soak_rate else self._steady_rate()
-        log(f"soak: {rate:,.0f} events/s for {a.soak_minutes:g} min, RSS every 10 s")
-        res = self.steady("bench-soak", rate, a.soak_minutes * 60, scrape_every=60.0,
-                          rss_every=10.0)
-        self.results["soak"] = res
+        rate = float(a.soak_rate) if a.soak_rate else self._steady_rate(client)
+        log(f"soak ({client}): {rate:,.0f} events/s for {a.soak_minutes:g} min, RSS every 10 s")
+        res = self.steady(f"bench-soak-{client}", rate, a.soak_minutes * 60, scrape_every=60.0,
+                          rss_every=10.0, client=client)
+        self.results.setdefault("steady", {}).setdefault(client, {})["soak"] = res
         rss = [kb for _t, kb in res["rss"]]
         if rss:
             log(f"  RSS start {rss[0] / 1024:.0f} MiB, end {rss[-1] / 1024:.0f} MiB, "
@@ -1289,47 +1297,48 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
           f"{(x['cpu_s'] - x['cpu_main_s']) / n * 1e6:.1f} |")
     w("")
 
-    lag = r.get("lag")
-    if lag:
-        c = lag["consumer"]
-        L = c["lag"]
-        sc = [s["seconds"] for s in lag["scrapes"]]
-        w("## Lag at half the max rate\n")
-        w(f"Producer target {lag['rate_target']:,.0f} events/s, achieved "
-          f"{lag['producer']['rate']:,.0f} ({lag['producer']['kind']}) for "
-          f"{lag['seconds']:.0f} s; lag = end of the batch's `Pipeline.process` (the event is "
-          f"in the next scrape) − produce time stamped in the event; first "
-          f"{args.warmup_seconds:g} s excluded.  Consumer CPU use "
-          f"{c['cpu_s'] / c['wall_s']:.0%} of its core.\n")
-        w("| events | p50 | p90 | p99 | p99.9 | max | scrapes | scrape p50 | scrape max "
-          "| series |")
-        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        w(f"| {L['n']:,} | {_ms(L['p50'])} | {_ms(L['p90'])} | {_ms(L['p99'])} | "
-          f"{_ms(L['p999'])} | {_ms(L['max'])} | {len(sc)} | {_ms(_median(sc))} | "
-          f"{_ms(max(sc, default=math.nan))} | "
-          f"{lag['scrapes'][-1]['series'] if lag['scrapes'] else 'n/a'} |")
-        w("")
-
-    soak = r.get("soak")
-    if soak:
-        rss = [kb for _t, kb in soak["rss"]]
-        start, end, peak = rss[0], rss[-1], max(rss)
-        mid = rss[len(rss) // 2]
-        series = [s["series"] for s in soak["scrapes"]]
-        if soak.get("final_scrape"):
-            series.append(soak["final_scrape"]["series"])
-        L = soak["consumer"]["lag"]
-        w(f"## Soak: {soak['seconds'] / 60:g} min at {soak['producer']['rate']:,.0f} events/s\n")
-        w(f"RSS of the consumer process every 10 s ({len(rss)} samples; {soak['rss_ready_kb'] / 1024:.0f}"
-          f" MiB when its partition was assigned).  "
-          f"{soak['consumer']['events']:,} events processed, lag p99 {_ms(L['p99'])}.\n")
-        w("| RSS start (10 s) | RSS end | RSS max | growth start→end | growth mid→end "
-          "| series start | series end |")
-        w("|---:|---:|---:|---:|---:|---:|---:|")
-        w(f"| {start / 1024:.0f} MiB | {end / 1024:.0f} MiB | {peak / 1024:.0f} MiB | "
-          f"{(end - start) / start:+.1%} | {(end - mid) / mid:+.1%} | "
-          f"{series[0] if series else 'n/a'} | {series[-1] if series else 'n/a'} |")
-        w("")
+    for client, phases in r.get("steady", {}).items():
+        lag = phases.get("lag")
+        if lag:
+            c = lag["consumer"]
+            L = c["lag"]
+            sc = [s["seconds"] for s in lag["scrapes"]]
+            w(f"## Lag at half the max rate: KafkaRunner with {client}\n")
+            w(f"Producer target {lag['rate_target']:,.0f} events/s, achieved "
+              f"{lag['producer']['rate']:,.0f} ({lag['producer']['kind']}) for "
+              f"{lag['seconds']:.0f} s; lag = end of the batch's `Pipeline.process` (the event "
+              f"is in the next scrape) − produce time stamped in the event; first "
+              f"{args.warmup_seconds:g} s excluded.  Consumer CPU use "
+              f"{c['cpu_s'] / c['wall_s']:.0%} of its core.\n")
+            w("| events | p50 | p90 | p99 | p99.9 | max | scrapes | scrape p50 | scrape max "
+              "| series |")
+            w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            w(f"| {L['n']:,} | {_ms(L['p50'])} | {_ms(L['p90'])} | {_ms(L['p99'])} | "
+              f"{_ms(L['p999'])} | {_ms(L['max'])} | {len(sc)} | {_ms(_median(sc))} | "
+              f"{_ms(max(sc, default=math.nan))} | "
+              f"{lag['scrapes'][-1]['series'] if lag['scrapes'] else 'n/a'} |")
+            w("")
+        soak = phases.get("soak")
+        if soak:
+            rss = [kb for _t, kb in soak["rss"]]
+            start, end, peak = rss[0], rss[-1], max(rss)
+            mid = rss[len(rss) // 2]
+            series = [s["series"] for s in soak["scrapes"]]
+            if soak.get("final_scrape"):
+                series.append(soak["final_scrape"]["series"])
+            L = soak["consumer"]["lag"]
+            w(f"## Soak: {soak['seconds'] / 60:g} min at {soak['producer']['rate']:,.0f} "
+              f"events/s: KafkaRunner with {client}\n")
+            w(f"RSS of the consumer process every 10 s ({len(rss)} samples; "
+              f"{soak['rss_ready_kb'] / 1024:.0f} MiB when its partition was assigned).  "
+              f"{soak['consumer']['events']:,} events processed, lag p99 {_ms(L['p99'])}.\n")
+            w("| RSS start (10 s) | RSS end | RSS max | growth start→end | growth mid→end "
+              "| series start | series end |")
+            w("|---:|---:|---:|---:|---:|---:|---:|")
+            w(f"| {start / 1024:.0f} MiB | {end / 1024:.0f} MiB | {peak / 1024:.0f} MiB | "
+              f"{(end - start) / start:+.1%} | {(end - mid) / mid:+.1%} | "
+              f"{series[0] if series else 'n/a'} | {series[-1] if series else 'n/a'} |")
+            w("")
 
     w("## Goals\n")
     w("| goal | measured | met |")
@@ -1344,17 +1353,19 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
           f"({cpu / GOAL_EPS:.0%} of goal); {eps:,.0f}/s wall | {_yes(cpu >= GOAL_EPS)} |")
         w(f"| ≥ {GOAL_RATIO:g}× the naive loop: {x['label']} | {cpu / naive_cpu:.1f}× per "
           f"CPU-s; {eps / naive_eps:.1f}× wall | {_yes(cpu / naive_cpu >= GOAL_RATIO)} |")
-    if lag:
-        p99 = lag["consumer"]["lag"]["p99"]
-        w(f"| p99 lag ≤ {GOAL_P99_S:g} s at half the max rate | {_ms(p99)} | "
-          f"{_yes(p99 <= GOAL_P99_S)} |")
-    if soak:
-        rss = [kb for _t, kb in soak["rss"]]
-        mid = rss[len(rss) // 2]
-        growth = (rss[-1] - mid) / mid
-        w(f"| flat RSS (< {GOAL_RSS_GROWTH:.0%} growth after warm-up, mid→end) | "
-          f"{growth:+.1%} ({rss[0] / 1024:.0f} → {rss[-1] / 1024:.0f} MiB) | "
-          f"{_yes(growth < GOAL_RSS_GROWTH)} |")
+    for client, phases in r.get("steady", {}).items():
+        lag, soak = phases.get("lag"), phases.get("soak")
+        if lag:
+            p99 = lag["consumer"]["lag"]["p99"]
+            w(f"| p99 lag ≤ {GOAL_P99_S:g} s at half the max rate ({client}) | {_ms(p99)} | "
+              f"{_yes(p99 <= GOAL_P99_S)} |")
+        if soak:
+            rss = [kb for _t, kb in soak["rss"]]
+            mid = rss[len(rss) // 2]
+            growth = (rss[-1] - mid) / mid
+            w(f"| flat RSS (< {GOAL_RSS_GROWTH:.0%} growth after warm-up, mid→end; {client}) | "
+              f"{growth:+.1%} ({rss[0] / 1024:.0f} → {rss[-1] / 1024:.0f} MiB) | "
+              f"{_yes(growth < GOAL_RSS_GROWTH)} |")
     w("")
 
     for prof in (x for x in r["runs"] if x["profile_run"] and "profile" in x):

@@ -81,6 +81,9 @@ def librdkafka_config(k: KafkaConfig, max_message_bytes: int) -> dict[str, Any]:
         "heartbeat.interval.ms": 3_000,
         "max.partition.fetch.bytes": max(1_048_576, max_message_bytes),
         "reconnect.backoff.max.ms": 2_000,
+        # librdkafka pre-fetches up to 64 MiB per consumer by default; 16 MiB still holds
+        # many poll batches of typical events and keeps the process's memory small and flat
+        "queued.max.messages.kbytes": 16_384,
         # a broker outage is reported by the lag check and the failing commits
         "log.connection.close": False,
     }

@@ -48,13 +48,14 @@ _I32_MAX = 2147483647
 def _adwin_kernel(
     values, totals, variances, counts, fstate, istate,
     delta, clock, max_buckets, min_window_length, grace_period, min_effect,
-    out, out_stat,
+    out, out_stat, clip_lo, clip_hi,
 ):  # fmt: skip
     """Feed ``values`` one at a time; write detection positions to ``out``.
 
     Mirrors River's ``AdaptiveWindowing.update`` followed by the wrapper's
-    reset-after-drift.  Non-finite values are skipped entirely.  Returns the
-    number of positions written.
+    reset-after-drift.  Non-finite values are skipped entirely; the others are
+    winsorised to ``[clip_lo, clip_hi]`` (±inf: unclipped).  Returns the number
+    of positions written.
     """
     cap = max_buckets + 1
     mwl = float(min_window_length)
@@ -89,6 +90,10 @@ def _adwin_kernel(
         # the window's sum of squares (|x| > 1e100 is no measurement of anything)
         if not np.isfinite(x) or abs(x) > 1e100:
             continue
+        if x < clip_lo:
+            x = clip_lo
+        elif x > clip_hi:
+            x = clip_hi
 
         # River: ``if self.drift_detected: self._reset()`` before the update.
         if pending != 0:
@@ -311,18 +316,6 @@ def _check_clip(clip: Any) -> tuple[float, float] | None:
     return lo, hi
 
 
-def _clipped(arr: np.ndarray, clip: tuple[float, float] | None) -> np.ndarray:
-    """``arr`` with its measurable values winsorised to ``clip``; skipped values kept as they are."""
-    if clip is None:
-        return arr
-    # NaN passes np.clip unchanged; ±inf and |x| > 1e100 must stay unmeasurable (skipped)
-    out = np.clip(arr, clip[0], clip[1])
-    wild = ~(np.abs(arr) <= 1e100)
-    if wild.any():
-        out[wild] = arr[wild]
-    return out
-
-
 class _KernelState:
     """The arrays the kernel mutates in place."""
 
@@ -346,16 +339,18 @@ class _KernelState:
         min_window_length: int,
         grace_period: int,
         min_effect: float,
+        clip: tuple[float, float] | None = None,
     ) -> np.ndarray:
         if values.size == 0:
             self.last_stats = np.empty(0)
             return EMPTY_POSITIONS.copy()
         out = np.empty(values.size, dtype=np.int64)
         out_stat = np.empty(values.size, dtype=np.float64)
+        lo, hi = clip if clip is not None else (-np.inf, np.inf)
         n = _adwin_kernel(
             values, self.totals, self.variances, self.counts, self.fstate, self.istate,
             delta, clock, max_buckets, min_window_length, grace_period, min_effect,
-            out, out_stat,
+            out, out_stat, float(lo), float(hi),
         )  # fmt: skip
         #: statistic of the check that detected each change, parallel to the positions
         self.last_stats = out_stat[:n].copy()
@@ -393,8 +388,8 @@ def adwin_detections(
     settings = _check_settings(
         delta, clock, max_buckets, min_window_length, grace_period, min_effect
     )
-    arr = _clipped(np.ascontiguousarray(as_float_batch(values)), _check_clip(clip))
-    return _KernelState(settings[2]).run(arr, *settings)
+    arr = np.ascontiguousarray(as_float_batch(values))
+    return _KernelState(settings[2]).run(arr, *settings, clip=_check_clip(clip))
 
 
 class ADWIN(Detector):
@@ -531,8 +526,7 @@ class ADWIN(Detector):
     # -- the protocol -------------------------------------------------------
     def update(self, values: np.ndarray) -> np.ndarray:
         """Feed a batch; return the int64 positions in it where a change was detected."""
-        arr = _clipped(np.ascontiguousarray(as_float_batch(values, self.name or "values")),
-                       self.clip)
+        arr = np.ascontiguousarray(as_float_batch(values, self.name or "values"))
         positions = self._k.run(
             arr,
             self.delta,
@@ -541,6 +535,7 @@ class ADWIN(Detector):
             self.min_window_length,
             self.grace_period,
             self.min_effect,
+            self.clip,
         )
         self._drift = positions.size > 0
         self.alarm_statistics = self._k.last_stats

@@ -212,21 +212,18 @@ class ConfluentConsumer:
             self._paused |= self._pause_after
 
     def _revoke_cb(self, consumer: Any, partitions: list[Any]) -> None:
-        tps = {self._tp(p) for p in partitions}
-        try:
-            self._on_revoke(tps)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("handling revoked partitions failed: %s", exc)
-        self._assigned -= tps
-        self._paused -= tps
-        consumer.unassign()
+        self._give_up(consumer, partitions, self._on_revoke, "revoked")
 
     def _lost_cb(self, consumer: Any, partitions: list[Any]) -> None:
+        self._give_up(consumer, partitions, self._on_lost, "lost")
+
+    def _give_up(self, consumer: Any, partitions: list[Any],
+                 handler: Callable[[set[Any]], None], what: str) -> None:
         tps = {self._tp(p) for p in partitions}
         try:
-            self._on_lost(tps)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("handling lost partitions failed: %s", exc)
+            handler(tps)
+        except Exception as exc:  # noqa: BLE001 - never raise into librdkafka
+            log.warning("handling %s partitions failed: %s", what, exc)
         self._assigned -= tps
         self._paused -= tps
         consumer.unassign()

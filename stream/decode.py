@@ -31,15 +31,15 @@ columns are read with ``operator.attrgetter`` the same way.  The result is
 exactly that of the ``orjson`` path, so msgspec decodes only what it can vouch
 for: ``bytes`` no longer than the limit, valid UTF-8 (msgspec does not check
 the strings it skips), no run of more digits than the stdlib reads as an int,
-no deeper nesting than orjson reads.  The batch is checked at once, and decoded
-with one ``map``; only when that fails is each message looked at: one that
-msgspec cannot take is rejected as the ``orjson`` path rejects it (oversized,
-``invalid_json``, ``not_an_object``), but if it is an event after all (a
-non-object parent such as ``"features": 3``, ``NaN``/``Infinity`` literals, an
-integer outside the int64 range, a BOM, ...) the whole batch takes the
-``orjson`` path above, as does a batch holding anything but ``bytes``.  A
-configuration msgspec cannot express (a path that is a leaf in one place and
-the parent of another path elsewhere) never uses msgspec.
+no deeper nesting than orjson reads, and within those a message whose values
+msgspec reads as orjson does (an integer outside the int64 range, a ``NaN``
+literal or a non-object parent such as ``"features": 3`` fails the typed
+decode).  The batch is checked at once and decoded with one ``map``; only
+when that fails is each message looked at, and one msgspec cannot take is
+parsed as the ``orjson`` path parses it: rejected the same way, or an event
+turned into a ``Struct`` holding the same values.  A configuration msgspec
+cannot express (a path that is a leaf in one place and the parent of another
+path elsewhere) never uses msgspec.
 
 Value rules
 -----------
@@ -80,7 +80,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import chain, repeat
+from itertools import chain, islice, repeat
 from operator import attrgetter, itemgetter
 from typing import Annotated, Any, Final
 
@@ -194,9 +194,11 @@ class BatchDecoder:
         self._timestamp: TimestampConfig | None = config.source.timestamp
         self._catch_all = any(m.select is None for m in self._models)
         self._plans = {m.name: _plan(m) for m in self._models}
-        #: batches decoded by the msgspec path (the others took the orjson path)
+        #: batches decoded by the msgspec path, at once or message by message (the
+        #: others, empty batches included, took the orjson path)
         self.msgspec_batches = 0
         self._struct_decode: Callable[[bytes], Any] | None = None
+        self._struct_from_dict: Callable[[dict[str, Any]], Any] = _no_struct
         self._struct_names: dict[tuple[str, ...], str] = {}
         self._struct_plans: dict[str, tuple[_Group | ColumnConfig, ...]] = {}
         if use_msgspec and msgspec is not None:
@@ -206,7 +208,7 @@ class BatchDecoder:
                 paths.append(self._timestamp.path)
             schema = _struct_schema(paths)
             if schema is not None:
-                event_type, self._struct_names = schema
+                event_type, self._struct_from_dict, self._struct_names = schema
                 self._struct_decode = msgspec.json.Decoder(event_type).decode
                 self._struct_plans = {m.name: _plan(m, self._struct_names) for m in self._models}
 
@@ -284,80 +286,111 @@ class BatchDecoder:
     ) -> tuple[list[Any], np.ndarray, np.ndarray, list[str]] | None:
         """(Structs, their positions, rejected positions, their reasons), or None.
 
-        None leaves the batch to the orjson path.  A message is decoded here
-        only when it is ``bytes`` no longer than the limit, valid UTF-8
-        (msgspec does not check the strings it skips), holds no digit run
-        longer than the stdlib's int limit (msgspec skips such an integer,
-        the stdlib fallback of the orjson path rejects it) and msgspec decodes
-        it.  Checked for the whole batch at once; only when that fails is each
-        message looked at (:meth:`_decode_structs_carefully`).
+        A message goes to msgspec only when it is ``bytes`` no longer than the
+        limit, valid UTF-8 (msgspec does not check the strings it skips),
+        holds no digit run longer than the stdlib's int limit (msgspec skips
+        such an integer, the stdlib fallback of the orjson path rejects it)
+        and nests no deeper than orjson reads.  The batch is checked and
+        decoded at once; only when that fails is each message looked at
+        (:meth:`_decode_structs_carefully`).  None (the orjson path) for an
+        empty batch, and should anything here raise.
         """
         decode = self._struct_decode
         assert decode is not None
         n = len(messages)
+        if not n:
+            return None
+        structs: list[Any] = []
         clean = False  # every message passed _clean_bytes
         try:
-            if not n or set(map(type, messages)) != {bytes}:
-                return None
-            longest = max(map(len, messages))
-            if longest <= self._max_bytes:
-                # separated, so that no UTF-8 sequence or digit run spans two messages
-                joined = b"\n".join(messages)
-                clean = _clean_bytes(joined, messages, longest)
-                if clean:
-                    structs = list(map(decode, messages))
-                    self.msgspec_batches += 1
-                    return structs, np.arange(n, dtype=np.int64), _EMPTY_INT, []
+            if set(map(type, messages)) == {bytes}:
+                longest = max(map(len, messages))
+                if longest <= self._max_bytes:
+                    # separated, so that no UTF-8 sequence or digit run spans two messages
+                    joined = b"\n".join(messages)
+                    clean = _clean_bytes(joined, messages, longest)
+                    if clean:
+                        # on an error, ``structs`` keeps the messages decoded before it (were
+                        # it emptied, they would only be decoded again)
+                        structs.extend(map(decode, messages))
+                        self.msgspec_batches += 1
+                        return structs, np.arange(n, dtype=np.int64), _EMPTY_INT, []
         except Exception:  # noqa: BLE001 - a message msgspec cannot take: look at each
             pass
         try:
-            decoded = self._decode_structs_carefully(messages, clean)
+            decoded = self._decode_structs_carefully(messages, structs if clean else [], clean)
         except Exception:  # noqa: BLE001 - anything at all: the orjson path decides
             return None
-        if decoded is not None:
-            self.msgspec_batches += 1
+        self.msgspec_batches += 1
         return decoded
 
     def _decode_structs_carefully(
-        self, messages: Sequence[Any], clean: bool
-    ) -> tuple[list[Any], np.ndarray, np.ndarray, list[str]] | None:
-        """Message by message: a message msgspec cannot take is rejected as the
-        orjson path rejects it (oversized, invalid_json, not_an_object); None
-        when one is an event after all (``NaN``, a non-object parent, ...).
+        self, messages: Sequence[Any], structs: list[Any], clean: bool
+    ) -> tuple[list[Any], np.ndarray, np.ndarray, list[str]]:
+        """Message by message, after ``structs``, the Structs of the first messages.
 
-        ``clean``: the batch passed :func:`_clean_bytes` as a whole.
+        A message msgspec cannot take is parsed as the orjson path parses it
+        (:func:`_parse_one`): rejected as there (``invalid_json``,
+        ``not_an_object``; ``oversized`` before parsing), or an event that only
+        orjson or the stdlib reads (``NaN``, a non-object parent such as
+        ``"features": 3``, an integer beyond int64, a BOM, ...) turned into a
+        Struct that holds the same values.  ``clean``: every message passed
+        :func:`_clean_bytes` with the batch (so all are ``bytes`` within the
+        limit); then msgspec takes runs of messages at once.
         """
         decode = self._struct_decode
         assert decode is not None
-        structs: list[Any] = []
-        positions: list[int] = []
+        from_dict = self._struct_from_dict
+        n = len(messages)
+        i = len(structs)
+        positions = list(range(i))
         bad_positions: list[int] = []
         bad_reasons: list[str] = []
         max_bytes = self._max_bytes
-        for i, message in enumerate(messages):
-            if type(message) is not bytes:
-                return None
-            size = len(message)
-            if size > max_bytes:
-                bad_positions.append(i)
-                bad_reasons.append("oversized")
-                continue
-            try:
-                if clean or _clean_bytes(message, (message,), size):
-                    structs.append(decode(message))
-                    positions.append(i)
+        while i < n:
+            if clean:
+                # the rest at once, up to the next message msgspec fails (then: that one)
+                before = len(structs)
+                try:
+                    structs.extend(map(decode, islice(messages, i, None)))
+                except Exception:  # noqa: BLE001 - msgspec's verdict: see below
+                    pass
+                got = len(structs) - before
+                positions.extend(range(i, i + got))
+                i += got
+                if i == n:
+                    break
+            message = messages[i]
+            j = i
+            i += 1
+            if not clean:
+                try:
+                    size = len(message)
+                except TypeError:  # e.g. a Kafka tombstone (None)
+                    bad_positions.append(j)
+                    bad_reasons.append("invalid_json")
                     continue
-            except Exception:  # noqa: BLE001 - msgspec's verdict: see what orjson makes of it
-                pass
+                if size > max_bytes:
+                    bad_positions.append(j)
+                    bad_reasons.append("oversized")
+                    continue
+                try:
+                    if type(message) is bytes and _clean_bytes(message, (message,), size):
+                        structs.append(decode(message))
+                        positions.append(j)
+                        continue
+                except Exception:  # noqa: BLE001 - msgspec's verdict: see what orjson makes of it
+                    pass
             event = _parse_one(message)
             if event is _INVALID:
-                bad_positions.append(i)
+                bad_positions.append(j)
                 bad_reasons.append("invalid_json")
             elif type(event) is not dict:
-                bad_positions.append(i)
+                bad_positions.append(j)
                 bad_reasons.append("not_an_object")
             else:
-                return None
+                structs.append(from_dict(event))
+                positions.append(j)
         return (
             structs,
             np.array(positions, dtype=np.int64),
@@ -554,14 +587,20 @@ if msgspec is not None:
     )
 
 
+def _no_struct(event: dict[str, Any]) -> Any:
+    raise TypeError("no Struct types")
+
+
 def _struct_schema(
     paths: Iterable[tuple[str, ...]],
-) -> tuple[type, dict[tuple[str, ...], str]] | None:
-    """(msgspec Struct type of an event, attribute name of each key path) for ``paths``.
+) -> tuple[type, Callable[[dict[str, Any]], Any], dict[tuple[str, ...], str]] | None:
+    """(Struct type of an event, dict event -> Struct, attribute of each key path).
 
     Keys become attributes ``f0``, ``f1``, ... renamed to the key, so any key
-    works (dots, spaces, unicode).  None when some path is a leaf in one place
-    and a parent in another (``a`` and ``a.b``), or is empty.
+    works (dots, spaces, unicode).  A Struct made from a dict holds at every
+    path what the dict extractor finds there: the value, or None where a key
+    is absent or a parent is no object.  None when some path is a leaf in one
+    place and a parent in another (``a`` and ``a.b``), or is empty.
     """
     paths = list(paths)
     leaves = set(paths)
@@ -574,19 +613,37 @@ def _struct_schema(
             children.setdefault(path[:k], {})[path[k]] = None
     names: dict[tuple[str, ...], str] = {}
 
-    def build(prefix: tuple[str, ...]) -> type:
+    def build(prefix: tuple[str, ...]) -> tuple[type, Callable[[dict[str, Any]], Any]]:
         fields: list[tuple[str, Any, Any]] = []
         rename: dict[str, str] = {}
+        keys: list[tuple[str, Callable[[dict[str, Any]], Any] | None]] = []
         for i, key in enumerate(children.get(prefix, ())):
             path = (*prefix, key)
             attr = names[path] = f"f{i}"
             rename[attr] = key
-            kind = build(path) | None if path in parents else _LEAF
-            fields.append((attr, kind, None))
+            if path in parents:
+                child, child_from_dict = build(path)
+                fields.append((attr, child | None, None))
+                keys.append((key, child_from_dict))
+            else:
+                fields.append((attr, _LEAF, None))
+                keys.append((key, None))
         # gc=False: decoded Structs hold no reference cycles, the collector can skip them
-        return msgspec.defstruct(f"_Event{len(prefix)}", fields, rename=rename, gc=False)
+        struct = msgspec.defstruct(f"_Event{len(prefix)}", fields, rename=rename, gc=False)
 
-    return build(()), names
+        def from_dict(obj: dict[str, Any]) -> Any:
+            values = []
+            for key, child_from_dict in keys:
+                value = obj.get(key)
+                if child_from_dict is not None:
+                    value = child_from_dict(value) if type(value) is dict else None
+                values.append(value)
+            return struct(*values)
+
+        return struct, from_dict
+
+    event, from_dict = build(())
+    return event, from_dict, names
 
 
 def _children(parents: list[Any], key: str) -> list[Any]:

@@ -4,7 +4,9 @@ The msgspec path must give exactly the DecodedBatch of the orjson path
 (``BatchDecoder(config, use_msgspec=False)``), for every batch: each test
 decodes with both and compares everything (columns with their dtypes, NaN-aware,
 masks, counts, reasons, positions, timestamps), then checks which path the
-batch took (``BatchDecoder.msgspec_batches``).
+batch took: msgspec for the whole batch at once, message by message (where
+some message is not for msgspec: it is parsed as the orjson path parses it),
+or the orjson path.
 """
 
 from __future__ import annotations
@@ -120,8 +122,8 @@ def assert_same_batch(got: DecodedBatch, want: DecodedBatch) -> None:
 
 
 BATCH = "batch"  # msgspec, the batch at once
-MESSAGES = "messages"  # msgspec, message by message: some rejected (not JSON, oversized, ...)
-ORJSON = "orjson"  # the orjson path: an event msgspec cannot represent, or not bytes
+MESSAGES = "messages"  # message by message: msgspec, or orjson/the stdlib where it cannot
+ORJSON = "orjson"  # the orjson path (an empty batch)
 
 
 def decode_both(config: Config, messages: list[Any]) -> tuple[DecodedBatch, str]:
@@ -131,9 +133,9 @@ def decode_both(config: Config, messages: list[Any]) -> tuple[DecodedBatch, str]
     careful = decoder._decode_structs_carefully
     calls: list[int] = []
 
-    def spy(batch: Any, clean: bool) -> Any:
+    def spy(*args: Any) -> Any:
         calls.append(1)
-        return careful(batch, clean)
+        return careful(*args)
 
     decoder._decode_structs_carefully = spy  # type: ignore[method-assign,assignment]
     got = decoder.decode(messages)
@@ -226,12 +228,37 @@ def test_rejected_messages_stay_on_the_msgspec_path(orjson_path_fails: None) -> 
 
 
 @needs_msgspec
-def test_an_event_only_orjson_reads_sends_the_batch_there() -> None:
-    # rejected messages first, then an event with a NaN literal
-    messages = [*CLEAN[:2], b"not json", b'{"f": {"x": NaN}}', b"[]", CLEAN[2]]
-    batch, path = decode_both(ROUTED, messages)
-    assert path == ORJSON and path_taken(messages) == ORJSON
-    assert batch.invalid == {"invalid_json": 1, "not_an_object": 1, "unknown_model": 1}
+def test_events_only_orjson_reads_stay_on_the_msgspec_path(orjson_path_fails: None) -> None:
+    messages = [
+        *CLEAN[:2],
+        b"not json",
+        b'{"f": {"x": NaN, "c": 18446744073709551616}, "model": "m"}',  # read by the stdlib
+        b"[]",
+        b'{"f": 3, "a": {"b.c": [1]}, "p": {"score": 1e400}, "model": "m"}',
+        b'{"f": {"c": 18446744073709551616}, "model": "m"}',  # read by orjson
+        CLEAN[2],
+    ]
+    decoder = BatchDecoder(ROUTED)
+    batch = decoder.decode(messages)
+    assert decoder.msgspec_batches == 1
+    assert batch.invalid == {"invalid_json": 1, "not_an_object": 1}
+    m = batch.models["m"]
+    assert m.positions.tolist() == [0, 1, 3, 5, 6, 7]
+    assert m.invalid_mask["x"].tolist() == [False, False, True, False, False, False]
+    assert m.missing_mask["x"].tolist() == [False, False, False, True, True, False]
+    assert m.columns["c"].tolist()[2:5] == ["18446744073709551616", None, "1.8446744073709552e+19"]
+    assert m.invalid_mask["score"].tolist() == [False, False, False, True, False, False]
+
+
+@needs_msgspec
+def test_events_only_orjson_reads() -> None:
+    for where in range(3):
+        messages = [*CLEAN[:3]]
+        messages.insert(where, b'{"f": {"x": NaN}, "model": "m"}')
+        messages.insert(where, b"not json")
+        for config in CONFIGS:
+            batch, path = decode_both(config, messages)
+            assert path == MESSAGES and batch.invalid.get("invalid_json") == 1
 
 
 @needs_msgspec
@@ -262,10 +289,10 @@ def test_absent_null_and_wrong_types() -> None:
 
 @needs_msgspec
 @pytest.mark.parametrize("parent", [b"3", b"[1]", b'"x"', b"true", b"1.5", b"[]"])
-def test_non_object_parent_takes_the_orjson_path(parent: bytes) -> None:
+def test_non_object_parent(parent: bytes) -> None:
     messages = [*CLEAN[:3], b'{"f": ' + parent + b', "top": 1}', b'{"a": {"b.c": ' + parent + b"}}"]
     batch, path = decode_both(PLAIN, messages)
-    assert path == ORJSON and path_taken(messages) == ORJSON
+    assert path == MESSAGES and path_taken(messages) == MESSAGES
     m = batch.models["m"]
     assert m.missing_mask["x"].tolist() == [False] * 3 + [True, True]
     assert m.missing_mask["deep"].tolist() == [False] * 3 + [True, True]
@@ -276,14 +303,14 @@ def test_non_object_parent_takes_the_orjson_path(parent: bytes) -> None:
 @needs_msgspec
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
 @pytest.mark.parametrize("where", ["parsed", "skipped", "nested"])
-def test_nan_and_infinity_literals_take_the_orjson_path(literal: bytes, where: str) -> None:
+def test_nan_and_infinity_literals(literal: bytes, where: str) -> None:
     message = {
         "parsed": b'{"f": {"x": ' + literal + b', "c": ' + literal + b"}}",
         "skipped": b'{"f": {"x": 1}, "junk": ' + literal + b"}",
         "nested": b'{"f": {"x": [1, ' + literal + b"]}}",
     }[where]
     batch, path = decode_both(PLAIN, [*CLEAN[:2], message])
-    assert path == ORJSON and path_taken([*CLEAN[:2], message]) == ORJSON
+    assert path == MESSAGES and path_taken([*CLEAN[:2], message]) == MESSAGES
     assert batch.invalid == {}  # the stdlib fallback reads them
     if where != "skipped":
         assert batch.models["m"].invalid_values["x"] == 1
@@ -295,12 +322,12 @@ def test_nan_and_infinity_literals_take_the_orjson_path(literal: bytes, where: s
     [
         (2**63 - 1, BATCH),
         (-(2**63), BATCH),
-        (2**63, ORJSON),  # orjson: an int, msgspec (int64 bound): the orjson path
-        (2**64 - 1, ORJSON),
-        (2**64, ORJSON),  # orjson: a float
-        (-(2**63) - 1, ORJSON),
-        (10**30, ORJSON),
-        (10**400, ORJSON),  # orjson fails, the stdlib reads an int
+        (2**63, MESSAGES),  # orjson: an int; msgspec (bound to int64): fails
+        (2**64 - 1, MESSAGES),
+        (2**64, MESSAGES),  # orjson: a float
+        (-(2**63) - 1, MESSAGES),
+        (10**30, MESSAGES),
+        (10**400, MESSAGES),  # orjson fails, the stdlib reads an int
     ],
 )
 def test_big_integers(number: int, path: str) -> None:
@@ -318,7 +345,7 @@ def test_floats_out_of_range() -> None:
     for literal in (b"1e400", b"-1e400", b"1.7976931348623159e308"):
         message = b'{"f": {"x": ' + literal + b"}}"
         batch, path = decode_both(PLAIN, [message])
-        assert path == ORJSON and batch.models["m"].invalid_values["x"] == 1
+        assert path == MESSAGES and batch.models["m"].invalid_values["x"] == 1
         # skipped: orjson fails, the stdlib reads inf; msgspec skips it: the same event
         assert path_taken([b'{"f": {"x": 1}, "junk": ' + literal + b"}"]) == BATCH
     for literal in (
@@ -344,8 +371,8 @@ def test_floats_out_of_range() -> None:
         (b'{"model": "n", "model": "m", "f": {"x": 1}}', BATCH),
         (b'{"f": {"x": 1}, "\\u0066": {"x": 2}}', BATCH),  # the same key, escaped
         (b'{"f": {"x": {"a": 1, "a": [2]}}}', BATCH),
-        (b'{"f": {"x": 1}, "f": 3}', ORJSON),  # a non-object parent after all
-        (b'{"f": 3, "f": {"x": 1}}', ORJSON),
+        (b'{"f": {"x": 1}, "f": 3}', MESSAGES),  # a non-object parent after all
+        (b'{"f": 3, "f": {"x": 1}}', MESSAGES),
     ],
 )
 def test_duplicate_keys(message: bytes, path: str) -> None:
@@ -376,11 +403,12 @@ def test_invalid_utf8(bad: bytes, template: bytes) -> None:
     messages = [*CLEAN[:2], template % bad]
     batch, path = decode_both(PLAIN, messages)
     assert path_taken(messages) == path
+    assert path == MESSAGES
     # orjson rejects them all; the stdlib accepts UTF-8 encoded surrogates (surrogatepass)
     if bad == b"\xed\xa0\x80" and b"} %s" not in template:
-        assert path == ORJSON and batch.invalid == {}
+        assert batch.invalid == {}
     else:
-        assert path == MESSAGES and batch.invalid == {"invalid_json": 1}
+        assert batch.invalid == {"invalid_json": 1}
 
 
 @needs_msgspec
@@ -406,10 +434,10 @@ def test_unicode_takes_the_msgspec_path() -> None:
 @pytest.mark.parametrize(
     "escape", [b"\\ud800", b"\\udc00", b"\\ud800\\u0041", b"\\ud800x", b"\\udfff\\ud800"]
 )
-def test_lone_surrogate_escapes_take_the_orjson_path(escape: bytes) -> None:
+def test_lone_surrogate_escapes(escape: bytes) -> None:
     for message in (b'{"f": {"c": "%s"}}' % escape, b'{"junk": "%s", "f": {"x": 1}}' % escape):
         batch, path = decode_both(PLAIN, [CLEAN[0], message])
-        assert path == ORJSON and batch.invalid == {}  # the stdlib reads them
+        assert path == MESSAGES and batch.invalid == {}  # the stdlib reads them
 
 
 @needs_msgspec
@@ -428,30 +456,29 @@ def test_oversized_messages() -> None:
 
 @needs_msgspec
 @pytest.mark.parametrize(
-    ("messages", "path"),
+    ("messages", "valid"),
     [
-        ([b"[1]"], MESSAGES),
-        ([b"null"], MESSAGES),
-        ([b'"m"'], MESSAGES),
-        ([b"3"], MESSAGES),
-        ([b""], MESSAGES),
-        ([b"   "], MESSAGES),
-        ([b"not json"], MESSAGES),
-        ([b'{"f": {"x": 1}'], MESSAGES),
-        ([b'{"f": {"x": 1}}}'], MESSAGES),
-        ([b'{"f": {"x": 1}} {}'], MESSAGES),
-        ([b'{"f": {"x": 1},}'], MESSAGES),
-        ([b'{"f": {"x": 1}},{"f": {"x": "', b'"}}'], MESSAGES),  # joined: two objects
-        ([b'{"f": {"x": 1}},{"f": {"x": "}', b'{"}'], MESSAGES),
-        ([b"\xef\xbb\xbf{}"], ORJSON),  # a UTF-8 BOM: the stdlib reads it
-        (['{"f": {"x": 1}}'.encode("utf-16")], ORJSON),  # and UTF-16
-        ([b"\xef\xbb\xbf[]"], MESSAGES),
+        ([b"[1]"], 0),
+        ([b"null"], 0),
+        ([b'"m"'], 0),
+        ([b"3"], 0),
+        ([b""], 0),
+        ([b"   "], 0),
+        ([b"not json"], 0),
+        ([b'{"f": {"x": 1}'], 0),
+        ([b'{"f": {"x": 1}}}'], 0),
+        ([b'{"f": {"x": 1}} {}'], 0),
+        ([b'{"f": {"x": 1},}'], 0),
+        ([b'{"f": {"x": 1}},{"f": {"x": "', b'"}}'], 0),  # joined: two objects
+        ([b'{"f": {"x": 1}},{"f": {"x": "}', b'{"}'], 0),
+        ([b"\xef\xbb\xbf{}"], 1),  # a UTF-8 BOM: the stdlib reads it
+        (['{"f": {"x": 1}}'.encode("utf-16")], 1),  # and UTF-16
+        ([b"\xef\xbb\xbf[]"], 0),
     ],
 )
-def test_not_json_or_not_an_object(messages: list[bytes], path: str) -> None:
-    batch, taken = decode_both(PLAIN, [*CLEAN[:2], *messages])
-    assert taken == path
-    assert batch.n_valid == (2 if path == MESSAGES else 3)  # the stdlib reads BOM and UTF-16
+def test_not_json_or_not_an_object(messages: list[bytes], valid: int) -> None:
+    batch, path = decode_both(PLAIN, [*CLEAN[:2], *messages])
+    assert path == MESSAGES and batch.n_valid == 2 + valid
     for config in CONFIGS:
         decode_both(config, [*messages, *CLEAN[:2]])
 
@@ -459,18 +486,20 @@ def test_not_json_or_not_an_object(messages: list[bytes], path: str) -> None:
 @needs_msgspec
 def test_empty_batch() -> None:
     for config in CONFIGS:
-        batch, _ = decode_both(config, [])
+        batch, path = decode_both(config, [])
+        assert path == ORJSON
         assert batch.n_messages == 0 and batch.models[config.models[0].name].positions.shape == (0,)
 
 
 @needs_msgspec
-def test_messages_other_than_bytes_take_the_orjson_path() -> None:
+def test_messages_other_than_bytes() -> None:
     raw = enc({"f": {"x": 1.5}})
     for other in (raw.decode(), bytearray(raw), memoryview(raw), None, 12345):
-        _, path = decode_both(PLAIN, [raw, other])
-        assert path == ORJSON
+        batch, path = decode_both(PLAIN, [raw, other])
+        assert path == MESSAGES  # parsed as on the orjson path
+        assert batch.n_valid == (1 if other is None or other == 12345 else 2)
         _, path = decode_both(PLAIN, [b"{", raw, other])
-        assert path == ORJSON
+        assert path == MESSAGES
     decoder = BatchDecoder(PLAIN)
     batch = decoder.decode(iter([raw, raw]))  # type: ignore[arg-type]  # any iterable
     assert decoder.msgspec_batches == 1 and batch.models["m"].columns["x"].tolist() == [1.5, 1.5]
@@ -488,9 +517,9 @@ def test_long_digit_runs() -> None:
     longest = b'{"f": {"x": 1}, "junk": 1' + b"0" * (limit - 1) + b"}"
     batch, path = decode_both(PLAIN, [CLEAN[0], longest])
     assert path == BATCH and batch.invalid == {}
-    # a digit run in a string: not on the msgspec path (the check looks at bytes, not values)
+    # a digit run in a string: not for msgspec either (the check looks at bytes, not values)
     batch, path = decode_both(PLAIN, [CLEAN[0], b'{"junk": "1' + b"0" * limit + b'"}'])
-    assert path == ORJSON and batch.invalid == {}
+    assert path == MESSAGES and batch.invalid == {}
     # a long message without long digit runs
     pad = b"p" * limit + b"1" * (limit // 2)
     batch, path = decode_both(PLAIN, [CLEAN[0], b'{"f": {"x": 2}, "junk": "' + pad + b'"}'])
@@ -516,7 +545,7 @@ def test_deep_nesting(depth: int, where: str) -> None:
         assert path == BATCH
     elif depth < 1030:
         # msgspec's limit: the recursion limit, less the stack in use; orjson's: 1024
-        assert path in (BATCH, ORJSON, MESSAGES)
+        assert path in (BATCH, MESSAGES)
     else:
         assert path == MESSAGES and batch.invalid == {"invalid_json": 1}
 
@@ -527,15 +556,15 @@ def test_deep_nesting_with_a_raised_recursion_limit() -> None:
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(20_000)
     try:
-        # orjson rejects it, the stdlib reads it, msgspec could: left to the orjson path
+        # orjson rejects it, the stdlib reads it, msgspec could: left to them
         batch, path = decode_both(PLAIN, [CLEAN[0], nested])
-        assert path == ORJSON and batch.invalid == {}
+        assert path == MESSAGES and batch.invalid == {}
         assert decode_both(PLAIN, CLEAN)[1] == BATCH
         # long, but with few brackets: taken; with brackets in strings: not (bytes are counted)
         long = b'{"f": {"x": 1}, "junk": [' + b'"ab",' * 2000 + b"[[[[1]]]]]}"
         assert decode_both(PLAIN, [CLEAN[0], long])[1] == BATCH
         long = b'{"f": {"x": 1}, "junk": [' + b'"[{",' * 2000 + b"[[[[1]]]]]}"
-        assert decode_both(PLAIN, [CLEAN[0], long])[1] == ORJSON
+        assert decode_both(PLAIN, [CLEAN[0], long])[1] == MESSAGES
     finally:
         sys.setrecursionlimit(limit)
     batch, path = decode_both(PLAIN, [CLEAN[0], nested])
@@ -803,6 +832,7 @@ def test_property_msgspec_path_same_as_orjson_path(batch: list[bytes]) -> None:
     for config in CONFIGS:
         _, path = decode_both(config, batch)
         event(path)
+        assert path != ORJSON or not batch
 
 
 @needs_msgspec

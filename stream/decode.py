@@ -364,18 +364,14 @@ class BatchDecoder:
             j = i
             i += 1
             if not clean:
-                try:
-                    size = len(message)
-                except TypeError:  # e.g. a Kafka tombstone (None)
+                reason = _size_verdict(message, max_bytes)
+                if reason is not None:
                     bad_positions.append(j)
-                    bad_reasons.append("invalid_json")
-                    continue
-                if size > max_bytes:
-                    bad_positions.append(j)
-                    bad_reasons.append("oversized")
+                    bad_reasons.append(reason)
                     continue
                 try:
-                    if type(message) is bytes and _clean_bytes(message, (message,), size):
+                    if type(message) is bytes and _clean_bytes(message, (message,),
+                                                                len(message)):
                         structs.append(decode(message))
                         positions.append(j)
                         continue
@@ -424,15 +420,10 @@ class BatchDecoder:
         bad_reasons: list[str] = []
         max_bytes = self._max_bytes
         for i, message in enumerate(messages):
-            try:
-                size = len(message)
-            except TypeError:  # e.g. a Kafka tombstone (None)
+            reason = _size_verdict(message, max_bytes)
+            if reason is not None:
                 bad_positions.append(i)
-                bad_reasons.append("invalid_json")
-                continue
-            if size > max_bytes:
-                bad_positions.append(i)
-                bad_reasons.append("oversized")
+                bad_reasons.append(reason)
                 continue
             event = _parse_one(message)
             if event is _INVALID:
@@ -481,6 +472,15 @@ def _may_nest_too_deep(message: bytes) -> bool:
         len(message) > 2 * _ORJSON_MAX_DEPTH
         and message.count(b"[") + message.count(b"{") > _ORJSON_MAX_DEPTH
     )
+
+
+def _size_verdict(message: Any, max_bytes: int) -> str | None:
+    """Why ``message`` is rejected before parsing (None: it may be parsed)."""
+    try:
+        size = len(message)
+    except TypeError:  # e.g. a Kafka tombstone (None)
+        return "invalid_json"
+    return "oversized" if size > max_bytes else None
 
 
 def _parse_one(message: Any) -> Any:

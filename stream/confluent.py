@@ -82,8 +82,11 @@ def librdkafka_config(k: KafkaConfig, max_message_bytes: int) -> dict[str, Any]:
         "max.partition.fetch.bytes": max(1_048_576, max_message_bytes),
         "reconnect.backoff.max.ms": 2_000,
         # librdkafka pre-fetches up to 64 MiB per consumer by default; 16 MiB still holds
-        # many poll batches of typical events and keeps the process's memory small and flat
+        # many poll batches of typical events and keeps the process's memory small and flat.
+        # Once the queue is full, the next fetch waits fetch.queue.backoff.ms (1 s by
+        # default): a consumer that drains 16 MiB in less than that would sit idle
         "queued.max.messages.kbytes": 16_384,
+        "fetch.queue.backoff.ms": 20,
         # a broker outage is reported by the lag check and the failing commits
         "log.connection.close": False,
     }

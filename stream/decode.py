@@ -377,13 +377,10 @@ class BatchDecoder:
                         continue
                 except Exception:  # noqa: BLE001 - msgspec's verdict: see what orjson makes of it
                     pass
-            event = _parse_one(message)
-            if event is _INVALID:
+            event, reason = _parse_verdict(message)
+            if reason is not None:
                 bad_positions.append(j)
-                bad_reasons.append("invalid_json")
-            elif type(event) is not dict:
-                bad_positions.append(j)
-                bad_reasons.append("not_an_object")
+                bad_reasons.append(reason)
             else:
                 structs.append(from_dict(event))
                 positions.append(j)
@@ -425,13 +422,10 @@ class BatchDecoder:
                 bad_positions.append(i)
                 bad_reasons.append(reason)
                 continue
-            event = _parse_one(message)
-            if event is _INVALID:
+            event, reason = _parse_verdict(message)
+            if reason is not None:
                 bad_positions.append(i)
-                bad_reasons.append("invalid_json")
-            elif type(event) is not dict:
-                bad_positions.append(i)
-                bad_reasons.append("not_an_object")
+                bad_reasons.append(reason)
             else:
                 events.append(event)
                 positions.append(i)
@@ -481,6 +475,16 @@ def _size_verdict(message: Any, max_bytes: int) -> str | None:
     except TypeError:  # e.g. a Kafka tombstone (None)
         return "invalid_json"
     return "oversized" if size > max_bytes else None
+
+
+def _parse_verdict(message: Any) -> tuple[Any, str | None]:
+    """(the event, None) for a JSON object, else (None, why it is rejected)."""
+    event = _parse_one(message)
+    if event is _INVALID:
+        return None, "invalid_json"
+    if type(event) is not dict:
+        return None, "not_an_object"
+    return event, None
 
 
 def _parse_one(message: Any) -> Any:

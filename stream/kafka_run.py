@@ -706,6 +706,12 @@ class KafkaRunner:
             self.stop_event.wait(min(1.0, k.poll_timeout_ms / 1000))
             return True
         polled = {tp: recs for tp, recs in polled.items() if recs}
+        if polled and self.kafka.client == "confluent-kafka":
+            # librdkafka can still hand out pre-fetched records of partitions it has just
+            # taken away (lost during a broker outage): they belong to the next owner, or
+            # to this one after a restore
+            assigned = self.consumer.assignment()
+            polled = {tp: recs for tp, recs in polled.items() if tp in assigned}
         if self.to_restore or self.rebalanced:
             self._restore(polled)
         if self.pending is not None:
@@ -721,8 +727,12 @@ class KafkaRunner:
             self.pipeline.heartbeat()
             self._checkpoint_and_commit()
             return True
-        with self.pipeline.lock:
-            self.pipeline.source_up = 1
+        if self.kafka.client == "kafka-python":
+            # records came from a fetch just now. librdkafka, by contrast, hands out its
+            # pre-fetch queue (up to 16 MiB) while the brokers are down: with it only the
+            # lag check, a broker call every second, says whether the source is up
+            with self.pipeline.lock:
+                self.pipeline.source_up = 1
         done, poison = self._process(polled)
         self.batches += 1
         self._last_data = time.monotonic()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from operator import methodcaller
+from operator import attrgetter, methodcaller
 from typing import Any
 
 from stream.config import KafkaConfig
@@ -53,6 +53,8 @@ MANAGED_PROPERTIES = {
 }
 
 _VALUE = methodcaller("value")
+_ERROR = methodcaller("error")
+_MSG = attrgetter("msg")
 _PARTITION = methodcaller("partition")
 _TOPIC = methodcaller("topic")
 
@@ -125,7 +127,7 @@ class Record:
 
 def record_values(recs: list[Record]) -> list[bytes]:
     """The message values of ``recs``, ``b""`` for a null value (one C-level pass)."""
-    values = list(map(_VALUE, [r.msg for r in recs]))
+    values = list(map(_VALUE, map(_MSG, recs)))
     if None in values:
         values = [v or b"" for v in values]
     return values
@@ -242,11 +244,11 @@ class ConfluentConsumer:
             msgs = [first]
             if max_records > 1:
                 msgs += c.consume(max_records - 1, 0)
-        errors = [m for m in msgs if m.error() is not None]
-        if errors:
-            for m in errors:
-                log.warning("consumer error: %s", m.error())
-            msgs = [m for m in msgs if m.error() is None]
+        errors = list(map(_ERROR, msgs))
+        if errors.count(None) != len(errors):
+            for err in (e for e in errors if e is not None):
+                log.warning("consumer error: %s", err)
+            msgs = [m for m, err in zip(msgs, errors, strict=True) if err is None]
             if not msgs:
                 return {}
         from kafka import TopicPartition
@@ -256,11 +258,15 @@ class ConfluentConsumer:
         recs = list(map(Record, msgs))
         if partitions.count(partitions[0]) == len(partitions) \
                 and topics.count(topics[0]) == len(topics):
-            return {TopicPartition(topics[0], partitions[0]): recs}
-        out: dict[Any, list[Record]] = {}
-        for tp, r in zip(map(TopicPartition, topics, partitions), recs, strict=True):
-            out.setdefault(tp, []).append(r)
-        return out
+            out = {TopicPartition(topics[0], partitions[0]): recs}
+        else:
+            out = {}
+            for tp, r in zip(map(TopicPartition, topics, partitions), recs, strict=True):
+                out.setdefault(tp, []).append(r)
+        # librdkafka can still hand out pre-fetched records of partitions it has just taken
+        # away (lost during a broker outage); like kafka-python's poll, return only those
+        # of the current assignment
+        return {tp: rs for tp, rs in out.items() if tp in self._assigned}
 
     def assignment(self) -> set[Any]:
         return set(self._assigned)

@@ -706,12 +706,6 @@ class KafkaRunner:
             self.stop_event.wait(min(1.0, k.poll_timeout_ms / 1000))
             return True
         polled = {tp: recs for tp, recs in polled.items() if recs}
-        if polled and self.kafka.client == "confluent-kafka":
-            # librdkafka can still hand out pre-fetched records of partitions it has just
-            # taken away (lost during a broker outage): they belong to the next owner, or
-            # to this one after a restore
-            assigned = self.consumer.assignment()
-            polled = {tp: recs for tp, recs in polled.items() if tp in assigned}
         if self.to_restore or self.rebalanced:
             self._restore(polled)
         if self.pending is not None:

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numba import njit
 
-from detectors.base import EMPTY_POSITIONS, Detector, as_float_batch
+from detectors.base import EMPTY_POSITIONS, Detector, HeldAlarm, as_float_batch
 from detectors.errors import DetectorError
 
 __all__ = ["ADWIN", "adwin_detections"]
@@ -392,7 +392,7 @@ def adwin_detections(
     return _KernelState(settings[2]).run(arr, *settings, clip=_check_clip(clip))
 
 
-class ADWIN(Detector):
+class ADWIN(HeldAlarm, Detector):
     r"""ADaptive WINdowing change detector, identical in output to River's ADWIN.
 
     ADWIN keeps a variable-length window of recent values, compressed into
@@ -539,18 +539,8 @@ class ADWIN(Detector):
         )
         self._drift = positions.size > 0
         self.alarm_statistics = self._k.last_stats
-        if self.hold:
-            valid = np.isfinite(arr) & (np.abs(arr) <= 1e100)
-            if positions.size:
-                self._since = int(np.count_nonzero(valid[positions[-1] + 1:]))
-                self._det_stat = float(self.alarm_statistics[-1])
-            elif self._since >= 0:
-                self._since += int(np.count_nonzero(valid))
+        self._track_hold(arr, positions, self.alarm_statistics)
         return positions
-
-    @property
-    def _holding(self) -> bool:
-        return self.hold > 0 and 0 <= self._since < self.hold
 
     @property
     def statistic(self) -> float:

@@ -143,6 +143,35 @@ class Detector(ABC):
         )
 
 
+class HeldAlarm:
+    """Keeps a change detector's alarm visible for ``hold`` values after it fires.
+
+    Change detectors (ADWIN, CUSUM) restart after an alarm, so their statistic
+    drops at once; holding the alarm state (and the alarming statistic) for one
+    window of values keeps "drifting now" visible to scrapes and alert rules.
+    Counted in valid values, so it does not depend on the batching.
+    """
+
+    hold: int = 0
+    _since: int = -1  # valid values since the last alarm; -1: none yet
+    _det_stat: float = 0.0
+
+    def _track_hold(self, arr: np.ndarray, positions: np.ndarray, stats: np.ndarray) -> None:
+        """Advance the hold over batch ``arr`` that raised alarms at ``positions``."""
+        if not self.hold:
+            return
+        valid = np.isfinite(arr) & (np.abs(arr) <= 1e100)
+        if positions.size:
+            self._since = int(np.count_nonzero(valid[positions[-1] + 1:]))
+            self._det_stat = float(stats[-1])
+        elif self._since >= 0:
+            self._since += int(np.count_nonzero(valid))
+
+    @property
+    def _holding(self) -> bool:
+        return self.hold > 0 and 0 <= self._since < self.hold
+
+
 def _finite(x: float) -> float:
     x = float(x)
     return x if math.isfinite(x) else 0.0

@@ -3,7 +3,14 @@
 A model is configured with the expected number of events between false alarms
 (``false_alarm_events``) across all its columns and detectors.  The budget is
 split Šidák-style: with ``m`` alarming detectors, each gets a per-event false
-alarm probability ``1 - (1 - 1/false_alarm_events) ** (1/m)``.
+alarm probability ``1 - (1 - 1/false_alarm_events) ** (1/m)``.  Detectors may
+weigh differently (:data:`detectors.model.BUDGET_WEIGHTS`: a CUSUM takes eight
+shares): one of weight ``w`` out of a total ``W`` gets the share of ``w``
+unit detectors, ``1 - (1 - 1/false_alarm_events) ** (w/W)``.
+
+A CUSUM's threshold is calibrated from the heights of its excursions on
+bootstrap paths (:func:`calibrate_cusum`), extrapolated along their exponential
+tail where the target is beyond the simulation.
 
 Each detector's threshold is then calibrated by simulation under the null
 hypothesis, drawn from the baseline itself (bootstrap), so calibration is
@@ -42,8 +49,12 @@ MIN_EVENTS = 25
 STEP_TOLERANCE = 1.25
 
 
-def per_detector_arl(false_alarm_events: float, n_detectors: int) -> float:
+def per_detector_arl(false_alarm_events: float, n_detectors: float) -> float:
     """Šidák split of a model's false-alarm budget over ``n_detectors`` detectors.
+
+    ``n_detectors`` may be fractional: a detector with weight ``w`` out of total
+    weight ``W`` gets ``per_detector_arl(budget, W / w)``, and the weighted
+    shares still multiply up to the model's budget.
 
     Examples
     --------
@@ -349,3 +360,78 @@ def _interpolate(pts: list[tuple[float, int, int]], target_rate: float) -> float
             w = (math.log(target_rate) - math.log(r1)) / (math.log(r2) - math.log(r1))
             return math.exp(math.log(p1) + w * (math.log(p2) - math.log(p1)))
     return None
+
+
+#: a CUSUM threshold beyond the simulated range is extrapolated from the exponential tail
+#: fitted to this many highest excursions (the tail of a random walk's excursion heights is
+#: exponential: P(max > h) ~ C·exp(-θh), Cramér–Lundberg)
+CUSUM_TAIL = 200
+
+
+def calibrate_cusum(
+    sample: Callable[[np.random.Generator, int], np.ndarray],
+    target_events: float,
+    k: float,
+    n_values: int = 8_000_000,
+    n_paths: int = 32,
+    offset_sd: float = 0.0,
+    seed: int = 0,
+) -> Calibration:
+    """Calibrate a two-sided CUSUM's threshold ``h`` for ``target_events`` between alarms.
+
+    ``sample(rng, n)`` draws ``n`` standardised null values (bootstrap from the
+    baseline, winsorised and standardised exactly as the live detector does).
+    Each of ``n_paths`` paths adds a constant drawn from ``N(0, offset_sd²)``:
+    the baseline's mean is an estimate, and the live stream's true mean differs
+    from it by about that much (``offset_sd = 1/√n_ref`` in standard units).
+    One pass records the heights of all excursions of both sums
+    (:func:`~detectors.cusum.cusum_excursion_maxima`); the threshold exceeded by
+    ``n_values / target_events`` of them is read directly when at least
+    :data:`MIN_EVENTS` are that high, and otherwise extrapolated from an
+    exponential fitted to the :data:`CUSUM_TAIL` highest.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> normal = lambda rng, n: rng.normal(size=n)
+    >>> cal = calibrate_cusum(normal, 2_000, k=0.25, n_values=2_000_000)
+    >>> cal.method, round(cal.threshold, 1)
+    ('direct', 11.3)
+    >>> cal = calibrate_cusum(normal, 1e8, k=0.25, n_values=2_000_000)
+    >>> cal.method, round(cal.threshold)
+    ('extrapolated', 34)
+    """
+    from detectors.cusum import cusum_excursion_maxima
+
+    rng = np.random.default_rng(seed)
+    per_path = max(n_values // n_paths, 1)
+    maxima = []
+    for _ in range(n_paths):
+        z = sample(rng, per_path)
+        if offset_sd > 0:
+            z = z + rng.normal(0.0, offset_sd)
+        maxima.append(cusum_excursion_maxima(z, k))
+    heights = np.sort(np.concatenate(maxima))[::-1]
+    total = per_path * n_paths
+    want = total / target_events  # excursions allowed above the threshold
+    if heights.size == 0:  # the sums never leave 0 (a constant column): nothing to budget
+        return Calibration(1.0, float(target_events), "floor", total, 0, math.inf)
+    if want >= MIN_EVENTS and heights.size > want:
+        c = int(want)
+        h = float(heights[c])  # exceeded by at most c excursions (ties: fewer)
+        seen = int(np.count_nonzero(heights > h))
+        return Calibration(h, float(target_events), "direct", total, seen,
+                           total / seen if seen else math.inf)
+    t = min(CUSUM_TAIL, heights.size)
+    if t < 10:
+        raise DetectorError(f"CUSUM calibration saw only {heights.size} excursions in {total} "
+                            f"values; the column is nearly constant")
+    u = float(heights[t - 1])
+    excess = heights[: t - 1] - u
+    mean_excess = float(excess.mean())
+    if mean_excess <= 0:  # all of the tail tied (a lattice): be conservative, one step up
+        mean_excess = max(float(heights[0] - u), 1e-9)
+    theta = 1.0 / mean_excess
+    h = u + math.log((t - 1) / want) / theta if want < t - 1 else u
+    return Calibration(float(h), float(target_events), "extrapolated", total,
+                       t - 1, float(target_events))

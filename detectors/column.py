@@ -16,6 +16,7 @@ import numpy as np
 
 from detectors._window_kernel import CODE_INVALID, CODE_MISSING, classify_numeric
 from detectors.base import Detector, as_float_batch
+from detectors.cusum import CUSUM_K
 from detectors.distances import jensen_shannon, psi, wasserstein_binned
 from detectors.errors import DetectorError
 from detectors.profile import CategoricalProfile, NumericProfile, Profile
@@ -29,7 +30,7 @@ from detectors.window import (
     WindowTest,
 )
 
-NUMERIC_DETECTORS = ("ks", "adwin", "missing", "out_of_range")
+NUMERIC_DETECTORS = ("ks", "adwin", "cusum", "missing", "out_of_range")
 #: ADWIN's input is winsorised to these quantiles of the baseline (see :func:`adwin_clip`)
 ADWIN_CLIP_QUANTILE = 0.001
 CATEGORICAL_DETECTORS = ("chi2", "missing", "unseen")
@@ -93,6 +94,13 @@ def make_detector(
         assert isinstance(profile, CategoricalProfile)
         return UnseenRate(unseen_count(profile) / ref if ref else 0.0, window, cadence,
                           threshold, min_effect, ref, name)
+    if kind == "cusum":
+        from detectors.cusum import CUSUM
+
+        assert isinstance(profile, NumericProfile)
+        mean, scale, clip = cusum_reference(profile)
+        return CUSUM(mean, scale, threshold if threshold > 0 else math.inf, CUSUM_K, min_effect,
+                     clip, hold=window, name=name)
     # adwin
     from detectors.adwin import ADWIN
 
@@ -130,6 +138,31 @@ def adwin_clip(profile: NumericProfile) -> tuple[float, float] | None:
         return None
     lo, hi = np.quantile(r, [ADWIN_CLIP_QUANTILE, 1.0 - ADWIN_CLIP_QUANTILE])
     return float(lo), float(hi)
+
+
+def cusum_reference(profile: NumericProfile) -> tuple[float, float, tuple[float, float] | None]:
+    """Mean, scale and winsorising range of the CUSUM of a numeric column.
+
+    The input is winsorised like ADWIN's (:func:`adwin_clip`); the mean and
+    standard deviation are those of the winsorised reservoir, so that bootstrap
+    draws standardised with them have mean 0 and variance 1 exactly.  A constant
+    column gets scale 1 (its standardised values are all 0).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from detectors.profile import NumericProfile
+    >>> mean, scale, clip = cusum_reference(NumericProfile.from_values(np.arange(1_001.0)))
+    >>> round(mean, 1), round(scale, 1), clip
+    (500.0, 289.0, (1.0, 999.0))
+    """
+    clip = adwin_clip(profile)
+    r = profile.reservoir
+    if clip is None or r.size == 0:
+        return 0.0, 1.0, clip
+    w = np.clip(r, clip[0], clip[1])
+    mean, sd = float(w.mean()), float(w.std())
+    return mean, (sd if sd > 0 and math.isfinite(sd) else 1.0), clip
 
 
 def range_breakers(profile: NumericProfile) -> int:
@@ -251,7 +284,8 @@ class ColumnMonitor:
                 profile.categories, profile.bin_probabilities, window, cadence, name=name)
             self._codes = {c: i for i, c in enumerate(profile.categories)}
             self._known = frozenset(profile.counts)
-        self._adwin = self.detectors.get("adwin")
+        # detectors fed the valid values themselves, in order
+        self._sequential = [d for k, d in self.detectors.items() if k in ("adwin", "cusum")]
 
     # -- hot path -----------------------------------------------------------
     def update(self, values: Any, invalid_mask: np.ndarray | None = None) -> list[Alarm]:
@@ -332,9 +366,9 @@ class ColumnMonitor:
                 hits = pos[hits]
         if "out_of_range" in self.detectors:
             self._collect(self._flag, hits, out)
-        if self._adwin is not None:
-            hits = self._adwin.update(v)
-            self._collect(self._adwin, hits if pos is None else pos[hits], out)
+        for det in self._sequential:
+            hits = det.update(v)
+            self._collect(det, hits if pos is None else pos[hits], out)
         if len(out) > 1:
             out.sort(key=lambda a: a.position)
         return out

@@ -24,6 +24,7 @@ import numpy as np
 
 from detectors.calibration import (
     Calibration,
+    calibrate_cusum,
     calibrate_rate_curve,
     calibrate_window_test,
     per_detector_arl,
@@ -34,6 +35,7 @@ from detectors.column import (
     Alarm,
     ColumnMonitor,
     adwin_clip,
+    cusum_reference,
     make_detector,
     reference_counts,
 )
@@ -52,6 +54,22 @@ ADWIN_DELTA_GRID = np.array([0.9, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 5e-3, 2e-3, 1
 #: ADWIN's calibration ends with one run of this many times the per-grid-point values, near
 #: the target (see calibrate_rate_curve); ~0.5 s at the default calibration_values
 ADWIN_PROBE_FACTOR = 16
+#: CUSUM calibration simulates this many times ``calibration_values`` (~0.3 s at the default)
+CUSUM_VALUES_FACTOR = 4
+
+#: share of the false-alarm budget of each detector kind, relative to the others (1).
+#: The CUSUM is the optimal detector of the commonest drift, a persistent mean shift, and
+#: its delay grows with the log of 1/share: with eight parts (8/11 of a numeric column's
+#: budget) the default set catches 0.5σ and 1σ shifts within 1.08x of a CUSUM that has
+#: the whole budget, while the window tests, whose delays grow just as slowly with their
+#: ARL0, stay ahead of every peer on variance and shape changes.  Four parts left 1σ at
+#: 1.25x (docs/benchmarks.md compares the two runs).
+BUDGET_WEIGHTS: dict[str, float] = {"cusum": 8.0}
+
+
+def budget_weight(kind: str) -> float:
+    """Relative share of the model's false-alarm budget taken by detector ``kind``."""
+    return BUDGET_WEIGHTS.get(kind, 1.0)
 
 
 @dataclass(frozen=True)
@@ -105,8 +123,9 @@ def _stable_seed(*parts: Any) -> int:
 
 #: version of the calibration procedure and of what the detectors do with it; bumping it
 #: makes every stored baseline recalibrate (2: ADWIN input winsorised, see adwin_clip;
-#: 3: ADWIN's delta extrapolated from the tail of its rate curve and a probe run)
-CALIBRATION_VERSION = 3
+#: 3: ADWIN's delta extrapolated from the tail of its rate curve and a probe run;
+#: 4: CUSUM added, budget split by BUDGET_WEIGHTS)
+CALIBRATION_VERSION = 4
 
 
 def calibration_key(specs: Sequence[ColumnSpec], settings: DetectionSettings) -> str:
@@ -187,9 +206,12 @@ class ModelBaseline:
         pairs = [(s, d) for s in specs for d in s.detectors]
         if not pairs:
             raise DetectorError(f"model {self.name}: no alarming detector configured")
-        # the budget is split over the detectors that can raise a false alarm at all
-        live = [1 for s, d in pairs if can_false_alarm(d, self.profiles[s.name])]
-        target = per_detector_arl(settings.false_alarm_events, max(len(live), 1))
+        # the budget is split over the detectors that can raise a false alarm at all, in
+        # proportion to their weights: a detector of weight w gets the Šidák share of w
+        # unit detectors among `parts`
+        parts = sum(budget_weight(d) for s, d in pairs
+                    if can_false_alarm(d, self.profiles[s.name])) or 1.0
+        target = per_detector_arl(settings.false_alarm_events, parts)
         cals: dict[str, dict[str, Calibration]] = {}
         started = time.perf_counter()
         for i, (spec, kind) in enumerate(pairs):
@@ -197,8 +219,10 @@ class ModelBaseline:
                 progress(f"{spec.name}/{kind}", i, len(pairs))
             prof = self.profiles[spec.name]
             seed = _stable_seed(self.name, spec.name, kind, settings.seed)
+            events = per_detector_arl(settings.false_alarm_events,
+                                      max(parts / budget_weight(kind), 1.0))
             cals.setdefault(spec.name, {})[kind] = calibrate_detector(
-                kind, prof, settings, target, seed, spec.name)
+                kind, prof, settings, events, seed, spec.name)
         if progress:
             progress("done", len(pairs), len(pairs))
         self.calibrations = cals
@@ -290,6 +314,19 @@ def calibrate_detector(kind: str, profile: Profile, settings: DetectionSettings,
     if isinstance(det, WindowTest):
         return calibrate_window_test(det, target_events, reference_counts(kind, profile),
                                      seed=seed, n_values=settings.calibration_values)
+    if kind == "cusum":
+        assert isinstance(profile, NumericProfile)
+        mean, scale, clip = cusum_reference(profile)
+        lo, hi = clip if clip is not None else (-math.inf, math.inf)
+
+        def sample(rng: np.random.Generator, n: int) -> np.ndarray:
+            return (np.clip(profile.sample(rng, n), lo, hi) - mean) / scale
+
+        # the live stream's mean differs from the reservoir's by ~1/sqrt(n) standard units
+        n_ref = max(min(profile.count, profile.reservoir.size), 1)
+        return calibrate_cusum(sample, target_events, getattr(det, "allowance", 0.25),
+                               CUSUM_VALUES_FACTOR * settings.calibration_values,
+                               offset_sd=1.0 / math.sqrt(n_ref), seed=seed)
     # ADWIN: calibrate delta on bootstrap draws from the baseline's reservoir
     from detectors.adwin import adwin_detections
 

@@ -68,7 +68,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"model {m.name}: {len(m.features)} features, {len(m.predictions)} predictions")
         for c in cols:
             n_det = len(c.detectors)
-            n_series += (n_det * 7 - ("adwin" in c.detectors)
+            n_series += (n_det * 7 - ("adwin" in c.detectors) - ("cusum" in c.detectors)
                          + (3 if c.type == "numeric" else 2) + 3 + 3)
             print(f"  {c.role:10s} {c.name:24s} {c.type:11s} detectors: {', '.join(c.detectors)}")
         n_series += 6

@@ -20,7 +20,7 @@ Rules
 ...     "features": [{"name": "x", "path": "features.x", "type": "numeric"}]}]}, Path("/"))
 >>> col = cfg.models[0].features[0]
 >>> col.path, col.detectors
-(('features', 'x'), ('ks', 'adwin', 'missing', 'out_of_range'))
+(('features', 'x'), ('ks', 'adwin', 'cusum', 'missing', 'out_of_range'))
 >>> cfg.source.kafka is None, cfg.detection.window, cfg.metrics.port
 (True, 1000, 9108)
 """
@@ -72,7 +72,7 @@ __all__ = [
     "require_kafka",
 ]
 
-NUMERIC_DETECTORS: Final = ("ks", "adwin", "missing", "out_of_range")
+NUMERIC_DETECTORS: Final = ("ks", "adwin", "cusum", "missing", "out_of_range")
 CATEGORICAL_DETECTORS: Final = ("chi2", "missing", "unseen")
 COLUMN_TYPES: Final = ("numeric", "categorical")
 DETECTORS_BY_TYPE: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(

@@ -28,7 +28,7 @@ from detectors.calibration import (
 )
 from detectors.column import make_detector, reference_counts
 from detectors.errors import DetectorError
-from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline
+from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline, budget_weight
 from detectors.profile import NumericProfile
 from detectors.window import KSWindow, MissingRate
 from tests.detectors.conftest import CALIBRATION_TABLE, NUMERIC_FAMILIES, draw
@@ -191,7 +191,7 @@ TARGETS = (2_000, 10_000)
 #: null events per seed, in units of the target: ~15 expected alarms per seed
 STREAM_FACTOR = 15
 BATCH = 2_000
-NUMERIC_SETS = {"ks": ("ks",), "adwin": ("adwin",), "default": ()}
+NUMERIC_SETS = {"ks": ("ks",), "adwin": ("adwin",), "cusum": ("cusum",), "default": ()}
 CATEGORICAL_SETS = {"chi2": ("chi2",), "default": ()}
 CASES = [(fam, name, target) for fam in NUMERIC_FAMILIES for name in NUMERIC_SETS
          for target in TARGETS] + [("categorical", name, target) for name in CATEGORICAL_SETS
@@ -272,6 +272,44 @@ def test_extrapolated_adwin_calibration_at_model_level(family):
     CALIBRATION_TABLE.append((family, "adwin extrap.", target, achieved, alarms, events,
                               dict(by)))
     assert target / 2 <= achieved <= 2 * target, (achieved, alarms)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", NUMERIC_FAMILIES)
+def test_extrapolated_cusum_calibration_at_model_level(family):
+    """CUSUM at a target far past its simulation (exponential-tail extrapolation).
+
+    At 1M events between false alarms the 8M simulated values see ~8 excursions
+    above the threshold: too few to read, so ``h`` is extrapolated from the 200
+    highest.  The budget holds within 2x on every family, heavy tails and lattices
+    (Poisson, 95 % zeros) included.
+    """
+    target = 1_000_000
+    alarms, events, by = measure(family, ("cusum",), target, factor=4)
+    achieved = events / max(alarms, 1)
+    CALIBRATION_TABLE.append((family, "cusum extrap.", target, achieved, alarms, events,
+                              dict(by)))
+    assert target / 2 <= achieved <= 2 * target, (achieved, alarms)
+
+
+def test_budget_shares_follow_the_weights():
+    """A CUSUM takes BUDGET_WEIGHTS["cusum"] shares of the budget, other live detectors one."""
+    w = budget_weight("cusum")
+    assert w > 1 and budget_weight("ks") == 1.0
+    rng = np.random.default_rng(0)
+    specs = [ColumnSpec("a", "numeric", detectors=("ks", "cusum", "missing"))]
+    settings = DetectionSettings(false_alarm_events=50_000, window=200, cadence=20,
+                                 calibration_values=100_000)
+    base = ModelBaseline.build("m", {"a": rng.normal(size=5_000)}, specs, settings)
+    cals = base.calibrations["a"]
+    # no missing value in the reference: the missing test cannot false-alarm, no share
+    assert cals["ks"].target_events == pytest.approx(per_detector_arl(50_000, 1 + w))
+    assert cals["cusum"].target_events == pytest.approx(per_detector_arl(50_000, (1 + w) / w))
+    assert cals["missing"].target_events == pytest.approx(per_detector_arl(50_000, 1 + w))
+    # the shares add up to the model's budget (Šidák: survival probabilities multiply)
+    survive = ((1 - 1 / cals["ks"].target_events)
+               * (1 - 1 / cals["cusum"].target_events))
+    assert 1 / (1 - survive) == pytest.approx(50_000, rel=1e-9)
 
 
 def test_budget_is_split_by_sidak_over_live_detectors():

@@ -44,6 +44,8 @@ FACTORIES: dict[str, Callable[[], Detector]] = {
         _CAT.categories, _CAT.bin_probabilities, window=100, cadence=10, threshold=20.0,
         ref_count=_CAT.count, name="feat"),
     "adwin": lambda: registered_detectors()["adwin"](delta=0.01, name="feat"),
+    "cusum": lambda: registered_detectors()["cusum"](mean=0.0, scale=1.0, threshold=12.0,
+                                                     clip=(-4.0, 4.0), hold=100, name="feat"),
     "missing": _rate("missing"),
     "out_of_range": _rate("out_of_range"),
     "unseen": _rate("unseen"),

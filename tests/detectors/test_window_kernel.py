@@ -230,9 +230,9 @@ class RefColumnMonitor(ColumnMonitor):
         hits = self._flag.update_bins(flags, pos)
         if "out_of_range" in self.detectors:
             self._collect(self._flag, hits, out)
-        if self._adwin is not None:
-            hits = self._adwin.update(v)
-            self._collect(self._adwin, pos[hits], out)
+        for det in self._sequential:  # ADWIN, CUSUM (added after this path was replaced)
+            hits = det.update(v)
+            self._collect(det, pos[hits], out)
         out.sort(key=lambda a: a.position)
         return out
 

@@ -67,7 +67,7 @@ detection:
   false_alarm_events: 10000000
   window: 1000
   cadence: 50
-  numeric_detectors: [ks, adwin, missing, out_of_range]
+  numeric_detectors: [ks, adwin, cusum, missing, out_of_range]
   categorical_detectors: [chi2, missing, unseen]
   adwin: {clock: 32}
   min_effect: {}

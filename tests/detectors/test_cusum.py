@@ -1,0 +1,168 @@
+"""The CUSUM detector: exact against a per-value reference, calibrated, fast to detect."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from detectors.base import Detector
+from detectors.calibration import calibrate_cusum
+from detectors.column import cusum_reference, make_detector
+from detectors.cusum import CUSUM, cusum_excursion_maxima
+from detectors.errors import DetectorError
+from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline
+from detectors.profile import NumericProfile
+from tests.detectors.conftest import draw
+
+
+def reference_cusum(values, mean, scale, k, h, clip=None):
+    """Textbook two-sided tabular CUSUM, one value at a time (restart after an alarm)."""
+    sp = sn = 0.0
+    alarms = []
+    for i, x in enumerate(values):
+        if not math.isfinite(x) or abs(x) > 1e100:
+            continue
+        if clip is not None:
+            x = min(max(x, clip[0]), clip[1])
+        z = (x - mean) / scale
+        sp = max(0.0, sp + z - k)
+        sn = max(0.0, sn - z - k)
+        if sp > h or sn > h:
+            alarms.append(i)
+            sp = sn = 0.0
+    return alarms
+
+
+def batched(det: CUSUM, x: np.ndarray, rng: np.random.Generator) -> list[int]:
+    out, start = [], 0
+    while start < x.size:
+        n = int(rng.integers(0, 300))
+        out.extend((det.update(x[start:start + n]) + start).tolist())
+        start += n
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_matches_the_per_value_reference_under_any_batching(seed):
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.standard_t(3, 3_000), rng.standard_t(3, 2_000) + 0.7])
+    x[rng.choice(x.size, 200, replace=False)] = rng.choice([np.nan, np.inf, -np.inf, 1e300], 200)
+    mean, scale, h = 0.1, 1.3, float(rng.uniform(3, 9))
+    clip = (-5.0, 5.0) if seed % 2 else None
+    want = reference_cusum(x.tolist(), mean, scale, 0.25, h, clip)
+    assert want, "the stream should alarm"
+    det = CUSUM(mean, scale, h, clip=clip)
+    assert batched(det, x, rng) == want
+    assert det.n_alarms == len(want)
+    whole = CUSUM(mean, scale, h, clip=clip)
+    assert whole.update(x).tolist() == want
+
+
+def test_save_restore_mid_stream_gives_identical_output():
+    rng = np.random.default_rng(5)
+    x = rng.normal(0.3, 1.0, 20_000)
+    a = CUSUM(0.0, 1.0, 6.0, hold=100, clip=(-3, 3), name="f")
+    a.update(x[:7_777])
+    b = Detector.from_dict(json.loads(json.dumps(a.to_dict())))
+    assert isinstance(b, CUSUM)
+    assert (b.statistic, b.width, b.direction, b.drift_detected) == \
+        (a.statistic, a.width, a.direction, a.drift_detected)
+    for chunk in np.array_split(x[7_777:], 9):
+        assert a.update(chunk).tolist() == b.update(chunk).tolist()
+        assert a.summary() == b.summary()
+
+
+def test_figures_and_hold():
+    det = CUSUM(0.0, 1.0, 5.0, hold=10)
+    assert det.statistic == 0.0 and det.direction == 0 and not det.drift_detected
+    det.update(np.full(3, -1.25))  # S- grows by 1 per value
+    assert det.statistic == pytest.approx(3.0) and det.direction == -1 and det.width == 3
+    hits = det.update(np.full(4, -1.25))
+    assert hits.tolist() == [2]  # S- = 6 > 5 on the 6th value
+    assert det.drift_detected and det.alarm_statistics.tolist() == pytest.approx([6.0])
+    det.update(np.zeros(5))  # restarted; the alarm is held for 10 values
+    assert det.drift_detected and det.statistic == pytest.approx(6.0)
+    det.update(np.zeros(5))
+    assert not det.drift_detected and det.statistic == 0.0
+
+
+def test_min_effect_silences_smaller_shifts():
+    """A shift of ``min_effect`` alarms as rarely as no shift does without it."""
+    rng = np.random.default_rng(2)
+    null = CUSUM(0.0, 1.0, 10.0).update(rng.normal(0.0, 1.0, 400_000)).size
+    x = rng.normal(0.35, 1.0, 400_000)  # a real but small shift (0.35σ)
+    assert CUSUM(0.0, 1.0, 10.0).update(x).size > 10 * null
+    assert CUSUM(0.0, 1.0, 10.0, min_effect=0.35).update(x).size <= 1.5 * null + 5
+    assert CUSUM(0.0, 1.0, 10.0, min_effect=0.35).update(x - 0.2).size < null
+    assert CUSUM(0.0, 1.0, 10.0, min_effect=0.35).update(x + 0.6).size > 10 * null
+
+
+@pytest.mark.parametrize("bad", [
+    {"scale": 0.0}, {"scale": -1.0}, {"threshold": 0.0}, {"k": -0.1}, {"mean": math.nan},
+    {"clip": (1.0, 0.0)}, {"clip": "ab"}, {"hold": -1}, {"min_effect": -1.0},
+])
+def test_bad_settings_fail_clearly(bad):
+    with pytest.raises(DetectorError, match="CUSUM"):
+        CUSUM(**bad)
+
+
+def test_excursion_maxima_count_the_alarms_of_every_threshold():
+    """Excursions higher than h = alarms of a CUSUM with threshold h (rare alarms)."""
+    rng = np.random.default_rng(9)
+    z = rng.normal(size=400_000)
+    heights = cusum_excursion_maxima(z)
+    for h in (6.0, 8.0, 10.0):
+        alarms = CUSUM(0.0, 1.0, h).update(z).size
+        assert alarms > 20
+        assert np.count_nonzero(heights > h) == pytest.approx(alarms, rel=0.1)
+
+
+@pytest.mark.parametrize("family", ["normal", "student_t3", "lognormal", "poisson3",
+                                    "zero_inflated"])
+def test_calibrated_false_alarm_rate_and_fast_detection(family):
+    """Direct calibration at 5,000 events: within ±35 % over four baselines."""
+    target = 5_000
+    alarms = events = 0
+    for seed in range(4):
+        rng = np.random.default_rng(50 + seed)
+        spec = ColumnSpec("x", "numeric", detectors=("cusum",))
+        settings = DetectionSettings(false_alarm_events=target, seed=seed,
+                                     calibration_values=500_000)
+        base = ModelBaseline.build("m", {"x": draw(family, rng, 10_000)}, [spec], settings)
+        assert base.calibrations["x"]["cusum"].method == "direct"
+        det = base.monitor([spec], settings).columns["x"].detectors["cusum"]
+        n = 100 * target
+        alarms += det.update(draw(family, rng, n)).size
+        events += n
+    achieved = events / alarms
+    assert target / 1.35 <= achieved <= target * 1.35, (achieved, alarms)
+
+
+def test_detects_a_half_sigma_shift_within_tens_of_values():
+    rng = np.random.default_rng(4)
+    prof = NumericProfile.from_values(rng.normal(size=10_000))
+    mean, scale, clip = cusum_reference(prof)
+    cal = calibrate_cusum(lambda r, n: (np.clip(prof.sample(r, n), *clip) - mean) / scale,
+                          10_000, 0.25, 2_000_000, offset_sd=0.01)
+    delays = []
+    for _ in range(200):
+        det = make_detector("cusum", prof, 1000, 50, threshold=cal.threshold)
+        det.update(rng.normal(size=1_000))
+        hits = det.update(rng.normal(0.5, 1.0, 2_000))
+        delays.append(hits[0] if hits.size else 2_000)
+    # Gaussian theory for k = 0.25 at an ARL of 10,000: about 45 values
+    assert 30 <= np.median(delays) <= 60
+
+
+def test_constant_column_gets_a_floor_and_never_alarms():
+    prof = NumericProfile.from_values(np.full(1_000, 3.0))
+    mean, scale, clip = cusum_reference(prof)
+    assert (mean, scale, clip) == (3.0, 1.0, (3.0, 3.0))
+    cal = calibrate_cusum(lambda r, n: (np.clip(prof.sample(r, n), *clip) - mean) / scale,
+                          1e6, 0.25, 100_000)
+    assert cal.method == "floor"
+    det = make_detector("cusum", prof, 100, 10, threshold=cal.threshold)
+    assert det.update(np.full(10_000, 3.0)).size == 0

@@ -15,14 +15,20 @@ winsorised mean and standard deviation, ``z = (x - mean) / scale``, and
 
     S^+_t = \\max(0, S^+_{t-1} + z_t - k), \\qquad S^-_t = \\max(0, S^-_{t-1} - z_t - k);
 
-an alarm is raised when either sum exceeds the threshold ``h`` and both restart
-from 0.  ``k`` (the *allowance*, in baseline standard deviations) is half the
+an alarm is raised when either sum crosses the threshold ``h``.  Unlike the
+textbook CUSUM, the sums do not restart from 0 after an alarm: each one stays
+above ``h`` (capped at ``2h``) for as long as the shift lasts, so a persistent
+drift raises one alarm and keeps the detector in the alarm state, instead of an
+alarm every few dozen values; a sum can raise its next alarm after it has
+returned to 0.  The first alarm is the textbook one, so detection delays are
+unchanged, and the alarms under no drift are exactly the excursions that
+calibration counts.  ``k`` (the *allowance*, in baseline standard deviations) is half the
 shift the test is tuned for: 0.25 makes it optimal for 0.5σ shifts and still
 near-optimal for 1σ.  ``h`` comes from the model's false-alarm budget by
 simulation (:func:`calibrate_cusum`), so no distributional assumption is made.
 
 The kernel is compiled (numba) and runs over a whole batch at about a
-nanosecond per value; the state is four numbers.
+nanosecond per value; the state is seven numbers.
 """
 
 from __future__ import annotations
@@ -43,20 +49,26 @@ CUSUM_K = 0.25
 
 # indices into the kernel's state vectors
 _S_POS, _S_NEG = 0, 1
-_N_POS, _N_NEG, _N_ALARMS = 0, 1, 2
+_N_POS, _N_NEG, _N_ALARMS, _ARMED_POS, _ARMED_NEG = 0, 1, 2, 3, 4
+#: a sum never exceeds this multiple of the threshold, so that it falls back below the
+#: threshold (and re-arms at 0) within about ``CAP_FACTOR * h / k`` values of a drift's end
+CAP_FACTOR = 2.0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _cusum_kernel(values, mean, inv_scale, k, h, lo, hi, fstate, istate, out, out_stat):
+def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, out, out_stat):
     """Feed ``values``; write alarm positions and statistics; return how many.
 
     Non-finite values and ``|x| > 1e100`` are skipped (no tick); the others are
-    winsorised to ``[lo, hi]`` first.
+    winsorised to ``[lo, hi]`` first.  A sum raises an alarm when it crosses ``h``
+    while armed; it is disarmed until it returns to 0, and never exceeds ``cap``.
     """
     sp = fstate[_S_POS]
     sn = fstate[_S_NEG]
     np_ = istate[_N_POS]
     nn = istate[_N_NEG]
+    ap = istate[_ARMED_POS]
+    an = istate[_ARMED_NEG]
     m = 0
     for i in range(values.size):
         x = values[i]
@@ -70,27 +82,38 @@ def _cusum_kernel(values, mean, inv_scale, k, h, lo, hi, fstate, istate, out, ou
         sp = sp + z - k
         if sp > 0.0:
             np_ += 1
+            if sp > cap:
+                sp = cap
         else:
             sp = 0.0
             np_ = 0
+            ap = 1
         sn = sn - z - k
         if sn > 0.0:
             nn += 1
+            if sn > cap:
+                sn = cap
         else:
             sn = 0.0
             nn = 0
-        if sp > h or sn > h:
+            an = 1
+        raised = False
+        if sp > h and ap == 1:
+            ap = 0
+            raised = True
+        if sn > h and an == 1:
+            an = 0
+            raised = True
+        if raised:
             out[m] = i
             out_stat[m] = sp if sp > sn else sn
             m += 1
-            sp = 0.0
-            sn = 0.0
-            np_ = 0
-            nn = 0
     fstate[_S_POS] = sp
     fstate[_S_NEG] = sn
     istate[_N_POS] = np_
     istate[_N_NEG] = nn
+    istate[_ARMED_POS] = ap
+    istate[_ARMED_NEG] = an
     istate[_N_ALARMS] += m
     return m
 
@@ -131,12 +154,12 @@ def _excursion_kernel(z, k, out):
 def cusum_excursion_maxima(z: np.ndarray, k: float = CUSUM_K) -> np.ndarray:
     """Heights of the excursions of a two-sided CUSUM over standardised values ``z``.
 
-    Every excursion of :math:`S^+` or :math:`S^-` away from 0 starts afresh from
-    0, exactly like the detector after an alarm, so the number of excursions
-    higher than ``h`` is the number of alarms a CUSUM with threshold ``h`` would
-    raise on ``z`` (up to the values an alarming excursion would have skipped,
-    negligible when alarms are rare).  One pass thus gives the false-alarm rate
-    of every threshold at once, which is what calibration needs.
+    A sum raises an alarm when it crosses ``h`` and can raise the next one only
+    after it has returned to 0 (see :class:`CUSUM`), so the number of excursions
+    higher than ``h`` is the number of alarms a CUSUM with threshold ``h`` raises
+    on ``z`` (the cap at ``2h`` does not change which excursions cross ``h``).
+    One pass thus gives the false-alarm rate of every threshold at once, which is
+    what calibration needs.
 
     Examples
     --------
@@ -189,7 +212,11 @@ class CUSUM(HeldAlarm, Detector):
     Attributes
     ----------
     statistic : float
-        :math:`\max(S^+, S^-)` now (the alarming value while an alarm is held).
+        :math:`\max(S^+, S^-)` now, at most ``2h`` (while an alarm is held: at
+        least the value that raised it).
+    drift_detected : bool
+        Whether a sum is above ``h``, or an alarm was raised less than ``hold``
+        values ago.
     direction : int
         +1 when :math:`S^+` is the larger sum (the mean looks higher than the
         baseline), -1 when :math:`S^-` is, 0 when both are 0.
@@ -204,9 +231,12 @@ class CUSUM(HeldAlarm, Detector):
     >>> det = CUSUM(mean=0.0, scale=1.0, threshold=12.0, name="latency")
     >>> det.update(rng.normal(0.0, 1.0, 1000))
     array([], dtype=int64)
-    >>> hits = det.update(rng.normal(0.5, 1.0, 1000))  # positions within this batch
-    >>> hits[:3], det.n_alarms, det.direction
-    (array([ 44,  85, 122]), 23, 1)
+    >>> det.update(rng.normal(0.5, 1.0, 1000))  # one alarm for the whole shift
+    array([44])
+    >>> det.direction, det.drift_detected, round(det.statistic, 1)
+    (1, True, 23.1)
+    >>> det.update(rng.normal(0.0, 1.0, 1000)), det.drift_detected  # back to normal
+    (array([], dtype=int64), False)
     """
 
     kind: ClassVar[str] = "cusum"
@@ -237,7 +267,7 @@ class CUSUM(HeldAlarm, Detector):
         self.hold = int(hold)
         self.name = name
         self._f = np.zeros(2, dtype=np.float64)
-        self._i = np.zeros(3, dtype=np.int64)
+        self._i = np.array([0, 0, 0, 1, 1], dtype=np.int64)
         self._drift = False
         self._since = -1  # valid values since the last alarm; -1: none yet
         self._det_stat = 0.0
@@ -259,8 +289,8 @@ class CUSUM(HeldAlarm, Detector):
         out = np.empty(arr.size, dtype=np.int64)
         out_stat = np.empty(arr.size, dtype=np.float64)
         lo, hi = self.clip if self.clip is not None else (-math.inf, math.inf)
-        m = _cusum_kernel(arr, self.mean, 1.0 / self.scale, self.allowance, self.h, lo, hi,
-                          self._f, self._i, out, out_stat)
+        m = _cusum_kernel(arr, self.mean, 1.0 / self.scale, self.allowance, self.h,
+                          CAP_FACTOR * self.h, lo, hi, self._f, self._i, out, out_stat)
         positions = out[:m].copy()
         self.alarm_statistics = out_stat[:m].copy()
         self._drift = m > 0
@@ -280,7 +310,8 @@ class CUSUM(HeldAlarm, Detector):
 
     @property
     def drift_detected(self) -> bool:
-        return self._drift or self._holding
+        return (self._drift or self._holding
+                or bool(max(self._f[_S_POS], self._f[_S_NEG]) > self.h))
 
     @property
     def _n_alarms(self) -> int:
@@ -323,7 +354,7 @@ class CUSUM(HeldAlarm, Detector):
                       hold=int(state.get("hold", 0)), name=state.get("name"))
             sums = [float(v) for v in state["sums"]]
             runs = [int(v) for v in state["runs"]]
-            if len(sums) != 2 or len(runs) != 3 or min(sums) < 0 or min(runs) < 0:
+            if len(sums) != 2 or len(runs) != 5 or min(sums) < 0 or min(runs) < 0:
                 raise DetectorError("CUSUM state: sums/runs malformed")
             det._f[:] = sums
             det._i[:] = runs

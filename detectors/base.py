@@ -161,11 +161,16 @@ class HeldAlarm:
         if not self.hold:
             return
         valid = np.isfinite(arr) & (np.abs(arr) <= 1e100)
-        if positions.size:
-            self._since = int(np.count_nonzero(valid[positions[-1] + 1:]))
+        after = int(np.count_nonzero(valid[positions[-1] + 1:])) if positions.size else 0
+        self._advance_hold(after, int(np.count_nonzero(valid)), stats)
+
+    def _advance_hold(self, valid_after_last: int, valid_total: int, stats: np.ndarray) -> None:
+        """Advance the hold by counts of valid values (``stats``: this batch's alarms)."""
+        if stats.size:
+            self._since = valid_after_last
             self._det_stat = float(stats[-1])
         elif self._since >= 0:
-            self._since += int(np.count_nonzero(valid))
+            self._since += valid_total
 
     @property
     def _holding(self) -> bool:

@@ -56,12 +56,14 @@ CAP_FACTOR = 2.0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, out, out_stat):
+def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, out, out_stat,
+                  counts):
     """Feed ``values``; write alarm positions and statistics; return how many.
 
     Non-finite values and ``|x| > 1e100`` are skipped (no tick); the others are
     winsorised to ``[lo, hi]`` first.  A sum raises an alarm when it crosses ``h``
     while armed; it is disarmed until it returns to 0, and never exceeds ``cap``.
+    ``counts`` receives the valid values after the last alarm and in all (for the hold).
     """
     sp = fstate[_S_POS]
     sn = fstate[_S_NEG]
@@ -70,33 +72,26 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
     ap = istate[_ARMED_POS]
     an = istate[_ARMED_NEG]
     m = 0
+    valid = 0
+    tail = 0
     for i in range(values.size):
         x = values[i]
         if not np.isfinite(x) or abs(x) > 1e100:
             continue
-        if x < lo:
-            x = lo
-        elif x > hi:
-            x = hi
+        valid += 1
+        tail += 1
+        # branch-free: under no drift a sum touches 0 about every other value, and a
+        # mispredicted branch there would cost more than the arithmetic
+        x = min(max(x, lo), hi)
         z = (x - mean) * inv_scale
-        sp = sp + z - k
-        if sp > 0.0:
-            np_ += 1
-            if sp > cap:
-                sp = cap
-        else:
-            sp = 0.0
-            np_ = 0
-            ap = 1
-        sn = sn - z - k
-        if sn > 0.0:
-            nn += 1
-            if sn > cap:
-                sn = cap
-        else:
-            sn = 0.0
-            nn = 0
-            an = 1
+        sp = min(max(sp + z - k, 0.0), cap)
+        pos = sp > 0.0
+        np_ = (np_ + 1) * pos
+        ap = ap | (1 - pos)
+        sn = min(max(sn - z - k, 0.0), cap)
+        neg = sn > 0.0
+        nn = (nn + 1) * neg
+        an = an | (1 - neg)
         raised = False
         if sp > h and ap == 1:
             ap = 0
@@ -108,6 +103,9 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
             out[m] = i
             out_stat[m] = sp if sp > sn else sn
             m += 1
+            tail = 0
+    counts[0] = tail
+    counts[1] = valid
     fstate[_S_POS] = sp
     fstate[_S_NEG] = sn
     istate[_N_POS] = np_
@@ -268,6 +266,7 @@ class CUSUM(HeldAlarm, Detector):
         self.name = name
         self._f = np.zeros(2, dtype=np.float64)
         self._i = np.array([0, 0, 0, 1, 1], dtype=np.int64)
+        self._counts = np.zeros(2, dtype=np.int64)  # kernel output: valid values for the hold
         self._drift = False
         self._since = -1  # valid values since the last alarm; -1: none yet
         self._det_stat = 0.0
@@ -289,12 +288,14 @@ class CUSUM(HeldAlarm, Detector):
         out = np.empty(arr.size, dtype=np.int64)
         out_stat = np.empty(arr.size, dtype=np.float64)
         lo, hi = self.clip if self.clip is not None else (-math.inf, math.inf)
+        counts = self._counts
         m = _cusum_kernel(arr, self.mean, 1.0 / self.scale, self.allowance, self.h,
-                          CAP_FACTOR * self.h, lo, hi, self._f, self._i, out, out_stat)
+                          CAP_FACTOR * self.h, lo, hi, self._f, self._i, out, out_stat, counts)
         positions = out[:m].copy()
         self.alarm_statistics = out_stat[:m].copy()
         self._drift = m > 0
-        self._track_hold(arr, positions, self.alarm_statistics)
+        if self.hold:
+            self._advance_hold(int(counts[0]), int(counts[1]), self.alarm_statistics)
         return positions
 
     @property

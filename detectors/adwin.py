@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numba import njit
 
-from detectors.base import EMPTY_POSITIONS, Detector, HeldAlarm, as_float_batch
+from detectors.base import EMPTY_POSITIONS, Detector, HeldAlarm, as_float_batch, check_clip
 from detectors.errors import DetectorError
 
 __all__ = ["ADWIN", "adwin_detections"]
@@ -304,16 +304,7 @@ def _check_settings(
 
 
 def _check_clip(clip: Any) -> tuple[float, float] | None:
-    if clip is None:
-        return None
-    try:
-        lo, hi = (float(c) for c in clip)
-    except (TypeError, ValueError):
-        raise DetectorError(f"ADWIN: clip must be a (low, high) pair of numbers, got {clip!r}") \
-            from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-        raise DetectorError(f"ADWIN: clip must be finite with low <= high, got {clip!r}")
-    return lo, hi
+    return check_clip(clip, "ADWIN")
 
 
 class _KernelState:

@@ -143,6 +143,20 @@ class Detector(ABC):
         )
 
 
+def check_clip(clip: Any, owner: str) -> tuple[float, float] | None:
+    """Validate a winsorising range ``(low, high)`` (or ``None``) of detector ``owner``."""
+    if clip is None:
+        return None
+    try:
+        lo, hi = (float(c) for c in clip)
+    except (TypeError, ValueError):
+        raise DetectorError(f"{owner}: clip must be a (low, high) pair of numbers, "
+                            f"got {clip!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise DetectorError(f"{owner}: clip must be finite with low <= high, got {clip!r}")
+    return lo, hi
+
+
 class HeldAlarm:
     """Keeps a change detector's alarm visible for ``hold`` values after it fires.
 

@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numba import njit
 
-from detectors.base import EMPTY_POSITIONS, Detector, HeldAlarm, as_float_batch
+from detectors.base import EMPTY_POSITIONS, Detector, HeldAlarm, as_float_batch, check_clip
 from detectors.errors import DetectorError
 
 __all__ = ["CUSUM", "cusum_excursion_maxima"]
@@ -249,17 +249,7 @@ class CUSUM(HeldAlarm, Detector):
         self.h = _check_number(threshold, "threshold", 0.0, strict=True)
         self.k = _check_number(k, "k", 0.0)
         self.min_effect = _check_number(min_effect, "min_effect", 0.0)
-        if clip is None:
-            self.clip: tuple[float, float] | None = None
-        else:
-            try:
-                lo, hi = (float(c) for c in clip)
-            except (TypeError, ValueError):
-                raise DetectorError(f"CUSUM: clip must be a (low, high) pair, got {clip!r}") \
-                    from None
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-                raise DetectorError(f"CUSUM: clip must be finite with low <= high, got {clip!r}")
-            self.clip = (lo, hi)
+        self.clip = check_clip(clip, "CUSUM")
         if isinstance(hold, bool) or not isinstance(hold, (int, np.integer)) or hold < 0:
             raise DetectorError(f"CUSUM: hold must be an integer >= 0, got {hold!r}")
         self.hold = int(hold)

@@ -160,9 +160,10 @@ def check_clip(clip: Any, owner: str) -> tuple[float, float] | None:
 class HeldAlarm:
     """Keeps a change detector's alarm visible for ``hold`` values after it fires.
 
-    Change detectors (ADWIN, CUSUM) restart after an alarm, so their statistic
-    drops at once; holding the alarm state (and the alarming statistic) for one
-    window of values keeps "drifting now" visible to scrapes and alert rules.
+    ADWIN restarts after a detection and a CUSUM's sum can fall back below its
+    threshold soon after crossing it; holding the alarm state (and the alarming
+    statistic) for one window of values keeps "drifting now" visible to scrapes
+    and alert rules.
     Counted in valid values, so it does not depend on the batching.
     """
 

@@ -34,6 +34,8 @@ NUMERIC_DETECTORS = ("ks", "adwin", "cusum", "missing", "out_of_range")
 #: ADWIN's input is winsorised to these quantiles of the baseline (see :func:`adwin_clip`)
 ADWIN_CLIP_QUANTILE = 0.001
 CATEGORICAL_DETECTORS = ("chi2", "missing", "unseen")
+#: change detectors fed the valid values one by one (no window test, so no p-value)
+SEQUENTIAL_DETECTORS = ("adwin", "cusum")
 DEFAULT_NUMERIC = NUMERIC_DETECTORS
 DEFAULT_CATEGORICAL = CATEGORICAL_DETECTORS
 
@@ -284,8 +286,7 @@ class ColumnMonitor:
                 profile.categories, profile.bin_probabilities, window, cadence, name=name)
             self._codes = {c: i for i, c in enumerate(profile.categories)}
             self._known = frozenset(profile.counts)
-        # detectors fed the valid values themselves, in order
-        self._sequential = [d for k, d in self.detectors.items() if k in ("adwin", "cusum")]
+        self._sequential = [d for k, d in self.detectors.items() if k in SEQUENTIAL_DETECTORS]
 
     # -- hot path -----------------------------------------------------------
     def update(self, values: Any, invalid_mask: np.ndarray | None = None) -> list[Alarm]:

@@ -35,10 +35,10 @@ from detectors.column import (
     Alarm,
     ColumnMonitor,
     adwin_clip,
-    cusum_reference,
     make_detector,
     reference_counts,
 )
+from detectors.cusum import CUSUM
 from detectors.errors import DetectorError
 from detectors.profile import (
     SCHEMA_VERSION,
@@ -314,17 +314,17 @@ def calibrate_detector(kind: str, profile: Profile, settings: DetectionSettings,
     if isinstance(det, WindowTest):
         return calibrate_window_test(det, target_events, reference_counts(kind, profile),
                                      seed=seed, n_values=settings.calibration_values)
-    if kind == "cusum":
+    if isinstance(det, CUSUM):
         assert isinstance(profile, NumericProfile)
-        mean, scale, clip = cusum_reference(profile)
-        lo, hi = clip if clip is not None else (-math.inf, math.inf)
+        mean, scale = det.mean, det.scale
+        lo, hi = det.clip if det.clip is not None else (-math.inf, math.inf)
 
         def sample(rng: np.random.Generator, n: int) -> np.ndarray:
             return (np.clip(profile.sample(rng, n), lo, hi) - mean) / scale
 
         # the live stream's mean differs from the reservoir's by ~1/sqrt(n) standard units
         n_ref = max(min(profile.count, profile.reservoir.size), 1)
-        return calibrate_cusum(sample, target_events, getattr(det, "allowance", 0.25),
+        return calibrate_cusum(sample, target_events, det.allowance,
                                CUSUM_VALUES_FACTOR * settings.calibration_values,
                                offset_sd=1.0 / math.sqrt(n_ref), seed=seed)
     # ADWIN: calibrate delta on bootstrap draws from the baseline's reservoir

@@ -62,13 +62,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for e in errors:
             print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    from detectors.column import SEQUENTIAL_DETECTORS
+
     n_series = 0
     for m in config.models:
         cols = [*m.features, *m.predictions]
         print(f"model {m.name}: {len(m.features)} features, {len(m.predictions)} predictions")
         for c in cols:
             n_det = len(c.detectors)
-            n_series += (n_det * 7 - ("adwin" in c.detectors) - ("cusum" in c.detectors)
+            # every detector exports 7 series, but the sequential ones have no p-value
+            n_series += (n_det * 7 - sum(d in SEQUENTIAL_DETECTORS for d in c.detectors)
                          + (3 if c.type == "numeric" else 2) + 3 + 3)
             print(f"  {c.role:10s} {c.name:24s} {c.type:11s} detectors: {', '.join(c.detectors)}")
         n_series += 6

@@ -1,8 +1,8 @@
 """Throughput of streamdrift's default alarming detector set, single thread.
 
 Measures ``ColumnMonitor.update`` with the default detectors of each column type
-(numeric: ks + adwin + cusum + missing + out_of_range; categorical: chi2 + missing +
-unseen), calibrated by ``ModelBaseline.build`` at default settings, on batches
+(numeric: ks + adwin + cusum + missing + out_of_range; categorical: chi2 + surprisal +
+missing + unseen), calibrated by ``ModelBaseline.build`` at default settings, on batches
 of 1,000 and 10,000 values after a warm-up (numba JIT), and in the same run
 River's per-value loops (``river.drift.ADWIN``, ``river.drift.KSWIN``) for the
 ratio.  Also reports the state size per feature (JSON of
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for label, mon, data in ((f"numeric ({' + '.join(num_mon.detectors)})", num_mon, x),
                              ("numeric, 1 % missing values", num_mon, xm),
-                             ("categorical (chi2 + missing + unseen)", cat_mon, c)):
+                             (f"categorical ({' + '.join(cat_mon.detectors)})", cat_mon, c)):
         for batch in (1_000, 10_000):
             log(f"  timing {label}, batch {batch:,} ...")
             r = time_batches(mon, data, batch, repeats)

@@ -7,7 +7,8 @@ running sum of the ring (``win``).  Each value adds one to its bin of
 ``partial``; when a chunk completes it replaces the oldest chunk of the ring and
 ``win`` is updated by the difference, so a test costs ``O(bins)`` whatever the
 window.  The integer state ``ist`` is ``[next slot, chunks in the ring, values
-in partial]``.
+in partial]``.  The multi-scale chi2 test sums the newest chunks of the ring
+for each of its shorter windows, ``O(chunks × bins)`` per test.
 
 The statistics are computed as the numpy engine computed them: KS and the rates
 from the same integer counts with the same single float division (exact, bit
@@ -155,24 +156,63 @@ def _statistic(kind, win, ref, probs, w, base, tmp):  # pragma: no cover - compi
                 d = x
         return d, d
     if kind == KIND_CHI2:
-        for j in range(k):
-            o = float(win[j])
-            tmp[j] = o * (math.log(o / w) - ref[j]) if o > 0 else 0.0
-        g = 2.0 * _np_sum(tmp)
-        if not g >= 0.0:  # np.maximum(g, 0.0) (g is never NaN)
-            g = 0.0
-        for j in range(k):
-            tmp[j] = abs(win[j] / w - probs[j])
-        return g, 0.5 * _np_sum(tmp)
+        return _g_and_tv(win, ref, probs, w, tmp)
     # KIND_RATE
     rate = win[1] / w
     return rate, rate - base
 
 
 @njit(cache=True, nogil=True)
+def _g_and_tv(hist, ref, probs, w, tmp):  # pragma: no cover - compiled
+    """G statistic and total variation of one window histogram of ``w`` values."""
+    k = hist.shape[0]
+    for j in range(k):
+        o = float(hist[j])
+        tmp[j] = o * (math.log(o / w) - ref[j]) if o > 0 else 0.0
+    g = 2.0 * _np_sum(tmp)
+    if not g >= 0.0:  # np.maximum(g, 0.0) (g is never NaN)
+        g = 0.0
+    for j in range(k):
+        tmp[j] = abs(hist[j] / w - probs[j])
+    return g, 0.5 * _np_sum(tmp)
+
+
+@njit(cache=True, nogil=True)
+def _multiscale_g(buf, pos, scales, cadence, ref, probs, tmp, acc):  # pragma: no cover
+    """Largest G over the windows of the newest ``scales[i]`` chunks, and that window's TV.
+
+    ``pos`` is the slot after the newest chunk of the ring ``buf``; ``scales``
+    ascends.  Ties keep the shorter window.
+    """
+    nch = buf.shape[0]
+    k = buf.shape[1]
+    for j in range(k):
+        acc[j] = 0
+    best = -1.0
+    best_tv = 0.0
+    si = 0
+    slot = pos
+    for c in range(1, nch + 1):
+        slot -= 1
+        if slot < 0:
+            slot = nch - 1
+        for j in range(k):
+            acc[j] += buf[slot, j]
+        if c == scales[si]:
+            g, tv = _g_and_tv(acc, ref, probs, float(c * cadence), tmp)
+            if g > best:
+                best = g
+                best_tv = tv
+            si += 1
+            if si == scales.shape[0]:
+                break
+    return best, best_tv
+
+
+@njit(cache=True, nogil=True)
 def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, ist,
                   kind, ref, probs, w, base, threshold, min_effect, active,
-                  want_all):  # pragma: no cover - compiled
+                  want_all, scales):  # pragma: no cover - compiled
     """Feed ``n`` values to a window (the engine of ``scan`` and ``update_bins``).
 
     The values are ``(codes >> shift) & mask``, or ``n`` copies of ``const_bin``
@@ -185,6 +225,10 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
     * ``hit_*``: the tests at which the alarm state was entered (statistic above
       ``threshold``, effect at least ``min_effect``), starting from ``active``;
     * arrays that would be empty are ``None`` (cheaper to hand back to Python).
+
+    With more than one entry in ``scales`` (ascending chunk counts, the last
+    one the whole ring), a KIND_CHI2 test is the largest G over the windows of
+    the newest ``scales[i]`` chunks, with the total variation of that window.
 
     Nothing changes, and ``ok`` is False, when a bin is out of range.
     """
@@ -212,6 +256,8 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
     if bad:
         return None, None, None, None, None, None, 0, active, 0.0, 0.0, False
     tmp = np.empty(k, dtype=np.float64)
+    acc = np.empty(k, dtype=np.int64)
+    multiscale = kind == KIND_CHI2 and scales.shape[0] > 1
     n_tests = 0
     n_hits = 0
     last_stat = 0.0
@@ -260,7 +306,10 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
                 test_idx[n_tests] = at
             n_tests += 1
             continue
-        st, eff = _statistic(kind, win, ref, probs, w, base, tmp)
+        if multiscale:
+            st, eff = _multiscale_g(buf, pos, scales, cadence, ref, probs, tmp, acc)
+        else:
+            st, eff = _statistic(kind, win, ref, probs, w, base, tmp)
         if want_all:
             stats[n_tests] = st
             effects[n_tests] = eff

@@ -33,9 +33,9 @@ from detectors.window import (
 NUMERIC_DETECTORS = ("ks", "adwin", "cusum", "missing", "out_of_range")
 #: ADWIN's input is winsorised to these quantiles of the baseline (see :func:`adwin_clip`)
 ADWIN_CLIP_QUANTILE = 0.001
-CATEGORICAL_DETECTORS = ("chi2", "missing", "unseen")
+CATEGORICAL_DETECTORS = ("chi2", "surprisal", "missing", "unseen")
 #: change detectors fed the valid values one by one (no window test, so no p-value)
-SEQUENTIAL_DETECTORS = ("adwin", "cusum")
+SEQUENTIAL_DETECTORS = ("adwin", "cusum", "surprisal")
 DEFAULT_NUMERIC = NUMERIC_DETECTORS
 DEFAULT_CATEGORICAL = CATEGORICAL_DETECTORS
 
@@ -96,6 +96,13 @@ def make_detector(
         assert isinstance(profile, CategoricalProfile)
         return UnseenRate(unseen_count(profile) / ref if ref else 0.0, window, cadence,
                           threshold, min_effect, ref, name)
+    if kind == "surprisal":
+        from detectors.cusum import SurprisalCUSUM
+
+        assert isinstance(profile, CategoricalProfile)
+        return SurprisalCUSUM(profile.categories, profile.bin_probabilities,
+                              threshold if threshold > 0 else math.inf, CUSUM_K, min_effect, ref,
+                              hold=window, name=name)
     if kind == "cusum":
         from detectors.cusum import CUSUM
 
@@ -426,6 +433,8 @@ class ColumnMonitor:
         hits = self._flag._update_codes(c, pos, 0, 1)
         if "unseen" in self.detectors:
             self._collect(self._flag, hits, out)
+        if self._sequential:
+            self._update_sequential_codes(c >> 1, pos, out)
         if len(out) > 1:
             out.sort(key=lambda a: a.position)
         return out
@@ -470,8 +479,17 @@ class ColumnMonitor:
         hits = self._flag.update_bins((~seen).view(np.int8).astype(np.int64), pos)
         if "unseen" in self.detectors:
             self._collect(self._flag, hits, out)
+        if self._sequential:
+            self._update_sequential_codes(codes, pos, out)
         out.sort(key=lambda a: a.position)
         return out
+
+    def _update_sequential_codes(self, codes: np.ndarray, pos: np.ndarray | None,
+                                 out: list[Alarm]) -> None:
+        """Feed the category codes of the valid values to the sequential detectors."""
+        for det in self._sequential:
+            hits = det.update_codes(codes)  # type: ignore[attr-defined]
+            self._collect(det, hits if pos is None else pos[hits], out)
 
     # -- read-only figures ------------------------------------------------
     @property

@@ -41,8 +41,9 @@ from numba import njit
 
 from detectors.base import EMPTY_POSITIONS, Detector, HeldAlarm, as_float_batch, check_clip
 from detectors.errors import DetectorError
+from detectors.window import category_codes
 
-__all__ = ["CUSUM", "cusum_excursion_maxima"]
+__all__ = ["CUSUM", "SurprisalCUSUM", "cusum_excursion_maxima", "surprisal_table"]
 
 #: default allowance, in baseline standard deviations: optimal for a 0.5σ shift
 CUSUM_K = 0.25
@@ -345,17 +346,146 @@ class CUSUM(HeldAlarm, Detector):
                       threshold=math.inf if thr is None else thr, k=state["k"],
                       min_effect=state.get("min_effect", 0.0), clip=state.get("clip"),
                       hold=int(state.get("hold", 0)), name=state.get("name"))
-            sums = [float(v) for v in state["sums"]]
-            runs = [int(v) for v in state["runs"]]
-            if len(sums) != 2 or len(runs) != 5 or min(sums) < 0 or min(runs) < 0:
-                raise DetectorError("CUSUM state: sums/runs malformed")
-            det._f[:] = sums
-            det._i[:] = runs
-            det._drift = bool(state.get("drift_detected", False))
-            det._since = int(state.get("since_detection", -1))
-            det._det_stat = float(state.get("detection_statistic", 0.0))
         except DetectorError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
             raise DetectorError(f"CUSUM state: malformed ({exc!r})") from None
+        det._restore_sums(state)
+        return det
+
+    def _restore_sums(self, state: dict[str, Any]) -> None:
+        """The running part of a state: sums, run counters, alarm and hold."""
+        try:
+            sums = [float(v) for v in state["sums"]]
+            runs = [int(v) for v in state["runs"]]
+            if len(sums) != 2 or len(runs) != 5 or min(sums) < 0 or min(runs) < 0:
+                raise DetectorError(f"{self.kind} state: sums/runs malformed")
+            self._f[:] = sums
+            self._i[:] = runs
+            self._drift = bool(state.get("drift_detected", False))
+            self._since = int(state.get("since_detection", -1))
+            self._det_stat = float(state.get("detection_statistic", 0.0))
+        except DetectorError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DetectorError(f"{self.kind} state: malformed ({exc!r})") from None
+
+
+def surprisal_table(probs: Any, ref_count: int) -> tuple[np.ndarray, float, float, tuple[float, float]]:
+    """Surprisal of each category code, and its baseline mean, scale and winsorising range.
+
+    The surprisal of a category is ``-log p`` with ``p`` smoothed as the chi2
+    test smooths it (``(count + 0.5) / (n + 0.5 K)``), so a category absent
+    from the baseline has a large but finite one.  Values are winsorised to
+    the surprisal range of the categories the baseline holds (an unseen
+    category counts as the rarest seen one; the unseen-rate test is the
+    detector for those), and the mean and standard deviation are taken under
+    the baseline frequencies after winsorising.  A column with one category
+    gets scale 1 (its standardised values are all 0).
+
+    >>> table, mean, scale, clip = surprisal_table([0.5, 0.5, 0.0], 1000)
+    >>> [round(float(v), 2) for v in table], round(mean, 2), scale, [round(v, 2) for v in clip]
+    ([0.69, 0.69, 7.6], 0.69, 1.0, [0.69, 0.69])
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    p = p / p.sum()
+    m = max(int(ref_count), 1)
+    counts = p * m + 0.5
+    table = -np.log(counts / counts.sum())
+    held = table[p > 0]
+    clip = (float(held.min()), float(held.max()))
+    w = np.clip(table, *clip)
+    mean = float(p @ w)
+    var = float(p @ (w - mean) ** 2)
+    sd = math.sqrt(var) if var > 0 else 0.0
+    return table, mean, (sd if sd > 1e-12 * max(abs(mean), 1.0) else 1.0), clip
+
+
+class SurprisalCUSUM(CUSUM):
+    r"""Two-sided CUSUM of the surprisal of categories: the sequential test of a categorical.
+
+    Each category is scored by its surprisal under the baseline, ``-log p``
+    (see :func:`surprisal_table`), and a :class:`CUSUM` runs on the scores.  A
+    rise in the mean surprisal means that rarer categories are becoming
+    common: the distribution is flattening, moving mass away from the
+    baseline's frequent categories (the typical shape of a categorical drift);
+    a fall means it is concentrating on the frequent ones (a default value
+    flooding in).  Like the numeric CUSUM it accumulates evidence value by
+    value, so it catches a persistent shift sooner than a window test can;
+    the multi-scale chi2 test covers the changes that leave the mean
+    surprisal alone.  The threshold is calibrated by simulation from the
+    baseline frequencies (:func:`detectors.calibration.calibrate_cusum`).
+
+    Parameters
+    ----------
+    categories : sequence of str
+        The baseline's categories; any other value counts as the *other* code.
+    probs : array
+        Baseline frequency of each category plus one for *other*.
+    threshold, k, min_effect, hold, name :
+        As for :class:`CUSUM` (``min_effect`` in baseline standard deviations
+        of the surprisal).
+    ref_count : int
+        Size of the baseline (for the smoothing of absent categories).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> cats, p = ["a", "b", "c", "d"], np.array([0.6, 0.2, 0.15, 0.05])
+    >>> det = SurprisalCUSUM(cats, [*p, 0.0], threshold=12.0, ref_count=10_000)
+    >>> det.update(rng.choice(cats, 2000, p=p)).size
+    0
+    >>> det.update(rng.choice(cats, 2000, p=[0.4, 0.3, 0.2, 0.1]))  # flattening
+    array([35])
+    >>> det.direction
+    1
+    """
+
+    kind: ClassVar[str] = "surprisal"
+    input_kind: ClassVar[str] = "categorical"
+
+    def __init__(self, categories: Any, probs: Any, threshold: float = math.inf,
+                 k: float = CUSUM_K, min_effect: float = 0.0, ref_count: int = 0,
+                 hold: int = 0, name: str | None = None) -> None:
+        self.categories = [str(c) for c in categories]
+        p = np.asarray(probs, dtype=np.float64).reshape(-1)
+        if (p.size != len(self.categories) + 1 or not np.isfinite(p).all() or (p < 0).any()
+                or not p.sum() > 0):
+            raise DetectorError(f"{name or 'surprisal'}: needs one probability >= 0 per "
+                                f"category plus one for 'other', not all 0")
+        self.probs = p / p.sum()
+        self.ref_count = int(ref_count)
+        table, mean, scale, clip = surprisal_table(self.probs, self.ref_count)
+        super().__init__(mean, scale, threshold, k, min_effect, clip, hold, name)
+        self.table = table
+        self._codes = {c: i for i, c in enumerate(self.categories)}
+
+    def update(self, values: Any) -> np.ndarray:
+        """Feed a batch of categories (strings, None = missing, or integer codes)."""
+        codes, pos = category_codes(values, self._codes, self.name)
+        hits = self.update_codes(codes)
+        return pos[hits] if hits.size else hits
+
+    def update_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Feed category codes (``0 .. len(categories)``, the last one *other*)."""
+        return super().update(self.table[codes])
+
+    def _state(self) -> dict[str, Any]:
+        return {**super()._state(), "categories": self.categories,
+                "probs": self.probs.tolist(), "ref_count": self.ref_count}
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> CUSUM:
+        try:
+            thr = state["threshold"]
+            det = cls(state["categories"], state["probs"],
+                      threshold=math.inf if thr is None else thr, k=state["k"],
+                      min_effect=state.get("min_effect", 0.0), ref_count=state["ref_count"],
+                      hold=int(state.get("hold", 0)), name=state.get("name"))
+        except DetectorError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DetectorError(f"surprisal state: malformed ({exc!r})") from None
+        det._restore_sums(state)
         return det

@@ -24,9 +24,10 @@ Detectors
     baseline's, evaluated on the baseline's quantile bin edges (ties and discrete
     values are exact bins, so they do not break the test).
 ``chi2``
-    Likelihood-ratio chi-square (G) test of the window's category frequencies
-    against the baseline's top categories plus one *other* bucket, which also
-    receives categories never seen in the baseline.
+    Likelihood-ratio chi-square (G) test of the category frequencies against
+    the baseline's top categories plus one *other* bucket, which also receives
+    categories never seen in the baseline; multi-scale: the largest G over the
+    newest 10 %, 20 %, 40 % and 100 % of the window.
 ``missing`` / ``out_of_range`` / ``unseen``
     One-sided tests of the rate of a flag in the window (missing value; numeric
     value outside the baseline's [min, max]; category absent from the baseline)
@@ -108,6 +109,8 @@ class WindowTest(Detector):
         self._active = False
         self._n_alarms = 0
         self.alarm_statistics = np.empty(0)
+        #: chunk counts of the windows a test looks at (only the chi2 test has several)
+        self._scales = np.array([self._chunks], dtype=np.int64)
         self._prepare_reference()
         self._kernel_kind = self._resolve_kernel_kind()
 
@@ -215,7 +218,8 @@ class WindowTest(Detector):
         _, _, _, _, hits, hit_stats, n_tests, active, stat, effect, ok = _wk.window_kernel(
             codes, n, const_bin, shift, mask, self.cadence, self._buf, self._win,
             self._partial, self._ist, self._kernel_kind, ref, probs, float(self.window), base,
-            float(self._threshold), float(self.min_effect), bool(self._active), False)
+            float(self._threshold), float(self.min_effect), bool(self._active), False,
+            self._scales)
         if not ok:
             raise self._bad_bins()
         if n_tests == 0:
@@ -270,7 +274,7 @@ class WindowTest(Detector):
         stats_, effects, test_idx, hists, _, _, _, _, _, _, ok = _wk.window_kernel(
             codes, codes.size, -1, 0, -1, self.cadence, self._buf, self._win, self._partial,
             self._ist, self._kernel_kind, ref, probs, float(self.window), base, math.inf, 0.0,
-            False, True)
+            False, True, self._scales)
         if not ok:
             raise self._bad_bins()
         if test_idx is None:  # no test completed
@@ -511,12 +515,75 @@ class KSWindow(WindowTest):
         return {**super()._kwargs_from_state(state), "edges": state["edges"]}
 
 
+def category_codes(values: Any, lookup: dict[str, int], name: str | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of the present (not None) values of a categorical batch, and their positions.
+
+    Strings are looked up in ``lookup`` (category → code); anything else, and
+    integer codes out of ``0 .. len(lookup) - 1``, get the *other* code
+    ``len(lookup)``.  Floats are rejected with a ``TypeError`` naming ``name``.
+
+    >>> category_codes(["b", None, "zz", "a"], {"a": 0, "b": 1})
+    (array([1, 2, 0]), array([0, 2, 3]))
+    """
+    other = len(lookup)
+    arr = np.asarray(values)
+    if arr.size == 0:  # an empty batch of any dtype, as for numeric detectors
+        return EMPTY_POSITIONS, EMPTY_POSITIONS
+    if arr.dtype.kind in "iu":
+        codes = np.where((arr >= 0) & (arr <= other), arr, other).reshape(-1)
+        return codes.astype(np.int64), np.arange(codes.size)
+    if arr.dtype.kind == "f":
+        raise TypeError(
+            f"{name or 'values'}: categorical detectors take strings or integer codes, "
+            f"got dtype {arr.dtype}"
+        )
+    obj = arr.astype(object).reshape(-1)
+    present = np.not_equal(obj, None).astype(bool)  # type: ignore[call-overload]
+    pos = np.flatnonzero(present)
+    # dict.get through map runs in C: no Python-level loop over the values
+    codes = np.fromiter(map(lookup.get, obj[pos], repeat(other)), dtype=np.int64,
+                        count=pos.size)
+    return codes, pos
+
+
+#: the windows of the multi-scale chi2 test, as fractions of ``window`` (see ChiSquareWindow)
+CHI2_SCALE_FRACTIONS = (0.1, 0.2, 0.4, 1.0)
+
+
+def chi2_scales(window: int, cadence: int) -> list[int]:
+    """Default window lengths of the chi2 test: ``window`` × 0.1, 0.2, 0.4 and 1.
+
+    Each is rounded to a multiple of ``cadence`` (at least one cadence); the
+    list ascends and ends with ``window``.
+
+    >>> chi2_scales(1000, 50)
+    [100, 200, 400, 1000]
+    >>> chi2_scales(100, 50)
+    [50, 100]
+    """
+    out = {max(1, round(window * f / cadence)) * cadence for f in CHI2_SCALE_FRACTIONS}
+    return sorted(min(v, window) for v in out | {window})
+
+
 class ChiSquareWindow(WindowTest):
-    """Windowed likelihood-ratio chi-square (G) test against category frequencies.
+    """Multi-scale likelihood-ratio chi-square (G) test against category frequencies.
 
     Values are category codes ``0 .. n_categories - 1``, with the last code the
     *other* bucket (rare and unseen categories); :meth:`update` also accepts
     strings when ``categories`` is given.
+
+    At each test the G statistic is computed on the newest ``scales[i]``
+    values for every scale (by default 10 %, 20 %, 40 % and 100 % of
+    ``window``, see :func:`chi2_scales`), and the test statistic is the
+    largest of them.  All scales have the same degrees of freedom, so the
+    largest G is the most significant window.  A short window sees a large
+    shift a few hundred values sooner than the full window would, the full
+    window sees small shifts; the threshold is calibrated for the maximum
+    (:func:`detectors.calibration.calibrate_window_test` runs this very
+    test), so looking at several windows costs no extra false alarms.  The
+    effect size is the total variation distance of the window with the
+    largest G.  ``scales=[window]`` gives the single-window test.
 
     Examples
     --------
@@ -524,6 +591,8 @@ class ChiSquareWindow(WindowTest):
     >>> rng = np.random.default_rng(2)
     >>> det = ChiSquareWindow(["a", "b", "c"], [0.5, 0.3, 0.2, 0.0], window=200, cadence=20,
     ...                       threshold=30.0, ref_count=10_000)
+    >>> det.scales
+    [20, 40, 80, 200]
     >>> det.update(rng.choice(["a", "b", "c"], 2000, p=[0.5, 0.3, 0.2])).size
     0
     >>> det.update(rng.choice(["a", "b", "c"], 400, p=[0.2, 0.3, 0.5])).size
@@ -535,12 +604,33 @@ class ChiSquareWindow(WindowTest):
 
     def __init__(self, categories: Any, probs: Any, window: int = 1000, cadence: int = 50,
                  threshold: float = math.inf, min_effect: float = 0.0, ref_count: int = 0,
-                 name: str = "") -> None:
+                 name: str = "", scales: Any = None) -> None:
         self.categories = [str(c) for c in categories]
         if np.asarray(probs).size != len(self.categories) + 1:
             raise DetectorError("chi2 needs one probability per category plus one for 'other'")
         super().__init__(probs, window, cadence, threshold, min_effect, ref_count, name)
         self._codes = {c: i for i, c in enumerate(self.categories)}
+        self._scales = self._check_scales(chi2_scales(self.window, self.cadence)
+                                          if scales is None else scales)
+
+    def _check_scales(self, scales: Any) -> np.ndarray:
+        try:
+            vals = [int(v) for v in scales]
+            ok = all(float(v) == int(v) for v in scales)
+        except (TypeError, ValueError):
+            ok, vals = False, []
+        if (not ok or not vals or vals != sorted(set(vals)) or vals[-1] != self.window
+                or any(v < self.cadence or v % self.cadence for v in vals)):
+            raise DetectorError(
+                f"{self.name or 'chi2'}: scales must be ascending multiples of cadence "
+                f"({self.cadence}) ending with window ({self.window}), got {scales!r}; "
+                f"for example {chi2_scales(self.window, self.cadence)}")
+        return np.array([v // self.cadence for v in vals], dtype=np.int64)
+
+    @property
+    def scales(self) -> list[int]:
+        """The window lengths (in values) the test looks at, ascending."""
+        return [int(c) * self.cadence for c in self._scales]
 
     def _prepare_reference(self) -> None:
         # smooth so that a category absent from the reference has a small, finite expectation
@@ -551,29 +641,13 @@ class ChiSquareWindow(WindowTest):
 
     def codes(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
         """Category codes of the present values and their positions."""
-        arr = np.asarray(values)
-        if arr.size == 0:  # an empty batch of any dtype, as for numeric detectors
-            return EMPTY_POSITIONS, EMPTY_POSITIONS
-        if arr.dtype.kind in "iu":
-            codes = np.where((arr >= 0) & (arr < self.n_bins), arr, self.n_bins - 1)
-            return codes.astype(np.int64), np.arange(arr.size)
-        if arr.dtype.kind == "f":
-            raise TypeError(
-                f"{self.name or 'values'}: categorical detectors take strings or integer codes, "
-                f"got dtype {arr.dtype}"
-            )
-        obj = arr.astype(object).reshape(-1)
-        present = np.not_equal(obj, None).astype(bool)  # type: ignore[call-overload]
-        pos = np.flatnonzero(present)
-        # dict.get through map runs in C: no Python-level loop over the values
-        codes = np.fromiter(map(self._codes.get, obj[pos], repeat(self.n_bins - 1)),
-                            dtype=np.int64, count=pos.size)
-        return codes, pos
+        return category_codes(values, self._codes, self.name)
 
     def _bins(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
         return self.codes(values)
 
     def _statistics(self, hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # G and TV of whole-window histograms; the kernel computes the same per scale
         w = float(self.window)
         obs = hists.astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -586,11 +660,13 @@ class ChiSquareWindow(WindowTest):
         return stats.chi2.logsf(np.asarray(statistics, dtype=np.float64), max(self.n_bins - 1, 1))
 
     def _settings(self) -> dict[str, Any]:
-        return {**super()._settings(), "categories": self.categories}
+        return {**super()._settings(), "categories": self.categories, "scales": self.scales}
 
     @classmethod
     def _kwargs_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:
-        return {**super()._kwargs_from_state(state), "categories": state["categories"]}
+        # a state saved before the multi-scale test (no "scales") was a single-window test
+        return {**super()._kwargs_from_state(state), "categories": state["categories"],
+                "scales": state.get("scales", [state["window"]])}
 
 
 class RateWindow(WindowTest):

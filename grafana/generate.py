@@ -36,7 +36,7 @@ TAGS = ["streamdrift"]
 SCHEMA_VERSION = 39
 
 # Distribution/mean drift detectors (the data-quality detectors are shown separately).
-DRIFT_DETECTORS = 'detector=~"ks|adwin|cusum|chi2"'
+DRIFT_DETECTORS = 'detector=~"ks|adwin|cusum|chi2|surprisal"'
 
 Panel = dict[str, Any]
 
@@ -383,7 +383,7 @@ def overview() -> dict:
               hide=("Time", "Value"), w=10, h=9, links=[model_link(False)]),
         row("History", "How drift evolved over the selected time range."),
         state_timeline("Drift state per column",
-                       "1 (DRIFT) while any distribution/mean detector (ks, adwin, cusum, chi2) of "
+                       "1 (DRIFT) while any distribution/mean detector (ks, adwin, cusum, chi2, surprisal) of "
                        "the column alarms.",
                        [target(f"max by (model, feature) (streamdrift_drift_active{{{m}, "
                                f"{DRIFT_DETECTORS}}})", "{{model}} / {{feature}}")],
@@ -449,7 +449,7 @@ def model() -> dict:
                       instant=True, table=True)], hide=("Time", "Value"), w=8, h=4),
         timeseries("Highest drift score per feature",
                    "Highest score (statistic / threshold) of the distribution/mean detectors "
-                   "(ks, adwin, cusum, chi2) of each input feature; alarming above the red line at 1.",
+                   "(ks, adwin, cusum, chi2, surprisal) of each input feature; alarming above the red line at 1.",
                    "none",
                    [target(f'max by (feature) (streamdrift_drift_score{{{m}, role="feature", '
                            f"{DRIFT_DETECTORS}}})", "{{feature}}")], threshold_line=1),

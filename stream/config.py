@@ -73,7 +73,7 @@ __all__ = [
 ]
 
 NUMERIC_DETECTORS: Final = ("ks", "adwin", "cusum", "missing", "out_of_range")
-CATEGORICAL_DETECTORS: Final = ("chi2", "missing", "unseen")
+CATEGORICAL_DETECTORS: Final = ("chi2", "surprisal", "missing", "unseen")
 COLUMN_TYPES: Final = ("numeric", "categorical")
 DETECTORS_BY_TYPE: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {"numeric": NUMERIC_DETECTORS, "categorical": CATEGORICAL_DETECTORS}

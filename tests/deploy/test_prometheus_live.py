@@ -373,7 +373,7 @@ def test_alerts_go_pending_and_the_watchdog_fires(prometheus):
     assert {k: prediction["labels"][k] for k in ("model", "feature", "role", "severity")} == {
         "model": "fraud", "feature": "score", "role": "prediction", "severity": "critical"}
     assert prediction["annotations"]["description"].startswith(
-        "1 distribution/mean detector(s) (ks, adwin, cusum, chi2) on prediction score of model fraud")
+        "1 distribution/mean detector(s) (ks, adwin, cusum, chi2, surprisal) on prediction score of model fraud")
     (feature,) = by_name["StreamdriftFeatureDrift"]
     assert feature["labels"]["feature"] == "amount"
     # healthy signals do not even go pending

@@ -192,7 +192,7 @@ TARGETS = (2_000, 10_000)
 STREAM_FACTOR = 15
 BATCH = 2_000
 NUMERIC_SETS = {"ks": ("ks",), "adwin": ("adwin",), "cusum": ("cusum",), "default": ()}
-CATEGORICAL_SETS = {"chi2": ("chi2",), "default": ()}
+CATEGORICAL_SETS = {"chi2": ("chi2",), "surprisal": ("surprisal",), "default": ()}
 CASES = [(fam, name, target) for fam in NUMERIC_FAMILIES for name in NUMERIC_SETS
          for target in TARGETS] + [("categorical", name, target) for name in CATEGORICAL_SETS
                                    for target in TARGETS]
@@ -290,6 +290,33 @@ def test_extrapolated_cusum_calibration_at_model_level(family):
     CALIBRATION_TABLE.append((family, "cusum extrap.", target, achieved, alarms, events,
                               dict(by)))
     assert target / 2 <= achieved <= 2 * target, (achieved, alarms)
+
+
+@pytest.mark.slow
+def test_extrapolated_surprisal_calibration_at_model_level():
+    """The surprisal CUSUM at 1M events between false alarms (extrapolated, as for cusum)."""
+    target = 1_000_000
+    alarms, events, by = measure("categorical", ("surprisal",), target, factor=4)
+    achieved = events / max(alarms, 1)
+    CALIBRATION_TABLE.append(("categorical", "surprisal extrap.", target, achieved, alarms,
+                              events, dict(by)))
+    assert target / 2 <= achieved <= 2 * target, (achieved, alarms)
+
+
+def test_categorical_budget_shares():
+    """chi2 and surprisal take four shares each; no singleton in the reference: unseen none."""
+    rng = np.random.default_rng(0)
+    c = np.array(list("abcd"), dtype=object)[rng.choice(4, 5_000, p=[.4, .3, .2, .1])]
+    c[::50] = None
+    spec = ColumnSpec("c", "categorical")
+    settings = DetectionSettings(false_alarm_events=50_000, window=200, cadence=20,
+                                 calibration_values=100_000)
+    cals = ModelBaseline.build("m", {"c": c}, [spec], settings).calibrations["c"]
+    parts = budget_weight("chi2") + budget_weight("surprisal") + 1  # + missing
+    assert budget_weight("chi2") == budget_weight("surprisal") == 4.0
+    for kind in ("chi2", "surprisal"):
+        assert cals[kind].target_events == pytest.approx(per_detector_arl(50_000, parts / 4))
+    assert cals["missing"].target_events == pytest.approx(per_detector_arl(50_000, parts))
 
 
 def test_budget_shares_follow_the_weights():

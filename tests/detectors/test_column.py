@@ -212,13 +212,15 @@ class TestColumnMonitor:
 def _without_adwin_flag(d: dict) -> dict:
     """A monitor's summary or state without ADWIN's ``drift_detected`` flag, which is
     documented as "detected by the most recent update call" and so follows the batching.
-    The CUSUM's state keeps the same per-call flag (its summary's ``drift`` is batching-
+    The CUSUMs' states keep the same per-call flag (their summaries' ``drift`` is batching-
     invariant: the alarm is held for a window of values)."""
     dets = d["columns"]["x"]["detectors"]
     adwin = dets["adwin"]
     (adwin.get("state") or adwin).pop("drift_detected" if "state" in adwin else "drift")
-    if "state" in dets.get("cusum", {}):
-        dets["cusum"]["state"].pop("drift_detected")
+    for col, kind in (("x", "cusum"), ("c", "surprisal")):
+        det = d["columns"].get(col, {}).get("detectors", {}).get(kind, {})
+        if "state" in det:
+            det["state"].pop("drift_detected")
     return d
 
 
@@ -279,7 +281,7 @@ class TestModelMonitor:
         seen = []
         ModelBaseline.build("m", reference(np.random.default_rng(9)), SPECS[1:], SETTINGS,
                             progress=lambda what, i, n: seen.append((what, i, n)))
-        assert seen[0] == ("c/chi2", 0, 3) and seen[-1] == ("done", 3, 3)
+        assert seen[0] == ("c/chi2", 0, 4) and seen[-1] == ("done", 4, 4)
 
 
 class TestBudgetHelpers:

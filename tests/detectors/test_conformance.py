@@ -46,6 +46,9 @@ FACTORIES: dict[str, Callable[[], Detector]] = {
     "adwin": lambda: registered_detectors()["adwin"](delta=0.01, name="feat"),
     "cusum": lambda: registered_detectors()["cusum"](mean=0.0, scale=1.0, threshold=12.0,
                                                      clip=(-4.0, 4.0), hold=100, name="feat"),
+    "surprisal": lambda: registered_detectors()["surprisal"](
+        _CAT.categories, _CAT.bin_probabilities, threshold=12.0, ref_count=_CAT.count, hold=100,
+        name="feat"),
     "missing": _rate("missing"),
     "out_of_range": _rate("out_of_range"),
     "unseen": _rate("unseen"),

@@ -198,3 +198,102 @@ def test_constant_column_gets_a_floor_and_never_alarms():
     assert cal.method == "floor"
     det = make_detector("cusum", prof, 100, 10, threshold=cal.threshold)
     assert det.update(np.full(10_000, 3.0)).size == 0
+
+
+# -- the surprisal CUSUM of categorical columns ----------------------------------------
+CATS = ["a", "b", "c", "d"]
+CAT_P = np.array([0.6, 0.2, 0.15, 0.05])
+
+
+class TestSurprisalCUSUM:
+    def make(self, **kw):
+        from detectors.cusum import SurprisalCUSUM
+
+        return SurprisalCUSUM(CATS, [*CAT_P, 0.0], ref_count=10_000, **kw)
+
+    def test_table_mean_and_scale(self):
+        det = self.make()
+        counts = np.append(CAT_P * 10_000, 0.0) + 0.5
+        np.testing.assert_allclose(det.table, -np.log(counts / counts.sum()))
+        clipped = np.clip(det.table[:4], *det.clip)
+        assert det.clip == (pytest.approx(det.table[0]), pytest.approx(det.table[3]))
+        assert det.mean == pytest.approx(float(CAT_P @ clipped))
+        assert det.scale == pytest.approx(math.sqrt(float(CAT_P @ (clipped - det.mean) ** 2)))
+
+    @pytest.mark.parametrize("seed", range(4))
+    def test_equals_a_cusum_of_the_surprisal(self, seed):
+        rng = np.random.default_rng(seed)
+        det = self.make(threshold=8.0)
+        vals = np.array(CATS + ["zz"], dtype=object)[
+            rng.choice(5, 6_000, p=[0.4, 0.2, 0.2, 0.1, 0.1])]
+        vals[rng.random(vals.size) < 0.05] = None  # missing: skipped
+        present = np.flatnonzero(vals != None)  # noqa: E711
+        codes = np.array([CATS.index(v) if v in CATS else 4 for v in vals[present]])
+        want = present[reference_cusum(det.table[codes], det.mean, det.scale, det.k, det.h,
+                                       det.clip)]
+        got = batched(det, vals, rng)  # type: ignore[arg-type]
+        assert got == want.tolist() and len(got) >= 1
+
+    def test_codes_and_strings_agree(self):
+        rng = np.random.default_rng(1)
+        codes = rng.choice(4, 3_000, p=[0.3, 0.3, 0.2, 0.2])
+        a, b = self.make(threshold=10.0), self.make(threshold=10.0)
+        assert a.update(np.array(CATS, dtype=object)[codes]).tolist() == \
+            b.update(codes).tolist()
+        assert a.statistic == b.statistic and a.direction == 1
+
+    def test_floats_are_a_type_error_naming_the_column(self):
+        with pytest.raises(TypeError, match="city"):
+            self.make(name="city").update(np.array([1.5, 2.5]))
+
+    def test_concentration_is_the_negative_side(self):
+        rng = np.random.default_rng(2)
+        det = self.make(threshold=12.0)
+        det.update(rng.choice(CATS, 1_000, p=CAT_P))
+        hits = det.update(rng.choice(CATS, 1_000, p=[0.85, 0.1, 0.04, 0.01]))
+        assert hits.size == 1 and det.direction == -1
+
+    def test_state_round_trip_mid_stream(self):
+        rng = np.random.default_rng(3)
+        det = self.make(threshold=10.0, hold=100, name="city")
+        stream = rng.choice(CATS, 4_000, p=[0.4, 0.3, 0.2, 0.1])
+        det.update(stream[:1_500])
+        back = Detector.from_dict(json.loads(json.dumps(det.to_dict())))
+        assert type(back) is type(det) and back.to_dict() == det.to_dict()
+        assert back.update(stream[1_500:]).tolist() == det.update(stream[1_500:]).tolist()
+        with pytest.raises(DetectorError, match="surprisal state"):
+            Detector.from_dict({"kind": "surprisal", "state": {"categories": CATS}})
+
+    def test_bad_probabilities(self):
+        from detectors.cusum import SurprisalCUSUM
+
+        for probs in ([0.5, 0.5], [0.5, 0.5, np.nan, 0, 0], [0, 0, 0, 0, 0], [1, -1, 0, 0, 0]):
+            with pytest.raises(DetectorError, match="probability"):
+                SurprisalCUSUM(CATS, probs)
+
+    def test_one_category_never_alarms(self):
+        from detectors.cusum import SurprisalCUSUM
+
+        det = SurprisalCUSUM(["only"], [1.0, 0.0], threshold=1.0, ref_count=100)
+        assert det.scale == 1.0
+        assert det.update(np.array(["only"] * 50 + ["new"] * 50, dtype=object)).size == 0
+
+    @pytest.mark.parametrize("seed", range(3))
+    def test_calibrated_in_the_model(self, seed):
+        """Achieved spacing of false alarms near the target, and a flattening is caught."""
+        rng = np.random.default_rng(seed)
+        p = 1.0 / np.arange(1, 9)
+        p /= p.sum()
+        cats = np.array([f"k{i}" for i in range(8)], dtype=object)
+        spec = ColumnSpec("c", "categorical", detectors=("surprisal",))
+        settings = DetectionSettings(false_alarm_events=2_000, seed=seed)
+        base = ModelBaseline.build("m", {"c": cats[rng.choice(8, 10_000, p=p)]}, [spec],
+                                   settings)
+        assert base.calibrations["c"]["surprisal"].method == "direct"
+        mon = base.monitor([spec], settings)
+        alarms = sum(len(mon.update({"c": cats[rng.choice(8, 10_000, p=p)]}))
+                     for _ in range(6))
+        assert 10 <= alarms <= 75  # 30 expected; a factor of 2.5 either way
+        flat = 0.5 * p + 0.5 / 8
+        hits = mon.update({"c": cats[rng.choice(8, 3_000, p=flat)]})
+        assert hits and hits[0].detector == "surprisal" and hits[0].position < 400

@@ -18,7 +18,7 @@ SETTINGS = DetectionSettings(false_alarm_events=5_000, window=200, cadence=20,
 NUM_SPEC = ColumnSpec("num", "numeric")  # ks, adwin, missing, out_of_range
 #: the same column without ADWIN, for floats up to ±1.8e308 (see test_adwin_survives_huge_values)
 WINDOW_SPEC = ColumnSpec("num", "numeric", detectors=("ks", "missing", "out_of_range"))
-CAT_SPEC = ColumnSpec("cat", "categorical")  # chi2, missing, unseen
+CAT_SPEC = ColumnSpec("cat", "categorical")  # chi2, surprisal, missing, unseen
 #: JSON size of a column monitor's state can never exceed this, whatever the stream:
 #: window rings of (window / cadence) x bins counts, ADWIN's 64 x 6 buckets of 2 floats
 STATE_BOUND = 40_000

@@ -426,3 +426,91 @@ class TestThresholdsAndPValues:
         for det in dets:
             det.update(batches[det.input_kind])
             assert math.isfinite(det.statistic) and math.isfinite(det.p_value)
+
+
+# -- the multi-scale chi2 test ----------------------------------------------------------
+def brute_force_multiscale(codes: np.ndarray, probs: np.ndarray, ref_count: int,
+                           scales: list[int], cadence: int) -> list[tuple[float, float]]:
+    """(largest G over the scales, TV of that window) at every full-window test point."""
+    counts = probs * max(ref_count, 1) + 0.5
+    log_p = np.log(counts / counts.sum())
+    out = []
+    for end in range(scales[-1], codes.size + 1, cadence):
+        best, best_tv = -1.0, 0.0
+        for s in scales:
+            obs = np.bincount(codes[end - s:end], minlength=probs.size).astype(float)
+            nz = obs > 0
+            g = max(2.0 * float((obs[nz] * (np.log(obs[nz] / s) - log_p[nz])).sum()), 0.0)
+            if g > best:
+                best, best_tv = g, 0.5 * float(np.abs(obs / s - probs).sum())
+        out.append((best, best_tv))
+    return out
+
+
+class TestMultiScaleChiSquare:
+    def test_default_scales(self):
+        det = ChiSquareWindow(list("ab"), [0.5, 0.5, 0.0], 1000, 50)
+        assert det.scales == [100, 200, 400, 1000]
+        assert ChiSquareWindow(list("ab"), [0.5, 0.5, 0.0], 60, 20).scales == [20, 60]
+        assert ChiSquareWindow(list("ab"), [0.5, 0.5, 0.0], 100, 100).scales == [100]
+
+    @pytest.mark.parametrize("scales", [[100, 50], [100], [60, 100, 100], [30, 100], [0, 100],
+                                        ["x", 100], [], [100.5], None.__class__])
+    def test_bad_scales_name_the_fix(self, scales):
+        if scales is None.__class__:
+            scales = 7  # not iterable
+        with pytest.raises(DetectorError, match="scales must be ascending multiples of cadence"):
+            ChiSquareWindow(list("ab"), [0.5, 0.5, 0.0], 200, 20, scales=scales)
+
+    @pytest.mark.parametrize("seed", range(3))
+    def test_statistic_is_the_largest_g_over_the_scales(self, seed):
+        rng = np.random.default_rng(seed)
+        probs = np.array([0.5, 0.3, 0.15, 0.05, 0.0])
+        codes = np.concatenate([rng.choice(5, 900, p=probs),
+                                rng.choice(5, 700, p=[0.3, 0.3, 0.2, 0.1, 0.1])])
+        det = ChiSquareWindow(list("abcd"), probs, 400, 20, ref_count=3_000,
+                              scales=[40, 100, 400])
+        stats_, effects, idx = det.scan(codes)
+        want = brute_force_multiscale(codes, probs, 3_000, [40, 100, 400], 20)
+        assert idx.tolist() == list(range(399, codes.size, 20))
+        np.testing.assert_allclose(stats_, [w[0] for w in want], rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(effects, [w[1] for w in want], rtol=1e-12, atol=1e-12)
+
+    def test_single_scale_is_the_classic_test(self):
+        rng = np.random.default_rng(4)
+        probs = np.array([0.6, 0.3, 0.1, 0.0])
+        codes = rng.choice(4, 3_000, p=[0.5, 0.3, 0.2, 0.0])
+        one = ChiSquareWindow(list("abc"), probs, 500, 50, ref_count=1_000, scales=[500])
+        stats_, _, _ = one.scan(codes)
+        want = brute_force_multiscale(codes, probs, 1_000, [500], 50)
+        np.testing.assert_allclose(stats_, [w[0] for w in want], rtol=1e-12)
+
+    def test_state_round_trip_and_old_states(self):
+        det = ChiSquareWindow(list("ab"), [0.7, 0.3, 0.0], 200, 20, threshold=15.0,
+                              scales=[40, 200])
+        state = json.loads(json.dumps(det.to_dict()))
+        assert state["state"]["scales"] == [40, 200]
+        assert Detector.from_dict(state).scales == [40, 200]
+        # a state written before the multi-scale test was a single-window test
+        del state["state"]["scales"]
+        assert Detector.from_dict(state).scales == [200]
+
+    def test_short_windows_catch_a_large_shift_sooner(self):
+        """At the same calibrated false-alarm rate, over several seeds."""
+        probs = np.array([0.4, 0.3, 0.2, 0.1, 0.0])
+        shifted = [0.2, 0.3, 0.2, 0.3, 0.0]
+        delays = {}
+        for name, scales in (("multi", None), ("single", [WINDOW])):
+            det = ChiSquareWindow(list("abcd"), probs, WINDOW, CADENCE, ref_count=10**9,
+                                  scales=scales)
+            det.threshold = calibrate_window_test(det, 5_000, None, seed=1,
+                                                  n_values=1_000_000).threshold
+            out = []
+            for seed in range(8):
+                rng = np.random.default_rng(seed)
+                d = Detector.from_dict(det.to_dict())
+                d.update_bins(rng.choice(5, 2_000, p=probs))
+                hits = d.update_bins(rng.choice(5, 2_000, p=shifted))
+                out.append(int(hits[0]) if hits.size else 2_000)
+            delays[name] = float(np.median(out))
+        assert delays["multi"] <= 0.7 * delays["single"], delays

@@ -323,7 +323,7 @@ def test_drift_of_one_feature_notifies_exactly_that_feature(drift_pipeline):
     assert not any(_unrendered(v) for v in annotations.values()), annotations
     assert annotations["summary"] == f"Feature {DRIFTED} of model {e2e.MODEL} is drifting"
     assert re.fullmatch(
-        rf"[123] distribution/mean detector\(s\) \(ks, adwin, cusum, chi2\) on feature {DRIFTED} of "
+        rf"[123] distribution/mean detector\(s\) \(ks, adwin, cusum, chi2, surprisal\) on feature {DRIFTED} of "
         rf"model {e2e.MODEL} have been alarming for .*", annotations["description"]), annotations
     url = annotations["runbook_url"]
     assert url.endswith("/docs/runbooks.md#streamdriftfeaturedrift"), url

@@ -59,7 +59,7 @@ models:
       - name: country
         path: features.country
         type: categorical
-        detectors: [chi2, missing, unseen]
+        detectors: [chi2, surprisal, missing, unseen]
         min_effect: {chi2: 0.05}
     predictions:
       - {name: score, path: prediction.score, type: numeric}
@@ -68,7 +68,7 @@ detection:
   window: 1000
   cadence: 50
   numeric_detectors: [ks, adwin, cusum, missing, out_of_range]
-  categorical_detectors: [chi2, missing, unseen]
+  categorical_detectors: [chi2, surprisal, missing, unseen]
   adwin: {clock: 32}
   min_effect: {}
   bins: 32

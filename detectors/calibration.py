@@ -246,7 +246,41 @@ def calibrate_window_test(
             lo = mid
         else:
             hi = mid
+    step = detector.lattice_step
+    if step:
+        hi = _lattice_threshold(detector, hi, step, slope, icpt, target_rate, cands, counts,
+                                exposure)
     return Calibration(hi, float(target_events), "extrapolated", total, 0, float(target_events))
+
+
+def _lattice_threshold(detector: WindowTest, hi: float, step: float, slope: float,
+                       icpt: float, target_rate: float, cands: np.ndarray, counts: np.ndarray,
+                       exposure: float) -> float:
+    """Round an extrapolated threshold of a lattice statistic (a count) to a lattice step.
+
+    Any threshold between two lattice values ``a < b`` alarms exactly when the
+    statistic reaches ``b``, so it has the rate of ``a``: the continuous solution
+    ``hi`` alarms as often as the lattice value below it, which is more often
+    than the target, by up to the ratio of two steps (6x for a rare flag's count
+    in a window).  Between the two lattice values around ``hi``, take the one
+    whose rate is nearer the target on the log scale, but the lower one only if
+    neither the fit nor the simulation shows it alarming more than
+    :data:`STEP_TOLERANCE` times too often.  The threshold returned lies midway
+    between lattice values (immune to rounding).
+    """
+    below = math.floor(hi / step + 1e-9) * step
+    above = below + step
+
+    def log_rate(a: float) -> float:  # the fit, read at threshold a (as it was fitted)
+        return float(slope * detector.log_p_values(np.array([a]))[0] + icpt)
+
+    lt = math.log(target_rate)
+    seen = np.isclose(cands, below, rtol=0, atol=step * 1e-6)
+    seen_rate = float(counts[seen].max()) / exposure if seen.any() else 0.0
+    ok_below = (log_rate(below) <= lt + math.log(STEP_TOLERANCE)
+                and seen_rate <= target_rate * STEP_TOLERANCE)
+    pick = below if ok_below and abs(log_rate(below) - lt) < abs(log_rate(above) - lt) else above
+    return pick + step / 2
 
 
 #: a rate curve is extrapolated from its tail: the points with at least this many alarms

@@ -130,8 +130,9 @@ def _stable_seed(*parts: Any) -> int:
 #: version of the calibration procedure and of what the detectors do with it; bumping it
 #: makes every stored baseline recalibrate (2: ADWIN input winsorised, see adwin_clip;
 #: 3: ADWIN's delta extrapolated from the tail of its rate curve and a probe run;
-#: 4: CUSUM added, budget split by BUDGET_WEIGHTS; 5: multi-scale chi2, surprisal CUSUM)
-CALIBRATION_VERSION = 5
+#: 4: CUSUM added, budget split by BUDGET_WEIGHTS; 5: multi-scale chi2, surprisal CUSUM;
+#: 6: extrapolated count thresholds rounded to a lattice step)
+CALIBRATION_VERSION = 6
 
 
 def calibration_key(specs: Sequence[ColumnSpec], settings: DetectionSettings) -> str:

@@ -76,6 +76,11 @@ class WindowTest(Detector):
     kind: ClassVar[str] = ""
     n_bins_extra: ClassVar[int] = 0
 
+    @property
+    def lattice_step(self) -> float | None:
+        """Spacing of the values the statistic can take, if they lie on a lattice from 0."""
+        return None
+
     def __init__(
         self,
         probs: Any,
@@ -706,6 +711,10 @@ class RateWindow(WindowTest):
                             f"got dtype {arr.dtype}")
         flags = (arr.reshape(-1) != 0).astype(np.int64)
         return flags, np.arange(flags.size)
+
+    @property
+    def lattice_step(self) -> float | None:
+        return 1.0 / self.window  # the statistic is a count over the window
 
     def _statistics(self, hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rate = hists[:, 1] / float(self.window)

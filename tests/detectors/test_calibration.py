@@ -173,6 +173,25 @@ class TestWindowCalibration:
         assert a.threshold > 0.02  # above the baseline rate
         assert Calibration.from_dict(a.to_dict()) == a
 
+    def test_extrapolated_count_threshold_sits_on_a_safe_lattice_step(self):
+        """A rare flag (2 values out of range in 10,000) at a target past the simulation.
+
+        The count in the window moves the rate in steps 5-50x apart.  The continuous
+        extrapolation used to land between steps, which alarms as often as the step below:
+        with one seed of eight at "2 or more in 1,000", 5x the budget (the default set at
+        10,000 on t3 and lognormal data then missed its target by 30 %).  Every seed now
+        stops at 3 or more (1-2x the target in simulation) or 4 or more, midway between
+        lattice values.
+        """
+        det = make_detector("out_of_range", NumericProfile.from_values(np.arange(10_000.0)),
+                            1_000, 50)
+        for seed in range(8):
+            cal = calibrate_window_test(det, 110_000, np.array([9_998.0, 2.0]), seed=seed,
+                                        n_values=2_000_000)
+            assert cal.method == "extrapolated"
+            k = cal.threshold * 1_000 - 0.5
+            assert abs(k - round(k)) < 1e-9 and round(k) in (2, 3), (seed, cal.threshold)
+
     def test_constant_statistic_gives_a_floor(self):
         det = MissingRate(0.0, window=100, cadence=10)
         cal = calibrate_window_test(det, 1e6, ref_counts=None, n_values=100_000)

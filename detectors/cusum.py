@@ -339,17 +339,22 @@ class CUSUM(HeldAlarm, Detector):
         }
 
     @classmethod
+    def _kwargs_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:
+        """Constructor arguments saved in a state (subclasses add their own)."""
+        thr = state["threshold"]
+        return {"mean": state["mean"], "scale": state["scale"],
+                "threshold": math.inf if thr is None else thr, "k": state["k"],
+                "min_effect": state.get("min_effect", 0.0), "clip": state.get("clip"),
+                "hold": int(state.get("hold", 0)), "name": state.get("name")}
+
+    @classmethod
     def _from_state(cls, state: dict[str, Any]) -> CUSUM:
         try:
-            thr = state["threshold"]
-            det = cls(mean=state["mean"], scale=state["scale"],
-                      threshold=math.inf if thr is None else thr, k=state["k"],
-                      min_effect=state.get("min_effect", 0.0), clip=state.get("clip"),
-                      hold=int(state.get("hold", 0)), name=state.get("name"))
+            det = cls(**cls._kwargs_from_state(state))
         except DetectorError:
             raise
         except (KeyError, TypeError, ValueError) as exc:
-            raise DetectorError(f"CUSUM state: malformed ({exc!r})") from None
+            raise DetectorError(f"{cls.kind} state: malformed ({exc!r})") from None
         det._restore_sums(state)
         return det
 
@@ -476,16 +481,10 @@ class SurprisalCUSUM(CUSUM):
                 "probs": self.probs.tolist(), "ref_count": self.ref_count}
 
     @classmethod
-    def _from_state(cls, state: dict[str, Any]) -> CUSUM:
-        try:
-            thr = state["threshold"]
-            det = cls(state["categories"], state["probs"],
-                      threshold=math.inf if thr is None else thr, k=state["k"],
-                      min_effect=state.get("min_effect", 0.0), ref_count=state["ref_count"],
-                      hold=int(state.get("hold", 0)), name=state.get("name"))
-        except DetectorError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DetectorError(f"surprisal state: malformed ({exc!r})") from None
-        det._restore_sums(state)
-        return det
+    def _kwargs_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:
+        # mean, scale and clip follow from the frequencies
+        kw = super()._kwargs_from_state({"mean": 0.0, "scale": 1.0, **state})
+        for key in ("mean", "scale", "clip"):
+            del kw[key]
+        return {**kw, "categories": state["categories"], "probs": state["probs"],
+                "ref_count": state["ref_count"]}

@@ -327,7 +327,8 @@ def calibrate_detector(kind: str, profile: Profile, settings: DetectionSettings,
     if isinstance(det, SurprisalCUSUM):
         counts = reference_counts("chi2", profile)
         assert counts is not None
-        z_table = (np.clip(det.table, *det.clip) - det.mean) / det.scale
+        assert det.clip is not None  # always set for a surprisal CUSUM
+        z_table = (np.clip(det.table, det.clip[0], det.clip[1]) - det.mean) / det.scale
 
         def draw(rng: np.random.Generator, n: int) -> np.ndarray:
             # each path draws its null frequencies from the baseline's posterior, as the

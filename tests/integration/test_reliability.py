@@ -322,9 +322,11 @@ CLIENTS = pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_kill9_mid_stream_then_restart_resumes_from_the_checkpoint(
         kafka_bootstrap, make_topic, workdir, baselines, alarm_log, client):
     topic = make_topic(partitions=1)
-    # drift at 5000, another drift at 11000: alarms fall before the checkpoint, between the
-    # checkpoint and the kill (raised again after the restart), and after the restart
-    messages = _events(21, [(5000, 0), (6000, 1), (9000, 2)])
+    # drift at 5000, 11000 and 14000: alarms fall before the checkpoint, between the
+    # checkpoint and the kill (raised again after the restart), and after the restart (the
+    # third drift: the data after the kill must make alarms of its own, not rely on a
+    # chance one)
+    messages = _events(21, [(5000, 0), (6000, 1), (3000, 2), (6000, 1)])
     for k, bad in enumerate([b"{not json", b"[1, 2]", b'"str"']):
         messages.insert(3000 + 5000 * k, bad)
     total = len(messages)

@@ -41,7 +41,7 @@ from numba import njit
 
 from detectors.base import EMPTY_POSITIONS, Detector, HeldAlarm, as_float_batch, check_clip
 from detectors.errors import DetectorError
-from detectors.window import category_codes
+from detectors.window import category_codes, smoothed_log_probs
 
 __all__ = ["CUSUM", "SurprisalCUSUM", "cusum_excursion_maxima", "surprisal_table"]
 
@@ -338,14 +338,19 @@ class CUSUM(HeldAlarm, Detector):
             "detection_statistic": self._det_stat,
         }
 
+    @staticmethod
+    def _shared_kwargs(state: dict[str, Any]) -> dict[str, Any]:
+        """Constructor arguments every CUSUM's state holds."""
+        thr = state["threshold"]
+        return {"threshold": math.inf if thr is None else thr, "k": state["k"],
+                "min_effect": state.get("min_effect", 0.0),
+                "hold": int(state.get("hold", 0)), "name": state.get("name")}
+
     @classmethod
     def _kwargs_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:
-        """Constructor arguments saved in a state (subclasses add their own)."""
-        thr = state["threshold"]
-        return {"mean": state["mean"], "scale": state["scale"],
-                "threshold": math.inf if thr is None else thr, "k": state["k"],
-                "min_effect": state.get("min_effect", 0.0), "clip": state.get("clip"),
-                "hold": int(state.get("hold", 0)), "name": state.get("name")}
+        """Constructor arguments saved in a state."""
+        return {**cls._shared_kwargs(state), "mean": state["mean"], "scale": state["scale"],
+                "clip": state.get("clip")}
 
     @classmethod
     def _from_state(cls, state: dict[str, Any]) -> CUSUM:
@@ -394,9 +399,7 @@ def surprisal_table(probs: Any, ref_count: int) -> tuple[np.ndarray, float, floa
     """
     p = np.asarray(probs, dtype=np.float64)
     p = p / p.sum()
-    m = max(int(ref_count), 1)
-    counts = p * m + 0.5
-    table = -np.log(counts / counts.sum())
+    table = -smoothed_log_probs(p, ref_count)
     held = table[p > 0]
     clip = (float(held.min()), float(held.max()))
     w = np.clip(table, *clip)
@@ -483,8 +486,5 @@ class SurprisalCUSUM(CUSUM):
     @classmethod
     def _kwargs_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:
         # mean, scale and clip follow from the frequencies
-        kw = super()._kwargs_from_state({"mean": 0.0, "scale": 1.0, **state})
-        for key in ("mean", "scale", "clip"):
-            del kw[key]
-        return {**kw, "categories": state["categories"], "probs": state["probs"],
-                "ref_count": state["ref_count"]}
+        return {**cls._shared_kwargs(state), "categories": state["categories"],
+                "probs": state["probs"], "ref_count": state["ref_count"]}

@@ -552,6 +552,19 @@ def category_codes(values: Any, lookup: dict[str, int], name: str | None = None,
     return codes, pos
 
 
+def smoothed_log_probs(probs: np.ndarray, ref_count: int) -> np.ndarray:
+    """``log`` of category frequencies smoothed by half a count (``ref_count`` values).
+
+    A category absent from the reference gets a small, finite probability.
+    Used by the chi2 test and the surprisal CUSUM alike.
+
+    >>> np.exp(smoothed_log_probs(np.array([0.5, 0.5, 0.0]), 1)).round(3).tolist()
+    [0.4, 0.4, 0.2]
+    """
+    counts = np.asarray(probs, dtype=np.float64) * max(int(ref_count), 1) + 0.5
+    return np.log(counts / counts.sum())
+
+
 #: the windows of the multi-scale chi2 test, as fractions of ``window`` (see ChiSquareWindow)
 CHI2_SCALE_FRACTIONS = (0.1, 0.2, 0.4, 1.0)
 
@@ -567,8 +580,8 @@ def chi2_scales(window: int, cadence: int) -> list[int]:
     >>> chi2_scales(100, 50)
     [50, 100]
     """
-    out = {max(1, round(window * f / cadence)) * cadence for f in CHI2_SCALE_FRACTIONS}
-    return sorted(min(v, window) for v in out | {window})
+    # window is a multiple of cadence, and the last fraction is 1: the list ends with window
+    return sorted({max(1, round(window * f / cadence)) * cadence for f in CHI2_SCALE_FRACTIONS})
 
 
 class ChiSquareWindow(WindowTest):
@@ -638,11 +651,7 @@ class ChiSquareWindow(WindowTest):
         return [int(c) * self.cadence for c in self._scales]
 
     def _prepare_reference(self) -> None:
-        # smooth so that a category absent from the reference has a small, finite expectation
-        m = max(self.ref_count, 1)
-        counts = self.probs * m + 0.5
-        self._p_smooth = counts / counts.sum()
-        self._log_p = np.log(self._p_smooth)
+        self._log_p = smoothed_log_probs(self.probs, self.ref_count)
 
     def codes(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
         """Category codes of the present values and their positions."""

@@ -1,4 +1,4 @@
-"""Benchmark of stream.decode.BatchDecoder: microseconds per event.
+"""Benchmark of stream.formats.json.BatchDecoder: microseconds per event.
 
 Events carry 20 features (14 numeric, 6 categorical) and 2 predictions, about
 700 bytes of JSON each, in poll batches of 2000.  Each case is timed, in the
@@ -28,7 +28,7 @@ import numpy as np
 import orjson
 
 from stream.config import Config, parse_config
-from stream.decode import BatchDecoder
+from stream.formats.json import BatchDecoder
 
 N_NUMERIC = 14
 N_CATEGORICAL = 6

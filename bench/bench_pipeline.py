@@ -7,7 +7,7 @@ ids, client info and a timestamp), builds the model's baseline from reference da
 and then measures, each consumer pinned to ONE core (the broker, the producer and this
 orchestrating process share the other one):
 
-1. throughput: a :class:`stream.kafka_run.KafkaRunner` with every default detector reads
+1. throughput: a :class:`stream.runtime.runner.KafkaRunner` with every default detector reads
    all N events, from subscription until the last one is processed; the wall time is
    split into Kafka client (``poll``), decode, detectors and commit by timing
    ``Pipeline.process`` and ``BatchDecoder.decode`` on the same batches in the same run.
@@ -375,7 +375,7 @@ def _instrumented(config: Any, baselines: Any, stats: Stats, target: int | None,
     """A Pipeline subclass timing process() and decode(), recording lags if asked."""
     import numpy as np
 
-    from stream.pipeline import Pipeline
+    from stream.engine.pipeline import Pipeline
 
     class TimedDecoder:
         def __init__(self, inner: Any) -> None:
@@ -414,7 +414,7 @@ def _instrumented(config: Any, baselines: Any, stats: Stats, target: int | None,
 
 def _warm_up(config: Any, baselines: Any) -> None:
     """Load numba's cached kernels and touch every code path on a throwaway pipeline."""
-    from stream.pipeline import Pipeline
+    from stream.engine.pipeline import Pipeline
 
     bodies = make_bodies(4000, seed=99)
     now = time.time()
@@ -425,7 +425,7 @@ def _warm_up(config: Any, baselines: Any) -> None:
 
 def _kafka_runner(config: Any, pipeline: Any, stats: Stats, stop: threading.Event,
                   on_assigned: Any = None) -> Any:
-    from stream.kafka_run import KafkaRunner
+    from stream.runtime.runner import KafkaRunner
 
     class TimedConsumer:
         def __init__(self, inner: Any) -> None:
@@ -489,8 +489,8 @@ def _result_from(stats: Stats, n: int, extra: dict[str, Any]) -> dict[str, Any]:
 
 def worker_run(spec: dict[str, Any]) -> dict[str, Any]:
     """streamdrift's KafkaRunner (kafka-python) over N pre-produced events."""
-    from stream.baselines import resolve_baselines
     from stream.config import load_config
+    from stream.engine.baselines import resolve_baselines
 
     config = load_config(spec["config"])
     baselines = resolve_baselines(config)
@@ -516,9 +516,9 @@ def worker_run_confluent(spec: dict[str, Any]) -> dict[str, Any]:
     """The same Pipeline fed by confluent-kafka's consumer (batch consume, sync commit)."""
     from confluent_kafka import Consumer, KafkaError
 
-    from stream.baselines import resolve_baselines
     from stream.config import load_config
-    from stream.pipeline import Pipeline
+    from stream.engine.baselines import resolve_baselines
+    from stream.engine.pipeline import Pipeline
 
     config = load_config(spec["config"])
     baselines = resolve_baselines(config)
@@ -585,7 +585,7 @@ def worker_client_only(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["client"] == "kafka-python":
         from kafka import KafkaConsumer
 
-        from stream.kafka_run import kafka_client_kwargs
+        from stream.sources.kafka import kafka_client_kwargs
 
         kw = kafka_client_kwargs(k)
         kw.update(group_id=k.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
@@ -695,9 +695,9 @@ def worker_naive(spec: dict[str, Any]) -> dict[str, Any]:
 
 def worker_steady(spec: dict[str, Any]) -> dict[str, Any]:
     """KafkaRunner + /metrics until SIGTERM, recording per-event lag (constant memory)."""
-    from stream.baselines import resolve_baselines
     from stream.config import load_config
-    from stream.metrics import serve
+    from stream.engine.baselines import resolve_baselines
+    from stream.sinks.metrics import serve
 
     config = load_config(spec["config"])
     baselines = resolve_baselines(config)
@@ -708,13 +708,14 @@ def worker_steady(spec: dict[str, Any]) -> dict[str, Any]:
     lag = LagHistogram()
     pipeline = _instrumented(config, baselines, stats, None, lag=lag,
                              warmup_s=spec.get("warmup_s", 3.0))
-    server, _thread, port = serve(pipeline, "127.0.0.1", 0)
     ready = Path(spec["ready"])
+    port = 0
 
     def on_assigned() -> None:
         ready.write_text(json.dumps({"port": port, "rss_kb": rss_kb()}))
 
     runner = _kafka_runner(config, pipeline, stats, stop, on_assigned)
+    server, _thread, port = serve(pipeline, "127.0.0.1", 0, health=runner.health)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         runner.run()
@@ -969,8 +970,8 @@ class Bench:
 
     def setup_baseline(self) -> None:
         assert self.workdir is not None
-        from stream.baselines import resolve_baselines
         from stream.config import load_config
+        from stream.engine.baselines import resolve_baselines
 
         log(f"writing {REFERENCE_EVENTS:,} reference events and building the baseline")
         ref = self.workdir / "reference.jsonl"

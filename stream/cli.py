@@ -44,7 +44,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _baselines(config: Any, show_progress: bool) -> dict[str, Any]:
-    from stream.baselines import resolve_baselines
+    from stream.engine.baselines import resolve_baselines
 
     prog, cb = _progress_printer(show_progress)
     if prog is None:
@@ -81,7 +81,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from stream.baselines import build_baseline, default_baseline_path, save_baseline
+    from stream.engine.baselines import build_baseline, default_baseline_path, save_baseline
 
     config = _load(args)
     models = [m for m in config.models if args.model in (None, m.name)]
@@ -111,8 +111,8 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from stream.pipeline import Pipeline
-    from stream.replay import replay, write_report
+    from stream.engine.pipeline import Pipeline
+    from stream.runtime.replay import replay, write_report
 
     config = _load(args)
     show = not args.no_progress and sys.stderr.isatty()
@@ -158,23 +158,23 @@ def _install_signals(stop: threading.Event) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from stream.config import require_kafka
-    from stream.kafka_run import KafkaRunner
-    from stream.metrics import serve
-    from stream.pipeline import Pipeline
+    from stream.engine.pipeline import Pipeline
+    from stream.runtime.runner import KafkaRunner
+    from stream.sinks.metrics import serve
 
     config = _load(args)
     require_kafka(config)
     baselines = _baselines(config, sys.stderr.isatty())
     pipeline = Pipeline(config, baselines)
+    stop = threading.Event()
+    runner = KafkaRunner(config, pipeline, stop)
     port = config.metrics.port if args.metrics_port is None else args.metrics_port
-    server, _thread, bound = serve(pipeline, config.metrics.host, port)
+    server, _thread, bound = serve(pipeline, config.metrics.host, port, health=runner.health)
     scheme = getattr(server, "scheme", "http")
     log.info("metrics served", extra={"url": f"{scheme}://{config.metrics.host}:{bound}/metrics"})
-    stop = threading.Event()
     _install_signals(stop)
     try:
-        KafkaRunner(config, pipeline, stop).run(max_events=args.max_events,
-                                                idle_timeout=args.idle_timeout)
+        runner.run(max_events=args.max_events, idle_timeout=args.idle_timeout)
     finally:
         server.shutdown()
     return 0

@@ -164,7 +164,7 @@ class Producer(threading.Thread):
             self.producer.close(timeout=5)
 
 
-def _table(pipeline: Any, producer: Producer, started: float, drift_at: float,
+def _table(pipeline: Any, health: Any, producer: Producer, started: float, drift_at: float,
            url: str, rates: dict[str, float]) -> Any:
     from rich.table import Table
 
@@ -174,32 +174,33 @@ def _table(pipeline: Any, producer: Producer, started: float, drift_at: float,
         title = f"[bold red]drift injected {now - drift_at:.0f} s ago[/]"
     else:
         title = f"drift in {max(0.0, drift_at - now):.0f} s"
-    lag = sum(snap["consumer_lag"].values())
-    caption = (f"metrics: {url}   consumed {snap['consumed']:,}   "
+    lag = sum(health.snapshot().consumer_lag.values())
+    caption = (f"metrics: {url}   consumed {snap.consumed:,}   "
                f"{rates.get('eps', 0):,.0f} events/s   lag {lag:,} msgs   invalid "
-               f"{sum(snap['invalid'].values()):,}   up {now - started:.0f} s   Ctrl-C stops")
+               f"{sum(snap.invalid.values()):,}   up {now - started:.0f} s   Ctrl-C stops")
     t = Table(title=f"streamdrift demo — {title}", caption=caption, expand=False)
     for col in ("model", "column", "role", "status", "score", "detector", "alarms",
                 "missing", "PSI"):
         t.add_column(col, justify="right" if col in ("score", "alarms", "missing", "PSI")
                      else "left")
-    for model, m in snap["models"].items():
-        for name, s in m["columns"].items():
-            dets = s["detectors"]
-            best = max(dets.items(), key=lambda kv: kv[1]["score"]) if dets else ("-", {})
-            status = "[bold red]DRIFT[/]" if s["drift"] else "[green]ok[/]"
-            t.add_row(model, name, s["role"], status, f"{best[1].get('score', 0):.2f}",
-                      best[0], str(sum(d["alarms"] for d in dets.values())),
-                      f"{s['missing_ratio']:.1%}", f"{s['distances'].get('psi', 0):.3f}")
+    for model, m in snap.models.items():
+        for name, s in m.columns.items():
+            dets = s.detectors
+            kind, best = max(dets.items(), key=lambda kv: kv[1].score) if dets else ("-", None)
+            status = "[bold red]DRIFT[/]" if s.drift else "[green]ok[/]"
+            t.add_row(model, name, s.role, status, f"{best.score if best else 0.0:.2f}",
+                      kind, str(sum(d.alarms for d in dets.values())),
+                      f"{s.ratios.get('missing_ratio', 0.0):.1%}",
+                      f"{s.distances.get('psi', 0):.3f}")
     return t
 
 
 def run_demo(args: Any) -> int:
-    from stream.baselines import resolve_baselines
     from stream.config import load_config
-    from stream.kafka_run import KafkaRunner
-    from stream.metrics import serve
-    from stream.pipeline import Pipeline
+    from stream.engine.baselines import resolve_baselines
+    from stream.engine.pipeline import Pipeline
+    from stream.runtime.runner import KafkaRunner
+    from stream.sinks.metrics import serve
 
     broker = None
     stop = threading.Event()
@@ -228,13 +229,13 @@ def run_demo(args: Any) -> int:
         config = load_config(cfg_path)
         print(f"config and reference data in {work}; building baselines...", file=sys.stderr)
         pipeline = Pipeline(config, resolve_baselines(config))
-        server, _t, port = serve(pipeline, "127.0.0.1", port)
+        runner = KafkaRunner(config, pipeline, stop)
+        server, _t, port = serve(pipeline, "127.0.0.1", port, health=runner.health)
         url = f"http://127.0.0.1:{port}/metrics"
         started = time.time()
         drift_at = started + args.drift_after
         producer = Producer(bootstrap, args.rate, drift_at)
         producer.start()
-        runner = KafkaRunner(config, pipeline, stop)
         runner_thread = threading.Thread(target=runner.run, name="demo-runner", daemon=True)
         runner_thread.start()
         print(f"metrics: {url}", file=sys.stderr)
@@ -248,7 +249,7 @@ def run_demo(args: Any) -> int:
             if now_m - last[0] >= 1.0:
                 rates["eps"] = (consumed - last[1]) / (now_m - last[0])
                 last = (now_m, consumed)
-            return _table(pipeline, producer, started, drift_at, url, rates)
+            return _table(pipeline, runner.health, producer, started, drift_at, url, rates)
 
         deadline = started + args.duration if args.duration else float("inf")
         if args.no_live or not sys.stdout.isatty():
@@ -267,7 +268,7 @@ def run_demo(args: Any) -> int:
                 if producer.error:
                     raise producer.error
             snap = pipeline.snapshot()
-            print(f"consumed {snap['consumed']} events, {len(reported)} drifting detectors",
+            print(f"consumed {snap.consumed} events, {len(reported)} drifting detectors",
                   flush=True)
         else:
             from rich.live import Live

@@ -864,8 +864,8 @@ def test_compose_grafana_provisioning(compose: dict[str, Any]) -> None:
 
 def test_compose_baseline_step_builds_usable_baselines(tmp_path: Path) -> None:
     """deploy/compose/baseline.py, run as the `baseline` service runs it (paths moved)."""
-    from stream.baselines import column_specs, detection_settings, load_baseline
-    from stream.pipeline import Pipeline
+    from stream.engine.baselines import column_specs, detection_settings, load_baseline
+    from stream.engine.pipeline import Pipeline
 
     data = tmp_path / "data"
     config_path = tmp_path / "config.yaml"

@@ -196,8 +196,8 @@ metrics: {{port: {port}, host: 127.0.0.1{web}}}
 @pytest.fixture(scope="module")
 def baseline(kafka: SecureKafka) -> Path:
     """m1.baseline.json in the module folder, built once from clean events."""
-    from stream.baselines import build_baseline, save_baseline
     from stream.config import load_config
+    from stream.engine.baselines import build_baseline, save_baseline
 
     rng = np.random.default_rng(5)
     ref = kafka.folder / "reference.jsonl"
@@ -412,10 +412,10 @@ def test_wrong_password_is_a_clear_error(kafka: SecureKafka, baseline: Path, cli
 
 def test_runner_scram_sha256(kafka: SecureKafka, baseline: Path,
                              caplog: pytest.LogCaptureFixture) -> None:
-    from stream.baselines import resolve_baselines
     from stream.config import load_config
-    from stream.kafka_run import KafkaRunner
-    from stream.pipeline import Pipeline
+    from stream.engine.baselines import resolve_baselines
+    from stream.engine.pipeline import Pipeline
+    from stream.runtime.runner import KafkaRunner
 
     # as the CLI logs: ours at debug, kafka-python's at warning and above
     caplog.set_level(logging.DEBUG, logger="streamdrift")
@@ -430,7 +430,7 @@ def test_runner_scram_sha256(kafka: SecureKafka, baseline: Path,
     pipeline = Pipeline(config, resolve_baselines(config))
     consumed = KafkaRunner(config, pipeline).run(max_events=total, idle_timeout=60)
     assert consumed == total
-    assert pipeline.snapshot()["models"]["m1"]["processed"] == N_EVENTS
+    assert pipeline.snapshot().models["m1"].processed == N_EVENTS
     records = "\n".join(str(r.__dict__) for r in caplog.records)
     _no_secrets(caplog.text + records, kafka)
 

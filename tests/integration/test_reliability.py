@@ -6,6 +6,7 @@ quotes them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -25,11 +26,12 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.baselines import resolve_baselines
 from stream.config import Config, load_config
-from stream.kafka_run import KafkaRunner, kafka_client_kwargs
-from stream.pipeline import Pipeline
-from stream.state import StateStore
+from stream.engine.baselines import resolve_baselines
+from stream.engine.pipeline import Pipeline
+from stream.runtime.runner import KafkaRunner
+from stream.sinks.checkpoints import StateStore
+from stream.sources.kafka import kafka_client_kwargs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -292,14 +294,16 @@ class InProcess:
         return self.thread.is_alive()
 
     def partitions(self) -> dict[tuple[str, int], dict[str, Any]]:
-        return self.pipeline.snapshot()["partitions"]
+        return {key: dataclasses.asdict(fig)
+                for key, fig in self.pipeline.snapshot().partitions.items()}
 
     def describe(self) -> str:
         snap = self.pipeline.snapshot()
         r = self.runner
-        return (f"{self.thread.name}: consumed {snap['consumed']}, partitions "
-                f"{snap['partitions']}, restores {snap['restores']}, checkpoints "
-                f"{snap['checkpoints']}, source_up {snap['source_up']}, done {r.done}, "
+        health = r.health.snapshot()
+        return (f"{self.thread.name}: consumed {snap.consumed}, partitions "
+                f"{snap.partitions}, restores {health.restores}, checkpoints "
+                f"{health.checkpoints}, source_up {health.source_up}, done {r.done}, "
                 f"committed {r.committed}, to_restore {r.to_restore}, pending "
                 f"{r.pending is not None}, alive {self.thread.is_alive()}")
 
@@ -447,14 +451,14 @@ def test_state_follows_partitions_across_rebalances(kafka_bootstrap, make_topic,
         _wait(lambda: all(v >= produced[k] for k, v in consumed(r1, r2).items()), 60,
               "both consumers to catch up")
         # consumer 2 got the moved partition's state from consumer 1's checkpoint
-        assert r2.pipeline.restores.get("checkpoint", 0) >= 1
+        assert r2.runner.health.restores.get("checkpoint", 0) >= 1
         assert r2.partitions()[moved]["events"] == {"m1": produced[moved]}
 
         t1 = time.monotonic()
         r2.stop()  # leaves the group after its final checkpoint
-        restores_before = r1.pipeline.restores.get("checkpoint", 0)
+        restores_before = r1.runner.health.restores.get("checkpoint", 0)
         _wait(lambda: r1.alive() and all(r1.partitions().get(k, {}).get("live") for k in parts)
-              and r1.pipeline.restores.get("checkpoint", 0) > restores_before, 60,
+              and r1.runner.health.restores.get("checkpoint", 0) > restores_before, 60,
               "consumer 1 to take the partition back")
         leave_s = time.monotonic() - t1
         # restored from consumer 2's checkpoint: the event count continues, it does not restart
@@ -479,7 +483,7 @@ def test_state_follows_partitions_across_rebalances(kafka_bootstrap, make_topic,
     print(f"\n[rebalance] produced {produced[parts[0]]} per partition; moved partition "
           f"{moved[1]} (stayed {stayed[1]}); join took {join_s:.1f}s, leave {leave_s:.1f}s; "
           f"processed twice per partition {twice}; consumer 1 restores "
-          f"{dict(r1.pipeline.restores)}, consumer 2 restores {dict(r2.pipeline.restores)}")
+          f"{dict(r1.runner.health.restores)}, consumer 2 restores {dict(r2.runner.health.restores)}")
 
 
 # --------------------------------------------------------------------------
@@ -529,7 +533,7 @@ def test_broker_restart_while_consuming(broker_module, tmp_path, workdir, baseli
 
         def sample() -> None:
             while not stop.is_set():
-                timeline.append((time.monotonic(), int(run.pipeline.source_up)))
+                timeline.append((time.monotonic(), int(run.runner.health.source_up)))
                 time.sleep(0.1)
 
         sampler = threading.Thread(target=sample, name="restart-sampler", daemon=True)
@@ -550,16 +554,17 @@ def test_broker_restart_while_consuming(broker_module, tmp_path, workdir, baseli
         prod.close()
         _wait(lambda: run.alive() and run.pipeline.consumed >= len(messages), 120,
               "consumption after the restart")
-        _wait(lambda: run.pipeline.source_up == 1, 30, "source_up back to 1")
+        _wait(lambda: run.runner.health.source_up == 1, 30, "source_up back to 1")
         time.sleep(1.0)
         stop.set()
         sampler.join(timeout=5)
         run.stop()
         snap = run.pipeline.snapshot()
+        health = run.runner.health.snapshot()
     finally:
         broker.stop()
 
-    part = snap["partitions"][(topic, 0)]
+    part = dataclasses.asdict(snap.partitions[(topic, 0)])
     assert part["consumed"] >= len(messages)  # nothing lost
     assert part["events"] == {"m1": len(messages)}  # the state went on through the outage
     zero = [t for t, up in timeline if up == 0]
@@ -574,7 +579,7 @@ def test_broker_restart_while_consuming(broker_module, tmp_path, workdir, baseli
           f"before the stop, {part['consumed']} in all for {len(messages)} produced "
           f"(processed twice {part['consumed'] - len(messages)}); source_up 0 "
           f"{first_zero:.1f}s after the stop began, back to 1 {back:.1f}s after the restart, "
-          f"0 for {zero[-1] - zero[0]:.1f}s; restores {dict(snap['restores'])}")
+          f"0 for {zero[-1] - zero[0]:.1f}s; restores {dict(health.restores)}")
 
 
 # --------------------------------------------------------------------------
@@ -635,12 +640,12 @@ def test_dead_letters_are_committed_past_only_once_acknowledged(
     run = InProcess(cfg, baselines, "dead-letter", FlakyDeadLetters).start()
     try:
         # the dead-letter write fails: counted, retried, nothing committed past the poison
-        _wait(lambda: run.alive() and run.pipeline.dead_letter.get("failed", 0) >= 2 * 3, 60,
+        _wait(lambda: run.alive() and run.runner.health.dead_letter.get("failed", 0) >= 2 * 3, 60,
               "two failed dead-letter attempts")
         time.sleep(1.5)
         assert run.alive()
-        failed_attempts = run.pipeline.dead_letter["failed"] // len(poison)
-        assert run.pipeline.dead_letter.get("ok", 0) == 0
+        failed_attempts = run.runner.health.dead_letter["failed"] // len(poison)
+        assert run.runner.health.dead_letter.get("ok", 0) == 0
         committed = _committed(kafka_bootstrap, group).get((topic, 0))
         assert committed is None or committed <= positions[0], committed
         # no checkpoint claims the batch either (its state is ahead of the committed offset)
@@ -656,7 +661,7 @@ def test_dead_letters_are_committed_past_only_once_acknowledged(
               and _committed(kafka_bootstrap, group).get((topic, 0)) == len(messages),
               60, "the commit past the poison messages", every=0.5)
         recovered_s = time.monotonic() - t0
-        assert run.pipeline.dead_letter.get("ok") == len(poison)
+        assert run.runner.health.dead_letter.get("ok") == len(poison)
     finally:
         FlakyDeadLetters.fail.clear()
         run.stop()

@@ -523,7 +523,7 @@ ERROR_CASES = [
 
 
 def test_confluent_client_settings(tmp_path: Path) -> None:
-    from stream.confluent import librdkafka_config
+    from stream.sources.confluent import librdkafka_config
 
     (tmp_path / "ca.pem").write_text("x")
     data = with_kafka(bootstrap_servers="a:1,b:2", security_protocol="SASL_SSL",

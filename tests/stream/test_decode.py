@@ -1,4 +1,4 @@
-"""Tests of stream.decode: invalid events, routing, value rules, equivalence with a naive decoder."""
+"""Tests of stream.formats (decoding): invalid events, routing, value rules, equivalence with a naive decoder."""
 
 from __future__ import annotations
 
@@ -14,14 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.config import ColumnConfig, Config, ModelConfig, parse_config
-from stream.decode import (
-    INVALID_REASONS,
-    MAX_CATEGORY_CHARS,
-    BatchDecoder,
-    DecodedBatch,
-    extract_columns,
-    select_events,
-)
+from stream.formats.batch import INVALID_REASONS, MAX_CATEGORY_CHARS, DecodedBatch
+from stream.formats.columns import extract_columns, select_events
+from stream.formats.json import BatchDecoder
 
 FEATURES = [
     {"name": "x", "path": "f.x", "type": "numeric"},

@@ -1,4 +1,4 @@
-"""Tests of the msgspec path of stream.decode.BatchDecoder.
+"""Tests of the msgspec path of stream.formats.json.BatchDecoder.
 
 The msgspec path must give exactly the DecodedBatch of the orjson path
 (``BatchDecoder(config, use_msgspec=False)``), for every batch: each test
@@ -23,9 +23,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import stream.decode as decode_module
+import stream.formats.json as decode_module
 from stream.config import Config, parse_config
-from stream.decode import BatchDecoder, DecodedBatch
+from stream.formats.batch import DecodedBatch
+from stream.formats.json import BatchDecoder
 
 needs_msgspec = pytest.mark.skipif(decode_module.msgspec is None, reason="msgspec is not installed")
 

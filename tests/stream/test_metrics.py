@@ -11,10 +11,10 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from detectors.model import ModelBaseline
-from stream.baselines import column_specs, detection_settings
 from stream.config import parse_config
-from stream.metrics import make_registry
-from stream.pipeline import Pipeline
+from stream.engine.baselines import column_specs, detection_settings
+from stream.engine.pipeline import Pipeline
+from stream.sinks.metrics import make_registry
 
 CONFIG = {
     "models": [{
@@ -58,5 +58,5 @@ def test_new_categories_and_hostile_values_never_add_series(pipeline: Pipeline) 
     pipeline.process(msgs)
     after = _series(pipeline)
     assert after == before, sorted(after ^ before)[:10]
-    snap = pipeline.snapshot()["models"]["m"]["columns"]["city"]
-    assert snap["unseen_ratio"] > 0.9  # the new categories are seen, as a ratio
+    snap = pipeline.snapshot().models["m"].columns["city"]
+    assert snap.ratios["unseen_ratio"] > 0.9  # the new categories are seen, as a ratio

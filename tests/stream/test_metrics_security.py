@@ -29,9 +29,11 @@ from typing import Any
 import pytest
 
 from stream.config import ConfigError
-from stream.metrics import serve
-from stream.pipeline import BATCH_BUCKETS
-from stream.webconfig import BasicAuth, load_web_config
+from stream.config.web import load_web_config
+from stream.engine.figures import PipelineSnapshot
+from stream.engine.pipeline import BATCH_BUCKETS
+from stream.sinks.http import BasicAuth
+from stream.sinks.metrics import serve
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -75,10 +77,10 @@ class StubPipeline:
     def __init__(self, web_config: Path | None = None) -> None:
         self.config = SimpleNamespace(metrics=SimpleNamespace(web_config=web_config))
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"models": {}, "consumed": 3, "invalid": {},
-                "batch_counts": [0] * len(BATCH_BUCKETS), "batch_sum": 0.0,
-                "last_batch_ts": 0.0, "consumer_lag": {}, "source_up": 1, "dead_letter": {}}
+    def snapshot(self) -> PipelineSnapshot:
+        return PipelineSnapshot(consumed=3, invalid={}, models={},
+                                batch_counts=[0] * len(BATCH_BUCKETS), batch_sum=0.0,
+                                last_batch_ts=0.0, partitions={})
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""stream.state (checkpoint records, aggregation) and the Pipeline's per-partition state."""
+"""Checkpoint records (stream.sinks.checkpoints), aggregation (stream.engine.figures) and the Pipeline's per-partition state."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import orjson
 import pytest
 
 from detectors.model import ModelBaseline, ModelMonitor
-from stream.baselines import column_specs, detection_settings
 from stream.config import parse_config
-from stream.pipeline import LOCAL_PARTITION, Pipeline
-from stream.state import (
+from stream.engine.baselines import column_specs, detection_settings
+from stream.engine.figures import aggregate_column
+from stream.engine.pipeline import LOCAL_PARTITION, Pipeline
+from stream.sinks.checkpoints import (
     STATE_VERSION,
     Checkpoint,
     StateError,
-    aggregate_column,
     checkpoint_key,
     parse_checkpoint_key,
 )
@@ -223,6 +223,15 @@ def test_aggregate_single_is_an_independent_copy() -> None:
 # --------------------------------------------------------------------------
 # the pipeline's partitions
 # --------------------------------------------------------------------------
+def _cols(p: Pipeline) -> dict[str, Any]:
+    """The model's column figures, as the replay report writes them."""
+    return {c: f.to_dict() for c, f in p.snapshot().models["m1"].columns.items()}
+
+
+def _parts(p: Pipeline) -> dict[Any, Any]:
+    return {k: dataclasses.asdict(f) for k, f in p.snapshot().partitions.items()}
+
+
 def test_one_partition_shows_exactly_its_monitor(setup: Any) -> None:
     """Replay (LOCAL_PARTITION) and a one-partition run give the same figures and alarms."""
     events = _stream(2, 1000, 1000)
@@ -230,10 +239,10 @@ def test_one_partition_shows_exactly_its_monitor(setup: Any) -> None:
     found_local = _feed(local, events, batch=777)
     found_run = _feed(run, events, partition=("events", 0), batch=1500)
     assert found_local == found_run and found_local
-    assert local.snapshot()["models"]["m1"]["columns"] == run.snapshot()["models"]["m1"]["columns"]
+    assert _cols(local) == _cols(run)
     mon = local.monitor("m1")
     assert mon is not None
-    cols = local.snapshot()["models"]["m1"]["columns"]
+    cols = _cols(local)
     assert cols == {c: mc.summary() for c, mc in mon.columns.items()}
     assert local.report_models()["m1"]["features"] == cols
 
@@ -241,8 +250,8 @@ def test_one_partition_shows_exactly_its_monitor(setup: Any) -> None:
 def test_before_any_event_the_metrics_show_fresh_monitors(setup: Any) -> None:
     p = _pipeline(setup)
     snap = p.snapshot()
-    assert snap["partitions"] == {}
-    cols = snap["models"]["m1"]["columns"]
+    assert snap.partitions == {}
+    cols = _cols(p)
     assert set(cols) == {"x", "c"}
     assert cols["x"]["values"] == 0 and cols["x"]["detectors"]["ks"]["alarms"] == 0
 
@@ -257,10 +266,10 @@ def test_partitions_keep_their_own_state_and_aggregate(setup: Any) -> None:
     assert m0 is not None and m1 is not None
     assert (m0.n_events, m1.n_events) == (2000, 2000)
     snap = p.snapshot()
-    assert snap["partitions"][("events", 0)] == {"consumed": 2002, "processed": {"m1": 2000},
-                                                 "live": True, "events": {"m1": 2000}}
-    assert snap["partitions"][("events", 1)]["processed"] == {"m1": 2000}
-    x = snap["models"]["m1"]["columns"]["x"]
+    assert _parts(p)[("events", 0)] == {"consumed": 2002, "processed": {"m1": 2000},
+                                        "live": True, "events": {"m1": 2000}}
+    assert snap.partitions[("events", 1)].processed == {"m1": 2000}
+    x = _cols(p)["x"]
     s0, s1 = m0.columns["x"].summary(), m1.columns["x"].summary()
     assert x["values"] == s0["values"] + s1["values"] == 4000
     ks = x["detectors"]["ks"]
@@ -268,37 +277,37 @@ def test_partitions_keep_their_own_state_and_aggregate(setup: Any) -> None:
                                   s1["detectors"]["ks"]["statistic"])
     assert ks["alarms"] == s0["detectors"]["ks"]["alarms"] + s1["detectors"]["ks"]["alarms"] > 0
     assert x["drift"] == (s0["drift"] or s1["drift"])
-    assert snap["models"]["m1"]["processed"] == 4000 and snap["consumed"] == 4004
+    assert snap.models["m1"].processed == 4000 and snap.consumed == 4004
 
 
 def test_counters_never_go_down_across_drop_and_restore(setup: Any) -> None:
     p = _pipeline(setup)
     key = ("events", 1)
     _feed(p, _stream(5, 500, 1500), key)
-    before = p.snapshot()["models"]["m1"]["columns"]["x"]
+    before = _cols(p)["x"]
     alarms = before["detectors"]["ks"]["alarms"]
     assert alarms > 0
     state = p.export_partition(key)
     assert p.drop_partition(key) and not p.drop_partition(key)
-    assert p.snapshot()["partitions"][key] == {"consumed": 2002, "processed": {"m1": 2000},
+    assert _parts(p)[key] == {"consumed": 2002, "processed": {"m1": 2000},
                                                "live": False, "events": {}}
-    after_drop = p.snapshot()["models"]["m1"]["columns"]["x"]
+    after_drop = _cols(p)["x"]
     assert after_drop["values"] == before["values"] == 2000
     assert after_drop["detectors"]["ks"]["alarms"] == alarms
     assert after_drop["detectors"]["ks"]["statistic"] == 0.0  # no live state left
     # the partition comes back from its checkpoint: its counts are not exported twice
     base = setup[1]["m1"]
     p.restore_partition(key, {"m1": ModelMonitor.from_dict(state["m1"], base)})
-    restored = p.snapshot()["models"]["m1"]["columns"]["x"]
+    restored = _cols(p)["x"]
     assert restored["values"] == 2000 and restored["detectors"]["ks"]["alarms"] == alarms
     assert restored["detectors"]["ks"]["statistic"] == before["detectors"]["ks"]["statistic"]
     _feed(p, _stream(6, 0, 400), key, start=2002)
-    more = p.snapshot()["models"]["m1"]["columns"]["x"]
+    more = _cols(p)["x"]
     assert more["values"] == 2400
     assert p.monitor("m1", key).n_events == 2400  # the state's count continues
     # this process's figures add up over both times it had the partition
-    assert p.snapshot()["partitions"][key]["processed"] == {"m1": 2400}
-    assert p.snapshot()["partitions"][key]["consumed"] == 2002 + 402
+    assert p.snapshot().partitions[key].processed == {"m1": 2400}
+    assert p.snapshot().partitions[key].consumed == 2002 + 402
 
 
 def test_a_new_process_exports_only_what_it_counted(setup: Any) -> None:
@@ -308,7 +317,7 @@ def test_a_new_process_exports_only_what_it_counted(setup: Any) -> None:
     state = first.export_partition(key)
     second = _pipeline(setup)
     second.restore_partition(key, {"m1": ModelMonitor.from_dict(state["m1"], setup[1]["m1"])})
-    x = second.snapshot()["models"]["m1"]["columns"]["x"]
+    x = _cols(second)["x"]
     assert x["values"] == 0 and second.monitor("m1", key).n_events == 300
 
 
@@ -318,7 +327,7 @@ def test_skip_feeds_a_model_only_the_messages_past_its_checkpoint(setup: Any) ->
     _feed(whole, events[502:], ("t", 0), batch=5000)
     skipped.process(events, partition=("t", 0), skip={"m1": 502})
     assert skipped.export_partition(("t", 0)) == whole.export_partition(("t", 0))
-    assert skipped.snapshot()["consumed"] == len(events)
+    assert skipped.snapshot().consumed == len(events)
     assert skipped.processed["m1"] == whole.processed["m1"] == 1000 - 500
 
 

@@ -21,7 +21,7 @@ import orjson
 from detectors.errors import DetectorError
 from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline, calibration_key
 from stream.config import Config, ConfigError, DetectionConfig, ModelConfig
-from stream.decode import extract_columns, select_events
+from stream.formats.columns import extract_columns, select_events
 
 log = logging.getLogger("streamdrift.baseline")
 

@@ -13,7 +13,7 @@ restarts and rebalances; ``replay`` and any caller that names no partition use
 the single pseudo-partition :data:`LOCAL_PARTITION`, so replay output and the
 output of a single-partition run are identical.  :meth:`Pipeline.snapshot`
 aggregates the partitions per model and column (see
-:func:`stream.state.aggregate_column`), so metric names and labels do not
+:func:`stream.engine.figures.aggregate_column`), so metric names and labels do not
 depend on the partitions.
 """
 
@@ -29,13 +29,19 @@ from typing import Any
 import numpy as np
 
 from detectors.model import ModelBaseline, ModelMonitor
-from stream.baselines import column_specs, detection_settings
 from stream.config import Config
-from stream.decode import BatchDecoder, DecodedBatch, ModelBatch
-from stream.state import aggregate_column
+from stream.engine.baselines import column_specs, detection_settings
+from stream.engine.figures import (
+    ColumnFigures,
+    ModelFigures,
+    PartitionFigures,
+    PartitionKey,
+    PipelineSnapshot,
+    aggregate_column,
+)
+from stream.formats.batch import DecodedBatch, ModelBatch
+from stream.formats.json import BatchDecoder
 
-#: a partition: (topic, partition number)
-PartitionKey = tuple[str, int]
 #: the one pseudo-partition of ``replay`` (and of callers that name no partition)
 LOCAL_PARTITION: PartitionKey = ("", 0)
 
@@ -135,6 +141,7 @@ class Pipeline:
         #: partition -> (messages consumed, events processed per model) by this process
         #: while the partition had state, for partitions since dropped
         self.retired_partitions: dict[PartitionKey, tuple[int, Counter[str]]] = {}
+        self.versions = {m.name: m.version or "" for m in config.models}
         self.roles = {m.name: {c.name: c.role for c in (*m.features, *m.predictions)}
                       for m in config.models}
         self.lock = threading.RLock()
@@ -149,16 +156,6 @@ class Pipeline:
         self.last_batch_ts = clock()
         self.started = clock()
         self.recent_alarms: deque[Detection] = deque(maxlen=200)
-        # set by the Kafka runner
-        self.source_up = 1
-        self.consumer_lag: dict[tuple[str, int], int] = {}
-        self.dead_letter: Counter[str] = Counter()
-        #: checkpoint records written, by result (ok, failed)
-        self.checkpoints: Counter[str] = Counter()
-        #: wall-clock time of the last acknowledged checkpoint
-        self.last_checkpoint_ts: float | None = None
-        #: partition assignments handled, by result (checkpoint, fresh, ignored, failed)
-        self.restores: Counter[str] = Counter()
 
     # -- partitions ------------------------------------------------------------
     def new_monitor(self, model: str) -> ModelMonitor:
@@ -268,7 +265,7 @@ class Pipeline:
             self.last_batch_ts = self.clock()
 
     # -- figures ---------------------------------------------------------------------
-    def _columns(self, name: str) -> dict[str, Any]:
+    def _columns(self, name: str) -> dict[str, ColumnFigures]:
         """Per column: the summary over partitions, with this process's counters."""
         states = [self.partitions[k] for k in sorted(self.partitions)]
         monitors = [st.monitors[name] for st in states] or [self.fresh[name]]
@@ -293,10 +290,10 @@ class Pipeline:
                 s["values"] = s["missing"] = s["invalid"] = 0
                 for d in s["detectors"].values():
                     d["alarms"] = 0
-            out[col] = s
+            out[col] = ColumnFigures.from_summary(s)
         return out
 
-    def _partition_figures(self) -> dict[PartitionKey, dict[str, Any]]:
+    def _partition_figures(self) -> dict[PartitionKey, PartitionFigures]:
         """Per partition this process has had: messages consumed and events processed by
         this process (over all the times it had the partition), whether it has the
         partition's state now (``live``) and then each model's event count in that state
@@ -307,47 +304,42 @@ class Pipeline:
             st = self.partitions.get(key)
             if st is not None:
                 consumed, processed = consumed + st.consumed, processed + st.processed
-            out[key] = {"consumed": consumed,
-                        "processed": {name: processed[name] for name in self.fresh},
-                        "live": st is not None,
-                        "events": {} if st is None else
-                        {name: mon.n_events for name, mon in st.monitors.items()}}
+            out[key] = PartitionFigures(
+                consumed=consumed, processed={name: processed[name] for name in self.fresh},
+                live=st is not None,
+                events={} if st is None else
+                {name: mon.n_events for name, mon in st.monitors.items()})
         return out
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> PipelineSnapshot:
         """A consistent copy of every figure the metrics collector exports."""
         with self.lock:
-            models = {}
-            for name in self.fresh:
-                models[name] = {
-                    "version": next((m.version for m in self.config.models if m.name == name),
-                                    None) or "",
-                    "baseline_id": self.baseline_ids[name],
-                    "processed": self.processed[name],
-                    "last_event_ts": self.last_event_ts.get(name),
-                    "event_lag": self.event_lag.get(name),
-                    "columns": self._columns(name),
-                }
-            return {
-                "consumed": self.consumed,
-                "invalid": dict(self.invalid),
-                "models": models,
-                "batch_counts": list(self.batch_counts),
-                "batch_sum": self.batch_sum,
-                "last_batch_ts": self.last_batch_ts,
-                "source_up": self.source_up,
-                "consumer_lag": dict(self.consumer_lag),
-                "dead_letter": dict(self.dead_letter),
-                "partitions": self._partition_figures(),
-                "checkpoints": dict(self.checkpoints),
-                "last_checkpoint_ts": self.last_checkpoint_ts,
-                "restores": dict(self.restores),
+            models = {
+                name: ModelFigures(
+                    version=self.versions[name],
+                    baseline_id=self.baseline_ids[name],
+                    processed=self.processed[name],
+                    last_event_ts=self.last_event_ts.get(name),
+                    event_lag=self.event_lag.get(name),
+                    columns=self._columns(name),
+                )
+                for name in self.fresh
             }
+            return PipelineSnapshot(
+                consumed=self.consumed,
+                invalid=dict(self.invalid),
+                models=models,
+                batch_counts=list(self.batch_counts),
+                batch_sum=self.batch_sum,
+                last_batch_ts=self.last_batch_ts,
+                partitions=self._partition_figures(),
+            )
 
     def report_models(self) -> dict[str, Any]:
         """Per-model, per-column final summaries for the replay report."""
         with self.lock:
             return {name: {"events": self.processed[name],
                            "baseline_id": self.baseline_ids[name],
-                           "features": self._columns(name)}
+                           "features": {col: figures.to_dict() for col, figures
+                                        in self._columns(name).items()}}
                     for name in self.fresh}

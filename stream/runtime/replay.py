@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from stream.config import Config
-from stream.pipeline import Detection, Pipeline
+from stream.engine.pipeline import Detection, Pipeline
+from stream.sources.files import iter_batches
 
 log = logging.getLogger("streamdrift.replay")
-
-
-def iter_batches(path: Path, batch_lines: int) -> Iterator[list[bytes]]:
-    """Lines of ``path`` in batches; every line counts (empty ones too: they are invalid)."""
-    batch: list[bytes] = []
-    with path.open("rb") as fh:
-        for line in fh:
-            batch.append(line.rstrip(b"\r\n"))
-            if len(batch) >= batch_lines:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
 
 
 def replay(config: Config, pipeline: Pipeline, input_path: Path, batch_lines: int = 5000,

@@ -3,7 +3,7 @@
 kafka-python decodes every record in Python: at full speed its ``poll`` costs about as
 much CPU as all of streamdrift's own work.  librdkafka fetches, checks and parses in C on
 its own threads.  :class:`ConfluentConsumer` wraps ``confluent_kafka.Consumer`` in the
-small part of kafka-python's ``KafkaConsumer`` interface that :class:`stream.kafka_run.
+small part of kafka-python's ``KafkaConsumer`` interface that :class:`stream.runtime.runner.
 KafkaRunner` uses, so that the runner (restores, checkpoints, commits, dead letters, lag)
 is the same code for both clients.  Only the consumer changes: the dead-letter producer
 and the state store stay on kafka-python (a few messages per second at most).
@@ -31,26 +31,6 @@ from typing import Any
 from stream.config import KafkaConfig
 
 log = logging.getLogger("streamdrift.run")
-
-#: librdkafka properties that source.kafka sets; source.kafka.librdkafka may not override them
-MANAGED_PROPERTIES = {
-    "bootstrap.servers": "bootstrap_servers",
-    "metadata.broker.list": "bootstrap_servers",
-    "group.id": "group_id",
-    "client.id": "client_id",
-    "auto.offset.reset": "auto_offset_reset",
-    "enable.auto.commit": "(streamdrift commits itself, after processing)",
-    "enable.auto.offset.store": "(streamdrift commits itself, after processing)",
-    "security.protocol": "security_protocol",
-    "sasl.mechanism": "sasl_mechanism",
-    "sasl.mechanisms": "sasl_mechanism",
-    "sasl.username": "sasl_username",
-    "sasl.password": "sasl_password",
-    "ssl.ca.location": "ssl_cafile",
-    "ssl.certificate.location": "ssl_certfile",
-    "ssl.key.location": "ssl_keyfile",
-    "ssl.key.password": "ssl_password",
-}
 
 _VALUE = methodcaller("value")
 _ERROR = methodcaller("error")

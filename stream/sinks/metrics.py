@@ -24,9 +24,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 import stream
-from stream.decode import INVALID_REASONS
-from stream.pipeline import BATCH_BUCKETS, Pipeline
-from stream.webconfig import WebConfig, load_web_config, make_server
+from stream.config.web import WebConfig, load_web_config
+from stream.engine.figures import HealthFigures, RunnerHealth
+from stream.engine.pipeline import BATCH_BUCKETS, Pipeline
+from stream.formats.batch import INVALID_REASONS
+from stream.sinks.http import make_server
 
 log = logging.getLogger("streamdrift.metrics")
 
@@ -42,16 +44,19 @@ def _num(x: Any) -> float:
 
 
 class StreamdriftCollector(Collector):
-    """Builds every ``streamdrift_*`` metric family from :meth:`Pipeline.snapshot`."""
+    """Builds every ``streamdrift_*`` metric family from :meth:`Pipeline.snapshot` and,
+    under ``run``, the Kafka runner's :meth:`RunnerHealth.snapshot`."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, health: RunnerHealth | None = None) -> None:
         self.pipeline = pipeline
+        self.health = health
 
     def describe(self) -> list[Metric]:  # no describe-time collection
         return []
 
     def collect(self) -> Iterator[Metric]:
         snap = self.pipeline.snapshot()
+        health = self.health.snapshot() if self.health is not None else HealthFigures()
         det_fams = {
             "statistic": GaugeMetricFamily("streamdrift_drift_statistic",
                                            "Current drift statistic of the detector.", labels=DET),
@@ -110,31 +115,32 @@ class StreamdriftCollector(Collector):
                                      "Columns with at least one active alarm.",
                                      labels=["model", "role"])
 
-        for model, m in snap["models"].items():
-            info.add_metric([model, m["version"], m["baseline_id"]], 1.0)
-            processed.add_metric([model], m["processed"])
-            if m["last_event_ts"] is not None:
-                last_ts.add_metric([model], _num(m["last_event_ts"]))
-                lag.add_metric([model], _num(m["event_lag"]))
+        for model, m in snap.models.items():
+            info.add_metric([model, m.version, m.baseline_id], 1.0)
+            processed.add_metric([model], m.processed)
+            if m.last_event_ts is not None:
+                last_ts.add_metric([model], _num(m.last_event_ts))
+                lag.add_metric([model], _num(m.event_lag))
             count = {"feature": 0, "prediction": 0}
-            for col, s in m["columns"].items():
-                base = [model, col, s["role"]]
-                count[s["role"]] = count.get(s["role"], 0) + int(bool(s["drift"]))
-                for kind, d in s["detectors"].items():
+            for col, s in m.columns.items():
+                base = [model, col, s.role]
+                count[s.role] = count.get(s.role, 0) + int(s.drift)
+                for kind, d in s.detectors.items():
                     labels = [*base, kind]
                     for key, fam in det_fams.items():
-                        if key == "p_value" and d["p_value"] is None:
+                        value = getattr(d, key)
+                        if key == "p_value" and value is None:
                             continue
-                        fam.add_metric(labels, _num(d[key]))
-                    alarms.add_metric(labels, d["alarms"])
-                for name, value in s["distances"].items():
+                        fam.add_metric(labels, _num(value))
+                    alarms.add_metric(labels, d.alarms)
+                for name, value in s.distances.items():
                     distance.add_metric([*base, name], _num(value))
                 for key, fam in ratios.items():
-                    if key in s:
-                        fam.add_metric(base, _num(s[key]))
-                totals["values"].add_metric(base, s["values"])
-                totals["missing"].add_metric(base, s["missing"])
-                totals["invalid"].add_metric(base, s["invalid"])
+                    if key in s.ratios:
+                        fam.add_metric(base, _num(s.ratios[key]))
+                totals["values"].add_metric(base, s.values)
+                totals["missing"].add_metric(base, s.missing)
+                totals["invalid"].add_metric(base, s.invalid)
             for role, n in count.items():
                 drifting.add_metric([model, role], n)
 
@@ -147,63 +153,63 @@ class StreamdriftCollector(Collector):
 
         consumed = CounterMetricFamily("streamdrift_events_consumed",
                                        "Messages read from the source, valid or not.")
-        consumed.add_metric([], snap["consumed"])
+        consumed.add_metric([], snap.consumed)
         yield consumed
         invalid = CounterMetricFamily("streamdrift_events_invalid",
                                       "Messages rejected, by reason.", labels=["reason"])
         for reason in INVALID_REASONS:
-            invalid.add_metric([reason], snap["invalid"].get(reason, 0))
+            invalid.add_metric([reason], snap.invalid.get(reason, 0))
         yield invalid
         cum, buckets = 0, []
-        for bound, n in zip(BATCH_BUCKETS, snap["batch_counts"], strict=False):
+        for bound, n in zip(BATCH_BUCKETS, snap.batch_counts, strict=False):
             cum += n
             buckets.append((repr(float(bound)), cum))
-        buckets.append(("+Inf", sum(snap["batch_counts"])))
+        buckets.append(("+Inf", sum(snap.batch_counts)))
         yield HistogramMetricFamily("streamdrift_batch_processing_seconds",
                                     "Time to decode and process one poll batch.",
-                                    buckets=buckets, sum_value=snap["batch_sum"])
+                                    buckets=buckets, sum_value=snap.batch_sum)
         g = GaugeMetricFamily("streamdrift_last_batch_timestamp_seconds",
                               "Wall-clock time at which the last batch (or empty poll) finished.")
-        g.add_metric([], snap["last_batch_ts"])
+        g.add_metric([], snap.last_batch_ts)
         yield g
         cl = GaugeMetricFamily("streamdrift_consumer_lag_messages",
                                "End offset minus consumer position, per partition.",
                                labels=["topic", "partition"])
-        for (topic, part), n in sorted(snap["consumer_lag"].items()):
+        for (topic, part), n in sorted(health.consumer_lag.items()):
             cl.add_metric([topic, str(part)], n)
         yield cl
         up = GaugeMetricFamily("streamdrift_source_up", "1 while the source is reachable.")
-        up.add_metric([], snap["source_up"])
+        up.add_metric([], health.source_up)
         yield up
         dl = CounterMetricFamily("streamdrift_dead_letter", "Dead-letter writes by result.",
                                  labels=["result"])
         for result in ("ok", "failed"):
-            dl.add_metric([result], snap["dead_letter"].get(result, 0))
+            dl.add_metric([result], health.dead_letter.get(result, 0))
         yield dl
         cp = CounterMetricFamily("streamdrift_state_checkpoints",
                                  "Detector-state checkpoints written, by result.",
                                  labels=["result"])
         for result in ("ok", "failed"):
-            cp.add_metric([result], snap.get("checkpoints", {}).get(result, 0))
+            cp.add_metric([result], health.checkpoints.get(result, 0))
         yield cp
         rs = CounterMetricFamily("streamdrift_state_restores",
                                  "Partition states on assignment, by outcome.",
                                  labels=["outcome"])
         for result in ("checkpoint", "fresh", "ignored", "failed"):
-            rs.add_metric([result], snap.get("restores", {}).get(result, 0))
+            rs.add_metric([result], health.restores.get(result, 0))
         yield rs
-        if snap.get("last_checkpoint_ts") is not None:
+        if health.last_checkpoint_ts is not None:
             lc = GaugeMetricFamily("streamdrift_state_last_checkpoint_timestamp_seconds",
                                    "Wall-clock time of the last acknowledged checkpoint.")
-            lc.add_metric([], _num(snap["last_checkpoint_ts"]))
+            lc.add_metric([], _num(health.last_checkpoint_ts))
             yield lc
         pc = CounterMetricFamily("streamdrift_partition_messages_consumed",
                                  "Messages consumed by this process, per partition.",
                                  labels=["topic", "partition"])
-        for key, fig in sorted(snap.get("partitions", {}).items()):
+        for key, fig in sorted(snap.partitions.items()):
             topic, part = key
             if topic:
-                pc.add_metric([str(topic), str(part)], fig["consumed"])
+                pc.add_metric([str(topic), str(part)], fig.consumed)
         yield pc
         bi = GaugeMetricFamily("streamdrift_build_info", "Running streamdrift version.",
                                labels=["version"])
@@ -211,10 +217,11 @@ class StreamdriftCollector(Collector):
         yield bi
 
 
-def make_registry(pipeline: Pipeline) -> CollectorRegistry:
+def make_registry(pipeline: Pipeline, health: RunnerHealth | None = None
+                  ) -> CollectorRegistry:
     """A fresh registry holding only the streamdrift collector."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StreamdriftCollector(pipeline))
+    registry.register(StreamdriftCollector(pipeline, health))
     return registry
 
 
@@ -226,11 +233,12 @@ def serve(
     host: str,
     port: int,
     web_config: str | os.PathLike[str] | WebConfig | None = _FROM_CONFIG,
+    health: RunnerHealth | None = None,
 ) -> tuple[Any, Any, int]:
     """Serve ``/metrics`` in a background thread; returns (server, thread, bound port).
 
     ``web_config`` is an exporter-toolkit web-config file (TLS, client certificates, basic
-    auth; see :mod:`stream.webconfig`), by default the pipeline's ``metrics.web_config``.
+    auth; see :mod:`stream.config.web`), by default the pipeline's ``metrics.web_config``.
     Without one the endpoint is plain HTTP from prometheus_client, as before.  An invalid
     file raises :class:`~stream.config.ConfigError` naming the key, before anything binds.
     ``server.shutdown()`` stops serving; ``server.scheme`` is ``http`` or ``https``.
@@ -238,7 +246,7 @@ def serve(
     if web_config is _FROM_CONFIG:
         metrics = getattr(getattr(pipeline, "config", None), "metrics", None)
         web_config = getattr(metrics, "web_config", None)
-    registry = make_registry(pipeline)
+    registry = make_registry(pipeline, health)
     if web_config is None:
         server, thread = start_http_server(port, addr=host, registry=registry)
         server.scheme = "http"

@@ -1,4 +1,4 @@
-"""Detector state per partition: checkpoint records, the state topic, and aggregation.
+"""Detector state per partition: checkpoint records and the state topic.
 
 ``streamdrift run`` keeps one :class:`~detectors.model.ModelMonitor` per (model,
 topic-partition).  Each is checkpointed, together with the offset it covers (the
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,7 +53,6 @@ STATE_PRODUCER_SETTINGS: dict[str, Any] = {
     "max_request_size": 16 * 1024 * 1024,
 }
 
-_DETECTOR_MAX = ("statistic", "score")
 
 
 class StateError(StreamdriftError):
@@ -161,82 +159,6 @@ class Checkpoint:
             raise StateError(f"checkpoint {key!r}: the value names another key")
         return cls(group_id, model, topic, partition, int(body["offset"]), body["baseline_id"],
                    body["calibration_key"], body["state"], float(written))
-
-
-# --------------------------------------------------------------------------
-# aggregation over partitions (what the metrics show)
-# --------------------------------------------------------------------------
-def _score(d: Mapping[str, Any]) -> float:
-    s = d.get("score")
-    return float(s) if isinstance(s, int | float) and math.isfinite(s) else -math.inf
-
-
-def aggregate_column(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """One column's :meth:`ColumnMonitor.summary` over several partitions.
-
-    * statistic, score: the maximum over partitions; threshold and p-value come
-      from the partition with the highest score;
-    * drift (column and detector): active on any partition;
-    * alarms, window values, values / missing / invalid totals: the sum;
-    * ratios (missing, invalid, out of range, unseen) and distances: those of
-      the partition with the most values (the first one on a tie).
-
-    One summary is returned unchanged (a copy), so a single partition (and
-    ``replay``) shows exactly what its monitor shows.
-
-    >>> a = {"role": "feature", "type": "numeric", "values": 10, "missing": 1, "invalid": 0,
-    ...      "missing_ratio": 0.1, "distances": {"psi": 0.5}, "drift": False,
-    ...      "detectors": {"ks": {"statistic": 0.2, "threshold": 1.0, "p_value": 0.3,
-    ...                           "score": 0.2, "drift": False, "alarms": 1,
-    ...                           "window_values": 10}}}
-    >>> b = {**a, "values": 30, "missing_ratio": 0.0, "distances": {"psi": 0.1}, "drift": True,
-    ...      "detectors": {"ks": {**a["detectors"]["ks"], "statistic": 1.5, "score": 1.5,
-    ...                           "p_value": 0.01, "drift": True, "alarms": 2}}}
-    >>> agg = aggregate_column([a, b])
-    >>> agg["values"], agg["missing"], agg["missing_ratio"], agg["distances"], agg["drift"]
-    (40, 2, 0.0, {'psi': 0.1}, True)
-    >>> ks = agg["detectors"]["ks"]
-    >>> ks["statistic"], ks["p_value"], ks["alarms"], ks["window_values"], ks["drift"]
-    (1.5, 0.01, 3, 20, True)
-    """
-    if not summaries:
-        raise ValueError("aggregate_column needs at least one summary")
-    if len(summaries) == 1:
-        one = summaries[0]
-        return {**one, "distances": dict(one["distances"]),
-                "detectors": {k: dict(d) for k, d in one["detectors"].items()}}
-    first = summaries[0]
-    most = max(summaries, key=lambda s: s["values"])  # max() keeps the first on a tie
-    out: dict[str, Any] = {}
-    for key, value in first.items():
-        if key in ("values", "missing", "invalid"):
-            out[key] = sum(int(s[key]) for s in summaries)
-        elif key == "drift":
-            out[key] = any(bool(s["drift"]) for s in summaries)
-        elif key == "distances":
-            out[key] = dict(most["distances"])
-        elif key.endswith("_ratio"):
-            out[key] = most[key]
-        elif key == "detectors":
-            continue
-        else:
-            out[key] = value
-    dets: dict[str, Any] = {}
-    for kind in first["detectors"]:
-        per = [s["detectors"][kind] for s in summaries if kind in s["detectors"]]
-        best = max(per, key=_score)
-        d = dict(best)
-        for key in _DETECTOR_MAX:
-            finite = [float(p[key]) for p in per
-                      if isinstance(p.get(key), int | float) and math.isfinite(p[key])]
-            if finite:
-                d[key] = max(finite)
-        d["drift"] = any(bool(p["drift"]) for p in per)
-        d["alarms"] = sum(int(p["alarms"]) for p in per)
-        d["window_values"] = sum(int(p.get("window_values", 0)) for p in per)
-        dets[kind] = d
-    out["detectors"] = dets
-    return out
 
 
 # --------------------------------------------------------------------------

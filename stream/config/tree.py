@@ -1,0 +1,233 @@
+"""The configuration tree: frozen dataclasses, defaults applied, validated by the parsers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+from stream.config.errors import Secret
+
+NUMERIC_DETECTORS: Final = ("ks", "adwin", "cusum", "missing", "out_of_range")
+CATEGORICAL_DETECTORS: Final = ("chi2", "surprisal", "missing", "unseen")
+COLUMN_TYPES: Final = ("numeric", "categorical")
+DETECTORS_BY_TYPE: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {"numeric": NUMERIC_DETECTORS, "categorical": CATEGORICAL_DETECTORS}
+)
+ALL_DETECTORS: Final = tuple(dict.fromkeys(NUMERIC_DETECTORS + CATEGORICAL_DETECTORS))
+TIMESTAMP_UNITS: Final = ("s", "ms", "us", "iso8601")
+AUTO_OFFSET_RESETS: Final = ("earliest", "latest")
+#: Kafka clients ``streamdrift run`` can consume with (source.kafka.client)
+KAFKA_CLIENTS: Final = ("kafka-python", "confluent-kafka")
+SECURITY_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS: Final = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+REFERENCE_SUFFIXES: Final = (".jsonl", ".ndjson", ".csv", ".parquet")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    bootstrap_servers: tuple[str, ...]
+    topics: tuple[str, ...]
+    group_id: str = "streamdrift"
+    auto_offset_reset: str = "latest"
+    max_poll_records: int = 2000
+    poll_timeout_ms: int = 500
+    client_id: str = "streamdrift"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: Secret | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: Secret | None = None
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: the consumer's client library: kafka-python (default) or confluent-kafka (librdkafka)
+    client: str = "kafka-python"
+    #: librdkafka properties for the confluent-kafka consumer, as given
+    librdkafka: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def connection_kwargs(self) -> dict[str, Any]:
+        """Connection and security settings shared by every kafka-python client
+        (consumer, producer, admin); secrets revealed."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": list(self.bootstrap_servers),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism is not None:
+            kw["sasl_mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            kw["sasl_plain_username"] = self.sasl_username
+        if self.sasl_password is not None:
+            kw["sasl_plain_password"] = self.sasl_password.reveal()
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, name)
+            if value is not None:
+                kw[name] = str(value)
+        if self.ssl_password is not None:
+            kw["ssl_password"] = self.ssl_password.reveal()
+        return kw
+
+    def consumer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``kafka.KafkaConsumer`` (secrets revealed).
+
+        ``poll_timeout_ms`` is not among them: it is an argument of ``poll()``.
+        ``options`` come last, as given.
+        """
+        kw = self.connection_kwargs()
+        kw.update(group_id=self.group_id, auto_offset_reset=self.auto_offset_reset,
+                  max_poll_records=self.max_poll_records)
+        kw.update(self.options)
+        return kw
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterConfig:
+    topic: str = "streamdrift-dead-letter"
+
+
+@dataclass(frozen=True, slots=True)
+class TimestampConfig:
+    #: key path of the event time in each event
+    path: tuple[str, ...] = ("timestamp",)
+    #: one of ``s``, ``ms``, ``us`` (numbers since the epoch) or ``iso8601`` (strings)
+    unit: str = "s"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    kafka: KafkaConfig | None = None
+    dead_letter: DeadLetterConfig | None = None
+    timestamp: TimestampConfig | None = None
+    max_message_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True, slots=True)
+class SelectConfig:
+    """An event belongs to the model when the value at ``field`` equals ``equals``.
+
+    The comparison is type-exact: ``equals: 1`` matches JSON ``1`` but neither
+    ``"1"``, ``1.0`` nor ``true``.
+    """
+
+    field: tuple[str, ...]
+    equals: str | int | bool
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineConfig:
+    """Exactly one of ``reference`` (raw events to profile) or ``file`` (a baseline JSON)."""
+
+    reference: Path | None = None
+    file: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        path = self.reference if self.reference is not None else self.file
+        assert path is not None
+        return path
+
+    @property
+    def reference_format(self) -> str | None:
+        """``jsonl``, ``csv`` or ``parquet`` for a reference, else None."""
+        if self.reference is None:
+            return None
+        suffix = self.reference.suffix.lower()
+        return "jsonl" if suffix in (".jsonl", ".ndjson") else suffix.lstrip(".")
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnConfig:
+    """A feature or prediction of a model, with the model's defaults applied."""
+
+    name: str
+    path: tuple[str, ...]
+    type: str  # "numeric" | "categorical"
+    role: str  # "feature" | "prediction"
+    detectors: tuple[str, ...]
+    min_effect: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    name: str
+    baseline: BaselineConfig
+    features: tuple[ColumnConfig, ...] = ()
+    predictions: tuple[ColumnConfig, ...] = ()
+    version: str | None = None
+    select: SelectConfig | None = None
+
+    @property
+    def columns(self) -> tuple[ColumnConfig, ...]:
+        """Features then predictions."""
+        return self.features + self.predictions
+
+
+@dataclass(frozen=True, slots=True)
+class AdwinConfig:
+    clock: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionConfig:
+    false_alarm_events: float = 10_000_000.0
+    window: int = 1000
+    cadence: int = 50
+    numeric_detectors: tuple[str, ...] = NUMERIC_DETECTORS
+    categorical_detectors: tuple[str, ...] = CATEGORICAL_DETECTORS
+    adwin: AdwinConfig = field(default_factory=AdwinConfig)
+    min_effect: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    bins: int = 32
+    top_k: int = 50
+    reservoir_size: int = 10_000
+
+    def detectors_for(self, column_type: str) -> tuple[str, ...]:
+        """The default detector set of a column type."""
+        if column_type == "numeric":
+            return self.numeric_detectors
+        return self.categorical_detectors
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    port: int = 9108
+    host: str = "0.0.0.0"
+    #: exporter-toolkit web-config file (TLS, basic auth) of the endpoint; see stream.config.web
+    web_config: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """Detector state checkpoints of ``streamdrift run`` (see docs/reliability.md).
+
+    With ``enabled``, the state of every (model, partition) is written, with the
+    offset it covers, to the compacted Kafka topic ``topic`` every
+    ``checkpoint_interval_s`` seconds and at shutdown, and restored on restart
+    and on partition assignment.  ``replay`` ignores this section.
+    """
+
+    enabled: bool = True
+    topic: str = "streamdrift-state"
+    checkpoint_interval_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    models: tuple[ModelConfig, ...]
+    source: SourceConfig = field(default_factory=SourceConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    #: the file the configuration came from (absolute), None for parse_config
+    path: Path | None = None
+    state: StateConfig = field(default_factory=StateConfig)
+
+    def model(self, name: str) -> ModelConfig:
+        """The model called ``name`` (KeyError if there is none)."""
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(name)
+

@@ -1,0 +1,1 @@
+"""The processing core shared by ``run`` and ``replay``: baselines, the pipeline, its figures."""

@@ -1,0 +1,275 @@
+"""The figures streamdrift exports, as typed snapshots.
+
+:func:`aggregate_column` folds one column's summaries over partitions;
+:class:`PipelineSnapshot` (the pipeline's figures) and :class:`HealthFigures` (the
+Kafka runner's, from its :class:`RunnerHealth`) are what the metrics collector and the
+replay report read.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+#: detector figures that aggregate as the maximum over partitions
+_DETECTOR_MAX = ("statistic", "score")
+
+
+def _score(d: Mapping[str, Any]) -> float:
+    s = d.get("score")
+    return float(s) if isinstance(s, int | float) and math.isfinite(s) else -math.inf
+
+
+def aggregate_column(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One column's :meth:`ColumnMonitor.summary` over several partitions.
+
+    * statistic, score: the maximum over partitions; threshold and p-value come
+      from the partition with the highest score;
+    * drift (column and detector): active on any partition;
+    * alarms, window values, values / missing / invalid totals: the sum;
+    * ratios (missing, invalid, out of range, unseen) and distances: those of
+      the partition with the most values (the first one on a tie).
+
+    One summary is returned unchanged (a copy), so a single partition (and
+    ``replay``) shows exactly what its monitor shows.
+
+    >>> a = {"role": "feature", "type": "numeric", "values": 10, "missing": 1, "invalid": 0,
+    ...      "missing_ratio": 0.1, "distances": {"psi": 0.5}, "drift": False,
+    ...      "detectors": {"ks": {"statistic": 0.2, "threshold": 1.0, "p_value": 0.3,
+    ...                           "score": 0.2, "drift": False, "alarms": 1,
+    ...                           "window_values": 10}}}
+    >>> b = {**a, "values": 30, "missing_ratio": 0.0, "distances": {"psi": 0.1}, "drift": True,
+    ...      "detectors": {"ks": {**a["detectors"]["ks"], "statistic": 1.5, "score": 1.5,
+    ...                           "p_value": 0.01, "drift": True, "alarms": 2}}}
+    >>> agg = aggregate_column([a, b])
+    >>> agg["values"], agg["missing"], agg["missing_ratio"], agg["distances"], agg["drift"]
+    (40, 2, 0.0, {'psi': 0.1}, True)
+    >>> ks = agg["detectors"]["ks"]
+    >>> ks["statistic"], ks["p_value"], ks["alarms"], ks["window_values"], ks["drift"]
+    (1.5, 0.01, 3, 20, True)
+    """
+    if not summaries:
+        raise ValueError("aggregate_column needs at least one summary")
+    if len(summaries) == 1:
+        one = summaries[0]
+        return {**one, "distances": dict(one["distances"]),
+                "detectors": {k: dict(d) for k, d in one["detectors"].items()}}
+    first = summaries[0]
+    most = max(summaries, key=lambda s: s["values"])  # max() keeps the first on a tie
+    out: dict[str, Any] = {}
+    for key, value in first.items():
+        if key in ("values", "missing", "invalid"):
+            out[key] = sum(int(s[key]) for s in summaries)
+        elif key == "drift":
+            out[key] = any(bool(s["drift"]) for s in summaries)
+        elif key == "distances":
+            out[key] = dict(most["distances"])
+        elif key.endswith("_ratio"):
+            out[key] = most[key]
+        elif key == "detectors":
+            continue
+        else:
+            out[key] = value
+    dets: dict[str, Any] = {}
+    for kind in first["detectors"]:
+        per = [s["detectors"][kind] for s in summaries if kind in s["detectors"]]
+        best = max(per, key=_score)
+        d = dict(best)
+        for key in _DETECTOR_MAX:
+            finite = [float(p[key]) for p in per
+                      if isinstance(p.get(key), int | float) and math.isfinite(p[key])]
+            if finite:
+                d[key] = max(finite)
+        d["drift"] = any(bool(p["drift"]) for p in per)
+        d["alarms"] = sum(int(p["alarms"]) for p in per)
+        d["window_values"] = sum(int(p.get("window_values", 0)) for p in per)
+        dets[kind] = d
+    out["detectors"] = dets
+    return out
+
+
+# --------------------------------------------------------------------------
+# the typed snapshot
+# --------------------------------------------------------------------------
+#: a partition: (topic, partition number)
+PartitionKey = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorFigures:
+    """One detector of one column, aggregated over partitions."""
+
+    statistic: float
+    threshold: float
+    p_value: float | None
+    score: float
+    drift: bool
+    alarms: int
+    window_values: int
+    #: CUSUMs: +1 / -1 for the side of the larger sum (None for other detectors)
+    direction: int | None = None
+
+    @classmethod
+    def from_summary(cls, d: Mapping[str, Any]) -> DetectorFigures:
+        return cls(statistic=d["statistic"], threshold=d["threshold"], p_value=d["p_value"],
+                   score=d["score"], drift=bool(d["drift"]), alarms=int(d["alarms"]),
+                   window_values=int(d.get("window_values", 0)), direction=d.get("direction"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The detector's summary as the replay report writes it."""
+        out: dict[str, Any] = {"statistic": self.statistic, "threshold": self.threshold,
+                               "p_value": self.p_value, "score": self.score,
+                               "drift": self.drift, "alarms": self.alarms}
+        if self.direction is not None:
+            out["direction"] = self.direction
+        out["window_values"] = self.window_values
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnFigures:
+    """One column (feature or prediction), aggregated over partitions."""
+
+    role: str
+    type: str
+    values: int
+    missing: int
+    invalid: int
+    #: missing_ratio, invalid_ratio and out_of_range_ratio (numeric) or unseen_ratio
+    ratios: Mapping[str, float]
+    distances: Mapping[str, float]
+    drift: bool
+    detectors: Mapping[str, DetectorFigures]
+
+    @classmethod
+    def from_summary(cls, s: Mapping[str, Any]) -> ColumnFigures:
+        """From a :meth:`ColumnMonitor.summary` (or :func:`aggregate_column`) dict."""
+        return cls(role=s["role"], type=s["type"], values=int(s["values"]),
+                   missing=int(s["missing"]), invalid=int(s["invalid"]),
+                   ratios={k: v for k, v in s.items() if k.endswith("_ratio")},
+                   distances=dict(s["distances"]), drift=bool(s["drift"]),
+                   detectors={k: DetectorFigures.from_summary(d)
+                              for k, d in s["detectors"].items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The column's summary as the replay report writes it."""
+        return {"role": self.role, "type": self.type, "values": self.values,
+                "missing": self.missing, "invalid": self.invalid, **self.ratios,
+                "distances": dict(self.distances), "drift": self.drift,
+                "detectors": {k: d.to_dict() for k, d in self.detectors.items()}}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFigures:
+    version: str
+    baseline_id: str
+    processed: int
+    last_event_ts: float | None
+    event_lag: float | None
+    columns: Mapping[str, ColumnFigures]
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionFigures:
+    """What this process did with one partition, over all the times it had it."""
+
+    consumed: int
+    #: model -> events processed by this process
+    processed: Mapping[str, int]
+    #: whether this process holds the partition's state now
+    live: bool
+    #: model -> events in the live state (restored counts included); empty when not live
+    events: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthFigures:
+    """A consistent copy of :class:`RunnerHealth`."""
+
+    source_up: int = 1
+    consumer_lag: Mapping[PartitionKey, int] = field(default_factory=dict)
+    dead_letter: Mapping[str, int] = field(default_factory=dict)
+    checkpoints: Mapping[str, int] = field(default_factory=dict)
+    last_checkpoint_ts: float | None = None
+    restores: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSnapshot:
+    """A consistent copy of every figure the metrics collector exports."""
+
+    consumed: int
+    invalid: Mapping[str, int]
+    models: Mapping[str, ModelFigures]
+    batch_counts: Sequence[int]
+    batch_sum: float
+    last_batch_ts: float
+    partitions: Mapping[PartitionKey, PartitionFigures]
+
+
+class RunnerHealth:
+    """The Kafka runner's counters and source health, owned by the runner.
+
+    Every change goes through a method that takes the object's lock, and
+    :meth:`snapshot` copies everything under it, so a scrape never sees half an
+    update.  ``replay`` has none (its metrics show the defaults of
+    :class:`HealthFigures`).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._source_up = 1
+        self._consumer_lag: dict[PartitionKey, int] = {}
+        self._dead_letter: Counter[str] = Counter()
+        self._checkpoints: Counter[str] = Counter()
+        self._last_checkpoint_ts: float | None = None
+        self._restores: Counter[str] = Counter()
+
+    @property
+    def source_up(self) -> int:
+        return self._source_up
+
+    def set_source_up(self, up: bool) -> None:
+        with self._lock:
+            self._source_up = int(up)
+
+    def set_consumer_lag(self, lag: Mapping[PartitionKey, int]) -> None:
+        """The lag of every assigned partition (also says that the source answered)."""
+        with self._lock:
+            self._consumer_lag = dict(lag)
+            self._source_up = 1
+
+    def count_dead_letters(self, result: str, n: int = 1) -> None:
+        with self._lock:
+            self._dead_letter[result] += n
+
+    def count_checkpoints(self, result: str, n: int = 1, at: float | None = None) -> None:
+        """``n`` checkpoint records written with ``result``; ``at``: time of an ack."""
+        with self._lock:
+            self._checkpoints[result] += n
+            if at is not None:
+                self._last_checkpoint_ts = at
+
+    def count_restores(self, outcome: str, n: int = 1) -> None:
+        with self._lock:
+            self._restores[outcome] += n
+
+    @property
+    def dead_letter(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._dead_letter)
+
+    @property
+    def restores(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._restores)
+
+    def snapshot(self) -> HealthFigures:
+        with self._lock:
+            return HealthFigures(self._source_up, dict(self._consumer_lag),
+                                 dict(self._dead_letter), dict(self._checkpoints),
+                                 self._last_checkpoint_ts, dict(self._restores))

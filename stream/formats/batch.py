@@ -1,0 +1,79 @@
+"""What decoding a poll batch produces: per model, one numpy column per configured column."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+
+__all__ = ["EMPTY_INT", "INVALID", "INVALID_REASONS", "MAX_CATEGORY_CHARS", "DecodedBatch", "ModelBatch"]
+
+#: Event-level reasons for rejecting a message (the ``reason`` metric label).
+INVALID_REASONS: Final = ("invalid_json", "not_an_object", "oversized", "unknown_model")
+#: Category strings are cut to this many characters.
+MAX_CATEGORY_CHARS: Final = 200
+
+#: the value of a message or field that cannot be read
+class Invalid:
+    def __repr__(self) -> str:
+        return "<invalid>"
+
+
+INVALID: Final = Invalid()
+EMPTY_INT: Final = np.empty(0, dtype=np.int64)
+EMPTY_INT.flags.writeable = False
+
+
+# --------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------
+@dataclass(slots=True)
+class ModelBatch:
+    """The events of one batch that belong to one model, as columns.
+
+    Every array is parallel to ``positions``.  The dicts have one entry per
+    configured column (features then predictions), zero counts included.
+    """
+
+    #: int64 positions of the model's events in the input batch, ascending
+    positions: np.ndarray
+    #: column name -> float64 (numeric) or object array of str/None (categorical)
+    columns: dict[str, np.ndarray]
+    #: column name -> number of invalid values (wrong type, non-finite)
+    invalid_values: dict[str, int]
+    #: column name -> number of missing values (absent key, null, non-object parent)
+    missing_values: dict[str, int]
+    #: column name -> bool mask of invalid values
+    invalid_mask: dict[str, np.ndarray]
+    #: column name -> bool mask of missing values
+    missing_mask: dict[str, np.ndarray] = field(default_factory=dict)
+    #: float64 event time in seconds since the epoch (NaN where unknown), or None
+    #: when ``source.timestamp`` is not configured
+    timestamps: np.ndarray | None = None
+
+    @property
+    def n_events(self) -> int:
+        return int(self.positions.shape[0])
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    n_messages: int
+    #: reason -> count of rejected messages (non-zero counts only)
+    invalid: dict[str, int]
+    #: int64 positions of rejected messages, ascending
+    invalid_positions: np.ndarray
+    #: reason of each rejected message, parallel to ``invalid_positions``
+    invalid_reasons: list[str]
+    #: model name -> its events (every configured model has an entry)
+    models: dict[str, ModelBatch]
+
+    @property
+    def n_valid(self) -> int:
+        """Messages routed to at least one model."""
+        return self.n_messages - len(self.invalid_reasons)
+
+
+# --------------------------------------------------------------------------
+# the decoder

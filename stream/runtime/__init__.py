@@ -1,0 +1,1 @@
+"""The commands' loops: the Kafka runner of ``run`` and the file replay."""

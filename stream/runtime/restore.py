@@ -1,0 +1,277 @@
+"""Partition assignment in the Kafka runner: rebalance callbacks, restores and seeks.
+
+Each newly assigned partition is restored before any of its records is processed:
+from its latest checkpoint (monitors and the offset they cover), else with fresh
+monitors from the committed offset.  Revoked partitions are checkpointed first (with
+state) or parked (without), lost ones dropped.  See docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from detectors.model import ModelMonitor
+from stream.config import KafkaConfig
+from stream.engine.figures import RunnerHealth
+from stream.engine.pipeline import Pipeline
+from stream.sinks.checkpoints import Checkpoint, StateError, StateStore
+from stream.sinks.deadletters import PendingDeadLetters
+from stream.sources.kafka import partition_names
+
+log = logging.getLogger("streamdrift.run")
+
+#: bound of every blocking call to the broker made by the loop (lag, offsets)
+BROKER_CALL_TIMEOUT_S = 2.0
+#: bound of the checkpoint write in the revocation callback (it blocks the consumer's IO loop)
+REVOKE_CHECKPOINT_TIMEOUT_S = 5.0
+#: bound of reading the state topic on assignment
+RESTORE_TIMEOUT_S = 15.0
+
+
+class Rebalancing:
+    """The assignment half of :class:`~stream.runtime.runner.KafkaRunner` (a mixin: the
+    runner's partition bookkeeping lives on the runner)."""
+
+    # set by KafkaRunner.__init__
+    kafka: KafkaConfig
+    pipeline: Pipeline
+    health: RunnerHealth
+    consumer: Any
+    store: StateStore | None
+    #: partition -> next offset to read; everything before is processed and dead-lettered
+    done: dict[Any, int]
+    #: partition -> offset of our last successful commit
+    committed: dict[Any, int]
+    #: partition -> offset covered by our last acknowledged checkpoint
+    checkpointed: dict[Any, int]
+    #: partitions assigned but not restored yet (set by the rebalance callback)
+    to_restore: set[Any]
+    #: without state: revoked partitions whose monitors are kept in case they come back,
+    #: with the offset they cover
+    parked: dict[Any, int]
+    #: partition -> model -> checkpoint offset still ahead of the partition's position
+    skip_until: dict[Any, dict[str, int]]
+    pending: PendingDeadLetters | None
+    rebalanced: bool
+    closing: bool
+
+    def _checkpoint(self, tps: Iterable[Any], timeout_s: float,
+                    in_callback: bool = False) -> bool:
+        raise NotImplementedError  # the runner's
+
+    @staticmethod
+    def _key(tp: Any) -> tuple[str, int]:
+        return (tp.topic, tp.partition)
+
+    # -- rebalance callbacks (consumer IO thread; the loop is blocked in poll) ------------
+    def _on_assigned(self, assigned: set[Any]) -> None:
+        if assigned:
+            log.info("partitions assigned", extra={"partitions": partition_names(assigned)})
+        self.to_restore |= assigned
+        self.rebalanced = True
+
+    def _on_revoked(self, revoked: set[Any]) -> None:
+        self.to_restore -= revoked
+        if self.closing or not revoked:
+            return
+        log.info("partitions revoked", extra={"partitions": partition_names(revoked)})
+        if self.store is not None:
+            # checkpoint what we processed, so the next owner resumes from exactly here;
+            # a partition whose dead-letter write is pending has a state ahead of its
+            # committed offset: its previous checkpoint stays the valid one
+            try:
+                self._checkpoint(revoked, REVOKE_CHECKPOINT_TIMEOUT_S, in_callback=True)
+            except Exception as exc:  # noqa: BLE001 - never raise into the consumer
+                log.warning("checkpoint on revocation failed: %s", exc)
+            for tp in revoked:
+                self._forget(tp, keep_monitors=False)
+        else:
+            for tp in revoked:
+                if tp in self.done and not (self.pending and tp in self.pending.done):
+                    self.parked[tp] = self.done[tp]
+                self._forget(tp, keep_monitors=True)
+        self._drop_pending(revoked)
+
+    def _on_lost(self, lost: set[Any]) -> None:
+        # the partitions may already belong to another member: no checkpoint, no commit
+        if lost:
+            log.warning("partitions lost", extra={"partitions": partition_names(lost)})
+        self.to_restore -= lost
+        for tp in lost:
+            self._forget(tp, keep_monitors=False)
+            self.parked.pop(tp, None)
+        self._drop_pending(lost)
+
+    def _forget(self, tp: Any, keep_monitors: bool) -> None:
+        self.done.pop(tp, None)
+        self.committed.pop(tp, None)
+        self.checkpointed.pop(tp, None)
+        self.skip_until.pop(tp, None)
+        if not keep_monitors:
+            self.pipeline.drop_partition(self._key(tp))
+
+    def _drop_pending(self, tps: set[Any]) -> None:
+        p = self.pending
+        if p is None:
+            return
+        p.entries = [(r, why) for r, why in p.entries
+                     if (r.topic, r.partition) not in {self._key(tp) for tp in tps}]
+        for tp in tps:
+            p.done.pop(tp, None)
+        if not p.done:
+            self.pending = None
+
+    # -- restore ---------------------------------------------------------------------
+    def _restore(self, polled: dict[Any, list[Any]]) -> None:
+        """Restore the partitions assigned since the last iteration (before using their records).
+
+        Every restored partition is sought explicitly (to its checkpoint's offset, else to
+        the committed offset, else by ``auto_offset_reset``): kafka-python keeps the fetch
+        position of a partition that is revoked and assigned again to the same consumer,
+        which would otherwise skip what was processed but not committed.
+        """
+        assignment = set(self.consumer.assignment())
+        self.to_restore &= assignment
+        tps = set(self.to_restore)
+        if self.rebalanced:
+            # without state: parked partitions that went to another member lose their monitors
+            self.rebalanced = False
+            for tp in list(self.parked):
+                if tp not in assignment:
+                    self.pipeline.drop_partition(self._key(tp))
+                    del self.parked[tp]
+        if not tps:
+            return
+        latest: dict[tuple[str, str, int], Checkpoint] = {}
+        if self.store is not None:
+            try:
+                latest = self.store.read({self._key(tp) for tp in tps}, RESTORE_TIMEOUT_S)
+            except StateError as exc:
+                # never process these partitions with fresh state while their checkpoint
+                # may exist: pause them and try again in the next iteration
+                self._restore_failed(tps, polled, exc)
+                return
+        failed = set()
+        for tp in sorted(tps):
+            try:
+                if self.store is None:
+                    self._restore_without_state(tp, polled)
+                else:
+                    self._restore_one(tp, latest, polled)
+            except Exception as exc:  # noqa: BLE001 - broker calls: retried next iteration
+                failed.add(tp)
+                self._restore_failed({tp}, polled, exc)
+        done = tps - failed
+        paused = set(self.consumer.paused())
+        if self.pending is None and done & paused:
+            self.consumer.resume(*(done & paused))
+        self.to_restore -= done
+
+    def _restore_failed(self, tps: set[Any], polled: dict[Any, list[Any]],
+                        exc: BaseException) -> None:
+        self.health.count_restores("failed", len(tps))
+        log.warning("cannot restore partitions; they stay paused until it works: %s", exc,
+                    extra={"partitions": partition_names(tps)})
+        self._rewind(polled, tps)
+        self.consumer.pause(*tps)
+
+    def _seek_committed(self, tp: Any, polled: dict[Any, list[Any]]) -> int | None:
+        """Seek ``tp`` to its committed offset (or by auto_offset_reset); returns the offset."""
+        committed = self.consumer.committed(tp, timeout_ms=int(BROKER_CALL_TIMEOUT_S * 1000))
+        recs = polled.get(tp)
+        if committed is not None:
+            if not recs or recs[0].offset != committed:
+                polled.pop(tp, None)
+                self.consumer.seek(tp, committed)
+            return int(committed)
+        polled.pop(tp, None)
+        if self.kafka.auto_offset_reset == "earliest":
+            self.consumer.seek_to_beginning(tp)
+        else:
+            self.consumer.seek_to_end(tp)
+        return None
+
+    def _restore_one(self, tp: Any, latest: dict[tuple[str, str, int], Checkpoint],
+                     polled: dict[Any, list[Any]]) -> None:
+        key = self._key(tp)
+        found: dict[str, tuple[int, ModelMonitor]] = {}
+        for name, base in self.pipeline.baselines.items():
+            if name not in self.pipeline.fresh:
+                continue
+            cp = latest.get((name, tp.topic, tp.partition))
+            if cp is None:
+                continue
+            if cp.baseline_id != self.pipeline.baseline_ids[name] or cp.calibration_key != base.key:
+                self.health.count_restores("ignored")
+                log.warning("ignoring a checkpoint of another baseline; this model starts "
+                            "with fresh state", extra={
+                                "model": name, "topic": tp.topic, "partition": tp.partition,
+                                "checkpoint_baseline_id": cp.baseline_id,
+                                "baseline_id": self.pipeline.baseline_ids[name]})
+                continue
+            try:
+                found[name] = (cp.offset, ModelMonitor.from_dict(cp.state, base))
+            except Exception as exc:  # noqa: BLE001 - a bad checkpoint must not stop the run
+                self.health.count_restores("ignored")
+                log.warning("ignoring a checkpoint that does not restore: %s", exc,
+                            extra={"model": name, "topic": tp.topic, "partition": tp.partition})
+        if not found:
+            start = self._seek_committed(tp, polled)
+            self.pipeline.restore_partition(key, {})
+            self.health.count_restores("fresh")
+            log.info("no checkpoint: fresh state from the committed offset",
+                     extra={"topic": tp.topic, "partition": tp.partition, "offset": start})
+            return
+        start = min(off for off, _ in found.values())
+        self.consumer.seek(tp, start)
+        polled.pop(tp, None)
+        self.pipeline.restore_partition(key, {name: mon for name, (_, mon) in found.items()})
+        self.done[tp] = start
+        ahead = {name: off for name, (off, _) in found.items() if off > start}
+        if ahead:
+            # the checkpoints of one partition were cut by a crash between two writes:
+            # each model skips what its own state already holds
+            self.skip_until[tp] = ahead
+        elif len(found) == len(self.pipeline.fresh):
+            self.checkpointed[tp] = start
+        self.health.count_restores("checkpoint")
+        log.info("state restored", extra={
+            "topic": tp.topic, "partition": tp.partition, "offset": start,
+            "events": {name: mon.n_events for name, (_, mon) in found.items()}})
+
+    def _restore_without_state(self, tp: Any, polled: dict[Any, list[Any]]) -> None:
+        parked = self.parked.pop(tp, None)
+        committed = self._seek_committed(tp, polled)
+        if parked is not None and committed == parked:
+            self.done[tp] = parked
+            return  # nobody processed it meanwhile: the kept monitors go on
+        self.pipeline.restore_partition(self._key(tp), {})
+        self.health.count_restores("fresh")
+
+    def _rewind(self, polled: dict[Any, list[Any]], tps: Iterable[Any] | None = None) -> None:
+        """Give back polled records that will not be processed now (seek to the first one)."""
+        for tp in list(polled if tps is None else tps):
+            recs = polled.pop(tp, None)
+            if recs:
+                try:
+                    self.consumer.seek(tp, recs[0].offset)
+                except Exception as exc:  # noqa: BLE001 - revoked meanwhile
+                    log.debug("cannot rewind %s: %s", tp, exc)
+
+    def _skip_for(self, tp: Any, recs: list[Any]) -> dict[str, int] | None:
+        ahead = self.skip_until.get(tp)
+        if not ahead:
+            return None
+        offsets = [r.offset for r in recs]
+        skip = {name: bisect.bisect_left(offsets, off) for name, off in ahead.items()}
+        last = recs[-1].offset
+        for name, off in list(ahead.items()):
+            if last + 1 >= off:
+                del ahead[name]
+        if not ahead:
+            del self.skip_until[tp]
+        return skip
+

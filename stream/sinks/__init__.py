@@ -1,0 +1,1 @@
+"""Where results go: the metrics collector and its HTTP(S) server, dead letters, checkpoints."""

@@ -1,0 +1,111 @@
+"""Poison messages to the dead-letter topic: original bytes, headers naming where they came from.
+
+The runner commits past a poison message only after its dead-letter write is
+acknowledged; while writes fail, :class:`PendingDeadLetters` keeps what is still to
+write and the offsets to commit once it is written, and the runner retries with
+back-off (:meth:`PendingDeadLetters.backoff`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("streamdrift.run")
+
+#: bound of one dead-letter write attempt
+DEAD_LETTER_TIMEOUT_S = 10.0
+#: back-off between failed dead-letter writes (doubles up to the maximum)
+DEAD_LETTER_BACKOFF_S = (0.5, 30.0)
+
+
+@dataclass
+class PendingDeadLetters:
+    """Poison messages of processed records whose dead-letter write is not acknowledged."""
+
+    #: (record, reason) still to write
+    entries: list[tuple[Any, str]]
+    #: partition -> next offset, committed once every entry is written
+    done: dict[Any, int]
+    attempts: int = 0
+    next_try: float = 0.0
+    first_failure: float = field(default_factory=time.monotonic)
+
+    def backoff(self) -> None:
+        """Count a failed attempt and schedule the next one."""
+        self.attempts += 1
+        lo, hi = DEAD_LETTER_BACKOFF_S
+        self.next_try = time.monotonic() + min(hi, lo * 2 ** min(self.attempts, 16))
+
+
+class DeadLetterWriter:
+    """Writes poison messages to ``topic`` with a producer made by ``make_producer``.
+
+    Results are counted through ``count(result, n)`` (``ok``, ``failed``: one per message).  A failed
+    write closes the producer, so the next attempt connects anew.
+    """
+
+    def __init__(self, topic: str, make_producer: Callable[[], Any],
+                 count: Callable[[str, int], None]) -> None:
+        self.topic = topic
+        self.make_producer = make_producer
+        self.count = count
+        self.producer: Any = None
+
+    def write(self, entries: list[tuple[Any, str]]) -> list[tuple[Any, str]]:
+        """Write ``(record, reason)`` entries; returns the entries that failed."""
+        try:
+            if self.producer is None:
+                self.producer = self.make_producer()
+            futures = []
+            for r, reason in entries:
+                headers = [("source_topic", r.topic.encode()),
+                           ("source_partition", str(r.partition).encode()),
+                           ("source_offset", str(r.offset).encode()),
+                           ("error", reason.encode())]
+                futures.append(self.producer.send(self.topic, value=r.value, key=r.key,
+                                                  headers=headers))
+            self.producer.flush(timeout=DEAD_LETTER_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - counted, retried
+            self.count("failed", len(entries))
+            log.warning("dead-letter write failed: %s: %s", type(exc).__name__, exc,
+                        extra={"messages": len(entries), "topic": self.topic})
+            self.drop_producer()
+            return entries
+        failed = []
+        error: Exception | None = None
+        for entry, f in zip(entries, futures, strict=True):
+            try:
+                f.get(timeout=DEAD_LETTER_TIMEOUT_S)
+                self.count("ok", 1)
+            except Exception as exc:  # noqa: BLE001
+                self.count("failed", 1)
+                failed.append(entry)
+                error = exc
+        if failed:
+            log.warning("dead-letter write failed: %s", error,
+                        extra={"messages": len(failed), "topic": self.topic})
+            self.drop_producer()
+        return failed
+
+    def drop_producer(self) -> None:
+        """Close the producer without waiting (after a failure)."""
+        if self.producer is not None:
+            try:
+                self.producer.close(timeout=1)
+            except Exception:  # noqa: BLE001
+                pass
+            self.producer = None
+
+    def close(self) -> None:
+        """Flush and close the producer (at shutdown)."""
+        if self.producer is not None:
+            try:
+                self.producer.flush(timeout=10)
+                self.producer.close(timeout=10)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("closing the dead-letter producer: %s", exc)
+            self.producer = None

@@ -1,0 +1,1 @@
+"""Where events come from: Kafka (kafka-python or confluent-kafka) and files."""

@@ -1,0 +1,174 @@
+"""kafka-python clients of ``streamdrift run``: connection settings, errors, the consumer.
+
+The runner talks to its consumer through the small part of kafka-python's
+``KafkaConsumer`` interface listed in :class:`Consumer`; :mod:`stream.sources.confluent`
+wraps librdkafka in the same interface.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from detectors.errors import StreamdriftError
+from stream.config import KafkaConfig
+
+log = logging.getLogger("streamdrift.run")
+
+#: kafka-python waits up to 30 s between reconnection attempts by default; after a broker
+#: restart that is up to 30 s of outage more than needed (source.kafka.options overrides it
+#: for the consumer)
+RECONNECT_BACKOFF_MAX_MS = 2000
+
+
+class Consumer(Protocol):
+    """What the runner uses of a consumer (kafka-python's names and semantics)."""
+
+    def poll(self, timeout_ms: int = ..., max_records: int | None = ...) -> dict[Any, list[Any]]:
+        ...
+
+    def assignment(self) -> set[Any]: ...
+
+    def paused(self) -> set[Any]: ...
+
+    def pause(self, *partitions: Any) -> None: ...
+
+    def resume(self, *partitions: Any) -> None: ...
+
+    def seek(self, partition: Any, offset: int) -> None: ...
+
+    def seek_to_beginning(self, *partitions: Any) -> None: ...
+
+    def seek_to_end(self, *partitions: Any) -> None: ...
+
+    def committed(self, partition: Any, timeout_ms: int | None = ...) -> int | None: ...
+
+    def commit(self, offsets: Any = ..., timeout_ms: int | None = ...) -> Any: ...
+
+    def position(self, partition: Any, timeout_ms: int | None = ...) -> int | None: ...
+
+    def end_offsets(self, partitions: list[Any], timeout_ms: int | None = ...) -> dict[Any, int]:
+        ...
+
+    def close(self, autocommit: bool = ..., timeout_ms: int | None = ...) -> None: ...
+
+
+class KafkaConnectError(StreamdriftError):
+    """The brokers cannot be reached, or refused the TLS handshake or the SASL login."""
+
+
+def connection_error(k: KafkaConfig, exc: BaseException) -> KafkaConnectError:
+    """A clear error for a failed connection: how we connected and what to check.
+
+    Never holds a secret: the settings named are the protocol, mechanism, user name and
+    CA file; ``exc`` comes from kafka-python, whose messages hold no credentials.
+    """
+    how = [f"security_protocol {k.security_protocol}"]
+    checks = ["source.kafka.bootstrap_servers"]
+    if k.sasl_mechanism:
+        how.append(f"sasl_mechanism {k.sasl_mechanism}, sasl_username {k.sasl_username!r}")
+    if k.ssl_cafile:
+        how.append(f"ssl_cafile {k.ssl_cafile}")
+    if k.security_protocol.endswith("SSL"):
+        checks.append("ssl_cafile (the CA that signed the brokers' certificates)")
+    if k.sasl_mechanism:
+        checks.append("sasl_mechanism, sasl_username and sasl_password (a broker closes the "
+                      "connection on wrong credentials and logs 'Failed authentication')")
+    detail = str(exc) or type(exc).__name__
+    if not detail.startswith(type(exc).__name__):
+        detail = f"{type(exc).__name__}: {detail}"
+    return KafkaConnectError(
+        f"cannot connect to Kafka at {', '.join(k.bootstrap_servers)} ({'; '.join(how)}): "
+        f"{detail}; check {', '.join(checks)}")
+
+
+def kafka_client_kwargs(k: KafkaConfig) -> dict[str, Any]:
+    """kafka-python connection settings (shared by consumer, producer and admin)."""
+    kw = k.connection_kwargs()
+    kw["reconnect_backoff_max_ms"] = RECONNECT_BACKOFF_MAX_MS
+    # TLS/SASL settings given under options (ssl_check_hostname, ssl_crlfile, ssl_ciphers,
+    # sasl_kerberos_*, ...) apply to every client: the dead-letter producer and the state
+    # store connect to the same brokers as the consumer
+    kw.update({key: value for key, value in k.options.items()
+               if key.startswith(("ssl_", "sasl_"))})
+    return kw
+
+
+def kafka_python_consumer(config_kafka: KafkaConfig, max_message_bytes: int,
+                          on_assigned: Callable[[set[Any]], None],
+                          on_revoked: Callable[[set[Any]], None],
+                          on_lost: Callable[[set[Any]], None]) -> Any:
+    """A subscribed kafka-python consumer whose rebalance callbacks call the given functions
+    (on the consumer's IO thread: they must only record what changed and return)."""
+    from kafka import ConsumerRebalanceListener, KafkaConsumer
+
+    class _Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            on_revoked(set(revoked))
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            on_assigned(set(assigned))
+
+        def on_partitions_lost(self, lost: Any) -> None:
+            on_lost(set(lost))
+
+    k = config_kafka
+    kw = kafka_client_kwargs(k)
+    kw.update(group_id=k.group_id, enable_auto_commit=False,
+              auto_offset_reset=k.auto_offset_reset, max_poll_records=k.max_poll_records,
+              max_partition_fetch_bytes=max(1_048_576, max_message_bytes))
+    kw.update(dict(k.options))
+    consumer = KafkaConsumer(**kw)
+    try:
+        # have the topics' partitions in the metadata before the first join: a group leader
+        # that joins without them assigns nothing, and only a later metadata refresh
+        # (up to metadata_max_age_ms) would fix that
+        for topic in k.topics:
+            consumer.partitions_for_topic(topic)
+    except Exception as exc:  # noqa: BLE001 - the join copes, only later
+        log.warning("cannot read the metadata of the topics: %s", exc)
+    consumer.subscribe(list(k.topics), listener=_Listener())
+    return consumer
+
+
+def record_values(recs: list[Any]) -> list[bytes]:
+    """kafka-python: the records' values, ``b""`` for a null value."""
+    return [r.value or b"" for r in recs]
+
+
+#: librdkafka error codes that mean that no broker answered (confluent_kafka.KafkaError)
+_RDKAFKA_DOWN = ("_TRANSPORT", "_ALL_BROKERS_DOWN", "_TIMED_OUT", "_WAIT_COORD",
+                 "COORDINATOR_NOT_AVAILABLE", "NOT_COORDINATOR", "_MSG_TIMED_OUT",
+                 "REQUEST_TIMED_OUT", "_RESOLVE")
+
+
+def is_connection_error(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) says that no broker answered in time."""
+    from kafka import errors
+
+    kinds = tuple(getattr(errors, name) for name in (
+        "KafkaTimeoutError", "KafkaConnectionError", "NodeNotReadyError", "RequestTimedOutError",
+        "NoBrokersAvailable", "CoordinatorNotAvailableError") if hasattr(errors, name))
+    try:
+        from confluent_kafka import KafkaError, KafkaException
+
+        down = {getattr(KafkaError, name) for name in _RDKAFKA_DOWN if hasattr(KafkaError, name)}
+    except ImportError:
+        KafkaException, down = None, set()  # type: ignore[assignment,misc]
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, kinds):
+            return True
+        if KafkaException is not None and isinstance(exc, KafkaException) and exc.args \
+                and getattr(exc.args[0], "code", lambda: None)() in down:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+
+def partition_names(tps: Iterable[Any]) -> list[str]:
+    """``topic/partition`` of each partition, sorted (for log lines)."""
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in tps)

@@ -44,7 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy detectors
+	$(BIN)/mypy detectors stream
 
 test: install system-deps kafka lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

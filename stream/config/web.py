@@ -255,7 +255,7 @@ def _tls(value: Any, base: Path, error: Callable[[tuple[Any, ...], str], None]
         return resolved
 
     cert = file("cert_file", True)
-    key = file("key_file", True)
+    key_file = file("key_file", True)
     ca = file("client_ca_file", False)
 
     def choice(key: str, choices: Iterable[str], default: str) -> str:
@@ -320,9 +320,9 @@ def _tls(value: Any, base: Path, error: Callable[[tuple[Any, ...], str], None]
         error(where + ("prefer_server_cipher_suites",),
               f"must be true or false, got {_type_name(prefer)}")
         ok = False
-    if not ok or cert is None or key is None:
+    if not ok or cert is None or key_file is None:
         return None
-    return TLSServerConfig(cert_file=cert, key_file=key, client_ca_file=ca,
+    return TLSServerConfig(cert_file=cert, key_file=key_file, client_ca_file=ca,
                            client_auth_type=auth, client_allowed_sans=sans, min_version=lo,
                            max_version=hi, prefer_server_cipher_suites=bool(prefer))
 

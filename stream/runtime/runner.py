@@ -388,9 +388,9 @@ class KafkaRunner(Rebalancing):
                 # keep the batch's offsets uncommitted until the dead letters are written
                 self.pending = PendingDeadLetters(
                     failed, done, next_try=time.monotonic() + DEAD_LETTER_BACKOFF_S[0])
-                parts = list(self.consumer.assignment())
-                if parts:
-                    self.consumer.pause(*parts)
+                assigned = list(self.consumer.assignment())
+                if assigned:
+                    self.consumer.pause(*assigned)
                 return True
         self.done.update(done)
         self._checkpoint_and_commit()

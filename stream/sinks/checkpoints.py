@@ -158,7 +158,7 @@ class Checkpoint:
                 group_id, model, topic, partition):
             raise StateError(f"checkpoint {key!r}: the value names another key")
         return cls(group_id, model, topic, partition, int(body["offset"]), body["baseline_id"],
-                   body["calibration_key"], body["state"], float(written))
+                   body["calibration_key"], body["state"], float(written or 0.0))
 
 
 # --------------------------------------------------------------------------

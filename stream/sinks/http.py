@@ -57,7 +57,7 @@ class _TLSState:
         self._checked = time.monotonic()
 
     def _stamps(self) -> tuple[Any, ...]:
-        out = []
+        out: list[tuple[int, int, int] | None] = []
         for f in self.tls.files:
             try:
                 st = f.stat()
@@ -227,7 +227,7 @@ def make_server(app: Callable[..., Any], host: str, port: int, web_config: WebCo
     class Server(SecureWSGIServer):
         address_family = family
 
-    server = Server((sockaddr[0], port), _Handler)
+    server = Server((str(sockaddr[0]), port), _Handler)
     server.tls_state = tls_state
     server.set_app(_auth_app(app, auth, web_config.headers))
     if tls_state is not None:

@@ -206,8 +206,7 @@ class StreamdriftCollector(Collector):
         pc = CounterMetricFamily("streamdrift_partition_messages_consumed",
                                  "Messages consumed by this process, per partition.",
                                  labels=["topic", "partition"])
-        for key, fig in sorted(snap.partitions.items()):
-            topic, part = key
+        for (topic, part), fig in sorted(snap.partitions.items()):
             if topic:
                 pc.add_metric([str(topic), str(part)], fig.consumed)
         yield pc
@@ -249,11 +248,11 @@ def serve(
     registry = make_registry(pipeline, health)
     if web_config is None:
         server, thread = start_http_server(port, addr=host, registry=registry)
-        server.scheme = "http"
+        server.scheme = "http"  # type: ignore[attr-defined]
         return server, thread, int(server.server_port)
     wc = web_config if isinstance(web_config, WebConfig) else load_web_config(web_config)
     secure = make_server(make_wsgi_app(registry), host, port, wc)
-    secure.scheme = "https" if wc.tls is not None else "http"
+    secure.scheme = "https" if wc.tls is not None else "http"  # type: ignore[attr-defined]
     thread = threading.Thread(target=secure.serve_forever, kwargs={"poll_interval": 0.1},
                               name="streamdrift-metrics", daemon=True)
     thread.start()

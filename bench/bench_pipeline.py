@@ -825,8 +825,8 @@ class Producer:
 ENTRY_POINTS = {
     "KafkaConsumer.poll (kafka-python)": ("kafka/consumer/group.py", "poll"),
     "KafkaConsumer.commit (kafka-python)": ("kafka/consumer/group.py", "commit"),
-    "Pipeline.process": ("stream/pipeline.py", "process"),
-    "BatchDecoder.decode": ("stream/decode.py", "decode"),
+    "Pipeline.process": ("stream/engine/pipeline.py", "process"),
+    "BatchDecoder.decode": ("stream/formats/json.py", "decode"),
     "ModelMonitor.update (detectors)": ("detectors/model.py", "update"),
 }
 

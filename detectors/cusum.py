@@ -8,7 +8,7 @@ from the baseline and is 1.5-2 times faster on small shifts (see
 ``bench/results/detection.md``).
 
 Each value is winsorised to the baseline's central 99.8 % (as ADWIN's input,
-see :func:`detectors.column.adwin_clip`), standardised with the baseline's
+see :func:`detectors.profile.adwin_clip`), standardised with the baseline's
 winsorised mean and standard deviation, ``z = (x - mean) / scale``, and
 
 .. math::

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers  # noqa: E402
 
-from detectors.column import CATEGORICAL_DETECTORS, NUMERIC_DETECTORS  # noqa: E402
+from detectors.catalogue import default_detectors  # noqa: E402
 from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -158,12 +158,12 @@ NUMERIC_CONFIGS = {
     "ours_adwin_c1": (("adwin",), 1),
     "ours_adwin_c32": (("adwin",), 32),
     "ours_cusum": (("cusum",), 32),
-    "ours_default": (NUMERIC_DETECTORS, 32),
+    "ours_default": (default_detectors("numeric"), 32),
 }
 CATEGORICAL_CONFIGS = {
     "ours_chi2": (("chi2",), 32),
     "ours_surprisal": (("surprisal",), 32),
-    "ours_default": (CATEGORICAL_DETECTORS, 32),
+    "ours_default": (default_detectors("categorical"), 32),
 }
 LABELS = {
     "ours_ks": "ours ks",

@@ -1220,7 +1220,7 @@ def _yes(ok: bool) -> str:
 
 
 def render(r: dict[str, Any], args: argparse.Namespace) -> str:
-    from stream.config import CATEGORICAL_DETECTORS, NUMERIC_DETECTORS
+    from detectors.catalogue import default_detectors
 
     out: list[str] = []
     w = out.append
@@ -1233,8 +1233,8 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
     w(f"Events: {prod.get('events', 0):,} × {prod.get('bytes', 0):.0f} bytes JSON, one model, "
       f"{N_NUMERIC} numeric ({N_INT} integer) + {N_CATEGORICAL} categorical features, "
       f"2 predictions (numeric score, categorical label); every default detector "
-      f"(numeric: {', '.join(NUMERIC_DETECTORS)}; categorical: "
-      f"{', '.join(CATEGORICAL_DETECTORS)}); "
+      f"(numeric: {', '.join(default_detectors('numeric'))}; categorical: "
+      f"{', '.join(default_detectors('categorical'))}); "
       f"`max_poll_records` 2000 (default).  Baseline built once from {REFERENCE_EVENTS:,} "
       f"reference events in {r.get('baseline_s', 0):.0f} s; topic filled by "
       f"{prod.get('kind', '?')} at {prod.get('events', 0) / max(prod.get('produce_s', 1), 1e-9):,.0f}"

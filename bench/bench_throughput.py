@@ -42,7 +42,8 @@ import numpy as np  # noqa: E402
 
 from detectors.adwin import ADWIN  # noqa: E402
 from detectors.base import Detector  # noqa: E402
-from detectors.column import SEQUENTIAL_DETECTORS, ColumnMonitor  # noqa: E402
+from detectors.catalogue import is_sequential  # noqa: E402
+from detectors.column import ColumnMonitor  # noqa: E402
 from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -200,7 +201,7 @@ def breakdown(mon: ColumnMonitor, data: np.ndarray, batch: int,
     """
     batches = [data[i:i + batch] for i in range(0, data.size, batch)]
     kinds = list(mon.detectors)
-    own = [k for k in SEQUENTIAL_DETECTORS if k in kinds]  # the detectors with work of their own
+    own = [k for k in kinds if is_sequential(k)]  # the detectors with work of their own
     steps = [[], [k for k in kinds if k not in own], *([k] for k in own), kinds]
     labels = ["trackers only (no alarming detector)",
               f"alarming {' + '.join(steps[1])} (no {', no '.join(own)})",

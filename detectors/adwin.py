@@ -480,6 +480,8 @@ class ADWIN(HeldAlarm, Detector):
 
     kind: ClassVar[str] = "adwin"
     input_kind: ClassVar[str] = "numeric"
+    column_types: ClassVar[tuple[str, ...]] = ("numeric",)
+    sequential: ClassVar[bool] = True
 
     def __init__(
         self,

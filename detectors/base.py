@@ -48,8 +48,19 @@ class Detector(ABC):
     """
 
     kind: ClassVar[str] = ""
-    #: "numeric" or "categorical": which kind of column the detector reads.
+    #: "numeric", "categorical" or "flags": which kind of values the detector reads.
     input_kind: ClassVar[str] = "numeric"
+    #: column types ("numeric", "categorical") the kind is an *alarming* detector of.  A
+    #: kind that declares none is a non-alarming tracker and stays out of the catalogue
+    #: of alarming kinds (:mod:`detectors.catalogue`).
+    column_types: ClassVar[tuple[str, ...]] = ()
+    #: share of a model's false-alarm budget, relative to the other kinds' (see
+    #: :mod:`detectors.catalogue` for why some kinds take more than one)
+    budget_weight: ClassVar[float] = 1.0
+    #: a change detector fed the valid values one by one (not a window test)
+    sequential: ClassVar[bool] = False
+    #: whether :attr:`p_value` is defined (window tests); exported as one more series
+    has_p_value: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -4,7 +4,7 @@ A model is configured with the expected number of events between false alarms
 (``false_alarm_events``) across all its columns and detectors.  The budget is
 split Šidák-style: with ``m`` alarming detectors, each gets a per-event false
 alarm probability ``1 - (1 - 1/false_alarm_events) ** (1/m)``.  Detectors may
-weigh differently (:data:`detectors.model.BUDGET_WEIGHTS`: a CUSUM takes eight
+weigh differently (:func:`detectors.catalogue.budget_weight`: a CUSUM takes eight
 shares): one of weight ``w`` out of a total ``W`` gets the share of ``w``
 unit detectors, ``1 - (1 - 1/false_alarm_events) ** (w/W)``.
 
@@ -107,7 +107,7 @@ def posterior_probs(rng: np.random.Generator, counts: Any, closed: bool = False)
     the baseline's sampling error; each calibration path draws its own.  With
     ``closed``, bins the baseline never saw keep probability 0: a categorical
     column whose baseline saw every category at least twice looks closed (as
-    :func:`detectors.model.can_false_alarm` reads it), new categories are the
+    :func:`detectors.catalogue.can_false_alarm` reads it), new categories are the
     unseen-rate test's business, and budgeting the chi2 test for them made it
     alarm 1.6 times less often than its share.
     """

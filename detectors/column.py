@@ -8,7 +8,6 @@ trackers for the ratios and distances that are exported for humans.
 
 from __future__ import annotations
 
-import math
 from itertools import repeat
 from typing import Any, NamedTuple
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from detectors._window_kernel import CODE_INVALID, CODE_MISSING, classify_numeric
 from detectors.base import Detector, as_float_batch
-from detectors.cusum import CUSUM_K
+from detectors.catalogue import KINDS, detectors_for, is_sequential
 from detectors.distances import jensen_shannon, psi, wasserstein_binned
 from detectors.errors import DetectorError
 from detectors.profile import CategoricalProfile, NumericProfile, Profile
@@ -30,14 +29,9 @@ from detectors.window import (
     WindowTest,
 )
 
-NUMERIC_DETECTORS = ("ks", "adwin", "cusum", "missing", "out_of_range")
-#: ADWIN's input is winsorised to these quantiles of the baseline (see :func:`adwin_clip`)
-ADWIN_CLIP_QUANTILE = 0.001
-CATEGORICAL_DETECTORS = ("chi2", "surprisal", "missing", "unseen")
-#: change detectors fed the valid values one by one (no window test, so no p-value)
-SEQUENTIAL_DETECTORS = ("adwin", "cusum", "surprisal")
-DEFAULT_NUMERIC = NUMERIC_DETECTORS
-DEFAULT_CATEGORICAL = CATEGORICAL_DETECTORS
+#: the sequential kinds, in catalogue order: read only by stream/cli.py, which is moving to
+#: :func:`detectors.catalogue.is_sequential`; do not use in new code
+SEQUENTIAL_DETECTORS: tuple[str, ...] = tuple(k for k in KINDS if is_sequential(k))
 
 
 class Alarm(NamedTuple):
@@ -51,174 +45,13 @@ class Alarm(NamedTuple):
 
 
 class _InvalidRate(RateWindow):
-    """Rate of invalid values (wrong type, ±inf): a non-alarming tracker of every column."""
+    """Rate of invalid values (wrong type, ±inf): a non-alarming tracker of every column.
+
+    It declares no ``column_types``, so it is not in :mod:`detectors.catalogue`.
+    """
 
     kind = "invalid_rate"
     input_kind = "flags"
-
-
-def make_detector(
-    kind: str,
-    profile: Profile,
-    window: int,
-    cadence: int,
-    threshold: float = math.inf,
-    min_effect: float = 0.0,
-    adwin_clock: int = 32,
-    name: str = "",
-) -> Detector:
-    """Build one detector of ``kind`` for a column with baseline ``profile``."""
-    valid: tuple[str, ...] = (
-        NUMERIC_DETECTORS if isinstance(profile, NumericProfile) else CATEGORICAL_DETECTORS)
-    if kind not in valid:
-        raise DetectorError(
-            f"{name or 'column'}: detector {kind!r} does not apply to a {profile.kind} column; "
-            f"use one of {', '.join(valid)}"
-        )
-    ref = profile.count
-    if kind == "ks":
-        assert isinstance(profile, NumericProfile)
-        return KSWindow(profile.bin_edges, profile.bin_probabilities, window, cadence,
-                        threshold, min_effect, min(ref, profile.reservoir_size), name)
-    if kind == "chi2":
-        assert isinstance(profile, CategoricalProfile)
-        return ChiSquareWindow(profile.categories, profile.bin_probabilities, window, cadence,
-                               threshold, min_effect, ref, name)
-    if kind == "missing":
-        return MissingRate(profile.missing_rate, window, cadence, threshold, min_effect,
-                           ref + profile.n_missing, name)
-    if kind == "out_of_range":
-        # expected share of new values outside the range of `ref` reference values
-        assert isinstance(profile, NumericProfile)
-        return OutOfRangeRate(range_breakers(profile) / (ref + 1) if ref else 0.0, window,
-                              cadence, threshold, min_effect, ref, name)
-    if kind == "unseen":
-        assert isinstance(profile, CategoricalProfile)
-        return UnseenRate(unseen_count(profile) / ref if ref else 0.0, window, cadence,
-                          threshold, min_effect, ref, name)
-    if kind == "surprisal":
-        from detectors.cusum import SurprisalCUSUM
-
-        assert isinstance(profile, CategoricalProfile)
-        return SurprisalCUSUM(profile.categories, profile.bin_probabilities,
-                              threshold if threshold > 0 else math.inf, CUSUM_K, min_effect, ref,
-                              hold=window, name=name)
-    if kind == "cusum":
-        from detectors.cusum import CUSUM
-
-        assert isinstance(profile, NumericProfile)
-        mean, scale, clip = cusum_reference(profile)
-        return CUSUM(mean, scale, threshold if threshold > 0 else math.inf, CUSUM_K, min_effect,
-                     clip, hold=window, name=name)
-    # adwin
-    from detectors.adwin import ADWIN
-
-    delta = threshold if 0 < threshold < 1 else 0.002
-    # ADWIN adapts its window and reports a change once; holding the alarm state for one
-    # window of values keeps "drifting now" visible to scrapes and alert rules
-    assert isinstance(profile, NumericProfile)
-    return ADWIN(delta=delta, clock=adwin_clock, min_effect=min_effect, name=name, hold=window,
-                 clip=adwin_clip(profile))
-
-
-def adwin_clip(profile: NumericProfile) -> tuple[float, float] | None:
-    """The range ADWIN's input is winsorised to: the baseline's central 99.8 %.
-
-    ADWIN's ``delta`` is calibrated on bootstrap draws from the reservoir, and
-    has to be extrapolated far below the simulated alarm rates at production
-    targets.  On a heavy-tailed column single extreme values move the window
-    mean by more than any bootstrap path shows, and an unclipped ADWIN alarms
-    50-140 times more often than budgeted (t3, lognormal, 95 % zeros at a
-    10-million-event target).  Clipping both the live values and the bootstrap
-    draws to the reservoir's [0.1 %, 99.9 %] quantiles removes that: the
-    achieved spacing between false alarms is then 0.6-1.25 of the target on all
-    those families, and ``delta`` stays large enough to catch mean shifts fast.
-    Changes in the extreme tails are the KS and out-of-range tests' business.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from detectors.profile import NumericProfile
-    >>> adwin_clip(NumericProfile.from_values(np.arange(1_001.0)))
-    (1.0, 999.0)
-    """
-    r = profile.reservoir
-    if r.size == 0:
-        return None
-    lo, hi = np.quantile(r, [ADWIN_CLIP_QUANTILE, 1.0 - ADWIN_CLIP_QUANTILE])
-    return float(lo), float(hi)
-
-
-def cusum_reference(profile: NumericProfile) -> tuple[float, float, tuple[float, float] | None]:
-    """Mean, scale and winsorising range of the CUSUM of a numeric column.
-
-    The input is winsorised like ADWIN's (:func:`adwin_clip`); the mean and
-    standard deviation are those of the winsorised reservoir, so that bootstrap
-    draws standardised with them have mean 0 and variance 1 exactly.  A constant
-    column gets scale 1 (its standardised values are all 0).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from detectors.profile import NumericProfile
-    >>> mean, scale, clip = cusum_reference(NumericProfile.from_values(np.arange(1_001.0)))
-    >>> round(mean, 1), round(scale, 1), clip
-    (500.0, 289.0, (1.0, 999.0))
-    """
-    clip = adwin_clip(profile)
-    r = profile.reservoir
-    if clip is None or r.size == 0:
-        return 0.0, 1.0, clip
-    w = np.clip(r, clip[0], clip[1])
-    mean, sd = float(w.mean()), float(w.std())
-    return mean, (sd if sd > 0 and math.isfinite(sd) else 1.0), clip
-
-
-def range_breakers(profile: NumericProfile) -> int:
-    """Reference values outside the range of all the other reference values (0, 1 or 2).
-
-    The leave-one-out estimate of the share of new values falling outside the
-    baseline's [min, max] is this number over the reference count: 2 for
-    continuous data (``2 / (n + 1)`` exactly), but fewer when an extreme value is
-    tied (discrete, clipped or zero-inflated columns), where new values rarely or
-    never leave the range.  Ties are read from the reservoir (exact while it holds
-    the whole reference; an extreme missing from a subsampled reservoir counts as
-    untied).
-    """
-    if profile.count == 0:
-        return 0
-    r = profile.reservoir
-    return sum(int(np.count_nonzero(r == v) < 2) for v in (profile.min, profile.max))
-
-
-def unseen_count(profile: CategoricalProfile) -> int:
-    """Reference values the unseen-rate test counts as flagged.
-
-    The monitor flags a value whose category the profile does not track: a new
-    category (Good–Turing: as often as the singletons) or one of the rare categories
-    folded into ``other_count`` when the profile was truncated at ``max_tracked``.
-    """
-    return profile.singletons + profile.other_count
-
-
-def reference_counts(kind: str, profile: Profile) -> np.ndarray | None:
-    """Counts behind a detector's baseline probabilities (for calibration)."""
-    if kind == "ks":
-        assert isinstance(profile, NumericProfile)
-        return profile.bin_probabilities * min(profile.count, profile.reservoir_size)
-    if kind == "chi2":
-        return profile.bin_probabilities * profile.count
-    if kind == "missing":
-        return np.array([profile.count, profile.n_missing], dtype=np.float64)
-    if kind == "out_of_range":
-        assert isinstance(profile, NumericProfile)
-        k = range_breakers(profile)
-        return np.array([max(profile.count - k, 0), float(k)])
-    if kind == "unseen":
-        assert isinstance(profile, CategoricalProfile)
-        k = unseen_count(profile)
-        return np.array([profile.count - k, k], dtype=float)
-    return None
 
 
 def _window(det: Detector | None) -> Any:
@@ -249,6 +82,7 @@ class ColumnMonitor:
     >>> from detectors.profile import NumericProfile
     >>> rng = np.random.default_rng(0)
     >>> prof = NumericProfile.from_values(rng.normal(size=5000), bins=16)
+    >>> from detectors.catalogue import make_detector
     >>> ks = make_detector("ks", prof, 200, 20, threshold=0.15)
     >>> mon = ColumnMonitor("income", prof, {"ks": ks}, window=200, cadence=20)
     >>> mon.update(np.array([0.1, np.nan, np.inf, 0.3]))
@@ -266,7 +100,7 @@ class ColumnMonitor:
         self.role = role
         self.profile = profile
         self.numeric = isinstance(profile, NumericProfile)
-        valid = NUMERIC_DETECTORS if self.numeric else CATEGORICAL_DETECTORS
+        valid = detectors_for(profile.kind)
         for kind in detectors:
             if kind not in valid:
                 raise DetectorError(f"{name}: detector {kind!r} does not apply to a "
@@ -293,7 +127,13 @@ class ColumnMonitor:
                 profile.categories, profile.bin_probabilities, window, cadence, name=name)
             self._codes = {c: i for i, c in enumerate(profile.categories)}
             self._known = frozenset(profile.counts)
-        self._sequential = [d for k, d in self.detectors.items() if k in SEQUENTIAL_DETECTORS]
+        self._sequential = [d for k, d in self.detectors.items() if is_sequential(k)]
+        shared = (self._hist, self._flag, self._missing)
+        for kind, det in self.detectors.items():  # a window test shares the single pass
+            if not is_sequential(kind) and all(det is not t for t in shared):
+                raise DetectorError(f"{name}: the column monitor cannot feed detector "
+                                    f"{kind!r}: it is neither sequential nor one of its "
+                                    f"shared windows")
 
     # -- hot path -----------------------------------------------------------
     def update(self, values: Any, invalid_mask: np.ndarray | None = None) -> list[Alarm]:

@@ -8,7 +8,7 @@ from the baseline and is 1.5-2 times faster on small shifts (see
 ``bench/results/detection.md``).
 
 Each value is winsorised to the baseline's central 99.8 % (as ADWIN's input,
-see :func:`detectors.column.adwin_clip`), standardised with the baseline's
+see :func:`detectors.profile.adwin_clip`), standardised with the baseline's
 winsorised mean and standard deviation, ``z = (x - mean) / scale``, and
 
 .. math::
@@ -242,6 +242,9 @@ class CUSUM(HeldAlarm, Detector):
 
     kind: ClassVar[str] = "cusum"
     input_kind: ClassVar[str] = "numeric"
+    column_types: ClassVar[tuple[str, ...]] = ("numeric",)
+    budget_weight: ClassVar[float] = 8.0
+    sequential: ClassVar[bool] = True
 
     def __init__(self, mean: float = 0.0, scale: float = 1.0, threshold: float = math.inf,
                  k: float = CUSUM_K, min_effect: float = 0.0,
@@ -452,6 +455,8 @@ class SurprisalCUSUM(CUSUM):
 
     kind: ClassVar[str] = "surprisal"
     input_kind: ClassVar[str] = "categorical"
+    column_types: ClassVar[tuple[str, ...]] = ("categorical",)
+    budget_weight: ClassVar[float] = 4.0
 
     def __init__(self, categories: Any, probs: Any, threshold: float = math.inf,
                  k: float = CUSUM_K, min_effect: float = 0.0, ref_count: int = 0,

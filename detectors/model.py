@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,26 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from detectors.calibration import (
-    Calibration,
-    calibrate_cusum,
-    calibrate_rate_curve,
-    calibrate_window_test,
-    per_detector_arl,
-    posterior_probs,
-    sample_bins,
-)
-from detectors.column import (
-    CATEGORICAL_DETECTORS,
-    NUMERIC_DETECTORS,
-    Alarm,
-    ColumnMonitor,
-    adwin_clip,
+from detectors.calibration import Calibration, per_detector_arl
+from detectors.catalogue import (
+    COLUMN_TYPES,
+    budget_weight,
+    calibrate_detector,
+    can_false_alarm,
+    default_detectors,
+    detectors_for,
     make_detector,
-    reference_counts,
-    unseen_count,
 )
-from detectors.cusum import CUSUM, SurprisalCUSUM
+from detectors.column import Alarm, ColumnMonitor
 from detectors.errors import DetectorError
 from detectors.profile import (
     SCHEMA_VERSION,
@@ -50,32 +40,6 @@ from detectors.profile import (
     Profile,
     profile_from_dict,
 )
-from detectors.window import WindowTest
-
-ADWIN_DELTA_GRID = np.array([0.9, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 5e-3, 2e-3, 1e-3, 5e-4,
-                             2e-4, 1e-4])
-#: ADWIN's calibration ends with one run of this many times the per-grid-point values, near
-#: the target (see calibrate_rate_curve); ~0.5 s at the default calibration_values
-ADWIN_PROBE_FACTOR = 16
-#: CUSUM calibration simulates this many times ``calibration_values`` (~0.3 s at the default)
-CUSUM_VALUES_FACTOR = 4
-
-#: share of the false-alarm budget of each detector kind, relative to the others (1).
-#: The CUSUM is the optimal detector of the commonest drift, a persistent mean shift, and
-#: its delay grows with the log of 1/share: with eight parts (8/11 of a numeric column's
-#: budget) the default set catches 0.5σ and 1σ shifts within 1.08x of a CUSUM that has
-#: the whole budget, while the window tests, whose delays grow just as slowly with their
-#: ARL0, stay ahead of every peer on variance and shape changes.  Four parts left 1σ at
-#: 1.25x (docs/benchmarks.md compares the two runs).
-#: On a categorical column the chi2 test and the surprisal CUSUM split most of the budget
-#: (four parts each against one for each rate test): together they catch a total-variation
-#: shift of 0.1 within 1.15x of the best peer, which neither does alone.
-BUDGET_WEIGHTS: dict[str, float] = {"cusum": 8.0, "chi2": 4.0, "surprisal": 4.0}
-
-
-def budget_weight(kind: str) -> float:
-    """Relative share of the model's false-alarm budget taken by detector ``kind``."""
-    return BUDGET_WEIGHTS.get(kind, 1.0)
 
 
 @dataclass(frozen=True)
@@ -89,11 +53,11 @@ class ColumnSpec:
     min_effect: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.type not in ("numeric", "categorical"):
+        if self.type not in COLUMN_TYPES:
             raise DetectorError(f"{self.name}: type must be numeric or categorical")
-        valid = NUMERIC_DETECTORS if self.type == "numeric" else CATEGORICAL_DETECTORS
+        valid = detectors_for(self.type)
         if not self.detectors:
-            object.__setattr__(self, "detectors", tuple(valid))
+            object.__setattr__(self, "detectors", default_detectors(self.type))
         bad = [d for d in self.detectors if d not in valid]
         if bad:
             raise DetectorError(f"{self.name}: detectors {bad} do not apply to a {self.type} "
@@ -136,7 +100,7 @@ def _stable_seed(*parts: Any) -> int:
 #: version of the calibration procedure and of what the detectors do with it; bumping it
 #: makes every stored baseline recalibrate (2: ADWIN input winsorised, see adwin_clip;
 #: 3: ADWIN's delta extrapolated from the tail of its rate curve and a probe run;
-#: 4: CUSUM added, budget split by BUDGET_WEIGHTS; 5: multi-scale chi2, surprisal CUSUM;
+#: 4: CUSUM added, budget split by budget weights; 5: multi-scale chi2, surprisal CUSUM;
 #: 6: extrapolated count thresholds rounded to a lattice step)
 CALIBRATION_VERSION = 6
 
@@ -306,84 +270,6 @@ class ModelBaseline:
         except (KeyError, TypeError, ValueError) as exc:
             raise DetectorError(f"baseline is malformed ({exc!r}): rebuild it with "
                                 f"`streamdrift baseline`") from None
-
-
-def can_false_alarm(kind: str, profile: Profile) -> bool:
-    """Whether detector ``kind`` can raise a false alarm on data drawn from ``profile``.
-
-    A missing-rate or unseen-rate test whose reference never shows its flag (no
-    missing value; no category seen only once, so the category set looks closed)
-    cannot: under the baseline distribution the flag has probability 0.  Such a
-    detector is still calibrated, but it takes no share of the model's
-    false-alarm budget, which would otherwise be wasted.  ``out_of_range`` always
-    counts: any unbounded distribution can exceed the reference's range, even
-    when its extreme values are tied.
-    """
-    if kind in ("missing", "unseen"):
-        counts = reference_counts(kind, profile)
-        return counts is not None and bool(counts[-1] > 0)
-    return True
-
-
-def calibrate_detector(kind: str, profile: Profile, settings: DetectionSettings,
-                       target_events: float, seed: int, name: str = "") -> Calibration:
-    """Calibrate one detector of a column for ``target_events`` between false alarms."""
-    det = make_detector(kind, profile, settings.window, settings.cadence, math.inf, 0.0,
-                        settings.adwin_clock, name)
-    # a categorical baseline without singletons looks closed: no new categories expected
-    closed = isinstance(profile, CategoricalProfile) and unseen_count(profile) == 0
-    if isinstance(det, WindowTest):
-        return calibrate_window_test(det, target_events, reference_counts(kind, profile),
-                                     seed=seed, n_values=settings.calibration_values,
-                                     closed=closed and kind == "chi2")
-    if isinstance(det, SurprisalCUSUM):
-        counts = reference_counts("chi2", profile)
-        assert counts is not None
-        assert det.clip is not None  # always set for a surprisal CUSUM
-        z_table = (np.clip(det.table, det.clip[0], det.clip[1]) - det.mean) / det.scale
-
-        def draw(rng: np.random.Generator, n: int) -> np.ndarray:
-            # each path draws its null frequencies from the baseline's posterior, as the
-            # window tests' calibration does: the live frequencies are not the baseline's
-            return z_table[sample_bins(posterior_probs(rng, counts, closed), n, rng)]
-
-        return calibrate_cusum(draw, target_events, det.allowance,
-                               CUSUM_VALUES_FACTOR * settings.calibration_values, seed=seed)
-    if isinstance(det, CUSUM):
-        assert isinstance(profile, NumericProfile)
-        mean, scale = det.mean, det.scale
-        lo, hi = det.clip if det.clip is not None else (-math.inf, math.inf)
-
-        def sample(rng: np.random.Generator, n: int) -> np.ndarray:
-            return (np.clip(profile.sample(rng, n), lo, hi) - mean) / scale
-
-        # the live stream's mean differs from the reservoir's by ~1/sqrt(n) standard units
-        n_ref = max(min(profile.count, profile.reservoir.size), 1)
-        return calibrate_cusum(sample, target_events, det.allowance,
-                               CUSUM_VALUES_FACTOR * settings.calibration_values,
-                               offset_sd=1.0 / math.sqrt(n_ref), seed=seed)
-    # ADWIN: calibrate delta on bootstrap draws from the baseline's reservoir
-    from detectors.adwin import adwin_detections
-
-    assert isinstance(profile, NumericProfile)
-    n = max(settings.calibration_values // 2, 100_000)
-
-    clip = adwin_clip(profile)
-
-    def run(delta: float, rng: np.random.Generator, n: int) -> int:
-        alarms = 0
-        for start in range(0, n, 4_000_000):  # bounded memory for the long probe run
-            m = min(4_000_000, n - start)
-            alarms += int(adwin_detections(profile.sample(rng, m), delta,
-                                           clock=settings.adwin_clock, clip=clip).size)
-        return alarms
-
-    # ADWIN tests at most once per `clock` values, each test at level delta: a
-    # conservative fallback when the simulation sees too few alarms to extrapolate
-    bound = min(0.9, settings.adwin_clock / target_events)
-    return calibrate_rate_curve(run, target_events, n, ADWIN_DELTA_GRID, seed=seed,
-                                max_param=0.9, bound_param=bound,
-                                probe_values=ADWIN_PROBE_FACTOR * n)
 
 
 class ModelMonitor:

@@ -74,6 +74,7 @@ class WindowTest(Detector):
     """Engine shared by the window tests; not a detector by itself."""
 
     kind: ClassVar[str] = ""
+    has_p_value: ClassVar[bool] = True
     n_bins_extra: ClassVar[int] = 0
 
     @property
@@ -451,6 +452,7 @@ class KSWindow(WindowTest):
 
     kind = "ks"
     input_kind = "numeric"
+    column_types = ("numeric",)
 
     def __init__(self, edges: Any, probs: Any, window: int = 1000, cadence: int = 50,
                  threshold: float = math.inf, min_effect: float = 0.0, ref_count: int = 0,
@@ -619,6 +621,8 @@ class ChiSquareWindow(WindowTest):
 
     kind = "chi2"
     input_kind = "categorical"
+    column_types = ("categorical",)
+    budget_weight = 4.0
 
     def __init__(self, categories: Any, probs: Any, window: int = 1000, cadence: int = 50,
                  threshold: float = math.inf, min_effect: float = 0.0, ref_count: int = 0,
@@ -757,6 +761,7 @@ class MissingRate(RateWindow):
 
     kind = "missing"
     input_kind = "flags"
+    column_types = ("numeric", "categorical")
 
 
 class OutOfRangeRate(RateWindow):
@@ -764,6 +769,7 @@ class OutOfRangeRate(RateWindow):
 
     kind = "out_of_range"
     input_kind = "flags"
+    column_types = ("numeric",)
 
 
 class UnseenRate(RateWindow):
@@ -771,3 +777,4 @@ class UnseenRate(RateWindow):
 
     kind = "unseen"
     input_kind = "flags"
+    column_types = ("categorical",)

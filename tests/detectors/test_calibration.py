@@ -26,9 +26,9 @@ from detectors.calibration import (
     calibrate_window_test,
     per_detector_arl,
 )
-from detectors.column import make_detector, reference_counts
+from detectors.catalogue import budget_weight, make_detector, reference_counts
 from detectors.errors import DetectorError
-from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline, budget_weight
+from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline
 from detectors.profile import NumericProfile
 from detectors.window import KSWindow, MissingRate
 from tests.detectors.conftest import CALIBRATION_TABLE, NUMERIC_FAMILIES, draw

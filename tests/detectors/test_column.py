@@ -10,15 +10,13 @@ import pytest
 
 from detectors.base import Detector
 from detectors.calibration import calibrate_window_test
-from detectors.column import (
-    CATEGORICAL_DETECTORS,
-    NUMERIC_DETECTORS,
-    ColumnMonitor,
-    adwin_clip,
+from detectors.catalogue import (
+    can_false_alarm,
+    default_detectors,
     make_detector,
-    range_breakers,
     reference_counts,
 )
+from detectors.column import ColumnMonitor
 from detectors.distances import jensen_shannon, psi, wasserstein_binned
 from detectors.errors import DetectorError
 from detectors.model import (
@@ -27,9 +25,8 @@ from detectors.model import (
     ModelBaseline,
     ModelMonitor,
     calibration_key,
-    can_false_alarm,
 )
-from detectors.profile import CategoricalProfile, NumericProfile
+from detectors.profile import CategoricalProfile, NumericProfile, adwin_clip, range_breakers
 from tests.detectors.conftest import CATEGORIES, CATEGORY_PROBS, random_splits
 
 SETTINGS = DetectionSettings(false_alarm_events=20_000, window=200, cadence=20,
@@ -205,8 +202,8 @@ class TestColumnMonitor:
             ColumnSpec("x", "numeric", detectors=("unseen",))
         with pytest.raises(DetectorError):
             ColumnSpec("x", "text")
-        assert ColumnSpec("x", "numeric").detectors == NUMERIC_DETECTORS
-        assert ColumnSpec("c", "categorical").detectors == CATEGORICAL_DETECTORS
+        assert ColumnSpec("x", "numeric").detectors == default_detectors("numeric")
+        assert ColumnSpec("c", "categorical").detectors == default_detectors("categorical")
 
 
 def _without_adwin_flag(d: dict) -> dict:

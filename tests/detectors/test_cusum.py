@@ -10,11 +10,11 @@ import pytest
 
 from detectors.base import Detector
 from detectors.calibration import calibrate_cusum
-from detectors.column import cusum_reference, make_detector
+from detectors.catalogue import make_detector
 from detectors.cusum import CUSUM, cusum_excursion_maxima
 from detectors.errors import DetectorError
 from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline
-from detectors.profile import NumericProfile
+from detectors.profile import NumericProfile, cusum_reference
 from tests.detectors.conftest import draw
 
 

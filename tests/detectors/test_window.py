@@ -12,7 +12,7 @@ from scipy import special, stats
 from detectors.adwin import ADWIN
 from detectors.base import Detector, registered_detectors
 from detectors.calibration import calibrate_window_test
-from detectors.column import make_detector, reference_counts
+from detectors.catalogue import make_detector, reference_counts
 from detectors.errors import DetectorError
 from detectors.profile import CategoricalProfile, NumericProfile
 from detectors.window import (

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 
 from detectors.base import EMPTY_POSITIONS, Detector, as_float_batch, registered_detectors
 from detectors.calibration import calibrate_window_test
-from detectors.column import Alarm, ColumnMonitor, make_detector, reference_counts
+from detectors.catalogue import make_detector, reference_counts
+from detectors.column import Alarm, ColumnMonitor
 from detectors.errors import DetectorError
 from detectors.profile import CategoricalProfile, NumericProfile
 from detectors.window import (

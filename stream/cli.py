@@ -62,7 +62,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for e in errors:
             print(f"error: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    from detectors.column import SEQUENTIAL_DETECTORS
+    from detectors.catalogue import series_per_detector
 
     n_series = 0
     for m in config.models:
@@ -70,8 +70,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"model {m.name}: {len(m.features)} features, {len(m.predictions)} predictions")
         for c in cols:
             n_det = len(c.detectors)
-            # every detector exports 7 series, but the sequential ones have no p-value
-            n_series += (n_det * 7 - sum(d in SEQUENTIAL_DETECTORS for d in c.detectors)
+            n_series += (sum(series_per_detector(d) for d in c.detectors)
                          + (3 if c.type == "numeric" else 2) + 3 + 3)
             print(f"  {c.role:10s} {c.name:24s} {c.type:11s} detectors: {', '.join(c.detectors)}")
         n_series += 6

@@ -1,7 +1,8 @@
 """The structure of the code: layered packages, no import cycle, modules of a readable size.
 
 The import graph is read from the source (``ast``, imports inside functions included),
-so it holds for lazy imports too.  Layers, from the bottom: ``detectors`` (pure
+so it holds for lazy imports too; imports under ``if TYPE_CHECKING:`` never run and are
+left out.  Layers, from the bottom: ``detectors`` (pure
 statistics), then in ``stream``: config (and the package root, logging, the local
 broker launcher) < formats < engine < sources, sinks < runtime < cli, demo.  A module
 may import its own layer or a lower one, never a higher one, and ``detectors`` never
@@ -55,7 +56,13 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     is_package = path.name == "__init__.py"
     found: set[str] = set()
+    # imports only for type checkers (``if TYPE_CHECKING:``) do not run: no runtime edge
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and isinstance(block.test, ast.Name) and block.test.id == "TYPE_CHECKING"
+                   for stmt in block.body for n in ast.walk(stmt)}
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]

@@ -8,14 +8,19 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from detectors import catalogue
 from stream.config.errors import Secret
 
-NUMERIC_DETECTORS: Final = ("ks", "adwin", "cusum", "missing", "out_of_range")
-CATEGORICAL_DETECTORS: Final = ("chi2", "surprisal", "missing", "unseen")
-COLUMN_TYPES: Final = ("numeric", "categorical")
+#: the detector kinds each column type takes, and their defaults, from the detectors' catalogue
+COLUMN_TYPES: Final = catalogue.COLUMN_TYPES
 DETECTORS_BY_TYPE: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
-    {"numeric": NUMERIC_DETECTORS, "categorical": CATEGORICAL_DETECTORS}
+    {t: catalogue.detectors_for(t) for t in COLUMN_TYPES}
 )
+DEFAULT_DETECTORS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {t: catalogue.default_detectors(t) for t in COLUMN_TYPES}
+)
+NUMERIC_DETECTORS: Final = DEFAULT_DETECTORS["numeric"]
+CATEGORICAL_DETECTORS: Final = DEFAULT_DETECTORS["categorical"]
 ALL_DETECTORS: Final = tuple(dict.fromkeys(NUMERIC_DETECTORS + CATEGORICAL_DETECTORS))
 TIMESTAMP_UNITS: Final = ("s", "ms", "us", "iso8601")
 AUTO_OFFSET_RESETS: Final = ("earliest", "latest")

@@ -61,8 +61,8 @@ import pytest
 
 # -- every streamdrift import of this module (the refactor renames these modules) ---------
 from stream.cli import main as streamdrift_main
-from stream.metrics import make_registry
-from stream.pipeline import Pipeline
+from stream.engine.pipeline import Pipeline
+from stream.sinks.metrics import make_registry
 
 # ------------------------------------------------------------------------------------------
 

@@ -69,7 +69,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         cols = [*m.features, *m.predictions]
         print(f"model {m.name}: {len(m.features)} features, {len(m.predictions)} predictions")
         for c in cols:
-            n_det = len(c.detectors)
             n_series += (sum(series_per_detector(d) for d in c.detectors)
                          + (3 if c.type == "numeric" else 2) + 3 + 3)
             print(f"  {c.role:10s} {c.name:24s} {c.type:11s} detectors: {', '.join(c.detectors)}")

@@ -1135,7 +1135,9 @@ def test_kustomize_builds(tmp_path: Path) -> None:
 # integration: the Compose stack's Python parts against a real Kafka broker
 # --------------------------------------------------------------------------------------------
 def _broker_module() -> ModuleType:
-    return load_module(DEPLOY / "kafka" / "broker.py", "streamdrift_deploy_files_broker")
+    import stream.broker
+
+    return stream.broker
 
 
 def _unavailable(message: str) -> None:

@@ -3,7 +3,7 @@
 ``kafka_bootstrap`` (session) is a "host:port" bootstrap string, from the first of:
 
 1. an external broker named by ``STREAMDRIFT_TEST_KAFKA`` (e.g. ``127.0.0.1:9092``);
-2. the Docker-free local broker of ``deploy/kafka/broker.py`` (needs ``java`` 17+, and the
+2. the Docker-free local broker of :mod:`stream.broker` (needs ``java`` 17+, and the
    cached classpath in ``.cache/kafka/`` or ``mvn`` to fetch it);
 3. testcontainers' ``KafkaContainer``, only where a Docker engine is reachable.
 
@@ -14,10 +14,8 @@ carry ``@pytest.mark.integration`` themselves.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,28 +23,14 @@ from types import ModuleType
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BROKER_PY = REPO_ROOT / "deploy" / "kafka" / "broker.py"
 EXTERNAL_ENV = "STREAMDRIFT_TEST_KAFKA"
-_MODULE_NAME = "streamdrift_deploy_kafka_broker"
 
 
 def load_broker_module() -> ModuleType:
-    """deploy/kafka/broker.py, imported by file path (deploy/ is not a package)."""
-    module = sys.modules.get(_MODULE_NAME)
-    if module is not None:
-        return module
-    spec = importlib.util.spec_from_file_location(_MODULE_NAME, BROKER_PY)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {BROKER_PY}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[_MODULE_NAME] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[_MODULE_NAME]
-        raise
-    return module
+    """The local broker launcher, :mod:`stream.broker`."""
+    import stream.broker
+
+    return stream.broker
 
 
 def broker_unavailable(message: str) -> None:
@@ -83,7 +67,7 @@ def _start_local(workdir: Path, reasons: list[str]):
     try:
         broker_mod = load_broker_module()
     except Exception as exc:
-        reasons.append(f"local broker: cannot import {BROKER_PY}: {type(exc).__name__}: {exc}")
+        reasons.append(f"local broker: cannot import stream.broker: {type(exc).__name__}: {exc}")
         return None
     why_not = broker_mod.local_broker_unavailable_reason()
     if why_not is not None:
@@ -131,7 +115,7 @@ def _start_container(reasons: list[str]):
 
 @pytest.fixture(scope="session")
 def broker_module() -> ModuleType:
-    """deploy/kafka/broker.py as a module, when a LocalBroker can run here."""
+    """The module stream.broker, when a LocalBroker can run here."""
     module = load_broker_module()
     why_not = module.local_broker_unavailable_reason()
     if why_not is not None:

@@ -52,7 +52,6 @@ ALERTMANAGER_YML = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
 RUNBOOKS_MD = REPO / "docs" / "runbooks.md"
 GRAFANA_GENERATOR = REPO / "grafana" / "generate.py"
 PROCS_PY = REPO / "tests" / "deploy" / "procs.py"
-BROKER_PY = REPO / "deploy" / "kafka" / "broker.py"
 
 PROMETHEUS = ("prometheus",)
 ALERTMANAGER = ("prometheus-alertmanager", "alertmanager")
@@ -146,8 +145,10 @@ def grafana_generator() -> ModuleType:
 
 
 def broker_module() -> ModuleType:
-    """deploy/kafka/broker.py, under the name tests/integration/conftest.py uses."""
-    return _load_by_path("streamdrift_deploy_kafka_broker", BROKER_PY)
+    """The local broker launcher, :mod:`stream.broker`."""
+    import stream.broker
+
+    return stream.broker
 
 
 # --------------------------------------------------------------------------- data

@@ -1,6 +1,6 @@
 """Kafka TLS and SASL pass-through, against a real broker with a SASL_SSL listener.
 
-One broker for the module: deploy/kafka/broker.py's LocalBroker with a ``SASL_SSL``
+One broker for the module: stream.broker's LocalBroker with a ``SASL_SSL``
 listener (certificate for 127.0.0.1/localhost signed by a CA made here with ``openssl``)
 that enables SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN; the SCRAM credentials are created
 when the storage is formatted.  The KRaft controller listener stays PLAINTEXT.

@@ -1,6 +1,6 @@
 """End-to-end throughput, lag and memory of ``streamdrift run`` against a real Kafka broker.
 
-Starts the local broker (``deploy/kafka/broker.py``), produces N synthetic inference
+Starts the local broker (:mod:`stream.broker`), produces N synthetic inference
 events of about 700 bytes (20 columns: 14 numeric features, some of them integers, 4
 categorical features, a numeric and a categorical prediction; plus a ``model`` field,
 ids, client info and a timestamp), builds the model's baseline from reference data once,
@@ -50,7 +50,6 @@ import math  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -58,13 +57,11 @@ import threading  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
-from types import ModuleType  # noqa: E402
 from typing import Any  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results" / "pipeline.md"
-BROKER_PY = REPO / "deploy" / "kafka" / "broker.py"
 if str(REPO) not in sys.path:  # `python bench/bench_pipeline.py` from anywhere
     sys.path.insert(0, str(REPO))
 
@@ -234,12 +231,6 @@ def loadavg() -> str:
         return "?"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def scrape(port: int, timeout: float = 10.0) -> tuple[float, str]:
     t0 = time.perf_counter()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
@@ -256,18 +247,6 @@ def metric_value(text: str, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return math.nan
-
-
-def load_broker_module() -> ModuleType:
-    name = "streamdrift_bench_broker"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BROKER_PY)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def has_confluent() -> bool:
@@ -986,13 +965,14 @@ class Bench:
         log(f"baseline ready in {self.results['baseline_s']:.1f} s (cached for the workers)")
 
     def start_broker(self) -> None:
-        mod = load_broker_module()
-        why = mod.local_broker_unavailable_reason()
+        from stream.broker import LocalBroker, local_broker_unavailable_reason
+
+        why = local_broker_unavailable_reason()
         if why is not None:
             raise RuntimeError(f"the local Kafka broker cannot run here: {why}")
         log("starting the local Kafka broker")
         # bounded disk use over a long soak; the throughput topics stay whole (< 1 GiB)
-        self.broker = mod.LocalBroker(partitions=1, extra_properties={
+        self.broker = LocalBroker(partitions=1, extra_properties={
             "log.retention.bytes": 2 << 30, "log.segment.bytes": 256 << 20,
             "log.retention.check.interval.ms": 30_000})
         self.broker.start()
@@ -1082,7 +1062,9 @@ class Bench:
                     f"{res['events'] / res['steady_s']:,.0f} from the first record, "
                     f"{res['events'] / res['cpu_s']:,.0f} per CPU-second (load {loadavg()})")
             with contextlib.suppress(Exception):
-                load_broker_module().delete_topics(self.bootstrap, [topic], timeout=10.0)
+                from stream.broker import delete_topics
+
+                delete_topics(self.bootstrap, [topic], timeout=10.0)
 
     def best_default(self, client: str = "kafka-python") -> dict[str, Any]:
         """The fastest KafkaRunner run with the default configuration and ``client``: the
@@ -1165,7 +1147,9 @@ class Bench:
         self.stop_child(consumer)
         out["consumer"] = self.collect(consumer, 1)
         with contextlib.suppress(Exception):
-            load_broker_module().delete_topics(self.bootstrap, [topic], timeout=10.0)
+            from stream.broker import delete_topics
+
+            delete_topics(self.bootstrap, [topic], timeout=10.0)
         return out
 
     def _steady_rate(self, client: str) -> float:

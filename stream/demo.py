@@ -1,6 +1,6 @@
 """``streamdrift demo``: everything on one machine, drift you can watch.
 
-Starts the local Apache Kafka broker (``deploy/kafka/broker.py``) unless
+Starts the local Apache Kafka broker (:mod:`stream.broker`) unless
 ``--bootstrap-servers`` is given, writes reference data and a configuration for
 two models, runs a synthetic producer of inference events (drift is injected
 into a few columns after ``--drift-after`` seconds), runs the detector with its
@@ -9,7 +9,6 @@ into a few columns after ``--drift-after`` seconds), runs the detector with its
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import socket
 import sys
@@ -101,21 +100,6 @@ def make_events(rng: np.random.Generator, n: int, t0: float, drift: bool) -> lis
                   "prediction": {"score": float(fraud_score[i])}}
         out.append(orjson.dumps(ev))
     return out
-
-
-def _load_broker_module() -> Any:
-    here = Path(__file__).resolve()
-    for root in (Path.cwd(), *here.parents):
-        cand = root / "deploy" / "kafka" / "broker.py"
-        if cand.is_file():
-            spec = importlib.util.spec_from_file_location("streamdrift_local_broker", cand)
-            assert spec and spec.loader
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = mod
-            spec.loader.exec_module(mod)
-            return mod
-    raise RuntimeError("deploy/kafka/broker.py not found: run the demo from the streamdrift "
-                       "repository, or pass --bootstrap-servers HOST:PORT of a running broker")
 
 
 def _free_port(preferred: int) -> int:
@@ -211,10 +195,11 @@ def run_demo(args: Any) -> int:
         if args.bootstrap_servers:
             bootstrap = args.bootstrap_servers
         else:
-            mod = _load_broker_module()
+            from stream.broker import LocalBroker
+
             print("starting the local Kafka broker (first run fetches it with Maven)...",
                   file=sys.stderr)
-            broker = mod.LocalBroker(partitions=3)
+            broker = LocalBroker(partitions=3)
             broker.start()
             bootstrap = broker.bootstrap_servers
             broker.create_topic(TOPIC, partitions=3)

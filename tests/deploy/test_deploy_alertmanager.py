@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from procs import require_tool
+
+from tests.support.policy import require_tool
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTMANAGER_YML = REPO / "deploy" / "alertmanager" / "alertmanager.yml"

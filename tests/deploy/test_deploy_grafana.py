@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from promql_contract import check_expr, load_contract
+
+from tests.support.promql import check_expr, load_contract
 
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "grafana"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from procs import in_ci, require_tool
-from promql_contract import check_expr, load_contract
+
+from tests.support.policy import in_ci, require_tool
+from tests.support.promql import check_expr, load_contract
 
 REPO = Path(__file__).resolve().parents[2]
 PROM_DIR = REPO / "deploy" / "prometheus"

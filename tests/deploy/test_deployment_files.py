@@ -22,33 +22,38 @@ stack never started here. What is checked instead:
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 import json
 import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import tomllib
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import redirect_stdout
 from fnmatch import fnmatchcase
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from procs import free_port, in_ci, require_tool, wait_until
 
+import stream.broker
 from stream.config import ConfigError, load_config, parse_config
+from tests.support.kafka import kafka_bootstrap_servers
+from tests.support.metrics import samples, scrape
+from tests.support.policy import require_tool
+from tests.support.ports import free_port
+from tests.support.processes import stop_process
+from tests.support.scripts import load_script
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -96,15 +101,6 @@ def load_yaml(path: Path) -> Any:
 def load_yaml_docs(path: Path) -> list[Any]:
     docs = yaml.load_all(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
     return [d for d in docs if d is not None]
-
-
-def load_module(path: Path, name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def script_env() -> dict[str, str]:
@@ -722,7 +718,7 @@ def test_compose_topics_are_created(compose: dict[str, Any], compose_config: Any
 
 
 def test_compose_producer_settings(compose: dict[str, Any], compose_config: Any) -> None:
-    producer = load_module(COMPOSE_DIR / "producer.py", "streamdrift_compose_producer")
+    producer = load_script(COMPOSE_DIR / "producer.py")
     env = {k: str(v) for k, v in service(compose, "producer")["environment"].items()}
     assert set(env) <= {"BOOTSTRAP_SERVERS", "RATE", "DRIFT_AFTER"}
     bootstrap, rate, drift_after = producer.settings(env)
@@ -806,7 +802,7 @@ def test_compose_alert_sink_receives_the_placeholder_webhooks(compose: dict[str,
 
 
 def test_alert_sink_prints_each_alert() -> None:
-    sink = load_module(COMPOSE_DIR / "alert_sink.py", "streamdrift_compose_alert_sink")
+    sink = load_script(COMPOSE_DIR / "alert_sink.py")
     server = ThreadingHTTPServer(("127.0.0.1", 0), sink.Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     payload = {"version": "4", "status": "firing", "receiver": "pager", "alerts": [
@@ -959,7 +955,7 @@ def test_generate_check_fails_on_a_stale_file(tmp_path: Path) -> None:
 
 
 def test_generate_rejects_colliding_group_names(tmp_path: Path) -> None:
-    generate = load_module(GENERATOR, "streamdrift_k8s_generate")
+    generate = load_script(GENERATOR)
     rules = tmp_path / "rules"
     rules.mkdir()
     for name in ("a.yml", "b.yml"):
@@ -1134,67 +1130,21 @@ def test_kustomize_builds(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # integration: the Compose stack's Python parts against a real Kafka broker
 # --------------------------------------------------------------------------------------------
-def _broker_module() -> ModuleType:
-    return load_module(DEPLOY / "kafka" / "broker.py", "streamdrift_deploy_files_broker")
-
-
-def _unavailable(message: str) -> None:
-    if in_ci():
-        pytest.fail(f"{message} (CI is set: integration tests must not be skipped)",
-                    pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture
-def kafka_bootstrap(tmp_path: Path):
-    external = os.environ.get("STREAMDRIFT_TEST_KAFKA", "").strip()
-    if external:
-        yield external
-        return
-    broker_mod = _broker_module()
-    why_not = broker_mod.local_broker_unavailable_reason()
-    if why_not is not None:
-        _unavailable(f"no local Kafka broker: {why_not}")
-    broker = broker_mod.LocalBroker(workdir=tmp_path / "kafka", partitions=3)
-    try:
-        broker.start()
-    except broker_mod.BrokerError as exc:
-        _unavailable(f"the local Kafka broker did not start: {exc}")
-    try:
-        yield broker.bootstrap_servers
-    finally:
-        broker.stop()
+def kafka_bootstrap(tmp_path: Path) -> Iterator[str]:
+    with kafka_bootstrap_servers(tmp_path / "kafka", partitions=3) as bootstrap:
+        yield bootstrap
 
 
-def _metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        return resp.read().decode()
-
-
-def _samples(text: str, name: str) -> list[Any]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return [s for family in text_string_to_metric_families(text) for s in family.samples
-            if s.name == name]
+def _matching(text: str, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample ``name`` whose labels include ``labels``."""
+    return [(dict(found), value) for (sample_name, found), value in samples(text).items()
+            if sample_name == name and labels.items() <= dict(found).items()]
 
 
 def _sample(text: str, name: str, **labels: str) -> float | None:
-    for s in _samples(text, name):
-        if all(s.labels.get(k) == v for k, v in labels.items()):
-            return s.value
-    return None
-
-
-def _stop(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-            return -9
-    return proc.returncode
+    """The value of the first sample ``name`` whose labels include ``labels``, or None."""
+    return next((value for _, value in _matching(text, name, **labels)), None)
 
 
 @pytest.mark.integration
@@ -1205,10 +1155,9 @@ def test_compose_pipeline_against_a_real_broker(kafka_bootstrap: str, tmp_path: 
     `streamdrift run` with the Compose configuration; drift is seen on /metrics."""
     from stream.demo import DRIFTED
 
-    broker_mod = _broker_module()
     compose_config = parse_config(load_yaml(COMPOSE_CONFIG), COMPOSE_DIR)
     for topic in (*compose_config.source.kafka.topics, compose_config.source.dead_letter.topic):
-        broker_mod.create_topic(kafka_bootstrap, topic, 3)
+        stream.broker.create_topic(kafka_bootstrap, topic, 3)
     port = free_port()
     data = tmp_path / "data"
     text = (COMPOSE_CONFIG.read_text().replace("/var/lib/streamdrift", str(data))
@@ -1242,31 +1191,31 @@ def test_compose_pipeline_against_a_real_broker(kafka_bootstrap: str, tmp_path: 
         def consumed() -> bool:
             assert run.poll() is None, "streamdrift exited:\n" + log("streamdrift")
             assert producer.poll() is None, "the producer exited:\n" + log("producer")
-            value = _sample(_metrics(port), "streamdrift_events_processed_total", model="credit")
+            value = _sample(scrape(port), "streamdrift_events_processed_total", model="credit")
             return bool(value and value > 5000)
 
-        wait_until(consumed, timeout=120, interval=1.0, message="events processed")
-        before = _metrics(port)
+        wait_for(consumed, timeout=120, interval=1.0, message="events processed")
+        before = scrape(port)
         assert _sample(before, "streamdrift_source_up") == 1
         assert "drift injected now" not in log("producer"), "too slow to see clean data"
         # the baselines come from the producer's generator: no alarm on clean data
-        alarms = [(s.labels["model"], s.labels["feature"], s.labels["detector"])
-                  for s in _samples(before, "streamdrift_drift_active") if s.value == 1]
+        alarms = [(found["model"], found["feature"], found["detector"])
+                  for found, value in _matching(before, "streamdrift_drift_active") if value == 1]
         assert not alarms, f"alarms before any drift was injected: {alarms}"
 
         drifted = {f for m, f in DRIFTED if m == "credit"}
 
         def drift_seen() -> bool:
             assert run.poll() is None, "streamdrift exited:\n" + log("streamdrift")
-            text = _metrics(port)
+            text = scrape(port)
             return any(_sample(text, "streamdrift_drift_active", model="credit", feature=f,
                                detector=d) == 1
                        for f in drifted for d in ("ks", "chi2", "adwin"))
 
-        wait_until(drift_seen, timeout=150, interval=2.0, message="drift on credit")
+        wait_for(drift_seen, timeout=150, interval=2.0, message="drift on credit")
         assert "drift injected now" in log("producer"), "drift reported before it was injected"
     finally:
-        codes = {"producer": _stop(producer), "streamdrift": _stop(run)}
+        codes = {"producer": stop_process(producer), "streamdrift": stop_process(run)}
         for f in logs.values():
             f.close()
     assert codes["producer"] == 0, log_text(tmp_path, "producer")

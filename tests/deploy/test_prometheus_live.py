@@ -5,28 +5,29 @@ rules produce series, the alerts go pending/firing, every dashboard query runs; 
 starts with our configuration, routes alerts to the right receiver and applies the
 inhibition rules; the watchdog travels Prometheus -> Alertmanager -> dead man's switch.
 
-The servers come from procs.py; everything is stopped at the end of the module.
+The servers come from tests.support.servers; everything is stopped at the end of the module.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections import defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
-from procs import (
+
+from tests.support.policy import find_binary, require_tool
+from tests.support.servers import (
+    ALERTMANAGER,
+    PROMETHEUS,
     ServerStartError,
-    find_binary,
-    require_tool,
+    query,
     start_alertmanager,
     start_prometheus,
-    wait_until,
 )
+from tests.support.waiting import wait_for
+from tests.support.webhook import Webhook
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +36,6 @@ ALERTS = REPO / "deploy" / "prometheus" / "rules" / "streamdrift-alerts.yml"
 RECORDING = REPO / "deploy" / "prometheus" / "rules" / "streamdrift-recording.yml"
 ALERTMANAGER_YML = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
 
-PROMETHEUS = ("prometheus",)
-ALERTMANAGER = ("prometheus-alertmanager", "alertmanager")
 SCRAPE = 1  # seconds, scrape and rule evaluation interval of the test Prometheus
 RATE_INTERVAL = "15s"  # what Grafana's $__rate_interval becomes for the dashboard queries
 
@@ -178,46 +177,12 @@ class Exporter:
         self.thread.join(5)
 
 
-class WebhookCapture:
-    """HTTP server recording Alertmanager webhook deliveries as (path, payload)."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[str, dict]] = []
-        lock = threading.Lock()
-        received = self.received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with lock:
-                    received.append((self.path, json.loads(body or b"{}")))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-
-    def alerts(self, path: str) -> list[dict]:
-        return [a for p, payload in list(self.received) if p == path
-                for a in payload.get("alerts", [])]
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-
 # --------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture(scope="module")
 def webhooks():
-    capture = WebhookCapture()
+    capture = Webhook()
     yield capture
     capture.stop()
 
@@ -289,12 +254,6 @@ def prometheus(tmp_path_factory, exporters, alertmanager):
         yield prom
 
 
-def query(prom, expr: str) -> list[dict]:
-    reply = prom.get_json("/api/v1/query", query=expr)
-    assert reply["status"] == "success", reply
-    return reply["data"]["result"]
-
-
 def rule_groups(*paths: Path) -> dict[str, list[str]]:
     out = {}
     for path in paths:
@@ -317,8 +276,8 @@ def all_rules_evaluated(prom):
 
 def test_prometheus_loads_our_rules_and_evaluates_them_cleanly(prometheus):
     require_tool(*PROMETHEUS)
-    groups = wait_until(lambda: all_rules_evaluated(prometheus), timeout=30,
-                        message="every rule evaluated with health ok")
+    groups = wait_for(lambda: all_rules_evaluated(prometheus), timeout=30,
+                      message="every rule evaluated with health ok")
     loaded = {g["name"]: [r["name"] for r in g["rules"]] for g in groups}
     assert loaded == rule_groups(RECORDING, ALERTS)
     bad = [(r["name"], r.get("lastError")) for g in groups for r in g["rules"]
@@ -333,7 +292,7 @@ def test_prometheus_scrapes_the_exporters(prometheus, exporters):
         result = query(prometheus, 'up{job="streamdrift"} == 1')
         return len(result) == len(exporters)
 
-    wait_until(both_up, timeout=20, message="both fake exporters scraped")
+    wait_for(both_up, timeout=20, message="both fake exporters scraped")
     assert query(prometheus, 'streamdrift_source_up{job="streamdrift"}')
 
 
@@ -344,7 +303,7 @@ def test_recording_rules_produce_series(prometheus):
     def all_present():
         return all(query(prometheus, name) for name in names)
 
-    wait_until(all_present, timeout=30, message="a series of every recording rule")
+    wait_for(all_present, timeout=30, message="a series of every recording rule")
     # (a 5m rate over the few seconds of data so far is small, but positive)
     (fraud,) = query(prometheus, 'model:streamdrift_events_processed:rate5m{model="fraud"}')
     assert float(fraud["value"][1]) > 0
@@ -365,7 +324,7 @@ def test_alerts_go_pending_and_the_watchdog_fires(prometheus):
             return by_name
         return None
 
-    by_name = wait_until(alerts, timeout=30, message="watchdog and drift alerts")
+    by_name = wait_for(alerts, timeout=30, message="watchdog and drift alerts")
     (watchdog,) = by_name["StreamdriftWatchdog"]
     assert watchdog["state"] == "firing"
     (prediction,) = by_name["StreamdriftPredictionDrift"]
@@ -385,9 +344,9 @@ def test_alerts_go_pending_and_the_watchdog_fires(prometheus):
 def test_every_dashboard_query_runs(prometheus, grafana_generate):
     """All dashboard queries are valid PromQL, and every panel shows data."""
     require_tool(*PROMETHEUS)
-    wait_until(lambda: query(prometheus, "streamdrift_batch_processing_seconds_count"
-                                         f"[{RATE_INTERVAL}]"), timeout=20,
-               message="data to compute rates")
+    wait_for(lambda: query(prometheus, "streamdrift_batch_processing_seconds_count"
+                                       f"[{RATE_INTERVAL}]"), timeout=20,
+             message="data to compute rates")
     time.sleep(3)
     variables = {"model": "fraud", "feature": "amount"}
     empty_panels = defaultdict(list)
@@ -449,10 +408,10 @@ def test_alertmanager_delivers_to_the_receiver_of_the_route(alertmanager, webhoo
                 if a["labels"].get("job") == "route-test"
                 and a["labels"]["alertname"] == labels["alertname"]]
 
-    (alert, *_) = wait_until(delivered, timeout=20, message=f"a delivery to {receiver}")
+    (alert, *_) = wait_for(delivered, timeout=20, message=f"a delivery to {receiver}")
     assert alert["labels"] == labels
-    others = [p for p, payload in webhooks.received if p != f"/{receiver}"
-              for a in payload["alerts"]
+    others = [n.path for n in webhooks.notifications() if n.path != f"/{receiver}"
+              for a in n.alerts
               if a["labels"].get("job") == "route-test"
               and a["labels"]["alertname"] == labels["alertname"]]
     assert not others, f"also delivered to {others}"
@@ -486,7 +445,7 @@ def test_alertmanager_inhibition(alertmanager):
         return s if len(s) == 5 and s[("StreamdriftInvalidEventsHigh", "", "warning")][
             "inhibitedBy"] else None
 
-    status = wait_until(settled, timeout=20, message="inhibition applied")
+    status = wait_for(settled, timeout=20, message="inhibition applied")
     assert status[("StreamdriftFeatureDrift", "silent", "warning")]["state"] == "suppressed"
     assert status[("StreamdriftFeatureDrift", "busy", "warning")]["state"] == "active"
     assert status[("StreamdriftInvalidEventsHigh", "", "critical")]["state"] == "active"
@@ -503,7 +462,7 @@ def test_alertmanager_inhibition(alertmanager):
         s = _status(alertmanager, job)
         return s[("StreamdriftFeatureDrift", "busy", "warning")]["state"] == "suppressed"
 
-    wait_until(busy_suppressed, timeout=20, message="TargetAbsent inhibiting drift")
+    wait_for(busy_suppressed, timeout=20, message="TargetAbsent inhibiting drift")
 
 
 def test_watchdog_travels_from_prometheus_to_the_deadmansswitch(prometheus, webhooks):
@@ -515,6 +474,6 @@ def test_watchdog_travels_from_prometheus_to_the_deadmansswitch(prometheus, webh
                 if a["labels"]["alertname"] == "StreamdriftWatchdog"
                 and a["labels"].get("job") != "route-test"]
 
-    (alert, *_) = wait_until(delivered, timeout=30, message="watchdog at the dead man's switch")
+    (alert, *_) = wait_for(delivered, timeout=30, message="watchdog at the dead man's switch")
     assert alert["labels"]["severity"] == "none"
     assert alert["annotations"]["runbook_url"].endswith("#streamdriftwatchdog")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from pathlib import Path
@@ -10,25 +9,11 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from tests.support.processes import pid_alive
+
 pytestmark = pytest.mark.integration
 
 N_MESSAGES = 1_000
-
-
-def _pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: fall back to signal 0
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return state != "Z"
 
 
 def _pids_mentioning(text: str) -> list[int]:
@@ -41,7 +26,7 @@ def _pids_mentioning(text: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if text in cmdline and _pid_alive(int(entry.name)):
+        if text in cmdline and pid_alive(int(entry.name)):
             found.append(int(entry.name))
     return found
 
@@ -115,7 +100,7 @@ def test_local_broker_stop_leaves_no_java_behind(broker_module) -> None:
         pid = broker.pid
         workdir = broker.workdir
         assert pid is not None and workdir is not None
-        assert _pid_alive(pid)
+        assert pid_alive(pid)
         assert "kafka.Kafka" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         assert broker.bootstrap_servers.startswith("127.0.0.1:")
         # idempotent topic creation
@@ -124,7 +109,7 @@ def test_local_broker_stop_leaves_no_java_behind(broker_module) -> None:
     finally:
         broker.stop()
 
-    assert not _pid_alive(pid), f"java pid {pid} still running after stop()"
+    assert not pid_alive(pid), f"java pid {pid} still running after stop()"
     assert _pids_mentioning(str(workdir)) == [], "a process still refers to the broker's workdir"
     assert not workdir.exists(), "the temporary workdir was not deleted"
     assert not broker.running

@@ -15,41 +15,30 @@ query run against that Prometheus.
 Shortened for the test: scrape/evaluation interval 1 s, every alert `for:` 5 s (in a copy of
 the rule file), the Alertmanager's group_wait / group_interval. Not shortened: the range
 windows of the rules (e.g. `rate(...[10m])`), so the pipeline alerts only see the
-beginning of the stream; see `e2e_support.start_pipeline` for how the set-up keeps them from
-firing with `for: 5s` (target up before the first scrape, events flowing before it, alert
-rules loaded once the target has been scraped, a steady rate that builds no consumer lag, a
-few poison messages spread over thousands of events).
+beginning of the stream; see `tests.support.e2e.start_pipeline` for how the set-up keeps
+them from firing with `for: 5s` (target up before the first scrape, events flowing before
+it, alert rules loaded once the target has been scraped, a steady rate that builds no
+consumer lag, a few poison messages spread over thousands of events).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import re
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from tests.support import e2e
+from tests.support.events import COLUMNS, MODEL
+from tests.support.policy import require_tool
+from tests.support.scripts import GRAFANA_GENERATOR, load_script
+from tests.support.servers import ALERTMANAGER, PROMETHEUS, finite_values, query_range
+from tests.support.waiting import wait_for
+
 pytestmark = pytest.mark.integration
-
-
-def _support():
-    name = "streamdrift_e2e_support"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(
-            "e2e_support.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-e2e = _support()
-procs = e2e.procs()
 
 RATE = 800  # events per second, steady
 DRIFT_AFTER = 3000  # at least this many clean events before x1 drifts
@@ -68,8 +57,8 @@ QUIET_S = 20
 
 
 def require_tools() -> None:
-    procs.require_tool(*e2e.PROMETHEUS)
-    procs.require_tool(*e2e.ALERTMANAGER)
+    require_tool(*PROMETHEUS)
+    require_tool(*ALERTMANAGER)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +93,7 @@ def drift_pipeline(kafka_bootstrap: str, e2e_dir: Path, baseline):
 def _wait(pipe, predicate, timeout: float, message: str):
     """Poll `predicate()` until truthy (returned); fail at once when streamdrift or the
     producer died, and with the pipeline's diagnostics after `timeout` seconds."""
-    return e2e.poll(predicate, timeout, message, alive=pipe.check_alive, interval=0.5,
+    return wait_for(predicate, timeout, message, alive=pipe.check_alive, interval=0.5,
                     details=pipe.diagnostics)
 
 
@@ -121,7 +110,7 @@ def _grafana_regex_escape(value: str) -> str:
 def test_every_dashboard_query_returns_data(drift_pipeline):
     require_tools()
     pipe = drift_pipeline.get()
-    gen = e2e.grafana_generator()
+    gen = load_script(GRAFANA_GENERATOR)
     rate_interval = f"{RATE_INTERVAL_S}s"
 
     # Data worth showing: the drift alarm of x1 scraped, then enough scrapes after it for
@@ -129,7 +118,7 @@ def test_every_dashboard_query_returns_data(drift_pipeline):
     _wait(pipe, lambda: pipe.query(
         f'streamdrift_drift_alarms_total{{feature="{DRIFTED}"}} > 0'), 90,
         "the drift alarm of x1 in Prometheus")
-    _wait(pipe, lambda: e2e.finite_values(pipe.query(
+    _wait(pipe, lambda: finite_values(pipe.query(
         "histogram_quantile(0.99, sum by (le) (rate("
         f"streamdrift_batch_processing_seconds_bucket[{rate_interval}])))")), 30,
         "a finite batch-time quantile")
@@ -174,8 +163,8 @@ def test_every_dashboard_query_returns_data(drift_pipeline):
             combos = expanded
         choices[uid] = combos
     assert seen_values["job"] == {"streamdrift"}
-    assert seen_values["model"] == {e2e.MODEL}
-    assert seen_values["feature"] == set(e2e.COLUMNS)
+    assert seen_values["model"] == {MODEL}
+    assert seen_values["feature"] == set(COLUMNS)
     assert seen_values["instance"] == {f"127.0.0.1:{pipe.run.port}"}
 
     now = time.time()
@@ -194,11 +183,11 @@ def test_every_dashboard_query_returns_data(drift_pipeline):
         evaluated.add(where)
         query_has_data.setdefault(q, False)
         checked += 1
-        data = bool(e2e.finite_values(pipe.query(expr, at=now)))
+        data = bool(finite_values(pipe.query(expr, at=now)))
         is_range = q.panel.startswith("annotation ") or (
             not q.panel.startswith("variable ")
             and not instant[(q.dashboard, q.panel, q.expr)])
-        if not data and is_range and e2e.finite_values(e2e.query_range(
+        if not data and is_range and finite_values(query_range(
                 pipe.prometheus, expr, pipe.started_wall, now, e2e.SCRAPE_S)):
             # a time-series panel or an annotation shows the dashboard's time range
             from_range.append(where)
@@ -231,11 +220,11 @@ def _not_applicable(pipe, expr: str, feature: str | None) -> bool:
     if feature is None:
         return False
     for metric in sorted(set(re.findall(r"\bstreamdrift_\w+", expr))):
-        exported = pipe.query(f'count({metric}{{model="{e2e.MODEL}", feature="{feature}"}})')
+        exported = pipe.query(f'count({metric}{{model="{MODEL}", feature="{feature}"}})')
         if not exported:
             return True
         if metric == "streamdrift_drift_alarms_total" and feature != DRIFTED:
-            total = pipe.query(f'sum({metric}{{model="{e2e.MODEL}", feature="{feature}"}})')
+            total = pipe.query(f'sum({metric}{{model="{MODEL}", feature="{feature}"}})')
             if float(total[0]["value"][1]) == 0:
                 return True
     return False
@@ -312,19 +301,19 @@ def test_drift_of_one_feature_notifies_exactly_that_feature(drift_pipeline):
     payload = ticket.payload
     assert payload["status"] == "firing"
     assert payload["groupLabels"] == {"alertname": "StreamdriftFeatureDrift",
-                                      "model": e2e.MODEL}
+                                      "model": MODEL}
     (alert,) = payload["alerts"]
     assert alert["status"] == "firing"
     assert alert["labels"] == {"alertname": "StreamdriftFeatureDrift", "job": "streamdrift",
-                               "model": e2e.MODEL, "feature": DRIFTED, "role": "feature",
+                               "model": MODEL, "feature": DRIFTED, "role": "feature",
                                "severity": "warning", "category": "drift"}, alert
     annotations = alert["annotations"]
     assert set(annotations) == {"summary", "description", "runbook_url"}
     assert not any(_unrendered(v) for v in annotations.values()), annotations
-    assert annotations["summary"] == f"Feature {DRIFTED} of model {e2e.MODEL} is drifting"
+    assert annotations["summary"] == f"Feature {DRIFTED} of model {MODEL} is drifting"
     assert re.fullmatch(
         rf"[123] distribution/mean detector\(s\) \(ks, adwin, cusum, chi2, surprisal\) on feature {DRIFTED} of "
-        rf"model {e2e.MODEL} have been alarming for .*", annotations["description"]), annotations
+        rf"model {MODEL} have been alarming for .*", annotations["description"]), annotations
     url = annotations["runbook_url"]
     assert url.endswith("/docs/runbooks.md#streamdriftfeaturedrift"), url
     assert "\n## StreamdriftFeatureDrift\n" in e2e.RUNBOOKS_MD.read_text(encoding="utf-8")

@@ -1,6 +1,6 @@
 """Kafka TLS and SASL pass-through, against a real broker with a SASL_SSL listener.
 
-One broker for the module: deploy/kafka/broker.py's LocalBroker with a ``SASL_SSL``
+One broker for the module: stream.broker's LocalBroker with a ``SASL_SSL``
 listener (certificate for 127.0.0.1/localhost signed by a CA made here with ``openssl``)
 that enables SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN; the SCRAM credentials are created
 when the storage is formatted.  The KRaft controller listener stays PLAINTEXT.
@@ -17,19 +17,10 @@ Without java or openssl these tests FAIL under CI (``CI`` set) and are skipped e
 
 from __future__ import annotations
 
-import base64
-import importlib.util
 import logging
-import os
 import secrets
-import signal
-import socket
 import ssl
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,14 +28,19 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import tls
+from tests.support.configs import m1_config, write_config
+from tests.support.events import Regime, m1_events, with_poison
+from tests.support.kafka import produce
+from tests.support.metrics import http_get, samples
+from tests.support.ports import free_port
+from tests.support.processes import StreamdriftRun, pid_alive
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
-HERE = Path(__file__).resolve().parent
 USER = "streamdrift"          # SCRAM (256 and 512) and PLAIN user of the runner
 ADMIN = "admin"               # inter-broker and test-harness user
 PASSWORD_ENV = "SD_TEST_KAFKA_PASSWORD"
@@ -52,20 +48,9 @@ METRICS_USER = "prometheus"
 N_EVENTS = 600
 POISON = [b"{not json", b'"a string"']
 SCRAM_ITERATIONS = 4096
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-tls_support = _load("streamdrift_tests_tls_support", HERE / "tls_support.py")
+#: the events: x1 ~ N(0, 1), c1 uniform over a and b; no prediction
+COLUMNS = ("x1", "c1")
+REGIME = Regime(c1_values=("a", "b"), c1_p=None)
 
 
 # -- the secured broker -------------------------------------------------------------------------
@@ -84,10 +69,14 @@ class SecureKafka:
     def bootstrap(self) -> str:
         return self.broker.bootstrap_servers
 
+    def security_kwargs(self) -> dict[str, Any]:
+        """kafka-python's settings of the test harness' admin user."""
+        return {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_plain_username": ADMIN, "sasl_plain_password": self.admin_password,
+                "ssl_cafile": str(self.pki.ca_cert)}
+
     def admin_kwargs(self) -> dict[str, Any]:
-        return {"bootstrap_servers": self.bootstrap, "security_protocol": "SASL_SSL",
-                "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": ADMIN,
-                "sasl_plain_password": self.admin_password, "ssl_cafile": str(self.pki.ca_cert)}
+        return {"bootstrap_servers": self.bootstrap, **self.security_kwargs()}
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -103,7 +92,7 @@ def _jaas_scram(user: str, password: str) -> str:
 def kafka(broker_module: ModuleType, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[SecureKafka]:
     folder = tmp_path_factory.mktemp("kafka-security")
-    pki = tls_support.make_pki(folder / "pki")
+    pki = tls.make_pki(folder / "pki")
     # letters and digits only: the values go into JAAS strings and --add-scram arguments
     password, admin_password, metrics_password = (
         secrets.token_hex(16) for _ in range(3))
@@ -146,51 +135,25 @@ def kafka(broker_module: ModuleType, tmp_path_factory: pytest.TempPathFactory
         yield SecureKafka(broker, pki, folder, password, admin_password, metrics_password)
     finally:
         broker.stop()
-        assert pid is not None and not _pid_alive(pid), f"java pid {pid} survived stop()"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+        assert pid is not None and not pid_alive(pid), f"java pid {pid} survived stop()"
 
 
 # -- data, config, helpers ----------------------------------------------------------------------
 
 
-def _event(rng: np.random.Generator, i: int) -> bytes:
-    return orjson.dumps({"model": "m1", "ts": 1.7e9 + i,
-                         "f": {"x1": float(rng.normal()), "c1": str(rng.choice(["a", "b"]))}})
-
-
-CONFIG = """\
-source:
-  kafka:
-    bootstrap_servers: "{bootstrap}"
-    topics: [{topic}]
-    group_id: {group}
-    auto_offset_reset: earliest
-    poll_timeout_ms: 200
-    security_protocol: SASL_SSL
-    sasl_mechanism: {mechanism}
-    sasl_username: {user}
-    sasl_password: ${{ENV:{env}}}
-    ssl_cafile: pki/ca.crt
-    client: {client}
-  dead_letter: {{topic: {dead_letter}}}
-  timestamp: {{path: ts, unit: s}}
-models:
-  - name: m1
-    select: {{field: model, equals: m1}}
-    baseline: {{file: m1.baseline.json}}
-    features:
-      - {{name: x1, path: f.x1, type: numeric}}
-      - {{name: c1, path: f.c1, type: categorical}}
-detection: {{window: 200, cadence: 50, false_alarm_events: 100000}}
-metrics: {{port: {port}, host: 127.0.0.1{web}}}
-"""
+def _config(kafka: SecureKafka, topic: str, mechanism: str, *, name: str,
+            port: int = 0, web_config: bool = False, client: str = "kafka-python") -> Path:
+    config = m1_config(
+        bootstrap=kafka.bootstrap, topic=topic, group=f"g-{name}-{uuid.uuid4().hex[:6]}",
+        port=port, columns=COLUMNS, baseline={"file": "m1.baseline.json"},
+        kafka={"poll_timeout_ms": 200, "security_protocol": "SASL_SSL",
+               "sasl_mechanism": mechanism, "sasl_username": USER,
+               "sasl_password": f"${{ENV:{PASSWORD_ENV}}}", "ssl_cafile": "pki/ca.crt",
+               "client": client},
+        dead_letter=f"{topic}-dl",
+        detection={"window": 200, "cadence": 50, "false_alarm_events": 100000},
+        metrics={"web_config": "web.yml"} if web_config else None)
+    return write_config(kafka.folder / f"{name}.yaml", config)
 
 
 @pytest.fixture(scope="module")
@@ -199,9 +162,8 @@ def baseline(kafka: SecureKafka) -> Path:
     from stream.config import load_config
     from stream.engine.baselines import build_baseline, save_baseline
 
-    rng = np.random.default_rng(5)
     ref = kafka.folder / "reference.jsonl"
-    ref.write_bytes(b"\n".join(_event(rng, i) for i in range(3000)))
+    ref.write_bytes(b"\n".join(m1_events(5, [(3000, REGIME)], COLUMNS)))
     cfg = _config(kafka, "unused", "SCRAM-SHA-512", name="baseline")
     config = load_config(cfg, environ={PASSWORD_ENV: "x"})
     out = kafka.folder / "m1.baseline.json"
@@ -209,40 +171,14 @@ def baseline(kafka: SecureKafka) -> Path:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _config(kafka: SecureKafka, topic: str, mechanism: str, *, name: str,
-            port: int = 0, web_config: bool = False, client: str = "kafka-python") -> Path:
-    path = kafka.folder / f"{name}.yaml"
-    path.write_text(CONFIG.format(
-        bootstrap=kafka.bootstrap, topic=topic, group=f"g-{name}-{uuid.uuid4().hex[:6]}",
-        mechanism=mechanism, user=USER, env=PASSWORD_ENV, dead_letter=f"{topic}-dl",
-        port=port, web=", web_config: web.yml" if web_config else "", client=client))
-    return path
-
-
 def _topic(kafka: SecureKafka, tag: str) -> str:
     return kafka.broker.create_topic(f"sd-sec-{tag}-{uuid.uuid4().hex[:8]}")
 
 
 def _produce(kafka: SecureKafka, topic: str, n: int, poison: list[bytes]) -> int:
-    from kafka import KafkaProducer
-
-    rng = np.random.default_rng(11)
-    messages = [_event(rng, i) for i in range(n)]
-    for k, bad in enumerate(poison):
-        messages.insert(100 + 200 * k, bad)
-    producer = KafkaProducer(**kafka.admin_kwargs(), acks="all", linger_ms=5)
-    try:
-        for m in messages:
-            producer.send(topic, m)
-        producer.flush(timeout=60)
-    finally:
-        producer.close(timeout=10)
+    messages = with_poison(m1_events(11, [(n, REGIME)], COLUMNS), poison, 100, 200)
+    produce(kafka.bootstrap, topic, messages, **kafka.security_kwargs(), acks="all",
+            linger_ms=5)
     return len(messages)
 
 
@@ -271,50 +207,17 @@ def _web_config(kafka: SecureKafka) -> None:
 
 
 def _scrape(kafka: SecureKafka, port: int, password: str | None) -> tuple[int, str]:
-    req = urllib.request.Request(f"https://127.0.0.1:{port}/metrics")
-    if password is not None:
-        token = base64.b64encode(f"{METRICS_USER}:{password}".encode()).decode()
-        req.add_header("Authorization", f"Basic {token}")
     ctx = ssl.create_default_context(cafile=str(kafka.pki.ca_cert))
-    try:
-        with urllib.request.urlopen(req, timeout=5, context=ctx) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, ""
+    status, _, body = http_get(f"https://127.0.0.1:{port}/metrics", ctx,
+                               user=None if password is None else METRICS_USER,
+                               password=password, timeout=5)
+    return status, body
 
 
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
-
-
-class Run:
-    """``streamdrift run`` as a subprocess, its stderr in a file."""
-
-    def __init__(self, config: Path, password: str, *extra: str,
-                 log_level: str = "debug") -> None:
-        self.stderr = config.with_suffix(".stderr")
-        self.stdout = config.with_suffix(".stdout")
-        env = {**os.environ, PASSWORD_ENV: password, "PYTHONUNBUFFERED": "1"}
-        with self.stderr.open("wb") as err, self.stdout.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "--log-level", log_level, "run",
-                 "-c", str(config), *extra],
-                stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=config.parent, env=env)
-
-    def output(self) -> str:
-        return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
-
-    def stop(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            raise AssertionError(
-                f"streamdrift run did not stop:\n{self.output()[-3000:]}") from None
+def _run(config: Path, password: str, *extra: str) -> StreamdriftRun:
+    """``streamdrift --log-level debug run``, the runner's password in its environment."""
+    return StreamdriftRun(config, *extra, log_level="debug", env={PASSWORD_ENV: password},
+                          keep_stdout=True)
 
 
 def _no_secrets(text: str, kafka: SecureKafka, *more: str) -> None:
@@ -335,10 +238,10 @@ def test_run_scram_sha512_with_secured_metrics(kafka: SecureKafka, baseline: Pat
     topic = _topic(kafka, "s512")
     total = _produce(kafka, topic, N_EVENTS, POISON)
     _web_config(kafka)
-    port = _free_port()
+    port = free_port()
     config = _config(kafka, topic, "SCRAM-SHA-512", name=f"s512-{client}", port=port,
                      web_config=True, client=client)
-    run = Run(config, kafka.password)
+    run = _run(config, kafka.password)
     text = ""
     try:
         deadline = time.monotonic() + 120
@@ -349,7 +252,7 @@ def test_run_scram_sha512_with_secured_metrics(kafka: SecureKafka, baseline: Pat
             except OSError:
                 status = 0
             if status == 200:
-                s = _samples(text)
+                s = samples(text)
                 if s.get(("streamdrift_dead_letter_total", (("result", "ok"),)), 0) >= 2:
                     break
             time.sleep(0.5)
@@ -360,10 +263,10 @@ def test_run_scram_sha512_with_secured_metrics(kafka: SecureKafka, baseline: Pat
         assert _scrape(kafka, port, None)[0] == 401
         assert _scrape(kafka, port, "not-the-password")[0] == 401
     finally:
-        rc = run.stop()
+        rc = run.stop(60)
     out = run.output()
     assert rc == 0, out[-3000:]
-    s = _samples(text)
+    s = samples(text)
     assert s[("streamdrift_events_consumed_total", ())] == total
     assert s[("streamdrift_events_processed_total", (("model", "m1"),))] == N_EVENTS
     assert s[("streamdrift_source_up", ())] == 1
@@ -378,17 +281,17 @@ def test_run_scram_sha512_with_secured_metrics(kafka: SecureKafka, baseline: Pat
 @CLIENTS
 def test_wrong_password_is_a_clear_error(kafka: SecureKafka, baseline: Path, client: str) -> None:
     topic = _topic(kafka, "bad")
-    config = _config(kafka, topic, "SCRAM-SHA-512", name=f"badpw-{client}", port=_free_port(),
+    config = _config(kafka, topic, "SCRAM-SHA-512", name=f"badpw-{client}", port=free_port(),
                      client=client)
     wrong = secrets.token_hex(16)
     log = kafka.broker.log_path
     log_before = log.stat().st_size
     t0 = time.monotonic()
-    run = Run(config, wrong)
+    run = _run(config, wrong)
     try:
         rc = run.proc.wait(120)
     finally:
-        run.stop()
+        run.stop(60)
     took = time.monotonic() - t0
     out = run.output()
     assert rc == 2, f"exit code {rc}:\n{out[-3000:]}"
@@ -441,12 +344,12 @@ def test_runner_scram_sha256(kafka: SecureKafka, baseline: Path,
 def test_run_plain_over_sasl_ssl(kafka: SecureKafka, baseline: Path) -> None:
     topic = _topic(kafka, "plain")
     total = _produce(kafka, topic, N_EVENTS, [])
-    config = _config(kafka, topic, "PLAIN", name="plain", port=_free_port())
-    run = Run(config, kafka.password, "--max-events", str(total), log_level="debug")
+    config = _config(kafka, topic, "PLAIN", name="plain", port=free_port())
+    run = _run(config, kafka.password, "--max-events", str(total))
     try:
         rc = run.proc.wait(120)
     finally:
-        run.stop()
+        run.stop(60)
     out = run.output()
     assert rc == 0, out[-3000:]
     stopped = [orjson.loads(line) for line in out.splitlines()

@@ -7,24 +7,15 @@ quotes them.
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from stream.config import Config, load_config
 from stream.engine.baselines import resolve_baselines
@@ -32,77 +23,35 @@ from stream.engine.pipeline import Pipeline
 from stream.runtime.runner import KafkaRunner
 from stream.sinks.checkpoints import StateStore
 from stream.sources.kafka import kafka_client_kwargs
+from tests.support.configs import m1_config, write_config
+from tests.support.events import CLEAN, SHIFTED, Regime, m1_events, with_poison
+from tests.support.kafka import produce
+from tests.support.ports import free_port, free_ports
+from tests.support.processes import StreamdriftRun
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 STATE_TOPIC = "streamdrift-state"
-
-CONFIG = """
-source:
-  kafka:
-    bootstrap_servers: "{bootstrap}"
-    topics: [{topic}]
-    group_id: {group}
-    auto_offset_reset: earliest
-    max_poll_records: 500
-    poll_timeout_ms: 200
-    client: {client}
-{dead_letter}
-  timestamp: {{path: ts, unit: s}}
-models:
-  - name: m1
-    select: {{field: model, equals: m1}}
-    baseline: {{reference: reference.jsonl}}
-    features:
-      - {{name: x1, path: f.x1, type: numeric}}
-      - {{name: c1, path: f.c1, type: categorical}}
-    predictions:
-      - {{name: score, path: p.score, type: numeric}}
-detection:
-  false_alarm_events: 1000000
-  window: 500
-  cadence: 50
-metrics: {{port: {port}, host: 127.0.0.1}}
-state:
-  topic: {state_topic}
-  checkpoint_interval_s: {interval}
-"""
+COLUMNS = ("x1", "c1", "score")
 
 
 # --------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------
-def _event(rng: np.random.Generator, i: int, regime: int) -> bytes:
-    """regime 0: the baseline; 1: x1 and c1 drift; 2: x1 drifts the other way."""
-    mean = (0.0, 1.0, -0.8)[regime]
-    probs = [0.2, 0.3, 0.5] if regime == 1 else [0.5, 0.3, 0.2]
-    return orjson.dumps({
-        "model": "m1", "ts": 1.7e9 + i,
-        "f": {"x1": float(rng.normal(mean, 1.0)), "c1": str(rng.choice(["a", "b", "c"], p=probs))},
-        "p": {"score": float(rng.beta(2, 5))},
-    })
+#: regime 0: the baseline; 1: x1 and c1 drift; 2: x1 drifts the other way
+REGIMES = (CLEAN, SHIFTED, Regime(x1_mean=-0.8))
 
 
 def _events(seed: int, regimes: list[tuple[int, int]]) -> list[bytes]:
     """``regimes``: (count, regime) in order."""
-    rng = np.random.default_rng(seed)
-    out: list[bytes] = []
-    for n, regime in regimes:
-        out += [_event(rng, len(out) + i, regime) for i in range(n)]
-    return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return m1_events(seed, [(n, REGIMES[regime]) for n, regime in regimes], COLUMNS)
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("reliability")
-    rng = np.random.default_rng(77)
-    (d / "reference.jsonl").write_bytes(b"\n".join(_event(rng, i, 0) for i in range(10_000)))
+    (d / "reference.jsonl").write_bytes(b"\n".join(m1_events(77, [(10_000, CLEAN)], COLUMNS)))
     return d
 
 
@@ -110,13 +59,14 @@ def _write_config(workdir: Path, bootstrap: str, topic: str, group: str, *,
                   interval: float = 1.0, dead_letter: str | None = None,
                   state_topic: str = STATE_TOPIC,
                   client: str = "kafka-python") -> tuple[Path, int]:
-    port = _free_port()
-    path = workdir / f"{group}.yaml"
-    dl = f"  dead_letter: {{topic: {dead_letter}}}" if dead_letter else ""
-    path.write_text(CONFIG.format(bootstrap=bootstrap, topic=topic, group=group, port=port,
-                                  dead_letter=dl, interval=interval, state_topic=state_topic,
-                                  client=client))
-    return path, port
+    port = free_port()
+    config = m1_config(bootstrap=bootstrap, topic=topic, group=group, port=port,
+                       columns=COLUMNS,
+                       kafka={"max_poll_records": 500, "poll_timeout_ms": 200,
+                              "client": client},
+                       dead_letter=dead_letter,
+                       state={"topic": state_topic, "checkpoint_interval_s": interval})
+    return write_config(workdir / f"{group}.yaml", config), port
 
 
 @pytest.fixture(scope="module")
@@ -133,16 +83,7 @@ def baselines(workdir: Path) -> Callable[[Config], dict[str, Any]]:
     return get
 
 
-def _produce(bootstrap: str, topic: str, messages: list[bytes],
-             partition: int | None = None) -> None:
-    from kafka import KafkaProducer
-
-    prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
-    futures = [prod.send(topic, m, partition=partition) for m in messages]
-    prod.flush(timeout=60)
-    for f in futures:
-        f.get(timeout=60)
-    prod.close()
+_produce = functools.partial(produce, linger_ms=5, acks="all")
 
 
 def _committed(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
@@ -166,80 +107,17 @@ def _checkpoints(config: Config) -> dict[tuple[str, str, int], Any]:
         store.close()
 
 
-def _wait(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.1,
-          detail: Callable[[], Any] | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            more = f"; {detail()}" if detail is not None else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{more}")
-        time.sleep(every)
+#: every condition below checks its runner itself: its AssertionError fails the wait at once
+_wait = functools.partial(wait_for, interval=0.1, retry=())
 
 
 # --------------------------------------------------------------------------
 # runs: a subprocess (for kill -9) and an in-process thread
 # --------------------------------------------------------------------------
-class Run:
-    """`streamdrift run` as a real subprocess, with its JSON log lines."""
-
-    def __init__(self, config: Path, port: int, name: str) -> None:
-        self.port = port
-        self.stderr = config.with_name(f"{config.stem}.{name}.stderr")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "--log-level", "info", "run", "-c", str(config)],
-            stdout=subprocess.DEVNULL, stderr=self.stderr.open("wb"),
-            cwd=config.parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def consumed(self) -> float:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"run exited early: {self.stderr.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-                text = r.read().decode()
-        except OSError:
-            return -1.0
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if s.name == "streamdrift_events_consumed_total":
-                    return s.value
-        return -1.0
-
-    def wait_consumed(self, n: int, timeout: float = 90) -> None:
-        _wait(lambda: self.consumed() >= n, timeout, f"{n} messages consumed", every=0.05)
-
-    def logs(self, msg: str) -> list[dict[str, Any]]:
-        out = []
-        for line in self.stderr.read_text().splitlines():
-            if line.startswith("{"):
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue  # a line cut by kill -9
-                if rec.get("msg") == msg:
-                    out.append(rec)
-        return out
-
-    def alarms(self) -> set[tuple[str, str, str, int]]:
-        return {(a["model"], a["feature"], a["detector"], a["offset"])
-                for a in self.logs("drift alarm")}
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                rc = self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-                raise
-            assert rc == 0, self.stderr.read_text()[-3000:]
+def _alarms(run: StreamdriftRun) -> set[tuple[str, str, str, int]]:
+    """(model, feature, detector, offset) of every drift alarm ``run`` logged."""
+    return {(a["model"], a["feature"], a["detector"], a["offset"])
+            for a in run.logs("drift alarm")}
 
 
 class _AlarmLog(logging.Handler):
@@ -331,8 +209,7 @@ def test_kill9_mid_stream_then_restart_resumes_from_the_checkpoint(
     # third drift: the data after the kill must make alarms of its own, not rely on a
     # chance one)
     messages = _events(21, [(5000, 0), (6000, 1), (3000, 2), (6000, 1)])
-    for k, bad in enumerate([b"{not json", b"[1, 2]", b'"str"']):
-        messages.insert(3000 + 5000 * k, bad)
+    with_poison(messages, [b"{not json", b"[1, 2]", b'"str"'], 3000, 5000)
     total = len(messages)
     chunks = [messages[i:i + 1000] for i in range(0, total, 1000)]
 
@@ -340,7 +217,7 @@ def test_kill9_mid_stream_then_restart_resumes_from_the_checkpoint(
     cfg_b, port_b = _write_config(workdir, kafka_bootstrap, topic, f"b-{topic}", interval=5,
                                   client=client)
     resolve_baselines(load_config(cfg_b))  # build the baseline cache before timing anything
-    b1 = Run(cfg_b, port_b, "b1")
+    b1 = StreamdriftRun(cfg_b, port=port_b, name="b1")
     try:
         _produce(kafka_bootstrap, topic, [m for c in chunks[:11] for m in c])
         produced = sum(len(c) for c in chunks[:11])
@@ -367,13 +244,13 @@ def test_kill9_mid_stream_then_restart_resumes_from_the_checkpoint(
 
     # the rest of the stream, then the restart
     _produce(kafka_bootstrap, topic, [m for c in chunks[13:] for m in c])
-    b2 = Run(cfg_b, port_b, "b2")
+    b2 = StreamdriftRun(cfg_b, port=port_b, name="b2")
     try:
         b2.wait_consumed(total - cp.offset, timeout=120)
         time.sleep(1.0)  # give it a chance to (wrongly) read more
         b2_consumed = int(b2.consumed())
     finally:
-        b2.stop()
+        b2.stop(check=True)
     restored = b2.logs("state restored")
     assert restored and restored[0]["offset"] == cp.offset, restored
     valid_before = sum(1 for m in messages[:cp.offset] if m.startswith(b'{"model"'))
@@ -384,11 +261,11 @@ def test_kill9_mid_stream_then_restart_resumes_from_the_checkpoint(
     a = InProcess(cfg_a, baselines, "run-a").start()
     try:
         _wait(lambda: a.alive() and a.pipeline.consumed >= total, 120, "run A",
-              detail=a.describe)
+              details=a.describe)
     finally:
         a.stop()
     alarms_a = alarm_log.alarms.get("run-a", set())
-    alarms_b1, alarms_b2 = b1.alarms(), b2.alarms()
+    alarms_b1, alarms_b2 = _alarms(b1), _alarms(b2)
     assert alarms_a, "no alarm in the uninterrupted run"
     assert any(x[3] >= killed_at for x in alarms_a), "the test needs alarms after the restart"
     assert alarms_b1 | alarms_b2 == alarms_a
@@ -423,7 +300,7 @@ def test_state_follows_partitions_across_rebalances(kafka_bootstrap, make_topic,
 
     def produce(n: int, regime: int) -> None:
         for key in parts:
-            _produce(kafka_bootstrap, topic, _events(next(seed), [(n, regime)]), key[1])
+            _produce(kafka_bootstrap, topic, _events(next(seed), [(n, regime)]), partition=key[1])
             produced[key] += n
 
     def consumed(*runs: InProcess) -> dict[tuple[str, int], int]:
@@ -496,7 +373,7 @@ def test_state_follows_partitions_across_rebalances(kafka_bootstrap, make_topic,
 # Both are open (see docs/reliability.md).
 @pytest.mark.parametrize("client", ["kafka-python"])
 def test_broker_restart_while_consuming(broker_module, tmp_path, workdir, baselines, client):
-    port, controller_port = _free_port(), _free_port()
+    port, controller_port = free_ports(2)
     broker = broker_module.LocalBroker(workdir=tmp_path / "kafka", port=port,
                                        controller_port=controller_port)
     broker.start()
@@ -635,7 +512,7 @@ def test_dead_letters_are_committed_past_only_once_acknowledged(
         messages.insert(pos, bad)
 
     _produce(kafka_bootstrap, topic, messages)  # first, so that one poll reads them all
-    FlakyDeadLetters.closed_port = _free_port()
+    FlakyDeadLetters.closed_port = free_port()
     FlakyDeadLetters.fail.set()
     run = InProcess(cfg, baselines, "dead-letter", FlakyDeadLetters).start()
     try:
@@ -659,7 +536,7 @@ def test_dead_letters_are_committed_past_only_once_acknowledged(
         FlakyDeadLetters.fail.clear()
         _wait(lambda: run.alive()
               and _committed(kafka_bootstrap, group).get((topic, 0)) == len(messages),
-              60, "the commit past the poison messages", every=0.5)
+              60, "the commit past the poison messages", interval=0.5)
         recovered_s = time.monotonic() - t0
         assert run.runner.health.dead_letter.get("ok") == len(poison)
     finally:

@@ -23,6 +23,7 @@ from stream.config import (
     parse_dotted_path,
     require_kafka,
 )
+from tests.support.configs import config_errors, minimal_config
 
 SAMPLE = """\
 source:
@@ -81,30 +82,16 @@ metrics:
 
 
 def minimal() -> dict[str, Any]:
-    return {
-        "models": [
-            {
-                "name": "credit",
-                "baseline": {"file": "baseline.json"},
-                "features": [
-                    {"name": "income", "path": "features.income", "type": "numeric"},
-                    {"name": "country", "path": "features.country", "type": "categorical"},
-                ],
-            }
-        ]
-    }
+    return minimal_config(
+        {"name": "income", "path": "features.income", "type": "numeric"},
+        {"name": "country", "path": "features.country", "type": "categorical"},
+    )
 
 
 def with_kafka(**kafka: Any) -> dict[str, Any]:
     data = minimal()
     data["source"] = {"kafka": {"bootstrap_servers": "k:9092", "topics": ["t"], **kafka}}
     return data
-
-
-def errors_of(data: Any, base_dir: Path | str = "/cfg", **kw: Any) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        parse_config(data, base_dir, **kw)
-    return list(info.value.errors)
 
 
 def write(tmp_path: Path, text: str, name: str = "streamdrift.yaml") -> Path:
@@ -548,7 +535,7 @@ def test_confluent_client_not_installed(monkeypatch: pytest.MonkeyPatch) -> None
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "confluent_kafka" else real(name, *a))
-    errors = errors_of(with_kafka(client="confluent-kafka"))
+    errors = config_errors(with_kafka(client="confluent-kafka"))
     assert any(e.startswith("source.kafka.client:") and "pip install 'streamdrift[confluent]'"
                in e for e in errors), errors
 
@@ -558,7 +545,7 @@ def test_confluent_client_not_installed(monkeypatch: pytest.MonkeyPatch) -> None
 )
 def test_error_names_key_path(key: str, value: Any, where: str, hint: str) -> None:
     data = _set(minimal(), key, copy.deepcopy(value))
-    errors = errors_of(data)
+    errors = config_errors(data)
     matching = [e for e in errors if e.startswith(where)]
     assert matching, errors
     assert any(hint in e for e in matching), errors
@@ -598,7 +585,7 @@ def test_unknown_keys_with_suggestions() -> None:
     data["models"][0]["fetures"] = []
     data["models"][0]["features"][0]["detector"] = ["ks"]
     data["metrics"] = {"prot": 1, "zzz": 2}
-    errors = errors_of(data)
+    errors = config_errors(data)
     assert any(e.startswith("detecton: unknown key (did you mean 'detection'?)") for e in errors), (
         errors
     )
@@ -617,7 +604,7 @@ def test_unknown_keys_with_suggestions() -> None:
 def test_non_string_unknown_key() -> None:
     data = minimal()
     data[3] = "x"
-    assert any(e.startswith("[3]: unknown key") for e in errors_of(data))
+    assert any(e.startswith("[3]: unknown key") for e in config_errors(data))
 
 
 # --------------------------------------------------------------------------
@@ -633,14 +620,14 @@ def test_env_substitution() -> None:
 
 
 def test_env_unset_names_key_and_variable() -> None:
-    errors = errors_of(with_kafka(group_id="${ENV:NOPE_GROUP}"), environ={})
+    errors = config_errors(with_kafka(group_id="${ENV:NOPE_GROUP}"), environ={})
     assert errors == [
         "source.kafka.group_id: environment variable NOPE_GROUP is not set (referenced as ${ENV:NOPE_GROUP})"
     ]
 
 
 def test_env_must_be_whole_value() -> None:
-    errors = errors_of(with_kafka(group_id="prefix-${ENV:X}"), environ={"X": "1"})
+    errors = config_errors(with_kafka(group_id="prefix-${ENV:X}"), environ={"X": "1"})
     assert len(errors) == 1 and errors[0].startswith(
         "source.kafka.group_id: ${ENV:NAME} must be the whole value"
     )
@@ -689,13 +676,13 @@ def test_secret_from_file(tmp_path: Path) -> None:
 
 
 def test_secret_file_errors(tmp_path: Path) -> None:
-    errors = errors_of(sasl(sasl_password={"file": "missing"}), tmp_path)
+    errors = config_errors(sasl(sasl_password={"file": "missing"}), tmp_path)
     assert errors == [
         f"source.kafka.sasl_password.file: secret file not found: {tmp_path / 'missing'}"
     ]
-    errors = errors_of(sasl(sasl_password={"path": "x"}), tmp_path)
+    errors = config_errors(sasl(sasl_password={"path": "x"}), tmp_path)
     assert any(e.startswith("source.kafka.sasl_password.path: unknown key") for e in errors)
-    errors = errors_of(sasl(sasl_password=12345), tmp_path)
+    errors = config_errors(sasl(sasl_password=12345), tmp_path)
     assert errors == [
         "source.kafka.sasl_password: must be a string, ${ENV:NAME} or {file: PATH}, got an integer"
     ]
@@ -714,7 +701,7 @@ def test_secrets_never_shown(tmp_path: Path) -> None:
 
     # an error elsewhere: the message holds no secret
     data["metrics"] = {"port": "x"}
-    errors = errors_of(data, tmp_path)
+    errors = config_errors(data, tmp_path)
     assert all(secret not in e for e in errors)
     # a secret under a key where it is not allowed, or misspelt
     bad = with_kafka(sasl_password=secret, sasl_pasword=secret)

@@ -9,28 +9,14 @@ from typing import Any
 
 import pytest
 
-from stream.config import ConfigError, MetricsConfig, load_config, parse_config
+from stream.config import MetricsConfig, load_config, parse_config
+from tests.support.configs import config_errors, minimal_config
 
 CERT_LIKE = "-----BEGIN CERTIFICATE-----\nnot really\n-----END CERTIFICATE-----\n"
 
 
 def minimal(**metrics: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "models": [{
-            "name": "credit",
-            "baseline": {"file": "baseline.json"},
-            "features": [{"name": "income", "path": "features.income", "type": "numeric"}],
-        }]
-    }
-    if metrics:
-        data["metrics"] = metrics
-    return data
-
-
-def errors_of(data: Any, base_dir: Path, **kw: Any) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        parse_config(data, base_dir, **kw)
-    return list(info.value.errors)
+    return minimal_config(**({"metrics": metrics} if metrics else {}))
 
 
 def test_default_is_none() -> None:
@@ -65,14 +51,14 @@ def test_from_environment(tmp_path: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    errors = errors_of(minimal(web_config="nope.yml"), tmp_path)
+    errors = config_errors(minimal(web_config="nope.yml"), tmp_path)
     assert len(errors) == 1
     assert errors[0].startswith(f"metrics.web_config: file not found: {tmp_path / 'nope.yml'}")
 
 
 @pytest.mark.parametrize("value", [1, True, "", ["web.yml"], {"file": "web.yml"}])
 def test_not_a_path(tmp_path: Path, value: Any) -> None:
-    errors = errors_of(minimal(web_config=value), tmp_path)
+    errors = config_errors(minimal(web_config=value), tmp_path)
     assert errors == [f"metrics.web_config: must be a file path string, got "
                       f"{'a string' if value == '' else _kind(value)}"]
 
@@ -82,7 +68,7 @@ def _kind(value: Any) -> str:
 
 
 def test_unknown_metrics_key_lists_web_config() -> None:
-    errors = errors_of(minimal(web_confg="x"), Path("/cfg"))
+    errors = config_errors(minimal(web_confg="x"), Path("/cfg"))
     assert errors[0].startswith("metrics.web_confg: unknown key (did you mean 'web_config'?)")
     assert "port, host, web_config" in errors[0]
 
@@ -92,7 +78,7 @@ def test_invalid_web_config_is_reported_with_its_key(tmp_path: Path) -> None:
     (tmp_path / "web.yml").write_text(
         "tls_server_config: {cert_file: server.crt, key_file: missing.key, min_version: TLS14}\n"
         "basic_auth_users: {prometheus: 'hunter2-clear-text'}\n")
-    errors = errors_of(minimal(port=9200, web_config="web.yml"), tmp_path)
+    errors = config_errors(minimal(port=9200, web_config="web.yml"), tmp_path)
     text = "\n".join(errors)
     assert all(e.startswith("metrics.web_config: ") for e in errors), errors
     assert "metrics.web_config: tls_server_config.key_file: file not found" in text
@@ -107,7 +93,7 @@ def test_bad_key_pair_found_at_load(tmp_path: Path) -> None:
     (tmp_path / "server.key").write_text("not a key\n")
     (tmp_path / "web.yml").write_text(
         "tls_server_config: {cert_file: server.crt, key_file: server.key}\n")
-    errors = errors_of(minimal(web_config="web.yml"), tmp_path)
+    errors = config_errors(minimal(web_config="web.yml"), tmp_path)
     assert len(errors) == 1
     assert errors[0].startswith(
         "metrics.web_config: tls_server_config.key_file: cannot load the key pair")
@@ -116,6 +102,6 @@ def test_bad_key_pair_found_at_load(tmp_path: Path) -> None:
 def test_errors_of_other_sections_still_reported(tmp_path: Path) -> None:
     (tmp_path / "web.yml").write_text("tls_server_config: 3\n")
     data = minimal(port=-1, web_config="web.yml")
-    errors = errors_of(data, tmp_path)
+    errors = config_errors(data, tmp_path)
     assert errors[0].startswith("metrics.port: must be an integer in 0..65535")
     assert errors[1].startswith("metrics.web_config: tls_server_config: must be a mapping")

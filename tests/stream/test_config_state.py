@@ -9,31 +9,20 @@ from typing import Any
 
 import pytest
 
-from stream.config import ConfigError, StateConfig, load_config, parse_config
+from stream.config import StateConfig, load_config, parse_config
+from tests.support.configs import config_errors, minimal_config
 
 
 def minimal(state: Any = dataclasses.MISSING, **source: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "models": [{
-            "name": "credit",
-            "baseline": {"file": "baseline.json"},
-            "features": [{"name": "income", "path": "features.income", "type": "numeric"}],
-        }]
-    }
+    sections: dict[str, Any] = {}
     if source:
-        data["source"] = source
+        sections["source"] = source
     if state is not dataclasses.MISSING:
-        data["state"] = state
-    return data
+        sections["state"] = state
+    return minimal_config(**sections)
 
 
 KAFKA = {"bootstrap_servers": "127.0.0.1:9092", "topics": ["events"]}
-
-
-def errors_of(data: Any, base_dir: Path | str = "/cfg", **kw: Any) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        parse_config(data, base_dir, **kw)
-    return list(info.value.errors)
 
 
 def test_defaults_when_absent_or_null() -> None:
@@ -88,50 +77,50 @@ def test_environment_substitution() -> None:
     cfg = parse_config(minimal({"topic": "${ENV:STATE_TOPIC}"}), "/",
                        environ={"STATE_TOPIC": "from-env"})
     assert cfg.state.topic == "from-env"
-    assert errors_of(minimal({"topic": "${ENV:NOPE}"}), environ={}) == [
+    assert config_errors(minimal({"topic": "${ENV:NOPE}"}), environ={}) == [
         "state.topic: environment variable NOPE is not set (referenced as ${ENV:NOPE})"]
 
 
 def test_not_a_mapping() -> None:
-    assert errors_of(minimal("yes")) == [
+    assert config_errors(minimal("yes")) == [
         "state: must be a mapping with keys enabled, topic, checkpoint_interval_s, e.g. "
         "{enabled: true, topic: streamdrift-state, checkpoint_interval_s: 30}; got a string"]
 
 
 def test_unknown_key_with_suggestion() -> None:
-    assert errors_of(minimal({"checkpoint_interval": 5})) == [
+    assert config_errors(minimal({"checkpoint_interval": 5})) == [
         "state.checkpoint_interval: unknown key (did you mean 'checkpoint_interval_s'?); "
         "known keys here: enabled, topic, checkpoint_interval_s"]
-    assert errors_of(minimal({"zzz": 1})) == [
+    assert config_errors(minimal({"zzz": 1})) == [
         "state.zzz: unknown key; known keys here: enabled, topic, checkpoint_interval_s"]
 
 
 def test_enabled_must_be_a_boolean() -> None:
-    assert errors_of(minimal({"enabled": "yes"})) == [
+    assert config_errors(minimal({"enabled": "yes"})) == [
         "state.enabled: must be true or false, got 'yes'"]
-    assert errors_of(minimal({"enabled": 1})) == ["state.enabled: must be true or false, got 1"]
+    assert config_errors(minimal({"enabled": 1})) == ["state.enabled: must be true or false, got 1"]
 
 
 def test_topic_must_be_a_valid_kafka_name() -> None:
-    assert errors_of(minimal({"topic": "has space"})) == [
+    assert config_errors(minimal({"topic": "has space"})) == [
         "state.topic: 'has space' is not a valid Kafka topic name (1-249 characters: letters, "
         "digits, '.', '_', '-')"]
-    assert errors_of(minimal({"topic": 5})) == ["state.topic: must be a string, got an integer"]
-    assert errors_of(minimal({"topic": ""})) == ["state.topic: must not be empty"]
+    assert config_errors(minimal({"topic": 5})) == ["state.topic: must be a string, got an integer"]
+    assert config_errors(minimal({"topic": ""})) == ["state.topic: must not be empty"]
 
 
 def test_topic_must_be_its_own() -> None:
-    assert errors_of(minimal({"topic": "events"}, kafka=KAFKA)) == [
+    assert config_errors(minimal({"topic": "events"}, kafka=KAFKA)) == [
         "state.topic: 'events' is also in source.kafka.topics; the state topic must be a "
         "topic of its own"]
-    assert errors_of(minimal({"topic": "dlq"}, kafka=KAFKA, dead_letter={"topic": "dlq"})) == [
+    assert config_errors(minimal({"topic": "dlq"}, kafka=KAFKA, dead_letter={"topic": "dlq"})) == [
         "state.topic: 'dlq' is also source.dead_letter.topic; the state topic must be a "
         "topic of its own"]
 
 
 def test_the_default_topic_name_is_checked_too() -> None:
     kafka = {**KAFKA, "topics": ["streamdrift-state"]}
-    assert errors_of(minimal(kafka=kafka)) == [
+    assert config_errors(minimal(kafka=kafka)) == [
         "state.topic: 'streamdrift-state' is also in source.kafka.topics; the state topic must "
         "be a topic of its own"]
     # no checkpoints, no conflict
@@ -144,14 +133,14 @@ def test_interval_must_be_positive_and_finite() -> None:
                        (".inf", "must be a finite number > 0, got '.inf'"),
                        (True, "must be a finite number > 0, got a boolean"),
                        ("soon", "must be a finite number > 0, got 'soon'")):
-        assert errors_of(minimal({"checkpoint_interval_s": bad})) == [
+        assert config_errors(minimal({"checkpoint_interval_s": bad})) == [
             f"state.checkpoint_interval_s: {shown}"], bad
 
 
 def test_all_problems_at_once_in_file_order() -> None:
     data = minimal({"enabled": "no", "checkpoint_interval_s": 0})
     data["metrics"] = {"port": "x"}
-    errors = errors_of(data)
+    errors = config_errors(data)
     assert errors == [
         "metrics.port: must be an integer in 0..65535, got 'x'",
         "state.enabled: must be true or false, got 'no'",

@@ -1,7 +1,7 @@
 """The metrics endpoint with an exporter-toolkit web-config file: HTTPS, client
 certificates, basic auth, bad files, and secrets that never reach a log.
 
-Certificates are made per module with the ``openssl`` command (tests/integration/tls_support.py);
+Certificates are made per module with the ``openssl`` command (tests.support.tls);
 without it these tests fail under CI and are skipped elsewhere.  Basic auth needs the
 ``bcrypt`` package (the same rule applies).
 """
@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import importlib.util
 import logging
-import os
 import shutil
 import socket
 import ssl
@@ -23,7 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -34,37 +32,22 @@ from stream.engine.figures import PipelineSnapshot
 from stream.engine.pipeline import BATCH_BUCKETS
 from stream.sinks.http import BasicAuth
 from stream.sinks.metrics import serve
+from tests.support import tls
+from tests.support.metrics import http_get
+from tests.support.policy import unavailable
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
-TLS_SUPPORT = Path(__file__).resolve().parents[1] / "integration" / "tls_support.py"
 PASSWORD = "correct horse battery staple 7f3a"
 OTHER_USER_PASSWORD = "s3cond-user-pw-91c2"
-
-
-def _load_tls_support() -> ModuleType:
-    name = "streamdrift_tests_tls_support"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, TLS_SUPPORT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-tls_support = _load_tls_support()
 
 
 def _bcrypt() -> Any:
     try:
         import bcrypt
     except ImportError:
-        message = "the Python package bcrypt is not installed (pip install bcrypt)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI is set: these tests must not be skipped", pytrace=False)
-        pytest.skip(message)
+        unavailable("the Python package bcrypt is not installed (pip install bcrypt)")
     return bcrypt
 
 
@@ -85,7 +68,7 @@ class StubPipeline:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return tls_support.make_pki(tmp_path_factory.mktemp("pki"))
+    return tls.make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
@@ -138,25 +121,10 @@ def _client_ctx(ca: Path | None, cert: Path | None = None, key: Path | None = No
     return ctx
 
 
-def _get(url: str, ctx: ssl.SSLContext | None = None, user: str | None = None,
-         password: str | None = None, header: str | None = None) -> tuple[int, dict[str, str], str]:
-    req = urllib.request.Request(url)
-    if user is not None:
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        req.add_header("Authorization", f"Basic {token}")
-    if header is not None:
-        req.add_header("Authorization", header)
-    try:
-        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
-            return r.status, dict(r.headers), r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read().decode()
-
-
 def _refused(url: str, ctx: ssl.SSLContext | None) -> BaseException:
     """The error of a request that must fail at the TLS level."""
     with pytest.raises((ssl.SSLError, OSError, urllib.error.URLError)) as info:
-        status, _, body = _get(url, ctx)
+        status, _, body = http_get(url, ctx)
         pytest.fail(f"request succeeded with {status}: {body[:200]}")
     return info.value
 
@@ -171,7 +139,7 @@ def _metric_ok(body: str) -> None:
 def test_without_web_config_serves_plain_http(started: list[Any]) -> None:
     server, port = _serve(started, None)
     assert server.scheme == "http"
-    status, _, body = _get(f"http://127.0.0.1:{port}/metrics")
+    status, _, body = http_get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200
     _metric_ok(body)
 
@@ -182,13 +150,13 @@ def test_default_reads_web_config_from_the_pipeline_config(
     server, _thread, port = serve(StubPipeline(web), "127.0.0.1", 0)
     started.append(server)
     assert server.scheme == "https"
-    status, _, body = _get(f"https://127.0.0.1:{port}/metrics", _client_ctx(pki.ca_cert))
+    status, _, body = http_get(f"https://127.0.0.1:{port}/metrics", _client_ctx(pki.ca_cert))
     assert status == 200
     _metric_ok(body)
     # and a pipeline whose config has none gets plain HTTP
     server2, _t, port2 = serve(StubPipeline(None), "127.0.0.1", 0)
     started.append(server2)
-    assert _get(f"http://127.0.0.1:{port2}/metrics")[0] == 200
+    assert http_get(f"http://127.0.0.1:{port2}/metrics")[0] == 200
 
 
 # -- HTTPS ------------------------------------------------------------------------------------
@@ -200,7 +168,7 @@ def test_https_verified_with_the_ca(started: list[Any], folder: Path, pki: Any) 
                          "    Strict-Transport-Security: max-age=31536000\n")
     _server, port = _serve(started, web)
     for host in ("127.0.0.1", "localhost"):
-        status, headers, body = _get(f"https://{host}:{port}/metrics", _client_ctx(pki.ca_cert))
+        status, headers, body = http_get(f"https://{host}:{port}/metrics", _client_ctx(pki.ca_cert))
         assert status == 200
         assert headers.get("Strict-Transport-Security") == "max-age=31536000"
         _metric_ok(body)
@@ -209,7 +177,7 @@ def test_https_verified_with_the_ca(started: list[Any], folder: Path, pki: Any) 
     assert "CERTIFICATE_VERIFY_FAILED" in str(err)
     # plain HTTP to the TLS port gets no metrics
     with pytest.raises((OSError, urllib.error.URLError, ConnectionError)):
-        _get(f"http://127.0.0.1:{port}/metrics")
+        http_get(f"http://127.0.0.1:{port}/metrics")
 
 
 def test_min_version_is_enforced(started: list[Any], folder: Path, pki: Any) -> None:
@@ -217,7 +185,7 @@ def test_min_version_is_enforced(started: list[Any], folder: Path, pki: Any) -> 
                          "min_version: TLS13}\n")
     _server, port = _serve(started, web)
     url = f"https://127.0.0.1:{port}/metrics"
-    assert _get(url, _client_ctx(pki.ca_cert))[0] == 200
+    assert http_get(url, _client_ctx(pki.ca_cert))[0] == 200
     _refused(url, _client_ctx(pki.ca_cert, max_version=ssl.TLSVersion.TLSv1_2))
 
 
@@ -227,7 +195,7 @@ def test_client_certificates_required(started: list[Any], folder: Path, pki: Any
                          "client_ca_file: ca.crt}\n")
     _server, port = _serve(started, web)
     url = f"https://127.0.0.1:{port}/metrics"
-    status, _, body = _get(url, _client_ctx(pki.ca_cert, pki.client_cert, pki.client_key))
+    status, _, body = http_get(url, _client_ctx(pki.ca_cert, pki.client_cert, pki.client_key))
     assert status == 200
     _metric_ok(body)
     _refused(url, _client_ctx(pki.ca_cert))  # no client certificate
@@ -239,12 +207,12 @@ def test_client_certificate_verified_if_given(started: list[Any], folder: Path, 
                          "client_ca_file: ca.crt, client_auth_type: VerifyClientCertIfGiven}\n")
     _server, port = _serve(started, web)
     url = f"https://127.0.0.1:{port}/metrics"
-    assert _get(url, _client_ctx(pki.ca_cert))[0] == 200
-    assert _get(url, _client_ctx(pki.ca_cert, pki.client_cert, pki.client_key))[0] == 200
+    assert http_get(url, _client_ctx(pki.ca_cert))[0] == 200
+    assert http_get(url, _client_ctx(pki.ca_cert, pki.client_cert, pki.client_key))[0] == 200
     _refused(url, _client_ctx(pki.ca_cert, pki.other_client_cert, pki.other_client_key))
 
 
-@pytest.mark.parametrize("allowed, ok", [([tls_support.CLIENT_SAN], True), (["other.example"], False)])
+@pytest.mark.parametrize("allowed, ok", [([tls.CLIENT_SAN], True), (["other.example"], False)])
 def test_client_allowed_sans(started: list[Any], folder: Path, pki: Any, allowed: list[str],
                              ok: bool) -> None:
     web = _write(folder, "tls_server_config: {cert_file: server.crt, key_file: server.key, "
@@ -253,7 +221,7 @@ def test_client_allowed_sans(started: list[Any], folder: Path, pki: Any, allowed
     url = f"https://127.0.0.1:{port}/metrics"
     ctx = _client_ctx(pki.ca_cert, pki.client_cert, pki.client_key)
     if ok:
-        assert _get(url, ctx)[0] == 200
+        assert http_get(url, ctx)[0] == 200
     else:
         _refused(url, ctx)
 
@@ -265,7 +233,7 @@ def test_a_stalled_handshake_does_not_block_other_scrapes(
     idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
     try:
         t0 = time.monotonic()
-        assert _get(f"https://127.0.0.1:{port}/metrics", _client_ctx(pki.ca_cert))[0] == 200
+        assert http_get(f"https://127.0.0.1:{port}/metrics", _client_ctx(pki.ca_cert))[0] == 200
         assert time.monotonic() - t0 < 3
     finally:
         for s in idle:
@@ -277,7 +245,7 @@ def test_rotated_certificate_is_picked_up(started: list[Any], folder: Path, pki:
                                           caplog: pytest.LogCaptureFixture) -> None:
     web = _write(folder, "tls_server_config: {cert_file: server.crt, key_file: server.key}\n")
     _server, port = _serve(started, web)
-    new = tls_support.make_pki(tmp_path_factory.mktemp("rotated"))
+    new = tls.make_pki(tmp_path_factory.mktemp("rotated"))
     ctx = _client_ctx(pki.ca_cert)
     ctx.load_verify_locations(cafile=str(new.ca_cert))  # trusts both issuers
 
@@ -319,19 +287,19 @@ def test_basic_auth_over_http(started: list[Any], folder: Path, hashes: dict[str
     server, port = _serve(started, web)
     assert server.scheme == "http"
     url = f"http://127.0.0.1:{port}/metrics"
-    status, headers, _ = _get(url)
+    status, headers, _ = http_get(url)
     assert status == 401 and headers["WWW-Authenticate"].startswith("Basic")
-    assert _get(url, user="prometheus", password="wrong")[0] == 401
-    assert _get(url, user="nobody", password=PASSWORD)[0] == 401
-    assert _get(url, user="grafana", password=PASSWORD)[0] == 401  # another user's password
-    assert _get(url, header="Bearer abc")[0] == 401
-    assert _get(url, header="Basic !!!not-base64")[0] == 401
-    assert _get(url, header="Basic " + base64.b64encode(b"no-colon").decode())[0] == 401
+    assert http_get(url, user="prometheus", password="wrong")[0] == 401
+    assert http_get(url, user="nobody", password=PASSWORD)[0] == 401
+    assert http_get(url, user="grafana", password=PASSWORD)[0] == 401  # another user's password
+    assert http_get(url, authorization="Bearer abc")[0] == 401
+    assert http_get(url, authorization="Basic !!!not-base64")[0] == 401
+    assert http_get(url, authorization="Basic " + base64.b64encode(b"no-colon").decode())[0] == 401
     for _ in range(3):  # repeated scrapes (cached after the first)
-        status, _, body = _get(url, user="prometheus", password=PASSWORD)
+        status, _, body = http_get(url, user="prometheus", password=PASSWORD)
         assert status == 200
         _metric_ok(body)
-    assert _get(url, user="grafana", password=OTHER_USER_PASSWORD)[0] == 200
+    assert http_get(url, user="grafana", password=OTHER_USER_PASSWORD)[0] == 200
 
 
 def test_https_and_basic_auth_together(started: list[Any], folder: Path, pki: Any,
@@ -341,9 +309,9 @@ def test_https_and_basic_auth_together(started: list[Any], folder: Path, pki: An
     _server, port = _serve(started, web)
     url = f"https://127.0.0.1:{port}/metrics"
     ctx = _client_ctx(pki.ca_cert)
-    assert _get(url, ctx)[0] == 401
-    assert _get(url, ctx, user="prometheus", password="nope")[0] == 401
-    status, _, body = _get(url, ctx, user="prometheus", password=PASSWORD)
+    assert http_get(url, ctx)[0] == 401
+    assert http_get(url, ctx, user="prometheus", password="nope")[0] == 401
+    status, _, body = http_get(url, ctx, user="prometheus", password=PASSWORD)
     assert status == 200
     _metric_ok(body)
     _refused(url, _client_ctx(pki.other_ca_cert))
@@ -431,7 +399,7 @@ BAD_CONFIGS = [
 def test_bad_web_config(folder: Path, pki: Any, text: str, expected: str) -> None:
     shutil.copy(pki.other_client_key, folder / "other.key")
     web = _write(folder, text)
-    port = _free_port()
+    port = free_port()
     with pytest.raises(ConfigError) as info:
         serve(StubPipeline(), "127.0.0.1", port, web)
     message = str(info.value)
@@ -472,7 +440,7 @@ def test_duplicate_user_is_an_error(folder: Path, hashes: dict[str, str]) -> Non
 
 def test_encrypted_key_is_reported_not_prompted(folder: Path, pki: Any) -> None:
     enc = folder / "enc.key"
-    tls_support._openssl("pkey", "-in", str(pki.server_key), "-aes256", "-passout",
+    tls._openssl("pkey", "-in", str(pki.server_key), "-aes256", "-passout",
                          "pass:topsecret", "-out", str(enc), cwd=folder)
     web = _write(folder, "tls_server_config: {cert_file: server.crt, key_file: enc.key}\n")
     with pytest.raises(ConfigError, match=r"tls_server_config\.key_file: .* is encrypted"):
@@ -494,7 +462,7 @@ def test_empty_web_config_is_plain_http(started: list[Any], folder: Path) -> Non
     web = _write(folder, "")
     server, port = _serve(started, web)
     assert server.scheme == "http"
-    assert _get(f"http://127.0.0.1:{port}/metrics")[0] == 200
+    assert http_get(f"http://127.0.0.1:{port}/metrics")[0] == 200
 
 
 # -- secrets stay out of logs -----------------------------------------------------------------
@@ -511,9 +479,9 @@ def test_secrets_never_logged(started: list[Any], folder: Path, pki: Any,
     _server, port = _serve(started, web)
     url = f"https://127.0.0.1:{port}/metrics"
     ctx = _client_ctx(pki.ca_cert)
-    assert _get(url, ctx, user="prometheus", password=PASSWORD)[0] == 200
-    assert _get(url, ctx, user="prometheus", password=OTHER_USER_PASSWORD)[0] == 401
-    assert _get(url, ctx, user="grafana", password=PASSWORD)[0] == 401
+    assert http_get(url, ctx, user="prometheus", password=PASSWORD)[0] == 200
+    assert http_get(url, ctx, user="prometheus", password=OTHER_USER_PASSWORD)[0] == 401
+    assert http_get(url, ctx, user="grafana", password=PASSWORD)[0] == 401
     _refused(url, _client_ctx(pki.other_ca_cert))  # a failed handshake is logged (debug)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:  # garbage, not TLS
         s.sendall(b"GET /metrics HTTP/1.1\r\nAuthorization: Basic "
@@ -537,12 +505,6 @@ def test_secrets_never_logged(started: list[Any], folder: Path, pki: Any,
     assert "Traceback" not in out + err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_concurrent_scrapes(started: list[Any], folder: Path, pki: Any,
                             hashes: dict[str, str]) -> None:
     web = _write(folder, "tls_server_config: {cert_file: server.crt, key_file: server.key}\n"
@@ -553,7 +515,7 @@ def test_concurrent_scrapes(started: list[Any], folder: Path, pki: Any,
 
     def scrape() -> None:
         for _ in range(5):
-            results.append(_get(url, _client_ctx(pki.ca_cert), user="prometheus",
+            results.append(http_get(url, _client_ctx(pki.ca_cert), user="prometheus",
                                 password=PASSWORD)[0])
 
     threads = [threading.Thread(target=scrape) for _ in range(4)]

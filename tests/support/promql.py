@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import REPO
+
 METRICS_MD = REPO / "docs" / "metrics.md"
 
 #: Labels Prometheus adds to every scraped series.

@@ -11,17 +11,16 @@ timeout and fails fast, with the tail of the log, if the process exits. `stop()`
 SIGTERM, waits a bounded time, then SIGKILLs; servers still running when the interpreter
 exits are stopped by an atexit hook.
 
-`require_tool()` is the skip-or-fail policy for missing binaries: a test is skipped with a
-clear reason on a developer machine, but FAILS when the environment variable CI is set.
+`query()` / `query_range()` ask a Prometheus; `finite_values()` reads their results.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,82 +31,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "DEBIAN_PACKAGES",
-    "ServerProcess",
-    "ServerStartError",
-    "find_binary",
-    "free_port",
-    "in_ci",
-    "require_tool",
-    "start_alertmanager",
-    "start_prometheus",
-    "wait_until",
-]
+from tests.support.policy import find_binary
+from tests.support.ports import free_port
+from tests.support.processes import stop_process
 
-#: Debian package providing each binary (for the skip/fail message).
-DEBIAN_PACKAGES = {
-    "promtool": "prometheus",
-    "prometheus": "prometheus",
-    "amtool": "prometheus-alertmanager",
-    "prometheus-alertmanager": "prometheus-alertmanager",
-    "alertmanager": "prometheus-alertmanager",
-}
+#: the names of the binaries, as Debian and upstream install them
+PROMETHEUS = ("prometheus",)
+ALERTMANAGER = ("prometheus-alertmanager", "alertmanager")
 
 _LIVE: set[ServerProcess] = set()
-
-
-def in_ci() -> bool:
-    """True when the environment variable CI is set to a true-ish value."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def find_binary(*names: str) -> str | None:
-    for name in names:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def require_tool(*names: str) -> str:
-    """Path of the first of `names` found on PATH; otherwise skip the test, or fail it in CI."""
-    path = find_binary(*names)
-    if path:
-        return path
-    import pytest  # only needed when used from tests
-
-    package = DEBIAN_PACKAGES.get(names[0], names[0])
-    message = (f"{' / '.join(names)} not found on PATH "
-               f"(Debian/Ubuntu: apt-get install {package})")
-    if in_ci():
-        pytest.fail(f"{message}; CI is set, so a missing tool is a failure, not a skip",
-                    pytrace=False)
-    pytest.skip(message)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.2, message: str = "condition"):
-    """Poll `predicate()` until it returns a truthy value (returned) or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:
-            last_error = exc
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {last_error!r})" if last_error else ""
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {message}{detail}")
-        time.sleep(interval)
 
 
 class ServerStartError(RuntimeError):
@@ -170,16 +102,7 @@ class ServerProcess:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """Terminate (then kill) the process, remove the temporary directory; idempotent."""
-        rc = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(5)
-            rc = self.proc.returncode
+        rc = stop_process(self.proc, timeout) if self.proc is not None else None
         _LIVE.discard(self)
         if self._log is not None:
             self._log.close()
@@ -278,3 +201,40 @@ def start_alertmanager(config_path: str | os.PathLike, port: int | None = None, 
 def _stop_leftovers() -> None:
     for server in list(_LIVE):
         server.stop(timeout=5)
+
+
+# --------------------------------------------------------------------------- Prometheus API
+
+
+def query(prom: ServerProcess, expr: str, at: float | None = None) -> list[dict]:
+    """Instant query via /api/v1/query; the result as a list of series (a scalar or string
+    result becomes one series without labels)."""
+    params: dict[str, Any] = {"query": expr}
+    if at is not None:
+        params["time"] = f"{at:.3f}"
+    reply = prom.get_json("/api/v1/query", timeout=15, **params)
+    assert reply["status"] == "success", (expr, reply)
+    data = reply["data"]
+    if data["resultType"] in ("scalar", "string"):
+        return [{"metric": {}, "value": data["result"]}]
+    return data["result"]
+
+
+def query_range(prom: ServerProcess, expr: str, start: float, end: float,
+                step: float) -> list[dict]:
+    """Range query via /api/v1/query_range; the list of series."""
+    reply = prom.get_json("/api/v1/query_range", timeout=15, query=expr, start=f"{start:.3f}",
+                          end=f"{end:.3f}", step=f"{step}")
+    assert reply["status"] == "success", (expr, reply)
+    return reply["data"]["result"]
+
+
+def finite_values(result: Iterable[dict]) -> list[float]:
+    """Every finite sample value of a query result (instant or range)."""
+    out = []
+    for series in result:
+        points = series.get("values") or [series.get("value")]
+        for point in points:
+            if point is not None and math.isfinite(float(point[1])):
+                out.append(float(point[1]))
+    return out

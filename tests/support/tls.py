@@ -6,37 +6,19 @@
 files: what Python's ``ssl`` module and Kafka's PEM key stores (``ssl.keystore.type=PEM``)
 both read.
 
-Where ``openssl`` is missing the test FAILS under CI (``CI`` set and non-empty) and is
-skipped elsewhere.
-
-This module is imported by file path (the tests are not packages)::
-
-    tls = load_tls_support()      # see tests/stream/test_metrics_security.py
+Where ``openssl`` is missing the test FAILS under CI (``CI`` set) and is skipped elsewhere.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from tests.support.policy import require_tool
 
 OPENSSL_TIMEOUT_S = 60.0
 CLIENT_SAN = "prometheus.example"
-
-
-def require_tool(name: str) -> str:
-    """The path of the command ``name``; fails under CI, skips elsewhere, when missing."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"`{name}` is not on PATH; it is needed to make test certificates"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message} (CI is set: these tests must not be skipped)", pytrace=False)
-        pytest.skip(message)
-    return path
 
 
 def _openssl(*args: str, cwd: Path) -> None:

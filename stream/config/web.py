@@ -37,7 +37,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from stream.config.errors import ConfigError, Secret
-from stream.config.keys import format_key_path, read_yaml
+from stream.config.keys import format_key_path, read_yaml, type_name
 
 __all__ = [
     "CLIENT_AUTH_TYPES",
@@ -172,7 +172,7 @@ def parse_web_config(
     if not isinstance(data, Mapping):
         raise ConfigError(
             f"the web config must be a mapping with keys {', '.join(_TOP_KEYS)}, "
-            f"got {_type_name(data)}", source=path)
+            f"got {type_name(data)}", source=path)
     _unknown(data, (), _TOP_KEYS, error)
     tls = _tls(data.get("tls_server_config"), base, error)
     users = _users(data.get("basic_auth_users"), error)
@@ -183,22 +183,6 @@ def parse_web_config(
     if check_tls and tls is not None:
         build_ssl_context(tls, source=path)
     return config
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return type(value).__name__
 
 
 def _unknown(sec: Mapping[Any, Any], where: tuple[Any, ...], known: Iterable[str],
@@ -214,7 +198,7 @@ def _section(value: Any, where: tuple[Any, ...], known: tuple[str, ...],
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        error(where, f"must be a mapping with keys {', '.join(known)}, got {_type_name(value)}")
+        error(where, f"must be a mapping with keys {', '.join(known)}, got {type_name(value)}")
         return None
     _unknown(value, where, known, error)
     return value
@@ -241,7 +225,7 @@ def _tls(value: Any, base: Path, error: Callable[[tuple[Any, ...], str], None]
                 ok = False
             return None
         if not isinstance(raw, str) or not raw.strip():
-            error(where + (key,), f"must be a file path string, got {_type_name(raw)}")
+            error(where + (key,), f"must be a file path string, got {type_name(raw)}")
             ok = False
             return None
         resolved = base / Path(raw).expanduser()
@@ -265,7 +249,7 @@ def _tls(value: Any, base: Path, error: Callable[[tuple[Any, ...], str], None]
             return default
         choices = tuple(choices)
         if not isinstance(raw, str) or raw not in choices:
-            shown = repr(raw) if isinstance(raw, str) else _type_name(raw)
+            shown = repr(raw) if isinstance(raw, str) else type_name(raw)
             error(where + (key,), f"must be one of {', '.join(choices)}, got {shown}")
             ok = False
             return default
@@ -318,7 +302,7 @@ def _tls(value: Any, base: Path, error: Callable[[tuple[Any, ...], str], None]
         prefer = True
     if not isinstance(prefer, bool):
         error(where + ("prefer_server_cipher_suites",),
-              f"must be true or false, got {_type_name(prefer)}")
+              f"must be true or false, got {type_name(prefer)}")
         ok = False
     if not ok or cert is None or key_file is None:
         return None
@@ -333,7 +317,7 @@ def _users(value: Any, error: Callable[[tuple[Any, ...], str], None]
     if value is None:
         return MappingProxyType({})
     if not isinstance(value, Mapping):
-        error(where, f"must be a mapping of user name to bcrypt hash, got {_type_name(value)}")
+        error(where, f"must be a mapping of user name to bcrypt hash, got {type_name(value)}")
         return MappingProxyType({})
     users: dict[str, Secret] = {}
     for name, hashed in value.items():
@@ -365,14 +349,14 @@ def _http(value: Any, error: Callable[[tuple[Any, ...], str], None]
         return ()
     http2 = sec.get("http2")
     if http2 is not None and not isinstance(http2, bool):
-        error(where + ("http2",), f"must be true or false, got {_type_name(http2)}")
+        error(where + ("http2",), f"must be true or false, got {type_name(http2)}")
     # http2: true is accepted and has no effect: the endpoint speaks HTTP/1.1 only
     headers = sec.get("headers")
     if headers is None:
         return ()
     if not isinstance(headers, Mapping):
         error(where + ("headers",), f"must be a mapping of header name to value, got "
-                                    f"{_type_name(headers)}")
+                                    f"{type_name(headers)}")
         return ()
     canonical = {h.lower(): h for h in ALLOWED_HEADERS}
     out: list[tuple[str, str]] = []

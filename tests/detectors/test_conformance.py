@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 import detectors
+from detectors import catalogue
 from detectors.base import Detector, registered_detectors
+from detectors.errors import DetectorError
 from detectors.profile import CategoricalProfile, NumericProfile
 
 for _mod in pkgutil.iter_modules(detectors.__path__):
@@ -215,3 +217,64 @@ def test_from_dict_rejects_garbage():
 def test_kinds_cannot_be_registered_twice():
     with pytest.raises(TypeError, match="registered twice"):
         type("Impostor", (registered_detectors()["missing"],), {"kind": "ks"})
+
+
+# -- the catalogue of alarming kinds -----------------------------------------------------------
+ALARMING = sorted(k for k, cls in registered_detectors().items() if cls.column_types)
+PROFILES = {"numeric": _NUM, "categorical": _CAT}
+
+
+def test_the_catalogue_is_the_registered_alarming_kinds():
+    assert sorted(catalogue.KINDS) == sorted(catalogue.ENTRIES) == ALARMING
+    assert len(set(catalogue.KINDS)) == len(catalogue.KINDS)
+    for kind in catalogue.KINDS:
+        assert catalogue.entry(kind).cls is registered_detectors()[kind]
+    # a tracker declares no column types, so it is registered but not catalogued
+    assert "invalid_rate" in registered_detectors() and "invalid_rate" not in catalogue.KINDS
+
+
+def test_default_sets_and_orders():
+    assert catalogue.default_detectors("numeric") == ("ks", "adwin", "cusum", "missing",
+                                                      "out_of_range")
+    assert catalogue.default_detectors("categorical") == ("chi2", "surprisal", "missing",
+                                                          "unseen")
+    for column_type in catalogue.COLUMN_TYPES:
+        default = catalogue.default_detectors(column_type)
+        valid = catalogue.detectors_for(column_type)
+        assert valid[:len(default)] == default
+        assert set(valid) == {k for k in catalogue.KINDS
+                              if column_type in catalogue.column_types(k)}
+    assert catalogue.KINDS == ("ks", "adwin", "cusum", "missing", "out_of_range", "chi2",
+                               "surprisal", "unseen")
+    assert catalogue.column_types("missing") == ("numeric", "categorical")
+    with pytest.raises(DetectorError, match="numeric or categorical"):
+        catalogue.default_detectors("text")
+    with pytest.raises(DetectorError, match="unknown detector kind 'invalid_rate'"):
+        catalogue.budget_weight("invalid_rate")
+
+
+def test_budget_weights_series_and_sequential_kinds():
+    weights = {k: catalogue.budget_weight(k) for k in catalogue.KINDS}
+    assert weights == {"ks": 1.0, "adwin": 1.0, "cusum": 8.0, "missing": 1.0,
+                       "out_of_range": 1.0, "chi2": 4.0, "surprisal": 4.0, "unseen": 1.0}
+    sequential = {k for k in catalogue.KINDS if catalogue.is_sequential(k)}
+    assert sequential == {"adwin", "cusum", "surprisal"}
+    for kind in catalogue.KINDS:
+        assert catalogue.series_per_detector(kind) == (6 if kind in sequential else 7), kind
+
+
+@pytest.mark.parametrize("kind", catalogue.KINDS)
+def test_the_catalogue_builds_the_registered_class(kind):
+    cls = registered_detectors()[kind]
+    types = catalogue.column_types(kind)
+    if cls.input_kind != "flags":  # a test of the values applies to their type only
+        assert types == (cls.input_kind,)
+    for column_type, profile in PROFILES.items():
+        if column_type not in types:
+            with pytest.raises(DetectorError, match="does not apply"):
+                catalogue.make_detector(kind, profile, 100, 10, name="feat")
+            continue
+        det = catalogue.make_detector(kind, profile, 100, 10, threshold=0.5, name="feat")
+        assert type(det) is cls and det.kind == kind
+        assert (det.p_value is not None) == cls.has_p_value
+        assert cls.has_p_value != cls.sequential  # a sequential test has no p-value

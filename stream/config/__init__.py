@@ -23,7 +23,7 @@ sections (:mod:`~stream.config.kafka`, :mod:`~stream.config.models`,
 Nothing here imports a Kafka client or a server.
 
 >>> cfg = parse_config({"models": [{"name": "m", "baseline": {"file": "/b.json"},
-...     "features": [{"name": "x", "path": "features.x", "type": "numeric"}]}]}, Path("/"))
+...     "features": [{"name": "x", "path": "features.x", "type": "numeric"}]}]}, "/")
 >>> col = cfg.models[0].features[0]
 >>> col.path, col.detectors
 (('features', 'x'), ('ks', 'adwin', 'cusum', 'missing', 'out_of_range'))
@@ -32,8 +32,6 @@ Nothing here imports a Kafka client or a server.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from stream.config.errors import ConfigError, Secret
 from stream.config.keys import format_key_path, parse_dotted_path
@@ -75,7 +73,6 @@ __all__ = [
     "KafkaConfig",
     "MetricsConfig",
     "ModelConfig",
-    "Path",
     "Secret",
     "SelectConfig",
     "SourceConfig",

@@ -21,7 +21,7 @@ DEFAULT_DETECTORS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
 )
 NUMERIC_DETECTORS: Final = DEFAULT_DETECTORS["numeric"]
 CATEGORICAL_DETECTORS: Final = DEFAULT_DETECTORS["categorical"]
-ALL_DETECTORS: Final = tuple(dict.fromkeys(NUMERIC_DETECTORS + CATEGORICAL_DETECTORS))
+ALL_DETECTORS: Final = catalogue.KINDS
 TIMESTAMP_UNITS: Final = ("s", "ms", "us", "iso8601")
 AUTO_OFFSET_RESETS: Final = ("earliest", "latest")
 #: Kafka clients ``streamdrift run`` can consume with (source.kafka.client)

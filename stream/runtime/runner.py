@@ -43,6 +43,7 @@ from stream.sinks.deadletters import (
     PendingDeadLetters,
 )
 from stream.sources.kafka import (
+    Consumer,
     connection_error,
     is_connection_error,
     kafka_client_kwargs,
@@ -101,13 +102,13 @@ class KafkaRunner(Rebalancing):
         self._values: Any = record_values
 
     # -- clients ----------------------------------------------------------------
-    def _consumer(self) -> Any:
+    def _consumer(self) -> Consumer:
         if self.kafka.client == "confluent-kafka":
             return self._confluent_consumer()
         return kafka_python_consumer(self.kafka, self.config.source.max_message_bytes,
                                      self._on_assigned, self._on_revoked, self._on_lost)
 
-    def _confluent_consumer(self) -> Any:
+    def _confluent_consumer(self) -> Consumer:
         from stream.sources.confluent import ConfluentConsumer, record_values
 
         consumer = ConfluentConsumer(self.kafka, self.config.source.max_message_bytes,

@@ -55,6 +55,8 @@ class Rebalancing:
     #: partition -> model -> checkpoint offset still ahead of the partition's position
     skip_until: dict[Any, dict[str, int]]
     pending: PendingDeadLetters | None
+    #: partition -> compression codec the consumer cannot decompress (kept paused)
+    blocked: dict[Any, str]
     rebalanced: bool
     closing: bool
 
@@ -110,6 +112,8 @@ class Rebalancing:
         self.committed.pop(tp, None)
         self.checkpointed.pop(tp, None)
         self.skip_until.pop(tp, None)
+        if self.blocked.pop(tp, None) is not None:
+            self.health.unblock([self._key(tp)])
         if not keep_monitors:
             self.pipeline.drop_partition(self._key(tp))
 
@@ -165,7 +169,7 @@ class Rebalancing:
                 failed.add(tp)
                 self._restore_failed({tp}, polled, exc)
         done = tps - failed
-        paused = set(self.consumer.paused())
+        paused = set(self.consumer.paused()) - set(self.blocked)
         if self.pending is None and done & paused:
             self.consumer.resume(*(done & paused))
         self.to_restore -= done

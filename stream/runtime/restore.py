@@ -19,7 +19,7 @@ from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
 from stream.sinks.checkpoints import Checkpoint, StateError, StateStore
 from stream.sinks.deadletters import PendingDeadLetters
-from stream.sources.kafka import partition_names
+from stream.sources.kafka import codec_fix, partition_names, unsupported_codec
 
 log = logging.getLogger("streamdrift.run")
 
@@ -177,8 +177,11 @@ class Rebalancing:
     def _restore_failed(self, tps: set[Any], polled: dict[Any, list[Any]],
                         exc: BaseException) -> None:
         self.health.count_restores("failed", len(tps))
-        log.warning("cannot restore partitions; they stay paused until it works: %s", exc,
-                    extra={"partitions": partition_names(tps)})
+        codec = unsupported_codec(exc.__cause__) if exc.__cause__ is not None else None
+        fix = "" if codec is None else f"; the state topic holds {codec}-compressed " \
+            f"records kafka-python cannot decompress here; fix: {codec_fix(codec)}"
+        log.warning("cannot restore partitions; they stay paused until it works: %s%s", exc,
+                    fix, extra={"partitions": partition_names(tps)})
         self._rewind(polled, tps)
         self.consumer.pause(*tps)
 

@@ -298,3 +298,32 @@ def test_sigterm_stops_a_run_whose_codec_library_is_missing(kafka_bootstrap, mak
     log = run.stderr.read_text()
     assert "pip install lz4" in log and f"{topic}/0" in log
     print(f"\n[codec missing, SIGTERM] exit {rc} {run.stopped_in:.2f}s after SIGTERM")
+
+
+def test_state_store_fails_cleanly_on_a_codec_without_its_library(
+        kafka_bootstrap, make_compressed_topic, monkeypatch):
+    """The state store reads with kafka-python too: a state topic compressed with a codec it
+    lacks is a StateError naming it (the restore retries and logs the fix), not a spin."""
+    import kafka.codec
+    from kafka.errors import UnsupportedCodecError
+
+    from stream.sinks.checkpoints import StateError
+    from stream.sources.kafka import unsupported_codec
+
+    state_topic = make_compressed_topic("zstd")
+    store = StateStore({"bootstrap_servers": kafka_bootstrap}, state_topic, "g")
+    try:
+        from stream.sinks.checkpoints import Checkpoint
+
+        store.write([Checkpoint("g", "m1", "t", 0, 5, "b", "k", {"x": 1}, time.time())])
+        monkeypatch.setattr(kafka.codec, "has_zstd", lambda: False)
+        t0 = time.monotonic()
+        with pytest.raises(StateError) as info:
+            store.read(timeout_s=10)
+        assert time.monotonic() - t0 < 5
+        assert isinstance(info.value.__cause__, UnsupportedCodecError)
+        assert unsupported_codec(info.value.__cause__) == "zstd"
+        monkeypatch.undo()
+        assert store.read(timeout_s=10)[("m1", "t", 0)].offset == 5
+    finally:
+        store.close()

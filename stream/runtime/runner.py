@@ -331,7 +331,9 @@ class KafkaRunner(Rebalancing):
         (otherwise every later poll spins on them, see :func:`discard_undecodable_fetch`)
         and pause their partition until it is revoked or the process restarts."""
         tp = discard_undecodable_fetch(self.consumer)
-        tps = {tp} if tp is not None else set(self.consumer.assignment()) - set(self.blocked)
+        assigned = set(self.consumer.assignment())
+        # (a partition revoked meanwhile needs nothing: its records are drained)
+        tps = {tp} & assigned if tp is not None else assigned - set(self.blocked)
         if not tps:
             # nothing to pause (an unknown kafka-python, an assignment gone): never spin
             log.error("cannot decompress %s-compressed messages: %s; fix: %s", codec, exc,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,6 +196,10 @@ class HealthFigures:
     checkpoints: Mapping[str, int] = field(default_factory=dict)
     last_checkpoint_ts: float | None = None
     restores: Mapping[str, int] = field(default_factory=dict)
+    #: partitions the consumer stopped reading, by reason (``unsupported_codec``)
+    source_errors: Mapping[str, int] = field(default_factory=dict)
+    #: assigned partitions that cannot be read -> why (their lag grows)
+    blocked: Mapping[PartitionKey, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,10 +232,32 @@ class RunnerHealth:
         self._checkpoints: Counter[str] = Counter()
         self._last_checkpoint_ts: float | None = None
         self._restores: Counter[str] = Counter()
+        self._source_errors: Counter[str] = Counter()
+        self._blocked: dict[PartitionKey, str] = {}
 
     @property
     def source_up(self) -> int:
-        return self._source_up
+        """1 while the brokers answer and every assigned partition can be read."""
+        return 0 if self._blocked else self._source_up
+
+    def block(self, partitions: Mapping[PartitionKey, str], reason: str) -> None:
+        """``partitions`` (-> detail, e.g. the codec) cannot be read for ``reason``: counted
+        once each, and ``source_up`` is 0 until they are :meth:`unblock`-ed."""
+        with self._lock:
+            new = [key for key in partitions if key not in self._blocked]
+            self._source_errors[reason] += len(new)
+            self._blocked.update(partitions)
+
+    def unblock(self, partitions: Iterable[PartitionKey]) -> None:
+        """``partitions`` are no longer ours (revoked, lost)."""
+        with self._lock:
+            for key in partitions:
+                self._blocked.pop(key, None)
+
+    @property
+    def blocked(self) -> dict[PartitionKey, str]:
+        with self._lock:
+            return dict(self._blocked)
 
     def set_source_up(self, up: bool) -> None:
         with self._lock:
@@ -270,6 +296,8 @@ class RunnerHealth:
 
     def snapshot(self) -> HealthFigures:
         with self._lock:
-            return HealthFigures(self._source_up, dict(self._consumer_lag),
-                                 dict(self._dead_letter), dict(self._checkpoints),
-                                 self._last_checkpoint_ts, dict(self._restores))
+            return HealthFigures(0 if self._blocked else self._source_up,
+                                 dict(self._consumer_lag), dict(self._dead_letter),
+                                 dict(self._checkpoints), self._last_checkpoint_ts,
+                                 dict(self._restores), dict(self._source_errors),
+                                 dict(self._blocked))

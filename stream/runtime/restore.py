@@ -19,7 +19,7 @@ from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
 from stream.sinks.checkpoints import Checkpoint, StateError, StateStore
 from stream.sinks.deadletters import PendingDeadLetters
-from stream.sources.kafka import partition_names
+from stream.sources.kafka import codec_fix, partition_names, unsupported_codec
 
 log = logging.getLogger("streamdrift.run")
 
@@ -55,6 +55,8 @@ class Rebalancing:
     #: partition -> model -> checkpoint offset still ahead of the partition's position
     skip_until: dict[Any, dict[str, int]]
     pending: PendingDeadLetters | None
+    #: partition -> compression codec the consumer cannot decompress (kept paused)
+    blocked: dict[Any, str]
     rebalanced: bool
     closing: bool
 
@@ -110,6 +112,8 @@ class Rebalancing:
         self.committed.pop(tp, None)
         self.checkpointed.pop(tp, None)
         self.skip_until.pop(tp, None)
+        if self.blocked.pop(tp, None) is not None:
+            self.health.unblock([self._key(tp)])
         if not keep_monitors:
             self.pipeline.drop_partition(self._key(tp))
 
@@ -165,7 +169,7 @@ class Rebalancing:
                 failed.add(tp)
                 self._restore_failed({tp}, polled, exc)
         done = tps - failed
-        paused = set(self.consumer.paused())
+        paused = set(self.consumer.paused()) - set(self.blocked)
         if self.pending is None and done & paused:
             self.consumer.resume(*(done & paused))
         self.to_restore -= done
@@ -173,8 +177,11 @@ class Rebalancing:
     def _restore_failed(self, tps: set[Any], polled: dict[Any, list[Any]],
                         exc: BaseException) -> None:
         self.health.count_restores("failed", len(tps))
-        log.warning("cannot restore partitions; they stay paused until it works: %s", exc,
-                    extra={"partitions": partition_names(tps)})
+        codec = unsupported_codec(exc.__cause__) if exc.__cause__ is not None else None
+        fix = "" if codec is None else f"; the state topic holds {codec}-compressed " \
+            f"records kafka-python cannot decompress here; fix: {codec_fix(codec)}"
+        log.warning("cannot restore partitions; they stay paused until it works: %s%s", exc,
+                    fix, extra={"partitions": partition_names(tps)})
         self._rewind(polled, tps)
         self.consumer.pause(*tps)
 

@@ -44,11 +44,16 @@ from stream.sinks.deadletters import (
 )
 from stream.sources.kafka import (
     Consumer,
+    codec_fix,
     connection_error,
+    discard_undecodable_fetch,
     is_connection_error,
     kafka_client_kwargs,
     kafka_python_consumer,
+    missing_codecs,
+    partition_names,
     record_values,
+    unsupported_codec,
 )
 
 log = logging.getLogger("streamdrift.run")
@@ -58,6 +63,8 @@ LAG_INTERVAL_S = 1.0
 CHECKPOINT_TIMEOUT_S = 5.0
 #: pause of checkpoint writes and commits after one failed (the loop keeps polling)
 WRITE_BACKOFF_S = 5.0
+#: interval of the error that repeats which partitions cannot be read
+BLOCKED_REMINDER_S = 60.0
 
 
 class KafkaRunner(Rebalancing):
@@ -93,6 +100,10 @@ class KafkaRunner(Rebalancing):
         #: partition -> model -> checkpoint offset still ahead of the partition's position
         self.skip_until: dict[Any, dict[str, int]] = {}
         self.pending: PendingDeadLetters | None = None
+        #: partition -> compression codec its messages use that the consumer cannot
+        #: decompress: paused (not read, not committed) while assigned
+        self.blocked: dict[Any, str] = {}
+        self._blocked_reminder = 0.0
         self.last_checkpoint = time.monotonic()
         self.rebalanced = False
         self.closing = False
@@ -194,7 +205,7 @@ class KafkaRunner(Rebalancing):
                         "seconds": round(time.monotonic() - p.first_failure, 1)})
         self.done.update(p.done)
         self.pending = None
-        paused = set(self.consumer.paused())
+        paused = set(self.consumer.paused()) - set(self.blocked)
         if paused:
             self.consumer.resume(*paused)
         return True
@@ -304,6 +315,61 @@ class KafkaRunner(Rebalancing):
             log.warning("cannot read consumer lag: %s", exc)
             self.health.set_source_up(False)
 
+    # -- compression codecs -----------------------------------------------------------
+    def _warn_missing_codecs(self) -> None:
+        """Start-up: say which codecs kafka-python (the consumer, or the state store and
+        dead-letter producer) cannot decompress here."""
+        missing = missing_codecs()
+        if missing:
+            log.warning("kafka-python cannot decompress %s here: a partition whose messages "
+                        "use it is not read (streamdrift_source_up 0); fix: %s",
+                        ", ".join(missing),
+                        "; ".join(f"{c}: {codec_fix(c)}" for c in missing),
+                        extra={"codecs": missing})
+
+    def _block_undecodable(self, exc: BaseException, codec: str) -> None:
+        """kafka-python's poll raised UnsupportedCodecError: drop the undecodable records
+        (otherwise every later poll spins on them, see :func:`discard_undecodable_fetch`)
+        and pause their partition until it is revoked or the process restarts."""
+        tp = discard_undecodable_fetch(self.consumer)
+        assigned = set(self.consumer.assignment())
+        # (a partition revoked meanwhile needs nothing: its records are drained)
+        tps = {tp} & assigned if tp is not None else assigned - set(self.blocked)
+        if not tps:
+            # nothing to pause (an unknown kafka-python, an assignment gone): never spin
+            log.error("cannot decompress %s-compressed messages: %s; fix: %s", codec, exc,
+                      codec_fix(codec), extra={"codec": codec})
+            self.health.set_source_up(False)
+            self.stop_event.wait(min(1.0, self.kafka.poll_timeout_ms / 1000))
+            return
+        self.blocked.update(dict.fromkeys(tps, codec))
+        self.consumer.pause(*tps)
+        self.health.block({self._key(t): codec for t in tps}, "unsupported_codec")
+        log.error("cannot read %s: its messages are compressed with %s, which kafka-python "
+                  "cannot decompress here (%s); the partition stays paused, neither read nor "
+                  "committed, until a restart; fix: %s",
+                  ", ".join(partition_names(tps)), codec, exc, codec_fix(codec),
+                  extra={"codec": codec, "partitions": partition_names(tps),
+                         "positions": {f"{t.topic}/{t.partition}": self._position(t)
+                                       for t in tps}})
+        self._blocked_reminder = time.monotonic()
+
+    def _position(self, tp: Any) -> int | None:
+        try:
+            pos = self.consumer.position(tp, timeout_ms=int(BROKER_CALL_TIMEOUT_S * 1000))
+        except Exception:  # noqa: BLE001 - only for the log line
+            return None
+        return None if pos is None else int(pos)
+
+    def _remind_blocked(self, now: float) -> None:
+        if self.blocked and now - self._blocked_reminder >= BLOCKED_REMINDER_S:
+            self._blocked_reminder = now
+            codecs = sorted(set(self.blocked.values()))
+            log.error("partitions still not read: compressed with %s, which kafka-python "
+                      "cannot decompress here; fix: %s", ", ".join(codecs),
+                      "; ".join(codec_fix(c) for c in codecs),
+                      extra={"partitions": partition_names(self.blocked), "codecs": codecs})
+
     # -- the loop --------------------------------------------------------------------
     def run(self, max_events: int | None = None, idle_timeout: float | None = None) -> int:
         """Consume until stopped (or ``max_events`` processed, or idle for ``idle_timeout`` s).
@@ -313,6 +379,7 @@ class KafkaRunner(Rebalancing):
         from kafka.errors import KafkaError
 
         k = self.kafka
+        self._warn_missing_codecs()
         try:
             if self.state_cfg.enabled:
                 self.store = self._state_store()
@@ -339,6 +406,7 @@ class KafkaRunner(Rebalancing):
                 if now - last_lag >= LAG_INTERVAL_S:
                     self._update_lag()
                     last_lag = now
+                    self._remind_blocked(now)
                 if not more:
                     break
                 if idle_timeout is not None and now - self._last_data > idle_timeout:
@@ -355,6 +423,10 @@ class KafkaRunner(Rebalancing):
             polled = self.consumer.poll(timeout_ms=k.poll_timeout_ms,
                                         max_records=k.max_poll_records)
         except Exception as exc:  # noqa: BLE001 - broker outage, rebalance errors
+            codec = unsupported_codec(exc)
+            if codec is not None:
+                self._block_undecodable(exc, codec)
+                return True
             log.warning("poll failed: %s: %s", type(exc).__name__, exc)
             self.health.set_source_up(False)
             self.stop_event.wait(min(1.0, k.poll_timeout_ms / 1000))

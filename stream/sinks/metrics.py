@@ -34,6 +34,8 @@ log = logging.getLogger("streamdrift.metrics")
 
 COL = ["model", "feature", "role"]
 DET = ["model", "feature", "role", "detector"]
+#: reasons of streamdrift_source_errors_total (every one is exported, 0 until it happens)
+SOURCE_ERROR_REASONS = ("unsupported_codec",)
 
 
 def _num(x: Any) -> float:
@@ -178,9 +180,17 @@ class StreamdriftCollector(Collector):
         for (topic, part), n in sorted(health.consumer_lag.items()):
             cl.add_metric([topic, str(part)], n)
         yield cl
-        up = GaugeMetricFamily("streamdrift_source_up", "1 while the source is reachable.")
+        up = GaugeMetricFamily("streamdrift_source_up",
+                               "1 while the source is reachable and every assigned partition "
+                               "can be read.")
         up.add_metric([], health.source_up)
         yield up
+        se = CounterMetricFamily("streamdrift_source_errors",
+                                 "Partitions the consumer stopped reading, by reason.",
+                                 labels=["reason"])
+        for reason in SOURCE_ERROR_REASONS:
+            se.add_metric([reason], health.source_errors.get(reason, 0))
+        yield se
         dl = CounterMetricFamily("streamdrift_dead_letter", "Dead-letter writes by result.",
                                  labels=["result"])
         for result in ("ok", "failed"):

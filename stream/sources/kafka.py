@@ -8,6 +8,7 @@ wraps librdkafka in the same interface.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -166,6 +167,76 @@ def is_connection_error(exc: BaseException | None) -> bool:
         seen += 1
     return False
 
+
+# -- compression codecs ----------------------------------------------------------------
+#: Kafka's compression codecs -> the package kafka-python needs to decompress them (gzip:
+#: the standard library). All are dependencies of streamdrift; librdkafka has all built in
+CODEC_PACKAGES: dict[str, str | None] = {
+    "gzip": None, "snappy": "python-snappy", "lz4": "lz4", "zstd": "zstandard"}
+
+_CODEC_MISSING = re.compile(r"Libraries for (\w+) compression codec not found")
+_CODEC_UNKNOWN = re.compile(r"Unrecognized compression type: (\S+)")
+
+
+def missing_codecs() -> list[str]:
+    """The codecs kafka-python cannot decompress here (their library is missing)."""
+    from kafka import codec
+
+    checks = {"gzip": codec.has_gzip, "snappy": codec.has_snappy, "lz4": codec.has_lz4,
+              "zstd": codec.has_zstd}
+    return [name for name, has in checks.items() if not has()]
+
+
+def codec_fix(codec: str) -> str:
+    """What makes ``codec`` readable: the package to install, or the other client."""
+    pkg = CODEC_PACKAGES.get(codec)
+    if pkg is None:
+        return ("upgrade kafka-python or use source.kafka.client: confluent-kafka "
+                f"(kafka-python knows no codec {codec!r})")
+    return (f"pip install {pkg} (a dependency of streamdrift: reinstall it with its "
+            "dependencies), or use source.kafka.client: confluent-kafka")
+
+
+def unsupported_codec(exc: BaseException) -> str | None:
+    """The codec named by kafka-python's ``UnsupportedCodecError`` ``exc``, else None.
+
+    >>> from kafka.errors import UnsupportedCodecError
+    >>> unsupported_codec(UnsupportedCodecError("Libraries for lz4 compression codec not found"))
+    'lz4'
+    >>> unsupported_codec(ValueError("Libraries for lz4 compression codec not found")) is None
+    True
+    """
+    from kafka.errors import UnsupportedCodecError
+
+    if not isinstance(exc, UnsupportedCodecError):
+        return None
+    text = str(exc)
+    m = _CODEC_MISSING.search(text)
+    if m is not None:
+        return m.group(1)
+    m = _CODEC_UNKNOWN.search(text)
+    return f"type {m.group(1)}" if m is not None else "unknown"
+
+
+def discard_undecodable_fetch(consumer: Any) -> Any | None:
+    """Drop the records kafka-python could not decompress; returns their partition.
+
+    kafka-python 3.0 decompresses a record batch while ``poll`` hands out its records: a
+    codec it cannot decompress raises ``UnsupportedCodecError`` out of the record generator
+    of the fetcher's in-line ``PartitionRecords``, once.  That generator is then finished
+    but the records are never drained, so every later ``poll`` loops for ever inside
+    ``Fetcher.fetched_records`` (``take`` returns nothing, the records stay in line): 100 %
+    CPU, no records, no exception, no return to the caller (and so no reaction to a stop).
+    Draining them ends that; the partition's position stays at the first undecodable
+    record.  None when the fetcher's internals are not the expected ones (another
+    kafka-python); ``tests/stream/test_codecs.py`` pins them.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    part = getattr(fetcher, "_next_partition_records", None)
+    if part is None or not hasattr(part, "drain") or not hasattr(part, "topic_partition"):
+        return None
+    part.drain()
+    return part.topic_partition
 
 
 def partition_names(tps: Iterable[Any]) -> list[str]:

@@ -225,14 +225,28 @@ def save_baseline(base: ModelBaseline, path: Path) -> None:
                           f"{exc.strerror or type(exc).__name__}") from None
 
 
-def load_baseline(path: Path, *, warn: bool = True) -> ModelBaseline:
+#: what one reservoir value of a numeric profile may take in a baseline file (written
+#: with indentation it takes about 27 bytes)
+RESERVOIR_VALUE_BYTES = 32
+
+
+def baseline_size_limit(config: Config, model: ModelConfig) -> int:
+    """The size limit of ``model``'s baseline file: :data:`MAX_BASELINE_BYTES` plus room
+    for the reservoirs the configuration asks for (``detection.reservoir_size`` can be set
+    up to 1,000,000 values a numeric column)."""
+    numeric = sum(1 for c in _columns(model) if c.type == "numeric")
+    return MAX_BASELINE_BYTES + numeric * config.detection.reservoir_size * RESERVOIR_VALUE_BYTES
+
+
+def load_baseline(path: Path, *, warn: bool = True,
+                  limit: int = MAX_BASELINE_BYTES) -> ModelBaseline:
     """Read and validate the baseline file ``path`` (see :meth:`ModelBaseline.from_dict`).
 
-    The file must be a regular file of at most :data:`MAX_BASELINE_BYTES`; ConfigError
-    naming the file otherwise, or for any problem of its content.  A file without a
-    ``sha256`` (older than that check) loads with a warning.
+    The file must be a regular file of at most ``limit`` bytes; ConfigError naming the
+    file otherwise, or for any problem of its content.  A file without a ``sha256`` (older
+    than that check) loads with a warning.
     """
-    raw = read_bounded(path, "baseline", MAX_BASELINE_BYTES)
+    raw = read_bounded(path, "baseline", limit)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -260,7 +274,7 @@ def load_model_baseline(config: Config, model: ModelConfig, path: Path | None = 
     file = Path(path if path is not None else model.baseline.file)  # type: ignore[arg-type]
     where = f"models[{config.models.index(model)}].baseline.file"
     try:
-        base = load_baseline(file, warn=warn)
+        base = load_baseline(file, warn=warn, limit=baseline_size_limit(config, model))
         base.check(column_specs(model), detection_settings(config.detection))
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc.errors[0]}", source=config.path) from None

@@ -144,6 +144,14 @@ def alias_bomb(work: Path) -> None:
     (work / "config.yaml").write_text("\n".join(lines) + "\n" + text)
 
 
+def web_config_alias_bomb(work: Path) -> None:
+    """The same bomb in the metrics web config (read with the same loader)."""
+    lines = ["lol0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"lol{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 7)]
+    (work / "web.yml").write_text("\n".join(lines) + "\n")
+    write_config(work / "config.yaml", config_data(metrics={"port": 0, "web_config": "web.yml"}))
+
+
 def recursive_alias(work: Path) -> None:
     text = (work / "config.yaml").read_text()
     (work / "config.yaml").write_text("loop: &a [1, *a]\n" + text)
@@ -188,8 +196,10 @@ def baseline_is_a_directory(work: Path) -> None:
 
 
 def oversized_baseline(work: Path) -> None:
+    """Over the limit for m1: 256 MiB plus 32 bytes a reservoir value of its 3 numeric
+    columns (10,000 values each by default): 256 MiB + 960,000 bytes."""
     with (work / "baseline.json").open("r+b") as fh:  # sparse: costs no disk
-        fh.truncate(MAX_BASELINE_BYTES + 1)
+        fh.truncate(MAX_BASELINE_BYTES + 3 * 10_000 * 32 + 1)
 
 
 def truncated_baseline(work: Path) -> None:
@@ -277,6 +287,8 @@ CASES = [
     # the configuration file
     Case("alias bomb", alias_bomb,
          ("{work}/config.yaml", "aliases expand to more than 100000 YAML nodes")),
+    Case("alias bomb in the web config", web_config_alias_bomb,
+         ("metrics.web_config", "{work}/web.yml", "aliases expand to more than 100000")),
     Case("recursive alias", recursive_alias, ("{work}/config.yaml", "recursive")),
     Case("deep nesting", deep_nesting, ("{work}/config.yaml", "nested deeper than 64")),
     Case("oversized config", oversized_config,
@@ -294,7 +306,7 @@ CASES = [
     Case("/etc/passwd baseline", baseline_at("/etc/passwd"), (KEY, BASELINE, "not valid JSON")),
     Case("FIFO baseline", baseline_is_a_fifo, (KEY, BASELINE, "FIFO")),
     Case("directory baseline", baseline_is_a_directory, (KEY, BASELINE, "directory")),
-    Case("oversized baseline", oversized_baseline, (KEY, BASELINE, "over the limit of 256 MiB")),
+    Case("oversized baseline", oversized_baseline, (KEY, BASELINE, f"over the limit of {MAX_BASELINE_BYTES + 960_000} bytes")),
     Case("truncated baseline", truncated_baseline, (KEY, BASELINE, "not valid JSON")),
     Case("JSON list baseline", json_list_baseline, (KEY, BASELINE, "got a list")),
     # the baseline file: edited

@@ -418,9 +418,10 @@ def _calibration(cal: Any, kind: str, where: str) -> Calibration:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise DetectorError(f"{where}.{key}: must be an integer >= 0, got "
                                 f"{_json_type(value)}{REBUILD}")
-    estimated = cal.get("estimated_events")
-    if estimated is not None:
-        _number(cal, "estimated_events", where)
+    if "estimated_events" not in cal:  # null stands for "never" (infinity)
+        raise DetectorError(f"{where}.estimated_events: is missing{REBUILD}")
+    if cal["estimated_events"] is not None and _number(cal, "estimated_events", where) <= 0:
+        raise DetectorError(f"{where}.estimated_events: must be > 0{REBUILD}")
     return Calibration.from_dict(dict(cal))
 
 

@@ -467,3 +467,54 @@ def test_docs_list_every_case() -> None:
     text = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
     missing = [c.name for c in CASES if c.name not in text]
     assert not missing, textwrap.shorten(f"not in docs/security.md: {missing}", 500)
+
+
+def _fields(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Paths of every field of a baseline (only the first item of a list)."""
+    if path:
+        yield path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _fields(item, (*path, key))
+    elif isinstance(value, list) and value:
+        yield from _fields(value[0], (*path, 0))
+
+
+def test_every_field_edited_or_deleted_is_refused_in_one_line() -> None:
+    """Each field of a built baseline replaced by a value of another type or range, or
+    deleted: ``from_dict`` raises DetectorError (the CLI's one line) or, for the
+    ``sha256`` (an older file) and ``meta`` (free-form), loads; never another exception."""
+    import numpy as np
+
+    from detectors.errors import DetectorError
+    from detectors.model import ColumnSpec, DetectionSettings
+
+    rng = np.random.default_rng(0)
+    data = {"x": np.where(rng.random(2000) < 0.05, np.nan, rng.normal(size=2000)),
+            "c": rng.choice(np.array(["a", "b", "c", None], dtype=object), 2000)}
+    specs = [ColumnSpec("x", "numeric"), ColumnSpec("c", "categorical")]
+    settings = DetectionSettings(false_alarm_events=5000, window=200, cadence=20,
+                                 calibration_values=50_000, reservoir_size=100)
+    original = json.loads(json.dumps(ModelBaseline.build("m", data, specs, settings)
+                                      .to_dict()))
+    ModelBaseline.from_dict(original)
+    deleted = object()
+    for path in _fields(original):
+        for value in (None, "x", -1, [], True, deleted):
+            data = json.loads(json.dumps(original))
+            target = data
+            for key in path[:-1]:
+                target = target[key]
+            if value is deleted:
+                if isinstance(target, list):
+                    continue
+                del target[path[-1]]
+            elif json.dumps(target[path[-1]]) == json.dumps(value):
+                continue  # no change
+            else:
+                target[path[-1]] = value
+            try:
+                ModelBaseline.from_dict(data)
+            except DetectorError:
+                continue
+            assert path[0] in ("sha256", "meta"), (path, value)

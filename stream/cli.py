@@ -148,6 +148,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         problem = "no such file" if not src.exists() else "not a regular file"
         print(f"error: --input {src}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    if Path(args.report).is_dir():  # found now rather than after the replay
+        print(f"error: --report {args.report}: cannot write: is a directory", file=sys.stderr)
+        return EXIT_CONFIG
     show = not args.no_progress and sys.stderr.isatty()
     baselines = _baselines(config, show)
     pipeline = Pipeline(config, baselines)

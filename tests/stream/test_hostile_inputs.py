@@ -518,3 +518,19 @@ def test_every_field_edited_or_deleted_is_refused_in_one_line() -> None:
             except DetectorError:
                 continue
             assert path[0] in ("sha256", "meta"), (path, value)
+
+
+@pytest.mark.parametrize("where", ["input", "report"])
+def test_replay_input_and_report_paths(where: str, work: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """``replay --input /dev/zero`` is refused before anything is read; a ``--report`` that
+    is a directory is one line after the replay, not an IsADirectoryError traceback."""
+    args = argv("replay", work)
+    if where == "input":
+        args[args.index("--input") + 1] = "/dev/zero"
+        expect: tuple[str, ...] = ("--input /dev/zero", "not a regular file")
+    else:
+        (work / "report.json").mkdir()
+        expect = ("--report", "report.json", "cannot write")
+    rc, _, err = run_cli(args, capsys)
+    assert_one_error_line(rc, err, expect, work)

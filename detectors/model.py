@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -143,6 +144,8 @@ class ModelBaseline:
         self.calibrations = calibrations or {}
         self.key = key
         self.meta = dict(meta or {})
+        #: False when loaded from a file without a ``sha256`` (older than the check)
+        self.verified = True
 
     @classmethod
     def profile_columns(cls, data: Mapping[str, Any], specs: Sequence[ColumnSpec],
@@ -244,7 +247,9 @@ class ModelBaseline:
         return hashlib.sha256(body.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The baseline file's content, with the ``sha256`` of the rest (see
+        :func:`content_hash`), which :meth:`from_dict` checks."""
+        body: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "model": self.name,
             "id": self.id,
@@ -254,22 +259,170 @@ class ModelBaseline:
             "calibration": {c: {k: v.to_dict() for k, v in d.items()}
                             for c, d in self.calibrations.items()},
         }
+        body["sha256"] = content_hash(body)
+        return body
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ModelBaseline:
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise DetectorError(
-                f"baseline schema_version {data.get('schema_version')!r} is not "
-                f"{SCHEMA_VERSION}: rebuild it with `streamdrift baseline`")
-        try:
-            profiles = {k: profile_from_dict(v) for k, v in data["columns"].items()}
-            cals = {c: {k: Calibration.from_dict(v) for k, v in d.items()}
-                    for c, d in data.get("calibration", {}).items()}
-            return cls(data["model"], profiles, cals, data.get("calibration_key", ""),
-                       data.get("meta", {}))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DetectorError(f"baseline is malformed ({exc!r}): rebuild it with "
-                                f"`streamdrift baseline`") from None
+    def from_dict(cls, data: Any) -> ModelBaseline:
+        """Restore a baseline written by :meth:`to_dict`, validated.
+
+        DetectorError, naming the field, for a structure :meth:`to_dict` does not write:
+        wrong types, thresholds that are not finite numbers > 0 (ADWIN's, a probability,
+        also < 1), calibrations of unknown detectors or columns, an ``id`` that is not the
+        content's, or a ``sha256`` that is not the content's (an edited file).  A file
+        without ``sha256`` (written before it was added) loads with ``verified`` False, so
+        that the caller can warn; every other check applies to it.
+        """
+        if not isinstance(data, Mapping):
+            raise DetectorError(f"a baseline is a JSON object, got {_json_type(data)}{REBUILD}")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION or isinstance(version, bool):
+            raise DetectorError(f"baseline schema_version {version!r} is not "
+                                f"{SCHEMA_VERSION}{REBUILD}")
+        for key in ("model", "id", "calibration_key"):
+            # the calibration key is empty in a baseline that was never calibrated
+            if not isinstance(data.get(key), str) or not (data[key] or key == "calibration_key"):
+                raise DetectorError(f"baseline {key}: must be a non-empty string, got "
+                                    f"{_json_type(data.get(key))}{REBUILD}")
+        meta = data.get("meta", {})
+        columns = data.get("columns")
+        calibration = data.get("calibration", {})
+        for key, value in (("meta", meta), ("columns", columns), ("calibration", calibration)):
+            if not isinstance(value, Mapping):
+                raise DetectorError(f"baseline {key}: must be a JSON object, got "
+                                    f"{_json_type(value)}{REBUILD}")
+        assert isinstance(columns, Mapping)  # checked above, for mypy
+        profiles: dict[str, Profile] = {}
+        for name, prof in columns.items():
+            try:
+                profiles[name] = profile_from_dict(prof)
+            except (DetectorError, KeyError, TypeError, ValueError) as exc:
+                raise DetectorError(f"baseline columns.{name}: {_reason(exc)}{REBUILD}") from None
+        cals: dict[str, dict[str, Calibration]] = {}
+        for name, per_kind in calibration.items():
+            if name not in profiles:
+                raise DetectorError(f"baseline calibration.{name}: no such column in the "
+                                    f"baseline's columns{REBUILD}")
+            if not isinstance(per_kind, Mapping):
+                raise DetectorError(f"baseline calibration.{name}: must be a JSON object, got "
+                                    f"{_json_type(per_kind)}{REBUILD}")
+            valid = detectors_for(profiles[name].kind)
+            for kind, cal in per_kind.items():
+                where = f"baseline calibration.{name}.{kind}"
+                if kind not in valid:
+                    raise DetectorError(f"{where}: not a detector of a {profiles[name].kind} "
+                                        f"column ({', '.join(valid)}){REBUILD}")
+                cals.setdefault(name, {})[kind] = _calibration(cal, kind, where)
+        base = cls(data["model"], profiles, cals, data["calibration_key"], dict(meta))
+        if base.id != data["id"]:
+            raise DetectorError(f"baseline id {data['id']!r} is not the id of its content "
+                                f"({base.id!r}): the file was edited or corrupted{REBUILD}")
+        digest = data.get("sha256")
+        if digest is None:
+            base.verified = False
+        else:
+            body = {k: v for k, v in data.items() if k != "sha256"}
+            if not isinstance(digest, str) or digest != content_hash(body):
+                raise DetectorError("baseline sha256 does not match its content: the file was "
+                                    f"edited or corrupted after it was written{REBUILD}")
+        return base
+
+    def check(self, specs: Sequence[ColumnSpec], settings: DetectionSettings) -> None:
+        """DetectorError unless this baseline has what ``specs`` need: a profile of the
+        right type for every column and, when its calibration is for these settings (it
+        is recalibrated otherwise), a calibration of every detector."""
+        calibrated = not self.needs_calibration(specs, settings)
+        for spec in specs:
+            prof = self.profiles.get(spec.name)
+            if prof is None:
+                raise DetectorError(f"the baseline has no profile of column {spec.name!r}"
+                                    f"{REBUILD}")
+            if prof.kind != spec.type:
+                raise DetectorError(f"the baseline profiles column {spec.name!r} as "
+                                    f"{prof.kind}, the configuration says {spec.type}{REBUILD}")
+            if calibrated:
+                missing = [d for d in spec.detectors
+                           if d not in self.calibrations.get(spec.name, {})]
+                if missing:
+                    raise DetectorError(f"the baseline has no calibration of detector(s) "
+                                        f"{', '.join(missing)} of column {spec.name!r}{REBUILD}")
+
+
+REBUILD = "; rebuild it with `streamdrift baseline`"
+_METHODS = ("direct", "extrapolated", "floor")
+
+
+def content_hash(body: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of ``body`` (keys sorted, no spaces, non-finite
+    numbers as null as the file has them): what a baseline file's ``sha256`` holds."""
+    text = json.dumps(_canonical(body), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"{exc.args[0]} is missing"
+    return str(exc).removesuffix(": rebuild the baseline with `streamdrift baseline`")
+
+
+def _number(cal: Mapping[str, Any], key: str, where: str) -> float:
+    value = cal.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise DetectorError(f"{where}.{key}: must be a finite number, got "
+                            f"{_json_type(value)}{REBUILD}")
+    return float(value)
+
+
+def _calibration(cal: Any, kind: str, where: str) -> Calibration:
+    if not isinstance(cal, Mapping):
+        raise DetectorError(f"{where}: must be a JSON object, got {_json_type(cal)}{REBUILD}")
+    threshold = _number(cal, "threshold", where)
+    if threshold <= 0 or (kind == "adwin" and threshold >= 1):
+        bound = "in (0, 1)" if kind == "adwin" else "> 0"
+        raise DetectorError(f"{where}.threshold: must be a number {bound}, got "
+                            f"{threshold!r}{REBUILD}")
+    target = _number(cal, "target_events", where)
+    if target <= 1:
+        raise DetectorError(f"{where}.target_events: must be > 1, got {target!r}{REBUILD}")
+    if cal.get("method") not in _METHODS:
+        raise DetectorError(f"{where}.method: must be one of {', '.join(_METHODS)}, got "
+                            f"{_json_type(cal.get('method'))}{REBUILD}")
+    for key in ("simulated_values", "simulated_alarms"):
+        value = cal.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise DetectorError(f"{where}.{key}: must be an integer >= 0, got "
+                                f"{_json_type(value)}{REBUILD}")
+    if "estimated_events" not in cal:  # null stands for "never" (infinity)
+        raise DetectorError(f"{where}.estimated_events: is missing{REBUILD}")
+    if cal["estimated_events"] is not None and _number(cal, "estimated_events", where) <= 0:
+        raise DetectorError(f"{where}.estimated_events: must be > 0{REBUILD}")
+    return Calibration.from_dict(dict(cal))
 
 
 class ModelMonitor:

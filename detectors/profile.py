@@ -230,21 +230,49 @@ class NumericProfile:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NumericProfile:
+        """Restore a profile; DetectorError naming the field for anything
+        :meth:`to_dict` would not have written (wrong types, non-finite or negative
+        figures, derived figures that disagree with the ones they derive from)."""
         _check_schema(data, "numeric")
-        p = cls(data["bins"], data["reservoir_size"], data.get("seed", 0))
-        p.count = int(data["count"])
-        p.n_missing = int(data["missing"])
-        p.n_invalid = int(data.get("invalid", 0))
-        p.mean = float(data["mean"])
-        p._m2 = float(data["m2"])
-        p.min = math.inf if data["min"] is None else float(data["min"])
-        p.max = -math.inf if data["max"] is None else float(data["max"])
-        p._reservoir = np.asarray(data["reservoir"], dtype=np.float64)
-        p._derived = {
-            "quantiles": dict(data["quantiles"]),
-            "edges": np.asarray(data["bin_edges"], dtype=np.float64),
-            "probs": np.asarray(data["bin_probabilities"], dtype=np.float64),
-        }
+        p = cls(_field(data, "bins"), _field(data, "reservoir_size"), data.get("seed", 0))
+        p.count = _count(data, "count")
+        p.n_missing = _count(data, "missing")
+        p.n_invalid = _count(data, "invalid", 0)
+        p.mean = _finite(data, "mean")
+        p._m2 = _finite(data, "m2", low=0.0)
+        if "std" in data and not _close(_finite(data, "std", low=0.0), p.std):
+            raise DetectorError(f"numeric profile: std {data['std']!r} does not match m2 and "
+                                f"count (they give {p.std!r})")
+        if "missing_rate" in data and not _close(_finite(data, "missing_rate", 0.0),
+                                                 p.missing_rate):
+            raise DetectorError(f"numeric profile: missing_rate {data['missing_rate']!r} does "
+                                f"not match missing and count (they give {p.missing_rate!r})")
+        if p.count == 0:
+            if _field(data, "min") is not None or _field(data, "max") is not None:
+                raise DetectorError("numeric profile: min and max must be null when count is 0")
+        else:
+            p.min, p.max = _finite(data, "min"), _finite(data, "max")
+            if p.min > p.max:
+                raise DetectorError(f"numeric profile: min {p.min!r} > max {p.max!r}")
+        p._reservoir = _floats(data, "reservoir")
+        if p._reservoir.size > min(p.count, p.reservoir_size) or (p.count and
+                                                                   not p._reservoir.size):
+            raise DetectorError(f"numeric profile: reservoir has {p._reservoir.size} values "
+                                f"for count {p.count} and reservoir_size {p.reservoir_size}")
+        quantiles = _field(data, "quantiles")
+        if not isinstance(quantiles, Mapping) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in quantiles.values()):
+            raise DetectorError("numeric profile: quantiles must map levels to finite numbers")
+        edges = _floats(data, "bin_edges")
+        probs = _floats(data, "bin_probabilities")
+        if edges.size >= p.bins or np.any(np.diff(edges) <= 0):
+            raise DetectorError(f"numeric profile: bin_edges must be fewer than bins "
+                                f"({p.bins}) increasing numbers")
+        if probs.size != edges.size + 1 or np.any(probs < 0) or abs(probs.sum() - 1.0) > 1e-6:
+            raise DetectorError("numeric profile: bin_probabilities must be len(bin_edges) + 1 "
+                                "non-negative numbers summing to 1")
+        p._derived = {"quantiles": dict(quantiles), "edges": edges, "probs": probs}
         return p
 
     def __repr__(self) -> str:
@@ -381,14 +409,32 @@ class CategoricalProfile:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CategoricalProfile:
+        """Restore a profile; DetectorError naming the field for anything
+        :meth:`to_dict` would not have written."""
         _check_schema(data, "categorical")
-        p = cls(data["top_k"], data["max_tracked"])
-        p.counts = {str(k): int(v) for k, v in data["counts"].items()}
-        p.other_count = int(data["other_count"])
-        p.truncated = bool(data["truncated"])
-        p.count = int(data["count"])
-        p.n_missing = int(data["missing"])
-        p.n_invalid = int(data.get("invalid", 0))
+        p = cls(_field(data, "top_k"), _field(data, "max_tracked"))
+        counts = _field(data, "counts")
+        if not isinstance(counts, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0
+                for k, v in counts.items()):
+            raise DetectorError("categorical profile: counts must map categories to positive "
+                                "integers")
+        if len(counts) > p.max_tracked:
+            raise DetectorError(f"categorical profile: {len(counts)} counts for max_tracked "
+                                f"{p.max_tracked}")
+        p.counts = dict(counts)
+        p.other_count = _count(data, "other_count")
+        truncated = _field(data, "truncated")
+        if not isinstance(truncated, bool):
+            raise DetectorError(f"categorical profile: truncated must be true or false, got "
+                                f"{truncated!r}")
+        p.truncated = truncated
+        p.count = _count(data, "count")
+        p.n_missing = _count(data, "missing")
+        p.n_invalid = _count(data, "invalid", 0)
+        if p.count != sum(p.counts.values()) + p.other_count:
+            raise DetectorError(f"categorical profile: count {p.count} is not the sum of the "
+                                f"counts and other_count")
         return p
 
     def __repr__(self) -> str:
@@ -492,7 +538,53 @@ def unseen_count(profile: CategoricalProfile) -> int:
     return profile.singletons + profile.other_count
 
 
+_REQUIRED = object()
+
+
+def _field(data: Mapping[str, Any], key: str, default: Any = _REQUIRED) -> Any:
+    if key not in data:
+        if default is _REQUIRED:
+            raise DetectorError(f"{data.get('type', '')} profile: {key} is missing")
+        return default
+    return data[key]
+
+
+def _count(data: Mapping[str, Any], key: str, default: Any = _REQUIRED) -> int:
+    value = _field(data, key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DetectorError(f"{data.get('type', '')} profile: {key} must be an integer >= 0, "
+                            f"got {value!r}")
+    return value
+
+
+def _finite(data: Mapping[str, Any], key: str, low: float | None = None) -> float:
+    value = _field(data, key)
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or (low is not None and value < low)):
+        bound = "" if low is None else f" >= {low:g}"
+        raise DetectorError(f"{data.get('type', '')} profile: {key} must be a finite "
+                            f"number{bound}, got {value!r}")
+    return float(value)
+
+
+def _floats(data: Mapping[str, Any], key: str) -> np.ndarray:
+    value = _field(data, key)
+    if not isinstance(value, list) or not all(
+            type(v) is float or (type(v) is int) for v in value):
+        raise DetectorError(f"{data.get('type', '')} profile: {key} must be a list of numbers")
+    out = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(out)):
+        raise DetectorError(f"{data.get('type', '')} profile: {key} must hold finite numbers")
+    return out
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
 def _check_schema(data: Mapping[str, Any], kind: str) -> None:
+    if not isinstance(data, Mapping):
+        raise DetectorError(f"{kind} profile must be a JSON object")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise DetectorError(

@@ -58,6 +58,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     config = _load(args)
     errors = check_paths(config, files=not args.skip_files)
+    if not errors and not args.skip_files:
+        errors = _check_baselines(config)
     if errors:
         for e in errors:
             print(f"error: {e}", file=sys.stderr)
@@ -76,6 +78,34 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"configuration OK: {len(config.models)} model(s), about {n_series} per-model series "
           f"plus the pipeline's own")
     return 0
+
+
+def _check_baselines(config: Any) -> list[str]:
+    """Problems of the baseline files (loaded and checked as ``run`` and ``replay`` load
+    them) and of the reference files (regular files within the size limit)."""
+    from stream.config import ConfigError
+    from stream.config.files import MAX_REFERENCE_BYTES, regular_file
+    from stream.engine.baselines import load_model_baseline
+
+    errors: list[str] = []
+    for i, model in enumerate(config.models):
+        try:
+            if model.baseline.file is not None:
+                base = load_model_baseline(config, model, warn=False)
+                if not base.verified:
+                    print(f"warning: models[{i}].baseline.file: {model.baseline.file} has no "
+                          f"sha256 (written by an older streamdrift), so edits to it cannot "
+                          f"be detected; rebuild it with `streamdrift baseline`",
+                          file=sys.stderr)
+            elif model.baseline.reference is not None:
+                try:
+                    regular_file(model.baseline.reference, "reference", MAX_REFERENCE_BYTES)
+                except ConfigError as exc:
+                    raise ConfigError(f"models[{i}].baseline.reference: {exc.errors[0]}") \
+                        from None
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+    return errors
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -113,13 +143,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from stream.runtime.replay import replay, write_report
 
     config = _load(args)
+    src = Path(args.input)
+    if not src.is_file():
+        problem = "no such file" if not src.exists() else "not a regular file"
+        print(f"error: --input {src}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    if Path(args.report).is_dir():  # found now rather than after the replay
+        print(f"error: --report {args.report}: cannot write: is a directory", file=sys.stderr)
+        return EXIT_CONFIG
     show = not args.no_progress and sys.stderr.isatty()
     baselines = _baselines(config, show)
     pipeline = Pipeline(config, baselines)
-    src = Path(args.input)
-    if not src.is_file():
-        print(f"error: --input {src}: no such file", file=sys.stderr)
-        return EXIT_CONFIG
     if show:
         from rich.console import Console
         from rich.progress import (
@@ -138,7 +172,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
                             lambda lines, nbytes: prog.update(task, advance=nbytes, lines=lines))
     else:
         report = replay(config, pipeline, src, args.batch_size)
-    write_report(report, Path(args.report))
+    try:
+        write_report(report, Path(args.report))
+    except OSError as exc:
+        print(f"error: --report {args.report}: cannot write: "
+              f"{exc.strerror or type(exc).__name__}", file=sys.stderr)
+        return EXIT_CONFIG
     inv = sum(report["events_invalid"].values())
     print(f"{report['input_lines']} lines, {report['events_processed']} events processed, "
           f"{inv} invalid, {len(report['detections'])} detections -> {args.report}")
@@ -162,6 +201,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _load(args)
     require_kafka(config)
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        print(f"error: --metrics-port {args.metrics_port}: must be a port number in 0..65535",
+              file=sys.stderr)
+        return EXIT_CONFIG
     baselines = _baselines(config, sys.stderr.isatty())
     pipeline = Pipeline(config, baselines)
     stop = threading.Event()

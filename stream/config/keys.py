@@ -18,6 +18,7 @@ from typing import Any, Final
 import yaml
 
 from stream.config.errors import ConfigError, Secret
+from stream.config.files import MAX_SECRET_BYTES, MAX_YAML_BYTES, FileRefused, read_bounded
 
 _IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _ENV_RE = re.compile(r"^\$\{ENV:([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -88,8 +89,78 @@ def parse_dotted_path(text: str) -> tuple[str, ...]:
 # --------------------------------------------------------------------------
 # YAML loading
 # --------------------------------------------------------------------------
+#: most YAML nodes in a document, counting every alias as the whole subtree it stands for
+#: (a real configuration has a few thousand; a "billion laughs" alias bomb has billions)
+MAX_YAML_NODES: Final = 100_000
+#: deepest nesting of YAML collections (a real configuration nests about 6 deep)
+MAX_YAML_DEPTH: Final = 64
+
+
+class YamlLimitError(yaml.YAMLError):
+    """A YAML document over :data:`MAX_YAML_NODES` or :data:`MAX_YAML_DEPTH`."""
+
+
 class StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys in a mapping (YAML says they are an error)."""
+    """SafeLoader that rejects duplicate keys in a mapping (YAML says they are an error),
+    and documents whose aliases expand past :data:`MAX_YAML_NODES` nodes, that refer to
+    themselves, or that nest deeper than :data:`MAX_YAML_DEPTH`.
+
+    The node graph is measured after it is composed and before anything is constructed:
+    composing is linear in the size of the file (which :func:`read_yaml` bounds), while
+    constructing and walking the data expands every alias.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._composed = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._composed += 1
+        if self._composed > MAX_YAML_NODES:
+            raise YamlLimitError(f"more than {MAX_YAML_NODES} YAML nodes (the limit)")
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise YamlLimitError(f"nested deeper than {MAX_YAML_DEPTH} levels (the limit)")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        if node is not None:
+            expanded_size(node, MAX_YAML_NODES)
+        return node
+
+
+def expanded_size(root: yaml.Node, limit: int) -> int:
+    """Nodes of the document at ``root`` once every alias is expanded (memoised: linear in
+    the distinct nodes); YamlLimitError past ``limit`` or for an alias to its own parent."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise YamlLimitError("an alias refers to a collection that contains it "
+                                 "(a recursive structure)")
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        active.discard(key)
+        if total > limit:
+            raise YamlLimitError(
+                f"its aliases expand to more than {limit} YAML nodes (the limit; an alias bomb?)")
+        sizes[key] = total
+        return total
+
+    return size(root)
 
 
 def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -131,23 +202,22 @@ def read_yaml(file: Path, what: str) -> Any:
     """Read and parse the YAML file ``file`` (``what``: the kind of file, for messages).
 
     Raises :class:`ConfigError` naming the file, with the position of a syntax error but
-    never the offending line (it could hold a secret).
+    never the offending line (it could hold a secret).  The file must be a regular file
+    of at most :data:`~stream.config.files.MAX_YAML_BYTES`, and its document within
+    :data:`MAX_YAML_NODES` nodes (aliases expanded) and :data:`MAX_YAML_DEPTH` levels.
     """
-    try:
-        raw = file.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: {what} file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{file}: is a directory, expected a {what} YAML file") from None
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read {what} file: {exc.strerror or exc}") from None
+    raw = read_bounded(file, what, MAX_YAML_BYTES)
     try:
         return yaml.load(raw, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except YamlLimitError as exc:
+        raise ConfigError(f"refused: {exc}", source=file) from None
     except yaml.MarkedYAMLError as exc:
         raise ConfigError(f"not valid YAML: {yaml_problem(exc)}", source=file) from None
     except yaml.YAMLError as exc:
         # ReaderError and friends: bad encoding or control characters
         raise ConfigError(f"not valid YAML: {exc}", source=file) from None
+    except RecursionError:  # not reached within MAX_YAML_DEPTH; a last guard
+        raise ConfigError("refused: nested too deeply", source=file) from None
 
 
 # --------------------------------------------------------------------------
@@ -338,16 +408,11 @@ class Ctx:
             if isinstance(file, Bad):
                 return BAD
             try:
-                text = file.read_bytes().decode("utf-8")
-            except FileNotFoundError:
-                return self.error(path + ("file",), f"secret file not found: {file}")
+                text = read_bounded(file, "secret", MAX_SECRET_BYTES).decode("utf-8")
+            except FileRefused as exc:
+                return self.error(path + ("file",), exc.errors[0])
             except UnicodeDecodeError:
                 return self.error(path + ("file",), f"secret file is not UTF-8 text: {file}")
-            except OSError as exc:
-                return self.error(
-                    path + ("file",),
-                    f"cannot read secret file {file}: {exc.strerror or type(exc).__name__}",
-                )
             text = text.rstrip("\r\n")
             if not text:
                 return self.error(path + ("file",), f"secret file is empty: {file}")

@@ -21,12 +21,21 @@ import orjson
 from detectors.errors import DetectorError
 from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline, calibration_key
 from stream.config import Config, ConfigError, DetectionConfig, ModelConfig
+from stream.config.files import (
+    MAX_BASELINE_BYTES,
+    MAX_REFERENCE_BYTES,
+    read_bounded,
+    regular_file,
+)
 from stream.formats.columns import extract_columns, select_events
 
 log = logging.getLogger("streamdrift.baseline")
 
 Progress = Callable[[str, int, int], None]
 CHUNK_LINES = 50_000
+#: a longer line of a JSONL reference is skipped (a Kafka message is at most 1 GiB, but
+#: a reference line is parsed whole: this bounds the memory one line can take)
+MAX_REFERENCE_LINE_BYTES = 16 * 1024 * 1024
 
 
 def detection_settings(cfg: DetectionConfig) -> DetectionSettings:
@@ -54,8 +63,10 @@ def _columns(model: ModelConfig) -> list[Any]:
 
 def read_reference(path: Path, model: ModelConfig) -> dict[str, np.ndarray]:
     """Columns of ``model`` from a reference file (.jsonl/.json/.ndjson, .csv, .parquet)."""
-    if not path.is_file():
-        raise ConfigError(f"models[{model.name}].baseline.reference: file {path} does not exist")
+    try:
+        regular_file(path, "reference", MAX_REFERENCE_BYTES)
+    except ConfigError as exc:
+        raise ConfigError(f"models[{model.name}].baseline.reference: {exc.errors[0]}") from None
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson", ".json"):
         return _read_jsonl(path, model)
@@ -80,8 +91,14 @@ def _read_jsonl(path: Path, model: ModelConfig) -> dict[str, np.ndarray]:
             parts[name].append(batch.columns[name])
 
     events: list[Any] = []
+    long_lines = 0
     with path.open("rb") as fh:
-        for line in fh:
+        while line := fh.readline(MAX_REFERENCE_LINE_BYTES + 1):
+            if len(line) > MAX_REFERENCE_LINE_BYTES:  # skip the rest of it, unread
+                while line and not line.endswith(b"\n"):
+                    line = fh.readline(MAX_REFERENCE_LINE_BYTES)
+                long_lines += 1
+                continue
             if not line.strip():
                 continue
             try:
@@ -99,6 +116,9 @@ def _read_jsonl(path: Path, model: ModelConfig) -> dict[str, np.ndarray]:
     flush(events)
     if bad:
         log.warning("reference %s: skipped %d lines that are not JSON objects", path, bad)
+    if long_lines:
+        log.warning("reference %s: skipped %d lines longer than %d bytes", path, long_lines,
+                    MAX_REFERENCE_LINE_BYTES)
     out = {}
     for c in _columns(model):
         arrs = parts[c.name]
@@ -122,6 +142,14 @@ def _coerce(values: list[str], kind: str) -> np.ndarray:
 
 
 def _read_csv(path: Path, model: ModelConfig) -> dict[str, np.ndarray]:
+    try:
+        return _read_csv_rows(path, model)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise ConfigError(f"models[{model.name}].baseline.reference: {path} is not a readable "
+                          f"UTF-8 CSV file: {exc}") from None
+
+
+def _read_csv_rows(path: Path, model: ModelConfig) -> dict[str, np.ndarray]:
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
@@ -143,7 +171,13 @@ def _read_parquet(path: Path, model: ModelConfig) -> dict[str, np.ndarray]:
     except ImportError:
         raise ConfigError(f"models[{model.name}].baseline.reference: reading {path.name} needs "
                           f"pyarrow: pip install 'streamdrift[parquet]'") from None
-    table = pq.read_table(path)
+    import pyarrow as pa
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ConfigError(f"models[{model.name}].baseline.reference: {path} is not a readable "
+                          f"Parquet file: {exc}") from None
     missing = [c.name for c in _columns(model) if c.name not in table.column_names]
     if missing:
         raise ConfigError(f"models[{model.name}].baseline.reference: {path.name} has no "
@@ -180,20 +214,78 @@ def build_baseline(config: Config, model: ModelConfig, reference: Path | None = 
 
 
 def save_baseline(base: ModelBaseline, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``base`` to ``path`` (atomically; with the ``sha256`` that loading checks)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(orjson.dumps(base.to_dict(), option=orjson.OPT_INDENT_2))
-    os.replace(tmp, path)
-
-
-def load_baseline(path: Path) -> ModelBaseline:
     try:
-        return ModelBaseline.from_dict(orjson.loads(path.read_bytes()))
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise ConfigError(f"baseline file {path}: cannot be read ({exc}); rebuild it with "
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(orjson.dumps(base.to_dict(), option=orjson.OPT_INDENT_2))
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write baseline file {path}: "
+                          f"{exc.strerror or type(exc).__name__}") from None
+
+
+#: what one reservoir value of a numeric profile may take in a baseline file (written
+#: with indentation it takes about 27 bytes)
+RESERVOIR_VALUE_BYTES = 32
+
+
+def baseline_size_limit(config: Config, model: ModelConfig) -> int:
+    """The size limit of ``model``'s baseline file: :data:`MAX_BASELINE_BYTES` plus room
+    for the reservoirs the configuration asks for (``detection.reservoir_size`` can be set
+    up to 1,000,000 values a numeric column)."""
+    numeric = sum(1 for c in _columns(model) if c.type == "numeric")
+    return MAX_BASELINE_BYTES + numeric * config.detection.reservoir_size * RESERVOIR_VALUE_BYTES
+
+
+def load_baseline(path: Path, *, warn: bool = True,
+                  limit: int = MAX_BASELINE_BYTES) -> ModelBaseline:
+    """Read and validate the baseline file ``path`` (see :meth:`ModelBaseline.from_dict`).
+
+    The file must be a regular file of at most ``limit`` bytes; ConfigError naming the
+    file otherwise, or for any problem of its content.  A file without a ``sha256`` (older
+    than that check) loads with a warning.
+    """
+    raw = read_bounded(path, "baseline", limit)
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"baseline file {path}: not valid JSON ({exc}); rebuild it with "
                           f"`streamdrift baseline`") from None
+    try:
+        base = ModelBaseline.from_dict(data)
     except DetectorError as exc:
         raise ConfigError(f"baseline file {path}: {exc}") from None
+    if warn and not base.verified:
+        log.warning("baseline file %s has no sha256 (written by an older streamdrift): edits "
+                    "to it cannot be detected; rebuild it with `streamdrift baseline`", path,
+                    extra={"baseline_file": str(path)})
+    return base
+
+
+def load_model_baseline(config: Config, model: ModelConfig, path: Path | None = None,
+                        *, warn: bool = True) -> ModelBaseline:
+    """The baseline file of ``model`` (``path``, default its ``baseline.file``), loaded,
+    validated and checked against the model's columns and detectors.
+
+    The one check of a baseline file: ``check-config``, ``replay`` and ``run`` all use it.
+    Raises ConfigError naming the model's key and the file.
+    """
+    file = Path(path if path is not None else model.baseline.file)  # type: ignore[arg-type]
+    where = f"models[{config.models.index(model)}].baseline.file"
+    try:
+        base = load_baseline(file, warn=warn, limit=baseline_size_limit(config, model))
+        base.check(column_specs(model), detection_settings(config.detection))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.errors[0]}", source=config.path) from None
+    except DetectorError as exc:
+        raise ConfigError(f"{where}: baseline file {file}: {exc}", source=config.path) from None
+    if base.name != model.name:
+        raise ConfigError(f"{where}: baseline file {file} is the baseline of model "
+                          f"{base.name!r}, not {model.name!r}; point baseline.file at this "
+                          f"model's baseline or rebuild it with `streamdrift baseline`",
+                          source=config.path)
+    return base
 
 
 def default_baseline_path(config: Config, model: ModelConfig) -> Path:
@@ -220,30 +312,33 @@ def resolve_baselines(config: Config, progress: Progress | None = None,
     for model in config.models:
         specs = column_specs(model)
         if model.baseline.file is not None:
-            base = load_baseline(Path(model.baseline.file))
-            missing = [s.name for s in specs if s.name not in base.profiles]
-            if missing:
-                raise ConfigError(
-                    f"models[{model.name}].baseline.file: the baseline has no profile for "
-                    f"{missing}; rebuild it with `streamdrift baseline -c CONFIG`")
+            base = load_model_baseline(config, model)
             if base.needs_calibration(specs, settings):
                 log.warning("baseline %s was calibrated for other settings; recalibrating",
                             model.baseline.file)
                 base.calibrate(specs, settings, progress)
         else:
             ref = Path(model.baseline.reference)  # type: ignore[arg-type]
-            if not ref.is_file():
-                raise ConfigError(f"models[{model.name}].baseline.reference: file {ref} does "
-                                  f"not exist")
+            try:
+                regular_file(ref, "reference", MAX_REFERENCE_BYTES)
+            except ConfigError as exc:
+                raise ConfigError(f"models[{config.models.index(model)}].baseline.reference: "
+                                  f"{exc.errors[0]}", source=config.path) from None
             cache = _cache_path(config, model, ref)
+            cached: ModelBaseline | None = None
             if cache.is_file():
-                base = load_baseline(cache)
-                log.info("baseline of %s loaded from cache %s", model.name, cache)
+                try:
+                    cached = load_model_baseline(config, model, cache, warn=False)
+                    log.info("baseline of %s loaded from cache %s", model.name, cache)
+                except ConfigError as exc:  # a cache is only a cache: rebuild it
+                    log.warning("ignoring the cached baseline: %s", exc.errors[0])
+            if cached is not None and cached.verified:  # an older cache file is rebuilt
+                base = cached
             else:
                 base = build_baseline(config, model, ref, progress)
                 try:
                     save_baseline(base, cache)
-                except OSError as exc:  # a read-only folder only costs start-up time
-                    log.warning("cannot cache baseline at %s: %s", cache, exc)
+                except ConfigError as exc:  # a read-only folder only costs start-up time
+                    log.warning("cannot cache the baseline: %s", exc.errors[0])
         out[model.name] = base
     return out

@@ -24,6 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 import stream
+from stream.config import ConfigError
 from stream.config.web import WebConfig, load_web_config
 from stream.engine.figures import HealthFigures, RunnerHealth
 from stream.engine.pipeline import BATCH_BUCKETS, Pipeline
@@ -257,14 +258,27 @@ def serve(
         web_config = getattr(metrics, "web_config", None)
     registry = make_registry(pipeline, health)
     if web_config is None:
-        server, thread = start_http_server(port, addr=host, registry=registry)
+        try:
+            server, thread = start_http_server(port, addr=host, registry=registry)
+        except (OSError, OverflowError) as exc:
+            raise _cannot_listen(host, port, exc) from None
         server.scheme = "http"  # type: ignore[attr-defined]
         return server, thread, int(server.server_port)
     wc = web_config if isinstance(web_config, WebConfig) else load_web_config(web_config)
-    secure = make_server(make_wsgi_app(registry), host, port, wc)
+    try:
+        secure = make_server(make_wsgi_app(registry), host, port, wc)
+    except (OSError, OverflowError) as exc:
+        raise _cannot_listen(host, port, exc) from None
     secure.scheme = "https" if wc.tls is not None else "http"  # type: ignore[attr-defined]
     thread = threading.Thread(target=secure.serve_forever, kwargs={"poll_interval": 0.1},
                               name="streamdrift-metrics", daemon=True)
     thread.start()
     log.info("metrics endpoint secured", extra={**wc.describe(), "web_config": str(wc.path)})
     return secure, thread, int(secure.server_port)
+
+
+def _cannot_listen(host: str, port: int, exc: BaseException) -> ConfigError:
+    """The one-line error of a metrics endpoint that cannot bind (port in use, bad host)."""
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return ConfigError(f"metrics: cannot listen on {host}:{port}: {reason}; choose a free "
+                       f"metrics.port (or --metrics-port) and a local metrics.host")

@@ -111,6 +111,11 @@ def make_batches(n_batches: int, size: int, case: str, seed: int = 7) -> list[li
                 elif case == "nan":  # Python's json writes a NaN literal, not JSON
                     event["features"][name] = math.nan
                     message = json.dumps(event, separators=(",", ":")).encode()
+                elif case == "huge":  # a valid JSON number no double (or int) holds
+                    event["features"][name] = 0.5
+                    huge = rng.choice([b"9" * 5000, b"1e400", b"-1e400"])
+                    message = orjson.dumps(event).replace(
+                        f'"{name}":0.5'.encode(), f'"{name}":'.encode() + huge)
             batch.append(orjson.dumps(event) if message is None else message)
         if case == "invalid_json":  # 1% of messages are not JSON
             for k in rng.sample(range(size), size // 100):
@@ -204,6 +209,7 @@ def main() -> None:
         ("missing", "1% missing field"),
         ("wrong_type", "1% wrong types"),
         ("nan", "1% NaN literals"),
+        ("huge", "1% huge numbers"),
         ("invalid_json", "1% invalid JSON"),
     ):
         batches = make_batches(args.batches, args.batch_size, case)

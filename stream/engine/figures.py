@@ -171,6 +171,8 @@ class ModelFigures:
     last_event_ts: float | None
     event_lag: float | None
     columns: Mapping[str, ColumnFigures]
+    #: processed events whose timestamp is present but not a time (``source.timestamp``)
+    invalid_timestamps: int = 0
 
 
 @dataclass(frozen=True, slots=True)

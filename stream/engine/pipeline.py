@@ -104,6 +104,8 @@ def _tail(mb: ModelBatch, start: int) -> ModelBatch:
         invalid_mask=inv,
         missing_mask=mis,
         timestamps=None if mb.timestamps is None else mb.timestamps[i:],
+        invalid_timestamp_mask=None if mb.invalid_timestamp_mask is None
+        else mb.invalid_timestamp_mask[i:],
     )
 
 
@@ -148,6 +150,8 @@ class Pipeline:
         self.consumed = 0
         self.invalid: Counter[str] = Counter()
         self.processed: Counter[str] = Counter({m.name: 0 for m in config.models})
+        #: model -> processed events whose timestamp (``source.timestamp``) is not a time
+        self.invalid_timestamps: Counter[str] = Counter({m.name: 0 for m in config.models})
         self.last_event_ts: dict[str, float] = {}
         self.event_lag: dict[str, float] = {}
         self.batch_counts = [0] * (len(BATCH_BUCKETS) + 1)
@@ -245,6 +249,7 @@ class Pipeline:
                                            a.statistic, a.threshold))
                 self.processed[name] += mb.n_events
                 st.processed[name] += mb.n_events
+                self.invalid_timestamps[name] += mb.invalid_timestamps
                 ts = mb.timestamps
                 newest = float(np.nanmax(ts)) if ts is not None and np.isfinite(ts).any() \
                     else now
@@ -319,6 +324,7 @@ class Pipeline:
                     version=self.versions[name],
                     baseline_id=self.baseline_ids[name],
                     processed=self.processed[name],
+                    invalid_timestamps=self.invalid_timestamps[name],
                     last_event_ts=self.last_event_ts.get(name),
                     event_lag=self.event_lag.get(name),
                     columns=self._columns(name),
@@ -339,6 +345,7 @@ class Pipeline:
         """Per-model, per-column final summaries for the replay report."""
         with self.lock:
             return {name: {"events": self.processed[name],
+                           "invalid_timestamps": self.invalid_timestamps[name],
                            "baseline_id": self.baseline_ids[name],
                            "features": {col: figures.to_dict() for col, figures
                                         in self._columns(name).items()}}

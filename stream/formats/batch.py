@@ -51,10 +51,19 @@ class ModelBatch:
     #: float64 event time in seconds since the epoch (NaN where unknown), or None
     #: when ``source.timestamp`` is not configured
     timestamps: np.ndarray | None = None
+    #: bool mask of the events whose timestamp is present but not a time (None
+    #: when ``source.timestamp`` is not configured)
+    invalid_timestamp_mask: np.ndarray | None = None
 
     @property
     def n_events(self) -> int:
         return int(self.positions.shape[0])
+
+    @property
+    def invalid_timestamps(self) -> int:
+        """Events whose timestamp is present but not a time (0 without ``source.timestamp``)."""
+        mask = self.invalid_timestamp_mask
+        return 0 if mask is None else int(np.count_nonzero(mask))
 
 
 @dataclass(slots=True)

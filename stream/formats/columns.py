@@ -33,6 +33,7 @@ _NUMBER_OR_NONE: Final = frozenset({int, float, _NONE_TYPE})
 _STR_OR_NONE: Final = frozenset({str, _NONE_TYPE})
 _TIME_SCALE: Final = {"s": 1.0, "ms": 1e3, "us": 1e6}
 _is = operator.is_
+_is_not = operator.is_not
 
 # --------------------------------------------------------------------------
 def extract_columns(events: Iterable[Any], model: ModelConfig) -> ModelBatch:
@@ -442,9 +443,19 @@ def _category(value: Any) -> Any:
 # --------------------------------------------------------------------------
 # event time
 # --------------------------------------------------------------------------
-def timestamps_column(values: Sequence[Any], n: int, unit: str) -> np.ndarray:
+def timestamps_column(values: Sequence[Any], n: int, unit: str) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 seconds since the epoch, bool mask of the invalid timestamps).
+
+    NaN where the timestamp is missing (absent, null, non-object parent) or
+    invalid: present but not a time in ``unit`` (a string that is no ISO 8601
+    time or number, a boolean, a list, an object, a non-finite number).
+    """
     if unit == "iso8601":
-        return np.fromiter(map(_iso_seconds, values), dtype=np.float64, count=n)
+        out = np.fromiter(map(_iso_seconds, values), dtype=np.float64, count=n)
+        invalid = np.isnan(out)
+        if invalid.any():
+            invalid &= np.fromiter(map(_is_not, values, repeat(None)), dtype=bool, count=n)
+        return out, invalid
     out, invalid, _ = _numeric(values, n)
     if invalid.any():  # numbers sent as strings, e.g. "1700000000123"
         for i in np.flatnonzero(invalid).tolist():
@@ -456,8 +467,9 @@ def timestamps_column(values: Sequence[Any], n: int, unit: str) -> np.ndarray:
                     continue
                 if math.isfinite(number):
                     out[i] = number
+                    invalid[i] = False
     scale = _TIME_SCALE[unit]
-    return out if scale == 1.0 else out / scale
+    return (out if scale == 1.0 else out / scale), invalid
 
 
 def _iso_seconds(value: Any) -> float:

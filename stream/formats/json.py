@@ -11,7 +11,11 @@ for the batch, the path or the column where the fast path met bad input:
 
 * a message that is oversized, not JSON, or not an object: the batch is
   parsed again message by message (orjson first, then the stdlib ``json``,
-  which accepts the ``NaN``/``Infinity`` literals that Python writes);
+  which accepts the ``NaN``/``Infinity`` literals that Python writes and the
+  numbers orjson refuses, beyond the double range; only when the stdlib
+  meets an integer of more digits than ``int()`` reads,
+  ``sys.get_int_max_str_digits()``, is the message parsed a third time, such
+  integers read as ``±inf``);
 * an absent key: ``map(dict.get, ...)`` for that path; a non-object parent:
   that one path segment is walked with a list comprehension;
 * a group holding an absent key, a null or a value of another type: its
@@ -46,17 +50,23 @@ Value rules
 numeric columns
     ``float64``; ``NaN`` where *missing* (absent key, non-object parent, JSON
     ``null``).  Booleans, strings, lists, objects, ``±Infinity`` and ``NaN``
-    literals are *invalid*: ``NaN`` in the column, ``True`` in ``invalid_mask``.
+    literals and numbers beyond the double range (``1e400``, an integer of 400
+    or 5,000 digits) are *invalid*: ``NaN`` in the column, ``True`` in
+    ``invalid_mask``.  A number too large is one invalid value, never an invalid
+    event: the event's other values count.
 categorical columns
     ``object`` arrays of ``str`` (cut to :data:`MAX_CATEGORY_CHARS`), ``None``
     where missing or invalid.  Integers become ``"3"``, booleans
     ``"true"``/``"false"``, floats ``repr(x)``; lists, objects and non-finite
-    numbers are invalid.  (orjson reads integers beyond 64 bits as floats, so
-    such a category reads ``"1.8446744073709552e+19"``.)
+    numbers are invalid, so are integers of more digits than ``int()`` reads
+    (``sys.get_int_max_str_digits()``, 4,300 by default).  (orjson reads
+    integers beyond 64 bits as floats, so such a category reads
+    ``"1.8446744073709552e+19"``.)
 event time
     with ``source.timestamp`` configured, ``float64`` seconds since the epoch
     (``NaN`` where missing or unparseable); ISO 8601 strings without a zone
-    are UTC.
+    are UTC.  ``invalid_timestamp_mask`` marks the unparseable ones (present,
+    not null, but not a time in the configured unit).
 
 >>> from stream.config import parse_config
 >>> cfg = parse_config({"models": [{"name": "m", "baseline": {"file": "b.json"},
@@ -74,6 +84,7 @@ event time
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from itertools import islice
@@ -182,7 +193,7 @@ class BatchDecoder:
             model_positions = positions if selected is None else positions[selected]
             batch = extract(extractor, model, model_positions, plans[model.name])
             if self._timestamp is not None:
-                batch.timestamps = timestamps_column(
+                batch.timestamps, batch.invalid_timestamp_mask = timestamps_column(
                     extractor.values(self._timestamp.path), extractor.n, self._timestamp.unit
                 )
             models[model.name] = batch
@@ -215,8 +226,8 @@ class BatchDecoder:
         A message goes to msgspec only when it is ``bytes`` no longer than the
         limit, valid UTF-8 (msgspec does not check the strings it skips),
         holds no digit run longer than the stdlib's int limit (msgspec skips
-        such an integer, the stdlib fallback of the orjson path rejects it)
-        and nests no deeper than orjson reads.  The batch is checked and
+        or rejects such an integer, the orjson path reads it as ``±inf``: an
+        invalid value) and nests no deeper than orjson reads.  The batch is checked and
         decoded at once; only when that fails is each message looked at
         (:meth:`_decode_structs_carefully`).  None (the orjson path) for an
         empty batch, and should anything here raise.
@@ -424,8 +435,25 @@ def _parse_one(message: Any) -> Any:
         if isinstance(message, memoryview):
             message = message.tobytes()
         return json.loads(message)
-    except Exception:  # noqa: BLE001 - ValueError, RecursionError, TypeError, ...
+    except ValueError as exc:
+        if type(exc) is not ValueError:  # JSONDecodeError, UnicodeDecodeError: not JSON
+            return INVALID
+        # an integer of more digits than int() reads (sys.get_int_max_str_digits):
+        # valid JSON, so only that value is invalid, not the event
+    except Exception:  # noqa: BLE001 - RecursionError, TypeError, ...
         return INVALID
+    try:
+        return json.loads(message, parse_int=_int_or_infinity)
+    except Exception:  # noqa: BLE001
+        return INVALID
+
+
+def _int_or_infinity(digits: str) -> int | float:
+    """A JSON integer; ±infinity (an invalid value) when it has more digits than int() reads."""
+    try:
+        return int(digits)
+    except ValueError:
+        return -math.inf if digits.startswith("-") else math.inf
 
 
 # --------------------------------------------------------------------------

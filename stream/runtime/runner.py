@@ -374,6 +374,10 @@ class KafkaRunner(Rebalancing):
     def run(self, max_events: int | None = None, idle_timeout: float | None = None) -> int:
         """Consume until stopped (or ``max_events`` processed, or idle for ``idle_timeout`` s).
 
+        Idle time counts only while partitions are assigned: not the group join (after a
+        kill -9 the broker keeps the dead member until its session times out, so a restart
+        can wait longer than the timeout for its partitions), nor a rebalance that leaves
+        none (a consumer that never gets a partition does not stop by ``idle_timeout``).
         Returns the number of messages consumed.
         """
         from kafka.errors import KafkaError
@@ -409,8 +413,11 @@ class KafkaRunner(Rebalancing):
                     self._remind_blocked(now)
                 if not more:
                     break
-                if idle_timeout is not None and now - self._last_data > idle_timeout:
-                    break
+                if idle_timeout is not None:
+                    if not self.consumer.assignment():
+                        self._last_data = now  # joining the group: not idle yet
+                    elif now - self._last_data > idle_timeout:
+                        break
         finally:
             self.close()
         log.info("stopped", extra={"consumed": self.consumed, "batches": self.batches})

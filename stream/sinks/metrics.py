@@ -109,6 +109,9 @@ class StreamdriftCollector(Collector):
         processed = CounterMetricFamily("streamdrift_events_processed",
                                         "Valid events routed to the model and processed.",
                                         labels=["model"])
+        bad_ts = CounterMetricFamily("streamdrift_invalid_timestamps",
+                                     "Processed events whose event timestamp is not a time.",
+                                     labels=["model"])
         last_ts = GaugeMetricFamily("streamdrift_last_event_timestamp_seconds",
                                     "Event time of the newest processed event.", labels=["model"])
         lag = GaugeMetricFamily("streamdrift_event_lag_seconds",
@@ -121,6 +124,7 @@ class StreamdriftCollector(Collector):
         for model, m in snap.models.items():
             info.add_metric([model, m.version, m.baseline_id], 1.0)
             processed.add_metric([model], m.processed)
+            bad_ts.add_metric([model], m.invalid_timestamps)
             if m.last_event_ts is not None:
                 last_ts.add_metric([model], _num(m.last_event_ts))
                 lag.add_metric([model], _num(m.event_lag))
@@ -152,7 +156,7 @@ class StreamdriftCollector(Collector):
         yield distance
         yield from ratios.values()
         yield from totals.values()
-        yield from (info, processed, last_ts, lag, drifting)
+        yield from (info, processed, bad_ts, last_ts, lag, drifting)
 
         consumed = CounterMetricFamily("streamdrift_events_consumed",
                                        "Messages read from the source, valid or not.")

@@ -58,12 +58,13 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _write_config(workdir: Path, bootstrap: str, topic: str, group: str, *,
                   interval: float = 1.0, dead_letter: str | None = None,
                   state_topic: str = STATE_TOPIC,
-                  client: str = "kafka-python") -> tuple[Path, int]:
+                  client: str = "kafka-python",
+                  options: dict[str, Any] | None = None) -> tuple[Path, int]:
     port = free_port()
     config = m1_config(bootstrap=bootstrap, topic=topic, group=group, port=port,
                        columns=COLUMNS,
                        kafka={"max_poll_records": 500, "poll_timeout_ms": 200,
-                              "client": client},
+                              "client": client, **({"options": options} if options else {})},
                        dead_letter=dead_letter,
                        state={"topic": state_topic, "checkpoint_interval_s": interval})
     return write_config(workdir / f"{group}.yaml", config), port
@@ -283,6 +284,63 @@ def test_kill9_mid_stream_then_restart_resumes_from_the_checkpoint(
           f"{processed_twice} (bound: {between} events between checkpoint and kill); alarms: "
           f"A {len(alarms_a)}, B1 {len(alarms_b1)}, B2 {len(alarms_b2)}, raised twice "
           f"{len(twice_alarms)}; alarm offsets {sorted({x[3] for x in alarms_a})}")
+
+
+# --------------------------------------------------------------------------
+# --idle-timeout after a kill -9: the group join is not idle time
+# --------------------------------------------------------------------------
+class _JoinTimed(KafkaRunner):
+    """A runner that notes when it first got partitions."""
+
+    assigned_at: float | None = None
+
+    def _on_assigned(self, assigned: set[Any]) -> None:
+        if assigned and self.assigned_at is None:
+            self.assigned_at = time.monotonic()
+        super()._on_assigned(assigned)
+
+
+@CLIENTS
+def test_idle_timeout_counts_from_the_assignment_after_a_kill9(
+        kafka_bootstrap, make_topic, workdir, baselines, client):
+    # after a kill -9 the broker keeps the dead member until its session times out: the
+    # restart waits that long in the group join, longer than its idle timeout, and must
+    # still consume the backlog (it used to stop with "consumed 0"). The session timeout is
+    # 10 s with both clients here (kafka-python's default is 45 s)
+    topic = make_topic(partitions=1)
+    group = f"idle-{topic}"
+    options = {"session_timeout_ms": 10_000} if client == "kafka-python" else None
+    cfg, port = _write_config(workdir, kafka_bootstrap, topic, group, client=client,
+                              options=options)
+    config = load_config(cfg)
+    baselines(config)  # built and cached before the subprocess starts
+    first = _events(41, [(500, 0)])
+    _produce(kafka_bootstrap, topic, first)
+    killed = StreamdriftRun(cfg, port=port, name="idle")
+    try:
+        killed.wait_consumed(len(first))
+        _wait(lambda: any(r["offsets"].get(f"{topic}/0") == len(first)
+                          for r in killed.logs("checkpoint written"))
+              and _committed(kafka_bootstrap, group).get((topic, 0)) == len(first),
+              30, "a checkpoint and a commit of everything consumed")
+    finally:
+        killed.kill9()
+    backlog = _events(42, [(3000, 0)])
+    _produce(kafka_bootstrap, topic, backlog)
+
+    idle = 3.0
+    runner = _JoinTimed(config, Pipeline(config, baselines(config)))
+    t0 = time.monotonic()
+    consumed = runner.run(idle_timeout=idle)
+    took = time.monotonic() - t0
+    assert runner.assigned_at is not None, "no partition assigned"
+    join_s = runner.assigned_at - t0
+    print(f"\n[idle timeout, {client}] group join after kill -9 took {join_s:.1f}s, the run "
+          f"{took:.1f}s with --idle-timeout {idle:g}; consumed {consumed}")
+    assert join_s > idle, "the join was quick: this run does not show the case"
+    assert consumed == len(backlog)  # resumed at the checkpoint, read the whole backlog
+    assert runner.pipeline.processed["m1"] == len(backlog)
+    assert took < join_s + idle + 15  # and it did stop once idle
 
 
 # --------------------------------------------------------------------------

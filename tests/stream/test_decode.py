@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -300,6 +301,70 @@ def test_big_integers_from_the_stdlib_fallback() -> None:
     assert m.columns["c"][0] == "1" + "0" * (MAX_CATEGORY_CHARS - 1)
 
 
+#: valid JSON numbers that neither a double nor (beyond the digit limit) an int holds
+HUGE_INT = b"9" * 5000
+
+
+@pytest.mark.parametrize(
+    "number", [HUGE_INT, b"-" + HUGE_INT, b"1e400", b"-1e400", HUGE_INT + b".5", HUGE_INT + b"e2"]
+)
+def test_a_huge_number_is_one_invalid_value(number: bytes) -> None:
+    # in a configured field: an invalid value of that column, the event's other values count
+    messages = [
+        b'{"f": {"x": ' + number + b', "y": 2, "c": ' + number + b', "d": "k"}, "top": 3}',
+        b'{"f": {"x": 1.5, "y": 3}, "junk": ' + number + b"}",  # an unconfigured field
+        b'{"f": {"x": 2.5, "y": 4}, "junk": [' + number + b", {\"k\": " + number + b"}]}",
+        enc({"f": {"x": 3.5}}),
+    ]
+    batch = decode(messages)
+    assert batch.invalid == {}
+    m = batch.models["m"]
+    assert m.positions.tolist() == [0, 1, 2, 3]
+    np.testing.assert_array_equal(m.columns["x"], [math.nan, 1.5, 2.5, 3.5])
+    np.testing.assert_array_equal(m.columns["y"], [2.0, 3.0, 4.0, math.nan])
+    assert m.columns["c"].tolist() == [None] * 4 and m.columns["d"].tolist()[0] == "k"
+    assert m.columns["top"].tolist()[0] == 3.0
+    assert m.invalid_values == {"x": 1, "y": 0, "c": 1, "d": 0, "top": 0, "deep": 0, "score": 0}
+    assert m.missing_values["x"] == 0 and m.missing_values["c"] == 3
+    # alone, it is a JSON value but not an object
+    assert decode([number]).invalid == {"not_an_object": 1}
+
+
+def test_a_huge_number_in_select_and_timestamp() -> None:
+    cfg = make_config(
+        [{"name": "m", "select": {"field": "model", "equals": 1}}],
+        timestamp={"path": "ts", "unit": "s"},
+    )
+    messages = [
+        b'{"model": ' + HUGE_INT + b', "f": {"x": 1}}',  # matches no model
+        b'{"model": 1, "ts": ' + HUGE_INT + b', "f": {"x": 2}}',  # an invalid timestamp
+        b'{"model": 1, "ts": 1700000000, "f": {"x": 3}}',
+    ]
+    batch = decode(messages, cfg)
+    assert batch.invalid == {"unknown_model": 1}
+    m = batch.models["m"]
+    assert m.columns["x"].tolist() == [2.0, 3.0]
+    np.testing.assert_array_equal(m.timestamps, [math.nan, 1.7e9])
+    assert m.invalid_timestamp_mask is not None
+    assert m.invalid_timestamp_mask.tolist() == [True, False] and m.invalid_timestamps == 1
+
+
+def test_a_huge_integer_under_a_lower_digit_limit() -> None:
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(640)
+    try:
+        number = b"1" + b"0" * 640
+        batch = decode([b'{"f": {"x": 1, "c": ' + number + b'}, "top": ' + number + b"}"])
+        m = batch.models["m"]
+        assert batch.invalid == {} and m.columns["x"].tolist() == [1.0]
+        assert m.invalid_values["c"] == 1 and m.invalid_values["top"] == 1
+    finally:
+        sys.set_int_max_str_digits(limit)
+    # within the limit: the stdlib reads the int (a category of its first 200 digits)
+    m = decode([b'{"f": {"c": ' + number + b"}}"]).models["m"]
+    assert m.columns["c"].tolist() == ["1" + "0" * (MAX_CATEGORY_CHARS - 1)]
+
+
 def test_categorical_conversions() -> None:
     values: list[Any] = ["DE", 3, -7, True, False, 1.5, 1e16, [1], {"a": "b"}, None, "", "é" * 300]
     messages = [enc({"f": {"c": v}}) for v in values] + [enc({"f": 1})]
@@ -376,16 +441,44 @@ def test_clean_group_fast_path_and_fallbacks_agree() -> None:
 def test_timestamps(unit: str, values: list[Any], expected: list[float | None]) -> None:
     cfg = make_config(timestamp={"path": "meta.ts", "unit": unit})
     batch = decode(
-        [enc({"meta": {"ts": v}, "f": {"x": 1}}) for v in values] + [enc({"f": {}})], cfg
+        [enc({"meta": {"ts": v}, "f": {"x": 1}}) for v in values]
+        + [enc({"f": {}}), enc({"meta": 3})],
+        cfg,
     )
-    ts = batch.models["m"].timestamps
+    m = batch.models["m"]
+    ts = m.timestamps
     assert ts is not None
-    want = np.array([math.nan if e is None else e for e in [*expected, None]])
+    want = np.array([math.nan if e is None else e for e in [*expected, None, None]])
     np.testing.assert_allclose(ts, want, rtol=0, atol=1e-6)
+    # unparseable: invalid; absent, null or under a non-object parent: missing, not counted
+    invalid = [e is None and v is not None for v, e in zip(values, expected, strict=True)]
+    assert m.invalid_timestamp_mask is not None
+    assert m.invalid_timestamp_mask.tolist() == [*invalid, False, False]
+    assert m.invalid_timestamps == sum(invalid)
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "iso8601"])
+def test_invalid_timestamps(unit: str) -> None:
+    cfg = make_config(timestamp={"path": "ts", "unit": unit})
+    good: Any = "2024-06-01T12:00:00Z" if unit == "iso8601" else 1_700_000_000
+    bad: list[Any] = ["garbage", "", True, [1], {"s": 1}, math.nan, math.inf, "2024-13-45"]
+    messages = [enc({"ts": good, "f": {"x": 1}})] + [enc({"ts": b, "f": {"x": 2}}) for b in bad]
+    messages += [b'{"ts": 1e400, "f": {"x": 3}}', enc({"ts": None}), enc({"f": {"x": 4}})]
+    m = decode(messages, cfg).models["m"]
+    assert m.invalid_timestamps == len(bad) + 1
+    assert m.invalid_timestamp_mask is not None
+    assert m.invalid_timestamp_mask.tolist() == [False] + [True] * (len(bad) + 1) + [False] * 2
+    assert m.timestamps is not None and np.isfinite(m.timestamps).tolist() == [True] + [False] * (
+        len(bad) + 3
+    )
+    # the event's values count all the same
+    assert m.columns["x"].tolist()[:1] == [1.0] and m.invalid_values["x"] == 0
 
 
 def test_no_timestamps_without_config() -> None:
-    assert decode([enc({"timestamp": 1})]).models["m"].timestamps is None
+    m = decode([enc({"timestamp": 1})]).models["m"]
+    assert m.timestamps is None and m.invalid_timestamp_mask is None
+    assert m.invalid_timestamps == 0
 
 
 def test_extract_columns_and_select_events() -> None:
@@ -427,11 +520,27 @@ def _lookup(event: Any, path: tuple[str, ...]) -> Any:
     return _MISSING if node is None else node
 
 
+class _TooManyDigits:
+    """What the naive decoder reads for an integer of more digits than int() reads."""
+
+
+_TOO_MANY_DIGITS = _TooManyDigits()
+
+
+def _naive_int(digits: str) -> Any:
+    try:
+        return int(digits)
+    except ValueError:
+        return _TOO_MANY_DIGITS
+
+
 def naive_value(event: Any, column: ColumnConfig) -> tuple[Any, str]:
     """(value, "ok" | "missing" | "invalid") by the documented rules."""
     v = _lookup(event, column.path)
     if v is _MISSING:
         return (math.nan if column.type == "numeric" else None), "missing"
+    if v is _TOO_MANY_DIGITS:
+        return (math.nan if column.type == "numeric" else None), "invalid"
     if column.type == "numeric":
         if type(v) in (int, float):
             try:
@@ -451,16 +560,48 @@ def naive_value(event: Any, column: ColumnConfig) -> tuple[Any, str]:
     return None, "invalid"
 
 
+_SCALE = {"s": 1.0, "ms": 1e3, "us": 1e6}
+
+
+def naive_timestamp(event: Any, path: tuple[str, ...], unit: str) -> tuple[float, bool]:
+    """(seconds or NaN, whether the timestamp is invalid: present but not a time)."""
+    v = _lookup(event, path)
+    if v is _MISSING:
+        return math.nan, False
+    if unit == "iso8601":
+        if type(v) is str and len(v) <= 64:
+            try:
+                moment = datetime.fromisoformat(v)
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=UTC)
+                return moment.timestamp(), False
+            except (ValueError, OverflowError, OSError):
+                pass
+        return math.nan, True
+    x = math.nan
+    try:
+        if type(v) in (int, float) or (type(v) is str and len(v) <= 40):
+            x = float(v)
+    except (ValueError, OverflowError):
+        pass
+    if not math.isfinite(x):
+        return math.nan, True
+    return x / _SCALE[unit], False
+
+
 def naive_decode(config: Config, messages: list[bytes]) -> tuple[dict[str, int], dict[str, Any]]:
     invalid: dict[str, int] = {}
-    per_model: dict[str, Any] = {m.name: {"positions": [], "rows": []} for m in config.models}
+    per_model: dict[str, Any] = {
+        m.name: {"positions": [], "rows": [], "times": []} for m in config.models
+    }
+    ts = config.source.timestamp
     limit = config.source.max_message_bytes
     for i, message in enumerate(messages):
         if len(message) > limit:
             invalid["oversized"] = invalid.get("oversized", 0) + 1
             continue
         try:
-            event = json.loads(message)
+            event = json.loads(message, parse_int=_naive_int)
         except (ValueError, RecursionError):
             invalid["invalid_json"] = invalid.get("invalid_json", 0) + 1
             continue
@@ -476,6 +617,8 @@ def naive_decode(config: Config, messages: list[bytes]) -> tuple[dict[str, int],
             taken = True
             per_model[model.name]["positions"].append(i)
             per_model[model.name]["rows"].append([naive_value(event, c) for c in model.columns])
+            if ts is not None:
+                per_model[model.name]["times"].append(naive_timestamp(event, ts.path, ts.unit))
         if not taken:
             invalid["unknown_model"] = invalid.get("unknown_model", 0) + 1
     return invalid, per_model
@@ -501,6 +644,31 @@ def assert_same_as_naive(config: Config, messages: list[bytes]) -> None:
                 assert got.columns[column.name].tolist() == values
             assert got.invalid_mask[column.name].tolist() == [s == "invalid" for s in states]
             assert got.missing_mask[column.name].tolist() == [s == "missing" for s in states]
+        if config.source.timestamp is None:
+            assert got.timestamps is None and got.invalid_timestamps == 0
+        else:
+            assert got.timestamps is not None and got.invalid_timestamp_mask is not None
+            times = np.array([t for t, _ in want["times"]], dtype=np.float64)
+            np.testing.assert_array_equal(got.timestamps, times)
+            assert got.invalid_timestamp_mask.tolist() == [bad for _, bad in want["times"]]
+
+
+#: JSON numbers no double holds (5,000 digits: no int the stdlib reads either); a message
+#: carries the number where the value is its stand-in string
+HUGE_NUMBERS = {
+    "<9x5000>": b"9" * 5000,
+    "<-9x5000>": b"-" + b"9" * 5000,
+    "<1e400>": b"1e400",
+    "<-1e400>": b"-1e400",
+    "<9x5000.5>": b"9" * 5000 + b".5",
+    "<1e4999>": b"1" + b"0" * 4999,
+}
+
+
+def with_huge_numbers(message: bytes) -> bytes:
+    for stand_in, number in HUGE_NUMBERS.items():
+        message = message.replace(b'"%s"' % stand_in.encode(), number)
+    return message
 
 
 json_scalars = (
@@ -510,6 +678,7 @@ json_scalars = (
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=8)
     | st.sampled_from(["DE", "FR", "x" * 250])
+    | st.sampled_from(list(HUGE_NUMBERS))
 )
 json_values = st.recursive(
     json_scalars,
@@ -548,7 +717,7 @@ messages = st.one_of(
     ),
     json_values.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=40),
-)
+).map(with_huge_numbers)
 
 
 def _orjson_ok(value: Any) -> bool:

@@ -116,10 +116,13 @@ def assert_same_batch(got: DecodedBatch, want: DecodedBatch) -> None:
         assert list(g.invalid_values.items()) == list(w.invalid_values.items())
         assert list(g.missing_values.items()) == list(w.missing_values.items())
         if w.timestamps is None:
-            assert g.timestamps is None
+            assert g.timestamps is None and g.invalid_timestamp_mask is None
         else:
             assert g.timestamps is not None
             assert_same_array(g.timestamps, w.timestamps)
+            assert g.invalid_timestamp_mask is not None and w.invalid_timestamp_mask is not None
+            assert_same_array(g.invalid_timestamp_mask, w.invalid_timestamp_mask)
+        assert g.invalid_timestamps == w.invalid_timestamps
 
 
 BATCH = "batch"  # msgspec, the batch at once
@@ -341,6 +344,53 @@ def test_big_integers(number: int, path: str) -> None:
     assert path_taken([*CLEAN[:2], enc({"f": {"x": 1}, "junk": [number, {"k": number}]})]) == BATCH
 
 
+#: valid JSON numbers that no double holds (5,000 digits: no int the stdlib reads either)
+HUGE_NUMBERS = [
+    b"9" * 5000,
+    b"-" + b"9" * 5000,
+    b"1" + b"0" * 4300,  # one digit more than the stdlib's default limit
+    b"1e400",
+    b"-1e400",
+    b"9" * 5000 + b".5",
+    b"9" * 5000 + b"e-10",
+]
+
+
+@needs_msgspec
+@pytest.mark.parametrize("number", HUGE_NUMBERS)
+def test_huge_numbers_are_invalid_values(number: bytes) -> None:
+    # a configured field (numeric, categorical, select, timestamp): an invalid value there,
+    # an unconfigured one: nothing; either way the event and its other values count
+    messages = [
+        CLEAN[0],
+        b'{"model": "m", "f": {"x": ' + number + b', "y": 2, "c": ' + number + b', "d": "k"}}',
+        b'{"model": "m", "f": {"x": 1, "junk": ' + number + b'}, "junk": [' + number + b"]}",
+        b'{"model": ' + number + b', "f": {"x": 3}, "ts": ' + number + b"}",
+        b'{"model": "m", "meta": {"ts": ' + number + b'}, "ts": ' + number + b"}",
+        number,  # a JSON value, but not an object
+    ]
+    for config in (PLAIN, CATCH_ALL):
+        batch, path = decode_both(config, messages)
+        assert path == MESSAGES and batch.invalid == {"not_an_object": 1}
+    m = decode_both(PLAIN, messages)[0].models["m"]
+    assert m.positions.tolist() == [0, 1, 2, 3, 4]
+    x = m.columns["x"].tolist()
+    assert math.isnan(x[1]) and x[2:4] == [1.0, 3.0]
+    assert m.columns["y"].tolist()[1] == 2.0 and m.columns["d"].tolist()[1] == "k"
+    assert m.invalid_mask["x"].tolist() == [False, True, False, False, False]
+    assert m.invalid_mask["c"].tolist() == [False, True, False, False, False]
+    batch, _ = decode_both(CATCH_ALL, messages[:5])  # timestamps at "meta.ts"
+    assert batch.models["all"].invalid_timestamps == 1
+    # routing by "model", timestamps at "ts", messages of at most 600 bytes
+    batch, _ = decode_both(ROUTED, messages[:5])
+    if len(number) < 500:
+        assert batch.invalid == {"unknown_model": 1}
+        assert batch.models["m"].positions.tolist() == [0, 1, 2, 4]
+        assert batch.models["m"].invalid_timestamps == 1
+    else:
+        assert batch.invalid == {"oversized": 4}
+
+
 @needs_msgspec
 def test_floats_out_of_range() -> None:
     for literal in (b"1e400", b"-1e400", b"1.7976931348623159e308"):
@@ -510,10 +560,17 @@ def test_messages_other_than_bytes() -> None:
 def test_long_digit_runs() -> None:
     limit = sys.get_int_max_str_digits()
     assert limit  # the default, 4300
-    # an integer the stdlib cannot read: the orjson path rejects the message, msgspec skips it
+    # an integer the stdlib cannot read: msgspec skips it, the orjson path reads it as inf
+    # (a value of no column here): the event counts
     too_long = b'{"f": {"x": 1}, "junk": 1' + b"0" * limit + b"}"
     batch, path = decode_both(PLAIN, [CLEAN[0], too_long])
-    assert path == MESSAGES and batch.invalid == {"invalid_json": 1}
+    assert path == MESSAGES and batch.invalid == {}
+    assert batch.models["m"].columns["x"].tolist() == [0.0, 1.0]
+    # in a configured field: one invalid value
+    batch, path = decode_both(PLAIN, [CLEAN[0], b'{"f": {"x": 1' + b"0" * limit + b', "y": 2}}'])
+    assert path == MESSAGES and batch.invalid == {}
+    assert batch.models["m"].invalid_values["x"] == 1
+    assert batch.models["m"].columns["y"].tolist()[1] == 2.0
     # as long as the stdlib allows: read as an int
     longest = b'{"f": {"x": 1}, "junk": 1' + b"0" * (limit - 1) + b"}"
     batch, path = decode_both(PLAIN, [CLEAN[0], longest])
@@ -528,9 +585,11 @@ def test_long_digit_runs() -> None:
     # a lower limit is honoured
     sys.set_int_max_str_digits(640)
     try:
-        message = b'{"f": {"x": 1}, "junk": 1' + b"0" * 640 + b"}"
+        message = b'{"f": {"x": 1}, "junk": 1' + b"0" * 640 + b', "top": -1' + b"0" * 640 + b"}"
         batch, path = decode_both(PLAIN, [message])
-        assert path == MESSAGES and batch.invalid == {"invalid_json": 1}
+        assert path == MESSAGES and batch.invalid == {}
+        assert batch.models["m"].columns["x"].tolist() == [1.0]
+        assert batch.models["m"].invalid_values["top"] == 1
     finally:
         sys.set_int_max_str_digits(limit)
 
@@ -726,6 +785,8 @@ dirty_scalars = st.one_of(
     st.sampled_from(
         [Raw("1" + "0" * 400), Raw("1e400"), Raw('"\\udc00"'), Raw("NaN"), Raw("-Infinity")]
     ),
+    # numbers no double holds, of more digits than the stdlib reads as an int, too
+    st.sampled_from([Raw(n.decode()) for n in HUGE_NUMBERS]),
 )
 dirty_values = st.recursive(
     clean_scalars | dirty_scalars,
@@ -745,6 +806,8 @@ timestamps = st.one_of(
             "2024-06-01",
             "nope",
             "",
+            "1e400",
+            "2024-13-45T00:00:00Z",
         ]
     ),
 )

@@ -338,3 +338,37 @@ def test_restore_of_some_models_gives_fresh_ones_to_the_others(setup: Any) -> No
     assert mon is not None and mon.n_events == 0
     assert p.has_partition(("t", 3)) and not p.has_partition(("t", 4))
     assert p.monitor("m1", ("t", 4)) is None
+
+
+def test_invalid_timestamps_are_counted_per_model(setup: Any) -> None:
+    from prometheus_client.exposition import generate_latest
+
+    from stream.sinks.metrics import make_registry
+
+    cfg, baselines = setup
+    timed = parse_config({**CONFIG, "source": {"timestamp": {"path": "ts", "unit": "s"}}}, "/cfg")
+    stamps: list[Any] = [1.7e9, "garbage", None, True, "1700000000", [1]]
+    events = [orjson.dumps({"model": "m1", "ts": ts, "f": {"x": 0.5, "c": "a"}})
+              for ts in stamps]
+    # a timestamp and a value too large: the event counts, with its time unknown
+    events.append(b'{"model": "m1", "ts": 1e400, "f": {"x": 1' + b"0" * 5000 + b', "c": "a"}}')
+    events.append(b'{"model": "m2", "ts": "garbage"}')  # no model's event: not counted
+    p = Pipeline(timed, baselines)
+    p.process(events)
+    m1 = p.snapshot().models["m1"]
+    assert m1.processed == 7 and m1.invalid_timestamps == 4
+    assert m1.columns["x"].invalid == 1 and m1.columns["c"].values == 7
+    assert m1.last_event_ts == 1.7e9
+    assert p.report_models()["m1"]["invalid_timestamps"] == 4
+    text = generate_latest(make_registry(p)).decode()
+    assert 'streamdrift_invalid_timestamps_total{model="m1"} 4.0' in text
+    # the events a restored state already holds are not counted again
+    q = Pipeline(timed, baselines)
+    q.process(events, partition=("t", 0), skip={"m1": 2})
+    assert q.snapshot().models["m1"].invalid_timestamps == 3
+    # without source.timestamp nothing is a timestamp: the series is there, at 0
+    r = Pipeline(cfg, baselines)
+    r.process(events)
+    assert r.snapshot().models["m1"].invalid_timestamps == 0
+    text = generate_latest(make_registry(r)).decode()
+    assert 'streamdrift_invalid_timestamps_total{model="m1"} 0.0' in text

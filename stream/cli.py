@@ -268,7 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp)
     sp.add_argument("--metrics-port", type=int, help="override metrics.port (0 = any free)")
     sp.add_argument("--max-events", type=int, help="stop after this many messages")
-    sp.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
+    sp.add_argument(
+        "--idle-timeout",
+        type=float,
+        help="stop after this many seconds without events while partitions are assigned "
+        "(waiting to join the group does not count)",
+    )
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("demo", help="local broker + synthetic producer + live drift view")

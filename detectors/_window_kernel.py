@@ -212,19 +212,27 @@ def _multiscale_g(buf, pos, scales, cadence, ref, probs, tmp, acc):  # pragma: n
 @njit(cache=True, nogil=True)
 def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, ist,
                   kind, ref, probs, w, base, threshold, min_effect, active,
-                  want_all, scales):  # pragma: no cover - compiled
+                  want_all, scales, release_level, release_values,
+                  fst):  # pragma: no cover - compiled
     """Feed ``n`` values to a window (the engine of ``scan`` and ``update_bins``).
 
     The values are ``(codes >> shift) & mask``, or ``n`` copies of ``const_bin``
     when it is ``>= 0`` (``codes`` is then ignored).  Returns ``(stats, effects,
-    test_idx, hists, hit_idx, hit_stats, n_tests, active, last_stat,
+    test_idx, hists, hit_idx, hit_stats, close_idx, n_tests, active, last_stat,
     last_effect, ok)``:
 
     * with ``want_all``, the statistic, effect and index of every test (for
       KIND_GENERIC, the window histogram of every test in ``hists`` instead);
-    * ``hit_*``: the tests at which the alarm state was entered (statistic above
-      ``threshold``, effect at least ``min_effect``), starting from ``active``;
+    * ``hit_*``: the tests at which an episode opened (statistic above
+      ``threshold``, effect at least ``min_effect``, no episode open), starting
+      from ``active``;
+    * ``close_idx``: the tests at
+      which the open episode closed, because for ``release_values`` values
+      (``ist[3]`` counts them) no test showed evidence (statistic above
+      ``release_level`` with the effect at least ``min_effect``);
     * arrays that would be empty are ``None`` (cheaper to hand back to Python).
+
+    ``fst[0]`` holds the largest statistic of the open (or last) episode.
 
     With more than one entry in ``scales`` (ascending chunk counts, the last
     one the whole ring), a KIND_CHI2 test is the largest G over the windows of
@@ -246,6 +254,10 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
     hists = np.empty((n_all if generic else 0, k), dtype=np.int64)
     hit_idx = np.empty(m if not generic else 0, dtype=np.int64)
     hit_stats = np.empty(m if not generic else 0, dtype=np.float64)
+    close_idx = np.empty(m if not generic else 0, dtype=np.int64)
+    quiet = ist[3]
+    peak = fst[0]
+    n_closes = 0
     if const_bin >= 0:
         bad = const_bin >= k
     else:
@@ -254,7 +266,7 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
             b = (codes[i] >> shift) & mask
             bad |= (b < 0) | (b >= k)
     if bad:
-        return None, None, None, None, None, None, 0, active, 0.0, 0.0, False
+        return None, None, None, None, None, None, None, 0, active, 0.0, 0.0, False
     tmp = np.empty(k, dtype=np.float64)
     acc = np.empty(k, dtype=np.int64)
     multiscale = kind == KIND_CHI2 and scales.shape[0] > 1
@@ -315,27 +327,43 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
             effects[n_tests] = eff
             test_idx[n_tests] = at
         n_tests += 1
-        cond = (st > threshold) and (eff >= min_effect)
-        if cond and not active:
-            hit_idx[n_hits] = at
-            hit_stats[n_hits] = st
-            n_hits += 1
-        active = cond
+        if not active:
+            if (st > threshold) and (eff >= min_effect):  # an episode opens
+                hit_idx[n_hits] = at
+                hit_stats[n_hits] = st
+                n_hits += 1
+                active = True
+                quiet = 0
+                peak = st
+        elif (st > release_level) and (eff >= min_effect):  # the evidence persists
+            quiet = 0
+            if st > peak:
+                peak = st
+        else:
+            quiet += cadence
+            if quiet >= release_values:  # quiet long enough: the episode closes
+                close_idx[n_closes] = at
+                n_closes += 1
+                active = False
+                quiet = 0
         last_stat = st
         last_eff = eff
     ist[0] = pos
     ist[1] = count
     ist[2] = pn
+    ist[3] = quiet
+    fst[0] = peak
+    closes = close_idx[:n_closes] if n_closes else None
     if want_all and n_tests:
         if generic:
-            return (None, None, test_idx[:n_tests], hists[:n_tests], None, None, n_tests,
+            return (None, None, test_idx[:n_tests], hists[:n_tests], None, None, None, n_tests,
                     active, last_stat, last_eff, True)
         return (stats[:n_tests], effects[:n_tests], test_idx[:n_tests], None, None, None,
-                n_tests, active, last_stat, last_eff, True)
+                closes, n_tests, active, last_stat, last_eff, True)
     if n_hits:
-        return (None, None, None, None, hit_idx[:n_hits], hit_stats[:n_hits], n_tests, active,
-                last_stat, last_eff, True)
-    return None, None, None, None, None, None, n_tests, active, last_stat, last_eff, True
+        return (None, None, None, None, hit_idx[:n_hits], hit_stats[:n_hits], closes, n_tests,
+                active, last_stat, last_eff, True)
+    return None, None, None, None, None, None, closes, n_tests, active, last_stat, last_eff, True
 
 
 @njit(cache=True, nogil=True)
@@ -383,3 +411,39 @@ def classify_numeric(x, edges, lo, hi):  # pragma: no cover - compiled
         n_oor += oor
         codes[i] = (b << 1) | oor
     return codes, n_missing, n_invalid, n_oor
+
+
+@njit(cache=True, nogil=True)
+def episode_counts(stats, starts, thresholds, release, release_tests):  # pragma: no cover
+    """Episodes a window test would open over simulated paths, for each threshold.
+
+    ``stats`` holds the test statistics of all paths back to back, path ``p``
+    at ``stats[starts[p]:starts[p + 1]]``.  For threshold ``t`` an episode opens
+    at a test above ``t`` while none is open and closes after ``release_tests``
+    tests in a row at or below ``release * t``: the kernel's logic (with no
+    effect size).
+    """
+    out = np.zeros(thresholds.shape[0], dtype=np.int64)
+    for j in range(thresholds.shape[0]):
+        t = thresholds[j]
+        rl = release * t
+        c = 0
+        for p in range(starts.shape[0] - 1):
+            active = False
+            quiet = 0
+            for i in range(starts[p], starts[p + 1]):
+                s = stats[i]
+                if not active:
+                    if s > t:
+                        active = True
+                        quiet = 0
+                        c += 1
+                elif s > rl:
+                    quiet = 0
+                else:
+                    quiet += 1
+                    if quiet >= release_tests:
+                        active = False
+                        quiet = 0
+        out[j] = c
+    return out

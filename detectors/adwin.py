@@ -28,7 +28,14 @@ from typing import Any, ClassVar
 import numpy as np
 from numba import njit
 
-from detectors.base import EMPTY_POSITIONS, Detector, HeldAlarm, as_float_batch, check_clip
+from detectors.base import (
+    EMPTY_POSITIONS,
+    Detector,
+    HeldAlarm,
+    as_float_batch,
+    check_clip,
+    check_release,
+)
 from detectors.errors import DetectorError
 
 __all__ = ["ADWIN", "adwin_detections"]
@@ -531,8 +538,11 @@ class ADWIN(HeldAlarm, Detector):
             self.clip,
         )
         self._drift = positions.size > 0
-        self.alarm_statistics = self._k.last_stats
-        self._track_hold(arr, positions, self.alarm_statistics)
+        stats = self._k.last_stats
+        self._track_hold(arr, positions, stats)
+        if self.hold:  # detections within `hold` values of each other are one episode
+            return self._episodes(arr, positions, stats, self.hold)
+        self.alarm_statistics = stats
         return positions
 
     @property
@@ -548,11 +558,23 @@ class ADWIN(HeldAlarm, Detector):
 
     @property
     def drift_detected(self) -> bool:
-        return self._drift or self._holding
+        """With ``hold``: whether an episode is open; without: River's per-call flag."""
+        return self._ep_open if self.hold else self._drift
 
     @property
     def _n_alarms(self) -> int:
-        return int(self._k.istate[_I_DETECTIONS])
+        """Episodes opened (with ``hold``), else detections."""
+        return self._ep_count if self.hold else int(self._k.istate[_I_DETECTIONS])
+
+    def configure_episodes(self, release: float, release_values: int) -> None:
+        """An episode closes after ``release_values`` values without a detection (ADWIN
+        drops the data before a change, so its evidence is its detections: ``release``
+        is not used)."""
+        _, self.hold = check_release(release, release_values, self.name or self.kind)
+
+    @property
+    def episode_peak(self) -> float:
+        return self._ep_peak if self.hold else self.statistic
 
     # -- River's figures ------------------------------------------------------
     @property
@@ -612,6 +634,7 @@ class ADWIN(HeldAlarm, Detector):
             "clip": list(self.clip) if self.clip is not None else None,
             "since_detection": self._since,
             "detection_statistic": self._det_stat,
+            **self._episode_state(),
             "counts": counts,
             "totals": [k.totals[lv, : counts[lv]].tolist() for lv in range(n_levels)],
             "variances": [k.variances[lv, : counts[lv]].tolist() for lv in range(n_levels)],
@@ -657,6 +680,7 @@ class ADWIN(HeldAlarm, Detector):
             k.istate[_I_PENDING] = int(bool(state["reset_pending"]))
             k.istate[_I_DETECTIONS] = int(state["n_detections"])
             det._drift = bool(state.get("drift_detected", False))
+            det._restore_episodes(state, int(state["n_detections"]))
         except DetectorError:
             raise
         except (KeyError, TypeError, ValueError, IndexError) as exc:

@@ -21,8 +21,10 @@ distribution from a Dirichlet posterior around the baseline's counts), because
 a window is compared with a finite reference, not with the truth.
 
 For the window tests the simulated quantity is exactly what the detector does
-in production: the rate of up-crossings of the threshold by the statistic of
-overlapping windows re-tested every ``cadence`` values.  Naive per-test
+in production: the rate of episodes (up-crossings of the threshold, with the
+detector's hysteresis merging those that come before the statistic has stayed
+below its release level long enough) of overlapping windows re-tested every
+``cadence`` values.  Naive per-test
 p-values would ignore that overlap and be far off.  When the target rate is too
 small to observe in the simulation, the observed tail is extrapolated on the
 scale of the test's nominal p-value (``log rate ≈ a + b · log p``), a relation
@@ -39,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from detectors._window_kernel import episode_counts
 from detectors.errors import DetectorError
 from detectors.window import WindowTest
 
@@ -145,6 +148,31 @@ def _upcrossing_counts(paths: list[np.ndarray], thresholds: np.ndarray) -> np.nd
             - np.searchsorted(hi, thresholds, side="right"))
 
 
+#: thresholds at which a window test's episode count is simulated (after the peak of its
+#: up-crossing curve; episodes are counted path by path, so not at every distinct value)
+EPISODE_GRID = 600
+
+
+def _episode_curve(detector: WindowTest, paths: list[np.ndarray], allstats: np.ndarray,
+                   cands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Thresholds (a grid over ``cands``, the highest kept) and the episodes each opens.
+
+    An episode of the detector may hold several up-crossings (its hysteresis),
+    so the false-alarm rate it is calibrated for is the rate of episodes.
+    """
+    if cands.size > EPISODE_GRID:
+        top = cands[-EPISODE_GRID // 3:]  # the rare end, where the tail is read, in full
+        rest = cands[:-EPISODE_GRID // 3]
+        idx = np.linspace(0, rest.size - 1, EPISODE_GRID - top.size).round().astype(np.int64)
+        cands = np.unique(np.concatenate([rest[idx], top]))
+    starts = np.zeros(len(paths) + 1, dtype=np.int64)
+    starts[1:] = np.cumsum([s.size for s in paths])
+    tests = max(-(-detector.release_values // detector.cadence), 1)
+    counts = episode_counts(allstats, starts, cands, float(detector.release), int(tests))
+    peak = int(np.argmax(counts))
+    return cands[peak:], counts[peak:]
+
+
 def calibrate_window_test(
     detector: WindowTest,
     target_events: float,
@@ -205,6 +233,8 @@ def calibrate_window_test(
     if cands.size:
         peak = int(np.argmax(counts))
         cands, counts = cands[peak:], counts[peak:]
+    if cands.size and (detector.release < 1 or detector.release_values > detector.cadence):
+        cands, counts = _episode_curve(detector, paths, allstats, cands)
     target_rate = 1.0 / target_events
     need = target_rate * exposure
 
@@ -426,6 +456,36 @@ def _interpolate(pts: list[tuple[float, int, int]], target_rate: float) -> float
 CUSUM_TAIL = 200
 
 
+def _cusum_episode_threshold(maxima: np.ndarray, spans: np.ndarray, heights: np.ndarray,
+                             want: float, release: int) -> tuple[float, int]:
+    """The threshold of the sorted ``heights`` at which at most ``want`` episodes open,
+    and their number: excursions above it merge when one starts within ``release``
+    values of the end of the previous one (``spans``: start and end of each)."""
+    order = np.argsort(spans[0], kind="stable")
+    top, start, end = maxima[order], spans[0][order], spans[1][order]
+
+    def episodes(h: float) -> int:
+        sel = top > h
+        if not sel.any():
+            return 0
+        s, e = start[sel], np.maximum.accumulate(end[sel])
+        return 1 + int(np.count_nonzero(s[1:] - e[:-1] > release))
+
+    # the episode count falls (almost always) as the threshold rises: bisect on the index
+    # into the descending heights, between "c excursions" (at most c episodes) and more
+    lo, hi = int(want), min(heights.size - 1, int(want) * 8)
+    while episodes(float(heights[hi])) <= want and hi < heights.size - 1:
+        lo, hi = hi, min(heights.size - 1, hi * 2)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if episodes(float(heights[mid])) <= want:
+            lo = mid
+        else:
+            hi = mid
+    h = float(heights[lo])
+    return h, episodes(h)
+
+
 def calibrate_cusum(
     sample: Callable[[np.random.Generator, int], np.ndarray],
     target_events: float,
@@ -434,6 +494,7 @@ def calibrate_cusum(
     n_paths: int = 32,
     offset_sd: float = 0.0,
     seed: int = 0,
+    release: int = 0,
 ) -> Calibration:
     """Calibrate a two-sided CUSUM's threshold ``h`` for ``target_events`` between alarms.
 
@@ -446,7 +507,10 @@ def calibrate_cusum(
     (:func:`~detectors.cusum.cusum_excursion_maxima`); the threshold exceeded by
     ``n_values / target_events`` of them is read directly when at least
     :data:`MIN_EVENTS` are that high, and otherwise extrapolated from an
-    exponential fitted to the :data:`CUSUM_TAIL` highest.
+    exponential fitted to the :data:`CUSUM_TAIL` highest.  With ``release`` > 0 the
+    alarms are episodes (see :class:`~detectors.cusum.CUSUM`): an excursion above the
+    threshold that starts within ``release`` values of the end of the previous one
+    is part of its episode, and the directly read threshold counts episodes.
 
     Examples
     --------
@@ -459,16 +523,19 @@ def calibrate_cusum(
     >>> cal.method, round(cal.threshold)
     ('extrapolated', 34)
     """
-    from detectors.cusum import cusum_excursion_maxima
+    from detectors.cusum import cusum_excursions
 
     rng = np.random.default_rng(seed)
     per_path = max(n_values // n_paths, 1)
-    maxima = []
-    for _ in range(n_paths):
+    maxima, spans = [], []
+    for p in range(n_paths):
         z = sample(rng, per_path)
         if offset_sd > 0:
             z = z + rng.normal(0.0, offset_sd)
-        maxima.append(cusum_excursion_maxima(z, k))
+        top, start, end = cusum_excursions(z, k)
+        maxima.append(top)
+        # paths are laid end to end, far enough apart that no episode spans two
+        spans.append(np.stack([start, end]) + p * (per_path + release + 1))
     heights = np.sort(np.concatenate(maxima))[::-1]
     total = per_path * n_paths
     want = total / target_events  # excursions allowed above the threshold
@@ -478,6 +545,10 @@ def calibrate_cusum(
         c = int(want)
         h = float(heights[c])  # exceeded by at most c excursions (ties: fewer)
         seen = int(np.count_nonzero(heights > h))
+        if release > 0:
+            h, seen = _cusum_episode_threshold(np.concatenate(maxima),
+                                               np.concatenate(spans, axis=1), heights, want,
+                                               release)
         return Calibration(h, float(target_events), "direct", total, seen,
                            total / seen if seen else math.inf)
     t = min(CUSUM_TAIL, heights.size)

@@ -228,7 +228,8 @@ def _calibrate_surprisal(det: Detector, profile: Profile, settings: DetectionSet
         return z_table[sample_bins(posterior_probs(rng, counts, closed), n, rng)]
 
     return calibrate_cusum(draw, target_events, det.allowance,
-                           CUSUM_VALUES_FACTOR * settings.calibration_values, seed=seed)
+                           CUSUM_VALUES_FACTOR * settings.calibration_values, seed=seed,
+                           release=det.hold)
 
 
 def _calibrate_cusum(det: Detector, profile: Profile, settings: DetectionSettings,
@@ -244,7 +245,7 @@ def _calibrate_cusum(det: Detector, profile: Profile, settings: DetectionSetting
     n_ref = max(min(profile.count, profile.reservoir.size), 1)
     return calibrate_cusum(sample, target_events, det.allowance,
                            CUSUM_VALUES_FACTOR * settings.calibration_values,
-                           offset_sd=1.0 / math.sqrt(n_ref), seed=seed)
+                           offset_sd=1.0 / math.sqrt(n_ref), seed=seed, release=det.hold)
 
 
 def _calibrate_adwin(det: Detector, profile: Profile, settings: DetectionSettings,
@@ -253,14 +254,26 @@ def _calibrate_adwin(det: Detector, profile: Profile, settings: DetectionSetting
     assert isinstance(profile, NumericProfile)
     n = max(settings.calibration_values // 2, 100_000)
     clip = adwin_clip(profile)
+    release = getattr(det, "hold", 0) or 0
 
     def run(delta: float, rng: np.random.Generator, n: int) -> int:
-        alarms = 0
+        alarms = detections = 0
+        last = -math.inf  # the previous detection, in values from the start
         for start in range(0, n, 4_000_000):  # bounded memory for the long probe run
             m = min(4_000_000, n - start)
-            alarms += int(adwin_detections(profile.sample(rng, m), delta,
-                                           clock=settings.adwin_clock, clip=clip).size)
-        return alarms
+            pos = adwin_detections(profile.sample(rng, m), delta,
+                                   clock=settings.adwin_clock, clip=clip) + start
+            # episodes: a detection within `release` values of the previous one is the same
+            gaps = np.diff(np.concatenate([[last], pos]))
+            alarms += int(np.count_nonzero(gaps > release))
+            detections += int(pos.size)
+            if pos.size:
+                last = float(pos[-1])
+        # Near the target the rate that counts is the episodes'.  Far above it, detections
+        # crowd into episodes (at most one per `release` values), which flattens the curve
+        # the rare end is extrapolated from; there the detections give its shape (the two
+        # agree where detections are sparse, as they are at the target).
+        return alarms if detections <= 10 * n / target_events else detections
 
     # ADWIN tests at most once per `clock` values, each test at level delta: a
     # conservative fallback when the simulation sees too few alarms to extrapolate
@@ -453,8 +466,15 @@ def make_detector(
     min_effect: float = 0.0,
     adwin_clock: int = 32,
     name: str = "",
+    *,
+    release: float = 1.0,
+    release_values: int = 0,
 ) -> Detector:
     """Build one detector of ``kind`` for a column with baseline ``profile``.
+
+    With ``release_values`` > 0, its alarms are episodes with that hysteresis
+    (:meth:`~detectors.base.Detector.configure_episodes`); 0 keeps the kind's own
+    default.
 
     Examples
     --------
@@ -474,8 +494,11 @@ def make_detector(
             f"{name or 'column'}: detector {kind!r} does not apply to a {profile.kind} column; "
             f"use one of {', '.join(valid)}"
         )
-    return ENTRIES[kind].build(profile, BuildArgs(window, cadence, threshold, min_effect,
-                                                  adwin_clock, name))
+    det = ENTRIES[kind].build(profile, BuildArgs(window, cadence, threshold, min_effect,
+                                                 adwin_clock, name))
+    if release_values:
+        det.configure_episodes(release, release_values)
+    return det
 
 
 def reference_counts(kind: str, profile: Profile) -> np.ndarray | None:
@@ -535,5 +558,6 @@ def calibrate_detector(kind: str, profile: Profile, settings: DetectionSettings,
     ('direct', True)
     """
     det = make_detector(kind, profile, settings.window, settings.cadence, math.inf, 0.0,
-                        settings.adwin_clock, name)
+                        settings.adwin_clock, name, release=settings.release,
+                        release_values=settings.release_values)
     return ENTRIES[kind].calibrate(det, profile, settings, target_events, seed)

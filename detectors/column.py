@@ -35,7 +35,10 @@ SEQUENTIAL_DETECTORS: tuple[str, ...] = tuple(k for k in KINDS if is_sequential(
 
 
 class Alarm(NamedTuple):
-    """An alarm raised by one detector at one position of a batch."""
+    """An episode of one detector opened (an alarm) or closed at one position of a batch.
+
+    For a close, ``statistic`` is the episode's peak statistic.
+    """
 
     column: str
     detector: str
@@ -106,6 +109,8 @@ class ColumnMonitor:
                 raise DetectorError(f"{name}: detector {kind!r} does not apply to a "
                                     f"{profile.kind} column; use one of {', '.join(valid)}")
         self.detectors = dict(detectors)
+        #: the episodes closed by the last :meth:`update` (peak statistic as ``statistic``)
+        self.closes: list[Alarm] = []
         self.window, self.cadence = window, cadence
         self.n_values = self.n_missing = self.n_invalid = 0
         self._invalid = _InvalidRate(0.0, window, cadence, name=name)
@@ -137,12 +142,31 @@ class ColumnMonitor:
 
     # -- hot path -----------------------------------------------------------
     def update(self, values: Any, invalid_mask: np.ndarray | None = None) -> list[Alarm]:
-        """Feed one batch of this column; return the alarms raised in it."""
-        if self.numeric:
-            return self._update_numeric(values, invalid_mask)
-        return self._update_categorical(values, invalid_mask)
+        """Feed one batch of this column; return the alarms (episodes opened) raised in it.
 
-    def _collect(self, det: Detector, positions: np.ndarray, out: list[Alarm]) -> None:
+        The episodes it closed are in :attr:`closes` until the next call.
+        """
+        self.closes = []
+        if self.numeric:
+            out = self._update_numeric(values, invalid_mask)
+        else:
+            out = self._update_categorical(values, invalid_mask)
+        if len(self.closes) > 1:
+            self.closes.sort(key=lambda a: a.position)
+        return out
+
+    def _collect(self, det: Detector, positions: np.ndarray, out: list[Alarm],
+                 where: np.ndarray | None = None) -> None:
+        """Record ``det``'s alarms at ``positions`` (and its closes); ``where`` maps the
+        positions the detector saw to batch positions, if they are not batch positions."""
+        closes = det.close_positions
+        if closes.size:
+            at = closes if where is None else where[closes]
+            peak, thr = float(det.episode_peak), float(det.threshold)
+            self.closes.extend(Alarm(self.name, det.kind, int(p), peak, thr)
+                               for p in at.tolist())
+        if where is not None and positions.size:
+            positions = where[positions]
         if positions.size:
             stats = getattr(det, "alarm_statistics", None)
             if stats is None or len(stats) != positions.size:
@@ -206,17 +230,16 @@ class ColumnMonitor:
         hits = self._hist._update_codes(c, pos, 1, -1)
         if "ks" in self.detectors:
             self._collect(self._hist, hits, out)
+        where = None
         if n_oor:
             hits = self._flag._update_codes(c, pos, 0, 1)
         else:  # no value out of range: a run of zero flags
             hits = self._flag.update_constant(v.size, 0)
-            if pos is not None:
-                hits = pos[hits]
+            where = pos
         if "out_of_range" in self.detectors:
-            self._collect(self._flag, hits, out)
+            self._collect(self._flag, hits, out, where)
         for det in self._sequential:
-            hits = det.update(v)
-            self._collect(det, hits if pos is None else pos[hits], out)
+            self._collect(det, det.update(v), out, pos)
         if len(out) > 1:
             out.sort(key=lambda a: a.position)
         return out
@@ -328,8 +351,8 @@ class ColumnMonitor:
                                  out: list[Alarm]) -> None:
         """Feed the category codes of the valid values to the sequential detectors."""
         for det in self._sequential:
-            hits = det.update_codes(codes)  # type: ignore[attr-defined]
-            self._collect(det, hits if pos is None else pos[hits], out)
+            self._collect(det, det.update_codes(codes), out,  # type: ignore[attr-defined]
+                          pos)
 
     # -- read-only figures ------------------------------------------------
     @property

@@ -39,18 +39,27 @@ from typing import Any, ClassVar
 import numpy as np
 from numba import njit
 
-from detectors.base import EMPTY_POSITIONS, Detector, HeldAlarm, as_float_batch, check_clip
+from detectors.base import (
+    EMPTY_POSITIONS,
+    Detector,
+    HeldAlarm,
+    as_float_batch,
+    check_clip,
+    check_release,
+)
 from detectors.errors import DetectorError
 from detectors.window import category_codes, smoothed_log_probs
 
-__all__ = ["CUSUM", "SurprisalCUSUM", "cusum_excursion_maxima", "surprisal_table"]
+__all__ = ["CUSUM", "SurprisalCUSUM", "cusum_excursion_maxima", "cusum_excursions",
+           "surprisal_table"]
 
 #: default allowance, in baseline standard deviations: optimal for a 0.5σ shift
 CUSUM_K = 0.25
 
 # indices into the kernel's state vectors
 _S_POS, _S_NEG = 0, 1
-_N_POS, _N_NEG, _N_ALARMS, _ARMED_POS, _ARMED_NEG = 0, 1, 2, 3, 4
+_N_POS, _N_NEG, _N_ALARMS, _ARMED_POS, _ARMED_NEG, _EP_OPEN, _EP_QUIET = 0, 1, 2, 3, 4, 5, 6
+_PEAK = 2
 #: a sum never exceeds this multiple of the threshold, so that it falls back below the
 #: threshold (and re-arms at 0) within about ``CAP_FACTOR * h / k`` values of a drift's end
 CAP_FACTOR = 2.0
@@ -58,13 +67,18 @@ CAP_FACTOR = 2.0
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, out, out_stat,
-                  counts):
+                  counts, release, out_close):
     """Feed ``values``; write alarm positions and statistics; return how many.
 
     Non-finite values and ``|x| > 1e100`` are skipped (no tick); the others are
-    winsorised to ``[lo, hi]`` first.  A sum raises an alarm when it crosses ``h``
-    while armed; it is disarmed until it returns to 0, and never exceeds ``cap``.
-    ``counts`` receives the valid values after the last alarm and in all (for the hold).
+    winsorised to ``[lo, hi]`` first.  A sum crosses ``h`` while armed; it is then
+    disarmed until it returns to 0, and never exceeds ``cap``.  A crossing opens
+    an episode (an alarm, written to ``out``) unless one is open; the episode
+    stays open while a sum is disarmed and closes once both have been armed for
+    ``release`` valid values (positions written to ``out_close``; their number
+    to ``counts[2]``).  ``counts`` also receives the valid values after the last
+    crossing and in all (for the hold of the statistic).  With ``release`` 0,
+    every crossing is an alarm and there are no episodes.
     """
     sp = fstate[_S_POS]
     sn = fstate[_S_NEG]
@@ -72,7 +86,11 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
     nn = istate[_N_NEG]
     ap = istate[_ARMED_POS]
     an = istate[_ARMED_NEG]
+    ep = istate[_EP_OPEN]
+    quiet = istate[_EP_QUIET]
+    peak = fstate[_PEAK]
     m = 0
+    mc = 0
     valid = 0
     tail = 0
     for i in range(values.size):
@@ -100,13 +118,39 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
         if sn > h and an == 1:
             an = 0
             raised = True
-        if raised:
+        top = sp if sp > sn else sn
+        if raised and release == 0:  # no episodes: every crossing is an alarm
             out[m] = i
-            out_stat[m] = sp if sp > sn else sn
+            out_stat[m] = top
             m += 1
             tail = 0
+        elif raised:
+            if ep == 0:
+                ep = 1
+                out[m] = i
+                out_stat[m] = top
+                m += 1
+                peak = top
+            quiet = 0
+            tail = 0
+        elif ep == 1:
+            if ap == 0 or an == 0:  # a sum has not returned to 0 since it crossed h
+                quiet = 0
+            else:
+                quiet += 1
+                if quiet >= release:
+                    ep = 0
+                    quiet = 0
+                    out_close[mc] = i
+                    mc += 1
+        if ep == 1 and top > peak:
+            peak = top
     counts[0] = tail
     counts[1] = valid
+    counts[2] = mc
+    istate[_EP_OPEN] = ep
+    istate[_EP_QUIET] = quiet
+    fstate[_PEAK] = peak
     fstate[_S_POS] = sp
     fstate[_S_NEG] = sn
     istate[_N_POS] = np_
@@ -118,33 +162,44 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _excursion_kernel(z, k, out):
-    """Maxima of the completed excursions above 0 of both one-sided sums (no restart)."""
+def _excursion_kernel(z, k, out, start, end):
+    """Maxima of the completed excursions above 0 of both one-sided sums (no restart),
+    with the index of each one's first value above 0 and of its return to 0."""
     sp = 0.0
     sn = 0.0
     mp = 0.0
     mn = 0.0
+    bp = 0
+    bn = 0
     m = 0
     for i in range(z.size):
         x = z[i]
         sp = sp + x - k
         if sp > 0.0:
+            if mp == 0.0:
+                bp = i
             if sp > mp:
                 mp = sp
         else:
             sp = 0.0
             if mp > 0.0:
                 out[m] = mp
+                start[m] = bp
+                end[m] = i
                 m += 1
                 mp = 0.0
         sn = sn - x - k
         if sn > 0.0:
+            if mn == 0.0:
+                bn = i
             if sn > mn:
                 mn = sn
         else:
             sn = 0.0
             if mn > 0.0:
                 out[m] = mn
+                start[m] = bn
+                end[m] = i
                 m += 1
                 mn = 0.0
     return m
@@ -167,9 +222,19 @@ def cusum_excursion_maxima(z: np.ndarray, k: float = CUSUM_K) -> np.ndarray:
     >>> cusum_excursion_maxima(np.array([1.0, 1.0, -2.0, 0.0, -1.0, 3.0]), k=0.5)
     array([1. , 1.5])
     """
+    return cusum_excursions(z, k)[0]
+
+
+def cusum_excursions(z: np.ndarray, k: float = CUSUM_K,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Heights of the excursions (as :func:`cusum_excursion_maxima`), and the index in
+    ``z`` of each one's first value above 0 and of its return to 0."""
     z = np.ascontiguousarray(z, dtype=np.float64)
     out = np.empty(z.size + 1, dtype=np.float64)
-    return out[: _excursion_kernel(z, float(k), out)].copy()
+    start = np.empty(z.size + 1, dtype=np.int64)
+    end = np.empty(z.size + 1, dtype=np.int64)
+    m = _excursion_kernel(z, float(k), out, start, end)
+    return out[:m].copy(), start[:m].copy(), end[:m].copy()
 
 
 def _check_number(value: Any, what: str, low: float, strict: bool = False,
@@ -206,7 +271,10 @@ class CUSUM(HeldAlarm, Detector):
     clip : (float, float), optional
         Winsorise values to ``[low, high]`` before standardising.
     hold : int, default 0
-        Values after an alarm during which ``drift_detected`` stays true.
+        Episodes (see :meth:`configure_episodes`): a crossing opens an episode,
+        which stays open while a sum has not returned to 0 since crossing and
+        closes after ``hold`` further values; crossings in an open episode are
+        not alarms.  0: every crossing is an alarm.
     name : str, optional
         Feature name, used in error messages.
 
@@ -260,9 +328,10 @@ class CUSUM(HeldAlarm, Detector):
             raise DetectorError(f"CUSUM: hold must be an integer >= 0, got {hold!r}")
         self.hold = int(hold)
         self.name = name
-        self._f = np.zeros(2, dtype=np.float64)
-        self._i = np.array([0, 0, 0, 1, 1], dtype=np.int64)
-        self._counts = np.zeros(2, dtype=np.int64)  # kernel output: valid values for the hold
+        self._f = np.zeros(3, dtype=np.float64)  # the two sums and the episode's peak
+        # run lengths, alarms, armed flags, episode open, values without evidence
+        self._i = np.array([0, 0, 0, 1, 1, 0, 0], dtype=np.int64)
+        self._counts = np.zeros(3, dtype=np.int64)  # kernel output: hold counts, closes
         self._drift = False
         self._since = -1  # valid values since the last alarm; -1: none yet
         self._det_stat = 0.0
@@ -280,14 +349,18 @@ class CUSUM(HeldAlarm, Detector):
         if arr.size == 0:
             self._drift = False
             self.alarm_statistics = np.empty(0)
+            self.close_positions = EMPTY_POSITIONS
             return EMPTY_POSITIONS.copy()
         out = np.empty(arr.size, dtype=np.int64)
         out_stat = np.empty(arr.size, dtype=np.float64)
+        out_close = np.empty(arr.size, dtype=np.int64)
         lo, hi = self.clip if self.clip is not None else (-math.inf, math.inf)
         counts = self._counts
         m = _cusum_kernel(arr, self.mean, 1.0 / self.scale, self.allowance, self.h,
-                          CAP_FACTOR * self.h, lo, hi, self._f, self._i, out, out_stat, counts)
+                          CAP_FACTOR * self.h, lo, hi, self._f, self._i, out, out_stat, counts,
+                          self.hold, out_close)
         positions = out[:m].copy()
+        self.close_positions = out_close[:int(counts[2])].copy()
         self.alarm_statistics = out_stat[:m].copy()
         self._drift = m > 0
         if self.hold:
@@ -307,8 +380,20 @@ class CUSUM(HeldAlarm, Detector):
 
     @property
     def drift_detected(self) -> bool:
-        return (self._drift or self._holding
-                or bool(max(self._f[_S_POS], self._f[_S_NEG]) > self.h))
+        """With ``hold``: whether an episode is open; without: whether this batch alarmed
+        or a sum is above ``h``."""
+        if self.hold:
+            return bool(self._i[_EP_OPEN])
+        return self._drift or bool(max(self._f[_S_POS], self._f[_S_NEG]) > self.h)
+
+    def configure_episodes(self, release: float, release_values: int) -> None:
+        """An episode closes once both sums have been back at 0 for ``release_values``
+        values (the CUSUM's release level is 0: ``release`` is not used)."""
+        _, self.hold = check_release(release, release_values, self.name or self.kind)
+
+    @property
+    def episode_peak(self) -> float:
+        return float(self._f[_PEAK])
 
     @property
     def _n_alarms(self) -> int:
@@ -316,7 +401,7 @@ class CUSUM(HeldAlarm, Detector):
 
     @property
     def direction(self) -> int:
-        sp, sn = self._f
+        sp, sn = self._f[:2]
         return 0 if sp == sn == 0.0 else (1 if sp >= sn else -1)
 
     @property
@@ -336,7 +421,8 @@ class CUSUM(HeldAlarm, Detector):
             "k": self.k, "min_effect": self.min_effect,
             "clip": list(self.clip) if self.clip is not None else None,
             "hold": self.hold, "name": self.name,
-            "sums": [float(v) for v in self._f], "runs": [int(v) for v in self._i],
+            "sums": [float(v) for v in self._f[:2]], "runs": [int(v) for v in self._i],
+            "peak": float(self._f[_PEAK]),
             "drift_detected": self._drift, "since_detection": self._since,
             "detection_statistic": self._det_stat,
         }
@@ -371,9 +457,12 @@ class CUSUM(HeldAlarm, Detector):
         try:
             sums = [float(v) for v in state["sums"]]
             runs = [int(v) for v in state["runs"]]
-            if len(sums) != 2 or len(runs) != 5 or min(sums) < 0 or min(runs) < 0:
+            if len(sums) != 2 or len(runs) not in (5, 7) or min(sums) < 0 or min(runs) < 0:
                 raise DetectorError(f"{self.kind} state: sums/runs malformed")
-            self._f[:] = sums
+            if len(runs) == 5:  # written before episodes: open while a sum is above h
+                runs += [int(max(sums) > self.h or bool(state.get("drift_detected"))), 0]
+            self._f[:2] = sums
+            self._f[_PEAK] = float(state.get("peak", max(sums)))
             self._i[:] = runs
             self._drift = bool(state.get("drift_detected", False))
             self._since = int(state.get("since_detection", -1))

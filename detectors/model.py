@@ -78,6 +78,11 @@ class DetectionSettings:
     reservoir_size: int = 10_000
     calibration_values: int = 2_000_000
     seed: int = 0
+    #: an episode stays open while a test's statistic is above ``release`` x threshold
+    release: float = 0.8
+    #: ... and closes after this many values without such evidence (0: the default,
+    #: see :attr:`release_values`)
+    release_events: int = 0
 
     def __post_init__(self) -> None:
         if not self.false_alarm_events > 1:
@@ -85,6 +90,23 @@ class DetectionSettings:
         if self.window % self.cadence:
             raise DetectorError(f"window ({self.window}) must be a multiple of cadence "
                                 f"({self.cadence})")
+        if not 0 < self.release <= 1:
+            raise DetectorError(f"release must be in (0, 1], got {self.release!r}")
+        if self.release_events < 0:
+            raise DetectorError(f"release_events must be >= 0, got {self.release_events!r}")
+
+    @property
+    def release_values(self) -> int:
+        """Values without evidence after which an episode closes.
+
+        By default one window, but at most 1/20 of ``false_alarm_events``: the
+        stretch must stay short next to the expected time between false alarms, or
+        false episodes would fill the stream and the budget could not be met (at
+        production budgets, 10^6 events and more, it is always the window).
+        """
+        if self.release_events:
+            return self.release_events
+        return int(max(min(self.window, self.false_alarm_events // 20), self.cadence))
 
 
 def _fingerprint(profile: Profile) -> str:
@@ -102,8 +124,9 @@ def _stable_seed(*parts: Any) -> int:
 #: makes every stored baseline recalibrate (2: ADWIN input winsorised, see adwin_clip;
 #: 3: ADWIN's delta extrapolated from the tail of its rate curve and a probe run;
 #: 4: CUSUM added, budget split by budget weights; 5: multi-scale chi2, surprisal CUSUM;
-#: 6: extrapolated count thresholds rounded to a lattice step)
-CALIBRATION_VERSION = 6
+#: 6: extrapolated count thresholds rounded to a lattice step; 7: alarms are episodes, and
+#: the calibration counts episodes)
+CALIBRATION_VERSION = 7
 
 
 def calibration_key(specs: Sequence[ColumnSpec], settings: DetectionSettings) -> str:
@@ -233,7 +256,9 @@ class ModelBaseline:
                 thr = self.calibrations[spec.name][kind].threshold
                 dets[kind] = make_detector(kind, prof, settings.window, settings.cadence, thr,
                                            float(spec.min_effect.get(kind, 0.0)),
-                                           settings.adwin_clock, spec.name)
+                                           settings.adwin_clock, spec.name,
+                                           release=settings.release,
+                                           release_values=settings.release_values)
             cols[spec.name] = ColumnMonitor(spec.name, prof, dets, settings.window,
                                             settings.cadence, spec.role)
         return ModelMonitor(self.name, cols)
@@ -432,11 +457,14 @@ class ModelMonitor:
         self.name = name
         self.columns = columns
         self.n_events = 0
+        #: the detector episodes closed by the last :meth:`update` (see ColumnMonitor.closes)
+        self.closes: list[Alarm] = []
 
     def update(self, columns: Mapping[str, Any],
                invalid_masks: Mapping[str, np.ndarray] | None = None) -> list[Alarm]:
         """Feed one batch (column name → values, all of the batch's length)."""
         out: list[Alarm] = []
+        closes: list[Alarm] = []
         n = None
         for name, mon in self.columns.items():
             values = columns.get(name)
@@ -446,8 +474,11 @@ class ModelMonitor:
                 n = len(values)
             mask = invalid_masks.get(name) if invalid_masks else None
             out.extend(mon.update(values, mask))
+            closes.extend(mon.closes)
         self.n_events += n or 0
         out.sort(key=lambda a: a.position)
+        closes.sort(key=lambda a: a.position)
+        self.closes = closes
         return out
 
     def summary(self) -> dict[str, Any]:

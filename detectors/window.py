@@ -11,11 +11,15 @@ date, and computes the statistic at each test point; the cost per call is a few
 microseconds plus a few nanoseconds per value, whatever the window.
 
 A test runs each time a chunk of ``cadence`` values completes and the window is
-full.  The detector is *in alarm* while the statistic exceeds the threshold (and
-the effect size reaches ``min_effect``); an alarm is *raised* on each transition
-into that state, so a persistent drift raises one alarm, not one per test.
-The false-alarm rate is therefore the rate of up-crossings of the threshold,
-which is what :mod:`detectors.calibration` calibrates.
+full.  An alarm opens an *episode* when the statistic exceeds the threshold (and
+the effect size reaches ``min_effect``).  The episode stays open while the
+evidence persists: it closes only once no test has shown a statistic above the
+*release level* (``release`` × threshold, with the effect) for
+``release_values`` values (hysteresis).  A persistent drift, or a statistic
+hovering around the threshold, is therefore one alarm, not one per test or per
+crossing.  The false-alarm rate is the rate of episodes, which is what
+:mod:`detectors.calibration` calibrates.  ``release=1`` with
+``release_values=cadence`` gives one alarm per up-crossing of the threshold.
 
 Detectors
 ---------
@@ -44,7 +48,7 @@ import numpy as np
 from scipy import special, stats
 
 from detectors import _window_kernel as _wk
-from detectors.base import EMPTY_POSITIONS, Detector, as_float_batch
+from detectors.base import EMPTY_POSITIONS, Detector, as_float_batch, check_release
 from detectors.errors import DetectorError
 
 _NO_CODES = np.empty(0, dtype=np.int64)
@@ -68,6 +72,31 @@ def _check_probs(probs: Any) -> np.ndarray:
     if p.size < 1 or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
         raise DetectorError("baseline probabilities must be finite, non-negative and not all zero")
     return p / p.sum()
+
+
+def episode_steps(stats_: np.ndarray, effects: np.ndarray, threshold: float, min_effect: float,
+                  release_level: float, release_values: int, cadence: int, active: bool,
+                  ist: np.ndarray, fst: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The episode logic of the kernel over given test statistics (the generic path).
+
+    Returns masks of the tests that opened and closed an episode, and the final
+    state; ``ist[3]`` (values without evidence) and ``fst[0]`` (peak) are updated.
+    """
+    opened = np.zeros(stats_.size, dtype=bool)
+    closed = np.zeros(stats_.size, dtype=bool)
+    quiet, peak = int(ist[3]), float(fst[0])
+    for j, (st, eff) in enumerate(zip(stats_.tolist(), effects.tolist(), strict=True)):
+        if not active:
+            if st > threshold and eff >= min_effect:
+                opened[j], active, quiet, peak = True, True, 0, st
+        elif st > release_level and eff >= min_effect:
+            quiet, peak = 0, max(peak, st)
+        else:
+            quiet += cadence
+            if quiet >= release_values:
+                closed[j], active, quiet = True, False, 0
+    ist[3], fst[0] = quiet, peak
+    return opened, closed, active
 
 
 class WindowTest(Detector):
@@ -109,7 +138,11 @@ class WindowTest(Detector):
         self._buf = np.zeros((self._chunks, self.n_bins), dtype=np.int64)
         self._win = np.zeros(self.n_bins, dtype=np.int64)
         self._partial = np.zeros(self.n_bins, dtype=np.int64)
-        self._ist = np.zeros(3, dtype=np.int64)
+        self._ist = np.zeros(4, dtype=np.int64)  # [3]: values without evidence in an episode
+        self._fst = np.zeros(1, dtype=np.float64)  # [0]: the open episode's peak statistic
+        self.release = 1.0
+        self.release_values = self.cadence
+        self.close_positions = EMPTY_POSITIONS
         self._stat = 0.0
         self._effect = 0.0
         self._active = False
@@ -122,6 +155,22 @@ class WindowTest(Detector):
 
     def _prepare_reference(self) -> None:
         """Precompute reference arrays the statistic needs (subclasses)."""
+
+    def configure_episodes(self, release: float, release_values: int) -> None:
+        """Set the hysteresis: an episode closes after ``release_values`` values (rounded up
+        to whole tests) in which no test showed a statistic above ``release`` × threshold."""
+        release, release_values = check_release(release, release_values, self.name)
+        self.release = release
+        self.release_values = max(-(-release_values // self.cadence), 1) * self.cadence
+
+    @property
+    def _release_level(self) -> float:
+        return self.release * self._threshold
+
+    @property
+    def episode_peak(self) -> float:
+        """The largest statistic of the open (or last) episode."""
+        return float(self._fst[0])
 
     # -- the statistic (subclasses) ----------------------------------------
     def _statistics(self, hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,6 +235,7 @@ class WindowTest(Detector):
         """Feed pre-binned values; ``positions`` maps them to batch positions."""
         if np.size(bins) == 0:
             self.alarm_statistics = np.empty(0)
+            self.close_positions = EMPTY_POSITIONS
             return EMPTY_POSITIONS
         return self._update_codes(self._as_codes(bins), positions, 0, -1)
 
@@ -202,6 +252,7 @@ class WindowTest(Detector):
             raise self._bad_bins()
         if n == 0:
             self.alarm_statistics = np.empty(0)
+            self.close_positions = EMPTY_POSITIONS
             return EMPTY_POSITIONS
         if self._kernel_kind == _wk.KIND_GENERIC:
             return self.update_bins(np.full(n, b, dtype=np.int64))
@@ -212,6 +263,7 @@ class WindowTest(Detector):
         """Feed the bins ``(codes >> shift) & mask`` of a contiguous int64 array ``codes``."""
         if codes.size == 0:
             self.alarm_statistics = np.empty(0)
+            self.close_positions = EMPTY_POSITIONS
             return EMPTY_POSITIONS
         if self._kernel_kind == _wk.KIND_GENERIC:
             return self._update_generic(codes if shift == 0 and mask == -1
@@ -221,21 +273,30 @@ class WindowTest(Detector):
     def _run(self, codes: np.ndarray, n: int, const_bin: int, shift: int, mask: int,
              positions: np.ndarray | None) -> np.ndarray:
         ref, probs, base = self._kernel_reference()
-        _, _, _, _, hits, hit_stats, n_tests, active, stat, effect, ok = _wk.window_kernel(
-            codes, n, const_bin, shift, mask, self.cadence, self._buf, self._win,
-            self._partial, self._ist, self._kernel_kind, ref, probs, float(self.window), base,
-            float(self._threshold), float(self.min_effect), bool(self._active), False,
-            self._scales)
+        _, _, _, _, hits, hit_stats, closes, n_tests, active, stat, effect, ok = (
+            _wk.window_kernel(
+                codes, n, const_bin, shift, mask, self.cadence, self._buf, self._win,
+                self._partial, self._ist, self._kernel_kind, ref, probs, float(self.window),
+                base, float(self._threshold), float(self.min_effect), bool(self._active),
+                False, self._scales, float(self._release_level), int(self.release_values),
+                self._fst))
         if not ok:
             raise self._bad_bins()
         if n_tests == 0:
             self.alarm_statistics = np.empty(0)
+            self.close_positions = EMPTY_POSITIONS
             return EMPTY_POSITIONS
         self._active = active
         self._stat = stat
         self._effect = effect
+        if closes is None:
+            self.close_positions = EMPTY_POSITIONS
+        else:
+            self.close_positions = (closes if positions is None
+                                    else positions[closes]).astype(np.int64, copy=False)
         if hits is None or hit_stats is None:
             self.alarm_statistics = np.empty(0)
+            self.close_positions = EMPTY_POSITIONS
             return EMPTY_POSITIONS
         self._n_alarms += int(hits.size)
         self.alarm_statistics = hit_stats
@@ -248,16 +309,17 @@ class WindowTest(Detector):
         stats_, effects, test_idx = self.scan(bins)
         if stats_.size == 0:
             self.alarm_statistics = np.empty(0)
+            self.close_positions = EMPTY_POSITIONS
             return EMPTY_POSITIONS
-        cond = (stats_ > self._threshold) & (effects >= self.min_effect)
-        prev = np.empty_like(cond)
-        prev[0] = self._active
-        prev[1:] = cond[:-1]
-        raised = cond & ~prev
-        self._active = bool(cond[-1])
+        raised, closed, active = episode_steps(
+            stats_, effects, self._threshold, self.min_effect, self._release_level,
+            self.release_values, self.cadence, self._active, self._ist, self._fst)
+        self._active = bool(active)
         self._stat = float(stats_[-1])
         self._effect = float(effects[-1])
         hits = test_idx[raised]
+        self.close_positions = (test_idx[closed] if positions is None
+                                else positions[test_idx[closed]]).astype(np.int64, copy=False)
         self._n_alarms += int(hits.size)
         self.alarm_statistics = stats_[raised]
         if positions is not None:
@@ -277,10 +339,10 @@ class WindowTest(Detector):
             return empty, empty, EMPTY_POSITIONS
         codes = self._as_codes(bins)
         ref, probs, base = self._kernel_reference()
-        stats_, effects, test_idx, hists, _, _, _, _, _, _, ok = _wk.window_kernel(
+        stats_, effects, test_idx, hists, _, _, _, _, _, _, _, ok = _wk.window_kernel(
             codes, codes.size, -1, 0, -1, self.cadence, self._buf, self._win, self._partial,
             self._ist, self._kernel_kind, ref, probs, float(self.window), base, math.inf, 0.0,
-            False, True, self._scales)
+            False, True, self._scales, math.inf, 1, np.zeros(1))
         if not ok:
             raise self._bad_bins()
         if test_idx is None:  # no test completed
@@ -359,6 +421,7 @@ class WindowTest(Detector):
         self._partial[:] = 0
         self._ist[:] = 0
         self._stat = self._effect = 0.0
+        self._fst[:] = 0.0
         self._active = False
 
     def _settings(self) -> dict[str, Any]:
@@ -370,6 +433,8 @@ class WindowTest(Detector):
             "min_effect": self.min_effect,
             "ref_count": self.ref_count,
             "name": self.name,
+            "release": self.release,
+            "release_values": self.release_values,
         }
 
     def _state(self) -> dict[str, Any]:
@@ -381,6 +446,8 @@ class WindowTest(Detector):
             "stat": self._stat,
             "effect": self._effect,
             "active": self._active,
+            "quiet": int(self._ist[3]),
+            "peak": float(self._fst[0]),
             "n_alarms": self._n_alarms,
         }
 
@@ -417,6 +484,11 @@ class WindowTest(Detector):
         self._effect = float(state["effect"])
         self._active = bool(state["active"])
         self._n_alarms = int(state["n_alarms"])
+        # states written before episodes: one alarm per up-crossing, as they had
+        self.configure_episodes(float(state.get("release", 1.0)),
+                                int(state.get("release_values", self.cadence)))
+        self._ist[3] = int(state.get("quiet", 0))
+        self._fst[0] = float(state.get("peak", self._stat))
 
 
 class KSWindow(WindowTest):

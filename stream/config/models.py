@@ -39,6 +39,7 @@ _MODEL_KEYS = ("name", "version", "select", "baseline", "features", "predictions
 _COLUMN_KEYS = ("name", "path", "type", "detectors", "min_effect")
 _DETECTION_KEYS = (
     "false_alarm_events",
+    "episodes",
     "window",
     "cadence",
     "numeric_detectors",
@@ -159,6 +160,21 @@ def parse_detection(ctx: Ctx, value: Any) -> DetectionConfig:
             if get_key(ad, "clock") is not ABSENT:
                 clock = ctx.integer(ad["clock"], path + ("adwin", "clock"), 1)  # type: ignore[assignment]
             kw["adwin"] = AdwinConfig(clock)
+    if get_key(sec, "episodes") is not ABSENT:
+        ep = ctx.section(sec["episodes"], path + ("episodes",), ("release", "close_after_events"),
+                         "{release: 0.8, close_after_events: 1000}")
+        if ep is not None and get_key(ep, "release") is not ABSENT:
+            rel = ctx.real(ep["release"], path + ("episodes", "release"), minimum=0.0,
+                           strict=True)
+            if not isinstance(rel, Bad) and rel > 1:
+                ctx.error(path + ("episodes", "release"),
+                          f"must be <= 1 (a fraction of the threshold), got {rel:g}")
+            elif not isinstance(rel, Bad):
+                kw["release"] = rel
+        if ep is not None and get_key(ep, "close_after_events") is not ABSENT:
+            kw["close_after_events"] = ctx.integer(
+                ep["close_after_events"], path + ("episodes", "close_after_events"), 1,
+                100_000_000)
     if get_key(sec, "min_effect") is not ABSENT:
         me = _min_effect(
             ctx, sec["min_effect"], path + ("min_effect",), ALL_DETECTORS, "any column"

@@ -188,6 +188,10 @@ class DetectionConfig:
     bins: int = 32
     top_k: int = 50
     reservoir_size: int = 10_000
+    #: an episode's evidence persists while a statistic is above release x threshold
+    release: float = 0.8
+    #: events without evidence after which an episode closes (None: one window)
+    close_after_events: int | None = None
 
     def detectors_for(self, column_type: str) -> tuple[str, ...]:
         """The default detector set of a column type."""

@@ -48,6 +48,8 @@ def detection_settings(cfg: DetectionConfig) -> DetectionSettings:
         bins=cfg.bins,
         top_k=cfg.top_k,
         reservoir_size=cfg.reservoir_size,
+        release=cfg.release,
+        release_events=cfg.close_after_events or 0,
     )
 
 

@@ -23,7 +23,6 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ import numpy as np
 from detectors.model import ModelBaseline, ModelMonitor
 from stream.config import Config
 from stream.engine.baselines import column_specs, detection_settings
+from stream.engine.episodes import Detection, Episode, EpisodeBook
 from stream.engine.figures import (
     ColumnFigures,
     ModelFigures,
@@ -50,29 +50,20 @@ BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
                  5.0, 10.0)
 
 
-@dataclass(frozen=True)
-class Detection:
-    """One alarm, located in the input (``index`` = position in the whole input)."""
-
-    model: str
-    feature: str
-    detector: str
-    index: int
-    statistic: float
-    threshold: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "feature": self.feature, "detector": self.detector,
-                "index": self.index, "statistic": self.statistic, "threshold": self.threshold}
-
-
 class PartitionState:
     """The monitors of one partition and what this process counted on it."""
 
-    __slots__ = ("base", "consumed", "monitors", "processed")
+    __slots__ = ("base", "book", "consumed", "monitors", "processed")
 
-    def __init__(self, monitors: dict[str, ModelMonitor]) -> None:
+    def __init__(self, monitors: dict[str, ModelMonitor], key: PartitionKey = LOCAL_PARTITION,
+                 now: float = 0.0) -> None:
         self.monitors = monitors
+        #: the open column episodes (those of restored monitors included)
+        self.book = EpisodeBook(key)
+        for name, mon in monitors.items():
+            for col, cm in mon.columns.items():
+                self.book.restore(name, col, [k for k, d in cm.detectors.items()
+                                              if d.drift_detected], now)
         #: messages of the partition consumed by this process (valid or not)
         self.consumed = 0
         #: events per model processed by this process
@@ -160,6 +151,11 @@ class Pipeline:
         self.last_batch_ts = clock()
         self.started = clock()
         self.recent_alarms: deque[Detection] = deque(maxlen=200)
+        #: detector episodes closed by the last :meth:`process` (peak as ``statistic``)
+        self.last_closes: list[Detection] = []
+        #: column episodes opened or closed since :meth:`take_episodes` last ran
+        self._episode_events: list[Episode] = []
+        self.recent_episodes: deque[Episode] = deque(maxlen=200)
 
     # -- partitions ------------------------------------------------------------
     def new_monitor(self, model: str) -> ModelMonitor:
@@ -169,7 +165,8 @@ class Pipeline:
     def _partition(self, key: PartitionKey) -> PartitionState:
         st = self.partitions.get(key)
         if st is None:
-            st = PartitionState({name: self.new_monitor(name) for name in self.fresh})
+            st = PartitionState({name: self.new_monitor(name) for name in self.fresh}, key,
+                                self.clock())
             self.partitions[key] = st
         return st
 
@@ -189,7 +186,7 @@ class Pipeline:
         with self.lock:
             self.drop_partition(key)
             mons = {name: monitors.get(name) or self.new_monitor(name) for name in self.fresh}
-            self.partitions[key] = PartitionState(mons)
+            self.partitions[key] = PartitionState(mons, key, self.clock())
 
     def drop_partition(self, key: PartitionKey) -> bool:
         """Forget the state of ``key`` (its counts stay in the counters); True if it had one."""
@@ -231,6 +228,7 @@ class Pipeline:
         t0 = time.perf_counter()
         batch = self.decoder.decode(messages)
         found: list[Detection] = []
+        closes: list[Detection] = []
         with self.lock:
             st = self._partition(partition)
             self.consumed += batch.n_messages
@@ -242,11 +240,16 @@ class Pipeline:
                     mb = _tail(mb, skip[name])
                 if not mb.n_events:
                     continue
-                alarms = st.monitors[name].update(mb.columns, mb.invalid_mask)
+                mon = st.monitors[name]
+                alarms = mon.update(mb.columns, mb.invalid_mask)
                 for a in alarms:
                     found.append(Detection(name, a.column, a.detector,
                                            base_index + int(mb.positions[a.position]),
                                            a.statistic, a.threshold))
+                for a in mon.closes:
+                    closes.append(Detection(name, a.column, a.detector,
+                                            base_index + int(mb.positions[a.position]),
+                                            a.statistic, a.threshold))
                 self.processed[name] += mb.n_events
                 st.processed[name] += mb.n_events
                 self.invalid_timestamps[name] += mb.invalid_timestamps
@@ -256,13 +259,49 @@ class Pipeline:
                 self.last_event_ts[name] = max(self.last_event_ts.get(name, 0.0), newest)
                 self.event_lag[name] = max(0.0, now - newest)
             found.sort(key=lambda d: d.index)
+            closes.sort(key=lambda d: d.index)
             self.recent_alarms.extend(found)
+            self.last_closes = closes
+            if found or closes:
+                self._track_episodes(st.book, found, closes, now)
             took = time.perf_counter() - t0
             self.batch_counts[int(np.searchsorted(BATCH_BUCKETS, took))] += 1
             self.batch_sum += took
             self.batch_n += 1
             self.last_batch_ts = self.clock()
         return found, batch
+
+    def _track_episodes(self, book: EpisodeBook, found: list[Detection],
+                        closes: list[Detection], now: float) -> None:
+        """Column episodes from the batch's detector episodes, in input order (a close
+        before an open at the same event)."""
+        steps = sorted([(d.index, 0, d) for d in closes] + [(d.index, 1, d) for d in found],
+                       key=lambda t: (t[0], t[1]))
+        for _, opening, d in steps:
+            ep = book.opened(d, now) if opening else book.closed(d)
+            if ep is not None:
+                self._episode_events.append(ep)
+                if not opening:
+                    self.recent_episodes.append(ep)
+
+    def take_episodes(self) -> list[Episode]:
+        """The column episodes opened or closed since the last call (an episode that opened
+        and closed in between is listed once, closed)."""
+        with self.lock:
+            out, self._episode_events = self._episode_events, []
+        seen: set[int] = set()
+        unique = []
+        for ep in reversed(out):
+            if id(ep) not in seen:
+                seen.add(id(ep))
+                unique.append(ep)
+        return unique[::-1]
+
+    def open_episodes(self) -> list[Episode]:
+        """The column episodes open now, over all partitions."""
+        with self.lock:
+            return [ep for k in sorted(self.partitions)
+                    for ep in self.partitions[k].book.open.values()]
 
     def heartbeat(self) -> None:
         """Record that the loop is alive although a poll returned nothing."""

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from stream.config import Config
+from stream.engine.episodes import Episode
 from stream.engine.pipeline import Detection, Pipeline
 from stream.sources.files import iter_batches
 
@@ -21,27 +22,35 @@ def replay(config: Config, pipeline: Pipeline, input_path: Path, batch_lines: in
            on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Push every line of ``input_path`` through ``pipeline``; return the report."""
     detections: list[Detection] = []
+    closed: list[Episode] = []
     lines = 0
     started = time.perf_counter()
     for batch in iter_batches(input_path, batch_lines):
         found, _ = pipeline.process(batch, base_index=lines)
         detections.extend(found)
+        closed.extend(ep for ep in pipeline.take_episodes() if ep.closed is not None)
         lines += len(batch)
         if on_batch:
             on_batch(lines, sum(len(b) + 1 for b in batch))
     took = time.perf_counter() - started
     processed = pipeline.consumed - sum(pipeline.invalid.values())
     snap_invalid = dict(pipeline.invalid)
+    episodes = sorted([*closed, *pipeline.open_episodes()],
+                      key=lambda ep: (-1 if ep.opened is None else ep.opened, ep.model,
+                                      ep.feature))
     report = {
         "input_lines": lines,
         "events_processed": processed,
         "events_invalid": snap_invalid,
         "detections": [d.to_dict() for d in detections],
+        "episodes": [ep.to_dict() for ep in episodes],
         "models": pipeline.report_models(),
         "seconds": round(took, 3),
     }
     log.info("replay done", extra={"lines": lines, "events_processed": processed,
-                                   "detections": len(detections), "seconds": round(took, 3)})
+                                   "detections": len(detections),
+                                   "episodes": len(episodes),
+                                   "seconds": round(took, 3)})
     return report
 
 

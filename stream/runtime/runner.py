@@ -175,6 +175,11 @@ class KafkaRunner(Rebalancing):
                 r = recs[d.index - self.consumed]
                 log.info("drift alarm", extra={**d.to_dict(), "topic": r.topic,
                                                "partition": r.partition, "offset": r.offset})
+            for d in self.pipeline.last_closes:
+                r = recs[d.index - self.consumed]
+                log.info("drift episode closed",
+                         extra={**d.to_dict(), "peak_score": round(d.score, 4),
+                                "topic": r.topic, "partition": r.partition, "offset": r.offset})
             if self.config.source.dead_letter is not None:
                 poison.extend((recs[pos], reason) for pos, reason in
                               zip(batch.invalid_positions.tolist(), batch.invalid_reasons,

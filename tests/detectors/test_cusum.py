@@ -88,20 +88,32 @@ def test_figures_hold_and_one_alarm_per_drift():
     det.update(np.full(3, -1.25))  # S- grows by 1 per value
     assert det.statistic == pytest.approx(3.0) and det.direction == -1 and det.width == 3
     hits = det.update(np.full(4, -1.25))
-    assert hits.tolist() == [2]  # S- = 6 > 5 on the 6th value
+    assert hits.tolist() == [2]  # S- = 6 > 5 on the 6th value: an episode opens
     assert det.drift_detected and det.alarm_statistics.tolist() == pytest.approx([6.0])
     assert det.update(np.full(100, -1.25)).size == 0  # the same drift: no new alarm
     assert det.statistic == pytest.approx(10.0)  # capped at 2h
     assert det.drift_detected  # above h, long after the hold
-    det.update(np.zeros(19))  # S- falls by k = 0.25 per value: 5.25, still above h
-    assert det.drift_detected and det.statistic == pytest.approx(5.25)
-    det.update(np.zeros(2))
-    assert not det.drift_detected and det.statistic == pytest.approx(4.75)
+    det.update(np.zeros(21))  # S- falls by k = 0.25 per value: 4.75, below h
+    assert det.statistic == pytest.approx(4.75)
+    assert det.drift_detected  # the sum has not returned to 0: the episode goes on
     assert det.update(np.full(30, -1.25)).size == 0  # not back to 0 yet: not re-armed
-    det.update(np.zeros(60))  # back to 0: re-armed
-    assert det.statistic == 0.0
+    det.update(np.zeros(60))  # back to 0 (re-armed) 20 values ago: > hold, closed
+    assert det.statistic == 0.0 and not det.drift_detected
+    assert det.close_positions.size == 1 and det.episode_peak == pytest.approx(10.0)
     assert det.update(np.full(10, -1.25)).tolist() == [5]
     assert det.n_alarms == 2
+
+
+def test_a_crossing_soon_after_the_sum_returned_to_0_is_the_same_episode():
+    det = CUSUM(0.0, 1.0, 5.0, hold=50)
+    assert det.update(np.full(8, -1.25)).tolist() == [5]
+    det.update(np.zeros(40))  # S- = 8 - 10 = 0 after 32 values: re-armed, 8 values quiet
+    assert det.drift_detected and det.close_positions.size == 0
+    assert det.update(np.full(8, -1.25)).size == 0  # crosses again within the hold
+    assert det.drift_detected and det.n_alarms == 1
+    det.update(np.zeros(100))
+    assert not det.drift_detected and det.close_positions.size == 1
+    assert det.update(np.full(8, -1.25)).tolist() == [5] and det.n_alarms == 2
 
 
 def _in_alarm(det: CUSUM, x: np.ndarray) -> tuple[int, float]:

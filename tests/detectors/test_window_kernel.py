@@ -63,7 +63,13 @@ class RefEngine:
         self.kind = kind
         self.settings = {k: v for k, v in state.items()
                          if k not in ("ring", "partial", "partial_n", "stat", "effect",
-                                      "active", "n_alarms")}
+                                      "active", "n_alarms", "quiet", "peak")}
+        # episodes (states older than them: one alarm per up-crossing)
+        self.release = float(state.get("release", 1.0))
+        self.release_values = int(state.get("release_values", state["cadence"]))
+        self.settings.update(release=self.release, release_values=self.release_values)
+        self._quiet = int(state.get("quiet", 0))
+        self._peak = float(state.get("peak", state["stat"]))
         if kind in ("ks", "chi2"):
             p = np.asarray(state["probs"], dtype=np.float64)
         else:
@@ -123,12 +129,17 @@ class RefEngine:
         if stats_.size == 0:
             self.alarm_statistics = np.empty(0)
             return EMPTY_POSITIONS
-        cond = (stats_ > self.threshold) & (effects >= self.min_effect)
-        prev = np.empty_like(cond)
-        prev[0] = self._active
-        prev[1:] = cond[:-1]
-        raised = cond & ~prev
-        self._active = bool(cond[-1])
+        raised = np.zeros(stats_.size, dtype=bool)
+        for j, (val, eff) in enumerate(zip(stats_.tolist(), effects.tolist(), strict=True)):
+            if not self._active:  # an episode opens
+                if val > self.threshold and eff >= self.min_effect:
+                    raised[j], self._active, self._quiet, self._peak = True, True, 0, val
+            elif val > self.release * self.threshold and eff >= self.min_effect:
+                self._quiet, self._peak = 0, max(self._peak, val)  # the evidence persists
+            else:
+                self._quiet += self.cadence
+                if self._quiet >= self.release_values:  # quiet long enough: closed
+                    self._active, self._quiet = False, 0
         self._stat = float(stats_[-1])
         self._effect = float(effects[-1])
         hits = test_idx[raised]
@@ -193,6 +204,8 @@ class RefEngine:
             "stat": self._stat,
             "effect": self._effect,
             "active": self._active,
+            "quiet": self._quiet,
+            "peak": self._peak,
             "n_alarms": self._n_alarms,
         }}
 
@@ -282,7 +295,16 @@ class RefColumnMonitor(ColumnMonitor):
 
 # -- random detectors and streams -------------------------------------------------
 def random_detector(kind: str, rng: np.random.Generator) -> WindowTest:
-    """A fresh detector of ``kind`` with random settings (threshold set later)."""
+    """A fresh detector of ``kind`` with random settings (threshold set later), half of them
+    with episode hysteresis."""
+    det = _random_detector(kind, rng)
+    if rng.random() < 0.5:
+        det.configure_episodes(float(rng.choice([1.0, 0.8, 0.5, 0.1])),
+                               int(rng.integers(1, 5 * det.window + 2)))
+    return det
+
+
+def _random_detector(kind: str, rng: np.random.Generator) -> WindowTest:
     cadence = int(rng.choice([1, 2, 3, 5, 7, 10, 25, 50]))
     window = cadence * int(rng.integers(1, 25))
     ref = int(rng.choice([0, 1, 37, 1000, 10_000]))

@@ -77,7 +77,7 @@ class Calibration:
 
     threshold: float
     target_events: float
-    method: str  # "direct" | "extrapolated" | "floor"
+    method: str  # "direct" | "extrapolated" | "floor" | "bound" | "analytic" (rate tests)
     simulated_values: int
     simulated_alarms: int
     estimated_events: float

@@ -102,8 +102,9 @@ def _stable_seed(*parts: Any) -> int:
 #: makes every stored baseline recalibrate (2: ADWIN input winsorised, see adwin_clip;
 #: 3: ADWIN's delta extrapolated from the tail of its rate curve and a probe run;
 #: 4: CUSUM added, budget split by budget weights; 5: multi-scale chi2, surprisal CUSUM;
-#: 6: extrapolated count thresholds rounded to a lattice step)
-CALIBRATION_VERSION = 6
+#: 6: extrapolated count thresholds rounded to a lattice step;
+#: 7: rate tests calibrated analytically from a beta posterior, see detectors.rate_calibration)
+CALIBRATION_VERSION = 7
 
 
 def calibration_key(specs: Sequence[ColumnSpec], settings: DetectionSettings) -> str:
@@ -349,7 +350,7 @@ class ModelBaseline:
 
 
 REBUILD = "; rebuild it with `streamdrift baseline`"
-_METHODS = ("direct", "extrapolated", "floor")
+_METHODS = ("direct", "extrapolated", "floor", "analytic")
 
 
 def content_hash(body: Mapping[str, Any]) -> str:

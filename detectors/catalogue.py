@@ -100,7 +100,8 @@ CUSUM_VALUES_FACTOR = 4
 #: window's flag rate two percentage points above the reference's, 20 more flagged values
 #: in a window of 1000.  The calibrated threshold only says the rate changed: a reference
 #: of 10,000 values without a missing one makes 0.3 % of events missing a field a real
-#: change (6 in a window is significant), and one that no one need be woken for; 0.01
+#: change (5 in a window is significant at the default budget), and one that no one need
+#: be woken for; 0.01
 #: still let it alarm about once per 200,000 events, 0.02 never in the tests, while a
 #: rise to 5 % alarms within about 400 values (tests/detectors/test_rate_calibration.py)
 RATE_MIN_EFFECT = 0.02
@@ -571,7 +572,11 @@ def can_false_alarm(kind: str, profile: Profile) -> bool:
     missing value; no category seen only once, so the category set looks closed)
     cannot: under the baseline distribution the flag has probability 0.  Such a
     detector is still calibrated, but it takes no share of the model's
-    false-alarm budget, which would otherwise be wasted.  ``out_of_range`` always
+    false-alarm budget, which would otherwise be wasted.  Its calibration
+    (:mod:`detectors.rate_calibration`) allows for a small true rate the reference
+    missed, and holds its expected false alarms under that posterior within the
+    share it would have had (the bound is met with a margin: the count is whole).
+    ``out_of_range`` always
     counts: any unbounded distribution can exceed the reference's range, even
     when its extreme values are tied.
 

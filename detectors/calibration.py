@@ -30,6 +30,10 @@ small to observe in the simulation, the observed tail is extrapolated on the
 scale of the test's nominal p-value (``log rate ≈ a + b · log p``), a relation
 that is close to linear for rare events.  ADWIN's ``delta`` is calibrated the
 same way on its detection rate.
+
+The rate tests (``missing``, ``out_of_range``, ``unseen``) are not simulated: their
+false-alarm rate has a closed form (:mod:`detectors.rate_calibration`), which also
+holds for a flag the reference never showed, where no simulated path would see one.
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ class Calibration:
 
     threshold: float
     target_events: float
-    method: str  # "direct" | "extrapolated" | "floor"
+    method: str  # "direct" | "extrapolated" | "floor" | "bound" | "analytic" (rate tests)
     simulated_values: int
     simulated_alarms: int
     estimated_events: float

@@ -29,15 +29,15 @@ registry (:func:`~detectors.base.registered_detectors`) carries them:
 What a class cannot know about columns is its :class:`Entry` in :data:`ENTRIES`:
 whether it belongs to the default set (the order of :data:`ENTRIES` is the default
 order of every column type), how it is built from a column's profile, the counts
-behind its baseline probabilities, how it is calibrated and whether it can raise a
-false alarm at all.  Adding a detector kind touches its own module (the class) and
+behind its baseline probabilities, how it is calibrated, whether it can raise a
+false alarm at all and the ``min_effect`` the configuration gives it by default.  Adding a detector kind touches its own module (the class) and
 this one (its entry); importing this module checks that the two agree.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, NamedTuple
@@ -65,6 +65,12 @@ from detectors.profile import (
     range_breakers,
     unseen_count,
 )
+from detectors.rate_calibration import (
+    calibrate_rate,
+    missing_posterior,
+    out_of_range_posterior,
+    unseen_posterior,
+)
 from detectors.window import (
     ChiSquareWindow,
     KSWindow,
@@ -90,6 +96,15 @@ ADWIN_DELTA_GRID = np.array([0.9, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 5e-3, 2e-3, 1
 ADWIN_PROBE_FACTOR = 16
 #: CUSUM calibration simulates this many times ``calibration_values`` (~0.3 s at the default)
 CUSUM_VALUES_FACTOR = 4
+#: default ``min_effect`` of the rate tests (missing, out_of_range, unseen): an alarm needs the
+#: window's flag rate two percentage points above the reference's, 20 more flagged values
+#: in a window of 1000.  The calibrated threshold only says the rate changed: a reference
+#: of 10,000 values without a missing one makes 0.3 % of events missing a field a real
+#: change (5 in a window is significant at the default budget), and one that no one need
+#: be woken for; 0.01
+#: still let it alarm about once per 200,000 events, 0.02 never in the tests, while a
+#: rise to 5 % alarms within about 400 values (tests/detectors/test_rate_calibration.py)
+RATE_MIN_EFFECT = 0.02
 
 
 class BuildArgs(NamedTuple):
@@ -214,6 +229,31 @@ def _calibrate_window(closed_categories: bool = False) -> Calibrate:
     return calibrate
 
 
+def _calibrate_rate(posterior: Callable[[Profile], tuple[float, float]]) -> Calibrate:
+    """Analytic calibration of a rate test from the Beta posterior of its flag rate.
+
+    See :mod:`detectors.rate_calibration`: no simulation, so a flag the reference
+    never showed gets a threshold from its posterior, not from simulated paths
+    that never see it.
+    """
+    def calibrate(det: Detector, profile: Profile, settings: DetectionSettings,
+                  target_events: float, seed: int) -> Calibration:
+        assert isinstance(det, WindowTest)
+        a, b = posterior(profile)
+        return calibrate_rate(det.window, a, b, target_events)
+    return calibrate
+
+
+def _oor_posterior(profile: Profile) -> tuple[float, float]:
+    assert isinstance(profile, NumericProfile)
+    return out_of_range_posterior(profile)
+
+
+def _unseen_posterior(profile: Profile) -> tuple[float, float]:
+    assert isinstance(profile, CategoricalProfile)
+    return unseen_posterior(profile)
+
+
 def _calibrate_surprisal(det: Detector, profile: Profile, settings: DetectionSettings,
                          target_events: float, seed: int) -> Calibration:
     assert isinstance(det, SurprisalCUSUM)
@@ -306,6 +346,8 @@ class Entry:
     reference_counts: Callable[[Profile], np.ndarray | None]
     calibrate: Calibrate
     can_false_alarm: Callable[[str, Profile], bool] = _always
+    #: the ``min_effect`` the configuration gives it unless set (see :func:`default_min_effect`)
+    min_effect: float = 0.0
 
     @property
     def kind(self) -> str:
@@ -356,13 +398,16 @@ ENTRIES: MappingProxyType[str, Entry] = _entries(
     Entry(SurprisalCUSUM, default=True, build=_build_surprisal, reference_counts=_no_counts,
           calibrate=_calibrate_surprisal),
     Entry(MissingRate, default=True, build=_build_missing, reference_counts=_counts_missing,
-          calibrate=_calibrate_window(), can_false_alarm=_flag_seen),
+          calibrate=_calibrate_rate(missing_posterior), can_false_alarm=_flag_seen,
+          min_effect=RATE_MIN_EFFECT),
     # out of range always counts: any unbounded distribution can exceed the reference's
     # range, even when its extreme values are tied
     Entry(OutOfRangeRate, default=True, build=_build_out_of_range,
-          reference_counts=_counts_out_of_range, calibrate=_calibrate_window()),
+          reference_counts=_counts_out_of_range, calibrate=_calibrate_rate(_oor_posterior),
+          min_effect=RATE_MIN_EFFECT),
     Entry(UnseenRate, default=True, build=_build_unseen, reference_counts=_counts_unseen,
-          calibrate=_calibrate_window(), can_false_alarm=_flag_seen),
+          calibrate=_calibrate_rate(_unseen_posterior), can_false_alarm=_flag_seen,
+          min_effect=RATE_MIN_EFFECT),
 )
 
 
@@ -433,6 +478,32 @@ def budget_weight(kind: str) -> float:
     (8.0, 4.0, 1.0)
     """
     return entry(kind).budget_weight
+
+
+def default_min_effect(kind: str) -> float:
+    """The ``min_effect`` of detector ``kind`` when the configuration sets none.
+
+    The rate tests get :data:`RATE_MIN_EFFECT` (an absolute rate: the window's
+    share of flagged values must exceed the reference's by that much), every
+    other kind 0 (any significant change alarms).
+
+    Examples
+    --------
+    >>> default_min_effect("missing"), default_min_effect("ks")
+    (0.02, 0.0)
+    """
+    return entry(kind).min_effect
+
+
+def default_min_effects(kinds: Sequence[str]) -> dict[str, float]:
+    """The non-zero default ``min_effect`` of each of ``kinds``: what a column starts from.
+
+    Examples
+    --------
+    >>> default_min_effects(default_detectors("numeric"))
+    {'missing': 0.02, 'out_of_range': 0.02}
+    """
+    return {k: default_min_effect(k) for k in kinds if default_min_effect(k) > 0}
 
 
 def is_sequential(kind: str) -> bool:
@@ -524,7 +595,11 @@ def can_false_alarm(kind: str, profile: Profile) -> bool:
     missing value; no category seen only once, so the category set looks closed)
     cannot: under the baseline distribution the flag has probability 0.  Such a
     detector is still calibrated, but it takes no share of the model's
-    false-alarm budget, which would otherwise be wasted.  ``out_of_range`` always
+    false-alarm budget, which would otherwise be wasted.  Its calibration
+    (:mod:`detectors.rate_calibration`) allows for a small true rate the reference
+    missed, and holds its expected false alarms under that posterior within the
+    share it would have had (the bound is met with a margin: the count is whole).
+    ``out_of_range`` always
     counts: any unbounded distribution can exceed the reference's range, even
     when its extreme values are tied.
 

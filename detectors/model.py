@@ -29,6 +29,7 @@ from detectors.catalogue import (
     calibrate_detector,
     can_false_alarm,
     default_detectors,
+    default_min_effect,
     detectors_for,
     make_detector,
 )
@@ -125,7 +126,8 @@ def _stable_seed(*parts: Any) -> int:
 #: 3: ADWIN's delta extrapolated from the tail of its rate curve and a probe run;
 #: 4: CUSUM added, budget split by budget weights; 5: multi-scale chi2, surprisal CUSUM;
 #: 6: extrapolated count thresholds rounded to a lattice step; 7: alarms are episodes, and
-#: the calibration counts episodes)
+#: the calibration counts episodes; rate tests calibrated analytically from a beta
+#: posterior, see detectors.rate_calibration)
 CALIBRATION_VERSION = 7
 
 
@@ -255,7 +257,8 @@ class ModelBaseline:
             for kind in spec.detectors:
                 thr = self.calibrations[spec.name][kind].threshold
                 dets[kind] = make_detector(kind, prof, settings.window, settings.cadence, thr,
-                                           float(spec.min_effect.get(kind, 0.0)),
+                                           float(spec.min_effect.get(
+                                               kind, default_min_effect(kind))),
                                            settings.adwin_clock, spec.name,
                                            release=settings.release,
                                            release_values=settings.release_values)
@@ -374,7 +377,7 @@ class ModelBaseline:
 
 
 REBUILD = "; rebuild it with `streamdrift baseline`"
-_METHODS = ("direct", "extrapolated", "floor")
+_METHODS = ("direct", "extrapolated", "floor", "analytic")
 
 
 def content_hash(body: Mapping[str, Any]) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+from detectors.catalogue import default_min_effects
 from stream.config.keys import (
     ABSENT,
     BAD,
@@ -400,7 +401,10 @@ def _column(
             detectors = _detector_list(ctx, sec["detectors"], path + ("detectors",), col_type)
     min_effect: Any = {}
     if not any_bad(detectors):
-        min_effect = {k: v for k, v in detection.min_effect.items() if k in detectors}
+        # the kinds' own defaults (the rate tests': detectors.catalogue.RATE_MIN_EFFECT), then
+        # detection.min_effect, then the column's
+        min_effect = default_min_effects(detectors)
+        min_effect.update({k: v for k, v in detection.min_effect.items() if k in detectors})
         if get_key(sec, "min_effect") is not ABSENT:
             own = _min_effect(
                 ctx, sec["min_effect"], path + ("min_effect",), detectors, "this column"

@@ -133,8 +133,10 @@ def test_sample_parses(tmp_path: Path) -> None:
     income, country = model.features
     assert income.path == ("features", "income") and income.type == "numeric"
     assert income.role == "feature" and income.detectors == NUMERIC_DETECTORS
-    assert dict(income.min_effect) == {}
-    assert country.detectors == CATEGORICAL_DETECTORS and dict(country.min_effect) == {"chi2": 0.05}
+    # the rate tests' default minimum effect, unless configured (RATE_MIN_EFFECT)
+    assert dict(income.min_effect) == {"missing": 0.02, "out_of_range": 0.02}
+    assert country.detectors == CATEGORICAL_DETECTORS
+    assert dict(country.min_effect) == {"chi2": 0.05, "missing": 0.02, "unseen": 0.02}
     (score,) = model.predictions
     assert score.role == "prediction" and score.path == ("prediction", "score")
     assert [c.name for c in model.columns] == ["income", "country", "score"]
@@ -183,9 +185,21 @@ def test_model_defaults_apply_to_columns() -> None:
     )
     cfg = parse_config(data, "/cfg")
     income, country, age = cfg.models[0].features
-    assert income.detectors == ("ks", "missing") and dict(income.min_effect) == {"ks": 0.1}
+    # detection.min_effect overrides a kind's default (unseen), the others keep theirs
+    assert income.detectors == ("ks", "missing")
+    assert dict(income.min_effect) == {"ks": 0.1, "missing": 0.02}
     assert country.detectors == ("unseen",) and dict(country.min_effect) == {"unseen": 0.01}
     assert age.detectors == ("adwin", "ks") and dict(age.min_effect) == {"ks": 0.3}
+
+
+def test_rate_min_effect_default_can_be_lowered_to_zero() -> None:
+    data = minimal()
+    data["detection"] = {"min_effect": {"out_of_range": 0.05}}
+    data["models"][0]["features"][0]["min_effect"] = {"missing": 0}
+    cfg = parse_config(data, "/cfg")
+    col = cfg.models[0].features[0]
+    assert col.type == "numeric"
+    assert dict(col.min_effect) == {"missing": 0.0, "out_of_range": 0.05}
 
 
 def test_bootstrap_servers_forms() -> None:

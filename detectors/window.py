@@ -296,7 +296,6 @@ class WindowTest(Detector):
                                     else positions[closes]).astype(np.int64, copy=False)
         if hits is None or hit_stats is None:
             self.alarm_statistics = np.empty(0)
-            self.close_positions = EMPTY_POSITIONS
             return EMPTY_POSITIONS
         self._n_alarms += int(hits.size)
         self.alarm_statistics = hit_stats

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from stream.demoview import EpisodeTally, drift_table, logs_above_live
+
 log = logging.getLogger("streamdrift.demo")
 
 TOPIC = "inference-events"
@@ -149,34 +151,21 @@ class Producer(threading.Thread):
 
 
 def _table(pipeline: Any, health: Any, producer: Producer, started: float, drift_at: float,
-           url: str, rates: dict[str, float]) -> Any:
-    from rich.table import Table
-
-    snap = pipeline.snapshot()
+           url: str, rates: dict[str, float], tally: EpisodeTally, log_path: Path) -> Any:
     now = time.time()
     if producer.drifting:
         title = f"[bold red]drift injected {now - drift_at:.0f} s ago[/]"
     else:
         title = f"drift in {max(0.0, drift_at - now):.0f} s"
     lag = sum(health.snapshot().consumer_lag.values())
-    caption = (f"metrics: {url}   consumed {snap.consumed:,}   "
+    with pipeline.lock:
+        consumed, invalid = pipeline.consumed, sum(pipeline.invalid.values())
+    caption = (f"metrics: {url}   consumed {consumed:,}   "
                f"{rates.get('eps', 0):,.0f} events/s   lag {lag:,} msgs   invalid "
-               f"{sum(snap.invalid.values()):,}   up {now - started:.0f} s   Ctrl-C stops")
-    t = Table(title=f"streamdrift demo — {title}", caption=caption, expand=False)
-    for col in ("model", "column", "role", "status", "score", "detector", "alarms",
-                "missing", "PSI"):
-        t.add_column(col, justify="right" if col in ("score", "alarms", "missing", "PSI")
-                     else "left")
-    for model, m in snap.models.items():
-        for name, s in m.columns.items():
-            dets = s.detectors
-            kind, best = max(dets.items(), key=lambda kv: kv[1].score) if dets else ("-", None)
-            status = "[bold red]DRIFT[/]" if s.drift else "[green]ok[/]"
-            t.add_row(model, name, s.role, status, f"{best.score if best else 0.0:.2f}",
-                      kind, str(sum(d.alarms for d in dets.values())),
-                      f"{s.ratios.get('missing_ratio', 0.0):.1%}",
-                      f"{s.distances.get('psi', 0):.3f}")
-    return t
+               f"{invalid:,}   up {now - started:.0f} s\n"
+               f"logs: {log_path} (warnings and errors also above the table)   Ctrl-C stops")
+    return drift_table(pipeline, tally, now, title=f"streamdrift demo — {title}",
+                       caption=caption)
 
 
 def run_demo(args: Any) -> int:
@@ -225,6 +214,8 @@ def run_demo(args: Any) -> int:
         runner_thread.start()
         print(f"metrics: {url}", file=sys.stderr)
         rates = {"eps": 0.0}
+        tally = EpisodeTally()
+        log_path = work / "streamdrift.log"
         last = (time.monotonic(), 0)
 
         def refresh() -> Any:
@@ -234,7 +225,8 @@ def run_demo(args: Any) -> int:
             if now_m - last[0] >= 1.0:
                 rates["eps"] = (consumed - last[1]) / (now_m - last[0])
                 last = (now_m, consumed)
-            return _table(pipeline, runner.health, producer, started, drift_at, url, rates)
+            return _table(pipeline, runner.health, producer, started, drift_at, url, rates,
+                          tally, log_path)
 
         deadline = started + args.duration if args.duration else float("inf")
         if args.no_live or not sys.stdout.isatty():
@@ -256,9 +248,15 @@ def run_demo(args: Any) -> int:
             print(f"consumed {snap.consumed} events, {len(reported)} drifting detectors",
                   flush=True)
         else:
+            from rich.console import Console
             from rich.live import Live
 
-            with Live(refresh(), refresh_per_second=2, screen=False) as live:
+            # logs printed straight to the terminal would land inside the table: while it
+            # is live they go to a file, warnings and errors also above the table
+            console = Console()
+            with logs_above_live(console, log_path), \
+                    Live(refresh(), console=console, refresh_per_second=2,
+                         screen=False) as live:
                 while time.time() < deadline and runner_thread.is_alive():
                     time.sleep(0.5)
                     live.update(refresh())

@@ -4,9 +4,9 @@ The import graph is read from the source (``ast``, imports inside functions incl
 so it holds for lazy imports too; imports under ``if TYPE_CHECKING:`` never run and are
 left out.  Layers, from the bottom: ``detectors`` (pure
 statistics), then in ``stream``: config (and the package root, logging, the local
-broker launcher) < formats < engine < sources, sinks < runtime < cli, demo.  A module
-may import its own layer or a lower one, never a higher one, and ``detectors`` never
-imports ``stream``.
+broker launcher) < formats < engine < sources, sinks < runtime < cli, demo (and its
+view).  A module may import its own layer or a lower one, never a higher one, and
+``detectors`` never imports ``stream``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ LAYERS = {
     "stream.runtime": 5,
     "stream.cli": 6,
     "stream.demo": 6,
+    "stream.demoview": 6,
 }
 #: third-party modules that talk to brokers or serve HTTP: the configuration reads no client
 CLIENT_OR_SERVER = ("kafka", "confluent_kafka", "prometheus_client", "wsgiref", "socketserver",

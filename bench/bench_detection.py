@@ -283,6 +283,34 @@ def task_big_target(family: str, config: str, n_values: int, seed: int) -> dict:
             "thresholds": {k: v.threshold for k, v in cal.items()}}
 
 
+#: episodes per injected drift at the default false-alarm budget: runs per scenario and the
+#: length of the drifted part (a drift long enough for every detector to catch it)
+EPISODE_HORIZON = 20_000
+
+
+def task_episodes(scn: str, config: str, runs: list[int], seed: int) -> dict:
+    """Episodes each detector opens for one injected drift at the default false-alarm
+    budget (10 M events between false alarms), where false alarms do not blur the count."""
+    fam = SCENARIOS[scn][0]
+    key = ("episode_base", fam, config)
+    dets, clock = configs(fam)[config]
+    kind = "categorical" if fam == "categorical" else "numeric"
+    specs = [ColumnSpec("x", kind, detectors=dets)]
+    settings = DetectionSettings(adwin_clock=clock)
+    if key not in _CTX:
+        _CTX[key] = ModelBaseline.build("bench", {"x": as_column(fam, reference(fam, 0, seed))},
+                                        specs, settings)
+    counts: list[dict[str, int]] = []
+    early = 0
+    for run in runs:
+        x = scenario_stream(scn, run, seed, 1_000, EPISODE_HORIZON)
+        opens = episodes_by_detector(_CTX[key].monitor(specs, settings), as_column(fam, x))
+        early += any(p < 1_000 for ps in opens.values() for p in ps)
+        counts.append({k: sum(1 for p in ps if p >= 1_000) for k, ps in opens.items()})
+    return {"scenario": scn, "config": config, "runs": len(runs), "early": early,
+            "counts": counts}
+
+
 def task_tune(peer: str, arl0: float, family: str, tune_len: int, meas_len: int, seed: int,
               river_kswin: bool) -> dict:
     """Tune one peer to one ARL0 on a null family, then measure the real peer's ARL0."""
@@ -495,7 +523,7 @@ def write_plot(cells: dict, arl0s: list[float], path: Path, horizon: int) -> Non
 
 def write_markdown(path: Path, args: argparse.Namespace, builds: list[dict],
                    tunes: list[dict], cells: dict, rows: list[dict], timings: dict,
-                   kswin_checked: int, bigs: list[dict]) -> None:
+                   kswin_checked: int, bigs: list[dict], episodes: list[dict]) -> None:
     arl0s = args.arl0
     L: list[str] = []
     L.append("# Detection quality: streamdrift vs peers at equal false-alarm rate\n")
@@ -658,29 +686,47 @@ def write_markdown(path: Path, args: argparse.Namespace, builds: list[dict],
     L.append(f"\nGoal met in {met} of {len(rows)} (scenario, ARL0) cells.\n")
     # ---- episodes
     L.append("## Episodes per injected drift\n")
-    L.append("Our alarms are episodes: each detector that catches a drift should open "
-             "exactly one episode for it over the whole horizon after the change (the "
-             "streams keep the change to the end).  Per cell: runs in which our detectors "
-             "caught the drift, the share of them in which every detector that caught it "
-             "opened exactly one episode, and the most episodes one detector opened in a "
-             "run.\n")
+    L.append(f"Our alarms are episodes: each detector that catches a drift should open "
+             f"exactly one episode for it.  At the default budget (10,000,000 events "
+             f"between false alarms, one baseline per family) each scenario's change is "
+             f"kept for {EPISODE_HORIZON:,} values after a warm-up of 1,000, and the "
+             f"episodes each detector opens after the change are counted ({len(episodes[0]['counts']) if episodes else 0} "
+             f"runs per row).  *exactly one* is the share of (run, detector that caught "
+             f"the drift) pairs with one episode.  ADWIN is a change detector: when its "
+             f"window has adapted to the new level it closes its episode, and a later "
+             f"detection (the level moving on, as in the ramp) opens another.\n")
+    L.append("| scenario | detector(s) | detector catches | exactly one | most | "
+             "alarms in warm-up |")
+    L.append("| --- | --- | ---: | ---: | ---: | ---: |")
+    one_total = caught_total = 0
+    for e in episodes:
+        per = [n for c in e["counts"] for n in c.values() if n]
+        one = sum(n == 1 for n in per)
+        one_total += one
+        caught_total += len(per)
+        share = f"{100 * one / len(per):.1f} %" if per else "–"
+        L.append(f"| {e['scenario']} | {LABELS[e['config']]} | {len(per)} | {share} | "
+                 f"{max(per, default=0)} | {e['early']} |")
+    if caught_total:
+        L.append(f"\nOver all rows: one episode per catching detector in {one_total} of "
+                 f"{caught_total} ({100 * one_total / caught_total:.1f} %).\n")
+    L.append("At the benchmark's own ARL0s (2,000 and 10,000 values), a detector is "
+             "budgeted one false episode every few thousand values, so over the 5,000 "
+             "values after the change ADWIN and CUSUM, which re-arm once they have adapted, "
+             "open further (false) episodes by design; per cell, the share of runs in which "
+             "every catching detector opened exactly one episode after the change:\n")
     L.append("| scenario | ARL0 | detector(s) | runs caught | exactly one episode each | "
              "most episodes |")
     L.append("| --- | ---: | --- | ---: | ---: | ---: |")
-    one_total = caught_total = 0
     for scn in SCENARIOS:
         for a in arl0s:
             for det in configs(SCENARIOS[scn][0]):
                 c = cells[(scn, a, det)]
                 n = c["episode_runs"]
-                one_total += c["one_episode"]
-                caught_total += n
                 share = f"{100 * c['one_episode'] / n:.1f} %" if n else "–"
                 L.append(f"| {scn} | {int(a):,} | {LABELS[det]} | {n} | {share} | "
                          f"{c['episodes_max']} |")
-    if caught_total:
-        L.append(f"\nOver all cells: one episode per catching detector in {one_total} of "
-                 f"{caught_total} runs ({100 * one_total / caught_total:.1f} %).\n")
+    L.append("")
     L.append("## Wall time\n")
     L.append("| phase | seconds |")
     L.append("| --- | ---: |")
@@ -858,13 +904,22 @@ def main(argv: list[str] | None = None) -> int:
         f"{k} {v:.0f}" for k, v in sorted(cost.items(), key=lambda kv: -kv[1])))
     timings["detection runs"] = time.perf_counter() - t0
 
+    t0 = time.perf_counter()
+    ep_runs = list(range(10 if args.quick else 50))
+    tasks = [(task_episodes, (scn, cfg, ep_runs, args.seed)) for scn in SCENARIOS
+             for cfg in configs(SCENARIOS[scn][0])]
+    log(f"[3b] episodes per drift at the default budget: {len(tasks)} tasks ...")
+    episodes = run_pool(tasks, args.jobs, "episodes")
+    timings["episodes at the default budget"] = time.perf_counter() - t0
+
     cells = summarise_cells(outcomes, args.horizon)
     rows = ratio_rows(cells, arl0s)
     timings["total"] = time.perf_counter() - t_start
     md = args.out / "detection.md"
     png = args.out / "detection.png"
     write_plot(cells, arl0s, png, args.horizon)
-    write_markdown(md, args, builds, tunes, cells, rows, timings, kswin_checked, bigs)
+    write_markdown(md, args, builds, tunes, cells, rows, timings, kswin_checked, bigs,
+                   episodes)
     log(f"wrote {md} and {png} in {timings['total']:.0f} s")
     for r in rows:
         log(f"  {r['scenario']:<20} ARL0 {int(r['arl0']):>6}: ours default "

@@ -229,7 +229,8 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
     * ``close_idx``: the tests at
       which the open episode closed, because for ``release_values`` values
       (``ist[3]`` counts them) no test showed evidence (statistic above
-      ``release_level`` with the effect at least ``min_effect``);
+      ``release_level`` with the effect at least ``min_effect`` scaled as the
+      release level is scaled from the threshold);
     * arrays that would be empty are ``None`` (cheaper to hand back to Python).
 
     ``fst[0]`` holds the largest statistic of the open (or last) episode.
@@ -258,6 +259,8 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
     quiet = ist[3]
     peak = fst[0]
     n_closes = 0
+    # the effect size has the same hysteresis as the statistic
+    release_effect = min_effect * (release_level / threshold) if threshold > 0 else 0.0
     if const_bin >= 0:
         bad = const_bin >= k
     else:
@@ -335,7 +338,7 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
                 active = True
                 quiet = 0
                 peak = st
-        elif (st > release_level) and (eff >= min_effect):  # the evidence persists
+        elif (st > release_level) and (eff >= release_effect):  # the evidence persists
             quiet = 0
             if st > peak:
                 peak = st
@@ -414,19 +417,20 @@ def classify_numeric(x, edges, lo, hi):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def episode_counts(stats, starts, thresholds, release, release_tests):  # pragma: no cover
+def episode_counts(stats, starts, thresholds, release, release_tests,
+                   floor):  # pragma: no cover
     """Episodes a window test would open over simulated paths, for each threshold.
 
     ``stats`` holds the test statistics of all paths back to back, path ``p``
     at ``stats[starts[p]:starts[p + 1]]``.  For threshold ``t`` an episode opens
     at a test above ``t`` while none is open and closes after ``release_tests``
     tests in a row at or below ``release * t``: the kernel's logic (with no
-    effect size).
+    effect size), the release level being ``max(release * t, floor)``.
     """
     out = np.zeros(thresholds.shape[0], dtype=np.int64)
     for j in range(thresholds.shape[0]):
         t = thresholds[j]
-        rl = release * t
+        rl = max(release * t, floor)
         c = 0
         for p in range(starts.shape[0] - 1):
             active = False

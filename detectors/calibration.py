@@ -88,6 +88,8 @@ class Calibration:
     simulated_values: int
     simulated_alarms: int
     estimated_events: float
+    #: lowest release level of an episode (a window test's 99th percentile on clean data)
+    release_floor: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -104,6 +106,7 @@ class Calibration:
             simulated_alarms=int(data["simulated_alarms"]),
             estimated_events=math.inf if data["estimated_events"] is None
             else float(data["estimated_events"]),
+            release_floor=float(data.get("release_floor") or 0.0),
         )
 
 
@@ -152,17 +155,20 @@ def _upcrossing_counts(paths: list[np.ndarray], thresholds: np.ndarray) -> np.nd
             - np.searchsorted(hi, thresholds, side="right"))
 
 
+#: a window test's release level is at least this quantile of its statistic on clean data
+RELEASE_FLOOR_QUANTILE = 0.99
 #: thresholds at which a window test's episode count is simulated (after the peak of its
 #: up-crossing curve; episodes are counted path by path, so not at every distinct value)
 EPISODE_GRID = 600
 
 
 def _episode_curve(detector: WindowTest, paths: list[np.ndarray], allstats: np.ndarray,
-                   cands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                   cands: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
     """Thresholds (a grid over ``cands``, the highest kept) and the episodes each opens.
 
     An episode of the detector may hold several up-crossings (its hysteresis),
-    so the false-alarm rate it is calibrated for is the rate of episodes.
+    so the false-alarm rate it is calibrated for is the rate of episodes.  The
+    release level is ``max(release × threshold, floor)``.
     """
     if cands.size > EPISODE_GRID:
         top = cands[-EPISODE_GRID // 3:]  # the rare end, where the tail is read, in full
@@ -172,7 +178,8 @@ def _episode_curve(detector: WindowTest, paths: list[np.ndarray], allstats: np.n
     starts = np.zeros(len(paths) + 1, dtype=np.int64)
     starts[1:] = np.cumsum([s.size for s in paths])
     tests = max(-(-detector.release_values // detector.cadence), 1)
-    counts = episode_counts(allstats, starts, cands, float(detector.release), int(tests))
+    counts = episode_counts(allstats, starts, cands, float(detector.release), int(tests),
+                            float(floor))
     peak = int(np.argmax(counts))
     return cands[peak:], counts[peak:]
 
@@ -237,8 +244,12 @@ def calibrate_window_test(
     if cands.size:
         peak = int(np.argmax(counts))
         cands, counts = cands[peak:], counts[peak:]
+    # the release level is never below where a clean stream's statistic lies 1 % of the time:
+    # at small budgets the threshold itself is close to that, and half of it would be inside
+    # the null's bulk, where episodes never end
+    floor = float(np.quantile(allstats, RELEASE_FLOOR_QUANTILE)) if allstats.size else 0.0
     if cands.size and (detector.release < 1 or detector.release_values > detector.cadence):
-        cands, counts = _episode_curve(detector, paths, allstats, cands)
+        cands, counts = _episode_curve(detector, paths, allstats, cands, floor)
     target_rate = 1.0 / target_events
     need = target_rate * exposure
 
@@ -250,7 +261,7 @@ def calibrate_window_test(
         c, t = cands[ok], counts[ok]
         i = int(np.argmin(np.abs(np.log(t / exposure) - math.log(target_rate))))
         return Calibration(float(c[i]), float(target_events), "direct", total, int(t[i]),
-                           float(exposure / t[i]))
+                           float(exposure / t[i]), floor)
 
     # extrapolate on the nominal p-value scale from the observed tail
     tail = (counts >= MIN_EVENTS) & (counts <= max(40 * MIN_EVENTS, counts.max() // 20))
@@ -258,7 +269,8 @@ def calibrate_window_test(
         tail = counts >= MIN_EVENTS
     if tail.sum() < 2:
         top = float(allstats.max()) if allstats.size else 0.0
-        return Calibration(top * 1.5 + 1e-9, float(target_events), "floor", total, 0, math.inf)
+        return Calibration(top * 1.5 + 1e-9, float(target_events), "floor", total, 0, math.inf,
+                           floor)
     lp = detector.log_p_values(cands[tail])
     lr = np.log(counts[tail] / exposure)
     finite = np.isfinite(lp)
@@ -266,7 +278,7 @@ def calibrate_window_test(
     if lp.size < 2 or np.ptp(lp) == 0:
         top = float(cands[tail].max())
         return Calibration(top, float(target_events), "floor", total, int(counts[tail].min()),
-                           math.inf)
+                           math.inf, floor)
     slope, icpt = np.polyfit(lp, lr, 1)
     slope = max(slope, 0.25)  # guard against a degenerate fit: the rate must fall with p
     want_lp = (math.log(target_rate) - icpt) / slope
@@ -284,7 +296,8 @@ def calibrate_window_test(
     if step:
         hi = _lattice_threshold(detector, hi, step, slope, icpt, target_rate, cands, counts,
                                 exposure)
-    return Calibration(hi, float(target_events), "extrapolated", total, 0, float(target_events))
+    return Calibration(hi, float(target_events), "extrapolated", total, 0, float(target_events),
+                       floor)
 
 
 def _lattice_threshold(detector: WindowTest, hi: float, step: float, slope: float,
@@ -461,19 +474,18 @@ CUSUM_TAIL = 200
 
 
 def _cusum_episode_threshold(maxima: np.ndarray, spans: np.ndarray, heights: np.ndarray,
-                             want: float, release: int) -> tuple[float, int]:
+                             want: float, release: int, ratio: float) -> tuple[float, int]:
     """The threshold of the sorted ``heights`` at which at most ``want`` episodes open,
-    and their number: excursions above it merge when one starts within ``release``
-    values of the end of the previous one (``spans``: start and end of each)."""
+    and their number: an excursion above it opens one, and excursions above ``ratio`` × it
+    keep it open while each starts within ``release`` values of the end of the last
+    (``spans``: start and end of each excursion)."""
+    from detectors.cusum import cusum_episode_count
+
     order = np.argsort(spans[0], kind="stable")
     top, start, end = maxima[order], spans[0][order], spans[1][order]
 
     def episodes(h: float) -> int:
-        sel = top > h
-        if not sel.any():
-            return 0
-        s, e = start[sel], np.maximum.accumulate(end[sel])
-        return 1 + int(np.count_nonzero(s[1:] - e[:-1] > release))
+        return int(cusum_episode_count(top, start, end, h, ratio * h, release))
 
     # the episode count falls (almost always) as the threshold rises: bisect on the index
     # into the descending heights, between "c excursions" (at most c episodes) and more
@@ -499,6 +511,7 @@ def calibrate_cusum(
     offset_sd: float = 0.0,
     seed: int = 0,
     release: int = 0,
+    release_ratio: float = 1.0,
 ) -> Calibration:
     """Calibrate a two-sided CUSUM's threshold ``h`` for ``target_events`` between alarms.
 
@@ -552,7 +565,7 @@ def calibrate_cusum(
         if release > 0:
             h, seen = _cusum_episode_threshold(np.concatenate(maxima),
                                                np.concatenate(spans, axis=1), heights, want,
-                                               release)
+                                               release, release_ratio)
         return Calibration(h, float(target_events), "direct", total, seen,
                            total / seen if seen else math.inf)
     t = min(CUSUM_TAIL, heights.size)

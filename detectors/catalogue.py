@@ -269,7 +269,7 @@ def _calibrate_surprisal(det: Detector, profile: Profile, settings: DetectionSet
 
     return calibrate_cusum(draw, target_events, det.allowance,
                            CUSUM_VALUES_FACTOR * settings.calibration_values, seed=seed,
-                           release=det.hold)
+                           release=det.hold, release_ratio=det.release)
 
 
 def _calibrate_cusum(det: Detector, profile: Profile, settings: DetectionSettings,
@@ -285,7 +285,8 @@ def _calibrate_cusum(det: Detector, profile: Profile, settings: DetectionSetting
     n_ref = max(min(profile.count, profile.reservoir.size), 1)
     return calibrate_cusum(sample, target_events, det.allowance,
                            CUSUM_VALUES_FACTOR * settings.calibration_values,
-                           offset_sd=1.0 / math.sqrt(n_ref), seed=seed, release=det.hold)
+                           offset_sd=1.0 / math.sqrt(n_ref), seed=seed, release=det.hold,
+                           release_ratio=det.release)
 
 
 def _calibrate_adwin(det: Detector, profile: Profile, settings: DetectionSettings,

@@ -67,15 +67,15 @@ CAP_FACTOR = 2.0
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, out, out_stat,
-                  counts, release, out_close):
+                  counts, release, out_close, release_level):
     """Feed ``values``; write alarm positions and statistics; return how many.
 
     Non-finite values and ``|x| > 1e100`` are skipped (no tick); the others are
     winsorised to ``[lo, hi]`` first.  A sum crosses ``h`` while armed; it is then
     disarmed until it returns to 0, and never exceeds ``cap``.  A crossing opens
     an episode (an alarm, written to ``out``) unless one is open; the episode
-    stays open while a sum is disarmed and closes once both have been armed for
-    ``release`` valid values (positions written to ``out_close``; their number
+    stays open while a sum is disarmed or above ``release_level`` and closes once
+    neither has been for ``release`` valid values (positions written to ``out_close``; their number
     to ``counts[2]``).  ``counts`` also receives the valid values after the last
     crossing and in all (for the hold of the statistic).  With ``release`` 0,
     every crossing is an alarm and there are no episodes.
@@ -134,7 +134,8 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
             quiet = 0
             tail = 0
         elif ep == 1:
-            if ap == 0 or an == 0:  # a sum has not returned to 0 since it crossed h
+            # a sum has not returned to 0 since it crossed h, or is above the release level
+            if ap == 0 or an == 0 or top > release_level:
                 quiet = 0
             else:
                 quiet += 1
@@ -225,6 +226,34 @@ def cusum_excursion_maxima(z: np.ndarray, k: float = CUSUM_K) -> np.ndarray:
     return cusum_excursions(z, k)[0]
 
 
+@njit(cache=True, nogil=True)
+def cusum_episode_count(top, start, end, h, rl, release):  # pragma: no cover - compiled
+    """Episodes over excursions sorted by start (heights ``top``, spans ``start``-``end``).
+
+    An excursion higher than ``h`` opens an episode unless one is open; one
+    higher than ``rl`` (the release level) is evidence that keeps it open; it
+    closes when the next evidence starts more than ``release`` values after the
+    end of the last.
+    """
+    c = 0
+    is_open = False
+    last_end = -1
+    for i in range(top.shape[0]):
+        t = top[i]
+        if t <= rl:
+            continue
+        if is_open and start[i] - last_end > release:
+            is_open = False
+        if not is_open:
+            if t > h:
+                is_open = True
+                c += 1
+                last_end = end[i]
+        elif end[i] > last_end:
+            last_end = end[i]
+    return c
+
+
 def cusum_excursions(z: np.ndarray, k: float = CUSUM_K,
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Heights of the excursions (as :func:`cusum_excursion_maxima`), and the index in
@@ -272,7 +301,8 @@ class CUSUM(HeldAlarm, Detector):
         Winsorise values to ``[low, high]`` before standardising.
     hold : int, default 0
         Episodes (see :meth:`configure_episodes`): a crossing opens an episode,
-        which stays open while a sum has not returned to 0 since crossing and
+        which stays open while a sum has not returned to 0 since crossing (or is above
+        ``release`` × threshold, see :meth:`configure_episodes`) and
         closes after ``hold`` further values; crossings in an open episode are
         not alarms.  0: every crossing is an alarm.
     name : str, optional
@@ -327,6 +357,8 @@ class CUSUM(HeldAlarm, Detector):
         if isinstance(hold, bool) or not isinstance(hold, (int, np.integer)) or hold < 0:
             raise DetectorError(f"CUSUM: hold must be an integer >= 0, got {hold!r}")
         self.hold = int(hold)
+        #: with ``hold``: a sum above ``release`` x threshold keeps an episode open
+        self.release = 1.0
         self.name = name
         self._f = np.zeros(3, dtype=np.float64)  # the two sums and the episode's peak
         # run lengths, alarms, armed flags, episode open, values without evidence
@@ -358,7 +390,7 @@ class CUSUM(HeldAlarm, Detector):
         counts = self._counts
         m = _cusum_kernel(arr, self.mean, 1.0 / self.scale, self.allowance, self.h,
                           CAP_FACTOR * self.h, lo, hi, self._f, self._i, out, out_stat, counts,
-                          self.hold, out_close)
+                          self.hold, out_close, self.release * self.h)
         positions = out[:m].copy()
         self.close_positions = out_close[:int(counts[2])].copy()
         self.alarm_statistics = out_stat[:m].copy()
@@ -387,8 +419,10 @@ class CUSUM(HeldAlarm, Detector):
         return self._drift or bool(max(self._f[_S_POS], self._f[_S_NEG]) > self.h)
 
     def configure_episodes(self, release: float, release_values: int) -> None:
-        """An episode closes once both sums have been back at 0 for ``release_values``
-        values (the CUSUM's release level is 0: ``release`` is not used)."""
+        """An episode closes once both sums have been back at 0 since their last crossing
+        for ``release_values`` values.  ``release`` is checked but not used: a sum's own
+        release level is 0 (a lower level than the threshold would keep the episodes of
+        false alarms open at small budgets, where sums hover near it on clean data)."""
         _, self.hold = check_release(release, release_values, self.name or self.kind)
 
     @property
@@ -420,7 +454,7 @@ class CUSUM(HeldAlarm, Detector):
             "threshold": None if math.isinf(self.h) else self.h,
             "k": self.k, "min_effect": self.min_effect,
             "clip": list(self.clip) if self.clip is not None else None,
-            "hold": self.hold, "name": self.name,
+            "hold": self.hold, "release": self.release, "name": self.name,
             "sums": [float(v) for v in self._f[:2]], "runs": [int(v) for v in self._i],
             "peak": float(self._f[_PEAK]),
             "drift_detected": self._drift, "since_detection": self._since,
@@ -461,6 +495,7 @@ class CUSUM(HeldAlarm, Detector):
                 raise DetectorError(f"{self.kind} state: sums/runs malformed")
             if len(runs) == 5:  # written before episodes: open while a sum is above h
                 runs += [int(max(sums) > self.h or bool(state.get("drift_detected"))), 0]
+            self.release = float(state.get("release", 1.0))
             self._f[:2] = sums
             self._f[_PEAK] = float(state.get("peak", max(sums)))
             self._i[:] = runs

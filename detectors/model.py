@@ -80,7 +80,7 @@ class DetectionSettings:
     calibration_values: int = 2_000_000
     seed: int = 0
     #: an episode stays open while a test's statistic is above ``release`` x threshold
-    release: float = 0.8
+    release: float = 0.5
     #: ... and closes after this many values without such evidence (0: the default,
     #: see :attr:`release_values`)
     release_events: int = 0
@@ -255,12 +255,17 @@ class ModelBaseline:
             prof = self.profiles[spec.name]
             dets = {}
             for kind in spec.detectors:
-                thr = self.calibrations[spec.name][kind].threshold
+                cal = self.calibrations[spec.name][kind]
+                thr = cal.threshold
+                # the release level, never below the calibrated floor (see Calibration)
+                release = settings.release
+                if cal.release_floor > 0 and 0 < thr < math.inf:
+                    release = min(1.0, max(release, cal.release_floor / thr))
                 dets[kind] = make_detector(kind, prof, settings.window, settings.cadence, thr,
                                            float(spec.min_effect.get(
                                                kind, default_min_effect(kind))),
                                            settings.adwin_clock, spec.name,
-                                           release=settings.release,
+                                           release=release,
                                            release_values=settings.release_values)
             cols[spec.name] = ColumnMonitor(spec.name, prof, dets, settings.window,
                                             settings.cadence, spec.role)
@@ -450,6 +455,8 @@ def _calibration(cal: Any, kind: str, where: str) -> Calibration:
         raise DetectorError(f"{where}.estimated_events: is missing{REBUILD}")
     if cal["estimated_events"] is not None and _number(cal, "estimated_events", where) <= 0:
         raise DetectorError(f"{where}.estimated_events: must be > 0{REBUILD}")
+    if "release_floor" in cal and _number(cal, "release_floor", where) < 0:
+        raise DetectorError(f"{where}.release_floor: must be >= 0{REBUILD}")
     return Calibration.from_dict(dict(cal))
 
 

@@ -14,7 +14,8 @@ A test runs each time a chunk of ``cadence`` values completes and the window is
 full.  An alarm opens an *episode* when the statistic exceeds the threshold (and
 the effect size reaches ``min_effect``).  The episode stays open while the
 evidence persists: it closes only once no test has shown a statistic above the
-*release level* (``release`` × threshold, with the effect) for
+*release level* (``release`` × threshold, and ``release`` × ``min_effect`` for
+the effect) for
 ``release_values`` values (hysteresis).  A persistent drift, or a statistic
 hovering around the threshold, is therefore one alarm, not one per test or per
 crossing.  The false-alarm rate is the rate of episodes, which is what
@@ -85,11 +86,12 @@ def episode_steps(stats_: np.ndarray, effects: np.ndarray, threshold: float, min
     opened = np.zeros(stats_.size, dtype=bool)
     closed = np.zeros(stats_.size, dtype=bool)
     quiet, peak = int(ist[3]), float(fst[0])
+    release_effect = min_effect * (release_level / threshold) if threshold > 0 else 0.0
     for j, (st, eff) in enumerate(zip(stats_.tolist(), effects.tolist(), strict=True)):
         if not active:
             if st > threshold and eff >= min_effect:
                 opened[j], active, quiet, peak = True, True, 0, st
-        elif st > release_level and eff >= min_effect:
+        elif st > release_level and eff >= release_effect:
             quiet, peak = 0, max(peak, st)
         else:
             quiet += cadence

@@ -163,7 +163,7 @@ def parse_detection(ctx: Ctx, value: Any) -> DetectionConfig:
             kw["adwin"] = AdwinConfig(clock)
     if get_key(sec, "episodes") is not ABSENT:
         ep = ctx.section(sec["episodes"], path + ("episodes",), ("release", "close_after_events"),
-                         "{release: 0.8, close_after_events: 1000}")
+                         "{release: 0.5, close_after_events: 1000}")
         if ep is not None and get_key(ep, "release") is not ABSENT:
             rel = ctx.real(ep["release"], path + ("episodes", "release"), minimum=0.0,
                            strict=True)

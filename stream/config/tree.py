@@ -189,7 +189,7 @@ class DetectionConfig:
     top_k: int = 50
     reservoir_size: int = 10_000
     #: an episode's evidence persists while a statistic is above release x threshold
-    release: float = 0.8
+    release: float = 0.5
     #: events without evidence after which an episode closes (None: one window)
     close_after_events: int | None = None
 

@@ -134,7 +134,9 @@ class RefEngine:
             if not self._active:  # an episode opens
                 if val > self.threshold and eff >= self.min_effect:
                     raised[j], self._active, self._quiet, self._peak = True, True, 0, val
-            elif val > self.release * self.threshold and eff >= self.min_effect:
+            elif (val > self.release * self.threshold
+                  and eff >= self.min_effect * (self.release * self.threshold / self.threshold
+                                                if self.threshold > 0 else 0.0)):
                 self._quiet, self._peak = 0, max(self._peak, val)  # the evidence persists
             else:
                 self._quiet += self.cadence

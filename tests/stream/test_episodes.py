@@ -46,7 +46,7 @@ def test_detection_episodes_settings():
     s = detection_settings(cfg.detection)
     assert (s.release, s.release_values) == (0.5, 300)
     default = detection_settings(parse_config(minimal_config(), "/cfg").detection)
-    assert (default.release, default.release_values) == (0.8, 1000)
+    assert (default.release, default.release_values) == (0.5, 1000)
 
 
 def test_detection_episodes_errors_name_the_key():

@@ -294,9 +294,8 @@ class WindowTest(Detector):
         else:
             self.close_positions = (closes if positions is None
                                     else positions[closes]).astype(np.int64, copy=False)
-        if hits is None or hit_stats is None:
+        if hits is None or hit_stats is None:  # no alarm here; an episode may have closed
             self.alarm_statistics = np.empty(0)
-            self.close_positions = EMPTY_POSITIONS
             return EMPTY_POSITIONS
         self._n_alarms += int(hits.size)
         self.alarm_statistics = hit_stats

@@ -192,3 +192,71 @@ def test_one_open_and_one_close_per_episode_and_none_twice_after_kill9_or_restar
           f"{sorted((v['partition'], v['column'], v['close_offset']) for v in got if v['type'] == 'close')}; "
           f"after kill -9 {duplicates:g} opens met again and skipped; records on the topic "
           f"{len(got)} (expected {len(expected)}); {elapsed:.0f} s")
+
+
+def test_an_unwritable_drift_topic_holds_the_batch_back_and_loses_nothing(
+        kafka_bootstrap, make_topic, tmp_path):
+    """Writes fail (a producer pointed at a closed port): the batch with the opens is not
+    committed, the partition waits, the write is retried; once it can succeed the records
+    are written once and the offsets committed."""
+    import threading
+
+    from kafka import KafkaAdminClient, KafkaProducer
+
+    from stream.runtime.runner import KafkaRunner
+    from tests.support.ports import free_ports
+
+    topic = make_topic(partitions=1)
+    drift_topic = f"{topic}-drift"
+    group = f"g-{topic}"
+    (tmp_path / "reference.jsonl").write_bytes(
+        b"\n".join(m1_events(77, [(10_000, CLEAN)], COLUMNS)))
+    config = m1_config(bootstrap=kafka_bootstrap, topic=topic, group=group, port=free_port(),
+                       columns=COLUMNS, kafka={"max_poll_records": 500, "poll_timeout_ms": 200},
+                       state={"topic": f"{topic}-state", "checkpoint_interval_s": 1})
+    config["source"]["drift_events"] = {"topic": drift_topic}
+    cfg = write_config(tmp_path / "down.yaml", config)
+    messages = m1_events(10, [(CLEAN_1, CLEAN), (DRIFT, SHIFTED)], COLUMNS)
+    expected = [v for v in _expected(cfg, {0: messages}, topic) if v["type"] == "open"]
+    assert expected, "the test needs drift"
+    first_open = min(v["open_offset"] for v in expected)
+
+    loaded = load_config(cfg)
+    runner = KafkaRunner(loaded, Pipeline(loaded, resolve_baselines(loaded)))
+    writer = runner.drift_events
+    assert writer is not None
+    closed_port = free_ports(1)[0]
+    writer.make_producer = lambda: KafkaProducer(
+        bootstrap_servers=f"127.0.0.1:{closed_port}", max_block_ms=500,
+        request_timeout_ms=500, bootstrap_timeout_ms=500)
+    thread = threading.Thread(target=runner.run, daemon=True)
+
+    def committed() -> int:
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        try:
+            got = admin.list_group_offsets({group: None}).get(group, {})
+        finally:
+            admin.close()
+        return max((om.offset for om in got.values()), default=-1)
+
+    produce(kafka_bootstrap, topic, messages, linger_ms=5, acks="all")
+    thread.start()
+    try:
+        wait_for(lambda: runner.health.snapshot().drift_events.get("failed", 0) >= 2 * len(
+            expected), 60, "two failed attempts")
+        assert runner.pending is not None and runner.pending.drift
+        assert committed() <= first_open  # the batch with the opens is held back
+        assert _read_topic(kafka_bootstrap, drift_topic) == []
+        failed = runner.health.snapshot().drift_events["failed"]
+        writer.make_producer = writer._new_producer  # the topic can be written again
+        wait_for(lambda: committed() == len(messages), 60, "the commit of everything")
+    finally:
+        runner.stop()
+        thread.join(30)
+    got = _read_topic(kafka_bootstrap, drift_topic)
+    assert sorted(_ident(v) for v in got) == sorted(_ident(v) for v in expected)
+    counts = runner.health.snapshot().drift_events
+    assert counts.get("ok") == len(expected) and counts.get("duplicate", 0) == 0
+    print(f"\n[drift events, topic down] {failed} failed record writes while down, committed "
+          f"offset held at or before {first_open}; then {counts['ok']} written once, all "
+          f"{len(messages)} offsets committed")

@@ -296,7 +296,7 @@ class WindowTest(Detector):
         else:
             self.close_positions = (closes if positions is None
                                     else positions[closes]).astype(np.int64, copy=False)
-        if hits is None or hit_stats is None:
+        if hits is None or hit_stats is None:  # no alarm here; an episode may have closed
             self.alarm_statistics = np.empty(0)
             return EMPTY_POSITIONS
         self._n_alarms += int(hits.size)

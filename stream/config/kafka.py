@@ -27,6 +27,7 @@ from stream.config.tree import (
     SECURITY_PROTOCOLS,
     TIMESTAMP_UNITS,
     DeadLetterConfig,
+    DriftEventsConfig,
     KafkaConfig,
     SourceConfig,
     StateConfig,
@@ -36,7 +37,7 @@ from stream.config.tree import (
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _SERVER_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]/]+)(?::(\d{1,5}))?$")
 
-_SOURCE_KEYS = ("kafka", "dead_letter", "timestamp", "max_message_bytes")
+_SOURCE_KEYS = ("kafka", "dead_letter", "timestamp", "max_message_bytes", "drift_events")
 _KAFKA_KEYS = (
     "bootstrap_servers",
     "topics",
@@ -137,9 +138,35 @@ def parse_source(ctx: Ctx, value: Any) -> SourceConfig:
     max_bytes = default_of(SourceConfig, "max_message_bytes")
     if get_key(sec, "max_message_bytes") is not ABSENT:
         max_bytes = ctx.integer(sec["max_message_bytes"], path + ("max_message_bytes",), 1, 1 << 30)  # type: ignore[assignment]
+    drift_events = None
+    if get_key(sec, "drift_events") is not ABSENT:
+        drift_events = _drift_events(ctx, sec["drift_events"], kafka, dead_letter)
     return SourceConfig(
-        kafka=kafka, dead_letter=dead_letter, timestamp=timestamp, max_message_bytes=max_bytes
+        kafka=kafka, dead_letter=dead_letter, timestamp=timestamp, max_message_bytes=max_bytes,
+        drift_events=drift_events,
     )
+
+
+def _drift_events(ctx: Ctx, value: Any, kafka: KafkaConfig | None,
+                  dead_letter: DeadLetterConfig | None) -> DriftEventsConfig | None:
+    path: KeyPath = ("source", "drift_events")
+    sec = ctx.section(value, path, ("topic",), "{topic: streamdrift-drift-events}")
+    if sec is None:
+        return None
+    topic: Any = default_of(DriftEventsConfig, "topic")
+    if get_key(sec, "topic") is not ABSENT:
+        topic = _topic(ctx, sec["topic"], path + ("topic",))
+    if not isinstance(topic, str):
+        return None
+    where = path + ("topic",)
+    own = "the drift-events topic must be a topic of its own"
+    if kafka is not None and isinstance(kafka.topics, tuple) and topic in kafka.topics:
+        ctx.error(where, f"{topic!r} is also in source.kafka.topics; {own}")
+        return None
+    if dead_letter is not None and topic == dead_letter.topic:
+        ctx.error(where, f"{topic!r} is also source.dead_letter.topic; {own}")
+        return None
+    return DriftEventsConfig(topic)
 
 
 def _topic(ctx: Ctx, value: Any, path: KeyPath) -> str | Bad:
@@ -350,7 +377,7 @@ def parse_state(ctx: Ctx, value: Any, source: SourceConfig) -> StateConfig:
         "{enabled: true, topic: streamdrift-state, checkpoint_interval_s: 30}",
     )
     if sec is None:
-        return StateConfig()
+        return _with_drift_events(ctx, StateConfig(), source)
     kw: dict[str, Any] = {}
     if get_key(sec, "enabled") is not ABSENT:
         enabled = sec["enabled"]
@@ -387,4 +414,19 @@ def parse_state(ctx: Ctx, value: Any, source: SourceConfig) -> StateConfig:
         )
         if not isinstance(interval, Bad):
             kw["checkpoint_interval_s"] = interval
-    return StateConfig(**kw)
+    return _with_drift_events(ctx, StateConfig(**kw), source)
+
+
+def _with_drift_events(ctx: Ctx, state: StateConfig, source: SourceConfig) -> StateConfig:
+    """``state``, after checking that source.drift_events can rely on it."""
+    drift = source.drift_events
+    if drift is None:
+        return state
+    where: KeyPath = ("source", "drift_events")
+    if not state.enabled:
+        ctx.error(where, "needs state.enabled: true (open episodes and what was written live "
+                  "in the checkpoints); enable state or remove source.drift_events")
+    elif drift.topic == state.topic:
+        ctx.error(where + ("topic",), f"{drift.topic!r} is also state.topic; the drift-events "
+                  "topic must be a topic of its own")
+    return state

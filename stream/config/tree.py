@@ -95,6 +95,14 @@ class DeadLetterConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DriftEventsConfig:
+    """Drift episodes written to a Kafka topic: one record when a column's episode opens on
+    a partition, one when it closes (see docs/reliability.md#drift-events)."""
+
+    topic: str = "streamdrift-drift-events"
+
+
+@dataclass(frozen=True, slots=True)
 class TimestampConfig:
     #: key path of the event time in each event
     path: tuple[str, ...] = ("timestamp",)
@@ -108,6 +116,7 @@ class SourceConfig:
     dead_letter: DeadLetterConfig | None = None
     timestamp: TimestampConfig | None = None
     max_message_bytes: int = 1_048_576
+    drift_events: DriftEventsConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -202,6 +202,8 @@ class HealthFigures:
     source_errors: Mapping[str, int] = field(default_factory=dict)
     #: assigned partitions that cannot be read -> why (their lag grows)
     blocked: Mapping[PartitionKey, str] = field(default_factory=dict)
+    #: drift-events records by result (``ok``, ``failed``, ``duplicate``)
+    drift_events: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +238,7 @@ class RunnerHealth:
         self._restores: Counter[str] = Counter()
         self._source_errors: Counter[str] = Counter()
         self._blocked: dict[PartitionKey, str] = {}
+        self._drift_events: Counter[str] = Counter()
 
     @property
     def source_up(self) -> int:
@@ -275,6 +278,10 @@ class RunnerHealth:
         with self._lock:
             self._dead_letter[result] += n
 
+    def count_drift_events(self, result: str, n: int = 1) -> None:
+        with self._lock:
+            self._drift_events[result] += n
+
     def count_checkpoints(self, result: str, n: int = 1, at: float | None = None) -> None:
         """``n`` checkpoint records written with ``result``; ``at``: time of an ack."""
         with self._lock:
@@ -302,4 +309,4 @@ class RunnerHealth:
                                  dict(self._consumer_lag), dict(self._dead_letter),
                                  dict(self._checkpoints), self._last_checkpoint_ts,
                                  dict(self._restores), dict(self._source_errors),
-                                 dict(self._blocked))
+                                 dict(self._blocked), dict(self._drift_events))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,14 +56,17 @@ class PartitionState:
     __slots__ = ("base", "book", "consumed", "monitors", "processed")
 
     def __init__(self, monitors: dict[str, ModelMonitor], key: PartitionKey = LOCAL_PARTITION,
-                 now: float = 0.0) -> None:
+                 now: float = 0.0, episodes: Mapping[str, Any] | None = None) -> None:
         self.monitors = monitors
-        #: the open column episodes (those of restored monitors included)
+        #: the open column episodes (those of restored monitors included; ``episodes``:
+        #: model -> column -> :meth:`Episode.state` saved with them)
         self.book = EpisodeBook(key)
         for name, mon in monitors.items():
+            saved = (episodes or {}).get(name)
             for col, cm in mon.columns.items():
                 self.book.restore(name, col, [k for k, d in cm.detectors.items()
-                                              if d.drift_detected], now)
+                                              if d.drift_detected], now,
+                                  saved.get(col) if isinstance(saved, Mapping) else None)
         #: messages of the partition consumed by this process (valid or not)
         self.consumed = 0
         #: events per model processed by this process
@@ -78,6 +81,18 @@ def _counters(mon: ModelMonitor) -> dict[str, list[int]]:
     return {c: [mc.n_values, mc.n_missing, mc.n_invalid,
                 *(int(d.n_alarms) for d in mc.detectors.values())]
             for c, mc in mon.columns.items()}
+
+
+def _detection(model: str, a: Any, mb: ModelBatch, base_index: int,
+               offset_of: Callable[[int], int] | None) -> Detection:
+    """An alarm or close of ``mb``'s monitor as a :class:`Detection` located in the input."""
+    pos = int(mb.positions[a.position])
+    ts = None
+    if mb.timestamps is not None:
+        t = float(mb.timestamps[a.position])
+        ts = t if np.isfinite(t) else None
+    return Detection(model, a.column, a.detector, base_index + pos, a.statistic, a.threshold,
+                     None if offset_of is None else int(offset_of(pos)), ts)
 
 
 def _tail(mb: ModelBatch, start: int) -> ModelBatch:
@@ -155,6 +170,9 @@ class Pipeline:
         self.last_closes: list[Detection] = []
         #: column episodes opened or closed since :meth:`take_episodes` last ran
         self._episode_events: list[Episode] = []
+        #: ("open" | "close", column episode) of the last :meth:`process`, in input order
+        #: (an episode that opened and closed in it is listed twice)
+        self.last_episodes: list[tuple[str, Episode]] = []
         self.recent_episodes: deque[Episode] = deque(maxlen=200)
 
     # -- partitions ------------------------------------------------------------
@@ -181,12 +199,16 @@ class Pipeline:
             st = self.partitions.get(partition)
             return None if st is None else st.monitors.get(model)
 
-    def restore_partition(self, key: PartitionKey, monitors: dict[str, ModelMonitor]) -> None:
-        """Replace the state of ``key``: the given monitors, fresh ones for other models."""
+    def restore_partition(self, key: PartitionKey, monitors: dict[str, ModelMonitor],
+                          episodes: Mapping[str, Any] | None = None) -> None:
+        """Replace the state of ``key``: the given monitors, fresh ones for other models.
+
+        ``episodes``: model -> the ``episodes`` entry of its exported state (the open
+        episodes' offsets and scores), when the checkpoint has one."""
         with self.lock:
             self.drop_partition(key)
             mons = {name: monitors.get(name) or self.new_monitor(name) for name in self.fresh}
-            self.partitions[key] = PartitionState(mons, key, self.clock())
+            self.partitions[key] = PartitionState(mons, key, self.clock(), episodes)
 
     def drop_partition(self, key: PartitionKey) -> bool:
         """Forget the state of ``key`` (its counts stay in the counters); True if it had one."""
@@ -207,23 +229,29 @@ class Pipeline:
             return True
 
     def export_partition(self, key: PartitionKey) -> dict[str, dict[str, Any]]:
-        """model -> :meth:`ModelMonitor.to_dict` of partition ``key`` (empty if no state)."""
+        """model -> :meth:`ModelMonitor.to_dict` of partition ``key`` (empty if no state),
+        with ``episodes``: column -> :meth:`Episode.state` of its open episodes."""
         with self.lock:
             st = self.partitions.get(key)
             if st is None:
                 return {}
-            return {name: mon.to_dict() for name, mon in st.monitors.items()}
+            out = {name: mon.to_dict() for name, mon in st.monitors.items()}
+            for (name, col), ep in st.book.open.items():
+                out[name].setdefault("episodes", {})[col] = ep.state()
+            return out
 
     # -- processing ----------------------------------------------------------------
     def process(self, messages: Sequence[bytes], base_index: int = 0,
                 partition: PartitionKey = LOCAL_PARTITION,
                 skip: dict[str, int] | None = None,
+                offset_of: Callable[[int], int] | None = None,
                 ) -> tuple[list[Detection], DecodedBatch]:
         """Process one batch of one partition.
 
         ``base_index`` is the input index of ``messages[0]``.  ``skip`` maps a
         model to a number of leading messages it must not see (their events are
-        already in its restored state).
+        already in its restored state).  ``offset_of(i)`` is the source offset of
+        ``messages[i]`` (the detections and episodes carry it).
         """
         t0 = time.perf_counter()
         batch = self.decoder.decode(messages)
@@ -243,13 +271,9 @@ class Pipeline:
                 mon = st.monitors[name]
                 alarms = mon.update(mb.columns, mb.invalid_mask)
                 for a in alarms:
-                    found.append(Detection(name, a.column, a.detector,
-                                           base_index + int(mb.positions[a.position]),
-                                           a.statistic, a.threshold))
+                    found.append(_detection(name, a, mb, base_index, offset_of))
                 for a in mon.closes:
-                    closes.append(Detection(name, a.column, a.detector,
-                                            base_index + int(mb.positions[a.position]),
-                                            a.statistic, a.threshold))
+                    closes.append(_detection(name, a, mb, base_index, offset_of))
                 self.processed[name] += mb.n_events
                 st.processed[name] += mb.n_events
                 self.invalid_timestamps[name] += mb.invalid_timestamps
@@ -262,6 +286,7 @@ class Pipeline:
             closes.sort(key=lambda d: d.index)
             self.recent_alarms.extend(found)
             self.last_closes = closes
+            self.last_episodes = []
             if found or closes:
                 self._track_episodes(st.book, found, closes, now)
             took = time.perf_counter() - t0
@@ -281,6 +306,7 @@ class Pipeline:
             ep = book.opened(d, now) if opening else book.closed(d)
             if ep is not None:
                 self._episode_events.append(ep)
+                self.last_episodes.append(("open" if opening else "close", ep))
                 if not opening:
                     self.recent_episodes.append(ep)
 

@@ -19,6 +19,7 @@ from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
 from stream.sinks.checkpoints import Checkpoint, StateError, StateStore
 from stream.sinks.deadletters import PendingDeadLetters
+from stream.sinks.driftevents import DriftEventWriter
 from stream.sources.kafka import codec_fix, partition_names, unsupported_codec
 
 log = logging.getLogger("streamdrift.run")
@@ -55,6 +56,7 @@ class Rebalancing:
     #: partition -> model -> checkpoint offset still ahead of the partition's position
     skip_until: dict[Any, dict[str, int]]
     pending: PendingDeadLetters | None
+    drift_events: DriftEventWriter | None
     #: partition -> compression codec the consumer cannot decompress (kept paused)
     blocked: dict[Any, str]
     rebalanced: bool
@@ -116,6 +118,8 @@ class Rebalancing:
             self.health.unblock([self._key(tp)])
         if not keep_monitors:
             self.pipeline.drop_partition(self._key(tp))
+        if self.drift_events is not None:
+            self.drift_events.forget(self._key(tp))
 
     def _drop_pending(self, tps: set[Any]) -> None:
         p = self.pending
@@ -123,6 +127,7 @@ class Rebalancing:
             return
         p.entries = [(r, why) for r, why in p.entries
                      if (r.topic, r.partition) not in {self._key(tp) for tp in tps}]
+        p.drift = [r for r in p.drift if r.partition not in {self._key(tp) for tp in tps}]
         for tp in tps:
             p.done.pop(tp, None)
         if not p.done:
@@ -153,6 +158,15 @@ class Rebalancing:
         if self.store is not None:
             try:
                 latest = self.store.read({self._key(tp) for tp in tps}, RESTORE_TIMEOUT_S)
+                if self.drift_events is not None:
+                    # what a previous owner wrote since the checkpoints: not written again
+                    since: dict[tuple[str, int], float | None] = {
+                        self._key(tp): None for tp in tps}
+                    for (_, topic, part), cp in latest.items():
+                        if (topic, part) in since:
+                            since[(topic, part)] = min(since[(topic, part)] or cp.written_at,
+                                                       cp.written_at)
+                    self.drift_events.recall(since, self.kafka.group_id, RESTORE_TIMEOUT_S)
             except StateError as exc:
                 # never process these partitions with fresh state while their checkpoint
                 # may exist: pause them and try again in the next iteration
@@ -205,6 +219,7 @@ class Rebalancing:
                      polled: dict[Any, list[Any]]) -> None:
         key = self._key(tp)
         found: dict[str, tuple[int, ModelMonitor]] = {}
+        episodes: dict[str, Any] = {}
         for name, base in self.pipeline.baselines.items():
             if name not in self.pipeline.fresh:
                 continue
@@ -221,6 +236,7 @@ class Rebalancing:
                 continue
             try:
                 found[name] = (cp.offset, ModelMonitor.from_dict(cp.state, base))
+                episodes[name] = cp.state.get("episodes")
             except Exception as exc:  # noqa: BLE001 - a bad checkpoint must not stop the run
                 self.health.count_restores("ignored")
                 log.warning("ignoring a checkpoint that does not restore: %s", exc,
@@ -235,7 +251,8 @@ class Rebalancing:
         start = min(off for off, _ in found.values())
         self.consumer.seek(tp, start)
         polled.pop(tp, None)
-        self.pipeline.restore_partition(key, {name: mon for name, (_, mon) in found.items()})
+        self.pipeline.restore_partition(key, {name: mon for name, (_, mon) in found.items()},
+                                        episodes)
         self.done[tp] = start
         ahead = {name: off for name, (off, _) in found.items() if off > start}
         if ahead:

@@ -25,6 +25,7 @@ closes.  See docs/reliability.md.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -42,6 +43,7 @@ from stream.sinks.deadletters import (
     DeadLetterWriter,
     PendingDeadLetters,
 )
+from stream.sinks.driftevents import DriftEventWriter, DriftRecord, episode_records
 from stream.sources.kafka import (
     Consumer,
     codec_fix,
@@ -82,6 +84,9 @@ class KafkaRunner(Rebalancing):
         dl = config.source.dead_letter
         self.dead_letters = None if dl is None else DeadLetterWriter(
             dl.topic, self._producer, self.health.count_dead_letters)
+        de = config.source.drift_events
+        self.drift_events = None if de is None else DriftEventWriter(
+            de.topic, kafka_client_kwargs(self.kafka), self.health.count_drift_events)
         self.batches = 0
         self.consumed = 0
         self.state_cfg = config.state
@@ -159,10 +164,11 @@ class KafkaRunner(Rebalancing):
         self.stop_event.set()
 
     # -- processing ----------------------------------------------------------------
-    def _process(self, polled: dict[Any, list[Any]]) -> tuple[dict[Any, int],
-                                                               list[tuple[Any, str]]]:
+    def _process(self, polled: dict[Any, list[Any]]) -> tuple[
+            dict[Any, int], list[tuple[Any, str]], list[DriftRecord]]:
         done: dict[Any, int] = {}
         poison: list[tuple[Any, str]] = []
+        drift: list[DriftRecord] = []
         for tp in sorted(polled):
             recs = polled[tp]
             if not recs:
@@ -170,7 +176,10 @@ class KafkaRunner(Rebalancing):
             found, batch = self.pipeline.process(self._values(recs),
                                                  base_index=self.consumed,
                                                  partition=self._key(tp),
-                                                 skip=self._skip_for(tp, recs))
+                                                 skip=self._skip_for(tp, recs),
+                                                 offset_of=functools.partial(_offset, recs))
+            if self.drift_events is not None:
+                drift += episode_records(self.pipeline, self.kafka.group_id)
             for d in found:
                 r = recs[d.index - self.consumed]
                 log.info("drift alarm", extra={**d.to_dict(), "topic": r.topic,
@@ -186,7 +195,7 @@ class KafkaRunner(Rebalancing):
                                   strict=True))
             done[tp] = recs[-1].offset + 1
             self.consumed += len(recs)
-        return done, poison
+        return done, poison, drift
 
     # -- dead letters ------------------------------------------------------------------
     def _write_dead_letters(self, entries: list[tuple[Any, str]]) -> list[tuple[Any, str]]:
@@ -201,11 +210,14 @@ class KafkaRunner(Rebalancing):
             return True
         if time.monotonic() < p.next_try:
             return False
-        p.entries = self._write_dead_letters(p.entries)
         if p.entries:
+            p.entries = self._write_dead_letters(p.entries)
+        if p.drift and self.drift_events is not None:
+            p.drift = self.drift_events.write(p.drift)
+        if p.entries or p.drift:
             p.backoff()
             return False
-        log.info("dead-letter write succeeded after retries",
+        log.info("dead-letter / drift-events write succeeded after retries",
                  extra={"attempts": p.attempts + 1,
                         "seconds": round(time.monotonic() - p.first_failure, 1)})
         self.done.update(p.done)
@@ -394,6 +406,8 @@ class KafkaRunner(Rebalancing):
                 self.store = self._state_store()
                 self.store.ensure_topic()
                 self.store.connect()
+            if self.drift_events is not None:
+                self.drift_events.ensure_topic()
             self.consumer = self._consumer()
         except KafkaError as exc:  # unreachable, TLS refused, SASL login refused
             raise connection_error(k, exc) from None
@@ -464,15 +478,17 @@ class KafkaRunner(Rebalancing):
             # pre-fetch queue (up to 16 MiB) while the brokers are down: with it only the
             # lag check, a broker call every second, says whether the source is up
             self.health.set_source_up(True)
-        done, poison = self._process(polled)
+        done, poison, drift = self._process(polled)
         self.batches += 1
         self._last_data = time.monotonic()
-        if poison:
-            failed = self._write_dead_letters(poison)
-            if failed:
-                # keep the batch's offsets uncommitted until the dead letters are written
+        if poison or drift:
+            failed = self._write_dead_letters(poison) if poison else []
+            unsent = self.drift_events.write(drift) if drift and self.drift_events else []
+            if failed or unsent:
+                # keep the batch's offsets uncommitted until its dead letters and drift
+                # records are written
                 self.pending = PendingDeadLetters(
-                    failed, done, next_try=time.monotonic() + DEAD_LETTER_BACKOFF_S[0])
+                    failed, done, unsent, next_try=time.monotonic() + DEAD_LETTER_BACKOFF_S[0])
                 assigned = list(self.consumer.assignment())
                 if assigned:
                     self.consumer.pause(*assigned)
@@ -495,6 +511,8 @@ class KafkaRunner(Rebalancing):
         self.closing = True
         if self.dead_letters is not None:
             self.dead_letters.close()
+        if self.drift_events is not None:
+            self.drift_events.close()
         if self.store is not None:
             self.store.close()
         if self.consumer is not None:
@@ -504,6 +522,11 @@ class KafkaRunner(Rebalancing):
             except Exception as exc:  # noqa: BLE001
                 log.warning("closing the consumer: %s", exc)
             self.consumer = None
+
+
+def _offset(records: list[Any], i: int) -> int:
+    """The offset of ``records[i]`` (for :meth:`Pipeline.process`)."""
+    return int(records[i].offset)
 
 
 def run(config: Config, pipeline: Pipeline, stop: threading.Event | None = None,

@@ -24,12 +24,15 @@ DEAD_LETTER_BACKOFF_S = (0.5, 30.0)
 
 @dataclass
 class PendingDeadLetters:
-    """Poison messages of processed records whose dead-letter write is not acknowledged."""
+    """Poison messages (and drift records, see :mod:`stream.sinks.driftevents`) of processed
+    records whose write is not acknowledged."""
 
     #: (record, reason) still to write
     entries: list[tuple[Any, str]]
     #: partition -> next offset, committed once every entry is written
     done: dict[Any, int]
+    #: drift records still to write
+    drift: list[Any] = field(default_factory=list)
     attempts: int = 0
     next_try: float = 0.0
     first_failure: float = field(default_factory=time.monotonic)

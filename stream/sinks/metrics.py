@@ -37,6 +37,8 @@ COL = ["model", "feature", "role"]
 DET = ["model", "feature", "role", "detector"]
 #: reasons of streamdrift_source_errors_total (every one is exported, 0 until it happens)
 SOURCE_ERROR_REASONS = ("unsupported_codec",)
+#: results of drift episode records (``duplicate``: already written before a restore)
+DRIFT_EVENT_RESULTS = ("ok", "failed", "duplicate")
 
 
 def _num(x: Any) -> float:
@@ -201,6 +203,12 @@ class StreamdriftCollector(Collector):
         for result in ("ok", "failed"):
             dl.add_metric([result], health.dead_letter.get(result, 0))
         yield dl
+        de = CounterMetricFamily("streamdrift_drift_events",
+                                 "Drift episode records (source.drift_events), by result.",
+                                 labels=["result"])
+        for result in DRIFT_EVENT_RESULTS:
+            de.add_metric([result], health.drift_events.get(result, 0))
+        yield de
         cp = CounterMetricFamily("streamdrift_state_checkpoints",
                                  "Detector-state checkpoints written, by result.",
                                  labels=["result"])

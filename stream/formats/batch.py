@@ -10,7 +10,11 @@ import numpy as np
 __all__ = ["EMPTY_INT", "INVALID", "INVALID_REASONS", "MAX_CATEGORY_CHARS", "DecodedBatch", "ModelBatch"]
 
 #: Event-level reasons for rejecting a message (the ``reason`` metric label).
-INVALID_REASONS: Final = ("invalid_json", "not_an_object", "oversized", "unknown_model")
+#: ``wrong_structure``: an object whose model's column paths cannot be walked, because it
+#: holds a non-object (not null) where a path descends (``"features": "oops"`` for
+#: ``features.x``); it is an invalid event, not one missing value per column.
+INVALID_REASONS: Final = ("invalid_json", "not_an_object", "oversized", "unknown_model",
+                          "wrong_structure")
 #: Category strings are cut to this many characters.
 MAX_CATEGORY_CHARS: Final = 200
 
@@ -42,7 +46,7 @@ class ModelBatch:
     columns: dict[str, np.ndarray]
     #: column name -> number of invalid values (wrong type, non-finite)
     invalid_values: dict[str, int]
-    #: column name -> number of missing values (absent key, null, non-object parent)
+    #: column name -> number of missing values (absent key, null, null parent)
     missing_values: dict[str, int]
     #: column name -> bool mask of invalid values
     invalid_mask: dict[str, np.ndarray]

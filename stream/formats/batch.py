@@ -63,6 +63,22 @@ class ModelBatch:
     def n_events(self) -> int:
         return int(self.positions.shape[0])
 
+    def take(self, keep: np.ndarray) -> ModelBatch:
+        """The events at indices ``keep`` (int64, ascending) of this batch."""
+        inv = {c: m[keep] for c, m in self.invalid_mask.items()}
+        mis = {c: m[keep] for c, m in self.missing_mask.items()}
+        return ModelBatch(
+            positions=self.positions[keep],
+            columns={c: v[keep] for c, v in self.columns.items()},
+            invalid_values={c: int(np.count_nonzero(m)) for c, m in inv.items()},
+            missing_values={c: int(np.count_nonzero(m)) for c, m in mis.items()},
+            invalid_mask=inv,
+            missing_mask=mis,
+            timestamps=None if self.timestamps is None else self.timestamps[keep],
+            invalid_timestamp_mask=None if self.invalid_timestamp_mask is None
+            else self.invalid_timestamp_mask[keep],
+        )
+
     @property
     def invalid_timestamps(self) -> int:
         """Events whose timestamp is present but not a time (0 without ``source.timestamp``)."""

@@ -206,17 +206,15 @@ class BatchDecoder:
                 subsets[key] = subset
             selected, extractor = subset
             model_positions = positions if selected is None else positions[selected]
-            wrong = _wrong_structure(extractor, self._parents[model.name])
-            if wrong is not None:  # events this model's paths cannot walk: not its events
-                rejected.append(model_positions[wrong])
-                keep = np.flatnonzero(~wrong)
-                model_positions = model_positions[keep]
-                extractor = extractor.subset(keep.tolist())
             batch = extract(extractor, model, model_positions, plans[model.name])
             if self._timestamp is not None:
                 batch.timestamps, batch.invalid_timestamp_mask = timestamps_column(
                     extractor.values(self._timestamp.path), extractor.n, self._timestamp.unit
                 )
+            wrong = _wrong_structure(extractor, self._parents[model.name])
+            if wrong is not None:  # events this model's paths cannot walk: not its events
+                rejected.append(model_positions[wrong])
+                batch = batch.take(np.flatnonzero(~wrong))
             models[model.name] = batch
 
         late: list[tuple[np.ndarray, str]] = []
@@ -224,8 +222,11 @@ class BatchDecoder:
             late.append((positions[~routed], "unknown_model"))
         if rejected:
             # an invalid event when no model it is routed to could take it
-            taken = np.concatenate([mb.positions for mb in models.values()])
-            late.append((np.setdiff1d(np.concatenate(rejected), taken), "wrong_structure"))
+            taken = np.zeros(n, dtype=bool)
+            for mb in models.values():
+                taken[mb.positions] = True
+            wrong = np.unique(np.concatenate(rejected))
+            late.append((wrong[~taken[wrong]], "wrong_structure"))
         if late:
             for more, reason in late:
                 bad_positions = np.concatenate([bad_positions, more])

@@ -25,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -114,3 +115,32 @@ def test_a_broken_producer_raises_one_model_level_signal(streams: dict[str, Any]
     assert samples[("streamdrift_data_quality_active", "fraud")] == 0
     for column in (*FEATURES["credit"], *PREDICTIONS["credit"]):
         assert report["models"]["credit"]["features"][column]["missing"] == 0
+
+
+def test_the_baseline_records_the_reference_share_of_incomplete_events(tmp_path: Path) -> None:
+    import orjson
+    import yaml
+
+    from stream.engine.baselines import build_baseline
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(3_000):
+        features = {"a": float(rng.normal()), "b": float(rng.normal()), "c": "u", "d": "v"}
+        if i % 100 == 7:  # 30 events carry one field of four
+            features = {"a": features["a"]}
+        lines.append(orjson.dumps({"f": features}))
+    (tmp_path / "ref.jsonl").write_bytes(b"\n".join(lines))
+    cfg = {"models": [{"name": "m", "baseline": {"reference": "ref.jsonl"},
+                       "features": [{"name": n, "path": f"f.{n}",
+                                     "type": "numeric" if n in "ab" else "categorical"}
+                                    for n in "abcd"]}],
+           "detection": {"false_alarm_events": 100_000, "window": 200, "cadence": 20}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    config = load_config(tmp_path / "c.yaml")
+    base = build_baseline(config, config.models[0])
+    assert base.meta["reference_events"] == 3_000 and base.meta["incomplete_events"] == 30
+    mon = Pipeline(config, {"m": base}).new_monitor("m")
+    assert mon.quality is not None and mon.quality.test.base_rate == pytest.approx(0.01)
+    # the threshold leaves room above the reference's share (1 %) and its minimum effect
+    assert mon.quality.test.threshold > 0.02

@@ -42,6 +42,7 @@ from detectors.profile import (
     Profile,
     profile_from_dict,
 )
+from detectors.quality import CompletenessMonitor, completeness_monitor
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,8 @@ class ModelBaseline:
                                            release_values=settings.release_values)
             cols[spec.name] = ColumnMonitor(spec.name, prof, dets, settings.window,
                                             settings.cadence, spec.role)
-        return ModelMonitor(self.name, cols)
+        return ModelMonitor(self.name, cols,
+                            completeness_monitor(self.profiles, self.meta, specs, settings))
 
     # -- state ----------------------------------------------------------------
     @property
@@ -461,18 +463,29 @@ def _calibration(cal: Any, kind: str, where: str) -> Calibration:
 
 
 class ModelMonitor:
-    """Live state of one model: a :class:`ColumnMonitor` per column."""
+    """Live state of one model: a :class:`ColumnMonitor` per column, and the model-level
+    :class:`~detectors.quality.CompletenessMonitor` (``quality``) of incomplete events."""
 
-    def __init__(self, name: str, columns: dict[str, ColumnMonitor]) -> None:
+    def __init__(self, name: str, columns: dict[str, ColumnMonitor],
+                 quality: CompletenessMonitor | None = None) -> None:
         self.name = name
         self.columns = columns
         self.n_events = 0
+        self.quality = quality
         #: the detector episodes closed by the last :meth:`update` (see ColumnMonitor.closes)
         self.closes: list[Alarm] = []
 
     def update(self, columns: Mapping[str, Any],
-               invalid_masks: Mapping[str, np.ndarray] | None = None) -> list[Alarm]:
-        """Feed one batch (column name → values, all of the batch's length)."""
+               invalid_masks: Mapping[str, np.ndarray] | None = None,
+               missing_masks: Mapping[str, np.ndarray] | None = None) -> list[Alarm]:
+        """Feed one batch (column name → values, all of the batch's length).
+
+        With ``missing_masks`` (and a ``quality`` monitor), the incomplete events are
+        taken out first (see :mod:`detectors.quality`): the model-level test sees them,
+        the columns do not.  Model-level alarms have the column ``""``.
+        """
+        if missing_masks is not None and self.quality is not None:
+            return self._update_complete(columns, invalid_masks, missing_masks)
         out: list[Alarm] = []
         closes: list[Alarm] = []
         n = None
@@ -491,18 +504,49 @@ class ModelMonitor:
         self.closes = closes
         return out
 
+    def _update_complete(self, columns: Mapping[str, Any],
+                         invalid_masks: Mapping[str, np.ndarray] | None,
+                         missing_masks: Mapping[str, np.ndarray]) -> list[Alarm]:
+        assert self.quality is not None
+        n = len(next(iter(columns.values()))) if columns else 0
+        out, keep = self.quality.update(invalid_masks, missing_masks, n)
+        model_closes = self.quality.closes
+        if keep is None:
+            found = sorted([*out, *self.update(columns, invalid_masks)],
+                           key=lambda a: a.position)
+            self.closes = sorted([*model_closes, *self.closes], key=lambda a: a.position)
+            return found
+        found = self.update({c: np.asarray(v)[keep] for c, v in columns.items()},
+                            None if invalid_masks is None else
+                            {c: m[keep] for c, m in invalid_masks.items()})
+        self.n_events += n - int(keep.size)
+        out.extend(a._replace(position=int(keep[a.position])) for a in found)
+        out.sort(key=lambda a: a.position)
+        self.closes = sorted([*model_closes, *(a._replace(position=int(keep[a.position]))
+                                               for a in self.closes)],
+                             key=lambda a: a.position)
+        return out
+
     def summary(self) -> dict[str, Any]:
-        return {"events": self.n_events,
-                "columns": {k: m.summary() for k, m in self.columns.items()}}
+        out = {"events": self.n_events,
+               "columns": {k: m.summary() for k, m in self.columns.items()}}
+        if self.quality is not None:
+            out["quality"] = self.quality.summary()
+        return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "events": self.n_events,
-                "columns": {k: m.to_dict() for k, m in self.columns.items()}}
+        out = {"name": self.name, "events": self.n_events,
+               "columns": {k: m.to_dict() for k, m in self.columns.items()}}
+        if self.quality is not None:
+            out["quality"] = self.quality.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], baseline: ModelBaseline) -> ModelMonitor:
         cols = {k: ColumnMonitor.from_dict(v, baseline.profiles[k])
                 for k, v in data["columns"].items()}
-        mon = cls(data["name"], cols)
+        quality = data.get("quality")  # absent in a checkpoint older than it
+        mon = cls(data["name"], cols,
+                  None if quality is None else CompletenessMonitor.from_dict(quality))
         mon.n_events = int(data["events"])
         return mon

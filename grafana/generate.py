@@ -591,7 +591,7 @@ def pipeline() -> dict:
                            f"[$__rate_interval]))", "processed {{model}}")]),
         timeseries("Rejected messages by reason",
                    "Messages rejected per second: invalid_json, not_an_object, oversized, "
-                   "unknown_model.", "eps",
+                   "unknown_model, wrong_structure.", "eps",
                    [target(f"sum by (reason) (rate(streamdrift_events_invalid_total{{{i}}}"
                            f"[$__rate_interval]))", "{{reason}}")], stack=True),
         timeseries("Rejected share", "Share of the messages read that were rejected.",

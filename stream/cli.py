@@ -74,7 +74,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             n_series += (sum(series_per_detector(d) for d in c.detectors)
                          + (3 if c.type == "numeric" else 2) + 3 + 3)
             print(f"  {c.role:10s} {c.name:24s} {c.type:11s} detectors: {', '.join(c.detectors)}")
-        n_series += 7  # info, processed, invalid timestamps, last event time, lag, 2 drifting
+        # info, processed, invalid timestamps, last event time, lag, 2 drifting, incomplete
+        # events, incomplete ratio, data quality active
+        n_series += 10
     print(f"configuration OK: {len(config.models)} model(s), about {n_series} per-model series "
           f"plus the pipeline's own")
     return 0

@@ -20,6 +20,7 @@ import orjson
 
 from detectors.errors import DetectorError
 from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline, calibration_key
+from detectors.quality import count_incomplete
 from stream.config import Config, ConfigError, DetectionConfig, ModelConfig
 from stream.config.files import (
     MAX_BASELINE_BYTES,
@@ -211,7 +212,10 @@ def build_baseline(config: Config, model: ModelConfig, reference: Path | None = 
                                    detection_settings(config.detection), progress)
     except DetectorError as exc:
         raise ConfigError(f"models[{model.name}].baseline.reference: {exc}") from None
-    base.meta.update({"reference": str(ref), "reference_events": max(sizes.values())})
+    # the reference's rate of events lacking most columns (the model-level test's base rate)
+    _, incomplete = count_incomplete(data, [c.name for c in _columns(model)])
+    base.meta.update({"reference": str(ref), "reference_events": max(sizes.values()),
+                      "incomplete_events": incomplete})
     return base
 
 

@@ -164,6 +164,25 @@ class ColumnFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class QualityFigures:
+    """A model's data quality: events lacking most of its columns (see detectors.quality)."""
+
+    #: incomplete events processed by this process
+    incomplete: int = 0
+    #: share of incomplete events in the recent window (the highest over partitions)
+    incomplete_ratio: float = 0.0
+    #: the model-level test's threshold of that share
+    threshold: float = 0.0
+    #: the model-level test is in the alarm state (on any partition)
+    active: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the replay report writes it."""
+        return {"incomplete_events": self.incomplete, "incomplete_ratio": self.incomplete_ratio,
+                "threshold": self.threshold, "active": self.active}
+
+
+@dataclass(frozen=True, slots=True)
 class ModelFigures:
     version: str
     baseline_id: str
@@ -173,6 +192,7 @@ class ModelFigures:
     columns: Mapping[str, ColumnFigures]
     #: processed events whose timestamp is present but not a time (``source.timestamp``)
     invalid_timestamps: int = 0
+    quality: QualityFigures = field(default_factory=QualityFigures)
 
 
 @dataclass(frozen=True, slots=True)

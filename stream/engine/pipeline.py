@@ -37,6 +37,7 @@ from stream.engine.figures import (
     PartitionFigures,
     PartitionKey,
     PipelineSnapshot,
+    QualityFigures,
     aggregate_column,
 )
 from stream.formats.batch import DecodedBatch, ModelBatch
@@ -158,6 +159,9 @@ class Pipeline:
         self.processed: Counter[str] = Counter({m.name: 0 for m in config.models})
         #: model -> processed events whose timestamp (``source.timestamp``) is not a time
         self.invalid_timestamps: Counter[str] = Counter({m.name: 0 for m in config.models})
+        #: model -> processed events that lack most of the model's columns (incomplete, see
+        #: detectors.quality): not fed to the columns, tested at the model level
+        self.incomplete: Counter[str] = Counter({m.name: 0 for m in config.models})
         self.last_event_ts: dict[str, float] = {}
         self.event_lag: dict[str, float] = {}
         self.batch_counts = [0] * (len(BATCH_BUCKETS) + 1)
@@ -208,6 +212,9 @@ class Pipeline:
         with self.lock:
             self.drop_partition(key)
             mons = {name: monitors.get(name) or self.new_monitor(name) for name in self.fresh}
+            for name, mon in mons.items():
+                if mon.quality is None:  # restored from a checkpoint older than it
+                    mon.quality = self.new_monitor(name).quality
             self.partitions[key] = PartitionState(mons, key, self.clock(), episodes)
 
     def drop_partition(self, key: PartitionKey) -> bool:
@@ -269,7 +276,9 @@ class Pipeline:
                 if not mb.n_events:
                     continue
                 mon = st.monitors[name]
-                alarms = mon.update(mb.columns, mb.invalid_mask)
+                alarms = mon.update(mb.columns, mb.invalid_mask, mb.missing_mask)
+                if mon.quality is not None:
+                    self.incomplete[name] += mon.quality.last_incomplete
                 for a in alarms:
                     found.append(_detection(name, a, mb, base_index, offset_of))
                 for a in mon.closes:
@@ -381,6 +390,19 @@ class Pipeline:
                 {name: mon.n_events for name, mon in st.monitors.items()})
         return out
 
+    def _quality(self, name: str) -> QualityFigures:
+        """The model-level data-quality figures over the partitions (the fresh monitor's
+        when none has state): active on any, the highest window rate."""
+        monitors = [st.monitors[name] for st in self.partitions.values()] or [self.fresh[name]]
+        summaries = [m.quality.summary() for m in monitors if m.quality is not None]
+        if not summaries:
+            return QualityFigures(incomplete=self.incomplete[name])
+        top = max(summaries, key=lambda q: q["incomplete_ratio"])
+        return QualityFigures(incomplete=self.incomplete[name],
+                              incomplete_ratio=float(top["incomplete_ratio"]),
+                              threshold=float(top["threshold"] or 0.0),
+                              active=any(q["active"] for q in summaries))
+
     def snapshot(self) -> PipelineSnapshot:
         """A consistent copy of every figure the metrics collector exports."""
         with self.lock:
@@ -393,6 +415,7 @@ class Pipeline:
                     last_event_ts=self.last_event_ts.get(name),
                     event_lag=self.event_lag.get(name),
                     columns=self._columns(name),
+                    quality=self._quality(name),
                 )
                 for name in self.fresh
             }
@@ -412,6 +435,7 @@ class Pipeline:
             return {name: {"events": self.processed[name],
                            "invalid_timestamps": self.invalid_timestamps[name],
                            "baseline_id": self.baseline_ids[name],
+                           "data_quality": self._quality(name).to_dict(),
                            "features": {col: figures.to_dict() for col, figures
                                         in self._columns(name).items()}}
                     for name in self.fresh}

@@ -10,7 +10,11 @@ import numpy as np
 __all__ = ["EMPTY_INT", "INVALID", "INVALID_REASONS", "MAX_CATEGORY_CHARS", "DecodedBatch", "ModelBatch"]
 
 #: Event-level reasons for rejecting a message (the ``reason`` metric label).
-INVALID_REASONS: Final = ("invalid_json", "not_an_object", "oversized", "unknown_model")
+#: ``wrong_structure``: an object whose model's column paths cannot be walked, because it
+#: holds a non-object (not null) where a path descends (``"features": "oops"`` for
+#: ``features.x``); it is an invalid event, not one missing value per column.
+INVALID_REASONS: Final = ("invalid_json", "not_an_object", "oversized", "unknown_model",
+                          "wrong_structure")
 #: Category strings are cut to this many characters.
 MAX_CATEGORY_CHARS: Final = 200
 
@@ -42,7 +46,7 @@ class ModelBatch:
     columns: dict[str, np.ndarray]
     #: column name -> number of invalid values (wrong type, non-finite)
     invalid_values: dict[str, int]
-    #: column name -> number of missing values (absent key, null, non-object parent)
+    #: column name -> number of missing values (absent key, null, null parent)
     missing_values: dict[str, int]
     #: column name -> bool mask of invalid values
     invalid_mask: dict[str, np.ndarray]
@@ -58,6 +62,22 @@ class ModelBatch:
     @property
     def n_events(self) -> int:
         return int(self.positions.shape[0])
+
+    def take(self, keep: np.ndarray) -> ModelBatch:
+        """The events at indices ``keep`` (int64, ascending) of this batch."""
+        inv = {c: m[keep] for c, m in self.invalid_mask.items()}
+        mis = {c: m[keep] for c, m in self.missing_mask.items()}
+        return ModelBatch(
+            positions=self.positions[keep],
+            columns={c: v[keep] for c, v in self.columns.items()},
+            invalid_values={c: int(np.count_nonzero(m)) for c, m in inv.items()},
+            missing_values={c: int(np.count_nonzero(m)) for c, m in mis.items()},
+            invalid_mask=inv,
+            missing_mask=mis,
+            timestamps=None if self.timestamps is None else self.timestamps[keep],
+            invalid_timestamp_mask=None if self.invalid_timestamp_mask is None
+            else self.invalid_timestamp_mask[keep],
+        )
 
     @property
     def invalid_timestamps(self) -> int:

@@ -78,12 +78,31 @@ class Extractor:
         """An extractor of the events at ``indices``."""
         return Extractor(list(map(self._cache[()].__getitem__, indices)))
 
+    def _is_object_type(self, kind: type) -> bool:
+        return kind is dict
+
+    def not_objects(self, path: tuple[str, ...]) -> np.ndarray | None:
+        """Bool mask of the events whose value at ``path`` is present, not null and not an
+        object (a path must descend through it); None when there is none.
+
+        One ``set(map(type, ...))`` over the values, which the columns below ``path``
+        walk anyway; the mask is built only when some value has another type.
+        """
+        values = self.values(path)
+        bad = {t for t in set(map(type, values))
+               if t is not _NONE_TYPE and not self._is_object_type(t)}
+        if not bad:
+            return None
+        return np.fromiter(map(bad.__contains__, map(type, values)), dtype=bool, count=self.n)
+
 
 class StructExtractor(Extractor):
     """The same over msgspec Structs: a key path's values by attribute, None where absent.
 
     A Struct has every configured key as an attribute (None where the key is
-    absent or null); a parent is a Struct or None, never another value.
+    absent or null); a parent is a Struct, None, or (in a Struct made from a dict by
+    :func:`struct_schema`) the non-object value the event holds there, which has none
+    of the attributes, so that the keys below it read as None.
     """
 
     __slots__ = ("_names",)
@@ -106,6 +125,9 @@ class StructExtractor(Extractor):
 
     def subset(self, indices: list[int]) -> Extractor:
         return StructExtractor(list(map(self._cache[()].__getitem__, indices)), self._names)
+
+    def _is_object_type(self, kind: type) -> bool:
+        return msgspec is not None and issubclass(kind, msgspec.Struct)
 
 
 if msgspec is not None:
@@ -134,7 +156,8 @@ def struct_schema(
     Keys become attributes ``f0``, ``f1``, ... renamed to the key, so any key
     works (dots, spaces, unicode).  A Struct made from a dict holds at every
     path what the dict extractor finds there: the value, or None where a key
-    is absent or a parent is no object.  None when some path is a leaf in one
+    is absent or a parent is no object; at a parent path that holds no object,
+    that value itself (what :meth:`Extractor.not_objects` looks for).  None when some path is a leaf in one
     place and a parent in another (``a`` and ``a.b``), or is empty.
     """
     paths = list(paths)
@@ -170,8 +193,8 @@ def struct_schema(
             values = []
             for key, child_from_dict in keys:
                 value = obj.get(key)
-                if child_from_dict is not None:
-                    value = child_from_dict(value) if type(value) is dict else None
+                if child_from_dict is not None and type(value) is dict:
+                    value = child_from_dict(value)
                 values.append(value)
             return struct(*values)
 

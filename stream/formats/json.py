@@ -17,7 +17,8 @@ for the batch, the path or the column where the fast path met bad input:
   ``sys.get_int_max_str_digits()``, is the message parsed a third time, such
   integers read as ``±inf``);
 * an absent key: ``map(dict.get, ...)`` for that path; a non-object parent:
-  that one path segment is walked with a list comprehension;
+  that one path segment is walked with a list comprehension, and the events
+  holding it are taken out of the model's batch (see *wrong structure* below);
 * a group holding an absent key, a null or a value of another type: its
   columns are converted one by one; a numeric column holding something other
   than numbers and nulls: masked conversion of that column (still
@@ -48,7 +49,7 @@ path elsewhere) never uses msgspec.
 Value rules
 -----------
 numeric columns
-    ``float64``; ``NaN`` where *missing* (absent key, non-object parent, JSON
+    ``float64``; ``NaN`` where *missing* (absent key, null parent, JSON
     ``null``).  Booleans, strings, lists, objects, ``±Infinity`` and ``NaN``
     literals and numbers beyond the double range (``1e400``, an integer of 400
     or 5,000 digits) are *invalid*: ``NaN`` in the column, ``True`` in
@@ -62,6 +63,17 @@ categorical columns
     (``sys.get_int_max_str_digits()``, 4,300 by default).  (orjson reads
     integers beyond 64 bits as floats, so such a category reads
     ``"1.8446744073709552e+19"``.)
+wrong structure
+    an event routed to a model that holds a value other than an object or
+    ``null`` where one of the model's column paths descends (``"features":
+    "oops"``, ``"features": [1, 2]`` or ``"prediction": [1]`` with paths
+    ``features.x`` and ``prediction.score``) is not one of the model's events
+    (its columns would all read as missing: one missing value per column, and a
+    missing-rate alarm on each).  It is rejected with reason
+    ``wrong_structure`` (counted, dead-lettered) when no model it is routed to
+    takes it; the model's other events, and the other models, are unaffected.
+    The check is one ``set(map(type, ...))`` over the values at each parent
+    path, which the columns walk anyway.
 event time
     with ``source.timestamp`` configured, ``float64`` seconds since the epoch
     (``NaN`` where missing or unparseable); ISO 8601 strings without a zone
@@ -131,6 +143,8 @@ class BatchDecoder:
         self._timestamp: TimestampConfig | None = config.source.timestamp
         self._catch_all = any(m.select is None for m in self._models)
         self._plans = {m.name: column_plan(m) for m in self._models}
+        #: model -> the paths its column paths descend through (each must hold an object)
+        self._parents = {m.name: _parent_paths(m) for m in self._models}
         #: batches decoded by the msgspec path, at once or message by message (the
         #: others, empty batches included, took the orjson path)
         self.msgspec_batches = 0
@@ -175,6 +189,7 @@ class BatchDecoder:
         subsets: dict[Any, tuple[np.ndarray | None, Extractor]] = {None: (None, everything)}
         routed = None if self._catch_all else np.zeros(n_events, dtype=bool)
         models: dict[str, ModelBatch] = {}
+        rejected: list[np.ndarray] = []
         for model in self._models:
             key = select_key(model.select)
             subset = subsets.get(key)
@@ -196,12 +211,26 @@ class BatchDecoder:
                 batch.timestamps, batch.invalid_timestamp_mask = timestamps_column(
                     extractor.values(self._timestamp.path), extractor.n, self._timestamp.unit
                 )
+            wrong = _wrong_structure(extractor, self._parents[model.name])
+            if wrong is not None:  # events this model's paths cannot walk: not its events
+                rejected.append(model_positions[wrong])
+                batch = batch.take(np.flatnonzero(~wrong))
             models[model.name] = batch
 
+        late: list[tuple[np.ndarray, str]] = []
         if routed is not None and not routed.all():
-            unknown = positions[~routed]
-            bad_positions = np.concatenate([bad_positions, unknown])
-            bad_reasons = bad_reasons + ["unknown_model"] * int(unknown.shape[0])
+            late.append((positions[~routed], "unknown_model"))
+        if rejected:
+            # an invalid event when no model it is routed to could take it
+            taken = np.zeros(n, dtype=bool)
+            for mb in models.values():
+                taken[mb.positions] = True
+            wrong = np.unique(np.concatenate(rejected))
+            late.append((wrong[~taken[wrong]], "wrong_structure"))
+        if late:
+            for more, reason in late:
+                bad_positions = np.concatenate([bad_positions, more])
+                bad_reasons = bad_reasons + [reason] * int(more.shape[0])
             order = np.argsort(bad_positions, kind="stable")
             bad_positions = bad_positions[order]
             bad_reasons = [bad_reasons[i] for i in order.tolist()]
@@ -372,6 +401,27 @@ class BatchDecoder:
             np.array(bad_positions, dtype=np.int64),
             bad_reasons,
         )
+
+
+def _parent_paths(model: ModelConfig) -> tuple[tuple[str, ...], ...]:
+    """The key paths that ``model``'s column paths descend through, shortest first.
+
+    A path that is also a column's (``f`` beside ``f.x``) may hold any value.
+    """
+    parents = {c.path[:k] for c in model.columns for k in range(1, len(c.path))}
+    parents -= {c.path for c in model.columns}
+    return tuple(sorted(parents, key=lambda p: (len(p), p)))
+
+
+def _wrong_structure(extractor: Extractor, parents: Sequence[tuple[str, ...]]) -> np.ndarray | None:
+    """Bool mask of the events that hold a non-object (not null) where a path of the
+    model descends (``"features": "oops"``); None when there is none."""
+    wrong = None
+    for path in parents:
+        mask = extractor.not_objects(path)
+        if mask is not None:
+            wrong = mask if wrong is None else wrong | mask
+    return wrong
 
 
 def _clean_bytes(data: bytes, messages: Sequence[bytes], longest: int) -> bool:

@@ -122,6 +122,17 @@ class StreamdriftCollector(Collector):
         drifting = GaugeMetricFamily("streamdrift_model_drifting_columns",
                                      "Columns with at least one active alarm.",
                                      labels=["model", "role"])
+        incomplete = CounterMetricFamily(
+            "streamdrift_incomplete_events",
+            "Processed events lacking at least half of the model's columns (missing or "
+            "invalid); not fed to the columns' detectors.", labels=["model"])
+        incomplete_ratio = GaugeMetricFamily(
+            "streamdrift_incomplete_ratio",
+            "Share of incomplete events in the model's recent window.", labels=["model"])
+        quality_active = GaugeMetricFamily(
+            "streamdrift_data_quality_active",
+            "1 while the model's share of incomplete events is above its threshold.",
+            labels=["model"])
 
         for model, m in snap.models.items():
             info.add_metric([model, m.version, m.baseline_id], 1.0)
@@ -152,6 +163,9 @@ class StreamdriftCollector(Collector):
                 totals["invalid"].add_metric(base, s.invalid)
             for role, n in count.items():
                 drifting.add_metric([model, role], n)
+            incomplete.add_metric([model], m.quality.incomplete)
+            incomplete_ratio.add_metric([model], _num(m.quality.incomplete_ratio))
+            quality_active.add_metric([model], float(m.quality.active))
 
         yield from det_fams.values()
         yield alarms
@@ -159,6 +173,7 @@ class StreamdriftCollector(Collector):
         yield from ratios.values()
         yield from totals.values()
         yield from (info, processed, bad_ts, last_ts, lag, drifting)
+        yield from (incomplete, incomplete_ratio, quality_active)
 
         consumed = CounterMetricFamily("streamdrift_events_consumed",
                                        "Messages read from the source, valid or not.")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.support.policy import require_tool
+from tests.support.servers import ALERTMANAGER, start_alertmanager
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTMANAGER_YML = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
@@ -105,7 +108,7 @@ def test_inhibition_rules_reference_real_alerts_and_labels():
     names = {r["alert"] for r in rules}
     categories = {r["labels"]["category"] for r in rules}
     inhibit = config()["inhibit_rules"]
-    assert len(inhibit) == 3
+    assert len(inhibit) == 4
     for rule in inhibit:
         for matcher in rule["source_matchers"] + rule["target_matchers"]:
             label, op, value = re.fullmatch(r'(\w+)\s*(=~|!~|!=|=)\s*"(.*)"', matcher).groups()
@@ -126,3 +129,81 @@ def test_pipeline_outages_inhibit_on_labels_their_alerts_carry():
     assert inhibit["equal"] == ["job"]
     absent = next(r for r in alert_rules() if r["alert"] == "StreamdriftTargetAbsent")
     assert absent["labels"]["job"] == "streamdrift"
+
+
+# --------------------------------------------------------------------------- inhibition, live
+#: the column alerts of a model: StreamdriftModelDataQuality inhibits them for its model
+COLUMN_ALERTS = ("StreamdriftFeatureDrift", "StreamdriftPredictionDrift",
+                 "StreamdriftMissingValuesHigh", "StreamdriftOutOfRangeValuesHigh",
+                 "StreamdriftUnseenCategories", "StreamdriftInvalidValuesHigh")
+
+
+def _alert(name: str, **labels: str) -> dict:
+    """An alert as Prometheus posts it, with the labels its rule gives it."""
+    rule = next(r for r in alert_rules() if r["alert"] == name)
+    now = datetime.now(UTC)
+    return {"labels": {"alertname": name, **rule["labels"], "job": "streamdrift", **labels},
+            "annotations": {"summary": name},
+            "startsAt": now.isoformat(), "endsAt": (now + timedelta(hours=1)).isoformat()}
+
+
+def _column_labels(name: str, model: str) -> dict[str, str]:
+    role = "prediction" if name == "StreamdriftPredictionDrift" else "feature"
+    return {"model": model, "feature": "score" if role == "prediction" else "income",
+            "role": role}
+
+
+def test_model_data_quality_inhibits_the_column_alerts_of_its_model(tmp_path):
+    """Against a real Alertmanager running the shipped configuration: while
+    StreamdriftModelDataQuality fires for credit, every column alert of credit is
+    suppressed (inhibited by it); fraud's column alerts, credit's pipeline-level alerts and
+    the model-level alert itself stay active; once it resolves, credit's alerts are back."""
+    binary = require_tool(*ALERTMANAGER)
+    am = start_alertmanager(ALERTMANAGER_YML, binary=binary, storage_path=tmp_path / "data")
+    try:
+        columns = [_alert(n, **_column_labels(n, m)) for m in ("credit", "fraud")
+                   for n in COLUMN_ALERTS]
+        others = [_alert("StreamdriftModelNoEvents", model="fraud")]
+        source = _alert("StreamdriftModelDataQuality", model="credit")
+        am.post_json("/api/v2/alerts", [*columns, *others, source])
+
+        def states() -> dict[tuple[str, str], tuple[str, list[str]]]:
+            got = am.get_json("/api/v2/alerts")
+            return {(a["labels"]["alertname"], a["labels"].get("model", "")):
+                    (a["status"]["state"], a["status"]["inhibitedBy"]) for a in got}
+
+        want = {**{(n, "credit"): "suppressed" for n in COLUMN_ALERTS},
+                ("StreamdriftModelDataQuality", "credit"): "active"}
+        deadline = time.monotonic() + 20
+        while True:
+            got = states()
+            if all(got.get(k, ("", []))[0] == v for k, v in want.items()) \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for name in COLUMN_ALERTS:
+            state, by = got[(name, "credit")]
+            assert state == "suppressed" and len(by) == 1, (name, got[(name, "credit")])
+        assert got[("StreamdriftModelDataQuality", "credit")] == ("active", [])
+        # fraud's column alerts: inhibited only by fraud's own StreamdriftModelNoEvents
+        for name in COLUMN_ALERTS:
+            assert got[(name, "fraud")][0] == "suppressed"
+        # without it, fraud's alerts are active: data quality of credit does not reach them
+        am.post_json("/api/v2/alerts", [{**others[0], "endsAt": datetime.now(UTC).isoformat()}])
+        deadline = time.monotonic() + 20
+        while any(states()[(n, "fraud")][0] != "active" for n in COLUMN_ALERTS) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        got = states()
+        assert all(got[(n, "fraud")] == ("active", []) for n in COLUMN_ALERTS), got
+        assert all(got[(n, "credit")][0] == "suppressed" for n in COLUMN_ALERTS), got
+        # the model-level alert resolves: credit's column alerts come back
+        am.post_json("/api/v2/alerts", [{**source, "endsAt": datetime.now(UTC).isoformat()}])
+        deadline = time.monotonic() + 20
+        while any(states()[(n, "credit")][0] != "active" for n in COLUMN_ALERTS) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        got = states()
+        assert all(got[(n, "credit")] == ("active", []) for n in COLUMN_ALERTS), got
+    finally:
+        am.stop()

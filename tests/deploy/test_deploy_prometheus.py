@@ -31,6 +31,7 @@ EXPECTED_SEVERITIES = {
     "StreamdriftOutOfRangeValuesHigh": {"warning"},
     "StreamdriftUnseenCategories": {"warning"},
     "StreamdriftInvalidValuesHigh": {"warning"},
+    "StreamdriftModelDataQuality": {"warning"},
     "StreamdriftInvalidEventsHigh": {"warning", "critical"},  # two tiers
     "StreamdriftTargetDown": {"critical"},
     "StreamdriftTargetAbsent": {"critical"},

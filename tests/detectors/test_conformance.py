@@ -55,6 +55,7 @@ FACTORIES: dict[str, Callable[[], Detector]] = {
     "out_of_range": _rate("out_of_range"),
     "unseen": _rate("unseen"),
     "invalid_rate": _rate("invalid_rate"),
+    "incomplete": _rate("incomplete"),
 }
 
 

@@ -563,9 +563,12 @@ def test_dead_letters_are_committed_past_only_once_acknowledged(
     group = f"dl-{topic}"
     cfg, _ = _write_config(workdir, kafka_bootstrap, topic, group, interval=1, dead_letter=dlq,
                            client=client)
-    poison = [b"{not json", b"[1, 2]", b"x" * 5000]
+    # the third: an event of m1 whose "f" (where its paths descend) is not an object
+    poison = [b"{not json", b"[1, 2]", b'{"model": "m1", "ts": 1700000000, "f": "oops"}',
+              b"x" * 5000]
+    reasons = ["invalid_json", "not_an_object", "wrong_structure", "invalid_json"]
     messages = _events(41, [(300, 0)])
-    positions = [100, 201, 302]
+    positions = [100, 201, 250, 303]
     for pos, bad in zip(positions, poison, strict=True):
         messages.insert(pos, bad)
 
@@ -575,7 +578,7 @@ def test_dead_letters_are_committed_past_only_once_acknowledged(
     run = InProcess(cfg, baselines, "dead-letter", FlakyDeadLetters).start()
     try:
         # the dead-letter write fails: counted, retried, nothing committed past the poison
-        _wait(lambda: run.alive() and run.runner.health.dead_letter.get("failed", 0) >= 2 * 3, 60,
+        _wait(lambda: run.alive() and run.runner.health.dead_letter.get("failed", 0) >= 2 * len(poison), 60,
               "two failed dead-letter attempts")
         time.sleep(1.5)
         assert run.alive()
@@ -605,12 +608,12 @@ def test_dead_letters_are_committed_past_only_once_acknowledged(
 
     got = _read_all(kafka_bootstrap, dlq, len(poison))
     assert [r.value for r in got] == poison
-    for r, pos in zip(got, positions, strict=True):
+    for r, pos, reason in zip(got, positions, reasons, strict=True):
         headers = {k: v.decode() for k, v in r.headers}
         assert headers["source_topic"] == topic
         assert headers["source_partition"] == "0"
         assert headers["source_offset"] == str(pos)
-        assert headers["error"] in ("invalid_json", "not_an_object")
+        assert headers["error"] == reason
     print(f"\n[dead letter] {len(poison)} poison messages; {failed_attempts} failed attempts "
           f"while the dead-letter producer pointed at a closed port, committed offset held at "
           f"or before {positions[0]}; commit past them {recovered_s:.1f}s after the write "

@@ -94,7 +94,8 @@ def check_invariants(batch: DecodedBatch, n: int) -> None:
 # event-level reasons
 # --------------------------------------------------------------------------
 def test_invalid_reasons_constant() -> None:
-    assert INVALID_REASONS == ("invalid_json", "not_an_object", "oversized", "unknown_model")
+    assert INVALID_REASONS == ("invalid_json", "not_an_object", "oversized", "unknown_model",
+                               "wrong_structure")
 
 
 def test_each_invalid_reason() -> None:
@@ -271,9 +272,15 @@ def test_nested_path_and_escaped_dot() -> None:
         enc({"a": {"b.c": ["d"]}}),
         enc({"a": 5}),
     ]
-    m = decode(messages).models["m"]
-    assert m.columns["deep"].tolist() == ["deep", None, None, None, None]
-    assert m.missing_values["deep"] == 4 and m.invalid_values["deep"] == 0
+    batch = decode(messages)
+    m = batch.models["m"]
+    # a list or a number where the path descends: the event has the wrong structure
+    assert batch.invalid == {"wrong_structure": 2}
+    assert batch.invalid_positions.tolist() == [3, 4]
+    assert batch.invalid_reasons == ["wrong_structure"] * 2
+    assert m.positions.tolist() == [0, 1, 2]
+    assert m.columns["deep"].tolist() == ["deep", None, None]
+    assert m.missing_values["deep"] == 2 and m.invalid_values["deep"] == 0
     assert m.columns["top"].tolist()[0] == 7.0
 
 
@@ -285,12 +292,15 @@ def test_numeric_wrong_types_and_missing() -> None:
         enc({"f": [1]}),
         enc({}),
     ]
-    m = decode(messages).models["m"]
-    expected = [1.0, 2.5, *[math.nan] * 6, -0.0, float(2**63), float(2**64 - 1)] + [math.nan] * 4
+    batch = decode(messages)
+    m = batch.models["m"]
+    # {"f": [1]} is an invalid event (wrong_structure), not a missing value
+    assert batch.invalid_positions.tolist() == [13] and batch.invalid == {"wrong_structure": 1}
+    expected = [1.0, 2.5, *[math.nan] * 6, -0.0, float(2**63), float(2**64 - 1)] + [math.nan] * 3
     np.testing.assert_array_equal(m.columns["x"], np.array(expected))
-    assert m.invalid_mask["x"].tolist() == [False, False] + [True] * 5 + [False] * 8
-    assert m.missing_mask["x"].tolist() == [False] * 7 + [True] + [False] * 3 + [True] * 4
-    assert m.invalid_values["x"] == 5 and m.missing_values["x"] == 5
+    assert m.invalid_mask["x"].tolist() == [False, False] + [True] * 5 + [False] * 7
+    assert m.missing_mask["x"].tolist() == [False] * 7 + [True] + [False] * 3 + [True] * 3
+    assert m.invalid_values["x"] == 5 and m.missing_values["x"] == 4
 
 
 def test_big_integers_from_the_stdlib_fallback() -> None:
@@ -367,7 +377,7 @@ def test_a_huge_integer_under_a_lower_digit_limit() -> None:
 
 def test_categorical_conversions() -> None:
     values: list[Any] = ["DE", 3, -7, True, False, 1.5, 1e16, [1], {"a": "b"}, None, "", "é" * 300]
-    messages = [enc({"f": {"c": v}}) for v in values] + [enc({"f": 1})]
+    messages = [enc({"f": {"c": v}}) for v in values] + [enc({"f": None})]
     m = decode(messages).models["m"]
     assert m.columns["c"].tolist() == [
         "DE",
@@ -520,6 +530,23 @@ def _lookup(event: Any, path: tuple[str, ...]) -> Any:
     return _MISSING if node is None else node
 
 
+def _wrong_structure(event: dict[str, Any], model: Any) -> bool:
+    """Whether a path of ``model`` descends through a value that is neither an object nor
+    null (and is no column's own path)."""
+    leaves = {c.path for c in model.columns}
+    for column in model.columns:
+        node: Any = event
+        for k, key in enumerate(column.path[:-1]):
+            node = node.get(key)
+            if node is None:
+                break
+            if type(node) is not dict:
+                if column.path[: k + 1] not in leaves:
+                    return True
+                break
+    return False
+
+
 class _TooManyDigits:
     """What the naive decoder reads for an integer of more digits than int() reads."""
 
@@ -608,19 +635,23 @@ def naive_decode(config: Config, messages: list[bytes]) -> tuple[dict[str, int],
         if type(event) is not dict:
             invalid["not_an_object"] = invalid.get("not_an_object", 0) + 1
             continue
-        taken = False
+        taken = routed = False
         for model in config.models:
             if model.select is not None:
                 v = _lookup(event, model.select.field)
                 if not (type(v) is type(model.select.equals) and v == model.select.equals):
                     continue
+            routed = True
+            if _wrong_structure(event, model):
+                continue
             taken = True
             per_model[model.name]["positions"].append(i)
             per_model[model.name]["rows"].append([naive_value(event, c) for c in model.columns])
             if ts is not None:
                 per_model[model.name]["times"].append(naive_timestamp(event, ts.path, ts.unit))
         if not taken:
-            invalid["unknown_model"] = invalid.get("unknown_model", 0) + 1
+            reason = "wrong_structure" if routed else "unknown_model"
+            invalid[reason] = invalid.get(reason, 0) + 1
     return invalid, per_model
 
 
@@ -775,3 +806,61 @@ def test_property_extract_columns_matches_rules(evs: list[dict[str, Any]]) -> No
             assert got.columns[column.name].tolist() == [w[0] for w in want]
         assert got.invalid_values[column.name] == sum(w[1] == "invalid" for w in want)
         assert got.missing_values[column.name] == sum(w[1] == "missing" for w in want)
+
+
+# --------------------------------------------------------------------------- wrong structure
+CREDIT = {"name": "credit", "select": {"field": "model", "equals": "credit"},
+          "features": [{"name": "x", "path": "features.x", "type": "numeric"},
+                       {"name": "c", "path": "features.c", "type": "categorical"}],
+          "predictions": [{"name": "s", "path": "prediction.score", "type": "numeric"}]}
+FRAUD = {"name": "fraud", "select": {"field": "model", "equals": "fraud"},
+         "features": [{"name": "amount", "path": "features.amount", "type": "numeric"}]}
+
+
+@pytest.mark.parametrize("use_msgspec", [True, False])
+def test_wrong_structure_is_an_event_error(use_msgspec: bool) -> None:
+    config = make_config([dict(CREDIT), dict(FRAUD)])
+    messages = [
+        b'{"model": "credit", "features": {"x": 1, "c": "a"}, "prediction": {"score": 0.5}}',
+        b'{"model": "credit", "features": "oops"}',
+        b'{"model": "fraud", "features": {"amount": 12.5}}',
+        b'{"model": "credit", "features": [1, 2], "prediction": {"score": 0.5}}',
+        b'{"model": "credit", "features": {"x": 2, "c": "b"}, "prediction": [1]}',
+        b'{"model": "fraud", "features": "oops"}',
+        b'{"model": "credit", "features": null, "prediction": {"score": 0.1}}',  # null: missing
+        b'{"model": "fraud", "features": {"amount": 3.0}, "prediction": 5}',  # not fraud's path
+        b'{"model": "credit", "features": {"x": 4, "c": "a"}, "prediction": {"score": 0.7}}',
+    ]
+    batch = BatchDecoder(config, use_msgspec=use_msgspec).decode(messages)
+    check_invariants(batch, len(messages))
+    assert batch.invalid == {"wrong_structure": 4}
+    assert batch.invalid_positions.tolist() == [1, 3, 4, 5]
+    assert batch.invalid_reasons == ["wrong_structure"] * 4
+    credit = batch.models["credit"]
+    assert credit.positions.tolist() == [0, 6, 8]
+    np.testing.assert_array_equal(credit.columns["x"], [1.0, math.nan, 4.0])
+    assert credit.missing_values == {"x": 1, "c": 1, "s": 0}
+    assert credit.invalid_values == {"x": 0, "c": 0, "s": 0}
+    fraud = batch.models["fraud"]
+    assert fraud.positions.tolist() == [2, 7] and fraud.columns["amount"].tolist() == [12.5, 3.0]
+    assert batch.n_valid == 5
+
+
+@pytest.mark.parametrize("use_msgspec", [True, False])
+def test_wrong_structure_is_decided_per_model(use_msgspec: bool) -> None:
+    # a catch-all model reading other paths takes the events credit cannot walk, so they
+    # are not invalid: only credit leaves them out
+    audit = {"name": "audit", "features": [{"name": "a", "path": "audit.a", "type": "numeric"}]}
+    config = make_config([dict(CREDIT), audit])
+    messages = [
+        b'{"model": "credit", "features": {"x": 1, "c": "a"}, "prediction": {"score": 0.5}}',
+        b'{"model": "credit", "features": "oops", "audit": {"a": 1}}',
+        b'{"model": "credit", "features": {"x": 3, "c": "b"}, "audit": 7}',
+        b'{"model": "other", "audit": [1]}',
+    ]
+    batch = BatchDecoder(config, use_msgspec=use_msgspec).decode(messages)
+    check_invariants(batch, len(messages))
+    assert batch.invalid == {"wrong_structure": 1} and batch.invalid_positions.tolist() == [3]
+    assert batch.models["credit"].positions.tolist() == [0, 2]
+    assert batch.models["audit"].positions.tolist() == [0, 1]
+    assert batch.models["audit"].missing_values == {"a": 1}

@@ -245,13 +245,15 @@ def test_events_only_orjson_reads_stay_on_the_msgspec_path(orjson_path_fails: No
     decoder = BatchDecoder(ROUTED)
     batch = decoder.decode(messages)
     assert decoder.msgspec_batches == 1
-    assert batch.invalid == {"invalid_json": 1, "not_an_object": 1}
+    # "f": 3 where the paths descend: an invalid event, not missing values
+    assert batch.invalid == {"invalid_json": 1, "not_an_object": 1, "wrong_structure": 1}
+    assert batch.invalid_positions.tolist() == [2, 4, 5]
     m = batch.models["m"]
-    assert m.positions.tolist() == [0, 1, 3, 5, 6, 7]
-    assert m.invalid_mask["x"].tolist() == [False, False, True, False, False, False]
-    assert m.missing_mask["x"].tolist() == [False, False, False, True, True, False]
-    assert m.columns["c"].tolist()[2:5] == ["18446744073709551616", None, "1.8446744073709552e+19"]
-    assert m.invalid_mask["score"].tolist() == [False, False, False, True, False, False]
+    assert m.positions.tolist() == [0, 1, 3, 6, 7]
+    assert m.invalid_mask["x"].tolist() == [False, False, True, False, False]
+    assert m.missing_mask["x"].tolist() == [False, False, False, True, False]
+    assert m.columns["c"].tolist()[2:4] == ["18446744073709551616", "1.8446744073709552e+19"]
+    assert m.invalid_mask["score"].tolist() == [False] * 5
 
 
 @needs_msgspec
@@ -297,10 +299,13 @@ def test_non_object_parent(parent: bytes) -> None:
     messages = [*CLEAN[:3], b'{"f": ' + parent + b', "top": 1}', b'{"a": {"b.c": ' + parent + b"}}"]
     batch, path = decode_both(PLAIN, messages)
     assert path == MESSAGES and path_taken(messages) == MESSAGES
+    # a non-object where a path descends: an invalid event, on both paths (decode_both)
+    assert batch.invalid == {"wrong_structure": 2}
+    assert batch.invalid_positions.tolist() == [3, 4]
     m = batch.models["m"]
-    assert m.missing_mask["x"].tolist() == [False] * 3 + [True, True]
-    assert m.missing_mask["deep"].tolist() == [False] * 3 + [True, True]
-    # null and absent parents are fine
+    assert m.positions.tolist() == [0, 1, 2]
+    assert m.missing_mask["x"].tolist() == [False] * 3
+    # null and absent parents are fine (missing below them)
     assert path_taken([*CLEAN[:3], b'{"f": null, "a": {"b.c": null}}', b'{"a": {}}']) == BATCH
 
 
@@ -431,6 +436,10 @@ def test_duplicate_keys(message: bytes, path: str) -> None:
         assert decode_both(config, [*CLEAN[:2], message])[1] == path
     batch, _ = decode_both(PLAIN, [message])
     parent = json.loads(message)["f"]  # the last "f" wins
+    if parent is not None and not isinstance(parent, dict):
+        assert batch.invalid == {"wrong_structure": 1}
+        assert batch.models["m"].missing_mask["x"].tolist() == []
+        return
     x = parent.get("x") if isinstance(parent, dict) else None
     assert batch.models["m"].missing_mask["x"].tolist() == [x is None]
 

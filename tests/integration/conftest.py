@@ -20,6 +20,17 @@ import stream.broker
 from tests.support.kafka import kafka_bootstrap_servers, local_broker_module, topic_name
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests whose function has `session_order` "first" / "last" run first / last of the
+    whole session, the others keep their order: test_time_to_page.py starts its 10-minute
+    clean-stream run in the background first and checks it last, so that it overlaps the
+    rest of the session instead of adding 10 minutes to it."""
+    rank = {"first": 0, "last": 2}
+    items.sort(key=lambda item: rank.get(
+        getattr(getattr(item, "function", None), "session_order", None), 1))
+
+
 @pytest.fixture(scope="session")
 def broker_module() -> ModuleType:
     """The module stream.broker, when a LocalBroker can run here."""

@@ -98,13 +98,17 @@ def build_baseline(workdir: Path, bootstrap: str) -> Path:
 
 
 def rule_file_copy(src: Path, dst: Path, for_: str = SHORT_FOR) -> tuple[Path, int]:
-    """`src` with the duration of every `for:` replaced by `for_`; returns (dst, count).
+    """`src` with the duration of every `for:` replaced by `for_`, and the evaluation
+    `interval:` of a group that sets one by the test's (SCRAPE_S); returns (dst, count).
 
-    The copy is re-read and compared with the original: only the `for:` values differ.
+    The copy is re-read and compared with the original: only those values differ.
     """
     original = yaml.safe_load(src.read_text(encoding="utf-8"))
     doc = yaml.safe_load(src.read_text(encoding="utf-8"))
     count = 0
+    for group in (*original["groups"], *doc["groups"]):
+        if "interval" in group:
+            group["interval"] = f"{SCRAPE_S}s"
     for group in doc["groups"]:
         for rule in group["rules"]:
             if "for" in rule:

@@ -425,12 +425,12 @@ def episode_counts(stats, starts, thresholds, release, release_tests,
     at ``stats[starts[p]:starts[p + 1]]``.  For threshold ``t`` an episode opens
     at a test above ``t`` while none is open and closes after ``release_tests``
     tests in a row at or below ``release * t``: the kernel's logic (with no
-    effect size), the release level being ``max(release * t, floor)``.
+    effect size), the release level being ``max(release * t, floor)`` but at most ``t``.
     """
     out = np.zeros(thresholds.shape[0], dtype=np.int64)
     for j in range(thresholds.shape[0]):
         t = thresholds[j]
-        rl = max(release * t, floor)
+        rl = min(max(release * t, floor), t)
         c = 0
         for p in range(starts.shape[0] - 1):
             active = False

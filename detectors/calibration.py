@@ -168,7 +168,7 @@ def _episode_curve(detector: WindowTest, paths: list[np.ndarray], allstats: np.n
 
     An episode of the detector may hold several up-crossings (its hysteresis),
     so the false-alarm rate it is calibrated for is the rate of episodes.  The
-    release level is ``max(release × threshold, floor)``.
+    release level is ``max(release × threshold, floor)``, at most the threshold.
     """
     if cands.size > EPISODE_GRID:
         top = cands[-EPISODE_GRID // 3:]  # the rare end, where the tail is read, in full

@@ -173,7 +173,8 @@ class Pipeline:
         #: detector episodes closed by the last :meth:`process` (peak as ``statistic``)
         self.last_closes: list[Detection] = []
         #: column episodes opened or closed since :meth:`take_episodes` last ran
-        self._episode_events: list[Episode] = []
+        #: (bounded: ``run`` never takes them, it reads :attr:`last_episodes`)
+        self._episode_events: deque[Episode] = deque(maxlen=100_000)
         #: ("open" | "close", column episode) of the last :meth:`process`, in input order
         #: (an episode that opened and closed in it is listed twice)
         self.last_episodes: list[tuple[str, Episode]] = []
@@ -323,7 +324,8 @@ class Pipeline:
         """The column episodes opened or closed since the last call (an episode that opened
         and closed in between is listed once, closed)."""
         with self.lock:
-            out, self._episode_events = self._episode_events, []
+            out = list(self._episode_events)
+            self._episode_events.clear()
         seen: set[int] = set()
         unique = []
         for ep in reversed(out):

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream.sinks.producer import ProducerSink
+
 log = logging.getLogger("streamdrift.run")
 
 #: bound of one dead-letter write attempt
@@ -44,34 +46,33 @@ class PendingDeadLetters:
         self.next_try = time.monotonic() + min(hi, lo * 2 ** min(self.attempts, 16))
 
 
-class DeadLetterWriter:
+class DeadLetterWriter(ProducerSink):
     """Writes poison messages to ``topic`` with a producer made by ``make_producer``.
 
     Results are counted through ``count(result, n)`` (``ok``, ``failed``: one per message).  A failed
     write closes the producer, so the next attempt connects anew.
     """
 
+    what = "dead-letter"
+
     def __init__(self, topic: str, make_producer: Callable[[], Any],
                  count: Callable[[str, int], None]) -> None:
-        self.topic = topic
-        self.make_producer = make_producer
+        super().__init__(topic, make_producer)
         self.count = count
-        self.producer: Any = None
 
     def write(self, entries: list[tuple[Any, str]]) -> list[tuple[Any, str]]:
         """Write ``(record, reason)`` entries; returns the entries that failed."""
         try:
-            if self.producer is None:
-                self.producer = self.make_producer()
+            producer = self.connect()
             futures = []
             for r, reason in entries:
                 headers = [("source_topic", r.topic.encode()),
                            ("source_partition", str(r.partition).encode()),
                            ("source_offset", str(r.offset).encode()),
                            ("error", reason.encode())]
-                futures.append(self.producer.send(self.topic, value=r.value, key=r.key,
-                                                  headers=headers))
-            self.producer.flush(timeout=DEAD_LETTER_TIMEOUT_S)
+                futures.append(producer.send(self.topic, value=r.value, key=r.key,
+                                             headers=headers))
+            producer.flush(timeout=DEAD_LETTER_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - counted, retried
             self.count("failed", len(entries))
             log.warning("dead-letter write failed: %s: %s", type(exc).__name__, exc,
@@ -94,21 +95,3 @@ class DeadLetterWriter:
             self.drop_producer()
         return failed
 
-    def drop_producer(self) -> None:
-        """Close the producer without waiting (after a failure)."""
-        if self.producer is not None:
-            try:
-                self.producer.close(timeout=1)
-            except Exception:  # noqa: BLE001
-                pass
-            self.producer = None
-
-    def close(self) -> None:
-        """Flush and close the producer (at shutdown)."""
-        if self.producer is not None:
-            try:
-                self.producer.flush(timeout=10)
-                self.producer.close(timeout=10)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("closing the dead-letter producer: %s", exc)
-            self.producer = None

@@ -45,6 +45,7 @@ from stream.engine.episodes import Episode
 from stream.engine.figures import PartitionKey
 from stream.engine.pipeline import Pipeline
 from stream.sinks.checkpoints import StateError
+from stream.sinks.producer import ProducerSink
 
 log = logging.getLogger("streamdrift.run")
 
@@ -157,7 +158,7 @@ def episode_records(pipeline: Pipeline, group_id: str) -> list[DriftRecord]:
             for kind, ep in pipeline.last_episodes]
 
 
-class DriftEventWriter:
+class DriftEventWriter(ProducerSink):
     """Writes drift records to ``topic`` and remembers, per input partition, what a previous
     owner wrote since the checkpoint it was restored from.
 
@@ -166,14 +167,14 @@ class DriftEventWriter:
     A failed write closes the producer, so the next attempt connects anew.
     """
 
+    what = "drift-events"
+
     def __init__(self, topic: str, client_kwargs: Mapping[str, Any],
                  count: Callable[[str, int], None],
                  make_producer: Callable[[], Any] | None = None) -> None:
-        self.topic = topic
         self.client_kwargs = dict(client_kwargs)
+        super().__init__(topic, make_producer or self._new_producer)
         self.count = count
-        self.make_producer = make_producer or self._new_producer
-        self.producer: Any = None
         #: input partition -> idents of the records already on the topic (see recall)
         self.written: dict[PartitionKey, set[Ident]] = {}
 
@@ -229,16 +230,15 @@ class DriftEventWriter:
         if not todo:
             return []
         try:
-            if self.producer is None:
-                self.producer = self.make_producer()
-            futures = [self.producer.send(self.topic, key=r.key, value=r.encode())
+            producer = self.connect()
+            futures = [producer.send(self.topic, key=r.key, value=r.encode())
                        for r in todo]
-            self.producer.flush(timeout=DRIFT_EVENTS_TIMEOUT_S)
+            producer.flush(timeout=DRIFT_EVENTS_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - counted, retried
             self.count("failed", len(todo))
             log.warning("drift-events write failed: %s: %s", type(exc).__name__, exc,
                         extra={"records": len(todo), "topic": self.topic})
-            self._drop_producer()
+            self.drop_producer()
             return todo
         failed = []
         error: Exception | None = None
@@ -257,7 +257,7 @@ class DriftEventWriter:
         if failed:
             log.warning("drift-events write failed: %s", error,
                         extra={"records": len(failed), "topic": self.topic})
-            self._drop_producer()
+            self.drop_producer()
         return failed
 
     # -- restore ---------------------------------------------------------------------
@@ -326,21 +326,3 @@ class DriftEventWriter:
         """The input partition is no longer ours."""
         self.written.pop(key, None)
 
-    # -- closing ----------------------------------------------------------------------
-    def _drop_producer(self) -> None:
-        if self.producer is not None:
-            try:
-                self.producer.close(timeout=1)
-            except Exception:  # noqa: BLE001
-                pass
-            self.producer = None
-
-    def close(self) -> None:
-        """Flush and close the producer (at shutdown)."""
-        if self.producer is not None:
-            try:
-                self.producer.flush(timeout=10)
-                self.producer.close(timeout=10)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("closing the drift-events producer: %s", exc)
-            self.producer = None

@@ -71,6 +71,7 @@ def test_malformed_lines_open_no_column_detection(streams: dict[str, Any]) -> No
     assert columns == [], f"{len(columns)} column detections, e.g. {columns[:3]}"
     # nor a model-level one: 0.07 % incomplete events are counted, not paged
     assert report["detections"] == []
+    assert report["episodes"] == []  # zero drift episodes, zero model-level ones
 
 
 def test_malformed_lines_are_counted_by_reason(streams: dict[str, Any]) -> None:
@@ -106,6 +107,10 @@ def test_a_broken_producer_raises_one_model_level_signal(streams: dict[str, Any]
     assert [d for d in report["detections"] if d["feature"]] == []
     (alarm,) = report["detections"]
     assert (alarm["model"], alarm["feature"], alarm["detector"]) == ("credit", "", "incomplete")
+    (episode,) = report["episodes"]  # one model-level episode, no column episode
+    assert (episode["model"], episode["feature"], episode["open_index"]) == \
+        ("credit", "", alarm["index"])
+    assert episode["detectors"] == ["incomplete"]
     # found within the first windows of credit events after the producer broke
     assert BURST < alarm["index"] < BURST + 2_000
     credit = report["models"]["credit"]["data_quality"]

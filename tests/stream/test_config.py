@@ -134,9 +134,9 @@ def test_sample_parses(tmp_path: Path) -> None:
     assert income.path == ("features", "income") and income.type == "numeric"
     assert income.role == "feature" and income.detectors == NUMERIC_DETECTORS
     # the rate tests' default minimum effect, unless configured (RATE_MIN_EFFECT)
-    assert dict(income.min_effect) == {"missing": 0.02, "out_of_range": 0.02}
+    assert dict(income.min_effect) == {"missing": 0.02}
     assert country.detectors == CATEGORICAL_DETECTORS
-    assert dict(country.min_effect) == {"chi2": 0.05, "missing": 0.02, "unseen": 0.02}
+    assert dict(country.min_effect) == {"chi2": 0.05, "missing": 0.02}
     (score,) = model.predictions
     assert score.role == "prediction" and score.path == ("prediction", "score")
     assert [c.name for c in model.columns] == ["income", "country", "score"]

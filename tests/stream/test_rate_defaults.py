@@ -1,6 +1,6 @@
 """A model configured with the defaults: the rate tests' minimum effect, end to end.
 
-The configuration gives the rate tests (missing, out_of_range, unseen) a default
+The configuration gives the missing-value test a default
 ``min_effect`` (``detectors.catalogue.RATE_MIN_EFFECT``); this checks that it reaches the
 live detectors of a model built as ``streamdrift`` builds it, and what it is for: a
 persistent 0.3 % of events missing a field, in a stream whose reference had none, does

@@ -84,10 +84,15 @@ def build_baseline(workdir: Path, bootstrap: str) -> Path:
     config = write_streamdrift_config(
         workdir / "baseline.yaml", bootstrap=bootstrap, topic="unused", dead_letter="unused-dl",
         baseline={"reference": reference.name}, port=0)
-    out = workdir / f"{MODEL}.baseline.json"
+    return run_baseline(config, workdir / f"{MODEL}.baseline.json", timeout=120)
+
+
+def run_baseline(config: Path, out: Path, timeout: float = 300) -> Path:
+    """`streamdrift baseline -c config -o out` in the config's folder; RuntimeError (with the
+    end of its stderr) if it fails."""
     proc = subprocess.run([sys.executable, "-m", "stream.cli", "baseline", "-c", str(config),
                            "-o", str(out), "--no-progress"],
-                          capture_output=True, timeout=120, cwd=workdir)
+                          capture_output=True, timeout=timeout, cwd=config.parent)
     if proc.returncode != 0:
         raise RuntimeError(f"streamdrift baseline failed ({proc.returncode}):\n"
                            f"{proc.stderr.decode(errors='replace')[-3000:]}")

@@ -40,7 +40,13 @@ import yaml
 import stream.broker
 from tests.support import REPO
 from tests.support.configs import m1_config, write_config
-from tests.support.e2e import ALERTMANAGER_YML, PROMETHEUS_YML, Pipeline, _delete_topics
+from tests.support.e2e import (
+    ALERTMANAGER_YML,
+    PROMETHEUS_YML,
+    Pipeline,
+    _delete_topics,
+    run_baseline,
+)
 from tests.support.events import MODEL, write_clipped_reference
 from tests.support.kafka import EventProducer
 from tests.support.ports import free_port
@@ -79,14 +85,7 @@ def build_baseline(workdir: Path, bootstrap: str) -> Path:
     reference = write_clipped_reference(workdir / "reference.jsonl")
     config = streamdrift_config(workdir / "baseline.yaml", bootstrap=bootstrap, topic="unused",
                                 baseline={"reference": reference.name}, port=0)
-    out = workdir / f"{MODEL}.baseline.json"
-    proc = subprocess.run([sys.executable, "-m", "stream.cli", "baseline", "-c", str(config),
-                           "-o", str(out), "--no-progress"],
-                          capture_output=True, timeout=300, cwd=workdir)
-    if proc.returncode != 0:
-        raise RuntimeError(f"streamdrift baseline failed ({proc.returncode}):\n"
-                           f"{proc.stderr.decode(errors='replace')[-3000:]}")
-    return out
+    return run_baseline(config, workdir / f"{MODEL}.baseline.json")
 
 
 def prometheus_config(dst: Path, *, target: str, alertmanager: str) -> Path:

@@ -504,7 +504,7 @@ def default_min_effects(kinds: Sequence[str]) -> dict[str, float]:
     Examples
     --------
     >>> default_min_effects(default_detectors("numeric"))
-    {'missing': 0.02, 'out_of_range': 0.02}
+    {'missing': 0.02}
     """
     return {k: default_min_effect(k) for k in kinds if default_min_effect(k) > 0}
 

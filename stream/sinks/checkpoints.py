@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detectors.errors import StreamdriftError
+from stream.sinks.producer import create_topic
 
 log = logging.getLogger("streamdrift.state")
 
@@ -194,7 +195,6 @@ class StateStore:
         """
         from kafka import KafkaAdminClient
         from kafka.admin import ConfigResource, ConfigResourceType
-        from kafka.errors import TopicAlreadyExistsError
 
         ms = max(1000, int(timeout_s * 1000))
         admin = KafkaAdminClient(**self.client_kwargs, request_timeout_ms=ms,
@@ -202,18 +202,11 @@ class StateStore:
         try:
             existing = set(admin.list_topics())
             if self.topic not in existing:
-                result = admin.create_topics(
-                    {self.topic: {"num_partitions": 1, "replication_factor": -1,
-                                  "configs": dict(STATE_TOPIC_CONFIGS)}},
-                    timeout_ms=ms, raise_errors=False)
-                for t in result.get("topics", []):
-                    code = t.get("error_code", 0)
-                    if code not in (0, TopicAlreadyExistsError.errno):
-                        raise StateError(
-                            f"cannot create the state topic {self.topic!r}: error {code} "
-                            f"{t.get('error_message')}; create it (cleanup.policy=compact) or "
-                            "set state.enabled: false")
-                admin.wait_for_topics([self.topic], timeout_ms=ms)
+                error = create_topic(admin, self.topic, ms, STATE_TOPIC_CONFIGS)
+                if error is not None:
+                    raise StateError(
+                        f"cannot create the state topic {self.topic!r}: error {error}; "
+                        "create it (cleanup.policy=compact) or set state.enabled: false")
                 log.info("state topic created", extra={"topic": self.topic})
                 return True
             try:

@@ -8,15 +8,12 @@ back-off (:meth:`PendingDeadLetters.backoff`).
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from stream.sinks.producer import ProducerSink
-
-log = logging.getLogger("streamdrift.run")
 
 #: bound of one dead-letter write attempt
 DEAD_LETTER_TIMEOUT_S = 10.0
@@ -57,41 +54,17 @@ class DeadLetterWriter(ProducerSink):
 
     def __init__(self, topic: str, make_producer: Callable[[], Any],
                  count: Callable[[str, int], None]) -> None:
-        super().__init__(topic, make_producer)
-        self.count = count
+        super().__init__(topic, make_producer, count)
 
     def write(self, entries: list[tuple[Any, str]]) -> list[tuple[Any, str]]:
         """Write ``(record, reason)`` entries; returns the entries that failed."""
-        try:
-            producer = self.connect()
-            futures = []
-            for r, reason in entries:
-                headers = [("source_topic", r.topic.encode()),
-                           ("source_partition", str(r.partition).encode()),
-                           ("source_offset", str(r.offset).encode()),
-                           ("error", reason.encode())]
-                futures.append(producer.send(self.topic, value=r.value, key=r.key,
-                                             headers=headers))
-            producer.flush(timeout=DEAD_LETTER_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - counted, retried
-            self.count("failed", len(entries))
-            log.warning("dead-letter write failed: %s: %s", type(exc).__name__, exc,
-                        extra={"messages": len(entries), "topic": self.topic})
-            self.drop_producer()
-            return entries
-        failed = []
-        error: Exception | None = None
-        for entry, f in zip(entries, futures, strict=True):
-            try:
-                f.get(timeout=DEAD_LETTER_TIMEOUT_S)
-                self.count("ok", 1)
-            except Exception as exc:  # noqa: BLE001
-                self.count("failed", 1)
-                failed.append(entry)
-                error = exc
-        if failed:
-            log.warning("dead-letter write failed: %s", error,
-                        extra={"messages": len(failed), "topic": self.topic})
-            self.drop_producer()
-        return failed
+        def send(producer: Any, entry: tuple[Any, str]) -> Any:
+            r, reason = entry
+            headers = [("source_topic", r.topic.encode()),
+                       ("source_partition", str(r.partition).encode()),
+                       ("source_offset", str(r.offset).encode()),
+                       ("error", reason.encode())]
+            return producer.send(self.topic, value=r.value, key=r.key, headers=headers)
+
+        return self.send_all(entries, send, DEAD_LETTER_TIMEOUT_S)
 

@@ -45,7 +45,7 @@ from stream.engine.episodes import Episode
 from stream.engine.figures import PartitionKey
 from stream.engine.pipeline import Pipeline
 from stream.sinks.checkpoints import StateError
-from stream.sinks.producer import ProducerSink
+from stream.sinks.producer import ProducerSink, create_topic
 
 log = logging.getLogger("streamdrift.run")
 
@@ -168,13 +168,13 @@ class DriftEventWriter(ProducerSink):
     """
 
     what = "drift-events"
+    unit = "records"
 
     def __init__(self, topic: str, client_kwargs: Mapping[str, Any],
                  count: Callable[[str, int], None],
                  make_producer: Callable[[], Any] | None = None) -> None:
         self.client_kwargs = dict(client_kwargs)
-        super().__init__(topic, make_producer or self._new_producer)
-        self.count = count
+        super().__init__(topic, make_producer or self._new_producer, count)
         #: input partition -> idents of the records already on the topic (see recall)
         self.written: dict[PartitionKey, set[Ident]] = {}
 
@@ -190,7 +190,6 @@ class DriftEventWriter(ProducerSink):
     def ensure_topic(self, timeout_s: float = 30.0) -> bool:
         """Create the topic (1 partition, the broker's retention) if missing; True if created."""
         from kafka import KafkaAdminClient
-        from kafka.errors import TopicAlreadyExistsError
 
         from stream.config import ConfigError
 
@@ -200,17 +199,12 @@ class DriftEventWriter(ProducerSink):
         try:
             if self.topic in set(admin.list_topics()):
                 return False
-            result = admin.create_topics(
-                {self.topic: {"num_partitions": 1, "replication_factor": -1}},
-                timeout_ms=ms, raise_errors=False)
-            for t in result.get("topics", []):
-                code = t.get("error_code", 0)
-                if code not in (0, TopicAlreadyExistsError.errno):
-                    raise ConfigError(
-                        f"source.drift_events.topic: cannot create {self.topic!r}: error "
-                        f"{code} {t.get('error_message')}; create the topic or allow "
-                        "streamdrift to, or remove source.drift_events")
-            admin.wait_for_topics([self.topic], timeout_ms=ms)
+            error = create_topic(admin, self.topic, ms)
+            if error is not None:
+                raise ConfigError(
+                    f"source.drift_events.topic: cannot create {self.topic!r}: error "
+                    f"{error}; create the topic or allow streamdrift to, or remove "
+                    "source.drift_events")
             log.info("drift-events topic created", extra={"topic": self.topic})
             return True
         finally:
@@ -229,36 +223,14 @@ class DriftEventWriter(ProducerSink):
                      extra={"records": len(records) - len(todo), "topic": self.topic})
         if not todo:
             return []
-        try:
-            producer = self.connect()
-            futures = [producer.send(self.topic, key=r.key, value=r.encode())
-                       for r in todo]
-            producer.flush(timeout=DRIFT_EVENTS_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - counted, retried
-            self.count("failed", len(todo))
-            log.warning("drift-events write failed: %s: %s", type(exc).__name__, exc,
-                        extra={"records": len(todo), "topic": self.topic})
-            self.drop_producer()
-            return todo
-        failed = []
-        error: Exception | None = None
-        for r, f in zip(todo, futures, strict=True):
-            try:
-                f.get(timeout=DRIFT_EVENTS_TIMEOUT_S)
-                self.count("ok", 1)
-                log.info("drift episode record written", extra={
-                    k: r.value[k] for k in ("type", "model", "column", "topic", "partition",
-                                            "open_offset")} | {
-                    "close_offset": r.value.get("close_offset")})
-            except Exception as exc:  # noqa: BLE001
-                self.count("failed", 1)
-                failed.append(r)
-                error = exc
-        if failed:
-            log.warning("drift-events write failed: %s", error,
-                        extra={"records": len(failed), "topic": self.topic})
-            self.drop_producer()
-        return failed
+        def written(r: DriftRecord) -> None:
+            log.info("drift episode record written", extra={
+                k: r.value[k] for k in ("type", "model", "column", "topic", "partition",
+                                        "open_offset")} | {
+                "close_offset": r.value.get("close_offset")})
+
+        return self.send_all(todo, lambda producer, r: producer.send(
+            self.topic, key=r.key, value=r.encode()), DRIFT_EVENTS_TIMEOUT_S, written)
 
     # -- restore ---------------------------------------------------------------------
     def recall(self, since: Mapping[PartitionKey, float | None], group_id: str,

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, make_wsgi_app, start_http_server
@@ -39,6 +39,15 @@ DET = ["model", "feature", "role", "detector"]
 SOURCE_ERROR_REASONS = ("unsupported_codec",)
 #: results of drift episode records (``duplicate``: already written before a restore)
 DRIFT_EVENT_RESULTS = ("ok", "failed", "duplicate")
+
+
+def _counts(name: str, doc: str, label: str, keys: Iterable[str],
+            counts: Mapping[str, int]) -> CounterMetricFamily:
+    """A counter family with one sample per key (0 for a key not counted yet)."""
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key in keys:
+        family.add_metric([key], counts.get(key, 0))
+    return family
 
 
 def _num(x: Any) -> float:
@@ -179,11 +188,8 @@ class StreamdriftCollector(Collector):
                                        "Messages read from the source, valid or not.")
         consumed.add_metric([], snap.consumed)
         yield consumed
-        invalid = CounterMetricFamily("streamdrift_events_invalid",
-                                      "Messages rejected, by reason.", labels=["reason"])
-        for reason in INVALID_REASONS:
-            invalid.add_metric([reason], snap.invalid.get(reason, 0))
-        yield invalid
+        yield _counts("streamdrift_events_invalid", "Messages rejected, by reason.", "reason",
+                      INVALID_REASONS, snap.invalid)
         cum, buckets = 0, []
         for bound, n in zip(BATCH_BUCKETS, snap.batch_counts, strict=False):
             cum += n
@@ -207,35 +213,19 @@ class StreamdriftCollector(Collector):
                                "can be read.")
         up.add_metric([], health.source_up)
         yield up
-        se = CounterMetricFamily("streamdrift_source_errors",
-                                 "Partitions the consumer stopped reading, by reason.",
-                                 labels=["reason"])
-        for reason in SOURCE_ERROR_REASONS:
-            se.add_metric([reason], health.source_errors.get(reason, 0))
-        yield se
-        dl = CounterMetricFamily("streamdrift_dead_letter", "Dead-letter writes by result.",
-                                 labels=["result"])
-        for result in ("ok", "failed"):
-            dl.add_metric([result], health.dead_letter.get(result, 0))
-        yield dl
-        de = CounterMetricFamily("streamdrift_drift_events",
-                                 "Drift episode records (source.drift_events), by result.",
-                                 labels=["result"])
-        for result in DRIFT_EVENT_RESULTS:
-            de.add_metric([result], health.drift_events.get(result, 0))
-        yield de
-        cp = CounterMetricFamily("streamdrift_state_checkpoints",
-                                 "Detector-state checkpoints written, by result.",
-                                 labels=["result"])
-        for result in ("ok", "failed"):
-            cp.add_metric([result], health.checkpoints.get(result, 0))
-        yield cp
-        rs = CounterMetricFamily("streamdrift_state_restores",
-                                 "Partition states on assignment, by outcome.",
-                                 labels=["outcome"])
-        for result in ("checkpoint", "fresh", "ignored", "failed"):
-            rs.add_metric([result], health.restores.get(result, 0))
-        yield rs
+        yield _counts("streamdrift_source_errors",
+                      "Partitions the consumer stopped reading, by reason.", "reason",
+                      SOURCE_ERROR_REASONS, health.source_errors)
+        yield _counts("streamdrift_dead_letter", "Dead-letter writes by result.", "result",
+                      ("ok", "failed"), health.dead_letter)
+        yield _counts("streamdrift_drift_events",
+                      "Drift episode records (source.drift_events), by result.", "result",
+                      DRIFT_EVENT_RESULTS, health.drift_events)
+        yield _counts("streamdrift_state_checkpoints",
+                      "Detector-state checkpoints written, by result.", "result",
+                      ("ok", "failed"), health.checkpoints)
+        yield _counts("streamdrift_state_restores", "Partition states on assignment, by outcome.",
+                      "outcome", ("checkpoint", "fresh", "ignored", "failed"), health.restores)
         if health.last_checkpoint_ts is not None:
             lc = GaugeMetricFamily("streamdrift_state_last_checkpoint_timestamp_seconds",
                                    "Wall-clock time of the last acknowledged checkpoint.")

@@ -163,10 +163,9 @@ def prometheus_config(dst: Path, *, target: str, alertmanager: str, rules_dir: P
     return dst
 
 
-def alertmanager_config(dst: Path, webhook_netloc: str, *, group_wait: str = "1s",
-                        group_interval: str = "2s") -> Path:
-    """deploy/alertmanager/alertmanager.yml for the test (see the module docstring)."""
-    cfg = yaml.safe_load(ALERTMANAGER_YML.read_text(encoding="utf-8"))
+def redirect_webhooks(cfg: dict, webhook_netloc: str) -> None:
+    """Point every receiver of an Alertmanager config at ``http://webhook_netloc`` (paths
+    kept); only webhook receivers can be redirected."""
     for receiver in cfg["receivers"]:
         kinds = sorted(k for k in receiver if k.endswith("_configs"))
         assert kinds == ["webhook_configs"], (
@@ -174,6 +173,13 @@ def alertmanager_config(dst: Path, webhook_netloc: str, *, group_wait: str = "1s
         for hook in receiver["webhook_configs"]:
             hook["url"] = urlunsplit(urlsplit(hook["url"])._replace(scheme="http",
                                                                     netloc=webhook_netloc))
+
+
+def alertmanager_config(dst: Path, webhook_netloc: str, *, group_wait: str = "1s",
+                        group_interval: str = "2s") -> Path:
+    """deploy/alertmanager/alertmanager.yml for the test (see the module docstring)."""
+    cfg = yaml.safe_load(ALERTMANAGER_YML.read_text(encoding="utf-8"))
+    redirect_webhooks(cfg, webhook_netloc)
 
     def shorten(route: dict) -> None:
         if route.get("group_wait") not in (None, "0s", "0"):

@@ -33,7 +33,6 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -45,6 +44,7 @@ from tests.support.e2e import (
     PROMETHEUS_YML,
     Pipeline,
     _delete_topics,
+    redirect_webhooks,
     run_baseline,
 )
 from tests.support.events import MODEL, write_clipped_reference
@@ -105,13 +105,7 @@ def alertmanager_config(dst: Path, webhook_netloc: str) -> Path:
     """deploy/alertmanager/alertmanager.yml with the webhooks' host:port replaced, nothing
     else."""
     cfg = yaml.safe_load(ALERTMANAGER_YML.read_text(encoding="utf-8"))
-    for receiver in cfg["receivers"]:
-        kinds = sorted(k for k in receiver if k.endswith("_configs"))
-        assert kinds == ["webhook_configs"], (
-            f"receiver {receiver['name']} uses {kinds}: this test can only redirect webhooks")
-        for hook in receiver["webhook_configs"]:
-            hook["url"] = urlunsplit(urlsplit(hook["url"])._replace(scheme="http",
-                                                                    netloc=webhook_netloc))
+    redirect_webhooks(cfg, webhook_netloc)
     dst.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return dst
 

@@ -172,9 +172,6 @@ class Pipeline:
         self.recent_alarms: deque[Detection] = deque(maxlen=200)
         #: detector episodes closed by the last :meth:`process` (peak as ``statistic``)
         self.last_closes: list[Detection] = []
-        #: column episodes opened or closed since :meth:`take_episodes` last ran
-        #: (bounded: ``run`` never takes them, it reads :attr:`last_episodes`)
-        self._episode_events: deque[Episode] = deque(maxlen=100_000)
         #: ("open" | "close", column episode) of the last :meth:`process`, in input order
         #: (an episode that opened and closed in it is listed twice)
         self.last_episodes: list[tuple[str, Episode]] = []
@@ -315,24 +312,9 @@ class Pipeline:
         for _, opening, d in steps:
             ep = book.opened(d, now) if opening else book.closed(d)
             if ep is not None:
-                self._episode_events.append(ep)
                 self.last_episodes.append(("open" if opening else "close", ep))
                 if not opening:
                     self.recent_episodes.append(ep)
-
-    def take_episodes(self) -> list[Episode]:
-        """The column episodes opened or closed since the last call (an episode that opened
-        and closed in between is listed once, closed)."""
-        with self.lock:
-            out = list(self._episode_events)
-            self._episode_events.clear()
-        seen: set[int] = set()
-        unique = []
-        for ep in reversed(out):
-            if id(ep) not in seen:
-                seen.add(id(ep))
-                unique.append(ep)
-        return unique[::-1]
 
     def open_episodes(self) -> list[Episode]:
         """The column episodes open now, over all partitions."""

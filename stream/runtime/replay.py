@@ -28,7 +28,7 @@ def replay(config: Config, pipeline: Pipeline, input_path: Path, batch_lines: in
     for batch in iter_batches(input_path, batch_lines):
         found, _ = pipeline.process(batch, base_index=lines)
         detections.extend(found)
-        closed.extend(ep for ep in pipeline.take_episodes() if ep.closed is not None)
+        closed.extend(ep for step, ep in pipeline.last_episodes if step == "close")
         lines += len(batch)
         if on_batch:
             on_batch(lines, sum(len(b) + 1 for b in batch))

@@ -7,8 +7,9 @@ tests.support.servers; their configurations are derived from the shipped files:
 * Prometheus: deploy/prometheus/prometheus.yml with the scrape and evaluation intervals set
   to 1 s, the example target replaced by the `streamdrift run` under test and the
   Alertmanager of the test; its rule files are the shipped ones, except that a rule file
-  holding `for:` clauses is loaded from a copy in which every `for:` is shortened (nothing
-  else changes; `rule_file_copy` checks that).
+  holding `for:` clauses is loaded from a copy in which every `for:` is shortened and a
+  group's own evaluation `interval:` set to 1 s (nothing else changes; `rule_file_copy`
+  checks that). tests.support.paging runs the shipped timings instead.
 * Alertmanager: deploy/alertmanager/alertmanager.yml with the host:port of every webhook URL
   pointed at the test's webhook server (the path, e.g. `/tickets`, is kept) and shorter
   `group_wait` / `group_interval`; routes, grouping and inhibition as shipped.

@@ -5,14 +5,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# make image: the tag, and the base image (empty: the Dockerfile's python:3.11-slim-bookworm;
+# "local": a Debian 12 base made here with mmdebstrap, for machines that reach no registry)
+IMAGE ?= streamdrift:dev
+BASE ?=
 
-.PHONY: help install system-deps kafka lint typecheck test test-fast demo bench clean
+.PHONY: help install system-deps kafka lint typecheck test test-fast demo bench image clean
 
 help:
 	@echo "make demo       local Kafka broker + synthetic producer + streamdrift with a live view"
 	@echo "make test       install everything needed, lint, run all tests (real Kafka/Prometheus/Alertmanager)"
 	@echo "make test-fast  unit tests only (no broker, no Prometheus)"
 	@echo "make bench      detector benchmarks (see docs/benchmarks.md)"
+	@echo "make image      the container image (docker, or podman where no Docker daemon answers)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +39,20 @@ system-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
 	    --no-install-recommends prometheus prometheus-alertmanager default-jdk-headless maven openssl; \
+	fi
+	@# Under CI (CI set, not 0/false/no): podman, runc and mmdebstrap for the container image
+	@# test (tests/integration/test_image.py), which fails there without them. Elsewhere
+	@# they are optional: without podman that test is skipped.
+	@ci=$$(printf '%s' "$${CI:-}" | tr '[:upper:]' '[:lower:]'); \
+	if [ -n "$$ci" ] && [ "$$ci" != 0 ] && [ "$$ci" != false ] && [ "$$ci" != no ]; then \
+	  if command -v podman >/dev/null && command -v runc >/dev/null \
+	      && command -v mmdebstrap >/dev/null; then \
+	    echo "container tools present"; \
+	  else \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
+	      --no-install-recommends podman runc mmdebstrap; \
+	  fi; \
 	fi
 
 # Apache Kafka broker classpath from Maven Central, cached in .cache/kafka
@@ -58,6 +77,10 @@ demo: install kafka
 bench: install
 	$(BIN)/python bench/bench_throughput.py
 	$(BIN)/python bench/bench_detection.py
+
+# The container image (deploy/Dockerfile); see deploy/image/build.py and docs/deploy.md.
+image:
+	$(PYTHON) deploy/image/build.py --tag $(IMAGE) $(if $(BASE),--base $(BASE))
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .mypy_cache

@@ -7,8 +7,9 @@ default command (``streamdrift run -c /etc/streamdrift/config.yaml``), a configu
 a baseline file mounted read-only, on the host's network so that it reaches the test broker
 on loopback. It must: run as the unprivileged user 10001; consume the topic; serve /metrics
 that ``promtool check metrics`` accepts; raise no alarm on clean events and raise one when
-drift is injected; stop with exit status 0 within 10 s of a SIGTERM (as PID 1, without an
-init process, as Kubernetes runs it).
+drift is injected; pass its own HEALTHCHECK (run by podman in the container); stop with exit
+status 0 within 10 s of a SIGTERM (as PID 1, without an init process, as Kubernetes runs
+it).
 
 Under CI (``CI`` set) a missing podman, runc or mmdebstrap fails these tests (``make test``
 installs them there); elsewhere they are skipped with the reason.
@@ -108,6 +109,8 @@ def test_image_consumes_detects_drift_serves_metrics_and_stops_on_sigterm(
                        volumes={etc: "/etc/streamdrift:ro"})
     try:
         started_in = run.wait_serving(timeout=MAX_START_S * 4)
+        health = run.healthcheck()
+        assert health.returncode == 0, f"HEALTHCHECK: {health.stdout}{health.stderr}"
         ids = run.process_ids()
         assert ids == {"Uid": [UID] * 4, "Gid": [GID] * 4}, ids  # real, effective, saved, fs
 

@@ -114,14 +114,18 @@ def streamdrift_image() -> tuple[str, float | None]:
 
 class ContainerRun:
     """``podman run --network=host IMAGE [args]`` started at once, attached: its output (the
-    JSON log) goes to ``log``.  ``port`` is the metrics port on the host's loopback."""
+    JSON log) goes to ``log``.  ``port`` is the metrics port on the host's loopback; the
+    HEALTHCHECK is pointed at it and runs only when asked (:meth:`healthcheck`: no timer,
+    which would need systemd)."""
 
     def __init__(self, image: str, *args: str, log: Path, port: int,
                  volumes: dict[Path, str] | None = None) -> None:
         self.name = f"streamdrift-test-{uuid.uuid4().hex[:12]}"
         self.log, self.port = log, port
         self.stopped_in: float | None = None
-        cmd = [*podman_cmd(), "run", "--name", self.name, "--network=host"]
+        cmd = [*podman_cmd(), "run", "--name", self.name, "--network=host",
+               "--health-interval=disable",
+               "--env", f"STREAMDRIFT_HEALTHCHECK_URL=http://127.0.0.1:{port}/metrics"]
         for host, container in (volumes or {}).items():
             cmd += ["--volume", f"{host}:{container}"]
         self.started = time.monotonic()
@@ -167,6 +171,11 @@ class ContainerRun:
         status = Path(f"/proc/{self.pid()}/status").read_text()
         return {line.split(":")[0]: [int(v) for v in line.split(":")[1].split()]
                 for line in status.splitlines() if line.startswith(("Uid:", "Gid:"))}
+
+    def healthcheck(self) -> subprocess.CompletedProcess:
+        """``podman healthcheck run``: the image's HEALTHCHECK command, run in the container
+        by the engine (exit status 0: healthy)."""
+        return podman("healthcheck", "run", self.name, check=False, timeout=60)
 
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM to the container's main process; waits ``timeout`` seconds for the

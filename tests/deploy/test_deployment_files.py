@@ -1,7 +1,9 @@
 """The deployment files: Dockerfile, .dockerignore, the Compose stack, the Kubernetes manifests.
 
-No Docker engine runs where these tests run, so the image is never built and the Compose
-stack never started here. What is checked instead:
+No Docker engine runs where these tests run and no registry is reachable, so the Compose
+stack is never started here (tests/integration/test_image.py builds and runs the image
+with podman; tests/deploy/test_compose_config.py resolves the compose file with
+podman-compose). What is checked here, without any container engine:
 
 * every YAML file parses (without duplicate keys);
 * the Dockerfile's build inputs exist and survive .dockerignore, its ENTRYPOINT is the

@@ -195,7 +195,8 @@ def build(tag: str = DEFAULT_TAG, base: str | None = None, *, engine: str = "aut
           host_ca: bool = True, extras: str = "", quiet: bool = False) -> str:
     """Build the image; ``base`` "local" makes and uses the local Debian base (podman only).
     Returns the tag."""
-    engine = choose_engine(engine)
+    # the local base lives in podman's storage: podman builds from it even where Docker runs
+    engine = choose_engine("podman" if base == "local" and engine == "auto" else engine)
     if base == "local":
         if engine != "podman":
             raise ImageError("--base local needs podman (the base is imported into podman's "

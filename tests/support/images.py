@@ -33,8 +33,10 @@ from tests.support.scripts import load_script
 from tests.support.waiting import wait_for
 
 BUILD_SCRIPT = REPO / "deploy" / "image" / "build.py"
-#: every image the tests build is named so (tagged by the digest of its inputs)
-TEST_REPOSITORY = "localhost/streamdrift-test"
+#: the images the tests build are named so, one name per checkout (several worktrees share
+#: podman's storage), tagged by the digest of their inputs
+TEST_REPOSITORY = ("localhost/streamdrift-test-"
+                   + hashlib.sha256(str(REPO).encode()).hexdigest()[:8])
 #: top-level entries of the build context (.dockerignore's allow-list)
 CONTEXT = ("pyproject.toml", "README.md", "stream", "detectors")
 #: what .dockerignore drops inside the allowed folders
@@ -109,7 +111,19 @@ def streamdrift_image() -> tuple[str, float | None]:
         script.build(tag, "local", engine="podman", quiet=True)
     except script.ImageError as exc:
         pytest.fail(f"the image does not build: {exc}", pytrace=False)
-    return tag, time.monotonic() - t0
+    took = time.monotonic() - t0
+    _remove_older_builds(keep=tag)
+    return tag, took
+
+
+def _remove_older_builds(keep: str) -> None:
+    """Remove this checkout's earlier test images (each holds its own ~420 MB environment);
+    best effort: one still in use by a running test stays."""
+    listed = podman("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
+                    f"reference={TEST_REPOSITORY}", check=False).stdout.split()
+    older = [name for name in listed if name != keep and name.startswith(TEST_REPOSITORY)]
+    if older:
+        podman("rmi", *older, check=False)
 
 
 class ContainerRun:

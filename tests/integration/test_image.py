@@ -113,6 +113,9 @@ def test_image_consumes_detects_drift_serves_metrics_and_stops_on_sigterm(
         assert health.returncode == 0, f"HEALTHCHECK: {health.stdout}{health.stderr}"
         ids = run.process_ids()
         assert ids == {"Uid": [UID] * 4, "Gid": [GID] * 4}, ids  # real, effective, saved, fs
+        # PID 1 is streamdrift itself (no init): it must handle SIGTERM on its own
+        cmdline = podman("exec", run.name, "cat", "/proc/1/cmdline").stdout.split("\0")
+        assert any(arg.endswith("/streamdrift") for arg in cmdline[:2]), cmdline
 
         clean = run.wait_consumed(N_CLEAN, timeout=120)
         assert sample(samples(clean), "streamdrift_events_processed_total",

@@ -175,14 +175,10 @@ class ContainerRun:
             raise AssertionError(f"the container exited with {self.proc.returncode}:\n"
                                  f"{self.log_tail()}")
 
-    def pid(self) -> int:
-        """The host PID of the container's main process."""
-        out = podman("inspect", "--format", "{{.State.Pid}}", self.name).stdout
-        return int(out.strip())
-
     def process_ids(self) -> dict[str, list[int]]:
-        """Uid and Gid lines (real, effective, saved, fs) of the main process' status."""
-        status = Path(f"/proc/{self.pid()}/status").read_text()
+        """Uid and Gid lines (real, effective, saved, fs) of the container's main process
+        (its PID 1), as the container sees them (also with rootless podman)."""
+        status = podman("exec", self.name, "cat", "/proc/1/status").stdout
         return {line.split(":")[0]: [int(v) for v in line.split(":")[1].split()]
                 for line in status.splitlines() if line.startswith(("Uid:", "Gid:"))}
 

@@ -281,10 +281,10 @@ class Pipeline:
                     mb = _tail(mb, skip[name])
                 if not mb.n_events:
                     continue
-                if self.skew is not None and partition != LOCAL_PARTITION:
-                    self.skew.update(name, partition, mb.columns, mb.n_events)
                 mon = st.monitors[name]
                 alarms = mon.update(mb.columns, mb.invalid_mask, mb.missing_mask)
+                if self.skew is not None and partition != LOCAL_PARTITION:
+                    self.skew.update(name, partition, mon, mb.n_events)
                 if mon.quality is not None:
                     self.incomplete[name] += mon.quality.last_incomplete
                 for a in alarms:

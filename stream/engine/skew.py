@@ -9,8 +9,9 @@ looks drifted, for good.  :class:`PartitionSkew` finds out from the data:
 * per (model, partition) it keeps the baseline-bin counts of every column over the
   partition's recent ``window`` events (:class:`~detectors.homogeneity.BlockedCounts`;
   numbers binned by the baseline's quantile bins, categories by its top categories and
-  one *other* bucket; missing and invalid values left out), updated per batch with one
-  vectorised pass per column;
+  one *other* bucket; missing and invalid values left out), updated per batch from the
+  bins the column monitors have just computed (``ColumnMonitor.last_codes``): one
+  ``bincount`` per batch, no second look at the values;
 * every ``interval_s`` seconds (and, until a check could compare two partitions, every
   few seconds) it tests each column for homogeneity across the partitions that have
   ``min_events`` values of it (:func:`~detectors.homogeneity.homogeneity_test`) at
@@ -37,12 +38,11 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 
 import numpy as np
 
 from detectors.homogeneity import KEY_PURITY, BlockedCounts, HomogeneityResult, homogeneity_test
-from detectors.model import ModelBaseline
+from detectors.model import ModelBaseline, ModelMonitor
 from detectors.profile import CategoricalProfile, NumericProfile
 from stream.config import PartitionCheckConfig
 from stream.engine.figures import PartitionKey
@@ -57,6 +57,7 @@ CLEAR_CHECKS = 3
 STARTUP_RETRY_S = 5.0
 #: blocks of the per-partition window
 BLOCKS = 10
+_NO_CODES = np.empty(0, dtype=np.int64)
 _CAUSE_TEXT = {
     "column_is_key": "the topic looks keyed by {col}: each of its values lives on one "
                      "partition",
@@ -93,33 +94,16 @@ class SkewFigures:
 
 
 class _Column:
-    __slots__ = ("edges", "k", "lookup", "name", "numeric", "offset", "role")
+    __slots__ = ("k", "name", "numeric", "offset", "role")
 
     def __init__(self, name: str, role: str, profile: NumericProfile | CategoricalProfile,
                  offset: int) -> None:
         self.name, self.role, self.offset = name, role, offset
         self.numeric = isinstance(profile, NumericProfile)
         if isinstance(profile, NumericProfile):
-            self.edges = profile.bin_edges
-            self.k = self.edges.size + 1
-            self.lookup: dict[object, int] = {}
+            self.k = profile.bin_edges.size + 1
         else:
-            cats = profile.categories
-            self.edges = np.empty(0)
-            self.k = len(cats) + 1  # the last bin: every other category
-            self.lookup = {c: i for i, c in enumerate(cats)}
-            self.lookup[None] = self.k  # missing or invalid: left out
-
-    def codes(self, values: np.ndarray) -> np.ndarray:
-        """Bin of each value, ``k`` for missing and invalid values, plus the offset."""
-        if self.numeric:
-            out = np.searchsorted(self.edges, values)
-            out[~np.isfinite(values)] = self.k
-        else:
-            out = np.fromiter(map(self.lookup.get, values, repeat(self.k - 1)),
-                              dtype=np.int64, count=len(values))
-        out += self.offset
-        return out  # type: ignore[no-any-return]
+            self.k = len(profile.categories) + 1  # the last bin: every other category
 
 
 class _Episode:
@@ -138,26 +122,31 @@ class _ModelSkew:
 
     def __init__(self, name: str, baseline: ModelBaseline, columns: Sequence[tuple[str, str]],
                  cfg: PartitionCheckConfig) -> None:
-        self.name, self.cfg = name, cfg
+        self.name, self.cfg, self.baseline = name, cfg, baseline
         self.columns: list[_Column] = []
         offset = 0
         for col, role in columns:
             c = _Column(col, role, baseline.profiles[col], offset)
             self.columns.append(c)
-            offset += c.k + 1
+            offset += c.k
         self.size = offset
         self.windows: dict[PartitionKey, BlockedCounts] = {}
         self.episodes: dict[str, _Episode] = {}
         self.partitions = 0
         self.checks = 0
 
-    def update(self, key: PartitionKey, columns: Mapping[str, np.ndarray], n: int) -> None:
+    def update(self, key: PartitionKey, monitor: ModelMonitor, n: int) -> None:
         ring = self.windows.get(key)
         if ring is None:
             ring = self.windows[key] = BlockedCounts(
                 self.size, max(1, self.cfg.window // BLOCKS), BLOCKS)
-        if n:
-            ring.update(np.concatenate([c.codes(columns[c.name]) for c in self.columns]), n)
+        parts = []
+        for c in self.columns:
+            cm = monitor.columns[c.name]
+            codes = cm.last_codes
+            if codes.size:
+                parts.append((codes >> cm.last_shift) + c.offset)
+        ring.update(np.concatenate(parts) if parts else _NO_CODES, n)
 
     def check(self, now: float) -> bool:
         """Test every column; True if at least two partitions could be compared."""
@@ -249,9 +238,10 @@ class PartitionSkew:
         self.next_check = -math.inf
         self.checked: set[str] = set()
 
-    def update(self, model: str, key: PartitionKey, columns: Mapping[str, np.ndarray],
-               n: int) -> None:
-        self.models[model].update(key, columns, n)
+    def update(self, model: str, key: PartitionKey, monitor: ModelMonitor, n: int) -> None:
+        """Count the batch that ``monitor`` (of ``model`` on partition ``key``) has just
+        processed: the bins of its columns' valid values (``ColumnMonitor.last_codes``)."""
+        self.models[model].update(key, monitor, n)
 
     def drop(self, key: PartitionKey) -> None:
         for m in self.models.values():

@@ -335,9 +335,12 @@ class Pipeline:
                     for ep in self.partitions[k].book.open.values()]
 
     def heartbeat(self) -> None:
-        """Record that the loop is alive although a poll returned nothing."""
+        """Record that the loop is alive although a poll returned nothing (a partition
+        check that is due runs: the windows hold the last events of each partition)."""
         with self.lock:
             self.last_batch_ts = self.clock()
+            if self.skew is not None:
+                self.skew.maybe_check(self.last_batch_ts)
 
     # -- figures ---------------------------------------------------------------------
     def _columns(self, name: str) -> dict[str, ColumnFigures]:

@@ -296,3 +296,16 @@ def test_defaults() -> None:
 def test_bad_settings_name_the_key_and_the_fix(section: Any, message: str) -> None:
     errors = config_errors(minimal_config(detection={"partition_check": section}))
     assert any(e.startswith(message) for e in errors), errors
+
+
+def test_an_idle_stream_is_still_checked(pipeline_factory: Any) -> None:
+    pipe, clock = pipeline_factory()
+    rng = np.random.default_rng(5)
+    cols = events(rng, 8_000)
+    part = keyed(cols, rng, by_key=False)
+    for p in range(PARTITIONS):  # the whole topic read at once, then nothing new
+        pipe.process(messages(cols, part == p), partition=("events", p))
+    assert pipe.skew is not None and pipe.skew.models["m"].checks == 0
+    clock.now += 30.0
+    pipe.heartbeat()  # an empty poll
+    assert pipe.skew.models["m"].checks == 1

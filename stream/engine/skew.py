@@ -198,7 +198,7 @@ class _ModelSkew:
             "model-wide baseline, so their drift alarms on %s (and on columns related to "
             "it) are not to be trusted. Produce "
             "with null keys or keys unrelated to the features (e.g. a hash of the event "
-            "id); see docs/runbooks.md#partition-skew",
+            "id); see docs/runbooks.md#streamdriftpartitionskew",
             " (still)" if again else "", self.name, col.name, res.partitions, worst[0],
             worst[1], res.effect, _CAUSE_TEXT[ep.cause].format(col=col.name), col.name,
             extra={"model": self.name, "feature": col.name, "role": col.role,

@@ -172,7 +172,9 @@ class BlockedCounts:
     callers give each column its own range); the current block closes once it holds
     ``block_events`` events, and the oldest block is then dropped.  :attr:`counts`
     sums the ring: between ``(blocks − 1) × block_events`` and ``blocks ×
-    block_events`` events plus one batch.
+    block_events`` events plus one batch.  With ``block_events=None`` blocks close only
+    on :meth:`next_block`: several streams whose blocks close together cover the same
+    stretch of time, whatever their rates.
 
     >>> bc = BlockedCounts(size=3, block_events=2, blocks=3)
     >>> for batch in ([0, 1], [1, 1], [2, 2]):
@@ -183,13 +185,16 @@ class BlockedCounts:
     [0, 2, 2]
     """
 
-    def __init__(self, size: int, block_events: int, blocks: int = 10) -> None:
+    def __init__(self, size: int, block_events: int | None, blocks: int = 10) -> None:
         for name, value, low in (("size", size, 1), ("block_events", block_events, 1),
                                  ("blocks", blocks, 2)):
+            if value is None and name == "block_events":
+                continue
             if isinstance(value, bool) or not isinstance(value, int | np.integer) \
                     or value < low:
                 raise DetectorError(f"{name} must be an integer >= {low}, got {value!r}")
-        self.size, self.block_events, self.blocks = int(size), int(block_events), int(blocks)
+        self.size, self.blocks = int(size), int(blocks)
+        self.block_events = None if block_events is None else int(block_events)
         self._counts = np.zeros((self.blocks, self.size), dtype=np.int64)
         self._events = np.zeros(self.blocks, dtype=np.int64)
         self._current = 0
@@ -199,10 +204,15 @@ class BlockedCounts:
         if codes.size:
             self._counts[self._current] += np.bincount(codes, minlength=self.size)
         self._events[self._current] += n_events
-        if self._events[self._current] >= self.block_events:
-            self._current = (self._current + 1) % self.blocks
-            self._counts[self._current] = 0
-            self._events[self._current] = 0
+        if self.block_events is not None and self._events[self._current] >= self.block_events:
+            self.next_block()
+        return self
+
+    def next_block(self) -> BlockedCounts:
+        """Close the current block: the oldest one is dropped."""
+        self._current = (self._current + 1) % self.blocks
+        self._counts[self._current] = 0
+        self._events[self._current] = 0
         return self
 
     @property

@@ -38,7 +38,7 @@ def parse_partition_check(ctx: Ctx, value: Any, path: KeyPath) -> PartitionCheck
             and min_events > window * 9 // 10:
         ctx.error(path + ("min_events",),
                   f"must be at most 90 % of window ({window * 9 // 10} for window {window}): "
-                  f"a partition's window holds 9 to 10 tenths of window events; got "
+                  f"a partition's window holds 9 to 10 tenths of window events on average; got "
                   f"{min_events}")
         kw["min_events"] = BAD
     if get_key(sec, "false_alarm") is not ABSENT:

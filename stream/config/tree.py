@@ -193,7 +193,8 @@ class PartitionCheckConfig:
     enabled: bool = True
     #: seconds between checks (the first as soon as two partitions have ``min_events``)
     interval_s: float = 60.0
-    #: recent events per partition and model that a check compares
+    #: recent events per partition (on average) and model that a check compares; the
+    #: windows of all partitions cover the same stretch of the model's stream
     window: int = 10_000
     #: values of a column a partition needs in its window to take part
     min_events: int = 1_000

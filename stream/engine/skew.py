@@ -7,7 +7,10 @@ producer keys the topic by a feature (country, tenant, region).  Then every part
 looks drifted, for good.  :class:`PartitionSkew` finds out from the data:
 
 * per (model, partition) it keeps the baseline-bin counts of every column over the
-  partition's recent ``window`` events (:class:`~detectors.homogeneity.BlockedCounts`;
+  model's recent events (:class:`~detectors.homogeneity.BlockedCounts`: ``window`` events
+  per partition on average; the blocks of all partitions close together, so that every
+  partition's window covers the same stretch of the stream whatever its rate, and a
+  drift of the whole stream reaches every window alike;
   numbers binned by the baseline's quantile bins, categories by its top categories and
   one *other* bucket; missing and invalid values left out), updated per batch from the
   bins the column monitors have just computed (``ColumnMonitor.last_codes``): one
@@ -131,6 +134,8 @@ class _ModelSkew:
             offset += c.k
         self.size = offset
         self.windows: dict[PartitionKey, BlockedCounts] = {}
+        #: the model's events (all partitions) since the blocks last closed
+        self.block_fill = 0
         self.episodes: dict[str, _Episode] = {}
         self.partitions = 0
         self.checks = 0
@@ -138,8 +143,7 @@ class _ModelSkew:
     def update(self, key: PartitionKey, monitor: ModelMonitor, n: int) -> None:
         ring = self.windows.get(key)
         if ring is None:
-            ring = self.windows[key] = BlockedCounts(
-                self.size, max(1, self.cfg.window // BLOCKS), BLOCKS)
+            ring = self.windows[key] = BlockedCounts(self.size, None, BLOCKS)
         parts = []
         for c in self.columns:
             cm = monitor.columns[c.name]
@@ -147,6 +151,11 @@ class _ModelSkew:
             if codes.size:
                 parts.append((codes >> cm.last_shift) + c.offset)
         ring.update(np.concatenate(parts) if parts else _NO_CODES, n)
+        self.block_fill += n
+        if self.block_fill >= self.cfg.window * len(self.windows) / BLOCKS:
+            for w in self.windows.values():
+                w.next_block()
+            self.block_fill = 0
 
     def check(self, now: float) -> bool:
         """Test every column; True if at least two partitions could be compared."""

@@ -117,3 +117,17 @@ def test_blocked_counts_keep_a_bounded_recent_window() -> None:
     for b in (bc, again):
         b.update(np.zeros(60, dtype=np.int64), 60)
     assert again.counts.tolist() == bc.counts.tolist()
+
+
+def test_blocks_that_close_together_cover_the_same_stretch() -> None:
+    fast, slow = BlockedCounts(2, None, blocks=3), BlockedCounts(2, None, blocks=3)
+    for step in range(9):  # the fast stream gets 4 events per step, the slow one 1
+        fast.update(np.full(4, step % 2), 4)
+        slow.update(np.full(1, step % 2), 1)
+        if step % 3 == 2:
+            for b in (fast, slow):
+                b.next_block()
+    # after 3 closes the windows hold the last 2 full blocks and an empty current one:
+    # steps 3-8 for both, whatever their rates
+    assert fast.events == 24 and slow.events == 6
+    assert fast.counts.tolist() == [12, 12] and slow.counts.tolist() == [3, 3]

@@ -33,18 +33,21 @@ PARTITIONS = 4
 COLUMNS = {"m": [("country", "feature"), ("income", "feature"), ("x", "feature")]}
 
 
-def events(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-    """Clean events: income depends on the country, x on nothing."""
-    idx = rng.choice(len(COUNTRIES), n, p=P_COUNTRY)
+def events(rng: np.random.Generator, n: int, drift: bool = False) -> dict[str, np.ndarray]:
+    """Clean events: income depends on the country, x on nothing.  ``drift``: every column
+    drifts (x by one standard deviation, income by 30 %, the countries reversed)."""
+    idx = rng.choice(len(COUNTRIES), n, p=P_COUNTRY[::-1] if drift else P_COUNTRY)
     return {"country": np.array(COUNTRIES, dtype=object)[idx],
-            "income": rng.lognormal(10.0 + 0.08 * idx, 0.5),
-            "x": rng.normal(size=n), "_idx": idx}
+            "income": rng.lognormal(10.0 + 0.08 * idx + (0.3 if drift else 0.0), 0.5),
+            "x": rng.normal(1.0 if drift else 0.0, 1.0, n), "_idx": idx}
 
 
-def keyed(cols: dict[str, np.ndarray], rng: np.random.Generator, by_key: bool) -> np.ndarray:
-    """Partition of each event: by its country (a keyed topic) or at random (null keys)."""
+def keyed(cols: dict[str, np.ndarray], rng: np.random.Generator, by_key: bool,
+          shares: tuple[float, ...] | None = None) -> np.ndarray:
+    """Partition of each event: by its country (a keyed topic) or at random (null keys;
+    ``shares`` of the partitions, equal by default)."""
     idx = cols["_idx"]
-    return (idx * 7 + 3) % PARTITIONS if by_key else rng.integers(0, PARTITIONS, idx.size)
+    return (idx * 7 + 3) % PARTITIONS if by_key else rng.choice(PARTITIONS, idx.size, p=shares)
 
 
 @pytest.fixture(scope="module")
@@ -65,18 +68,19 @@ def monitor(base: ModelBaseline) -> ModelMonitor:
 
 
 def feed(skew: PartitionSkew, seed: int, by_key: bool, total: int, batch: int = 500,
-         every: int = 2_000) -> dict[str, int]:
+         every: int = 2_000, drift_at: int | None = None,
+         shares: tuple[float, ...] | None = None) -> dict[str, int]:
     """Feed ``total`` events in batches, partition by partition, checking every ``every``
     events (the clock advances by one interval per check); column -> events fed when it
-    first warned."""
+    first warned.  From ``drift_at`` events on, every column drifts."""
     rng = np.random.default_rng(seed)
     first: dict[str, int] = {}
     fed = 0
     now = 0.0
     mon = monitor(skew.models["m"].baseline)
     while fed < total:
-        cols = events(rng, batch)
-        part = keyed(cols, rng, by_key)
+        cols = events(rng, batch, drift=drift_at is not None and fed >= drift_at)
+        part = keyed(cols, rng, by_key, shares)
         for p in range(PARTITIONS):
             sel = part == p
             mon.update({k: v[sel] for k, v in cols.items() if k != "_idx"})
@@ -121,6 +125,19 @@ def test_random_keys_never_warn_at_the_default_rate(profiles_baseline: ModelBase
         skew = PartitionSkew(cfg, {"m": profiles_baseline}, COLUMNS)
         assert feed(skew, 1_000 + seed, by_key=False, total=40_000) == {}
         assert skew.figures()["m"].checks >= 17  # every 2,000 events from 4,000-6,000 on
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_drift_of_the_whole_stream_is_no_skew(profiles_baseline: ModelBaseline,
+                                                seed: int) -> None:
+    # every partition drifts at once: while the windows fill with drifted events they mix
+    # old and new alike, and the check stays quiet (the drift detectors' business). The
+    # partitions get unequal shares: windows of each partition's last N events would span
+    # different stretches of the stream and differ for the whole transition
+    skew = PartitionSkew(PartitionCheckConfig(), {"m": profiles_baseline}, COLUMNS)
+    assert feed(skew, 2_000 + seed, by_key=False, total=80_000, every=1_000,
+                drift_at=30_000, shares=(0.4, 0.3, 0.2, 0.1)) == {}
+    assert skew.figures()["m"].checks >= 70
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -65,8 +65,10 @@ def _config(workdir: Path, bootstrap: str, topic: str) -> tuple[Path, int]:
                         {"name": "country", "path": "f.country", "type": "categorical"},
                         {"name": "income", "path": "f.income", "type": "numeric"},
                         {"name": "x", "path": "f.x", "type": "numeric"}]}],
+        # partition_check.window: 5,000 per partition on average, more than the topic
+        # holds: every partition stays in the windows, however the backlog is read
         "detection": {"false_alarm_events": 1_000_000, "window": 500, "cadence": 50,
-                      "partition_check": {"interval_s": 2, "window": 3_000,
+                      "partition_check": {"interval_s": 2, "window": 5_000,
                                           "min_events": 1_000}},
         "metrics": {"port": port, "host": "127.0.0.1"},
         "state": {"enabled": False},

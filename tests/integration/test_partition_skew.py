@@ -12,6 +12,8 @@ does compare the four partitions.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -86,7 +88,7 @@ def _skew_warnings(run: StreamdriftRun) -> list[dict[str, Any]]:
     return out
 
 
-def _run(workdir: Path, bootstrap: str, topic: str, keyed: bool) -> tuple[dict, list]:
+def _run(workdir: Path, bootstrap: str, topic: str, keyed: bool) -> tuple[dict, list, str]:
     events = _events(seed=1, n=N_EVENTS)
     if keyed:  # the producer's default partitioner hashes the key: one country, one partition
         from kafka import KafkaProducer
@@ -114,14 +116,14 @@ def _run(workdir: Path, bootstrap: str, topic: str, keyed: bool) -> tuple[dict, 
         wait_for(checked, 30, "two partition checks", alive=run.check_alive,
                  details=run.log_tail)
         time.sleep(2.5)  # one more check: no second warning
-        s = samples(run.scrape())
+        text = run.scrape()
     finally:
         run.stop(check=True)
-    return s, _skew_warnings(run)
+    return samples(text), _skew_warnings(run), text
 
 
 def test_a_topic_keyed_by_country_warns_once_on_country(kafka_bootstrap, make_topic, workdir):
-    s, warnings = _run(workdir, kafka_bootstrap, make_topic(partitions=4), keyed=True)
+    s, warnings, text = _run(workdir, kafka_bootstrap, make_topic(partitions=4), keyed=True)
     by_column = {w["feature"]: w for w in warnings}
     assert sorted(w["feature"] for w in warnings) == sorted(by_column), warnings  # once each
     assert "country" in by_column and "x" not in by_column, warnings
@@ -134,10 +136,17 @@ def test_a_topic_keyed_by_country_warns_once_on_country(kafka_bootstrap, make_to
     assert sample(s, "streamdrift_partition_skew_active", **income,
                   cause="correlated_with_key") == 1
     assert sample(s, "streamdrift_partition_skew_partitions", model="credit") >= 2
+    # the exposition with the skew series is clean for promtool
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed (make test installs the prometheus package)")
+    chk = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
+                         capture_output=True, timeout=30)
+    assert chk.returncode == 0 and not chk.stdout.strip(), chk.stdout + chk.stderr
 
 
 def test_null_keys_give_no_warning(kafka_bootstrap, make_topic, workdir):
-    s, warnings = _run(workdir, kafka_bootstrap, make_topic(partitions=4), keyed=False)
+    s, warnings, _ = _run(workdir, kafka_bootstrap, make_topic(partitions=4), keyed=False)
     assert warnings == []
     assert sample(s, "streamdrift_partition_skew_partitions", model="credit") == 4
     active = [v for (name, _), v in s.items() if name == "streamdrift_partition_skew_active"]

@@ -139,6 +139,10 @@ class _ModelSkew:
         self.episodes: dict[str, _Episode] = {}
         self.partitions = 0
         self.checks = 0
+        #: since when the checks found one partition only (None: not alone); the notice
+        #: is logged once, when that has lasted interval_s
+        self.alone_since: float | None = None
+        self.told_alone = False
 
     def update(self, key: PartitionKey, monitor: ModelMonitor, n: int) -> None:
         ring = self.windows.get(key)
@@ -163,11 +167,22 @@ class _ModelSkew:
         keys = sorted(k for k, w in self.windows.items() if w.events >= cfg.min_events)
         self.partitions = len(keys)
         if len(keys) < 2:
+            since = self.alone_since if self.alone_since is not None else now
+            alone = len(keys) == 1 and len(self.windows) == 1
+            self.alone_since = since if alone else None
+            if alone and not self.told_alone and now - since >= cfg.interval_s:
+                self.told_alone = True
+                log.info("partition check: this process reads one partition of model %s, "
+                         "so partitions cannot be compared here (a process that reads "
+                         "several, e.g. with one partition per process a one-off run with "
+                         "its own group_id, can)", self.name,
+                         extra={"model": self.name, "partition": f"{keys[0][0]}[{keys[0][1]}]"})
             for col in self.columns:
                 ep = self.episodes.get(col.name)
                 if ep is not None and ep.active:
                     self._no_evidence(col, ep, "untestable")
             return False
+        self.alone_since = None
         self.checks += 1
         counts = np.stack([self.windows[k].counts for k in keys])
         alpha = cfg.false_alarm / len(self.columns)

@@ -156,17 +156,27 @@ def test_a_topic_keyed_by_country_warns_on_country_and_income(
     assert cols["country"].score > 10 and cols["x"].score < 1
 
 
-def test_one_partition_cannot_be_compared(profiles_baseline: ModelBaseline) -> None:
+def test_one_partition_cannot_be_compared(profiles_baseline: ModelBaseline,
+                                          caplog: pytest.LogCaptureFixture) -> None:
     skew = PartitionSkew(PartitionCheckConfig(), {"m": profiles_baseline}, COLUMNS)
     rng = np.random.default_rng(0)
     cols = events(rng, 5_000)
     mon = monitor(profiles_baseline)
     mon.update({k: v for k, v in cols.items() if k != "_idx"})
     skew.update("m", ("t", 0), mon, 5_000)
-    assert skew.maybe_check(0.0)
+    with caplog.at_level(logging.INFO, logger="streamdrift.skew"):
+        assert skew.maybe_check(0.0)
+        assert not skew.maybe_check(1.0)  # the next try is a few seconds later
+        for t in range(6, 60, 6):
+            assert skew.maybe_check(float(t))
+        assert not caplog.records  # other partitions may still come
+        for t in range(60, 200, 6):
+            skew.maybe_check(float(t))
     fig = skew.figures()["m"]
     assert fig.partitions == 1 and fig.checks == 0 and not fig.columns
-    assert not skew.maybe_check(1.0)  # the next try is a few seconds later
+    # said once, after interval_s alone: the process cannot compare partitions
+    assert [r.getMessage()[:40] for r in caplog.records] == [
+        "partition check: this process reads one "]
 
 
 # -- in the pipeline -------------------------------------------------------------------

@@ -34,6 +34,10 @@ from detectors.window import (
 SEQUENTIAL_DETECTORS: tuple[str, ...] = tuple(k for k in KINDS if is_sequential(k))
 
 
+_NO_CODES = np.empty(0, dtype=np.int64)
+_NO_CODES.flags.writeable = False
+
+
 class Alarm(NamedTuple):
     """An episode of one detector opened (an alarm) or closed at one position of a batch.
 
@@ -113,6 +117,11 @@ class ColumnMonitor:
         self.closes: list[Alarm] = []
         self.window, self.cadence = window, cadence
         self.n_values = self.n_missing = self.n_invalid = 0
+        #: the bins of the last batch's valid values (numbers: the profile's quantile bins;
+        #: categories: top categories, then *other*), as ``codes >> last_shift``; read
+        #: without a copy by the partition check (stream.engine.skew), until the next update
+        self.last_codes: np.ndarray = _NO_CODES
+        self.last_shift = 1
         self._invalid = _InvalidRate(0.0, window, cadence, name=name)
         # non-alarming trackers where the matching detector is not enabled
         self._missing: RateWindow = _window(self.detectors.get("missing")) or MissingRate(
@@ -147,6 +156,7 @@ class ColumnMonitor:
         The episodes it closed are in :attr:`closes` until the next call.
         """
         self.closes = []
+        self.last_codes = _NO_CODES
         if self.numeric:
             out = self._update_numeric(values, invalid_mask)
         else:
@@ -227,6 +237,7 @@ class ColumnMonitor:
             v, c = x, codes
         else:
             v, c = x[pos], codes[pos]
+        self.last_codes, self.last_shift = c, 1
         hits = self._hist._update_codes(c, pos, 1, -1)
         if "ks" in self.detectors:
             self._collect(self._hist, hits, out)
@@ -290,6 +301,7 @@ class ColumnMonitor:
         n_missing = int(np.count_nonzero(codes == CODE_MISSING))
         pos = self._split(n, codes, n_missing, n_invalid, out)
         c = codes if pos is None else codes[pos]
+        self.last_codes, self.last_shift = c, 1
         hits = self._hist._update_codes(c, pos, 1, -1)
         if "chi2" in self.detectors:
             self._collect(self._hist, hits, out)
@@ -335,6 +347,7 @@ class ColumnMonitor:
         other = len(self._codes)
         codes = np.fromiter(map(self._codes.get, vals, repeat(other)), dtype=np.int64,
                             count=vals.size)
+        self.last_codes, self.last_shift = codes, 0
         hits = self._hist.update_bins(codes, pos)
         if "chi2" in self.detectors:
             self._collect(self._hist, hits, out)

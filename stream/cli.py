@@ -77,6 +77,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         # info, processed, invalid timestamps, last event time, lag, 2 drifting, incomplete
         # events, incomplete ratio, data quality active
         n_series += 10
+        if config.detection.partition_check.enabled:
+            # partition skew (once two partitions are compared): score, effect, active per
+            # cause per column; partitions compared and checks per model
+            n_series += 4 * len(cols) + 2
     print(f"configuration OK: {len(config.models)} model(s), about {n_series} per-model series "
           f"plus the pipeline's own")
     return 0

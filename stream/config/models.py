@@ -22,6 +22,7 @@ from stream.config.keys import (
     suggest,
     type_name,
 )
+from stream.config.skew import parse_partition_check
 from stream.config.tree import (
     ALL_DETECTORS,
     COLUMN_TYPES,
@@ -50,6 +51,7 @@ _DETECTION_KEYS = (
     "bins",
     "top_k",
     "reservoir_size",
+    "partition_check",
 )
 
 
@@ -184,6 +186,9 @@ def parse_detection(ctx: Ctx, value: Any) -> DetectionConfig:
     for key, lo, hi in (("bins", 4, 256), ("top_k", 2, 10_000), ("reservoir_size", 100, 1_000_000)):
         if get_key(sec, key) is not ABSENT:
             kw[key] = ctx.integer(sec[key], path + (key,), lo, hi)
+    if get_key(sec, "partition_check") is not ABSENT:
+        kw["partition_check"] = parse_partition_check(ctx, sec["partition_check"],
+                                                      path + ("partition_check",))
     # Bad values fall back to defaults so that model validation goes on without cascades.
     return DetectionConfig(**{k: v for k, v in kw.items() if not isinstance(v, Bad)})
 

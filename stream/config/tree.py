@@ -186,6 +186,28 @@ class AdwinConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PartitionCheckConfig:
+    """The comparison of partitions with each other (``detection.partition_check``; see
+    stream.engine.skew): do the partitions this process holds see alike streams?"""
+
+    enabled: bool = True
+    #: seconds between checks (the first as soon as two partitions have ``min_events``)
+    interval_s: float = 60.0
+    #: recent events per partition (on average) and model that a check compares; the
+    #: windows of all partitions cover the same stretch of the model's stream
+    window: int = 10_000
+    #: values of a column a partition needs in its window to take part
+    min_events: int = 1_000
+    #: probability that one check of a model warns on alike partitions (all its columns)
+    false_alarm: float = 1e-6
+    #: smallest total-variation distance between a partition and the pooled stream worth
+    #: a warning
+    min_effect: float = 0.05
+    #: seconds between repeats of the warning while the partitions stay unlike
+    repeat_s: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class DetectionConfig:
     false_alarm_events: float = 10_000_000.0
     window: int = 1000
@@ -201,6 +223,7 @@ class DetectionConfig:
     release: float = 0.5
     #: events without evidence after which an episode closes (None: one window)
     close_after_events: int | None = None
+    partition_check: PartitionCheckConfig = field(default_factory=PartitionCheckConfig)
 
     def detectors_for(self, column_type: str) -> tuple[str, ...]:
         """The default detector set of a column type."""

@@ -13,7 +13,10 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stream.engine.skew import SkewFigures
 
 #: detector figures that aggregate as the maximum over partitions
 _DETECTOR_MAX = ("statistic", "score")
@@ -237,6 +240,8 @@ class PipelineSnapshot:
     batch_sum: float
     last_batch_ts: float
     partitions: Mapping[PartitionKey, PartitionFigures]
+    #: model -> its partition check (stream.engine.skew), once it ran
+    skew: Mapping[str, SkewFigures] = field(default_factory=dict)
 
 
 class RunnerHealth:

@@ -40,6 +40,7 @@ from stream.engine.figures import (
     QualityFigures,
     aggregate_column,
 )
+from stream.engine.skew import PartitionSkew
 from stream.formats.batch import DecodedBatch, ModelBatch
 from stream.formats.json import BatchDecoder
 
@@ -176,6 +177,11 @@ class Pipeline:
         #: (an episode that opened and closed in it is listed twice)
         self.last_episodes: list[tuple[str, Episode]] = []
         self.recent_episodes: deque[Episode] = deque(maxlen=200)
+        #: the comparison of the partitions with each other (None: disabled)
+        check = config.detection.partition_check
+        self.skew = PartitionSkew(check, baselines, {
+            m.name: [(c.name, c.role) for c in m.columns] for m in config.models}
+        ) if check.enabled else None
 
     # -- partitions ------------------------------------------------------------
     def new_monitor(self, model: str) -> ModelMonitor:
@@ -219,6 +225,8 @@ class Pipeline:
         """Forget the state of ``key`` (its counts stay in the counters); True if it had one."""
         with self.lock:
             st = self.partitions.pop(key, None)
+            if self.skew is not None:
+                self.skew.drop(key)
             if st is None:
                 return False
             consumed, processed = self.retired_partitions.get(key, (0, Counter()))
@@ -275,6 +283,8 @@ class Pipeline:
                     continue
                 mon = st.monitors[name]
                 alarms = mon.update(mb.columns, mb.invalid_mask, mb.missing_mask)
+                if self.skew is not None and partition != LOCAL_PARTITION:
+                    self.skew.update(name, partition, mon, mb.n_events)
                 if mon.quality is not None:
                     self.incomplete[name] += mon.quality.last_incomplete
                 for a in alarms:
@@ -289,6 +299,8 @@ class Pipeline:
                     else now
                 self.last_event_ts[name] = max(self.last_event_ts.get(name, 0.0), newest)
                 self.event_lag[name] = max(0.0, now - newest)
+            if self.skew is not None:
+                self.skew.maybe_check(now)
             found.sort(key=lambda d: d.index)
             closes.sort(key=lambda d: d.index)
             self.recent_alarms.extend(found)
@@ -323,9 +335,12 @@ class Pipeline:
                     for ep in self.partitions[k].book.open.values()]
 
     def heartbeat(self) -> None:
-        """Record that the loop is alive although a poll returned nothing."""
+        """Record that the loop is alive although a poll returned nothing (a partition
+        check that is due runs: the windows hold the last events of each partition)."""
         with self.lock:
             self.last_batch_ts = self.clock()
+            if self.skew is not None:
+                self.skew.maybe_check(self.last_batch_ts)
 
     # -- figures ---------------------------------------------------------------------
     def _columns(self, name: str) -> dict[str, ColumnFigures]:
@@ -411,6 +426,7 @@ class Pipeline:
                 batch_sum=self.batch_sum,
                 last_batch_ts=self.last_batch_ts,
                 partitions=self._partition_figures(),
+                skew={} if self.skew is None else self.skew.figures(),
             )
 
     def report_models(self) -> dict[str, Any]:

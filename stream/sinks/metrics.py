@@ -28,6 +28,8 @@ from stream.config import ConfigError
 from stream.config.web import WebConfig, load_web_config
 from stream.engine.figures import HealthFigures, RunnerHealth
 from stream.engine.pipeline import BATCH_BUCKETS, Pipeline
+from stream.engine.skew import CAUSES as SKEW_CAUSES
+from stream.engine.skew import SkewFigures
 from stream.formats.batch import INVALID_REASONS
 from stream.sinks.http import make_server
 
@@ -183,6 +185,7 @@ class StreamdriftCollector(Collector):
         yield from totals.values()
         yield from (info, processed, bad_ts, last_ts, lag, drifting)
         yield from (incomplete, incomplete_ratio, quality_active)
+        yield from _skew_families(snap.skew)
 
         consumed = CounterMetricFamily("streamdrift_events_consumed",
                                        "Messages read from the source, valid or not.")
@@ -242,6 +245,39 @@ class StreamdriftCollector(Collector):
                                labels=["version"])
         bi.add_metric([stream.__version__], 1.0)
         yield bi
+
+
+def _skew_families(skew: Mapping[str, SkewFigures]) -> Iterator[Metric]:
+    """The partition check's families (stream.engine.skew): per model once it ran, per
+    column once it was tested."""
+    score = GaugeMetricFamily(
+        "streamdrift_partition_skew_score",
+        "Homogeneity statistic of the column across partitions / its threshold; >= 1 means "
+        "the partitions differ more than chance allows.", labels=COL)
+    effect = GaugeMetricFamily(
+        "streamdrift_partition_skew_effect",
+        "Largest total-variation distance between a partition and all partitions.",
+        labels=COL)
+    active = GaugeMetricFamily(
+        "streamdrift_partition_skew_active",
+        "1 while the column's partitions differ (a skew episode is open), by likely cause.",
+        labels=[*COL, "cause"])
+    parts = GaugeMetricFamily("streamdrift_partition_skew_partitions",
+                              "Partitions compared by the last partition check.",
+                              labels=["model"])
+    checks = CounterMetricFamily("streamdrift_partition_skew_checks",
+                                 "Partition checks that compared at least two partitions.",
+                                 labels=["model"])
+    for model, fig in skew.items():
+        parts.add_metric([model], fig.partitions)
+        checks.add_metric([model], fig.checks)
+        for col, c in fig.columns.items():
+            base = [model, col, c.role]
+            score.add_metric(base, _num(c.score))
+            effect.add_metric(base, _num(c.effect))
+            for cause in SKEW_CAUSES:
+                active.add_metric([*base, cause], float(c.active and c.cause == cause))
+    yield from (score, effect, active, parts, checks)
 
 
 def make_registry(pipeline: Pipeline, health: RunnerHealth | None = None

@@ -32,6 +32,7 @@ EXPECTED_SEVERITIES = {
     "StreamdriftUnseenCategories": {"warning"},
     "StreamdriftInvalidValuesHigh": {"warning"},
     "StreamdriftModelDataQuality": {"warning"},
+    "StreamdriftPartitionSkew": {"warning"},
     "StreamdriftInvalidEventsHigh": {"warning", "critical"},  # two tiers
     "StreamdriftTargetDown": {"critical"},
     "StreamdriftTargetAbsent": {"critical"},

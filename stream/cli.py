@@ -210,7 +210,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     baselines = _baselines(config, sys.stderr.isatty())
     pipeline = Pipeline(config, baselines)
     stop = threading.Event()
-    runner = KafkaRunner(config, pipeline, stop)
+    if config.source.repartition is not None:
+        from stream.runtime.repartition import TwoStageRunner
+
+        runner: KafkaRunner = TwoStageRunner(config, pipeline, stop)
+    else:
+        runner = KafkaRunner(config, pipeline, stop)
     port = config.metrics.port if args.metrics_port is None else args.metrics_port
     server, _thread, bound = serve(pipeline, config.metrics.host, port, health=runner.health)
     scheme = getattr(server, "scheme", "http")

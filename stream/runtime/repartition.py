@@ -25,6 +25,7 @@ docs/reliability.md#keyed-topics-two-stages.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -61,6 +62,38 @@ FORWARD_TIMEOUT_S = 10.0
 #: pause after a failed forward or commit before the next attempt
 RETRY_BACKOFF_S = 1.0
 LAG_INTERVAL_S = 1.0
+
+
+#: librdkafka consumer properties of :func:`stream.sources.confluent.librdkafka_config`
+#: that a producer does not take
+_CONSUMER_ONLY = frozenset({
+    "group.id", "auto.offset.reset", "enable.auto.commit", "enable.auto.offset.store",
+    "session.timeout.ms", "heartbeat.interval.ms", "max.partition.fetch.bytes",
+    "queued.max.messages.kbytes", "fetch.queue.backoff.ms"})
+
+
+def _send_confluent(producer: Any, topic: str, records: list[Any], start: int,
+                    partitions: int) -> None:
+    """Produce ``records`` with confluent-kafka and wait for every delivery; raises on the
+    first failed one."""
+    errors: list[Any] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(err)
+
+    for i, r in enumerate(records):
+        while True:
+            try:
+                producer.produce(topic, value=r.value, partition=(start + i) % partitions,
+                                 timestamp=r.timestamp, on_delivery=delivered)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.05)
+    left = producer.flush(FORWARD_TIMEOUT_S)
+    if errors or left:
+        raise RuntimeError(f"{len(errors)} deliveries failed ({errors[:1]}), {left} not "
+                           "acknowledged in time")
 
 
 def monitor_config(config: Config) -> Config:
@@ -154,10 +187,26 @@ class Repartitioner:
                                      self._on_assigned, self._on_revoked, self._on_revoked)
 
     def _producer(self) -> Any:
-        """The producer of the repartition topic (a test can override it)."""
+        """The producer of the repartition topic (a test can override it): librdkafka's with
+        ``source.kafka.client: confluent-kafka`` (about 1 µs per record instead of tens),
+        else kafka-python's."""
         from kafka import KafkaProducer
 
         ms = int(FORWARD_TIMEOUT_S * 1000)
+        if self.kafka.client == "confluent-kafka":
+            from confluent_kafka import Producer
+
+            from stream.sources.confluent import librdkafka_config
+
+            conf = {key: v for key, v in librdkafka_config(
+                self.kafka, self.config.source.max_message_bytes).items()
+                if key not in _CONSUMER_ONLY}
+            conf.update({"acks": "all", "enable.idempotence": True, "linger.ms": 5,
+                         "compression.type": self.rp.compression,
+                         "message.timeout.ms": 3 * ms,
+                         "message.max.bytes": max(1_048_576,
+                                                  self.config.source.max_message_bytes + 4096)})
+            return Producer(conf)
         kw = kafka_client_kwargs(self.kafka)
         codec = None if self.rp.compression == "none" else self.rp.compression
         kw.update(acks="all", enable_idempotence=True, linger_ms=5, batch_size=65536,
@@ -371,12 +420,16 @@ class Repartitioner:
         try:
             if self.producer is None:
                 self.producer = self._producer()
-            futures = [self.producer.send(self.rp.topic, value=r.value, partition=(start + i) % p,
-                                          timestamp_ms=r.timestamp)
-                       for i, r in enumerate(records)]
-            self.producer.flush(timeout=FORWARD_TIMEOUT_S)
-            for f in futures:
-                f.get(timeout=FORWARD_TIMEOUT_S)
+            if self.kafka.client == "confluent-kafka":
+                _send_confluent(self.producer, self.rp.topic, records, start, p)
+            else:
+                futures = [self.producer.send(self.rp.topic, value=r.value,
+                                              partition=(start + i) % p,
+                                              timestamp_ms=r.timestamp)
+                           for i, r in enumerate(records)]
+                self.producer.flush(timeout=FORWARD_TIMEOUT_S)
+                for f in futures:
+                    f.get(timeout=FORWARD_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - retried; nothing is committed meanwhile
             self.health.count_repartitioned("failed", len(records))
             log.warning("repartition write failed; the source offsets are not committed and "
@@ -390,10 +443,9 @@ class Repartitioner:
 
     def _drop_producer(self) -> None:
         if self.producer is not None:
-            try:
-                self.producer.close(timeout=1)
-            except Exception:  # noqa: BLE001
-                pass
+            with contextlib.suppress(Exception):
+                if hasattr(self.producer, "close"):
+                    self.producer.close(timeout=1)
             self.producer = None
 
     def _commit(self) -> bool:
@@ -441,8 +493,9 @@ class Repartitioner:
             self.dead_letters.close()
         if self.producer is not None:
             try:
-                self.producer.flush(timeout=10)
-                self.producer.close(timeout=10)
+                self.producer.flush(10)
+                if hasattr(self.producer, "close"):
+                    self.producer.close(timeout=10)
             except Exception as exc:  # noqa: BLE001
                 log.warning("closing the repartition producer: %s", exc)
             self.producer = None

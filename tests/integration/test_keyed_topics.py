@@ -23,7 +23,7 @@ from stream.config import Config, load_config
 from stream.engine.baselines import resolve_baselines
 from stream.runtime.repartition import BUFFER_POLLS, TwoStageRunner
 from tests.support.configs import m1_config, write_config
-from tests.support.events import CLEAN, SHIFTED, m1_events
+from tests.support.events import CLEAN, SHIFTED, m1_events, with_poison
 from tests.support.kafka import produce
 from tests.support.ports import free_port
 from tests.support.processes import StreamdriftRun
@@ -57,9 +57,10 @@ def baselines(workdir: Path) -> Callable[[Config], dict[str, Any]]:
 
 
 def _config(workdir: Path, bootstrap: str, topic: str, group: str, *,
-            repartition: dict[str, Any] | None, interval: float = 1.0) -> Path:
+            repartition: dict[str, Any] | None, interval: float = 1.0,
+            dead_letter: str | None = None) -> Path:
     config = m1_config(bootstrap=bootstrap, topic=topic, group=group, port=free_port(),
-                       columns=COLUMNS,
+                       columns=COLUMNS, dead_letter=dead_letter,
                        kafka={"max_poll_records": MAX_POLL, "poll_timeout_ms": 200},
                        state={"checkpoint_interval_s": interval})
     if repartition is not None:
@@ -67,8 +68,12 @@ def _config(workdir: Path, bootstrap: str, topic: str, group: str, *,
     return write_config(workdir / f"{group}.yaml", config)
 
 
-def _c1(message: bytes) -> bytes:
-    return str(orjson.loads(message)["f"]["c1"]).encode()
+def _c1(message: bytes) -> bytes | None:
+    """The key of ``message``: its c1 (None for a poison message)."""
+    try:
+        return str(orjson.loads(message)["f"]["c1"]).encode()
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return None
 
 
 def _produce_keyed(bootstrap: str, topic: str, messages: list[bytes]) -> None:
@@ -77,8 +82,11 @@ def _produce_keyed(bootstrap: str, topic: str, messages: list[bytes]) -> None:
             acks="all")
 
 
-def _ts(value: bytes) -> float:
-    return float(orjson.loads(value)["ts"])
+def _ts(value: bytes) -> float | None:
+    try:
+        return float(orjson.loads(value)["ts"])
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return None
 
 
 def _read_topic(bootstrap: str, topic: str) -> dict[int, list[bytes]]:
@@ -118,7 +126,7 @@ def _state_events(config: Config, topic: str) -> dict[int, int]:
 def _coverage(bootstrap: str, rp_topic: str, produced: list[bytes]) -> tuple[int, int]:
     """(source events missing from the repartition topic, records written twice)."""
     records = [v for vs in _read_topic(bootstrap, rp_topic).values() for v in vs]
-    seen = Counter(_ts(v) for v in records)
+    seen = Counter(t for t in map(_ts, records) if t is not None)
     missing = sum(1 for m in produced if _ts(m) not in seen)
     return missing, len(records) - len(seen)
 
@@ -131,7 +139,9 @@ def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
     topic = make_topic(partitions=4)
     events = m1_events(5, [(12_000, CLEAN), (6_000, SHIFTED)], COLUMNS)
     clean, drifted = events[:12_000], events[12_000:]
-    _produce_keyed(kafka_bootstrap, topic, clean)
+    poison = [b"{not json", b"[1, 2]", b'{"model": "m1", "ts": 1, "f": "oops"}']
+    dlq = make_topic(partitions=1)
+    _produce_keyed(kafka_bootstrap, topic, with_poison(list(clean), poison, 1000, 4000))
 
     # the trap: per-partition monitors on the keyed topic alarm on clean data
     plain = InProcess(_config(workdir, kafka_bootstrap, topic, f"plain-{topic}",
@@ -143,7 +153,7 @@ def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
         plain.stop()
     trap = _episodes(plain)
 
-    cfg = _config(workdir, kafka_bootstrap, topic, f"rp-{topic}",
+    cfg = _config(workdir, kafka_bootstrap, topic, f"rp-{topic}", dead_letter=dlq,
                   repartition={"topic": f"{topic}-rp", "partitions": 1})
     run = InProcess(cfg, baselines, "keyed-repartition", TwoStageRunner).start()
     try:
@@ -157,6 +167,7 @@ def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
         time.sleep(1.0)
         drift_episodes = _episodes(run)
         health = run.runner.health.snapshot()
+        snap = run.pipeline.snapshot()
     finally:
         run.stop()
     print(f"\n[keyed, 4 partitions by c1] clean {len(clean)} events: per-partition monitors "
@@ -168,6 +179,13 @@ def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
     assert drift_episodes.get("x1") and drift_episodes.get("c1")
     assert run.pipeline.processed["m1"] == len(events)
     assert health.repartition["ok"] == len(events)
+    # poison messages: counted by reason and dead-lettered by the first stage, and every
+    # source message counted once as consumed (the first stage counts only the rejected)
+    assert snap.invalid == {"invalid_json": 1, "not_an_object": 1, "wrong_structure": 1}
+    assert snap.consumed == len(events) + len(poison)
+    assert health.dead_letter.get("ok") == len(poison)
+    assert sorted(v for vs in _read_topic(kafka_bootstrap, dlq).values() for v in vs) == \
+        sorted(poison)
 
 
 # --------------------------------------------------------------------------
@@ -226,7 +244,8 @@ def _monitor(config: Config) -> Config:
 
 
 def _all_forwarded(bootstrap: str, rp_topic: str, n: int) -> bool:
-    return len({_ts(v) for vs in _read_topic(bootstrap, rp_topic).values() for v in vs}) >= n
+    return len({_ts(v) for vs in _read_topic(bootstrap, rp_topic).values() for v in vs}
+               - {None}) >= n
 
 
 # --------------------------------------------------------------------------
@@ -287,3 +306,7 @@ def test_rebalance_of_two_stage_runs_loses_nothing(kafka_bootstrap, make_topic, 
     assert missing == 0
     assert twice <= 4 * BUFFER_POLLS * MAX_POLL
     assert states == per_partition
+    # the two processes' counters add up to the stream (no invalid message here: each one
+    # consumed is a record of the repartition topic, processed by one of the monitors)
+    consumed = sum(r.pipeline.snapshot().consumed for r in (r1, r2))
+    assert consumed == processed(r1, r2) >= sum(per_partition.values())

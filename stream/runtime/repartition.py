@@ -292,19 +292,27 @@ class Repartitioner:
         fetch position of a partition revoked and assigned again to the same consumer, which
         would skip the records that were buffered but not forwarded."""
         assignment = set(self.consumer.assignment())
-        for tp in sorted(self.to_seek & assignment):
+        self.to_seek &= assignment
+        for tp in sorted(self.to_seek):
             polled.pop(tp, None)
-            committed = self.consumer.committed(tp, timeout_ms=2000)
+            try:
+                committed = self.consumer.committed(tp, timeout_ms=2000)
+                if committed is not None:
+                    self.consumer.seek(tp, committed)
+                elif self.kafka.auto_offset_reset == "earliest":
+                    self.consumer.seek_to_beginning(tp)
+                else:
+                    self.consumer.seek_to_end(tp)
+            except Exception as exc:  # noqa: BLE001 - broker calls: retried next iteration
+                log.warning("cannot seek a source partition to its committed offset; "
+                            "retried: %s: %s", type(exc).__name__, exc,
+                            extra={"partitions": partition_names([tp])})
+                continue  # not buffered: what it polls is dropped until the seek works
             if committed is not None:
-                self.consumer.seek(tp, committed)
                 self.done[tp] = self.committed[tp] = self.fetched[tp] = int(committed)
-            elif self.kafka.auto_offset_reset == "earliest":
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek_to_end(tp)
             self.buffers[tp], self.stamps[tp] = [], np.empty(0, dtype=np.int64)
             self.empty_since[tp] = time.monotonic()
-        self.to_seek.clear()
+            self.to_seek.discard(tp)
 
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> int:

@@ -203,6 +203,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _load(args)
     require_kafka(config)
+    if args.stage != "both" and config.source.repartition is None:
+        print(f"error: --stage {args.stage} needs source.repartition in the configuration",
+              file=sys.stderr)
+        return EXIT_CONFIG
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         print(f"error: --metrics-port {args.metrics_port}: must be a port number in 0..65535",
               file=sys.stderr)
@@ -212,10 +216,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     runner: Any
     if config.source.repartition is None:
-        if args.stage != "both":
-            print(f"error: --stage {args.stage} needs source.repartition in the configuration",
-                  file=sys.stderr)
-            return EXIT_CONFIG
         runner = KafkaRunner(config, pipeline, stop)
     else:
         from stream.runtime.repartition import Repartitioner, TwoStageRunner, monitor_config

@@ -124,3 +124,14 @@ def test_health_of_two_stages_adds_counters_and_keeps_both_lags() -> None:
     assert merged.dead_letter == {"ok": 3, "failed": 0}
     assert merged.repartition == {"ok": 10}
     assert merged.checkpoints == {"ok": 3} and merged.last_checkpoint_ts == 12.0
+
+
+def test_run_stage_needs_the_option(tmp_path, capsys) -> None:
+    import yaml
+
+    from stream.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(minimal_config(source={"kafka": KAFKA})))
+    assert main(["run", "-c", str(path), "--stage", "monitor"]) == 2
+    assert "--stage monitor needs source.repartition" in capsys.readouterr().err

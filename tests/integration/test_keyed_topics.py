@@ -58,10 +58,11 @@ def baselines(workdir: Path) -> Callable[[Config], dict[str, Any]]:
 
 def _config(workdir: Path, bootstrap: str, topic: str, group: str, *,
             repartition: dict[str, Any] | None, interval: float = 1.0,
-            dead_letter: str | None = None) -> Path:
+            dead_letter: str | None = None, client: str = "kafka-python") -> Path:
     config = m1_config(bootstrap=bootstrap, topic=topic, group=group, port=free_port(),
                        columns=COLUMNS, dead_letter=dead_letter,
-                       kafka={"max_poll_records": MAX_POLL, "poll_timeout_ms": 200},
+                       kafka={"max_poll_records": MAX_POLL, "poll_timeout_ms": 200,
+                              "client": client},
                        state={"checkpoint_interval_s": interval})
     if repartition is not None:
         config["source"]["repartition"] = repartition
@@ -134,8 +135,10 @@ def _coverage(bootstrap: str, rp_topic: str, produced: list[bytes]) -> tuple[int
 # --------------------------------------------------------------------------
 # clean keyed data: no episode; an injected drift: caught
 # --------------------------------------------------------------------------
+#: confluent-kafka: the monitors consume and the first stage produces with librdkafka
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
-        kafka_bootstrap, make_topic, workdir, baselines):
+        kafka_bootstrap, make_topic, workdir, baselines, client):
     topic = make_topic(partitions=4)
     events = m1_events(5, [(12_000, CLEAN), (6_000, SHIFTED)], COLUMNS)
     clean, drifted = events[:12_000], events[12_000:]
@@ -147,14 +150,14 @@ def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
     plain = InProcess(_config(workdir, kafka_bootstrap, topic, f"plain-{topic}",
                               repartition=None), baselines, "keyed-plain").start()
     try:
-        _wait(lambda: plain.alive() and plain.pipeline.processed["m1"] >= len(clean), 120,
+        _wait(lambda: plain.alive() and plain.pipeline.processed["m1"] >= len(clean), 180,
               "the plain run", details=plain.describe)
     finally:
         plain.stop()
     trap = _episodes(plain)
 
     cfg = _config(workdir, kafka_bootstrap, topic, f"rp-{topic}", dead_letter=dlq,
-                  repartition={"topic": f"{topic}-rp", "partitions": 1})
+                  repartition={"topic": f"{topic}-rp", "partitions": 1}, client=client)
     run = InProcess(cfg, baselines, "keyed-repartition", TwoStageRunner).start()
     try:
         _wait(lambda: run.alive() and run.pipeline.processed["m1"] >= len(clean), 120,
@@ -170,7 +173,7 @@ def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
         snap = run.pipeline.snapshot()
     finally:
         run.stop()
-    print(f"\n[keyed, 4 partitions by c1] clean {len(clean)} events: per-partition monitors "
+    print(f"\n[keyed, 4 partitions by c1, {client}] clean {len(clean)} events: per-partition monitors "
           f"opened {trap} episodes; repartitioned: {clean_episodes or 'none'}; after "
           f"{len(drifted)} drifted events: {drift_episodes}; repartition records "
           f"{dict(health.repartition)}")

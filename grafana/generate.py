@@ -340,6 +340,14 @@ def model_link(with_feature: bool) -> dict:
 # --------------------------------------------------------------------------- dashboards
 
 
+def drifting_columns(selector: str, role: str) -> str:
+    """Distinct columns of ``role`` with a detector episode open, over every process:
+    ``streamdrift_model_drifting_columns`` is per process, so its sum counts a column twice
+    when two processes (their partitions) see it drift."""
+    return (f'count(max by (model, feature) (streamdrift_drift_active{{{selector}, '
+            f'role="{role}"}}) == 1) or vector(0)')
+
+
 def overview() -> dict:
     j = 'job="$job"'
     m = f'{j}, model=~"$model"'
@@ -349,11 +357,11 @@ def overview() -> dict:
              "none", f"count(streamdrift_model_info{{{m}}})"),
         stat("Drifting features",
              "Input features with at least one active alarm, over all selected models.",
-             "none", f'sum(streamdrift_model_drifting_columns{{{m}, role="feature"}})',
+             "none", drifting_columns(m, "feature"),
              thresholds=_thresholds((None, "green"), (1, "orange"))),
         stat("Drifting predictions",
              "Prediction columns (model outputs) with at least one active alarm: these page.",
-             "none", f'sum(streamdrift_model_drifting_columns{{{m}, role="prediction"}})',
+             "none", drifting_columns(m, "prediction"),
              thresholds=_thresholds((None, "green"), (1, "red"))),
         stat("Events processed", "Valid events routed to the selected models, per second.",
              "eps", f"sum(rate(streamdrift_events_processed_total{{{m}}}[$__rate_interval]))"),
@@ -396,7 +404,8 @@ def overview() -> dict:
                            "{{model}} / {{feature}} / {{detector}}")], bars=True, stack=True),
         timeseries("Drifting columns per model",
                    "Columns with at least one active alarm, per model and role.", "short",
-                   [target(f"sum by (model, role) (streamdrift_model_drifting_columns{{{m}}})",
+                   [target(f"count by (model, role) (max by (model, feature, role) "
+                           f"(streamdrift_drift_active{{{m}}}) == 1)",
                            "{{model}} {{role}}s")]),
         timeseries("Highest drift score per model",
                    "Highest score (statistic / threshold) of the distribution/mean detectors "
@@ -432,11 +441,11 @@ def model() -> dict:
     panels = [
         row("Model $model", "State of all columns of the model."),
         stat("Drifting features", "Input features of the model with at least one active alarm.",
-             "none", f'sum(streamdrift_model_drifting_columns{{{m}, role="feature"}})',
+             "none", drifting_columns(m, "feature"),
              thresholds=_thresholds((None, "green"), (1, "orange"))),
         stat("Drifting predictions",
              "Prediction columns of the model with at least one active alarm.",
-             "none", f'sum(streamdrift_model_drifting_columns{{{m}, role="prediction"}})',
+             "none", drifting_columns(m, "prediction"),
              thresholds=_thresholds((None, "green"), (1, "red"))),
         stat("Events processed", "Valid events processed for the model, per second.", "eps",
              f"sum(rate(streamdrift_events_processed_total{{{m}}}[$__rate_interval]))"),

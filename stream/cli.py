@@ -207,6 +207,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = _load(args)
     require_kafka(config)
+    if args.stage != "both" and config.source.repartition is None:
+        print(f"error: --stage {args.stage} needs source.repartition in the configuration",
+              file=sys.stderr)
+        return EXIT_CONFIG
     if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
         print(f"error: --metrics-port {args.metrics_port}: must be a port number in 0..65535",
               file=sys.stderr)
@@ -214,14 +218,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     baselines = _baselines(config, sys.stderr.isatty())
     pipeline = Pipeline(config, baselines)
     stop = threading.Event()
-    runner = KafkaRunner(config, pipeline, stop)
+    runner: Any
+    if config.source.repartition is None:
+        runner = KafkaRunner(config, pipeline, stop)
+    else:
+        from stream.runtime.repartition import Repartitioner, TwoStageRunner, monitor_config
+
+        if args.stage == "repartition":
+            runner = Repartitioner(config, pipeline, stop)
+        elif args.stage == "monitor":
+            runner = KafkaRunner(monitor_config(config), pipeline, stop)
+        else:
+            runner = TwoStageRunner(config, pipeline, stop)
     port = config.metrics.port if args.metrics_port is None else args.metrics_port
     server, _thread, bound = serve(pipeline, config.metrics.host, port, health=runner.health)
     scheme = getattr(server, "scheme", "http")
     log.info("metrics served", extra={"url": f"{scheme}://{config.metrics.host}:{bound}/metrics"})
     _install_signals(stop)
     try:
-        runner.run(max_events=args.max_events, idle_timeout=args.idle_timeout)
+        if args.stage == "repartition":
+            runner.run()
+        else:
+            runner.run(max_events=args.max_events, idle_timeout=args.idle_timeout)
     finally:
         server.shutdown()
     return 0
@@ -280,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many seconds without events while partitions are assigned "
         "(waiting to join the group does not count)",
     )
+    sp.add_argument(
+        "--stage", choices=["both", "repartition", "monitor"], default="both",
+        help="with source.repartition: run both stages (default), only the first "
+        "(source -> repartition topic) or only the monitors (repartition topic -> metrics)")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("demo", help="local broker + synthetic producer + live drift view")

@@ -23,12 +23,14 @@ from stream.config.keys import (
 from stream.config.tree import (
     AUTO_OFFSET_RESETS,
     KAFKA_CLIENTS,
+    REPARTITION_CODECS,
     SASL_MECHANISMS,
     SECURITY_PROTOCOLS,
     TIMESTAMP_UNITS,
     DeadLetterConfig,
     DriftEventsConfig,
     KafkaConfig,
+    RepartitionConfig,
     SourceConfig,
     StateConfig,
     TimestampConfig,
@@ -37,7 +39,9 @@ from stream.config.tree import (
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _SERVER_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]/]+)(?::(\d{1,5}))?$")
 
-_SOURCE_KEYS = ("kafka", "dead_letter", "timestamp", "max_message_bytes", "drift_events")
+_SOURCE_KEYS = ("kafka", "dead_letter", "timestamp", "max_message_bytes", "drift_events",
+                "repartition")
+_REPARTITION_KEYS = ("topic", "partitions", "compression", "retention_ms", "group_id")
 _KAFKA_KEYS = (
     "bootstrap_servers",
     "topics",
@@ -141,10 +145,58 @@ def parse_source(ctx: Ctx, value: Any) -> SourceConfig:
     drift_events = None
     if get_key(sec, "drift_events") is not ABSENT:
         drift_events = _drift_events(ctx, sec["drift_events"], kafka, dead_letter)
+    repartition = None
+    if get_key(sec, "repartition") is not ABSENT:
+        repartition = _repartition(ctx, sec["repartition"], kafka, dead_letter, drift_events)
     return SourceConfig(
         kafka=kafka, dead_letter=dead_letter, timestamp=timestamp, max_message_bytes=max_bytes,
-        drift_events=drift_events,
+        drift_events=drift_events, repartition=repartition,
     )
+
+
+def _repartition(ctx: Ctx, value: Any, kafka: KafkaConfig | None,
+                 dead_letter: DeadLetterConfig | None,
+                 drift_events: DriftEventsConfig | None) -> RepartitionConfig | None:
+    """``source.repartition``: defaults named after the consumer group."""
+    path: KeyPath = ("source", "repartition")
+    if value is True:
+        value = {}
+    sec = ctx.section(value, path, _REPARTITION_KEYS, "{topic: streamdrift-repartition, "
+                      "partitions: 1}")
+    if sec is None:
+        return None
+    group = kafka.group_id if kafka is not None and isinstance(kafka.group_id, str) \
+        else "streamdrift"
+    kw: dict[str, Any] = {"topic": f"{group}-repartition", "group_id": f"{group}-monitor"}
+    if get_key(sec, "topic") is not ABSENT:
+        kw["topic"] = _topic(ctx, sec["topic"], path + ("topic",))
+    if get_key(sec, "group_id") is not ABSENT:
+        kw["group_id"] = ctx.string(sec["group_id"], path + ("group_id",))
+    if get_key(sec, "partitions") is not ABSENT:
+        kw["partitions"] = ctx.integer(sec["partitions"], path + ("partitions",), 1, 10_000)
+    if get_key(sec, "compression") is not ABSENT:
+        kw["compression"] = ctx.string(sec["compression"], path + ("compression",),
+                                       choices=REPARTITION_CODECS)
+    if get_key(sec, "retention_ms") is not ABSENT:
+        kw["retention_ms"] = ctx.integer(sec["retention_ms"], path + ("retention_ms",),
+                                         60_000, None)
+    if any(isinstance(v, Bad) for v in kw.values()):
+        return None
+    topic, own = kw["topic"], "the repartition topic must be a topic of its own"
+    where = path + ("topic",)
+    if kafka is not None and isinstance(kafka.topics, tuple) and topic in kafka.topics:
+        ctx.error(where, f"{topic!r} is also in source.kafka.topics; {own}")
+        return None
+    for other, name in ((dead_letter, "source.dead_letter.topic"),
+                        (drift_events, "source.drift_events.topic")):
+        if other is not None and topic == other.topic:
+            ctx.error(where, f"{topic!r} is also {name}; {own}")
+            return None
+    if kafka is not None and kw["group_id"] == kafka.group_id:
+        ctx.error(path + ("group_id",), f"{kw['group_id']!r} is also source.kafka.group_id; "
+                  "the monitors need a consumer group of their own")
+        return None
+    return RepartitionConfig(**kw)
 
 
 def _drift_events(ctx: Ctx, value: Any, kafka: KafkaConfig | None,
@@ -401,6 +453,12 @@ def parse_state(ctx: Ctx, value: Any, source: SourceConfig) -> StateConfig:
             topic = ctx.error(
                 path + ("topic",),
                 f"{topic!r} is also source.dead_letter.topic; the state topic must be a "
+                "topic of its own",
+            )
+        elif source.repartition is not None and topic == source.repartition.topic:
+            topic = ctx.error(
+                path + ("topic",),
+                f"{topic!r} is also source.repartition.topic; the state topic must be a "
                 "topic of its own",
             )
     if isinstance(topic, str):

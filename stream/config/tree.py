@@ -102,6 +102,31 @@ class DriftEventsConfig:
     topic: str = "streamdrift-drift-events"
 
 
+#: compression codecs of the repartition topic's records (``none``: uncompressed)
+REPARTITION_CODECS: Final = ("none", "gzip", "snappy", "lz4", "zstd")
+
+
+@dataclass(frozen=True, slots=True)
+class RepartitionConfig:
+    """The first stage of ``streamdrift run`` on a keyed topic (see README, "Keyed topics"):
+    it reads the source topics, validates each event, and writes the valid ones (original
+    bytes) spread evenly over the partitions of an internal topic, in the order of their
+    Kafka timestamps; the monitors then read that topic."""
+
+    #: the internal topic (default ``<group_id>-repartition``, created if missing)
+    topic: str
+    #: its partition count: 1 (the default) gives each model one monitor that sees all of
+    #: its traffic; more spread the monitors over processes, each seeing 1/partitions of it
+    partitions: int = 1
+    #: compression of the records written to it
+    compression: str = "lz4"
+    #: its ``retention.ms``: how long the monitors may fall behind the first stage
+    retention_ms: int = 86_400_000
+    #: the consumer group of the monitors on the internal topic (default
+    #: ``<group_id>-monitor``; the first stage consumes the source in ``group_id``)
+    group_id: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class TimestampConfig:
     #: key path of the event time in each event
@@ -117,6 +142,7 @@ class SourceConfig:
     timestamp: TimestampConfig | None = None
     max_message_bytes: int = 1_048_576
     drift_events: DriftEventsConfig | None = None
+    repartition: RepartitionConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -227,6 +227,30 @@ class HealthFigures:
     blocked: Mapping[PartitionKey, str] = field(default_factory=dict)
     #: drift-events records by result (``ok``, ``failed``, ``duplicate``)
     drift_events: Mapping[str, int] = field(default_factory=dict)
+    #: records written to the repartition topic by result (``ok``, ``failed``)
+    repartition: Mapping[str, int] = field(default_factory=dict)
+
+
+def merge_health(first: HealthFigures, second: HealthFigures) -> HealthFigures:
+    """The figures of the two stages of a repartitioned run as one process's figures:
+    counters added, partitions (lag, blocked) side by side (their topics differ), the source
+    up only while both stages reach it, the checkpoint time of whichever has one."""
+    def add(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+        return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
+
+    return HealthFigures(
+        source_up=min(first.source_up, second.source_up),
+        consumer_lag={**first.consumer_lag, **second.consumer_lag},
+        dead_letter=add(first.dead_letter, second.dead_letter),
+        checkpoints=add(first.checkpoints, second.checkpoints),
+        last_checkpoint_ts=second.last_checkpoint_ts if second.last_checkpoint_ts is not None
+        else first.last_checkpoint_ts,
+        restores=add(first.restores, second.restores),
+        source_errors=add(first.source_errors, second.source_errors),
+        blocked={**first.blocked, **second.blocked},
+        drift_events=add(first.drift_events, second.drift_events),
+        repartition=add(first.repartition, second.repartition),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +288,9 @@ class RunnerHealth:
         self._source_errors: Counter[str] = Counter()
         self._blocked: dict[PartitionKey, str] = {}
         self._drift_events: Counter[str] = Counter()
+        self._repartition: Counter[str] = Counter()
+        #: the first stage's health (``source.repartition``): merged into :meth:`snapshot`
+        self.upstream: RunnerHealth | None = None
 
     @property
     def source_up(self) -> int:
@@ -303,6 +330,10 @@ class RunnerHealth:
         with self._lock:
             self._dead_letter[result] += n
 
+    def count_repartitioned(self, result: str, n: int = 1) -> None:
+        with self._lock:
+            self._repartition[result] += n
+
     def count_drift_events(self, result: str, n: int = 1) -> None:
         with self._lock:
             self._drift_events[result] += n
@@ -330,8 +361,10 @@ class RunnerHealth:
 
     def snapshot(self) -> HealthFigures:
         with self._lock:
-            return HealthFigures(0 if self._blocked else self._source_up,
-                                 dict(self._consumer_lag), dict(self._dead_letter),
-                                 dict(self._checkpoints), self._last_checkpoint_ts,
-                                 dict(self._restores), dict(self._source_errors),
-                                 dict(self._blocked), dict(self._drift_events))
+            own = HealthFigures(0 if self._blocked else self._source_up,
+                                dict(self._consumer_lag), dict(self._dead_letter),
+                                dict(self._checkpoints), self._last_checkpoint_ts,
+                                dict(self._restores), dict(self._source_errors),
+                                dict(self._blocked), dict(self._drift_events),
+                                dict(self._repartition))
+        return own if self.upstream is None else merge_health(self.upstream.snapshot(), own)

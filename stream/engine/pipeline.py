@@ -315,6 +315,14 @@ class Pipeline:
             self.last_batch_ts = self.clock()
         return found, batch
 
+    def count_rejected(self, invalid: Mapping[str, int]) -> None:
+        """Count messages rejected before :meth:`process` (by reason): the first stage of a
+        repartitioned run (``source.repartition``) decodes, counts and dead-letters them and
+        forwards only valid events, so every source message is counted once as consumed."""
+        with self.lock:
+            self.consumed += sum(invalid.values())
+            self.invalid.update(invalid)
+
     def _track_episodes(self, book: EpisodeBook, found: list[Detection],
                         closes: list[Detection], now: float) -> None:
         """Column episodes from the batch's detector episodes, in input order (a close

@@ -221,6 +221,10 @@ class StreamdriftCollector(Collector):
                       SOURCE_ERROR_REASONS, health.source_errors)
         yield _counts("streamdrift_dead_letter", "Dead-letter writes by result.", "result",
                       ("ok", "failed"), health.dead_letter)
+        if health.repartition:  # only with source.repartition
+            yield _counts("streamdrift_repartition_records",
+                          "Valid events written to the repartition topic (source.repartition), "
+                          "by result.", "result", ("ok", "failed"), health.repartition)
         yield _counts("streamdrift_drift_events",
                       "Drift episode records (source.drift_events), by result.", "result",
                       DRIFT_EVENT_RESULTS, health.drift_events)

@@ -91,12 +91,13 @@ class ProducerSink:
 
 
 def create_topic(admin: Any, topic: str, ms: int,
-                 configs: Mapping[str, str] | None = None) -> str | None:
-    """Create ``topic`` (1 partition, the broker's replication) with ``admin`` and wait for
-    it; None when done (or it already exists), else the broker's error as ``code message``."""
+                 configs: Mapping[str, str] | None = None, partitions: int = 1) -> str | None:
+    """Create ``topic`` (``partitions`` partitions, the broker's replication) with ``admin``
+    and wait for it; None when done (or it already exists), else the broker's error as
+    ``code message``."""
     from kafka.errors import TopicAlreadyExistsError
 
-    spec: dict[str, Any] = {"num_partitions": 1, "replication_factor": -1}
+    spec: dict[str, Any] = {"num_partitions": partitions, "replication_factor": -1}
     if configs:
         spec["configs"] = dict(configs)
     result = admin.create_topics({topic: spec}, timeout_ms=ms, raise_errors=False)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -21,13 +20,12 @@ from stream.config import Config, load_config
 from stream.engine.baselines import resolve_baselines
 from stream.engine.pipeline import Pipeline
 from stream.runtime.runner import KafkaRunner
-from stream.sinks.checkpoints import StateStore
-from stream.sources.kafka import kafka_client_kwargs
 from tests.support.configs import m1_config, write_config
 from tests.support.events import CLEAN, SHIFTED, Regime, m1_events, with_poison
 from tests.support.kafka import produce
 from tests.support.ports import free_port, free_ports
 from tests.support.processes import StreamdriftRun
+from tests.support.runs import InProcess, alarm_log_handler, checkpoints, committed
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -87,25 +85,8 @@ def baselines(workdir: Path) -> Callable[[Config], dict[str, Any]]:
 _produce = functools.partial(produce, linger_ms=5, acks="all")
 
 
-def _committed(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    try:
-        got = admin.list_group_offsets({group: None}).get(group, {})
-    finally:
-        admin.close()
-    return {(tp.topic, tp.partition): om.offset for tp, om in got.items() if om.offset >= 0}
-
-
-def _checkpoints(config: Config) -> dict[tuple[str, str, int], Any]:
-    k = config.source.kafka
-    assert k is not None
-    store = StateStore(kafka_client_kwargs(k), config.state.topic, k.group_id)
-    try:
-        return store.read(timeout_s=20)
-    finally:
-        store.close()
+_committed = committed
+_checkpoints = checkpoints
 
 
 #: every condition below checks its runner itself: its AssertionError fails the wait at once
@@ -121,77 +102,9 @@ def _alarms(run: StreamdriftRun) -> set[tuple[str, str, str, int]]:
             for a in run.logs("drift alarm")}
 
 
-class _AlarmLog(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.alarms: dict[str, set[tuple[str, str, str, int]]] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.msg == "drift alarm":
-            a = record.__dict__
-            self.alarms.setdefault(record.threadName or "", set()).add(
-                (a["model"], a["feature"], a["detector"], a["offset"]))
-
-
 @pytest.fixture
 def alarm_log() -> Any:
-    handler = _AlarmLog()
-    logger = logging.getLogger("streamdrift.run")
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
-
-class InProcess:
-    """A KafkaRunner on its own thread, with its Pipeline at hand."""
-
-    def __init__(self, config_path: Path, baselines: Callable[[Config], dict[str, Any]],
-                 name: str, runner_class: type[KafkaRunner] = KafkaRunner) -> None:
-        self.config = load_config(config_path)
-        self.pipeline = Pipeline(self.config, baselines(self.config))
-        self.stop_event = threading.Event()
-        self.runner = runner_class(self.config, self.pipeline, self.stop_event)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.runner.run()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            self.error = exc
-
-    def start(self) -> InProcess:
-        self.thread.start()
-        return self
-
-    def alive(self) -> bool:
-        if self.error is not None:
-            raise AssertionError(f"runner {self.thread.name} failed: {self.error!r}")
-        return self.thread.is_alive()
-
-    def partitions(self) -> dict[tuple[str, int], dict[str, Any]]:
-        return {key: dataclasses.asdict(fig)
-                for key, fig in self.pipeline.snapshot().partitions.items()}
-
-    def describe(self) -> str:
-        snap = self.pipeline.snapshot()
-        r = self.runner
-        health = r.health.snapshot()
-        return (f"{self.thread.name}: consumed {snap.consumed}, partitions "
-                f"{snap.partitions}, restores {health.restores}, checkpoints "
-                f"{health.checkpoints}, source_up {health.source_up}, done {r.done}, "
-                f"committed {r.committed}, to_restore {r.to_restore}, pending "
-                f"{r.pending is not None}, alive {self.thread.is_alive()}")
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.thread.join(timeout=60)
-        assert not self.thread.is_alive(), f"runner {self.thread.name} did not stop"
-        if self.error is not None:
-            raise AssertionError(f"runner {self.thread.name} failed: {self.error!r}")
+    yield from alarm_log_handler()
 
 
 # --------------------------------------------------------------------------

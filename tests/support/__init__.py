@@ -15,6 +15,8 @@
                    ``EventProducer`` (a paced producer thread)
 ``processes``      ``StreamdriftRun`` (``streamdrift run`` as a subprocess), ``stop_process``,
                    ``pid_alive``
+``runs``           ``InProcess`` (a runner on a thread of the test process), ``AlarmLog``,
+                   ``committed(...)``, ``checkpoints(config)``
 ``metrics``        ``http_get``, ``scrape``, ``samples``, ``sample``: a ``/metrics`` endpoint
 ``servers``        ``start_prometheus``, ``start_alertmanager`` (``ServerProcess``),
                    ``query``, ``query_range``, ``finite_values``; ``PROMETHEUS``,

@@ -147,14 +147,19 @@ def topic_name(request: pytest.FixtureRequest) -> str:
 
 
 def produce(bootstrap: str, topic: str, messages: Iterable[bytes], *,
-            partition: int | None = None, **config: Any) -> None:
-    """Send ``messages`` in order and wait until every one is acknowledged; ``config`` goes
+            partition: int | None = None, keys: Iterable[bytes] | None = None,
+            **config: Any) -> None:
+    """Send ``messages`` in order and wait until every one is acknowledged; ``keys``: the
+    message keys (the default partitioner then picks the partition by key); ``config`` goes
     to kafka-python's KafkaProducer (security settings, linger_ms, acks...)."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, **config)
     try:
-        futures = [producer.send(topic, m, partition=partition) for m in messages]
+        messages = list(messages)
+        key_list = [None] * len(messages) if keys is None else list(keys)
+        futures = [producer.send(topic, m, key=k, partition=partition)
+                   for m, k in zip(messages, key_list, strict=True)]
         producer.flush(timeout=60)
         for f in futures:
             f.get(timeout=60)

@@ -1,0 +1,354 @@
+"""Scale-out on a keyed topic (issue 14, item 4), against a real broker.
+
+Three measurements, reported as ratios measured in the same run:
+
+1. **Throughput.** A backlog of ``--events`` events of model m1 (five columns) on a topic
+   of ``--source-partitions`` (8) partitions keyed by the categorical ``c1``, consumed by
+   ``streamdrift run`` subprocesses with ``source.repartition`` (``--internal`` partitions
+   of the internal topic): one process, then two processes in the same groups.  The rate is
+   taken between 10 % and 90 % of the events processed by the monitors (start-up and the
+   group join excluded), summed over processes; the CPU seconds of the processes are
+   reported too (a shared machine's wall-clock figures are noisy; events per CPU-second
+   are less so).  The plain runner (no repartition) on the same topic is the reference of
+   what the first stage costs.
+2. **Detection delay of a global drift, in total events.**  ``--clean`` clean events
+   then a shift of x1 by ``--shift`` standard deviations (every key), keyed as above.
+   The reference is one monitor that sees every event (a one-partition run: ``replay``
+   gives the same detections, tested by tests/integration/test_run.py); the scale-out case
+   is two two-stage runners (threads of this process) on the keyed topic.  Delay = index
+   of the first x1 alarm minus the drift's first index (events are numbered by their
+   ``ts``); medians over ``--seeds`` streams.
+3. **Episodes on clean keyed data** with two processes in the delay runs (before the
+   drift), per column: the cost of the mixing of two first stages.
+
+Usage::
+
+    PYTHONPATH=$PWD python bench/bench_scaleout.py --help
+    PYTHONPATH=$PWD python bench/bench_scaleout.py --quick        # ~3 min
+    PYTHONPATH=$PWD python bench/bench_scaleout.py                # ~10 min
+
+Writes ``bench/results/scaleout.md`` (``--out``).  Starts a local broker (stream.broker)
+unless ``--bootstrap-servers`` names one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import stream.broker  # noqa: E402
+from stream.config import load_config  # noqa: E402
+from stream.engine.baselines import resolve_baselines  # noqa: E402
+from stream.engine.pipeline import Pipeline  # noqa: E402
+from stream.runtime.repartition import TwoStageRunner, monitor_config  # noqa: E402
+from stream.runtime.runner import KafkaRunner  # noqa: E402
+from tests.support.configs import m1_config, write_config  # noqa: E402
+from tests.support.events import CLEAN, COLUMNS, Regime, m1_events  # noqa: E402
+from tests.support.kafka import produce  # noqa: E402
+from tests.support.metrics import sample, samples, scrape  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def broker(bootstrap: str | None, workdir: Path) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    b = stream.broker.LocalBroker(workdir=workdir / "kafka")
+    b.start()
+    try:
+        yield b.bootstrap_servers
+    finally:
+        b.stop()
+
+
+def keyed(bootstrap: str, topic: str, events: list[bytes]) -> None:
+    keys = [str(orjson.loads(m)["f"]["c1"]).encode() for m in events]
+    for i in range(0, len(events), 20_000):
+        produce(bootstrap, topic, events[i:i + 20_000], keys=keys[i:i + 20_000],
+                linger_ms=20, batch_size=262_144, acks=1)
+
+
+#: source.kafka.client of every run (--client)
+CLIENT = ["kafka-python"]
+
+
+def config(workdir: Path, bootstrap: str, topic: str, group: str, internal: int | None,
+           max_poll: int = 2000) -> Path:
+    cfg = m1_config(bootstrap=bootstrap, topic=topic, group=group, port=free_port(),
+                    kafka={"max_poll_records": max_poll, "poll_timeout_ms": 200,
+                           "client": CLIENT[0]},
+                    detection={"false_alarm_events": 10_000_000, "window": 1000,
+                               "cadence": 50},
+                    state={"checkpoint_interval_s": 30})
+    if internal is not None:
+        cfg["source"]["repartition"] = {"topic": f"{group}-rp", "partitions": internal}
+    return write_config(workdir / f"{group}.yaml", cfg)
+
+
+# -- 1. throughput ------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
+               internal: int | None, timeout: float) -> dict[str, float]:
+    group = f"tp-{uuid.uuid4().hex[:8]}"
+    path = config(workdir, bootstrap, topic, group, internal)
+    resolve_baselines(load_config(path))  # cached beside the config for the subprocesses
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    runs = []
+    for i in range(procs):
+        port = free_port()
+        err = (workdir / f"{group}.{i}.stderr").open("wb")
+        runs.append((port, subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "--log-level", "warning", "run", "-c",
+             str(path), "--metrics-port", str(port)], cwd=workdir, env=env,
+            stdout=subprocess.DEVNULL, stderr=err)))
+    marks: dict[float, float] = {}
+    cpu0: float | None = None
+    t_end = time.monotonic() + timeout
+    try:
+        while time.monotonic() < t_end and len(marks) < 2:
+            total = 0.0
+            for port, proc in runs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"run exited: see {workdir}/{group}.*.stderr")
+                with contextlib.suppress(OSError):
+                    v = sample(samples(scrape(port)), "streamdrift_events_processed_total",
+                               model="m1")
+                    total += 0.0 if v != v else v
+            now = time.monotonic()
+            for frac in (0.1, 0.9):
+                if frac not in marks and total >= frac * n:
+                    marks[frac] = now
+                    if frac == 0.1:
+                        cpu0 = sum(cpu_seconds(p.pid) for _, p in runs)
+            time.sleep(0.1)
+        if len(marks) < 2:
+            raise RuntimeError(f"timed out: {marks}")
+        cpu = sum(cpu_seconds(p.pid) for _, p in runs) - (cpu0 or 0.0)
+    finally:
+        for _, proc in runs:
+            proc.terminate()
+        for _, proc in runs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(30)
+    dt = marks[0.9] - marks[0.1]
+    return {"rate": 0.8 * n / dt, "per_cpu_s": 0.8 * n / cpu if cpu > 0 else float("nan"),
+            "cpu_s": cpu, "wall_s": dt}
+
+
+# -- 2. detection delay -----------------------------------------------------------------
+def first_alarm(detections: list[Any], column: str, start: int) -> int | None:
+    idx = sorted(int(round(d.event_time - 1.7e9)) for d in detections
+                 if d.feature == column and d.event_time is not None
+                 and d.event_time - 1.7e9 >= start)
+    return idx[0] - start if idx else None
+
+
+def delay_reference(workdir: Path, bootstrap: str, events: list[bytes], start: int) -> int | None:
+    """One monitor that sees every event in order (= a one-partition run)."""
+    path = config(workdir, bootstrap, "unused", f"ref-{uuid.uuid4().hex[:6]}", None)
+    cfg = load_config(path)
+    pipe = Pipeline(cfg, resolve_baselines(cfg))
+    found: list[Any] = []
+    for i in range(0, len(events), 2000):
+        got, _ = pipe.process(events[i:i + 2000], base_index=i)
+        found += got
+    return first_alarm(found, "x1", start)
+
+
+def delay_scaleout(workdir: Path, bootstrap: str, events: list[bytes], start: int,
+                   partitions: int, internal: int, procs: int, timeout: float,
+                   writers: int = 2) -> tuple[int | None, dict[str, int]]:
+    """``procs`` runners (threads) on a keyed topic, the first ``writers`` of them with
+    both stages, the others monitors only (``run --stage monitor``): the first x1 alarm
+    after the drift, and the episodes per column before it."""
+    topic = stream.broker.create_topic(bootstrap, f"delay-{uuid.uuid4().hex[:8]}", partitions)
+    keyed(bootstrap, topic, events)
+    path = config(workdir, bootstrap, topic, f"dl-{topic}", internal, max_poll=500)
+    cfg = load_config(path)
+    baselines = resolve_baselines(cfg)
+    runs = []
+    for i in range(procs):
+        pipe = Pipeline(cfg, baselines)
+        stop = threading.Event()
+        runner: Any = TwoStageRunner(cfg, pipe, stop) if i < writers else \
+            KafkaRunner(monitor_config(cfg), pipe, stop)
+        thread = threading.Thread(target=runner.run, daemon=True)
+        thread.start()
+        runs.append((pipe, stop, thread))
+    t_end = time.monotonic() + timeout
+    try:
+        while time.monotonic() < t_end:
+            if sum(p.processed["m1"] for p, _, _ in runs) >= len(events):
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        for _, stop, _ in runs:
+            stop.set()
+        for _, _, thread in runs:
+            thread.join(60)
+    found = [d for p, _, _ in runs for d in p.recent_alarms]
+    before: dict[str, int] = {}
+    for d in found:
+        if d.event_time is not None and d.event_time - 1.7e9 < start:
+            before[d.feature] = before.get(d.feature, 0) + 1
+    return first_alarm(found, "x1", start), before
+
+
+def machine() -> str:
+    cpu = platform.processor() or "cpu"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    load = os.getloadavg()
+    return f"{cpu}, {os.cpu_count()} cores, load average {load[0]:.1f} at the start"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bootstrap-servers", help="a running broker (default: start one)")
+    p.add_argument("--events", type=int, default=200_000, help="throughput backlog (200000)")
+    p.add_argument("--source-partitions", type=int, default=8)
+    p.add_argument("--internal", default="1,2",
+                   help="partition counts of the internal topic to measure (1,2)")
+    p.add_argument("--clean", type=int, default=3000, help="clean events before the drift")
+    p.add_argument("--drift-events", type=int, default=3000)
+    p.add_argument("--shift", type=float, default=0.5, help="x1 shift, standard deviations")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=1, help="throughput runs per cell")
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-delay", action="store_true")
+    p.add_argument("--no-plain", action="store_true",
+                   help="leave out the plain runner's throughput (the reference of the cost)")
+    p.add_argument("--client", default="kafka-python",
+                   choices=["kafka-python", "confluent-kafka"],
+                   help="source.kafka.client (confluent-kafka: the monitors' consumer and the "
+                   "first stage's producer are librdkafka's)")
+    p.add_argument("--quick", action="store_true", help="60000 events, 3 seeds")
+    p.add_argument("--out", default=str(RESULTS / "scaleout.md"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.events, args.seeds = 60_000, 3
+    internals = [int(x) for x in args.internal.split(",")]
+    CLIENT[0] = args.client
+    lines = [f"# Scale-out on a keyed topic\n\nMachine: {machine()}. Command: "
+             f"`bench/bench_scaleout.py {' '.join(argv or sys.argv[1:])}`.\n"]
+    with tempfile.TemporaryDirectory(prefix="scaleout-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "reference.jsonl").write_bytes(
+            b"\n".join(m1_events(77, [(10_000, CLEAN)], COLUMNS)))
+        with broker(args.bootstrap_servers, workdir) as bootstrap:
+            if not args.skip_throughput:
+                topic = stream.broker.create_topic(bootstrap, f"tp-{uuid.uuid4().hex[:8]}",
+                                                   args.source_partitions)
+                log(f"producing {args.events} keyed events to {topic} ...")
+                keyed(bootstrap, topic, m1_events(1, [(args.events, CLEAN)], COLUMNS))
+                cells = ([] if args.no_plain else [("plain runner", None, 1)]) + [
+                    (f"repartition, {k} internal", k, procs) for k in internals
+                    for procs in (1, 2)]
+                rows = []
+                for name, internal, procs in cells:
+                    got = []
+                    for _ in range(args.repeat):
+                        log(f"throughput: {name}, {procs} process(es) ...")
+                        got.append(throughput(workdir, bootstrap, topic, args.events, procs,
+                                              internal, timeout=900))
+                    best = max(got, key=lambda g: g["rate"])
+                    rows.append((name, internal, procs, best))
+                    log(f"  {best['rate']:.0f} events/s, {best['per_cpu_s']:.0f} per CPU-s")
+                lines.append(f"## Throughput: {args.events} events, {args.source_partitions} "
+                             f"source partitions keyed by c1, five columns, client "
+                             f"{args.client}\n")
+                lines.append("| mode | processes | events/s (wall) | vs one process | "
+                             "events per CPU-second | CPU-s |")
+                lines.append("| --- | --- | --- | --- | --- | --- |")
+                one = {internal: g["rate"] for _, internal, procs, g in rows if procs == 1}
+                for name, internal, procs, g in rows:
+                    ratio = g["rate"] / one[internal]
+                    lines.append(f"| {name} | {procs} | {g['rate']:,.0f} | {ratio:.2f}× | "
+                                 f"{g['per_cpu_s']:,.0f} | {g['cpu_s']:.1f} |")
+                lines.append("")
+            if not args.skip_delay:
+                regime = Regime(x1_mean=args.shift)
+                cells = [(k, 2) for k in internals] + [(max(internals), 1)]
+                ref: list[int | None] = []
+                out: dict[tuple[int, int], list[int | None]] = {c: [] for c in cells}
+                clean_eps: dict[tuple[int, int], dict[str, int]] = {c: {} for c in cells}
+                for seed in range(args.seeds):
+                    events = m1_events(100 + seed, [(args.clean, CLEAN),
+                                                    (args.drift_events, regime)], COLUMNS)
+                    ref.append(delay_reference(workdir, bootstrap, events, args.clean))
+                    for k, w in cells:
+                        log(f"delay: seed {seed}, {k} internal partition(s), {w} first "
+                            "stage(s) ...")
+                        d, before = delay_scaleout(workdir, bootstrap, events, args.clean,
+                                                   args.source_partitions, k, 2, 300, w)
+                        out[(k, w)].append(d)
+                        for col, n in before.items():
+                            clean_eps[(k, w)][col] = clean_eps[(k, w)].get(col, 0) + n
+                    log(f"  reference {ref[-1]}, scale-out {[out[c][-1] for c in cells]}")
+
+                def med(xs: list[int | None]) -> str:
+                    got = [x for x in xs if x is not None]
+                    miss = len(xs) - len(got)
+                    return (f"{statistics.median(got):.0f}" if got else "—") + \
+                        (f" ({miss} missed)" if miss else "")
+
+                ref_med = statistics.median([x for x in ref if x is not None] or [float("nan")])
+                lines.append(f"## Detection delay of x1 shifted by {args.shift} σ (all keys), "
+                             f"total events after the drift's start; {args.seeds} seeds\n")
+                lines.append("| run | median delay | per seed | vs one monitor | episodes "
+                             "before the drift (all seeds) |")
+                lines.append("| --- | --- | --- | --- | --- |")
+                lines.append(f"| one monitor, every event (1-partition run) | {med(ref)} | "
+                             f"{ref} | 1.00× | — |")
+                for (k, w) in cells:
+                    got = [x for x in out[(k, w)] if x is not None]
+                    ratio = statistics.median(got) / ref_med if got else float("nan")
+                    who = "2 two-stage runners" if w == 2 else \
+                        "1 two-stage runner + 1 `--stage monitor`"
+                    lines.append(f"| {who}, {args.source_partitions} keyed partitions, {k} "
+                                 f"internal | {med(out[(k, w)])} | {out[(k, w)]} | "
+                                 f"{ratio:.2f}× | {clean_eps[(k, w)] or 'none'} |")
+                lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n", encoding="utf-8")
+    log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,559 @@
+"""The first stage of ``streamdrift run`` with ``source.repartition``: re-mix a keyed topic.
+
+A topic keyed by a feature (tenant, region, country ...) puts a different slice of the
+traffic in each partition, and a monitor that compares one partition with the model-wide
+baseline alarms for ever.  With ``source.repartition`` the run has two stages, each a
+consumer of its own on its own thread:
+
+1. :class:`Repartitioner` consumes the source topics in ``source.kafka.group_id``, merges
+   the records of the partitions it holds **in the order of their Kafka timestamps**
+   (:func:`merge_plan`: a partition that is behind is waited for, at most
+   :data:`MAX_WAIT_S`), decodes each merged batch once to validate it (invalid messages are
+   counted by reason and dead-lettered here, as the runner does), and writes the valid
+   events, original bytes and timestamp, **round-robin over the partitions of the
+   repartition topic**.  It commits a source offset only after every record before it was
+   acknowledged (``acks=all``), like the dead-letter writer.
+2. The monitors, :class:`~stream.runtime.runner.KafkaRunner` unchanged, consume the
+   repartition topic in their own group (:func:`monitor_config`), with per-partition
+   state, checkpoints and rebalance handling as without repartition.
+
+Delivery stays at-least-once end to end: a crash of the first stage writes again what it
+forwarded since its last commit (at most one merged batch plus the buffered records of
+its partitions); the second stage's bound is that of ``streamdrift run``.  See
+docs/reliability.md#keyed-topics-two-stages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from stream.config import Config, require_kafka
+from stream.engine.figures import RunnerHealth
+from stream.engine.pipeline import Pipeline
+from stream.formats.json import BatchDecoder
+from stream.runtime.runner import KafkaRunner
+from stream.sinks.deadletters import DEAD_LETTER_TIMEOUT_S, DeadLetterWriter
+from stream.sinks.producer import create_topic
+from stream.sources.kafka import (
+    connection_error,
+    kafka_client_kwargs,
+    kafka_python_consumer,
+    partition_names,
+)
+
+log = logging.getLogger("streamdrift.repartition")
+
+#: how long the merge waits for a partition that has nothing buffered but is known (or not
+#: yet known) to be behind, before it forwards the others without it
+MAX_WAIT_S = 1.0
+#: at most this many records (times max_poll_records) are buffered per partition; what a
+#: poll returns beyond that is given back (sought to) and read again later
+BUFFER_POLLS = 4
+#: bound of one forward (send, flush, acknowledgements)
+FORWARD_TIMEOUT_S = 10.0
+#: pause after a failed forward or commit before the next attempt
+RETRY_BACKOFF_S = 1.0
+LAG_INTERVAL_S = 1.0
+
+
+#: librdkafka consumer properties of :func:`stream.sources.confluent.librdkafka_config`
+#: that a producer does not take
+_CONSUMER_ONLY = frozenset({
+    "group.id", "auto.offset.reset", "enable.auto.commit", "enable.auto.offset.store",
+    "session.timeout.ms", "heartbeat.interval.ms", "max.partition.fetch.bytes",
+    "queued.max.messages.kbytes", "fetch.queue.backoff.ms"})
+
+
+def _send_confluent(producer: Any, topic: str, records: list[Any], start: int,
+                    partitions: int) -> None:
+    """Produce ``records`` with confluent-kafka and wait for every delivery; raises on the
+    first failed one."""
+    errors: list[Any] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(err)
+
+    for i, r in enumerate(records):
+        while True:
+            try:
+                producer.produce(topic, value=r.value, partition=(start + i) % partitions,
+                                 timestamp=r.timestamp, on_delivery=delivered)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.05)
+    left = producer.flush(FORWARD_TIMEOUT_S)
+    if errors or left:
+        raise RuntimeError(f"{len(errors)} deliveries failed ({errors[:1]}), {left} not "
+                           "acknowledged in time")
+
+
+def monitor_config(config: Config) -> Config:
+    """The configuration of the second stage: the repartition topic, read from the start in
+    the monitors' own consumer group (``source.repartition.group_id``)."""
+    k = require_kafka(config)
+    rp = config.source.repartition
+    assert rp is not None
+    kafka = dataclasses.replace(k, topics=(rp.topic,), group_id=rp.group_id,
+                                auto_offset_reset="earliest")
+    return dataclasses.replace(config, source=dataclasses.replace(config.source, kafka=kafka))
+
+
+def merge_plan(timestamps: Sequence[np.ndarray], waiting: bool = False,
+               ) -> tuple[list[int], np.ndarray]:
+    """Which buffered records of each partition to forward now, and in which order.
+
+    ``timestamps[i]``: int64 Kafka timestamps (ms) of partition ``i``'s buffered records,
+    in offset order.  Every partition with records has reached at least the smallest of
+    their newest timestamps (the *limit*); each forwards the prefix of its buffer up to it
+    (a prefix: its running maximum decides), so nothing of a slower partition can belong
+    before a record already forwarded.  ``waiting``: a partition with nothing buffered is
+    behind, so nothing is forwarded.  Returns the count to take from each buffer and the
+    merged order as indices into the concatenation of those prefixes; equal timestamps (a
+    producer sends many records per millisecond) are spread evenly within their
+    millisecond, so partitions interleave instead of following each other in blocks.
+
+    >>> counts, order = merge_plan([np.array([1, 1, 3, 9]), np.array([1, 2, 4])])
+    >>> counts, order.tolist()
+    ([3, 3], [0, 3, 1, 4, 2, 5])
+    """
+    if waiting or not any(len(t) for t in timestamps):
+        return [0] * len(timestamps), np.empty(0, dtype=np.int64)
+    running = [np.maximum.accumulate(t) if len(t) else t for t in timestamps]
+    limit = min(int(r[-1]) for r in running if len(r))
+    counts = [int(np.searchsorted(r, limit, side="right")) if len(r) else 0 for r in running]
+    keys = []
+    for r, n in zip(running, counts, strict=True):
+        r = r[:n].astype(np.float64)
+        if n:
+            first = np.searchsorted(r, r, side="left")
+            run = np.searchsorted(r, r, side="right") - first
+            r = r + (np.arange(n) - first + 0.5) / run
+        keys.append(r)
+    return counts, np.argsort(np.concatenate(keys), kind="stable")
+
+
+class Repartitioner:
+    """Stage 1: source topics -> validated, time-merged, round-robin -> repartition topic."""
+
+    def __init__(self, config: Config, pipeline: Pipeline,
+                 stop: threading.Event | None = None) -> None:
+        self.config = config
+        self.kafka = require_kafka(config)
+        rp = config.source.repartition
+        assert rp is not None, "source.repartition is not configured"
+        self.rp = rp
+        self.pipeline = pipeline
+        self.decoder = BatchDecoder(config)
+        self.stop_event = stop or threading.Event()
+        self.health = RunnerHealth()
+        self.health.count_repartitioned("ok", 0)
+        self.health.count_repartitioned("failed", 0)
+        dl = config.source.dead_letter
+        self.dead_letters = None if dl is None else DeadLetterWriter(
+            dl.topic, self._dead_letter_producer, self.health.count_dead_letters)
+        self.consumer: Any = None
+        self.producer: Any = None
+        #: partition -> buffered records (offset order) and their timestamps
+        self.buffers: dict[Any, list[Any]] = {}
+        self.stamps: dict[Any, np.ndarray] = {}
+        #: partition -> monotonic time since which it has had nothing buffered
+        self.empty_since: dict[Any, float] = {}
+        #: partitions assigned and not yet sought to their committed offset
+        self.to_seek: set[Any] = set()
+        #: partition -> next offset to read; everything before is forwarded and acknowledged
+        self.done: dict[Any, int] = {}
+        self.committed: dict[Any, int] = {}
+        #: partition -> next offset to fetch (after its newest polled record)
+        self.fetched: dict[Any, int] = {}
+        self.topic_ready = False
+        self.next_partition = 0
+        self.retry_at = 0.0
+        self.consumed = 0
+        self.forwarded = 0
+        self.buffer_max = BUFFER_POLLS * self.kafka.max_poll_records
+
+    # -- clients ---------------------------------------------------------------------
+    def _consumer(self) -> Any:
+        return kafka_python_consumer(self.kafka, self.config.source.max_message_bytes,
+                                     self._on_assigned, self._on_revoked, self._on_revoked)
+
+    def _producer(self) -> Any:
+        """The producer of the repartition topic (a test can override it): librdkafka's with
+        ``source.kafka.client: confluent-kafka`` (about 1 µs per record instead of tens),
+        else kafka-python's."""
+        from kafka import KafkaProducer
+
+        ms = int(FORWARD_TIMEOUT_S * 1000)
+        if self.kafka.client == "confluent-kafka":
+            from confluent_kafka import Producer
+
+            from stream.sources.confluent import librdkafka_config
+
+            conf = {key: v for key, v in librdkafka_config(
+                self.kafka, self.config.source.max_message_bytes).items()
+                if key not in _CONSUMER_ONLY}
+            conf.update({"acks": "all", "enable.idempotence": True, "linger.ms": 5,
+                         "compression.type": self.rp.compression,
+                         "message.timeout.ms": 3 * ms,
+                         "message.max.bytes": max(1_048_576,
+                                                  self.config.source.max_message_bytes + 4096)})
+            return Producer(conf)
+        kw = kafka_client_kwargs(self.kafka)
+        codec = None if self.rp.compression == "none" else self.rp.compression
+        kw.update(acks="all", enable_idempotence=True, linger_ms=5, batch_size=65536,
+                  compression_type=codec, max_block_ms=ms, request_timeout_ms=ms,
+                  delivery_timeout_ms=3 * ms,
+                  max_request_size=max(1_048_576, self.config.source.max_message_bytes + 4096))
+        return KafkaProducer(**kw)
+
+    def _dead_letter_producer(self) -> Any:
+        from kafka import KafkaProducer
+
+        ms = int(DEAD_LETTER_TIMEOUT_S * 1000)
+        kw = kafka_client_kwargs(self.kafka)
+        kw.update(acks="all", linger_ms=5, max_block_ms=ms, request_timeout_ms=ms,
+                  delivery_timeout_ms=3 * ms,
+                  max_request_size=max(1_048_576, self.config.source.max_message_bytes + 4096))
+        return KafkaProducer(**kw)
+
+    def ensure_topic(self, timeout_s: float = 30.0) -> bool:
+        """Create the repartition topic if missing; True if created.  An existing topic is
+        used as it is, with a warning when its partition count differs from the setting."""
+        from kafka import KafkaAdminClient
+
+        from stream.config import ConfigError
+
+        ms = max(1000, int(timeout_s * 1000))
+        admin = KafkaAdminClient(**kafka_client_kwargs(self.kafka), request_timeout_ms=ms,
+                                 bootstrap_timeout_ms=ms)
+        try:
+            if self.rp.topic in set(admin.list_topics()):
+                meta = admin.describe_topics([self.rp.topic])
+                n = len(meta[0].get("partitions", [])) if meta else None
+                if n is not None and n != self.rp.partitions:
+                    log.warning("the repartition topic exists with another partition count; "
+                                "it is used as it is", extra={
+                                    "topic": self.rp.topic, "partitions": n,
+                                    "configured": self.rp.partitions})
+                self.topic_ready = True
+                return False
+            error = create_topic(admin, self.rp.topic, ms,
+                                 {"retention.ms": str(self.rp.retention_ms)},
+                                 partitions=self.rp.partitions)
+            if error is not None:
+                raise ConfigError(
+                    f"source.repartition.topic: cannot create {self.rp.topic!r}: error "
+                    f"{error}; create it ({self.rp.partitions} partitions) or allow "
+                    "streamdrift to")
+            self.topic_ready = True
+            log.info("repartition topic created", extra={
+                "topic": self.rp.topic, "partitions": self.rp.partitions,
+                "retention_ms": self.rp.retention_ms})
+            return True
+        finally:
+            admin.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # -- rebalance callbacks (consumer IO thread: record only) ----------------------------
+    def _on_assigned(self, assigned: set[Any]) -> None:
+        if assigned:
+            log.info("source partitions assigned",
+                     extra={"partitions": partition_names(assigned)})
+        self.to_seek |= assigned
+
+    def _on_revoked(self, revoked: set[Any]) -> None:
+        # everything forwarded is committed in the loop (or will be read again by the next
+        # owner: a bounded duplicate); buffered records are dropped and read again
+        self.to_seek -= revoked
+        for tp in revoked:
+            self._forget(tp)
+
+    def _forget(self, tp: Any) -> None:
+        self.buffers.pop(tp, None)
+        self.stamps.pop(tp, None)
+        self.empty_since.pop(tp, None)
+        self.done.pop(tp, None)
+        self.committed.pop(tp, None)
+        self.fetched.pop(tp, None)
+
+    def _seek_assigned(self, polled: dict[Any, list[Any]]) -> None:
+        """Start newly assigned partitions at their committed offset: kafka-python keeps the
+        fetch position of a partition revoked and assigned again to the same consumer, which
+        would skip the records that were buffered but not forwarded."""
+        assignment = set(self.consumer.assignment())
+        self.to_seek &= assignment
+        for tp in sorted(self.to_seek):
+            polled.pop(tp, None)
+            try:
+                committed = self.consumer.committed(tp, timeout_ms=2000)
+                if committed is not None:
+                    self.consumer.seek(tp, committed)
+                elif self.kafka.auto_offset_reset == "earliest":
+                    self.consumer.seek_to_beginning(tp)
+                else:
+                    self.consumer.seek_to_end(tp)
+            except Exception as exc:  # noqa: BLE001 - broker calls: retried next iteration
+                log.warning("cannot seek a source partition to its committed offset; "
+                            "retried: %s: %s", type(exc).__name__, exc,
+                            extra={"partitions": partition_names([tp])})
+                continue  # not buffered: what it polls is dropped until the seek works
+            if committed is not None:
+                self.done[tp] = self.committed[tp] = self.fetched[tp] = int(committed)
+            self.buffers[tp], self.stamps[tp] = [], np.empty(0, dtype=np.int64)
+            self.empty_since[tp] = time.monotonic()
+            self.to_seek.discard(tp)
+
+    # -- the loop ---------------------------------------------------------------------
+    def run(self) -> int:
+        """Forward until stopped; returns the number of source messages consumed."""
+        if not self.topic_ready:
+            self.ensure_topic()
+        self.producer = self._producer()
+        self.consumer = self._consumer()
+        log.info("repartitioning", extra={
+            "topics": list(self.kafka.topics), "group_id": self.kafka.group_id,
+            "repartition_topic": self.rp.topic, "partitions": self.rp.partitions})
+        last_lag = 0.0
+        try:
+            while not self.stop_event.is_set():
+                self._iteration()
+                now = time.monotonic()
+                if now - last_lag >= LAG_INTERVAL_S:
+                    self._update_lag()
+                    last_lag = now
+        finally:
+            self.close()
+        log.info("repartition stopped", extra={"consumed": self.consumed,
+                                               "forwarded": self.forwarded})
+        return self.consumed
+
+    def _iteration(self) -> None:
+        k = self.kafka
+        try:
+            polled = self.consumer.poll(timeout_ms=k.poll_timeout_ms,
+                                        max_records=k.max_poll_records)
+        except Exception as exc:  # noqa: BLE001 - broker outage, rebalance errors
+            log.warning("poll failed: %s: %s", type(exc).__name__, exc)
+            self.health.set_source_up(False)
+            self.stop_event.wait(min(1.0, k.poll_timeout_ms / 1000))
+            return
+        polled = {tp: recs for tp, recs in polled.items() if recs}
+        if self.to_seek:
+            self._seek_assigned(polled)
+        if polled:
+            self.health.set_source_up(True)
+        now = time.monotonic()
+        for tp, recs in polled.items():
+            if tp not in self.buffers:  # revoked meanwhile
+                continue
+            room = self.buffer_max - len(self.buffers[tp])
+            if len(recs) > room:
+                # flow control: the partition is far ahead of the others; give back what
+                # does not fit (kafka-python 3.0's pause() can skip records: never used here)
+                self.consumer.seek(tp, recs[max(0, room)].offset)
+                recs = recs[:max(0, room)]
+                if not recs:
+                    continue
+            self.buffers[tp].extend(recs)
+            self.stamps[tp] = np.concatenate([
+                self.stamps[tp], np.fromiter((r.timestamp for r in recs), np.int64, len(recs))])
+            self.fetched[tp] = recs[-1].offset + 1
+            self.consumed += len(recs)
+        if now >= self.retry_at:
+            self._forward(now)
+
+    def _waiting(self, now: float) -> bool:
+        """Whether a partition with nothing buffered is (or may be) behind, and has been
+        waited for less than :data:`MAX_WAIT_S`."""
+        for tp, recs in self.buffers.items():
+            if recs:
+                self.empty_since.pop(tp, None)
+                continue
+            since = self.empty_since.setdefault(tp, now)
+            if now - since >= MAX_WAIT_S:
+                continue
+            high = self.consumer.highwater(tp)
+            pos = self.fetched.get(tp)
+            if high is None or pos is None or pos < high:
+                return True
+        return False
+
+    def _forward(self, now: float) -> None:
+        tps = sorted(self.buffers)
+        counts, order = merge_plan([self.stamps[tp] for tp in tps], self._waiting(now))
+        if not len(order):
+            return
+        records = [r for tp, n in zip(tps, counts, strict=True) for r in self.buffers[tp][:n]]
+        records = [records[i] for i in order.tolist()]
+        batch = self.decoder.decode([r.value or b"" for r in records])
+        bad = set(batch.invalid_positions.tolist())
+        valid = [r for i, r in enumerate(records) if i not in bad] if bad else records
+        if not self._send(valid):
+            self.retry_at = time.monotonic() + RETRY_BACKOFF_S
+            return
+        if bad and self.dead_letters is not None:
+            entries = [(records[i], why) for i, why in
+                       zip(batch.invalid_positions.tolist(), batch.invalid_reasons, strict=True)]
+            if self.dead_letters.write(entries):
+                # forwarded but not dead-lettered: forward again later (a bounded duplicate)
+                self.retry_at = time.monotonic() + RETRY_BACKOFF_S
+                return
+        self.pipeline.count_rejected(batch.invalid)
+        self.forwarded += len(valid)
+        for tp, n in zip(tps, counts, strict=True):
+            if n:
+                self.done[tp] = self.buffers[tp][n - 1].offset + 1
+                del self.buffers[tp][:n]
+                self.stamps[tp] = self.stamps[tp][n:]
+        self._commit()
+
+    def _send(self, records: list[Any]) -> bool:
+        """Write ``records`` round-robin over the repartition topic's partitions and wait for
+        every acknowledgement; False (counted, logged) if any failed."""
+        if not records:
+            return True
+        p = self.rp.partitions
+        start = self.next_partition
+        try:
+            if self.producer is None:
+                self.producer = self._producer()
+            if self.kafka.client == "confluent-kafka":
+                _send_confluent(self.producer, self.rp.topic, records, start, p)
+            else:
+                futures = [self.producer.send(self.rp.topic, value=r.value,
+                                              partition=(start + i) % p,
+                                              timestamp_ms=r.timestamp)
+                           for i, r in enumerate(records)]
+                self.producer.flush(timeout=FORWARD_TIMEOUT_S)
+                for f in futures:
+                    f.get(timeout=FORWARD_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - retried; nothing is committed meanwhile
+            self.health.count_repartitioned("failed", len(records))
+            log.warning("repartition write failed; the source offsets are not committed and "
+                        "the records are written again: %s: %s", type(exc).__name__, exc,
+                        extra={"records": len(records), "topic": self.rp.topic})
+            self._drop_producer()
+            return False
+        self.next_partition = (start + len(records)) % p
+        self.health.count_repartitioned("ok", len(records))
+        return True
+
+    def _drop_producer(self) -> None:
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                if hasattr(self.producer, "close"):
+                    self.producer.close(timeout=1)
+            self.producer = None
+
+    def _commit(self) -> bool:
+        from kafka.structs import OffsetAndMetadata
+
+        todo = {tp: off for tp, off in self.done.items() if self.committed.get(tp) != off}
+        if not todo:
+            return True
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in todo.items()},
+                                 timeout_ms=5000)
+        except Exception as exc:  # noqa: BLE001 - retried with the next forward
+            log.warning("source offset commit failed: %s: %s", type(exc).__name__, exc)
+            return False
+        self.committed.update(todo)
+        return True
+
+    def _update_lag(self) -> None:
+        """Source lag per partition: end offset minus what is forwarded and acknowledged
+        (buffered records count as lag)."""
+        c = self.consumer
+        try:
+            parts = list(c.assignment())
+            if not parts:
+                self.health.set_consumer_lag({})
+                return
+            ends = c.end_offsets(parts, timeout_ms=2000)
+            lag: dict[tuple[str, int], int] = {}
+            for tp in parts:
+                at = self.done.get(tp)
+                if at is None:
+                    at = c.position(tp, timeout_ms=2000)
+                if at is not None and tp in ends:
+                    lag[(tp.topic, tp.partition)] = max(0, int(ends[tp]) - int(at))
+            self.health.set_consumer_lag(lag)
+        except Exception as exc:  # noqa: BLE001 - an outage must not stop the loop
+            log.warning("cannot read the source lag: %s", exc)
+            self.health.set_source_up(False)
+
+    def close(self) -> None:
+        """Forward nothing more; commit what is acknowledged; close the clients."""
+        if self.consumer is not None:
+            self._commit()
+        if self.dead_letters is not None:
+            self.dead_letters.close()
+        if self.producer is not None:
+            try:
+                self.producer.flush(10)
+                if hasattr(self.producer, "close"):
+                    self.producer.close(timeout=10)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("closing the repartition producer: %s", exc)
+            self.producer = None
+        if self.consumer is not None:
+            try:
+                self.consumer.close(autocommit=False, timeout_ms=5000)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("closing the source consumer: %s", exc)
+            self.consumer = None
+
+
+class TwoStageRunner(KafkaRunner):
+    """``streamdrift run`` with ``source.repartition``: the monitors (a
+    :class:`KafkaRunner` on the repartition topic, :func:`monitor_config`) on the calling
+    thread, :class:`Repartitioner` on a thread of its own; either stopping stops both, and
+    ``health`` includes the first stage's figures."""
+
+    def __init__(self, config: Config, pipeline: Pipeline,
+                 stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        super().__init__(monitor_config(config), pipeline, stop)
+        self.repartitioner = Repartitioner(config, pipeline, stop)
+        self.health.upstream = self.repartitioner.health
+
+    def run(self, max_events: int | None = None, idle_timeout: float | None = None) -> int:
+        from kafka.errors import KafkaError
+
+        first = self.repartitioner
+        try:
+            # before the monitors subscribe: a broker that creates topics on a metadata
+            # request would otherwise create it with its default partition count
+            first.ensure_topic()
+        except KafkaError as exc:
+            raise connection_error(first.kafka, exc) from None
+        error: list[BaseException] = []
+
+        def stage1() -> None:
+            try:
+                first.run()
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
+                error.append(exc)
+                log.error("the repartition stage failed: %s: %s", type(exc).__name__, exc)
+                self.stop_event.set()
+
+        thread = threading.Thread(target=stage1, name="repartition", daemon=True)
+        thread.start()
+        try:
+            return super().run(max_events=max_events, idle_timeout=idle_timeout)
+        finally:
+            first.stop()
+            thread.join(timeout=60)
+            if error:
+                raise error[0]

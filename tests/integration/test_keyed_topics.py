@@ -1,0 +1,315 @@
+"""Keyed topics on a real broker: ``source.repartition`` gives the monitors representative
+streams (issue 14), and keeps the kill -9 and rebalance guarantees.
+
+The topic has 4 partitions and is keyed by the categorical feature ``c1`` (3 values, so
+each partition holds one or two of them, or none): each partition's slice differs from the
+model's baseline.  Each test prints its figures (``pytest -s``); docs/reliability.md and the
+README quote them.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from stream.config import Config, load_config
+from stream.engine.baselines import resolve_baselines
+from stream.runtime.repartition import BUFFER_POLLS, TwoStageRunner
+from tests.support.configs import m1_config, write_config
+from tests.support.events import CLEAN, SHIFTED, m1_events, with_poison
+from tests.support.kafka import produce
+from tests.support.ports import free_port
+from tests.support.processes import StreamdriftRun
+from tests.support.runs import InProcess, checkpoints
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+
+COLUMNS = ("x1", "c1", "score")
+MAX_POLL = 500
+_wait = functools.partial(wait_for, interval=0.1, retry=())
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("keyed")
+    (d / "reference.jsonl").write_bytes(b"\n".join(m1_events(77, [(10_000, CLEAN)], COLUMNS)))
+    return d
+
+
+@pytest.fixture(scope="module")
+def baselines(workdir: Path) -> Callable[[Config], dict[str, Any]]:
+    cache: dict[str, Any] = {}
+
+    def get(config: Config) -> dict[str, Any]:
+        if "m1" not in cache:
+            cache.update(resolve_baselines(config))
+        return cache
+
+    return get
+
+
+def _config(workdir: Path, bootstrap: str, topic: str, group: str, *,
+            repartition: dict[str, Any] | None, interval: float = 1.0,
+            dead_letter: str | None = None, client: str = "kafka-python") -> Path:
+    config = m1_config(bootstrap=bootstrap, topic=topic, group=group, port=free_port(),
+                       columns=COLUMNS, dead_letter=dead_letter,
+                       kafka={"max_poll_records": MAX_POLL, "poll_timeout_ms": 200,
+                              "client": client},
+                       state={"checkpoint_interval_s": interval})
+    if repartition is not None:
+        config["source"]["repartition"] = repartition
+    return write_config(workdir / f"{group}.yaml", config)
+
+
+def _c1(message: bytes) -> bytes | None:
+    """The key of ``message``: its c1 (None for a poison message)."""
+    try:
+        return str(orjson.loads(message)["f"]["c1"]).encode()
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return None
+
+
+def _produce_keyed(bootstrap: str, topic: str, messages: list[bytes]) -> None:
+    """Keyed by the event's c1, as a tenant- or region-keyed producer does."""
+    produce(bootstrap, topic, messages, keys=[_c1(m) for m in messages], linger_ms=5,
+            acks="all")
+
+
+def _ts(value: bytes) -> float | None:
+    try:
+        return float(orjson.loads(value)["ts"])
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return None
+
+
+def _read_topic(bootstrap: str, topic: str) -> dict[int, list[bytes]]:
+    """partition -> the values of every record of ``topic`` (read to the end offsets)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        ends = c.end_offsets(tps)
+        out: dict[int, list[bytes]] = {tp.partition: [] for tp in tps}
+        deadline = time.monotonic() + 60
+        while any(c.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            for tp, recs in c.poll(timeout_ms=500).items():
+                out[tp.partition].extend(r.value for r in recs)
+        return out
+    finally:
+        c.close()
+
+
+def _episodes(run: InProcess) -> dict[str, int]:
+    """column -> drift episodes (alarms) opened, over all detectors."""
+    snap = run.pipeline.snapshot()
+    return {col: sum(d.alarms for d in fig.detectors.values())
+            for col, fig in snap.models["m1"].columns.items()
+            if sum(d.alarms for d in fig.detectors.values())}
+
+
+def _state_events(config: Config, topic: str) -> dict[int, int]:
+    """internal partition -> the event count of its newest checkpointed m1 state."""
+    return {part: int(cp.state["events"]) for (model, t, part), cp in checkpoints(config).items()
+            if model == "m1" and t == topic}
+
+
+def _coverage(bootstrap: str, rp_topic: str, produced: list[bytes]) -> tuple[int, int]:
+    """(source events missing from the repartition topic, records written twice)."""
+    records = [v for vs in _read_topic(bootstrap, rp_topic).values() for v in vs]
+    seen = Counter(t for t in map(_ts, records) if t is not None)
+    missing = sum(1 for m in produced if _ts(m) not in seen)
+    return missing, len(records) - len(seen)
+
+
+# --------------------------------------------------------------------------
+# clean keyed data: no episode; an injected drift: caught
+# --------------------------------------------------------------------------
+#: confluent-kafka: the monitors consume and the first stage produces with librdkafka
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
+        kafka_bootstrap, make_topic, workdir, baselines, client):
+    topic = make_topic(partitions=4)
+    events = m1_events(5, [(12_000, CLEAN), (6_000, SHIFTED)], COLUMNS)
+    clean, drifted = events[:12_000], events[12_000:]
+    poison = [b"{not json", b"[1, 2]", b'{"model": "m1", "ts": 1, "f": "oops"}']
+    dlq = make_topic(partitions=1)
+    _produce_keyed(kafka_bootstrap, topic, with_poison(list(clean), poison, 1000, 4000))
+
+    # the trap: per-partition monitors on the keyed topic alarm on clean data
+    plain = InProcess(_config(workdir, kafka_bootstrap, topic, f"plain-{topic}",
+                              repartition=None), baselines, "keyed-plain").start()
+    try:
+        _wait(lambda: plain.alive() and plain.pipeline.processed["m1"] >= len(clean), 180,
+              "the plain run", details=plain.describe)
+    finally:
+        plain.stop()
+    trap = _episodes(plain)
+
+    cfg = _config(workdir, kafka_bootstrap, topic, f"rp-{topic}", dead_letter=dlq,
+                  repartition={"topic": f"{topic}-rp", "partitions": 1}, client=client)
+    run = InProcess(cfg, baselines, "keyed-repartition", TwoStageRunner).start()
+    try:
+        _wait(lambda: run.alive() and run.pipeline.processed["m1"] >= len(clean), 120,
+              "the repartitioned run (clean)", details=run.describe)
+        time.sleep(1.0)
+        clean_episodes = _episodes(run)
+        _produce_keyed(kafka_bootstrap, topic, drifted)
+        _wait(lambda: run.alive() and run.pipeline.processed["m1"] >= len(events), 120,
+              "the repartitioned run (drift)", details=run.describe)
+        time.sleep(1.0)
+        drift_episodes = _episodes(run)
+        health = run.runner.health.snapshot()
+        snap = run.pipeline.snapshot()
+    finally:
+        run.stop()
+    print(f"\n[keyed, 4 partitions by c1, {client}] clean {len(clean)} events: per-partition monitors "
+          f"opened {trap} episodes; repartitioned: {clean_episodes or 'none'}; after "
+          f"{len(drifted)} drifted events: {drift_episodes}; repartition records "
+          f"{dict(health.repartition)}")
+    assert trap.get("c1"), "the keyed topic did not show the trap: the test shows nothing"
+    assert clean_episodes == {}
+    assert drift_episodes.get("x1") and drift_episodes.get("c1")
+    assert run.pipeline.processed["m1"] == len(events)
+    assert health.repartition["ok"] == len(events)
+    # poison messages: counted by reason and dead-lettered by the first stage, and every
+    # source message counted once as consumed (the first stage counts only the rejected)
+    assert snap.invalid == {"invalid_json": 1, "not_an_object": 1, "wrong_structure": 1}
+    assert snap.consumed == len(events) + len(poison)
+    assert health.dead_letter.get("ok") == len(poison)
+    assert sorted(v for vs in _read_topic(kafka_bootstrap, dlq).values() for v in vs) == \
+        sorted(poison)
+
+
+# --------------------------------------------------------------------------
+# kill -9 of a two-stage run, restart
+# --------------------------------------------------------------------------
+def test_kill9_of_a_two_stage_run_loses_nothing(kafka_bootstrap, make_topic, workdir):
+    topic = make_topic(partitions=4)
+    rp_topic = f"{topic}-rp"
+    cfg = _config(workdir, kafka_bootstrap, topic, f"k9-{topic}", interval=2,
+                  repartition={"topic": rp_topic, "partitions": 2})
+    config = load_config(cfg)
+    resolve_baselines(config)  # cached before the subprocess starts
+    port = config.metrics.port
+    events = m1_events(9, [(20_000, CLEAN)], COLUMNS)
+    _produce_keyed(kafka_bootstrap, topic, events[:8_000])
+    b1 = StreamdriftRun(cfg, port=port, name="b1")
+    try:
+        b1.wait_consumed(8_000, timeout=120)
+        _wait(lambda: len(b1.logs("checkpoint written")) >= 1, 30, "a checkpoint")
+        _produce_keyed(kafka_bootstrap, topic, events[8_000:14_000])
+        b1.wait_consumed(11_000, timeout=120)  # mid-way through the second chunk
+        killed_at = int(b1.consumed())
+    finally:
+        b1.kill9()
+    _produce_keyed(kafka_bootstrap, topic, events[14_000:])
+    b2 = StreamdriftRun(cfg, port=port, name="b2")
+    try:
+        # the monitors' totals: every record of the repartition topic, once in the state
+        _wait(lambda: b2.check_alive() is None and _all_forwarded(kafka_bootstrap, rp_topic,
+                                                                  len(events)),
+              180, "the first stage to forward the whole stream", interval=1.0)
+        per_partition = {p: len(v) for p, v in _read_topic(kafka_bootstrap, rp_topic).items()}
+        # the monitors' checkpointed states hold every record of the repartition topic
+        _wait(lambda: b2.check_alive() is None
+              and _state_events(_monitor(config), rp_topic) == per_partition,
+              120, "the monitors' checkpoints to cover the repartition topic", interval=1.0)
+    finally:
+        b2.stop(check=True)
+    missing, twice = _coverage(kafka_bootstrap, rp_topic, events)
+    states = _state_events(_monitor(config), rp_topic)
+    restored = b2.logs("state restored")
+    bound = 4 * BUFFER_POLLS * MAX_POLL
+    print(f"\n[keyed kill -9] {len(events)} events on 4 keyed partitions, 2 internal; killed "
+          f"after {killed_at} consumed; repartition topic {per_partition}: missing {missing}, "
+          f"written twice {twice} (bound {bound}); monitor states {states}; restores "
+          f"{[(r['partition'], r['offset']) for r in restored]}")
+    assert missing == 0
+    assert twice <= bound
+    assert states == per_partition  # each internal record in the monitors' state once
+
+
+def _monitor(config: Config) -> Config:
+    from stream.runtime.repartition import monitor_config
+
+    return monitor_config(config)
+
+
+def _all_forwarded(bootstrap: str, rp_topic: str, n: int) -> bool:
+    return len({_ts(v) for vs in _read_topic(bootstrap, rp_topic).values() for v in vs}
+               - {None}) >= n
+
+
+# --------------------------------------------------------------------------
+# rebalance: a second two-stage process joins, then leaves
+# --------------------------------------------------------------------------
+def test_rebalance_of_two_stage_runs_loses_nothing(kafka_bootstrap, make_topic, workdir,
+                                                   baselines):
+    topic = make_topic(partitions=4)
+    rp_topic = f"{topic}-rp"
+    cfg = _config(workdir, kafka_bootstrap, topic, f"rb-{topic}", interval=1,
+                  repartition={"topic": rp_topic, "partitions": 2})
+    events = m1_events(13, [(12_000, CLEAN)], COLUMNS)
+    _produce_keyed(kafka_bootstrap, topic, events[:4_000])
+    r1 = InProcess(cfg, baselines, "keyed-rb-1", TwoStageRunner).start()
+    r2 = InProcess(cfg, baselines, "keyed-rb-2", TwoStageRunner)
+
+    def processed(*runs: InProcess) -> int:
+        return sum(r.pipeline.processed["m1"] for r in runs)
+
+    def live(run: InProcess) -> list[tuple[str, int]]:
+        return [k for k, f in run.partitions().items() if f["live"]]
+
+    try:
+        _wait(lambda: r1.alive() and processed(r1) >= 4_000, 120, "consumer 1",
+              details=r1.describe)
+        t0 = time.monotonic()
+        r2.start()
+        _wait(lambda: r2.alive() and live(r2) and len(live(r1)) == 1, 90,
+              "the internal partitions to be shared", details=r2.describe)
+        join_s = time.monotonic() - t0
+        _produce_keyed(kafka_bootstrap, topic, events[4_000:8_000])
+        _wait(lambda: _all_forwarded(kafka_bootstrap, rp_topic, 8_000), 120,
+              "8000 forwarded", interval=1.0)
+        t1 = time.monotonic()
+        r2.stop()
+        _wait(lambda: r1.alive() and len(live(r1)) == 2, 90, "consumer 1 to take all back",
+              details=r1.describe)
+        leave_s = time.monotonic() - t1
+        _produce_keyed(kafka_bootstrap, topic, events[8_000:])
+        _wait(lambda: _all_forwarded(kafka_bootstrap, rp_topic, len(events)), 120,
+              "everything forwarded", interval=1.0)
+        total = sum(len(v) for v in _read_topic(kafka_bootstrap, rp_topic).values())
+        _wait(lambda: r1.alive() and processed(r1, r2) >= total, 120, "the monitors",
+              details=r1.describe)
+        time.sleep(1.0)
+    finally:
+        r1.stop()
+        if r2.thread.is_alive():
+            r2.stop()
+    missing, twice = _coverage(kafka_bootstrap, rp_topic, events)
+    per_partition = {p: len(v) for p, v in _read_topic(kafka_bootstrap, rp_topic).items()}
+    states = _state_events(_monitor(r1.config), rp_topic)
+    episodes = {**_episodes(r1), **{f"r2:{k}": v for k, v in _episodes(r2).items()}}
+    print(f"\n[keyed rebalance] {len(events)} events; join {join_s:.1f}s, leave "
+          f"{leave_s:.1f}s; repartition topic {per_partition}: missing {missing}, written twice "
+          f"{twice}; monitor states {states}; processed r1 {processed(r1)}, r2 "
+          f"{processed(r2)}; episodes {episodes or 'none'}")
+    assert missing == 0
+    assert twice <= 4 * BUFFER_POLLS * MAX_POLL
+    assert states == per_partition
+    # the two processes' counters add up to the stream (no invalid message here: each one
+    # consumed is a record of the repartition topic, processed by one of the monitors)
+    consumed = sum(r.pipeline.snapshot().consumed for r in (r1, r2))
+    assert consumed == processed(r1, r2) >= sum(per_partition.values())

@@ -1,0 +1,137 @@
+"""``source.repartition`` without a broker: its configuration, the timestamp merge of the
+first stage, the monitors' configuration and the merged health figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stream.config import parse_config
+from stream.engine.figures import HealthFigures, merge_health
+from stream.runtime.repartition import merge_plan, monitor_config
+from tests.support.configs import config_errors, minimal_config
+
+KAFKA = {"bootstrap_servers": "k:9092", "topics": ["events"], "group_id": "g"}
+
+
+def _config(repartition: Any, **source: Any) -> dict[str, Any]:
+    return minimal_config(source={"kafka": dict(KAFKA), "repartition": repartition, **source})
+
+
+def test_defaults_are_named_after_the_group() -> None:
+    rp = parse_config(_config({}), "/cfg").source.repartition
+    assert rp is not None
+    assert (rp.topic, rp.group_id, rp.partitions, rp.compression) == (
+        "g-repartition", "g-monitor", 1, "lz4")
+
+
+def test_no_section_means_no_repartition() -> None:
+    assert parse_config(minimal_config(source={"kafka": KAFKA}), "/cfg").source.repartition \
+        is None
+
+
+@pytest.mark.parametrize(("repartition", "source", "message"), [
+    ({"partitions": 0}, {}, "source.repartition.partitions: must be an integer in 1..10000"),
+    ({"compression": "brotli"}, {}, "source.repartition.compression: must be one of"),
+    ({"topic": "events"}, {}, "is also in source.kafka.topics"),
+    ({"topic": "dlq"}, {"dead_letter": {"topic": "dlq"}}, "is also source.dead_letter.topic"),
+    ({"group_id": "g"}, {}, "the monitors need a consumer group of their own"),
+    ({"retention_ms": 5}, {}, "source.repartition.retention_ms"),
+    ({"bogus": 1}, {}, "source.repartition.bogus"),
+])
+def test_bad_settings_name_the_key(repartition: Any, source: dict[str, Any],
+                                   message: str) -> None:
+    errors = config_errors(_config(repartition, **source))
+    assert any(message in e for e in errors), errors
+
+
+def test_the_state_topic_cannot_be_the_repartition_topic() -> None:
+    data = _config({"topic": "same"})
+    data["state"] = {"topic": "same"}
+    assert any("is also source.repartition.topic" in e for e in config_errors(data))
+
+
+def test_monitors_read_the_internal_topic_from_the_start_in_their_group() -> None:
+    config = parse_config(_config({"partitions": 4}), "/cfg")
+    k = monitor_config(config).source.kafka
+    assert k is not None
+    assert (k.topics, k.group_id, k.auto_offset_reset) == (
+        ("g-repartition",), "g-monitor", "earliest")
+    assert config.source.kafka is not None and config.source.kafka.topics == ("events",)
+
+
+# -- the merge --------------------------------------------------------------------------
+def test_merge_forwards_up_to_the_slowest_partition_in_time_order() -> None:
+    a = np.array([10, 20, 30, 40], dtype=np.int64)
+    b = np.array([15, 25], dtype=np.int64)
+    counts, order = merge_plan([a, b])
+    assert counts == [2, 2]  # nothing of a after 25: b may still have records before it
+    merged = np.concatenate([a[:2], b[:2]])[order]
+    assert merged.tolist() == [10, 15, 20, 25]
+
+
+def test_merge_waits_for_a_partition_that_is_behind() -> None:
+    counts, order = merge_plan([np.array([1, 2]), np.array([], dtype=np.int64)],
+                               waiting=True)
+    assert counts == [0, 0] and order.size == 0
+
+
+def test_merge_ignores_empty_partitions_that_are_caught_up() -> None:
+    counts, order = merge_plan([np.array([1, 2]), np.array([], dtype=np.int64)])
+    assert counts == [2, 0] and order.tolist() == [0, 1]
+
+
+def test_merge_takes_a_prefix_when_timestamps_go_back() -> None:
+    # a producer's clock stepped back: the record after the step stays behind its
+    # predecessor, so offsets stay in order within the partition
+    counts, _ = merge_plan([np.array([10, 30, 12]), np.array([20, 25])])
+    assert counts == [1, 2]
+
+
+def test_merge_interleaves_partitions_within_one_millisecond() -> None:
+    # a producer sends hundreds of events per millisecond: the partitions of one
+    # millisecond must interleave, not follow each other in blocks
+    rng = np.random.default_rng(3)
+    sizes = (300, 200, 100)
+    stamps = [np.sort(rng.integers(0, 5, n)) for n in sizes]
+    stamps = [np.append(s, 5) for s in stamps]  # the same newest time everywhere
+    counts, order = merge_plan(stamps)
+    assert counts == [n + 1 for n in sizes]
+    source = np.concatenate([np.full(n, i) for i, n in enumerate(counts)])[order]
+    # in every run of 60 merged records each partition has about its share
+    for start in range(0, len(source) - 60, 60):
+        share = np.bincount(source[start:start + 60], minlength=3) / 60
+        assert np.all(np.abs(share - np.array(sizes) / sum(sizes)) < 0.2), share
+
+
+def test_merge_of_nothing() -> None:
+    counts, order = merge_plan([np.array([], dtype=np.int64)] * 2)
+    assert counts == [0, 0] and order.size == 0
+
+
+# -- health ---------------------------------------------------------------------------
+def test_health_of_two_stages_adds_counters_and_keeps_both_lags() -> None:
+    first = HealthFigures(source_up=1, consumer_lag={("events", 0): 5},
+                          dead_letter={"ok": 2, "failed": 0}, repartition={"ok": 10})
+    second = HealthFigures(source_up=0, consumer_lag={("g-repartition", 0): 7},
+                           dead_letter={"ok": 1}, checkpoints={"ok": 3},
+                           last_checkpoint_ts=12.0)
+    merged = merge_health(first, second)
+    assert merged.source_up == 0
+    assert merged.consumer_lag == {("events", 0): 5, ("g-repartition", 0): 7}
+    assert merged.dead_letter == {"ok": 3, "failed": 0}
+    assert merged.repartition == {"ok": 10}
+    assert merged.checkpoints == {"ok": 3} and merged.last_checkpoint_ts == 12.0
+
+
+def test_run_stage_needs_the_option(tmp_path, capsys) -> None:
+    import yaml
+
+    from stream.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(minimal_config(source={"kafka": KAFKA})))
+    assert main(["run", "-c", str(path), "--stage", "monitor"]) == 2
+    assert "--stage monitor needs source.repartition" in capsys.readouterr().err

@@ -4,7 +4,7 @@ The import graph is read from the source (``ast``, imports inside functions incl
 so it holds for lazy imports too; imports under ``if TYPE_CHECKING:`` never run and are
 left out.  Layers, from the bottom: ``detectors`` (pure
 statistics), then in ``stream``: config (and the package root, logging, the local
-broker launcher) < formats < engine < sources, sinks < runtime < cli, demo (and its
+broker launcher) < formats < engine < sources, sinks < runtime, adapters < cli, demo (and its
 view).  A module may import its own layer or a lower one, never a higher one, and
 ``detectors`` never imports ``stream``.
 """
@@ -32,6 +32,7 @@ LAYERS = {
     "stream.sources": 4,
     "stream.sinks": 4,
     "stream.runtime": 5,
+    "stream.adapters": 5,
     "stream.cli": 6,
     "stream.demo": 6,
     "stream.demoview": 6,

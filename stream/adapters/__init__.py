@@ -1,0 +1,1 @@
+"""Adapters that feed streamdrift monitors from other stream processors (Faust)."""

@@ -129,7 +129,7 @@ def _stable_seed(*parts: Any) -> int:
 #: 6: extrapolated count thresholds rounded to a lattice step; 7: alarms are episodes, and
 #: the calibration counts episodes; rate tests calibrated analytically from a beta
 #: posterior, see detectors.rate_calibration)
-CALIBRATION_VERSION = 7
+CALIBRATION_VERSION = 8
 
 
 def calibration_key(specs: Sequence[ColumnSpec], settings: DetectionSettings) -> str:

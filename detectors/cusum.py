@@ -64,6 +64,9 @@ _EWMA = 3  # the episode's evidence: a moving average of the standardised values
 #: a sum never exceeds this multiple of the threshold, so that it falls back below the
 #: threshold (and re-arms at 0) within about ``CAP_FACTOR * h / k`` values of a drift's end
 CAP_FACTOR = 2.0
+#: the moving average of an episode is released no lower than this many of its standard
+#: deviations under no shift (the two-sided 99th percentile)
+EWMA_RELEASE_Z = 2.576
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -396,8 +399,7 @@ class CUSUM(HeldAlarm, Detector):
         counts = self._counts
         m = _cusum_kernel(arr, self.mean, 1.0 / self.scale, self.allowance, self.h,
                           CAP_FACTOR * self.h, lo, hi, self._f, self._i, out, out_stat, counts,
-                          self.hold, out_close, self.release * self.allowance,
-                          2.0 / (self.hold + 1.0) if self.hold else 0.0)
+                          self.hold, out_close, self.release_level, self._lambda)
         positions = out[:m].copy()
         self.close_positions = out_close[:int(counts[2])].copy()
         self.alarm_statistics = out_stat[:m].copy()
@@ -405,6 +407,21 @@ class CUSUM(HeldAlarm, Detector):
         if self.hold:
             self._advance_hold(int(counts[0]), int(counts[1]), self.alarm_statistics)
         return positions
+
+    @property
+    def _lambda(self) -> float:
+        """Weight of the newest value in the moving average (span ``hold``)."""
+        return 2.0 / (self.hold + 1.0) if self.hold else 0.0
+
+    @property
+    def release_level(self) -> float:
+        """The moving average's release level: ``release`` × k, but never below the
+        average's 99th percentile (two-sided) under no shift, 2.58 × √(λ / (2 − λ)), nor
+        above k.  With a short release stretch the average is noisy and a lower level
+        would keep false episodes open."""
+        lam = self._lambda
+        floor = EWMA_RELEASE_Z * math.sqrt(lam / (2.0 - lam))
+        return min(max(self.release * self.allowance, floor), self.allowance)
 
     @property
     def statistic(self) -> float:

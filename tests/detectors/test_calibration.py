@@ -376,7 +376,7 @@ def test_budget_is_split_by_sidak_over_live_detectors():
         == pytest.approx(want)
     for col in base.calibrations.values():
         for cal in col.values():
-            assert cal.target_events == pytest.approx(per_detector_arl(50_000, 3))
+            assert cal.target_events == pytest.approx(per_detector_arl(50_000, 4))
 
 
 def test_calibration_threshold_feeds_the_detectors():

@@ -63,8 +63,10 @@ def _adwin_kernel(
     reset-after-drift.  Non-finite values are skipped entirely; the others are
     winsorised to ``[clip_lo, clip_hi]`` (±inf: unclipped).  Returns the number
     of positions written.  For each detection, ``out_level`` receives the mean of
-    the older sub-window of the first significant cut (the level before the
-    change) and ``out_change`` that cut's ``|mean0 - mean1|``.
+    the window at the first significant cut (the level before the change: mostly
+    older values when a change is detected soon after it began; and the mean of
+    many values, not of a short sub-window that a false detection may have cut off
+    with an extreme mean) and ``out_change`` that cut's ``|mean0 - mean1|``.
     """
     cap = max_buckets + 1
     mwl = float(min_window_length)
@@ -233,7 +235,8 @@ def _adwin_kernel(
                         if abs_mean > epsilon and abs_mean >= min_effect:
                             reduce_width = True
                             if not detected:
-                                cut_level = cut_u0[c] / cut_n0[c]
+                                cut_level = (cut_u0[c] + cut_u1[c]) / (cut_n0[c]
+                                                                       + cut_n1[c])
                                 cut_change = abs_mean
                             detected = True
                             if width > 0.0:

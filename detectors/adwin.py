@@ -38,7 +38,7 @@ from detectors.base import (
 )
 from detectors.errors import DetectorError
 
-__all__ = ["ADWIN", "adwin_detections"]
+__all__ = ["ADWIN", "adwin_detections", "adwin_episode_counts"]
 
 #: Fixed number of levels in the state arrays.  Level ``i`` holds buckets of
 #: ``2**i`` values; 64 levels can never fill (that takes ~2**64 values).
@@ -55,14 +55,18 @@ _I32_MAX = 2147483647
 def _adwin_kernel(
     values, totals, variances, counts, fstate, istate,
     delta, clock, max_buckets, min_window_length, grace_period, min_effect,
-    out, out_stat, clip_lo, clip_hi,
+    out, out_stat, clip_lo, clip_hi, out_level, out_change,
 ):  # fmt: skip
     """Feed ``values`` one at a time; write detection positions to ``out``.
 
     Mirrors River's ``AdaptiveWindowing.update`` followed by the wrapper's
     reset-after-drift.  Non-finite values are skipped entirely; the others are
     winsorised to ``[clip_lo, clip_hi]`` (±inf: unclipped).  Returns the number
-    of positions written.
+    of positions written.  For each detection, ``out_level`` receives the mean of
+    the window at the first significant cut (the level before the change: mostly
+    older values when a change is detected soon after it began; and the mean of
+    many values, not of a short sub-window that a false detection may have cut off
+    with an extreme mean) and ``out_change`` that cut's ``|mean0 - mean1|``.
     """
     cap = max_buckets + 1
     mwl = float(min_window_length)
@@ -164,6 +168,8 @@ def _adwin_kernel(
 
         # -- detect_change ----------------------------------------------------
         detected = False
+        cut_level = 0.0
+        cut_change = 0.0
         # River's tick is an i32 (wraps in release builds); ``phase`` tracks
         # ``tick % clock`` without an integer division per value.
         tick += 1
@@ -228,6 +234,10 @@ def _adwin_kernel(
                                 stat = ratio
                         if abs_mean > epsilon and abs_mean >= min_effect:
                             reduce_width = True
+                            if not detected:
+                                cut_level = (cut_u0[c] + cut_u1[c]) / (cut_n0[c]
+                                                                       + cut_n1[c])
+                                cut_change = abs_mean
                             detected = True
                             if width > 0.0:
                                 # -- delete_element (oldest bucket) ----------
@@ -258,6 +268,8 @@ def _adwin_kernel(
             pending = 1
             out[n_out] = i
             out_stat[n_out] = stat
+            out_level[n_out] = cut_level
+            out_change[n_out] = cut_change
             n_out += 1
 
     fstate[_F_TOTAL] = total
@@ -317,7 +329,8 @@ def _check_clip(clip: Any) -> tuple[float, float] | None:
 class _KernelState:
     """The arrays the kernel mutates in place."""
 
-    __slots__ = ("counts", "fstate", "istate", "last_stats", "totals", "variances")
+    __slots__ = ("counts", "fstate", "istate", "last_changes", "last_levels", "last_stats",
+                 "totals", "variances")
 
     def __init__(self, max_buckets: int) -> None:
         self.totals = np.zeros((MAX_LEVELS, max_buckets + 1), dtype=np.float64)
@@ -327,6 +340,8 @@ class _KernelState:
         self.istate = np.zeros(4, dtype=np.int64)
         self.istate[_I_LEVELS] = 1
         self.last_stats = np.empty(0)
+        self.last_levels = np.empty(0)
+        self.last_changes = np.empty(0)
 
     def run(
         self,
@@ -340,19 +355,155 @@ class _KernelState:
         clip: tuple[float, float] | None = None,
     ) -> np.ndarray:
         if values.size == 0:
-            self.last_stats = np.empty(0)
+            self.last_stats = self.last_levels = self.last_changes = np.empty(0)
             return EMPTY_POSITIONS.copy()
         out = np.empty(values.size, dtype=np.int64)
         out_stat = np.empty(values.size, dtype=np.float64)
+        out_level = np.empty(values.size, dtype=np.float64)
+        out_change = np.empty(values.size, dtype=np.float64)
         lo, hi = clip if clip is not None else (-np.inf, np.inf)
         n = _adwin_kernel(
             values, self.totals, self.variances, self.counts, self.fstate, self.istate,
             delta, clock, max_buckets, min_window_length, grace_period, min_effect,
-            out, out_stat, float(lo), float(hi),
+            out, out_stat, float(lo), float(hi), out_level, out_change,
         )  # fmt: skip
         #: statistic of the check that detected each change, parallel to the positions
         self.last_stats = out_stat[:n].copy()
+        #: the level before each change and the size of the change (see _adwin_kernel)
+        self.last_levels = out_level[:n].copy()
+        self.last_changes = out_change[:n].copy()
         return out[:n].copy()
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _episode_kernel(values, clip_lo, clip_hi, det_pos, det_stat, det_level, det_change,
+                    release, hold, fstate, istate, out_open, out_open_stat, out_close,
+                    counts):  # pragma: no cover - compiled
+    """Group ADWIN's detections (at ``det_pos`` of ``values``) into episodes.
+
+    A detection opens an episode when none is open; the episode's level is the
+    mean before the change (``det_level``) and its release gap ``release`` ×
+    the detected change.  After each detection ADWIN starts afresh; the mean of
+    the (winsorised) values since is evidence while it is more than the gap
+    away from the level.  The episode closes after ``hold`` valid values
+    without evidence and without a detection.  A ramp or a shift that holds is
+    thus one episode; a false detection's episode closes once the values since
+    it have settled back.  ``fstate``: level, gap, sum since the last detection,
+    peak; ``istate``: open, quiet values, values since the last detection.
+    """
+    j = 0
+    n_det = det_pos.shape[0]
+    no = 0
+    nc = 0
+    ep = istate[0]
+    quiet = istate[1]
+    n = istate[2]
+    level = fstate[0]
+    gap = fstate[1]
+    tot = fstate[2]
+    peak = fstate[3]
+    for i in range(values.shape[0]):
+        x = values[i]
+        if not np.isfinite(x) or abs(x) > 1e100:
+            continue
+        if j < n_det and det_pos[j] == i:
+            st = det_stat[j]
+            if ep == 0:
+                ep = 1
+                out_open[no] = i
+                out_open_stat[no] = st
+                no += 1
+                level = det_level[j]
+                gap = release * det_change[j]
+                peak = st
+            elif st > peak:
+                peak = st
+            quiet = 0
+            n = 0
+            tot = 0.0
+            j += 1
+            continue
+        if ep == 1:
+            x = min(max(x, clip_lo), clip_hi)
+            tot += x
+            n += 1
+            if abs(tot / n - level) > gap:
+                quiet = 0
+            else:
+                quiet += 1
+                if quiet >= hold:
+                    ep = 0
+                    quiet = 0
+                    out_close[nc] = i
+                    nc += 1
+    istate[0] = ep
+    istate[1] = quiet
+    istate[2] = n
+    fstate[0] = level
+    fstate[1] = gap
+    fstate[2] = tot
+    fstate[3] = peak
+    counts[0] = no
+    counts[1] = nc
+
+
+class EpisodeGrouper:
+    """ADWIN's episodes over its detections: the state of :func:`_episode_kernel`."""
+
+    __slots__ = ("fstate", "istate", "opened")
+
+    def __init__(self) -> None:
+        self.fstate = np.zeros(4, dtype=np.float64)
+        self.istate = np.zeros(3, dtype=np.int64)
+        self.opened = 0
+
+    def run(self, values: np.ndarray, positions: np.ndarray, stats: np.ndarray,
+            levels: np.ndarray, changes: np.ndarray, release: float, hold: int,
+            clip: tuple[float, float] | None,
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Opening positions, their statistics and closing positions in ``values``."""
+        lo, hi = clip if clip is not None else (-np.inf, np.inf)
+        out_open = np.empty(positions.size, dtype=np.int64)
+        out_stat = np.empty(positions.size, dtype=np.float64)
+        out_close = np.empty(positions.size + 1, dtype=np.int64)
+        counts = np.zeros(2, dtype=np.int64)
+        _episode_kernel(values, float(lo), float(hi), positions, stats, levels, changes,
+                        float(release), max(int(hold), 1), self.fstate, self.istate,
+                        out_open, out_stat, out_close, counts)
+        no, nc = int(counts[0]), int(counts[1])
+        self.opened += no
+        return out_open[:no].copy(), out_stat[:no].copy(), out_close[:nc].copy()
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self.istate[0])
+
+    @property
+    def peak(self) -> float:
+        return float(self.fstate[3])
+
+    def state(self) -> dict[str, Any]:
+        return {"episode_open": self.is_open, "episode_quiet": int(self.istate[1]),
+                "episode_peak": self.peak, "episodes": self.opened,
+                "episode_level": float(self.fstate[0]), "episode_gap": float(self.fstate[1]),
+                "episode_sum": float(self.fstate[2]), "episode_values": int(self.istate[2])}
+
+    def restore(self, state: dict[str, Any], detections: int, holding: bool, since: int,
+                det_stat: float) -> None:
+        """A state written before level evidence (or before episodes) closes on
+        detections alone: its gap is infinite."""
+        is_open = bool(state.get("episode_open", holding))
+        self.istate[0] = int(is_open)
+        self.istate[1] = int(state.get("episode_quiet", max(since, 0) if is_open else 0))
+        self.istate[2] = int(state.get("episode_values", 0))
+        self.fstate[0] = float(state.get("episode_level", 0.0))
+        self.fstate[1] = float(state.get("episode_gap", math.inf))
+        self.fstate[2] = float(state.get("episode_sum", 0.0))
+        self.fstate[3] = float(state.get("episode_peak", det_stat))
+        self.opened = int(state.get("episodes", detections))
+        if min(self.istate) < 0 or self.opened < 0 or not math.isfinite(self.fstate[0] +
+                                                                        self.fstate[2]):
+            raise DetectorError("ADWIN state: episode fields malformed")
 
 
 def adwin_detections(
@@ -522,6 +673,10 @@ class ADWIN(HeldAlarm, Detector):
         self.name = name
         self._k = _KernelState(self.max_buckets)
         self._drift = False
+        #: with ``hold``: the release gap of an episode, as a share of the detected change
+        #: (None, as constructed: detections alone keep an episode open)
+        self.release: float | None = None
+        self._eps = EpisodeGrouper()
 
     # -- the protocol -------------------------------------------------------
     def update(self, values: np.ndarray) -> np.ndarray:
@@ -540,8 +695,11 @@ class ADWIN(HeldAlarm, Detector):
         self._drift = positions.size > 0
         stats = self._k.last_stats
         self._track_hold(arr, positions, stats)
-        if self.hold:  # detections within `hold` values of each other are one episode
-            return self._episodes(arr, positions, stats, self.hold)
+        if self.hold:  # episodes: see _episode_kernel
+            opens, self.alarm_statistics, self.close_positions = self._eps.run(
+                arr, positions, stats, self._k.last_levels, self._k.last_changes,
+                math.inf if self.release is None else self.release, self.hold, self.clip)
+            return opens
         self.alarm_statistics = stats
         return positions
 
@@ -559,22 +717,25 @@ class ADWIN(HeldAlarm, Detector):
     @property
     def drift_detected(self) -> bool:
         """With ``hold``: whether an episode is open; without: River's per-call flag."""
-        return self._ep_open if self.hold else self._drift
+        return self._eps.is_open if self.hold else self._drift
 
     @property
     def _n_alarms(self) -> int:
         """Episodes opened (with ``hold``), else detections."""
-        return self._ep_count if self.hold else int(self._k.istate[_I_DETECTIONS])
+        return self._eps.opened if self.hold else int(self._k.istate[_I_DETECTIONS])
 
     def configure_episodes(self, release: float, release_values: int) -> None:
-        """An episode closes after ``release_values`` values without a detection (ADWIN
-        drops the data before a change, so its evidence is its detections: ``release``
-        is not used)."""
-        _, self.hold = check_release(release, release_values, self.name or self.kind)
+        """A detection opens an episode at the level before the change; the episode stays
+        open while the mean since ADWIN's last detection is more than ``release`` × the
+        detected change away from that level, and closes after ``release_values`` values
+        without that evidence or a detection.  A ramp, whose every step is a new change
+        to ADWIN, and a shift that holds are one episode each."""
+        self.release, self.hold = check_release(release, release_values,
+                                                self.name or self.kind)
 
     @property
     def episode_peak(self) -> float:
-        return self._ep_peak if self.hold else self.statistic
+        return self._eps.peak if self.hold else self.statistic
 
     # -- River's figures ------------------------------------------------------
     @property
@@ -631,10 +792,11 @@ class ADWIN(HeldAlarm, Detector):
             "n_detections": int(k.istate[_I_DETECTIONS]),
             "drift_detected": self._drift,
             "hold": self.hold,
+            "release": self.release,
             "clip": list(self.clip) if self.clip is not None else None,
             "since_detection": self._since,
             "detection_statistic": self._det_stat,
-            **self._episode_state(),
+            **self._eps.state(),
             "counts": counts,
             "totals": [k.totals[lv, : counts[lv]].tolist() for lv in range(n_levels)],
             "variances": [k.variances[lv, : counts[lv]].tolist() for lv in range(n_levels)],
@@ -680,9 +842,39 @@ class ADWIN(HeldAlarm, Detector):
             k.istate[_I_PENDING] = int(bool(state["reset_pending"]))
             k.istate[_I_DETECTIONS] = int(state["n_detections"])
             det._drift = bool(state.get("drift_detected", False))
-            det._restore_episodes(state, int(state["n_detections"]))
+            release = state.get("release")
+            det.release = None if release is None else float(release)
+            det._eps.restore(state, int(state["n_detections"]), det._holding, det._since,
+                             det._det_stat)
         except DetectorError:
             raise
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise DetectorError(f"ADWIN state: malformed ({exc!r})") from None
         return det
+
+
+def adwin_episode_counts(values: np.ndarray, delta: float, clock: int = 32,
+                         clip: tuple[float, float] | None = None,
+                         release: float | None = None, hold: int = 0) -> tuple[int, int]:
+    """Detections and episodes (see :meth:`ADWIN.configure_episodes`; ``hold`` 0: one
+    per detection) of a fresh ADWIN over ``values``, for calibration by simulation.
+
+    >>> import numpy as np
+    >>> x = np.r_[np.zeros(2_000), np.linspace(0, 2, 4_000), np.full(2_000, 2.0)]
+    >>> x = x + np.random.default_rng(1).normal(size=x.size)
+    >>> adwin_episode_counts(x, 0.002, hold=500)  # a ramp: four detections
+    (4, 4)
+    >>> adwin_episode_counts(x, 0.002, release=0.5, hold=500)  # one episode
+    (4, 1)
+    """
+    settings = _check_settings(delta, clock, 5, 5, 10, 0.0)
+    arr = np.ascontiguousarray(as_float_batch(values))
+    k = _KernelState(settings[2])
+    clip = _check_clip(clip)
+    pos = k.run(arr, *settings, clip=clip)
+    if hold <= 0:
+        return int(pos.size), int(pos.size)
+    opens, _, _ = EpisodeGrouper().run(arr, pos, k.last_stats, k.last_levels,
+                                       k.last_changes,
+                                       math.inf if release is None else release, hold, clip)
+    return int(pos.size), int(opens.size)

@@ -229,69 +229,6 @@ class HeldAlarm:
     def _holding(self) -> bool:
         return self.hold > 0 and 0 <= self._since < self.hold
 
-    # -- episodes over detections (a change detector whose evidence is its detections) ---
-    _ep_open: bool = False
-    _ep_quiet: int = 0  # valid values since the open episode's last detection
-    _ep_peak: float = 0.0
-    _ep_count: int = 0
-
-    def _episodes(self, arr: np.ndarray, positions: np.ndarray, stats: np.ndarray,
-                  release: int) -> np.ndarray:
-        """Group the detections at ``positions`` of batch ``arr`` into episodes.
-
-        An episode opens at a detection when none is open and stays open until
-        ``release`` valid values have passed without a detection.  Returns the
-        positions that opened an episode (their statistics become
-        ``alarm_statistics``) and sets ``close_positions``.  Counted in valid
-        values, so it does not depend on the batching.
-        """
-        release = max(int(release), 1)
-        closes: list[int] = []
-        opens: list[int] = []
-        open_stats: list[float] = []
-        if (not positions.size and not self._ep_open) or arr.size == 0:
-            self.close_positions = EMPTY_POSITIONS
-            self.alarm_statistics = np.empty(0)
-            return EMPTY_POSITIONS
-        valid = np.isfinite(arr) & (np.abs(arr) <= 1e100)
-        cum = np.cumsum(valid)  # valid values in arr[: i + 1]
-        # the count of valid values in arr[:i + 1] at which the quiet stretch reaches release
-        due = release - self._ep_quiet if self._ep_open else None
-        for p, st in zip(positions.tolist(), stats.tolist(), strict=True):
-            before = int(cum[p]) - int(valid[p])  # valid values ahead of p
-            if due is not None and before >= due:  # the open episode went quiet first
-                closes.append(int(np.searchsorted(cum, due, side="left")))
-                due = None
-            if due is None:
-                opens.append(p)
-                open_stats.append(st)
-                self._ep_peak = st
-            else:
-                self._ep_peak = max(self._ep_peak, st)
-            due = int(cum[p]) + release
-        if due is not None and int(cum[-1]) >= due:
-            closes.append(int(np.searchsorted(cum, due, side="left")))
-            due = None
-        self._ep_open = due is not None
-        self._ep_quiet = 0 if due is None else release - (due - int(cum[-1]))
-        self._ep_count += len(opens)
-        self.close_positions = np.array(closes, dtype=np.int64)
-        self.alarm_statistics = np.array(open_stats, dtype=np.float64)
-        return np.array(opens, dtype=np.int64)
-
-    def _episode_state(self) -> dict[str, Any]:
-        return {"episode_open": self._ep_open, "episode_quiet": self._ep_quiet,
-                "episode_peak": self._ep_peak, "episodes": self._ep_count}
-
-    def _restore_episodes(self, state: dict[str, Any], detections: int) -> None:
-        """Episode state (a state written before episodes: one per detection, open while
-        the detection is held)."""
-        self._ep_open = bool(state.get("episode_open", self._holding))
-        self._ep_quiet = int(state.get("episode_quiet", max(self._since, 0)
-                                       if self._ep_open else 0))
-        self._ep_peak = float(state.get("episode_peak", self._det_stat))
-        self._ep_count = int(state.get("episodes", detections))
-
 
 def _finite(x: float) -> float:
     x = float(x)

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from detectors.adwin import ADWIN, adwin_detections
+from detectors.adwin import ADWIN, adwin_episode_counts
 from detectors.base import Detector, registered_detectors
 from detectors.calibration import (
     Calibration,
@@ -273,7 +273,7 @@ def _calibrate_surprisal(det: Detector, profile: Profile, settings: DetectionSet
 
     return calibrate_cusum(draw, target_events, det.allowance,
                            CUSUM_VALUES_FACTOR * settings.calibration_values, seed=seed,
-                           release=det.hold, release_ratio=det.release)
+                           release=det.hold)
 
 
 def _calibrate_cusum(det: Detector, profile: Profile, settings: DetectionSettings,
@@ -289,8 +289,7 @@ def _calibrate_cusum(det: Detector, profile: Profile, settings: DetectionSetting
     n_ref = max(min(profile.count, profile.reservoir.size), 1)
     return calibrate_cusum(sample, target_events, det.allowance,
                            CUSUM_VALUES_FACTOR * settings.calibration_values,
-                           offset_sd=1.0 / math.sqrt(n_ref), seed=seed, release=det.hold,
-                           release_ratio=det.release)
+                           offset_sd=1.0 / math.sqrt(n_ref), seed=seed, release=det.hold)
 
 
 def _calibrate_adwin(det: Detector, profile: Profile, settings: DetectionSettings,
@@ -303,21 +302,19 @@ def _calibrate_adwin(det: Detector, profile: Profile, settings: DetectionSetting
 
     def run(delta: float, rng: np.random.Generator, n: int) -> int:
         alarms = detections = 0
-        last = -math.inf  # the previous detection, in values from the start
         for start in range(0, n, 4_000_000):  # bounded memory for the long probe run
             m = min(4_000_000, n - start)
-            pos = adwin_detections(profile.sample(rng, m), delta,
-                                   clock=settings.adwin_clock, clip=clip) + start
-            # episodes: a detection within `release` values of the previous one is the same
-            gaps = np.diff(np.concatenate([[last], pos]))
-            alarms += int(np.count_nonzero(gaps > release))
-            detections += int(pos.size)
-            if pos.size:
-                last = float(pos[-1])
+            # episodes as the live detector groups them (ADWIN.configure_episodes)
+            d, e = adwin_episode_counts(profile.sample(rng, m), delta,
+                                        clock=settings.adwin_clock, clip=clip,
+                                        release=getattr(det, "release", None),
+                                        hold=release)
+            alarms += e
+            detections += d
         # Near the target the rate that counts is the episodes'.  Far above it, detections
-        # crowd into episodes (at most one per `release` values), which flattens the curve
-        # the rare end is extrapolated from; there the detections give its shape (the two
-        # agree where detections are sparse, as they are at the target).
+        # crowd into episodes, which flattens the curve the rare end is extrapolated
+        # from; there the detections give its shape (the two agree where detections
+        # are sparse, as they are at the target).
         return alarms if detections <= 10 * n / target_events else detections
 
     # ADWIN tests at most once per `clock` values, each test at level delta: a

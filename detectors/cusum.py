@@ -60,22 +60,27 @@ CUSUM_K = 0.25
 _S_POS, _S_NEG = 0, 1
 _N_POS, _N_NEG, _N_ALARMS, _ARMED_POS, _ARMED_NEG, _EP_OPEN, _EP_QUIET = 0, 1, 2, 3, 4, 5, 6
 _PEAK = 2
+_EWMA = 3  # the episode's evidence: a moving average of the standardised values
 #: a sum never exceeds this multiple of the threshold, so that it falls back below the
 #: threshold (and re-arms at 0) within about ``CAP_FACTOR * h / k`` values of a drift's end
 CAP_FACTOR = 2.0
+#: the moving average of an episode is released no lower than this many of its standard
+#: deviations under no shift (the two-sided 99th percentile)
+EWMA_RELEASE_Z = 2.576
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, out, out_stat,
-                  counts, release, out_close, release_level):
+                  counts, release, out_close, k_release, lam):
     """Feed ``values``; write alarm positions and statistics; return how many.
 
     Non-finite values and ``|x| > 1e100`` are skipped (no tick); the others are
     winsorised to ``[lo, hi]`` first.  A sum crosses ``h`` while armed; it is then
     disarmed until it returns to 0, and never exceeds ``cap``.  A crossing opens
-    an episode (an alarm, written to ``out``) unless one is open; the episode
-    stays open while a sum is disarmed or above ``release_level`` and closes once
-    neither has been for ``release`` valid values (positions written to ``out_close``; their number
+    an episode (an alarm, written to ``out``) unless one is open.  The episode stays
+    open while a sum is disarmed or the exponentially weighted moving average of
+    the standardised values (weight ``lam``) is beyond ``±k_release``, and closes
+    once neither has been for ``release`` valid values (positions written to ``out_close``; their number
     to ``counts[2]``).  ``counts`` also receives the valid values after the last
     crossing and in all (for the hold of the statistic).  With ``release`` 0,
     every crossing is an alarm and there are no episodes.
@@ -89,6 +94,7 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
     ep = istate[_EP_OPEN]
     quiet = istate[_EP_QUIET]
     peak = fstate[_PEAK]
+    ew = fstate[_EWMA]
     m = 0
     mc = 0
     valid = 0
@@ -112,6 +118,7 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
         nn = (nn + 1) * neg
         an = an | (1 - neg)
         raised = False
+        ew += lam * (z - ew)
         if sp > h and ap == 1:
             ap = 0
             raised = True
@@ -134,8 +141,8 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
             quiet = 0
             tail = 0
         elif ep == 1:
-            # a sum has not returned to 0 since it crossed h, or is above the release level
-            if ap == 0 or an == 0 or top > release_level:
+            # a sum has not returned to 0 since it crossed h, or the mean is still away
+            if ap == 0 or an == 0 or abs(ew) > k_release:
                 quiet = 0
             else:
                 quiet += 1
@@ -152,6 +159,7 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
     istate[_EP_OPEN] = ep
     istate[_EP_QUIET] = quiet
     fstate[_PEAK] = peak
+    fstate[_EWMA] = ew
     fstate[_S_POS] = sp
     fstate[_S_NEG] = sn
     istate[_N_POS] = np_
@@ -301,10 +309,10 @@ class CUSUM(HeldAlarm, Detector):
         Winsorise values to ``[low, high]`` before standardising.
     hold : int, default 0
         Episodes (see :meth:`configure_episodes`): a crossing opens an episode,
-        which stays open while a sum has not returned to 0 since crossing (or is above
-        ``release`` × threshold, see :meth:`configure_episodes`) and
-        closes after ``hold`` further values; crossings in an open episode are
-        not alarms.  0: every crossing is an alarm.
+        which stays open while a sum has not returned to 0 since crossing or the
+        moving average of the values is more than ``release`` × k away from the mean
+        (see :meth:`configure_episodes`), and closes after ``hold`` further values; crossings in an open
+        episode are not alarms.  0: every crossing is an alarm.
     name : str, optional
         Feature name, used in error messages.
 
@@ -357,10 +365,11 @@ class CUSUM(HeldAlarm, Detector):
         if isinstance(hold, bool) or not isinstance(hold, (int, np.integer)) or hold < 0:
             raise DetectorError(f"CUSUM: hold must be an integer >= 0, got {hold!r}")
         self.hold = int(hold)
-        #: with ``hold``: a sum above ``release`` x threshold keeps an episode open
+        #: with ``hold``: the release level of the moving average, as a share of ``k``
         self.release = 1.0
         self.name = name
-        self._f = np.zeros(3, dtype=np.float64)  # the two sums and the episode's peak
+        # the two sums, the episode's peak, the moving average
+        self._f = np.zeros(4, dtype=np.float64)
         # run lengths, alarms, armed flags, episode open, values without evidence
         self._i = np.array([0, 0, 0, 1, 1, 0, 0], dtype=np.int64)
         self._counts = np.zeros(3, dtype=np.int64)  # kernel output: hold counts, closes
@@ -390,7 +399,7 @@ class CUSUM(HeldAlarm, Detector):
         counts = self._counts
         m = _cusum_kernel(arr, self.mean, 1.0 / self.scale, self.allowance, self.h,
                           CAP_FACTOR * self.h, lo, hi, self._f, self._i, out, out_stat, counts,
-                          self.hold, out_close, self.release * self.h)
+                          self.hold, out_close, self.release_level, self._lambda)
         positions = out[:m].copy()
         self.close_positions = out_close[:int(counts[2])].copy()
         self.alarm_statistics = out_stat[:m].copy()
@@ -398,6 +407,21 @@ class CUSUM(HeldAlarm, Detector):
         if self.hold:
             self._advance_hold(int(counts[0]), int(counts[1]), self.alarm_statistics)
         return positions
+
+    @property
+    def _lambda(self) -> float:
+        """Weight of the newest value in the moving average (span ``hold``)."""
+        return 2.0 / (self.hold + 1.0) if self.hold else 0.0
+
+    @property
+    def release_level(self) -> float:
+        """The moving average's release level: ``release`` × k, but never below the
+        average's 99th percentile (two-sided) under no shift, 2.58 × √(λ / (2 − λ)), nor
+        above k.  With a short release stretch the average is noisy and a lower level
+        would keep false episodes open."""
+        lam = self._lambda
+        floor = EWMA_RELEASE_Z * math.sqrt(lam / (2.0 - lam))
+        return min(max(self.release * self.allowance, floor), self.allowance)
 
     @property
     def statistic(self) -> float:
@@ -419,11 +443,14 @@ class CUSUM(HeldAlarm, Detector):
         return self._drift or bool(max(self._f[_S_POS], self._f[_S_NEG]) > self.h)
 
     def configure_episodes(self, release: float, release_values: int) -> None:
-        """An episode closes once both sums have been back at 0 since their last crossing
-        for ``release_values`` values.  ``release`` is checked but not used: a sum's own
-        release level is 0 (a lower level than the threshold would keep the episodes of
-        false alarms open at small budgets, where sums hover near it on clean data)."""
-        _, self.hold = check_release(release, release_values, self.name or self.kind)
+        """Hysteresis in the allowance: the episode is open while a sum has not returned to
+        0 since crossing, or while the moving average of the standardised values (span
+        ``release_values``) is more than ``release`` × k away from the baseline mean.  A
+        shift smaller than k crosses the threshold only now and then; while it stays
+        above ``release`` × k (0.125σ with the defaults) its crossings are one episode.
+        The episode closes after ``release_values`` values without either."""
+        self.release, self.hold = check_release(release, release_values,
+                                                self.name or self.kind)
 
     @property
     def episode_peak(self) -> float:
@@ -457,6 +484,7 @@ class CUSUM(HeldAlarm, Detector):
             "hold": self.hold, "release": self.release, "name": self.name,
             "sums": [float(v) for v in self._f[:2]], "runs": [int(v) for v in self._i],
             "peak": float(self._f[_PEAK]),
+            "moving_average": float(self._f[_EWMA]),
             "drift_detected": self._drift, "since_detection": self._since,
             "detection_statistic": self._det_stat,
         }
@@ -498,6 +526,10 @@ class CUSUM(HeldAlarm, Detector):
             self.release = float(state.get("release", 1.0))
             self._f[:2] = sums
             self._f[_PEAK] = float(state.get("peak", max(sums)))
+            ew = float(state.get("moving_average", 0.0))
+            if not math.isfinite(ew):
+                raise DetectorError(f"{self.kind} state: moving_average malformed")
+            self._f[_EWMA] = ew
             self._i[:] = runs
             self._drift = bool(state.get("drift_detected", False))
             self._since = int(state.get("since_detection", -1))

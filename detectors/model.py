@@ -27,7 +27,6 @@ from detectors.catalogue import (
     COLUMN_TYPES,
     budget_weight,
     calibrate_detector,
-    can_false_alarm,
     default_detectors,
     default_min_effect,
     detectors_for,
@@ -42,7 +41,7 @@ from detectors.profile import (
     Profile,
     profile_from_dict,
 )
-from detectors.quality import CompletenessMonitor, completeness_monitor
+from detectors.quality import CompletenessMonitor, budget_parts, completeness_monitor
 
 
 @dataclass(frozen=True)
@@ -128,8 +127,10 @@ def _stable_seed(*parts: Any) -> int:
 #: 4: CUSUM added, budget split by budget weights; 5: multi-scale chi2, surprisal CUSUM;
 #: 6: extrapolated count thresholds rounded to a lattice step; 7: alarms are episodes, and
 #: the calibration counts episodes; rate tests calibrated analytically from a beta
-#: posterior, see detectors.rate_calibration)
-CALIBRATION_VERSION = 7
+#: posterior, see detectors.rate_calibration; 8: ADWIN episodes hold while the level stays
+#: away, and are calibrated so; the model-level test of incomplete events takes its share
+#: of the budget from the columns')
+CALIBRATION_VERSION = 8
 
 
 def calibration_key(specs: Sequence[ColumnSpec], settings: DetectionSettings) -> str:
@@ -213,10 +214,9 @@ class ModelBaseline:
         if not pairs:
             raise DetectorError(f"model {self.name}: no alarming detector configured")
         # the budget is split over the detectors that can raise a false alarm at all, in
-        # proportion to their weights: a detector of weight w gets the Šidák share of w
-        # unit detectors among `parts`
-        parts = sum(budget_weight(d) for s, d in pairs
-                    if can_false_alarm(d, self.profiles[s.name])) or 1.0
+        # proportion to their weights, and the model-level test of incomplete events: a
+        # detector of weight w gets the Šidák share of w unit detectors among `parts`
+        parts = budget_parts(specs, self.profiles)
         target = per_detector_arl(settings.false_alarm_events, parts)
         cals: dict[str, dict[str, Calibration]] = {}
         fingerprints: dict[str, str] = {}

@@ -15,8 +15,8 @@ one cause, and none of them says what happened.  Here such an event is *incomple
   (column ``""``, detector ``"incomplete"``) when that rate rises.
 
 The test's threshold comes from the model's false-alarm budget in closed form
-(:func:`incomplete_threshold`): the share of one more unit-weight rate test of the
-model, and the smallest count whose binomial tail at a conservative (99 % upper)
+(:func:`incomplete_threshold`): the share of a unit-weight test among the model's
+detectors (:func:`budget_parts`), and the smallest count whose binomial tail at a conservative (99 % upper)
 posterior rate of the reference keeps the expected events between false alarms above
 that share.  It also needs an effect of :data:`INCOMPLETE_MIN_EFFECT` (one percentage
 point above the reference's rate), so that a handful of broken events in a big stream
@@ -113,10 +113,22 @@ def incomplete_threshold(events: int, incomplete: int, window: int, cadence: int
     return (k - 0.5) / window
 
 
+def budget_parts(specs: Sequence[Any], profiles: Mapping[str, Profile]) -> float:
+    """Unit-weight parts of a model's false-alarm budget: the weights of its columns'
+    detectors that can raise a false alarm at all, plus one for the model-level test of
+    incomplete events (a model of two columns or more has one).  The columns' detectors
+    and the model-level test share the budget (Šidák), so together they keep it."""
+    parts = sum(budget_weight(d) for s in specs for d in s.detectors
+                if can_false_alarm(d, profiles[s.name]))
+    if incomplete_min_columns(len(specs)) is not None:
+        parts += 1.0
+    return parts or 1.0
+
+
 def incomplete_target(false_alarm_events: float, parts: float) -> float:
-    """The model-level test's share of the budget: one more unit-weight test besides the
-    ``parts`` the columns' detectors split (their thresholds are left as calibrated)."""
-    return per_detector_arl(false_alarm_events, parts + 1.0)
+    """The model-level test's share of the budget: a unit-weight test among ``parts``
+    (:func:`budget_parts`)."""
+    return per_detector_arl(false_alarm_events, parts)
 
 
 def reference_incomplete(profiles: Mapping[str, Profile], meta: Mapping[str, Any],
@@ -146,9 +158,7 @@ def completeness_monitor(profiles: Mapping[str, Profile], meta: Mapping[str, Any
     ``settings``: its DetectionSettings)."""
     columns = [s.name for s in specs]
     events, incomplete = reference_incomplete(profiles, meta, columns)
-    parts = sum(budget_weight(d) for s in specs for d in s.detectors
-                if can_false_alarm(d, profiles[s.name])) or 1.0
-    target = incomplete_target(settings.false_alarm_events, parts)
+    target = incomplete_target(settings.false_alarm_events, budget_parts(specs, profiles))
     threshold = incomplete_threshold(events, incomplete, settings.window, settings.cadence,
                                      target)
     rate = incomplete / events if events else 0.0

@@ -264,6 +264,8 @@ def test_alert_is_well_formed(rule):
     category = labels.get("category")
     assert category in FOR_RANGES, f"category {category!r}"
     low, high = FOR_RANGES[category]
+    if name == "StreamdriftModelDataQuality":  # its inhibition must act before drift pages
+        low, high = FOR_RANGES["drift"]
     assert low <= minutes(rule.get("for")) <= high, f"for: {rule.get('for')}"
 
     for key in ("summary", "description", "runbook_url"):
@@ -399,3 +401,17 @@ def test_missing_tool_fails_in_ci_and_skips_elsewhere(monkeypatch):
     assert not in_ci()
     with pytest.raises(pytest.skip.Exception, match="not found on PATH"):
         require_tool(missing)
+
+
+def test_the_model_data_quality_alert_fires_no_later_than_the_drift_alerts():
+    """It inhibits the model's drift alerts, so it must be evaluated with them (same group,
+    before them) and wait no longer than they do."""
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    drift = next(g for g in groups if any(r.get("alert") == "StreamdriftFeatureDrift"
+                                          for r in g["rules"]))
+    names = [r.get("alert") for r in drift["rules"]]
+    assert names.index("StreamdriftModelDataQuality") < names.index("StreamdriftFeatureDrift")
+    fors = {r["alert"]: minutes(r["for"]) for r in drift["rules"]}
+    assert fors["StreamdriftModelDataQuality"] <= min(
+        fors["StreamdriftFeatureDrift"], fors["StreamdriftPredictionDrift"])
+

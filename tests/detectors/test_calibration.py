@@ -30,6 +30,7 @@ from detectors.catalogue import budget_weight, make_detector, reference_counts
 from detectors.errors import DetectorError
 from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline
 from detectors.profile import NumericProfile
+from detectors.quality import completeness_monitor, incomplete_threshold, reference_incomplete
 from detectors.window import KSWindow, MissingRate
 from tests.detectors.conftest import CALIBRATION_TABLE, NUMERIC_FAMILIES, draw
 
@@ -367,10 +368,15 @@ def test_budget_is_split_by_sidak_over_live_detectors():
     settings = DetectionSettings(false_alarm_events=50_000, window=200, cadence=20,
                                  calibration_values=100_000)
     base = ModelBaseline.build("m", {"a": x, "b": rng.normal(size=5_000)}, specs, settings)
-    assert base.meta["per_detector_events"] == pytest.approx(per_detector_arl(50_000, 3))
+    # 3 column detectors and the model-level test of incomplete events (two columns)
+    assert base.meta["per_detector_events"] == pytest.approx(per_detector_arl(50_000, 4))
+    events, incomplete = reference_incomplete(base.profiles, base.meta, ["a", "b"])
+    want = incomplete_threshold(events, incomplete, 200, 20, per_detector_arl(50_000, 4))
+    assert completeness_monitor(base.profiles, base.meta, specs, settings).test.threshold \
+        == pytest.approx(want)
     for col in base.calibrations.values():
         for cal in col.values():
-            assert cal.target_events == pytest.approx(per_detector_arl(50_000, 3))
+            assert cal.target_events == pytest.approx(per_detector_arl(50_000, 4))
 
 
 def test_calibration_threshold_feeds_the_detectors():

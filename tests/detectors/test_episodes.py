@@ -3,10 +3,13 @@ hysteresis, the same however the stream is batched."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from detectors.adwin import ADWIN, adwin_detections
+from detectors.base import Detector
 from detectors.cusum import CUSUM
 from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline
 from detectors.profile import NumericProfile
@@ -147,3 +150,82 @@ def test_a_persistent_drift_is_one_alarm_per_detector_and_closes_after_it_ends()
     assert {k: d.n_alarms for k, d in col.detectors.items() if d.n_alarms} == \
         {k: sum(1 for j, _ in opened if j == k) for k in
          {k for k, _ in opened}}
+
+
+# -- a shift that holds is one episode, also for the change detectors -----------------
+def configured(det, release: float, release_values: int):
+    det.configure_episodes(release, release_values)
+    return det
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_shift_below_the_allowance_is_one_cusum_episode(seed):
+    """A 0.18σ shift (k = 0.25σ) crosses h = 16 every thousand values or so, and its sums
+    return to 0 in between for longer than the release stretch.  The moving average stays
+    above release × k = 0.125σ: one episode, closed once the shift has ended."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(size=2_000), rng.normal(0.18, 1.0, 30_000),
+                        rng.normal(size=10_000)])
+    crossings = split_run(CUSUM(0.0, 1.0, 16.0), x, None)[0]
+    assert len(crossings) >= 10
+    at_k = split_run(configured(CUSUM(0.0, 1.0, 16.0), 1.0, 1_000), x, None)[0]
+    opens, closes = split_run(configured(CUSUM(0.0, 1.0, 16.0), 0.5, 1_000), x, None)
+    # (h = 16 false-alarms about every 40,000 values: the clean tail may open one more)
+    assert sum(p < 32_000 for p in opens) == 1 and 2_000 <= opens[0]
+    assert 32_000 < closes[0] < 32_000 + 4_000
+    assert len(at_k) >= len(opens)
+    # batching and a restore in the middle of the episode change nothing
+    det = configured(CUSUM(0.0, 1.0, 16.0), 0.5, 1_000)
+    first = split_run(det, x[:20_000], rng)
+    again = Detector.from_dict(json.loads(json.dumps(det.to_dict())))
+    rest = split_run(again, x[20_000:], rng)
+    assert (first[0] + [p + 20_000 for p in rest[0]], first[1] + [p + 20_000 for p in rest[1]]
+            ) == (opens, closes)
+
+
+def test_cusum_false_episodes_close_soon_after_their_crossing():
+    """On clean data (h = 10: a false crossing every ~2,000 values, as at a budget of
+    2,000 with a release stretch of 100) the moving average's release level, floored at
+    its 99th percentile, hardly merges false crossings: every episode closes after about
+    the release stretch, and there are nearly as many as crossings."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=400_000)
+    crossings = split_run(CUSUM(0.0, 1.0, 10.0), x, None)[0]
+    opens, closes = split_run(configured(CUSUM(0.0, 1.0, 10.0), 0.5, 100), x, None)
+    assert len(crossings) > 100 and len(opens) >= 0.85 * len(crossings)
+    assert len(closes) >= len(opens) - 1
+    lengths = np.array(closes[:len(opens)]) - np.array(opens[:len(closes)])
+    assert np.median(lengths) < 2 * 100
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_ramp_is_one_adwin_episode_closed_when_the_level_returns(seed):
+    """Each step of a ramp is a new change to ADWIN (it starts afresh after a detection),
+    so it detects the ramp several times; the episode holds while the mean since the last
+    detection stays away from the level before the first, and closes once it is back."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(size=3_000), rng.normal(size=6_000)
+                        + np.linspace(0.0, 2.0, 6_000), rng.normal(2.0, 1.0, 6_000),
+                        rng.normal(size=8_000)])
+    raw = adwin_detections(x, 0.002)
+    assert raw.size >= 3
+    opens, closes = split_run(configured(ADWIN(), 0.5, 500), x, None)
+    assert len(opens) == 1 and 3_000 <= opens[0] < 9_000
+    assert len(closes) == 1 and 15_000 < closes[0] < 15_000 + 3_000
+    det = configured(ADWIN(), 0.5, 500)
+    first = split_run(det, x[:7_000], rng)
+    again = Detector.from_dict(json.loads(json.dumps(det.to_dict())))
+    assert again.drift_detected == det.drift_detected
+    rest = split_run(again, x[7_000:], rng)
+    assert (first[0] + [p + 7_000 for p in rest[0]], first[1] + [p + 7_000 for p in rest[1]]
+            ) == (opens, closes)
+
+
+def test_adwin_false_episodes_close():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=300_000)
+    det = configured(ADWIN(delta=0.5), 0.5, 300)
+    opens, closes = split_run(det, x, None)
+    assert len(opens) >= 10 and len(closes) >= len(opens) - 1
+    lengths = np.array(closes[:len(opens)]) - np.array(opens[:len(closes)])
+    assert np.median(lengths) < 3 * 300

@@ -139,7 +139,8 @@ def test_clean_stream_run_starts(clean_run):
     assert pipe.query('up{job="streamdrift"} == 1'), pipe.diagnostics()
     group = paging.drift_group(pipe)
     assert group["interval"] == 15, group  # the shipped group, evaluated every 15 s
-    assert {r["name"] for r in group["rules"]} == {"StreamdriftFeatureDrift",
+    assert {r["name"] for r in group["rules"]} == {"StreamdriftModelDataQuality",
+                                                   "StreamdriftFeatureDrift",
                                                    "StreamdriftPredictionDrift"}
     assert {r["duration"] for r in group["rules"]} == {30}, group  # as shipped
     pipe.check_alive()

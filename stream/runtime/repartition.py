@@ -43,6 +43,7 @@ from stream.runtime.runner import KafkaRunner
 from stream.sinks.deadletters import DEAD_LETTER_TIMEOUT_S, DeadLetterWriter
 from stream.sinks.producer import create_topic
 from stream.sources.kafka import (
+    commit_offsets,
     connection_error,
     kafka_client_kwargs,
     kafka_python_consumer,
@@ -457,19 +458,9 @@ class Repartitioner:
             self.producer = None
 
     def _commit(self) -> bool:
-        from kafka.structs import OffsetAndMetadata
-
-        todo = {tp: off for tp, off in self.done.items() if self.committed.get(tp) != off}
-        if not todo:
-            return True
-        try:
-            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in todo.items()},
-                                 timeout_ms=5000)
-        except Exception as exc:  # noqa: BLE001 - retried with the next forward
-            log.warning("source offset commit failed: %s: %s", type(exc).__name__, exc)
-            return False
-        self.committed.update(todo)
-        return True
+        # a failure is retried with the next forward
+        return commit_offsets(self.consumer, self.done, self.committed, 5000,
+                              "source offset commit", log) is None
 
     def _update_lag(self) -> None:
         """Source lag per partition: end offset minus what is forwarded and acknowledged

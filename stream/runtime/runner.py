@@ -47,6 +47,7 @@ from stream.sinks.driftevents import DriftEventWriter, DriftRecord, episode_reco
 from stream.sources.kafka import (
     Consumer,
     codec_fix,
+    commit_offsets,
     connection_error,
     discard_undecodable_fetch,
     is_connection_error,
@@ -273,20 +274,12 @@ class KafkaRunner(Rebalancing):
         return True
 
     def _commit(self) -> bool:
-        from kafka.structs import OffsetAndMetadata
-
-        todo = {tp: off for tp, off in self.done.items() if self.committed.get(tp) != off}
-        if not todo:
-            return True
-        try:
-            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in todo.items()},
-                                 timeout_ms=int(CHECKPOINT_TIMEOUT_S * 1000))
-        except Exception as exc:  # noqa: BLE001 - retried with the next iteration
-            log.warning("offset commit failed: %s: %s", type(exc).__name__, exc)
+        # a failure is retried with the next iteration
+        exc = commit_offsets(self.consumer, self.done, self.committed,
+                             int(CHECKPOINT_TIMEOUT_S * 1000))
+        if exc is not None:
             self._maybe_down(exc)
-            return False
-        self.committed.update(todo)
-        return True
+        return exc is None
 
     def _checkpoint_and_commit(self, force: bool = False) -> None:
         if not force and time.monotonic() < self.writes_paused_until:

@@ -692,9 +692,12 @@ def write_markdown(path: Path, args: argparse.Namespace, builds: list[dict],
              f"kept for {EPISODE_HORIZON:,} values after a warm-up of 1,000, and the "
              f"episodes each detector opens after the change are counted ({len(episodes[0]['counts']) if episodes else 0} "
              f"runs per row).  *exactly one* is the share of (run, detector that caught "
-             f"the drift) pairs with one episode.  ADWIN is a change detector: when its "
-             f"window has adapted to the new level it closes its episode, and a later "
-             f"detection (the level moving on, as in the ramp) opens another.\n")
+             f"the drift) pairs with one episode.  ADWIN starts afresh after each "
+             f"detection, so a ramp is several changes to it; its episode holds while "
+             f"the mean since its last detection stays away from the level before the "
+             f"first.  The CUSUMs' episodes hold while their moving average stays beyond "
+             f"half the allowance, so a shift smaller than the allowance, which crosses "
+             f"the threshold now and then, is one episode.\n")
     L.append("| scenario | detector(s) | detector catches | exactly one | most | "
              "alarms in warm-up |")
     L.append("| --- | --- | ---: | ---: | ---: | ---: |")

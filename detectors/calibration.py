@@ -474,18 +474,18 @@ CUSUM_TAIL = 200
 
 
 def _cusum_episode_threshold(maxima: np.ndarray, spans: np.ndarray, heights: np.ndarray,
-                             want: float, release: int, ratio: float) -> tuple[float, int]:
+                             want: float, release: int) -> tuple[float, int]:
     """The threshold of the sorted ``heights`` at which at most ``want`` episodes open,
-    and their number: an excursion above it opens one, and excursions above ``ratio`` × it
-    keep it open while each starts within ``release`` values of the end of the last
-    (``spans``: start and end of each excursion)."""
+    and their number: an excursion above it opens one, and excursions above it keep it
+    open while each starts within ``release`` values of the end of the last (``spans``:
+    start and end of each excursion)."""
     from detectors.cusum import cusum_episode_count
 
     order = np.argsort(spans[0], kind="stable")
     top, start, end = maxima[order], spans[0][order], spans[1][order]
 
     def episodes(h: float) -> int:
-        return int(cusum_episode_count(top, start, end, h, ratio * h, release))
+        return int(cusum_episode_count(top, start, end, h, h, release))
 
     # the episode count falls (almost always) as the threshold rises: bisect on the index
     # into the descending heights, between "c excursions" (at most c episodes) and more
@@ -511,7 +511,6 @@ def calibrate_cusum(
     offset_sd: float = 0.0,
     seed: int = 0,
     release: int = 0,
-    release_ratio: float = 1.0,
 ) -> Calibration:
     """Calibrate a two-sided CUSUM's threshold ``h`` for ``target_events`` between alarms.
 
@@ -569,7 +568,7 @@ def calibrate_cusum(
         if release > 0:
             h, seen = _cusum_episode_threshold(np.concatenate(maxima),
                                                np.concatenate(spans, axis=1), heights, want,
-                                               release, release_ratio)
+                                               release)
         return Calibration(h, float(target_events), "direct", total, seen,
                            total / seen if seen else math.inf)
     t = min(CUSUM_TAIL, heights.size)

@@ -47,6 +47,7 @@ from stream.sources.kafka import (
     connection_error,
     kafka_client_kwargs,
     kafka_python_consumer,
+    partition_lag,
     partition_names,
 )
 
@@ -471,15 +472,7 @@ class Repartitioner:
             if not parts:
                 self.health.set_consumer_lag({})
                 return
-            ends = c.end_offsets(parts, timeout_ms=2000)
-            lag: dict[tuple[str, int], int] = {}
-            for tp in parts:
-                at = self.done.get(tp)
-                if at is None:
-                    at = c.position(tp, timeout_ms=2000)
-                if at is not None and tp in ends:
-                    lag[(tp.topic, tp.partition)] = max(0, int(ends[tp]) - int(at))
-            self.health.set_consumer_lag(lag)
+            self.health.set_consumer_lag(partition_lag(c, parts, 2000, self.done))
         except Exception as exc:  # noqa: BLE001 - an outage must not stop the loop
             log.warning("cannot read the source lag: %s", exc)
             self.health.set_source_up(False)

@@ -54,6 +54,7 @@ from stream.sources.kafka import (
     kafka_client_kwargs,
     kafka_python_consumer,
     missing_codecs,
+    partition_lag,
     partition_names,
     record_values,
     unsupported_codec,
@@ -314,13 +315,7 @@ class KafkaRunner(Rebalancing):
                 c.end_offsets([TopicPartition(self.kafka.topics[0], 0)], timeout_ms=ms)
                 self.health.set_consumer_lag({})
                 return
-            ends = c.end_offsets(parts, timeout_ms=ms)
-            lag = {}
-            for tp in parts:
-                pos = c.position(tp, timeout_ms=ms)
-                if pos is not None and tp in ends:
-                    lag[(tp.topic, tp.partition)] = max(0, int(ends[tp]) - int(pos))
-            self.health.set_consumer_lag(lag)
+            self.health.set_consumer_lag(partition_lag(c, parts, ms))
         except Exception as exc:  # noqa: BLE001 - an outage must not stop the loop
             log.warning("cannot read consumer lag: %s", exc)
             self.health.set_source_up(False)

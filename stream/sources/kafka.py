@@ -264,3 +264,19 @@ def commit_offsets(consumer: Any, done: dict[Any, int], committed: dict[Any, int
     committed.update(todo)
     return None
 
+
+def partition_lag(consumer: Any, parts: list[Any], timeout_ms: int,
+                  done: dict[Any, int] | None = None) -> dict[tuple[str, int], int]:
+    """Lag per (topic, partition) of ``parts``: end offset minus the offset in ``done``
+    (what is processed) or, where it has none, the consumer's position.  Broker errors
+    propagate (the caller counts them as an outage)."""
+    ends = consumer.end_offsets(parts, timeout_ms=timeout_ms)
+    lag: dict[tuple[str, int], int] = {}
+    for tp in parts:
+        at = done.get(tp) if done is not None else None
+        if at is None:
+            at = consumer.position(tp, timeout_ms=timeout_ms)
+        if at is not None and tp in ends:
+            lag[(tp.topic, tp.partition)] = max(0, int(ends[tp]) - int(at))
+    return lag
+

@@ -27,7 +27,7 @@ from tests.support.events import CLEAN, SHIFTED, m1_events, with_poison
 from tests.support.kafka import produce
 from tests.support.ports import free_port
 from tests.support.processes import StreamdriftRun
-from tests.support.runs import InProcess, checkpoints
+from tests.support.runs import InProcess, cached_baselines, checkpoints
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
@@ -46,14 +46,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def baselines(workdir: Path) -> Callable[[Config], dict[str, Any]]:
-    cache: dict[str, Any] = {}
-
-    def get(config: Config) -> dict[str, Any]:
-        if "m1" not in cache:
-            cache.update(resolve_baselines(config))
-        return cache
-
-    return get
+    """Baselines for in-process runs (after the module's reference file is written)."""
+    return cached_baselines()
 
 
 def _config(workdir: Path, bootstrap: str, topic: str, group: str, *,

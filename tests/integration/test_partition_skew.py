@@ -12,8 +12,6 @@ does compare the four partitions.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ import pytest
 
 from tests.support.configs import write_config
 from tests.support.kafka import produce
-from tests.support.metrics import sample, samples
+from tests.support.metrics import promtool_check_metrics, sample, samples
 from tests.support.ports import free_port
 from tests.support.processes import StreamdriftRun
 from tests.support.waiting import wait_for
@@ -137,11 +135,7 @@ def test_a_topic_keyed_by_country_warns_once_on_country(kafka_bootstrap, make_to
                   cause="correlated_with_key") == 1
     assert sample(s, "streamdrift_partition_skew_partitions", model="credit") >= 2
     # the exposition with the skew series is clean for promtool
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool is not installed (make test installs the prometheus package)")
-    chk = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
-                         capture_output=True, timeout=30)
+    chk = promtool_check_metrics(text)
     assert chk.returncode == 0 and not chk.stdout.strip(), chk.stdout + chk.stderr
 
 

@@ -25,7 +25,13 @@ from tests.support.events import CLEAN, SHIFTED, Regime, m1_events, with_poison
 from tests.support.kafka import produce
 from tests.support.ports import free_port, free_ports
 from tests.support.processes import StreamdriftRun
-from tests.support.runs import InProcess, alarm_log_handler, checkpoints, committed
+from tests.support.runs import (
+    InProcess,
+    alarm_log_handler,
+    cached_baselines,
+    checkpoints,
+    committed,
+)
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -70,16 +76,8 @@ def _write_config(workdir: Path, bootstrap: str, topic: str, group: str, *,
 
 @pytest.fixture(scope="module")
 def baselines(workdir: Path) -> Callable[[Config], dict[str, Any]]:
-    """Baselines for in-process runs; the first call builds and caches them on disk, where the
-    subprocess runs find them too."""
-    cache: dict[str, Any] = {}
-
-    def get(config: Config) -> dict[str, Any]:
-        if "m1" not in cache:
-            cache.update(resolve_baselines(config))
-        return cache
-
-    return get
+    """Baselines for in-process runs (after the module's reference file is written)."""
+    return cached_baselines()
 
 
 _produce = functools.partial(produce, linger_ms=5, acks="all")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pytest
 from tests.support.configs import m1_config, write_config
 from tests.support.events import CLEAN, SHIFTED, m1_events, with_poison
 from tests.support.kafka import produce
-from tests.support.metrics import sample, samples, scrape
+from tests.support.metrics import promtool_check_metrics, sample, samples, scrape
 from tests.support.ports import free_port
 from tests.support.processes import StreamdriftRun
 
@@ -97,11 +96,7 @@ def test_run_detects_drift_counts_bad_input_and_resumes(kafka_bootstrap, make_to
     assert sample(s, "streamdrift_consumer_lag_messages", topic=topic, partition="0") == 0
 
     # the exposition is clean for promtool
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail("promtool is not installed (make test installs the prometheus package)")
-    chk = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
-                         capture_output=True, timeout=30)
+    chk = promtool_check_metrics(text)
     assert chk.returncode == 0 and not chk.stdout.strip(), chk.stdout + chk.stderr
 
     # restart: resumes from the committed offsets, nothing re-read

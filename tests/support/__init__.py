@@ -16,8 +16,9 @@
 ``processes``      ``StreamdriftRun`` (``streamdrift run`` as a subprocess), ``stop_process``,
                    ``pid_alive``
 ``runs``           ``InProcess`` (a runner on a thread of the test process), ``AlarmLog``,
-                   ``committed(...)``, ``checkpoints(config)``
-``metrics``        ``http_get``, ``scrape``, ``samples``, ``sample``: a ``/metrics`` endpoint
+                   ``committed(...)``, ``checkpoints(config)``, ``cached_baselines()``
+``metrics``        ``http_get``, ``scrape``, ``samples``, ``sample``: a ``/metrics`` endpoint;
+                   ``promtool_check_metrics(text)``
 ``servers``        ``start_prometheus``, ``start_alertmanager`` (``ServerProcess``),
                    ``query``, ``query_range``, ``finite_values``; ``PROMETHEUS``,
                    ``ALERTMANAGER`` (binary names)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import math
+import shutil
 import ssl
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -47,3 +49,16 @@ def samples(text: str) -> Samples:
 def sample(found: Samples, name: str, **labels: str) -> float:
     """The value of the sample ``name`` with exactly ``labels``; NaN when there is none."""
     return found.get((name, tuple(sorted(labels.items()))), math.nan)
+
+
+def promtool_check_metrics(text: str) -> subprocess.CompletedProcess:
+    """``promtool check metrics`` on an exposition (fails the test if promtool is missing:
+    make test installs the prometheus package)."""
+    import pytest
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed (make test installs the prometheus package)")
+    return subprocess.run([promtool, "check", "metrics"], input=text.encode(),
+                          capture_output=True, timeout=30)
+

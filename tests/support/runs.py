@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.config import Config, load_config
+from stream.engine.baselines import resolve_baselines
 from stream.engine.pipeline import Pipeline
 from stream.runtime.runner import KafkaRunner
 from stream.sinks.checkpoints import StateStore
@@ -116,3 +117,18 @@ class InProcess:
         assert not self.thread.is_alive(), f"runner {self.thread.name} did not stop"
         if self.error is not None:
             raise AssertionError(f"runner {self.thread.name} failed: {self.error!r}")
+
+
+def cached_baselines() -> Callable[[Config], dict[str, Any]]:
+    """Baselines for in-process runs of model m1: the first call builds and caches them
+    on disk (beside the config, where subprocess runs find them too), later calls reuse
+    them."""
+    cache: dict[str, Any] = {}
+
+    def get(config: Config) -> dict[str, Any]:
+        if "m1" not in cache:
+            cache.update(resolve_baselines(config))
+        return cache
+
+    return get
+

@@ -323,7 +323,7 @@ def test_drift_of_one_feature_notifies_exactly_that_feature(drift_pipeline):
     assert firing == {("StreamdriftWatchdog", "", "meta"),
                       ("StreamdriftFeatureDrift", DRIFTED, "drift")}, diag
     assert {k for k in pending if k[2] in ("drift", "quality")} <= {
-        ("StreamdriftFeatureDrift", DRIFTED, "drift")}, pending
+        ("StreamdriftFeatureDrift", DRIFTED, "drift")}, (pending, diag)
 
 
 @pytest.mark.timeout(150)

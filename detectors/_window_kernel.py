@@ -46,6 +46,18 @@ KIND_GENERIC, KIND_KS, KIND_CHI2, KIND_RATE = 0, 1, 2, 3
 #: codes of :func:`classify_numeric` (and of the categorical hot path) for unusable values
 CODE_MISSING, CODE_INVALID = -1, -2
 
+#: An open episode of a rate test also holds while the flags among the values since it
+#: opened (fresh values only, at most the last ``len(hbuf)`` chunks: RATE_HOLD_WINDOWS
+#: windows) are significantly above the baseline rate ``hold_p0``: while
+#: ``n · KL(k / n ‖ p0) > RATE_HOLD_LOG_LEVEL`` (Chernoff's bound on the binomial tail,
+#: ``P(Bin(n, p0) ≥ k) ≤ exp(-n · KL)``, here at most 0.1).  A rate shift smaller than the
+#: threshold (crossed now and then) is then one episode, not one per crossing; on clean
+#: data the fresh count is rarely significant, so the episode closes as before.  The
+#: horizon is bounded so that the flags of a burst stop holding the episode once the
+#: burst is that far behind.
+RATE_HOLD_LOG_LEVEL = math.log(10.0)
+RATE_HOLD_WINDOWS = 4
+
 #: numpy's pairwise summation block (``PW_BLOCKSIZE``)
 _PW_BLOCK = 128
 #: up to this many bin edges, a value's bin is found by counting (SIMD) rather than bisecting
@@ -163,6 +175,21 @@ def _statistic(kind, win, ref, probs, w, base, tmp):  # pragma: no cover - compi
 
 
 @njit(cache=True, nogil=True)
+def rate_held(k, n, p0):  # pragma: no cover - compiled
+    """Whether ``k`` flags among ``n`` values are significantly above the rate ``p0``
+    (see RATE_HOLD_LOG_LEVEL)."""
+    if n <= 0 or p0 <= 0.0:
+        return False
+    q = k / n
+    if q <= p0:
+        return False
+    kl = q * math.log(q / p0)
+    if q < 1.0:
+        kl += (1.0 - q) * math.log((1.0 - q) / (1.0 - p0))
+    return n * kl > RATE_HOLD_LOG_LEVEL
+
+
+@njit(cache=True, nogil=True)
 def _g_and_tv(hist, ref, probs, w, tmp):  # pragma: no cover - compiled
     """G statistic and total variation of one window histogram of ``w`` values."""
     k = hist.shape[0]
@@ -212,7 +239,7 @@ def _multiscale_g(buf, pos, scales, cadence, ref, probs, tmp, acc):  # pragma: n
 @njit(cache=True, nogil=True)
 def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, ist,
                   kind, ref, probs, w, base, threshold, min_effect, active,
-                  want_all, scales, release_level, release_values,
+                  want_all, scales, release_level, release_values, hold_p0, hbuf,
                   fst):  # pragma: no cover - compiled
     """Feed ``n`` values to a window (the engine of ``scan`` and ``update_bins``).
 
@@ -230,7 +257,11 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
       which the open episode closed, because for ``release_values`` values
       (``ist[3]`` counts them) no test showed evidence (statistic above
       ``release_level`` with the effect at least ``min_effect`` scaled as the
-      release level is scaled from the threshold);
+      release level is scaled from the threshold) and, with ``hold_p0 > 0`` (rate
+      tests), the flags of the values since the episode opened were not significantly
+      above ``hold_p0`` (:func:`rate_held`; ``hbuf`` is the ring of the flags of the
+      newest fresh chunks, ``ist[4]`` chunks in it, ``ist[5]`` their flags, ``ist[6]``
+      the next slot);
     * arrays that would be empty are ``None`` (cheaper to hand back to Python).
 
     ``fst[0]`` holds the largest statistic of the open (or last) episode.
@@ -257,6 +288,10 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
     hit_stats = np.empty(m if not generic else 0, dtype=np.float64)
     close_idx = np.empty(m if not generic else 0, dtype=np.int64)
     quiet = ist[3]
+    n_open = ist[4]
+    k_open = ist[5]
+    hpos = ist[6]
+    hlen = hbuf.shape[0]
     peak = fst[0]
     n_closes = 0
     # the effect size has the same hysteresis as the statistic
@@ -295,6 +330,7 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
         pn += take
         if pn < cadence:
             break
+        chunk_flags = partial[1] if k == 2 else 0
         # a chunk is complete: it replaces the oldest chunk of the ring
         if count == nch:
             for j in range(k):
@@ -337,24 +373,43 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
                 n_hits += 1
                 active = True
                 quiet = 0
-                peak = st
-        elif (st > release_level) and (eff >= release_effect):  # the evidence persists
-            quiet = 0
-            if st > peak:
+                n_open = 0
+                k_open = 0
+                hpos = 0
+                for j in range(hlen):
+                    hbuf[j] = 0
                 peak = st
         else:
-            quiet += cadence
-            if quiet >= release_values:  # quiet long enough: the episode closes
-                close_idx[n_closes] = at
-                n_closes += 1
-                active = False
+            if hold_p0 > 0.0:  # the chunk enters the ring of fresh chunks
+                k_open += chunk_flags - hbuf[hpos]
+                hbuf[hpos] = chunk_flags
+                hpos += 1
+                if hpos == hlen:
+                    hpos = 0
+                if n_open < hlen:
+                    n_open += 1
+            if (st > release_level) and (eff >= release_effect):  # the evidence persists
                 quiet = 0
+                if st > peak:
+                    peak = st
+            elif hold_p0 > 0.0 and rate_held(k_open, n_open * cadence, hold_p0):
+                quiet = 0  # the rate since the episode opened is still above the baseline's
+            else:
+                quiet += cadence
+                if quiet >= release_values:  # quiet long enough: the episode closes
+                    close_idx[n_closes] = at
+                    n_closes += 1
+                    active = False
+                    quiet = 0
         last_stat = st
         last_eff = eff
     ist[0] = pos
     ist[1] = count
     ist[2] = pn
     ist[3] = quiet
+    ist[4] = n_open
+    ist[5] = k_open
+    ist[6] = hpos
     fst[0] = peak
     closes = close_idx[:n_closes] if n_closes else None
     if want_all and n_tests:

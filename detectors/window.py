@@ -16,7 +16,10 @@ the effect size reaches ``min_effect``).  The episode stays open while the
 evidence persists: it closes only once no test has shown a statistic above the
 *release level* (``release`` × threshold, and ``release`` × ``min_effect`` for
 the effect) for
-``release_values`` values (hysteresis).  A persistent drift, or a statistic
+``release_values`` values (hysteresis); a rate test's episode also holds while the flags
+counted since it opened are significantly above the baseline rate (see
+:data:`detectors._window_kernel.RATE_HOLD_LOG_LEVEL`), so a rate shift below the threshold,
+which crosses it now and then, is one episode.  A persistent drift, or a statistic
 hovering around the threshold, is therefore one alarm, not one per test or per
 crossing.  The false-alarm rate is the rate of episodes, which is what
 :mod:`detectors.calibration` calibrates.  ``release=1`` with
@@ -140,7 +143,11 @@ class WindowTest(Detector):
         self._buf = np.zeros((self._chunks, self.n_bins), dtype=np.int64)
         self._win = np.zeros(self.n_bins, dtype=np.int64)
         self._partial = np.zeros(self.n_bins, dtype=np.int64)
-        self._ist = np.zeros(4, dtype=np.int64)  # [3]: values without evidence in an episode
+        # [3]: values without evidence in an episode; [4], [5], [6]: chunks and flags in
+        # _hold, its next slot (rate tests: the newest chunks since the episode opened)
+        self._ist = np.zeros(7, dtype=np.int64)
+        self._hold = np.zeros(_wk.RATE_HOLD_WINDOWS * self._chunks if self._holds else 1,
+                              dtype=np.int64)
         self._fst = np.zeros(1, dtype=np.float64)  # [0]: the open episode's peak statistic
         self.release = 1.0
         self.release_values = self.cadence
@@ -168,6 +175,15 @@ class WindowTest(Detector):
     @property
     def _release_level(self) -> float:
         return self.release * self._threshold
+
+    #: whether the flags since an episode opened can hold it (rate tests)
+    _holds: ClassVar[bool] = False
+
+    @property
+    def _hold_p0(self) -> float:
+        """Baseline rate against which the flags since an episode opened hold it (rate
+        tests, see :data:`detectors._window_kernel.RATE_HOLD_LOG_LEVEL`); -1: no such hold."""
+        return -1.0
 
     @property
     def episode_peak(self) -> float:
@@ -281,7 +297,7 @@ class WindowTest(Detector):
                 self._partial, self._ist, self._kernel_kind, ref, probs, float(self.window),
                 base, float(self._threshold), float(self.min_effect), bool(self._active),
                 False, self._scales, float(self._release_level), int(self.release_values),
-                self._fst))
+                self._hold_p0, self._hold, self._fst))
         if not ok:
             raise self._bad_bins()
         if n_tests == 0:
@@ -343,7 +359,7 @@ class WindowTest(Detector):
         stats_, effects, test_idx, hists, _, _, _, _, _, _, _, ok = _wk.window_kernel(
             codes, codes.size, -1, 0, -1, self.cadence, self._buf, self._win, self._partial,
             self._ist, self._kernel_kind, ref, probs, float(self.window), base, math.inf, 0.0,
-            False, True, self._scales, math.inf, 1, np.zeros(1))
+            False, True, self._scales, math.inf, 1, -1.0, np.zeros(1, np.int64), np.zeros(1))
         if not ok:
             raise self._bad_bins()
         if test_idx is None:  # no test completed
@@ -421,6 +437,7 @@ class WindowTest(Detector):
         self._win[:] = 0
         self._partial[:] = 0
         self._ist[:] = 0
+        self._hold[:] = 0
         self._stat = self._effect = 0.0
         self._fst[:] = 0.0
         self._active = False
@@ -448,6 +465,8 @@ class WindowTest(Detector):
             "effect": self._effect,
             "active": self._active,
             "quiet": int(self._ist[3]),
+            **({"hold": self._ist[4:7].tolist(), "hold_ring": self._hold.tolist()}
+               if self._holds else {}),
             "peak": float(self._fst[0]),
             "n_alarms": self._n_alarms,
         }
@@ -489,6 +508,14 @@ class WindowTest(Detector):
         self.configure_episodes(float(state.get("release", 1.0)),
                                 int(state.get("release_values", self.cadence)))
         self._ist[3] = int(state.get("quiet", 0))
+        if self._holds and "hold" in state:  # states before the hold: none yet
+            ring = np.asarray(state["hold_ring"], dtype=np.int64).reshape(-1)
+            n, k, pos = (int(v) for v in state["hold"])
+            if ring.size != self._hold.size or not (0 <= n <= ring.size and 0 <= pos < ring.size):
+                raise DetectorError(f"{self.name or 'window'}: inconsistent state: a hold ring "
+                                    f"of {ring.size} chunks (expected {self._hold.size})")
+            self._hold[:] = ring
+            self._ist[4:7] = [n, k, pos]
         self._fst[0] = float(state.get("peak", self._stat))
 
 
@@ -801,6 +828,14 @@ class RateWindow(WindowTest):
     @property
     def lattice_step(self) -> float | None:
         return 1.0 / self.window  # the statistic is a count over the window
+
+    _holds = True
+
+    @property
+    def _hold_p0(self) -> float:
+        # the rate log_p_values tests against: never 0, a reference without a flag still
+        # bounds its rate to about 1 / ref_count
+        return min(max(self.base_rate, 0.5 / max(self.ref_count, 1)), 1.0)
 
     def _statistics(self, hists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rate = hists[:, 1] / float(self.window)

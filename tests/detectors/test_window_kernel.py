@@ -56,6 +56,15 @@ CATS = np.array(list("abcdefghij"), dtype=object)
 
 
 # -- the reference: the numpy engine, as it was -------------------------------------
+def _significant(k: int, n: int, p0: float) -> bool:
+    """Chernoff's bound on P(Bin(n, p0) >= k) is below 0.1 (the kernel's rate hold)."""
+    q = k / n
+    if q <= p0:
+        return False
+    kl = q * math.log(q / p0) + ((1 - q) * math.log((1 - q) / (1 - p0)) if q < 1 else 0.0)
+    return n * kl > math.log(10.0)
+
+
 class RefEngine:
     """Previous engine of :class:`WindowTest`, driven from an (old-format) state dict."""
 
@@ -63,12 +72,21 @@ class RefEngine:
         self.kind = kind
         self.settings = {k: v for k, v in state.items()
                          if k not in ("ring", "partial", "partial_n", "stat", "effect",
-                                      "active", "n_alarms", "quiet", "peak")}
+                                      "active", "n_alarms", "quiet", "peak", "hold", "hold_ring")}
         # episodes (states older than them: one alarm per up-crossing)
         self.release = float(state.get("release", 1.0))
         self.release_values = int(state.get("release_values", state["cadence"]))
         self.settings.update(release=self.release, release_values=self.release_values)
         self._quiet = int(state.get("quiet", 0))
+        # the flags of the newest chunks since the episode opened (rate tests), oldest first,
+        # at most 4 windows of them, and the number of chunks since it opened
+        self._fresh: list[int] = []
+        self._since = 0
+        if "hold" in state:
+            n, _, pos = state["hold"]
+            ring = state["hold_ring"]
+            self._fresh = [ring[(pos - n + i) % len(ring)] for i in range(n)]
+            self._since = n if n < len(ring) else len(ring) + pos
         self._peak = float(state.get("peak", state["stat"]))
         if kind in ("ks", "chi2"):
             p = np.asarray(state["probs"], dtype=np.float64)
@@ -130,14 +148,23 @@ class RefEngine:
             self.alarm_statistics = np.empty(0)
             return EMPTY_POSITIONS
         raised = np.zeros(stats_.size, dtype=bool)
+        rate = self.kind not in ("ks", "chi2")
+        p0 = min(max(self.base_rate, 0.5 / max(self.ref_count, 1)), 1.0)
         for j, (val, eff) in enumerate(zip(stats_.tolist(), effects.tolist(), strict=True)):
             if not self._active:  # an episode opens
                 if val > self.threshold and eff >= self.min_effect:
                     raised[j], self._active, self._quiet, self._peak = True, True, 0, val
-            elif (val > self.release * self.threshold
-                  and eff >= self.min_effect * (self.release * self.threshold / self.threshold
-                                                if self.threshold > 0 else 0.0)):
+                    self._fresh, self._since = [], 0
+                continue
+            if rate:  # fresh chunks since the episode opened, at most 4 windows of them
+                self._fresh = [*self._fresh, int(self._chunk_flags[j])][-4 * self._chunks:]
+                self._since += 1
+            if (val > self.release * self.threshold
+                    and eff >= self.min_effect * (self.release * self.threshold / self.threshold
+                                                  if self.threshold > 0 else 0.0)):
                 self._quiet, self._peak = 0, max(self._peak, val)  # the evidence persists
+            elif rate and _significant(sum(self._fresh), len(self._fresh) * self.cadence, p0):
+                self._quiet = 0  # the flags since it opened are still above the baseline's
             else:
                 self._quiet += self.cadence
                 if self._quiet >= self.release_values:  # quiet long enough: closed
@@ -177,6 +204,7 @@ class RefEngine:
         self._ring = allc[-nch:].copy()
         ends = ends[full]
         test_idx = (np.flatnonzero(full) + 1) * c - off - 1
+        self._chunk_flags = hist[:m][full, 1] if k == 2 else np.zeros(int(full.sum()), np.int64)
         if ends.size == 0:
             empty = np.empty(0)
             return empty, empty, EMPTY_POSITIONS
@@ -197,6 +225,17 @@ class RefEngine:
     def window_histogram(self) -> np.ndarray:
         return self._ring.sum(axis=0) if self._ring.shape[0] else np.zeros(self.n_bins, np.int64)
 
+    def _hold_state(self) -> dict[str, Any]:
+        """The kernel's layout of the fresh chunks: a ring written from slot 0 at the open."""
+        if self.kind in ("ks", "chi2"):
+            return {}
+        size = 4 * self._chunks
+        ring = [0] * size
+        for i, flags in enumerate(self._fresh, start=self._since - len(self._fresh)):
+            ring[i % size] = flags
+        return {"hold": [len(self._fresh), sum(self._fresh), self._since % size],
+                "hold_ring": ring}
+
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "state": {
             **self.settings,
@@ -207,6 +246,7 @@ class RefEngine:
             "effect": self._effect,
             "active": self._active,
             "quiet": self._quiet,
+            **self._hold_state(),
             "peak": self._peak,
             "n_alarms": self._n_alarms,
         }}

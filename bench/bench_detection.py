@@ -697,7 +697,9 @@ def write_markdown(path: Path, args: argparse.Namespace, builds: list[dict],
              f"the mean since its last detection stays away from the level before the "
              f"first.  The CUSUMs' episodes hold while their moving average stays beyond "
              f"half the allowance, so a shift smaller than the allowance, which crosses "
-             f"the threshold now and then, is one episode.\n")
+             f"the threshold now and then, is one episode; the rate tests' while the "
+             f"flags since the episode opened (its newest 4 windows) are significantly "
+             f"above the baseline rate.\n")
     L.append("| scenario | detector(s) | detector catches | exactly one | most | "
              "alarms in warm-up |")
     L.append("| --- | --- | ---: | ---: | ---: | ---: |")

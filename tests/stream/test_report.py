@@ -1,0 +1,237 @@
+"""The HTML back-test report (``streamdrift report``, issue #18).
+
+The end-to-end tests run the CLI once (module fixture, ~15 s: the two baselines are
+calibrated from their references) on the fixed input of the pinned-behaviour test
+(``tests/stream/pinned``: two models, a mean shift of ``credit.income`` at ~8,000, a
+share change of ``fraud.merchant`` at ~16,000, ``credit.age`` missing 30 % at ~23,000,
+malformed lines), with every what-if scenario injected from line 2,000, and then load
+the page in a real headless Chromium (tests/support/browser.py).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from detectors.profile import CategoricalProfile, NumericProfile
+from stream.cli import main as streamdrift_main
+from stream.report.build import estimate_lines
+from stream.report.inject import KINDS, alter, parse_inject
+from stream.report.series import SeriesBlock
+from tests.support.browser import load_page
+
+PINNED = Path(__file__).resolve().parent / "pinned"
+WITHIN = 1000
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    work = tmp_path_factory.mktemp("report")
+    shutil.copy(PINNED / "config.yaml", work / "config.yaml")
+    for name in ("events", "reference-credit", "reference-fraud"):
+        with gzip.open(PINNED / f"{name}.jsonl.gz", "rb") as src:
+            (work / f"{name}.jsonl").write_bytes(src.read())
+    html, js = work / "report.html", work / "report.json"
+    code = streamdrift_main(["--log-level", "warning", "report", "-c", str(work / "config.yaml"),
+                             "--input", str(work / "events.jsonl"), "--html", str(html),
+                             "--json", str(js), "--inject", "--inject-at", "2000",
+                             "--within", str(WITHIN), "--no-progress"])
+    assert code == 0
+    return {"work": work, "html": html, "page": html.read_text(),
+            "report": json.loads(js.read_bytes())}
+
+
+# -- the page and its JSON ---------------------------------------------------------------
+def test_the_report_replays_as_replay_does(made: dict[str, Any]) -> None:
+    # the observer changes nothing: same detections and episodes as the pinned replay
+    # (which ran with batches of 5,000 lines; the report with ~100)
+    expected = json.loads((PINNED / "expected_report.json").read_text())
+    rep = made["report"]
+    assert rep["detections"] == expected["detections"]
+    assert rep["episodes"] == expected["episodes"]
+    assert rep["events_invalid"] == expected["events_invalid"]
+
+
+def test_the_page_needs_no_network(made: dict[str, Any]) -> None:
+    page = made["page"]
+    assert not re.search(r"<(link|img|iframe|object|embed)\b", page)
+    assert not re.search(r"\b(src|href)\s*=\s*[\"']?(https?:)?//", page)
+    assert "@import" not in page and "url(" not in page
+    # the only absolute URL is the SVG namespace, which is a name, not a fetch
+    assert set(re.findall(r"https?://[^\s\"'<>]+", page)) == {"http://www.w3.org/2000/svg"}
+
+
+def test_the_page_shows_every_part(made: dict[str, Any]) -> None:
+    page = made["page"]
+    rep = made["report"]
+    for model, m in rep["models"].items():
+        assert f'id="m-{model}"' in page
+        for col in m["features"]:
+            assert f'id="c-{model}-{col}"' in page, col
+    # a timeline per model, a score chart with its threshold line per column
+    assert page.count("aria-label=\"Drift episodes over the input") == 2
+    n_cols = sum(len(m["features"]) for m in rep["models"].values())
+    assert page.count('class="threshold"') == n_cols
+    # a window at the peak of every episode: histogram or category bars
+    assert page.count("window at ") >= len(rep["episodes"]) == 4
+    assert "<h3>Data quality</h3>" in page and "age missing" in page
+    # the summary table, most severe first: credit.age's missing-value episode (19.7)
+    table = page[page.index('id="summary-table"'):page.index("</table>",
+                                                              page.index('id="summary-table"'))]
+    first_row = table[table.index("<tbody>"):].split("</tr>")[0]
+    assert ">age<" in first_row
+    assert page.count("What if: injected drifts") == 2
+
+
+def test_what_if_results(made: dict[str, Any]) -> None:
+    w = made["report"]["what_if"]
+    assert set(w) == {"credit", "fraud"}
+    credit = w["credit"]["columns"]
+    assert w["credit"]["at_line"] >= 2000
+    # the history's own drift of income (~line 8,000) is seen without injection, so
+    # income's delays are only those before it
+    ctrl = credit["income"]["alarm_without_injection"]
+    assert ctrl is not None and 2000 < ctrl["delay"] < 5 * WITHIN
+    for sc in credit["income"]["scenarios"].values():
+        assert all(d["delay"] is None or d["delay"] < ctrl["delay"] for d in sc["delays"])
+    # age is clean after line 2,000 until its missing values at ~23,000: no control alarm;
+    # a larger mean shift is seen sooner, 2 sd within a window's worth of events
+    age = credit["age"]
+    assert age["alarm_without_injection"] is None
+    mean = {d["magnitude"]: d["delay"] for d in age["scenarios"]["mean"]["delays"]}
+    assert mean[2.0] is not None and mean[2.0] <= 200
+    assert mean[0.5] is not None and mean[2.0] <= mean[0.5]
+    assert age["scenarios"]["mean"]["smallest_within"] <= 0.5
+    miss = {d["magnitude"]: d["delay"] for d in age["scenarios"]["missing"]["delays"]}
+    assert miss[0.2] is not None and miss[0.2] <= miss[0.02] if miss[0.02] else True
+    # scenarios apply by type: categorical columns get share and missing only
+    merchant = w["fraud"]["columns"]["merchant"]["scenarios"]
+    assert set(merchant) == {"share", "missing"}
+    assert merchant["share"]["target"] == "grocery"  # its most frequent reference category
+    share = {d["magnitude"]: d["delay"] for d in merchant["share"]["delays"]}
+    assert share[0.2] is not None and share[0.2] <= WITHIN
+
+
+# -- in a real browser ---------------------------------------------------------------
+CHECKS = [
+    # every chart drawn with a size, and inside the page's width
+    """Array.from(document.querySelectorAll('svg')).map(function (s) {
+         var r = s.getBoundingClientRect(); return [r.width, r.height, r.right]; })""",
+    "document.querySelectorAll('img').length",
+    # sorting: click 'column' (ascending after descending), then read the first column
+    """(function () { var th = document.querySelectorAll('#summary-table th')[1];
+         th.click(); th.click();
+         return document.querySelector('#summary-table tbody tr').cells[1].textContent; })()""",
+]
+
+
+def test_the_page_in_headless_chromium(made: dict[str, Any]) -> None:
+    from PIL import Image
+
+    run = load_page(made["html"], CHECKS)
+    assert run.errors == [], run.errors
+    # nothing but the page itself is fetched
+    assert run.requests == [made["html"].resolve().as_uri()]
+    sizes, images, first_sorted = run.values
+    assert len(sizes) >= 15
+    assert all(w > 100 and h > 50 and right <= 1280 for w, h, right in sizes), sizes
+    assert images == 0
+    cols = sorted(c for m in made["report"]["models"].values() for c in m["features"])
+    assert first_sorted == cols[0]
+    # the screenshot is not blank: many colours, a good share of non-background pixels
+    img = Image.open(io.BytesIO(run.screenshot)).convert("RGB")
+    assert img.width >= 1200 and img.height > 2000  # the width less the scrollbar
+    arr = np.asarray(img)
+    background = (arr == arr[5, 5]).all(axis=2)
+    assert background.mean() < 0.97
+    assert len(np.unique(arr.reshape(-1, 3), axis=0)) > 50
+    # the report's accent colour (episode bars, recent windows) is drawn
+    assert ((arr[:, :, 0] > 200) & (arr[:, :, 1] < 120) & (arr[:, :, 2] < 80)).sum() > 500
+    (made["work"] / "screenshot.png").write_bytes(run.screenshot)
+
+
+def test_the_browser_harness_sees_errors_and_fetches(tmp_path: Path) -> None:
+    # the checks above could not pass on a broken page: the same harness on one
+    page = tmp_path / "broken.html"
+    page.write_text('<!DOCTYPE html><html><body><img src="http://127.0.0.1:9/x.png">'
+                    '<script>console.error("boom"); undefinedFunction();</script>'
+                    '</body></html>')
+    run = load_page(page, ["document.querySelectorAll('img').length"])
+    assert any("boom" in e for e in run.errors)
+    assert any("undefinedFunction" in e for e in run.errors)
+    assert "http://127.0.0.1:9/x.png" in run.requests
+    assert run.values == [1]
+
+
+# -- the parts ---------------------------------------------------------------------
+def test_series_stay_bounded_and_keep_spikes() -> None:
+    block = SeriesBlock(["score", "ratio"], capacity=64)
+    rng = np.random.default_rng(3)
+    for i in range(100_000):
+        block.append(i, np.array([rng.random() * (50.0 if i == 71_234 else 1.0), i % 7]))
+    x, y = block.points()
+    assert x.size <= 65 and y.shape == (2, x.size)
+    assert np.all(np.diff(x) > 0) and x[-1] == 99_999
+    assert y[0].max() > 1.0  # the one spike survived 2**11-fold downsampling
+    assert y[1].max() == 6.0
+
+
+def test_parse_inject() -> None:
+    assert parse_inject([]) == {k: v[1] for k, v in KINDS.items()}
+    assert parse_inject(["variance=3,1.5", "share"])["variance"] == (1.5, 3.0)
+    for bad, words in (("drift=1", "unknown scenario"), ("mean=x", "numbers"),
+                       ("variance=0.5", "> 1"), ("missing=1.5", "in (0, 1)")):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            parse_inject([bad])
+
+
+def test_a_bad_inject_fails_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(PINNED / "config.yaml", tmp_path / "config.yaml")
+    (tmp_path / "events.jsonl").write_text("{}\n")
+    code = streamdrift_main(["report", "-c", str(tmp_path / "config.yaml"), "--input",
+                             str(tmp_path / "events.jsonl"), "--html",
+                             str(tmp_path / "r.html"), "--inject", "mean=-1"])
+    assert code == 2
+    assert "--inject mean=-1: magnitudes must be > 0" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_injections_change_what_they_say(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 20_000
+    prof = NumericProfile.from_values(rng.normal(5.0, 2.0, 50_000))
+    x = rng.normal(5.0, 2.0, n)
+    x[rng.random(n) < 0.1] = np.nan
+    u = rng.random(n)
+    shifted = alter("mean", x, 0.5, prof, u)
+    assert np.nanmean(shifted) - np.nanmean(x) == pytest.approx(0.5 * prof.std)
+    wider = alter("variance", x, 1.5, prof, u)
+    assert np.nanstd(wider) / np.nanstd(x) == pytest.approx(1.5, rel=1e-9)
+    missing = alter("missing", x, 0.2, prof, u)
+    assert np.isnan(missing).mean() == pytest.approx(0.1 + 0.2, abs=0.015)
+    assert np.isnan(x).mean() == pytest.approx(0.1, abs=0.01)  # the input is untouched
+    cats = np.array(["a", "b", "c", None], dtype=object)
+    cprof = CategoricalProfile.from_values(rng.choice(cats[:3], 10_000, p=[0.5, 0.3, 0.2]))
+    c = rng.choice(cats, n, p=[0.45, 0.27, 0.18, 0.1])
+    more = alter("share", c, 0.1, cprof, u)
+    present = np.not_equal(more, None)
+    share = lambda v: (v == "a").sum() / np.not_equal(v, None).sum()  # noqa: E731
+    assert share(more) - share(c) == pytest.approx(0.1, abs=0.015)
+    assert present.sum() == np.not_equal(c, None).sum()  # no value lost or made missing
+
+
+def test_estimate_lines(tmp_path: Path) -> None:
+    p = tmp_path / "e.jsonl"
+    p.write_bytes(b'{"a": 1}\n' * 300_000)
+    assert estimate_lines(p) == pytest.approx(300_000, rel=0.01)
+    p.write_bytes(b'{"a": 1}\n{"a": 2}')
+    assert estimate_lines(p) == 2

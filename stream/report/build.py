@@ -135,17 +135,20 @@ def build_report(config: Config, pipeline: Pipeline, input_path: Path, html_path
             for model, seg in recorder.segments.items():
                 cols = what_if(seg, profiles[model], inject, seed, tick)
                 whatif[model] = WhatIfModel(seg.at, seg.events_before, seg.n, cols)
+    skipped = None
+    if inject is not None and not recorder.segments:
+        skipped = f"--inject-at {inject_at}: the input has only {report['input_lines']} lines"
     profiles = {m: base.profiles for m, base in pipeline.baselines.items()}
     page = render(report, recorder, profiles, source=input_path.name,
                   false_alarm_events=float(config.detection.false_alarm_events),
                   whatif=whatif if inject is not None else None, within=within,
-                  kinds=inject)
+                  kinds=inject, note=None if skipped is None
+                  else f"No what-if scenario ran: {skipped}.")
     write_atomic(html_path, page.encode("utf-8"))
     if inject is not None:
         report["what_if"] = whatif_to_dict(whatif, within)
-        if not recorder.segments:
-            report["what_if_skipped"] = (f"--inject-at {inject_at}: the input has only "
-                                         f"{report['input_lines']} lines")
+        if skipped is not None:
+            report["what_if_skipped"] = skipped
     report["report_seconds"] = round(time.perf_counter() - started, 3)
     return report
 

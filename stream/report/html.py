@@ -91,8 +91,9 @@ def _td(v: Any, sort: float | None = None, num: bool = False) -> str:
 def render(report: Mapping[str, Any], recorder: ReportRecorder,
            profiles: Mapping[str, Mapping[str, Profile]], *, source: str,
            false_alarm_events: float, whatif: Mapping[str, WhatIfModel] | None = None,
-           within: int = 0, kinds: Mapping[str, Sequence[float]] | None = None) -> str:
-    """The whole page."""
+           within: int = 0, kinds: Mapping[str, Sequence[float]] | None = None,
+           note: str | None = None) -> str:
+    """The whole page (``note``: a warning printed under the title)."""
     lines = int(report["input_lines"])
     x_range = (0.0, float(max(lines, 1)))
     eps_by_col: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -112,6 +113,8 @@ def render(report: Mapping[str, Any], recorder: ReportRecorder,
            + f"; {len(report['episodes'])} drift episodes; false-alarm budget: one per "
            f"{false_alarm_events:,.0f} events per model; replayed in "
            f"{report.get('seconds', 0):.1f} s.</p>"]
+    if note:
+        out.append(f"<p class=\"warn\">{escape(note)}</p>")
     out += _summary(report, recorder, eps_by_col)
     for model, mrep in report["models"].items():
         out += _model(model, mrep, recorder, profiles[model], eps_by_col, x_range)

@@ -120,6 +120,30 @@ def test_what_if_results(made: dict[str, Any]) -> None:
     assert share[0.2] is not None and share[0.2] <= WITHIN
 
 
+def test_replay_html_and_short_inputs(made: dict[str, Any]) -> None:
+    # the baselines are cached beside the configuration by the fixture's run: ~2 s each
+    work = made["work"]
+    short = work / "short.jsonl"
+    short.write_bytes(b"".join((work / "events.jsonl").read_bytes().splitlines(True)[:300]))
+    code = streamdrift_main(["--log-level", "warning", "replay", "-c",
+                             str(work / "config.yaml"), "--input", str(short), "--report",
+                             str(work / "short.json"), "--html", str(work / "short.html"),
+                             "--no-progress"])
+    assert code == 0
+    assert json.loads((work / "short.json").read_bytes())["input_lines"] == 300
+    assert "Drift episodes over the input" in (work / "short.html").read_text()
+    empty = work / "empty.jsonl"
+    empty.write_bytes(b"")
+    code = streamdrift_main(["--log-level", "warning", "report", "-c",
+                             str(work / "config.yaml"), "--input", str(empty), "--html",
+                             str(work / "empty.html"), "--json", str(work / "empty.json"),
+                             "--inject", "--no-progress"])
+    assert code == 0
+    rep = json.loads((work / "empty.json").read_bytes())
+    assert rep["input_lines"] == 0 and rep["what_if"] == {}
+    assert "No what-if scenario ran" in (work / "empty.html").read_text()
+
+
 # -- in a real browser ---------------------------------------------------------------
 CHECKS = [
     # every chart drawn with a size, and inside the page's width

@@ -259,3 +259,68 @@ def test_estimate_lines(tmp_path: Path) -> None:
     assert estimate_lines(p) == pytest.approx(300_000, rel=0.01)
     p.write_bytes(b'{"a": 1}\n{"a": 2}')
     assert estimate_lines(p) == 2
+
+
+# -- the what-if delay is the delay of the real pipeline on the injected history -------
+def _history(path: Path, n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(10.0, 2.0, n), rng.lognormal(0.0, 0.5, n)
+    c = rng.choice(["a", "b", "c"], n, p=[0.5, 0.3, 0.2])
+    path.write_bytes(b"".join(
+        json.dumps({"model": "m", "f": {"x": float(x[i]), "y": float(y[i]), "c": str(c[i])}}
+                   ).encode() + b"\n" for i in range(n)))
+
+
+@pytest.mark.parametrize("seed,kind,magnitude", [(0, "mean", 0.5), (1, "variance", 1.5)])
+def test_what_if_delay_is_the_replay_delay(tmp_path: Path, seed: int, kind: str,
+                                           magnitude: float) -> None:
+    """Inject the same drift into the history file itself, replay it with the plain
+    ``replay``, and find the alarm exactly where the what-if run said."""
+    from stream.config import load_config
+    from stream.engine.baselines import resolve_baselines
+
+    _history(tmp_path / "reference.jsonl", 5000, seed + 100)
+    _history(tmp_path / "history.jsonl", 6000, seed)
+    cols = [{"name": "x", "path": "f.x", "type": "numeric"},
+            {"name": "y", "path": "f.y", "type": "numeric"},
+            {"name": "c", "path": "f.c", "type": "categorical"}]
+    (tmp_path / "config.yaml").write_text(json.dumps({
+        "models": [{"name": "m", "baseline": {"reference": "reference.jsonl"},
+                    "features": cols}],
+        "detection": {"false_alarm_events": 100_000, "window": 200, "cadence": 20}}))
+    code = streamdrift_main(["--log-level", "warning", "report", "-c",
+                             str(tmp_path / "config.yaml"), "--input",
+                             str(tmp_path / "history.jsonl"), "--html", str(tmp_path / "r.html"),
+                             "--json", str(tmp_path / "r.json"), "--inject",
+                             f"{kind}={magnitude}", "--inject-at", "2000", "--no-progress"])
+    assert code == 0
+    w = json.loads((tmp_path / "r.json").read_bytes())["what_if"]["m"]
+    at = w["at_line"]
+    col = w["columns"]["x"]
+    assert col["alarm_without_injection"] is None
+    (hit,) = col["scenarios"][kind]["delays"]
+    assert hit["delay"] is not None
+    # the same drift, written into the events from line `at` on (alter() does this math)
+    prof = resolve_baselines(load_config(tmp_path / "config.yaml"))["m"].profiles["x"]
+    assert isinstance(prof, NumericProfile)
+    lines = (tmp_path / "history.jsonl").read_bytes().splitlines(True)
+    out = []
+    for i, line in enumerate(lines):
+        if i >= at:
+            ev = json.loads(line)
+            ev["f"]["x"] = float(alter(kind, np.array([ev["f"]["x"]]), magnitude, prof,
+                                       np.zeros(1))[0])
+            line = json.dumps(ev).encode() + b"\n"
+        out.append(line)
+    (tmp_path / "drifted.jsonl").write_bytes(b"".join(out))
+    code = streamdrift_main(["--log-level", "warning", "replay", "-c",
+                             str(tmp_path / "config.yaml"), "--input",
+                             str(tmp_path / "drifted.jsonl"), "--report",
+                             str(tmp_path / "replay.json"), "--no-progress"])
+    assert code == 0
+    rep = json.loads((tmp_path / "replay.json").read_bytes())
+    first = min(d["index"] for d in rep["detections"]
+                if d["feature"] == "x" and d["index"] >= at)
+    assert first == at + hit["delay"]  # one event per line: the model's d-th event after `at`
+    assert hit["detector"] in {d["detector"] for d in rep["detections"]
+                               if d["index"] == first and d["feature"] == "x"}

@@ -212,6 +212,17 @@ def _report(args: argparse.Namespace, config: Any, src: Path, show: bool,
             print(f"error: --{flag.replace('_', '-')} {value}: must be "
                   f"{'>= 0' if flag == 'inject_at' else '>= 1'}", file=sys.stderr)
             return EXIT_CONFIG
+    targets: dict[str, str] = {}
+    for spec in getattr(args, "share_category", None) or []:
+        col, sep, cat = spec.partition("=")
+        kinds_of = {c.name: c.type for m in config.models for c in m.columns}
+        if not sep or not cat or kinds_of.get(col) != "categorical":
+            print(f"error: --share-category {spec}: must be COLUMN=CATEGORY with a categorical "
+                  f"column; categorical columns: "
+                  f"{', '.join(sorted(c for c, t in kinds_of.items() if t == 'categorical'))}",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        targets[col] = cat
     html = Path(args.html)
     if html.is_dir():
         print(f"error: --html {html}: cannot write: is a directory", file=sys.stderr)
@@ -222,7 +233,7 @@ def _report(args: argparse.Namespace, config: Any, src: Path, show: bool,
             config, pipeline, src, html, inject=kinds, inject_at=getattr(args, "inject_at", None),
             within=getattr(args, "within", None) or 2000, horizon=getattr(args, "horizon", None),
             seed=getattr(args, "seed", 0), batch_lines=getattr(args, "explicit_batch", None),
-            progress=show)
+            progress=show, share_targets=targets)
         if json_path is not None:
             write_report(report, json_path)
     except OSError as exc:
@@ -363,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "many events of the model (2000)")
     sp.add_argument("--horizon", type=int, help="events followed after the injection "
                     "(default 5 x --within)")
+    sp.add_argument("--share-category", action="append", metavar="COLUMN=CATEGORY",
+                    help="the category whose share `share` raises in COLUMN (default: its "
+                    "most frequent reference category); repeatable")
     sp.add_argument("--seed", type=int, default=0, help="seed of the random injections (0)")
     sp.add_argument("--batch-size", type=int, dest="explicit_batch",
                     help="lines per batch (default: about 500 batches over the input)")

@@ -106,7 +106,8 @@ def build_report(config: Config, pipeline: Pipeline, input_path: Path, html_path
                  inject: Mapping[str, Sequence[float]] | None = None,
                  inject_at: int | None = None, within: int = 2000,
                  horizon: int | None = None, seed: int = 0, batch_lines: int | None = None,
-                 progress: bool = False) -> dict[str, Any]:
+                 progress: bool = False,
+                 share_targets: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Replay ``input_path``, run the what-if scenarios ``inject`` (kind -> magnitudes;
     None: none), write the page to ``html_path``; return the replay report, with a
     ``what_if`` section when scenarios ran.
@@ -114,7 +115,8 @@ def build_report(config: Config, pipeline: Pipeline, input_path: Path, html_path
     ``inject_at`` (default: the middle of the input) is an input line; the injection
     starts at the first batch end at or after it.  Each scenario runs over at most
     ``horizon`` events of the model (default ``5 * within``); the sensitivity table
-    gives the smallest magnitude seen within ``within`` events.
+    gives the smallest magnitude seen within ``within`` events.  ``share_targets``:
+    column -> the category whose share the ``share`` scenario raises.
     """
     started = time.perf_counter()
     est = estimate_lines(input_path)
@@ -133,7 +135,7 @@ def build_report(config: Config, pipeline: Pipeline, input_path: Path, html_path
             total = sum(runs(seg, profiles[m], inject) for m, seg in recorder.segments.items())
             tick = bar.task("what-if", total)
             for model, seg in recorder.segments.items():
-                cols = what_if(seg, profiles[model], inject, seed, tick)
+                cols = what_if(seg, profiles[model], inject, seed, tick, share_targets)
                 whatif[model] = WhatIfModel(seg.at, seg.events_before, seg.n, cols)
     skipped = None
     if inject is not None and not recorder.segments:

@@ -8,8 +8,8 @@ false-alarm rate (``detection.false_alarm_events``).  Scenarios:
 
 * ``mean``: every value moves by k reference standard deviations;
 * ``variance``: values spread around the reference mean by a factor f;
-* ``share``: the column's most frequent reference category gains a share d (other
-  values are replaced by it at random);
+* ``share``: a category (by default the column's most frequent reference category)
+  gains a share d (other values are replaced by it at random);
 * ``missing``: the missing rate rises by d (values are dropped at random).
 
 A *control* run feeds the same events unaltered: when it alarms within the horizon
@@ -98,9 +98,10 @@ def _target(profile: Profile) -> Any:
 
 
 def alter(kind: str, values: np.ndarray, magnitude: float, profile: Profile,
-          u: np.ndarray) -> np.ndarray:
+          u: np.ndarray, target: str | None = None) -> np.ndarray:
     """``values`` with scenario ``kind`` of ``magnitude`` applied (a copy); ``u`` holds one
-    uniform draw per value (the random choices of ``share`` and ``missing``)."""
+    uniform draw per value (the random choices of ``share`` and ``missing``); ``target``:
+    the category that gains share (default: the most frequent in the reference)."""
     if kind in ("mean", "variance"):
         assert isinstance(profile, NumericProfile)
         x = np.array(values, dtype=np.float64)
@@ -116,7 +117,8 @@ def alter(kind: str, values: np.ndarray, magnitude: float, profile: Profile,
         out[drop] = None if out.dtype == object else np.nan
         return out
     if kind == "share":
-        target = _target(profile)
+        if target is None:
+            target = _target(profile)
         present = ~_missing(out)
         if target is None or not present.any():
             return out
@@ -179,8 +181,10 @@ def _seed(seed: int, *parts: str) -> int:
 
 def what_if(segment: Segment, profiles: Mapping[str, Profile],
             kinds: Mapping[str, Sequence[float]], seed: int = 0,
-            progress: Callable[[int], None] | None = None) -> list[ColumnWhatIf]:
-    """Every applicable scenario of ``kinds`` on every column of ``segment``'s model."""
+            progress: Callable[[int], None] | None = None,
+            targets: Mapping[str, str] | None = None) -> list[ColumnWhatIf]:
+    """Every applicable scenario of ``kinds`` on every column of ``segment``'s model
+    (``targets``: column -> the category whose share ``share`` raises)."""
     out = []
     for col, state in segment.states.items():
         prof = profiles[col]
@@ -194,12 +198,16 @@ def what_if(segment: Segment, profiles: Mapping[str, Profile],
                 continue
             u = np.random.default_rng(_seed(seed, col, kind)).random(values.size)
             delays: list[tuple[float, int | None, str | None]] = []
+            target = None
+            if kind == "share":
+                target = (targets or {}).get(col) or _target(prof)
+                target = None if target is None else str(target)
             for m in sorted(mags):
-                hit = first_alarm(state, prof, alter(kind, values, m, prof, u), invalid)
+                hit = first_alarm(state, prof, alter(kind, values, m, prof, u, target),
+                                  invalid)
                 delays.append((m, None, None) if hit is None else (m, hit[0], hit[1]))
                 if progress:
                     progress(1)
-            target = str(_target(prof)) if kind == "share" else None
             results.append(ScenarioResult(kind, target, delays))
         out.append(ColumnWhatIf(col, prof.kind, col in segment.drifting, control, results))
     return out

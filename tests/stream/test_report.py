@@ -43,7 +43,8 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     code = streamdrift_main(["--log-level", "warning", "report", "-c", str(work / "config.yaml"),
                              "--input", str(work / "events.jsonl"), "--html", str(html),
                              "--json", str(js), "--inject", "--inject-at", "2000",
-                             "--within", str(WITHIN), "--no-progress"])
+                             "--within", str(WITHIN), "--share-category", "merchant=travel",
+                             "--no-progress"])
     assert code == 0
     return {"work": work, "html": html, "page": html.read_text(),
             "report": json.loads(js.read_bytes())}
@@ -115,7 +116,10 @@ def test_what_if_results(made: dict[str, Any]) -> None:
     # scenarios apply by type: categorical columns get share and missing only
     merchant = w["fraud"]["columns"]["merchant"]["scenarios"]
     assert set(merchant) == {"share", "missing"}
-    assert merchant["share"]["target"] == "grocery"  # its most frequent reference category
+    # --share-category merchant=travel (5 % in the reference); label: its most frequent
+    assert merchant["share"]["target"] == "travel"
+    label = w["fraud"]["columns"]["label"]["scenarios"]["share"]
+    assert label["target"] == "ok"
     share = {d["magnitude"]: d["delay"] for d in merchant["share"]["delays"]}
     assert share[0.2] is not None and share[0.2] <= WITHIN
 
@@ -226,6 +230,14 @@ def test_a_bad_inject_fails_at_start(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert code == 2
     assert "--inject mean=-1: magnitudes must be > 0" in capsys.readouterr().err
     assert not (tmp_path / "r.html").exists()
+    code = streamdrift_main(["report", "-c", str(tmp_path / "config.yaml"), "--input",
+                             str(tmp_path / "events.jsonl"), "--html",
+                             str(tmp_path / "r.html"), "--inject", "--share-category",
+                             "income=x"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--share-category income=x: must be COLUMN=CATEGORY with a categorical" in err
+    assert "country, label, merchant" in err
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -324,3 +336,13 @@ def test_what_if_delay_is_the_replay_delay(tmp_path: Path, seed: int, kind: str,
     assert first == at + hit["delay"]  # one event per line: the model's d-th event after `at`
     assert hit["detector"] in {d["detector"] for d in rep["detections"]
                                if d["index"] == first and d["feature"] == "x"}
+
+
+def test_names_from_the_data_are_escaped() -> None:
+    from stream.report.svg import category_bars, line_chart, timeline
+
+    evil = '<script>alert("x")</script>&'
+    for svg in (category_bars([evil, "b"], [0.5, 0.5], [0.2, 0.8], title=evil),
+                line_chart([0, 1], [(evil, [0.1, 0.2], "#000")], title=evil),
+                timeline([(evil, [(0.0, 1.0, 2.0)])], (0.0, 2.0), title=evil)):
+        assert "<script" not in svg and "&lt;script&gt;" in svg

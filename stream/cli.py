@@ -206,11 +206,21 @@ def _report(args: argparse.Namespace, config: Any, src: Path, show: bool,
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    for flag in ("inject_at", "within", "horizon"):
+    for flag in ("within", "horizon"):
         value = getattr(args, flag, None)
-        if value is not None and value < (0 if flag == "inject_at" else 1):
-            print(f"error: --{flag.replace('_', '-')} {value}: must be "
-                  f"{'>= 0' if flag == 'inject_at' else '>= 1'}", file=sys.stderr)
+        if value is not None and value < 1:
+            print(f"error: --{flag} {value}: must be >= 1", file=sys.stderr)
+            return EXIT_CONFIG
+    at = getattr(args, "inject_at", None)
+    positions = None
+    if at is not None:
+        try:
+            positions = [int(v) for v in at.split(",") if v.strip()]
+        except ValueError:
+            positions = []
+        if not positions or min(positions) < 0:
+            print(f"error: --inject-at {at}: must be input lines >= 0, comma-separated "
+                  f"(e.g. 100000,400000)", file=sys.stderr)
             return EXIT_CONFIG
     targets: dict[str, str] = {}
     for spec in getattr(args, "share_category", None) or []:
@@ -230,7 +240,7 @@ def _report(args: argparse.Namespace, config: Any, src: Path, show: bool,
     pipeline = Pipeline(config, _baselines(config, show))
     try:
         report = build_report(
-            config, pipeline, src, html, inject=kinds, inject_at=getattr(args, "inject_at", None),
+            config, pipeline, src, html, inject=kinds, inject_at=positions,
             within=getattr(args, "within", None) or 2000, horizon=getattr(args, "horizon", None),
             seed=getattr(args, "seed", 0), batch_lines=getattr(args, "explicit_batch", None),
             progress=show, share_targets=targets)
@@ -368,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="what-if drifts: mean (shift, sd), variance (sd factor), share "
                     "(share gained by the top category), missing (rise of the missing "
                     "rate); no value: all four with default magnitudes")
-    sp.add_argument("--inject-at", type=int, help="input line where the drifts start "
+    sp.add_argument("--inject-at", metavar="LINE[,LINE...]", help="input line(s) where the "
+                    "drifts start, each injected separately; several give median delays "
                     "(default: the middle of the input)")
     sp.add_argument("--within", type=int, help="sensitivity: smallest drift seen within this "
                     "many events of the model (2000)")

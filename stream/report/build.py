@@ -20,7 +20,7 @@ from stream.config import Config
 from stream.engine.pipeline import Pipeline
 from stream.report.collect import ReportRecorder
 from stream.report.html import WhatIfModel, render
-from stream.report.inject import ColumnWhatIf, runs, what_if
+from stream.report.inject import ColumnWhatIf, combine, runs, what_if
 from stream.runtime.replay import replay
 
 #: plot resolution: about this many batches over the input (each is one point before
@@ -49,8 +49,9 @@ def report_batch_lines(lines: int) -> int:
     return int(min(MAX_BATCH, max(MIN_BATCH, lines // TARGET_BATCHES)))
 
 
-def whatif_to_dict(w: Mapping[str, WhatIfModel], within: int) -> dict[str, Any]:
-    """The what-if results as the JSON report writes them."""
+def whatif_to_dict(w: Mapping[str, Sequence[WhatIfModel]], within: int) -> dict[str, Any]:
+    """The what-if results as the JSON report writes them: per model, each position's
+    results and their ``summary`` (median delays over the positions)."""
     def col(c: ColumnWhatIf) -> dict[str, Any]:
         return {"type": c.type, "drifting_at_injection": c.drifting,
                 "alarm_without_injection": None if c.control is None
@@ -61,9 +62,22 @@ def whatif_to_dict(w: Mapping[str, WhatIfModel], within: int) -> dict[str, Any]:
                                        "smallest_within": s.smallest_within(within)}
                               for s in c.scenarios}}
 
-    return {m: {"at_line": v.at, "events_before": v.events_before, "events": v.events,
-                "within": within, "columns": {c.column: col(c) for c in v.columns}}
-            for m, v in w.items()}
+    def summary(ws: Sequence[WhatIfModel]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for c in combine([v.columns for v in ws]):
+            out.setdefault(c.column, {})[c.kind] = {
+                "target": c.target, "smallest_within": c.smallest_within(within),
+                "delays": [{"magnitude": m, "median_delay": med, "fastest": lo,
+                            "slowest": hi, "seen": k, "positions": n}
+                           for m, med, lo, hi, k, n in c.rows]}
+        return out
+
+    return {m: {"within": within,
+                "positions": [{"at_line": v.at, "events_before": v.events_before,
+                               "events": v.events,
+                               "columns": {c.column: col(c) for c in v.columns}} for v in ws],
+                "summary": summary(ws)}
+            for m, ws in w.items()}
 
 
 class _Progress:
@@ -104,7 +118,7 @@ class _Progress:
 
 def build_report(config: Config, pipeline: Pipeline, input_path: Path, html_path: Path, *,
                  inject: Mapping[str, Sequence[float]] | None = None,
-                 inject_at: int | None = None, within: int = 2000,
+                 inject_at: Sequence[int] | None = None, within: int = 2000,
                  horizon: int | None = None, seed: int = 0, batch_lines: int | None = None,
                  progress: bool = False,
                  share_targets: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -112,34 +126,37 @@ def build_report(config: Config, pipeline: Pipeline, input_path: Path, html_path
     None: none), write the page to ``html_path``; return the replay report, with a
     ``what_if`` section when scenarios ran.
 
-    ``inject_at`` (default: the middle of the input) is an input line; the injection
-    starts at the first batch end at or after it.  Each scenario runs over at most
+    ``inject_at`` (default: the middle of the input) are input lines; each injection
+    starts at the first batch end at or after its line.  Each scenario runs over at most
     ``horizon`` events of the model (default ``5 * within``); the sensitivity table
-    gives the smallest magnitude seen within ``within`` events.  ``share_targets``:
+    gives the smallest magnitude whose median delay over the positions is at most
+    ``within`` events.  ``share_targets``:
     column -> the category whose share the ``share`` scenario raises.
     """
     started = time.perf_counter()
     est = estimate_lines(input_path)
     lines = batch_lines or report_batch_lines(est)
-    if inject is not None and inject_at is None:
-        inject_at = est // 2
+    positions = list(inject_at or [est // 2]) if inject is not None else []
     span = horizon if horizon is not None else 5 * within
-    recorder = ReportRecorder(pipeline, inject_at=inject_at if inject is not None else None,
-                              horizon=span)
+    recorder = ReportRecorder(pipeline, inject_at=positions, horizon=span)
     bar = _Progress(progress, input_path.stat().st_size)
     with bar if progress else nullcontext(bar):
         report = replay(config, pipeline, input_path, lines, bar.on_batch(), observe=recorder)
-        whatif: dict[str, WhatIfModel] = {}
+        whatif: dict[str, list[WhatIfModel]] = {}
         if inject is not None:
             profiles = {m: base.profiles for m, base in pipeline.baselines.items()}
-            total = sum(runs(seg, profiles[m], inject) for m, seg in recorder.segments.items())
+            total = sum(runs(seg, profiles[m], inject) for segs in recorder.segments.values()
+                        for m, seg in segs.items())
             tick = bar.task("what-if", total)
-            for model, seg in recorder.segments.items():
-                cols = what_if(seg, profiles[model], inject, seed, tick, share_targets)
-                whatif[model] = WhatIfModel(seg.at, seg.events_before, seg.n, cols)
+            for segs in recorder.segments.values():
+                for model, seg in segs.items():
+                    cols = what_if(seg, profiles[model], inject, seed, tick, share_targets)
+                    whatif.setdefault(model, []).append(
+                        WhatIfModel(seg.at, seg.events_before, seg.n, cols))
     skipped = None
     if inject is not None and not recorder.segments:
-        skipped = f"--inject-at {inject_at}: the input has only {report['input_lines']} lines"
+        skipped = (f"--inject-at {','.join(map(str, positions))}: the input has only "
+                   f"{report['input_lines']} lines")
     profiles = {m: base.profiles for m, base in pipeline.baselines.items()}
     page = render(report, recorder, profiles, source=input_path.name,
                   false_alarm_events=float(config.detection.false_alarm_events),

@@ -7,9 +7,9 @@ change to the hot path: it runs between batches, only when a report was asked fo
   ratios, into one bounded :class:`~stream.report.series.SeriesBlock` per model;
 * for each column episode, the recent window against the reference at the episode's
   peak (the batch end where the column's highest score was largest);
-* for what-if injection (:mod:`stream.report.inject`), the state of every column
-  monitor at the first batch end at or after ``inject_at``, and the decoded values of
-  the next ``horizon`` events of each model.
+* for what-if injection (:mod:`stream.report.inject`), at each injection position the
+  state of every column monitor at the first batch end at or after it, and the decoded
+  values of the next ``horizon`` events of each model.
 
 Memory is bounded by the configuration (columns x series capacity, episodes x bins,
 ``horizon`` x columns), never by the length of the input, except the episode list.
@@ -18,6 +18,7 @@ Memory is bounded by the configuration (columns x series capacity, episodes x bi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,16 +100,17 @@ class ReportRecorder:
         The pipeline the replay drives (its single local partition is read).
     capacity : int
         Points kept per plotted line (see :class:`SeriesBlock`).
-    inject_at : int or None
-        Input index from which what-if scenarios are injected (None: no injection).
+    inject_at : sequence of int
+        Input indexes from which what-if scenarios are injected (empty: no injection).
     horizon : int
-        Events of each model kept after ``inject_at`` for the what-if runs.
+        Events of each model kept after each position for the what-if runs.
     """
 
-    def __init__(self, pipeline: Pipeline, capacity: int = 1024, inject_at: int | None = None,
-                 horizon: int = 0) -> None:
+    def __init__(self, pipeline: Pipeline, capacity: int = 1024,
+                 inject_at: Sequence[int] = (), horizon: int = 0) -> None:
         self.pipeline = pipeline
-        self.inject_at = inject_at
+        #: the positions not reached yet, ascending
+        self._todo = sorted(set(inject_at))
         self.horizon = horizon
         self.layout: dict[str, list[tuple[str, str, str]]] = {}
         self.series: dict[str, SeriesBlock] = {}
@@ -123,7 +125,8 @@ class ReportRecorder:
         #: (model, column, open index) -> the window at the episode's peak so far
         self.peaks: dict[tuple[str, str, int | None], PeakWindow] = {}
         self._open: dict[tuple[str, str], int | None] = {}
-        self.segments: dict[str, Segment] = {}
+        #: batch end of the snapshot -> model -> its segment, in input order
+        self.segments: dict[int, dict[str, Segment]] = {}
         self.lines = 0
 
     def __call__(self, batch: DecodedBatch, base_index: int) -> None:
@@ -151,7 +154,7 @@ class ReportRecorder:
             vals.append(mon.quality.test.rate if mon.quality is not None else 0.0)
             arr = np.nan_to_num(np.array(vals, dtype=np.float64), nan=0.0, posinf=1e9)
             block.append(end, arr)
-        if self.inject_at is not None:
+        if self.segments or self._todo:
             self._segment(batch, base_index, end)
 
     def _peak(self, model: str, col: str, opened: int | None, end: int,
@@ -179,20 +182,22 @@ class ReportRecorder:
         self.peaks[key] = PeakWindow(end, best, det, counts, probs, cm.ratios())
 
     def _segment(self, batch: DecodedBatch, base_index: int, end: int) -> None:
-        assert self.inject_at is not None
-        if not self.segments:
-            if end < self.inject_at:
-                return
-            for name in self.series:
-                mon = self.pipeline.monitor(name, LOCAL_PARTITION)
-                if mon is None:
-                    continue
-                self.segments[name] = Segment(
-                    at=end, events_before=mon.n_events,
-                    states={c: cm.to_dict() for c, cm in mon.columns.items()},
-                    drifting={c for (m, c) in self._open if m == name}, horizon=self.horizon)
+        for segs in self.segments.values():  # the batch follows every snapshot taken so far
+            for name, seg in segs.items():
+                mb = batch.models.get(name)
+                if mb is not None and mb.n_events and seg.n < seg.horizon:
+                    seg.add(mb.positions + base_index, mb.columns, mb.invalid_mask)
+        if not self._todo or end < self._todo[0]:
             return
-        for name, seg in self.segments.items():
-            mb = batch.models.get(name)
-            if mb is not None and mb.n_events and seg.n < seg.horizon:
-                seg.add(mb.positions + base_index, mb.columns, mb.invalid_mask)
+        while self._todo and self._todo[0] <= end:
+            self._todo.pop(0)
+        snap: dict[str, Segment] = {}
+        for name in self.series:
+            mon = self.pipeline.monitor(name, LOCAL_PARTITION)
+            if mon is None:
+                continue
+            snap[name] = Segment(
+                at=end, events_before=mon.n_events,
+                states={c: cm.to_dict() for c, cm in mon.columns.items()},
+                drifting={c for (m, c) in self._open if m == name}, horizon=self.horizon)
+        self.segments[end] = snap

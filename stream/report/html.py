@@ -13,7 +13,7 @@ import numpy as np
 
 from detectors.profile import CategoricalProfile, NumericProfile, Profile
 from stream.report.collect import INCOMPLETE, RATIOS, PeakWindow, ReportRecorder
-from stream.report.inject import KINDS, ColumnWhatIf
+from stream.report.inject import KINDS, ColumnWhatIf, combine
 from stream.report.svg import PALETTE, category_bars, histogram, line_chart, timeline
 
 #: score axes stop here (the caption says so): one huge score would flatten the rest
@@ -90,7 +90,8 @@ def _td(v: Any, sort: float | None = None, num: bool = False) -> str:
 
 def render(report: Mapping[str, Any], recorder: ReportRecorder,
            profiles: Mapping[str, Mapping[str, Profile]], *, source: str,
-           false_alarm_events: float, whatif: Mapping[str, WhatIfModel] | None = None,
+           false_alarm_events: float,
+           whatif: Mapping[str, Sequence[WhatIfModel]] | None = None,
            within: int = 0, kinds: Mapping[str, Sequence[float]] | None = None,
            note: str | None = None) -> str:
     """The whole page (``note``: a warning printed under the title)."""
@@ -298,58 +299,87 @@ def _window_chart(col: str, opened: int | None, p: PeakWindow, profile: Profile)
     return histogram(edges, ref, recent, title=title) + cap
 
 
-def _whatif(model: str, w: WhatIfModel,
+def _whatif(model: str, ws: Sequence[WhatIfModel],
             eps_by_col: Mapping[tuple[str, str], list[dict[str, Any]]], within: int,
             kinds: Mapping[str, Sequence[float]], events: float,
             false_alarm_events: float) -> list[str]:
     expected = events / false_alarm_events
+    many = len(ws) > 1
+    where = ", ".join(f"{w.at:,} (after {w.events_before:,} events of the model)" for w in ws)
+    horizon = max(w.events for w in ws)
     out = [f"<h3 id=\"w-{escape(model)}\">What if: injected drifts</h3>",
-           f"<p class=\"meta\">Drifts injected into this history from line {w.at:,} (after "
-           f"{w.events_before:,} events of the model), over the next {w.events:,} events, "
-           f"with the configured thresholds (one false alarm per {false_alarm_events:,.0f} "
-           f"events). Delay: events of the model from the injection to the column's first "
-           f"alarm; &ndash; means not within {w.events:,} events, or not before the column's own "
-           f"alarm without injection (last column).</p>",
+           f"<p class=\"meta\">Drifts injected into this history from line{'s' if many else ''} "
+           f"{where}, each over the next {horizon:,} events at most, with the configured "
+           f"thresholds (one false alarm per {false_alarm_events:,.0f} events). Delay: events "
+           f"of the model from the injection to the column's first alarm; &ndash; means not "
+           f"within them, or not before the column's own alarm without injection (last "
+           f"column)."
+           + (" Over several positions: the median delay (a position where the drift was "
+              "not seen counts as infinitely slow), then the fastest and slowest and in how "
+              "many positions it was seen." if many else "") + "</p>",
            "<table class=\"sortable\"><thead><tr><th>column</th>"]
     shown = [k for k in KINDS if k in kinds]
     unit = {"mean": "mean shift (sd)", "variance": "sd factor", "share": "share gained",
             "missing": "missing rise"}
-    out += [f"<th>smallest {unit[k]} seen within {within:,}</th>" for k in shown]
+    med = "median " if many else ""
+    out += [f"<th>smallest {unit[k]} seen within {within:,}{' (median)' if many else ''}</th>"
+            for k in shown]
     out.append("<th>episodes on the untouched history</th><th>alarm without injection"
                "</th></tr></thead><tbody>")
-    for cw in w.columns:
-        by = {s.kind: s for s in cw.scenarios}
+    combined = combine([w.columns for w in ws])
+    #: (column, kind, magnitude) -> the detector that alarmed first (one position only)
+    dets = {(cw.column, sc.kind, m): d or "" for cw in ws[0].columns for sc in cw.scenarios
+            for m, _, d in sc.delays}
+    for cw in ws[0].columns:
+        by = {c.kind: c for c in combined if c.column == cw.column}
         cells = []
         for k in shown:
-            s = by.get(k)
-            if s is None:
+            c = by.get(k)
+            if c is None:
                 cells.append("<td class=\"muted\">n/a</td>")
                 continue
-            m = s.smallest_within(within)
-            extra = f" ({escape(s.target)})" if s.target else ""
+            m = c.smallest_within(within)
+            extra = f" ({escape(c.target)})" if c.target else ""
             cells.append(_td(("none" if m is None else f"{m:g}") + extra,
                              math.inf if m is None else m, True))
         n_eps = len(eps_by_col.get((model, cw.column), []))
-        ctrl = "no" if cw.control is None else f"after {cw.control[0]:,} ({cw.control[1]})"
-        if cw.drifting:
-            ctrl += "; <span class=\"warn\">drifting at the injection point</span>"
+        ctrl, drifting = [], False
+        for w in ws:
+            same = next((c for c in w.columns if c.column == cw.column), None)
+            if same is None:
+                continue
+            drifting |= same.drifting
+            if same.control is not None:
+                ctrl.append(f"after {same.control[0]:,} ({same.control[1]})"
+                            + (f" from {w.at:,}" if many else ""))
+        text = "; ".join(ctrl) or "no"
+        if drifting:
+            text += "; <span class=\"warn\">drifting at an injection point</span>"
         out.append(f"<tr><td>{escape(cw.column)}</td>{''.join(cells)}"
-                   + _td(n_eps, n_eps, True) + f"<td>{ctrl}</td></tr>")
+                   + _td(n_eps, n_eps, True) + f"<td>{text}</td></tr>")
     out.append(f"</tbody></table><p class=\"meta\">Expected false alarms on this history at "
                f"the configured rate: {expected:.2g} for the whole model.</p>")
     for k in shown:
         mags = sorted(kinds[k])
-        out.append(f"<table><thead><tr><th>{escape(unit[k])}: delay</th>"
+        out.append(f"<table><thead><tr><th>{escape(unit[k])}: {med}delay</th>"
                    + "".join(f"<th>{m:g}</th>" for m in mags) + "</tr></thead><tbody>")
-        for cw in w.columns:
-            s = next((s for s in cw.scenarios if s.kind == k), None)
-            if s is None:
+        for c in combined:
+            if c.kind != k:
                 continue
-            d = {m: (delay, det) for m, delay, det in s.delays}
-            row = "".join(
-                _td(_n(d[m][0]) + (f" <span class=\"muted\">{escape(d[m][1] or '')}</span>"
-                                   if d[m][0] is not None else ""), None, True) for m in mags)
-            out.append(f"<tr><td>{escape(cw.column)}"
-                       + (f" ({escape(s.target)})" if s.target else "") + f"</td>{row}</tr>")
+            rows = {r[0]: r for r in c.rows}
+            cells = []
+            for m in mags:
+                _, median, lo, hi, seen, n = rows.get(m, (m, None, None, None, 0, 0))
+                note = ""
+                if many and seen:
+                    note = (f" <span class=\"muted\">{_n(lo)}&ndash;{_n(hi)}, "
+                            f"{seen}/{n}</span>")
+                det = ""
+                if not many and median is not None:
+                    det = f" <span class=\"muted\">{escape(dets.get((c.column, k, m), ''))}</span>"
+                cells.append(_td(_n(median) + det + note, None, True))
+            out.append(f"<tr><td>{escape(c.column)}"
+                       + (f" ({escape(c.target)})" if c.target else "")
+                       + f"</td>{''.join(cells)}</tr>")
         out.append("</tbody></table>")
     return out

@@ -105,9 +105,10 @@ def alter(kind: str, values: np.ndarray, magnitude: float, profile: Profile,
     if kind in ("mean", "variance"):
         assert isinstance(profile, NumericProfile)
         x = np.array(values, dtype=np.float64)
-        if kind == "mean":
-            return x + magnitude * (profile.std or 1.0)
-        return profile.mean + (x - profile.mean) * magnitude
+        with np.errstate(over="ignore", invalid="ignore"):  # huge values become ±inf: invalid
+            if kind == "mean":
+                return x + magnitude * (profile.std or 1.0)
+            return profile.mean + (x - profile.mean) * magnitude
     out = np.array(values, dtype=object if values.dtype == object else np.float64)
     if kind == "missing":
         present = ~_missing(out)
@@ -218,3 +219,55 @@ def runs(segment: Segment, profiles: Mapping[str, Profile],
     """How many injected runs :func:`what_if` makes (for a progress bar)."""
     return sum(len(m) for col in segment.states for k, m in kinds.items()
                if profiles[col].kind in KINDS[k][0])
+
+
+@dataclass
+class Combined:
+    """One (column, scenario) over several injection positions."""
+
+    column: str
+    kind: str
+    target: str | None
+    #: (magnitude, median delay or None, fastest, slowest, positions where seen, positions)
+    rows: list[tuple[float, int | None, int | None, int | None, int, int]]
+
+    def smallest_within(self, within: int) -> float | None:
+        """The smallest magnitude whose median delay is at most ``within`` events."""
+        hits = [m for m, med, *_ in self.rows if med is not None and med <= within]
+        return min(hits) if hits else None
+
+
+def median_delay(delays: Sequence[int | None]) -> int | None:
+    """The median of ``delays``, a delay not seen counting as infinite (None if the median
+    is not seen).
+
+    >>> median_delay([10, None, 30]), median_delay([10, None, None]), median_delay([10, 20])
+    (30, None, 15)
+    """
+    if not delays:
+        return None
+    m = float(np.median([np.inf if d is None else float(d) for d in delays]))
+    return int(round(m)) if np.isfinite(m) else None
+
+
+def combine(positions: Sequence[Sequence[ColumnWhatIf]]) -> list[Combined]:
+    """Every (column, scenario) of the first position, with its delays over all of them."""
+    out: list[Combined] = []
+    if not positions:
+        return out
+    for cw in positions[0]:
+        for sc in cw.scenarios:
+            per: dict[float, list[int | None]] = {}
+            for pos in positions:
+                same = next((c for c in pos if c.column == cw.column), None)
+                other = None if same is None else next(
+                    (s for s in same.scenarios if s.kind == sc.kind), None)
+                for m, d, _ in (other.delays if other is not None else []):
+                    per.setdefault(m, []).append(d)
+            rows = []
+            for m, ds in sorted(per.items()):
+                seen = [d for d in ds if d is not None]
+                rows.append((m, median_delay(ds), min(seen, default=None),
+                             max(seen, default=None), len(seen), len(ds)))
+            out.append(Combined(cw.column, sc.kind, sc.target, rows))
+    return out

@@ -42,7 +42,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     html, js = work / "report.html", work / "report.json"
     code = streamdrift_main(["--log-level", "warning", "report", "-c", str(work / "config.yaml"),
                              "--input", str(work / "events.jsonl"), "--html", str(html),
-                             "--json", str(js), "--inject", "--inject-at", "2000",
+                             "--json", str(js), "--inject", "--inject-at", "2000,14000",
                              "--within", str(WITHIN), "--share-category", "merchant=travel",
                              "--no-progress"])
     assert code == 0
@@ -95,8 +95,8 @@ def test_the_page_shows_every_part(made: dict[str, Any]) -> None:
 def test_what_if_results(made: dict[str, Any]) -> None:
     w = made["report"]["what_if"]
     assert set(w) == {"credit", "fraud"}
-    credit = w["credit"]["columns"]
-    assert w["credit"]["at_line"] >= 2000
+    assert [p["at_line"] for p in w["credit"]["positions"]] == [2000, 14000]  # batch ends
+    credit = w["credit"]["positions"][0]["columns"]
     # the history's own drift of income (~line 8,000) is seen without injection, so
     # income's delays are only those before it
     ctrl = credit["income"]["alarm_without_injection"]
@@ -114,14 +114,23 @@ def test_what_if_results(made: dict[str, Any]) -> None:
     miss = {d["magnitude"]: d["delay"] for d in age["scenarios"]["missing"]["delays"]}
     assert miss[0.2] is not None and miss[0.2] <= miss[0.02] if miss[0.02] else True
     # scenarios apply by type: categorical columns get share and missing only
-    merchant = w["fraud"]["columns"]["merchant"]["scenarios"]
+    merchant = w["fraud"]["positions"][0]["columns"]["merchant"]["scenarios"]
     assert set(merchant) == {"share", "missing"}
     # --share-category merchant=travel (5 % in the reference); label: its most frequent
     assert merchant["share"]["target"] == "travel"
-    label = w["fraud"]["columns"]["label"]["scenarios"]["share"]
+    label = w["fraud"]["positions"][0]["columns"]["label"]["scenarios"]["share"]
     assert label["target"] == "ok"
     share = {d["magnitude"]: d["delay"] for d in merchant["share"]["delays"]}
     assert share[0.2] is not None and share[0.2] <= WITHIN
+    # from line 14,000 the history's own merchant drift (~16,000) is seen without injection
+    later = w["fraud"]["positions"][1]["columns"]["merchant"]["alarm_without_injection"]
+    assert later is not None and later["delay"] < 5 * WITHIN
+    # the summary: medians over both positions (a delay not seen counts as infinite)
+    summ = w["credit"]["summary"]["age"]["mean"]
+    rows = {r["magnitude"]: r for r in summ["delays"]}
+    assert rows[2.0]["seen"] == rows[2.0]["positions"] == 2
+    assert rows[2.0]["fastest"] <= rows[2.0]["median_delay"] <= rows[2.0]["slowest"] <= 200
+    assert summ["smallest_within"] is not None and summ["smallest_within"] <= 0.5
 
 
 def test_replay_html_and_short_inputs(made: dict[str, Any]) -> None:
@@ -145,6 +154,7 @@ def test_replay_html_and_short_inputs(made: dict[str, Any]) -> None:
     assert code == 0
     rep = json.loads((work / "empty.json").read_bytes())
     assert rep["input_lines"] == 0 and rep["what_if"] == {}
+    assert "the input has only 0 lines" in rep["what_if_skipped"]
     assert "No what-if scenario ran" in (work / "empty.html").read_text()
 
 
@@ -306,7 +316,7 @@ def test_what_if_delay_is_the_replay_delay(tmp_path: Path, seed: int, kind: str,
                              "--json", str(tmp_path / "r.json"), "--inject",
                              f"{kind}={magnitude}", "--inject-at", "2000", "--no-progress"])
     assert code == 0
-    w = json.loads((tmp_path / "r.json").read_bytes())["what_if"]["m"]
+    (w,) = json.loads((tmp_path / "r.json").read_bytes())["what_if"]["m"]["positions"]
     at = w["at_line"]
     col = w["columns"]["x"]
     assert col["alarm_without_injection"] is None

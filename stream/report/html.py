@@ -187,6 +187,12 @@ def _model(model: str, mrep: Mapping[str, Any], recorder: ReportRecorder,
                                                      else e["close_index"]),
                   float(e["peak_score"])) for e in eps_by_col.get((model, col), [])]
         rows.append((col, spans))
+    model_level = eps_by_col.get((model, ""), [])
+    if model_level:  # the model-level test of incomplete events
+        rows.append(("(incomplete events)", [
+            (float(e["open_index"] or 0), float(x_range[1] if e["close_index"] is None
+                                                else e["close_index"]),
+             float(e["peak_score"])) for e in model_level]))
     out.append("<div class=\"card\">" + timeline(rows, x_range, title="Drift episodes over "
                                                   "the input (line index)") + "</div>")
     out += _quality(model, cols, mrep, recorder, profiles, x_range)

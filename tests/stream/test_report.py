@@ -356,3 +356,25 @@ def test_names_from_the_data_are_escaped() -> None:
                 line_chart([0, 1], [(evil, [0.1, 0.2], "#000")], title=evil),
                 timeline([(evil, [(0.0, 1.0, 2.0)])], (0.0, 2.0), title=evil)):
         assert "<script" not in svg and "&lt;script&gt;" in svg
+
+
+def test_model_level_episodes_are_on_the_timeline(tmp_path: Path) -> None:
+    # events lacking every column (incomplete) for a stretch: the model-level test alarms
+    _history(tmp_path / "reference.jsonl", 3000, 5)
+    _history(tmp_path / "history.jsonl", 4000, 6)
+    lines = (tmp_path / "history.jsonl").read_bytes().splitlines(True)
+    lines[2000:2600] = [b'{"model": "m", "f": {}}\n'] * 600
+    (tmp_path / "history.jsonl").write_bytes(b"".join(lines))
+    (tmp_path / "config.yaml").write_text(json.dumps({
+        "models": [{"name": "m", "baseline": {"reference": "reference.jsonl"},
+                    "features": [{"name": "x", "path": "f.x", "type": "numeric"},
+                                 {"name": "c", "path": "f.c", "type": "categorical"}]}],
+        "detection": {"false_alarm_events": 100_000, "window": 200, "cadence": 20}}))
+    code = streamdrift_main(["--log-level", "warning", "report", "-c",
+                             str(tmp_path / "config.yaml"), "--input",
+                             str(tmp_path / "history.jsonl"), "--html", str(tmp_path / "r.html"),
+                             "--json", str(tmp_path / "r.json"), "--no-progress"])
+    assert code == 0
+    eps = json.loads((tmp_path / "r.json").read_bytes())["episodes"]
+    assert any(e["feature"] == "" and 2000 <= e["open_index"] < 2600 for e in eps), eps
+    assert "(incomplete events)" in (tmp_path / "r.html").read_text()

@@ -19,6 +19,7 @@ import re
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ class PageRun:
                 + [f"{s}: {t}" for lvl, s, t in self.log if lvl == "error"])
 
 
-def load_page(html: Path, expressions: list[str] = (), width: int = 1280,  # type: ignore[assignment]
+def load_page(html: Path, expressions: Sequence[str] = (), width: int = 1280,
               height: int = 900, timeout: float = 60.0) -> PageRun:
     """Load ``html`` in headless Chromium; see the module docstring."""
     binary = require_chromium()
@@ -88,7 +89,7 @@ def _devtools_url(proc: subprocess.Popen[str], timeout: float) -> str:
     """The browser's WebSocket URL from its stderr (``DevTools listening on ws://...``)."""
     assert proc.stderr is not None
     deadline = time.monotonic() + timeout
-    seen = []
+    seen: list[str] = []
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
         if not line:

@@ -41,8 +41,9 @@ system-deps:
 	    --no-install-recommends prometheus prometheus-alertmanager default-jdk-headless maven openssl; \
 	fi
 	@# Under CI (CI set, not 0/false/no): podman, runc and mmdebstrap for the container image
-	@# test (tests/integration/test_image.py), which fails there without them. Elsewhere
-	@# they are optional: without podman that test is skipped.
+	@# test (tests/integration/test_image.py), and chromium for the HTML report's browser
+	@# test (tests/stream/test_report.py), which fail there without them. Elsewhere they
+	@# are optional: without podman or chromium those tests are skipped.
 	@ci=$$(printf '%s' "$${CI:-}" | tr '[:upper:]' '[:lower:]'); \
 	if [ -n "$$ci" ] && [ "$$ci" != 0 ] && [ "$$ci" != false ] && [ "$$ci" != no ]; then \
 	  if command -v podman >/dev/null && command -v runc >/dev/null \
@@ -52,6 +53,13 @@ system-deps:
 	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	    $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
 	      --no-install-recommends podman runc mmdebstrap; \
+	  fi; \
+	  if command -v chromium >/dev/null; then \
+	    echo "chromium present"; \
+	  else \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
+	      --no-install-recommends chromium; \
 	  fi; \
 	fi
 

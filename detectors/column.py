@@ -387,6 +387,16 @@ class ColumnMonitor:
             out["wasserstein"] = wasserstein_binned(hist, probs, prof.bin_edges, prof.std)
         return out
 
+    def window_comparison(self) -> tuple[np.ndarray, np.ndarray]:
+        """The recent window against the reference, bin by bin.
+
+        Returns (counts of the window's values per bin, reference probability of each
+        bin).  The bins are those of the KS / chi-square window: numbers, the profile's
+        quantile bins (:attr:`NumericProfile.bin_edges`); categories, the profile's top
+        categories, then *other*.  Both arrays are copies.
+        """
+        return self._hist.window_histogram(), np.array(self._hist.probs, dtype=np.float64)
+
     def ratios(self) -> dict[str, float]:
         flag = "out_of_range_ratio" if self.numeric else "unseen_ratio"
         return {

@@ -158,6 +158,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"error: --report {args.report}: cannot write: is a directory", file=sys.stderr)
         return EXIT_CONFIG
     show = not args.no_progress and sys.stderr.isatty()
+    if args.html:
+        return _report(args, config, src, show, json_path=Path(args.report))
     baselines = _baselines(config, show)
     pipeline = Pipeline(config, baselines)
     if show:
@@ -188,6 +190,83 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(f"{report['input_lines']} lines, {report['events_processed']} events processed, "
           f"{inv} invalid, {len(report['detections'])} detections -> {args.report}")
     return 0
+
+
+def _report(args: argparse.Namespace, config: Any, src: Path, show: bool,
+            json_path: Path | None) -> int:
+    """``report`` and ``replay --html``: the replay with the HTML report (stream.report)."""
+    from stream.engine.pipeline import Pipeline
+    from stream.report.build import build_report
+    from stream.report.inject import parse_inject
+    from stream.runtime.replay import write_report
+
+    inject = getattr(args, "inject", None)
+    try:
+        kinds = None if inject is None else parse_inject(inject)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for flag in ("within", "horizon"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            print(f"error: --{flag} {value}: must be >= 1", file=sys.stderr)
+            return EXIT_CONFIG
+    at = getattr(args, "inject_at", None)
+    positions = None
+    if at is not None:
+        try:
+            positions = [int(v) for v in at.split(",") if v.strip()]
+        except ValueError:
+            positions = []
+        if not positions or min(positions) < 0:
+            print(f"error: --inject-at {at}: must be input lines >= 0, comma-separated "
+                  f"(e.g. 100000,400000)", file=sys.stderr)
+            return EXIT_CONFIG
+    targets: dict[str, str] = {}
+    for spec in getattr(args, "share_category", None) or []:
+        col, sep, cat = spec.partition("=")
+        kinds_of = {c.name: c.type for m in config.models for c in m.columns}
+        if not sep or not cat or kinds_of.get(col) != "categorical":
+            print(f"error: --share-category {spec}: must be COLUMN=CATEGORY with a categorical "
+                  f"column; categorical columns: "
+                  f"{', '.join(sorted(c for c, t in kinds_of.items() if t == 'categorical'))}",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        targets[col] = cat
+    html = Path(args.html)
+    if html.is_dir():
+        print(f"error: --html {html}: cannot write: is a directory", file=sys.stderr)
+        return EXIT_CONFIG
+    pipeline = Pipeline(config, _baselines(config, show))
+    try:
+        report = build_report(
+            config, pipeline, src, html, inject=kinds, inject_at=positions,
+            within=getattr(args, "within", None) or 2000, horizon=getattr(args, "horizon", None),
+            seed=getattr(args, "seed", 0), batch_lines=getattr(args, "explicit_batch", None),
+            progress=show, share_targets=targets)
+        if json_path is not None:
+            write_report(report, json_path)
+    except OSError as exc:
+        print(f"error: cannot write {exc.filename or 'the report'}: "
+              f"{exc.strerror or type(exc).__name__}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{report['input_lines']} lines, {report['events_processed']} events processed, "
+          f"{len(report['episodes'])} episodes -> {html}"
+          + (f", {json_path}" if json_path else ""))
+    if report.get("what_if_skipped"):
+        print(f"warning: no what-if scenario ran: {report['what_if_skipped']}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    config = _load(args)
+    src = Path(args.input)
+    if not src.is_file():
+        problem = "no such file" if not src.exists() else "not a regular file"
+        print(f"error: --input {src}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    show = not args.no_progress and sys.stderr.isatty()
+    return _report(args, config, src, show, Path(args.json) if args.json else None)
 
 
 def _install_signals(stop: threading.Event) -> None:
@@ -285,8 +364,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--input", required=True, help="events, one JSON object per line")
     sp.add_argument("--report", required=True, help="where to write the JSON report")
     sp.add_argument("--batch-size", type=int, default=5000, help="lines per batch (5000)")
+    sp.add_argument("--html", help="also write the HTML report here (see `report`)")
     sp.add_argument("--no-progress", action="store_true")
     sp.set_defaults(func=cmd_replay)
+
+    sp = sub.add_parser("report", help="replay a history and write an HTML report, "
+                                       "optionally with what-if drifts injected")
+    with_config(sp)
+    sp.add_argument("--input", required=True, help="events, one JSON object per line")
+    sp.add_argument("--html", required=True, help="where to write the HTML report")
+    sp.add_argument("--json", help="also write the JSON report (replay's, plus what_if)")
+    sp.add_argument("--inject", nargs="*", action="extend", metavar="KIND[=M1,M2]",
+                    help="what-if drifts: mean (shift, sd), variance (sd factor), share "
+                    "(share gained by the top category), missing (rise of the missing "
+                    "rate); no value: all four with default magnitudes")
+    sp.add_argument("--inject-at", metavar="LINE[,LINE...]", help="input line(s) where the "
+                    "drifts start, each injected separately; several give median delays "
+                    "(default: the middle of the input)")
+    sp.add_argument("--within", type=int, help="sensitivity: smallest drift seen within this "
+                    "many events of the model (2000)")
+    sp.add_argument("--horizon", type=int, help="events followed after the injection "
+                    "(default 5 x --within)")
+    sp.add_argument("--share-category", action="append", metavar="COLUMN=CATEGORY",
+                    help="the category whose share `share` raises in COLUMN (default: its "
+                    "most frequent reference category); repeatable")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the random injections (0)")
+    sp.add_argument("--batch-size", type=int, dest="explicit_batch",
+                    help="lines per batch (default: about 500 batches over the input)")
+    sp.add_argument("--no-progress", action="store_true")
+    sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("run", help="consume the configured Kafka topics and serve /metrics")
     with_config(sp)

@@ -33,6 +33,7 @@ LAYERS = {
     "stream.sinks": 4,
     "stream.runtime": 5,
     "stream.adapters": 5,
+    "stream.report": 5,
     "stream.cli": 6,
     "stream.demo": 6,
     "stream.demoview": 6,

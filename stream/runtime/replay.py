@@ -13,20 +13,27 @@ import orjson
 from stream.config import Config
 from stream.engine.episodes import Episode
 from stream.engine.pipeline import Detection, Pipeline
+from stream.formats.batch import DecodedBatch
 from stream.sources.files import iter_batches
 
 log = logging.getLogger("streamdrift.replay")
 
 
 def replay(config: Config, pipeline: Pipeline, input_path: Path, batch_lines: int = 5000,
-           on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Push every line of ``input_path`` through ``pipeline``; return the report."""
+           on_batch: Callable[[int, int], None] | None = None,
+           observe: Callable[[DecodedBatch, int], None] | None = None) -> dict[str, Any]:
+    """Push every line of ``input_path`` through ``pipeline``; return the report.
+
+    ``observe(batch, base_index)``, when given, is called after each batch is processed
+    (the HTML report reads the pipeline's state there, see :mod:`stream.report`)."""
     detections: list[Detection] = []
     closed: list[Episode] = []
     lines = 0
     started = time.perf_counter()
     for batch in iter_batches(input_path, batch_lines):
-        found, _ = pipeline.process(batch, base_index=lines)
+        found, decoded = pipeline.process(batch, base_index=lines)
+        if observe is not None:
+            observe(decoded, lines)
         detections.extend(found)
         closed.extend(ep for step, ep in pipeline.last_episodes if step == "close")
         lines += len(batch)

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -64,25 +67,40 @@ def load_page(html: Path, expressions: Sequence[str] = (), width: int = 1280,
               height: int = 900, timeout: float = 60.0) -> PageRun:
     """Load ``html`` in headless Chromium; see the module docstring."""
     binary = require_chromium()
-    with tempfile.TemporaryDirectory(prefix="sd-chromium-") as profile:
+    # Chromium's helper processes (zygote, renderer, crash handler) outlive the main one for
+    # a moment and keep writing into the profile: the whole process group is stopped, and
+    # a profile file that appears during the clean-up fails nothing (it once failed the
+    # test with an OSError from rmtree, "Directory not empty").
+    with tempfile.TemporaryDirectory(prefix="sd-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--disable-dev-shm-usage", "--disable-extensions", "--disable-sync",
              "--disable-background-networking", "--remote-debugging-port=0",
              f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
         try:
             ws_url = _devtools_url(proc, timeout)
             return asyncio.run(asyncio.wait_for(
                 _drive(ws_url, html.resolve().as_uri(), list(expressions), width, height),
                 timeout))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM to the browser's process group, SIGKILL after 10 s; then wait for it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # helpers still alive, if any
+    proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
 
 
 def _devtools_url(proc: subprocess.Popen[str], timeout: float) -> str:

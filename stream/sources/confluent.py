@@ -103,6 +103,7 @@ class Record:
     offset = property(lambda self: self.msg.offset())
     key = property(lambda self: self.msg.key())
     value = property(lambda self: self.msg.value())
+    headers = property(lambda self: self.msg.headers())
 
 
 def record_values(recs: list[Record]) -> list[bytes]:

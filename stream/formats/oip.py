@@ -66,6 +66,7 @@ from stream.config.formats import OpenInferenceConfig
 from stream.formats.batch import EMPTY_INT, DecodedBatch, ModelBatch
 from stream.formats.columns import Extractor, extract, select_key, select_mask, timestamps_column
 from stream.formats.records import parse_messages, payloads
+from stream.formats.tensors import first_rows, group, ranges
 
 __all__ = ["OIP_REASONS", "OipDecoder"]
 
@@ -83,12 +84,6 @@ _SCALARS: Final = frozenset({str, int, float, bool, type(None)})
 _KIND_NAMES: Final = ("request", "response")
 _SIDES: Final = ("inputs", "outputs")
 _NAME = itemgetter("name")
-_SHAPE = itemgetter("shape")
-_DATA = itemgetter("data")
-
-
-class _BadTensor(Exception):
-    """A configured tensor whose shape and data do not agree."""
 
 
 class _Table:
@@ -355,11 +350,11 @@ class OipDecoder:
         parts: dict[tuple[str, ...], list[Any]] = {p: [] for p in paths}
         offset = 0
         for signature, idx in groups.items():
-            for sub, r, columns in _group(wanted, signature, [tensors[j] for j in idx], idx):
+            for sub, r, columns in group(wanted, signature, [tensors[j] for j in idx], idx):
                 if columns is None:  # malformed: stays -1
                     continue
                 if r is None:  # no configured tensor: the rows of its first tensor, all missing
-                    counts = [_first_rows(tensors[j]) for j in sub]
+                    counts = [first_rows(tensors[j]) for j in sub]
                     r = np.array([c or 0 for c in counts], dtype=np.int64)
                 else:
                     counts = r.tolist()
@@ -386,7 +381,7 @@ class OipDecoder:
             if not halves:
                 continue
             lens = np.array([h.rows for h in halves], dtype=np.int64)
-            src = _ranges(np.array([h.start for h in halves], dtype=np.int64), lens).tolist()
+            src = ranges(np.array([h.start for h in halves], dtype=np.int64), lens).tolist()
             tables = {id(h.table): h.table for h in halves}
             if len(tables) != 1:  # pragma: no cover - one table per kind and batch
                 continue
@@ -517,91 +512,3 @@ def _topic_model(topic: str | None) -> str | None:
             stem = topic[: -len(suffix)]
             return stem.rsplit(".model.", 1)[-1] if ".model." in stem else stem
     return None
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The indices ``starts[i] .. starts[i] + lengths[i] - 1`` of every range, in order.
-
-    >>> _ranges(np.array([5, 0]), np.array([2, 3])).tolist()
-    [5, 6, 0, 1, 2]
-    """
-    total = int(lengths.sum())
-    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
-
-
-def _group(wanted: dict[str, list[tuple[tuple[str, ...], int | None]]],
-           signature: tuple[str, ...], tensors: list[list[Any]], idx: list[int],
-           ) -> list[tuple[list[int], np.ndarray | None, dict[tuple[str, ...], list[Any]] | None]]:
-    """(messages, rows of each, path -> values of all their rows) for the messages ``idx``
-    whose tensors are named ``signature``, at once; a group holding a malformed tensor is
-    halved until each malformed message stands alone (``(message, None, None)``), so a few
-    bad messages cost a few groups each, never the batch message by message."""
-    try:
-        rows, columns = _group_columns(wanted, signature, tensors)
-    except _BadTensor:
-        if len(idx) == 1:
-            return [(idx, None, None)]
-        mid = len(idx) // 2
-        return [*_group(wanted, signature, tensors[:mid], idx[:mid]),
-                *_group(wanted, signature, tensors[mid:], idx[mid:])]
-    return [(idx, rows, columns)]
-
-
-def _first_rows(tensors: list[Any]) -> int | None:
-    """Rows of a message none of whose tensors is configured: its first tensor's ``shape[0]``."""
-    try:
-        rows = tensors[0]["shape"][0]
-    except (IndexError, KeyError, TypeError):
-        return None
-    return rows if type(rows) is int and rows >= 0 else None
-
-
-def _as_list(value: Any) -> Any:
-    return value if type(value) is list else (value,)
-
-
-def _group_columns(wanted: dict[str, list[tuple[tuple[str, ...], int | None]]],
-                   signature: tuple[str, ...], tensors: list[list[Any]],
-                   ) -> tuple[np.ndarray | None, dict[tuple[str, ...], list[Any]]]:
-    """(rows of each message, path -> values of all their rows) for messages whose tensors
-    are named ``signature``; raises :class:`_BadTensor` when a configured tensor of one of
-    them is malformed."""
-    rows: np.ndarray | None = None
-    columns: dict[tuple[str, ...], list[Any]] = {}
-    for name, entries in wanted.items():
-        try:
-            j = signature.index(name)
-        except ValueError:
-            continue
-        try:
-            found = list(map(itemgetter(j), tensors))
-            shapes = np.array(list(map(_SHAPE, found)), dtype=np.int64)
-            datas = list(map(_DATA, found))
-            flat = list(chain.from_iterable(datas))
-            types = set(map(type, flat))
-            if list in types:  # nested per row (in some messages or all)
-                flat = list(chain.from_iterable(flat if types == {list}
-                                                else map(_as_list, flat)))
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise _BadTensor from exc
-        if shapes.ndim != 2 or shapes.shape[1] not in (1, 2) or (shapes < 0).any():
-            raise _BadTensor
-        r = shapes[:, 0]
-        widths = shapes[:, 1] if shapes.shape[1] == 2 else np.ones_like(r)
-        if len(flat) != int((r * widths).sum()) or (widths != widths[0]).any():
-            raise _BadTensor
-        if rows is None:
-            rows = r
-        elif not np.array_equal(rows, r):
-            raise _BadTensor
-        width = int(widths[0]) if widths.shape[0] else 1
-        for path, col in entries:
-            if col is None:
-                if width != 1:
-                    raise _BadTensor
-                columns[path] = flat
-            elif col >= width:
-                raise _BadTensor
-            else:
-                columns[path] = flat[col::width]
-    return rows, columns

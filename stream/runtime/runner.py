@@ -102,6 +102,8 @@ class KafkaRunner(Rebalancing):
         self.checkpointed: dict[Any, int] = {}
         #: partitions assigned but not restored yet (set by the rebalance callback)
         self.to_restore: set[Any] = set()
+        #: partition -> how its start offset was chosen, while it is restored (start-up log)
+        self.starts: dict[Any, tuple[str, int | None]] = {}
         #: without state: revoked partitions whose monitors are kept in case they come back,
         #: with the offset they cover
         self.parked: dict[Any, int] = {}

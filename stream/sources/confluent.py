@@ -307,6 +307,13 @@ class ConfluentConsumer:
             out[tp] = int(high)
         return out
 
+    def beginning_offsets(self, tps: Iterable[Any], timeout_ms: int) -> dict[Any, int]:
+        out = {}
+        for tp in tps:
+            low, _ = self._c.get_watermark_offsets(self._ctp(tp), timeout=timeout_ms / 1000)
+            out[tp] = int(low)
+        return out
+
     def position(self, tp: Any, timeout_ms: int) -> int | None:
         got = self._c.position([self._ctp(tp)])
         off = got[0].offset if got else -1

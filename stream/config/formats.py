@@ -171,7 +171,7 @@ def _schema_files(ctx: Ctx, value: Any, path: KeyPath) -> Mapping[int, Path] | B
     out: dict[int, Path] = {}
     ok = True
     for key, file in value.items():
-        where = path + (str(key),)
+        where = path + (key,)
         number = ctx.integer(key, where, 0, 2**31 - 1)
         resolved = ctx.file_path(file, where, must_exist=True)
         if isinstance(number, Bad) or isinstance(resolved, Bad):

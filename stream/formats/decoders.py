@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from stream.config import Config
+from stream.config import Config, ConfigError
 from stream.formats.batch import DecodedBatch
 
 __all__ = ["Decoder", "decoder_for", "wants_records"]
@@ -28,6 +28,11 @@ def decoder_for(config: Config) -> Any:
 
         return OipDecoder(config)
     if fmt == "avro":
+        try:
+            import fastavro  # noqa: F401
+        except ImportError:
+            raise ConfigError("source.format: avro needs fastavro: pip install "
+                              "'streamdrift[avro]'", source=config.path) from None
         from stream.formats.avro import AvroDecoder
 
         return AvroDecoder(config)

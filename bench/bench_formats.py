@@ -9,7 +9,10 @@ decoded, in the same run and interleaved, as:
   its request) by ``stream.formats.oip.OipDecoder``;
 * the same OIP messages by a naive loop a user would write: ``orjson.loads`` per
   message, a dict per message joining request and response by ``id``, and a Python loop
-  over rows x columns appending floats and strings to lists, then ``np.array``.
+  over rows x columns appending floats and strings to lists, then ``np.array``;
+* the same rows as Avro records in the Confluent wire format by
+  ``stream.formats.avro.AvroDecoder`` and by a naive loop (``fastavro.schemaless_reader``
+  per message, a Python loop over the columns).
 
 Poll batches of 2,000 messages; CPU time (``time.process_time``), best of the passes.
 Prints microseconds per row and per message and the ratios.
@@ -28,6 +31,7 @@ import numpy as np
 import orjson
 
 from stream.config import Config, parse_config
+from stream.formats.avro import AvroDecoder
 from stream.formats.json import BatchDecoder
 from stream.formats.oip import OipDecoder
 
@@ -40,12 +44,22 @@ OIP_COLUMNS = [("x1", "inputs.x.0", "numeric"), ("x2", "inputs.x.1", "numeric"),
                ("country", "inputs.country", "categorical")]
 
 
+AVRO_SCHEMA = {"type": "record", "name": "Event", "fields": [
+    {"name": "model", "type": "string"},
+    {"name": "f", "type": {"type": "record", "name": "F", "fields": [
+        {"name": "x1", "type": "double"}, {"name": "x2", "type": "double"},
+        {"name": "amount", "type": ["null", "double"]}, {"name": "country", "type": "string"}]}},
+    {"name": "p", "type": {"type": "record", "name": "P", "fields": [
+        {"name": "score", "type": "double"}]}}]}
+
+
 def config(fmt: str) -> Config:
-    cols = JSON_COLUMNS if fmt == "json" else OIP_COLUMNS
-    score = "p.score" if fmt == "json" else "outputs.score"
-    select = {"field": "model", "equals": "credit"} if fmt == "json" else \
-        {"field": "model_name", "equals": "credit"}
-    return parse_config({"source": {"format": fmt}, "models": [{
+    cols = OIP_COLUMNS if fmt == "open-inference" else JSON_COLUMNS
+    score = "outputs.score" if fmt == "open-inference" else "p.score"
+    select = {"field": "model_name", "equals": "credit"} if fmt == "open-inference" else \
+        {"field": "model", "equals": "credit"}
+    extra: dict[str, Any] = {"avro": {"registry_url": "http://unused"}} if fmt == "avro" else {}
+    return parse_config({"source": {"format": fmt, **extra}, "models": [{
         "name": "credit", "select": select, "baseline": {"file": "b.json"},
         "features": [{"name": n, "path": p, "type": t} for n, p, t in cols],
         "predictions": [{"name": "score", "path": score, "type": "numeric"}]}]}, "/")
@@ -92,6 +106,48 @@ def oip_messages(r: dict[str, list[Any]], per: int) -> list[bytes]:
             out.append(resps[k - 1])
     out.append(resps[-1])
     return out
+
+
+def avro_messages(events: list[bytes]) -> list[bytes]:
+    import io
+
+    import fastavro
+
+    schema = fastavro.parse_schema(AVRO_SCHEMA)
+    out = []
+    for e in events:
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, schema, orjson.loads(e))
+        out.append(b"\x00" + (1).to_bytes(4, "big") + body.getvalue())
+    return out
+
+
+class NaiveAvro:
+    """fastavro per message, a Python loop over the columns."""
+
+    def __init__(self) -> None:
+        import fastavro
+
+        self.schema = fastavro.parse_schema(AVRO_SCHEMA)
+        self.read = fastavro.schemaless_reader
+
+    def decode(self, messages: list[bytes]) -> int:
+        import io
+
+        cols: dict[str, list[Any]] = {"x1": [], "x2": [], "amount": [], "country": [],
+                                      "score": []}
+        for m in messages:
+            rec = self.read(io.BytesIO(m[5:]), self.schema, None)
+            f = rec["f"]
+            cols["x1"].append(f["x1"])
+            cols["x2"].append(f["x2"])
+            a = f["amount"]
+            cols["amount"].append(float("nan") if a is None else a)
+            cols["country"].append(f["country"])
+            cols["score"].append(rec["p"]["score"])
+        arrays = {k: np.array(v, dtype=object if k == "country" else float)
+                  for k, v in cols.items()}
+        return len(arrays["x1"])
 
 
 class Naive:
@@ -157,6 +213,10 @@ def main() -> None:
         cases[f"oip {per} rows/message, OipDecoder"] = (
             lambda: counting(OipDecoder(config("open-inference"))), msgs)
         cases[f"oip {per} rows/message, naive loop"] = (lambda: Naive().decode, msgs)
+    avro = avro_messages(cases["json events, BatchDecoder"][1])
+    cases["avro records, AvroDecoder"] = (
+        lambda: counting(AvroDecoder(config("avro"), schemas={1: AVRO_SCHEMA})), avro)
+    cases["avro records, naive loop"] = (lambda: NaiveAvro().decode, avro)
     best: dict[str, tuple[float, int, int]] = {}
     for _ in range(args.repeat):
         for name, (make, msgs) in cases.items():
@@ -168,8 +228,9 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     for name, (took, n, m) in best.items():
         naive = ""
-        if name.endswith("OipDecoder"):
-            other = best[name.replace("OipDecoder", "naive loop")]
+        if name.endswith(("OipDecoder", "AvroDecoder")):
+            other = best[name.replace("OipDecoder", "naive loop")
+                         .replace("AvroDecoder", "naive loop")]
             naive = f"{(other[0] / other[1]) / (took / n):.2f}×"
         print(f"| {name} | {took / n * 1e6:.2f} | {took / m * 1e6:.2f} | {n} | "
               f"{(took / n) / (base[0] / base[1]):.2f}× | {naive} |")

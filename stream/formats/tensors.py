@@ -12,6 +12,8 @@ __all__ = ["first_rows", "group", "ranges"]
 
 _SHAPE = itemgetter("shape")
 _DATA = itemgetter("data")
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
 #: tensor name -> [(column path, column index or None)]
 Wanted = dict[str, list[tuple[tuple[str, ...], int | None]]]
 
@@ -76,26 +78,36 @@ def _group_columns(wanted: Wanted,
             continue
         try:
             found = list(map(itemgetter(j), tensors))
-            shapes = np.array(list(map(_SHAPE, found)), dtype=np.int64)
+            shapes = list(map(_SHAPE, found))
+            dims = set(map(len, shapes))
+            if len(dims) != 1 or not dims <= {1, 2}:
+                raise _BadTensor
+            first = list(map(_FIRST, shapes))
+            width = 1
+            if dims == {2}:
+                widths = set(map(_SECOND, shapes))
+                if len(widths) != 1:  # one width per group, for the column slices
+                    raise _BadTensor
+                (width,) = widths
+            if set(map(type, first)) != {int} or type(width) is not int or width < 0:
+                raise _BadTensor
+            r = np.array(first, dtype=np.int64)
+            if (r < 0).any():
+                raise _BadTensor
             datas = list(map(_DATA, found))
             flat = list(chain.from_iterable(datas))
             types = set(map(type, flat))
             if list in types:  # nested per row (in some messages or all)
                 flat = list(chain.from_iterable(flat if types == {list}
                                                 else map(_as_list, flat)))
-        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError, IndexError) as exc:
             raise _BadTensor from exc
-        if shapes.ndim != 2 or shapes.shape[1] not in (1, 2) or (shapes < 0).any():
-            raise _BadTensor
-        r = shapes[:, 0]
-        widths = shapes[:, 1] if shapes.shape[1] == 2 else np.ones_like(r)
-        if len(flat) != int((r * widths).sum()) or (widths != widths[0]).any():
+        if len(flat) != int(r.sum()) * width:
             raise _BadTensor
         if rows is None:
             rows = r
         elif not np.array_equal(rows, r):
             raise _BadTensor
-        width = int(widths[0]) if widths.shape[0] else 1
         for path, col in entries:
             if col is None:
                 if width != 1:

@@ -345,7 +345,7 @@ class OipDecoder:
                 signature = tuple(map(_NAME, ts)) if type(ts) is list else None
             except (KeyError, TypeError):
                 signature = None
-            if signature is not None:
+            if signature is not None and set(map(type, signature)) <= {str}:
                 groups.setdefault(signature, []).append(j)
         parts: dict[tuple[str, ...], list[Any]] = {p: [] for p in paths}
         offset = 0
@@ -425,7 +425,7 @@ class OipDecoder:
             steps: list[int] = []
             for _, req, resp in kept:
                 h = req if side == _REQUEST else resp
-                if h is None or h.rows is None:
+                if h is None or not h.rows:
                     starts.append(-1)
                     steps.append(0)
                     continue

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.config import ConfigError, parse_config
 from stream.formats import avro as avro_module
@@ -168,3 +170,18 @@ def test_a_bad_schema_file_fails_at_start_up(tmp_path: Path) -> None:
     (tmp_path / "bad.avsc").write_text('{"type": "recordx", "name": "X"}')
     with pytest.raises(ConfigError, match=r"source.avro.schemas\[1\]: .*not an Avro schema"):
         AvroDecoder(_config({"schemas": {1: "bad.avsc"}}, tmp_path))
+
+
+@settings(max_examples=200, deadline=None)
+@given(bodies=st.lists(st.binary(max_size=40), max_size=12),
+       headers=st.lists(st.sampled_from([b"\x00\x00\x00\x00\x05", b"\x00\x00\x00\x00\x06",
+                                         b"\x01\x00\x00\x00\x05", b""]), min_size=1))
+def test_hostile_bytes_never_raise(bodies: list[bytes], headers: list[bytes]) -> None:
+    dec = AvroDecoder(_config({"registry_url": "http://127.0.0.1:9"}),
+                      schemas={5: M1_SCHEMA})
+    assert dec.registry is not None
+    dec.registry._failed[6] = float("inf")  # never asked: no registry listens there
+    messages = [headers[i % len(headers)] + b for i, b in enumerate(bodies)]
+    got = dec.decode(messages)
+    assert len(got.invalid_reasons) + got.n_valid == len(messages)
+    assert got.models["m1"].n_events <= len(messages)

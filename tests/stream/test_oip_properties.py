@@ -106,3 +106,46 @@ def test_oip_batches_decode_like_json_events(rows, sizes, nested, orders, cut) -
             assert values.tolist() == values_b.tolist()
         else:
             np.testing.assert_array_equal(values, values_b)
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False),
+              st.text(max_size=3)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.text(max_size=3), inner, max_size=3)),
+    max_leaves=12)
+shapes = st.one_of(st.lists(st.integers(-1, 3), max_size=3), json_values)
+tensor = st.fixed_dictionaries(
+    {"name": st.one_of(st.sampled_from(["x", "amount", "country", "score", "other"]),
+                       json_values),
+     "shape": shapes, "datatype": st.just("FP64"),
+     "data": st.one_of(st.lists(st.one_of(st.lists(json_values, max_size=3), json_values),
+                                max_size=6), json_values)})
+message = st.fixed_dictionaries(
+    {}, optional={"id": st.one_of(st.sampled_from(["a", "b", "c"]), json_values),
+                  "model_name": st.one_of(st.just("credit"), json_values),
+                  "inputs": st.one_of(st.lists(tensor, max_size=4), json_values),
+                  "outputs": st.one_of(st.lists(tensor, max_size=3), json_values)})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=st.lists(st.lists(st.one_of(message.map(orjson.dumps),
+                                           st.binary(max_size=8)), max_size=8),
+                        min_size=1, max_size=3),
+       max_pending=st.integers(1, 4))
+def test_hostile_payloads_never_raise_and_every_message_is_accounted(batches,
+                                                                    max_pending) -> None:
+    cfg = parse_config({"source": {"format": "open-inference",
+                                   "open_inference": {"max_pending": max_pending}},
+                        "models": [{**copy.deepcopy(OIP_MODEL),
+                                    "baseline": {"file": "b.json"}}]}, "/")
+    dec = OipDecoder(cfg)
+    for batch in batches:
+        got = dec.decode(batch)
+        assert len(got.invalid_reasons) == got.invalid_positions.shape[0]
+        assert sorted(set(got.invalid_positions.tolist())) == got.invalid_positions.tolist()
+        mb = got.models["credit"]
+        assert mb.n_events == got.n_events
+        assert all(0 <= p < len(batch) for p in mb.positions.tolist())
+        assert set(mb.positions.tolist()).isdisjoint(got.invalid_positions.tolist())
+        assert len(dec.pending) <= max_pending

@@ -342,11 +342,12 @@ class OipDecoder:
         groups: dict[Any, list[int]] = {}
         for j, ts in enumerate(tensors):
             try:
-                signature = tuple(map(_NAME, ts)) if type(ts) is list else None
+                if type(ts) is list:
+                    # a name that is a list or an object is unhashable: the message is
+                    # malformed (stays -1)
+                    groups.setdefault(tuple(map(_NAME, ts)), []).append(j)
             except (KeyError, TypeError):
-                signature = None
-            if signature is not None and set(map(type, signature)) <= {str}:
-                groups.setdefault(signature, []).append(j)
+                pass
         parts: dict[tuple[str, ...], list[Any]] = {p: [] for p in paths}
         offset = 0
         for signature, idx in groups.items():
@@ -399,13 +400,16 @@ class OipDecoder:
         side, one gather per table and path."""
         counts: list[int] = []
         kept: list[tuple[int, _Half | None, _Half | None]] = []
-        for pos, req, resp in pairs:
-            r = [h.rows for h in (req, resp) if h is not None and h.rows is not None]
-            if r and min(r) != max(r):
-                bad.append((pos, "invalid_tensor"))
+        for pair in pairs:
+            a = None if pair[1] is None else pair[1].rows
+            b = None if pair[2] is None else pair[2].rows
+            if a is None:
+                a = b or 0
+            elif b is not None and a != b:
+                bad.append((pair[0], "invalid_tensor"))
                 continue
-            kept.append((pos, req, resp))
-            counts.append(r[0] if r else 0)
+            kept.append(pair)
+            counts.append(a)
         n = int(sum(counts))
         dst_starts = (np.cumsum(counts, dtype=np.int64) - np.array(counts, dtype=np.int64)
                       ).tolist() if counts else []

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from stream.config.formats import FORMAT_KEYS, parse_format
 from stream.config.keys import (
     ABSENT,
     BAD,
@@ -40,7 +41,7 @@ _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _SERVER_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]/]+)(?::(\d{1,5}))?$")
 
 _SOURCE_KEYS = ("kafka", "dead_letter", "timestamp", "max_message_bytes", "drift_events",
-                "repartition")
+                "repartition", *FORMAT_KEYS)
 _REPARTITION_KEYS = ("topic", "partitions", "compression", "retention_ms", "group_id")
 _KAFKA_KEYS = (
     "bootstrap_servers",
@@ -150,7 +151,7 @@ def parse_source(ctx: Ctx, value: Any) -> SourceConfig:
         repartition = _repartition(ctx, sec["repartition"], kafka, dead_letter, drift_events)
     return SourceConfig(
         kafka=kafka, dead_letter=dead_letter, timestamp=timestamp, max_message_bytes=max_bytes,
-        drift_events=drift_events, repartition=repartition,
+        drift_events=drift_events, repartition=repartition, **parse_format(ctx, sec),
     )
 
 

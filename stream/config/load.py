@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.config.errors import ConfigError
+from stream.config.formats import check_format
 from stream.config.kafka import STATE_SECTION, parse_source, parse_state
 from stream.config.keys import ABSENT, BAD, Bad, Ctx, KeyPath, get_key, read_yaml, type_name
 from stream.config.models import parse_detection, parse_models
@@ -100,6 +101,7 @@ def _parse(
     models = parse_models(ctx, top.get("models", ABSENT), detection)
     metrics = _metrics(ctx, get_key(top, "metrics"))
     state = parse_state(ctx, None if state_value is ABSENT else state_value, source)
+    check_format(ctx, source, models)
     if ctx.errors:
         # report in the order of the file's sections (detection is read before models)
         rank = {key: i for i, key in enumerate((*_TOP_KEYS, STATE_SECTION))}

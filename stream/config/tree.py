@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from detectors import catalogue
 from stream.config.errors import Secret
+from stream.config.formats import AvroConfig, OpenInferenceConfig
 
 #: the detector kinds each column type takes, and their defaults, from the detectors' catalogue
 COLUMN_TYPES: Final = catalogue.COLUMN_TYPES
@@ -143,6 +144,10 @@ class SourceConfig:
     max_message_bytes: int = 1_048_576
     drift_events: DriftEventsConfig | None = None
     repartition: RepartitionConfig | None = None
+    #: message format: json (default), open-inference or avro (stream.config.formats)
+    format: str = "json"
+    open_inference: OpenInferenceConfig | None = None
+    avro: AvroConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)

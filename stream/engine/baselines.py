@@ -28,6 +28,7 @@ from stream.config.files import (
     read_bounded,
     regular_file,
 )
+from stream.engine.references import read_stream_reference, reads_reference_as_stream
 from stream.formats.columns import extract_columns, select_events
 
 log = logging.getLogger("streamdrift.baseline")
@@ -202,7 +203,15 @@ def build_baseline(config: Config, model: ModelConfig, reference: Path | None = 
     if ref is None:
         raise ConfigError(f"models[{model.name}].baseline: no reference data to build from; "
                           f"set baseline.reference or pass --reference")
-    data = read_reference(Path(ref), model)
+    if reads_reference_as_stream(config, Path(ref)):  # e.g. open-inference requests
+        try:
+            regular_file(Path(ref), "reference", MAX_REFERENCE_BYTES)
+        except ConfigError as exc:
+            raise ConfigError(f"models[{model.name}].baseline.reference: {exc.errors[0]}") \
+                from None
+        data = read_stream_reference(config, model, Path(ref), MAX_REFERENCE_LINE_BYTES)
+    else:
+        data = read_reference(Path(ref), model)
     sizes = {k: int(np.size(v)) for k, v in data.items()}
     if not any(sizes.values()):
         raise ConfigError(f"models[{model.name}].baseline.reference: {ref} holds no event of "

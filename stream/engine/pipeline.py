@@ -42,7 +42,7 @@ from stream.engine.figures import (
 )
 from stream.engine.skew import PartitionSkew
 from stream.formats.batch import DecodedBatch, ModelBatch
-from stream.formats.json import BatchDecoder
+from stream.formats.decoders import decoder_for, flush
 
 #: the one pseudo-partition of ``replay`` (and of callers that name no partition)
 LOCAL_PARTITION: PartitionKey = ("", 0)
@@ -134,7 +134,7 @@ class Pipeline:
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.decoder = BatchDecoder(config)
+        self.decoder = decoder_for(config)
         self.settings = detection_settings(config.detection)
         self.baselines = baselines
         self.specs = {m.name: column_specs(m) for m in config.models}
@@ -156,6 +156,8 @@ class Pipeline:
                       for m in config.models}
         self.lock = threading.RLock()
         self.consumed = 0
+        #: events decoded (rows: one message may carry several, see source.format)
+        self.events = 0
         self.invalid: Counter[str] = Counter()
         self.processed: Counter[str] = Counter({m.name: 0 for m in config.models})
         #: model -> processed events whose timestamp (``source.timestamp``) is not a time
@@ -273,6 +275,7 @@ class Pipeline:
         with self.lock:
             st = self._partition(partition)
             self.consumed += batch.n_messages
+            self.events += batch.n_events
             st.consumed += batch.n_messages
             self.invalid.update(batch.invalid)
             now = self.clock()
@@ -314,6 +317,14 @@ class Pipeline:
             self.batch_n += 1
             self.last_batch_ts = self.clock()
         return found, batch
+
+    def flush_decoder(self) -> dict[str, int]:
+        """End of the input: count what the decoder still holds (open-inference: halves
+        waiting for their other half) as rejected, by reason; returns those counts."""
+        with self.lock:
+            counts = flush(self.decoder)
+            self.invalid.update(counts)
+            return counts
 
     def count_rejected(self, invalid: Mapping[str, int]) -> None:
         """Count messages rejected before :meth:`process` (by reason): the first stage of a

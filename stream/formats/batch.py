@@ -97,11 +97,19 @@ class DecodedBatch:
     invalid_reasons: list[str]
     #: model name -> its events (every configured model has an entry)
     models: dict[str, ModelBatch]
+    #: events (rows) decoded, for formats where one message carries several
+    #: (``open-inference``); None: one event per valid message
+    n_rows: int | None = None
 
     @property
     def n_valid(self) -> int:
         """Messages routed to at least one model."""
         return self.n_messages - len(self.invalid_reasons)
+
+    @property
+    def n_events(self) -> int:
+        """Events decoded: rows, or the valid messages where each is one event."""
+        return self.n_valid if self.n_rows is None else self.n_rows
 
 
 # --------------------------------------------------------------------------

@@ -185,7 +185,18 @@ class BatchDecoder:
             n_events = len(events)
             everything = Extractor(events)
             plans = self._plans
+        return self._route(n, n_events, everything, plans, positions, bad_positions, bad_reasons)
 
+    def decode_events(self, n: int, events: list[dict[str, Any]], positions: np.ndarray,
+                      bad_positions: np.ndarray, bad_reasons: list[str]) -> DecodedBatch:
+        """Route and extract events another format has already decoded into dicts
+        (``positions``: theirs among the ``n`` messages; the rejected ones and why)."""
+        return self._route(n, len(events), Extractor(events), self._plans, positions,
+                           bad_positions, bad_reasons)
+
+    def _route(self, n: int, n_events: int, everything: Extractor,
+               plans: dict[str, tuple[Group | ColumnConfig, ...]], positions: np.ndarray,
+               bad_positions: np.ndarray, bad_reasons: list[str]) -> DecodedBatch:
         subsets: dict[Any, tuple[np.ndarray | None, Extractor]] = {None: (None, everything)}
         routed = None if self._catch_all else np.zeros(n_events, dtype=bool)
         models: dict[str, ModelBatch] = {}
@@ -238,7 +249,9 @@ class BatchDecoder:
         counts: dict[str, int] = {}
         for reason in bad_reasons:
             counts[reason] = counts.get(reason, 0) + 1
-        invalid: dict[str, int] = {r: counts[r] for r in INVALID_REASONS if r in counts}
+        # the JSON reasons in their order, then those of a format that decoded the events
+        reasons = (*INVALID_REASONS, *sorted(set(counts) - set(INVALID_REASONS)))
+        invalid: dict[str, int] = {r: counts[r] for r in reasons if r in counts}
         return DecodedBatch(
             n_messages=n,
             invalid=invalid,

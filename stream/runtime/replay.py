@@ -39,8 +39,9 @@ def replay(config: Config, pipeline: Pipeline, input_path: Path, batch_lines: in
         lines += len(batch)
         if on_batch:
             on_batch(lines, sum(len(b) + 1 for b in batch))
+    pipeline.flush_decoder()
     took = time.perf_counter() - started
-    processed = pipeline.consumed - sum(pipeline.invalid.values())
+    processed = pipeline.events
     snap_invalid = dict(pipeline.invalid)
     episodes = sorted([*closed, *pipeline.open_episodes()],
                       key=lambda ep: (-1 if ep.opened is None else ep.opened, ep.model,

@@ -17,6 +17,7 @@ from detectors.model import ModelMonitor
 from stream.config import KafkaConfig
 from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
+from stream.runtime.startpos import log_start
 from stream.sinks.checkpoints import Checkpoint, StateError, StateStore
 from stream.sinks.deadletters import PendingDeadLetters
 from stream.sinks.driftevents import DriftEventWriter
@@ -59,6 +60,8 @@ class Rebalancing:
     drift_events: DriftEventWriter | None
     #: partition -> compression codec the consumer cannot decompress (kept paused)
     blocked: dict[Any, str]
+    #: partition -> (how its start offset was chosen, the offset) during a restore
+    starts: dict[Any, tuple[str, int | None]]
     rebalanced: bool
     closing: bool
 
@@ -183,6 +186,9 @@ class Rebalancing:
                 failed.add(tp)
                 self._restore_failed({tp}, polled, exc)
         done = tps - failed
+        starts, self.starts = {tp: self.starts[tp] for tp in done if tp in self.starts}, {}
+        log_start(self.consumer, starts, self.kafka.auto_offset_reset,
+                  int(BROKER_CALL_TIMEOUT_S * 1000))
         paused = set(self.consumer.paused()) - set(self.blocked)
         if self.pending is None and done & paused:
             self.consumer.resume(*(done & paused))
@@ -203,6 +209,8 @@ class Rebalancing:
         """Seek ``tp`` to its committed offset (or by auto_offset_reset); returns the offset."""
         committed = self.consumer.committed(tp, timeout_ms=int(BROKER_CALL_TIMEOUT_S * 1000))
         recs = polled.get(tp)
+        self.starts[tp] = ("auto_offset_reset", None) if committed is None \
+            else ("committed", int(committed))
         if committed is not None:
             if not recs or recs[0].offset != committed:
                 polled.pop(tp, None)
@@ -245,10 +253,14 @@ class Rebalancing:
             start = self._seek_committed(tp, polled)
             self.pipeline.restore_partition(key, {})
             self.health.count_restores("fresh")
-            log.info("no checkpoint: fresh state from the committed offset",
+            log.info("no checkpoint: fresh state from the committed offset" if start is not None
+                     else f"no checkpoint and no committed offset: fresh state from "
+                     f"auto_offset_reset {self.kafka.auto_offset_reset} (the 'consumption "
+                     f"starts' line says where)",
                      extra={"topic": tp.topic, "partition": tp.partition, "offset": start})
             return
         start = min(off for off, _ in found.values())
+        self.starts[tp] = ("checkpoint", start)
         self.consumer.seek(tp, start)
         polled.pop(tp, None)
         self.pipeline.restore_partition(key, {name: mon for name, (_, mon) in found.items()},

@@ -35,6 +35,7 @@ from typing import Any
 from stream.config import Config, require_kafka
 from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
+from stream.formats.decoders import wants_records
 from stream.runtime.restore import BROKER_CALL_TIMEOUT_S, RESTORE_TIMEOUT_S, Rebalancing
 from stream.sinks.checkpoints import Checkpoint, StateError, StateStore
 from stream.sinks.deadletters import (
@@ -101,6 +102,8 @@ class KafkaRunner(Rebalancing):
         self.checkpointed: dict[Any, int] = {}
         #: partitions assigned but not restored yet (set by the rebalance callback)
         self.to_restore: set[Any] = set()
+        #: partition -> how its start offset was chosen, while it is restored (start-up log)
+        self.starts: dict[Any, tuple[str, int | None]] = {}
         #: without state: revoked partitions whose monitors are kept in case they come back,
         #: with the offset they cover
         self.parked: dict[Any, int] = {}
@@ -118,6 +121,8 @@ class KafkaRunner(Rebalancing):
         self._last_data = time.monotonic()
         #: the records' message values (the clients' records differ)
         self._values: Any = record_values
+        #: whether the decoder reads whole records (headers, key, topic: source.format)
+        self._records = wants_records(config)
 
     # -- clients ----------------------------------------------------------------
     def _consumer(self) -> Consumer:
@@ -175,7 +180,7 @@ class KafkaRunner(Rebalancing):
             recs = polled[tp]
             if not recs:
                 continue
-            found, batch = self.pipeline.process(self._values(recs),
+            found, batch = self.pipeline.process(recs if self._records else self._values(recs),
                                                  base_index=self.consumed,
                                                  partition=self._key(tp),
                                                  skip=self._skip_for(tp, recs),

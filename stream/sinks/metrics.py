@@ -191,8 +191,10 @@ class StreamdriftCollector(Collector):
                                        "Messages read from the source, valid or not.")
         consumed.add_metric([], snap.consumed)
         yield consumed
+        # the format's own reasons (source.format) once counted, after the JSON ones
+        reasons = (*INVALID_REASONS, *sorted(set(snap.invalid) - set(INVALID_REASONS)))
         yield _counts("streamdrift_events_invalid", "Messages rejected, by reason.", "reason",
-                      INVALID_REASONS, snap.invalid)
+                      reasons, snap.invalid)
         cum, buckets = 0, []
         for bound, n in zip(BATCH_BUCKETS, snap.batch_counts, strict=False):
             cum += n

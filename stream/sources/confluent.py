@@ -103,6 +103,7 @@ class Record:
     offset = property(lambda self: self.msg.offset())
     key = property(lambda self: self.msg.key())
     value = property(lambda self: self.msg.value())
+    headers = property(lambda self: self.msg.headers())
 
 
 def record_values(recs: list[Record]) -> list[bytes]:
@@ -304,6 +305,13 @@ class ConfluentConsumer:
         for tp in tps:
             _, high = self._c.get_watermark_offsets(self._ctp(tp), timeout=timeout_ms / 1000)
             out[tp] = int(high)
+        return out
+
+    def beginning_offsets(self, tps: Iterable[Any], timeout_ms: int) -> dict[Any, int]:
+        out = {}
+        for tp in tps:
+            low, _ = self._c.get_watermark_offsets(self._ctp(tp), timeout=timeout_ms / 1000)
+            out[tp] = int(low)
         return out
 
     def position(self, tp: Any, timeout_ms: int) -> int | None:

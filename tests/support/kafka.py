@@ -148,18 +148,21 @@ def topic_name(request: pytest.FixtureRequest) -> str:
 
 def produce(bootstrap: str, topic: str, messages: Iterable[bytes], *,
             partition: int | None = None, keys: Iterable[bytes] | None = None,
+            headers: Iterable[list[tuple[str, bytes]]] | None = None,
             **config: Any) -> None:
     """Send ``messages`` in order and wait until every one is acknowledged; ``keys``: the
-    message keys (the default partitioner then picks the partition by key); ``config`` goes
-    to kafka-python's KafkaProducer (security settings, linger_ms, acks...)."""
+    message keys (the default partitioner then picks the partition by key); ``headers``:
+    each message's headers; ``config`` goes to kafka-python's KafkaProducer (security
+    settings, linger_ms, acks...)."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, **config)
     try:
         messages = list(messages)
         key_list = [None] * len(messages) if keys is None else list(keys)
-        futures = [producer.send(topic, m, key=k, partition=partition)
-                   for m, k in zip(messages, key_list, strict=True)]
+        header_list = [None] * len(messages) if headers is None else list(headers)
+        futures = [producer.send(topic, m, key=k, partition=partition, headers=h)
+                   for m, k, h in zip(messages, key_list, header_list, strict=True)]
         producer.flush(timeout=60)
         for f in futures:
             f.get(timeout=60)

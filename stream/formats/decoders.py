@@ -1,0 +1,52 @@
+"""The decoder of the configured ``source.format``.
+
+Every decoder has ``decode(messages) -> DecodedBatch`` (``messages``: bytes, or Kafka
+records where :attr:`Decoder.wants_records`) and ``flush()``, which returns the counts
+(by reason) of what it still held when the input ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from stream.config import Config, ConfigError
+from stream.formats.batch import DecodedBatch
+
+__all__ = ["Decoder", "decoder_for", "wants_records"]
+
+
+class Decoder(Protocol):
+    def decode(self, messages: Sequence[Any]) -> DecodedBatch: ...
+
+
+def decoder_for(config: Config) -> Any:
+    """A decoder of ``config.source.format``."""
+    fmt = config.source.format
+    if fmt == "open-inference":
+        from stream.formats.oip import OipDecoder
+
+        return OipDecoder(config)
+    if fmt == "avro":
+        try:
+            import fastavro  # noqa: F401
+        except ImportError:
+            raise ConfigError("source.format: avro needs fastavro: pip install "
+                              "'streamdrift[avro]'", source=config.path) from None
+        from stream.formats.avro import AvroDecoder
+
+        return AvroDecoder(config)
+    from stream.formats.json import BatchDecoder
+
+    return BatchDecoder(config)
+
+
+def wants_records(config: Config) -> bool:
+    """Whether the decoder reads Kafka records (headers, key, topic), not only values."""
+    return config.source.format == "open-inference"
+
+
+def flush(decoder: Any) -> dict[str, int]:
+    """What ``decoder`` still held at the end of the input, by reason (counted once)."""
+    fn = getattr(decoder, "flush", None)
+    return dict(fn()) if fn is not None else {}

@@ -29,7 +29,8 @@ from typing import Any, Final
 
 import numpy as np
 
-__all__ = ["ECE_BINS", "MAX_CLASSES", "METRICS", "SCORE_BINS", "TASKS", "QualityMetrics"]
+__all__ = ["ECE_BINS", "MAX_CLASSES", "METRICS", "SCORE_BINS", "TASKS", "QualityMetrics",
+           "merged_metrics"]
 
 TASKS: Final = ("binary", "multiclass", "regression")
 #: the metrics of each task, in export order
@@ -245,3 +246,43 @@ class QualityMetrics:
 
     def __repr__(self) -> str:
         return f"QualityMetrics(task={self.task!r}, window={self.window}, n={self.n})"
+
+
+def merged_metrics(parts: list[QualityMetrics], recent: bool = False) -> dict[str, float]:
+    """The metrics of several :class:`QualityMetrics` of one task taken together (the
+    partitions of a model): since start, their statistics add up; ``recent``, the recent
+    windows of all of them.  Multiclass indices are mapped through the class names.
+
+    >>> import numpy as np
+    >>> a, b = QualityMetrics("regression"), QualityMetrics("regression")
+    >>> a.update(np.zeros(2), np.ones(2)); b.update(np.zeros(2), np.array([3.0, 3.0]))
+    >>> merged_metrics([a, b])["mae"]
+    2.0
+    """
+    if not parts:
+        raise ValueError("no metrics to merge")
+    first = parts[0]
+    if first.task != "multiclass":
+        if recent:
+            ys, ps = zip(*(q.recent() for q in parts), strict=True)
+            return first._metrics(first._stats(np.concatenate(ys), np.concatenate(ps)))
+        return first._metrics(sum((q.total for q in parts), np.zeros_like(first.total)))
+    names: dict[str, int] = {}
+    total = np.zeros_like(first.total)
+    ys_all, ps_all = [], []
+    for q in parts:
+        perm = np.full(MAX_CLASSES, MAX_CLASSES - 1, dtype=np.int64)
+        for name, i in q.classes.items():
+            perm[i] = names.setdefault(name, min(len(names), MAX_CLASSES - 1))
+        if recent:
+            y, p = q.recent()
+            ys_all.append(perm[y.astype(np.int64)].astype(np.float64))
+            ps_all.append(perm[p.astype(np.int64)].astype(np.float64))
+        else:
+            cm = q.total.reshape(MAX_CLASSES, MAX_CLASSES)
+            out = np.zeros((MAX_CLASSES, MAX_CLASSES))
+            np.add.at(out, (perm[:, None], perm[None, :]), cm)
+            total += out.ravel()
+    if recent:
+        return first._metrics(first._stats(np.concatenate(ys_all), np.concatenate(ps_all)))
+    return first._metrics(total)

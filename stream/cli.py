@@ -154,6 +154,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         problem = "no such file" if not src.exists() else "not a regular file"
         print(f"error: --input {src}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    labels = None if args.labels is None else Path(args.labels)
+    if labels is not None and not labels.is_file():
+        print(f"error: --labels {labels}: no such file", file=sys.stderr)
+        return EXIT_CONFIG
+    if labels is not None and not any(m.labels for m in config.models):
+        print("error: --labels: no model of the configuration has a labels: section; add one "
+              "(see docs/labels.md)", file=sys.stderr)
+        return EXIT_CONFIG
     if Path(args.report).is_dir():  # found now rather than after the replay
         print(f"error: --report {args.report}: cannot write: is a directory", file=sys.stderr)
         return EXIT_CONFIG
@@ -175,9 +183,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
                       console=Console(stderr=True)) as prog:
             task = prog.add_task("", total=src.stat().st_size, lines=0)
             report = replay(config, pipeline, src, args.batch_size,
-                            lambda lines, nbytes: prog.update(task, advance=nbytes, lines=lines))
+                            lambda lines, nbytes: prog.update(task, advance=nbytes, lines=lines),
+                            labels_path=labels)
     else:
-        report = replay(config, pipeline, src, args.batch_size)
+        report = replay(config, pipeline, src, args.batch_size, labels_path=labels)
     try:
         write_report(report, Path(args.report))
     except OSError as exc:
@@ -285,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--input", required=True, help="events, one JSON object per line")
     sp.add_argument("--report", required=True, help="where to write the JSON report")
     sp.add_argument("--batch-size", type=int, default=5000, help="lines per batch (5000)")
+    sp.add_argument("--labels", help="label events (JSONL), merged with the input by event time")
     sp.add_argument("--no-progress", action="store_true")
     sp.set_defaults(func=cmd_replay)
 

@@ -19,7 +19,7 @@ FILE`` merges a file of label events by event time.
       threshold: 0.5                  # binary: score >= threshold predicts positive
       horizon_s: 86400                # the longest label delay (event time)
       label_wait_s: 60                # how long a label that came first waits for its prediction
-      max_pending: 100000             # predictions waiting for labels, per partition (memory bound)
+      max_pending: 100000             # predictions waiting per partition (memory and checkpoint bound)
       window: 1000                    # joined pairs in the recent-window metrics
 """
 
@@ -136,7 +136,7 @@ def parse_labels(ctx: Ctx, value: Any, path: KeyPath,
             kw[key] = v
     if get_key(sec, "max_pending") is not ABSENT:
         kw["max_pending"] = ctx.integer(sec["max_pending"], path + ("max_pending",), 10,
-                                        10_000_000)
+                                        200_000)
     if get_key(sec, "window") is not ABSENT:
         kw["window"] = ctx.integer(sec["window"], path + ("window",), 20, 1_000_000)
     if not ok or any(isinstance(v, Bad) for v in kw.values()):

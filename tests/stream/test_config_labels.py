@@ -61,7 +61,7 @@ def test_a_model_without_labels_has_none() -> None:
     ({"positive_class": [1]}, "models[0].labels.positive_class", "string or an integer"),
     ({"threshold": 1.5}, "models[0].labels.threshold", "must be < 1"),
     ({"horizon_s": -1}, "models[0].labels.horizon_s", ">= 0"),
-    ({"max_pending": 5}, "models[0].labels.max_pending", "10..10000000"),
+    ({"max_pending": 5}, "models[0].labels.max_pending", "10..200000"),
     ({"window": "big"}, "models[0].labels.window", "integer"),
     ({"id_path": "a..b"}, "models[0].labels.id_path", "empty segment"),
     ({"prediction_column": "klass"}, "models[0].labels.prediction_column", "score_column"),

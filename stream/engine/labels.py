@@ -1,0 +1,397 @@
+"""The join of delayed labels with the predictions they belong to (a model's ``labels:``).
+
+One :class:`LabelJoin` per model and inference partition holds, in bounded memory:
+
+* ``pending``: predictions waiting for their label, id -> (event time, prediction), in
+  arrival order; a prediction leaves when its label comes (``joined``), when the *label*
+  stream's event time passes its own time + ``horizon_s`` (``expired``: its label, were
+  there one, would have come by now), or when more than ``max_pending`` wait (the oldest,
+  ``evicted``);
+* ``early``: labels that came before their prediction, id -> (event time, label); one
+  leaves when its prediction comes (``joined``) or when the *prediction* stream's event
+  time passes its own time + ``label_wait_s`` (``no_prediction``);
+* the ids recently joined and recently expired (``max_pending`` each), so that a second
+  label for a joined id counts as ``duplicate`` and one for an expired id as ``late``;
+* the quality metrics of the joined pairs (:class:`detectors.quality_metrics.QualityMetrics`)
+  and, per label partition, the next label offset its state covers.
+
+Each buffer is aged by the *other* stream's event time, so a consumer that reads one topic
+behind the other never expires what the other will still bring.  The state round-trips
+through :meth:`LabelJoin.to_dict` (it is part of the partition's checkpoint), and
+:class:`LabelDecoder` turns label messages into (model, id, time, label) columns, counting
+bad ones by reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import orjson
+
+from detectors.quality_metrics import QualityMetrics
+from stream.config import Config, LabelsConfig, ModelConfig
+from stream.formats.columns import timestamps_column
+
+#: what became of each prediction and label (the ``outcome`` metric label)
+OUTCOMES: Final = ("joined", "expired", "evicted", "no_prediction", "duplicate", "late",
+                   "unjoinable_prediction")
+#: why a label message was rejected (the ``reason`` metric label)
+INVALID_LABEL_REASONS: Final = ("invalid_json", "not_an_object", "unknown_model", "missing_id",
+                                "wrong_type", "invalid_timestamp")
+_MISSING: Final = object()
+
+
+def _walk(event: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(event, dict):
+            return _MISSING
+        event = event.get(key, _MISSING)
+        if event is _MISSING:
+            return _MISSING
+    return event
+
+
+def _id(value: Any) -> str | None:
+    """An id as the join compares it: strings and integers (not booleans), as text."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def label_value(cfg: LabelsConfig, value: Any) -> float | str | None:
+    """A label as the join keeps it (binary 0/1, a number, a class), None if of a wrong type.
+
+    >>> from stream.config import LabelsConfig
+    >>> cfg = LabelsConfig("t", ("id",), ("y",), "binary", positive_class="fraud")
+    >>> label_value(cfg, "fraud"), label_value(cfg, "ok"), label_value(cfg, 1)
+    (1.0, 0.0, None)
+    """
+    if cfg.task == "binary":
+        pos = cfg.positive_class
+        if isinstance(pos, str):
+            return None if not isinstance(value, str) else float(value == pos)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        if isinstance(value, float) and not value.is_integer():
+            return None
+        return float(value == pos)
+    if cfg.task == "multiclass":
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    x = float(value)
+    return x if math.isfinite(x) else None
+
+
+class LabelJoin:
+    """Predictions and labels of one model on one inference partition, joined by id."""
+
+    def __init__(self, cfg: LabelsConfig) -> None:
+        self.cfg = cfg
+        self.pending: dict[str, tuple[float, Any]] = {}
+        self.early: dict[str, tuple[float, Any]] = {}
+        self.joined_ids: dict[str, None] = {}
+        self.expired_ids: dict[str, None] = {}
+        #: newest event time of the predictions and of the labels seen
+        self.pred_time = -math.inf
+        self.label_time = -math.inf
+        self.counts: Counter[str] = Counter()
+        self.quality = QualityMetrics(cfg.task, cfg.window, cfg.threshold)
+        #: label partition -> next label offset this state covers (``run`` only)
+        self.label_next: dict[int, int] = {}
+        #: whether the state changed since the last :meth:`to_dict`
+        self.dirty = False
+        self._ys: list[Any] = []
+        self._ps: list[Any] = []
+
+    # -- input ---------------------------------------------------------------------------
+    def add_predictions(self, ids: Sequence[Any], times: np.ndarray, preds: np.ndarray,
+                        others: Sequence[LabelJoin] = ()) -> None:
+        """Predictions of a batch (``preds``: scores or values; None/NaN where unusable).
+
+        ``others``: the joins of the model's other partitions held by this process, whose
+        early labels a prediction here may meet (a single consumer joins across partitions)."""
+        ok_time = np.isfinite(times)
+        if preds.dtype.kind == "f":
+            ok = ok_time & np.isfinite(preds)
+            if self.cfg.task == "binary":
+                ok &= (preds >= 0.0) & (preds <= 1.0)
+        else:
+            ok = ok_time & np.array([isinstance(p, str) for p in preds], dtype=bool)
+        keys = [_id(v) for v in ids]
+        rows = [(k, float(t), p) for k, t, p, good in zip(keys, times.tolist(), preds.tolist(),
+                                                          ok.tolist(), strict=True)
+                if good and k is not None]
+        bad = len(keys) - len(rows)
+        if bad:
+            self.counts["unjoinable_prediction"] += bad
+        if not rows:
+            return
+        self.dirty = True
+        self.pred_time = max(self.pred_time, max(r[1] for r in rows))
+        waiting = [j for j in (self, *others) if j.early]
+        if waiting:
+            for k, t, p in rows:
+                for j in waiting:
+                    lab = j.early.pop(k, None)
+                    if lab is not None:
+                        j.dirty = True
+                        self._join(k, lab[1], p)
+                        break
+                else:
+                    self.pending[k] = (t, p)
+        else:
+            self.pending.update((k, (t, p)) for k, t, p in rows)
+        self._age()
+
+    def add_labels(self, ids: Sequence[str], times: Sequence[float],
+                   values: Sequence[Any], others: Sequence[LabelJoin] = ()) -> None:
+        """Labels (valid ids, finite times, values from :func:`label_value`).
+
+        A label whose prediction waits on one of ``others`` (the model's other partitions
+        held by this process) is joined there."""
+        if not ids:
+            return
+        self.dirty = True
+        self.label_time = max(self.label_time, max(times))
+        pending, early = self.pending, self.early
+        touched: list[LabelJoin] = []
+        for k, t, y in zip(ids, times, values, strict=True):
+            pred = pending.pop(k, None)
+            if pred is not None:
+                self._join(k, y, pred[1])
+                continue
+            owner = next((o for o in others if k in o.pending), None)
+            if owner is not None:
+                owner._join(k, y, owner.pending.pop(k)[1])
+                owner.dirty = True
+                touched.append(owner)
+            elif k in early or any(k in j.joined_ids for j in (self, *others)):
+                self.counts["duplicate"] += 1
+            elif any(k in j.expired_ids for j in (self, *others)):
+                self.counts["late"] += 1
+            else:
+                early[k] = (t, y)
+        self._age()
+        for o in set(touched):
+            o._age()
+
+    def _join(self, key: str, y: Any, p: Any) -> None:
+        self._ys.append(y)
+        self._ps.append(p)
+        self._remember(self.joined_ids, key)
+
+    def _remember(self, ids: dict[str, None], key: str) -> None:
+        ids[key] = None
+        if len(ids) > self.cfg.max_pending:
+            del ids[next(iter(ids))]
+
+    def _age(self) -> None:
+        """Expire and evict; feed the pairs joined since the last call to the metrics."""
+        cfg, pending = self.cfg, self.pending
+        limit = self.label_time - cfg.horizon_s
+        gone = []
+        for k, (t, _) in pending.items():
+            if t >= limit:
+                break
+            gone.append(k)
+        for k in gone:
+            del pending[k]
+            self._remember(self.expired_ids, k)
+        self.counts["expired"] += len(gone)
+        over = len(pending) - cfg.max_pending
+        if over > 0:
+            for k in list(pending)[:over]:  # the oldest
+                del pending[k]
+                self._remember(self.expired_ids, k)
+            self.counts["evicted"] += over
+        limit = self.pred_time - cfg.label_wait_s
+        stale = [k for k, (t, _) in self.early.items() if t < limit]
+        for k in stale:
+            del self.early[k]
+        over = len(self.early) - cfg.max_pending
+        if over > 0:
+            stale_more = list(self.early)[:over]
+            for k in stale_more:
+                del self.early[k]
+            stale += stale_more
+        self.counts["no_prediction"] += len(stale)
+        if self._ys:
+            ys, ps = self._ys, self._ps
+            self._ys, self._ps = [], []
+            self.counts["joined"] += len(ys)
+            if cfg.task == "multiclass":
+                self.quality.update(self.quality.class_index(ys), self.quality.class_index(ps))
+            else:
+                self.quality.update(np.asarray(ys, dtype=np.float64),
+                                    np.asarray(ps, dtype=np.float64))
+
+    # -- state ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        self.dirty = False
+        return {
+            "pending": [list(self.pending), [v[0] for v in self.pending.values()],
+                        [v[1] for v in self.pending.values()]],
+            "early": [list(self.early), [v[0] for v in self.early.values()],
+                      [v[1] for v in self.early.values()]],
+            "joined_ids": list(self.joined_ids), "expired_ids": list(self.expired_ids),
+            "pred_time": self.pred_time, "label_time": self.label_time,
+            "counts": dict(self.counts), "quality": self.quality.to_dict(),
+            "label_next": {str(k): v for k, v in self.label_next.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, cfg: LabelsConfig, d: Mapping[str, Any]) -> LabelJoin:
+        j = cls(cfg)
+        ids, ts, vs = d["pending"]
+        j.pending = dict(zip(ids, zip(ts, vs, strict=True), strict=True))
+        ids, ts, vs = d["early"]
+        j.early = dict(zip(ids, zip(ts, vs, strict=True), strict=True))
+        j.joined_ids = dict.fromkeys(d["joined_ids"])
+        j.expired_ids = dict.fromkeys(d["expired_ids"])
+        j.pred_time, j.label_time = float(d["pred_time"]), float(d["label_time"])
+        j.counts = Counter({str(k): int(v) for k, v in d["counts"].items()})
+        q = QualityMetrics.from_dict(d["quality"])
+        if (q.task, q.window) == (cfg.task, cfg.window):
+            j.quality = q
+        j.label_next = {int(k): int(v) for k, v in d.get("label_next", {}).items()}
+        return j
+
+
+class LabelDecoder:
+    """Label messages -> per model: ids, event times, label values (bad ones counted)."""
+
+    def __init__(self, config: Config) -> None:
+        ts = config.source.timestamp
+        self.unit = ts.unit if ts is not None else "s"
+        default_path = ts.path if ts is not None else ("timestamp",)
+        self.models = [m for m in config.models if m.labels is not None]
+        #: label topic -> the models reading it
+        self.by_topic: dict[str, list[ModelConfig]] = {}
+        for m in self.models:
+            assert m.labels is not None
+            self.by_topic.setdefault(m.labels.topic, []).append(m)
+        self.time_path = {m.name: (m.labels.timestamp_path or default_path)
+                          for m in self.models if m.labels is not None}
+
+    def decode(self, messages: Sequence[bytes], topic: str | None = None,
+               ) -> tuple[dict[str, tuple[list[str], list[float], list[Any], list[int]]],
+                          Counter[str]]:
+        """model -> (ids, times, values, positions in ``messages``) and the bad ones by reason.
+
+        ``topic``: the label topic the messages came from (None: every model's labels, as
+        ``replay --labels`` reads them)."""
+        models = self.models if topic is None else self.by_topic.get(topic, [])
+        bad: Counter[str] = Counter()
+        out: dict[str, tuple[list[str], list[float], list[Any], list[int]]] = {
+            m.name: ([], [], [], []) for m in models}
+        raw: dict[str, list[Any]] = {m.name: [] for m in models}
+        for pos, msg in enumerate(messages):
+            try:
+                event = orjson.loads(msg)
+            except orjson.JSONDecodeError:
+                bad["invalid_json"] += 1
+                continue
+            if not isinstance(event, dict):
+                bad["not_an_object"] += 1
+                continue
+            model = _route(models, event)
+            if model is None:
+                bad["unknown_model"] += 1
+                continue
+            lab = model.labels
+            assert lab is not None
+            key = _id(_walk(event, lab.label_id))
+            if key is None:
+                bad["missing_id"] += 1
+                continue
+            value = label_value(lab, _walk(event, lab.label_path))
+            if value is None:
+                bad["wrong_type"] += 1
+                continue
+            ids, _, values, positions = out[model.name]
+            ids.append(key)
+            values.append(value)
+            positions.append(pos)
+            t = _walk(event, self.time_path[model.name])
+            raw[model.name].append(None if t is _MISSING else t)
+        for name, (ids, times, values, positions) in out.items():
+            if not ids:
+                continue
+            ts, _ = timestamps_column(raw[name], len(ids), self.unit)
+            ok = np.isfinite(ts)
+            if not ok.all():
+                bad["invalid_timestamp"] += int((~ok).sum())
+                keep = np.flatnonzero(ok).tolist()
+                out[name] = ([ids[i] for i in keep], ts[ok].tolist(),
+                             [values[i] for i in keep], [positions[i] for i in keep])
+            else:
+                times.extend(ts.tolist())
+        return out, bad
+
+
+def _route(models: Sequence[ModelConfig], event: dict[str, Any]) -> ModelConfig | None:
+    """The model a label event belongs to: the only one reading its topic, else by select."""
+    if len(models) == 1:
+        return models[0]
+    for m in models:
+        if m.select is not None:
+            v = _walk(event, m.select.field)
+            if v is not _MISSING and type(v) is type(m.select.equals) and v == m.select.equals:
+                return m
+    return None
+
+
+def reference_quality(model: ModelConfig, max_lines: int = 1_000_000) -> dict[str, float] | None:
+    """The quality metrics of a JSONL reference whose events carry labels inline (at
+    ``labels.label_path``, next to the predictions): the baseline values; None when the
+    reference is not JSONL or holds no labelled event."""
+    lab = model.labels
+    ref = model.baseline.reference
+    if lab is None or ref is None or model.baseline.reference_format != "jsonl":
+        return None
+    col = next(c for c in model.predictions if c.name == lab.prediction)
+    ys: list[Any] = []
+    ps: list[Any] = []
+    with Path(ref).open("rb") as fh:
+        for i, line in enumerate(fh):
+            if i >= max_lines:
+                break
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            if model.select is not None and _walk(event, model.select.field) != model.select.equals:
+                continue
+            y = label_value(lab, _walk(event, lab.label_path))
+            p = _walk(event, col.path)
+            if y is None or p is _MISSING or p is None:
+                continue
+            if lab.task == "multiclass":
+                if not isinstance(p, str):
+                    continue
+            elif isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p):
+                continue
+            ys.append(y)
+            ps.append(p)
+    if not ys:
+        return None
+    q = QualityMetrics(lab.task, lab.window, lab.threshold)
+    if lab.task == "multiclass":
+        q.update(q.class_index(ys), q.class_index(ps))
+    else:
+        q.update(np.asarray(ys, dtype=np.float64), np.asarray(ps, dtype=np.float64))
+    return q.metrics()

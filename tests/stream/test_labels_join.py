@@ -1,0 +1,172 @@
+"""The label join (stream.engine.labels): outcomes, bounds, state, and replay --labels."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from scipy.stats import mannwhitneyu
+
+from detectors.model import ModelBaseline
+from stream.config import LabelsConfig, parse_config
+from stream.engine.baselines import column_specs, detection_settings
+from stream.engine.labels import LabelDecoder, LabelJoin
+from stream.engine.pipeline import Pipeline
+from stream.runtime.replay import replay
+from tests.support.labels import T0, labelled_stream, lm_model, reference_lines
+
+CFG = LabelsConfig("t", ("id",), ("label",), "binary", positive_class=1, score_column="score",
+                   horizon_s=100.0, label_wait_s=10.0, max_pending=1000, window=50)
+
+
+def _preds(j: LabelJoin, ids: list[str], ts: list[float], s: list[float],
+           others: tuple[LabelJoin, ...] = ()) -> None:
+    j.add_predictions(ids, np.array(ts), np.array(s), others)
+
+
+def test_each_outcome_is_counted() -> None:
+    j = LabelJoin(CFG)
+    _preds(j, ["a", "b", "c"], [0.0, 1.0, 2.0], [0.9, 0.1, 0.7])
+    j.add_labels(["a", "a", "z"], [5.0, 6.0, 6.0], [1.0, 1.0, 0.0])  # joined, duplicate, early
+    assert j.counts["joined"] == 1 and j.counts["duplicate"] == 1 and list(j.early) == ["z"]
+    _preds(j, ["z"], [3.0], [0.2])  # the early label meets its prediction
+    assert j.counts["joined"] == 2 and not j.early
+    j.add_labels(["q"], [7.0], [1.0])  # no prediction ever: ages out by the predictions' time
+    _preds(j, ["d"], [20.0], [0.5])
+    assert j.counts["no_prediction"] == 1
+    j.add_labels(["d"], [150.0], [0.0])  # label time 150 > 1 + 100: b and c expire first
+    assert j.counts["joined"] == 3
+    assert j.counts["expired"] == 2 and set(j.expired_ids) == {"b", "c"}
+    j.add_labels(["b"], [151.0], [1.0])
+    assert j.counts["late"] == 1
+    _preds(j, ["e", None, "g", "h"], [21.0, 22.0, float("nan"), 23.0],  # type: ignore[list-item]
+           [0.3, 0.3, 0.3, 1.5])  # no id, no time, a score outside [0, 1]
+    assert j.counts["unjoinable_prediction"] == 3
+    assert j.quality.n == 3 and j.quality.metrics()["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_memory_is_bounded_by_max_pending() -> None:
+    cfg = dataclasses.replace(CFG, max_pending=100)
+    j = LabelJoin(cfg)
+    for k in range(50):
+        ids = [f"p{k}-{i}" for i in range(40)]
+        _preds(j, ids, [float(k)] * 40, [0.5] * 40)
+        j.add_labels([f"l{k}-{i}" for i in range(40)], [float(k)] * 40, [1.0] * 40)
+    assert len(j.pending) <= 100 and len(j.early) <= 100
+    assert len(j.joined_ids) <= 100 and len(j.expired_ids) <= 100
+    assert j.counts["evicted"] == 50 * 40 - len(j.pending)
+
+
+def test_a_label_finds_its_prediction_on_another_partition() -> None:
+    a, b = LabelJoin(CFG), LabelJoin(CFG)
+    _preds(b, ["x"], [0.0], [0.8])
+    a.add_labels(["x", "y"], [1.0, 1.0], [1.0, 0.0], (b,))
+    assert b.counts["joined"] == 1 and b.quality.n == 1 and list(a.early) == ["y"]
+    _preds(b, ["y"], [2.0], [0.4], (a,))  # an early label on a, its prediction on b
+    assert b.counts["joined"] == 2 and not a.early
+
+
+def test_state_round_trip_mid_stream_gives_identical_outcomes() -> None:
+    s = labelled_stream(3, 3000, max_delay=60.0)
+    dec = LabelDecoder(parse_config({"source": {"timestamp": {"path": "ts"}},
+                                     "models": [lm_model(horizon_s=30)]}, "/"))
+    cfg = dec.models[0].labels
+    assert cfg is not None
+    ids = [f"r{i}" for i in range(3000)]
+
+    def feed(j: LabelJoin, lo: int, hi: int) -> None:
+        for k in range(lo, hi, 250):
+            _preds(j, ids[k:k + 250], s.ts[k:k + 250].tolist(), s.score[k:k + 250].tolist())
+            got, _ = dec.decode([m for m in s.labels if orjson.loads(m)["ts"] <= s.ts[k + 249]
+                                 and orjson.loads(m)["ts"] > (s.ts[k - 1] if k else 0)])
+            j.add_labels(*got["lm"][:3])
+
+    whole = LabelJoin(cfg)
+    feed(whole, 0, 3000)
+    first = LabelJoin(cfg)
+    feed(first, 0, 1500)
+    second = LabelJoin.from_dict(cfg, orjson.loads(orjson.dumps(first.to_dict())))
+    feed(second, 1500, 3000)
+    assert second.counts == whole.counts
+    assert second.quality.metrics() == pytest.approx(whole.quality.metrics())
+    # the horizon cut: every label within 30 s joins, a few beyond it too (expiry runs once per
+    # batch: a label up to one batch of event time late may still find its prediction)
+    delay = s.label_ts - s.ts
+    labelled = ~np.isnan(s.y)
+    assert np.sum(labelled & (delay <= 30)) <= whole.counts["joined"] \
+        <= np.sum(labelled & (delay <= 30 + 250 * 0.1))
+
+
+def test_bad_labels_are_counted_by_reason() -> None:
+    data = {"source": {"timestamp": {"path": "ts"}},
+            "models": [lm_model(), {**lm_model(), "name": "other",
+                                    "select": {"field": "model", "equals": "other"}}]}
+    dec = LabelDecoder(parse_config(data, "/"))
+    msgs = [b"{not json", b"[1]", b'{"model": "nobody", "id": "a", "ts": 1, "label": 1}',
+            b'{"model": "lm", "ts": 1, "label": 1}', b'{"model": "lm", "id": true, "ts": 1}',
+            b'{"model": "lm", "id": "a", "ts": 1, "label": "yes"}',
+            b'{"model": "lm", "id": "a", "ts": "soon", "label": 1}',
+            b'{"model": "lm", "id": 7, "ts": 1, "label": 0}',
+            b'{"model": "other", "id": "b", "ts": 2, "label": 1}']
+    got, bad = dec.decode(msgs, "lm-labels")
+    assert dict(bad) == {"invalid_json": 1, "not_an_object": 1, "unknown_model": 1,
+                         "missing_id": 2, "wrong_type": 1, "invalid_timestamp": 1}
+    assert got["lm"][:3] == (["7"], [1.0], [0.0]) and got["other"][0] == ["b"]
+
+
+# --------------------------------------------------------------------------- replay --labels
+@pytest.fixture(scope="module")
+def labelled_setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
+    folder = tmp_path_factory.mktemp("labels")
+    (folder / "reference.jsonl").write_bytes(b"\n".join(reference_lines(11, 4000)) + b"\n")
+    data = {"source": {"timestamp": {"path": "ts", "unit": "s"}},
+            "detection": {"false_alarm_events": 100_000, "window": 500, "cadence": 50},
+            "models": [lm_model()]}
+    cfg = parse_config(data, folder)
+    rng = np.random.default_rng(1)
+    settings = dataclasses.replace(detection_settings(cfg.detection), calibration_values=50_000)
+    base = ModelBaseline.build("lm", {"x": rng.normal(size=4000),
+                                      "score": 1 / (1 + np.exp(-2 * rng.normal(size=4000)))},
+                               column_specs(cfg.models[0]), settings)
+    return folder, cfg, base
+
+
+def test_replay_with_labels_joins_by_event_time(labelled_setup: Any, tmp_path: Path) -> None:
+    folder, cfg, base = labelled_setup
+    s = labelled_stream(7, 6000, max_delay=60.0)
+    bad = [b'{"id": "r5", "ts": %f, "label": 1}' % (T0 + 100),  # a second label for r5
+           b'{"id": "nobody", "ts": %f, "label": 1}' % (T0 + 200),
+           b'{"id": "r9", "ts": %f, "label": "x"}' % (T0 + 300), b"oops"]
+    events, labels = tmp_path / "events.jsonl", tmp_path / "labels.jsonl"
+    events.write_bytes(b"\n".join(s.events) + b"\n")
+    merged = sorted([*s.labels, *bad[:3]], key=lambda m: orjson.loads(m)["ts"]) + bad[3:]
+    labels.write_bytes(b"\n".join(merged) + b"\n")
+    report = replay(cfg, Pipeline(cfg, {"lm": base}), events, 500, labels_path=labels)
+    lab = report["models"]["lm"]["labels"]
+    n_labels = int(np.sum(~np.isnan(s.y)))
+    assert report["label_lines"] == n_labels + 4
+    assert not np.isnan(s.y[5])  # the stream's r5 has a label: the second one is a duplicate
+    assert lab["outcomes"]["joined"] == n_labels
+    assert lab["outcomes"]["duplicate"] == 1
+    assert lab["outcomes"]["no_prediction"] == 1  # "nobody", once the predictions pass it
+    assert lab["outcomes"]["late"] == 0
+    assert lab["invalid"] == {"wrong_type": 1, "invalid_json": 1}
+    assert lab["pending"] == int(np.sum(np.isnan(s.y))) - lab["outcomes"]["expired"]
+    # the quality figures are those of the labelled events, computed by hand
+    y, p = s.y[~np.isnan(s.y)], s.score[~np.isnan(s.y)]
+    q = lab["quality"]
+    assert q["accuracy"] == pytest.approx(np.mean((p >= 0.5) == (y == 1)), abs=1e-6)
+    assert q["brier"] == pytest.approx(np.mean((p - y) ** 2), abs=1e-6)
+    u = mannwhitneyu(p[y == 1], p[y == 0]).statistic
+    assert q["roc_auc"] == pytest.approx(u / (np.sum(y == 1) * np.sum(y == 0)), abs=2e-3)
+    # the baseline values come from the reference's inline labels
+    ref = lab["quality_baseline"]
+    assert ref is not None and abs(ref["accuracy"] - q["accuracy"]) < 0.04
+    assert abs(ref["roc_auc"] - q["roc_auc"]) < 0.04
+    # the input-drift report is that of a replay without labels
+    plain = replay(cfg, Pipeline(cfg, {"lm": base}), events, 500)
+    assert plain["detections"] == report["detections"]

@@ -289,6 +289,10 @@ def make_registry(pipeline: Pipeline, health: RunnerHealth | None = None
     """A fresh registry holding only the streamdrift collector."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StreamdriftCollector(pipeline, health))
+    if pipeline.labels is not None:
+        from stream.sinks.label_metrics import LabelCollector
+
+        registry.register(LabelCollector(pipeline))
     return registry
 
 

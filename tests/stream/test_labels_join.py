@@ -170,3 +170,40 @@ def test_replay_with_labels_joins_by_event_time(labelled_setup: Any, tmp_path: P
     # the input-drift report is that of a replay without labels
     plain = replay(cfg, Pipeline(cfg, {"lm": base}), events, 500)
     assert plain["detections"] == report["detections"]
+
+
+def test_the_label_metrics_are_exported_and_promtool_clean(labelled_setup: Any,
+                                                           tmp_path: Path) -> None:
+    from prometheus_client import generate_latest
+
+    from stream.sinks.metrics import make_registry
+    from tests.support.metrics import promtool_check_metrics
+
+    _, cfg, base = labelled_setup
+    s = labelled_stream(8, 3000)
+    p = Pipeline(cfg, {"lm": base})
+    registry = make_registry(p)
+    assert registry.get_sample_value("streamdrift_labels_total",
+                                     {"model": "lm", "outcome": "joined"}) == 0
+    assert registry.get_sample_value("streamdrift_model_quality", {
+        "model": "lm", "metric": "accuracy", "scope": "since_start"}) is None  # undefined yet
+    events, labels = tmp_path / "e.jsonl", tmp_path / "l.jsonl"
+    events.write_bytes(b"\n".join(s.events) + b"\n")
+    labels.write_bytes(b"\n".join([*s.labels, b"{bad"]) + b"\n")
+    replay(cfg, p, events, 1000, labels_path=labels)
+    joined = registry.get_sample_value("streamdrift_labels_total",
+                                       {"model": "lm", "outcome": "joined"})
+    assert joined == len(s.labels)
+    assert registry.get_sample_value("streamdrift_labels_invalid_total",
+                                     {"reason": "invalid_json"}) == 1
+    y, sc = s.y[~np.isnan(s.y)], s.score[~np.isnan(s.y)]
+    assert registry.get_sample_value("streamdrift_model_quality", {
+        "model": "lm", "metric": "brier", "scope": "since_start"}) == pytest.approx(
+        np.mean((sc - y) ** 2))
+    for scope in ("recent", "baseline"):
+        v = registry.get_sample_value("streamdrift_model_quality",
+                                      {"model": "lm", "metric": "roc_auc", "scope": scope})
+        assert v is not None and 0.6 < v < 0.95
+    text = generate_latest(registry).decode()
+    result = promtool_check_metrics(text)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -169,6 +169,13 @@ def check_labels(ctx: Ctx, models: Sequence[Any], source: Any) -> None:
         if labels.topic in topics:
             ctx.error(path + ("topic",), f"{labels.topic!r} is also an inference topic "
                       "(source.kafka.topics); labels must come on a topic of their own")
+        if kafka is not None and isinstance(kafka.topics, tuple) and len(kafka.topics) > 1:
+            ctx.error(path, f"needs a single inference topic in source.kafka.topics (the join "
+                      f"pairs partition p of the label topic with partition p of it), got "
+                      f"{len(kafka.topics)}; run one streamdrift per inference topic")
+        if source.repartition is not None:
+            ctx.error(path, "cannot be used with source.repartition yet (the repartitioned "
+                      "stream is not co-partitioned with the labels); remove one of them")
         by_topic.setdefault(labels.topic, []).append(i)
     for topic, idx in by_topic.items():
         if len(idx) > 1 and any(models[i].select is None for i in idx):

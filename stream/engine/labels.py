@@ -16,7 +16,9 @@ One :class:`LabelJoin` per model and inference partition holds, in bounded memor
   and, per label partition, the next label offset its state covers.
 
 Each buffer is aged by the *other* stream's event time, so a consumer that reads one topic
-behind the other never expires what the other will still bring.  The state round-trips
+behind the other never expires what the other will still bring.  A stream's time is the
+largest median event time of its batches so far, so that a stray event time (a label dated
+next year) does not expire everything at once; expiry runs once per batch.  The state round-trips
 through :meth:`LabelJoin.to_dict` (it is part of the partition's checkpoint), and
 :class:`LabelDecoder` turns label messages into (model, id, time, label) columns, counting
 bad ones by reason.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any, Final
 
@@ -94,6 +97,27 @@ def label_value(cfg: LabelsConfig, value: Any) -> float | str | None:
     return x if math.isfinite(x) else None
 
 
+def _front(buf: dict[str, tuple[float, Any]], limit: float, bound: int,
+           ) -> tuple[list[str], list[str]]:
+    """Remove from the front of ``buf`` the entries older than ``limit`` (first list), then
+    the oldest beyond ``bound`` entries (second list)."""
+    old = []
+    for k, (t, _) in buf.items():
+        if t >= limit:
+            break
+        old.append(k)
+    for k in old:
+        del buf[k]
+    over = list(islice(buf, max(0, len(buf) - bound)))
+    for k in over:
+        del buf[k]
+    return old, over
+
+
+def _earliest(times: list[float]) -> float:
+    return min(times)
+
+
 class LabelJoin:
     """Predictions and labels of one model on one inference partition, joined by id."""
 
@@ -139,7 +163,8 @@ class LabelJoin:
         if not rows:
             return
         self.dirty = True
-        self.pred_time = max(self.pred_time, max(r[1] for r in rows))
+        # the median, not the newest: one stray event time must not expire the early labels
+        self.pred_time = max(self.pred_time, float(np.median([r[1] for r in rows])))
         waiting = [j for j in (self, *others) if j.early]
         if waiting:
             for k, t, p in rows:
@@ -153,7 +178,8 @@ class LabelJoin:
                     self.pending[k] = (t, p)
         else:
             self.pending.update((k, (t, p)) for k, t, p in rows)
-        self._age()
+        for j in (self, *others):
+            j._age([o for o in (self, *others) if o is not j])
 
     def add_labels(self, ids: Sequence[str], times: Sequence[float],
                    values: Sequence[Any], others: Sequence[LabelJoin] = ()) -> None:
@@ -164,9 +190,9 @@ class LabelJoin:
         if not ids:
             return
         self.dirty = True
-        self.label_time = max(self.label_time, max(times))
+        # the median, not the newest: one stray label time must not expire the predictions
+        self.label_time = max(self.label_time, float(np.median(times)))
         pending, early = self.pending, self.early
-        touched: list[LabelJoin] = []
         for k, t, y in zip(ids, times, values, strict=True):
             pred = pending.pop(k, None)
             if pred is not None:
@@ -176,16 +202,14 @@ class LabelJoin:
             if owner is not None:
                 owner._join(k, y, owner.pending.pop(k)[1])
                 owner.dirty = True
-                touched.append(owner)
             elif k in early or any(k in j.joined_ids for j in (self, *others)):
                 self.counts["duplicate"] += 1
             elif any(k in j.expired_ids for j in (self, *others)):
                 self.counts["late"] += 1
             else:
                 early[k] = (t, y)
-        self._age()
-        for o in set(touched):
-            o._age()
+        for j in (self, *others):
+            j._age([o for o in (self, *others) if o is not j])
 
     def _join(self, key: str, y: Any, p: Any) -> None:
         self._ys.append(y)
@@ -197,36 +221,29 @@ class LabelJoin:
         if len(ids) > self.cfg.max_pending:
             del ids[next(iter(ids))]
 
-    def _age(self) -> None:
-        """Expire and evict; feed the pairs joined since the last call to the metrics."""
-        cfg, pending = self.cfg, self.pending
-        limit = self.label_time - cfg.horizon_s
-        gone = []
-        for k, (t, _) in pending.items():
-            if t >= limit:
-                break
-            gone.append(k)
-        for k in gone:
-            del pending[k]
+    def _age(self, others: Sequence[LabelJoin] = ()) -> None:
+        """Expire and evict; feed the pairs joined since the last call to the metrics.
+
+        The time that ages a buffer is the earliest of the model's partitions held here:
+        with labels not co-partitioned (one consumer), a label may come on any partition,
+        and expiring by the fastest would make it late.  So a partition that has seen no
+        label (no prediction) yet holds the expiry of predictions (early labels) back; the
+        memory bound still holds (the oldest are evicted beyond ``max_pending``).  The
+        buffers are scanned from their oldest entry up to the first one still in time (so
+        an entry behind a newer one waits a little longer: amortised O(1) per entry)."""
+        cfg = self.cfg
+        group = (self, *others)
+        gone = _front(self.pending, _earliest([j.label_time for j in group]) - cfg.horizon_s,
+                      cfg.max_pending)
+        for k in gone[0]:
             self._remember(self.expired_ids, k)
-        self.counts["expired"] += len(gone)
-        over = len(pending) - cfg.max_pending
-        if over > 0:
-            for k in list(pending)[:over]:  # the oldest
-                del pending[k]
-                self._remember(self.expired_ids, k)
-            self.counts["evicted"] += over
-        limit = self.pred_time - cfg.label_wait_s
-        stale = [k for k, (t, _) in self.early.items() if t < limit]
-        for k in stale:
-            del self.early[k]
-        over = len(self.early) - cfg.max_pending
-        if over > 0:
-            stale_more = list(self.early)[:over]
-            for k in stale_more:
-                del self.early[k]
-            stale += stale_more
-        self.counts["no_prediction"] += len(stale)
+        for k in gone[1]:
+            self._remember(self.expired_ids, k)
+        self.counts["expired"] += len(gone[0])
+        self.counts["evicted"] += len(gone[1])
+        stale = _front(self.early, _earliest([j.pred_time for j in group]) - cfg.label_wait_s,
+                       cfg.max_pending)
+        self.counts["no_prediction"] += len(stale[0]) + len(stale[1])
         if self._ys:
             ys, ps = self._ys, self._ps
             self._ys, self._ps = [], []

@@ -207,3 +207,20 @@ def test_the_label_metrics_are_exported_and_promtool_clean(labelled_setup: Any,
     text = generate_latest(registry).decode()
     result = promtool_check_metrics(text)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_stray_time_or_a_slow_partition_does_not_make_labels_late() -> None:
+    j = LabelJoin(CFG)
+    _preds(j, [f"p{i}" for i in range(10)], [float(i) for i in range(10)], [0.5] * 10)
+    # one label dated far ahead among ordinary ones: the median moves, not the stray time
+    j.add_labels(["x1", "x2", "x3"], [1.0, 2.0, 1e9], [1.0, 1.0, 1.0])
+    assert j.counts["expired"] == 0
+    j.add_labels([f"p{i}" for i in range(10)], [50.0] * 10, [1.0] * 10)
+    assert j.counts["joined"] == 10 and j.counts["late"] == 0
+    # a partition whose labels have not come yet holds the expiry of the others back
+    a, b = LabelJoin(CFG), LabelJoin(CFG)
+    _preds(b, ["q"], [0.0], [0.5])
+    a.add_labels(["z"], [500.0], [1.0], (b,))
+    assert b.counts["expired"] == 0 and "q" in b.pending
+    b.add_labels(["q"], [60.0], [0.0], (a,))
+    assert b.counts["joined"] == 1

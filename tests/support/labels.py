@@ -1,8 +1,8 @@
 """A labelled stream for the label-join tests: predictions of model ``lm`` and their labels.
 
 Event ``i`` is ``{"model": "lm", "id": "r<i>", "ts": T0 + i * dt, "f": {"x": x},
-"p": {"score": s}}`` with ``s = sigmoid(2 x)``; its label ``{"id": "r<i>", "ts": ts +
-delay, "label": y}`` has ``y ~ Bernoulli(s)`` (the model is calibrated) or, with ``flip``,
+"p": {"score": s}}`` with ``s = sigmoid(2 x)``; its label ``{"model": "lm", "id": "r<i>", "ts":
+ts + delay, "label": y}`` has ``y ~ Bernoulli(s)`` (the model is calibrated) or, with ``flip``,
 the opposite class with probability ``flip`` (a concept drift: P(y|x) changes, x does not).
 """
 
@@ -49,7 +49,8 @@ def labelled_stream(seed: int, n: int, *, dt: float = 0.1, max_delay: float = 60
               for i, t, v, s in zip(idx.tolist(), ts.tolist(), x.tolist(), score.tolist(),
                                     strict=True)]
     order = np.argsort(label_ts, kind="stable")
-    labels = [orjson.dumps({"id": f"r{idx[k]}", "ts": float(label_ts[k]), "label": int(y[k])})
+    labels = [orjson.dumps({"model": MODEL, "id": f"r{idx[k]}", "ts": float(label_ts[k]),
+                            "label": int(y[k])})
               for k in order.tolist() if has[k]]
     return Labelled(events, labels, ts, score, np.where(has, y, np.nan), label_ts)
 

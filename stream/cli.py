@@ -81,6 +81,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             # partition skew (once two partitions are compared): score, effect, active per
             # cause per column; partitions compared and checks per model
             n_series += 4 * len(cols) + 2
+        if m.labels is not None:
+            from detectors.quality_metrics import METRICS
+
+            # outcomes, pending, early, newest label time, quality metrics x 3 scopes
+            n_series += 7 + 3 + 3 * len(METRICS[m.labels.task])
+            print(f"  labels     from {m.labels.topic}, task {m.labels.task}, horizon "
+                  f"{m.labels.horizon_s:g} s")
     print(f"configuration OK: {len(config.models)} model(s), about {n_series} per-model series "
           f"plus the pipeline's own")
     return 0

@@ -266,8 +266,6 @@ class PipelineSnapshot:
     partitions: Mapping[PartitionKey, PartitionFigures]
     #: model -> its partition check (stream.engine.skew), once it ran
     skew: Mapping[str, SkewFigures] = field(default_factory=dict)
-    #: the label joins (stream.engine.labelbook.LabelSnapshot; None: no model has labels)
-    labels: Any = None
 
 
 class RunnerHealth:

@@ -40,7 +40,7 @@ from stream.engine.figures import (
     QualityFigures,
     aggregate_column,
 )
-from stream.engine.labelbook import LabelBook, label_report
+from stream.engine.labelbook import LabelBook, LabelSnapshot, label_report
 from stream.engine.skew import PartitionSkew
 from stream.formats.batch import DecodedBatch, ModelBatch
 from stream.formats.json import BatchDecoder
@@ -340,6 +340,11 @@ class Pipeline:
             self._partition(partition)
             return self.labels.add_labels(messages, partition, topic, label_partition, offsets)
 
+    def label_snapshot(self) -> LabelSnapshot | None:
+        """The figures of the label joins (None: no model has labels)."""
+        with self.lock:
+            return None if self.labels is None else self.labels.snapshot()
+
     def count_rejected(self, invalid: Mapping[str, int]) -> None:
         """Count messages rejected before :meth:`process` (by reason): the first stage of a
         repartitioned run (``source.repartition``) decodes, counts and dead-letters them and
@@ -460,7 +465,6 @@ class Pipeline:
                 last_batch_ts=self.last_batch_ts,
                 partitions=self._partition_figures(),
                 skew={} if self.skew is None else self.skew.figures(),
-                labels=None if self.labels is None else self.labels.snapshot(),
             )
 
     def report_models(self) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from detectors.quality_metrics import METRICS
-from stream.engine.labelbook import LabelSnapshot
 from stream.engine.labels import INVALID_LABEL_REASONS, OUTCOMES
 from stream.engine.pipeline import Pipeline
 
@@ -32,8 +31,8 @@ class LabelCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        snap = self.pipeline.snapshot().labels
-        if not isinstance(snap, LabelSnapshot):
+        snap = self.pipeline.label_snapshot()
+        if snap is None:
             return
         outcomes = CounterMetricFamily(
             "streamdrift_labels", "Predictions and labels of the label join, by outcome.",

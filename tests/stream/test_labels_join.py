@@ -224,3 +224,53 @@ def test_a_stray_time_or_a_slow_partition_does_not_make_labels_late() -> None:
     assert b.counts["expired"] == 0 and "q" in b.pending
     b.add_labels(["q"], [60.0], [0.0], (a,))
     assert b.counts["joined"] == 1
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_multiclass_and_regression_joins_through_the_pipeline(task: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    n = 3000
+    x = rng.normal(size=n)
+    classes = np.array(["a", "b", "c"])
+    if task == "multiclass":
+        pred = classes[(x > -0.5).astype(int) + (x > 0.5).astype(int)]
+        truth = np.where(rng.random(n) < 0.8, pred, classes[rng.integers(0, 3, n)])
+        column = {"name": "klass", "path": "p.klass", "type": "categorical"}
+        labels = {"task": "multiclass", "prediction_column": "klass"}
+    else:
+        pred = 2 * x
+        truth = pred + rng.normal(0.5, 1.0, n)
+        column = {"name": "value", "path": "p.value", "type": "numeric"}
+        labels = {"task": "regression", "prediction_column": "value"}
+    model = {"name": "m", "baseline": {"file": "unused.json"},
+             "features": [{"name": "x", "path": "f.x", "type": "numeric"}],
+             "predictions": [column],
+             "labels": {"topic": "l", "id_path": "id", "label_path": "y", "horizon_s": 100,
+                        **labels}}
+    cfg = parse_config({"source": {"timestamp": {"path": "ts"}}, "models": [model]}, tmp_path)
+    settings = dataclasses.replace(detection_settings(cfg.detection), calibration_values=20_000)
+    ref = {"x": rng.normal(size=2000),
+           column["name"]: pred[:2000].astype(object) if task == "multiclass" else pred[:2000]}
+    base = ModelBaseline.build("m", ref, column_specs(cfg.models[0]), settings)
+    p = Pipeline(cfg, {"m": base})
+    key = column["path"].split(".")[1]
+    events = [orjson.dumps({"id": i, "ts": T0 + i, "f": {"x": float(x[i])},
+                            "p": {key: pred[i].item() if hasattr(pred[i], "item") else pred[i]}})
+              for i in range(n)]
+    labels_msgs = [orjson.dumps({"id": i, "ts": T0 + i + 5, "y": truth[i].item()})
+                   for i in range(n)]
+    for i in range(0, n, 500):
+        p.process(events[i:i + 500])
+        p.process_labels(labels_msgs[max(0, i - 5):i + 495])
+    p.process_labels(labels_msgs[n - 5:])
+    report = p.report_models()["m"]["labels"]
+    assert report["outcomes"]["joined"] == n and report["pending"] == 0
+    q = report["quality"]
+    if task == "multiclass":
+        assert q["accuracy"] == pytest.approx(np.mean(pred == truth), abs=1e-6)
+        f1 = [2 * np.sum((pred == c) & (truth == c)) / (np.sum(pred == c) + np.sum(truth == c))
+              for c in classes]
+        assert q["macro_f1"] == pytest.approx(np.mean(f1), abs=1e-6)
+    else:
+        assert q["mae"] == pytest.approx(np.mean(np.abs(pred - truth)), abs=1e-6)
+        assert q["mean_error"] == pytest.approx(np.mean(pred - truth), abs=1e-6)

@@ -170,3 +170,55 @@ def test_labels_join_on_a_real_broker_and_survive_kill9(kafka_bootstrap, make_to
           f"joined at the checkpoint before the kill {joined_at_checkpoint}; final joined "
           f"{counts['joined']}, duplicate {counts['duplicate']}, no_prediction "
           f"{counts['no_prediction']}, expired {counts.get('expired', 0)}; accuracy {acc:.4f}")
+
+
+def test_labels_follow_their_partitions_across_a_rebalance(kafka_bootstrap, make_topic,
+                                                           workdir):
+    from tests.support.runs import InProcess
+
+    topic, labels = make_topic(partitions=2), make_topic(partitions=2)
+    s = labelled_stream(41, 6000, dt=0.1, max_delay=60.0)
+    label_ts = np.array([orjson.loads(m)["ts"] for m in s.labels])
+    cut = [int(np.searchsorted(label_ts, s.ts[i - 1], side="right")) for i in (2000, 4000)]
+    cfg, _ = _config(workdir, kafka_bootstrap, topic, labels, f"r-{topic}")
+
+    def bases(config: Any) -> dict[str, Any]:
+        return resolve_baselines(config)
+
+    _keyed(kafka_bootstrap, topic, s.events[:2000])
+    _keyed(kafka_bootstrap, labels, s.labels[:cut[0]])
+    r1 = InProcess(cfg, bases, "labels-rebalance-1").start()
+    r2 = InProcess(cfg, bases, "labels-rebalance-2")
+    try:
+        _wait(lambda: r1.alive() and r1.pipeline.consumed >= 2000, 90, "consumer 1")
+        r2.start()
+        _wait(lambda: r2.alive() and len([k for k, f in r2.partitions().items() if f["live"]])
+              == 1 and len([k for k, f in r1.partitions().items() if f["live"]]) == 1, 90,
+              "the partitions to be shared", details=r2.describe)
+        # each member holds partition p of both topics (the range assignor pairs them)
+        for r in (r1, r2):
+            held = {(tp.topic, tp.partition) for tp in r.runner.consumer.assignment()}
+            assert {p for t, p in held if t == labels} == {p for t, p in held if t == topic}
+        _keyed(kafka_bootstrap, topic, s.events[2000:4000])
+        _keyed(kafka_bootstrap, labels, s.labels[cut[0]:cut[1]])
+        _wait(lambda: r1.pipeline.consumed + r2.pipeline.consumed >= 4000, 60, "both")
+        r2.stop()  # leaves after its final checkpoint: consumer 1 takes its partitions back
+        _wait(lambda: r1.alive() and len([k for k, f in r1.partitions().items() if f["live"]])
+              == 2, 90, "consumer 1 to take the partitions back", details=r1.describe)
+        _keyed(kafka_bootstrap, topic, s.events[4000:])
+        _keyed(kafka_bootstrap, labels, s.labels[cut[1]:])
+        _wait(lambda: _joined(cfg, topic) == len(s.labels), 60, "every label joined",
+              details=lambda: f"{_joined(cfg, topic)} of {len(s.labels)}")
+    finally:
+        r1.stop()
+        if r2.thread.is_alive():
+            r2.stop()
+    counts: dict[str, int] = {}
+    for (m, t, _), cp in checkpoints(load_config(cfg)).items():
+        if m == "lm" and t == topic:
+            for k, v in cp.state["labels"]["counts"].items():
+                counts[k] = counts.get(k, 0) + v
+    assert counts.get("joined") == len(s.labels), counts
+    assert not counts.get("duplicate") and not counts.get("late") and not counts.get("evicted")
+    print(f"\n[labels rebalance] {len(s.labels)} labels joined once across a join and a leave; "
+          f"{counts}")

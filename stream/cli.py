@@ -86,7 +86,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
             # outcomes, pending, early, newest label time, quality metrics x 3 scopes
             n_series += 7 + 3 + 3 * len(METRICS[m.labels.task])
-            print(f"  labels     from {m.labels.topic}, task {m.labels.task}, horizon "
+            where = m.labels.topic or "the inference topic (labels.select)"
+            print(f"  labels     from {where}, task {m.labels.task}, horizon "
                   f"{m.labels.horizon_s:g} s")
     print(f"configuration OK: {len(config.models)} model(s), about {n_series} per-model series "
           f"plus the pipeline's own")

@@ -9,6 +9,7 @@ FILE`` merges a file of label events by event time.
 
     labels:
       topic: credit-labels            # the label events (Kafka); co-partitioned when scaled out
+      # select: {field: kind, equals: label}   # or: label events in the inference topic
       id_path: request_id             # the id in an inference event
       label_id_path: request_id       # the id in a label event (default: id_path)
       label_path: label               # the true value in a label event
@@ -29,10 +30,10 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from stream.config.keys import ABSENT, BAD, Bad, Ctx, KeyPath, get_key, type_name
-from stream.config.tree import ColumnConfig, LabelsConfig
+from stream.config.tree import ColumnConfig, LabelsConfig, SelectConfig
 
 LABEL_TASKS: Final = ("binary", "multiclass", "regression")
-_KEYS: Final = ("topic", "id_path", "label_id_path", "label_path", "timestamp_path", "task",
+_KEYS: Final = ("topic", "select", "id_path", "label_id_path", "label_path", "timestamp_path", "task",
                 "positive_class", "score_column", "threshold", "prediction_column",
                 "horizon_s", "label_wait_s", "max_pending", "window")
 _EXAMPLE: Final = ("{topic: credit-labels, id_path: request_id, label_path: label, task: binary, "
@@ -60,9 +61,16 @@ def parse_labels(ctx: Ctx, value: Any, path: KeyPath,
             ctx.error(path + (key,), f"required: {hint}")
         return raw
 
-    topic = need("topic", "the Kafka topic of the label events, e.g. credit-labels")
-    if topic is not ABSENT:
+    topic, select = get_key(sec, "topic"), get_key(sec, "select")
+    if (topic is ABSENT) == (select is ABSENT):
+        ok = False
+        ctx.error(path, "give exactly one of topic (label events on a Kafka topic of their own, "
+                        "e.g. topic: credit-labels) or select (label events in the inference "
+                        "topic, e.g. select: {field: kind, equals: label})")
+    elif topic is not ABSENT:
         kw["topic"] = ctx.string(topic, path + ("topic",))
+    else:
+        kw["select"] = _select(ctx, select, path + ("select",))
     for key, hint in (("id_path", "the dotted key path of the id in an inference event, "
                                   "e.g. request_id"),
                       ("label_path", "the dotted key path of the true value in a label event, "
@@ -144,6 +152,26 @@ def parse_labels(ctx: Ctx, value: Any, path: KeyPath,
     return LabelsConfig(**kw)
 
 
+def _select(ctx: Ctx, value: Any, path: KeyPath) -> SelectConfig | Bad:
+    """``labels.select``: which events of the inference stream are label events."""
+    sec = ctx.section(value, path, ("field", "equals"), "{field: kind, equals: label}")
+    if sec is None:
+        return BAD
+    field: Any = get_key(sec, "field")
+    field = ctx.error(path + ("field",), "required: the dotted key path to compare, e.g. kind") \
+        if field is ABSENT else ctx.key_path(field, path + ("field",))
+    equals = get_key(sec, "equals")
+    if equals is ABSENT:
+        equals = ctx.error(path + ("equals",), "required: the value (string, integer or "
+                                               "boolean) that marks a label event")
+    elif not isinstance(equals, str | int):
+        equals = ctx.error(path + ("equals",),
+                           f"must be a string, integer or boolean, got {type_name(equals)}")
+    if isinstance(field, Bad) or isinstance(equals, Bad):
+        return BAD
+    return SelectConfig(field, equals)
+
+
 def _names(names: set[str]) -> str:
     return ", ".join(sorted(names)) if names else "none is configured"
 
@@ -155,7 +183,7 @@ def check_labels(ctx: Ctx, models: Sequence[Any], source: Any) -> None:
     kafka = source.kafka
     topics = set(kafka.topics) if kafka is not None and isinstance(kafka.topics, tuple) \
         else set()
-    by_topic: dict[str, list[int]] = {}
+    by_topic: dict[str | None, list[int]] = {}
     for i, model in enumerate(models):
         labels = getattr(model, "labels", None)
         if not isinstance(labels, LabelsConfig):
@@ -166,19 +194,23 @@ def check_labels(ctx: Ctx, models: Sequence[Any], source: Any) -> None:
                             "source.timestamp (e.g. {path: timestamp, unit: s}); label events "
                             "carry their time at the same path unless labels.timestamp_path "
                             "says otherwise")
-        if labels.topic in topics:
-            ctx.error(path + ("topic",), f"{labels.topic!r} is also an inference topic "
-                      "(source.kafka.topics); labels must come on a topic of their own")
-        if kafka is not None and isinstance(kafka.topics, tuple) and len(kafka.topics) > 1:
-            ctx.error(path, f"needs a single inference topic in source.kafka.topics (the join "
-                      f"pairs partition p of the label topic with partition p of it), got "
-                      f"{len(kafka.topics)}; run one streamdrift per inference topic")
         if source.repartition is not None:
             ctx.error(path, "cannot be used with source.repartition yet (the repartitioned "
                       "stream is not co-partitioned with the labels); remove one of them")
         by_topic.setdefault(labels.topic, []).append(i)
+        if labels.topic is None:
+            continue  # in the inference stream: no topic to check
+        if labels.topic in topics:
+            ctx.error(path + ("topic",), f"{labels.topic!r} is also an inference topic "
+                      "(source.kafka.topics); labels must come on a topic of their own, or "
+                      "in the inference topic with labels.select")
+        if kafka is not None and isinstance(kafka.topics, tuple) and len(kafka.topics) > 1:
+            ctx.error(path, f"needs a single inference topic in source.kafka.topics (the join "
+                      f"pairs partition p of the label topic with partition p of it), got "
+                      f"{len(kafka.topics)}; run one streamdrift per inference topic")
     for topic, idx in by_topic.items():
         if len(idx) > 1 and any(models[i].select is None for i in idx):
-            ctx.error(("models", idx[1], "labels", "topic"),
-                      f"models[{idx[0]}] reads its labels from {topic!r} too; models that share "
-                      "a label topic need a select each (label events are routed by it)")
+            where = "the inference stream" if topic is None else repr(topic)
+            ctx.error(("models", idx[1], "labels"),
+                      f"models[{idx[0]}] reads its labels from {where} too; models that share "
+                      "a label source need a select each (label events are routed by it)")

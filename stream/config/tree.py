@@ -195,14 +195,16 @@ class ColumnConfig:
 class LabelsConfig:
     """A model's ground truth (``labels:``; see stream.config.labels and docs/labels.md)."""
 
-    #: the Kafka topic of the label events
-    topic: str
     #: key path of the id in an inference event
     id_path: tuple[str, ...]
     #: key path of the true value in a label event
     label_path: tuple[str, ...]
     #: binary | multiclass | regression
     task: str
+    #: the Kafka topic of the label events (None: they come in the inference stream)
+    topic: str | None = None
+    #: which events of the inference stream are label events (when ``topic`` is None)
+    select: SelectConfig | None = None
     #: key path of the id in a label event (None: ``id_path``)
     label_id_path: tuple[str, ...] | None = None
     #: key path of a label event's time (None: ``source.timestamp.path``)

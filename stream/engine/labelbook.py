@@ -24,7 +24,7 @@ from detectors.quality_metrics import METRICS, merged_metrics
 from stream.config import Config, LabelsConfig
 from stream.engine.figures import PartitionKey
 from stream.engine.labels import OUTCOMES, LabelDecoder, LabelJoin, reference_quality
-from stream.formats.batch import ModelBatch
+from stream.formats.batch import DecodedBatch, ModelBatch
 
 log = logging.getLogger("streamdrift.labels")
 
@@ -69,6 +69,9 @@ class LabelBook:
         self.retired: dict[str, Counter[str]] = {m: Counter() for m in self.cfgs}
         self.invalid: Counter[str] = Counter()
         self.baselines: dict[str, dict[str, float] | None] = {}
+        #: the ``labels.select`` of the models whose label events come in the inference stream
+        self.inline = [m.labels.select for m in config.models
+                       if m.labels is not None and m.labels.select is not None]
         if reference:
             for m in config.models:
                 if m.labels is not None:
@@ -107,12 +110,12 @@ class LabelBook:
 
     def add_labels(self, messages: Sequence[bytes], key: PartitionKey,
                    topic: str | None = None, label_partition: int | None = None,
-                   offsets: Sequence[int] | None = None) -> Counter[str]:
+                   offsets: Sequence[int] | None = None, inline: bool = False) -> Counter[str]:
         """Label messages paired with inference partition ``key``; returns the rejected
         ones by reason.  ``offsets`` (one per message) and ``label_partition`` under
         ``run``: labels a restored join already covers are skipped, and the join records
         the next label offset it covers."""
-        decoded, bad = self.decoder.decode(messages, topic)
+        decoded, bad = self.decoder.decode(messages, topic, inline)
         self.invalid.update(bad)
         for model, (ids, times, values, positions) in decoded.items():
             j = self._join(key, model)
@@ -203,3 +206,12 @@ def label_report(book: LabelBook | None, model: str) -> dict[str, Any]:
                        "quality_recent": _finite(fig.recent),
                        "quality_baseline": _finite(fig.baseline),
                        "invalid": dict(book.invalid)}}
+
+
+def remap_positions(batch: DecodedBatch, kept: np.ndarray, n_messages: int) -> None:
+    """A batch decoded from ``messages[kept]``, its positions made those in ``messages``
+    (of ``n_messages``: the label events taken out count as consumed, valid messages)."""
+    batch.n_messages = n_messages
+    batch.invalid_positions = kept[batch.invalid_positions]
+    for mb in batch.models.values():
+        mb.positions = kept[mb.positions]

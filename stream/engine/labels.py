@@ -72,7 +72,7 @@ def label_value(cfg: LabelsConfig, value: Any) -> float | str | None:
     """A label as the join keeps it (binary 0/1, a number, a class), None if of a wrong type.
 
     >>> from stream.config import LabelsConfig
-    >>> cfg = LabelsConfig("t", ("id",), ("y",), "binary", positive_class="fraud")
+    >>> cfg = LabelsConfig(("id",), ("y",), "binary", topic="t", positive_class="fraud")
     >>> label_value(cfg, "fraud"), label_value(cfg, "ok"), label_value(cfg, 1)
     (1.0, 0.0, None)
     """
@@ -294,22 +294,25 @@ class LabelDecoder:
         self.unit = ts.unit if ts is not None else "s"
         default_path = ts.path if ts is not None else ("timestamp",)
         self.models = [m for m in config.models if m.labels is not None]
-        #: label topic -> the models reading it
-        self.by_topic: dict[str, list[ModelConfig]] = {}
+        #: label topic -> the models reading it (None: the models whose label events come in
+        #: the inference stream, ``labels.select``)
+        self.by_topic: dict[str | None, list[ModelConfig]] = {}
         for m in self.models:
             assert m.labels is not None
             self.by_topic.setdefault(m.labels.topic, []).append(m)
         self.time_path = {m.name: (m.labels.timestamp_path or default_path)
                           for m in self.models if m.labels is not None}
 
-    def decode(self, messages: Sequence[bytes], topic: str | None = None,
+    def decode(self, messages: Sequence[bytes], topic: str | None = None, inline: bool = False,
                ) -> tuple[dict[str, tuple[list[str], list[float], list[Any], list[int]]],
                           Counter[str]]:
         """model -> (ids, times, values, positions in ``messages``) and the bad ones by reason.
 
-        ``topic``: the label topic the messages came from (None: every model's labels, as
-        ``replay --labels`` reads them)."""
-        models = self.models if topic is None else self.by_topic.get(topic, [])
+        ``topic``: the label topic the messages came from; ``inline``: label events taken
+        from the inference stream; neither: every model's labels, as ``replay --labels``
+        reads them."""
+        models = self.by_topic.get(None, []) if inline else \
+            self.models if topic is None else self.by_topic.get(topic, [])
         bad: Counter[str] = Counter()
         out: dict[str, tuple[list[str], list[float], list[Any], list[int]]] = {
             m.name: ([], [], [], []) for m in models}
@@ -356,6 +359,31 @@ class LabelDecoder:
             else:
                 times.extend(ts.tolist())
         return out, bad
+
+
+def split_inline(messages: Sequence[bytes], selects: Sequence[Any],
+                 ) -> tuple[np.ndarray, list[bytes]] | None:
+    """The positions of the messages that are not label events (``selects``: the
+    ``labels.select`` of the models whose labels come in the inference stream) and the label
+    events; None when there is none.  A message that does not parse stays with the events
+    (the decoder counts it)."""
+    keep: list[int] = []
+    found: list[bytes] = []
+    for i, msg in enumerate(messages):
+        try:
+            event = orjson.loads(msg)
+        except (orjson.JSONDecodeError, TypeError):
+            keep.append(i)
+            continue
+        if isinstance(event, dict) and any(
+                type(v := _walk(event, s.field)) is type(s.equals) and v == s.equals
+                for s in selects):
+            found.append(msg)
+        else:
+            keep.append(i)
+    if not found:
+        return None
+    return np.asarray(keep, dtype=np.int64), found
 
 
 def _route(models: Sequence[ModelConfig], event: dict[str, Any]) -> ModelConfig | None:

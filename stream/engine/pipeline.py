@@ -40,7 +40,8 @@ from stream.engine.figures import (
     QualityFigures,
     aggregate_column,
 )
-from stream.engine.labelbook import LabelBook, LabelSnapshot, label_report
+from stream.engine.labelbook import LabelBook, LabelSnapshot, label_report, remap_positions
+from stream.engine.labels import split_inline
 from stream.engine.skew import PartitionSkew
 from stream.formats.batch import DecodedBatch, ModelBatch
 from stream.formats.json import BatchDecoder
@@ -279,7 +280,15 @@ class Pipeline:
         ``messages[i]`` (the detections and episodes carry it).
         """
         t0 = time.perf_counter()
-        batch = self.decoder.decode(messages)
+        inline = None
+        if self.labels is not None and self.labels.inline:
+            inline = split_inline(messages, self.labels.inline)
+        if inline is None:
+            batch = self.decoder.decode(messages)
+        else:  # label events in the stream: decode the others, positions in ``messages``
+            kept = inline[0]
+            batch = self.decoder.decode([messages[i] for i in kept.tolist()])
+            remap_positions(batch, kept, len(messages))
         found: list[Detection] = []
         closes: list[Detection] = []
         with self.lock:
@@ -313,6 +322,8 @@ class Pipeline:
                     else now
                 self.last_event_ts[name] = max(self.last_event_ts.get(name, 0.0), newest)
                 self.event_lag[name] = max(0.0, now - newest)
+            if inline is not None and self.labels is not None:
+                self.labels.add_labels(inline[1], partition, inline=True)
             if self.skew is not None:
                 self.skew.maybe_check(now)
             found.sort(key=lambda d: d.index)

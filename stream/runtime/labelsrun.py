@@ -33,7 +33,7 @@ class LabelTopics:
         #: label topic -> the models reading it
         self.models: dict[str, list[str]] = {}
         for m in config.models:
-            if m.labels is not None:
+            if m.labels is not None and m.labels.topic is not None:
                 self.models.setdefault(m.labels.topic, []).append(m.name)
         #: partition count of the inference topic (from the metadata, at start-up)
         self.partitions: int | None = None

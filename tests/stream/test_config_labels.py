@@ -53,7 +53,7 @@ def test_a_model_without_labels_has_none() -> None:
 
 
 @pytest.mark.parametrize(("change", "key", "words"), [
-    ({"topic": None}, "models[0].labels.topic", "required"),
+    ({"topic": None}, "models[0].labels", "exactly one of topic"),
     ({"task": "ranking"}, "models[0].labels.task", "binary, multiclass, regression"),
     ({"score_column": "klass"}, "models[0].labels.score_column", "not a numeric prediction"),
     ({"score_column": None}, "models[0].labels.score_column", "required for task binary"),
@@ -98,7 +98,21 @@ def test_models_sharing_a_label_topic_need_select() -> None:
     other["name"] = "fraud"
     data["models"].append(other)
     errors = config_errors(data)
-    assert any(e.startswith("models[1].labels.topic:") and "select" in e for e in errors), errors
+    assert any(e.startswith("models[1].labels:") and "select" in e for e in errors), errors
     data["models"][0]["select"] = {"field": "model", "equals": "credit"}
     data["models"][1]["select"] = {"field": "model", "equals": "fraud"}
     assert parse_config(data, "/").models[1].labels is not None
+
+
+def test_labels_in_the_inference_stream_take_a_select_instead_of_a_topic() -> None:
+    labels = {k: v for k, v in LABELS.items() if k != "topic"}
+    lab = parse_config(_config({**labels, "select": {"field": "kind", "equals": "label"}}),
+                       "/").models[0].labels
+    assert lab is not None and lab.topic is None and lab.select is not None
+    assert (lab.select.field, lab.select.equals) == (("kind",), "label")
+    for bad in (labels, {**LABELS, "select": {"field": "kind", "equals": "label"}}):
+        errors = config_errors(_config(bad))
+        assert any(e.startswith("models[0].labels:") and "exactly one of topic" in e
+                   for e in errors), errors
+    errors = config_errors(_config({**labels, "select": {"field": "kind"}}))
+    assert any(e.startswith("models[0].labels.select.equals:") for e in errors), errors

@@ -19,7 +19,8 @@ from stream.engine.pipeline import Pipeline
 from stream.runtime.replay import replay
 from tests.support.labels import T0, labelled_stream, lm_model, reference_lines
 
-CFG = LabelsConfig("t", ("id",), ("label",), "binary", positive_class=1, score_column="score",
+CFG = LabelsConfig(("id",), ("label",), "binary", topic="t", positive_class=1,
+                   score_column="score",
                    horizon_s=100.0, label_wait_s=10.0, max_pending=1000, window=50)
 
 
@@ -274,3 +275,30 @@ def test_multiclass_and_regression_joins_through_the_pipeline(task: str, tmp_pat
     else:
         assert q["mae"] == pytest.approx(np.mean(np.abs(pred - truth)), abs=1e-6)
         assert q["mean_error"] == pytest.approx(np.mean(pred - truth), abs=1e-6)
+
+
+def test_labels_in_the_inference_stream_are_taken_out_and_joined(labelled_setup: Any,
+                                                                tmp_path: Path) -> None:
+    folder, cfg, base = labelled_setup
+    data = {"source": {"timestamp": {"path": "ts", "unit": "s"}},
+            "detection": {"false_alarm_events": 100_000, "window": 500, "cadence": 50},
+            "models": [lm_model(topic=None, select={"field": "kind", "equals": "label"})]}
+    data["models"][0]["labels"].pop("topic")
+    inline_cfg = parse_config(data, folder)
+    s = labelled_stream(12, 4000)
+    tagged = [m[:-1] + b',"kind":"label"}' for m in s.labels]
+    mixed = sorted([(orjson.loads(m)["ts"], 1, m) for m in tagged]
+                   + [(t, 0, m) for t, m in zip(s.ts.tolist(), s.events, strict=True)])
+    events = tmp_path / "mixed.jsonl"
+    events.write_bytes(b"\n".join(m for _, _, m in mixed) + b"\n")
+    report = replay(inline_cfg, Pipeline(inline_cfg, {"lm": base}), events, 500)
+    assert report["events_processed"] == len(mixed) and report["events_invalid"] == {}
+    assert report["models"]["lm"]["events"] == len(s.events)  # label events are not events
+    assert report["models"]["lm"]["labels"]["outcomes"]["joined"] == len(s.labels)
+    # detections point at the lines of the mixed file: the same events as without labels
+    plain = tmp_path / "plain.jsonl"
+    plain.write_bytes(b"\n".join(s.events) + b"\n")
+    alone = replay(cfg, Pipeline(cfg, {"lm": base}), plain, 500)
+    line_of = [i for i, (_, kind, _) in enumerate(mixed) if kind == 0]
+    assert [line_of[d["index"]] for d in alone["detections"]] == \
+        [d["index"] for d in report["detections"]]

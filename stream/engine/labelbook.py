@@ -20,13 +20,27 @@ from typing import Any
 
 import numpy as np
 
+from detectors.concept import error_cusum
+from detectors.cusum import CUSUM
 from detectors.quality_metrics import METRICS, merged_metrics
 from stream.config import Config, LabelsConfig
 from stream.engine.figures import PartitionKey
-from stream.engine.labels import OUTCOMES, LabelDecoder, LabelJoin, reference_quality
+from stream.engine.labels import (
+    OUTCOMES,
+    LabelDecoder,
+    LabelJoin,
+    concept_state,
+    reference_quality,
+)
 from stream.formats.batch import DecodedBatch, ModelBatch
 
 log = logging.getLogger("streamdrift.labels")
+
+#: the change of the error rate the concept-drift CUSUM is tuned for (2 points of accuracy;
+#: regression: 10 % of the reference's mean absolute error)
+CONCEPT_SHIFT = 0.02
+#: what the counters hold per join: the outcomes and the concept-drift alarms
+COUNTED = (*OUTCOMES, "concept_alarms")
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,11 @@ class LabelFigures:
     baseline: Mapping[str, float] | None
     #: newest event time of a label seen (None before the first)
     last_label_ts: float | None = None
+    #: the concept-drift CUSUM: alarms (episodes opened) by this process, the highest
+    #: statistic / threshold over the partitions (None: no labelled reference), any alarming
+    concept_alarms: int = 0
+    concept_score: float | None = None
+    concept_active: bool = False
 
 
 @dataclass
@@ -69,6 +88,9 @@ class LabelBook:
         self.retired: dict[str, Counter[str]] = {m: Counter() for m in self.cfgs}
         self.invalid: Counter[str] = Counter()
         self.baselines: dict[str, dict[str, float] | None] = {}
+        #: model -> the calibrated concept-drift CUSUM of its joined errors (a template:
+        #: each join runs a copy), for models whose reference carries labels
+        self.concept: dict[str, CUSUM] = {}
         #: the ``labels.select`` of the models whose label events come in the inference stream
         self.inline = [m.labels.select for m in config.models
                        if m.labels is not None and m.labels.select is not None]
@@ -76,11 +98,17 @@ class LabelBook:
             for m in config.models:
                 if m.labels is not None:
                     try:
-                        self.baselines[m.name] = reference_quality(m)
+                        ref = reference_quality(m)
                     except OSError as exc:  # the baseline build reports a missing reference
                         log.warning("cannot read labels of the reference: %s", exc,
                                     extra={"model": m.name})
-                        self.baselines[m.name] = None
+                        ref = None
+                    self.baselines[m.name] = None if ref is None else ref[0]
+                    if ref is not None and ref[1].size >= 100:
+                        shift = CONCEPT_SHIFT if m.labels.task != "regression" \
+                            else CONCEPT_SHIFT * 5 * max(float(np.mean(ref[1])), 1e-9)
+                        self.concept[m.name] = error_cusum(
+                            ref[1], config.detection.false_alarm_events, shift)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -91,6 +119,7 @@ class LabelBook:
         j = joins.get(model)
         if j is None:
             j = joins[model] = LabelJoin(self.cfgs[model])
+            j.concept = concept_state(self.concept.get(model), None)
             self.base[(key, model)] = Counter()
         return j
 
@@ -150,7 +179,7 @@ class LabelBook:
             if not isinstance(saved, Mapping):
                 continue
             try:
-                j = LabelJoin.from_dict(cfg, saved)
+                j = LabelJoin.from_dict(cfg, saved, self.concept.get(model))
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("ignoring the saved label join: %s", exc,
                             extra={"model": model, "partition": list(key)})
@@ -162,7 +191,7 @@ class LabelBook:
         """Forget the joins of ``key``; their counts stay in the counters."""
         for model, j in self.joins.pop(key, {}).items():
             base = self.base.pop((key, model), Counter())
-            for k in OUTCOMES:
+            for k in COUNTED:
                 self.retired[model][k] += j.counts[k] - base[k]
 
     # -- figures ---------------------------------------------------------------------------
@@ -173,7 +202,7 @@ class LabelBook:
             counts = Counter(self.retired[model])
             for k, j in joins:
                 base = self.base.get((k, model), Counter())
-                for o in OUTCOMES:
+                for o in COUNTED:
                     counts[o] += j.counts[o] - base[o]
             qs = [j.quality for _, j in joins]
             nan = {m: float("nan") for m in METRICS[cfg.task]}
@@ -185,7 +214,12 @@ class LabelBook:
                 since_start=merged_metrics(qs) if qs else nan,
                 recent=merged_metrics(qs, recent=True) if qs else nan,
                 baseline=self.baselines.get(model),
-                last_label_ts=max(times) if times else None)
+                last_label_ts=max(times) if times else None,
+                concept_alarms=counts["concept_alarms"],
+                concept_score=max((j.concept.statistic / j.concept.threshold for _, j in joins
+                                   if j.concept is not None), default=None),
+                concept_active=any(j.concept.drift_detected for _, j in joins
+                                   if j.concept is not None))
         return out
 
 
@@ -205,7 +239,9 @@ def label_report(book: LabelBook | None, model: str) -> dict[str, Any]:
                        "quality": _finite(fig.since_start),
                        "quality_recent": _finite(fig.recent),
                        "quality_baseline": _finite(fig.baseline),
-                       "invalid": dict(book.invalid)}}
+                       "invalid": dict(book.invalid),
+                       "concept_drift": {"alarms": fig.concept_alarms,
+                                         "active": fig.concept_active}}}
 
 
 def remap_positions(batch: DecodedBatch, kept: np.ndarray, n_messages: int) -> None:

@@ -36,6 +36,7 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
+from detectors.cusum import CUSUM
 from detectors.quality_metrics import QualityMetrics
 from stream.config import Config, LabelsConfig, ModelConfig
 from stream.formats.columns import timestamps_column
@@ -114,6 +115,22 @@ def _front(buf: dict[str, tuple[float, Any]], limit: float, bound: int,
     return old, over
 
 
+def concept_state(fresh: CUSUM | None, saved: Any) -> CUSUM | None:
+    if fresh is None:
+        return None
+    if isinstance(saved, Mapping):
+        try:
+            old = CUSUM.from_dict(dict(saved))
+        except Exception:  # noqa: BLE001 - a bad saved detector: start afresh
+            old = None
+        if isinstance(old, CUSUM) and (old.h, old.mean, old.scale) == (fresh.h, fresh.mean,
+                                                                       fresh.scale):
+            return old
+    copy = CUSUM.from_dict(fresh.to_dict())
+    assert isinstance(copy, CUSUM)
+    return copy
+
+
 def _earliest(times: list[float]) -> float:
     return min(times)
 
@@ -136,6 +153,8 @@ class LabelJoin:
         self.label_next: dict[int, int] = {}
         #: whether the state changed since the last :meth:`to_dict`
         self.dirty = False
+        #: the concept-drift CUSUM of the joined errors (None: no labelled reference)
+        self.concept: CUSUM | None = None
         self._ys: list[Any] = []
         self._ps: list[Any] = []
 
@@ -248,11 +267,14 @@ class LabelJoin:
             ys, ps = self._ys, self._ps
             self._ys, self._ps = [], []
             self.counts["joined"] += len(ys)
+            q = self.quality
             if cfg.task == "multiclass":
-                self.quality.update(self.quality.class_index(ys), self.quality.class_index(ps))
+                y, p = q.class_index(ys), q.class_index(ps)
             else:
-                self.quality.update(np.asarray(ys, dtype=np.float64),
-                                    np.asarray(ps, dtype=np.float64))
+                y, p = np.asarray(ys, dtype=np.float64), np.asarray(ps, dtype=np.float64)
+            q.update(y, p)
+            if self.concept is not None:
+                self.counts["concept_alarms"] += len(self.concept.update(q.errors(y, p)))
 
     # -- state ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -266,11 +288,16 @@ class LabelJoin:
             "pred_time": self.pred_time, "label_time": self.label_time,
             "counts": dict(self.counts), "quality": self.quality.to_dict(),
             "label_next": {str(k): v for k, v in self.label_next.items()},
+            "concept": None if self.concept is None else self.concept.to_dict(),
         }
 
     @classmethod
-    def from_dict(cls, cfg: LabelsConfig, d: Mapping[str, Any]) -> LabelJoin:
+    def from_dict(cls, cfg: LabelsConfig, d: Mapping[str, Any],
+                  concept: CUSUM | None = None) -> LabelJoin:
+        """The saved state ``d``; ``concept``: the model's calibrated detector now (the saved
+        one's sums go on when it has the same threshold, else it starts afresh)."""
         j = cls(cfg)
+        j.concept = concept_state(concept, d.get("concept"))
         ids, ts, vs = d["pending"]
         j.pending = dict(zip(ids, zip(ts, vs, strict=True), strict=True))
         ids, ts, vs = d["early"]
@@ -398,10 +425,12 @@ def _route(models: Sequence[ModelConfig], event: dict[str, Any]) -> ModelConfig 
     return None
 
 
-def reference_quality(model: ModelConfig, max_lines: int = 1_000_000) -> dict[str, float] | None:
+def reference_quality(model: ModelConfig, max_lines: int = 1_000_000,
+                      ) -> tuple[dict[str, float], np.ndarray] | None:
     """The quality metrics of a JSONL reference whose events carry labels inline (at
-    ``labels.label_path``, next to the predictions): the baseline values; None when the
-    reference is not JSONL or holds no labelled event."""
+    ``labels.label_path``, next to the predictions), the baseline values, and the errors of
+    its predictions (see :meth:`QualityMetrics.errors`); None when the reference is not
+    JSONL or holds no labelled event."""
     lab = model.labels
     ref = model.baseline.reference
     if lab is None or ref is None or model.baseline.reference_format != "jsonl":
@@ -436,7 +465,8 @@ def reference_quality(model: ModelConfig, max_lines: int = 1_000_000) -> dict[st
         return None
     q = QualityMetrics(lab.task, lab.window, lab.threshold)
     if lab.task == "multiclass":
-        q.update(q.class_index(ys), q.class_index(ps))
+        ya, pa = q.class_index(ys), q.class_index(ps)
     else:
-        q.update(np.asarray(ys, dtype=np.float64), np.asarray(ps, dtype=np.float64))
-    return q.metrics()
+        ya, pa = np.asarray(ys, dtype=np.float64), np.asarray(ps, dtype=np.float64)
+    q.update(ya, pa)
+    return q.metrics(), q.errors(ya, pa)

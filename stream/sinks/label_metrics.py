@@ -53,7 +53,22 @@ class LabelCollector(Collector):
             "Model-quality metric of the joined pairs: over the recent window, since start, "
             "or of the labelled reference (absent while undefined).",
             labels=["model", "metric", "scope"])
+        c_alarms = CounterMetricFamily(
+            "streamdrift_concept_drift_alarms",
+            "Concept-drift episodes opened: the joined error rate left the labelled "
+            "reference's.", labels=["model"])
+        c_score = GaugeMetricFamily(
+            "streamdrift_concept_drift_score",
+            "Concept-drift CUSUM statistic divided by its threshold (highest partition); "
+            ">= 1 means alarming.", labels=["model"])
+        c_active = GaugeMetricFamily(
+            "streamdrift_concept_drift_active", "1 while the concept-drift CUSUM alarms.",
+            labels=["model"])
         for model, fig in snap.models.items():
+            if fig.concept_score is not None:
+                c_alarms.add_metric([model], fig.concept_alarms)
+                c_score.add_metric([model], fig.concept_score)
+                c_active.add_metric([model], int(fig.concept_active))
             for o in OUTCOMES:
                 outcomes.add_metric([model, o], fig.outcomes.get(o, 0))
             pending.add_metric([model], fig.pending)
@@ -70,4 +85,5 @@ class LabelCollector(Collector):
                         quality.add_metric([model, metric, scope], v)
         for reason in INVALID_LABEL_REASONS:
             invalid.add_metric([reason], snap.invalid.get(reason, 0))
-        yield from (outcomes, invalid, pending, early, last, quality)
+        yield from (outcomes, invalid, pending, early, last, quality, c_alarms, c_score,
+                    c_active)

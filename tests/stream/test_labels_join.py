@@ -302,3 +302,30 @@ def test_labels_in_the_inference_stream_are_taken_out_and_joined(labelled_setup:
     line_of = [i for i, (_, kind, _) in enumerate(mixed) if kind == 0]
     assert [line_of[d["index"]] for d in alone["detections"]] == \
         [d["index"] for d in report["detections"]]
+
+
+def test_a_concept_drift_is_caught_through_the_labels_and_not_by_the_inputs(
+        labelled_setup: Any, tmp_path: Path) -> None:
+    from stream.sinks.metrics import make_registry
+
+    _, cfg, base = labelled_setup
+    clean = labelled_stream(21, 5000)
+    drift = labelled_stream(22, 5000, flip=0.15, start=5000)  # P(y|x) changes, x does not
+    events, labels = tmp_path / "e.jsonl", tmp_path / "l.jsonl"
+    events.write_bytes(b"\n".join(clean.events + drift.events) + b"\n")
+    merged = sorted(clean.labels + drift.labels, key=lambda m: orjson.loads(m)["ts"])
+    labels.write_bytes(b"\n".join(merged) + b"\n")
+    p = Pipeline(cfg, {"lm": base})
+    report = replay(cfg, p, events, 500, labels_path=labels)
+    assert report["detections"] == []  # the inputs never change
+    concept = report["models"]["lm"]["labels"]["concept_drift"]
+    assert concept["alarms"] >= 1 and concept["active"]
+    registry = make_registry(p)
+    assert registry.get_sample_value("streamdrift_concept_drift_active", {"model": "lm"}) == 1
+    # the clean half alone raises none
+    q = Pipeline(cfg, {"lm": base})
+    half_e, half_l = tmp_path / "he.jsonl", tmp_path / "hl.jsonl"
+    half_e.write_bytes(b"\n".join(clean.events) + b"\n")
+    half_l.write_bytes(b"\n".join(clean.labels) + b"\n")
+    quiet = replay(cfg, q, half_e, 500, labels_path=half_l)
+    assert quiet["models"]["lm"]["labels"]["concept_drift"] == {"alarms": 0, "active": False}

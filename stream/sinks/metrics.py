@@ -289,7 +289,7 @@ def make_registry(pipeline: Pipeline, health: RunnerHealth | None = None
     """A fresh registry holding only the streamdrift collector."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StreamdriftCollector(pipeline, health))
-    if pipeline.labels is not None:
+    if getattr(pipeline, "labels", None) is not None:  # a model has labels:
         from stream.sinks.label_metrics import LabelCollector
 
         registry.register(LabelCollector(pipeline))

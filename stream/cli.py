@@ -81,6 +81,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             # partition skew (once two partitions are compared): score, effect, active per
             # cause per column; partitions compared and checks per model
             n_series += 4 * len(cols) + 2
+        if m.labels is not None:
+            from detectors.quality_metrics import METRICS
+
+            # outcomes, pending, early, newest label time, quality metrics x 3 scopes
+            n_series += 7 + 3 + 3 * len(METRICS[m.labels.task])
+            where = m.labels.topic or "the inference topic (labels.select)"
+            print(f"  labels     from {where}, task {m.labels.task}, horizon "
+                  f"{m.labels.horizon_s:g} s")
     print(f"configuration OK: {len(config.models)} model(s), about {n_series} per-model series "
           f"plus the pipeline's own")
     return 0
@@ -154,6 +162,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         problem = "no such file" if not src.exists() else "not a regular file"
         print(f"error: --input {src}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    labels = None if args.labels is None else Path(args.labels)
+    if labels is not None and not labels.is_file():
+        print(f"error: --labels {labels}: no such file", file=sys.stderr)
+        return EXIT_CONFIG
+    if labels is not None and not any(m.labels for m in config.models):
+        print("error: --labels: no model of the configuration has a labels: section; add one "
+              "(see docs/labels.md)", file=sys.stderr)
+        return EXIT_CONFIG
     if Path(args.report).is_dir():  # found now rather than after the replay
         print(f"error: --report {args.report}: cannot write: is a directory", file=sys.stderr)
         return EXIT_CONFIG
@@ -177,9 +193,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
                       console=Console(stderr=True)) as prog:
             task = prog.add_task("", total=src.stat().st_size, lines=0)
             report = replay(config, pipeline, src, args.batch_size,
-                            lambda lines, nbytes: prog.update(task, advance=nbytes, lines=lines))
+                            lambda lines, nbytes: prog.update(task, advance=nbytes, lines=lines),
+                            labels_path=labels)
     else:
-        report = replay(config, pipeline, src, args.batch_size)
+        report = replay(config, pipeline, src, args.batch_size, labels_path=labels)
     try:
         write_report(report, Path(args.report))
     except OSError as exc:
@@ -365,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--report", required=True, help="where to write the JSON report")
     sp.add_argument("--batch-size", type=int, default=5000, help="lines per batch (5000)")
     sp.add_argument("--html", help="also write the HTML report here (see `report`)")
+    sp.add_argument("--labels", help="label events (JSONL), merged with the input by event time")
     sp.add_argument("--no-progress", action="store_true")
     sp.set_defaults(func=cmd_replay)
 

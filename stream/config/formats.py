@@ -190,6 +190,10 @@ def check_format(ctx: Ctx, source: Any, models: Any) -> None:
     if getattr(source, "repartition", None) is not None:
         ctx.error(("source", "repartition"), f"is not supported with source.format {fmt} "
                   "yet; remove it (or produce JSON events)")
+    for i, model in enumerate(models):
+        if getattr(model, "labels", None) is not None:  # the join reads ids of JSON events
+            ctx.error(("models", i, "labels"), f"is not supported with source.format {fmt} "
+                      "yet; remove it (or produce JSON events)")
     if fmt != "open-inference":
         return
     ts = getattr(source, "timestamp", None)

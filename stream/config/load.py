@@ -12,6 +12,7 @@ from stream.config.errors import ConfigError
 from stream.config.formats import check_format
 from stream.config.kafka import STATE_SECTION, parse_source, parse_state
 from stream.config.keys import ABSENT, BAD, Bad, Ctx, KeyPath, get_key, read_yaml, type_name
+from stream.config.labels import check_labels
 from stream.config.models import parse_detection, parse_models
 from stream.config.tree import Config, KafkaConfig, MetricsConfig
 from stream.config.web import web_config_errors
@@ -100,6 +101,7 @@ def _parse(
     detection = parse_detection(ctx, get_key(top, "detection"))
     models = parse_models(ctx, top.get("models", ABSENT), detection)
     metrics = _metrics(ctx, get_key(top, "metrics"))
+    check_labels(ctx, models, source)
     state = parse_state(ctx, None if state_value is ABSENT else state_value, source)
     check_format(ctx, source, models)
     if ctx.errors:

@@ -37,7 +37,7 @@ from stream.config.tree import (
 )
 
 _MODEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_MODEL_KEYS = ("name", "version", "select", "baseline", "features", "predictions")
+_MODEL_KEYS = ("name", "version", "select", "baseline", "features", "predictions", "labels")
 _COLUMN_KEYS = ("name", "path", "type", "detectors", "min_effect")
 _DETECTION_KEYS = (
     "false_alarm_events",
@@ -305,6 +305,11 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
             path + ("features",),
             "required: a non-empty list of columns, e.g. [{name: income, path: features.income, type: numeric}]",
         )
+    labels: Any = None
+    if get_key(sec, "labels") is not ABSENT:
+        from stream.config.labels import parse_labels
+
+        labels = parse_labels(ctx, sec["labels"], path + ("labels",), groups["predictions"])
     return ModelConfig(
         name=name,
         baseline=baseline,
@@ -312,6 +317,7 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
         predictions=groups["predictions"],
         version=version,
         select=select,
+        labels=labels,
     )
 
 

@@ -197,6 +197,53 @@ class ColumnConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LabelsConfig:
+    """A model's ground truth (``labels:``; see stream.config.labels and docs/labels.md)."""
+
+    #: key path of the id in an inference event
+    id_path: tuple[str, ...]
+    #: key path of the true value in a label event
+    label_path: tuple[str, ...]
+    #: binary | multiclass | regression
+    task: str
+    #: the Kafka topic of the label events (None: they come in the inference stream)
+    topic: str | None = None
+    #: which events of the inference stream are label events (when ``topic`` is None)
+    select: SelectConfig | None = None
+    #: key path of the id in a label event (None: ``id_path``)
+    label_id_path: tuple[str, ...] | None = None
+    #: key path of a label event's time (None: ``source.timestamp.path``)
+    timestamp_path: tuple[str, ...] | None = None
+    #: binary: the label value that means positive
+    positive_class: str | int | None = None
+    #: binary: the numeric prediction column holding P(positive)
+    score_column: str | None = None
+    #: binary: score >= threshold predicts positive
+    threshold: float = 0.5
+    #: multiclass (categorical) or regression (numeric): the predicted value's column
+    prediction_column: str | None = None
+    #: seconds of event time a prediction waits for its label (the longest label delay)
+    horizon_s: float = 86_400.0
+    #: seconds of event time a label that came before its prediction waits for it
+    label_wait_s: float = 60.0
+    #: predictions waiting for labels per partition (the oldest are expired beyond it)
+    max_pending: int = 100_000
+    #: joined pairs in the recent-window quality metrics
+    window: int = 1000
+
+    @property
+    def label_id(self) -> tuple[str, ...]:
+        return self.id_path if self.label_id_path is None else self.label_id_path
+
+    @property
+    def prediction(self) -> str:
+        """The prediction column the join reads (the score for binary tasks)."""
+        name = self.score_column if self.task == "binary" else self.prediction_column
+        assert name is not None
+        return name
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
     baseline: BaselineConfig
@@ -204,6 +251,8 @@ class ModelConfig:
     predictions: tuple[ColumnConfig, ...] = ()
     version: str | None = None
     select: SelectConfig | None = None
+    #: ground truth joined to the predictions (None: no labels)
+    labels: LabelsConfig | None = None
 
     @property
     def columns(self) -> tuple[ColumnConfig, ...]:

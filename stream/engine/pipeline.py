@@ -40,6 +40,8 @@ from stream.engine.figures import (
     QualityFigures,
     aggregate_column,
 )
+from stream.engine.labelbook import LabelBook, LabelSnapshot, label_report, remap_positions
+from stream.engine.labels import split_inline
 from stream.engine.skew import PartitionSkew
 from stream.formats.batch import DecodedBatch, ModelBatch
 from stream.formats.decoders import decoder_for, flush
@@ -114,6 +116,7 @@ def _tail(mb: ModelBatch, start: int) -> ModelBatch:
         timestamps=None if mb.timestamps is None else mb.timestamps[i:],
         invalid_timestamp_mask=None if mb.invalid_timestamp_mask is None
         else mb.invalid_timestamp_mask[i:],
+        ids=None if mb.ids is None else mb.ids[i:],
     )
 
 
@@ -184,6 +187,8 @@ class Pipeline:
         self.skew = PartitionSkew(check, baselines, {
             m.name: [(c.name, c.role) for c in m.columns] for m in config.models}
         ) if check.enabled else None
+        #: the label joins of the models with ``labels:`` (None: no model has labels)
+        self.labels = LabelBook(config) if any(m.labels for m in config.models) else None
 
     # -- partitions ------------------------------------------------------------
     def new_monitor(self, model: str) -> ModelMonitor:
@@ -210,7 +215,8 @@ class Pipeline:
             return None if st is None else st.monitors.get(model)
 
     def restore_partition(self, key: PartitionKey, monitors: dict[str, ModelMonitor],
-                          episodes: Mapping[str, Any] | None = None) -> None:
+                          episodes: Mapping[str, Any] | None = None,
+                          labels: Mapping[str, Any] | None = None) -> None:
         """Replace the state of ``key``: the given monitors, fresh ones for other models.
 
         ``episodes``: model -> the ``episodes`` entry of its exported state (the open
@@ -222,6 +228,8 @@ class Pipeline:
                 if mon.quality is None:  # restored from a checkpoint older than it
                     mon.quality = self.new_monitor(name).quality
             self.partitions[key] = PartitionState(mons, key, self.clock(), episodes)
+            if self.labels is not None:
+                self.labels.restore(key, labels or {})
 
     def drop_partition(self, key: PartitionKey) -> bool:
         """Forget the state of ``key`` (its counts stay in the counters); True if it had one."""
@@ -229,6 +237,8 @@ class Pipeline:
             st = self.partitions.pop(key, None)
             if self.skew is not None:
                 self.skew.drop(key)
+            if self.labels is not None:
+                self.labels.drop(key)
             if st is None:
                 return False
             consumed, processed = self.retired_partitions.get(key, (0, Counter()))
@@ -253,6 +263,9 @@ class Pipeline:
             out = {name: mon.to_dict() for name, mon in st.monitors.items()}
             for (name, col), ep in st.book.open.items():
                 out[name].setdefault("episodes", {})[col] = ep.state()
+            if self.labels is not None:
+                for name, state in self.labels.export(key).items():
+                    out[name]["labels"] = state
             return out
 
     # -- processing ----------------------------------------------------------------
@@ -269,7 +282,15 @@ class Pipeline:
         ``messages[i]`` (the detections and episodes carry it).
         """
         t0 = time.perf_counter()
-        batch = self.decoder.decode(messages)
+        inline = None
+        if self.labels is not None and self.labels.inline:
+            inline = split_inline(messages, self.labels.inline)
+        if inline is None:
+            batch = self.decoder.decode(messages)
+        else:  # label events in the stream: decode the others, positions in ``messages``
+            kept = inline[0]
+            batch = self.decoder.decode([messages[i] for i in kept.tolist()])
+            remap_positions(batch, kept, len(messages))
         found: list[Detection] = []
         closes: list[Detection] = []
         with self.lock:
@@ -286,6 +307,8 @@ class Pipeline:
                     continue
                 mon = st.monitors[name]
                 alarms = mon.update(mb.columns, mb.invalid_mask, mb.missing_mask)
+                if mb.ids is not None and self.labels is not None:
+                    self.labels.add_predictions(name, partition, mb)
                 if self.skew is not None and partition != LOCAL_PARTITION:
                     self.skew.update(name, partition, mon, mb.n_events)
                 if mon.quality is not None:
@@ -302,6 +325,8 @@ class Pipeline:
                     else now
                 self.last_event_ts[name] = max(self.last_event_ts.get(name, 0.0), newest)
                 self.event_lag[name] = max(0.0, now - newest)
+            if inline is not None and self.labels is not None:
+                self.labels.add_labels(inline[1], partition, inline=True)
             if self.skew is not None:
                 self.skew.maybe_check(now)
             found.sort(key=lambda d: d.index)
@@ -325,6 +350,22 @@ class Pipeline:
             counts = flush(self.decoder)
             self.invalid.update(counts)
             return counts
+
+    def process_labels(self, messages: Sequence[bytes], partition: PartitionKey = LOCAL_PARTITION,
+                       topic: str | None = None, label_partition: int | None = None,
+                       offsets: Sequence[int] | None = None) -> Counter[str]:
+        """Join label messages with the predictions of inference ``partition`` (see
+        :meth:`LabelBook.add_labels`); returns the rejected ones by reason."""
+        with self.lock:
+            if self.labels is None:
+                return Counter()
+            self._partition(partition)
+            return self.labels.add_labels(messages, partition, topic, label_partition, offsets)
+
+    def label_snapshot(self) -> LabelSnapshot | None:
+        """The figures of the label joins (None: no model has labels)."""
+        with self.lock:
+            return None if self.labels is None else self.labels.snapshot()
 
     def count_rejected(self, invalid: Mapping[str, int]) -> None:
         """Count messages rejected before :meth:`process` (by reason): the first stage of a
@@ -456,5 +497,6 @@ class Pipeline:
                            "baseline_id": self.baseline_ids[name],
                            "data_quality": self._quality(name).to_dict(),
                            "features": {col: figures.to_dict() for col, figures
-                                        in self._columns(name).items()}}
+                                        in self._columns(name).items()},
+                           **label_report(self.labels, name)}
                     for name in self.fresh}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -58,6 +58,8 @@ class ModelBatch:
     #: bool mask of the events whose timestamp is present but not a time (None
     #: when ``source.timestamp`` is not configured)
     invalid_timestamp_mask: np.ndarray | None = None
+    #: the raw ids of the events (``labels.id_path``), or None when the model has no labels
+    ids: list[Any] | None = None
 
     @property
     def n_events(self) -> int:
@@ -77,6 +79,7 @@ class ModelBatch:
             timestamps=None if self.timestamps is None else self.timestamps[keep],
             invalid_timestamp_mask=None if self.invalid_timestamp_mask is None
             else self.invalid_timestamp_mask[keep],
+            ids=None if self.ids is None else [self.ids[i] for i in keep.tolist()],
         )
 
     @property

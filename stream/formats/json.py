@@ -157,6 +157,7 @@ class BatchDecoder:
             paths += [m.select.field for m in self._models if m.select is not None]
             if self._timestamp is not None:
                 paths.append(self._timestamp.path)
+            paths += [m.labels.id_path for m in self._models if m.labels is not None]
             schema = struct_schema(paths)
             if schema is not None:
                 event_type, self._struct_from_dict, self._struct_names = schema
@@ -222,6 +223,8 @@ class BatchDecoder:
                 batch.timestamps, batch.invalid_timestamp_mask = timestamps_column(
                     extractor.values(self._timestamp.path), extractor.n, self._timestamp.unit
                 )
+            if model.labels is not None:
+                batch.ids = extractor.values(model.labels.id_path)
             wrong = _wrong_structure(extractor, self._parents[model.name])
             if wrong is not None:  # events this model's paths cannot walk: not its events
                 rejected.append(model_positions[wrong])

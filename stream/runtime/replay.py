@@ -14,6 +14,7 @@ from stream.config import Config
 from stream.engine.episodes import Episode
 from stream.engine.pipeline import Detection, Pipeline
 from stream.formats.batch import DecodedBatch
+from stream.runtime.labelfeed import LabelFeed
 from stream.sources.files import iter_batches
 
 log = logging.getLogger("streamdrift.replay")
@@ -21,11 +22,15 @@ log = logging.getLogger("streamdrift.replay")
 
 def replay(config: Config, pipeline: Pipeline, input_path: Path, batch_lines: int = 5000,
            on_batch: Callable[[int, int], None] | None = None,
-           observe: Callable[[DecodedBatch, int], None] | None = None) -> dict[str, Any]:
+           observe: Callable[[DecodedBatch, int], None] | None = None,
+           labels_path: Path | None = None) -> dict[str, Any]:
     """Push every line of ``input_path`` through ``pipeline``; return the report.
 
     ``observe(batch, base_index)``, when given, is called after each batch is processed
-    (the HTML report reads the pipeline's state there, see :mod:`stream.report`)."""
+    (the HTML report reads the pipeline's state there, see :mod:`stream.report`).
+    ``labels_path``: label events, merged with the input by event time (see
+    stream.runtime.labelfeed)."""
+    feed = None if labels_path is None else LabelFeed(pipeline, labels_path)
     detections: list[Detection] = []
     closed: list[Episode] = []
     lines = 0
@@ -37,9 +42,13 @@ def replay(config: Config, pipeline: Pipeline, input_path: Path, batch_lines: in
         detections.extend(found)
         closed.extend(ep for step, ep in pipeline.last_episodes if step == "close")
         lines += len(batch)
+        if feed is not None and pipeline.last_event_ts:
+            feed.until(max(pipeline.last_event_ts.values()))
         if on_batch:
             on_batch(lines, sum(len(b) + 1 for b in batch))
     pipeline.flush_decoder()
+    if feed is not None:
+        feed.until(float("inf"))
     took = time.perf_counter() - started
     processed = pipeline.events
     snap_invalid = dict(pipeline.invalid)
@@ -55,6 +64,8 @@ def replay(config: Config, pipeline: Pipeline, input_path: Path, batch_lines: in
         "models": pipeline.report_models(),
         "seconds": round(took, 3),
     }
+    if feed is not None:
+        report["label_lines"] = feed.lines
     log.info("replay done", extra={"lines": lines, "events_processed": processed,
                                    "detections": len(detections),
                                    "episodes": len(episodes),

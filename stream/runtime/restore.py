@@ -17,6 +17,7 @@ from detectors.model import ModelMonitor
 from stream.config import KafkaConfig
 from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
+from stream.runtime.labelsrun import LabelTopics
 from stream.runtime.startpos import log_start
 from stream.sinks.checkpoints import Checkpoint, StateError, StateStore
 from stream.sinks.deadletters import PendingDeadLetters
@@ -64,6 +65,7 @@ class Rebalancing:
     starts: dict[Any, tuple[str, int | None]]
     rebalanced: bool
     closing: bool
+    labels: LabelTopics
 
     def _checkpoint(self, tps: Iterable[Any], timeout_s: float,
                     in_callback: bool = False) -> bool:
@@ -160,7 +162,8 @@ class Rebalancing:
         latest: dict[tuple[str, str, int], Checkpoint] = {}
         if self.store is not None:
             try:
-                latest = self.store.read({self._key(tp) for tp in tps}, RESTORE_TIMEOUT_S)
+                latest = self.store.read({self._key(tp) for tp in tps}
+                                         | self.labels.state_keys(tps), RESTORE_TIMEOUT_S)
                 if self.drift_events is not None:
                     # what a previous owner wrote since the checkpoints: not written again
                     since: dict[tuple[str, int], float | None] = {
@@ -178,7 +181,9 @@ class Rebalancing:
         failed = set()
         for tp in sorted(tps):
             try:
-                if self.store is None:
+                if self.labels.is_label(tp):
+                    self._restore_labels(tp, latest, polled)
+                elif self.store is None:
                     self._restore_without_state(tp, polled)
                 else:
                     self._restore_one(tp, latest, polled)
@@ -189,6 +194,8 @@ class Rebalancing:
         starts, self.starts = {tp: self.starts[tp] for tp in done if tp in self.starts}, {}
         log_start(self.consumer, starts, self.kafka.auto_offset_reset,
                   int(BROKER_CALL_TIMEOUT_S * 1000))
+        if self.labels:
+            self.labels.check_assignment(assignment)
         paused = set(self.consumer.paused()) - set(self.blocked)
         if self.pending is None and done & paused:
             self.consumer.resume(*(done & paused))
@@ -228,6 +235,7 @@ class Rebalancing:
         key = self._key(tp)
         found: dict[str, tuple[int, ModelMonitor]] = {}
         episodes: dict[str, Any] = {}
+        joins: dict[str, Any] = {}
         for name, base in self.pipeline.baselines.items():
             if name not in self.pipeline.fresh:
                 continue
@@ -245,6 +253,7 @@ class Rebalancing:
             try:
                 found[name] = (cp.offset, ModelMonitor.from_dict(cp.state, base))
                 episodes[name] = cp.state.get("episodes")
+                joins[name] = cp.state.get("labels")
             except Exception as exc:  # noqa: BLE001 - a bad checkpoint must not stop the run
                 self.health.count_restores("ignored")
                 log.warning("ignoring a checkpoint that does not restore: %s", exc,
@@ -264,7 +273,7 @@ class Rebalancing:
         self.consumer.seek(tp, start)
         polled.pop(tp, None)
         self.pipeline.restore_partition(key, {name: mon for name, (_, mon) in found.items()},
-                                        episodes)
+                                        episodes, joins)
         self.done[tp] = start
         ahead = {name: off for name, (off, _) in found.items() if off > start}
         if ahead:
@@ -277,6 +286,21 @@ class Rebalancing:
         log.info("state restored", extra={
             "topic": tp.topic, "partition": tp.partition, "offset": start,
             "events": {name: mon.n_events for name, (_, mon) in found.items()}})
+
+    def _restore_labels(self, tp: Any, latest: dict[tuple[str, str, int], Checkpoint],
+                        polled: dict[Any, list[Any]]) -> None:
+        """A label partition resumes from the label offset its inference partition's
+        checkpoint covers (else from its committed offset)."""
+        start = self.labels.resume_offset(tp, latest)
+        if start is None:
+            start = self._seek_committed(tp, polled)
+        else:
+            self.consumer.seek(tp, start)
+            polled.pop(tp, None)
+        if start is not None:
+            self.done[tp] = start
+        log.info("label partition restored", extra={"topic": tp.topic, "partition": tp.partition,
+                                                    "offset": start})
 
     def _restore_without_state(self, tp: Any, polled: dict[Any, list[Any]]) -> None:
         parked = self.parked.pop(tp, None)

@@ -36,6 +36,7 @@ from stream.config import Config, require_kafka
 from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
 from stream.formats.decoders import wants_records
+from stream.runtime.labelsrun import LabelTopics
 from stream.runtime.restore import BROKER_CALL_TIMEOUT_S, RESTORE_TIMEOUT_S, Rebalancing
 from stream.sinks.checkpoints import Checkpoint, StateError, StateStore
 from stream.sinks.deadletters import (
@@ -79,6 +80,10 @@ class KafkaRunner(Rebalancing):
                  stop: threading.Event | None = None) -> None:
         self.config = config
         self.kafka = require_kafka(config)
+        #: the label topics of the models with labels (subscribed beside the inference topic)
+        self.labels = LabelTopics(config, self.kafka)
+        if self.labels:
+            self.kafka = self.labels.subscription(self.kafka)
         self.pipeline = pipeline
         self.stop_event = stop or threading.Event()
         self.consumer: Any = None
@@ -180,6 +185,11 @@ class KafkaRunner(Rebalancing):
             recs = polled[tp]
             if not recs:
                 continue
+            if self.labels.is_label(tp):
+                self.labels.process(self.pipeline, tp, self._values(recs),
+                                    [r.offset for r in recs])
+                done[tp] = recs[-1].offset + 1
+                continue
             found, batch = self.pipeline.process(recs if self._records else self._values(recs),
                                                  base_index=self.consumed,
                                                  partition=self._key(tp),
@@ -248,7 +258,8 @@ class KafkaRunner(Rebalancing):
         held = set(self.pending.done) if self.pending is not None else set()
         for tp in tps:
             off = self.done.get(tp)
-            if off is None or self.checkpointed.get(tp) == off or tp in self.skip_until:
+            if off is None or tp in self.skip_until or (
+                    self.checkpointed.get(tp) == off and not self._labels_moved(tp)):
                 continue  # nothing new (or a cut checkpoint still being caught up)
             if tp in held:
                 continue  # its state is ahead of `off` until the dead letters are written
@@ -278,6 +289,11 @@ class KafkaRunner(Rebalancing):
             "records": len(cps), "bytes": size,
             "ms": round((time.monotonic() - t0) * 1000, 1)})
         return True
+
+    def _labels_moved(self, tp: Any) -> bool:
+        """Whether the label joins of inference partition ``tp`` changed since exported."""
+        book = self.pipeline.labels
+        return book is not None and book.dirty(self._key(tp))
 
     def _commit(self) -> bool:
         # a failure is retried with the next iteration
@@ -402,6 +418,8 @@ class KafkaRunner(Rebalancing):
             if self.drift_events is not None:
                 self.drift_events.ensure_topic()
             self.consumer = self._consumer()
+            if self.labels:
+                self.labels.check_partitions(self.consumer)
         except KafkaError as exc:  # unreachable, TLS refused, SASL login refused
             raise connection_error(k, exc) from None
         except Exception as exc:

@@ -291,6 +291,10 @@ def make_registry(pipeline: Pipeline, health: RunnerHealth | None = None
     """A fresh registry holding only the streamdrift collector."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StreamdriftCollector(pipeline, health))
+    if getattr(pipeline, "labels", None) is not None:  # a model has labels:
+        from stream.sinks.label_metrics import LabelCollector
+
+        registry.register(LabelCollector(pipeline))
     return registry
 
 

@@ -245,6 +245,12 @@ def _tiny_baselines(cfg: Any) -> dict[str, Any]:
      "source.open_inference.response_topics"),
     ({"open_inference": {"buffer": 3}}, OIP_MODEL, "source.open_inference.buffer"),
     ({"format": "json", "open_inference": {}}, JSON_MODEL, "source.open_inference"),
+    # the label join reads the ids of JSON events only (issue #15)
+    ({"timestamp": {"path": "ce-time"}},
+     {**OIP_MODEL, "labels": {"topic": "labels", "id_path": "id", "label_path": "label",
+                              "task": "binary", "positive_class": 1, "score_column": "score",
+                              "horizon_s": 60}},
+     "models[0].labels"),
 ])
 def test_bad_configuration_names_the_key(source: dict[str, Any], model: dict[str, Any],
                                          key: str) -> None:

@@ -1,0 +1,472 @@
+"""The join of delayed labels with the predictions they belong to (a model's ``labels:``).
+
+One :class:`LabelJoin` per model and inference partition holds, in bounded memory:
+
+* ``pending``: predictions waiting for their label, id -> (event time, prediction), in
+  arrival order; a prediction leaves when its label comes (``joined``), when the *label*
+  stream's event time passes its own time + ``horizon_s`` (``expired``: its label, were
+  there one, would have come by now), or when more than ``max_pending`` wait (the oldest,
+  ``evicted``);
+* ``early``: labels that came before their prediction, id -> (event time, label); one
+  leaves when its prediction comes (``joined``) or when the *prediction* stream's event
+  time passes its own time + ``label_wait_s`` (``no_prediction``);
+* the ids recently joined and recently expired (``max_pending`` each), so that a second
+  label for a joined id counts as ``duplicate`` and one for an expired id as ``late``;
+* the quality metrics of the joined pairs (:class:`detectors.quality_metrics.QualityMetrics`)
+  and, per label partition, the next label offset its state covers.
+
+Each buffer is aged by the *other* stream's event time, so a consumer that reads one topic
+behind the other never expires what the other will still bring.  A stream's time is the
+largest median event time of its batches so far, so that a stray event time (a label dated
+next year) does not expire everything at once; expiry runs once per batch.  The state round-trips
+through :meth:`LabelJoin.to_dict` (it is part of the partition's checkpoint), and
+:class:`LabelDecoder` turns label messages into (model, id, time, label) columns, counting
+bad ones by reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import orjson
+
+from detectors.cusum import CUSUM
+from detectors.quality_metrics import QualityMetrics
+from stream.config import Config, LabelsConfig, ModelConfig
+from stream.formats.columns import timestamps_column
+
+#: what became of each prediction and label (the ``outcome`` metric label)
+OUTCOMES: Final = ("joined", "expired", "evicted", "no_prediction", "duplicate", "late",
+                   "unjoinable_prediction")
+#: why a label message was rejected (the ``reason`` metric label)
+INVALID_LABEL_REASONS: Final = ("invalid_json", "not_an_object", "unknown_model", "missing_id",
+                                "wrong_type", "invalid_timestamp")
+_MISSING: Final = object()
+
+
+def _walk(event: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(event, dict):
+            return _MISSING
+        event = event.get(key, _MISSING)
+        if event is _MISSING:
+            return _MISSING
+    return event
+
+
+def _id(value: Any) -> str | None:
+    """An id as the join compares it: strings and integers (not booleans), as text."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def label_value(cfg: LabelsConfig, value: Any) -> float | str | None:
+    """A label as the join keeps it (binary 0/1, a number, a class), None if of a wrong type.
+
+    >>> from stream.config import LabelsConfig
+    >>> cfg = LabelsConfig(("id",), ("y",), "binary", topic="t", positive_class="fraud")
+    >>> label_value(cfg, "fraud"), label_value(cfg, "ok"), label_value(cfg, 1)
+    (1.0, 0.0, None)
+    """
+    if cfg.task == "binary":
+        pos = cfg.positive_class
+        if isinstance(pos, str):
+            return None if not isinstance(value, str) else float(value == pos)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        if isinstance(value, float) and not value.is_integer():
+            return None
+        return float(value == pos)
+    if cfg.task == "multiclass":
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    x = float(value)
+    return x if math.isfinite(x) else None
+
+
+def _front(buf: dict[str, tuple[float, Any]], limit: float, bound: int,
+           ) -> tuple[list[str], list[str]]:
+    """Remove from the front of ``buf`` the entries older than ``limit`` (first list), then
+    the oldest beyond ``bound`` entries (second list)."""
+    old = []
+    for k, (t, _) in buf.items():
+        if t >= limit:
+            break
+        old.append(k)
+    for k in old:
+        del buf[k]
+    over = list(islice(buf, max(0, len(buf) - bound)))
+    for k in over:
+        del buf[k]
+    return old, over
+
+
+def concept_state(fresh: CUSUM | None, saved: Any) -> CUSUM | None:
+    if fresh is None:
+        return None
+    if isinstance(saved, Mapping):
+        try:
+            old = CUSUM.from_dict(dict(saved))
+        except Exception:  # noqa: BLE001 - a bad saved detector: start afresh
+            old = None
+        if isinstance(old, CUSUM) and (old.h, old.mean, old.scale) == (fresh.h, fresh.mean,
+                                                                       fresh.scale):
+            return old
+    copy = CUSUM.from_dict(fresh.to_dict())
+    assert isinstance(copy, CUSUM)
+    return copy
+
+
+def _earliest(times: list[float]) -> float:
+    return min(times)
+
+
+class LabelJoin:
+    """Predictions and labels of one model on one inference partition, joined by id."""
+
+    def __init__(self, cfg: LabelsConfig) -> None:
+        self.cfg = cfg
+        self.pending: dict[str, tuple[float, Any]] = {}
+        self.early: dict[str, tuple[float, Any]] = {}
+        self.joined_ids: dict[str, None] = {}
+        self.expired_ids: dict[str, None] = {}
+        #: newest event time of the predictions and of the labels seen
+        self.pred_time = -math.inf
+        self.label_time = -math.inf
+        self.counts: Counter[str] = Counter()
+        self.quality = QualityMetrics(cfg.task, cfg.window, cfg.threshold)
+        #: label partition -> next label offset this state covers (``run`` only)
+        self.label_next: dict[int, int] = {}
+        #: whether the state changed since the last :meth:`to_dict`
+        self.dirty = False
+        #: the concept-drift CUSUM of the joined errors (None: no labelled reference)
+        self.concept: CUSUM | None = None
+        self._ys: list[Any] = []
+        self._ps: list[Any] = []
+
+    # -- input ---------------------------------------------------------------------------
+    def add_predictions(self, ids: Sequence[Any], times: np.ndarray, preds: np.ndarray,
+                        others: Sequence[LabelJoin] = ()) -> None:
+        """Predictions of a batch (``preds``: scores or values; None/NaN where unusable).
+
+        ``others``: the joins of the model's other partitions held by this process, whose
+        early labels a prediction here may meet (a single consumer joins across partitions)."""
+        ok_time = np.isfinite(times)
+        if preds.dtype.kind == "f":
+            ok = ok_time & np.isfinite(preds)
+            if self.cfg.task == "binary":
+                ok &= (preds >= 0.0) & (preds <= 1.0)
+        else:
+            ok = ok_time & np.array([isinstance(p, str) for p in preds], dtype=bool)
+        keys = [_id(v) for v in ids]
+        rows = [(k, float(t), p) for k, t, p, good in zip(keys, times.tolist(), preds.tolist(),
+                                                          ok.tolist(), strict=True)
+                if good and k is not None]
+        bad = len(keys) - len(rows)
+        if bad:
+            self.counts["unjoinable_prediction"] += bad
+        if not rows:
+            return
+        self.dirty = True
+        # the median, not the newest: one stray event time must not expire the early labels
+        self.pred_time = max(self.pred_time, float(np.median([r[1] for r in rows])))
+        waiting = [j for j in (self, *others) if j.early]
+        if waiting:
+            for k, t, p in rows:
+                for j in waiting:
+                    lab = j.early.pop(k, None)
+                    if lab is not None:
+                        j.dirty = True
+                        self._join(k, lab[1], p)
+                        break
+                else:
+                    self.pending[k] = (t, p)
+        else:
+            self.pending.update((k, (t, p)) for k, t, p in rows)
+        for j in (self, *others):
+            j._age([o for o in (self, *others) if o is not j])
+
+    def add_labels(self, ids: Sequence[str], times: Sequence[float],
+                   values: Sequence[Any], others: Sequence[LabelJoin] = ()) -> None:
+        """Labels (valid ids, finite times, values from :func:`label_value`).
+
+        A label whose prediction waits on one of ``others`` (the model's other partitions
+        held by this process) is joined there."""
+        if not ids:
+            return
+        self.dirty = True
+        # the median, not the newest: one stray label time must not expire the predictions
+        self.label_time = max(self.label_time, float(np.median(times)))
+        pending, early = self.pending, self.early
+        for k, t, y in zip(ids, times, values, strict=True):
+            pred = pending.pop(k, None)
+            if pred is not None:
+                self._join(k, y, pred[1])
+                continue
+            owner = next((o for o in others if k in o.pending), None)
+            if owner is not None:
+                owner._join(k, y, owner.pending.pop(k)[1])
+                owner.dirty = True
+            elif k in early or any(k in j.joined_ids for j in (self, *others)):
+                self.counts["duplicate"] += 1
+            elif any(k in j.expired_ids for j in (self, *others)):
+                self.counts["late"] += 1
+            else:
+                early[k] = (t, y)
+        for j in (self, *others):
+            j._age([o for o in (self, *others) if o is not j])
+
+    def _join(self, key: str, y: Any, p: Any) -> None:
+        self._ys.append(y)
+        self._ps.append(p)
+        self._remember(self.joined_ids, key)
+
+    def _remember(self, ids: dict[str, None], key: str) -> None:
+        ids[key] = None
+        if len(ids) > self.cfg.max_pending:
+            del ids[next(iter(ids))]
+
+    def _age(self, others: Sequence[LabelJoin] = ()) -> None:
+        """Expire and evict; feed the pairs joined since the last call to the metrics.
+
+        The time that ages a buffer is the earliest of the model's partitions held here:
+        with labels not co-partitioned (one consumer), a label may come on any partition,
+        and expiring by the fastest would make it late.  So a partition that has seen no
+        label (no prediction) yet holds the expiry of predictions (early labels) back; the
+        memory bound still holds (the oldest are evicted beyond ``max_pending``).  The
+        buffers are scanned from their oldest entry up to the first one still in time (so
+        an entry behind a newer one waits a little longer: amortised O(1) per entry)."""
+        cfg = self.cfg
+        group = (self, *others)
+        gone = _front(self.pending, _earliest([j.label_time for j in group]) - cfg.horizon_s,
+                      cfg.max_pending)
+        for k in gone[0]:
+            self._remember(self.expired_ids, k)
+        for k in gone[1]:
+            self._remember(self.expired_ids, k)
+        self.counts["expired"] += len(gone[0])
+        self.counts["evicted"] += len(gone[1])
+        stale = _front(self.early, _earliest([j.pred_time for j in group]) - cfg.label_wait_s,
+                       cfg.max_pending)
+        self.counts["no_prediction"] += len(stale[0]) + len(stale[1])
+        if self._ys:
+            ys, ps = self._ys, self._ps
+            self._ys, self._ps = [], []
+            self.counts["joined"] += len(ys)
+            q = self.quality
+            if cfg.task == "multiclass":
+                y, p = q.class_index(ys), q.class_index(ps)
+            else:
+                y, p = np.asarray(ys, dtype=np.float64), np.asarray(ps, dtype=np.float64)
+            q.update(y, p)
+            if self.concept is not None:
+                self.counts["concept_alarms"] += len(self.concept.update(q.errors(y, p)))
+
+    # -- state ----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        self.dirty = False
+        return {
+            "pending": [list(self.pending), [v[0] for v in self.pending.values()],
+                        [v[1] for v in self.pending.values()]],
+            "early": [list(self.early), [v[0] for v in self.early.values()],
+                      [v[1] for v in self.early.values()]],
+            "joined_ids": list(self.joined_ids), "expired_ids": list(self.expired_ids),
+            "pred_time": self.pred_time, "label_time": self.label_time,
+            "counts": dict(self.counts), "quality": self.quality.to_dict(),
+            "label_next": {str(k): v for k, v in self.label_next.items()},
+            "concept": None if self.concept is None else self.concept.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, cfg: LabelsConfig, d: Mapping[str, Any],
+                  concept: CUSUM | None = None) -> LabelJoin:
+        """The saved state ``d``; ``concept``: the model's calibrated detector now (the saved
+        one's sums go on when it has the same threshold, else it starts afresh)."""
+        j = cls(cfg)
+        j.concept = concept_state(concept, d.get("concept"))
+        ids, ts, vs = d["pending"]
+        j.pending = dict(zip(ids, zip(ts, vs, strict=True), strict=True))
+        ids, ts, vs = d["early"]
+        j.early = dict(zip(ids, zip(ts, vs, strict=True), strict=True))
+        j.joined_ids = dict.fromkeys(d["joined_ids"])
+        j.expired_ids = dict.fromkeys(d["expired_ids"])
+        j.pred_time, j.label_time = float(d["pred_time"]), float(d["label_time"])
+        j.counts = Counter({str(k): int(v) for k, v in d["counts"].items()})
+        q = QualityMetrics.from_dict(d["quality"])
+        if (q.task, q.window) == (cfg.task, cfg.window):
+            j.quality = q
+        j.label_next = {int(k): int(v) for k, v in d.get("label_next", {}).items()}
+        return j
+
+
+class LabelDecoder:
+    """Label messages -> per model: ids, event times, label values (bad ones counted)."""
+
+    def __init__(self, config: Config) -> None:
+        ts = config.source.timestamp
+        self.unit = ts.unit if ts is not None else "s"
+        default_path = ts.path if ts is not None else ("timestamp",)
+        self.models = [m for m in config.models if m.labels is not None]
+        #: label topic -> the models reading it (None: the models whose label events come in
+        #: the inference stream, ``labels.select``)
+        self.by_topic: dict[str | None, list[ModelConfig]] = {}
+        for m in self.models:
+            assert m.labels is not None
+            self.by_topic.setdefault(m.labels.topic, []).append(m)
+        self.time_path = {m.name: (m.labels.timestamp_path or default_path)
+                          for m in self.models if m.labels is not None}
+
+    def decode(self, messages: Sequence[bytes], topic: str | None = None, inline: bool = False,
+               ) -> tuple[dict[str, tuple[list[str], list[float], list[Any], list[int]]],
+                          Counter[str]]:
+        """model -> (ids, times, values, positions in ``messages``) and the bad ones by reason.
+
+        ``topic``: the label topic the messages came from; ``inline``: label events taken
+        from the inference stream; neither: every model's labels, as ``replay --labels``
+        reads them."""
+        models = self.by_topic.get(None, []) if inline else \
+            self.models if topic is None else self.by_topic.get(topic, [])
+        bad: Counter[str] = Counter()
+        out: dict[str, tuple[list[str], list[float], list[Any], list[int]]] = {
+            m.name: ([], [], [], []) for m in models}
+        raw: dict[str, list[Any]] = {m.name: [] for m in models}
+        for pos, msg in enumerate(messages):
+            try:
+                event = orjson.loads(msg)
+            except orjson.JSONDecodeError:
+                bad["invalid_json"] += 1
+                continue
+            if not isinstance(event, dict):
+                bad["not_an_object"] += 1
+                continue
+            model = _route(models, event)
+            if model is None:
+                bad["unknown_model"] += 1
+                continue
+            lab = model.labels
+            assert lab is not None
+            key = _id(_walk(event, lab.label_id))
+            if key is None:
+                bad["missing_id"] += 1
+                continue
+            value = label_value(lab, _walk(event, lab.label_path))
+            if value is None:
+                bad["wrong_type"] += 1
+                continue
+            ids, _, values, positions = out[model.name]
+            ids.append(key)
+            values.append(value)
+            positions.append(pos)
+            t = _walk(event, self.time_path[model.name])
+            raw[model.name].append(None if t is _MISSING else t)
+        for name, (ids, times, values, positions) in out.items():
+            if not ids:
+                continue
+            ts, _ = timestamps_column(raw[name], len(ids), self.unit)
+            ok = np.isfinite(ts)
+            if not ok.all():
+                bad["invalid_timestamp"] += int((~ok).sum())
+                keep = np.flatnonzero(ok).tolist()
+                out[name] = ([ids[i] for i in keep], ts[ok].tolist(),
+                             [values[i] for i in keep], [positions[i] for i in keep])
+            else:
+                times.extend(ts.tolist())
+        return out, bad
+
+
+def split_inline(messages: Sequence[bytes], selects: Sequence[Any],
+                 ) -> tuple[np.ndarray, list[bytes]] | None:
+    """The positions of the messages that are not label events (``selects``: the
+    ``labels.select`` of the models whose labels come in the inference stream) and the label
+    events; None when there is none.  A message that does not parse stays with the events
+    (the decoder counts it)."""
+    keep: list[int] = []
+    found: list[bytes] = []
+    for i, msg in enumerate(messages):
+        try:
+            event = orjson.loads(msg)
+        except (orjson.JSONDecodeError, TypeError):
+            keep.append(i)
+            continue
+        if isinstance(event, dict) and any(
+                type(v := _walk(event, s.field)) is type(s.equals) and v == s.equals
+                for s in selects):
+            found.append(msg)
+        else:
+            keep.append(i)
+    if not found:
+        return None
+    return np.asarray(keep, dtype=np.int64), found
+
+
+def _route(models: Sequence[ModelConfig], event: dict[str, Any]) -> ModelConfig | None:
+    """The model a label event belongs to: the only one reading its topic, else by select."""
+    if len(models) == 1:
+        return models[0]
+    for m in models:
+        if m.select is not None:
+            v = _walk(event, m.select.field)
+            if v is not _MISSING and type(v) is type(m.select.equals) and v == m.select.equals:
+                return m
+    return None
+
+
+def reference_quality(model: ModelConfig, max_lines: int = 1_000_000,
+                      ) -> tuple[dict[str, float], np.ndarray] | None:
+    """The quality metrics of a JSONL reference whose events carry labels inline (at
+    ``labels.label_path``, next to the predictions), the baseline values, and the errors of
+    its predictions (see :meth:`QualityMetrics.errors`); None when the reference is not
+    JSONL or holds no labelled event."""
+    lab = model.labels
+    ref = model.baseline.reference
+    if lab is None or ref is None or model.baseline.reference_format != "jsonl":
+        return None
+    col = next(c for c in model.predictions if c.name == lab.prediction)
+    ys: list[Any] = []
+    ps: list[Any] = []
+    with Path(ref).open("rb") as fh:
+        for i, line in enumerate(fh):
+            if i >= max_lines:
+                break
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            if model.select is not None and _walk(event, model.select.field) != model.select.equals:
+                continue
+            y = label_value(lab, _walk(event, lab.label_path))
+            p = _walk(event, col.path)
+            if y is None or p is _MISSING or p is None:
+                continue
+            if lab.task == "multiclass":
+                if not isinstance(p, str):
+                    continue
+            elif isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p):
+                continue
+            ys.append(y)
+            ps.append(p)
+    if not ys:
+        return None
+    q = QualityMetrics(lab.task, lab.window, lab.threshold)
+    if lab.task == "multiclass":
+        ya, pa = q.class_index(ys), q.class_index(ps)
+    else:
+        ya, pa = np.asarray(ys, dtype=np.float64), np.asarray(ps, dtype=np.float64)
+    q.update(ya, pa)
+    return q.metrics(), q.errors(ya, pa)

@@ -22,6 +22,7 @@ from stream.config.keys import (
     suggest,
     type_name,
 )
+from stream.config.multivariate import parse_groups
 from stream.config.skew import parse_partition_check
 from stream.config.tree import (
     ALL_DETECTORS,
@@ -37,7 +38,8 @@ from stream.config.tree import (
 )
 
 _MODEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_MODEL_KEYS = ("name", "version", "select", "baseline", "features", "predictions")
+_MODEL_KEYS = ("name", "version", "select", "baseline", "features", "predictions",
+               "multivariate")
 _COLUMN_KEYS = ("name", "path", "type", "detectors", "min_effect")
 _DETECTION_KEYS = (
     "false_alarm_events",
@@ -305,6 +307,8 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
             path + ("features",),
             "required: a non-empty list of columns, e.g. [{name: income, path: features.income, type: numeric}]",
         )
+    multivariate = parse_groups(ctx, get_key(sec, "multivariate"), path + ("multivariate",),
+                                (*groups["features"], *groups["predictions"]))
     return ModelConfig(
         name=name,
         baseline=baseline,
@@ -312,6 +316,7 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
         predictions=groups["predictions"],
         version=version,
         select=select,
+        multivariate=multivariate,
     )
 
 

@@ -192,6 +192,15 @@ class ColumnConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupConfig:
+    """A group of numeric columns watched jointly (``models[].multivariate``)."""
+
+    name: str
+    columns: tuple[str, ...]
+    method: str = "auto"  # "auto" | "moments" | "rff"
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
     baseline: BaselineConfig
@@ -199,6 +208,8 @@ class ModelConfig:
     predictions: tuple[ColumnConfig, ...] = ()
     version: str | None = None
     select: SelectConfig | None = None
+    #: multivariate groups (stream.config.multivariate)
+    multivariate: tuple[GroupConfig, ...] = ()
 
     @property
     def columns(self) -> tuple[ColumnConfig, ...]:

@@ -210,6 +210,24 @@ class JointProfile:
         a = z @ self.rff
         return np.hstack([z, np.cos(a), np.sin(a)])
 
+    def chunk_sums(self, rows: np.ndarray, size: int) -> np.ndarray:
+        """Sums of the centred features over consecutive chunks of ``size`` rows (their
+        number a multiple of ``size``): the same as summing :meth:`features` minus the
+        mean, without materialising the pairwise products (one small matrix product per
+        chunk), and each chunk's sum independent of the others."""
+        k = rows.shape[0] // size
+        z = self.standardise(rows)
+        zc = z.reshape(k, size, -1)
+        lin = zc.sum(axis=1)
+        if self.method == "moments":
+            gram = np.matmul(zc.transpose(0, 2, 1), zc)
+            extra = gram[:, self._iu[0], self._iu[1]]
+        else:
+            assert self.rff is not None
+            a = (z @ self.rff).reshape(k, size, -1)
+            extra = np.hstack([np.cos(a).sum(axis=1), np.sin(a).sum(axis=1)])
+        return np.hstack([lin, extra]) - size * self.mean
+
     @property
     def n_features(self) -> int:
         d = len(self.columns)
@@ -313,8 +331,7 @@ class JointTest:
         self.n_rows += rows.shape[0]
         if k == 0:
             return EMPTY_POSITIONS, np.empty(0)
-        f = self.profile.features(allrows[:k * self.cadence]) - self.profile.mean
-        sums = f.reshape(k, self.cadence, -1).sum(axis=1)
+        sums = self.profile.chunk_sums(allrows[:k * self.cadence], self.cadence)
         chunks = np.vstack([self._ring, sums])
         self._ring = chunks[-self._chunks:].copy()
         held = chunks.shape[0] - k  # chunks before this batch's first

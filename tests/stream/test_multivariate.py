@@ -147,3 +147,24 @@ def test_group_state_survives_a_checkpoint_round_trip(tmp_path: Path) -> None:
     assert got == expected
     snap = second.snapshot().models[mv.MODEL].groups["joint"]
     assert snap.alarms == 0 and not snap.active  # counted by the first process
+
+
+def test_a_baseline_file_without_the_group_is_refused_with_the_fix(tmp_path: Path) -> None:
+    from stream.config import ConfigError
+    from stream.engine.baselines import build_baseline, save_baseline
+
+    mv.write_reference(tmp_path / "ref.jsonl", n=2_000)
+    detection = {"false_alarm_events": 100_000, "window": 500, "cadence": 50}
+    plain = mv.config("ref.jsonl", groups=[], detection=detection)
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(plain))
+    cfg = load_config(tmp_path / "plain.yaml")
+    save_baseline(build_baseline(cfg, cfg.models[0]), tmp_path / "mv.baseline.json")
+    grouped = mv.config("ref.jsonl", detection=detection)
+    grouped["models"][0]["baseline"] = {"file": "mv.baseline.json"}
+    (tmp_path / "grouped.yaml").write_text(yaml.safe_dump(grouped))
+    with pytest.raises(ConfigError) as info:
+        resolve_baselines(load_config(tmp_path / "grouped.yaml"))
+    (message,) = info.value.errors
+    assert message.startswith("models[0].baseline.file: ")
+    assert "no profile of multivariate group 'joint'" in message
+    assert "rebuild it with `streamdrift baseline`" in message

@@ -241,8 +241,10 @@ RESERVOIR_VALUE_BYTES = 32
 def baseline_size_limit(config: Config, model: ModelConfig) -> int:
     """The size limit of ``model``'s baseline file: :data:`MAX_BASELINE_BYTES` plus room
     for the reservoirs the configuration asks for (``detection.reservoir_size`` can be set
-    up to 1,000,000 values a numeric column)."""
+    up to 1,000,000 values a numeric column, and rows of a multivariate group)."""
     numeric = sum(1 for c in _columns(model) if c.type == "numeric")
+    # a multivariate group keeps a sample of up to reservoir_size rows of its columns
+    numeric += sum(len(g.columns) for g in model.multivariate)
     return MAX_BASELINE_BYTES + numeric * config.detection.reservoir_size * RESERVOIR_VALUE_BYTES
 
 

@@ -8,14 +8,15 @@ Scenarios (20 numeric columns, N(0, 1); columns 0 and 1 correlated +0.8 in the r
 Ours: :class:`detectors.multivariate.JointTest` (``moments``, window 500, cadence 50) on a
 10,000-row reference, its threshold calibrated by :func:`calibrate_joint` for an ARL0 of
 ``--arl0`` events; the achieved ARL0 is measured on null streams, the delay (events from
-the change to the alarm) over ``--runs`` runs per scenario with the change after 2,000
+the change to the alarm) over ``--runs`` runs per scenario with the change after 1,000
 events.
 
 NannyML 0.13.1 ``DataReconstructionDriftCalculator`` (chunks of 500 events, its default
 threshold: the reference chunks' mean ± 3 standard deviations) is a batch method: it is
 the reference point the issue names, not tuned to our ARL0; its own ARL0 (events per
 alerting chunk on null data) and delay (end of the first alerting chunk after the change)
-are reported as measured.  It runs in its own virtual environment (its pins clash with
+are reported as measured.  Runs whose first alarm comes before the change are left out of
+the delays (and counted).  It runs in its own virtual environment (its pins clash with
 ours): ``--nannyml-python /path/to/venv/bin/python``.
 
 Usage::
@@ -39,7 +40,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "multivariate-peers.md"
 D = 20
-CHANGE = 2_000
+CHANGE = 1_000
 AFTER = 3_000
 WINDOW, CADENCE, CHUNK = 500, 50, 500
 
@@ -100,18 +101,19 @@ def ours(reference: np.ndarray, arl0: float, runs: int, null_events: int,
                               "calibration_s": cal_s, "arl0": null_events / max(alarms, 1),
                               "null_alarms": alarms, "us_per_event": per_event * 1e6}
     for scenario in ("flip", "shift"):
-        delays, missed = [], 0
+        delays, missed, early = [], 0, 0
         for r in range(runs):
             t = fresh()
             x = stream(np.random.default_rng(seed + 1000 + r), scenario)
             hits = t.update(x)
-            after = hits[hits >= CHANGE]
-            if after.size:
-                delays.append(int(after[0]) - CHANGE)
+            if hits.size and hits[0] < CHANGE:  # a false alarm first: the run is left out
+                early += 1
+            elif hits.size:
+                delays.append(int(hits[0]) - CHANGE)
             else:
                 missed += 1
         out[scenario] = {"median": float(np.median(delays)) if delays else None,
-                         "missed": missed}
+                         "missed": missed, "early": early}
     return out
 
 
@@ -136,17 +138,18 @@ def nannyml(python: str, reference: np.ndarray, runs: int, null_events: int,
     out: dict[str, object] = {"arl0": CHUNK * len(null) / max(sum(null), 1),
                               "null_alarms": sum(null), "wall_s": took}
     for scenario in ("flip", "shift"):
-        delays, missed = [], 0
+        delays, missed, early = [], 0, 0
         for r in range(runs):
             flags = alerts[f"{scenario}{r}"]
-            first = next((i for i, a in enumerate(flags) if a and (i + 1) * CHUNK > CHANGE),
-                         None)
-            if first is None:
+            first = next((i for i, a in enumerate(flags) if a), None)
+            if first is not None and (first + 1) * CHUNK <= CHANGE:  # a false alarm first
+                early += 1
+            elif first is None:
                 missed += 1
             else:
                 delays.append((first + 1) * CHUNK - CHANGE)
         out[scenario] = {"median": float(np.median(delays)) if delays else None,
-                         "missed": missed}
+                         "missed": missed, "early": early}
     return out
 
 
@@ -170,12 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         s = r[scenario]
         assert isinstance(s, dict)
         med = "—" if s["median"] is None else f"{s['median']:.0f}"
-        return f"{med} (missed {s['missed']} of {args.runs})"
+        return (f"{med} (missed {s['missed']}; {s['early']} of {args.runs} runs left out: a "
+                f"false alarm before the change)")
 
     lines = ["# Multivariate drift: our joint test and NannyML's PCA reconstruction", "",
              f"`bench/bench_multivariate_peers.py --arl0 {args.arl0:g} --runs {args.runs} "
              f"--null-events {args.null_events} --seed {args.seed}`: 20 columns, change after "
-             f"{CHANGE:,} events; delay = events from the change to the alarm (median).", "",
+             f"{CHANGE:,} events; delay = events from the change to the first alarm (median over "
+             f"the runs without a false alarm before the change).", "",
              "| method | achieved ARL0 (events) | flip +0.8 → −0.8 | 0.3 σ × 10 of 20 | "
              "cost |", "| --- | --- | --- | --- | --- |",
              f"| ours, joint test (moments, window {WINDOW}, target ARL0 {args.arl0:g}) | "

@@ -146,6 +146,7 @@ TARGET = 2_000
 NULL_EVENTS = 300_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_calibrated_false_alarm_spacing_over_seeds(family: str) -> None:
     """Episodes on null streams are TARGET events apart: pooled over four reference seeds
@@ -171,6 +172,7 @@ def test_calibrated_false_alarm_spacing_over_seeds(family: str) -> None:
     assert all(0.4 <= r <= 2.5 for r in ratios), ratios
 
 
+@pytest.mark.slow
 def test_extrapolated_threshold_is_conservative_enough() -> None:
     """At a target beyond the simulation the threshold is extrapolated; a null stream 5x
     the simulated length raises at most a handful of episodes at a 1e7 target."""
@@ -187,6 +189,7 @@ def test_extrapolated_threshold_is_conservative_enough() -> None:
     assert sum(test.update(flip_rows(rng, 100_000, 0.8)).size for _ in range(20)) <= 2
 
 
+@pytest.mark.slow
 def test_detects_the_correlation_flip_and_a_spread_mean_shift() -> None:
     """The issue's scenarios at a calibrated 1e6 budget (window 500): a flip of +0.8 to
     -0.8 within 150 events and a 0.3 sd shift of 10 of 20 columns within 400 (median of

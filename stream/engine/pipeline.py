@@ -40,6 +40,7 @@ from stream.engine.figures import (
     QualityFigures,
     aggregate_column,
 )
+from stream.engine.multivariate import DETECTOR as JOINT
 from stream.engine.multivariate import group_counters, group_figures, group_specs
 from stream.engine.skew import PartitionSkew
 from stream.formats.batch import DecodedBatch, ModelBatch
@@ -71,7 +72,7 @@ class PartitionState:
                                               if d.drift_detected], now,
                                   saved.get(col) if isinstance(saved, Mapping) else None)
             for group, test in (mon.groups.tests.items() if mon.groups else ()):
-                self.book.restore(name, group, ["joint"] if test.drift_detected else [], now,
+                self.book.restore(name, group, [JOINT] if test.drift_detected else [], now,
                                   saved.get(group) if isinstance(saved, Mapping) else None)
         #: messages of the partition consumed by this process (valid or not)
         self.consumed = 0

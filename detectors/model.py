@@ -34,6 +34,18 @@ from detectors.catalogue import (
 )
 from detectors.column import Alarm, ColumnMonitor
 from detectors.errors import DetectorError
+from detectors.multivariate import GroupSpec, JointProfile
+from detectors.multivariate_model import (
+    GROUP_WEIGHT,
+    GroupsMonitor,
+    calibrate_groups,
+    check_groups,
+    group_key,
+    groups_from_dict,
+    groups_to_dict,
+    new_tests,
+    profile_groups,
+)
 from detectors.profile import (
     SCHEMA_VERSION,
     CategoricalProfile,
@@ -116,6 +128,11 @@ def _fingerprint(profile: Profile) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
+def _fingerprint_groups(groups: Mapping[str, JointProfile]) -> str:
+    body = json.dumps({k: p.to_dict() for k, p in sorted(groups.items())}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
 def _stable_seed(*parts: Any) -> int:
     h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
     return int.from_bytes(h[:8], "little") >> 1
@@ -133,13 +150,17 @@ def _stable_seed(*parts: Any) -> int:
 CALIBRATION_VERSION = 8
 
 
-def calibration_key(specs: Sequence[ColumnSpec], settings: DetectionSettings) -> str:
-    """Key of everything a model's calibration depends on, the code's version included."""
+def calibration_key(specs: Sequence[ColumnSpec], settings: DetectionSettings,
+                    groups: Sequence[GroupSpec] = ()) -> str:
+    """Key of everything a model's calibration depends on, the code's version included
+    (multivariate ``groups`` only when there are some: a model without keeps its key)."""
     s = asdict(settings)
     s.pop("calibration_values")
     cols = [[c.name, c.type, sorted(c.detectors)] for c in specs]
-    return hashlib.sha256(json.dumps([CALIBRATION_VERSION, s, cols], sort_keys=True)
-                          .encode()).hexdigest()[:16]
+    parts: list[Any] = [CALIBRATION_VERSION, s, cols]
+    if groups:
+        parts.append(group_key(groups))
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class ModelBaseline:
@@ -173,6 +194,9 @@ class ModelBaseline:
         self.meta = dict(meta or {})
         #: False when loaded from a file without a ``sha256`` (older than the check)
         self.verified = True
+        #: multivariate groups (see detectors.multivariate_model): profile, calibration
+        self.groups: dict[str, JointProfile] = {}
+        self.group_calibrations: dict[str, Calibration] = {}
 
     @classmethod
     def profile_columns(cls, data: Mapping[str, Any], specs: Sequence[ColumnSpec],
@@ -193,22 +217,28 @@ class ModelBaseline:
     @classmethod
     def build(cls, name: str, data: Mapping[str, Any], specs: Sequence[ColumnSpec],
               settings: DetectionSettings,
-              progress: Callable[[str, int, int], None] | None = None) -> ModelBaseline:
-        """Profile the reference ``data`` (column name → values) and calibrate."""
+              progress: Callable[[str, int, int], None] | None = None,
+              groups: Sequence[GroupSpec] = ()) -> ModelBaseline:
+        """Profile the reference ``data`` (column name → values, aligned by event) and
+        calibrate; ``groups``: multivariate groups of numeric columns."""
         base = cls(name, cls.profile_columns(data, specs, settings))
+        base.groups = profile_groups(data, groups, settings.reservoir_size,
+                                     _stable_seed(name, "groups", settings.seed))
         for spec in specs:
             if base.profiles[spec.name].count == 0:
                 raise DetectorError(f"{name}.{spec.name}: the reference data has no valid "
                                     f"value for this column; a baseline needs some")
-        base.calibrate(specs, settings, progress)
+        base.calibrate(specs, settings, progress, groups)
         return base
 
     # -- calibration -----------------------------------------------------------
-    def needs_calibration(self, specs: Sequence[ColumnSpec], settings: DetectionSettings) -> bool:
-        return self.key != calibration_key(specs, settings)
+    def needs_calibration(self, specs: Sequence[ColumnSpec], settings: DetectionSettings,
+                          groups: Sequence[GroupSpec] = ()) -> bool:
+        return self.key != calibration_key(specs, settings, groups)
 
     def calibrate(self, specs: Sequence[ColumnSpec], settings: DetectionSettings,
-                  progress: Callable[[str, int, int], None] | None = None) -> None:
+                  progress: Callable[[str, int, int], None] | None = None,
+                  groups: Sequence[GroupSpec] = ()) -> None:
         """(Re)compute every alarming detector's threshold from the false-alarm budget."""
         pairs = [(s, d) for s in specs for d in s.detectors]
         if not pairs:
@@ -216,7 +246,7 @@ class ModelBaseline:
         # the budget is split over the detectors that can raise a false alarm at all, in
         # proportion to their weights, and the model-level test of incomplete events: a
         # detector of weight w gets the Šidák share of w unit detectors among `parts`
-        parts = budget_parts(specs, self.profiles)
+        parts = budget_parts(specs, self.profiles) + GROUP_WEIGHT * len(groups)
         target = per_detector_arl(settings.false_alarm_events, parts)
         cals: dict[str, dict[str, Calibration]] = {}
         fingerprints: dict[str, str] = {}
@@ -235,10 +265,15 @@ class ModelBaseline:
                                       max(parts / budget_weight(kind), 1.0))
             cals.setdefault(spec.name, {})[kind] = calibrate_detector(
                 kind, prof, settings, events, seed, spec.name)
+        check_groups(self.groups, groups)
+        self.group_calibrations = calibrate_groups(
+            self.name, self.groups, groups, settings,
+            per_detector_arl(settings.false_alarm_events, max(parts / GROUP_WEIGHT, 1.0)),
+            lambda *p: _stable_seed(*p, _fingerprint_groups(self.groups)))
         if progress:
             progress("done", len(pairs), len(pairs))
         self.calibrations = cals
-        self.key = calibration_key(specs, settings)
+        self.key = calibration_key(specs, settings, groups)
         self.meta["calibration_seconds"] = round(time.perf_counter() - started, 3)
         self.meta["per_detector_events"] = target
 
@@ -247,10 +282,11 @@ class ModelBaseline:
         return {c: {k: v.threshold for k, v in d.items()} for c, d in self.calibrations.items()}
 
     # -- monitors ------------------------------------------------------------
-    def monitor(self, specs: Sequence[ColumnSpec], settings: DetectionSettings) -> ModelMonitor:
+    def monitor(self, specs: Sequence[ColumnSpec], settings: DetectionSettings,
+                groups: Sequence[GroupSpec] = ()) -> ModelMonitor:
         """A fresh live monitor of this model (recalibrates if the settings changed)."""
-        if self.needs_calibration(specs, settings):
-            self.calibrate(specs, settings)
+        if self.needs_calibration(specs, settings, groups):
+            self.calibrate(specs, settings, groups=groups)
         cols = {}
         for spec in specs:
             prof = self.profiles[spec.name]
@@ -271,14 +307,21 @@ class ModelBaseline:
             cols[spec.name] = ColumnMonitor(spec.name, prof, dets, settings.window,
                                             settings.cadence, spec.role)
         return ModelMonitor(self.name, cols,
-                            completeness_monitor(self.profiles, self.meta, specs, settings))
+                            completeness_monitor(self.profiles, self.meta, specs, settings,
+                                                 GROUP_WEIGHT * len(groups)),
+                            GroupsMonitor(new_tests(self.groups, self.group_calibrations,
+                                                    groups, settings)) if groups else None)
 
     # -- state ----------------------------------------------------------------
     @property
     def id(self) -> str:
         """Content hash of the profiles and thresholds (exported as ``baseline_id``)."""
-        body = json.dumps({"p": {k: p.to_dict() for k, p in sorted(self.profiles.items())},
-                           "t": self.thresholds, "k": self.key}, sort_keys=True)
+        content: dict[str, Any] = {
+            "p": {k: p.to_dict() for k, p in sorted(self.profiles.items())},
+            "t": self.thresholds, "k": self.key}
+        if self.groups:  # only then: a model without groups keeps its id
+            content["g"] = groups_to_dict(self.groups, self.group_calibrations)
+        body = json.dumps(content, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
@@ -294,6 +337,8 @@ class ModelBaseline:
             "calibration": {c: {k: v.to_dict() for k, v in d.items()}
                             for c, d in self.calibrations.items()},
         }
+        if self.groups:
+            body["multivariate"] = groups_to_dict(self.groups, self.group_calibrations)
         body["sha256"] = content_hash(body)
         return body
 
@@ -349,6 +394,8 @@ class ModelBaseline:
                                         f"column ({', '.join(valid)}){REBUILD}")
                 cals.setdefault(name, {})[kind] = _calibration(cal, kind, where)
         base = cls(data["model"], profiles, cals, data["calibration_key"], dict(meta))
+        if "multivariate" in data:
+            base.groups, base.group_calibrations = groups_from_dict(data["multivariate"])
         if base.id != data["id"]:
             raise DetectorError(f"baseline id {data['id']!r} is not the id of its content "
                                 f"({base.id!r}): the file was edited or corrupted{REBUILD}")
@@ -362,11 +409,19 @@ class ModelBaseline:
                                     f"edited or corrupted after it was written{REBUILD}")
         return base
 
-    def check(self, specs: Sequence[ColumnSpec], settings: DetectionSettings) -> None:
+    def check(self, specs: Sequence[ColumnSpec], settings: DetectionSettings,
+              groups: Sequence[GroupSpec] = ()) -> None:
         """DetectorError unless this baseline has what ``specs`` need: a profile of the
         right type for every column and, when its calibration is for these settings (it
         is recalibrated otherwise), a calibration of every detector."""
-        calibrated = not self.needs_calibration(specs, settings)
+        calibrated = not self.needs_calibration(specs, settings, groups)
+        try:
+            check_groups(self.groups, groups)
+        except DetectorError as exc:
+            raise DetectorError(f"{exc}{REBUILD}") from None
+        if calibrated and any(g.name not in self.group_calibrations for g in groups):
+            raise DetectorError(f"the baseline has no calibration of a multivariate group"
+                                f"{REBUILD}")
         for spec in specs:
             prof = self.profiles.get(spec.name)
             if prof is None:
@@ -467,9 +522,12 @@ class ModelMonitor:
     :class:`~detectors.quality.CompletenessMonitor` (``quality``) of incomplete events."""
 
     def __init__(self, name: str, columns: dict[str, ColumnMonitor],
-                 quality: CompletenessMonitor | None = None) -> None:
+                 quality: CompletenessMonitor | None = None,
+                 groups: GroupsMonitor | None = None) -> None:
         self.name = name
         self.columns = columns
+        #: the joint tests of the model's multivariate groups (None: no group)
+        self.groups = groups
         self.n_events = 0
         self.quality = quality
         #: the detector episodes closed by the last :meth:`update` (see ColumnMonitor.closes)
@@ -498,6 +556,9 @@ class ModelMonitor:
             mask = invalid_masks.get(name) if invalid_masks else None
             out.extend(mon.update(values, mask))
             closes.extend(mon.closes)
+        if self.groups is not None:
+            out.extend(self.groups.update(columns))
+            closes.extend(self.groups.closes)
         self.n_events += n or 0
         out.sort(key=lambda a: a.position)
         closes.sort(key=lambda a: a.position)
@@ -532,6 +593,8 @@ class ModelMonitor:
                "columns": {k: m.summary() for k, m in self.columns.items()}}
         if self.quality is not None:
             out["quality"] = self.quality.summary()
+        if self.groups is not None:
+            out["groups"] = self.groups.summary()
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -539,14 +602,21 @@ class ModelMonitor:
                "columns": {k: m.to_dict() for k, m in self.columns.items()}}
         if self.quality is not None:
             out["quality"] = self.quality.to_dict()
+        if self.groups is not None:
+            out["groups"] = self.groups.to_dict()
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], baseline: ModelBaseline) -> ModelMonitor:
+    def from_dict(cls, data: Mapping[str, Any], baseline: ModelBaseline,
+                  fresh: ModelMonitor | None = None) -> ModelMonitor:
+        """Restore a monitor; ``fresh`` (a new monitor of the baseline) gives the
+        multivariate groups' tests their profiles and settings."""
         cols = {k: ColumnMonitor.from_dict(v, baseline.profiles[k])
                 for k, v in data["columns"].items()}
         quality = data.get("quality")  # absent in a checkpoint older than it
         mon = cls(data["name"], cols,
                   None if quality is None else CompletenessMonitor.from_dict(quality))
         mon.n_events = int(data["events"])
+        if fresh is not None and fresh.groups is not None:
+            mon.groups = GroupsMonitor.from_dict(data.get("groups") or {}, fresh.groups)
         return mon

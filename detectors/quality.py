@@ -153,12 +153,15 @@ def reference_incomplete(profiles: Mapping[str, Profile], meta: Mapping[str, Any
 
 
 def completeness_monitor(profiles: Mapping[str, Profile], meta: Mapping[str, Any],
-                         specs: Sequence[Any], settings: Any) -> CompletenessMonitor:
+                         specs: Sequence[Any], settings: Any,
+                         extra_parts: float = 0.0) -> CompletenessMonitor:
     """A fresh model-level monitor of a model's baseline (``specs``: its ColumnSpecs,
-    ``settings``: its DetectionSettings)."""
+    ``settings``: its DetectionSettings; ``extra_parts``: budget shares of other tests,
+    the multivariate groups')."""
     columns = [s.name for s in specs]
     events, incomplete = reference_incomplete(profiles, meta, columns)
-    target = incomplete_target(settings.false_alarm_events, budget_parts(specs, profiles))
+    target = incomplete_target(settings.false_alarm_events, budget_parts(specs, profiles)
+                                + extra_parts)
     threshold = incomplete_threshold(events, incomplete, settings.window, settings.cadence,
                                      target)
     rate = incomplete / events if events else 0.0

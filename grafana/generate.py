@@ -475,6 +475,14 @@ def model() -> dict:
                        [target(f"max by (feature, role) (streamdrift_drift_active{{{m}, "
                                f"{DRIFT_DETECTORS}}})", "{{role}} {{feature}}")],
                        mappings=ALARM_MAPPING),
+        timeseries("Multivariate group score",
+                   "Score (statistic / threshold) of the joint test of each multivariate group "
+                   "of the model (models[].multivariate): a change of the relationship between "
+                   "its columns (a correlation that flips, a shift spread over many columns) "
+                   "that no single column shows; alarming above the red line at 1. Empty for "
+                   "a model without groups.", "none",
+                   [target(f"max by (group) (streamdrift_multivariate_score{{{m}}})",
+                           "{{group}}")], threshold_line=1),
         table("Data quality per column",
               "Current missing, invalid, out-of-range (numeric) and unseen-category "
               "(categorical) shares of the recent window of each column.", "percentunit",

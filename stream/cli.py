@@ -77,6 +77,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         # info, processed, invalid timestamps, last event time, lag, 2 drifting, incomplete
         # events, incomplete ratio, data quality active
         n_series += 10
+        for g in m.multivariate:  # streamdrift_multivariate_* (stream.sinks.multivariate_metrics)
+            print(f"  group      {g.name:24s} {len(g.columns)} columns, method {g.method}")
+            n_series += 9
         if config.detection.partition_check.enabled:
             # partition skew (once two partitions are compared): score, effect, active per
             # cause per column; partitions compared and checks per model

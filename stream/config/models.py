@@ -22,6 +22,7 @@ from stream.config.keys import (
     suggest,
     type_name,
 )
+from stream.config.multivariate import parse_groups
 from stream.config.skew import parse_partition_check
 from stream.config.tree import (
     ALL_DETECTORS,
@@ -37,7 +38,8 @@ from stream.config.tree import (
 )
 
 _MODEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_MODEL_KEYS = ("name", "version", "select", "baseline", "features", "predictions", "labels")
+_MODEL_KEYS = ("name", "version", "select", "baseline", "features", "predictions", "labels",
+               "multivariate")
 _COLUMN_KEYS = ("name", "path", "type", "detectors", "min_effect")
 _DETECTION_KEYS = (
     "false_alarm_events",
@@ -310,6 +312,8 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
         from stream.config.labels import parse_labels
 
         labels = parse_labels(ctx, sec["labels"], path + ("labels",), groups["predictions"])
+    multivariate = parse_groups(ctx, get_key(sec, "multivariate"), path + ("multivariate",),
+                                (*groups["features"], *groups["predictions"]))
     return ModelConfig(
         name=name,
         baseline=baseline,
@@ -318,6 +322,7 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
         version=version,
         select=select,
         labels=labels,
+        multivariate=multivariate,
     )
 
 

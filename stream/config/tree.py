@@ -244,6 +244,15 @@ class LabelsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupConfig:
+    """A group of numeric columns watched jointly (``models[].multivariate``)."""
+
+    name: str
+    columns: tuple[str, ...]
+    method: str = "auto"  # "auto" | "moments" | "rff"
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
     baseline: BaselineConfig
@@ -253,6 +262,8 @@ class ModelConfig:
     select: SelectConfig | None = None
     #: ground truth joined to the predictions (None: no labels)
     labels: LabelsConfig | None = None
+    #: multivariate groups (stream.config.multivariate)
+    multivariate: tuple[GroupConfig, ...] = ()
 
     @property
     def columns(self) -> tuple[ColumnConfig, ...]:

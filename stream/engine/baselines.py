@@ -28,6 +28,7 @@ from stream.config.files import (
     read_bounded,
     regular_file,
 )
+from stream.engine.multivariate import group_specs
 from stream.engine.references import read_stream_reference, reads_reference_as_stream
 from stream.formats.columns import extract_columns, select_events
 
@@ -218,7 +219,8 @@ def build_baseline(config: Config, model: ModelConfig, reference: Path | None = 
                           f"this model (check the model's select rule and column paths)")
     try:
         base = ModelBaseline.build(model.name, data, column_specs(model),
-                                   detection_settings(config.detection), progress)
+                                   detection_settings(config.detection), progress,
+                                   group_specs(model))
     except DetectorError as exc:
         raise ConfigError(f"models[{model.name}].baseline.reference: {exc}") from None
     # the reference's rate of events lacking most columns (the model-level test's base rate)
@@ -248,8 +250,10 @@ RESERVOIR_VALUE_BYTES = 32
 def baseline_size_limit(config: Config, model: ModelConfig) -> int:
     """The size limit of ``model``'s baseline file: :data:`MAX_BASELINE_BYTES` plus room
     for the reservoirs the configuration asks for (``detection.reservoir_size`` can be set
-    up to 1,000,000 values a numeric column)."""
+    up to 1,000,000 values a numeric column, and rows of a multivariate group)."""
     numeric = sum(1 for c in _columns(model) if c.type == "numeric")
+    # a multivariate group keeps a sample of up to reservoir_size rows of its columns
+    numeric += sum(len(g.columns) for g in model.multivariate)
     return MAX_BASELINE_BYTES + numeric * config.detection.reservoir_size * RESERVOIR_VALUE_BYTES
 
 
@@ -290,7 +294,8 @@ def load_model_baseline(config: Config, model: ModelConfig, path: Path | None = 
     where = f"models[{config.models.index(model)}].baseline.file"
     try:
         base = load_baseline(file, warn=warn, limit=baseline_size_limit(config, model))
-        base.check(column_specs(model), detection_settings(config.detection))
+        base.check(column_specs(model), detection_settings(config.detection),
+                   group_specs(model))
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc.errors[0]}", source=config.path) from None
     except DetectorError as exc:
@@ -312,7 +317,8 @@ def default_baseline_path(config: Config, model: ModelConfig) -> Path:
 
 def _cache_path(config: Config, model: ModelConfig, ref: Path) -> Path:
     st = ref.stat()
-    key = calibration_key(column_specs(model), detection_settings(config.detection))
+    key = calibration_key(column_specs(model), detection_settings(config.detection),
+                          group_specs(model))
     digest = hashlib.sha256(
         f"{ref.resolve()}|{st.st_size}|{st.st_mtime_ns}|{key}".encode()).hexdigest()[:16]
     folder = (config.path.parent if config.path else Path.cwd()) / ".streamdrift-cache"
@@ -328,10 +334,11 @@ def resolve_baselines(config: Config, progress: Progress | None = None,
         specs = column_specs(model)
         if model.baseline.file is not None:
             base = load_model_baseline(config, model)
-            if base.needs_calibration(specs, settings):
+            groups = group_specs(model)
+            if base.needs_calibration(specs, settings, groups):
                 log.warning("baseline %s was calibrated for other settings; recalibrating",
                             model.baseline.file)
-                base.calibrate(specs, settings, progress)
+                base.calibrate(specs, settings, progress, groups)
         else:
             ref = Path(model.baseline.reference)  # type: ignore[arg-type]
             try:

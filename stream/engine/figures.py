@@ -196,6 +196,8 @@ class ModelFigures:
     #: processed events whose timestamp is present but not a time (``source.timestamp``)
     invalid_timestamps: int = 0
     quality: QualityFigures = field(default_factory=QualityFigures)
+    #: multivariate group -> its figures (stream.engine.multivariate.GroupFigures)
+    groups: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

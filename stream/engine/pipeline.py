@@ -42,6 +42,8 @@ from stream.engine.figures import (
 )
 from stream.engine.labelbook import LabelBook, LabelSnapshot, label_report, remap_positions
 from stream.engine.labels import split_inline
+from stream.engine.multivariate import DETECTOR as JOINT
+from stream.engine.multivariate import group_counters, group_figures, group_specs
 from stream.engine.skew import PartitionSkew
 from stream.formats.batch import DecodedBatch, ModelBatch
 from stream.formats.decoders import decoder_for, flush
@@ -71,6 +73,9 @@ class PartitionState:
                 self.book.restore(name, col, [k for k, d in cm.detectors.items()
                                               if d.drift_detected], now,
                                   saved.get(col) if isinstance(saved, Mapping) else None)
+            for group, test in (mon.groups.tests.items() if mon.groups else ()):
+                self.book.restore(name, group, [JOINT] if test.drift_detected else [], now,
+                                  saved.get(group) if isinstance(saved, Mapping) else None)
         #: messages of the partition consumed by this process (valid or not)
         self.consumed = 0
         #: events per model processed by this process
@@ -81,10 +86,11 @@ class PartitionState:
 
 
 def _counters(mon: ModelMonitor) -> dict[str, list[int]]:
-    """column -> [values, missing, invalid, alarms of each detector (in order)]."""
-    return {c: [mc.n_values, mc.n_missing, mc.n_invalid,
-                *(int(d.n_alarms) for d in mc.detectors.values())]
-            for c, mc in mon.columns.items()}
+    """column -> [values, missing, invalid, alarms of each detector (in order)]; and
+    multivariate group -> [complete rows, episodes]."""
+    return {**{c: [mc.n_values, mc.n_missing, mc.n_invalid,
+                   *(int(d.n_alarms) for d in mc.detectors.values())]
+               for c, mc in mon.columns.items()}, **group_counters(mon)}
 
 
 def _detection(model: str, a: Any, mb: ModelBatch, base_index: int,
@@ -141,6 +147,8 @@ class Pipeline:
         self.settings = detection_settings(config.detection)
         self.baselines = baselines
         self.specs = {m.name: column_specs(m) for m in config.models}
+        #: model -> its multivariate groups (detectors.multivariate)
+        self.groups = {m.name: group_specs(m) for m in config.models}
         #: never-updated monitors: what the metrics show before any partition has state
         self.fresh: dict[str, ModelMonitor] = {
             m.name: self.new_monitor(m.name) for m in config.models}
@@ -193,7 +201,8 @@ class Pipeline:
     # -- partitions ------------------------------------------------------------
     def new_monitor(self, model: str) -> ModelMonitor:
         """A fresh monitor of ``model``."""
-        return self.baselines[model].monitor(self.specs[model], self.settings)
+        return self.baselines[model].monitor(self.specs[model], self.settings,
+                                             self.groups[model])
 
     def _partition(self, key: PartitionKey) -> PartitionState:
         st = self.partitions.get(key)
@@ -227,6 +236,8 @@ class Pipeline:
             for name, mon in mons.items():
                 if mon.quality is None:  # restored from a checkpoint older than it
                     mon.quality = self.new_monitor(name).quality
+                if mon.groups is None and self.groups[name]:
+                    mon.groups = self.new_monitor(name).groups
             self.partitions[key] = PartitionState(mons, key, self.clock(), episodes)
             if self.labels is not None:
                 self.labels.restore(key, labels or {})
@@ -462,6 +473,22 @@ class Pipeline:
                               threshold=float(top["threshold"] or 0.0),
                               active=any(q["active"] for q in summaries))
 
+    def _groups(self, name: str) -> dict[str, Any]:
+        """The model's multivariate groups' figures over the partitions."""
+        if not self.groups[name]:
+            return {}
+        monitors = [self.partitions[k].monitors[name] for k in sorted(self.partitions)] \
+            or [self.fresh[name]]
+        counted = {g: list(v) for g, v in self.retired.get(name, {}).items()}
+        for st in self.partitions.values():
+            base = st.base.get(name, {})
+            for g, now in group_counters(st.monitors[name]).items():
+                was = base.get(g, [0] * len(now))
+                acc = counted.setdefault(g, [0] * len(now))
+                for i, (a, b) in enumerate(zip(now, was, strict=True)):
+                    acc[i] += a - b
+        return group_figures(monitors, counted)
+
     def snapshot(self) -> PipelineSnapshot:
         """A consistent copy of every figure the metrics collector exports."""
         with self.lock:
@@ -475,6 +502,7 @@ class Pipeline:
                     event_lag=self.event_lag.get(name),
                     columns=self._columns(name),
                     quality=self._quality(name),
+                    groups=self._groups(name),
                 )
                 for name in self.fresh
             }
@@ -498,5 +526,8 @@ class Pipeline:
                            "data_quality": self._quality(name).to_dict(),
                            "features": {col: figures.to_dict() for col, figures
                                         in self._columns(name).items()},
-                           **label_report(self.labels, name)}
+                           **label_report(self.labels, name),
+                           **({"multivariate": {g: f.to_dict() for g, f in
+                                                self._groups(name).items()}}
+                              if self.groups[name] else {})}
                     for name in self.fresh}

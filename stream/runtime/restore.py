@@ -251,7 +251,8 @@ class Rebalancing:
                                 "baseline_id": self.pipeline.baseline_ids[name]})
                 continue
             try:
-                found[name] = (cp.offset, ModelMonitor.from_dict(cp.state, base))
+                found[name] = (cp.offset, ModelMonitor.from_dict(cp.state, base,
+                                                               self.pipeline.new_monitor(name)))
                 episodes[name] = cp.state.get("episodes")
                 joins[name] = cp.state.get("labels")
             except Exception as exc:  # noqa: BLE001 - a bad checkpoint must not stop the run

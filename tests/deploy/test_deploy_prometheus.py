@@ -27,6 +27,7 @@ RUNBOOK_BASE = "https://github.com/streamdrift/streamdrift/blob/main/docs/runboo
 EXPECTED_SEVERITIES = {
     "StreamdriftFeatureDrift": {"warning"},
     "StreamdriftPredictionDrift": {"critical"},
+    "StreamdriftMultivariateDrift": {"warning"},
     "StreamdriftMissingValuesHigh": {"warning"},
     "StreamdriftOutOfRangeValuesHigh": {"warning"},
     "StreamdriftUnseenCategories": {"warning"},

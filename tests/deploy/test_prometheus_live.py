@@ -133,6 +133,19 @@ class FakeStreamdrift:
         yield from g.values()
         yield from (alarms, distance, *ratios.values(), values, missing, invalid, info,
                     processed, last_event, event_lag, drifting)
+        # one multivariate group of model fraud (models[].multivariate), quiet
+        group = ["model", "group"]
+        for name, value in (("statistic", 40.0), ("threshold", 80.0), ("p_value", 0.2),
+                            ("score", 0.5), ("active", 0.0), ("window_rows", 500.0),
+                            ("dimensions", 14.0)):
+            family = GaugeMetricFamily(f"streamdrift_multivariate_{name}", name, labels=group)
+            family.add_metric(["fraud", "joint"], value)
+            yield family
+        for name, value in (("alarms", 0.0), ("rows", 19 * t)):
+            counter = CounterMetricFamily(f"streamdrift_multivariate_{name}", name,
+                                          labels=group)
+            counter.add_metric(["fraud", "joint"], value)
+            yield counter
 
         consumed = CounterMetricFamily("streamdrift_events_consumed", "c")
         consumed.add_metric([], 50 * t)

@@ -57,7 +57,8 @@ def drift_rules() -> list[tuple[dict, dict]]:
     found = [(g, r) for g in doc["groups"] for r in g["rules"]
              if "alert" in r and r["labels"]["category"] == "drift"]
     assert {r["alert"] for _, r in found} == {"StreamdriftFeatureDrift",
-                                              "StreamdriftPredictionDrift"}
+                                              "StreamdriftPredictionDrift",
+                                              "StreamdriftMultivariateDrift"}
     return found
 
 

@@ -22,6 +22,7 @@ from stream.config.keys import (
     suggest,
     type_name,
 )
+from stream.config.segments import parse_segments
 from stream.config.skew import parse_partition_check
 from stream.config.tree import (
     ALL_DETECTORS,
@@ -37,7 +38,7 @@ from stream.config.tree import (
 )
 
 _MODEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_MODEL_KEYS = ("name", "version", "select", "baseline", "features", "predictions")
+_MODEL_KEYS = ("name", "version", "select", "baseline", "features", "predictions", "segments")
 _COLUMN_KEYS = ("name", "path", "type", "detectors", "min_effect")
 _DETECTION_KEYS = (
     "false_alarm_events",
@@ -305,6 +306,10 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
             path + ("features",),
             "required: a non-empty list of columns, e.g. [{name: income, path: features.income, type: numeric}]",
         )
+    by_name = {c.name: c for g in groups.values() for c in g if isinstance(c.name, str)}
+    segments = parse_segments(ctx, get_key(sec, "segments"), path + ("segments",), by_name,
+                              isinstance(baseline, BaselineConfig)
+                              and baseline.reference is not None)
     return ModelConfig(
         name=name,
         baseline=baseline,
@@ -312,6 +317,7 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
         predictions=groups["predictions"],
         version=version,
         select=select,
+        segments=segments,
     )
 
 

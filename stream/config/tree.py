@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from detectors import catalogue
 from stream.config.errors import Secret
+from stream.config.segments import SegmentConfig
 
 #: the detector kinds each column type takes, and their defaults, from the detectors' catalogue
 COLUMN_TYPES: Final = catalogue.COLUMN_TYPES
@@ -199,6 +200,8 @@ class ModelConfig:
     predictions: tuple[ColumnConfig, ...] = ()
     version: str | None = None
     select: SelectConfig | None = None
+    #: per-slice monitoring (stream.config.segments.SegmentConfig)
+    segments: tuple[SegmentConfig, ...] = ()
 
     @property
     def columns(self) -> tuple[ColumnConfig, ...]:

@@ -220,6 +220,7 @@ class Rebalancing:
         key = self._key(tp)
         found: dict[str, tuple[int, ModelMonitor]] = {}
         episodes: dict[str, Any] = {}
+        states: dict[str, Any] = {}
         for name, base in self.pipeline.baselines.items():
             if name not in self.pipeline.fresh:
                 continue
@@ -237,6 +238,7 @@ class Rebalancing:
             try:
                 found[name] = (cp.offset, ModelMonitor.from_dict(cp.state, base))
                 episodes[name] = cp.state.get("episodes")
+                states[name] = cp.state
             except Exception as exc:  # noqa: BLE001 - a bad checkpoint must not stop the run
                 self.health.count_restores("ignored")
                 log.warning("ignoring a checkpoint that does not restore: %s", exc,
@@ -252,7 +254,7 @@ class Rebalancing:
         self.consumer.seek(tp, start)
         polled.pop(tp, None)
         self.pipeline.restore_partition(key, {name: mon for name, (_, mon) in found.items()},
-                                        episodes)
+                                        episodes, states)
         self.done[tp] = start
         ahead = {name: off for name, (off, _) in found.items() if off > start}
         if ahead:

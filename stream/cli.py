@@ -77,6 +77,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         # info, processed, invalid timestamps, last event time, lag, 2 drifting, incomplete
         # events, incomplete ratio, data quality active
         n_series += 10
+        if m.segments:
+            from stream.engine.segments import describe, series_bound
+
+            print("\n".join(describe(m)))
+            print(f"  segments: at most {series_bound(m)} series (monitored values x "
+                  f"(1 + 2 x columns)); the model-wide monitor keeps half the false-alarm "
+                  f"budget")
+            n_series += series_bound(m)
         if config.detection.partition_check.enabled:
             # partition skew (once two partitions are compared): score, effect, active per
             # cause per column; partitions compared and checks per model

@@ -420,3 +420,21 @@ def segment_figures(segments: Mapping[str, ModelSegments],
                 per[key] = {"events": int(events.get((name, key), 0)), "columns": cols}
         out[name] = per
     return out
+
+
+def series_bound(model: ModelConfig) -> int:
+    """The most series the segment metrics of ``model`` can export: per segment field,
+    ``top_k`` values and ``other``, each ``1 + 2 x`` its columns."""
+    n = len(model.columns)
+    return sum((s.top_k + 1) * (1 + 2 * (len(s.columns) or n)) for s in model.segments)
+
+
+def describe(model: ModelConfig) -> list[str]:
+    """Lines for ``check-config``: each segment field of ``model``."""
+    out = []
+    for s in model.segments:
+        cols = ", ".join(s.columns) if s.columns else "all columns"
+        out.append(f"  segment    {s.name:24s} path {'.'.join(s.path)}: top {s.top_k} values "
+                   f"with >= {s.min_reference_events} reference events, the rest as {OTHER}; "
+                   f"{cols}")
+    return out

@@ -32,6 +32,7 @@ from stream.engine.skew import CAUSES as SKEW_CAUSES
 from stream.engine.skew import SkewFigures
 from stream.formats.batch import INVALID_REASONS
 from stream.sinks.http import make_server
+from stream.sinks.segment_metrics import segment_families
 
 log = logging.getLogger("streamdrift.metrics")
 
@@ -186,6 +187,7 @@ class StreamdriftCollector(Collector):
         yield from (info, processed, bad_ts, last_ts, lag, drifting)
         yield from (incomplete, incomplete_ratio, quality_active)
         yield from _skew_families(snap.skew)
+        yield from segment_families(snap.segments)
 
         consumed = CounterMetricFamily("streamdrift_events_consumed",
                                        "Messages read from the source, valid or not.")

@@ -154,7 +154,7 @@ class SegmentPlan:
                 "baselines": {k: b.to_dict() for k, b in self.baselines.items()}}
 
 
-def _slice_plan(model: ModelConfig, seg: SegmentConfig, data: Mapping[str, np.ndarray],
+def slice_plan(model: ModelConfig, seg: SegmentConfig, data: Mapping[str, np.ndarray],
                 settings: DetectionSettings, progress: Callable[[str, int, int], None] | None,
                 ) -> SegmentPlan:
     column = value_column(model, seg)
@@ -260,7 +260,7 @@ def build_plans(config: Config, model: ModelConfig,
             log.info("segment baselines of %s loaded from cache %s", model.name, cache)
             return plans
     data = read_reference(ref, decode_model(model))
-    plans = [_slice_plan(model, seg, data, settings, progress) for seg in model.segments]
+    plans = [slice_plan(model, seg, data, settings, progress) for seg in model.segments]
     for plan in plans:
         for what, why in plan.skipped.items():
             log.info("segment %s=%s of model %s: %s", plan.seg.name, what, model.name, why)

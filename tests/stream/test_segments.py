@@ -36,6 +36,7 @@ from stream.engine.segments import (
 )
 from stream.sinks.metrics import make_registry
 from tests.support.configs import config_errors
+from tests.support.promql import load_contract
 from tests.support.segments import segment_events, segment_model, write_reference
 
 
@@ -235,6 +236,11 @@ def test_segment_metrics_and_report(quick: Any) -> None:
     series = [s for fam in reg.collect() if fam.name.startswith("streamdrift_segment")
               for s in fam.samples]
     assert len(series) == 5 * (1 + 2 * 2)  # 5 values x (events + 2 x 2 columns)
+    # the contract: every segment series is documented in docs/metrics.md with its labels
+    contract = load_contract().series_names()
+    for s in series:
+        assert s.name in contract, s.name
+        assert set(s.labels) == set(contract[s.name].labels), s
     report = p.report_models()["m1"]["segments"]
     assert report["region=d"]["columns"]["x1"]["active"] is True
     eps = [ep.to_dict() for ep in p.open_episodes()]

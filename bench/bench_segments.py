@@ -296,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import bench_pipeline as bp
 
-    out = [f"# Segments benchmark\n\nMachine: {bp.machine()}. Command: `bench/bench_segments.py"
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip()
+    out = [f"# Segments benchmark\n\nCommit {commit}. "
+           f"Machine: {bp.machine()}. Command: `bench/bench_segments.py"
            f"{' --quick' if args.quick else ''}"
            f"{f' --vs-main {args.vs_main}' if args.vs_main else ''}`.\n"]
     if not args.skip_delay:

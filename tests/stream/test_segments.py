@@ -309,3 +309,26 @@ def test_a_shift_in_a_5_percent_segment_is_caught_and_named(tmp_path: Path) -> N
         assert delay <= 3000, (seed, delay)
         episodes = [ep for ep in p.open_episodes() if ep.segment]
         assert {ep.segment for ep in episodes} == {"region=d"}, seed
+
+
+def test_segment_fields_are_decoded_with_the_columns() -> None:
+    """A field that is not a column is extracted as a hidden categorical column: an object
+    value counts as missing (pooled as other), an absent one too, and a non-object where
+    its path descends rejects the event as wrong_structure, as for a column path."""
+    from stream.formats.json import BatchDecoder
+
+    cfg = parse_config({"models": [{
+        "name": "m", "baseline": {"reference": "r.jsonl"},
+        "features": [{"name": "x", "path": "f.x", "type": "numeric"}],
+        "segments": ["meta.tenant", "region"]}]}, "/cfg")
+    batch = BatchDecoder(decode_config(cfg)).decode([
+        b'{"f": {"x": 1}, "meta": {"tenant": "t1"}, "region": {"a": 1}}',
+        b'{"f": {"x": 2}, "meta": 5, "region": "eu"}',
+        b'{"f": {"x": 3}}'])
+    assert batch.invalid == {"wrong_structure": 1}
+    mb = batch.models["m"]
+    assert mb.columns["__segment__tenant"].tolist() == ["t1", None]
+    assert mb.columns["__segment__region"].tolist() == [None, None]
+    # the model-wide monitor never sees the hidden columns
+    ms = ModelSegments(cfg.models[0], [])
+    assert set(ms.strip(mb).columns) == {"x"} and set(ms.strip(mb).missing_mask) == {"x"}

@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -259,8 +260,14 @@ def build_plans(config: Config, model: ModelConfig,
         if plans is not None:
             log.info("segment baselines of %s loaded from cache %s", model.name, cache)
             return plans
+    log.info("building the segment baselines of model %s from %s (one calibration per "
+             "segment value; cached for the next start)", model.name, ref)
+    started = time.perf_counter()
     data = read_reference(ref, decode_model(model))
     plans = [slice_plan(model, seg, data, settings, progress) for seg in model.segments]
+    log.info("segment baselines of model %s built in %.1f s: %s", model.name,
+             time.perf_counter() - started,
+             "; ".join(f"{p.seg.name}: {', '.join(p.labels) or 'no value'}" for p in plans))
     for plan in plans:
         for what, why in plan.skipped.items():
             log.info("segment %s=%s of model %s: %s", plan.seg.name, what, model.name, why)

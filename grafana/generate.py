@@ -432,6 +432,7 @@ def model() -> dict:
     j = 'job="$job"'
     m = f'{j}, model="$model"'
     f = f'{m}, feature="$feature"'
+    sg = f'{m}, segment=~"$segment"'
     quality_ratios = [
         ("streamdrift_missing_ratio", "missing"),
         ("streamdrift_invalid_ratio", "invalid"),
@@ -543,6 +544,23 @@ def model() -> dict:
                    "short",
                    [target(f"sum by (detector) (increase(streamdrift_drift_alarms_total{{{f}}}"
                            f"[$__rate_interval])) > 0", "{{detector}}")], bars=True, w=24),
+        row("Segments of $model", "Drift within each monitored value of the model's segment "
+            "fields (models[].segments); empty for a model without segments."),
+        timeseries("Highest drift score per segment",
+                   "Highest detector score of any column within each segment value "
+                   "(name=value); alarming above the red line at 1.", "none",
+                   [target(f"max by (segment) (streamdrift_segment_drift_score{{{sg}}})",
+                           "{{segment}}")], threshold_line=1, w=12),
+        timeseries("Events per segment", "Events of each segment value fed to its monitors, "
+                   "per second; compare with the traffic mix of the reference.", "eps",
+                   [target(f"sum by (segment) (rate(streamdrift_segment_events_total{{{sg}}}"
+                           f"[$__rate_interval]))", "{{segment}}")], w=12),
+        state_timeline("Drift state per segment and column",
+                       "1 (DRIFT) while the column has a drift episode open within the "
+                       "segment value.",
+                       [target(f"max by (segment, feature) "
+                               f"(streamdrift_segment_drift_active{{{sg}}})",
+                               "{{segment}} {{feature}}")], mappings=ALARM_MAPPING, w=24),
     ]
     annotations = [{
         "name": "Drift alarms",
@@ -568,7 +586,10 @@ def model() -> dict:
                         'label_values(streamdrift_model_info{job="$job"}, model)'),
          query_variable("feature", "Column",
                         'label_values(streamdrift_values_total{job="$job", model="$model"}, '
-                        'feature)')],
+                        'feature)'),
+         query_variable("segment", "Segment",
+                        'label_values(streamdrift_segment_events_total{job="$job", '
+                        'model="$model"}, segment)', multi=True, include_all=True)],
         annotations,
     )
 
@@ -735,10 +756,11 @@ def expand_macros(expr: str, variables: Mapping[str, str] | None = None, *,
     """Turn a dashboard query into plain PromQL.
 
     `variables` maps template variable names to values (defaults: job=streamdrift,
-    model/feature/instance=".*"; use a real model and feature name for the model dashboard,
+    model/feature/instance/segment=".*"; use a real model and feature name for the model dashboard,
     whose selectors use `=`).
     """
-    values = {"job": "streamdrift", "model": ".*", "feature": ".*", "instance": ".*"}
+    values = {"job": "streamdrift", "model": ".*", "feature": ".*", "instance": ".*",
+              "segment": ".*"}
     values.update(variables or {})
     builtins = {"__rate_interval": rate_interval, "__interval": interval, "__range": range_}
 

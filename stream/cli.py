@@ -80,6 +80,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for g in m.multivariate:  # streamdrift_multivariate_* (stream.sinks.multivariate_metrics)
             print(f"  group      {g.name:24s} {len(g.columns)} columns, method {g.method}")
             n_series += 9
+        if m.segments:
+            from stream.engine.segments import describe, series_bound
+
+            print("\n".join(describe(m)))
+            print(f"  segments: at most {series_bound(m)} series (monitored values x "
+                  f"(1 + 2 x columns)); the model-wide monitor keeps half the false-alarm "
+                  f"budget")
+            n_series += series_bound(m)
         if config.detection.partition_check.enabled:
             # partition skew (once two partitions are compared): score, effect, active per
             # cause per column; partitions compared and checks per model

@@ -23,6 +23,7 @@ from stream.config.keys import (
     type_name,
 )
 from stream.config.multivariate import parse_groups
+from stream.config.segments import parse_segments
 from stream.config.skew import parse_partition_check
 from stream.config.tree import (
     ALL_DETECTORS,
@@ -39,7 +40,7 @@ from stream.config.tree import (
 
 _MODEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _MODEL_KEYS = ("name", "version", "select", "baseline", "features", "predictions", "labels",
-               "multivariate")
+               "multivariate", "segments")
 _COLUMN_KEYS = ("name", "path", "type", "detectors", "min_effect")
 _DETECTION_KEYS = (
     "false_alarm_events",
@@ -314,6 +315,10 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
         labels = parse_labels(ctx, sec["labels"], path + ("labels",), groups["predictions"])
     multivariate = parse_groups(ctx, get_key(sec, "multivariate"), path + ("multivariate",),
                                 (*groups["features"], *groups["predictions"]))
+    by_name = {c.name: c for g in groups.values() for c in g if isinstance(c.name, str)}
+    segments = parse_segments(ctx, get_key(sec, "segments"), path + ("segments",), by_name,
+                              isinstance(baseline, BaselineConfig)
+                              and baseline.reference is not None)
     return ModelConfig(
         name=name,
         baseline=baseline,
@@ -323,6 +328,7 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
         select=select,
         labels=labels,
         multivariate=multivariate,
+        segments=segments,
     )
 
 

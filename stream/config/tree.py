@@ -11,6 +11,7 @@ from typing import Any, Final
 from detectors import catalogue
 from stream.config.errors import Secret
 from stream.config.formats import AvroConfig, OpenInferenceConfig
+from stream.config.segments import SegmentConfig
 
 #: the detector kinds each column type takes, and their defaults, from the detectors' catalogue
 COLUMN_TYPES: Final = catalogue.COLUMN_TYPES
@@ -264,6 +265,8 @@ class ModelConfig:
     labels: LabelsConfig | None = None
     #: multivariate groups (stream.config.multivariate)
     multivariate: tuple[GroupConfig, ...] = ()
+    #: per-slice monitoring (stream.config.segments.SegmentConfig)
+    segments: tuple[SegmentConfig, ...] = ()
 
     @property
     def columns(self) -> tuple[ColumnConfig, ...]:

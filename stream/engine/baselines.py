@@ -28,6 +28,7 @@ from stream.config.files import (
     read_bounded,
     regular_file,
 )
+from stream.config.segments import segment_budget
 from stream.engine.multivariate import group_specs
 from stream.engine.references import read_stream_reference, reads_reference_as_stream
 from stream.formats.columns import extract_columns, select_events
@@ -41,10 +42,14 @@ CHUNK_LINES = 50_000
 MAX_REFERENCE_LINE_BYTES = 16 * 1024 * 1024
 
 
-def detection_settings(cfg: DetectionConfig) -> DetectionSettings:
-    """The detectors' settings from the ``detection`` section."""
+def detection_settings(cfg: DetectionConfig, model: ModelConfig | None = None,
+                       ) -> DetectionSettings:
+    """The detectors' settings from the ``detection`` section; with ``model``, those of its
+    model-wide monitor (a model with segments gives them part of its false-alarm budget,
+    see stream.engine.segments)."""
+    factor = segment_budget(len(model.segments))[0] if model is not None else 1.0
     return DetectionSettings(
-        false_alarm_events=float(cfg.false_alarm_events),
+        false_alarm_events=float(cfg.false_alarm_events) * factor,
         window=cfg.window,
         cadence=cfg.cadence,
         adwin_clock=cfg.adwin.clock,
@@ -219,7 +224,7 @@ def build_baseline(config: Config, model: ModelConfig, reference: Path | None = 
                           f"this model (check the model's select rule and column paths)")
     try:
         base = ModelBaseline.build(model.name, data, column_specs(model),
-                                   detection_settings(config.detection), progress,
+                                   detection_settings(config.detection, model), progress,
                                    group_specs(model))
     except DetectorError as exc:
         raise ConfigError(f"models[{model.name}].baseline.reference: {exc}") from None
@@ -294,7 +299,7 @@ def load_model_baseline(config: Config, model: ModelConfig, path: Path | None = 
     where = f"models[{config.models.index(model)}].baseline.file"
     try:
         base = load_baseline(file, warn=warn, limit=baseline_size_limit(config, model))
-        base.check(column_specs(model), detection_settings(config.detection),
+        base.check(column_specs(model), detection_settings(config.detection, model),
                    group_specs(model))
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc.errors[0]}", source=config.path) from None
@@ -317,7 +322,7 @@ def default_baseline_path(config: Config, model: ModelConfig) -> Path:
 
 def _cache_path(config: Config, model: ModelConfig, ref: Path) -> Path:
     st = ref.stat()
-    key = calibration_key(column_specs(model), detection_settings(config.detection),
+    key = calibration_key(column_specs(model), detection_settings(config.detection, model),
                           group_specs(model))
     digest = hashlib.sha256(
         f"{ref.resolve()}|{st.st_size}|{st.st_mtime_ns}|{key}".encode()).hexdigest()[:16]
@@ -329,8 +334,8 @@ def resolve_baselines(config: Config, progress: Progress | None = None,
                       ) -> dict[str, ModelBaseline]:
     """Baselines of every model: loaded from file, or built (and cached) from reference data."""
     out = {}
-    settings = detection_settings(config.detection)
     for model in config.models:
+        settings = detection_settings(config.detection, model)
         specs = column_specs(model)
         if model.baseline.file is not None:
             base = load_model_baseline(config, model)

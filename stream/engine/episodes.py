@@ -36,14 +36,19 @@ class Detection:
     threshold: float
     offset: int | None = field(default=None, compare=False)
     event_time: float | None = field(default=None, compare=False)
+    #: ``name=value`` of the segment whose monitor raised it ("": the model-wide monitor)
+    segment: str = ""
 
     @property
     def score(self) -> float:
         return self.statistic / self.threshold if self.threshold > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "feature": self.feature, "detector": self.detector,
-                "index": self.index, "statistic": self.statistic, "threshold": self.threshold}
+        out = {"model": self.model, "feature": self.feature, "detector": self.detector,
+               "index": self.index, "statistic": self.statistic, "threshold": self.threshold}
+        if self.segment:
+            out["segment"] = self.segment
+        return out
 
 
 @dataclass
@@ -72,11 +77,21 @@ class Episode:
     open_scores: dict[str, tuple[float, float]] = field(default_factory=dict)
     #: detector -> (peak statistic, threshold) of its closed detector episodes
     peaks: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: ``name=value`` of the segment ("": the model-wide monitor)
+    segment: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.model, self.feature, self.segment)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "feature": self.feature, "open_index": self.opened,
-                "close_index": self.closed, "detectors": list(self.detectors),
-                "peak_score": round(self.peak_score, 6)}
+        out: dict[str, Any] = {"model": self.model, "feature": self.feature,
+                               "open_index": self.opened, "close_index": self.closed,
+                               "detectors": list(self.detectors),
+                               "peak_score": round(self.peak_score, 6)}
+        if self.segment:
+            out["segment"] = self.segment
+        return out
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps of an open episode (see :meth:`EpisodeBook.restore`)."""
@@ -94,10 +109,11 @@ class EpisodeBook:
 
     def __init__(self, partition: PartitionKey) -> None:
         self.partition = partition
-        self.open: dict[tuple[str, str], Episode] = {}
+        #: (model, column, segment) -> its open episode
+        self.open: dict[tuple[str, str, str], Episode] = {}
 
     def restore(self, model: str, feature: str, detectors: list[str], now: float,
-                saved: Mapping[str, Any] | None = None) -> None:
+                saved: Mapping[str, Any] | None = None, segment: str = "") -> None:
         """A column whose restored detectors have episodes open (opened before the restore).
 
         ``saved`` is the episode's :meth:`Episode.state` from the checkpoint, when it has
@@ -106,7 +122,7 @@ class EpisodeBook:
         if not detectors:
             return
         ep = Episode(model, feature, self.partition, None, now, detectors=list(detectors),
-                     open_detectors=set(detectors))
+                     open_detectors=set(detectors), segment=segment)
         if isinstance(saved, Mapping):
             ep.open_offset = _int(saved.get("open_offset"))
             ep.open_event_time = _num(saved.get("open_event_time"))
@@ -118,16 +134,17 @@ class EpisodeBook:
             if isinstance(known, list):
                 ep.detectors = [str(d) for d in known]
                 ep.detectors += [d for d in detectors if d not in ep.detectors]
-        self.open[(model, feature)] = ep
+        self.open[ep.key] = ep
 
     def opened(self, d: Detection, now: float) -> Episode | None:
         """Record detector episode ``d`` opening; the column's episode if this opened it."""
-        key = (d.model, d.feature)
+        key = (d.model, d.feature, d.segment)
         ep = self.open.get(key)
         new = ep is None
         if ep is None:
             ep = self.open[key] = Episode(d.model, d.feature, self.partition, d.index, now,
-                                          open_offset=d.offset, open_event_time=d.event_time)
+                                          open_offset=d.offset, open_event_time=d.event_time,
+                                          segment=d.segment)
         if d.index == ep.opened:
             ep.open_scores.setdefault(d.detector, (d.statistic, d.threshold))
         if d.detector not in ep.detectors:
@@ -138,7 +155,7 @@ class EpisodeBook:
 
     def closed(self, d: Detection) -> Episode | None:
         """Record detector episode ``d`` closing; the column's episode if this closed it."""
-        ep = self.open.get((d.model, d.feature))
+        ep = self.open.get((d.model, d.feature, d.segment))
         if ep is None:
             return None
         ep.peak_score = max(ep.peak_score, d.score)
@@ -150,7 +167,7 @@ class EpisodeBook:
             return None
         ep.closed = d.index
         ep.close_offset, ep.close_event_time = d.offset, d.event_time
-        del self.open[(d.model, d.feature)]
+        del self.open[ep.key]
         return ep
 
 

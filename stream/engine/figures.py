@@ -268,6 +268,9 @@ class PipelineSnapshot:
     partitions: Mapping[PartitionKey, PartitionFigures]
     #: model -> its partition check (stream.engine.skew), once it ran
     skew: Mapping[str, SkewFigures] = field(default_factory=dict)
+    #: model -> segment key (``name=value``) -> {"events": n, "columns": column -> (role,
+    #: highest detector score, any detector episode open)} (stream.engine.segments)
+    segments: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 class RunnerHealth:

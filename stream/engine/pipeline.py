@@ -44,6 +44,13 @@ from stream.engine.labelbook import LabelBook, LabelSnapshot, label_report, rema
 from stream.engine.labels import split_inline
 from stream.engine.multivariate import DETECTOR as JOINT
 from stream.engine.multivariate import group_counters, group_figures, group_specs
+from stream.engine.segments import (
+    ModelSegments,
+    SegmentMonitors,
+    decode_config,
+    resolve_segments,
+    segment_figures,
+)
 from stream.engine.skew import PartitionSkew
 from stream.formats.batch import DecodedBatch, ModelBatch
 from stream.formats.decoders import decoder_for, flush
@@ -59,11 +66,15 @@ BATCH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 class PartitionState:
     """The monitors of one partition and what this process counted on it."""
 
-    __slots__ = ("base", "book", "consumed", "monitors", "processed")
+    __slots__ = ("base", "book", "consumed", "monitors", "processed", "segments")
 
     def __init__(self, monitors: dict[str, ModelMonitor], key: PartitionKey = LOCAL_PARTITION,
-                 now: float = 0.0, episodes: Mapping[str, Any] | None = None) -> None:
+                 now: float = 0.0, episodes: Mapping[str, Any] | None = None,
+                 segments: dict[str, SegmentMonitors] | None = None,
+                 segment_episodes: Mapping[str, Any] | None = None) -> None:
         self.monitors = monitors
+        #: model -> its segment monitors (stream.engine.segments)
+        self.segments = segments or {}
         #: the open column episodes (those of restored monitors included; ``episodes``:
         #: model -> column -> :meth:`Episode.state` saved with them)
         self.book = EpisodeBook(key)
@@ -76,6 +87,16 @@ class PartitionState:
             for group, test in (mon.groups.tests.items() if mon.groups else ()):
                 self.book.restore(name, group, [JOINT] if test.drift_detected else [], now,
                                   saved.get(group) if isinstance(saved, Mapping) else None)
+        for name, mons in self.segments.items():
+            saved_seg = (segment_episodes or {}).get(name)
+            for (seg, label), mon in mons.items():
+                where = f"{seg}={label}"
+                per = saved_seg.get(where) if isinstance(saved_seg, Mapping) else None
+                for col, cm in mon.columns.items():
+                    self.book.restore(name, col, [k for k, d in cm.detectors.items()
+                                                  if d.drift_detected], now,
+                                      per.get(col) if isinstance(per, Mapping) else None,
+                                      segment=where)
         #: messages of the partition consumed by this process (valid or not)
         self.consumed = 0
         #: events per model processed by this process
@@ -94,7 +115,7 @@ def _counters(mon: ModelMonitor) -> dict[str, list[int]]:
 
 
 def _detection(model: str, a: Any, mb: ModelBatch, base_index: int,
-               offset_of: Callable[[int], int] | None) -> Detection:
+               offset_of: Callable[[int], int] | None, segment: str = "") -> Detection:
     """An alarm or close of ``mb``'s monitor as a :class:`Detection` located in the input."""
     pos = int(mb.positions[a.position])
     ts = None
@@ -102,7 +123,7 @@ def _detection(model: str, a: Any, mb: ModelBatch, base_index: int,
         t = float(mb.timestamps[a.position])
         ts = t if np.isfinite(t) else None
     return Detection(model, a.column, a.detector, base_index + pos, a.statistic, a.threshold,
-                     None if offset_of is None else int(offset_of(pos)), ts)
+                     None if offset_of is None else int(offset_of(pos)), ts, segment)
 
 
 def _tail(mb: ModelBatch, start: int) -> ModelBatch:
@@ -140,11 +161,20 @@ class Pipeline:
     """
 
     def __init__(self, config: Config, baselines: dict[str, ModelBaseline],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 segments: Mapping[str, ModelSegments] | None = None) -> None:
         self.config = config
         self.clock = clock
-        self.decoder = decoder_for(config)
+        self.decoder = decoder_for(decode_config(config))
         self.settings = detection_settings(config.detection)
+        #: model -> the settings of its model-wide monitor (segments take part of the budget)
+        self.model_settings = {m.name: detection_settings(config.detection, m)
+                               for m in config.models}
+        #: model -> its segments (built from the reference, or cached, when not given)
+        self.segments: Mapping[str, ModelSegments] = \
+            resolve_segments(config) if segments is None else segments
+        #: model -> segment key -> events this process fed to the segment's monitors
+        self.segment_events: dict[str, Counter[str]] = {m: Counter() for m in self.segments}
         self.baselines = baselines
         self.specs = {m.name: column_specs(m) for m in config.models}
         #: model -> its multivariate groups (detectors.multivariate)
@@ -201,14 +231,15 @@ class Pipeline:
     # -- partitions ------------------------------------------------------------
     def new_monitor(self, model: str) -> ModelMonitor:
         """A fresh monitor of ``model``."""
-        return self.baselines[model].monitor(self.specs[model], self.settings,
+        return self.baselines[model].monitor(self.specs[model], self.model_settings[model],
                                              self.groups[model])
 
     def _partition(self, key: PartitionKey) -> PartitionState:
         st = self.partitions.get(key)
         if st is None:
             st = PartitionState({name: self.new_monitor(name) for name in self.fresh}, key,
-                                self.clock())
+                                self.clock(), segments={
+                                    name: ms.new_monitors() for name, ms in self.segments.items()})
             self.partitions[key] = st
         return st
 
@@ -225,11 +256,15 @@ class Pipeline:
 
     def restore_partition(self, key: PartitionKey, monitors: dict[str, ModelMonitor],
                           episodes: Mapping[str, Any] | None = None,
-                          labels: Mapping[str, Any] | None = None) -> None:
+                          labels: Mapping[str, Any] | None = None,
+                          states: Mapping[str, Any] | None = None) -> None:
         """Replace the state of ``key``: the given monitors, fresh ones for other models.
 
         ``episodes``: model -> the ``episodes`` entry of its exported state (the open
-        episodes' offsets and scores), when the checkpoint has one."""
+        episodes' offsets and scores), when the checkpoint has one; ``labels``: model -> the
+        ``labels`` entry (its pending joins); ``states``: model ->
+        its whole exported state (its ``segments`` and their episodes are restored, fresh
+        segment monitors where it has none)."""
         with self.lock:
             self.drop_partition(key)
             mons = {name: monitors.get(name) or self.new_monitor(name) for name in self.fresh}
@@ -238,7 +273,15 @@ class Pipeline:
                     mon.quality = self.new_monitor(name).quality
                 if mon.groups is None and self.groups[name]:
                     mon.groups = self.new_monitor(name).groups
-            self.partitions[key] = PartitionState(mons, key, self.clock(), episodes)
+            segs: dict[str, SegmentMonitors] = {}
+            seg_episodes: dict[str, Any] = {}
+            for name, ms in self.segments.items():
+                state = (states or {}).get(name)
+                state = state if isinstance(state, Mapping) else {}
+                segs[name], _ = ms.restore(state.get("segments"))
+                seg_episodes[name] = state.get("segment_episodes")
+            self.partitions[key] = PartitionState(mons, key, self.clock(), episodes, segs,
+                                                  seg_episodes)
             if self.labels is not None:
                 self.labels.restore(key, labels or {})
 
@@ -272,8 +315,14 @@ class Pipeline:
             if st is None:
                 return {}
             out = {name: mon.to_dict() for name, mon in st.monitors.items()}
-            for (name, col), ep in st.book.open.items():
-                out[name].setdefault("episodes", {})[col] = ep.state()
+            for name, ms in self.segments.items():
+                out[name]["segments"] = ms.export(st.segments[name])
+            for (name, col, seg), ep in st.book.open.items():
+                if seg:
+                    out[name].setdefault("segment_episodes", {}).setdefault(seg, {})[col] = \
+                        ep.state()
+                else:
+                    out[name].setdefault("episodes", {})[col] = ep.state()
             if self.labels is not None:
                 for name, state in self.labels.export(key).items():
                     out[name]["labels"] = state
@@ -317,6 +366,15 @@ class Pipeline:
                 if not mb.n_events:
                     continue
                 mon = st.monitors[name]
+                ms = self.segments.get(name)
+                if ms is not None:
+                    seg_found, seg_closes = ms.update(st.segments[name], mb,
+                                                      self.segment_events[name])
+                    found.extend(_detection(name, sa.alarm, mb, base_index, offset_of,
+                                            sa.segment) for sa in seg_found)
+                    closes.extend(_detection(name, sa.alarm, mb, base_index, offset_of,
+                                             sa.segment) for sa in seg_closes)
+                    mb = ms.strip(mb)
                 alarms = mon.update(mb.columns, mb.invalid_mask, mb.missing_mask)
                 if mb.ids is not None and self.labels is not None:
                     self.labels.add_predictions(name, partition, mb)
@@ -515,7 +573,13 @@ class Pipeline:
                 last_batch_ts=self.last_batch_ts,
                 partitions=self._partition_figures(),
                 skew={} if self.skew is None else self.skew.figures(),
+                segments=self._segment_figures(),
             )
+
+    def _segment_figures(self) -> dict[str, Any]:
+        states = [self.partitions[k].segments for k in sorted(self.partitions)]
+        return segment_figures(self.segments, states, {
+            (name, key): n for name, c in self.segment_events.items() for key, n in c.items()})
 
     def report_models(self) -> dict[str, Any]:
         """Per-model, per-column final summaries for the replay report."""
@@ -524,6 +588,11 @@ class Pipeline:
                            "invalid_timestamps": self.invalid_timestamps[name],
                            "baseline_id": self.baseline_ids[name],
                            "data_quality": self._quality(name).to_dict(),
+                    **({"segments": {k: {"events": v["events"], "columns": {
+                        c: {"score": round(s, 6), "active": a}
+                        for c, (_, s, a) in v["columns"].items()}}
+                        for k, v in self._segment_figures()[name].items()}}
+                       if name in self.segments else {}),
                            "features": {col: figures.to_dict() for col, figures
                                         in self._columns(name).items()},
                            **label_report(self.labels, name),

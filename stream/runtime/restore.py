@@ -236,6 +236,7 @@ class Rebalancing:
         found: dict[str, tuple[int, ModelMonitor]] = {}
         episodes: dict[str, Any] = {}
         joins: dict[str, Any] = {}
+        states: dict[str, Any] = {}
         for name, base in self.pipeline.baselines.items():
             if name not in self.pipeline.fresh:
                 continue
@@ -255,6 +256,7 @@ class Rebalancing:
                                                                self.pipeline.new_monitor(name)))
                 episodes[name] = cp.state.get("episodes")
                 joins[name] = cp.state.get("labels")
+                states[name] = cp.state
             except Exception as exc:  # noqa: BLE001 - a bad checkpoint must not stop the run
                 self.health.count_restores("ignored")
                 log.warning("ignoring a checkpoint that does not restore: %s", exc,
@@ -274,7 +276,7 @@ class Rebalancing:
         self.consumer.seek(tp, start)
         polled.pop(tp, None)
         self.pipeline.restore_partition(key, {name: mon for name, (_, mon) in found.items()},
-                                        episodes, joins)
+                                        episodes, joins, states)
         self.done[tp] = start
         ahead = {name: off for name, (off, _) in found.items() if off > start}
         if ahead:

@@ -134,6 +134,8 @@ def episode_record(kind: str, ep: Episode, *, group_id: str, version: str, role:
         "open_offset": ep.open_offset, "open_event_time": _num(ep.open_event_time),
         "opened_at": _num(ep.opened_at),
     }
+    if ep.segment:  # an episode of a segment's monitors (models[].segments)
+        value["segment"] = ep.segment
     if kind == "open":
         value["detectors"] = list(ep.open_scores) or list(ep.detectors)
         value["scores"] = _scores(ep.open_scores)
@@ -145,7 +147,8 @@ def episode_record(kind: str, ep: Episode, *, group_id: str, version: str, role:
             closed_at=_num(time.time() if now is None else now),
             detectors=list(ep.detectors), scores=_scores(ep.peaks),
             peak_score=_num(ep.peak_score))
-    key = f"{group_id}/{ep.model}/{topic}/{partition}/{ep.feature}".encode()
+    key = f"{group_id}/{ep.model}/{topic}/{partition}/{ep.feature}".encode() if not ep.segment \
+        else f"{group_id}/{ep.model}/{topic}/{partition}/{ep.feature}/{ep.segment}".encode()
     return DriftRecord(key, value)
 
 

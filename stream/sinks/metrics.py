@@ -33,6 +33,7 @@ from stream.engine.skew import SkewFigures
 from stream.formats.batch import INVALID_REASONS
 from stream.sinks.http import make_server
 from stream.sinks.multivariate_metrics import group_families
+from stream.sinks.segment_metrics import segment_families
 
 log = logging.getLogger("streamdrift.metrics")
 
@@ -188,6 +189,7 @@ class StreamdriftCollector(Collector):
         yield from (incomplete, incomplete_ratio, quality_active)
         yield from _skew_families(snap.skew)
         yield from group_families(snap.models)
+        yield from segment_families(snap.segments)
 
         consumed = CounterMetricFamily("streamdrift_events_consumed",
                                        "Messages read from the source, valid or not.")

@@ -34,6 +34,7 @@ EXPECTED_SEVERITIES = {
     "StreamdriftInvalidValuesHigh": {"warning"},
     "StreamdriftModelDataQuality": {"warning"},
     "StreamdriftPartitionSkew": {"warning"},
+    "StreamdriftSegmentDrift": {"warning"},
     "StreamdriftInvalidEventsHigh": {"warning", "critical"},  # two tiers
     "StreamdriftTargetDown": {"critical"},
     "StreamdriftTargetAbsent": {"critical"},

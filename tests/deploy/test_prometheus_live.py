@@ -57,6 +57,10 @@ INSTANCE_MODELS = [
 ]
 #: (model, column, detector) in the alarm state: a feature drift and a prediction drift.
 ALARMING = {("fraud", "amount", "adwin"), ("fraud", "score", "ks")}
+#: (model, segment, share of its events) of the segments (models[].segments) and the
+#: (model, segment, column) drifting in its segment
+SEGMENTS = [("fraud", "region=eu", 0.95), ("fraud", "region=other", 0.05)]
+SEGMENT_ALARMING = {("fraud", "region=other", "amount")}
 
 
 class FakeStreamdrift:
@@ -98,6 +102,21 @@ class FakeStreamdrift:
         event_lag = GaugeMetricFamily("streamdrift_event_lag_seconds", "el", labels=["model"])
         drifting = GaugeMetricFamily("streamdrift_model_drifting_columns", "dc",
                                      labels=["model", "role"])
+        seg_events = CounterMetricFamily("streamdrift_segment_events", "se",
+                                         labels=["model", "segment"])
+        seg_score = GaugeMetricFamily("streamdrift_segment_drift_score", "ss",
+                                      labels=[*col[:1], "segment", *col[1:]])
+        seg_active = GaugeMetricFamily("streamdrift_segment_drift_active", "sa",
+                                       labels=[*col[:1], "segment", *col[1:]])
+        for model, segment, share in SEGMENTS:
+            if model not in self.models:
+                continue
+            seg_events.add_metric([model, segment], 20 * share * t)
+            for column, (role, _) in self.models[model].items():
+                active = (model, segment, column) in SEGMENT_ALARMING
+                seg_score.add_metric([model, segment, column, role], 1.4 if active else 0.3)
+                seg_active.add_metric([model, segment, column, role], 1 if active else 0)
+        yield from (seg_events, seg_score, seg_active)
         for model, columns in self.models.items():
             info.add_metric([model, "1.4.2", f"{model}-2024-06"], 1)
             processed.add_metric([model], 20 * t)

@@ -26,7 +26,7 @@ def test_a_column_episode_opens_with_the_first_detector_and_closes_with_the_last
     assert ep.to_dict() == {"model": "m", "feature": "x", "open_index": 100,
                             "close_index": 1200, "detectors": ["cusum", "ks"],
                             "peak_score": 4.0}
-    assert list(book.open) == [("m", "y")]
+    assert list(book.open) == [("m", "y", "")]
     assert book.closed(det("adwin", 5)) is None  # not open: nothing to close
 
 
@@ -34,7 +34,7 @@ def test_restored_open_detectors_make_an_open_episode_of_unknown_start():
     book = EpisodeBook(("t", 0))
     book.restore("m", "x", ["ks"], now=5.0)
     book.restore("m", "y", [], now=5.0)
-    assert list(book.open) == [("m", "x")]
+    assert list(book.open) == [("m", "x", "")]
     ep = book.closed(det("ks", 10))
     assert ep is not None and ep.opened is None and ep.closed == 10
 

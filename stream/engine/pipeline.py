@@ -52,7 +52,7 @@ from stream.engine.segments import (
     segment_figures,
 )
 from stream.engine.skew import PartitionSkew
-from stream.formats.batch import DecodedBatch, ModelBatch
+from stream.formats.batch import DecodedBatch, ModelBatch, batch_tail
 from stream.formats.decoders import decoder_for, flush
 
 #: the one pseudo-partition of ``replay`` (and of callers that name no partition)
@@ -124,27 +124,6 @@ def _detection(model: str, a: Any, mb: ModelBatch, base_index: int,
         ts = t if np.isfinite(t) else None
     return Detection(model, a.column, a.detector, base_index + pos, a.statistic, a.threshold,
                      None if offset_of is None else int(offset_of(pos)), ts, segment)
-
-
-def _tail(mb: ModelBatch, start: int) -> ModelBatch:
-    """The events of ``mb`` at input positions >= ``start``."""
-    i = int(np.searchsorted(mb.positions, start))
-    if i == 0:
-        return mb
-    inv = {c: m[i:] for c, m in mb.invalid_mask.items()}
-    mis = {c: m[i:] for c, m in mb.missing_mask.items()}
-    return ModelBatch(
-        positions=mb.positions[i:],
-        columns={c: v[i:] for c, v in mb.columns.items()},
-        invalid_values={c: int(m.sum()) for c, m in inv.items()},
-        missing_values={c: int(m.sum()) for c, m in mis.items()},
-        invalid_mask=inv,
-        missing_mask=mis,
-        timestamps=None if mb.timestamps is None else mb.timestamps[i:],
-        invalid_timestamp_mask=None if mb.invalid_timestamp_mask is None
-        else mb.invalid_timestamp_mask[i:],
-        ids=None if mb.ids is None else mb.ids[i:],
-    )
 
 
 class Pipeline:
@@ -362,7 +341,7 @@ class Pipeline:
             now = self.clock()
             for name, mb in batch.models.items():
                 if skip and skip.get(name):
-                    mb = _tail(mb, skip[name])
+                    mb = batch_tail(mb, skip[name])
                 if not mb.n_events:
                     continue
                 mon = st.monitors[name]

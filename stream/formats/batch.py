@@ -117,3 +117,24 @@ class DecodedBatch:
 
 # --------------------------------------------------------------------------
 # the decoder
+
+
+def batch_tail(mb: ModelBatch, start: int) -> ModelBatch:
+    """The events of ``mb`` at input positions >= ``start``."""
+    i = int(np.searchsorted(mb.positions, start))
+    if i == 0:
+        return mb
+    inv = {c: m[i:] for c, m in mb.invalid_mask.items()}
+    mis = {c: m[i:] for c, m in mb.missing_mask.items()}
+    return ModelBatch(
+        positions=mb.positions[i:],
+        columns={c: v[i:] for c, v in mb.columns.items()},
+        invalid_values={c: int(m.sum()) for c, m in inv.items()},
+        missing_values={c: int(m.sum()) for c, m in mis.items()},
+        invalid_mask=inv,
+        missing_mask=mis,
+        timestamps=None if mb.timestamps is None else mb.timestamps[i:],
+        invalid_timestamp_mask=None if mb.invalid_timestamp_mask is None
+        else mb.invalid_timestamp_mask[i:],
+        ids=None if mb.ids is None else mb.ids[i:],
+    )

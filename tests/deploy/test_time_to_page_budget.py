@@ -58,7 +58,8 @@ def drift_rules() -> list[tuple[dict, dict]]:
              if "alert" in r and r["labels"]["category"] == "drift"]
     assert {r["alert"] for _, r in found} == {"StreamdriftFeatureDrift",
                                               "StreamdriftPredictionDrift",
-                                              "StreamdriftMultivariateDrift"}
+                                              "StreamdriftMultivariateDrift",
+                                              "StreamdriftSegmentDrift"}
     return found
 
 

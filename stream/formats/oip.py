@@ -491,7 +491,9 @@ class OipDecoder:
         return DecodedBatch(
             n_messages=n, invalid=counts,
             invalid_positions=np.array([p for p, _ in bad], dtype=np.int64),
-            invalid_reasons=[r for _, r in bad], models=models, n_rows=n_rows)
+            invalid_reasons=[r for _, r in bad], models=models,
+            # rows of no model (rejected above as unknown_model) are not events
+            n_rows=n_rows if routed is None else int(routed.sum()))
 
 
 def _count(counts: dict[str, int], half: _Half) -> None:

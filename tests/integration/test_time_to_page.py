@@ -141,7 +141,9 @@ def test_clean_stream_run_starts(clean_run):
     assert group["interval"] == 15, group  # the shipped group, evaluated every 15 s
     assert {r["name"] for r in group["rules"]} == {"StreamdriftModelDataQuality",
                                                    "StreamdriftFeatureDrift",
-                                                   "StreamdriftPredictionDrift"}
+                                                   "StreamdriftPredictionDrift",
+                                                   "StreamdriftMultivariateDrift",
+                                                   "StreamdriftSegmentDrift"}
     assert {r["duration"] for r in group["rules"]} == {30}, group  # as shipped
     pipe.check_alive()
 

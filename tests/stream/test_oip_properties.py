@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from stream.config import parse_config
@@ -129,6 +129,11 @@ message = st.fixed_dictionaries(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# found in CI: a pair whose one row has no model_name was rejected (unknown_model) and still
+# counted as an event
+@example(batches=[[b'{"id":"c","inputs":[]}',
+                   b'{"id":"c","outputs":[{"name":"x","shape":[1],"datatype":"FP64","data":[]}]}']],
+         max_pending=1)
 @given(batches=st.lists(st.lists(st.one_of(message.map(orjson.dumps),
                                            st.binary(max_size=8)), max_size=8),
                         min_size=1, max_size=3),

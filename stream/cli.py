@@ -37,6 +37,16 @@ def _progress_printer(enabled: bool) -> Any:
     return prog, cb
 
 
+def _input_file(arg: str) -> Path | None:
+    """``--input`` as a path, or None after saying on stderr why it cannot be read."""
+    src = Path(arg)
+    if not src.is_file():
+        problem = "no such file" if not src.exists() else "not a regular file"
+        print(f"error: --input {src}: {problem}", file=sys.stderr)
+        return None
+    return src
+
+
 def _load(args: argparse.Namespace) -> Any:
     from stream.config import load_config
 
@@ -168,10 +178,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from stream.runtime.replay import replay, write_report
 
     config = _load(args)
-    src = Path(args.input)
-    if not src.is_file():
-        problem = "no such file" if not src.exists() else "not a regular file"
-        print(f"error: --input {src}: {problem}", file=sys.stderr)
+    src = _input_file(args.input)
+    if src is None:
         return EXIT_CONFIG
     labels = None if args.labels is None else Path(args.labels)
     if labels is not None and not labels.is_file():
@@ -288,10 +296,8 @@ def _report(args: argparse.Namespace, config: Any, src: Path, show: bool,
 
 def cmd_report(args: argparse.Namespace) -> int:
     config = _load(args)
-    src = Path(args.input)
-    if not src.is_file():
-        problem = "no such file" if not src.exists() else "not a regular file"
-        print(f"error: --input {src}: {problem}", file=sys.stderr)
+    src = _input_file(args.input)
+    if src is None:
         return EXIT_CONFIG
     show = not args.no_progress and sys.stderr.isatty()
     return _report(args, config, src, show, Path(args.json) if args.json else None)

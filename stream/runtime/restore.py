@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from detectors.model import ModelMonitor
@@ -34,6 +35,19 @@ REVOKE_CHECKPOINT_TIMEOUT_S = 5.0
 RESTORE_TIMEOUT_S = 15.0
 
 
+@dataclass(frozen=True)
+class LostPartition:
+    """A partition lost (its session timed out, e.g. in a broker outage) whose monitors are
+    kept: if it comes back to this process with the committed offset still ``committed``
+    (nobody committed past us meanwhile), they go on from ``done``."""
+
+    done: int
+    committed: int | None
+    checkpointed: int | None
+    #: offsets of our commits that timed out since ``committed`` (they may have landed)
+    unacked: frozenset[int] = frozenset()
+
+
 class Rebalancing:
     """The assignment half of :class:`~stream.runtime.runner.KafkaRunner` (a mixin: the
     runner's partition bookkeeping lives on the runner)."""
@@ -55,6 +69,10 @@ class Rebalancing:
     #: without state: revoked partitions whose monitors are kept in case they come back,
     #: with the offset they cover
     parked: dict[Any, int]
+    #: with state: lost partitions whose monitors are kept in case they come back unchanged
+    lost: dict[Any, LostPartition]
+    #: partition -> offsets of failed commits since the last acknowledged one
+    unacked: dict[Any, set[int]]
     #: partition -> model -> checkpoint offset still ahead of the partition's position
     skip_until: dict[Any, dict[str, int]]
     pending: PendingDeadLetters | None
@@ -105,18 +123,30 @@ class Rebalancing:
         self._drop_pending(revoked)
 
     def _on_lost(self, lost: set[Any]) -> None:
-        # the partitions may already belong to another member: no checkpoint, no commit
+        # the partitions may already belong to another member: no checkpoint, no commit.
+        # With state (and no label join), the monitors are kept: a broker outage longer
+        # than the session timeout loses every partition, and when the same partitions come
+        # back with their committed offset unchanged the state carries on (no fall-back to
+        # the last checkpoint, nothing processed twice)
         if lost:
             log.warning("partitions lost", extra={"partitions": partition_names(lost)})
         self.to_restore -= lost
+        pending = self.pending.done if self.pending is not None else {}
         for tp in lost:
-            self._forget(tp, keep_monitors=False)
+            keep = (self.store is not None and not self.labels and tp in self.done
+                    and tp not in pending and tp not in self.blocked)
+            if keep:
+                self.lost[tp] = LostPartition(self.done[tp], self.committed.get(tp),
+                                              self.checkpointed.get(tp),
+                                              frozenset(self.unacked.get(tp, ())))
+            self._forget(tp, keep_monitors=keep)
             self.parked.pop(tp, None)
         self._drop_pending(lost)
 
     def _forget(self, tp: Any, keep_monitors: bool) -> None:
         self.done.pop(tp, None)
         self.committed.pop(tp, None)
+        self.unacked.pop(tp, None)
         self.checkpointed.pop(tp, None)
         self.skip_until.pop(tp, None)
         if self.blocked.pop(tp, None) is not None:
@@ -157,6 +187,14 @@ class Rebalancing:
                 if tp not in assignment:
                     self.pipeline.drop_partition(self._key(tp))
                     del self.parked[tp]
+            for tp in list(self.lost):
+                if tp not in assignment:
+                    self.pipeline.drop_partition(self._key(tp))
+                    del self.lost[tp]
+        for tp in sorted(tps & set(self.lost)):
+            if self._resume_lost(tp, polled):
+                tps.discard(tp)
+                self.to_restore.discard(tp)
         if not tps:
             return
         latest: dict[tuple[str, str, int], Checkpoint] = {}
@@ -313,6 +351,36 @@ class Rebalancing:
             return  # nobody processed it meanwhile: the kept monitors go on
         self.pipeline.restore_partition(self._key(tp), {})
         self.health.count_restores("fresh")
+
+    def _resume_lost(self, tp: Any, polled: dict[Any, list[Any]]) -> bool:
+        """A lost partition is back: its kept monitors go on if nobody committed past our
+        last commit meanwhile; otherwise they are dropped and it is restored as usual."""
+        kept = self.lost.pop(tp)
+        try:
+            committed = self.consumer.committed(tp,
+                                                timeout_ms=int(BROKER_CALL_TIMEOUT_S * 1000))
+        except Exception as exc:  # noqa: BLE001 - then restore from the checkpoint
+            log.warning("cannot read the committed offset of a partition that is back: %s; "
+                        "restoring it from its checkpoint", exc,
+                        extra={"topic": tp.topic, "partition": tp.partition})
+            committed = -1
+        if committed != kept.committed and committed not in kept.unacked:
+            log.info("a lost partition came back, but another member committed it meanwhile: "
+                     "restoring it", extra={"topic": tp.topic, "partition": tp.partition,
+                                            "committed": committed})
+            self.pipeline.drop_partition(self._key(tp))
+            return False
+        self.consumer.seek(tp, kept.done)
+        polled.pop(tp, None)
+        self.done[tp] = kept.done
+        if committed is not None and committed >= 0:
+            self.committed[tp] = committed
+        if kept.checkpointed is not None:
+            self.checkpointed[tp] = kept.checkpointed
+        self.health.count_restores("resumed")
+        log.info("a lost partition came back unchanged: its state goes on", extra={
+            "topic": tp.topic, "partition": tp.partition, "offset": kept.done})
+        return True
 
     def _rewind(self, polled: dict[Any, list[Any]], tps: Iterable[Any] | None = None) -> None:
         """Give back polled records that will not be processed now (seek to the first one)."""

@@ -37,7 +37,12 @@ from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
 from stream.formats.decoders import wants_records
 from stream.runtime.labelsrun import LabelTopics
-from stream.runtime.restore import BROKER_CALL_TIMEOUT_S, RESTORE_TIMEOUT_S, Rebalancing
+from stream.runtime.restore import (
+    BROKER_CALL_TIMEOUT_S,
+    RESTORE_TIMEOUT_S,
+    LostPartition,
+    Rebalancing,
+)
 from stream.sinks.checkpoints import Checkpoint, StateError, StateStore
 from stream.sinks.deadletters import (
     DEAD_LETTER_BACKOFF_S,
@@ -112,6 +117,11 @@ class KafkaRunner(Rebalancing):
         #: without state: revoked partitions whose monitors are kept in case they come back,
         #: with the offset they cover
         self.parked: dict[Any, int] = {}
+        #: with state: lost partitions whose monitors are kept in case they come back
+        self.lost: dict[Any, LostPartition] = {}
+        #: partition -> offsets of our commits that failed (timed out) since the last that
+        #: succeeded: they may still land
+        self.unacked: dict[Any, set[int]] = {}
         #: partition -> model -> checkpoint offset still ahead of the partition's position
         self.skip_until: dict[Any, dict[str, int]] = {}
         self.pending: PendingDeadLetters | None = None
@@ -297,10 +307,17 @@ class KafkaRunner(Rebalancing):
 
     def _commit(self) -> bool:
         # a failure is retried with the next iteration
+        trying = {tp: off for tp, off in self.done.items() if self.committed.get(tp) != off}
         exc = commit_offsets(self.consumer, self.done, self.committed,
                              int(CHECKPOINT_TIMEOUT_S * 1000))
         if exc is not None:
             self._maybe_down(exc)
+            # a commit that timed out may still land once the broker is back
+            for tp, off in trying.items():
+                self.unacked.setdefault(tp, set()).add(off)
+        else:
+            for tp in trying:
+                self.unacked.pop(tp, None)
         return exc is None
 
     def _checkpoint_and_commit(self, force: bool = False) -> None:
@@ -414,7 +431,9 @@ class KafkaRunner(Rebalancing):
             if self.state_cfg.enabled:
                 self.store = self._state_store()
                 self.store.ensure_topic()
-                self.store.connect()
+                # a checkpoint write blocks the loop no longer than its bound, also when
+                # the producer opened here waits for metadata through a broker outage
+                self.store.connect(write_timeout_s=CHECKPOINT_TIMEOUT_S)
             if self.drift_events is not None:
                 self.drift_events.ensure_topic()
             self.consumer = self._consumer()

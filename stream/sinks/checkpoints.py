@@ -225,17 +225,22 @@ class StateStore:
             admin.close()
 
     # -- writes ----------------------------------------------------------------
-    def connect(self, timeout_s: float = 15.0) -> None:
-        """Open the producer now (a write from a rebalance callback must not have to)."""
-        self._producer_client(timeout_s)
+    def connect(self, timeout_s: float = 15.0, write_timeout_s: float | None = None) -> None:
+        """Open the producer now (a write from a rebalance callback must not have to).
 
-    def _producer_client(self, timeout_s: float) -> Any:
+        ``timeout_s`` bounds the connection; ``write_timeout_s`` (default: the same) bounds
+        how long a later ``send`` may block, e.g. waiting for metadata in a broker outage:
+        it must not exceed the bound of the writes, or a write blocks the loop longer."""
+        self._producer_client(timeout_s, write_timeout_s)
+
+    def _producer_client(self, timeout_s: float, block_s: float | None = None) -> Any:
         if self._producer is None:
             from kafka import KafkaProducer
 
             ms = max(1000, int(timeout_s * 1000))
+            block_ms = ms if block_s is None else max(1000, int(block_s * 1000))
             self._producer = KafkaProducer(
-                **self.client_kwargs, **STATE_PRODUCER_SETTINGS, max_block_ms=ms,
+                **self.client_kwargs, **STATE_PRODUCER_SETTINGS, max_block_ms=block_ms,
                 request_timeout_ms=ms, delivery_timeout_ms=max(2 * ms, 30_000),
                 bootstrap_timeout_ms=ms)
         return self._producer

@@ -25,12 +25,46 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from operator import attrgetter, methodcaller
 from typing import Any
 
 from stream.config import KafkaConfig
 
 log = logging.getLogger("streamdrift.run")
+#: librdkafka's own log lines (otherwise printed raw to stderr, e.g. one per reconnect
+#: attempt through a broker outage): JSON lines like ours, each kind at most every 30 s
+rdlog = logging.getLogger("streamdrift.librdkafka")
+RDKAFKA_REPEAT_S = 30.0
+
+
+class RepeatFilter(logging.Filter):
+    """Let one record of a kind through per ``every_s`` seconds (the kind: its text with
+    the digits dropped); the next one that passes carries how many were held back."""
+
+    def __init__(self, every_s: float = RDKAFKA_REPEAT_S) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = "".join(c for c in record.getMessage() if not c.isdigit())
+        now = time.monotonic()
+        last, held = self._seen.get(kind, (-1e18, 0))
+        if now - last < self.every_s:
+            self._seen[kind] = (last, held + 1)
+            return False
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[kind] = (now, 0)
+        if held:
+            record.repeated = held
+        return True
+
+
+if not rdlog.filters:
+    rdlog.addFilter(RepeatFilter())
 
 _VALUE = methodcaller("value")
 _ERROR = methodcaller("error")
@@ -133,6 +167,7 @@ class ConfluentConsumer:
         self._errors: list[Any] = []
         conf = librdkafka_config(k, max_message_bytes)
         conf["error_cb"] = self._errors.append
+        conf.setdefault("logger", rdlog)
         self._c = Consumer(conf)
         self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
         self._paused: set[Any] = set()
@@ -140,6 +175,9 @@ class ConfluentConsumer:
         #: while assigning: partition -> start offset chosen by the runner
         self._starting: dict[Any, int] | None = None
         self._pause_after: set[Any] = set()
+        #: the helper thread of bounded commits, and the commit it runs
+        self._commits: ThreadPoolExecutor | None = None
+        self._commit_flight: Future[Any] | None = None
 
     # -- helpers --------------------------------------------------------------------
     @staticmethod
@@ -295,10 +333,27 @@ class ConfluentConsumer:
         return int(off) if off >= 0 else None
 
     def commit(self, offsets: dict[Any, Any], timeout_ms: int) -> None:
-        """Commit synchronously; ``offsets`` maps partitions to kafka-python's
-        ``OffsetAndMetadata`` (or plain offsets)."""
+        """Commit synchronously, bounded by ``timeout_ms``; ``offsets`` maps partitions to
+        kafka-python's ``OffsetAndMetadata`` (or plain offsets).
+
+        librdkafka's synchronous commit has no timeout: in a broker outage it waits until
+        the broker is back, and the loop with it.  It runs on a helper thread here (the
+        consumer is thread-safe); past the bound, or while an earlier commit is still in
+        flight, ``KafkaTimeoutError`` is raised (an outage: the runner retries later)."""
+        from kafka.errors import KafkaTimeoutError
+
+        if self._commit_flight is not None and not self._commit_flight.done():
+            raise KafkaTimeoutError("an earlier offset commit is still waiting for the broker")
         parts = [self._ctp(tp, int(getattr(om, "offset", om))) for tp, om in offsets.items()]
-        self._c.commit(offsets=parts, asynchronous=False)
+        if self._commits is None:
+            self._commits = ThreadPoolExecutor(1, thread_name_prefix="streamdrift-commit")
+        flight = self._commits.submit(self._c.commit, offsets=parts, asynchronous=False)
+        self._commit_flight = flight
+        try:
+            flight.result(timeout=timeout_ms / 1000)
+        except FutureTimeout:
+            raise KafkaTimeoutError(
+                f"offset commit not acknowledged within {timeout_ms} ms") from None
 
     def end_offsets(self, tps: Iterable[Any], timeout_ms: int) -> dict[Any, int]:
         out = {}
@@ -320,5 +375,7 @@ class ConfluentConsumer:
         return int(off) if off >= 0 else None
 
     def close(self, autocommit: bool = False, timeout_ms: int = 5000) -> None:
+        if self._commits is not None:
+            self._commits.shutdown(wait=False, cancel_futures=True)
         self._c.close()
 

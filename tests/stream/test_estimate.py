@@ -234,3 +234,29 @@ def test_the_score_window_rides_in_the_checkpoint(tmp_path: Path) -> None:
     book.drop(key)
     after = book.estimates.figures("lm")
     assert after is not None and after.predictions == 0
+
+
+def test_check_config_counts_the_estimate_series(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    import yaml
+
+    from stream.cli import main
+
+    ref, _, _, _ = _stream(3, 500)
+    (tmp_path / "reference.jsonl").write_bytes(b"\n".join(ref) + b"\n")
+    counts = {}
+    for on in (False, True):
+        model = lm_model(estimate={"window": 500}) if on else lm_model()
+        path = tmp_path / f"c{on}.yaml"
+        path.write_text(yaml.safe_dump({"source": {"timestamp": {"path": "ts"}},
+                                        "models": [model]}))
+        capsys.readouterr()
+        assert main(["check-config", "-c", str(path)]) == 0
+        out = capsys.readouterr().out
+        found = re.search(r"about (\d+) per-model series", out)
+        assert found is not None, out
+        counts[on] = int(found[1])
+        assert ("estimate   CBPE over 500 predictions" in out) is on
+    assert counts[True] - counts[False] == 32

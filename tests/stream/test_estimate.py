@@ -22,39 +22,15 @@ from stream.engine.baselines import column_specs, detection_settings
 from stream.engine.pipeline import Pipeline
 from stream.runtime.replay import replay
 from tests.support.configs import config_errors
-from tests.support.labels import T0, lm_model
+from tests.support.estimate import estimate_stream
+from tests.support.labels import lm_model
 from tests.support.promql import load_contract
 
 ESTIMATED = ("accuracy", "precision", "recall", "f1", "roc_auc")
 
 
-def _stream(seed: int, n: int, *, shift: float = 0.0, scale: float = 1.0,
-            distort: bool = False, labelled: float = 0.3, start: int = 0,
-            ) -> tuple[list[bytes], list[bytes], np.ndarray, np.ndarray]:
-    """Events of model ``lm`` (x ~ N(shift, scale), true P(y=1|x) = sigmoid(2x - 1), the
-    score that probability, or an over-confident distortion of it), a share ``labelled``
-    of labels 0-60 s later; returns events, labels, scores and every true label."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(shift, scale, n)
-    prob = 1 / (1 + np.exp(-(2 * x - 1)))
-    y = (rng.random(n) < prob).astype(int)
-    score = 1 / (1 + np.exp(-(4 * x - 1.5))) if distort else prob
-    idx = np.arange(start, start + n)
-    ts = T0 + idx * 0.1
-    events = [orjson.dumps({"model": "lm", "id": f"r{i}", "ts": float(t), "f": {"x": float(v)},
-                            "p": {"score": float(s)}, "label": int(k)})
-              for i, t, v, s, k in zip(idx.tolist(), ts.tolist(), x.tolist(), score.tolist(),
-                                       y.tolist(), strict=True)]
-    has = rng.random(n) < labelled
-    lt = ts + rng.uniform(0, 60, n)
-    order = np.argsort(lt, kind="stable")
-    labels = [orjson.dumps({"model": "lm", "id": f"r{idx[k]}", "ts": float(lt[k]),
-                            "label": int(y[k])}) for k in order.tolist() if has[k]]
-    return events, labels, score, y
-
-
 def _setup(folder: Path, *, distort: bool = False, **estimate: Any) -> tuple[Any, Any]:
-    ref, _, _, _ = _stream(101, 20_000, distort=distort)  # the label rides inline
+    ref, _, _, _ = estimate_stream(101, 20_000, distort=distort)  # the label rides inline
     (folder / "reference.jsonl").write_bytes(b"\n".join(ref) + b"\n")
     data = {"source": {"timestamp": {"path": "ts", "unit": "s"}},
             "detection": {"false_alarm_events": 100_000, "window": 500, "cadence": 50},
@@ -117,12 +93,12 @@ def test_replay_estimates_a_covariate_shift_drop_before_the_labels(seed: int,
     flagged; before the shift it is not."""
     cfg, base = _setup(tmp_path)
     p = Pipeline(cfg, {"lm": base})
-    before, lab0, s0, y0 = _stream(seed, 3000)
+    before, lab0, s0, y0 = estimate_stream(seed, 3000)
     report = _replay(cfg, p, tmp_path, before, lab0)
     est = report["models"]["lm"]["labels"]["estimated"]
     assert est["predictions"] == 1000 and est["recalibrated"] is False
     assert not any(est["drop"].values()), est
-    after, lab1, s1, y1 = _stream(seed + 50, 3000, shift=0.5, scale=0.7, start=3000)
+    after, lab1, s1, y1 = estimate_stream(seed + 50, 3000, shift=0.5, scale=0.7, start=3000)
     q = Pipeline(cfg, {"lm": base})
     report = _replay(cfg, q, tmp_path, after, lab1)
     est = report["models"]["lm"]["labels"]["estimated"]
@@ -140,7 +116,7 @@ def test_miscalibrated_scores_are_recalibrated_on_the_reference(tmp_path: Path) 
     """Over-confident scores: the reference fails the calibration test, the estimate uses
     the isotonic map and lands near the realised accuracy; with calibration: never it
     overstates it."""
-    events, labels, s, y = _stream(7, 3000, distort=True, shift=0.3)
+    events, labels, s, y = estimate_stream(7, 3000, distort=True, shift=0.3)
     real = float(np.mean((s[-1000:] >= 0.5) == (y[-1000:] == 1)))
     got = {}
     for mode in ("auto", "never"):
@@ -168,7 +144,7 @@ def test_the_estimate_is_exported_as_documented_and_promtool_clean(tmp_path: Pat
                                      {"model": "lm"}) == 0
     assert registry.get_sample_value("streamdrift_estimated_quality", {
         "model": "lm", "metric": "accuracy", "scope": "recent"}) is None  # undefined yet
-    events, labels, _, _ = _stream(4, 2500)
+    events, labels, _, _ = estimate_stream(4, 2500)
     _replay(cfg, p, tmp_path, events, labels)
     text = generate_latest(registry).decode()
     contract = load_contract().metrics
@@ -208,7 +184,7 @@ def test_without_estimate_no_series_is_exported(tmp_path: Path) -> None:
             cfg.models[0].labels, estimate=None)),))
     p = Pipeline(plain, {"lm": base})
     registry = make_registry(p)
-    events, labels, _, _ = _stream(4, 1500)
+    events, labels, _, _ = estimate_stream(4, 1500)
     _replay(plain, p, tmp_path, events, labels)
     assert not [f for f in registry.collect()
                 if f.name.startswith("streamdrift_estimated_quality")]
@@ -219,7 +195,7 @@ def test_without_estimate_no_series_is_exported(tmp_path: Path) -> None:
 def test_the_score_window_rides_in_the_checkpoint(tmp_path: Path) -> None:
     cfg, base = _setup(tmp_path)
     p = Pipeline(cfg, {"lm": base})
-    events, labels, _, _ = _stream(5, 2000)
+    events, labels, _, _ = estimate_stream(5, 2000)
     _replay(cfg, p, tmp_path, events, labels)
     book = p.labels
     assert book is not None
@@ -244,7 +220,7 @@ def test_check_config_counts_the_estimate_series(tmp_path: Path,
 
     from stream.cli import main
 
-    ref, _, _, _ = _stream(3, 500)
+    ref, _, _, _ = estimate_stream(3, 500)
     (tmp_path / "reference.jsonl").write_bytes(b"\n".join(ref) + b"\n")
     counts = {}
     for on in (False, True):

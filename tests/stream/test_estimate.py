@@ -2,8 +2,8 @@
 configuration, ``replay --labels`` exporting the estimate next to the realised values, the
 metrics contract of docs/metrics.md, and the score windows in the checkpointed state.
 
-A replay-based test (no broker): the estimate is fed by the pipeline's batches exactly as
-under ``run``; the Kafka join itself is covered by tests/integration/test_labels_run.py.
+Replay-based (no broker): the estimate is fed by the pipeline's batches exactly as under
+``run``; tests/integration/test_estimate_run.py runs it on a real broker.
 """
 
 from __future__ import annotations

@@ -110,6 +110,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             where = m.labels.topic or "the inference topic (labels.select)"
             print(f"  labels     from {where}, task {m.labels.task}, horizon "
                   f"{m.labels.horizon_s:g} s")
+            if m.labels.estimate is not None:  # estimated performance (docs/metrics.md)
+                n_series += 32
+                print(f"  estimate   CBPE over {m.labels.estimate.window} predictions per "
+                      f"partition, calibration {m.labels.estimate.calibration}")
     print(f"configuration OK: {len(config.models)} model(s), about {n_series} per-model series "
           f"plus the pipeline's own")
     return 0

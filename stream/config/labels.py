@@ -29,13 +29,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
+from stream.config.estimate import parse_estimate
 from stream.config.keys import ABSENT, BAD, Bad, Ctx, KeyPath, get_key, type_name
 from stream.config.tree import ColumnConfig, LabelsConfig, SelectConfig
 
 LABEL_TASKS: Final = ("binary", "multiclass", "regression")
 _KEYS: Final = ("topic", "select", "id_path", "label_id_path", "label_path", "timestamp_path", "task",
                 "positive_class", "score_column", "threshold", "prediction_column",
-                "horizon_s", "label_wait_s", "max_pending", "window")
+                "horizon_s", "label_wait_s", "max_pending", "window",
+                "estimate")  # estimate: stream/config/estimate.py
 _EXAMPLE: Final = ("{topic: credit-labels, id_path: request_id, label_path: label, task: binary, "
                    "positive_class: 1, score_column: score, horizon_s: 86400}")
 
@@ -147,6 +149,10 @@ def parse_labels(ctx: Ctx, value: Any, path: KeyPath,
                                         200_000)
     if get_key(sec, "window") is not ABSENT:
         kw["window"] = ctx.integer(sec["window"], path + ("window",), 20, 1_000_000)
+    # -- estimated performance without labels (CBPE): stream/config/estimate.py
+    if get_key(sec, "estimate") is not ABSENT:
+        kw["estimate"] = parse_estimate(ctx, sec["estimate"], path + ("estimate",), task)
+    # --
     if not ok or any(isinstance(v, Bad) for v in kw.values()):
         return BAD
     return LabelsConfig(**kw)

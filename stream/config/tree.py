@@ -197,6 +197,17 @@ class ColumnConfig:
     min_effect: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
 
+# -- labels.estimate (estimated performance without labels, CBPE; stream/config/estimate.py)
+@dataclass(frozen=True, slots=True)
+class EstimateConfig:
+    """``labels.estimate``: confidence-based estimates of a binary model's quality."""
+
+    #: predictions per partition in the recent-window estimate
+    window: int = 1000
+    #: auto (recalibrate when the labelled reference fails the test) | always | never
+    calibration: str = "auto"
+
+
 @dataclass(frozen=True, slots=True)
 class LabelsConfig:
     """A model's ground truth (``labels:``; see stream.config.labels and docs/labels.md)."""
@@ -231,6 +242,8 @@ class LabelsConfig:
     max_pending: int = 100_000
     #: joined pairs in the recent-window quality metrics
     window: int = 1000
+    #: estimated performance without labels (binary only; None: off)
+    estimate: EstimateConfig | None = None
 
     @property
     def label_id(self) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from detectors.concept import error_cusum
 from detectors.cusum import CUSUM
 from detectors.quality_metrics import METRICS, merged_metrics
 from stream.config import Config, LabelsConfig
+from stream.engine.estimate import EstimateBook, EstimateFigures
 from stream.engine.figures import PartitionKey
 from stream.engine.labels import (
     OUTCOMES,
@@ -64,6 +65,8 @@ class LabelFigures:
     concept_alarms: int = 0
     concept_score: float | None = None
     concept_active: bool = False
+    #: estimated performance without labels (None: no labels.estimate)
+    estimated: EstimateFigures | None = None
 
 
 @dataclass
@@ -94,6 +97,8 @@ class LabelBook:
         #: the ``labels.select`` of the models whose label events come in the inference stream
         self.inline = [m.labels.select for m in config.models
                        if m.labels is not None and m.labels.select is not None]
+        #: estimated performance without labels (models with labels.estimate)
+        self.estimates = EstimateBook(config, reference=reference)
         if reference:
             for m in config.models:
                 if m.labels is not None:
@@ -136,6 +141,8 @@ class LabelBook:
         if cfg.task == "multiclass":
             preds = np.asarray(preds, dtype=object)
         self._join(key, model).add_predictions(ids, times, preds, self._others(key, model))
+        if self.estimates:
+            self.estimates.add(model, key, mb.columns[cfg.prediction])
 
     def add_labels(self, messages: Sequence[bytes], key: PartitionKey,
                    topic: str | None = None, label_partition: int | None = None,
@@ -165,7 +172,11 @@ class LabelBook:
     # -- partitions -----------------------------------------------------------------------
     def export(self, key: PartitionKey) -> dict[str, dict[str, Any]]:
         """model -> the state of its join on ``key`` (none without one)."""
-        return {m: j.to_dict() for m, j in self.joins.get(key, {}).items()}
+        out = {m: j.to_dict() for m, j in self.joins.get(key, {}).items()}
+        if self.estimates:
+            for m, state in out.items():
+                state["estimate"] = self.estimates.export(key, m)
+        return out
 
     def dirty(self, key: PartitionKey) -> bool:
         """Whether a join of ``key`` changed since it was last exported."""
@@ -186,9 +197,11 @@ class LabelBook:
                 continue
             self.joins.setdefault(key, {})[model] = j
             self.base[(key, model)] = Counter(j.counts)
+            self.estimates.restore(key, model, saved.get("estimate"))
 
     def drop(self, key: PartitionKey) -> None:
         """Forget the joins of ``key``; their counts stay in the counters."""
+        self.estimates.drop(key)
         for model, j in self.joins.pop(key, {}).items():
             base = self.base.pop((key, model), Counter())
             for k in COUNTED:
@@ -219,7 +232,8 @@ class LabelBook:
                 concept_score=max((j.concept.statistic / j.concept.threshold for _, j in joins
                                    if j.concept is not None), default=None),
                 concept_active=any(j.concept.drift_detected for _, j in joins
-                                   if j.concept is not None))
+                                   if j.concept is not None),
+                estimated=self.estimates.figures(model))
         return out
 
 
@@ -241,7 +255,9 @@ def label_report(book: LabelBook | None, model: str) -> dict[str, Any]:
                        "quality_baseline": _finite(fig.baseline),
                        "invalid": dict(book.invalid),
                        "concept_drift": {"alarms": fig.concept_alarms,
-                                         "active": fig.concept_active}}}
+                                         "active": fig.concept_active},
+                       **({} if fig.estimated is None
+                          else {"estimated": fig.estimated.report()})}}
 
 
 def remap_positions(batch: DecodedBatch, kept: np.ndarray, n_messages: int) -> None:

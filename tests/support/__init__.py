@@ -25,6 +25,7 @@
 ``webhook``        ``Webhook``: an HTTP server recording Alertmanager notifications
 ``tls``            ``make_pki(folder)``: test certificates made with ``openssl``
 ``promql``         the metrics contract of docs/metrics.md and a PromQL checker
+``estimate``       ``estimate_stream(...)``: predictions under covariate shift (labels.estimate)
 ``images``         the container image: ``streamdrift_image()`` (built with podman from a
                    local base, or reused), ``ContainerRun`` (``podman run --network=host``)
 ``e2e``            the end-to-end pipeline: Kafka -> ``streamdrift run`` -> Prometheus ->

@@ -102,11 +102,14 @@ _NO_ROWS: Final = _Table({})
 class _Half:
     """One request or response: its rows are ``table[start:start + rows]``."""
 
-    __slots__ = ("env", "id", "kind", "rows", "start", "t", "table")
+    __slots__ = ("env", "id", "kind", "rows", "src", "start", "t", "table")
 
     def __init__(self, kind: int, ident: Any, table: _Table, start: int, rows: int | None,
-                 env: tuple[Any, ...], t: float) -> None:
+                 env: tuple[Any, ...], t: float,
+                 src: tuple[str, int, int] | None = None) -> None:
         self.kind = kind
+        #: the Kafka record it came from: (topic, partition, offset); None for bytes
+        self.src = src
         self.id = ident
         self.table = table
         self.start = start
@@ -226,13 +229,15 @@ class OipDecoder:
             idents = self._idents(kind_events, [headers[i] for i in at], [keys[i] for i in at])
             envs = self._envelopes(kind_events, [headers[i] for i in at],
                                    [topics[i] for i in at])
-            for i, start, r, ident, env in zip(at, starts, rows, idents, envs, strict=True):
+            srcs = _sources([messages[i] for i in at]) if self._both else [None] * len(at)
+            for i, start, r, ident, env, src in zip(at, starts, rows, idents, envs, srcs,
+                                                    strict=True):
                 if start < 0:
                     bad.append((i, "invalid_tensor"))
                 elif ident is None and self._both:
                     bad.append((i, "missing_id"))
                 else:
-                    halves[i] = _Half(kind, ident, table, start, r, env, now)
+                    halves[i] = _Half(kind, ident, table, start, r, env, now, src)
         # the join, in input order
         pairs: list[tuple[int, _Half | None, _Half | None]] = []
         held: list[_Half] = []
@@ -254,6 +259,21 @@ class OipDecoder:
         rows_batch = self._rows(pairs, bad)
         self._keep([h for h in held if self.pending.get(h.id) is h])
         return self._batch(n, rows_batch, bad, counts)
+
+    def held_from(self) -> dict[tuple[str, int], int]:
+        """Per Kafka partition, the offset of the oldest half still waiting in the buffer.
+
+        The runner commits (and checkpoints its resume point) no further than this, so
+        that after a crash or a rebalance the waiting halves are read again and still
+        join (see docs/formats.md)."""
+        out: dict[tuple[str, int], int] = {}
+        for half in self.pending.values():
+            src = half.src
+            if src is not None:
+                key = (src[0], src[1])
+                if key not in out or src[2] < out[key]:
+                    out[key] = src[2]
+        return out
 
     def flush(self) -> dict[str, int]:
         """Count every half still waiting as unjoined and empty the buffer (end of input)."""
@@ -494,6 +514,18 @@ class OipDecoder:
             invalid_reasons=[r for _, r in bad], models=models,
             # rows of no model (rejected above as unknown_model) are not events
             n_rows=n_rows if routed is None else int(routed.sum()))
+
+
+def _sources(messages: Sequence[Any]) -> list[tuple[str, int, int] | None]:
+    """(topic, partition, offset) of each Kafka record; None for bytes."""
+    out: list[tuple[str, int, int] | None] = []
+    for m in messages:
+        topic = getattr(m, "topic", None)
+        part = getattr(m, "partition", None)
+        off = getattr(m, "offset", None)
+        out.append((topic, part, off) if isinstance(topic, str) and isinstance(part, int)
+                   and isinstance(off, int) else None)
+    return out
 
 
 def _count(counts: dict[str, int], half: _Half) -> None:

@@ -33,6 +33,9 @@ BROKER_CALL_TIMEOUT_S = 2.0
 REVOKE_CHECKPOINT_TIMEOUT_S = 5.0
 #: bound of reading the state topic on assignment
 RESTORE_TIMEOUT_S = 15.0
+#: checkpoint state key (open-inference): the offset of the oldest half that waited in the
+#: join buffer when the checkpoint was written; a restore reads again from there
+RESUME_KEY = "resume_offset"
 
 
 @dataclass(frozen=True)
@@ -310,6 +313,10 @@ class Rebalancing:
                      extra={"topic": tp.topic, "partition": tp.partition, "offset": start})
             return
         start = min(off for off, _ in found.values())
+        resumes = [s[RESUME_KEY] for s in states.values()
+                   if isinstance(s.get(RESUME_KEY), int) and 0 <= s[RESUME_KEY] < start]
+        if resumes:
+            start = min(resumes)  # halves that waited in the join buffer are read again
         self.starts[tp] = ("checkpoint", start)
         self.consumer.seek(tp, start)
         polled.pop(tp, None)

@@ -40,6 +40,7 @@ from stream.runtime.labelsrun import LabelTopics
 from stream.runtime.restore import (
     BROKER_CALL_TIMEOUT_S,
     RESTORE_TIMEOUT_S,
+    RESUME_KEY,
     LostPartition,
     Rebalancing,
 )
@@ -266,6 +267,7 @@ class KafkaRunner(Rebalancing):
         offsets: dict[Any, int] = {}
         now = time.time()
         held = set(self.pending.done) if self.pending is not None else set()
+        held_from = self._held_from()
         for tp in tps:
             off = self.done.get(tp)
             if off is None or tp in self.skip_until or (
@@ -276,6 +278,11 @@ class KafkaRunner(Rebalancing):
             states = self.pipeline.export_partition(self._key(tp))
             if not states:
                 continue
+            resume = held_from.get(self._key(tp))
+            if resume is not None and resume < off:
+                # a restore reads again from the oldest waiting half (its rows join then);
+                # the models skip what their state already holds (skip_until)
+                states = {name: {**state, RESUME_KEY: resume} for name, state in states.items()}
             offsets[tp] = off
             for name, state in states.items():
                 base = self.pipeline.baselines[name]
@@ -305,10 +312,25 @@ class KafkaRunner(Rebalancing):
         book = self.pipeline.labels
         return book is not None and book.dirty(self._key(tp))
 
+    def _held_from(self) -> dict[tuple[str, int], int]:
+        """open-inference: per partition, the offset of the oldest half waiting in the
+        join buffer (read again after a crash or a rebalance, so that it still joins)."""
+        held = getattr(self.pipeline.decoder, "held_from", None)
+        return held() if held is not None else {}
+
+    def _commit_points(self) -> dict[Any, int]:
+        """The offsets to commit: what is processed, but no further than a half still
+        waiting in the join buffer."""
+        held = self._held_from()
+        if not held:
+            return self.done
+        return {tp: min(off, held.get(self._key(tp), off)) for tp, off in self.done.items()}
+
     def _commit(self) -> bool:
         # a failure is retried with the next iteration
-        trying = {tp: off for tp, off in self.done.items() if self.committed.get(tp) != off}
-        exc = commit_offsets(self.consumer, self.done, self.committed,
+        points = self._commit_points()
+        trying = {tp: off for tp, off in points.items() if self.committed.get(tp) != off}
+        exc = commit_offsets(self.consumer, points, self.committed,
                              int(CHECKPOINT_TIMEOUT_S * 1000))
         if exc is not None:
             self._maybe_down(exc)

@@ -206,10 +206,12 @@ class LabelBook:
             if ep is None:
                 continue
             extra = {"model": model, "partition": list(key), "index": at,
+                     "label_event_time": d.event_time,
                      "statistic": round(stat, 4), "threshold": round(thr, 4)}
             if kind == "open":
-                log.warning("model quality episode opened: the joined error rate left the "
-                            "labelled reference's (concept drift)", extra=extra)
+                log.warning("model quality episode opened", extra={
+                    **extra, "cause": "concept drift: the error rate of the joined pairs "
+                                      "left the labelled reference's"})
             else:
                 log.info("model quality episode closed",
                          extra={**extra, "peak_score": round(d.score, 4)})

@@ -704,10 +704,151 @@ def pipeline() -> dict:
     )
 
 
+# ---- model quality (labels joined to predictions, docs/labels.md) -----------------------
+QUALITY_MAPPING = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"text": "OK", "color": "green", "index": 0},
+            "1": {"text": "DEGRADED", "color": "red", "index": 1},
+        },
+    }
+]
+
+
+def model_quality() -> dict:
+    """Realised quality (labels joined), concept drift, estimated quality (CBPE) and the
+    label feed of one labelled model."""
+    j = 'job="$job"'
+    m = f'{j}, model="$model"'
+    q = f'{m}, metric=~"$metric"'
+    joined = f'streamdrift_labels_total{{{m}, outcome="joined"}}'
+    leaving = f'streamdrift_labels_total{{{m}, outcome=~"joined|expired|evicted"}}'
+    panels = [
+        row("Model $model", "Is the model still right? Quality on the labels joined so far."),
+        stat("Model-quality episode",
+             "DEGRADED while a model-quality episode is open: the concept-drift detector of "
+             "the joined errors alarmed (the error rate left the labelled reference's).",
+             "none", f"max(streamdrift_concept_drift_active{{{m}}})",
+             mappings=QUALITY_MAPPING, thresholds=_thresholds((None, "green"), (1, "red"))),
+        stat("Concept-drift score now",
+             "Concept-drift CUSUM statistic / threshold, highest over the processes; "
+             ">= 1 alarms.", "none", f"max(streamdrift_concept_drift_score{{{m}}})",
+             thresholds=SCORE_THRESHOLDS, decimals=2),
+        stat("Accuracy, recent",
+             "Accuracy of the last labels.window joined pairs of each partition held.",
+             "percentunit",
+             f'max(streamdrift_model_quality{{{m}, metric="accuracy", scope="recent"}})',
+             decimals=1),
+        stat("Accuracy, reference", "Accuracy of the model on its labelled reference.",
+             "percentunit",
+             f'max(streamdrift_model_quality{{{m}, metric="accuracy", scope="baseline"}})',
+             decimals=1),
+        stat("Labels joined", "Labels joined with their prediction, per second.", "eps",
+             f"sum(rate({joined}[$__rate_interval]))"),
+        stat("Label coverage",
+             "Share of the predictions leaving the join that got their label (the others "
+             "expired or were evicted).", "percentunit",
+             f"sum(increase({joined}[$__rate_interval])) / "
+             f"sum(increase({leaving}[$__rate_interval]))",
+             thresholds=_thresholds((None, "red"), (0.5, "green"))),
+        row("Realised quality", "Quality metrics of the joined pairs against the reference's."),
+        timeseries("Quality, recent vs reference",
+                   "Each selected metric over the recent window of joined pairs (solid) and "
+                   "on the labelled reference (the level to compare with).", "none",
+                   [target(f'max by (metric) (streamdrift_model_quality{{{q}, '
+                           f'scope="recent"}})', "{{metric}} recent"),
+                    target(f'max by (metric) (streamdrift_model_quality{{{q}, '
+                           f'scope="baseline"}})', "{{metric}} reference")]),
+        timeseries("Quality, since start",
+                   "Each selected metric over every pair joined since the state began.",
+                   "none",
+                   [target(f'max by (metric) (streamdrift_model_quality{{{q}, '
+                           f'scope="since_start"}})', "{{metric}}")]),
+        timeseries("Concept-drift score",
+                   "The concept-drift CUSUM of the joined errors against the reference's "
+                   "error rate, divided by its threshold; the line at 1 is the alarm.",
+                   "none",
+                   [target(f"max(streamdrift_concept_drift_score{{{m}}})", "score")],
+                   threshold_line=1),
+        state_timeline("Model-quality episodes",
+                       "DEGRADED while a model-quality episode of the model is open.",
+                       [target(f"max(streamdrift_concept_drift_active{{{m}}})", "$model")],
+                       mappings=QUALITY_MAPPING),
+        row("Estimated quality", "Before labels arrive: the quality estimated from the scores "
+            "(CBPE; binary models with labels.estimate)."),
+        timeseries("Estimated vs realised",
+                   "Estimate from the scores over the recent window, its 95 % band for the "
+                   "realised value, and the realised value as labels arrive.", "none",
+                   [target(f'max by (metric) (streamdrift_estimated_quality{{{q}, '
+                           f'scope="recent"}})', "{{metric}} estimated"),
+                    target(f"min by (metric) (streamdrift_estimated_quality_lower{{{q}}})",
+                           "{{metric}} band low"),
+                    target(f"max by (metric) (streamdrift_estimated_quality_upper{{{q}}})",
+                           "{{metric}} band high"),
+                    target(f'max by (metric) (streamdrift_model_quality{{{q}, '
+                           f'scope="recent"}})', "{{metric}} realised")]),
+        state_timeline("Estimated drop",
+                       "DEGRADED while the recent estimate is below the reference's estimate "
+                       "by more than its drop band.",
+                       [target(f"max by (metric) (streamdrift_estimated_quality_drop_active"
+                               f"{{{q}}})", "{{metric}}")], mappings=QUALITY_MAPPING),
+        row("Label feed", "Whether labels arrive and join."),
+        timeseries("Join outcomes",
+                   "Predictions and labels per second by outcome: joined, expired, evicted, "
+                   "no_prediction, duplicate, late, unjoinable_prediction.", "eps",
+                   [target(f"sum by (outcome) (rate(streamdrift_labels_total{{{m}}}"
+                           f"[$__rate_interval]))", "{{outcome}}")], stack=True),
+        timeseries("Waiting in the join",
+                   "Predictions waiting for their label and labels waiting for their "
+                   "prediction.", "short",
+                   [target(f"sum(streamdrift_labels_pending{{{m}}})", "predictions waiting"),
+                    target(f"sum(streamdrift_labels_early{{{m}}})", "labels waiting")]),
+        timeseries("Age of the newest label",
+                   "Time since the event time of the newest label seen (grows while no "
+                   "label comes).", "s",
+                   [target(f"time() - max(streamdrift_last_label_timestamp_seconds{{{m}}})",
+                           "$model")]),
+        timeseries("Rejected label messages",
+                   "Label messages rejected per second, by reason (all models).", "eps",
+                   [target(f"sum by (reason) (rate(streamdrift_labels_invalid_total{{{j}}}"
+                           f"[$__rate_interval]))", "{{reason}}")], stack=True),
+    ]
+    annotations = [{
+        "name": "Model-quality episodes",
+        "datasource": DS,
+        "enable": True,
+        "hide": False,
+        "iconColor": "red",
+        "expr": f"sum(increase(streamdrift_concept_drift_alarms_total{{{m}}}"
+                f"[$__rate_interval])) > 0",
+        "step": "1m",
+        "titleFormat": "Model-quality episode",
+        "textFormat": "concept drift of $model",
+        "tagKeys": "model",
+        "useValueForTime": False,
+    }]
+    return dashboard(
+        "streamdrift-model-quality", "Streamdrift model quality",
+        "Ground truth for one labelled model: realised quality against the labelled reference, "
+        "concept-drift episodes, quality estimated before labels arrive, and the label feed.",
+        panels,
+        [JOB_VARIABLE,
+         query_variable("model", "Model",
+                        'label_values(streamdrift_labels_total{job="$job"}, model)'),
+         query_variable("metric", "Metric",
+                        'label_values(streamdrift_model_quality{job="$job", model="$model"}, '
+                        'metric)', multi=True, include_all=True)],
+        annotations,
+    )
+# ---- end of model quality ----------------------------------------------------------------
+
+
 DASHBOARDS: dict[str, Callable[[], dict]] = {
     "streamdrift-overview.json": overview,
     "streamdrift-model.json": model,
     "streamdrift-pipeline.json": pipeline,
+    "streamdrift-model-quality.json": model_quality,
 }
 
 
@@ -756,11 +897,11 @@ def expand_macros(expr: str, variables: Mapping[str, str] | None = None, *,
     """Turn a dashboard query into plain PromQL.
 
     `variables` maps template variable names to values (defaults: job=streamdrift,
-    model/feature/instance/segment=".*"; use a real model and feature name for the model dashboard,
-    whose selectors use `=`).
+    model/feature/instance/segment/metric=".*"; use a real model and feature name for the model
+    dashboard, whose selectors use `=`).
     """
     values = {"job": "streamdrift", "model": ".*", "feature": ".*", "instance": ".*",
-              "segment": ".*"}
+              "segment": ".*", "metric": ".*"}
     values.update(variables or {})
     builtins = {"__rate_interval": rate_interval, "__interval": interval, "__range": range_}
 

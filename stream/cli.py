@@ -456,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--drift-after", type=float, default=45.0,
                     help="seconds before drift is injected (45)")
     sp.add_argument("--rate", type=float, default=2000.0, help="events per second (2000)")
+    sp.add_argument("--concept-after", type=float, default=20.0,
+                    help="seconds before fraud's P(y|x) changes, seen only through its "
+                         "labels (20)")
     sp.add_argument("--metrics-port", type=int, default=9108)
     sp.add_argument("--workdir", help="folder for the demo's config and data")
     sp.add_argument("--no-live", action="store_true", help="print lines instead of a live view")

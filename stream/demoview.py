@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stream.engine.labelbook import QUALITY_FEATURE
 from stream.logs import JsonFormatter
 
 if TYPE_CHECKING:
@@ -175,6 +176,7 @@ def drift_table(pipeline: Any, tally: EpisodeTally, now: float | None = None,
         snap = pipeline.snapshot()
         open_eps = pipeline.open_episodes()
         tally.update(pipeline.recent_episodes)
+        labels = pipeline.label_snapshot()
     episodes = tally.columns(open_eps)
     n_open = sum(e.open is not None for e in episodes.values())
     n_closed = sum(e.closed for e in episodes.values())
@@ -201,7 +203,39 @@ def drift_table(pipeline: Any, tally: EpisodeTally, now: float | None = None,
                       f"{best:.2f}", str(sum(d.alarms for d in dets.values())),
                       f"{s.ratios.get('missing_ratio', 0.0):.1%}",
                       f"{s.distances.get('psi', 0):.3f}")
+    if labels is not None:
+        for model, fig in labels.models.items():
+            t.add_row(*quality_row(model, fig, episodes.get((model, QUALITY_FEATURE), none),
+                                   now))
     return t
+
+
+def quality_row(model: str, fig: Any, ep: ColumnEpisodes, now: float) -> list[Any]:
+    """The model-quality row of a labelled model (``fig``: its
+    :class:`~stream.engine.labelbook.LabelFigures`): accuracy (or the task's first metric)
+    over the recent window of joined pairs against the labelled reference's, its
+    model-quality episode (a concept-drift alarm), the concept-drift score and alarms, and
+    the labels joined in the ``missing`` cell."""
+    from rich.text import Text
+
+    metric = "accuracy" if "accuracy" in fig.recent else next(iter(fig.recent), "")
+
+    def pct(values: Any) -> str:
+        v = None if values is None else values.get(metric)
+        if v is None or not math.isfinite(v):
+            return "-"
+        return f"{v:.1%}" if metric in ("accuracy", "macro_f1") else f"{v:.3g}"
+
+    if ep.open is not None:
+        status = Text(f"DEGRADED {_ago(now - ep.open.opened_at)}", style="bold red")
+    elif fig.concept_active:
+        status = Text("DEGRADED", style="bold red")
+    else:
+        status = Text("ok", style="green")
+    score = "-" if fig.concept_score is None else f"{fig.concept_score:.2f}"
+    return [model, f"{metric} {pct(fig.recent)} (ref {pct(fig.baseline)})", "quality", status,
+            _detectors(ep.open or ep.last, ep.open is not None), str(ep.count), score,
+            str(fig.concept_alarms), f"{fig.outcomes.get('joined', 0):,} joined", "-"]
 
 
 # --------------------------------------------------------------------------

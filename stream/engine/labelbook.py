@@ -13,8 +13,9 @@ partitioning; scaled out, labels must be co-partitioned with their predictions.
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from collections.abc import Mapping, Sequence
+import math
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from detectors.concept import error_cusum
 from detectors.cusum import CUSUM
 from detectors.quality_metrics import METRICS, merged_metrics
 from stream.config import Config, LabelsConfig
+from stream.engine.episodes import Detection, Episode, EpisodeBook
 from stream.engine.estimate import EstimateBook, EstimateFigures
 from stream.engine.figures import PartitionKey
 from stream.engine.labels import (
@@ -42,6 +44,11 @@ log = logging.getLogger("streamdrift.labels")
 CONCEPT_SHIFT = 0.02
 #: what the counters hold per join: the outcomes and the concept-drift alarms
 COUNTED = (*OUTCOMES, "concept_alarms")
+#: the column and detector names of a model-quality episode (a concept-drift alarm) in the
+#: pipeline's episodes, the log and the replay report: not a column name (those are
+#: identifiers or paths), so it never merges with an input column's episode
+QUALITY_FEATURE = "(labels)"
+CONCEPT_DETECTOR = "concept"
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,9 @@ class LabelBook:
         #: each join runs a copy), for models whose reference carries labels
         self.concept: dict[str, CUSUM] = {}
         #: the ``labels.select`` of the models whose label events come in the inference stream
+        #: model-quality episode steps since :meth:`take_steps` last took them (bounded:
+        #: ``run`` never takes them, it logs and exports them)
+        self.steps: deque[tuple[str, Episode, Detection]] = deque(maxlen=10_000)
         self.inline = [m.labels.select for m in config.models
                        if m.labels is not None and m.labels.select is not None]
         #: estimated performance without labels (models with labels.estimate)
@@ -112,8 +122,12 @@ class LabelBook:
                     if ref is not None and ref[1].size >= 100:
                         shift = CONCEPT_SHIFT if m.labels.task != "regression" \
                             else CONCEPT_SHIFT * 5 * max(float(np.mean(ref[1])), 1e-9)
-                        self.concept[m.name] = error_cusum(
+                        det = self.concept[m.name] = error_cusum(
                             ref[1], config.detection.false_alarm_events, shift)
+                        # episodes as the input detectors have them: open while the
+                        # evidence persists, closed after a window of pairs without it
+                        det.configure_episodes(config.detection.release, concept_release_values(
+                            m.labels.window, config.detection.false_alarm_events))
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -169,6 +183,55 @@ class LabelBook:
             j.add_labels(ids, times, values, self._others(key, model))
         return bad
 
+    def take_concept_steps(self) -> list[tuple[PartitionKey, str, str, float, float, float]]:
+        """The concept episodes opened and closed since the last call, in order per join:
+        (partition, model, "open" | "close", statistic, threshold, label event time)."""
+        out: list[tuple[PartitionKey, str, str, float, float, float]] = []
+        for key, joins in sorted(self.joins.items()):
+            for model, j in joins.items():
+                if j.concept_steps:
+                    t = float(j.label_time)
+                    out.extend((key, model, kind, st, thr, t) for kind, st, thr in j.concept_steps)
+                    j.concept_steps = []
+        return out
+
+    def episodes(self, books: Callable[[PartitionKey], EpisodeBook], at: int, now: float,
+                 ) -> list[tuple[str, Episode, Detection]]:
+        """Model-quality episodes from the joins' concept-drift alarms since the last call.
+
+        A concept alarm opens an episode of column :data:`QUALITY_FEATURE` (detector
+        ``concept``) of its model in ``books(partition)``, the partition's episode book,
+        located at input index ``at`` (the last input event processed: labels join there);
+        its close closes it.  One log line at each opening and closing.  Returns the steps
+        ("open" | "close", the episode, its detection), also kept in :attr:`steps`."""
+        out: list[tuple[str, Episode, Detection]] = []
+        for key, model, kind, stat, thr, t in self.take_concept_steps():
+            d = Detection(model, QUALITY_FEATURE, CONCEPT_DETECTOR, at, stat, thr,
+                          event_time=t if math.isfinite(t) else None)
+            book = books(key)
+            ep = book.opened(d, now) if kind == "open" else book.closed(d)
+            if ep is None:
+                continue
+            extra = {"model": model, "partition": list(key), "index": at,
+                     "label_event_time": d.event_time,
+                     "statistic": round(stat, 4), "threshold": round(thr, 4)}
+            if kind == "open":
+                log.warning("model quality episode opened", extra={
+                    **extra, "cause": "concept drift: the error rate of the joined pairs "
+                                      "left the labelled reference's"})
+            else:
+                log.info("model quality episode closed",
+                         extra={**extra, "peak_score": round(d.score, 4)})
+            out.append((kind, ep, d))
+        self.steps.extend(out)
+        return out
+
+    def take_steps(self) -> list[tuple[str, Episode, Detection]]:
+        """The model-quality episode steps since the last call (see :attr:`steps`)."""
+        out = list(self.steps)
+        self.steps.clear()
+        return out
+
     # -- partitions -----------------------------------------------------------------------
     def export(self, key: PartitionKey) -> dict[str, dict[str, Any]]:
         """model -> the state of its join on ``key`` (none without one)."""
@@ -182,8 +245,20 @@ class LabelBook:
         """Whether a join of ``key`` changed since it was last exported."""
         return any(j.dirty for j in self.joins.get(key, {}).values())
 
-    def restore(self, key: PartitionKey, states: Mapping[str, Any]) -> None:
-        """Replace the joins of ``key`` by ``states`` (model -> saved state or None)."""
+    def restore(self, key: PartitionKey, states: Mapping[str, Any],
+                book: EpisodeBook | None = None, episodes: Mapping[str, Any] | None = None,
+                now: float = 0.0) -> None:
+        """Replace the joins of ``key`` by ``states`` (model -> saved state or None); a
+        restored concept episode that is open is restored in ``book`` (``episodes``: model
+        -> the saved episodes of its columns, see :meth:`EpisodeBook.restore`)."""
+        self._restore(key, states)
+        for model, j in self.joins.get(key, {}).items():
+            if book is not None and j.concept is not None and j.concept.drift_detected:
+                saved = (episodes or {}).get(model)
+                book.restore(model, QUALITY_FEATURE, [CONCEPT_DETECTOR], now,
+                             saved.get(QUALITY_FEATURE) if isinstance(saved, Mapping) else None)
+
+    def _restore(self, key: PartitionKey, states: Mapping[str, Any]) -> None:
         self.drop(key)
         for model, cfg in self.cfgs.items():
             saved = states.get(model)
@@ -235,6 +310,12 @@ class LabelBook:
                                    if j.concept is not None),
                 estimated=self.estimates.figures(model))
         return out
+
+
+def concept_release_values(window: int, false_alarm_events: float) -> int:
+    """Joined pairs without evidence after which a concept episode closes: the label
+    window, but at most 1/20 of the false-alarm budget (as the input detectors')."""
+    return int(max(min(window, false_alarm_events // 20), 50))
 
 
 def _finite(metrics: Mapping[str, float] | None) -> dict[str, float | None] | None:

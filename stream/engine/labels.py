@@ -125,6 +125,8 @@ def concept_state(fresh: CUSUM | None, saved: Any) -> CUSUM | None:
             old = None
         if isinstance(old, CUSUM) and (old.h, old.mean, old.scale) == (fresh.h, fresh.mean,
                                                                        fresh.scale):
+            if fresh.hold and (old.hold, old.release) != (fresh.hold, fresh.release):
+                old.configure_episodes(fresh.release, fresh.hold)  # saved before episodes
             return old
     copy = CUSUM.from_dict(fresh.to_dict())
     assert isinstance(copy, CUSUM)
@@ -155,6 +157,9 @@ class LabelJoin:
         self.dirty = False
         #: the concept-drift CUSUM of the joined errors (None: no labelled reference)
         self.concept: CUSUM | None = None
+        #: the concept CUSUM's episode steps since the pipeline last took them:
+        #: ("open" | "close", statistic (a close: the episode's peak), threshold)
+        self.concept_steps: list[tuple[str, float, float]] = []
         self._ys: list[Any] = []
         self._ps: list[Any] = []
 
@@ -274,7 +279,21 @@ class LabelJoin:
                 y, p = np.asarray(ys, dtype=np.float64), np.asarray(ps, dtype=np.float64)
             q.update(y, p)
             if self.concept is not None:
-                self.counts["concept_alarms"] += len(self.concept.update(q.errors(y, p)))
+                self._concept(q.errors(y, p))
+
+    def _concept(self, errors: np.ndarray) -> None:
+        """Feed the concept CUSUM; record its episode steps in input order (a close before
+        an open at the same pair)."""
+        det = self.concept
+        assert det is not None
+        opens = det.update(errors)
+        self.counts["concept_alarms"] += len(opens)
+        thr = float(det.threshold)
+        steps = [(int(pos), 0, "close", float(det.episode_peak))
+                 for pos in det.close_positions.tolist()]
+        steps += [(int(pos), 1, "open", float(st)) for pos, st in
+                  zip(opens.tolist(), det.alarm_statistics.tolist(), strict=True)]
+        self.concept_steps.extend((kind, st, thr) for _, _, kind, st in sorted(steps))
 
     # -- state ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -206,6 +206,7 @@ class Pipeline:
         ) if check.enabled else None
         #: the label joins of the models with ``labels:`` (None: no model has labels)
         self.labels = LabelBook(config) if any(m.labels for m in config.models) else None
+        self._next_index = 0  #: input index after the last processed message (labels join)
 
     # -- partitions ------------------------------------------------------------
     def new_monitor(self, model: str) -> ModelMonitor:
@@ -262,7 +263,8 @@ class Pipeline:
             self.partitions[key] = PartitionState(mons, key, self.clock(), episodes, segs,
                                                   seg_episodes)
             if self.labels is not None:
-                self.labels.restore(key, labels or {})
+                self.labels.restore(key, labels or {}, self.partitions[key].book, episodes,
+                                    self.clock())
 
     def drop_partition(self, key: PartitionKey) -> bool:
         """Forget the state of ``key`` (its counts stay in the counters); True if it had one."""
@@ -375,6 +377,9 @@ class Pipeline:
                 self.event_lag[name] = max(0.0, now - newest)
             if inline is not None and self.labels is not None:
                 self.labels.add_labels(inline[1], partition, inline=True)
+            self._next_index = max(self._next_index, base_index + batch.n_messages)
+            if self.labels is not None:
+                self._concept_episodes(self.labels, now)
             if self.skew is not None:
                 self.skew.maybe_check(now)
             found.sort(key=lambda d: d.index)
@@ -408,7 +413,21 @@ class Pipeline:
             if self.labels is None:
                 return Counter()
             self._partition(partition)
-            return self.labels.add_labels(messages, partition, topic, label_partition, offsets)
+            bad = self.labels.add_labels(messages, partition, topic, label_partition, offsets)
+            self._concept_episodes(self.labels, self.clock())
+            return bad
+
+    def _concept_episodes(self, labels: LabelBook, now: float) -> None:
+        """Model-quality episodes from the joins' concept alarms (LabelBook.episodes)."""
+        steps = labels.episodes(lambda k: self._partition(k).book,
+                                max(self._next_index - 1, 0), now)
+        self.recent_alarms.extend(d for kind, _, d in steps if kind == "open")
+        self.recent_episodes.extend(ep for kind, ep, _ in steps if kind == "close")
+
+    def take_quality_steps(self) -> list[tuple[str, Episode, Detection]]:
+        """The model-quality episode steps since the last call (see LabelBook.steps)."""
+        with self.lock:
+            return [] if self.labels is None else self.labels.take_steps()
 
     def label_snapshot(self) -> LabelSnapshot | None:
         """The figures of the label joins (None: no model has labels)."""

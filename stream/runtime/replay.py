@@ -35,6 +35,14 @@ def replay(config: Config, pipeline: Pipeline, input_path: Path, batch_lines: in
     closed: list[Episode] = []
     lines = 0
     started = time.perf_counter()
+
+    def quality_steps() -> None:  # model-quality episodes (concept drift through the labels)
+        for step, ep, d in pipeline.take_quality_steps():
+            if step == "open":
+                detections.append(d)
+            else:
+                closed.append(ep)
+
     for batch in iter_batches(input_path, batch_lines):
         found, decoded = pipeline.process(batch, base_index=lines)
         if observe is not None:
@@ -44,11 +52,14 @@ def replay(config: Config, pipeline: Pipeline, input_path: Path, batch_lines: in
         lines += len(batch)
         if feed is not None and pipeline.last_event_ts:
             feed.until(max(pipeline.last_event_ts.values()))
+        quality_steps()
         if on_batch:
             on_batch(lines, sum(len(b) + 1 for b in batch))
     pipeline.flush_decoder()
     if feed is not None:
         feed.until(float("inf"))
+    quality_steps()
+    detections.sort(key=lambda d: d.index)
     took = time.perf_counter() - started
     processed = pipeline.events
     snap_invalid = dict(pipeline.invalid)

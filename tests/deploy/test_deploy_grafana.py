@@ -23,6 +23,7 @@ EXPECTED_UIDS = {
     "streamdrift-overview.json": "streamdrift-overview",
     "streamdrift-model.json": "streamdrift-model",
     "streamdrift-pipeline.json": "streamdrift-pipeline",
+    "streamdrift-model-quality.json": "streamdrift-model-quality",
 }
 #: Grafana unit ids the dashboards may use (all exist in Grafana's valueFormats).
 KNOWN_UNITS = {"none", "short", "s", "percentunit", "eps", "cps", "ops", "wps"}
@@ -209,6 +210,25 @@ def test_overview_and_pipeline_content():
                    "histogram_quantile(0.99", "streamdrift_event_lag_seconds",
                    "streamdrift_source_up"):
         assert needle in pipeline, needle
+
+
+def test_model_quality_dashboard_content():
+    """The model-quality dashboard: one labelled model, its realised quality against the
+    reference, its model-quality episodes, the estimate and the label feed."""
+    d = dashboards()["streamdrift-model-quality.json"]
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert variables["model"]["query"]["query"] == \
+        'label_values(streamdrift_labels_total{job="$job"}, model)'
+    assert 'model="$model"' in variables["metric"]["query"]["query"]
+    used = " ".join(expr for _, expr in all_exprs(d))
+    for needle in ('scope="recent"', 'scope="baseline"', "streamdrift_concept_drift_active",
+                   "streamdrift_concept_drift_score", "streamdrift_estimated_quality_lower",
+                   "streamdrift_estimated_quality_drop_active", 'outcome="joined"',
+                   "streamdrift_last_label_timestamp_seconds",
+                   "increase(streamdrift_concept_drift_alarms_total"):
+        assert needle in used, needle
+    assert all('model="$model"' in expr for title, expr in all_exprs(d)
+               if title != "Rejected label messages"), "a panel ignores the model variable"
 
 
 # --------------------------------------------------------------------------- provisioning

@@ -46,6 +46,12 @@ EXPECTED_SEVERITIES = {
     "StreamdriftProcessingSlowerThanArrival": {"warning"},
     "StreamdriftDeadLetterWritesFailing": {"warning"},
     "StreamdriftWatchdog": {"none"},
+    # model quality (labels joined to predictions): the realised drop pages, the estimate
+    # and the label feed open tickets
+    "StreamdriftModelQualityDegraded": {"critical"},
+    "StreamdriftEstimatedPerformanceDrop": {"warning"},
+    "StreamdriftLabelsStalled": {"warning"},
+    "StreamdriftLabelCoverageLow": {"warning"},
 }
 #: Allowed `for:` per category, in minutes (inclusive). Drift: at most 1m, for the 90 s
 #: time-to-page budget (tests/deploy/test_time_to_page_budget.py); drift episodes keep

@@ -117,6 +117,8 @@ class FakeStreamdrift:
                 seg_score.add_metric([model, segment, column, role], 1.4 if active else 0.3)
                 seg_active.add_metric([model, segment, column, role], 1 if active else 0)
         yield from (seg_events, seg_score, seg_active)
+        if "fraud" in self.models:
+            yield from self._labels(t, now)
         for model, columns in self.models.items():
             info.add_metric([model, "1.4.2", f"{model}-2024-06"], 1)
             processed.add_metric([model], 20 * t)
@@ -191,6 +193,56 @@ class FakeStreamdrift:
         build = GaugeMetricFamily("streamdrift_build_info", "b", labels=["version"])
         build.add_metric(["0.1.0"], 1)
         yield from (consumed, rejected, histogram, last_batch, lag, source, dead, build)
+
+
+    def _labels(self, t: float, now: float):
+        """Model fraud has labels: the join's outcomes, its quality (recent below the
+        reference's), an open model-quality episode, and the estimated quality (CBPE)."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        m = ["model"]
+        outcomes = CounterMetricFamily("streamdrift_labels", "l", labels=["model", "outcome"])
+        for outcome, rate in (("joined", 8), ("expired", 2), ("evicted", 0),
+                              ("no_prediction", 0.1), ("duplicate", 0), ("late", 0),
+                              ("unjoinable_prediction", 0)):
+            outcomes.add_metric(["fraud", outcome], rate * t)
+        invalid = CounterMetricFamily("streamdrift_labels_invalid", "li", labels=["reason"])
+        invalid.add_metric(["invalid_json"], 0.2 * t)
+        invalid.add_metric(["wrong_type"], 0.1 * t)
+        gauges = {name: GaugeMetricFamily(f"streamdrift_{name}", name, labels=m)
+                  for name in ("labels_pending", "labels_early",
+                               "last_label_timestamp_seconds", "concept_drift_score",
+                               "concept_drift_active",
+                               "estimated_quality_window_predictions",
+                               "estimated_quality_calibrated")}
+        for name, value in (("labels_pending", 1200), ("labels_early", 3),
+                            ("last_label_timestamp_seconds", now - 30),
+                            ("concept_drift_score", 1.6), ("concept_drift_active", 1),
+                            ("estimated_quality_window_predictions", 1000),
+                            ("estimated_quality_calibrated", 0)):
+            gauges[name].add_metric(["fraud"], value)
+        c_alarms = CounterMetricFamily("streamdrift_concept_drift_alarms", "ca", labels=m)
+        c_alarms.add_metric(["fraud"], 1 + t // 10)
+        quality = GaugeMetricFamily("streamdrift_model_quality", "q",
+                                    labels=["model", "metric", "scope"])
+        for metric, base in (("accuracy", 0.91), ("f1", 0.8), ("roc_auc", 0.95),
+                             ("log_loss", 0.25)):
+            for scope, value in (("baseline", base), ("since_start", base - 0.01),
+                                 ("recent", base - 0.06)):
+                quality.add_metric(["fraud", metric, scope], value)
+        est = GaugeMetricFamily("streamdrift_estimated_quality", "e",
+                                labels=["model", "metric", "scope"])
+        bands = {name: GaugeMetricFamily(f"streamdrift_estimated_quality_{name}", name,
+                                         labels=["model", "metric"])
+                 for name in ("lower", "upper", "band", "drop_active")}
+        for metric, base in (("accuracy", 0.9), ("f1", 0.79), ("roc_auc", 0.94)):
+            est.add_metric(["fraud", metric, "baseline"], base)
+            est.add_metric(["fraud", metric, "recent"], base - 0.05)
+            for name, value in (("lower", base - 0.08), ("upper", base - 0.02),
+                                ("band", 0.03), ("drop_active", 1)):
+                bands[name].add_metric(["fraud", metric], value)
+        yield from (outcomes, invalid, *gauges.values(), c_alarms, quality, est,
+                    *bands.values())
 
 
 class Exporter:
@@ -351,8 +403,9 @@ def test_alerts_go_pending_and_the_watchdog_fires(prometheus):
         by_name = defaultdict(list)
         for a in got:
             by_name[a["labels"]["alertname"]].append(a)
-        if {"StreamdriftWatchdog", "StreamdriftPredictionDrift",
-                "StreamdriftFeatureDrift"} <= set(by_name):
+        if {"StreamdriftWatchdog", "StreamdriftPredictionDrift", "StreamdriftFeatureDrift",
+                "StreamdriftModelQualityDegraded",
+                "StreamdriftEstimatedPerformanceDrop"} <= set(by_name):
             return by_name
         return None
 
@@ -367,6 +420,12 @@ def test_alerts_go_pending_and_the_watchdog_fires(prometheus):
         "1 distribution/mean detector(s) (ks, adwin, cusum, chi2, surprisal) on prediction score of model fraud")
     (feature,) = by_name["StreamdriftFeatureDrift"]
     assert feature["labels"]["feature"] == "amount"
+    # the model-quality episode of fraud (both instances serve it: one alert per model)
+    (quality,) = by_name["StreamdriftModelQualityDegraded"]
+    assert {k: quality["labels"][k] for k in ("model", "severity", "category")} == {
+        "model": "fraud", "severity": "critical", "category": "drift"}
+    assert sorted(a["labels"]["metric"] for a in by_name["StreamdriftEstimatedPerformanceDrop"]
+                  ) == ["accuracy", "f1", "roc_auc"]
     # healthy signals do not even go pending
     for quiet in ("StreamdriftTargetDown", "StreamdriftSourceDown", "StreamdriftNoEvents",
                   "StreamdriftConsumerStalled", "StreamdriftTargetAbsent"):

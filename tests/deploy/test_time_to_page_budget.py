@@ -59,7 +59,11 @@ def drift_rules() -> list[tuple[dict, dict]]:
     assert {r["alert"] for _, r in found} == {"StreamdriftFeatureDrift",
                                               "StreamdriftPredictionDrift",
                                               "StreamdriftMultivariateDrift",
-                                              "StreamdriftSegmentDrift"}
+                                              "StreamdriftSegmentDrift",
+                                              # model quality: from the concept alarm (the
+                                              # labels' delay comes first), and the estimate
+                                              "StreamdriftModelQualityDegraded",
+                                              "StreamdriftEstimatedPerformanceDrop"}
     return found
 
 

@@ -152,10 +152,12 @@ def test_every_dashboard_query_returns_data(drift_pipeline):
                 selector = gen.expand_macros(match["selector"], combo)
                 values = sorted({s["metric"][label] for s in pipe.query(selector)
                                  if label in s["metric"]})
-                if not values and var["name"] in OPTIONAL_VARIABLES:
+                if not values and (var["name"] in OPTIONAL_VARIABLES
+                                   or _unconfigured(pipe, selector)):
                     values = [UNCONFIGURED]  # its queries are checked by _unconfigured
                 assert values, f"{uid}: variable {var['name']} ({selector}) has no value"
-                seen_values.setdefault(var["name"], set()).update(values)
+                seen_values.setdefault(var["name"], set()).update(
+                    v for v in values if v != UNCONFIGURED)
                 options = list(values)
                 if var.get("multi") or var.get("includeAll"):
                     options = [_grafana_regex_escape(v) for v in values]
@@ -219,11 +221,16 @@ def test_every_dashboard_query_returns_data(drift_pipeline):
     assert all("streamdrift_drift_alarms_total" in w for w in from_range), from_range
 
 
-#: metrics of features the e2e pipeline does not configure (segments, multivariate groups):
-#: their panels are checked with data by tests/deploy/test_prometheus_live.py, whose
-#: exporter serves them; here they must be absent altogether, not just empty
-OPTIONAL_METRICS = ("streamdrift_segment_", "streamdrift_multivariate_")
-#: template variables over those metrics, and the value their queries get when unset
+#: metrics of features the e2e pipeline does not configure (segments, multivariate groups,
+#: labels and the model quality they give): their panels are checked with data by
+#: tests/deploy/test_prometheus_live.py, whose exporter serves them; here they must be
+#: absent altogether, not just empty
+OPTIONAL_METRICS = ("streamdrift_segment_", "streamdrift_multivariate_",
+                    "streamdrift_labels", "streamdrift_model_quality",
+                    "streamdrift_concept_drift_", "streamdrift_estimated_quality",
+                    "streamdrift_last_label_")
+#: template variables over those metrics (also any variable whose selector reads only them,
+#: such as the model-quality dashboard's), and the value their queries get when unset
 OPTIONAL_VARIABLES = {"segment"}
 UNCONFIGURED = "__unconfigured__"
 

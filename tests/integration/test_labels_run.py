@@ -222,3 +222,59 @@ def test_labels_follow_their_partitions_across_a_rebalance(kafka_bootstrap, make
     assert not counts.get("duplicate") and not counts.get("late") and not counts.get("evicted")
     print(f"\n[labels rebalance] {len(s.labels)} labels joined once across a join and a leave; "
           f"{counts}")
+
+
+def test_a_concept_drift_opens_a_model_quality_episode_on_that_model_only(
+        kafka_bootstrap, make_topic, workdir):
+    """A change of P(y|x) of model lm with unchanged inputs, on a real broker (2 + 2
+    partitions, label delays of 0-60 s): model-quality episodes open on lm and on no other
+    model, and no input-drift episode opens anywhere."""
+    topic, labels = make_topic(partitions=2), make_topic(partitions=2)
+    half = 3000
+    clean = labelled_stream(51, half, dt=0.1, max_delay=60.0)
+    drift = labelled_stream(52, half, dt=0.1, max_delay=60.0, flip=0.3, start=half)
+    lm_labels = sorted(clean.labels + drift.labels, key=lambda m: orjson.loads(m)["ts"])
+
+    def other(m: bytes) -> bytes:  # model "other": the same clean traffic, its own ids
+        return m.replace(b'"model":"lm"', b'"model":"other"').replace(b'"id":"r', b'"id":"o')
+
+    quiet = labelled_stream(53, 2 * half, dt=0.1, max_delay=60.0)
+    cfg, port = _config(workdir, kafka_bootstrap, topic, labels, f"c-{topic}")
+    resolve_baselines(load_config(cfg))
+    run = StreamdriftRun(cfg, port=port, name="concept")
+    try:
+        events = [e for pair in zip(clean.events + drift.events,
+                                    [other(m) for m in quiet.events], strict=True)
+                  for e in pair]
+        _keyed(kafka_bootstrap, topic, events)
+        _keyed(kafka_bootstrap, labels,
+               sorted(lm_labels + [other(m) for m in quiet.labels],
+                      key=lambda m: orjson.loads(m)["ts"]))
+        run.wait_consumed(len(events))
+        for model, n in (("lm", len(lm_labels)), ("other", len(quiet.labels))):
+            _wait(lambda model=model, n=n: run.value("streamdrift_labels_total", model=model,
+                                                     outcome="joined") >= n, 60,
+                  f"the labels of {model} joined", details=lambda: _label_series(run))
+        _wait(lambda: run.logs("model quality episode opened"), 30,
+              "a model-quality episode", details=run.log_tail)
+        opened = run.logs("model quality episode opened")
+        active = {m: run.value("streamdrift_concept_drift_active", model=m)
+                  for m in ("lm", "other")}
+        alarms = {m: run.value("streamdrift_concept_drift_alarms_total", model=m)
+                  for m in ("lm", "other")}
+        input_alarms = run.logs("drift alarm")
+        run.check_alive()
+    finally:
+        run.stop(check=True)
+    assert {r["model"] for r in opened} == {"lm"}, opened
+    # one episode per inference partition at most (each partition's join has its detector)
+    assert 1 <= len(opened) <= 2 and alarms == {"lm": len(opened), "other": 0}, (opened, alarms)
+    assert active == {"lm": 1, "other": 0}
+    assert input_alarms == [], input_alarms  # the inputs never changed
+    # opened by labels of the drifted predictions (event time from T0 + half * dt on)
+    first = min(r["label_event_time"] for r in opened) - T0
+    assert first >= half * 0.1, f"opened at label time T0 + {first:.1f} s, before the drift"
+    print(f"\n[concept drift on the broker] model-quality episodes {len(opened)} on lm "
+          f"(partitions {sorted(tuple(r['partition']) for r in opened)}), none on other; "
+          f"input alarms 0; first opened by labels at T0 + {first:.1f} s (drift from "
+          f"T0 + {half * 0.1:.0f} s)")

@@ -11,9 +11,10 @@ import orjson
 import pytest
 from scipy.stats import mannwhitneyu
 
-from detectors.model import ModelBaseline
+from detectors.model import ModelBaseline, ModelMonitor
 from stream.config import LabelsConfig, parse_config
 from stream.engine.baselines import column_specs, detection_settings
+from stream.engine.labelbook import QUALITY_FEATURE
 from stream.engine.labels import LabelDecoder, LabelJoin
 from stream.engine.pipeline import Pipeline
 from stream.runtime.replay import replay
@@ -317,11 +318,30 @@ def test_a_concept_drift_is_caught_through_the_labels_and_not_by_the_inputs(
     labels.write_bytes(b"\n".join(merged) + b"\n")
     p = Pipeline(cfg, {"lm": base})
     report = replay(cfg, p, events, 500, labels_path=labels)
-    assert report["detections"] == []  # the inputs never change
+    # the inputs never change: the only detection is the concept alarm, and the only
+    # episode a model-quality episode of lm, opened in the drifted half
+    assert [(d["model"], d["feature"], d["detector"]) for d in report["detections"]] == \
+        [("lm", QUALITY_FEATURE, "concept")]
+    assert report["detections"][0]["index"] >= 5000
+    [ep] = report["episodes"]
+    assert (ep["model"], ep["feature"], ep["detectors"]) == ("lm", QUALITY_FEATURE, ["concept"])
+    assert ep["open_index"] == report["detections"][0]["index"] and ep["peak_score"] >= 1.0
     concept = report["models"]["lm"]["labels"]["concept_drift"]
-    assert concept["alarms"] >= 1 and concept["active"]
+    assert concept["alarms"] == 1 and concept["active"]
+    assert [e.key for e in p.open_episodes()] == [("lm", QUALITY_FEATURE, "")]
     registry = make_registry(p)
     assert registry.get_sample_value("streamdrift_concept_drift_active", {"model": "lm"}) == 1
+    assert registry.get_sample_value("streamdrift_concept_drift_alarms_total",
+                                     {"model": "lm"}) == 1
+    # the open episode rides in the checkpoint: a restored partition has it open, located
+    key = ("", 0)
+    state = orjson.loads(orjson.dumps(p.export_partition(key), option=orjson.OPT_SERIALIZE_NUMPY))
+    assert state["lm"]["episodes"][QUALITY_FEATURE]["detectors"] == ["concept"]
+    later = Pipeline(cfg, {"lm": base})
+    later.restore_partition(key, {"lm": ModelMonitor.from_dict(state["lm"], base)},
+                            {"lm": state["lm"]["episodes"]}, {"lm": state["lm"]["labels"]})
+    [back] = later.open_episodes()
+    assert back.key == ("lm", QUALITY_FEATURE, "") and round(back.peak_score, 6) == ep["peak_score"]
     # the clean half alone raises none
     q = Pipeline(cfg, {"lm": base})
     half_e, half_l = tmp_path / "he.jsonl", tmp_path / "hl.jsonl"
@@ -329,3 +349,4 @@ def test_a_concept_drift_is_caught_through_the_labels_and_not_by_the_inputs(
     half_l.write_bytes(b"\n".join(clean.labels) + b"\n")
     quiet = replay(cfg, q, half_e, 500, labels_path=half_l)
     assert quiet["models"]["lm"]["labels"]["concept_drift"] == {"alarms": 0, "active": False}
+    assert quiet["detections"] == [] and quiet["episodes"] == []

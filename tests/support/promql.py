@@ -73,8 +73,10 @@ def load_contract(path: Path = METRICS_MD) -> Contract:
                 series = {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
             metrics[name] = Metric(name, mtype, labels, frozenset(series))
             # "reason ∈ `a`, `b`" in the meaning column
+            # (a label enumerated by several metrics, e.g. outcome: the union of the sets)
             for label, values in re.findall(r"(\w+) ∈ ((?:`\w+`,?\s*)+)", cells[3]):
-                label_values[label] = frozenset(re.findall(r"`(\w+)`", values))
+                label_values[label] = label_values.get(label, frozenset()) | frozenset(
+                    re.findall(r"`(\w+)`", values))
         elif len(cells) == 2:
             # the label table: | `detector` | `ks`, `adwin`, ... |
             # (a cell pointing at a metric, "see `streamdrift_...`", enumerates nothing)

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from detectors.quality_metrics import METRICS
 from stream.engine.labels import INVALID_LABEL_REASONS, OUTCOMES
 from stream.engine.pipeline import Pipeline
+from stream.sinks.estimate_metrics import estimate_families
 
 #: the ``scope`` label of streamdrift_model_quality
 SCOPES = ("recent", "since_start", "baseline")
@@ -87,3 +88,5 @@ class LabelCollector(Collector):
             invalid.add_metric([reason], snap.invalid.get(reason, 0))
         yield from (outcomes, invalid, pending, early, last, quality, c_alarms, c_score,
                     c_active)
+        # estimated performance without labels (models with labels.estimate)
+        yield from estimate_families(snap)

@@ -299,11 +299,6 @@ def make_registry(pipeline: Pipeline, health: RunnerHealth | None = None
         from stream.sinks.label_metrics import LabelCollector
 
         registry.register(LabelCollector(pipeline))
-        # estimated performance without labels (models with labels.estimate)
-        if pipeline.labels is not None and pipeline.labels.estimates:
-            from stream.sinks.estimate_metrics import EstimateCollector
-
-            registry.register(EstimateCollector(pipeline))
     return registry
 
 

@@ -31,6 +31,17 @@ MAX_COMPONENTS = 32
 _EXAMPLE = "{name: emb, path: features.embedding, type: vector, dim: 384}"
 
 
+def vector_budget(n_vectors: int) -> float:
+    """The factor of ``false_alarm_events`` for the rest of a model (its model-wide monitor
+    and its segments) and for each of its ``n_vectors`` vector columns: one unit share of
+    the false-alarm rate each, so the model keeps its one knob.
+
+    >>> vector_budget(0), vector_budget(2)
+    (1.0, 3.0)
+    """
+    return float(n_vectors + 1)
+
+
 def is_vector(item: Any) -> bool:
     """Whether a raw feature entry declares ``type: vector``."""
     return isinstance(item, dict) and item.get("type") == "vector"

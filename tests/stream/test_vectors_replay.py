@@ -108,3 +108,24 @@ def test_unusable_references_fail_at_start_naming_the_key(tmp_path: Path, change
     with pytest.raises(ConfigError) as info:
         resolve_vectors(cfg, detection_settings(cfg.detection))
     assert info.value.errors[0].startswith("models[emb].") and expected in info.value.errors[0]
+
+
+def test_cli_check_config_counts_vector_series_and_replay_refuses_a_csv_reference(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from stream.cli import main
+
+    em.write_reference(tmp_path / "ref.jsonl", n=500)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(em.config("ref.jsonl")))
+    capsys.readouterr()
+    assert main(["check-config", "-c", str(tmp_path / "c.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "vector     emb" in out and "dim 64, 8 components" in out
+
+    (tmp_path / "ref.csv").write_text("x\n1\n" * 300)
+    data = em.config("ref.csv")
+    (tmp_path / "csv.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "in.jsonl").write_bytes(b"\n".join(em.events(1, [(10, None)])))
+    rc = main(["replay", "-c", str(tmp_path / "csv.yaml"), "--input",
+               str(tmp_path / "in.jsonl"), "--report", str(tmp_path / "r.json"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "models[emb].baseline.reference" in err and "JSONL" in err, err

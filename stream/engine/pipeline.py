@@ -266,6 +266,9 @@ class Pipeline:
                                                   seg_episodes)
             if self.labels is not None:
                 self.labels.restore(key, labels or {})
+            for name, mv in self.vectors.items():  # embedding columns' tests and episodes
+                mv.restore(key, (states or {}).get(name), self.partitions[key].book,
+                           (episodes or {}).get(name), self.clock())
 
     def drop_partition(self, key: PartitionKey) -> bool:
         """Forget the state of ``key`` (its counts stay in the counters); True if it had one."""
@@ -301,6 +304,8 @@ class Pipeline:
             out = {name: mon.to_dict() for name, mon in st.monitors.items()}
             for name, ms in self.segments.items():
                 out[name]["segments"] = ms.export(st.segments[name])
+            for name, mv in self.vectors.items():
+                out[name]["vectors"] = mv.export(key)
             for (name, col, seg), ep in st.book.open.items():
                 if seg:
                     out[name].setdefault("segment_episodes", {}).setdefault(seg, {})[col] = \

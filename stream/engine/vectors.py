@@ -12,9 +12,8 @@ vectors by reason.  Alarms and closes carry the vector column's name as their co
 equal unit shares: the model-wide monitor (with its groups and segments) keeps one, each
 vector column takes one (:func:`vector_budget`), so the model keeps its one knob.
 
-**Not (yet) here:** vector tests are not written to checkpoints (after a restart or a
-rebalance a partition's vector tests start empty and test again once their window is
-full); the reference must be JSONL events; ``source.format: open-inference`` and
+Each partition's tests are written to its checkpoint (``vectors`` in the model's state)
+and restored with it.  **Not (yet) here:** the reference must be JSONL events; ``source.format: open-inference`` and
 ``avro`` are refused at start-up for vector columns.
 """
 
@@ -141,6 +140,34 @@ class ModelVectors:
 
     def drop(self, partition: Any) -> None:
         self.tests.pop(partition, None)
+
+    def export(self, partition: Any) -> dict[str, Any]:
+        """vector column -> the running state of ``partition``'s test (checkpoints)."""
+        return {k: t.to_dict() for k, t in self.tests.get(partition, {}).items()}
+
+    def restore(self, partition: Any, state: Any, book: Any = None, episodes: Any = None,
+                now: float = 0.0) -> None:
+        """Restore ``partition``'s tests from the model's exported ``state`` (its
+        ``vectors`` entry, :meth:`export`'s output; fresh tests for the columns it lacks, or
+        for all when there is none: a checkpoint from before vector columns); a test state
+        that does not fit is logged and started afresh rather than stopping the stream.
+        With ``book`` (the partition's EpisodeBook), each column's open episode is
+        restored into it (``episodes``: column -> its saved Episode state)."""
+        tests = self.new_tests()
+        saved = state.get("vectors") if isinstance(state, Mapping) else None
+        if isinstance(saved, Mapping):
+            for k, state in saved.items():
+                if k in tests:
+                    try:
+                        tests[k] = VectorTest.from_dict(state, self.profiles[k])
+                    except DetectorError as exc:
+                        log.warning("vector column %s.%s: checkpointed test state not "
+                                    "restored (%s); it starts afresh", self.model.name, k, exc)
+        self.tests[partition] = tests
+        if book is not None:
+            for k, t in tests.items():
+                book.restore(self.model.name, k, [DETECTOR] if t.drift_detected else [], now,
+                             episodes.get(k) if isinstance(episodes, Mapping) else None)
 
     def update(self, partition: Any, mb: ModelBatch) -> tuple[list[Alarm], list[Alarm]]:
         """Feed one batch of one partition; (episodes opened, episodes closed), positions

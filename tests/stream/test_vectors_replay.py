@@ -129,3 +129,47 @@ def test_cli_check_config_counts_vector_series_and_replay_refuses_a_csv_referenc
                str(tmp_path / "in.jsonl"), "--report", str(tmp_path / "r.json"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc != 0 and "models[emb].baseline.reference" in err and "JSONL" in err, err
+
+
+def test_vector_state_survives_a_checkpoint_round_trip(tmp_path: Path) -> None:
+    """A partition's state exported mid-episode (as the runner checkpoints it), restored
+    into a new pipeline, gives the same later detections as the uninterrupted run, and the
+    vector column's open episode is restored with it."""
+    import json
+
+    from detectors.model import ModelMonitor
+
+    em.write_reference(tmp_path / "ref.jsonl")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(em.config("ref.jsonl")))
+    cfg = load_config(tmp_path / "c.yaml")
+    baselines = resolve_baselines(cfg)
+    msgs = em.events(9, [(4_000, None), (3_000, em.SHIFTED_SHARE), (6_000, None)])
+    key = ("events", 0)
+
+    def run(pipeline: Pipeline, part: list[bytes], start: int) -> list[tuple[str, int]]:
+        out = []
+        for i in range(0, len(part), 500):
+            found, _ = pipeline.process(part[i:i + 500], base_index=start + i, partition=key)
+            out += [(d.feature, d.index) for d in found]
+            out += [(f"close {d.feature}", d.index) for d in pipeline.last_closes]
+        return out
+
+    whole = Pipeline(cfg, baselines)
+    expected = run(whole, msgs, 0)
+    assert [f for f, _ in expected][:2] == ["emb", "close emb"], expected
+    opened = expected[0][1]
+    cut = (opened // 500 + 1) * 500  # just after the episode opened
+    first = Pipeline(cfg, baselines)
+    got = run(first, msgs[:cut], 0)
+    assert got == [("emb", opened)]
+    state = json.loads(json.dumps(first.export_partition(key)))
+    assert set(state[em.MODEL]["vectors"]) == {"emb"}
+    second = Pipeline(cfg, baselines)
+    restored = {name: ModelMonitor.from_dict(s, baselines[name], second.new_monitor(name))
+                for name, s in state.items()}
+    second.restore_partition(key, restored, {n: s.get("episodes") for n, s in state.items()},
+                             states=state)
+    assert [(ep.feature, ep.detectors) for ep in second.open_episodes()] == [
+        ("emb", ["embedding"])]
+    got += run(second, msgs[cut:], cut)
+    assert got == expected

@@ -102,3 +102,33 @@ def test_empty_batch_and_take() -> None:
     col = vector_column([[1, 2, 3], None, [4, 5, 6]], 3)
     part = col.take(np.array([1, 2]))
     assert part.counts()["missing"] == 1 and part.values[1].tolist() == [4.0, 5.0, 6.0]
+
+
+@pytest.mark.parametrize("use_msgspec", [True, False])
+def test_batch_decoder_gives_each_model_its_vector_matrix(use_msgspec: bool) -> None:
+    """Both decode paths (msgspec Structs and orjson dicts), with a broken message in the
+    batch: the vectors of the valid events are decoded, bad ones counted by reason."""
+    import orjson
+
+    from stream.formats.json import BatchDecoder
+
+    data = minimal_config(dict(INCOME), dict(EMB))
+    data["models"][0]["select"] = {"field": "model", "equals": "credit"}
+    dec = BatchDecoder(parse_config(data, "/cfg"), use_msgspec=use_msgspec)
+    msgs = [orjson.dumps({"model": "credit", "features": {"income": 1.0},
+                          "f": {"emb": [1, 2.5, 3, 4]}}),
+            b"{not json",
+            orjson.dumps({"model": "credit", "features": {"income": 2.0}, "f": {"emb": [1]}}),
+            orjson.dumps({"model": "credit", "features": {"income": 3.0}, "f": None}),
+            orjson.dumps({"model": "credit", "features": {"income": 4.0},
+                          "f": {"emb": [0.5, -1, 2, 1e3]}})]
+    batch = dec.decode(msgs)
+    mb = batch.models["credit"]
+    assert batch.invalid == {"invalid_json": 1}
+    assert mb.positions.tolist() == [0, 2, 3, 4]
+    col = mb.vectors["emb"]
+    assert col.counts() == {"missing": 1, "wrong_dimension": 1, "not_numeric": 0}
+    np.testing.assert_array_equal(col.values[[0, 3]], [[1, 2.5, 3, 4], [0.5, -1, 2, 1e3]])
+    assert mb.columns["income"].tolist() == [1.0, 2.0, 3.0, 4.0]
+    tail = mb.take(np.array([2, 3]))
+    assert tail.vectors["emb"].valid.tolist() == [False, True]

@@ -90,6 +90,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for g in m.multivariate:  # streamdrift_multivariate_* (stream.sinks.multivariate_metrics)
             print(f"  group      {g.name:24s} {len(g.columns)} columns, method {g.method}")
             n_series += 9
+        for v in m.vectors:  # streamdrift_vector_* (stream.sinks.vector_metrics)
+            from stream.sinks.vector_metrics import SERIES_PER_VECTOR
+
+            print(f"  vector     {v.name:24s} dim {v.dim}, {v.components} components")
+            n_series += SERIES_PER_VECTOR
         if m.segments:
             from stream.engine.segments import describe, series_bound
 

@@ -36,7 +36,9 @@ from stream.config.tree import (
     DetectionConfig,
     ModelConfig,
     SelectConfig,
+    VectorConfig,
 )
+from stream.config.vectors import is_vector, parse_vector
 
 _MODEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _MODEL_KEYS = ("name", "version", "select", "baseline", "features", "predictions", "labels",
@@ -272,6 +274,7 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
 
     columns: dict[str, KeyPath] = {}
     groups: dict[str, tuple[ColumnConfig, ...]] = {}
+    vectors: list[VectorConfig] = []  # embedding features (stream.config.vectors)
     for role, key in (("feature", "features"), ("prediction", "predictions")):
         raw = get_key(sec, key)
         if raw is ABSENT:
@@ -286,6 +289,21 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
             continue
         built = []
         for j, item in enumerate(raw):
+            # -- embedding features (#19; stream.config.vectors) --------------------
+            if is_vector(item):
+                vec = (parse_vector(ctx, item, path + (key, j)) if role == "feature" else
+                       ctx.error(path + (key, j, "type"), "vector columns are features; "
+                                 "move this entry under features"))
+                if isinstance(vec, VectorConfig):
+                    if vec.name in columns:
+                        ctx.error(path + (key, j, "name"),
+                                  f"duplicate column name {vec.name!r} (also "
+                                  f"{format_key_path(columns[vec.name])}); names must be unique")
+                    else:
+                        columns[vec.name] = path + (key, j)
+                        vectors.append(vec)
+                continue
+            # -- end of embedding features -------------------------------------------
             col = _column(ctx, item, path + (key, j), role, detection)
             if col is None:
                 continue
@@ -329,6 +347,7 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
         labels=labels,
         multivariate=multivariate,
         segments=segments,
+        vectors=tuple(vectors),
     )
 
 

@@ -266,6 +266,18 @@ class GroupConfig:
     method: str = "auto"  # "auto" | "moments" | "rff"
 
 
+# -- embedding columns (#19 item 2; stream.config.vectors) ---------------------------
+@dataclass(frozen=True, slots=True)
+class VectorConfig:
+    """An embedding feature (``type: vector``): an array of ``dim`` numbers per event."""
+
+    name: str
+    path: tuple[str, ...]
+    dim: int
+    #: principal directions of the reference the test watches (detectors.embedding)
+    components: int = 8
+
+
 @dataclass(frozen=True, slots=True)
 class ModelConfig:
     name: str
@@ -280,6 +292,8 @@ class ModelConfig:
     multivariate: tuple[GroupConfig, ...] = ()
     #: per-slice monitoring (stream.config.segments.SegmentConfig)
     segments: tuple[SegmentConfig, ...] = ()
+    #: embedding features (``type: vector``), kept out of ``columns``
+    vectors: tuple[VectorConfig, ...] = ()
 
     @property
     def columns(self) -> tuple[ColumnConfig, ...]:

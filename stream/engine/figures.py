@@ -271,6 +271,8 @@ class PipelineSnapshot:
     #: model -> segment key (``name=value``) -> {"events": n, "columns": column -> (role,
     #: highest detector score, any detector episode open)} (stream.engine.segments)
     segments: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: model -> vector column -> stream.engine.vectors.VectorFigures (embedding columns)
+    vectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 class RunnerHealth:

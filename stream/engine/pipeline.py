@@ -52,6 +52,7 @@ from stream.engine.segments import (
     segment_figures,
 )
 from stream.engine.skew import PartitionSkew
+from stream.engine.vectors import resolve_vectors, vectors_summary
 from stream.formats.batch import DecodedBatch, ModelBatch, batch_tail
 from stream.formats.decoders import decoder_for, flush
 
@@ -154,6 +155,8 @@ class Pipeline:
             resolve_segments(config) if segments is None else segments
         #: model -> segment key -> events this process fed to the segment's monitors
         self.segment_events: dict[str, Counter[str]] = {m: Counter() for m in self.segments}
+        #: model -> its embedding columns (stream.engine.vectors), profiled at start-up
+        self.vectors = resolve_vectors(config, self.settings)
         self.baselines = baselines
         self.specs = {m.name: column_specs(m) for m in config.models}
         #: model -> its multivariate groups (detectors.multivariate)
@@ -265,11 +268,16 @@ class Pipeline:
             if self.labels is not None:
                 self.labels.restore(key, labels or {}, self.partitions[key].book, episodes,
                                     self.clock())
+            for name, mv in self.vectors.items():  # embedding columns' tests and episodes
+                mv.restore(key, (states or {}).get(name), self.partitions[key].book,
+                           (episodes or {}).get(name), self.clock())
 
     def drop_partition(self, key: PartitionKey) -> bool:
         """Forget the state of ``key`` (its counts stay in the counters); True if it had one."""
         with self.lock:
             st = self.partitions.pop(key, None)
+            for mv in self.vectors.values():
+                mv.drop(key)
             if self.skew is not None:
                 self.skew.drop(key)
             if self.labels is not None:
@@ -298,6 +306,8 @@ class Pipeline:
             out = {name: mon.to_dict() for name, mon in st.monitors.items()}
             for name, ms in self.segments.items():
                 out[name]["segments"] = ms.export(st.segments[name])
+            for name, mv in self.vectors.items():
+                out[name]["vectors"] = mv.export(key)
             for (name, col, seg), ep in st.book.open.items():
                 if seg:
                     out[name].setdefault("segment_episodes", {}).setdefault(seg, {})[col] = \
@@ -367,6 +377,11 @@ class Pipeline:
                     found.append(_detection(name, a, mb, base_index, offset_of))
                 for a in mon.closes:
                     closes.append(_detection(name, a, mb, base_index, offset_of))
+                if mb.vectors and name in self.vectors:  # embedding columns (#19)
+                    v_open, v_close = self.vectors[name].update(partition, mb)
+                    found.extend(_detection(name, a, mb, base_index, offset_of) for a in v_open)
+                    closes.extend(_detection(name, a, mb, base_index, offset_of)
+                                  for a in v_close)
                 self.processed[name] += mb.n_events
                 st.processed[name] += mb.n_events
                 self.invalid_timestamps[name] += mb.invalid_timestamps
@@ -572,6 +587,7 @@ class Pipeline:
                 partitions=self._partition_figures(),
                 skew={} if self.skew is None else self.skew.figures(),
                 segments=self._segment_figures(),
+                vectors={name: mv.figures() for name, mv in self.vectors.items()},
             )
 
     def _segment_figures(self) -> dict[str, Any]:
@@ -596,5 +612,7 @@ class Pipeline:
                            **label_report(self.labels, name),
                            **({"multivariate": {g: f.to_dict() for g, f in
                                                 self._groups(name).items()}}
-                              if self.groups[name] else {})}
+                              if self.groups[name] else {}),
+                           **({"vectors": vectors_summary({name: self.vectors[name]})[name]}
+                              if name in self.vectors else {})}
                     for name in self.fresh}

@@ -60,6 +60,9 @@ class ModelBatch:
     invalid_timestamp_mask: np.ndarray | None = None
     #: the raw ids of the events (``labels.id_path``), or None when the model has no labels
     ids: list[Any] | None = None
+    #: embedding column name -> its batch (stream.formats.vectors.VectorColumn); empty
+    #: when the model has no ``type: vector`` feature
+    vectors: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_events(self) -> int:
@@ -80,6 +83,7 @@ class ModelBatch:
             invalid_timestamp_mask=None if self.invalid_timestamp_mask is None
             else self.invalid_timestamp_mask[keep],
             ids=None if self.ids is None else [self.ids[i] for i in keep.tolist()],
+            vectors={k: v.take(keep) for k, v in self.vectors.items()},
         )
 
     @property
@@ -137,4 +141,5 @@ def batch_tail(mb: ModelBatch, start: int) -> ModelBatch:
         invalid_timestamp_mask=None if mb.invalid_timestamp_mask is None
         else mb.invalid_timestamp_mask[i:],
         ids=None if mb.ids is None else mb.ids[i:],
+        vectors={k: v.take(slice(i, None)) for k, v in mb.vectors.items()},
     )

@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - msgspec is a dependency; without it: o
 
 from stream.config import ColumnConfig, ModelConfig, SelectConfig
 from stream.formats.batch import INVALID, MAX_CATEGORY_CHARS, ModelBatch
+from stream.formats.vectors import vector_column
 
 __all__ = ["extract_columns", "select_events"]
 
@@ -288,6 +289,9 @@ def extract(
         batch.missing_mask[column.name] = missing
         batch.invalid_values[column.name] = int(np.count_nonzero(invalid))
         batch.missing_values[column.name] = int(np.count_nonzero(missing))
+    if model.vectors:  # embedding columns (#19): one (events, dim) matrix each
+        batch.vectors = {v.name: vector_column(extractor.values(v.path), v.dim)
+                         for v in model.vectors}
     return batch
 
 

@@ -158,6 +158,7 @@ class BatchDecoder:
             if self._timestamp is not None:
                 paths.append(self._timestamp.path)
             paths += [m.labels.id_path for m in self._models if m.labels is not None]
+            paths += [v.path for m in self._models for v in m.vectors]  # embedding columns
             schema = struct_schema(paths)
             if schema is not None:
                 event_type, self._struct_from_dict, self._struct_names = schema

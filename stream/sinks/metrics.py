@@ -34,6 +34,7 @@ from stream.formats.batch import INVALID_REASONS
 from stream.sinks.http import make_server
 from stream.sinks.multivariate_metrics import group_families
 from stream.sinks.segment_metrics import segment_families
+from stream.sinks.vector_metrics import vector_families
 
 log = logging.getLogger("streamdrift.metrics")
 
@@ -190,6 +191,7 @@ class StreamdriftCollector(Collector):
         yield from _skew_families(snap.skew)
         yield from group_families(snap.models)
         yield from segment_families(snap.segments)
+        yield from vector_families(snap.vectors)
 
         consumed = CounterMetricFamily("streamdrift_events_consumed",
                                        "Messages read from the source, valid or not.")

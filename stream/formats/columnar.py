@@ -205,48 +205,67 @@ class ColumnarDecoder:
         ok = self._checked(messages)
         structs: list[Any] = []
         refused: list[int] = []
-        if ok is None:  # every message may go to msgspec
-            i = 0
-            while i < n:
-                before = len(structs)
-                try:
-                    structs.extend(map(decode, islice(messages, i, None)))
-                except Exception:  # noqa: BLE001 - msgspec refuses this message: see below
-                    pass
-                i += len(structs) - before
-                if i < n:
+        if ok is None:  # every message may go to msgspec: one run
+            runs = [(0, n)]
+        else:  # the runs of messages that may go to msgspec
+            runs = []
+            start = None
+            for i, good in enumerate(ok):
+                if good and start is None:
+                    start = i
+                elif not good:
                     refused.append(i)
-                    i += 1
-            if not refused:
-                return structs, np.arange(n, dtype=np.int64), refused
-            keep = np.ones(n, dtype=bool)
-            keep[refused] = False
-            return structs, np.flatnonzero(keep), refused
-        positions: list[int] = []
-        for i, good in enumerate(ok):
-            if good:
+                    if start is not None:
+                        runs.append((start, i))
+                        start = None
+            if start is not None:
+                runs.append((start, n))
+        for start, stop in runs:
+            # one iterator over the run: after a message msgspec refuses, on with the next
+            rest = islice(messages, start, stop)
+            decoded, failed = len(structs), len(refused)
+            while True:
                 try:
-                    structs.append(decode(messages[i]))
-                except Exception:  # noqa: BLE001
-                    refused.append(i)
-                else:
-                    positions.append(i)
-            else:
-                refused.append(i)
-        return structs, np.array(positions, dtype=np.int64), refused
+                    structs.extend(map(decode, rest))
+                except Exception:  # noqa: BLE001 - msgspec refuses this message: BatchDecoder's
+                    refused.append(start + len(structs) - decoded + len(refused) - failed)
+                    continue
+                break
+        if not refused:
+            return structs, np.arange(n, dtype=np.int64), refused
+        refused.sort()
+        keep = np.ones(n, dtype=bool)
+        keep[refused] = False
+        return structs, np.flatnonzero(keep), refused
 
     def _checked(self, messages: Sequence[Any]) -> list[bool] | None:
-        """None when msgspec may decode every message, else whether it may decode each."""
+        """None when msgspec may decode every message, else whether it may decode each.
+
+        Checked in chunks of :data:`_CHUNK` messages; only in a chunk that fails is each
+        message looked at."""
         max_bytes = self._max_bytes
-        if set(map(type, messages)) == {bytes}:
+        n = len(messages)
+        ok: list[bool] | None = None
+        if set(map(type, messages)) == {bytes} and max(map(len, messages)) <= max_bytes:
             longest = max(map(len, messages))
-            if longest <= max_bytes:
-                n = len(messages)
-                if all(_clean_bytes(b"\n".join(chunk), chunk, longest)
-                       for chunk in (messages[i:i + _CHUNK] for i in range(0, n, _CHUNK))):
-                    return None
-        return [type(m) is bytes and len(m) <= max_bytes and _clean_bytes(m, (m,), len(m))
-                for m in messages]
+        else:
+            ok = [type(m) is bytes and len(m) <= max_bytes for m in messages]
+            longest = max((len(m) for m, good in zip(messages, ok, strict=True) if good),
+                          default=0)
+        for start in range(0, n, _CHUNK):
+            stop = min(start + _CHUNK, n)
+            if ok is None or all(ok[start:stop]):
+                chunk = messages[start:stop]
+                # separated, so that no UTF-8 sequence or digit run spans two messages
+                if _clean_bytes(b"\n".join(chunk), chunk, longest):
+                    continue
+                if ok is None:
+                    ok = [True] * n
+            for i in range(start, stop):
+                if ok[i]:
+                    m = messages[i]
+                    ok[i] = _clean_bytes(m, (m,), len(m))
+        return ok
 
     def _route(self, n: int, everything: StructExtractor, positions: np.ndarray) -> DecodedBatch:
         """Route and extract the typed events (no wrong structure: the types rule it out)."""

@@ -36,9 +36,10 @@ def decoder_for(config: Config) -> Any:
         from stream.formats.avro import AvroDecoder
 
         return AvroDecoder(config)
-    from stream.formats.json import BatchDecoder
+    # JSON: columnar where the configuration allows, today's BatchDecoder for the rest
+    from stream.formats.columnar import ColumnarDecoder
 
-    return BatchDecoder(config)
+    return ColumnarDecoder(config)
 
 
 def wants_records(config: Config) -> bool:

@@ -32,7 +32,7 @@ fails is each message looked at.
 
 A configuration the typed Structs cannot express (a path that is a leaf in one place and
 a parent in another, a path of two column types, a column kind other than numeric and
-categorical), a batch that is not a list of ``bytes``, or msgspec missing: every message
+categorical, embedding columns), a batch that is not a list of ``bytes``, or msgspec missing: every message
 goes to :class:`BatchDecoder`.
 
 >>> from stream.config import parse_config
@@ -105,6 +105,8 @@ def typed_schema(config: Config) -> tuple[type, dict[tuple[str, ...], str]] | No
         return None
     leaves: dict[tuple[str, ...], Any] = {}
     for model in config.models:
+        if model.vectors:
+            return None  # embedding columns (arrays): BatchDecoder's vector extraction
         for column in model.columns:
             if column.type not in _KINDS:
                 return None

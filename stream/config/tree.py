@@ -267,6 +267,9 @@ class ModelConfig:
     multivariate: tuple[GroupConfig, ...] = ()
     #: per-slice monitoring (stream.config.segments.SegmentConfig)
     segments: tuple[SegmentConfig, ...] = ()
+    # -- bias drift (#16.2) -------------------------------------------------------------
+    #: facets and the positive prediction (stream.config.bias.BiasConfig; None: none)
+    bias: Any = None
 
     @property
     def columns(self) -> tuple[ColumnConfig, ...]:

@@ -271,6 +271,8 @@ class PipelineSnapshot:
     #: model -> segment key (``name=value``) -> {"events": n, "columns": column -> (role,
     #: highest detector score, any detector episode open)} (stream.engine.segments)
     segments: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: model -> {"unscored": n, "values": facet=value -> figures} (stream.engine.bias)
+    bias: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 class RunnerHealth:

@@ -48,6 +48,7 @@ from detectors.errors import DetectorError
 from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline, ModelMonitor
 from detectors.quality import count_incomplete
 from stream.config import ColumnConfig, Config, ConfigError, ModelConfig
+from stream.config.bias import bias_budget
 from stream.config.segments import SegmentConfig, segment_budget
 from stream.engine.baselines import column_specs, detection_settings, read_reference
 from stream.formats.batch import ModelBatch
@@ -96,6 +97,7 @@ def segment_settings(config: Config, model: ModelConfig) -> DetectionSettings:
     """The settings of ``model``'s segment monitors: the budget of one value's monitor."""
     base = detection_settings(config.detection)
     _, factor = segment_budget(len(model.segments))
+    factor *= bias_budget(model)[0]  # bias drift's share (stream.config.bias)
     return dataclasses.replace(base, false_alarm_events=base.false_alarm_events * factor)
 
 

@@ -99,11 +99,11 @@ def z_scores(pos: np.ndarray, n: np.ndarray, ref_dppl: np.ndarray, n_test: int,
     nd, kd = n[..., :n_test], pos[..., :n_test]
     na, ka = n_all - nd, p_all - kd
     ok = (nd >= MIN_WINDOW_EVENTS) & (na >= MIN_WINDOW_EVENTS)
-    nd1, na1 = np.where(ok, nd, 1.0), np.where(ok, na, 1.0)
-    dppl = ka / na1 - kd / nd1
-    sd, sa = _rates(kd, nd), _rates(ka, na)
-    se = np.sqrt(sd * (1 - sd) / nd1 + sa * (1 - sa) / na1)
-    return np.where(ok, np.abs(dppl - ref_dppl) / se, 0.0)
+    nd1, na1 = np.maximum(nd, 1.0), np.maximum(na, 1.0)
+    sd, sa = (kd + 0.5) / (nd1 + 1.0), (ka + 0.5) / (na1 + 1.0)
+    var = sd * (1 - sd) / nd1 + sa * (1 - sa) / na1
+    z = np.abs(ka / na1 - kd / nd1 - ref_dppl) / np.sqrt(var)
+    return np.where(ok, z, 0.0)
 
 
 @dataclass
@@ -239,6 +239,9 @@ class BiasMonitor:
         c, b = base.window // base.cadence, base.n_buckets
         self._ring_n = np.zeros((c, b), dtype=np.int64)
         self._ring_p = np.zeros((c, b), dtype=np.int64)
+        #: the window's counts (the sum of the ring), kept as chunks enter and leave
+        self._win_n = np.zeros(b, dtype=np.int64)
+        self._win_p = np.zeros(b, dtype=np.int64)
         self._slot = 0
         self._chunks = 0  # chunks completed
         self._part_n = np.zeros(b, dtype=np.int64)
@@ -250,12 +253,36 @@ class BiasMonitor:
         self.peak = np.zeros(k)
         self.n_alarms = np.zeros(k, dtype=np.int64)
         self.n_events = 0
-        #: the window's figures per value (NaN until the window fills)
-        self.rate = np.full(k, np.nan)
-        self.rest_rate = np.full(k, np.nan)
-        self.dppl = np.full(k, np.nan)
-        self.di = np.full(k, np.nan)
+        #: the window counts of the last test (None: no test yet)
+        self._tested: tuple[np.ndarray, np.ndarray] | None = None
         self.closes: list[BiasAlarm] = []
+
+    # -- the window's figures per value (NaN until the window has filled) -----------------
+    def figures(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(positive rate, rest's positive rate, DPPL, DI) per value in the last tested
+        window."""
+        k = len(self.base.values)
+        if self._tested is None:
+            nan = np.full(k, np.nan)
+            return nan, nan, nan, nan
+        q_d, q_a, dppl, di = gaps(self._tested[1], self._tested[0])
+        return q_d[:k], q_a[:k], dppl[:k], di[:k]
+
+    @property
+    def rate(self) -> np.ndarray:
+        return self.figures()[0]
+
+    @property
+    def rest_rate(self) -> np.ndarray:
+        return self.figures()[1]
+
+    @property
+    def dppl(self) -> np.ndarray:
+        return self.figures()[2]
+
+    @property
+    def di(self) -> np.ndarray:
+        return self.figures()[3]
 
     def update(self, codes: np.ndarray, positive: np.ndarray,
                positions: np.ndarray | None = None) -> list[BiasAlarm]:
@@ -269,45 +296,48 @@ class BiasMonitor:
         base = self.base
         b, cad = base.n_buckets, base.cadence
         self.n_events += n
-        pos_arr = np.arange(n) if positions is None else positions
-        # chunk of each event relative to the partial chunk
-        rel = (self._fill + np.arange(n)) // cad
-        n_chunks = int(rel[-1]) + 1
-        idx = rel * b + codes
+        fill = self._fill
+        # chunk of each event relative to the partial chunk: one bincount for all of them
+        n_chunks = (fill + n - 1) // cad + 1
+        idx = (np.arange(fill, fill + n) // cad) * b + codes
         cn = np.bincount(idx, minlength=n_chunks * b).reshape(n_chunks, b)
         cp = np.bincount(idx, weights=positive, minlength=n_chunks * b).reshape(
             n_chunks, b).astype(np.int64)
-        # position of the last event of each completed chunk
-        ends = np.flatnonzero(np.diff(rel, append=rel[-1] + 1))
-        done = n_chunks if (self._fill + n) % cad == 0 else n_chunks - 1
+        done = (fill + n) // cad  # chunks completed by this batch
         alarms: list[BiasAlarm] = []
         c = base.window // base.cadence
-        for j in range(n_chunks):
-            self._part_n += cn[j]
-            self._part_p += cp[j]
-            if j >= done:
-                break
-            self._ring_n[self._slot] = self._part_n
-            self._ring_p[self._slot] = self._part_p
-            self._slot = (self._slot + 1) % c
+        for j in range(done):
+            part_n = self._part_n + cn[j]
+            part_p = self._part_p + cp[j]
+            slot = self._slot
+            self._win_n += part_n - self._ring_n[slot]
+            self._win_p += part_p - self._ring_p[slot]
+            self._ring_n[slot] = part_n
+            self._ring_p[slot] = part_p
+            self._slot = (slot + 1) % c
             self._chunks += 1
-            self._part_n[:] = 0
-            self._part_p[:] = 0
+            self._part_n = np.zeros(b, dtype=np.int64)
+            self._part_p = np.zeros(b, dtype=np.int64)
             if self._chunks >= c:
-                self._test(int(pos_arr[ends[j]]), alarms)
-        self._fill = (self._fill + n) % cad
+                end = (j + 1) * cad - fill - 1  # the chunk's last event in the batch
+                self._test(end if positions is None else int(positions[end]), alarms)
+        if done < n_chunks:
+            self._part_n = self._part_n + cn[done]
+            self._part_p = self._part_p + cp[done]
+        self._fill = (fill + n) % cad
         return alarms
 
     def _test(self, position: int, alarms: list[BiasAlarm]) -> None:
         base = self.base
-        k = len(base.values)
-        wn, wp = self._ring_n.sum(axis=0), self._ring_p.sum(axis=0)
-        z = z_scores(wp, wn, base.ref_dppl, k)
-        q_d, q_a, dppl, di = gaps(wp, wn)
-        self.rate, self.rest_rate, self.dppl, self.di = q_d[:k], q_a[:k], dppl[:k], di[:k]
+        wn, wp = self._win_n.copy(), self._win_p.copy()
+        self._tested = (wn, wp)
+        z = z_scores(wp, wn, base.ref_dppl, len(base.values))
         self.stat = z
         h = base.threshold
-        opened = (~self.active) & (z > h)
+        above = z > h
+        if not above.any() and not self.active.any():
+            return
+        opened = (~self.active) & above
         closed = self.active & (z < base.release * h)
         self.peak = np.where(self.active, np.maximum(self.peak, z), self.peak)
         for i in np.flatnonzero(closed).tolist():

@@ -261,6 +261,7 @@ def bias_figures(models: Mapping[str, ModelBias],
         per: dict[str, Any] = {}
         for plan in mbias.plans:
             mons = [st[name][plan.facet.name] for st in states if name in st]
+            figs = [m.figures() for m in mons]
             base = plan.base
             for i, label in enumerate(plan.labels):
                 fig: dict[str, Any] = {
@@ -272,15 +273,15 @@ def bias_figures(models: Mapping[str, ModelBias],
                     "events": 0, "alarms": 0, "active": False, "score": 0.0,
                     "positive_rate": float("nan"), "dppl": float("nan"), "di": float("nan")}
                 best = -1.0
-                for m in mons:
+                for m, (rate, _, dppl, di) in zip(mons, figs, strict=True):
                     fig["events"] += int(m.n_events)
                     fig["alarms"] += int(m.n_alarms[i])
                     fig["active"] = fig["active"] or bool(m.active[i])
                     s = float(m.score()[i])
-                    if s > best and np.isfinite(m.dppl[i]):
+                    if s > best and np.isfinite(dppl[i]):
                         best = s
-                        fig.update(score=s, positive_rate=float(m.rate[i]),
-                                   dppl=float(m.dppl[i]), di=float(m.di[i]))
+                        fig.update(score=s, positive_rate=float(rate[i]),
+                                   dppl=float(dppl[i]), di=float(di[i]))
                 per[plan.key(label)] = fig
         out[name] = {"unscored": int(unscored.get(name, 0)), "values": per}
     return out

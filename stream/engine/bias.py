@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
@@ -69,7 +69,7 @@ def decode_model(model: ModelConfig) -> ModelConfig:
         else model
 
 
-def decode_config(config: Config) -> Config:
+def with_facets(config: Config) -> Config:
     """``config`` with the facets' hidden columns (itself when no model has facets)."""
     if not any(m.bias for m in config.models):
         return config
@@ -193,6 +193,18 @@ class ModelBias:
                                Alarm(FEATURE, DETECTOR, a.position, a.statistic, a.threshold)))
         return found, closes
 
+    def process(self, states: dict[Any, dict[str, dict[str, BiasMonitor]]], partition: Any,
+                mb: ModelBatch, unscored: Counter[str],
+                ) -> tuple[ModelBatch, list[tuple[str, Alarm]], list[tuple[str, Alarm]]]:
+        """The pipeline's step: feed ``mb`` to the monitors of ``partition`` in ``states``
+        (partition -> model -> facet -> monitor; created when missing); returns ``mb``
+        without the hidden facet columns, the alarms and the closes."""
+        per = states.setdefault(partition, {})
+        if self.model.name not in per:
+            per[self.model.name] = self.new_monitors()
+        found, closes = self.update(per[self.model.name], mb, unscored)
+        return self.strip(mb), found, closes
+
     def strip(self, mb: ModelBatch) -> ModelBatch:
         """``mb`` without the hidden facet columns."""
         if not self.hidden:
@@ -251,11 +263,12 @@ def resolve_bias(config: Config) -> dict[str, ModelBias]:
 
 
 def bias_figures(models: Mapping[str, ModelBias],
-                 states: Sequence[Mapping[str, Mapping[str, BiasMonitor]]],
+                 by_partition: Mapping[Any, Mapping[str, Mapping[str, BiasMonitor]]],
                  unscored: Mapping[str, int]) -> dict[str, Any]:
     """model -> {"unscored": n, "values": {facet=value: figures}} over the partitions'
     monitors (the window figures of the partition with the highest score; events and
     alarms summed; active on any)."""
+    states = [by_partition[k] for k in sorted(by_partition)]
     out: dict[str, Any] = {}
     for name, mbias in models.items():
         per: dict[str, Any] = {}
@@ -306,5 +319,5 @@ def describe(model: ModelConfig) -> list[str]:
             for f in model.bias.facets]
 
 
-__all__ = ["FEATURE", "ModelBias", "bias_figures", "decode_config", "describe",
+__all__ = ["FEATURE", "ModelBias", "bias_figures", "describe", "with_facets",
            "resolve_bias", "series_bound"]

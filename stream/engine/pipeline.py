@@ -30,8 +30,7 @@ import numpy as np
 from detectors.model import ModelBaseline, ModelMonitor
 from stream.config import Config
 from stream.engine.baselines import column_specs, detection_settings
-from stream.engine.bias import ModelBias, bias_figures, resolve_bias
-from stream.engine.bias import decode_config as bias_decode_config
+from stream.engine.bias import ModelBias, bias_figures, resolve_bias, with_facets
 from stream.engine.episodes import Detection, Episode, EpisodeBook
 from stream.engine.figures import (
     ColumnFigures,
@@ -147,7 +146,7 @@ class Pipeline:
                  bias: Mapping[str, ModelBias] | None = None) -> None:
         self.config = config
         self.clock = clock
-        self.decoder = decoder_for(decode_config(bias_decode_config(config)))
+        self.decoder = decoder_for(decode_config(with_facets(config)))
         self.settings = detection_settings(config.detection)
         #: model -> the settings of its model-wide monitor (segments take part of the budget)
         self.model_settings = {m.name: detection_settings(config.detection, m)
@@ -157,9 +156,9 @@ class Pipeline:
             resolve_segments(config) if segments is None else segments
         #: model -> segment key -> events this process fed to the segment's monitors
         self.segment_events: dict[str, Counter[str]] = {m: Counter() for m in self.segments}
-        # -- bias drift (#16.2): model -> its facets; partition -> model -> facet -> monitor
+        # bias drift (#16.2): model -> its facets; partition -> model -> facet -> monitor
         self.bias: Mapping[str, ModelBias] = resolve_bias(config) if bias is None else bias
-        self.bias_states: dict[PartitionKey, dict[str, dict[str, Any]]] = {}
+        self.bias_states: dict[PartitionKey, Any] = {}
         self.bias_unscored: Counter[str] = Counter()
         self.baselines = baselines
         self.specs = {m.name: column_specs(m) for m in config.models}
@@ -355,15 +354,12 @@ class Pipeline:
                 mon = st.monitors[name]
                 mbias = self.bias.get(name)
                 if mbias is not None:  # bias drift (#16.2)
-                    bmons = self.bias_states.setdefault(partition, {})
-                    if name not in bmons:
-                        bmons[name] = mbias.new_monitors()
-                    b_found, b_closes = mbias.update(bmons[name], mb, self.bias_unscored)
-                    found.extend(_detection(name, a, mb, base_index, offset_of, k)
-                                 for k, a in b_found)
-                    closes.extend(_detection(name, a, mb, base_index, offset_of, k)
-                                  for k, a in b_closes)
-                    mb = mbias.strip(mb)
+                    mb, b_found, b_closes = mbias.process(self.bias_states, partition, mb,
+                                                          self.bias_unscored)
+                    found += [_detection(name, a, mb, base_index, offset_of, k)
+                              for k, a in b_found]
+                    closes += [_detection(name, a, mb, base_index, offset_of, k)
+                               for k, a in b_closes]
                 ms = self.segments.get(name)
                 if ms is not None:
                     seg_found, seg_closes = ms.update(st.segments[name], mb,
@@ -572,12 +568,8 @@ class Pipeline:
                 partitions=self._partition_figures(),
                 skew={} if self.skew is None else self.skew.figures(),
                 segments=self._segment_figures(),
-                bias=self._bias_figures(),
+                bias=bias_figures(self.bias, self.bias_states, self.bias_unscored),
             )
-
-    def _bias_figures(self) -> dict[str, Any]:
-        states = [self.bias_states[k] for k in sorted(self.bias_states)]
-        return bias_figures(self.bias, states, self.bias_unscored)
 
     def _segment_figures(self) -> dict[str, Any]:
         states = [self.partitions[k].segments for k in sorted(self.partitions)]
@@ -599,8 +591,9 @@ class Pipeline:
                            "features": {col: figures.to_dict() for col, figures
                                         in self._columns(name).items()},
                            **label_report(self.labels, name),
-                           **({"bias": self._bias_figures()[name]} if name in self.bias
-                              else {}),
+                           **({"bias": bias_figures(self.bias, self.bias_states,
+                                                    self.bias_unscored)[name]}
+                              if name in self.bias else {}),
                            **({"multivariate": {g: f.to_dict() for g, f in
                                                 self._groups(name).items()}}
                               if self.groups[name] else {})}

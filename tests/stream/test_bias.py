@@ -90,7 +90,7 @@ def test_without_facets_nothing_changes() -> None:
                                     "features": [{"name": "x", "path": "f.x",
                                                   "type": "numeric"}]}]}, "/cfg")
     assert cfg.models[0].bias is None
-    assert bias_engine.decode_config(cfg) is cfg
+    assert bias_engine.with_facets(cfg) is cfg
     assert detection_settings(cfg.detection, cfg.models[0]) == detection_settings(cfg.detection)
     assert bias_budget(cfg.models[0]) == (1.0, 1.0)
 

@@ -197,3 +197,31 @@ def test_unscored_events_are_counted_not_fatal(ready: Any) -> None:
     # the event without facets is scored, pooled into the rest of every value
     assert reg.get_sample_value("streamdrift_bias_events_total",
                                 {"model": "m1", "facet": "sex"}) == 101
+
+
+# --------------------------------------------------------------------------- statistics
+@pytest.mark.slow
+def test_false_alarm_rate_of_a_model_with_facets(tmp_path: Path) -> None:
+    """Clean data, knob 20,000 events, default detectors on x and score, two facets (with
+    their 10 % of the rate): over 3 seeds x 300,000 events the spacing between alarms
+    (detector episodes, model-wide and bias together) is within a factor 1.5 of the knob
+    (the column detectors' own calibration is tested elsewhere), and the bias part is at
+    most its budget (10 x the knob, with a Poisson allowance)."""
+    target = 20_000
+    cfg = _config(tmp_path, target)
+    baselines = resolve_baselines(cfg)
+    counts = {"model": 0, "bias": 0}
+    n = 300_000
+    for seed in (1, 2, 3):
+        p = Pipeline(cfg, baselines)
+        events = bias_events(n, 100 + seed)
+        for i in range(0, n, 1000):
+            dets, _ = p.process(events[i:i + 1000], base_index=i)
+            for d in dets:
+                counts["bias" if d.feature == "bias" else "model"] += 1
+    total = 3 * n
+    spacing = total / max(sum(counts.values()), 1)
+    print(f"spacing {spacing:.0f} events (knob {target}); {counts}")
+    assert target / 1.5 <= spacing <= target * 1.5, (spacing, counts)
+    expected_bias = total / (10 * target)
+    assert counts["bias"] <= expected_bias + 3 * np.sqrt(expected_bias), counts

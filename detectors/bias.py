@@ -348,6 +348,38 @@ class BiasMonitor:
         self.active = (self.active | opened) & ~closed
         self.n_alarms += opened
 
+    # -- checkpoint -------------------------------------------------------------------
+    _ARRAYS = ("_ring_n", "_ring_p", "_win_n", "_win_p", "_part_n", "_part_p", "stat",
+               "active", "peak", "n_alarms")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: getattr(self, k).tolist() for k in self._ARRAYS}
+        out.update(slot=self._slot, chunks=self._chunks, fill=self._fill,
+                   n_events=self.n_events,
+                   tested=None if self._tested is None else [a.tolist() for a in self._tested])
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], base: BiasBaseline) -> BiasMonitor:
+        """A monitor of ``base`` from :meth:`to_dict`'s output (DetectorError if it does
+        not fit the baseline)."""
+        mon = cls(base)
+        try:
+            for k in cls._ARRAYS:
+                was = getattr(mon, k)
+                arr = np.asarray(d[k], dtype=was.dtype)
+                if arr.shape != was.shape:
+                    raise DetectorError(f"bias state: {k} has shape {arr.shape}, not {was.shape}")
+                setattr(mon, k, arr)
+            mon._slot, mon._chunks = int(d["slot"]), int(d["chunks"])
+            mon._fill, mon.n_events = int(d["fill"]), int(d["n_events"])
+            t = d["tested"]
+            mon._tested = None if t is None else (np.asarray(t[0], dtype=np.int64),
+                                                  np.asarray(t[1], dtype=np.int64))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise DetectorError(f"bias state does not restore: {exc}") from None
+        return mon
+
     def score(self) -> np.ndarray:
         """Per value: statistic / threshold (>= 1: alarming)."""
         h = self.base.threshold

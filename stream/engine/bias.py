@@ -21,6 +21,8 @@ one comparison for the positive flags, then :meth:`detectors.bias.BiasMonitor.up
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import time
 from collections import Counter
@@ -34,9 +36,11 @@ import numpy as np
 
 from detectors.bias import DETECTOR, BiasBaseline, BiasMonitor, build_baseline
 from detectors.column import Alarm
+from detectors.errors import DetectorError
 from stream.config import ColumnConfig, Config, ConfigError, ModelConfig
 from stream.config.bias import FacetConfig, bias_budget
 from stream.engine.baselines import read_reference
+from stream.engine.episodes import EpisodeBook
 from stream.formats.batch import ModelBatch
 
 log = logging.getLogger("streamdrift.bias")
@@ -205,6 +209,43 @@ class ModelBias:
         found, closes = self.update(per[self.model.name], mb, unscored)
         return self.strip(mb), found, closes
 
+    # -- checkpoint (the partition's state, beside the model's) ----------------------------
+    def baseline_id(self, plan: FacetPlan) -> str:
+        body = json.dumps(plan.base.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+    def export(self, monitors: Mapping[str, BiasMonitor] | None) -> dict[str, Any]:
+        """facet -> {baseline_id, state} of the partition's monitors."""
+        return {p.facet.name: {"baseline_id": self.baseline_id(p),
+                               "state": monitors[p.facet.name].to_dict()}
+                for p in self.plans if monitors and p.facet.name in monitors}
+
+    def restore(self, state: Any, book: EpisodeBook, now: float) -> dict[str, BiasMonitor]:
+        """Monitors from the model's exported state (its ``bias``: :meth:`export`'s output;
+        fresh where it has none, or one of another baseline, or one that does not restore);
+        their open episodes go back into ``book`` (with their ``segment_episodes`` entry)."""
+        mons = self.new_monitors()
+        state = state if isinstance(state, Mapping) else {}
+        saved, eps = state.get("bias"), state.get("segment_episodes")
+        eps = eps if isinstance(eps, Mapping) else {}
+        for plan in self.plans:
+            item = saved.get(plan.facet.name) if isinstance(saved, Mapping) else None
+            if not isinstance(item, Mapping) or item.get("baseline_id") != self.baseline_id(plan):
+                continue
+            try:
+                mons[plan.facet.name] = BiasMonitor.from_dict(item["state"], plan.base)
+            except DetectorError as exc:
+                log.warning("facet %s of model %s: the checkpoint does not restore (%s); "
+                            "fresh state", plan.facet.name, self.model.name, exc)
+                continue
+            for i in np.flatnonzero(mons[plan.facet.name].active).tolist():
+                where = plan.key(plan.labels[i])
+                ep = eps.get(where)
+                book.restore(self.model.name, FEATURE, [DETECTOR], now,
+                             ep.get(FEATURE) if isinstance(ep, Mapping) else None,
+                             segment=where)
+        return mons
+
     def strip(self, mb: ModelBatch) -> ModelBatch:
         """``mb`` without the hidden facet columns."""
         if not self.hidden:
@@ -260,6 +301,20 @@ def build_model_bias(config: Config, model: ModelConfig) -> ModelBias:
 def resolve_bias(config: Config) -> dict[str, ModelBias]:
     """model name -> its facets, for the models with ``bias``."""
     return {m.name: build_model_bias(config, m) for m in config.models if m.bias is not None}
+
+
+def restore_bias(models: Mapping[str, ModelBias], states: Mapping[str, Any] | None,
+                 book: EpisodeBook, now: float) -> dict[str, dict[str, BiasMonitor]]:
+    """model -> its facets' monitors of a restored partition (``states``: model -> its
+    exported state, see :meth:`ModelBias.restore`)."""
+    return {n: mb.restore((states or {}).get(n), book, now) for n, mb in models.items()}
+
+
+def export_bias(models: Mapping[str, ModelBias], monitors: Mapping[str, Any] | None,
+                out: dict[str, dict[str, Any]]) -> None:
+    """Add each model's ``bias`` entry to a partition's exported state ``out``."""
+    for name, mb in models.items():
+        out.setdefault(name, {})["bias"] = mb.export((monitors or {}).get(name))
 
 
 def bias_figures(models: Mapping[str, ModelBias],

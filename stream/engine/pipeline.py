@@ -29,8 +29,8 @@ import numpy as np
 
 from detectors.model import ModelBaseline, ModelMonitor
 from stream.config import Config
+from stream.engine import bias as facets
 from stream.engine.baselines import column_specs, detection_settings
-from stream.engine.bias import ModelBias, bias_figures, resolve_bias, with_facets
 from stream.engine.episodes import Detection, Episode, EpisodeBook
 from stream.engine.figures import (
     ColumnFigures,
@@ -143,10 +143,10 @@ class Pipeline:
     def __init__(self, config: Config, baselines: dict[str, ModelBaseline],
                  clock: Callable[[], float] = time.time,
                  segments: Mapping[str, ModelSegments] | None = None,
-                 bias: Mapping[str, ModelBias] | None = None) -> None:
+                 bias: Mapping[str, facets.ModelBias] | None = None) -> None:
         self.config = config
         self.clock = clock
-        self.decoder = decoder_for(decode_config(with_facets(config)))
+        self.decoder = decoder_for(decode_config(facets.with_facets(config)))
         self.settings = detection_settings(config.detection)
         #: model -> the settings of its model-wide monitor (segments take part of the budget)
         self.model_settings = {m.name: detection_settings(config.detection, m)
@@ -157,7 +157,7 @@ class Pipeline:
         #: model -> segment key -> events this process fed to the segment's monitors
         self.segment_events: dict[str, Counter[str]] = {m: Counter() for m in self.segments}
         # bias drift (#16.2): model -> its facets; partition -> model -> facet -> monitor
-        self.bias: Mapping[str, ModelBias] = resolve_bias(config) if bias is None else bias
+        self.bias = facets.resolve_bias(config) if bias is None else bias
         self.bias_states: dict[PartitionKey, Any] = {}
         self.bias_unscored: Counter[str] = Counter()
         self.baselines = baselines
@@ -267,6 +267,8 @@ class Pipeline:
                 seg_episodes[name] = state.get("segment_episodes")
             self.partitions[key] = PartitionState(mons, key, self.clock(), episodes, segs,
                                                   seg_episodes)
+            book = self.partitions[key].book
+            self.bias_states[key] = facets.restore_bias(self.bias, states, book, self.clock())
             if self.labels is not None:
                 self.labels.restore(key, labels or {})
 
@@ -303,6 +305,7 @@ class Pipeline:
             out = {name: mon.to_dict() for name, mon in st.monitors.items()}
             for name, ms in self.segments.items():
                 out[name]["segments"] = ms.export(st.segments[name])
+            facets.export_bias(self.bias, self.bias_states.get(key), out)  # bias drift (#16.2)
             for (name, col, seg), ep in st.book.open.items():
                 if seg:
                     out[name].setdefault("segment_episodes", {}).setdefault(seg, {})[col] = \
@@ -352,14 +355,11 @@ class Pipeline:
                 if not mb.n_events:
                     continue
                 mon = st.monitors[name]
-                mbias = self.bias.get(name)
-                if mbias is not None:  # bias drift (#16.2)
-                    mb, b_found, b_closes = mbias.process(self.bias_states, partition, mb,
-                                                          self.bias_unscored)
-                    found += [_detection(name, a, mb, base_index, offset_of, k)
-                              for k, a in b_found]
-                    closes += [_detection(name, a, mb, base_index, offset_of, k)
-                               for k, a in b_closes]
+                if name in self.bias:  # bias drift (#16.2): its episodes; mb without its columns
+                    mb, bo, bc = self.bias[name].process(self.bias_states, partition, mb,
+                                                         self.bias_unscored)
+                    found += [_detection(name, a, mb, base_index, offset_of, k) for k, a in bo]
+                    closes += [_detection(name, a, mb, base_index, offset_of, k) for k, a in bc]
                 ms = self.segments.get(name)
                 if ms is not None:
                     seg_found, seg_closes = ms.update(st.segments[name], mb,
@@ -568,7 +568,7 @@ class Pipeline:
                 partitions=self._partition_figures(),
                 skew={} if self.skew is None else self.skew.figures(),
                 segments=self._segment_figures(),
-                bias=bias_figures(self.bias, self.bias_states, self.bias_unscored),
+                bias=facets.bias_figures(self.bias, self.bias_states, self.bias_unscored),
             )
 
     def _segment_figures(self) -> dict[str, Any]:
@@ -591,8 +591,8 @@ class Pipeline:
                            "features": {col: figures.to_dict() for col, figures
                                         in self._columns(name).items()},
                            **label_report(self.labels, name),
-                           **({"bias": bias_figures(self.bias, self.bias_states,
-                                                    self.bias_unscored)[name]}
+                           **({"bias": facets.bias_figures(self.bias, self.bias_states,
+                                                           self.bias_unscored)[name]}
                               if name in self.bias else {}),
                            **({"multivariate": {g: f.to_dict() for g, f in
                                                 self._groups(name).items()}}

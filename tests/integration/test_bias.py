@@ -4,12 +4,14 @@ applicant.age_band]}`` on model m1.
 The positive prediction rate of ``sex=f`` (45 % of the traffic) rising by 0.1 after 20,000
 clean events opens a bias drift episode naming ``sex=f`` first (drift-events record with
 column ``bias`` and ``segment: sex=f``, log line, ``streamdrift_bias_drift_active``); the
-other facet (age) opens none, and nothing opens before the change.
+other facet (age) opens none, and nothing opens before the change.  The facets' state is
+checkpointed: after a restart the episode is restored open (no second open record).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +41,7 @@ def _config(folder: Path, bootstrap: str, topic: str, port: int) -> Path:
         "models": [bias_model(window=10_000)],
         "detection": dict(DETECTION),
         "metrics": {"port": port, "host": "127.0.0.1"},
+        "state": {"topic": f"{topic}-state", "checkpoint_interval_s": 2},
     }
     path = write_config(folder / "bias.yaml", config)
     resolve_baselines(load_config(path))  # build and cache the model's baseline here
@@ -85,3 +88,23 @@ def test_a_facet_value_s_positive_rate_moving_opens_an_episode_naming_it(
     assert opens and opens[0]["segment"] == "sex=f" and opens[0]["column"] == "bias", records
     assert all(v["segment"].startswith("sex=") for v in opens), records
     assert opens[0]["open_offset"] >= CLEAN
+
+    # restart: the facets' state comes back from the final checkpoint, episode open
+    run2 = StreamdriftRun(cfg, port=port, name="run2")
+    try:
+        run2.wait_serving(60)
+
+        def restored() -> Any:
+            s = samples(run2.scrape())
+            open_ = sample(s, "streamdrift_bias_drift_active", **f) == 1
+            return s if run2.logs("state restored") and open_ else None
+
+        wait_for(restored, 30, "sex=f's bias episode restored open", alive=run2.check_alive,
+                 details=run2.log_tail)
+        produce(kafka_bootstrap, topic, bias_events(5_000, 23, shift_value="f", shift=0.1))
+        run2.wait_consumed(5_000, timeout=60, interval=0.5)
+    finally:
+        run2.stop(check=True)
+    records = _read_topic(kafka_bootstrap, f"{topic}-drift")
+    again = [v for v in records if v["type"] == "open" and v.get("segment") == "sex=f"]
+    assert len(again) == 1, records

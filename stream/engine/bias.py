@@ -170,6 +170,10 @@ class ModelBias:
         self.model = model
         self.plans = plans
         self.hidden = [hidden_name(p.facet) for p in plans if p.column == hidden_name(p.facet)]
+        #: what this process counted (the exported counters never go down while it lives,
+        #: whatever partitions come and go): facet -> scored events; facet=value -> alarms
+        self.events: Counter[str] = Counter()
+        self.alarms: Counter[str] = Counter()
 
     def new_monitors(self) -> dict[str, BiasMonitor]:
         return {p.facet.name: p.base.monitor() for p in self.plans}
@@ -189,7 +193,9 @@ class ModelBias:
         for plan in self.plans:
             values = mb.columns[plan.column][rows]
             mon = monitors[plan.facet.name]
+            self.events[plan.facet.name] += int(rows.size)
             for a in mon.update(plan.codes(values), positive, rows):
+                self.alarms[plan.key(a.value)] += 1
                 found.append((plan.key(a.value),
                               Alarm(FEATURE, DETECTOR, a.position, a.statistic, a.threshold)))
             for a in mon.closes:
@@ -321,8 +327,8 @@ def bias_figures(models: Mapping[str, ModelBias],
                  by_partition: Mapping[Any, Mapping[str, Mapping[str, BiasMonitor]]],
                  unscored: Mapping[str, int]) -> dict[str, Any]:
     """model -> {"unscored": n, "values": {facet=value: figures}} over the partitions'
-    monitors (the window figures of the partition with the highest score; events and
-    alarms summed; active on any)."""
+    monitors (the window figures of the partition with the highest score; active on any;
+    events and alarms: what this process counted)."""
     states = [by_partition[k] for k in sorted(by_partition)]
     out: dict[str, Any] = {}
     for name, mbias in models.items():
@@ -338,12 +344,11 @@ def bias_figures(models: Mapping[str, ModelBias],
                     "baseline_dppl": float(base.ref_dppl[i]),
                     "baseline_di": float(base.ref_di[i]),
                     "threshold": float(base.threshold),
-                    "events": 0, "alarms": 0, "active": False, "score": 0.0,
+                    "events": mbias.events[plan.facet.name],
+                    "alarms": mbias.alarms[plan.key(label)], "active": False, "score": 0.0,
                     "positive_rate": float("nan"), "dppl": float("nan"), "di": float("nan")}
                 best = -1.0
                 for m, (rate, _, dppl, di) in zip(mons, figs, strict=True):
-                    fig["events"] += int(m.n_events)
-                    fig["alarms"] += int(m.n_alarms[i])
                     fig["active"] = fig["active"] or bool(m.active[i])
                     s = float(m.score()[i])
                     if s > best and np.isfinite(dppl[i]):

@@ -561,6 +561,23 @@ def model() -> dict:
                        [target(f"max by (segment, feature) "
                                f"(streamdrift_segment_drift_active{{{sg}}})",
                                "{{segment}} {{feature}}")], mappings=ALARM_MAPPING, w=24),
+        # -- bias drift (#16.2) ---------------------------------------------------------
+        row("Bias of $model", "Bias drift across the facets (sensitive attributes) of the "
+            "model (models[].bias, docs/bias.md); empty for a model without facets."),
+        timeseries("Bias drift score per facet value",
+                   "Change of each facet value's DPPL (rest - value, in positive prediction "
+                   "rates) from its reference value, over its calibrated threshold; "
+                   "alarming above the red line at 1.", "none",
+                   [target(f"max by (facet, value) (streamdrift_bias_drift_score{{{m}}})",
+                           "{{facet}}={{value}}")], threshold_line=1, w=12),
+        timeseries("DPPL per facet value, live and reference",
+                   "Difference in positive prediction rates between the rest of the traffic "
+                   "and each facet value (Clarify's DPPL): the live window (solid) and the "
+                   "reference (ref).", "percentunit",
+                   [target(f"max by (facet, value) (streamdrift_bias_dppl{{{m}}})",
+                           "{{facet}}={{value}}"),
+                    target(f"max by (facet, value) (streamdrift_bias_baseline_dppl{{{m}}})",
+                           "{{facet}}={{value}} ref")], w=12),
     ]
     annotations = [{
         "name": "Drift alarms",

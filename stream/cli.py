@@ -103,6 +103,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                   f"(1 + 2 x columns)); the model-wide monitor keeps half the false-alarm "
                   f"budget")
             n_series += series_bound(m)
+        if m.bias is not None:  # bias drift (#16.2)
+            from stream.engine import bias as bias_engine
+
+            print("\n".join(bias_engine.describe(m)))
+            print(f"  bias: at most {bias_engine.series_bound(m)} series; the facets take "
+                  f"10 % of the false-alarm budget")
+            n_series += bias_engine.series_bound(m)
         if config.detection.partition_check.enabled:
             # partition skew (once two partitions are compared): score, effect, active per
             # cause per column; partitions compared and checks per model

@@ -42,7 +42,7 @@ from stream.config.vectors import is_vector, parse_vector
 
 _MODEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _MODEL_KEYS = ("name", "version", "select", "baseline", "features", "predictions", "labels",
-               "multivariate", "segments")
+               "multivariate", "segments", "bias")
 _COLUMN_KEYS = ("name", "path", "type", "detectors", "min_effect")
 _DETECTION_KEYS = (
     "false_alarm_events",
@@ -337,6 +337,11 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
     segments = parse_segments(ctx, get_key(sec, "segments"), path + ("segments",), by_name,
                               isinstance(baseline, BaselineConfig)
                               and baseline.reference is not None)
+    # -- bias drift (#16.2) -------------------------------------------------------------
+    from stream.config.bias import parse_bias
+
+    bias = parse_bias(ctx, get_key(sec, "bias"), path + ("bias",), by_name, labels,
+                      isinstance(baseline, BaselineConfig) and baseline.reference is not None)
     return ModelConfig(
         name=name,
         baseline=baseline,
@@ -348,6 +353,7 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
         multivariate=multivariate,
         segments=segments,
         vectors=tuple(vectors),
+        bias=bias,
     )
 
 

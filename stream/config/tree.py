@@ -294,6 +294,9 @@ class ModelConfig:
     segments: tuple[SegmentConfig, ...] = ()
     #: embedding features (``type: vector``), kept out of ``columns``
     vectors: tuple[VectorConfig, ...] = ()
+    # -- bias drift (#16.2) -------------------------------------------------------------
+    #: facets and the positive prediction (stream.config.bias.BiasConfig; None: none)
+    bias: Any = None
 
     @property
     def columns(self) -> tuple[ColumnConfig, ...]:

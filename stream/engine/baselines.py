@@ -22,6 +22,7 @@ from detectors.errors import DetectorError
 from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline, calibration_key
 from detectors.quality import count_incomplete
 from stream.config import Config, ConfigError, DetectionConfig, ModelConfig
+from stream.config.bias import bias_budget
 from stream.config.files import (
     MAX_BASELINE_BYTES,
     MAX_REFERENCE_BYTES,
@@ -51,6 +52,8 @@ def detection_settings(cfg: DetectionConfig, model: ModelConfig | None = None,
     factor = segment_budget(len(model.segments))[0] if model is not None else 1.0
     if model is not None and model.vectors:  # vector columns take unit shares (#19)
         factor *= vector_budget(len(model.vectors))
+    # bias drift (#16.2): facets take a share of the model's rate (stream.config.bias)
+    factor *= bias_budget(model)[0]
     return DetectionSettings(
         false_alarm_events=float(cfg.false_alarm_events) * factor,
         window=cfg.window,

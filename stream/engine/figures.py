@@ -273,6 +273,8 @@ class PipelineSnapshot:
     segments: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: model -> vector column -> stream.engine.vectors.VectorFigures (embedding columns)
     vectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: model -> {"unscored": n, "values": facet=value -> figures} (stream.engine.bias)
+    bias: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 class RunnerHealth:

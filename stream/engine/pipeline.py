@@ -29,6 +29,7 @@ import numpy as np
 
 from detectors.model import ModelBaseline, ModelMonitor
 from stream.config import Config
+from stream.engine import bias as facets
 from stream.engine.baselines import column_specs, detection_settings
 from stream.engine.episodes import Detection, Episode, EpisodeBook
 from stream.engine.figures import (
@@ -142,10 +143,11 @@ class Pipeline:
 
     def __init__(self, config: Config, baselines: dict[str, ModelBaseline],
                  clock: Callable[[], float] = time.time,
-                 segments: Mapping[str, ModelSegments] | None = None) -> None:
+                 segments: Mapping[str, ModelSegments] | None = None,
+                 bias: Mapping[str, facets.ModelBias] | None = None) -> None:
         self.config = config
         self.clock = clock
-        self.decoder = decoder_for(decode_config(config))
+        self.decoder = decoder_for(decode_config(facets.with_facets(config)))
         self.settings = detection_settings(config.detection)
         #: model -> the settings of its model-wide monitor (segments take part of the budget)
         self.model_settings = {m.name: detection_settings(config.detection, m)
@@ -157,6 +159,10 @@ class Pipeline:
         self.segment_events: dict[str, Counter[str]] = {m: Counter() for m in self.segments}
         #: model -> its embedding columns (stream.engine.vectors), profiled at start-up
         self.vectors = resolve_vectors(config, self.settings)
+        # bias drift (#16.2): model -> its facets; partition -> model -> facet -> monitor
+        self.bias = facets.resolve_bias(config) if bias is None else bias
+        self.bias_states: dict[PartitionKey, Any] = {}
+        self.bias_unscored: Counter[str] = Counter()
         self.baselines = baselines
         self.specs = {m.name: column_specs(m) for m in config.models}
         #: model -> its multivariate groups (detectors.multivariate)
@@ -265,6 +271,8 @@ class Pipeline:
                 seg_episodes[name] = state.get("segment_episodes")
             self.partitions[key] = PartitionState(mons, key, self.clock(), episodes, segs,
                                                   seg_episodes)
+            book = self.partitions[key].book
+            self.bias_states[key] = facets.restore_bias(self.bias, states, book, self.clock())
             if self.labels is not None:
                 self.labels.restore(key, labels or {}, self.partitions[key].book, episodes,
                                     self.clock())
@@ -278,6 +286,7 @@ class Pipeline:
             st = self.partitions.pop(key, None)
             for mv in self.vectors.values():
                 mv.drop(key)
+            self.bias_states.pop(key, None)
             if self.skew is not None:
                 self.skew.drop(key)
             if self.labels is not None:
@@ -308,6 +317,7 @@ class Pipeline:
                 out[name]["segments"] = ms.export(st.segments[name])
             for name, mv in self.vectors.items():
                 out[name]["vectors"] = mv.export(key)
+            facets.export_bias(self.bias, self.bias_states.get(key), out)  # bias drift (#16.2)
             for (name, col, seg), ep in st.book.open.items():
                 if seg:
                     out[name].setdefault("segment_episodes", {}).setdefault(seg, {})[col] = \
@@ -357,6 +367,11 @@ class Pipeline:
                 if not mb.n_events:
                     continue
                 mon = st.monitors[name]
+                if name in self.bias:  # bias drift (#16.2): its episodes; mb without its columns
+                    mb, bo, bc = self.bias[name].process(self.bias_states, partition, mb,
+                                                         self.bias_unscored)
+                    found += [_detection(name, a, mb, base_index, offset_of, k) for k, a in bo]
+                    closes += [_detection(name, a, mb, base_index, offset_of, k) for k, a in bc]
                 ms = self.segments.get(name)
                 if ms is not None:
                     seg_found, seg_closes = ms.update(st.segments[name], mb,
@@ -588,6 +603,7 @@ class Pipeline:
                 skew={} if self.skew is None else self.skew.figures(),
                 segments=self._segment_figures(),
                 vectors={name: mv.figures() for name, mv in self.vectors.items()},
+                bias=facets.bias_figures(self.bias, self.bias_states, self.bias_unscored),
             )
 
     def _segment_figures(self) -> dict[str, Any]:
@@ -610,6 +626,9 @@ class Pipeline:
                            "features": {col: figures.to_dict() for col, figures
                                         in self._columns(name).items()},
                            **label_report(self.labels, name),
+                           **({"bias": facets.bias_figures(self.bias, self.bias_states,
+                                                           self.bias_unscored)[name]}
+                              if name in self.bias else {}),
                            **({"multivariate": {g: f.to_dict() for g, f in
                                                 self._groups(name).items()}}
                               if self.groups[name] else {}),

@@ -48,6 +48,7 @@ from detectors.errors import DetectorError
 from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline, ModelMonitor
 from detectors.quality import count_incomplete
 from stream.config import ColumnConfig, Config, ConfigError, ModelConfig
+from stream.config.bias import bias_budget
 from stream.config.segments import SegmentConfig, segment_budget
 from stream.config.vectors import vector_budget
 from stream.engine.baselines import column_specs, detection_settings, read_reference
@@ -98,6 +99,7 @@ def segment_settings(config: Config, model: ModelConfig) -> DetectionSettings:
     base = detection_settings(config.detection)
     _, factor = segment_budget(len(model.segments))
     factor *= vector_budget(len(model.vectors))  # vector columns' unit shares (#19)
+    factor *= bias_budget(model)[0]  # bias drift's share (stream.config.bias)
     return dataclasses.replace(base, false_alarm_events=base.false_alarm_events * factor)
 
 

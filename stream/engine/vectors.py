@@ -34,6 +34,7 @@ from detectors.embedding import VectorProfile, VectorSpec, VectorTest, calibrate
 from detectors.errors import DetectorError
 from detectors.model import DetectionSettings
 from stream.config import Config, ConfigError, ModelConfig
+from stream.config.bias import bias_budget
 from stream.config.vectors import vector_budget
 from stream.formats.batch import ModelBatch
 from stream.formats.columns import extract_columns, select_events
@@ -224,7 +225,9 @@ def build_vectors(config: Config, model: ModelConfig, settings: DetectionSetting
         raise ConfigError(f"{where}.baseline: vector columns are profiled from the reference "
                           f"events; set baseline.reference (a JSONL file) for this model")
     data = read_reference_vectors(Path(ref), model)
-    target = settings.false_alarm_events * vector_budget(len(model.vectors))
+    # the unit shares split what the facets' bias detectors leave of the model's rate
+    target = settings.false_alarm_events * vector_budget(len(model.vectors)) \
+        * bias_budget(model)[0]
     profiles, cals = {}, {}
     for i, v in enumerate(model.vectors):
         spec = VectorSpec(v.name, v.dim, v.components)

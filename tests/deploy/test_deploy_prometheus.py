@@ -35,6 +35,7 @@ EXPECTED_SEVERITIES = {
     "StreamdriftModelDataQuality": {"warning"},
     "StreamdriftPartitionSkew": {"warning"},
     "StreamdriftSegmentDrift": {"warning"},
+    "StreamdriftBiasDrift": {"warning"},  # bias drift (#16.2)
     "StreamdriftInvalidEventsHigh": {"warning", "critical"},  # two tiers
     "StreamdriftTargetDown": {"critical"},
     "StreamdriftTargetAbsent": {"critical"},
@@ -313,6 +314,7 @@ def test_alert_is_tested_at_its_for_boundary(rule):
     name, severity = rule["alert"], rule["labels"]["severity"]
     hold = minutes(rule.get("for"))
     by_group: dict[tuple[str, int], dict[float, bool]] = defaultdict(dict)
+    intervals: dict[tuple[str, int], float] = {}
     for fname, gi, group, case in unit_test_cases():
         if case["alertname"] != name:
             continue
@@ -324,9 +326,10 @@ def test_alert_is_tested_at_its_for_boundary(rule):
                                                           "runbook_url"}, (fname, case)
             fires = True
         by_group[(fname, gi)][minutes(case["eval_time"])] = fires
-        interval = minutes(group.get("interval", "1m"))
+        intervals[(fname, gi)] = minutes(group.get("interval", "1m"))
     assert by_group, f"{name} has no test case"
-    for cases in by_group.values():
+    for key, cases in by_group.items():
+        interval = intervals[key]  # each group's own (not the last group's)
         for t, fires in cases.items():
             if not fires or t < hold:
                 continue

@@ -61,6 +61,10 @@ ALARMING = {("fraud", "amount", "adwin"), ("fraud", "score", "ks")}
 #: (model, segment, column) drifting in its segment
 SEGMENTS = [("fraud", "region=eu", 0.95), ("fraud", "region=other", 0.05)]
 SEGMENT_ALARMING = {("fraud", "region=other", "amount")}
+#: bias drift (#16.2): (model, facet, value, share of its events, live DPPL, reference
+#: DPPL, alarming) of the facets (models[].bias)
+BIAS = [("fraud", "sex", "f", 0.45, 0.18, 0.09, True), ("fraud", "sex", "m", 0.55, -0.09, -0.09,
+                                                         False)]
 
 
 class FakeStreamdrift:
@@ -119,6 +123,21 @@ class FakeStreamdrift:
         yield from (seg_events, seg_score, seg_active)
         if "fraud" in self.models:
             yield from self._labels(t, now)
+        # bias drift (#16.2): the real sink's families over figures like the pipeline's
+        from stream.sinks.bias_metrics import bias_families
+
+        bias: dict = {}
+        for model, facet, value, share, dppl, ref, active in BIAS:
+            n = int(20 * share * t)  # the facet value's scored events
+            if model not in self.models:
+                continue
+            per = bias.setdefault(model, {"unscored": int(0.1 * t), "values": {}})
+            per["values"][f"{facet}={value}"] = {
+                "facet": facet, "value": value, "events": n, "alarms": int(active),
+                "active": active, "score": 1.3 if active else 0.2, "positive_rate": 0.3,
+                "dppl": dppl, "di": 0.8, "baseline_dppl": ref, "baseline_di": 0.9,
+                "baseline_positive_rate": 0.3, "threshold": 4.5}
+        yield from bias_families(bias)
         for model, columns in self.models.items():
             info.add_metric([model, "1.4.2", f"{model}-2024-06"], 1)
             processed.add_metric([model], 20 * t)

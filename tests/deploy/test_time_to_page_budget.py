@@ -63,7 +63,8 @@ def drift_rules() -> list[tuple[dict, dict]]:
                                               # model quality: from the concept alarm (the
                                               # labels' delay comes first), and the estimate
                                               "StreamdriftModelQualityDegraded",
-                                              "StreamdriftEstimatedPerformanceDrop"}
+                                              "StreamdriftEstimatedPerformanceDrop",
+                                              "StreamdriftBiasDrift"}
     return found
 
 

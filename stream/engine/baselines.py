@@ -29,6 +29,7 @@ from stream.config.files import (
     regular_file,
 )
 from stream.config.segments import segment_budget
+from stream.engine.attribution import budget_factor
 from stream.engine.multivariate import group_specs
 from stream.engine.references import read_stream_reference, reads_reference_as_stream
 from stream.formats.columns import extract_columns, select_events
@@ -48,6 +49,7 @@ def detection_settings(cfg: DetectionConfig, model: ModelConfig | None = None,
     model-wide monitor (a model with segments gives them part of its false-alarm budget,
     see stream.engine.segments)."""
     factor = segment_budget(len(model.segments))[0] if model is not None else 1.0
+    factor *= budget_factor(model)  # the attribution test's share (stream.engine.attribution)
     return DetectionSettings(
         false_alarm_events=float(cfg.false_alarm_events) * factor,
         window=cfg.window,

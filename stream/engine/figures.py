@@ -271,6 +271,11 @@ class PipelineSnapshot:
     #: model -> segment key (``name=value``) -> {"events": n, "columns": column -> (role,
     #: highest detector score, any detector episode open)} (stream.engine.segments)
     segments: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: model -> its attribution test's figures (stream.engine.attribution.AttributionFigures)
+    attribution: Mapping[str, Any] = field(default_factory=dict)
+    #: model -> root cause of its latest prediction episode, while one is open (top three:
+    #: rank, feature, contribution, score, importance)
+    root_causes: Mapping[str, Any] = field(default_factory=dict)
 
 
 class RunnerHealth:

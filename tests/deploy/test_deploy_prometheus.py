@@ -35,6 +35,7 @@ EXPECTED_SEVERITIES = {
     "StreamdriftModelDataQuality": {"warning"},
     "StreamdriftPartitionSkew": {"warning"},
     "StreamdriftSegmentDrift": {"warning"},
+    "StreamdriftAttributionDrift": {"warning"},
     "StreamdriftInvalidEventsHigh": {"warning", "critical"},  # two tiers
     "StreamdriftTargetDown": {"critical"},
     "StreamdriftTargetAbsent": {"critical"},

@@ -59,7 +59,8 @@ def drift_rules() -> list[tuple[dict, dict]]:
     assert {r["alert"] for _, r in found} == {"StreamdriftFeatureDrift",
                                               "StreamdriftPredictionDrift",
                                               "StreamdriftMultivariateDrift",
-                                              "StreamdriftSegmentDrift"}
+                                              "StreamdriftSegmentDrift",
+                                              "StreamdriftAttributionDrift"}
     return found
 
 

@@ -222,7 +222,8 @@ def test_every_dashboard_query_returns_data(drift_pipeline):
 #: metrics of features the e2e pipeline does not configure (segments, multivariate groups):
 #: their panels are checked with data by tests/deploy/test_prometheus_live.py, whose
 #: exporter serves them; here they must be absent altogether, not just empty
-OPTIONAL_METRICS = ("streamdrift_segment_", "streamdrift_multivariate_")
+OPTIONAL_METRICS = ("streamdrift_segment_", "streamdrift_multivariate_",
+                    "streamdrift_attribution_", "streamdrift_root_cause")
 #: template variables over those metrics, and the value their queries get when unset
 OPTIONAL_VARIABLES = {"segment"}
 UNCONFIGURED = "__unconfigured__"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,8 @@ log = logging.getLogger("streamdrift.attribution")
 ATTRIBUTION_SHARE = 0.1
 #: features in a root cause
 TOP = 3
+#: outcomes of a decoded attribution value
+OUTCOMES = ("ok", "missing", "invalid")
 PREFIX = "__attr__"
 
 
@@ -98,11 +101,13 @@ class AttributionFigures:
     alarms: int
     windows: int
     rows: int
+    #: attribution values by outcome (ok, missing, invalid) this process decoded
+    values: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ndcg": round(self.ndcg, 6), "level": round(self.level, 6),
                 "score": round(self.score, 6), "active": self.active, "alarms": self.alarms,
-                "windows": self.windows, "rows": self.rows}
+                "windows": self.windows, "rows": self.rows, "values": dict(self.values)}
 
 
 class ModelAttribution:
@@ -120,6 +125,8 @@ class ModelAttribution:
         self.monitors: dict[Any, AttributionMonitor] = {}
         #: counters of monitors of partitions since dropped: [alarms, windows, rows]
         self.retired = [0, 0, 0]
+        #: attribution values by outcome: bad ones are counted, never raised
+        self.values: Counter[str] = Counter({k: 0 for k in OUTCOMES})
 
     def monitor(self, partition: Any) -> AttributionMonitor:
         mon = self.monitors.get(partition)
@@ -143,6 +150,10 @@ class ModelAttribution:
             col = mb.columns.get(c)
             if col is not None:
                 values[:, j] = np.asarray(col, dtype=np.float64)
+        missing = sum(mb.missing_values.get(c, 0) for c in self.columns)
+        invalid = sum(mb.invalid_values.get(c, 0) for c in self.columns)
+        self.values.update(ok=n * len(self.columns) - missing - invalid, missing=missing,
+                           invalid=invalid)
         events = self.monitor(partition).update(values)
         return [e for e in events if e.opened], [e for e in events if not e.opened]
 
@@ -164,13 +175,14 @@ class ModelAttribution:
         mons = [self.monitors[k] for k in sorted(self.monitors)]
         if not mons:
             return AttributionFigures(1.0, self.calibration.level, 0.0, False,
-                                      self.retired[0], self.retired[1], self.retired[2])
+                                      self.retired[0], self.retired[1], self.retired[2],
+                                      dict(self.values))
         low = min(mons, key=lambda m: m.ndcg)
         return AttributionFigures(
             low.ndcg, self.calibration.level, max(m.score for m in mons),
             any(m.active for m in mons), self.retired[0] + sum(m.n_alarms for m in mons),
             self.retired[1] + sum(m.n_windows for m in mons),
-            self.retired[2] + sum(m.n_rows for m in mons))
+            self.retired[2] + sum(m.n_rows for m in mons), dict(self.values))
 
 
 def build_attribution(config: Config, model: ModelConfig,
@@ -228,6 +240,22 @@ def importance_source(model: ModelConfig) -> str:
     """Where the root cause's importances of ``model`` come from."""
     return "attributions" if model.attributions else \
         "importances" if model.importances else "none"
+
+
+def describe_attribution(model: ModelConfig) -> tuple[str, int]:
+    """``check-config``'s line about ``model``'s attributions and root cause, and the most
+    series they export (7 with attributions, plus 3 root-cause series while a prediction
+    drifts)."""
+    from stream.sinks.attribution_metrics import ROOT_CAUSE_SERIES, SERIES_PER_MODEL
+
+    rc = ROOT_CAUSE_SERIES if model.predictions else 0
+    if model.attributions is not None:
+        a = model.attributions
+        return (f"  attributions of {len(a.paths)} features, window {a.window}: NDCG test with "
+                f"{ATTRIBUTION_SHARE:.0%} of the model's false-alarm budget; root cause "
+                f"importance: attributions", SERIES_PER_MODEL + rc)
+    return (f"  root cause importance: {importance_source(model)} (see docs/attribution.md)",
+            rc)
 
 
 def root_cause_text(causes: Sequence[Mapping[str, Any]]) -> str:

@@ -1,6 +1,7 @@
 """Metric families of the attribution test and of the root cause (#16 items 3-4).
 
-``streamdrift_attribution_*`` (label ``model``): 7 series per model with
+``streamdrift_attribution_*`` (label ``model``; ``outcome`` for the values): 10 series
+per model with
 ``attributions:``, none for a model without.  ``streamdrift_root_cause`` (labels
 ``model``, ``rank``, ``feature``): the top three features of the model's latest
 prediction episode, exported only while a prediction episode of the model is open, so at
@@ -16,7 +17,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 #: the series each model with attributions exports (root cause not counted)
-SERIES_PER_MODEL = 7
+SERIES_PER_MODEL = 10
 #: the most root-cause series of a model
 ROOT_CAUSE_SERIES = 3
 
@@ -52,7 +53,13 @@ def attribution_families(attribution: Mapping[str, Any],
                                       "Windows the attribution test has ranked.", labels=label)
         rows = CounterMetricFamily("streamdrift_attribution_events",
                                    "Events with attributions the test has seen.", labels=label)
+        values = CounterMetricFamily(
+            "streamdrift_attribution_values",
+            "Attribution values decoded, by outcome (ok, missing, invalid: left out of the "
+            "windows, never fatal).", labels=["model", "outcome"])
         for model, f in attribution.items():
+            for outcome, n in sorted(f.values.items()):
+                values.add_metric([model, outcome], n)
             ndcg.add_metric([model], _num(f.ndcg))
             level.add_metric([model], _num(f.level))
             score.add_metric([model], _num(f.score))
@@ -60,7 +67,7 @@ def attribution_families(attribution: Mapping[str, Any],
             alarms.add_metric([model], f.alarms)
             windows.add_metric([model], f.windows)
             rows.add_metric([model], f.rows)
-        yield from (ndcg, level, score, active, alarms, windows, rows)
+        yield from (ndcg, level, score, active, alarms, windows, rows, values)
     if root_causes:
         rc = GaugeMetricFamily(
             "streamdrift_root_cause",

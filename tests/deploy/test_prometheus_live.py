@@ -178,6 +178,11 @@ class FakeStreamdrift:
                                           labels=["model"])
             counter.add_metric(["fraud"], value)
             yield counter
+        values = CounterMetricFamily("streamdrift_attribution_values", "av",
+                                     labels=["model", "outcome"])
+        for outcome, share in (("ok", 3.9), ("missing", 0.1), ("invalid", 0.0)):
+            values.add_metric(["fraud", outcome], share * 19 * t)
+        yield values
         cause = GaugeMetricFamily("streamdrift_root_cause", "rc",
                                   labels=["model", "rank", "feature"])
         for rank, feature, value in ROOT_CAUSE:

@@ -96,6 +96,16 @@ def test_a_feature_shift_opens_attribution_drift_and_names_the_feature_as_root_c
     assert sample(s, "streamdrift_attribution_alarms_total", model=at.MODEL) == 1
     assert sample(s, "streamdrift_attribution_ndcg", model=at.MODEL) < \
         sample(s, "streamdrift_attribution_level", model=at.MODEL)
+    # the broken attributions were counted, never fatal: the 1st event has none (4
+    # missing), the 3rd one invalid value and 3 missing; the 2nd, whose mapping is a
+    # string, is rejected whole as any event of the wrong structure is (by reason)
+    assert sample(s, "streamdrift_attribution_values_total", model=at.MODEL,
+                  outcome="invalid") == 1
+    assert sample(s, "streamdrift_attribution_values_total", model=at.MODEL,
+                  outcome="missing") == 4 + 3
+    assert sample(s, "streamdrift_events_invalid_total", reason="wrong_structure") == 1
+    assert sample(s, "streamdrift_attribution_values_total", model=at.MODEL,
+                  outcome="ok") == 4 * (len(messages) - 3)
     causes = {(dict(k[1])["rank"], dict(k[1])["feature"]): v for k, v in s.items()
               if k[0] == "streamdrift_root_cause"}
     assert len(causes) == 3 and ("1", "x1") in causes, causes

@@ -151,3 +151,25 @@ def test_metrics_pass_promtool_and_are_absent_without_attributions(shared: Path)
     assert "streamdrift_root_cause{" not in text  # no prediction episode open
     _, plain = _run(shared, [(2_000, *at.CLEAN)], 10, attributions=False)
     assert "streamdrift_attribution" not in generate_latest(make_registry(plain)).decode()
+
+
+def test_check_config_names_the_attributions_and_counts_their_series(
+        shared: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from stream.cli import main
+    from stream.sinks.attribution_metrics import ROOT_CAUSE_SERIES, SERIES_PER_MODEL
+
+    def count(**kw: Any) -> tuple[str, int]:
+        name = f"check-{len(kw)}"
+        (shared / f"{name}.yaml").write_text(yaml.safe_dump(at.config("ref.jsonl", **kw)))
+        capsys.readouterr()
+        assert main(["check-config", "-c", str(shared / f"{name}.yaml")]) == 0
+        out = capsys.readouterr().out
+        return out, int(out.split("about ")[1].split()[0])
+
+    out, with_attr = count()
+    assert "attributions of 4 features, window 500" in out
+    out, plain = count(attributions=False)
+    assert "root cause importance: none" in out
+    # the prediction's root cause (3) is counted in both
+    assert with_attr - plain == SERIES_PER_MODEL
+    assert ROOT_CAUSE_SERIES == 3

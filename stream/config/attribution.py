@@ -31,6 +31,8 @@ ATTRIBUTION_KEYS = ("path", "paths", "features", "window")
 #: the column name of the attribution test's episodes (a model column may not take it)
 ATTRIBUTION_COLUMN = "attribution"
 DEFAULT_WINDOW = 1000
+#: the share of the model-wide monitor's false-alarm rate the attribution test takes
+ATTRIBUTION_SHARE = 0.1
 MIN_WINDOW = 50
 _EXAMPLE = "{path: explanation.shap} or {paths: {income: shap.income}}"
 
@@ -47,6 +49,14 @@ class AttributionConfig:
     @property
     def features(self) -> tuple[str, ...]:
         return tuple(f for f, _ in self.paths)
+
+
+def budget_factor(model: Any) -> float:
+    """The factor of ``false_alarm_events`` of a model's column monitors (a ModelConfig or
+    None): ``1 / (1 - ATTRIBUTION_SHARE)`` with attributions, 1 without."""
+    if model is None or getattr(model, "attributions", None) is None:
+        return 1.0
+    return 1.0 / (1.0 - ATTRIBUTION_SHARE)
 
 
 def parse_attributions(ctx: Ctx, value: Any, path: KeyPath, columns: Sequence[ColumnConfig],

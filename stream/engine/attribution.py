@@ -26,7 +26,7 @@ import dataclasses
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,26 +42,21 @@ from detectors.attribution import (
 )
 from detectors.errors import DetectorError
 from stream.config import ColumnConfig, Config, ConfigError, ModelConfig
-from stream.config.attribution import ATTRIBUTION_COLUMN
+from stream.config.attribution import ATTRIBUTION_COLUMN, ATTRIBUTION_SHARE, budget_factor
+from stream.engine.baselines import detection_settings, read_reference
 from stream.formats.batch import ModelBatch
 
 log = logging.getLogger("streamdrift.attribution")
 
-#: the share of the model-wide monitor's false-alarm rate the attribution test takes
-ATTRIBUTION_SHARE = 0.1
+#: the series each model with attributions exports (stream.sinks.attribution_metrics;
+#: root cause not counted), and the most root-cause series of a model
+SERIES_PER_MODEL = 10
+ROOT_CAUSE_SERIES = 3
 #: features in a root cause
 TOP = 3
 #: outcomes of a decoded attribution value
 OUTCOMES = ("ok", "missing", "invalid")
 PREFIX = "__attr__"
-
-
-def budget_factor(model: ModelConfig | None) -> float:
-    """The factor of ``false_alarm_events`` of ``model``'s column monitors (1 without
-    attributions)."""
-    if model is None or model.attributions is None:
-        return 1.0
-    return 1.0 / (1.0 - ATTRIBUTION_SHARE)
 
 
 def hidden(feature: str) -> str:
@@ -190,8 +185,6 @@ def build_attribution(config: Config, model: ModelConfig,
     """Read the reference's attributions of ``model`` and calibrate its test;
     ``false_alarm_events``: the model-wide monitor's budget before the attribution share
     is taken out of it."""
-    from stream.engine.baselines import read_reference
-
     assert model.attributions is not None and model.baseline.reference is not None
     where = f"models[{model.name}].attributions"
     data = read_reference(model.baseline.reference, attribution_model(model))
@@ -214,8 +207,6 @@ def build_attribution(config: Config, model: ModelConfig,
 
 def resolve_attributions(config: Config) -> dict[str, ModelAttribution]:
     """model -> its attribution test, for the models with attributions."""
-    from stream.engine.baselines import detection_settings
-
     return {m.name: build_attribution(
         config, m, detection_settings(config.detection, m).false_alarm_events
         / budget_factor(m)) for m in config.models if m.attributions}
@@ -236,6 +227,37 @@ def rank_root_cause(model: ModelConfig, monitor: Any,
     return root_cause(scores, importance, TOP)
 
 
+class RootCauses:
+    """The root causes of the prediction episodes a pipeline opens (model-wide only)."""
+
+    def __init__(self, config: Config, attribution: Mapping[str, ModelAttribution]) -> None:
+        self.models = {m.name: m for m in config.models}
+        self.predictions = {(m.name, c.name) for m in config.models for c in m.predictions}
+        self.attribution = attribution
+        #: model -> the root cause of its latest prediction episode opened
+        self.latest: dict[str, list[dict[str, Any]]] = {}
+
+    def _is_prediction(self, ep: Any) -> bool:
+        return not ep.segment and (ep.model, ep.feature) in self.predictions
+
+    def on_episodes(self, episodes: Sequence[tuple[str, Any]],
+                    monitors: Mapping[str, Any]) -> None:
+        """Give each prediction episode opened in ``episodes`` (("open" | "close",
+        Episode)) its root cause, from the partition's ``monitors`` (model -> monitor)."""
+        for kind, ep in episodes:
+            if kind == "open" and self._is_prediction(ep):
+                ep.root_cause = rank_root_cause(self.models[ep.model], monitors[ep.model],
+                                                self.attribution.get(ep.model))
+                self.latest[ep.model] = ep.root_cause
+
+    def open(self, books: Iterable[Any]) -> dict[str, list[dict[str, Any]]]:
+        """model -> the root cause of its latest prediction episode, while one is open in
+        any of ``books`` (EpisodeBook of each partition)."""
+        models = {ep.model for book in books for ep in book.open.values()
+                  if self._is_prediction(ep)}
+        return {m: rc for m, rc in self.latest.items() if m in models and rc}
+
+
 def importance_source(model: ModelConfig) -> str:
     """Where the root cause's importances of ``model`` come from."""
     return "attributions" if model.attributions else \
@@ -246,8 +268,6 @@ def describe_attribution(model: ModelConfig) -> tuple[str, int]:
     """``check-config``'s line about ``model``'s attributions and root cause, and the most
     series they export (7 with attributions, plus 3 root-cause series while a prediction
     drifts)."""
-    from stream.sinks.attribution_metrics import ROOT_CAUSE_SERIES, SERIES_PER_MODEL
-
     rc = ROOT_CAUSE_SERIES if model.predictions else 0
     if model.attributions is not None:
         a = model.attributions

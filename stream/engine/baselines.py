@@ -22,6 +22,7 @@ from detectors.errors import DetectorError
 from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline, calibration_key
 from detectors.quality import count_incomplete
 from stream.config import Config, ConfigError, DetectionConfig, ModelConfig
+from stream.config.attribution import budget_factor
 from stream.config.files import (
     MAX_BASELINE_BYTES,
     MAX_REFERENCE_BYTES,
@@ -29,7 +30,6 @@ from stream.config.files import (
     regular_file,
 )
 from stream.config.segments import segment_budget
-from stream.engine.attribution import budget_factor
 from stream.engine.multivariate import group_specs
 from stream.engine.references import read_stream_reference, reads_reference_as_stream
 from stream.formats.columns import extract_columns, select_events

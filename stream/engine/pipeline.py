@@ -29,12 +29,7 @@ import numpy as np
 
 from detectors.model import ModelBaseline, ModelMonitor
 from stream.config import Config
-from stream.engine.attribution import (
-    ModelAttribution,
-    decode_attributions,
-    rank_root_cause,
-    resolve_attributions,
-)
+from stream.engine.attribution import RootCauses, decode_attributions, resolve_attributions
 from stream.engine.baselines import column_specs, detection_settings
 from stream.engine.episodes import Detection, Episode, EpisodeBook
 from stream.engine.figures import (
@@ -151,11 +146,9 @@ class Pipeline:
         self.config = config
         self.clock = clock
         self.decoder = decoder_for(decode_attributions(decode_config(config)))
-        #: model -> its attribution test (stream.engine.attribution; #16 item 3)
-        self.attribution: dict[str, ModelAttribution] = resolve_attributions(config)
-        #: model -> the root cause of its last prediction episode opened (#16 item 4)
-        self.root_causes: dict[str, list[dict[str, Any]]] = {}
-        self.model_configs = {m.name: m for m in config.models}
+        #: model -> its attribution test, and the root causes (stream.engine.attribution)
+        self.attribution = resolve_attributions(config)
+        self.root_causes = RootCauses(config, self.attribution)
         self.settings = detection_settings(config.detection)
         #: model -> the settings of its model-wide monitor (segments take part of the budget)
         self.model_settings = {m.name: detection_settings(config.detection, m)
@@ -403,7 +396,7 @@ class Pipeline:
             self.last_episodes = []
             if found or closes:
                 self._track_episodes(st.book, found, closes, now)
-                self._root_causes(st)
+                self.root_causes.on_episodes(self.last_episodes, st.monitors)
             took = time.perf_counter() - t0
             self.batch_counts[int(np.searchsorted(BATCH_BUCKETS, took))] += 1
             self.batch_sum += took
@@ -455,23 +448,6 @@ class Pipeline:
                 self.last_episodes.append(("open" if opening else "close", ep))
                 if not opening:
                     self.recent_episodes.append(ep)
-
-    def _root_causes(self, st: PartitionState) -> None:
-        """The root cause of each prediction episode the batch opened (model-wide)."""
-        for kind, ep in self.last_episodes:
-            if kind == "open" and not ep.segment \
-                    and self.roles[ep.model].get(ep.feature) == "prediction":
-                ep.root_cause = rank_root_cause(self.model_configs[ep.model],
-                                                st.monitors[ep.model],
-                                                self.attribution.get(ep.model))
-                self.root_causes[ep.model] = ep.root_cause
-
-    def _open_root_causes(self) -> dict[str, list[dict[str, Any]]]:
-        """model -> the root cause of its latest prediction episode, while one is open."""
-        open_models = {ep.model for st in self.partitions.values()
-                       for ep in st.book.open.values()
-                       if not ep.segment and self.roles[ep.model].get(ep.feature) == "prediction"}
-        return {m: rc for m, rc in self.root_causes.items() if m in open_models and rc}
 
     def open_episodes(self) -> list[Episode]:
         """The column episodes open now, over all partitions."""
@@ -591,7 +567,7 @@ class Pipeline:
                 skew={} if self.skew is None else self.skew.figures(),
                 segments=self._segment_figures(),
                 attribution={m: at.figures() for m, at in self.attribution.items()},
-                root_causes=self._open_root_causes(),
+                root_causes=self.root_causes.open(st.book for st in self.partitions.values()),
             )
 
     def _segment_figures(self) -> dict[str, Any]:

@@ -16,10 +16,9 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-#: the series each model with attributions exports (root cause not counted)
-SERIES_PER_MODEL = 10
-#: the most root-cause series of a model
-ROOT_CAUSE_SERIES = 3
+from stream.engine.attribution import ROOT_CAUSE_SERIES, SERIES_PER_MODEL
+
+__all__ = ["ROOT_CAUSE_SERIES", "SERIES_PER_MODEL", "attribution_families"]
 
 
 def _num(x: Any) -> float:

@@ -126,7 +126,7 @@ def test_root_cause_names_the_drifted_feature_first(shared: Path, seed: int,
 
     report, pipeline = _run(shared, [(10_000, *at.CLEAN), (5_000, *at.X1_SHIFT)], seed,
                             **kw)
-    assert importance_source(pipeline.model_configs[at.MODEL]) == source
+    assert importance_source(pipeline.root_causes.models[at.MODEL]) == source
     preds = [e for e in report["episodes"] if e["feature"] == "p"]
     assert preds, report["episodes"]
     rc = preds[0]["root_cause"]

@@ -134,6 +134,16 @@ def test_root_cause_names_the_drifted_feature_first(shared: Path, seed: int,
     assert rc[0]["feature"] == "x1" and rc[0]["score"] > 1.0, rc
     assert rc[0]["contribution"] > rc[1]["contribution"] >= rc[2]["contribution"]
     assert all(e.get("root_cause") is None for e in report["episodes"] if e["feature"] != "p")
+    # the HTML report's card names it first, with how its contribution was made
+    from stream.report.attribution_html import attribution_card
+
+    eps: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for e in report["episodes"]:
+        eps.setdefault((e["model"], e["feature"]), []).append(e)
+    card = "".join(attribution_card(at.MODEL, report["models"][at.MODEL], eps))
+    assert "Attributions and root cause" in card and "<td>p</td>" in card
+    assert "1. x1 (" in card and "2. x1" not in card
+    assert ("Attribution ranking" in card) == (source == "attributions")
     text = generate_latest(make_registry(pipeline)).decode()
     lines = [ln for ln in text.splitlines() if ln.startswith("streamdrift_root_cause{")]
     assert len(lines) == 3, lines

@@ -484,6 +484,21 @@ def model() -> dict:
                    "a model without groups.", "none",
                    [target(f"max by (group) (streamdrift_multivariate_score{{{m}}})",
                            "{{group}}")], threshold_line=1),
+        # -- attribution drift and root cause (#16 items 3-4; docs/attribution.md) --
+        timeseries("Attribution ranking (NDCG)",
+                   "NDCG of the last window's ranking of the model's features by mean absolute "
+                   "attribution against the reference's ranking (1: same ranking), and the "
+                   "calibrated level below which it alarms (models[].attributions). Empty for "
+                   "a model without attributions.", "none",
+                   [target(f"min(streamdrift_attribution_ndcg{{{m}}})", "NDCG"),
+                    target(f"max(streamdrift_attribution_level{{{m}}})", "alarm level")]),
+        table("Root cause of prediction drift",
+              "While a prediction of the model drifts: the top three features by contribution "
+              "(drift score x importance; importance = the reference's mean absolute "
+              "attribution, or importances:, or 1). Empty otherwise.", "none",
+              [target(f"max by (rank, feature) (streamdrift_root_cause{{{m}}})", instant=True,
+                      table=True)], hide=("Time",), w=12, h=6,
+              rename={"Value": "contribution"}),
         table("Data quality per column",
               "Current missing, invalid, out-of-range (numeric) and unseen-category "
               "(categorical) shares of the recent window of each column.", "percentunit",

@@ -110,6 +110,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print(f"  bias: at most {bias_engine.series_bound(m)} series; the facets take "
                   f"10 % of the false-alarm budget")
             n_series += bias_engine.series_bound(m)
+        # attribution drift and root cause (#16 items 3-4; stream.sinks.attribution_metrics)
+        from stream.engine.attribution import describe_attribution
+
+        line, extra = describe_attribution(m)
+        print(line)
+        n_series += extra
         if config.detection.partition_check.enabled:
             # partition skew (once two partitions are compared): score, effect, active per
             # cause per column; partitions compared and checks per model

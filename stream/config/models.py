@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 from detectors.catalogue import default_min_effects
+from stream.config.attribution import parse_attributions, parse_importances
 from stream.config.keys import (
     ABSENT,
     BAD,
@@ -42,7 +43,7 @@ from stream.config.vectors import is_vector, parse_vector
 
 _MODEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _MODEL_KEYS = ("name", "version", "select", "baseline", "features", "predictions", "labels",
-               "multivariate", "segments", "bias")
+               "multivariate", "segments", "bias", "attributions", "importances")
 _COLUMN_KEYS = ("name", "path", "type", "detectors", "min_effect")
 _DETECTION_KEYS = (
     "false_alarm_events",
@@ -342,6 +343,13 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
 
     bias = parse_bias(ctx, get_key(sec, "bias"), path + ("bias",), by_name, labels,
                       isinstance(baseline, BaselineConfig) and baseline.reference is not None)
+    # attribution drift and root cause (#16 items 3-4)
+    all_columns = (*groups["features"], *groups["predictions"])
+    attributions = parse_attributions(
+        ctx, get_key(sec, "attributions"), path + ("attributions",), all_columns,
+        isinstance(baseline, BaselineConfig) and baseline.reference is not None)
+    importances = parse_importances(ctx, get_key(sec, "importances"),
+                                    path + ("importances",), all_columns)
     return ModelConfig(
         name=name,
         baseline=baseline,
@@ -354,6 +362,8 @@ def _model(ctx: Ctx, value: Any, path: KeyPath, detection: DetectionConfig) -> M
         segments=segments,
         vectors=tuple(vectors),
         bias=bias,
+        attributions=attributions,
+        importances=importances,
     )
 
 

@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from detectors import catalogue
+from stream.config.attribution import AttributionConfig
 from stream.config.errors import Secret
 from stream.config.formats import AvroConfig, OpenInferenceConfig
 from stream.config.segments import SegmentConfig
@@ -297,6 +298,11 @@ class ModelConfig:
     # -- bias drift (#16.2) -------------------------------------------------------------
     #: facets and the positive prediction (stream.config.bias.BiasConfig; None: none)
     bias: Any = None
+    # -- attribution drift and root cause (#16 items 3-4; stream.config.attribution) --
+    #: where events carry per-feature attributions (None: no attribution test)
+    attributions: AttributionConfig | None = None
+    #: feature -> configured importance (root cause without attributions)
+    importances: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def columns(self) -> tuple[ColumnConfig, ...]:

@@ -22,6 +22,7 @@ from detectors.errors import DetectorError
 from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline, calibration_key
 from detectors.quality import count_incomplete
 from stream.config import Config, ConfigError, DetectionConfig, ModelConfig
+from stream.config.attribution import budget_factor
 from stream.config.bias import bias_budget
 from stream.config.files import (
     MAX_BASELINE_BYTES,
@@ -54,6 +55,7 @@ def detection_settings(cfg: DetectionConfig, model: ModelConfig | None = None,
         factor *= vector_budget(len(model.vectors))
     # bias drift (#16.2): facets take a share of the model's rate (stream.config.bias)
     factor *= bias_budget(model)[0]
+    factor *= budget_factor(model)  # the attribution test's share (stream.engine.attribution)
     return DetectionSettings(
         false_alarm_events=float(cfg.false_alarm_events) * factor,
         window=cfg.window,

@@ -79,6 +79,9 @@ class Episode:
     peaks: dict[str, tuple[float, float]] = field(default_factory=dict)
     #: ``name=value`` of the segment ("": the model-wide monitor)
     segment: str = ""
+    #: a prediction's episode: the features ranked by contribution at its opening (the top
+    #: three; stream.engine.attribution.rank_root_cause); [] otherwise
+    root_cause: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -91,6 +94,8 @@ class Episode:
                                "peak_score": round(self.peak_score, 6)}
         if self.segment:
             out["segment"] = self.segment
+        if self.root_cause:
+            out["root_cause"] = [dict(c) for c in self.root_cause]
         return out
 
     def state(self) -> dict[str, Any]:

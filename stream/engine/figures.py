@@ -275,6 +275,11 @@ class PipelineSnapshot:
     vectors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: model -> {"unscored": n, "values": facet=value -> figures} (stream.engine.bias)
     bias: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: model -> its attribution test's figures (stream.engine.attribution.AttributionFigures)
+    attribution: Mapping[str, Any] = field(default_factory=dict)
+    #: model -> root cause of its latest prediction episode, while one is open (top three:
+    #: rank, feature, contribution, score, importance)
+    root_causes: Mapping[str, Any] = field(default_factory=dict)
 
 
 class RunnerHealth:

@@ -30,6 +30,7 @@ import numpy as np
 from detectors.model import ModelBaseline, ModelMonitor
 from stream.config import Config
 from stream.engine import bias as facets
+from stream.engine.attribution import RootCauses, decode_attributions, resolve_attributions
 from stream.engine.baselines import column_specs, detection_settings
 from stream.engine.episodes import Detection, Episode, EpisodeBook
 from stream.engine.figures import (
@@ -147,7 +148,11 @@ class Pipeline:
                  bias: Mapping[str, facets.ModelBias] | None = None) -> None:
         self.config = config
         self.clock = clock
-        self.decoder = decoder_for(decode_config(facets.with_facets(config)))
+        self.decoder = decoder_for(decode_attributions(decode_config(
+            facets.with_facets(config))))
+        #: model -> its attribution test, and the root causes (stream.engine.attribution)
+        self.attribution = resolve_attributions(config)
+        self.root_causes = RootCauses(config, self.attribution)
         self.settings = detection_settings(config.detection)
         #: model -> the settings of its model-wide monitor (segments take part of the budget)
         self.model_settings = {m.name: detection_settings(config.detection, m)
@@ -291,6 +296,8 @@ class Pipeline:
                 self.skew.drop(key)
             if self.labels is not None:
                 self.labels.drop(key)
+            for at in self.attribution.values():
+                at.drop(key)
             if st is None:
                 return False
             consumed, processed = self.retired_partitions.get(key, (0, Counter()))
@@ -372,6 +379,12 @@ class Pipeline:
                                                          self.bias_unscored)
                     found += [_detection(name, a, mb, base_index, offset_of, k) for k, a in bo]
                     closes += [_detection(name, a, mb, base_index, offset_of, k) for k, a in bc]
+                at = self.attribution.get(name)
+                if at is not None:  # attribution drift (stream.engine.attribution)
+                    opened, shut = at.update(partition, mb)
+                    found.extend(_detection(name, e, mb, base_index, offset_of) for e in opened)
+                    closes.extend(_detection(name, e, mb, base_index, offset_of) for e in shut)
+                    mb = at.strip(mb)
                 ms = self.segments.get(name)
                 if ms is not None:
                     seg_found, seg_closes = ms.update(st.segments[name], mb,
@@ -419,6 +432,7 @@ class Pipeline:
             self.last_episodes = []
             if found or closes:
                 self._track_episodes(st.book, found, closes, now)
+                self.root_causes.on_episodes(self.last_episodes, st.monitors)
             took = time.perf_counter() - t0
             self.batch_counts[int(np.searchsorted(BATCH_BUCKETS, took))] += 1
             self.batch_sum += took
@@ -604,6 +618,8 @@ class Pipeline:
                 segments=self._segment_figures(),
                 vectors={name: mv.figures() for name, mv in self.vectors.items()},
                 bias=facets.bias_figures(self.bias, self.bias_states, self.bias_unscored),
+                attribution={m: at.figures() for m, at in self.attribution.items()},
+                root_causes=self.root_causes.open(st.book for st in self.partitions.values()),
             )
 
     def _segment_figures(self) -> dict[str, Any]:
@@ -633,5 +649,7 @@ class Pipeline:
                                                 self._groups(name).items()}}
                               if self.groups[name] else {}),
                            **({"vectors": vectors_summary({name: self.vectors[name]})[name]}
-                              if name in self.vectors else {})}
+                              if name in self.vectors else {}),
+                           **({"attribution": self.attribution[name].figures().to_dict()}
+                              if name in self.attribution else {})}
                     for name in self.fresh}

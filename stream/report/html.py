@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from detectors.profile import CategoricalProfile, NumericProfile, Profile
+from stream.report.attribution_html import attribution_card
 from stream.report.collect import INCOMPLETE, RATIOS, PeakWindow, ReportRecorder
 from stream.report.inject import KINDS, ColumnWhatIf, combine
 from stream.report.svg import PALETTE, category_bars, histogram, line_chart, timeline
@@ -196,6 +197,7 @@ def _model(model: str, mrep: Mapping[str, Any], recorder: ReportRecorder,
     out.append("<div class=\"card\">" + timeline(rows, x_range, title="Drift episodes over "
                                                   "the input (line index)") + "</div>")
     out += _quality(model, cols, mrep, recorder, profiles, x_range)
+    out += attribution_card(model, mrep, eps_by_col)  # attributions, root cause (#16)
     block = recorder.series[model]
     xs, ys = block.points()
     order = sorted(cols, key=lambda c: -max((float(e["peak_score"]) for e in

@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from stream.config import Config, require_kafka
+from stream.engine.attribution import root_cause_text
 from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
 from stream.formats.decoders import wants_records
@@ -208,6 +209,12 @@ class KafkaRunner(Rebalancing):
                                                  offset_of=functools.partial(_offset, recs))
             if self.drift_events is not None:
                 drift += episode_records(self.pipeline, self.kafka.group_id)
+            for kind, ep in self.pipeline.last_episodes:  # a prediction drifts: its root cause
+                if kind == "open" and ep.root_cause:
+                    log.info("drift episode opened", extra={
+                        **ep.to_dict(), "root_cause_text": root_cause_text(ep.root_cause),
+                        "topic": ep.partition[0], "partition": ep.partition[1],
+                        "offset": ep.open_offset})
             for d in found:
                 r = recs[d.index - self.consumed]
                 log.info("drift alarm", extra={**d.to_dict(), "topic": r.topic,

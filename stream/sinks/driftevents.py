@@ -139,6 +139,8 @@ def episode_record(kind: str, ep: Episode, *, group_id: str, version: str, role:
     if kind == "open":
         value["detectors"] = list(ep.open_scores) or list(ep.detectors)
         value["scores"] = _scores(ep.open_scores)
+        if ep.root_cause:  # a prediction's episode: its top features (stream.engine.attribution)
+            value["root_cause"] = [dict(c) for c in ep.root_cause]
     else:
         start, end = _num(ep.open_event_time), _num(ep.close_event_time)
         value.update(

@@ -31,6 +31,7 @@ from stream.engine.pipeline import BATCH_BUCKETS, Pipeline
 from stream.engine.skew import CAUSES as SKEW_CAUSES
 from stream.engine.skew import SkewFigures
 from stream.formats.batch import INVALID_REASONS
+from stream.sinks.attribution_metrics import attribution_families
 from stream.sinks.bias_metrics import bias_families
 from stream.sinks.http import make_server
 from stream.sinks.multivariate_metrics import group_families
@@ -194,6 +195,7 @@ class StreamdriftCollector(Collector):
         yield from segment_families(snap.segments)
         yield from vector_families(snap.vectors)
         yield from bias_families(snap.bias)  # bias drift (#16.2)
+        yield from attribution_families(snap.attribution, snap.root_causes)
 
         consumed = CounterMetricFamily("streamdrift_events_consumed",
                                        "Messages read from the source, valid or not.")

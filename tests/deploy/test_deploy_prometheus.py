@@ -36,6 +36,7 @@ EXPECTED_SEVERITIES = {
     "StreamdriftPartitionSkew": {"warning"},
     "StreamdriftSegmentDrift": {"warning"},
     "StreamdriftBiasDrift": {"warning"},  # bias drift (#16.2)
+    "StreamdriftAttributionDrift": {"warning"},
     "StreamdriftInvalidEventsHigh": {"warning", "critical"},  # two tiers
     "StreamdriftTargetDown": {"critical"},
     "StreamdriftTargetAbsent": {"critical"},

@@ -57,6 +57,8 @@ INSTANCE_MODELS = [
 ]
 #: (model, column, detector) in the alarm state: a feature drift and a prediction drift.
 ALARMING = {("fraud", "amount", "adwin"), ("fraud", "score", "ks")}
+#: the root cause of the drifting prediction of model fraud: (rank, feature, contribution)
+ROOT_CAUSE = [("1", "amount", 7.5), ("2", "country", 0.4)]
 #: (model, segment, share of its events) of the segments (models[].segments) and the
 #: (model, segment, column) drifting in its segment
 SEGMENTS = [("fraud", "region=eu", 0.95), ("fraud", "region=other", 0.05)]
@@ -186,6 +188,27 @@ class FakeStreamdrift:
                                           labels=group)
             counter.add_metric(["fraud", "joint"], value)
             yield counter
+        # attribution drift of model fraud (models[].attributions), quiet, and the root cause
+        # of its drifting prediction (#16 items 3-4)
+        for name, value in (("ndcg", 0.991), ("level", 0.95), ("score", 0.18), ("active", 0.0)):
+            family = GaugeMetricFamily(f"streamdrift_attribution_{name}", name, labels=["model"])
+            family.add_metric(["fraud"], value)
+            yield family
+        for name, value in (("alarms", 0.0), ("windows", t / 50), ("events", 19 * t)):
+            counter = CounterMetricFamily(f"streamdrift_attribution_{name}", name,
+                                          labels=["model"])
+            counter.add_metric(["fraud"], value)
+            yield counter
+        values = CounterMetricFamily("streamdrift_attribution_values", "av",
+                                     labels=["model", "outcome"])
+        for outcome, share in (("ok", 3.9), ("missing", 0.1), ("invalid", 0.0)):
+            values.add_metric(["fraud", outcome], share * 19 * t)
+        yield values
+        cause = GaugeMetricFamily("streamdrift_root_cause", "rc",
+                                  labels=["model", "rank", "feature"])
+        for rank, feature, value in ROOT_CAUSE:
+            cause.add_metric(["fraud", rank, feature], value)
+        yield cause
 
         consumed = CounterMetricFamily("streamdrift_events_consumed", "c")
         consumed.add_metric([], 50 * t)
@@ -437,6 +460,8 @@ def test_alerts_go_pending_and_the_watchdog_fires(prometheus):
         "model": "fraud", "feature": "score", "role": "prediction", "severity": "critical"}
     assert prediction["annotations"]["description"].startswith(
         "1 distribution/mean detector(s) (ks, adwin, cusum, chi2, surprisal) on prediction score of model fraud")
+    # the annotation's query names the root cause, from the exporters' series
+    assert prediction["annotations"]["root_cause"] == "1. amount (7.5); 2. country (0.4); "
     (feature,) = by_name["StreamdriftFeatureDrift"]
     assert feature["labels"]["feature"] == "amount"
     # the model-quality episode of fraud (both instances serve it: one alert per model)

@@ -64,7 +64,8 @@ def drift_rules() -> list[tuple[dict, dict]]:
                                               # labels' delay comes first), and the estimate
                                               "StreamdriftModelQualityDegraded",
                                               "StreamdriftEstimatedPerformanceDrop",
-                                              "StreamdriftBiasDrift"}
+                                              "StreamdriftBiasDrift",
+                                              "StreamdriftAttributionDrift"}
     return found
 
 

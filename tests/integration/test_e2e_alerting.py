@@ -222,13 +222,14 @@ def test_every_dashboard_query_returns_data(drift_pipeline):
 
 
 #: metrics of features the e2e pipeline does not configure (segments, multivariate groups,
-#: labels and the model quality they give, bias drift): their panels are checked with data
-#: by tests/deploy/test_prometheus_live.py, whose exporter serves them; here they must be
-#: absent altogether, not just empty
+#: labels and the model quality they give, bias drift, attribution drift and root cause):
+#: their panels are checked with data by tests/deploy/test_prometheus_live.py, whose
+#: exporter serves them; here they must be absent altogether, not just empty
 OPTIONAL_METRICS = ("streamdrift_segment_", "streamdrift_multivariate_",
                     "streamdrift_labels", "streamdrift_model_quality",
                     "streamdrift_concept_drift_", "streamdrift_estimated_quality",
-                    "streamdrift_last_label_", "streamdrift_bias_")
+                    "streamdrift_last_label_", "streamdrift_bias_",
+                    "streamdrift_attribution_", "streamdrift_root_cause")
 #: template variables over those metrics (also any variable whose selector reads only them,
 #: such as the model-quality dashboard's), and the value their queries get when unset
 OPTIONAL_VARIABLES = {"segment"}

@@ -30,31 +30,27 @@ import numpy as np
 from detectors.model import ModelBaseline, ModelMonitor
 from stream.config import Config
 from stream.engine import bias as facets
+from stream.engine import pipeline_figures
 from stream.engine.attribution import RootCauses, decode_attributions, resolve_attributions
 from stream.engine.baselines import column_specs, detection_settings
 from stream.engine.episodes import Detection, Episode, EpisodeBook
 from stream.engine.figures import (
-    ColumnFigures,
-    ModelFigures,
-    PartitionFigures,
     PartitionKey,
     PipelineSnapshot,
-    QualityFigures,
-    aggregate_column,
 )
-from stream.engine.labelbook import LabelBook, LabelSnapshot, label_report, remap_positions
+from stream.engine.labelbook import LabelBook, LabelSnapshot, remap_positions
 from stream.engine.labels import split_inline
 from stream.engine.multivariate import DETECTOR as JOINT
-from stream.engine.multivariate import group_counters, group_figures, group_specs
+from stream.engine.multivariate import group_specs
+from stream.engine.pipeline_figures import counters
 from stream.engine.segments import (
     ModelSegments,
     SegmentMonitors,
     decode_config,
     resolve_segments,
-    segment_figures,
 )
 from stream.engine.skew import PartitionSkew
-from stream.engine.vectors import resolve_vectors, vectors_summary
+from stream.engine.vectors import resolve_vectors
 from stream.formats.batch import DecodedBatch, ModelBatch, batch_tail
 from stream.formats.decoders import decoder_for, flush
 
@@ -106,15 +102,7 @@ class PartitionState:
         self.processed: Counter[str] = Counter()
         #: the monitors' counters when this process got them (non-zero after a restore):
         #: the exported counters are what this process added on top
-        self.base = {name: _counters(mon) for name, mon in monitors.items()}
-
-
-def _counters(mon: ModelMonitor) -> dict[str, list[int]]:
-    """column -> [values, missing, invalid, alarms of each detector (in order)]; and
-    multivariate group -> [complete rows, episodes]."""
-    return {**{c: [mc.n_values, mc.n_missing, mc.n_invalid,
-                   *(int(d.n_alarms) for d in mc.detectors.values())]
-               for c, mc in mon.columns.items()}, **group_counters(mon)}
+        self.base = {name: counters(mon) for name, mon in monitors.items()}
 
 
 def _detection(model: str, a: Any, mb: ModelBatch, base_index: int,
@@ -305,7 +293,7 @@ class Pipeline:
             for name, mon in st.monitors.items():
                 base = st.base.get(name, {})
                 retired = self.retired.setdefault(name, {})
-                for col, now in _counters(mon).items():
+                for col, now in counters(mon).items():
                     was = base.get(col, [0] * len(now))
                     acc = retired.setdefault(col, [0] * len(now))
                     for i, (a, b) in enumerate(zip(now, was, strict=True)):
@@ -513,143 +501,11 @@ class Pipeline:
             if self.skew is not None:
                 self.skew.maybe_check(self.last_batch_ts)
 
-    # -- figures ---------------------------------------------------------------------
-    def _columns(self, name: str) -> dict[str, ColumnFigures]:
-        """Per column: the summary over partitions, with this process's counters."""
-        states = [self.partitions[k] for k in sorted(self.partitions)]
-        monitors = [st.monitors[name] for st in states] or [self.fresh[name]]
-        counted: dict[str, list[int]] = {c: list(v) for c, v in
-                                         self.retired.get(name, {}).items()}
-        for st in states:
-            base = st.base.get(name, {})
-            for col, now in _counters(st.monitors[name]).items():
-                was = base.get(col, [0] * len(now))
-                acc = counted.setdefault(col, [0] * len(now))
-                for i, (a, b) in enumerate(zip(now, was, strict=True)):
-                    acc[i] += a - b
-        out = {}
-        for col in monitors[0].columns:
-            s = aggregate_column([m.columns[col].summary() for m in monitors])
-            c = counted.get(col)
-            if c is not None:
-                s["values"], s["missing"], s["invalid"] = c[0], c[1], c[2]
-                for kind, n in zip(s["detectors"], c[3:], strict=True):
-                    s["detectors"][kind]["alarms"] = n
-            else:
-                s["values"] = s["missing"] = s["invalid"] = 0
-                for d in s["detectors"].values():
-                    d["alarms"] = 0
-            out[col] = ColumnFigures.from_summary(s)
-        return out
-
-    def _partition_figures(self) -> dict[PartitionKey, PartitionFigures]:
-        """Per partition this process has had: messages consumed and events processed by
-        this process (over all the times it had the partition), whether it has the
-        partition's state now (``live``) and then each model's event count in that state
-        (restored counts included)."""
-        out = {}
-        for key in sorted({*self.partitions, *self.retired_partitions}):
-            consumed, processed = self.retired_partitions.get(key, (0, Counter()))
-            st = self.partitions.get(key)
-            if st is not None:
-                consumed, processed = consumed + st.consumed, processed + st.processed
-            out[key] = PartitionFigures(
-                consumed=consumed, processed={name: processed[name] for name in self.fresh},
-                live=st is not None,
-                events={} if st is None else
-                {name: mon.n_events for name, mon in st.monitors.items()})
-        return out
-
-    def _quality(self, name: str) -> QualityFigures:
-        """The model-level data-quality figures over the partitions (the fresh monitor's
-        when none has state): active on any, the highest window rate."""
-        monitors = [st.monitors[name] for st in self.partitions.values()] or [self.fresh[name]]
-        summaries = [m.quality.summary() for m in monitors if m.quality is not None]
-        if not summaries:
-            return QualityFigures(incomplete=self.incomplete[name])
-        top = max(summaries, key=lambda q: q["incomplete_ratio"])
-        return QualityFigures(incomplete=self.incomplete[name],
-                              incomplete_ratio=float(top["incomplete_ratio"]),
-                              threshold=float(top["threshold"] or 0.0),
-                              active=any(q["active"] for q in summaries))
-
-    def _groups(self, name: str) -> dict[str, Any]:
-        """The model's multivariate groups' figures over the partitions."""
-        if not self.groups[name]:
-            return {}
-        monitors = [self.partitions[k].monitors[name] for k in sorted(self.partitions)] \
-            or [self.fresh[name]]
-        counted = {g: list(v) for g, v in self.retired.get(name, {}).items()}
-        for st in self.partitions.values():
-            base = st.base.get(name, {})
-            for g, now in group_counters(st.monitors[name]).items():
-                was = base.get(g, [0] * len(now))
-                acc = counted.setdefault(g, [0] * len(now))
-                for i, (a, b) in enumerate(zip(now, was, strict=True)):
-                    acc[i] += a - b
-        return group_figures(monitors, counted)
-
+    # -- figures (stream.engine.pipeline_figures) ------------------------------------
     def snapshot(self) -> PipelineSnapshot:
         """A consistent copy of every figure the metrics collector exports."""
-        with self.lock:
-            models = {
-                name: ModelFigures(
-                    version=self.versions[name],
-                    baseline_id=self.baseline_ids[name],
-                    processed=self.processed[name],
-                    invalid_timestamps=self.invalid_timestamps[name],
-                    last_event_ts=self.last_event_ts.get(name),
-                    event_lag=self.event_lag.get(name),
-                    columns=self._columns(name),
-                    quality=self._quality(name),
-                    groups=self._groups(name),
-                )
-                for name in self.fresh
-            }
-            return PipelineSnapshot(
-                consumed=self.consumed,
-                invalid=dict(self.invalid),
-                models=models,
-                batch_counts=list(self.batch_counts),
-                batch_sum=self.batch_sum,
-                last_batch_ts=self.last_batch_ts,
-                partitions=self._partition_figures(),
-                skew={} if self.skew is None else self.skew.figures(),
-                segments=self._segment_figures(),
-                vectors={name: mv.figures() for name, mv in self.vectors.items()},
-                bias=facets.bias_figures(self.bias, self.bias_states, self.bias_unscored),
-                attribution={m: at.figures() for m, at in self.attribution.items()},
-                root_causes=self.root_causes.open(st.book for st in self.partitions.values()),
-            )
-
-    def _segment_figures(self) -> dict[str, Any]:
-        states = [self.partitions[k].segments for k in sorted(self.partitions)]
-        return segment_figures(self.segments, states, {
-            (name, key): n for name, c in self.segment_events.items() for key, n in c.items()})
+        return pipeline_figures.snapshot(self)
 
     def report_models(self) -> dict[str, Any]:
         """Per-model, per-column final summaries for the replay report."""
-        with self.lock:
-            return {name: {"events": self.processed[name],
-                           "invalid_timestamps": self.invalid_timestamps[name],
-                           "baseline_id": self.baseline_ids[name],
-                           "data_quality": self._quality(name).to_dict(),
-                    **({"segments": {k: {"events": v["events"], "columns": {
-                        c: {"score": round(s, 6), "active": a}
-                        for c, (_, s, a) in v["columns"].items()}}
-                        for k, v in self._segment_figures()[name].items()}}
-                       if name in self.segments else {}),
-                           "features": {col: figures.to_dict() for col, figures
-                                        in self._columns(name).items()},
-                           **label_report(self.labels, name),
-                           **({"bias": facets.bias_figures(self.bias, self.bias_states,
-                                                           self.bias_unscored)[name]}
-                              if name in self.bias else {}),
-                           **({"multivariate": {g: f.to_dict() for g, f in
-                                                self._groups(name).items()}}
-                              if self.groups[name] else {}),
-                           **({"vectors": vectors_summary({name: self.vectors[name]})[name]}
-                              if name in self.vectors else {}),
-                           **({"attribution": self.attribution[name].figures().to_dict()}
-                              if name in self.attribution else {})}
-                    for name in self.fresh}
+        return pipeline_figures.report_models(self)

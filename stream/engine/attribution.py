@@ -44,7 +44,7 @@ from detectors.errors import DetectorError
 from stream.config import ColumnConfig, Config, ConfigError, ModelConfig
 from stream.config.attribution import ATTRIBUTION_COLUMN, ATTRIBUTION_SHARE, budget_factor
 from stream.engine.baselines import detection_settings, read_reference
-from stream.formats.batch import ModelBatch
+from stream.formats.batch import ModelBatch, without_columns
 
 log = logging.getLogger("streamdrift.attribution")
 
@@ -154,13 +154,7 @@ class ModelAttribution:
 
     def strip(self, mb: ModelBatch) -> ModelBatch:
         """``mb`` without the hidden attribution columns."""
-        h = set(self.columns)
-        return dataclasses.replace(
-            mb, columns={c: v for c, v in mb.columns.items() if c not in h},
-            invalid_values={c: v for c, v in mb.invalid_values.items() if c not in h},
-            missing_values={c: v for c, v in mb.missing_values.items() if c not in h},
-            invalid_mask={c: v for c, v in mb.invalid_mask.items() if c not in h},
-            missing_mask={c: v for c, v in mb.missing_mask.items() if c not in h})
+        return without_columns(mb, set(self.columns))
 
     def importance(self) -> dict[str, float]:
         return {f: float(v) for f, v in zip(self.profile.features, self.profile.mean,

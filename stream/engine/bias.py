@@ -37,11 +37,12 @@ import numpy as np
 from detectors.bias import DETECTOR, BiasBaseline, BiasMonitor, build_baseline
 from detectors.column import Alarm
 from detectors.errors import DetectorError
-from stream.config import ColumnConfig, Config, ConfigError, ModelConfig
+from stream.config import Config, ConfigError, ModelConfig
 from stream.config.bias import FacetConfig, bias_budget
 from stream.engine.baselines import read_reference
 from stream.engine.episodes import EpisodeBook
-from stream.formats.batch import ModelBatch
+from stream.engine.hidden import column_at, with_hidden
+from stream.formats.batch import ModelBatch, without_columns
 
 log = logging.getLogger("streamdrift.bias")
 
@@ -57,20 +58,14 @@ def hidden_name(facet: FacetConfig) -> str:
 
 def value_column(model: ModelConfig, facet: FacetConfig) -> str:
     """The decoded column of ``facet``'s values: the model's column at its path, or hidden."""
-    for c in model.columns:
-        if c.path == facet.path:
-            return c.name
-    return hidden_name(facet)
+    return column_at(model, facet.path, hidden_name(facet))
 
 
 def decode_model(model: ModelConfig) -> ModelConfig:
     """``model`` with a hidden categorical column per facet that is not one of its columns."""
     if model.bias is None:
         return model
-    extra = [ColumnConfig(hidden_name(f), f.path, "categorical", "feature", ())
-             for f in model.bias.facets if value_column(model, f) == hidden_name(f)]
-    return dataclasses.replace(model, features=model.features + tuple(extra)) if extra \
-        else model
+    return with_hidden(model, ((hidden_name(f), f.path) for f in model.bias.facets))
 
 
 def with_facets(config: Config) -> Config:
@@ -254,15 +249,7 @@ class ModelBias:
 
     def strip(self, mb: ModelBatch) -> ModelBatch:
         """``mb`` without the hidden facet columns."""
-        if not self.hidden:
-            return mb
-        h = self.hidden
-        return dataclasses.replace(
-            mb, columns={c: v for c, v in mb.columns.items() if c not in h},
-            invalid_values={c: v for c, v in mb.invalid_values.items() if c not in h},
-            missing_values={c: v for c, v in mb.missing_values.items() if c not in h},
-            invalid_mask={c: v for c, v in mb.invalid_mask.items() if c not in h},
-            missing_mask={c: v for c, v in mb.missing_mask.items() if c not in h})
+        return without_columns(mb, self.hidden)
 
     def series(self) -> int:
         """Series the bias metrics export for this model."""

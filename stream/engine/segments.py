@@ -47,12 +47,13 @@ from detectors.column import Alarm
 from detectors.errors import DetectorError
 from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline, ModelMonitor
 from detectors.quality import count_incomplete
-from stream.config import ColumnConfig, Config, ConfigError, ModelConfig
+from stream.config import Config, ConfigError, ModelConfig
 from stream.config.bias import bias_budget
 from stream.config.segments import SegmentConfig, segment_budget
 from stream.config.vectors import vector_budget
 from stream.engine.baselines import column_specs, detection_settings, read_reference
-from stream.formats.batch import ModelBatch
+from stream.engine.hidden import column_at, with_hidden
+from stream.formats.batch import ModelBatch, without_columns
 
 log = logging.getLogger("streamdrift.segments")
 
@@ -69,22 +70,13 @@ def hidden_name(seg: SegmentConfig) -> str:
 
 def value_column(model: ModelConfig, seg: SegmentConfig) -> str:
     """The decoded column of ``seg``'s values: the model's column at its path, or hidden."""
-    for c in model.columns:
-        if c.path == seg.path:
-            return c.name
-    return hidden_name(seg)
+    return column_at(model, seg.path, hidden_name(seg))
 
 
 def decode_model(model: ModelConfig) -> ModelConfig:
     """``model`` with one hidden categorical column per segment field that is not one of
     its columns, so that the batch decoder extracts the field with the columns."""
-    extra: list[ColumnConfig] = []
-    for seg in model.segments:
-        name = value_column(model, seg)
-        if name == hidden_name(seg) and all(c.path != seg.path for c in extra):
-            extra.append(ColumnConfig(name, seg.path, "categorical", "feature", ()))
-    return dataclasses.replace(model, features=model.features + tuple(extra)) if extra \
-        else model
+    return with_hidden(model, ((hidden_name(seg), seg.path) for seg in model.segments))
 
 
 def decode_config(config: Config) -> Config:
@@ -317,15 +309,7 @@ class ModelSegments:
 
     def strip(self, mb: ModelBatch) -> ModelBatch:
         """``mb`` without the hidden segment columns (what the model-wide monitor sees)."""
-        if not self.hidden:
-            return mb
-        h = self.hidden
-        return dataclasses.replace(
-            mb, columns={c: v for c, v in mb.columns.items() if c not in h},
-            invalid_values={c: v for c, v in mb.invalid_values.items() if c not in h},
-            missing_values={c: v for c, v in mb.missing_values.items() if c not in h},
-            invalid_mask={c: v for c, v in mb.invalid_mask.items() if c not in h},
-            missing_mask={c: v for c, v in mb.missing_mask.items() if c not in h})
+        return without_columns(mb, self.hidden)
 
     def update(self, monitors: SegmentMonitors, mb: ModelBatch, events: Counter[str],
                ) -> tuple[list[SegmentAlarm], list[SegmentAlarm]]:

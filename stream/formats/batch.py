@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -121,6 +123,20 @@ class DecodedBatch:
 
 # --------------------------------------------------------------------------
 # the decoder
+
+
+def without_columns(mb: ModelBatch, hidden: Collection[str]) -> ModelBatch:
+    """``mb`` without the columns named in ``hidden`` (the hidden columns that segments,
+    facets and attributions have the decoder read beside the model's own)."""
+    if not hidden:
+        return mb
+    h = hidden
+    return dataclasses.replace(
+        mb, columns={c: v for c, v in mb.columns.items() if c not in h},
+        invalid_values={c: v for c, v in mb.invalid_values.items() if c not in h},
+        missing_values={c: v for c, v in mb.missing_values.items() if c not in h},
+        invalid_mask={c: v for c, v in mb.invalid_mask.items() if c not in h},
+        missing_mask={c: v for c, v in mb.missing_mask.items() if c not in h})
 
 
 def batch_tail(mb: ModelBatch, start: int) -> ModelBatch:

@@ -16,16 +16,14 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from detectors.cbpe import ESTIMATED, CBPEReference, ScoreWindow, cbpe_estimates, cbpe_stats
 from stream.config import Config, ModelConfig
 from stream.engine.figures import PartitionKey
-from stream.engine.labels import _MISSING, _walk, label_value
+from stream.engine.labels import _MISSING, _walk, label_value, reference_events
 
 log = logging.getLogger("streamdrift.labels")
 
@@ -76,27 +74,15 @@ def reference_scores(model: ModelConfig, max_lines: int = 1_000_000,
     col = next(c for c in model.predictions if c.name == lab.prediction)
     ss: list[float] = []
     ys: list[float] = []
-    with Path(ref).open("rb") as fh:
-        for i, line in enumerate(fh):
-            if i >= max_lines:
-                break
-            try:
-                event = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if not isinstance(event, dict):
-                continue
-            if model.select is not None and \
-                    _walk(event, model.select.field) != model.select.equals:
-                continue
-            p = _walk(event, col.path)
-            if isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p) \
-                    or not 0.0 <= p <= 1.0:
-                continue
-            raw = _walk(event, lab.label_path)
-            y = None if raw is _MISSING else label_value(lab, raw)
-            ss.append(float(p))
-            ys.append(math.nan if not isinstance(y, float) else y)
+    for event in reference_events(model, max_lines):
+        p = _walk(event, col.path)
+        if isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p) \
+                or not 0.0 <= p <= 1.0:
+            continue
+        raw = _walk(event, lab.label_path)
+        y = None if raw is _MISSING else label_value(lab, raw)
+        ss.append(float(p))
+        ys.append(math.nan if not isinstance(y, float) else y)
     if not ss:
         return None
     return np.asarray(ss), np.asarray(ys)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any, Final
@@ -444,6 +444,27 @@ def _route(models: Sequence[ModelConfig], event: dict[str, Any]) -> ModelConfig 
     return None
 
 
+def reference_events(model: ModelConfig, max_lines: int) -> Iterator[dict[str, Any]]:
+    """The JSON objects among the first ``max_lines`` lines of the model's JSONL reference
+    that the model's ``select`` takes (lines that are not JSON objects are skipped)."""
+    ref = model.baseline.reference
+    assert ref is not None
+    with Path(ref).open("rb") as fh:
+        for i, line in enumerate(fh):
+            if i >= max_lines:
+                break
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            if model.select is not None and \
+                    _walk(event, model.select.field) != model.select.equals:
+                continue
+            yield event
+
+
 def reference_quality(model: ModelConfig, max_lines: int = 1_000_000,
                       ) -> tuple[dict[str, float], np.ndarray] | None:
     """The quality metrics of a JSONL reference whose events carry labels inline (at
@@ -457,29 +478,18 @@ def reference_quality(model: ModelConfig, max_lines: int = 1_000_000,
     col = next(c for c in model.predictions if c.name == lab.prediction)
     ys: list[Any] = []
     ps: list[Any] = []
-    with Path(ref).open("rb") as fh:
-        for i, line in enumerate(fh):
-            if i >= max_lines:
-                break
-            try:
-                event = orjson.loads(line)
-            except orjson.JSONDecodeError:
+    for event in reference_events(model, max_lines):
+        y = label_value(lab, _walk(event, lab.label_path))
+        p = _walk(event, col.path)
+        if y is None or p is _MISSING or p is None:
+            continue
+        if lab.task == "multiclass":
+            if not isinstance(p, str):
                 continue
-            if not isinstance(event, dict):
-                continue
-            if model.select is not None and _walk(event, model.select.field) != model.select.equals:
-                continue
-            y = label_value(lab, _walk(event, lab.label_path))
-            p = _walk(event, col.path)
-            if y is None or p is _MISSING or p is None:
-                continue
-            if lab.task == "multiclass":
-                if not isinstance(p, str):
-                    continue
-            elif isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p):
-                continue
-            ys.append(y)
-            ps.append(p)
+        elif isinstance(p, bool) or not isinstance(p, int | float) or not math.isfinite(p):
+            continue
+        ys.append(y)
+        ps.append(p)
     if not ys:
         return None
     q = QualityMetrics(lab.task, lab.window, lab.threshold)

@@ -143,7 +143,9 @@ def test_clean_stream_run_starts(clean_run):
                                                    "StreamdriftFeatureDrift",
                                                    "StreamdriftPredictionDrift",
                                                    "StreamdriftMultivariateDrift",
-                                                   "StreamdriftSegmentDrift"}
+                                                   "StreamdriftSegmentDrift",
+                                                   "StreamdriftBiasDrift",
+                                                   "StreamdriftAttributionDrift"}
     assert {r["duration"] for r in group["rules"]} == {30}, group  # as shipped
     pipe.check_alive()
 

@@ -273,6 +273,50 @@ class AttributionMonitor:
         self.rows += int(idx.size - (cuts[-1] + 1 if cuts.size else 0))
         return out
 
+    def to_dict(self) -> dict[str, Any]:
+        """The running state (the current window's sums and counts, the last window's
+        figures, the open episode and the counters), for a checkpoint; the profile, level
+        and window come from the configuration (:meth:`from_dict`)."""
+        return {"sums": self.sums.tolist(), "counts": self.counts.tolist(),
+                "rows": self.rows, "ndcg": self.ndcg, "means": self.means.tolist(),
+                "active": self.active, "n_windows": self.n_windows,
+                "n_alarms": self.n_alarms, "n_rows": self.n_rows}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], profile: AttributionProfile, level: float,
+                  window: int, column: str = "attribution") -> AttributionMonitor:
+        """A monitor resuming :meth:`to_dict`'s state; a state that does not fit
+        ``profile`` and ``window`` raises :class:`DetectorError`.
+
+        >>> p = AttributionProfile.from_rows(["a", "b"], np.array([[2.0, 1.0], [3.0, 0.5]]))
+        >>> m = AttributionMonitor(p, 0.9, 4)
+        >>> _ = m.update(np.array([[1.0, 2.0], [1.5, 0.1]]))
+        >>> r = AttributionMonitor.from_dict(m.to_dict(), p, 0.9, 4)
+        >>> (r.rows, r.sums.tolist())
+        (2, [2.5, 2.1])
+        """
+        f = len(profile.features)
+        try:
+            sums = np.asarray(d["sums"], dtype=np.float64)
+            counts = np.asarray(d["counts"], dtype=np.float64)
+            means = np.asarray(d["means"], dtype=np.float64)
+            rows = int(d["rows"])
+            state = (float(d["ndcg"]), bool(d["active"]), int(d["n_windows"]),
+                     int(d["n_alarms"]), int(d["n_rows"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DetectorError(f"attribution state: malformed ({exc!r})") from None
+        if sums.shape != (f,) or counts.shape != (f,) or means.shape != (f,):
+            raise DetectorError(f"attribution state: {sums.shape[-1] if sums.ndim else 0} "
+                                f"features saved, {f} configured")
+        if not 0 <= rows < window or not (np.isfinite(sums).all()
+                                          and np.isfinite(counts).all()):
+            raise DetectorError(f"attribution state: {rows} rows in the current window "
+                                f"(window {window}) or non-finite sums")
+        mon = cls(profile, level, window, column)
+        mon.sums, mon.counts, mon.means, mon.rows = sums, counts, means, rows
+        mon.ndcg, mon.active, mon.n_windows, mon.n_alarms, mon.n_rows = state
+        return mon
+
 
 def root_cause(scores: Mapping[str, float], importance: Mapping[str, float] | None,
                top: int = 3) -> list[dict[str, Any]]:

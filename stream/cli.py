@@ -195,6 +195,20 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bad_labels(args: argparse.Namespace, config: Any) -> bool:
+    """``--labels``: says what is wrong (True) with the file or the configuration."""
+    if args.labels is None:
+        return False
+    if not Path(args.labels).is_file():
+        print(f"error: --labels {args.labels}: no such file", file=sys.stderr)
+        return True
+    if not any(m.labels for m in config.models):
+        print("error: --labels: no model of the configuration has a labels: section; add one "
+              "(see docs/labels.md)", file=sys.stderr)
+        return True
+    return False
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from stream.engine.pipeline import Pipeline
     from stream.runtime.replay import replay, write_report
@@ -203,14 +217,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     src = _input_file(args.input)
     if src is None:
         return EXIT_CONFIG
+    if _bad_labels(args, config):
+        return EXIT_CONFIG
     labels = None if args.labels is None else Path(args.labels)
-    if labels is not None and not labels.is_file():
-        print(f"error: --labels {labels}: no such file", file=sys.stderr)
-        return EXIT_CONFIG
-    if labels is not None and not any(m.labels for m in config.models):
-        print("error: --labels: no model of the configuration has a labels: section; add one "
-              "(see docs/labels.md)", file=sys.stderr)
-        return EXIT_CONFIG
     if Path(args.report).is_dir():  # found now rather than after the replay
         print(f"error: --report {args.report}: cannot write: is a directory", file=sys.stderr)
         return EXIT_CONFIG
@@ -301,7 +310,8 @@ def _report(args: argparse.Namespace, config: Any, src: Path, show: bool,
             config, pipeline, src, html, inject=kinds, inject_at=positions,
             within=getattr(args, "within", None) or 2000, horizon=getattr(args, "horizon", None),
             seed=getattr(args, "seed", 0), batch_lines=getattr(args, "explicit_batch", None),
-            progress=show, share_targets=targets)
+            progress=show, share_targets=targets,
+            labels_path=Path(args.labels) if getattr(args, "labels", None) else None)
         if json_path is not None:
             write_report(report, json_path)
     except OSError as exc:
@@ -319,7 +329,7 @@ def _report(args: argparse.Namespace, config: Any, src: Path, show: bool,
 def cmd_report(args: argparse.Namespace) -> int:
     config = _load(args)
     src = _input_file(args.input)
-    if src is None:
+    if src is None or _bad_labels(args, config):
         return EXIT_CONFIG
     show = not args.no_progress and sys.stderr.isatty()
     return _report(args, config, src, show, Path(args.json) if args.json else None)
@@ -431,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--input", required=True, help="events, one JSON object per line")
     sp.add_argument("--html", required=True, help="where to write the HTML report")
     sp.add_argument("--json", help="also write the JSON report (replay's, plus what_if)")
+    sp.add_argument("--labels", help="label events (JSONL), merged with the input by event "
+                    "time (model-quality episodes, as replay --labels)")
     sp.add_argument("--inject", nargs="*", action="extend", metavar="KIND[=M1,M2]",
                     help="what-if drifts: mean (shift, sd), variance (sd factor), share "
                     "(share gained by the top category), missing (rise of the missing "

@@ -16,8 +16,13 @@ on that partition, at the end of the batch) x importance: the reference's mean
 |attribution| with attributions, else ``importances:``, else 1 for every feature (the
 ranking by drift score alone).  The top three go into the episode.
 
-The attribution monitors are not checkpointed: after a restart or a rebalance a
-partition's window starts empty (a window is short; the baseline is the reference's).
+**Checkpoints.**  A partition's attribution monitor (its current window's sums and
+counts, the last window's figures, whether its episode is open) is part of the model's
+checkpointed state (``attribution``: :meth:`ModelAttribution.export`), with the key of
+its calibration (the baseline's features and means, the level and the window); it is
+restored only under the same key, and its open episode goes back into the partition's
+episode book.  A state of another calibration, or one that does not restore, starts
+afresh (logged), never stopping the stream.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from detectors.attribution import (
+    DETECTOR,
     AttributionMonitor,
     AttributionProfile,
     LevelCalibration,
@@ -118,6 +124,9 @@ class ModelAttribution:
         self.calibration = calibration
         self.columns = [hidden(f) for f in profile.features]
         self.monitors: dict[Any, AttributionMonitor] = {}
+        #: partition -> its restored monitor's counters [alarms, windows, rows] (counted
+        #: by the process that checkpointed them, not by this one)
+        self.bases: dict[Any, list[int]] = {}
         #: counters of monitors of partitions since dropped: [alarms, windows, rows]
         self.retired = [0, 0, 0]
         #: attribution values by outcome: bad ones are counted, never raised
@@ -132,9 +141,51 @@ class ModelAttribution:
 
     def drop(self, partition: Any) -> None:
         mon = self.monitors.pop(partition, None)
+        base = self.bases.pop(partition, [0, 0, 0])
         if mon is not None:
-            self.retired = [self.retired[0] + mon.n_alarms, self.retired[1] + mon.n_windows,
-                            self.retired[2] + mon.n_rows]
+            self.retired = [r + n - b for r, n, b in zip(
+                self.retired, _counters(mon), base, strict=True)]
+
+    @property
+    def key(self) -> str:
+        """The key of the calibration a checkpointed monitor must match to be restored."""
+        raw = repr((self.profile.features, self.profile.mean.round(12).tolist(),
+                    self.profile.n, round(self.calibration.level, 12), self.window))
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+    def export(self, partition: Any) -> dict[str, Any]:
+        """``partition``'s monitor for its checkpoint (empty: none yet)."""
+        mon = self.monitors.get(partition)
+        return {} if mon is None else {"key": self.key, "state": mon.to_dict()}
+
+    def restore(self, partition: Any, state: Any, book: Any, episodes: Any,
+                now: float) -> None:
+        """``partition``'s monitor from the model's exported ``state`` (its
+        ``attribution`` entry, :meth:`export`'s output), when it has one of this
+        calibration; its open episode goes back into ``book`` (``episodes``: column ->
+        the saved Episode state).  Anything else: a fresh monitor, logged."""
+        self.drop(partition)
+        saved = state.get("attribution") if isinstance(state, Mapping) else None
+        if not isinstance(saved, Mapping) or not saved:
+            return
+        if saved.get("key") != self.key:
+            log.warning("attribution test of model %s: the checkpoint is of another "
+                        "calibration; its window starts afresh", self.model)
+            return
+        try:
+            mon = AttributionMonitor.from_dict(saved.get("state") or {}, self.profile,
+                                               self.calibration.level, self.window,
+                                               ATTRIBUTION_COLUMN)
+        except DetectorError as exc:
+            log.warning("attribution test of model %s: the checkpoint does not restore "
+                        "(%s); its window starts afresh", self.model, exc)
+            return
+        self.monitors[partition] = mon
+        self.bases[partition] = _counters(mon)
+        if mon.active:
+            book.restore(self.model, ATTRIBUTION_COLUMN, [DETECTOR], now,
+                         episodes.get(ATTRIBUTION_COLUMN) if isinstance(episodes, Mapping)
+                         else None)
 
     def update(self, partition: Any, mb: ModelBatch,
                ) -> tuple[list[WindowEvent], list[WindowEvent]]:
@@ -167,11 +218,16 @@ class ModelAttribution:
                                       self.retired[0], self.retired[1], self.retired[2],
                                       dict(self.values))
         low = min(mons, key=lambda m: m.ndcg)
+        counted = [self.retired[i] + sum(_counters(m)[i] - self.bases.get(k, [0, 0, 0])[i]
+                                         for k, m in self.monitors.items()) for i in range(3)]
         return AttributionFigures(
             low.ndcg, self.calibration.level, max(m.score for m in mons),
-            any(m.active for m in mons), self.retired[0] + sum(m.n_alarms for m in mons),
-            self.retired[1] + sum(m.n_windows for m in mons),
-            self.retired[2] + sum(m.n_rows for m in mons), dict(self.values))
+            any(m.active for m in mons), counted[0], counted[1], counted[2],
+            dict(self.values))
+
+
+def _counters(mon: AttributionMonitor) -> list[int]:
+    return [mon.n_alarms, mon.n_windows, mon.n_rows]
 
 
 def build_attribution(config: Config, model: ModelConfig,

@@ -272,6 +272,9 @@ class Pipeline:
             for name, mv in self.vectors.items():  # embedding columns' tests and episodes
                 mv.restore(key, (states or {}).get(name), self.partitions[key].book,
                            (episodes or {}).get(name), self.clock())
+            for name, at in self.attribution.items():  # attribution tests and their episodes
+                at.restore(key, (states or {}).get(name), book, (episodes or {}).get(name),
+                           self.clock())
 
     def drop_partition(self, key: PartitionKey) -> bool:
         """Forget the state of ``key`` (its counts stay in the counters); True if it had one."""
@@ -312,6 +315,8 @@ class Pipeline:
                 out[name]["segments"] = ms.export(st.segments[name])
             for name, mv in self.vectors.items():
                 out[name]["vectors"] = mv.export(key)
+            for name, at in self.attribution.items():
+                out.setdefault(name, {})["attribution"] = at.export(key)
             facets.export_bias(self.bias, self.bias_states.get(key), out)  # bias drift (#16.2)
             for (name, col, seg), ep in st.book.open.items():
                 if seg:

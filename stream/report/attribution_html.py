@@ -1,5 +1,6 @@
 """The attribution test and the root causes of prediction drift in the HTML report
-(#16 items 3-4): one card per model that has either."""
+(#16 items 3-4): one card per model that has either; and the model-quality episodes
+(concept drift through the labels, #15)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,23 @@ def attribution_card(model: str, mrep: Mapping[str, Any],
                    + "".join(rows) + "</table>")
     out.append("</div>")
     return out
+
+
+def quality_episodes(model: str, eps: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The card listing ``model``'s model-quality episodes (the replay report's episodes of
+    column ``(labels)``, detector ``concept``; [] without any)."""
+    if not eps:
+        return []
+
+    def at(v: Any) -> str:
+        return f"{int(v):,}" if v is not None else "still open"
+
+    rows = "".join(f"<tr><td class=\"num\">{at(e['open_index'])}</td><td class=\"num\">"
+                   f"{at(e['close_index'])}</td><td>{escape(', '.join(e['detectors']))}</td>"
+                   f"<td class=\"num\">{float(e['peak_score']):.3g}</td></tr>" for e in eps)
+    return [f"<div class=\"card\" id=\"q-{escape(model)}\"><h3>Model quality (labels)</h3>"
+            f"<p>{len(eps)} model-quality episode(s): the error rate of the predictions "
+            f"joined with their labels left the labelled reference's (concept drift; located "
+            f"at the last input line processed when the labels joined).</p><table><tr>"
+            f"<th>opened at line</th><th>closed at line</th><th>detector</th>"
+            f"<th>peak score</th></tr>{rows}</table></div>"]

@@ -121,7 +121,8 @@ def build_report(config: Config, pipeline: Pipeline, input_path: Path, html_path
                  inject_at: Sequence[int] | None = None, within: int = 2000,
                  horizon: int | None = None, seed: int = 0, batch_lines: int | None = None,
                  progress: bool = False,
-                 share_targets: Mapping[str, str] | None = None) -> dict[str, Any]:
+                 share_targets: Mapping[str, str] | None = None,
+                 labels_path: Path | None = None) -> dict[str, Any]:
     """Replay ``input_path``, run the what-if scenarios ``inject`` (kind -> magnitudes;
     None: none), write the page to ``html_path``; return the replay report, with a
     ``what_if`` section when scenarios ran.
@@ -131,7 +132,8 @@ def build_report(config: Config, pipeline: Pipeline, input_path: Path, html_path
     ``horizon`` events of the model (default ``5 * within``); the sensitivity table
     gives the smallest magnitude whose median delay over the positions is at most
     ``within`` events.  ``share_targets``:
-    column -> the category whose share the ``share`` scenario raises.
+    column -> the category whose share the ``share`` scenario raises.  ``labels_path``:
+    label events merged with the input by event time (``replay --labels``).
     """
     started = time.perf_counter()
     est = estimate_lines(input_path)
@@ -141,7 +143,8 @@ def build_report(config: Config, pipeline: Pipeline, input_path: Path, html_path
     recorder = ReportRecorder(pipeline, inject_at=positions, horizon=span)
     bar = _Progress(progress, input_path.stat().st_size)
     with bar if progress else nullcontext(bar):
-        report = replay(config, pipeline, input_path, lines, bar.on_batch(), observe=recorder)
+        report = replay(config, pipeline, input_path, lines, bar.on_batch(), observe=recorder,
+                        labels_path=labels_path)
         whatif: dict[str, list[WhatIfModel]] = {}
         if inject is not None:
             profiles = {m: base.profiles for m, base in pipeline.baselines.items()}

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from detectors.profile import CategoricalProfile, NumericProfile, Profile
-from stream.report.attribution_html import attribution_card
+from stream.engine.labelbook import QUALITY_FEATURE
+from stream.report.attribution_html import attribution_card, quality_episodes
 from stream.report.collect import INCOMPLETE, RATIOS, PeakWindow, ReportRecorder
 from stream.report.inject import KINDS, ColumnWhatIf, combine
 from stream.report.svg import PALETTE, category_bars, histogram, line_chart, timeline
@@ -194,8 +195,15 @@ def _model(model: str, mrep: Mapping[str, Any], recorder: ReportRecorder,
             (float(e["open_index"] or 0), float(x_range[1] if e["close_index"] is None
                                                 else e["close_index"]),
              float(e["peak_score"])) for e in model_level]))
+    quality = eps_by_col.get((model, QUALITY_FEATURE), [])
+    if quality:  # model-quality episodes: concept drift through the labels (docs/labels.md)
+        rows.append((f"{QUALITY_FEATURE} model quality", [
+            (float(e["open_index"] or 0), float(x_range[1] if e["close_index"] is None
+                                                else e["close_index"]),
+             float(e["peak_score"])) for e in quality]))
     out.append("<div class=\"card\">" + timeline(rows, x_range, title="Drift episodes over "
                                                   "the input (line index)") + "</div>")
+    out += quality_episodes(model, quality)
     out += _quality(model, cols, mrep, recorder, profiles, x_range)
     out += attribution_card(model, mrep, eps_by_col)  # attributions, root cause (#16)
     block = recorder.series[model]

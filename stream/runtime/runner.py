@@ -52,7 +52,7 @@ from stream.sinks.deadletters import (
     DeadLetterWriter,
     PendingDeadLetters,
 )
-from stream.sinks.driftevents import DriftEventWriter, DriftRecord, episode_records
+from stream.sinks.driftevents import DriftEventWriter, DriftRecord, episode_records, quality_records
 from stream.sources.kafka import (
     Consumer,
     codec_fix,
@@ -230,6 +230,8 @@ class KafkaRunner(Rebalancing):
                                   strict=True))
             done[tp] = recs[-1].offset + 1
             self.consumed += len(recs)
+        if self.drift_events is not None:  # model-quality episodes (inference or label records)
+            drift += quality_records(self.pipeline, self.kafka.group_id)
         return done, poison, drift
 
     # -- dead letters ------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Drift events out: a record when a column's drift episode opens on a partition, one when
-it closes, written to a Kafka topic for retraining pipelines and audit.
+it closes, written to a Kafka topic for retraining pipelines and audit; model-quality
+episodes (concept drift through the labels) too (:func:`quality_records`).
 
 Layout (``source.drift_events.topic``; see docs/reliability.md#drift-events):
 
@@ -59,6 +60,9 @@ RECALL_MARGIN_S = 300.0
 #: producer settings: acknowledged by all in-sync replicas, no duplicate on a retry
 DRIFT_PRODUCER_SETTINGS: dict[str, Any] = {"acks": "all", "enable_idempotence": True,
                                            "linger_ms": 5}
+
+#: the ``role`` of a model-quality episode's records (column ``(labels)``)
+QUALITY_ROLE = "quality"
 
 #: (type, group id, model, column, input topic, input partition, offset)
 Ident = tuple[str, str, str, str, str, int, int]
@@ -161,6 +165,21 @@ def episode_records(pipeline: Pipeline, group_id: str) -> list[DriftRecord]:
                            role=pipeline.roles[ep.model].get(ep.feature, "feature"),
                            baseline_id=pipeline.baseline_ids[ep.model], now=now)
             for kind, ep in pipeline.last_episodes]
+
+
+def quality_records(pipeline: Pipeline, group_id: str) -> list[DriftRecord]:
+    """The records of the model-quality episodes (concept drift through the labels: column
+    ``(labels)``, detector ``concept``, role ``quality``) opened or closed since the last
+    call (it takes the pipeline's quality steps, see Pipeline.take_quality_steps).
+
+    Such an episode opens and closes on a joined label, not at an inference event: its
+    ``open_offset`` and ``close_offset`` are null, its event times are the labels', and it
+    has no identity to recognise after a restore (see docs/reliability.md#drift-events)."""
+    now = time.time()
+    return [episode_record(kind, ep, group_id=group_id, version=pipeline.versions[ep.model],
+                           role=QUALITY_ROLE, baseline_id=pipeline.baseline_ids[ep.model],
+                           now=now)
+            for kind, ep, _ in pipeline.take_quality_steps()]
 
 
 class DriftEventWriter(ProducerSink):

@@ -44,8 +44,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _config(workdir: Path, bootstrap: str, topic: str, labels: str, group: str) -> tuple[Path,
-                                                                                         int]:
+def _config(workdir: Path, bootstrap: str, topic: str, labels: str, group: str,
+            drift_events: str | None = None) -> tuple[Path, int]:
     port = free_port()
     lm = lm_model(topic=labels, horizon_s=120, label_wait_s=200)
     other = {**lm_model(topic=labels), "name": "other",
@@ -61,6 +61,8 @@ def _config(workdir: Path, bootstrap: str, topic: str, labels: str, group: str) 
         "metrics": {"port": port, "host": "127.0.0.1"},
         "state": {"topic": f"{group}-state", "checkpoint_interval_s": 2},
     }
+    if drift_events is not None:
+        config["source"]["drift_events"] = {"topic": drift_events}
     return write_config(workdir / f"{group}.yaml", config), port
 
 
@@ -228,8 +230,12 @@ def test_a_concept_drift_opens_a_model_quality_episode_on_that_model_only(
         kafka_bootstrap, make_topic, workdir):
     """A change of P(y|x) of model lm with unchanged inputs, on a real broker (2 + 2
     partitions, label delays of 0-60 s): model-quality episodes open on lm and on no other
-    model, and no input-drift episode opens anywhere."""
-    topic, labels = make_topic(partitions=2), make_topic(partitions=2)
+    model, and no input-drift episode opens anywhere; each gives an open record on the
+    drift-events topic."""
+    from stream.sinks.driftevents import DriftEventWriter
+
+    topic, labels, drift_topic = (make_topic(partitions=2), make_topic(partitions=2),
+                                  make_topic(partitions=1))
     half = 3000
     clean = labelled_stream(51, half, dt=0.1, max_delay=60.0)
     drift = labelled_stream(52, half, dt=0.1, max_delay=60.0, flip=0.3, start=half)
@@ -239,7 +245,7 @@ def test_a_concept_drift_opens_a_model_quality_episode_on_that_model_only(
         return m.replace(b'"model":"lm"', b'"model":"other"').replace(b'"id":"r', b'"id":"o')
 
     quiet = labelled_stream(53, 2 * half, dt=0.1, max_delay=60.0)
-    cfg, port = _config(workdir, kafka_bootstrap, topic, labels, f"c-{topic}")
+    cfg, port = _config(workdir, kafka_bootstrap, topic, labels, f"c-{topic}", drift_topic)
     resolve_baselines(load_config(cfg))
     run = StreamdriftRun(cfg, port=port, name="concept")
     try:
@@ -263,9 +269,22 @@ def test_a_concept_drift_opens_a_model_quality_episode_on_that_model_only(
         alarms = {m: run.value("streamdrift_concept_drift_alarms_total", model=m)
                   for m in ("lm", "other")}
         input_alarms = run.logs("drift alarm")
+        reader = DriftEventWriter(drift_topic, {"bootstrap_servers": kafka_bootstrap},
+                                  lambda result, n: None)
+
+        def written() -> list[dict[str, Any]]:  # read back as a restore would
+            got = list(reader._read_since(0, 20))
+            return got if len(got) >= len(opened) else []
+
+        records = _wait(written, 30, "the model-quality records", details=run.log_tail)
         run.check_alive()
     finally:
         run.stop(check=True)
+    # the records of the model-quality episodes: one open per episode, on lm only
+    assert sorted((r["type"], r["model"], r["column"], r["role"], r["detectors"][0],
+                   r["partition"]) for r in records) == sorted(
+        ("open", "lm", "(labels)", "quality", "concept", r["partition"][1]) for r in opened), \
+        records
     assert {r["model"] for r in opened} == {"lm"}, opened
     # one episode per inference partition at most (each partition's join has its detector)
     assert 1 <= len(opened) <= 2 and alarms == {"lm": len(opened), "other": 0}, (opened, alarms)

@@ -183,3 +183,82 @@ def test_check_config_names_the_attributions_and_counts_their_series(
     # the prediction's root cause (3) is counted in both
     assert with_attr - plain == SERIES_PER_MODEL
     assert ROOT_CAUSE_SERIES == 3
+
+
+def _chunks(pipeline: Pipeline, part: list[bytes], start: int,
+            key: Any) -> list[tuple[str, int]]:
+    out = []
+    for i in range(0, len(part), 300):  # batches of 300: a cut falls inside a window of 500
+        found, _ = pipeline.process(part[i:i + 300], base_index=start + i, partition=key)
+        out += [(d.feature, d.index) for d in found]
+        out += [(f"close {d.feature}", d.index) for d in pipeline.last_closes]
+    return out
+
+
+def _restored(cfg: Any, baselines: Any, state: dict[str, Any], key: Any) -> Pipeline:
+    from detectors.model import ModelMonitor
+
+    p = Pipeline(cfg, baselines)
+    mons = {n: ModelMonitor.from_dict(s, baselines[n], p.new_monitor(n)) for n, s in state.items()}
+    p.restore_partition(key, mons, {n: s.get("episodes") for n, s in state.items()}, states=state)
+    return p
+
+
+def test_attribution_state_survives_a_checkpoint_round_trip(shared: Path) -> None:
+    """A partition's state exported mid-window and mid-episode (as the runner checkpoints
+    it) and restored into a new pipeline gives the same later detections as the
+    uninterrupted run, with the open attribution episode restored; without the attribution
+    entry (the state before this change) the detections differ."""
+    import json
+
+    (shared / "rt.yaml").write_text(yaml.safe_dump(at.config("ref.jsonl")))
+    cfg = load_config(shared / "rt.yaml")
+    baselines = resolve_baselines(cfg)
+    msgs = at.events(11, [(6_000, *at.CLEAN), (3_000, *at.SWAPPED), (3_000, *at.CLEAN)])
+    key = ("events", 0)
+    expected = _chunks(Pipeline(cfg, baselines), msgs, 0, key)
+    attr = [(f, i) for f, i in expected if "attribution" in f]
+    assert [f for f, _ in attr] == ["attribution", "close attribution"], expected
+    opened = attr[0][1]
+    cut = (opened // 300 + 1) * 300
+    if cut % 500 == 0:
+        cut += 300
+    assert cut % 500 and cut < attr[1][1]  # mid-window, while the episode is open
+    first = Pipeline(cfg, baselines)
+    got = _chunks(first, msgs[:cut], 0, key)
+    state = json.loads(json.dumps(first.export_partition(key)))
+    saved = state[at.MODEL]["attribution"]
+    assert saved["state"]["active"] and saved["state"]["rows"] == cut % 500
+    second = _restored(cfg, baselines, state, key)
+    assert ("attribution", ["ndcg"]) in [(ep.feature, ep.detectors)
+                                         for ep in second.open_episodes()]
+    assert got + _chunks(second, msgs[cut:], cut, key) == expected
+    fig = second.attribution[at.MODEL].figures()
+    assert fig.windows == (len(msgs) - cut + cut % 500) // 500  # this process's windows
+
+    # the pre-change state (no attribution entry), or one of another calibration: the
+    # window starts afresh, the episode is lost, and the later detections differ
+    for entry in (None, {**saved, "key": "another"}):
+        old = json.loads(json.dumps(state))
+        if entry is None:
+            del old[at.MODEL]["attribution"]
+        else:
+            old[at.MODEL]["attribution"] = entry
+        fresh = _restored(cfg, baselines, old, key)
+        assert "attribution" not in [ep.feature for ep in fresh.open_episodes()]
+        assert got + _chunks(fresh, msgs[cut:], cut, key) != expected
+
+
+def test_a_malformed_attribution_checkpoint_starts_afresh(shared: Path) -> None:
+    (shared / "rt.yaml").write_text(yaml.safe_dump(at.config("ref.jsonl")))
+    cfg = load_config(shared / "rt.yaml")
+    baselines = resolve_baselines(cfg)
+    key = ("events", 0)
+    first = Pipeline(cfg, baselines)
+    first.process(at.events(12, [(700, *at.CLEAN)]), partition=key)
+    state = first.export_partition(key)
+    state[at.MODEL]["attribution"]["state"]["sums"] = [1.0, 2.0]  # 2 features of 4
+    p = _restored(cfg, baselines, state, key)
+    assert p.attribution[at.MODEL].monitors.get(key) is None
+    p.process(at.events(13, [(600, *at.CLEAN)]), partition=key)
+    assert p.attribution[at.MODEL].figures().windows == 1

@@ -350,3 +350,54 @@ def test_a_concept_drift_is_caught_through_the_labels_and_not_by_the_inputs(
     quiet = replay(cfg, q, half_e, 500, labels_path=half_l)
     assert quiet["models"]["lm"]["labels"]["concept_drift"] == {"alarms": 0, "active": False}
     assert quiet["detections"] == [] and quiet["episodes"] == []
+
+
+def test_model_quality_episodes_give_drift_event_records(labelled_setup: Any,
+                                                         tmp_path: Path) -> None:
+    """As the runner does after each poll: a concept drift's model-quality episode gives an
+    open record (column ``(labels)``, detector ``concept``, role ``quality``) located by
+    the labels' event time, and its close a close record.  The CUSUM releases its episode
+    only after a long quiet stretch, so the close is the join's own close step, given to
+    it here rather than waited for."""
+    import json
+
+    from stream.runtime.labelfeed import LabelFeed
+    from stream.runtime.replay import iter_batches
+    from stream.sinks.driftevents import quality_records
+
+    _, cfg, base = labelled_setup
+    parts = [labelled_stream(31, 4000), labelled_stream(32, 3000, flip=0.2, start=4000)]
+    events, labels = tmp_path / "e.jsonl", tmp_path / "l.jsonl"
+    events.write_bytes(b"\n".join(m for s in parts for m in s.events) + b"\n")
+    labels.write_bytes(b"\n".join(sorted((m for s in parts for m in s.labels),
+                                         key=lambda m: orjson.loads(m)["ts"])) + b"\n")
+    p = Pipeline(cfg, {"lm": base})
+    feed = LabelFeed(p, labels)
+    records, lines = [], 0
+    for batch in iter_batches(events, 500):
+        p.process(batch, base_index=lines)
+        lines += len(batch)
+        feed.until(max(p.last_event_ts.values()))
+        records += quality_records(p, "g")
+    feed.until(float("inf"))
+    records += quality_records(p, "g")
+    assert [r.value["type"] for r in records] == ["open"], [r.value for r in records]
+    assert quality_records(p, "g") == []  # taken once
+    [join] = [js["lm"] for js in p.labels.joins.values()]  # type: ignore[union-attr]
+    join.concept_steps.append(("close", 130.0, join.concept.threshold))
+    p.process_labels([])
+    records += quality_records(p, "g")
+    opened, closed = (json.loads(r.encode()) for r in records)  # strict JSON
+    assert [r.value["type"] for r in records] == ["open", "close"]
+    for r, v in zip(records, (opened, closed), strict=True):
+        assert (v["model"], v["column"], v["role"], v["group_id"], v["baseline_id"],
+                v["open_offset"]) == ("lm", QUALITY_FEATURE, "quality", "g", base.id, None)
+        assert r.key == f"g/lm//0/{QUALITY_FEATURE}".encode()
+    assert opened["detectors"] == ["concept"] and opened["scores"]["concept"]["score"] >= 1.0
+    assert T0 + 400 <= opened["open_event_time"] < T0 + 700 + 60  # labels of the drift
+    assert closed["close_event_time"] >= opened["open_event_time"]
+    assert closed["duration_s"] == pytest.approx(closed["close_event_time"]
+                                                 - opened["open_event_time"])
+    assert closed["detectors"] == ["concept"] and closed["close_offset"] is None
+    assert closed["peak_score"] >= opened["scores"]["concept"]["score"]
+    assert p.open_episodes() == []

@@ -378,3 +378,44 @@ def test_model_level_episodes_are_on_the_timeline(tmp_path: Path) -> None:
     eps = json.loads((tmp_path / "r.json").read_bytes())["episodes"]
     assert any(e["feature"] == "" and 2000 <= e["open_index"] < 2600 for e in eps), eps
     assert "(incomplete events)" in (tmp_path / "r.html").read_text()
+
+
+def test_model_quality_episodes_are_listed(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           ) -> None:
+    """``report --labels``: a concept drift's model-quality episode (column ``(labels)``)
+    is on the model's timeline and in its model-quality card; ``--labels`` is checked like
+    replay's."""
+    import orjson
+
+    from tests.support.labels import labelled_stream, lm_model, reference_lines
+
+    (tmp_path / "reference.jsonl").write_bytes(b"\n".join(reference_lines(11, 4000)) + b"\n")
+    (tmp_path / "config.yaml").write_text(json.dumps({
+        "source": {"timestamp": {"path": "ts", "unit": "s"}},
+        "detection": {"false_alarm_events": 100_000, "window": 500, "cadence": 50},
+        "models": [lm_model()]}))
+    parts = [labelled_stream(41, 4000), labelled_stream(42, 4000, flip=0.2, start=4000)]
+    (tmp_path / "e.jsonl").write_bytes(b"\n".join(m for s in parts for m in s.events) + b"\n")
+    (tmp_path / "l.jsonl").write_bytes(b"\n".join(sorted(
+        (m for s in parts for m in s.labels), key=lambda m: orjson.loads(m)["ts"])) + b"\n")
+
+    def report(*extra: str) -> int:
+        return streamdrift_main(["--log-level", "error", "report", "-c",
+                                 str(tmp_path / "config.yaml"), "--input",
+                                 str(tmp_path / "e.jsonl"), "--html", str(tmp_path / "r.html"),
+                                 "--json", str(tmp_path / "r.json"), "--no-progress", *extra])
+
+    assert report("--labels", str(tmp_path / "l.jsonl")) == 0
+    eps = json.loads((tmp_path / "r.json").read_bytes())["episodes"]
+    quality = [e for e in eps if e["feature"] == "(labels)"]
+    assert len(quality) == 1 and quality[0]["detectors"] == ["concept"], eps
+    assert 4000 <= quality[0]["open_index"] < 8000
+    page = (tmp_path / "r.html").read_text()
+    assert "(labels) model quality" in page and 'id="q-lm"' in page
+    assert f"<td class=\"num\">{quality[0]['open_index']:,}</td>" in page
+    # without the labels: no model-quality episode, no card
+    assert report() == 0
+    assert 'id="q-lm"' not in (tmp_path / "r.html").read_text()
+    capsys.readouterr()
+    assert report("--labels", str(tmp_path / "none.jsonl")) != 0
+    assert "--labels" in capsys.readouterr().err

@@ -6,10 +6,10 @@ that rises by 2, 5 or 10 points (an accuracy drop).  Each peer's main parameter 
 bisection on a clean stream so that its ARL0 (labelled events per false alarm, counted on a
 long null stream with the peer's own reset after each alarm) matches the target (2,000 and
 10,000); the achieved ARL0 is then measured on an independent null stream.  Ours is not
-tuned: :func:`detectors.concept.error_cusum` is calibrated with its knob
+tuned: :func:`detectors.concept.concept_detector` is calibrated with its knob
 (``target_events`` = the target) from a labelled reference of ``--ref-size`` errors drawn
-from the same rate, with the production allowance (``shift`` = 0.02), as
-``stream/engine/labelbook.py`` builds it.  Several references per cell (``--refs``) are
+from the same rate, with the production allowances (CUSUMs tuned to shifts of 0.02 and
+0.08, each at half the budget), as ``stream/engine/labelbook.py`` builds it.  Several references per cell (``--refs``) are
 drawn, because the reference's estimated rate is what the achieved ARL0 of a calibrated
 detector depends on; its ARL0 is pooled over them.
 
@@ -48,10 +48,10 @@ from typing import Any
 
 import numpy as np
 
-from detectors.concept import error_cusum
+from detectors.concept import CONCEPT_SHIFTS, ConceptCUSUM, concept_detector
 from detectors.cusum import CUSUM
 
-CONCEPT_SHIFT = 0.02  # the production allowance (stream/engine/labelbook.py)
+CONCEPT_SHIFT = CONCEPT_SHIFTS  # the production allowances (stream/engine/labelbook.py)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -152,17 +152,19 @@ def tune(peer: Peer, stream: list[int], target: float, steps: int) -> tuple[floa
 # -- ours -------------------------------------------------------------------------------
 def our_detectors(rng: np.random.Generator, p: float, target: float, refs: int,
                   ref_size: int, n_values: int, seed: int,
-                  shift: float = CONCEPT_SHIFT) -> list[CUSUM]:
+                  shift: tuple[float, ...] = CONCEPT_SHIFT) -> list[ConceptCUSUM]:
     dets = []
     for r in range(refs):
         ref = (rng.random(ref_size) < p).astype(float)
-        dets.append(error_cusum(ref, target, shift=shift, n_values=n_values,
-                                seed=seed * 100 + r))
+        dets.append(concept_detector(ref, target, shift, n_values=n_values,
+                                     seed=seed * 100 + r))
     return dets
 
 
-def fresh(det: CUSUM) -> CUSUM:
-    return CUSUM(mean=det.mean, scale=det.scale, threshold=det.h, k=det.k, name="error")
+def fresh(det: ConceptCUSUM) -> ConceptCUSUM:
+    """The detector as calibrated, its sums at 0 (no episodes: every crossing alarms)."""
+    return ConceptCUSUM([CUSUM(mean=d.mean, scale=d.scale, threshold=d.h, k=d.k, name="error")
+                         for d in det.detectors])
 
 
 
@@ -196,7 +198,7 @@ def part_errors(args: argparse.Namespace, peers: list[Peer]) -> dict[str, Any]:
                 alarms += a
                 arls.append(arl(per_ref, a))
             cell["ours"] = {"arl0": arl(per_ref * len(dets), alarms), "per_ref": arls,
-                            "thresholds": [d.h for d in dets]}
+                            "thresholds": [[c.h for c in d.detectors] for d in dets]}
             log(f"p={p} target={target} ours ARL0 {cell['ours']['arl0']:.0f} "
                 f"per reference {[round(a) for a in arls]}")
             for drop in args.drops:
@@ -266,8 +268,8 @@ def part_synth(args: argparse.Namespace, peers: list[Peer],
             p_ref = float(ref.mean())
             p_after = float(mon[args.synth_pre:args.synth_pre + 2000].mean())
             near = min(tuned, key=lambda q: abs(q - p_ref)) if tuned else None
-            det = error_cusum(ref, target, shift=args.shift, n_values=args.n_values,
-                              seed=sseed)
+            det = concept_detector(ref, target, args.shift, n_values=args.n_values,
+                                   seed=sseed)
             hits = fresh(det).update(mon.astype(float))
             row = out.setdefault(name, {"p_ref": [], "p_after": [], "delays": {},
                                         "false_alarms": {}})
@@ -321,10 +323,10 @@ def report(args: argparse.Namespace, res: dict[str, Any]) -> str:
     lines = [f"# Concept drift on the error stream (seed {args.seed})", "",
              f"`PYTHONPATH=$PWD .venv/bin/python bench/bench_concept.py --seed {args.seed}"
              f"{' --quick' if args.quick else ''}"
-             f"{'' if args.shift == CONCEPT_SHIFT else f' --shift {args.shift}'}` "
+             f"{'' if args.shift == CONCEPT_SHIFT else ' --shift ' + ' '.join(map(str, args.shift))}` "
              "(defaults otherwise)", "",
              f"Reference: {args.ref_size:,} labelled errors ({args.refs} per cell), "
-             f"shift {args.shift}; {args.runs} runs per delay cell, {args.pre:,} events "
+             f"shifts {', '.join(map(str, args.shift))} (equal shares of the budget); {args.runs} runs per delay cell, {args.pre:,} events "
              f"before the change, censored at {args.cap:,}; in brackets: FA/censored runs "
              "(FA: discarded for an alarm before the change).", ""]
     if "errors" in res:
@@ -410,8 +412,9 @@ def main() -> None:
     ap.add_argument("--rates", type=float, nargs="+", default=[0.10, 0.25])
     ap.add_argument("--targets", type=float, nargs="+", default=[2_000, 10_000])
     ap.add_argument("--drops", type=float, nargs="+", default=[0.02, 0.05, 0.10])
-    ap.add_argument("--shift", type=float, default=CONCEPT_SHIFT,
-                    help="our allowance's shift (production: 0.02)")
+    ap.add_argument("--shift", type=float, nargs="+", default=CONCEPT_SHIFT,
+                    help="the shifts our CUSUMs are tuned for, one CUSUM each at an equal "
+                         "share of the budget (production: 0.02 0.08)")
     ap.add_argument("--runs", type=int, default=60)
     ap.add_argument("--pre", type=int, default=1_000)
     ap.add_argument("--synth-pre", type=int, default=2_000)
@@ -432,6 +435,7 @@ def main() -> None:
                     help="only re-write the tables from a results .json of a run with the "
                          "same options")
     args = ap.parse_args()
+    args.shift = tuple(args.shift)
     if args.render is not None:
         text = report(args, json.loads(args.render.read_text()))
         args.render.with_suffix(".md").write_text(text + "\n")

@@ -21,8 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.concept import error_cusum
-from detectors.cusum import CUSUM
+from detectors.concept import CONCEPT_SHIFTS, ConceptCUSUM, concept_detector
 from detectors.quality_metrics import METRICS, merged_metrics
 from stream.config import Config, LabelsConfig
 from stream.engine.episodes import Detection, Episode, EpisodeBook
@@ -39,9 +38,6 @@ from stream.formats.batch import DecodedBatch, ModelBatch
 
 log = logging.getLogger("streamdrift.labels")
 
-#: the change of the error rate the concept-drift CUSUM is tuned for (2 points of accuracy;
-#: regression: 10 % of the reference's mean absolute error)
-CONCEPT_SHIFT = 0.02
 #: what the counters hold per join: the outcomes and the concept-drift alarms
 COUNTED = (*OUTCOMES, "concept_alarms")
 #: the column and detector names of a model-quality episode (a concept-drift alarm) in the
@@ -98,9 +94,9 @@ class LabelBook:
         self.retired: dict[str, Counter[str]] = {m: Counter() for m in self.cfgs}
         self.invalid: Counter[str] = Counter()
         self.baselines: dict[str, dict[str, float] | None] = {}
-        #: model -> the calibrated concept-drift CUSUM of its joined errors (a template:
+        #: model -> the calibrated concept-drift CUSUMs of its joined errors (a template:
         #: each join runs a copy), for models whose reference carries labels
-        self.concept: dict[str, CUSUM] = {}
+        self.concept: dict[str, ConceptCUSUM] = {}
         #: the ``labels.select`` of the models whose label events come in the inference stream
         #: model-quality episode steps since :meth:`take_steps` last took them (bounded:
         #: ``run`` never takes them, it logs and exports them)
@@ -120,10 +116,11 @@ class LabelBook:
                         ref = None
                     self.baselines[m.name] = None if ref is None else ref[0]
                     if ref is not None and ref[1].size >= 100:
-                        shift = CONCEPT_SHIFT if m.labels.task != "regression" \
-                            else CONCEPT_SHIFT * 5 * max(float(np.mean(ref[1])), 1e-9)
-                        det = self.concept[m.name] = error_cusum(
-                            ref[1], config.detection.false_alarm_events, shift)
+                        unit = 1.0 if m.labels.task != "regression" \
+                            else 5 * max(float(np.mean(ref[1])), 1e-9)
+                        det = self.concept[m.name] = concept_detector(
+                            ref[1], config.detection.false_alarm_events,
+                            [v * unit for v in CONCEPT_SHIFTS])
                         # episodes as the input detectors have them: open while the
                         # evidence persists, closed after a window of pairs without it
                         det.configure_episodes(config.detection.release, concept_release_values(

@@ -36,7 +36,7 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
-from detectors.cusum import CUSUM
+from detectors.concept import ConceptCUSUM
 from detectors.quality_metrics import QualityMetrics
 from stream.config import Config, LabelsConfig, ModelConfig
 from stream.formats.columns import timestamps_column
@@ -115,22 +115,22 @@ def _front(buf: dict[str, tuple[float, Any]], limit: float, bound: int,
     return old, over
 
 
-def concept_state(fresh: CUSUM | None, saved: Any) -> CUSUM | None:
+def concept_state(fresh: ConceptCUSUM | None, saved: Any) -> ConceptCUSUM | None:
+    """The join's concept detector: the ``saved`` one when it has the calibration of
+    ``fresh`` (the model's detector now), else a copy of ``fresh`` with its sums at 0 (a bad
+    state, another calibration, or the single CUSUM saved before there were two)."""
     if fresh is None:
         return None
     if isinstance(saved, Mapping):
         try:
-            old = CUSUM.from_dict(dict(saved))
-        except Exception:  # noqa: BLE001 - a bad saved detector: start afresh
+            old: ConceptCUSUM | None = ConceptCUSUM.from_dict(dict(saved))
+        except Exception:  # noqa: BLE001 - a bad saved detector, or the single CUSUM: afresh
             old = None
-        if isinstance(old, CUSUM) and (old.h, old.mean, old.scale) == (fresh.h, fresh.mean,
-                                                                       fresh.scale):
+        if old is not None and fresh.same_calibration(old):
             if fresh.hold and (old.hold, old.release) != (fresh.hold, fresh.release):
-                old.configure_episodes(fresh.release, fresh.hold)  # saved before episodes
+                old.configure_episodes(fresh.release, fresh.hold)
             return old
-    copy = CUSUM.from_dict(fresh.to_dict())
-    assert isinstance(copy, CUSUM)
-    return copy
+    return ConceptCUSUM.from_dict(fresh.to_dict())
 
 
 def _earliest(times: list[float]) -> float:
@@ -155,8 +155,8 @@ class LabelJoin:
         self.label_next: dict[int, int] = {}
         #: whether the state changed since the last :meth:`to_dict`
         self.dirty = False
-        #: the concept-drift CUSUM of the joined errors (None: no labelled reference)
-        self.concept: CUSUM | None = None
+        #: the concept-drift CUSUMs of the joined errors (None: no labelled reference)
+        self.concept: ConceptCUSUM | None = None
         #: the concept CUSUM's episode steps since the pipeline last took them:
         #: ("open" | "close", statistic (a close: the episode's peak), threshold)
         self.concept_steps: list[tuple[str, float, float]] = []
@@ -312,7 +312,7 @@ class LabelJoin:
 
     @classmethod
     def from_dict(cls, cfg: LabelsConfig, d: Mapping[str, Any],
-                  concept: CUSUM | None = None) -> LabelJoin:
+                  concept: ConceptCUSUM | None = None) -> LabelJoin:
         """The saved state ``d``; ``concept``: the model's calibrated detector now (the saved
         one's sums go on when it has the same threshold, else it starts afresh)."""
         j = cls(cfg)

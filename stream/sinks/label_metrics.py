@@ -60,7 +60,7 @@ class LabelCollector(Collector):
             "reference's.", labels=["model"])
         c_score = GaugeMetricFamily(
             "streamdrift_concept_drift_score",
-            "Concept-drift CUSUM statistic divided by its threshold (highest partition); "
+            "Concept-drift CUSUMs' highest statistic / threshold (highest partition); "
             ">= 1 means alarming.", labels=["model"])
         c_active = GaugeMetricFamily(
             "streamdrift_concept_drift_active", "1 while the concept-drift CUSUM alarms.",

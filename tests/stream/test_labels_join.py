@@ -401,3 +401,46 @@ def test_model_quality_episodes_give_drift_event_records(labelled_setup: Any,
     assert closed["detectors"] == ["concept"] and closed["close_offset"] is None
     assert closed["peak_score"] >= opened["scores"]["concept"]["score"]
     assert p.open_episodes() == []
+
+
+def test_the_concept_detector_state_round_trips_and_an_old_single_cusum_starts_afresh() -> None:
+    from detectors.concept import ConceptCUSUM, concept_detector, error_cusum
+
+    rng = np.random.default_rng(5)
+    ref = (rng.random(20_000) < 0.10).astype(float)
+    fresh = concept_detector(ref, 2_000, n_values=500_000)
+    fresh.configure_episodes(0.5, 1_000)
+    before = (rng.random(3_000) < 0.10).astype(float)
+    after = (rng.random(3_000) < 0.20).astype(float)  # a 10-point rise
+    # mid-stream (an episode open) through the checkpoint: the same later steps as unbroken
+    j = LabelJoin(CFG)
+    j.concept = ConceptCUSUM.from_dict(fresh.to_dict())
+    j.concept.update(before)
+    j.concept.update(after[:1_000])
+    assert j.concept.drift_detected
+    saved = j.to_dict()
+    saved["concept"] = orjson.loads(orjson.dumps(saved["concept"]))  # as JSON holds it
+    back = LabelJoin.from_dict(CFG, saved, fresh)
+    assert back.concept is not None and back.concept is not fresh
+    assert back.concept.to_dict() == j.concept.to_dict()
+    for det in (j.concept, back.concept):
+        det.update(after[1_000:])
+    assert back.concept.to_dict() == j.concept.to_dict()
+    assert back.concept.statistic == j.concept.statistic > 0
+    # the single CUSUM saved before there were two (here in an alarm), or a broken state:
+    # the join restores and its detector starts afresh, with the calibration of now
+    old = error_cusum(ref, 2_000, n_values=500_000)
+    old.configure_episodes(0.5, 1_000)
+    old.update(after)
+    assert old.drift_detected
+    for bad in (old.to_dict(), {"kind": "concept", "state": {"detectors": [{"kind": 1}]}},
+                {"kind": "concept"}, "junk"):
+        j2 = LabelJoin.from_dict(CFG, {**saved, "concept": bad}, fresh)
+        assert j2.concept is not None and fresh.same_calibration(j2.concept)
+        assert (j2.concept.statistic, j2.concept.drift_detected) == (0.0, False)
+        assert j2.concept.hold == 1_000
+    # another calibration (a new reference or knob): afresh too
+    other = concept_detector(ref[:10_000], 2_000, n_values=500_000)
+    assert not other.same_calibration(fresh)
+    j3 = LabelJoin.from_dict(CFG, saved, other)
+    assert j3.concept is not None and j3.concept.statistic == 0.0

@@ -106,40 +106,10 @@ def test_a_vector_path_that_is_no_request_tensor_is_refused(path: str) -> None:
 # -- from the reference to an episode (replay, no broker) --------------------------------
 
 
-def _oip_lines(seed: int, segments: list[tuple[int, float | None]], rows: int = 10,
-               ) -> list[bytes]:
-    """OIP requests of ``rows`` rows each: a numeric ``x`` and a 64-d ``emb`` tensor from
-    the embeddings' mixture (cluster 0's share per segment)."""
-    mix = em.Mixture(0)
-    rng = np.random.default_rng(seed)
-    out: list[bytes] = []
-    for n, share in segments:
-        vecs = mix.draw(rng, n, share).round(5)
-        xs = rng.normal(size=n).round(6)
-        for i in range(0, n, rows):
-            out.append(orjson.dumps({"id": f"r{len(out)}", "inputs": [
-                {"name": "x", "shape": [rows], "datatype": "FP64",
-                 "data": xs[i:i + rows].tolist()},
-                {"name": "emb", "shape": [rows, em.DIM], "datatype": "FP32",
-                 "data": vecs[i:i + rows].reshape(-1).tolist()}]}))
-    return out
-
-
-def _oip_config(reference: str) -> dict[str, Any]:
-    return {"source": {"format": "open-inference", "kafka": {
-                "bootstrap_servers": "127.0.0.1:9", "topics": ["t"], "group_id": "g"}},
-            "models": [{"name": em.MODEL, "baseline": {"reference": reference},
-                        "features": [{"name": "x", "path": "inputs.x", "type": "numeric"},
-                                     {"name": "emb", "path": "inputs.emb", "type": "vector",
-                                      "dim": em.DIM}]}],
-            "detection": {"false_alarm_events": 1_000_000, "window": 500, "cadence": 50},
-            "metrics": {"port": 0}}
-
-
 def test_a_replayed_oip_cluster_share_change_opens_one_vector_episode(tmp_path: Path) -> None:
-    (tmp_path / "ref.jsonl").write_bytes(b"\n".join(_oip_lines(99, [(10_000, None)])))
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(_oip_config("ref.jsonl")))
-    msgs = _oip_lines(5, [(8_000, None), (4_000, em.SHIFTED_SHARE)])
+    (tmp_path / "ref.jsonl").write_bytes(b"\n".join(em.oip_requests(99, [(10_000, None)])))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(em.oip_config("ref.jsonl")))
+    msgs = em.oip_requests(5, [(8_000, None), (4_000, em.SHIFTED_SHARE)])
     # a request of another dimension among the clean ones: counted, the stream goes on
     wrong = orjson.loads(msgs[10])
     wrong["id"] = "wrong"
@@ -162,11 +132,11 @@ def test_a_replayed_oip_cluster_share_change_opens_one_vector_episode(tmp_path: 
 
 def test_oip_vectors_need_a_jsonl_reference_and_avro_stays_refused(tmp_path: Path) -> None:
     (tmp_path / "ref.csv").write_text("x\n1\n")
-    (tmp_path / "ref.jsonl").write_bytes(b"\n".join(_oip_lines(1, [(500, None)])))
+    (tmp_path / "ref.jsonl").write_bytes(b"\n".join(em.oip_requests(1, [(500, None)])))
     for data, expected in (
-            (_oip_config("ref.csv"), "models[emb].baseline.reference: vector columns need a "
+            (em.oip_config("ref.csv"), "models[emb].baseline.reference: vector columns need a "
                                      "JSONL reference of Open Inference messages"),
-            (_oip_config("ref.jsonl") | {"source": {
+            (em.oip_config("ref.jsonl") | {"source": {
                 "format": "avro", "avro": {"registry_url": "http://127.0.0.1:9"},
                 "kafka": {"bootstrap_servers": "127.0.0.1:9", "topics": ["t"],
                           "group_id": "g"}}},

@@ -507,6 +507,34 @@ def model() -> dict:
               merge=True, w=24, h=8,
               rename={f"Value #{ref}": name
                       for ref, (_, name) in zip("ABCD", quality_ratios, strict=True)}),
+        # -- embedding columns (#19 item 2; docs/embeddings.md) --------------------------
+        row("Embedding columns of $model", "The tests of the model's vector columns "
+            "(type: vector, docs/embeddings.md); empty for a model without them."),
+        timeseries("Embedding drift score per column",
+                   "Score (statistic / threshold) of each vector column's test: its vectors "
+                   "projected on the reference's principal directions and their "
+                   "reconstruction residual; alarming above the red line at 1.", "none",
+                   [target(f"max by (column) (streamdrift_vector_score{{{m}}})",
+                           "{{column}}")], threshold_line=1, w=12),
+        timeseries("Malformed vectors per second",
+                   "Vectors not tested, by column and reason (missing, wrong_dimension, "
+                   "not_numeric); they never reject their event. wrong_dimension: the "
+                   "producer sends another length than the configured dim.", "cps",
+                   [target(f"sum by (column, reason) (rate(streamdrift_vector_malformed_total"
+                           f"{{{m}}}[$__rate_interval]))", "{{column}} {{reason}}")],
+                   w=12),
+        state_timeline("Embedding drift state per column",
+                       "1 (DRIFT) while the vector column's test has a drift episode open; "
+                       "the alert StreamdriftEmbeddingDrift fires after 30 s.",
+                       [target(f"max by (column) (streamdrift_vector_drift_active{{{m}}})",
+                               "{{column}}")], mappings=ALARM_MAPPING, w=12),
+        timeseries("Variance the watched directions explain",
+                   "Share of the reference's variance that the test's principal directions "
+                   "explain, per vector column; when low, the reconstruction residual carries "
+                   "most of the test's signal.", "percentunit",
+                   [target(f"max by (column) "
+                           f"(streamdrift_vector_explained_variance_ratio{{{m}}})",
+                           "{{column}}")], w=12),
         row("Column $feature", "Detectors, distances and data quality of one column."),
         timeseries("Statistic vs threshold",
                    "Drift statistic of each detector of the column (solid) and its calibrated "

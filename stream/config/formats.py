@@ -209,6 +209,14 @@ def check_format(ctx: Ctx, source: Any, models: Any) -> None:
                     if isinstance(column.path, tuple) else None
                 if problem:
                     ctx.error(("models", i, role, j, "path"), problem)
+        for vector in getattr(model, "vectors", ()):  # embedding columns (#19)
+            vpath = vector.path
+            if isinstance(vpath, tuple) and not (len(vpath) == 2 and vpath[0] == "inputs"):
+                ctx.error(("models", i, "features"),
+                          f"vector column {vector.name!r}: with source.format open-inference "
+                          f"its path names a request tensor of shape [n, dim], "
+                          f"inputs.<tensor> (each row's dim values are one vector); got "
+                          f"{format_key_path(vpath)!r}")
 
 
 def _field_hint(path: tuple[str, ...]) -> str:

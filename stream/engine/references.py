@@ -10,11 +10,13 @@ features) serve every format.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from stream.config import Config, ModelConfig
+from stream.formats.batch import ModelBatch
 from stream.formats.decoders import decoder_for, flush
 
 log = logging.getLogger("streamdrift.baseline")
@@ -32,17 +34,53 @@ def reads_reference_as_stream(config: Config, path: Path) -> bool:
 def read_stream_reference(config: Config, model: ModelConfig, path: Path,
                           max_line_bytes: int) -> dict[str, np.ndarray]:
     """Columns of ``model`` from a reference file decoded as the stream is."""
-    decoder = decoder_for(config)
     parts: dict[str, list[np.ndarray]] = {c.name: [] for c in model.columns}
+
+    def take(mb: ModelBatch) -> None:
+        for name in parts:
+            parts[name].append(mb.columns[name])
+
+    _decode_file(config, model, path, max_line_bytes, take)
+    return {c.name: np.concatenate(parts[c.name]) if parts[c.name]
+            else np.empty(0, dtype=np.float64 if c.type == "numeric" else object)
+            for c in model.columns}
+
+
+def read_stream_reference_vectors(config: Config, model: ModelConfig, path: Path,
+                                  max_line_bytes: int) -> dict[str, np.ndarray]:
+    """vector column -> the ``(events, dim)`` matrix of ``model``'s embedding columns in a
+    reference file decoded as the stream is (e.g. OIP requests whose ``[n, dim]`` tensor
+    holds the vectors); NaN rows where a vector is malformed, as live."""
+    parts: dict[str, list[np.ndarray]] = {v.name: [] for v in model.vectors}
+    malformed: dict[str, int] = {}
+
+    def take(mb: ModelBatch) -> None:
+        for name in parts:
+            col = mb.vectors[name]
+            parts[name].append(col.values)
+            for reason, n in col.counts().items():
+                if n:
+                    malformed[reason] = malformed.get(reason, 0) + n
+
+    _decode_file(config, model, path, max_line_bytes, take)
+    if malformed:
+        log.warning("reference %s: malformed vectors left out: %s", path, malformed)
+    return {v.name: np.vstack(parts[v.name]) if parts[v.name] else np.empty((0, v.dim))
+            for v in model.vectors}
+
+
+def _decode_file(config: Config, model: ModelConfig, path: Path, max_line_bytes: int,
+                 take: Callable[[ModelBatch], None]) -> None:
+    """Decode ``path`` in chunks of lines with the stream's decoder; ``take`` each chunk's
+    batch of ``model``; log the messages the decoder rejected."""
+    decoder = decoder_for(config)
     rejected: dict[str, int] = {}
 
-    def take(lines: list[bytes]) -> None:
+    def chunk(lines: list[bytes]) -> None:
         batch = decoder.decode(lines)
         for reason, n in batch.invalid.items():
             rejected[reason] = rejected.get(reason, 0) + n
-        mb = batch.models[model.name]
-        for name in parts:
-            parts[name].append(mb.columns[name])
+        take(batch.models[model.name])
 
     lines: list[bytes] = []
     with path.open("rb") as fh:
@@ -53,13 +91,10 @@ def read_stream_reference(config: Config, model: ModelConfig, path: Path,
                 continue
             lines.append(line.rstrip(b"\r\n"))
             if len(lines) >= CHUNK_LINES:
-                take(lines)
+                chunk(lines)
                 lines = []
-    take(lines)
+    chunk(lines)
     for reason, n in flush(decoder).items():
         rejected[reason] = rejected.get(reason, 0) + n
     if rejected:
         log.warning("reference %s: skipped messages: %s", path, rejected)
-    return {c.name: np.concatenate(parts[c.name]) if parts[c.name]
-            else np.empty(0, dtype=np.float64 if c.type == "numeric" else object)
-            for c in model.columns}

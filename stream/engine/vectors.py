@@ -13,8 +13,10 @@ equal unit shares: the model-wide monitor (with its groups and segments) keeps o
 vector column takes one (:func:`vector_budget`), so the model keeps its one knob.
 
 Each partition's tests are written to its checkpoint (``vectors`` in the model's state)
-and restored with it.  **Not (yet) here:** the reference must be JSONL events; ``source.format: open-inference`` and
-``avro`` are refused at start-up for vector columns.
+and restored with it.  With ``source.format: open-inference`` a vector column is a request
+tensor of shape ``[n, dim]`` (:mod:`stream.formats.oip`) and the reference a JSONL file of
+OIP messages, decoded as the stream is.  **Not (yet) here:** ``avro`` is refused at
+start-up for vector columns, and CSV or Parquet references.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from detectors.model import DetectionSettings
 from stream.config import Config, ConfigError, ModelConfig
 from stream.config.bias import bias_budget
 from stream.config.vectors import vector_budget
+from stream.engine.references import read_stream_reference_vectors, reads_reference_as_stream
 from stream.formats.batch import ModelBatch
 from stream.formats.columns import extract_columns, select_events
 from stream.formats.vectors import VECTOR_REASONS
@@ -216,15 +219,31 @@ def build_vectors(config: Config, model: ModelConfig, settings: DetectionSetting
     ``settings``: the ``detection`` section's settings (no budget share applied); each
     vector column is calibrated to its unit share (:func:`vector_budget`)."""
     where = f"models[{model.name}]"
-    if config.source.format != "json":
-        raise ConfigError(f"{where}.features: vector columns are read from JSON events; "
-                          f"source.format {config.source.format!r} is not supported for them "
-                          f"yet (remove the type: vector features or use source.format: json)")
+    fmt = config.source.format
+    if fmt not in ("json", "open-inference"):
+        raise ConfigError(f"{where}.features: vector columns are read from JSON events or "
+                          f"Open Inference tensors; source.format {fmt!r} is not supported "
+                          f"for them yet (remove the type: vector features or use "
+                          f"source.format: json or open-inference)")
     ref = model.baseline.reference
     if ref is None:
         raise ConfigError(f"{where}.baseline: vector columns are profiled from the reference "
                           f"events; set baseline.reference (a JSONL file) for this model")
-    data = read_reference_vectors(Path(ref), model)
+    if fmt == "open-inference":
+        # the reference holds OIP requests (and responses), one per line, decoded and
+        # joined as the stream's are: its [n, dim] tensors give the reference vectors
+        if not reads_reference_as_stream(config, Path(ref)):
+            raise ConfigError(f"{where}.baseline.reference: vector columns need a JSONL "
+                              f"reference of Open Inference messages (one request or "
+                              f"response per line); {Path(ref).name} is not one (write the "
+                              f"reference as .jsonl)")
+        try:
+            data = read_stream_reference_vectors(config, model, Path(ref), MAX_LINE_BYTES)
+        except OSError as exc:
+            raise ConfigError(f"{where}.baseline.reference: {ref} is not a readable file "
+                              f"({exc.strerror})") from None
+    else:
+        data = read_reference_vectors(Path(ref), model)
     # the unit shares split what the facets' bias detectors leave of the model's rate
     target = settings.false_alarm_events * vector_budget(len(model.vectors)) \
         * bias_budget(model)[0]

@@ -19,6 +19,11 @@ no configured column reads one side, that side is not waited for (a model whose 
 writes requests only).  The rows of a pair are events at the position of the message that
 completed the pair.
 
+An embedding column (``type: vector``) names a request tensor of shape ``[n, dim]`` by
+``inputs.<tensor>``: each row's ``dim`` values are one vector (a list per row, sliced out
+of the flattened data), decoded by :func:`stream.formats.vectors.vector_column` with the
+JSON arrays' malformed reasons (a tensor of another width: ``wrong_dimension`` per row).
+
 Value rules are those of the JSON format (:mod:`stream.formats.columns`): JSON ``null``
 in a tensor is a missing value, a boolean or string in a numeric column an invalid value;
 a configured tensor absent from a message is a missing column.  ``select.field`` and
@@ -66,7 +71,7 @@ from stream.config.formats import OpenInferenceConfig
 from stream.formats.batch import EMPTY_INT, DecodedBatch, ModelBatch
 from stream.formats.columns import Extractor, extract, select_key, select_mask, timestamps_column
 from stream.formats.records import parse_messages, payloads
-from stream.formats.tensors import first_rows, group, ranges
+from stream.formats.tensors import ROWS, first_rows, group, ranges
 
 __all__ = ["OIP_REASONS", "OipDecoder"]
 
@@ -164,6 +169,11 @@ class OipDecoder:
                 entry = self._tensors[side].setdefault(column.path[1], [])
                 if (column.path, index) not in entry:
                     entry.append((column.path, index))
+            for vector in model.vectors:  # embedding columns: a tensor [n, dim] (#19)
+                entry = self._tensors[_SIDES.index(vector.path[0])].setdefault(
+                    vector.path[1], [])
+                if (vector.path, ROWS) not in entry:
+                    entry.append((vector.path, ROWS))
         #: which kinds carry configured columns (the other kind is not waited for)
         self._needed = tuple(bool(t) for t in self._tensors)
         if not any(self._needed):  # pragma: no cover - config validation requires columns

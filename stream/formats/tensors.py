@@ -8,13 +8,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["first_rows", "group", "ranges"]
+__all__ = ["ROWS", "first_rows", "group", "ranges"]
 
 _SHAPE = itemgetter("shape")
 _DATA = itemgetter("data")
 _FIRST = itemgetter(0)
 _SECOND = itemgetter(1)
-#: tensor name -> [(column path, column index or None)]
+#: the column index of an embedding column (``type: vector``): each row's values as one
+#: list (a tensor of shape ``[n, dim]`` is ``n`` vectors of ``dim`` numbers)
+ROWS = -1
+#: tensor name -> [(column path, column index, ROWS, or None)]
 Wanted = dict[str, list[tuple[tuple[str, ...], int | None]]]
 
 
@@ -109,7 +112,9 @@ def _group_columns(wanted: Wanted,
         elif not np.array_equal(rows, r):
             raise _BadTensor
         for path, col in entries:
-            if col is None:
+            if col == ROWS:  # a vector per row; its length is checked by the vector column
+                columns[path] = _per_row(flat, width, int(r.sum()))
+            elif col is None:
                 if width != 1:
                     raise _BadTensor
                 columns[path] = flat
@@ -118,3 +123,16 @@ def _group_columns(wanted: Wanted,
             else:
                 columns[path] = flat[col::width]
     return rows, columns
+
+
+def _per_row(flat: list[Any], width: int, n: int) -> list[list[Any]]:
+    """The ``n`` rows of ``width`` values of a row-major ``flat`` list, as lists (one
+    slice per row, no loop over the values).
+
+    >>> _per_row([1, 2, 3, 4, 5, 6], 3, 2)
+    [[1, 2, 3], [4, 5, 6]]
+    """
+    if width == 0:
+        return [[] for _ in range(n)]
+    return list(map(flat.__getitem__, map(slice, range(0, n * width, width),
+                                          range(width, n * width + 1, width))))

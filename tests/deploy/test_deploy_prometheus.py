@@ -28,6 +28,7 @@ EXPECTED_SEVERITIES = {
     "StreamdriftFeatureDrift": {"warning"},
     "StreamdriftPredictionDrift": {"critical"},
     "StreamdriftMultivariateDrift": {"warning"},
+    "StreamdriftEmbeddingDrift": {"warning"},  # embedding columns (#19.2)
     "StreamdriftMissingValuesHigh": {"warning"},
     "StreamdriftOutOfRangeValuesHigh": {"warning"},
     "StreamdriftUnseenCategories": {"warning"},

@@ -188,6 +188,21 @@ class FakeStreamdrift:
                                           labels=group)
             counter.add_metric(["fraud", "joint"], value)
             yield counter
+        # two embedding columns of model fraud (type: vector): the real sink's families;
+        # one drifting (an episode open), one quiet with malformed vectors growing
+        from stream.engine.vectors import VectorFigures
+        from stream.sinks.vector_metrics import vector_families
+
+        if "fraud" in self.models:
+            yield from vector_families({"fraud": {
+                "query_emb": VectorFigures(
+                    dim=384, components=8, explained=0.48, statistic=90.0, threshold=40.0,
+                    score=2.25, active=True, alarms=1, rows=int(18 * t),
+                    malformed={"wrong_dimension": int(0.5 * t)}),
+                "doc_emb": VectorFigures(
+                    dim=768, components=4, explained=0.31, statistic=12.0, threshold=40.0,
+                    score=0.3, active=False, alarms=0, rows=int(19 * t),
+                    malformed={"missing": int(0.2 * t), "not_numeric": int(0.1 * t)})}})
         # attribution drift of model fraud (models[].attributions), quiet, and the root cause
         # of its drifting prediction (#16 items 3-4)
         for name, value in (("ndcg", 0.991), ("level", 0.95), ("score", 0.18), ("active", 0.0)):
@@ -447,7 +462,8 @@ def test_alerts_go_pending_and_the_watchdog_fires(prometheus):
             by_name[a["labels"]["alertname"]].append(a)
         if {"StreamdriftWatchdog", "StreamdriftPredictionDrift", "StreamdriftFeatureDrift",
                 "StreamdriftModelQualityDegraded",
-                "StreamdriftEstimatedPerformanceDrop"} <= set(by_name):
+                "StreamdriftEstimatedPerformanceDrop",
+                "StreamdriftEmbeddingDrift"} <= set(by_name):
             return by_name
         return None
 
@@ -470,6 +486,12 @@ def test_alerts_go_pending_and_the_watchdog_fires(prometheus):
         "model": "fraud", "severity": "critical", "category": "drift"}
     assert sorted(a["labels"]["metric"] for a in by_name["StreamdriftEstimatedPerformanceDrop"]
                   ) == ["accuracy", "f1", "roc_auc"]
+    # the drifting embedding column of fraud (both instances serve it: one alert), not the
+    # quiet one
+    (embedding,) = by_name["StreamdriftEmbeddingDrift"]
+    assert {k: embedding["labels"][k] for k in ("model", "column", "severity")} == {
+        "model": "fraud", "column": "query_emb", "severity": "warning"}
+    assert float(embedding["value"]) == 2.25
     # healthy signals do not even go pending
     for quiet in ("StreamdriftTargetDown", "StreamdriftSourceDown", "StreamdriftNoEvents",
                   "StreamdriftConsumerStalled", "StreamdriftTargetAbsent"):

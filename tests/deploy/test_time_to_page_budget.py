@@ -59,6 +59,7 @@ def drift_rules() -> list[tuple[dict, dict]]:
     assert {r["alert"] for _, r in found} == {"StreamdriftFeatureDrift",
                                               "StreamdriftPredictionDrift",
                                               "StreamdriftMultivariateDrift",
+                                              "StreamdriftEmbeddingDrift",
                                               "StreamdriftSegmentDrift",
                                               # model quality: from the concept alarm (the
                                               # labels' delay comes first), and the estimate

@@ -229,7 +229,8 @@ OPTIONAL_METRICS = ("streamdrift_segment_", "streamdrift_multivariate_",
                     "streamdrift_labels", "streamdrift_model_quality",
                     "streamdrift_concept_drift_", "streamdrift_estimated_quality",
                     "streamdrift_last_label_", "streamdrift_bias_",
-                    "streamdrift_attribution_", "streamdrift_root_cause")
+                    "streamdrift_attribution_", "streamdrift_root_cause",
+                    "streamdrift_vector_")
 #: template variables over those metrics (also any variable whose selector reads only them,
 #: such as the model-quality dashboard's), and the value their queries get when unset
 OPTIONAL_VARIABLES = {"segment"}

@@ -72,3 +72,45 @@ def config(reference: str, *, detection: dict | None = None, components: int = 8
 def write_reference(path, n: int = 10_000, seed: int = 99):  # type: ignore[no-untyped-def]
     path.write_bytes(b"\n".join(events(seed, [(n, None)])))
     return path
+
+
+# -- the same stream as Open Inference Protocol requests (source.format: open-inference) ---
+
+
+def oip_requests(seed: int, segments: list[tuple[int, float | None]], *, rows: int = 10,
+                 mixture_seed: int = 0) -> list[bytes]:
+    """OIP requests of ``rows`` rows each (the counts of ``segments`` are multiples of
+    it): a numeric tensor ``x`` of shape ``[rows]`` and the 64-d embedding tensor ``emb`` of
+    shape ``[rows, 64]`` (flat, row-major) from :class:`Mixture`."""
+    import orjson
+
+    mix = Mixture(mixture_seed)
+    rng = np.random.default_rng(seed)
+    out: list[bytes] = []
+    for n, share in segments:
+        vecs = mix.draw(rng, n, share).round(5)
+        xs = rng.normal(size=n).round(6)
+        for i in range(0, n, rows):
+            out.append(orjson.dumps({"id": f"r{seed}-{len(out)}", "inputs": [
+                {"name": "x", "shape": [rows], "datatype": "FP64",
+                 "data": xs[i:i + rows].tolist()},
+                {"name": "emb", "shape": [rows, DIM], "datatype": "FP32",
+                 "data": vecs[i:i + rows].reshape(-1).tolist()}]}))
+    return out
+
+
+def oip_config(reference: str, *, detection: dict | None = None, **kafka: object) -> dict:
+    """A configuration of model ``emb`` over OIP requests: numeric ``inputs.x`` and the
+    64-d vector ``inputs.emb`` (a ``[n, 64]`` tensor)."""
+    return {
+        "source": {"format": "open-inference",
+                   "kafka": kafka or {"bootstrap_servers": "127.0.0.1:9", "topics": ["t"],
+                                      "group_id": "g"}},
+        "models": [{"name": MODEL, "baseline": {"reference": reference},
+                    "features": [{"name": "x", "path": "inputs.x", "type": "numeric"},
+                                 {"name": "emb", "path": "inputs.emb", "type": "vector",
+                                  "dim": DIM}]}],
+        "detection": detection or {"false_alarm_events": 1_000_000, "window": 500,
+                                   "cadence": 50},
+        "metrics": {"port": 0},
+    }

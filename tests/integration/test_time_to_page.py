@@ -145,7 +145,8 @@ def test_clean_stream_run_starts(clean_run):
                                                    "StreamdriftMultivariateDrift",
                                                    "StreamdriftSegmentDrift",
                                                    "StreamdriftBiasDrift",
-                                                   "StreamdriftAttributionDrift"}
+                                                   "StreamdriftAttributionDrift",
+                                                   "StreamdriftEmbeddingDrift"}
     assert {r["duration"] for r in group["rules"]} == {30}, group  # as shipped
     pipe.check_alive()
 

@@ -305,7 +305,14 @@ def test_json_and_oip_give_the_same_report(reports: dict[str, Any]) -> None:
                         else int(lines[e["close_index"]])} for e in js["episodes"]]
     mapped_episodes.sort(key=lambda e: (-1 if e["open_index"] is None else e["open_index"],
                                         e["model"], e["feature"]))
-    assert oip["episodes"] == mapped_episodes
+    # a prediction episode's root cause reads the drift scores at the end of the batch in
+    # which it opened (docs/attribution.md), and OIP batches hold other rows than JSON
+    # batches of as many lines: the same features named first, not the same figures
+    def first_cause(episodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**e, "root_cause": [c["feature"] for c in e["root_cause"]][:1]}
+                if "root_cause" in e else e for e in episodes]
+
+    assert first_cause(oip["episodes"]) == first_cause(mapped_episodes)
     # every per-model and per-column summary, the baseline's id included
     assert oip["models"] == js["models"]
 

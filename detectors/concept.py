@@ -156,6 +156,11 @@ class ConceptCUSUM:
             raise DetectorError("ConceptCUSUM: needs one CUSUM or more")
         if not all(math.isfinite(d.h) for d in dets):
             raise DetectorError("ConceptCUSUM: every CUSUM needs a finite threshold")
+        for d in dets:
+            # a 2-point allowance is below the noise of the moving average that releases an
+            # episode: capped at k, the release level is crossed by the null's own noise and
+            # an episode never closes (CUSUM.release_level)
+            d.release_above_allowance = True
         self.detectors = dets
         self._peak = 0.0
         self.close_positions = np.empty(0, dtype=np.int64)

@@ -365,6 +365,10 @@ class CUSUM(HeldAlarm, Detector):
         if isinstance(hold, bool) or not isinstance(hold, (int, np.integer)) or hold < 0:
             raise DetectorError(f"CUSUM: hold must be an integer >= 0, got {hold!r}")
         self.hold = int(hold)
+        #: the release level may exceed k: set where k is smaller than the moving average's
+        #: noise (the concept detector's 2-point CUSUM: k 0.03σ against a 99th percentile of
+        #: 0.08σ over a span of 1,000), whose episodes would otherwise never close
+        self.release_above_allowance = False
         #: with ``hold``: the release level of the moving average, as a share of ``k``
         self.release = 1.0
         self.name = name
@@ -417,11 +421,12 @@ class CUSUM(HeldAlarm, Detector):
     def release_level(self) -> float:
         """The moving average's release level: ``release`` × k, but never below the
         average's 99th percentile (two-sided) under no shift, 2.58 × √(λ / (2 − λ)), nor
-        above k.  With a short release stretch the average is noisy and a lower level
-        would keep false episodes open."""
+        above k (unless :attr:`release_above_allowance`).  With a short release stretch the
+        average is noisy and a lower level would keep false episodes open."""
         lam = self._lambda
         floor = EWMA_RELEASE_Z * math.sqrt(lam / (2.0 - lam))
-        return min(max(self.release * self.allowance, floor), self.allowance)
+        level = max(self.release * self.allowance, floor)
+        return level if self.release_above_allowance else min(level, self.allowance)
 
     @property
     def statistic(self) -> float:

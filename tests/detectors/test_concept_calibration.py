@@ -153,3 +153,26 @@ def test_the_second_cusum_is_faster_on_large_drops_and_costs_little_on_small(
     small = _mean_delay(pair, p, 0.02) / _mean_delay(single, p, 0.02)
     assert large <= 0.92, (large, small)
     assert small <= 1.45, (large, small)
+
+
+def test_a_model_quality_episode_closes_once_the_error_rate_is_back() -> None:
+    # the 2-point CUSUM's allowance (0.03 sd) is below the noise of the moving average that
+    # holds an episode (2.58 sd of it over a span of 1,000: 0.08): capped at the allowance,
+    # the release level was crossed by the null's own noise and an episode stayed open for
+    # 10,000-29,000 clean values after a 3,000-value drift (6 seeds); now 3,000-7,000
+    closed = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        ref = (rng.random(20_000) < 0.10).astype(float)
+        det = concept_detector(ref, 10_000, n_values=500_000, seed=seed)
+        det.configure_episodes(0.5, 1_000)
+        det.update((rng.random(2_000) < 0.10).astype(float))
+        det.update((rng.random(3_000) < 0.20).astype(float))  # a 10-point drop
+        assert det.drift_detected
+        n = 0
+        while det.drift_detected and n < 60_000:
+            det.update((rng.random(1_000) < 0.10).astype(float))
+            n += 1_000
+        closed.append(n)
+    assert float(np.median(closed)) <= 7_000, closed
+    assert max(closed) <= 10_000, closed

@@ -323,7 +323,9 @@ class LabelJoin:
         j.early = dict(zip(ids, zip(ts, vs, strict=True), strict=True))
         j.joined_ids = dict.fromkeys(d["joined_ids"])
         j.expired_ids = dict.fromkeys(d["expired_ids"])
-        j.pred_time, j.label_time = float(d["pred_time"]), float(d["label_time"])
+        # -inf (no event time yet) is saved as JSON null
+        j.pred_time, j.label_time = (-math.inf if d[k] is None else float(d[k])
+                                     for k in ("pred_time", "label_time"))
         j.counts = Counter({str(k): int(v) for k, v in d["counts"].items()})
         q = QualityMetrics.from_dict(d["quality"])
         if (q.task, q.window) == (cfg.task, cfg.window):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -444,3 +445,13 @@ def test_the_concept_detector_state_round_trips_and_an_old_single_cusum_starts_a
     assert not other.same_calibration(fresh)
     j3 = LabelJoin.from_dict(CFG, saved, other)
     assert j3.concept is not None and j3.concept.statistic == 0.0
+
+
+def test_a_join_without_event_times_yet_restores_through_json() -> None:
+    # a join that has seen no prediction and no label holds -inf times, which JSON
+    # checkpoints (orjson) write as null: the restore takes them back as -inf
+    j = LabelJoin(CFG)
+    saved = orjson.loads(orjson.dumps(j.to_dict()))
+    assert saved["pred_time"] is None and saved["label_time"] is None
+    back = LabelJoin.from_dict(CFG, saved)
+    assert back.pred_time == back.label_time == -math.inf

@@ -72,10 +72,9 @@ from stream.formats.batch import (
 )
 from stream.formats.columns import (
     Group,
+    ModelRouter,
     StructExtractor,
     column_plan,
-    select_key,
-    select_mask,
     timestamps_column,
 )
 from stream.formats.json import BatchDecoder, _clean_bytes
@@ -271,27 +270,12 @@ class ColumnarDecoder:
 
     def _route(self, n: int, everything: StructExtractor, positions: np.ndarray) -> DecodedBatch:
         """Route and extract the typed events (no wrong structure: the types rule it out)."""
-        n_events = everything.n
-        subsets: dict[Any, tuple[np.ndarray | None, StructExtractor]] = {None: (None, everything)}
-        routed = None if self._catch_all else np.zeros(n_events, dtype=bool)
+        router = ModelRouter(everything, self._catch_all)
+        routed = router.routed
         models: dict[str, ModelBatch] = {}
         for model in self._models:
-            key = select_key(model.select)
-            subset = subsets.get(key)
-            if subset is None:
-                assert model.select is not None
-                mask = select_mask(everything, model.select)
-                if routed is not None:
-                    routed |= mask
-                idx = np.flatnonzero(mask)
-                if idx.shape[0] == n_events:
-                    subset = (None, everything)
-                else:
-                    chosen = everything.subset(idx.tolist())
-                    assert isinstance(chosen, StructExtractor)
-                    subset = (idx, chosen)
-                subsets[key] = subset
-            selected, extractor = subset
+            selected, extractor = router.subset(model.select)
+            assert isinstance(extractor, StructExtractor)
             model_positions = positions if selected is None else positions[selected]
             batch = _extract(extractor, model, model_positions, self._plans[model.name])
             if self._timestamp is not None:

@@ -234,6 +234,34 @@ def select_mask(extractor: Extractor, select: SelectConfig) -> np.ndarray:
     return mask
 
 
+class ModelRouter:
+    """Which events each model takes (its ``select``), over one batch's ``everything``.
+
+    Models with the same ``select`` share one subset; ``routed`` marks the events some
+    model took (None when a model without ``select`` takes everything)."""
+
+    def __init__(self, everything: Extractor, catch_all: bool) -> None:
+        self.everything = everything
+        self.subsets: dict[Any, tuple[np.ndarray | None, Extractor]] = {
+            None: (None, everything)}
+        self.routed = None if catch_all else np.zeros(everything.n, dtype=bool)
+
+    def subset(self, select: SelectConfig | None) -> tuple[np.ndarray | None, Extractor]:
+        """(indices of the model's events, or None for all; their extractor)."""
+        key = select_key(select)
+        subset = self.subsets.get(key)
+        if subset is None:
+            assert select is not None
+            mask = select_mask(self.everything, select)
+            if self.routed is not None:
+                self.routed |= mask
+            idx = np.flatnonzero(mask)
+            subset = (None, self.everything) if idx.shape[0] == self.everything.n else \
+                (idx, self.everything.subset(idx.tolist()))
+            self.subsets[key] = subset
+        return subset
+
+
 @dataclass(frozen=True, slots=True)
 class Group:
     """Columns of one type under one parent path, fetched together per event."""

@@ -115,12 +115,11 @@ from stream.formats.batch import EMPTY_INT, INVALID, INVALID_REASONS, DecodedBat
 from stream.formats.columns import (
     Extractor,
     Group,
+    ModelRouter,
     StructExtractor,
     column_plan,
     extract,
     no_struct,
-    select_key,
-    select_mask,
     struct_schema,
     timestamps_column,
 )
@@ -179,45 +178,30 @@ class BatchDecoder:
         everything: Extractor
         if decoded is not None:
             structs, positions, bad_positions, bad_reasons = decoded
-            n_events = len(structs)
             everything = StructExtractor(structs, self._struct_names)
             plans = self._struct_plans
         else:
             events, positions, bad_positions, bad_reasons = self._parse(messages)
-            n_events = len(events)
             everything = Extractor(events)
             plans = self._plans
-        return self._route(n, n_events, everything, plans, positions, bad_positions, bad_reasons)
+        return self._route(n, everything, plans, positions, bad_positions, bad_reasons)
 
     def decode_events(self, n: int, events: list[dict[str, Any]], positions: np.ndarray,
                       bad_positions: np.ndarray, bad_reasons: list[str]) -> DecodedBatch:
         """Route and extract events another format has already decoded into dicts
         (``positions``: theirs among the ``n`` messages; the rejected ones and why)."""
-        return self._route(n, len(events), Extractor(events), self._plans, positions,
+        return self._route(n, Extractor(events), self._plans, positions,
                            bad_positions, bad_reasons)
 
-    def _route(self, n: int, n_events: int, everything: Extractor,
+    def _route(self, n: int, everything: Extractor,
                plans: dict[str, tuple[Group | ColumnConfig, ...]], positions: np.ndarray,
                bad_positions: np.ndarray, bad_reasons: list[str]) -> DecodedBatch:
-        subsets: dict[Any, tuple[np.ndarray | None, Extractor]] = {None: (None, everything)}
-        routed = None if self._catch_all else np.zeros(n_events, dtype=bool)
+        router = ModelRouter(everything, self._catch_all)
+        routed = router.routed
         models: dict[str, ModelBatch] = {}
         rejected: list[np.ndarray] = []
         for model in self._models:
-            key = select_key(model.select)
-            subset = subsets.get(key)
-            if subset is None:
-                assert model.select is not None
-                mask = select_mask(everything, model.select)
-                if routed is not None:
-                    routed |= mask
-                idx = np.flatnonzero(mask)
-                if idx.shape[0] == n_events:
-                    subset = (None, everything)
-                else:
-                    subset = (idx, everything.subset(idx.tolist()))
-                subsets[key] = subset
-            selected, extractor = subset
+            selected, extractor = router.subset(model.select)
             model_positions = positions if selected is None else positions[selected]
             batch = extract(extractor, model, model_positions, plans[model.name])
             if self._timestamp is not None:

@@ -69,7 +69,7 @@ import numpy as np
 from stream.config import Config, ModelConfig
 from stream.config.formats import OpenInferenceConfig
 from stream.formats.batch import EMPTY_INT, DecodedBatch, ModelBatch
-from stream.formats.columns import Extractor, extract, select_key, select_mask, timestamps_column
+from stream.formats.columns import Extractor, ModelRouter, extract, timestamps_column
 from stream.formats.records import parse_messages, payloads
 from stream.formats.tensors import ROWS, first_rows, group, ranges
 
@@ -491,22 +491,11 @@ class OipDecoder:
                counts: dict[str, int]) -> DecodedBatch:
         positions, everything = rows
         n_rows = everything.n
-        subsets: dict[Any, tuple[np.ndarray | None, Extractor]] = {None: (None, everything)}
-        routed = None if self._catch_all else np.zeros(n_rows, dtype=bool)
+        router = ModelRouter(everything, self._catch_all)
+        routed = router.routed
         models: dict[str, ModelBatch] = {}
         for model in self._models:
-            key = select_key(model.select)
-            subset = subsets.get(key)
-            if subset is None:
-                assert model.select is not None
-                mask = select_mask(everything, model.select)
-                if routed is not None:
-                    routed |= mask
-                sel = np.flatnonzero(mask)
-                subset = (None, everything) if sel.shape[0] == n_rows else \
-                    (sel, everything.subset(sel.tolist()))
-                subsets[key] = subset
-            selected, extractor = subset
+            selected, extractor = router.subset(model.select)
             mpos = positions if selected is None else positions[selected]
             batch = extract(extractor, model, mpos, tuple(model.columns))
             if self._timestamp is not None:

@@ -132,8 +132,11 @@ def test_pipeline_outages_inhibit_on_labels_their_alerts_carry():
 
 
 # --------------------------------------------------------------------------- inhibition, live
-#: the column alerts of a model: StreamdriftModelDataQuality inhibits them for its model
+#: the column and joint alerts of a model, and its performance estimate:
+#: StreamdriftModelDataQuality inhibits them for its model
 COLUMN_ALERTS = ("StreamdriftFeatureDrift", "StreamdriftPredictionDrift",
+                 "StreamdriftSegmentDrift", "StreamdriftMultivariateDrift",
+                 "StreamdriftEmbeddingDrift", "StreamdriftEstimatedPerformanceDrop",
                  "StreamdriftMissingValuesHigh", "StreamdriftOutOfRangeValuesHigh",
                  "StreamdriftUnseenCategories", "StreamdriftInvalidValuesHigh")
 

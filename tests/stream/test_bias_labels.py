@@ -18,7 +18,7 @@ import yaml
 from stream.config import load_config
 from stream.config.bias import bias_budget
 from stream.engine.baselines import resolve_baselines
-from stream.engine.bias import build_model_bias
+from stream.engine.bias import build_model_bias, series_bound
 from stream.engine.biaslabels import DETECTORS, build_label_bias
 from stream.engine.labels import LabelJoin
 from stream.engine.pipeline import Pipeline
@@ -70,6 +70,9 @@ def test_the_budget_has_three_detectors_per_facet_with_binary_labels(ready: Any)
     # two facets x (DPPL, recall, accuracy) share the bias part of the budget
     assert bias_budget(m)[1] == pytest.approx(2 * 3 / 0.1)
     assert bias_budget(2)[1] == pytest.approx(2 / 0.1)
+    # check-config's bound: per facet, (top_k + 1) values x (9 DPPL series + 2 measures x
+    # 6), and the pairs fed per measure
+    assert series_bound(m) == 1 + 2 * (11 * (9 + 2 * 6) + 2)
 
 
 def test_baselines_come_from_the_labelled_reference(ready: Any) -> None:

@@ -104,3 +104,26 @@ def test_a_recall_drop_of_one_facet_value_opens_a_bias_episode_naming_it(
     opens = [v for v in records if v["type"] == "open" and v.get("segment")]
     assert any(v["segment"] == "sex=f" and v["column"] == "bias" for v in opens), records
     assert all(v["segment"].startswith("sex=") for v in opens), records
+
+    # restart: the join (its waiting predictions with their facets) and the facets' label
+    # monitors come back from the final checkpoint, the episode open (no second open record)
+    run2 = StreamdriftRun(cfg, port=port, name="run2")
+    try:
+        run2.wait_serving(60)
+        wait_for(lambda: run2.logs("state restored") and sample(
+            samples(run2.scrape()), "streamdrift_bias_label_drift_active", **f) == 1, 30,
+            "sex=f's recall episode restored open", alive=run2.check_alive,
+            details=run2.log_tail)
+        more = labelled_facets(5_000, 43, start=CLEAN + SHIFTED, shift_value="f",
+                               recall_shift=-0.2, keep_rate=True)
+        produce(kafka_bootstrap, topic, more.events(), linger_ms=10)
+        produce(kafka_bootstrap, labels, more.labels(), linger_ms=10)
+        run2.wait_consumed(5_000, timeout=60, interval=0.5)
+        wait_for(lambda: sample(samples(run2.scrape()), "streamdrift_labels_total",
+                                model="m1", outcome="joined") >= 5_000, 30,
+                 "the new labels joined", alive=run2.check_alive, details=run2.log_tail)
+    finally:
+        run2.stop(check=True)
+    records = _read_topic(kafka_bootstrap, f"{topic}-drift")
+    again = [v for v in records if v["type"] == "open" and v.get("segment") == "sex=f"]
+    assert len(again) == 1, records

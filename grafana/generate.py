@@ -621,6 +621,24 @@ def model() -> dict:
                            "{{facet}}={{value}}"),
                     target(f"max by (facet, value) (streamdrift_bias_baseline_dppl{{{m}}})",
                            "{{facet}}={{value}} ref")], w=12),
+        timeseries("Label bias drift score per facet value",
+                   "With labels: change of each facet value's recall and accuracy "
+                   "differences (rest - value, on the joined pairs) from their labelled "
+                   "reference values, over the calibrated threshold; alarming above the red "
+                   "line at 1.", "none",
+                   [target(f"max by (facet, value, measure) "
+                           f"(streamdrift_bias_label_drift_score{{{m}}})",
+                           "{{facet}}={{value}} {{measure}}")], threshold_line=1, w=12),
+        timeseries("Recall and accuracy differences, live and reference",
+                   "With labels: recall and accuracy of the rest of the traffic minus the "
+                   "facet value's (Clarify's RD and AD) on the joined pairs: the live window "
+                   "(solid) and the labelled reference (ref).", "percentunit",
+                   [target(f"max by (facet, value, measure) "
+                           f"(streamdrift_bias_label_difference{{{m}}})",
+                           "{{facet}}={{value}} {{measure}}"),
+                    target(f"max by (facet, value, measure) "
+                           f"(streamdrift_bias_baseline_label_difference{{{m}}})",
+                           "{{facet}}={{value}} {{measure}} ref")], w=12),
     ]
     annotations = [{
         "name": "Drift alarms",

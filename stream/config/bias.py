@@ -32,8 +32,8 @@ from typing import Any
 
 from stream.config.keys import ABSENT, BAD, Bad, Ctx, KeyPath, get_key, suggest, type_name
 
-__all__ = ["BIAS_KEYS", "BIAS_SHARE", "BiasConfig", "FacetConfig", "PositiveConfig",
-           "bias_budget", "parse_bias"]
+__all__ = ["BIAS_KEYS", "BIAS_SHARE", "LABEL_MEASURES", "BiasConfig", "FacetConfig",
+           "PositiveConfig", "bias_budget", "facet_detectors", "parse_bias"]
 
 BIAS_KEYS = ("positive", "facets", "window", "cadence", "min_reference_events")
 FACET_KEYS = ("name", "path", "top_k")
@@ -46,6 +46,8 @@ MAX_TOP_K = 50
 MAX_FACETS = 8
 #: the share of a model's false-alarm rate its bias detectors take when it has facets
 BIAS_SHARE = 0.1
+#: the label-based measures of each facet of a model with binary labels (stream.engine.biaslabels)
+LABEL_MEASURES = ("recall", "accuracy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,16 +79,25 @@ class BiasConfig:
     min_reference_events: int = 200
 
 
+def facet_detectors(model: Any) -> int:
+    """Bias detectors per facet: DPPL, and with binary ``labels:`` also the recall and the
+    accuracy differences (:data:`LABEL_MEASURES`) of the joined pairs."""
+    labels = getattr(model, "labels", None)
+    return 1 + len(LABEL_MEASURES) if getattr(labels, "task", None) == "binary" else 1
+
+
 def bias_budget(model: Any) -> tuple[float, float]:
     """(factor of ``false_alarm_events`` for the model's other monitors, factor for each
-    facet's bias detector): the bias detectors take :data:`BIAS_SHARE` of the model's
-    false-alarm rate, split equally over its facets.
+    bias detector): the bias detectors take :data:`BIAS_SHARE` of the model's
+    false-alarm rate, split equally over its facets and, per facet, its detectors
+    (:func:`facet_detectors`).
 
     >>> bias_budget(None), tuple(round(x, 4) for x in bias_budget(2))
     ((1.0, 1.0), (1.1111, 20.0))
     """
     n = model if isinstance(model, int) or model is None else (
-        len(model.bias.facets) if getattr(model, "bias", None) is not None else 0)
+        len(model.bias.facets) * facet_detectors(model)
+        if getattr(model, "bias", None) is not None else 0)
     if not n:
         return 1.0, 1.0
     return 1.0 / (1.0 - BIAS_SHARE), n / BIAS_SHARE

@@ -38,7 +38,7 @@ from detectors.bias import DETECTOR, BiasBaseline, BiasMonitor, build_baseline
 from detectors.column import Alarm
 from detectors.errors import DetectorError
 from stream.config import Config, ConfigError, ModelConfig
-from stream.config.bias import FacetConfig, bias_budget
+from stream.config.bias import FacetConfig, bias_budget, facet_detectors
 from stream.engine.baselines import read_reference
 from stream.engine.episodes import EpisodeBook
 from stream.engine.hidden import column_at, with_hidden
@@ -259,6 +259,8 @@ class ModelBias:
 #: the per-value gauges / counters of the bias metrics (stream.sinks.bias_metrics)
 SERIES_PER_VALUE = ("events", "positive_rate", "dppl", "di", "baseline_dppl", "baseline_di",
                     "score", "active", "alarms")
+#: the per-value and measure series of the label-based bias metrics (5 gauges, alarms)
+LABEL_SERIES_PER_VALUE = 6
 
 
 def build_model_bias(config: Config, model: ModelConfig) -> ModelBias:
@@ -351,7 +353,9 @@ def series_bound(model: ModelConfig) -> int:
     """The most series the bias metrics of ``model`` can export."""
     if model.bias is None:
         return 0
-    return 1 + sum((f.top_k + 1) * len(SERIES_PER_VALUE) for f in model.bias.facets)
+    labelled = facet_detectors(model) - 1  # with binary labels: recall and accuracy
+    return 1 + sum((f.top_k + 1) * (len(SERIES_PER_VALUE) + labelled * LABEL_SERIES_PER_VALUE)
+                   + labelled for f in model.bias.facets)
 
 
 def describe(model: ModelConfig) -> list[str]:

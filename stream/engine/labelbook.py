@@ -24,6 +24,9 @@ import numpy as np
 from detectors.concept import CONCEPT_SHIFTS, ConceptCUSUM, concept_detector
 from detectors.quality_metrics import METRICS, merged_metrics
 from stream.config import Config, LabelsConfig
+from stream.engine.bias import FEATURE as BIAS_FEATURE
+from stream.engine.bias import ModelBias
+from stream.engine.biaslabels import LabelBias, label_bias_figures, resolve_label_bias
 from stream.engine.episodes import Detection, Episode, EpisodeBook
 from stream.engine.estimate import EstimateBook, EstimateFigures
 from stream.engine.figures import PartitionKey
@@ -70,6 +73,9 @@ class LabelFigures:
     concept_active: bool = False
     #: estimated performance without labels (None: no labels.estimate)
     estimated: EstimateFigures | None = None
+    #: the label-based bias figures per facet value and measure (None: not watched; see
+    #: stream.engine.biaslabels.label_bias_figures)
+    bias: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -82,7 +88,8 @@ class LabelSnapshot:
 class LabelBook:
     """Every label join of a pipeline (the caller holds the pipeline's lock)."""
 
-    def __init__(self, config: Config, *, reference: bool = True) -> None:
+    def __init__(self, config: Config, *, reference: bool = True,
+                 bias: Mapping[str, ModelBias] | None = None) -> None:
         self.cfgs: dict[str, LabelsConfig] = {m.name: m.labels for m in config.models
                                               if m.labels is not None}
         self.decoder = LabelDecoder(config)
@@ -98,6 +105,10 @@ class LabelBook:
         #: each join runs a copy), for models whose reference carries labels
         self.concept: dict[str, ConceptCUSUM] = {}
         #: the ``labels.select`` of the models whose label events come in the inference stream
+        #: model -> the label-based bias baselines of its facets (stream.engine.biaslabels;
+        #: models with facets and binary labels whose reference carries labels)
+        self.bias: dict[str, LabelBias] = resolve_label_bias(config, bias) \
+            if reference and bias else {}
         #: model-quality episode steps since :meth:`take_steps` last took them (bounded:
         #: ``run`` never takes them, it logs and exports them)
         self.steps: deque[tuple[str, Episode, Detection]] = deque(maxlen=10_000)
@@ -136,6 +147,8 @@ class LabelBook:
         if j is None:
             j = joins[model] = LabelJoin(self.cfgs[model])
             j.concept = concept_state(self.concept.get(model), None)
+            lb = self.bias.get(model)
+            j.bias = None if lb is None else lb.fresh()
             self.base[(key, model)] = Counter()
         return j
 
@@ -143,15 +156,24 @@ class LabelBook:
         return [js[model] for k, js in self.joins.items() if k != key and model in js]
 
     # -- input ------------------------------------------------------------------------------
-    def add_predictions(self, model: str, key: PartitionKey, mb: ModelBatch) -> None:
-        """The predictions of a model's batch on inference partition ``key``."""
+    def carry(self, model: str, mb: ModelBatch) -> list[list[Any]] | None:
+        """What the predictions of ``mb`` (with its facet columns) carry in the join for
+        the facets' label-based monitors (None: the model has none)."""
+        lb = self.bias.get(model)
+        return None if lb is None or mb.ids is None else lb.carry(mb.columns)
+
+    def add_predictions(self, model: str, key: PartitionKey, mb: ModelBatch,
+                        extras: Sequence[Any] | None = None) -> None:
+        """The predictions of a model's batch on inference partition ``key`` (``extras``:
+        :meth:`carry`'s, taken before the facet columns were stripped)."""
         cfg = self.cfgs[model]
         ids = mb.ids if mb.ids is not None else [None] * mb.n_events
         times = mb.timestamps if mb.timestamps is not None else np.full(mb.n_events, np.nan)
         preds = mb.columns[cfg.prediction]
         if cfg.task == "multiclass":
             preds = np.asarray(preds, dtype=object)
-        self._join(key, model).add_predictions(ids, times, preds, self._others(key, model))
+        self._join(key, model).add_predictions(ids, times, preds, self._others(key, model),
+                                               extras)
         if self.estimates:
             self.estimates.add(model, key, mb.columns[cfg.prediction])
 
@@ -179,6 +201,38 @@ class LabelBook:
                     j.dirty = True
             j.add_labels(ids, times, values, self._others(key, model))
         return bad
+
+    def take_bias_steps(self) -> list[tuple[PartitionKey, str, str, str, str, float, float,
+                                             float]]:
+        """The label-based bias episode steps since the last call: (partition, model,
+        "open" | "close", facet=value, detector, statistic, threshold, label event time)."""
+        out: list[tuple[PartitionKey, str, str, str, str, float, float, float]] = []
+        for key, joins in sorted(self.joins.items()):
+            for model, j in joins.items():
+                if j.bias_steps:
+                    t = float(j.label_time)
+                    out.extend((key, model, *s, t) for s in j.bias_steps)
+                    j.bias_steps = []
+        return out
+
+    def _bias_episodes(self, books: Callable[[PartitionKey], EpisodeBook], at: int,
+                       now: float) -> list[tuple[str, Episode, Detection]]:
+        out: list[tuple[str, Episode, Detection]] = []
+        for key, model, kind, where, det, stat, thr, t in self.take_bias_steps():
+            d = Detection(model, BIAS_FEATURE, det, at, stat, thr,
+                          event_time=t if math.isfinite(t) else None, segment=where)
+            book = books(key)
+            ep = book.opened(d, now) if kind == "open" else book.closed(d)
+            extra = {"model": model, "partition": list(key), "segment": where,
+                     "detector": det, "index": at, "label_event_time": d.event_time,
+                     "statistic": round(stat, 4), "threshold": round(thr, 4)}
+            if kind == "open":
+                log.warning("bias drift alarm on the joined pairs", extra={
+                    **extra, "cause": f"the {det.split('_')[0]} difference of {where} to the "
+                                      f"rest left the labelled reference's"})
+            if ep is not None:
+                out.append((kind, ep, d))
+        return out
 
     def take_concept_steps(self) -> list[tuple[PartitionKey, str, str, float, float, float]]:
         """The concept episodes opened and closed since the last call, in order per join:
@@ -220,6 +274,7 @@ class LabelBook:
                 log.info("model quality episode closed",
                          extra={**extra, "peak_score": round(d.score, 4)})
             out.append((kind, ep, d))
+        out += self._bias_episodes(books, at, now)
         self.steps.extend(out)
         return out
 
@@ -250,6 +305,9 @@ class LabelBook:
         -> the saved episodes of its columns, see :meth:`EpisodeBook.restore`)."""
         self._restore(key, states)
         for model, j in self.joins.get(key, {}).items():
+            if book is not None and j.bias is not None:
+                for where, det in j.bias.active():
+                    restore_detector(book, model, det, where, now)
             if book is not None and j.concept is not None and j.concept.drift_detected:
                 saved = (episodes or {}).get(model)
                 book.restore(model, QUALITY_FEATURE, [CONCEPT_DETECTOR], now,
@@ -262,7 +320,8 @@ class LabelBook:
             if not isinstance(saved, Mapping):
                 continue
             try:
-                j = LabelJoin.from_dict(cfg, saved, self.concept.get(model))
+                j = LabelJoin.from_dict(cfg, saved, self.concept.get(model),
+                                        self.bias.get(model))
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("ignoring the saved label join: %s", exc,
                             extra={"model": model, "partition": list(key)})
@@ -305,8 +364,24 @@ class LabelBook:
                                    if j.concept is not None), default=None),
                 concept_active=any(j.concept.drift_detected for _, j in joins
                                    if j.concept is not None),
-                estimated=self.estimates.figures(model))
+                estimated=self.estimates.figures(model),
+                bias=None if model not in self.bias else label_bias_figures(
+                    self.bias[model], [j.bias for _, j in joins if j.bias is not None]))
         return out
+
+
+def restore_detector(book: EpisodeBook, model: str, detector: str, where: str,
+                     now: float) -> None:
+    """A restored open label-based bias episode of ``where`` into ``book``: added to the
+    facet value's episode when one is open (the DPPL detector's, restored first), else
+    restored (without its saved offsets)."""
+    ep = book.open.get((model, BIAS_FEATURE, where))
+    if ep is None:
+        book.restore(model, BIAS_FEATURE, [detector], now, None, segment=where)
+        return
+    if detector not in ep.detectors:
+        ep.detectors.append(detector)
+    ep.open_detectors.add(detector)
 
 
 def concept_release_values(window: int, false_alarm_events: float) -> int:

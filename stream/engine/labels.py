@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from itertools import islice
+from itertools import islice, repeat
 from pathlib import Path
 from typing import Any, Final
 
@@ -98,13 +98,13 @@ def label_value(cfg: LabelsConfig, value: Any) -> float | str | None:
     return x if math.isfinite(x) else None
 
 
-def _front(buf: dict[str, tuple[float, Any]], limit: float, bound: int,
+def _front(buf: dict[str, Any], limit: float, bound: int,
            ) -> tuple[list[str], list[str]]:
     """Remove from the front of ``buf`` the entries older than ``limit`` (first list), then
     the oldest beyond ``bound`` entries (second list)."""
     old = []
-    for k, (t, _) in buf.items():
-        if t >= limit:
+    for k, v in buf.items():
+        if v[0] >= limit:
             break
         old.append(k)
     for k in old:
@@ -142,7 +142,9 @@ class LabelJoin:
 
     def __init__(self, cfg: LabelsConfig) -> None:
         self.cfg = cfg
-        self.pending: dict[str, tuple[float, Any]] = {}
+        #: id -> (event time, prediction, what the facets' bias monitors need: see
+        #: :meth:`stream.engine.biaslabels.LabelBias.carry`; None without facets)
+        self.pending: dict[str, tuple[float, Any, Any]] = {}
         self.early: dict[str, tuple[float, Any]] = {}
         self.joined_ids: dict[str, None] = {}
         self.expired_ids: dict[str, None] = {}
@@ -160,13 +162,22 @@ class LabelJoin:
         #: the concept CUSUM's episode steps since the pipeline last took them:
         #: ("open" | "close", statistic (a close: the episode's peak), threshold)
         self.concept_steps: list[tuple[str, float, float]] = []
+        #: the facets' monitors of the joined pairs (stream.engine.biaslabels.FacetPairs;
+        #: None: the model has no facets or no labelled reference) and their episode steps
+        #: since the pipeline last took them: ("open" | "close", facet=value, detector,
+        #: statistic, threshold)
+        self.bias: Any = None
+        self.bias_steps: list[tuple[str, str, str, float, float]] = []
         self._ys: list[Any] = []
         self._ps: list[Any] = []
+        self._xs: list[Any] = []
 
     # -- input ---------------------------------------------------------------------------
     def add_predictions(self, ids: Sequence[Any], times: np.ndarray, preds: np.ndarray,
-                        others: Sequence[LabelJoin] = ()) -> None:
-        """Predictions of a batch (``preds``: scores or values; None/NaN where unusable).
+                        others: Sequence[LabelJoin] = (), extras: Sequence[Any] | None = None,
+                        ) -> None:
+        """Predictions of a batch (``preds``: scores or values; None/NaN where unusable;
+        ``extras``: per prediction, what waits with it for the facets' monitors).
 
         ``others``: the joins of the model's other partitions held by this process, whose
         early labels a prediction here may meet (a single consumer joins across partitions)."""
@@ -178,9 +189,10 @@ class LabelJoin:
         else:
             ok = ok_time & np.array([isinstance(p, str) for p in preds], dtype=bool)
         keys = [_id(v) for v in ids]
-        rows = [(k, float(t), p) for k, t, p, good in zip(keys, times.tolist(), preds.tolist(),
-                                                          ok.tolist(), strict=True)
-                if good and k is not None]
+        xs = repeat(None) if extras is None else extras
+        rows = [(k, float(t), p, x) for k, t, p, good, x in zip(
+            keys, times.tolist(), preds.tolist(), ok.tolist(), xs, strict=False)
+            if good and k is not None]
         bad = len(keys) - len(rows)
         if bad:
             self.counts["unjoinable_prediction"] += bad
@@ -191,17 +203,17 @@ class LabelJoin:
         self.pred_time = max(self.pred_time, float(np.median([r[1] for r in rows])))
         waiting = [j for j in (self, *others) if j.early]
         if waiting:
-            for k, t, p in rows:
+            for k, t, p, x in rows:
                 for j in waiting:
                     lab = j.early.pop(k, None)
                     if lab is not None:
                         j.dirty = True
-                        self._join(k, lab[1], p)
+                        self._join(k, lab[1], p, x)
                         break
                 else:
-                    self.pending[k] = (t, p)
+                    self.pending[k] = (t, p, x)
         else:
-            self.pending.update((k, (t, p)) for k, t, p in rows)
+            self.pending.update((k, (t, p, x)) for k, t, p, x in rows)
         for j in (self, *others):
             j._age([o for o in (self, *others) if o is not j])
 
@@ -220,11 +232,12 @@ class LabelJoin:
         for k, t, y in zip(ids, times, values, strict=True):
             pred = pending.pop(k, None)
             if pred is not None:
-                self._join(k, y, pred[1])
+                self._join(k, y, pred[1], pred[2])
                 continue
             owner = next((o for o in others if k in o.pending), None)
             if owner is not None:
-                owner._join(k, y, owner.pending.pop(k)[1])
+                _, p, x = owner.pending.pop(k)
+                owner._join(k, y, p, x)
                 owner.dirty = True
             elif k in early or any(k in j.joined_ids for j in (self, *others)):
                 self.counts["duplicate"] += 1
@@ -235,9 +248,10 @@ class LabelJoin:
         for j in (self, *others):
             j._age([o for o in (self, *others) if o is not j])
 
-    def _join(self, key: str, y: Any, p: Any) -> None:
+    def _join(self, key: str, y: Any, p: Any, x: Any = None) -> None:
         self._ys.append(y)
         self._ps.append(p)
+        self._xs.append(x)
         self._remember(self.joined_ids, key)
 
     def _remember(self, ids: dict[str, None], key: str) -> None:
@@ -269,8 +283,8 @@ class LabelJoin:
                        cfg.max_pending)
         self.counts["no_prediction"] += len(stale[0]) + len(stale[1])
         if self._ys:
-            ys, ps = self._ys, self._ps
-            self._ys, self._ps = [], []
+            ys, ps, xs = self._ys, self._ps, self._xs
+            self._ys, self._ps, self._xs = [], [], []
             self.counts["joined"] += len(ys)
             q = self.quality
             if cfg.task == "multiclass":
@@ -280,6 +294,8 @@ class LabelJoin:
             q.update(y, p)
             if self.concept is not None:
                 self._concept(q.errors(y, p))
+            if self.bias is not None:
+                self.bias_steps.extend(self.bias.update(ys, xs))
 
     def _concept(self, errors: np.ndarray) -> None:
         """Feed the concept CUSUM; record its episode steps in input order (a close before
@@ -298,9 +314,13 @@ class LabelJoin:
     # -- state ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         self.dirty = False
+        pending = [list(self.pending), [v[0] for v in self.pending.values()],
+                   [v[1] for v in self.pending.values()]]
+        extras = [v[2] for v in self.pending.values()]
+        if any(x is not None for x in extras):  # the facet values waiting with them
+            pending.append(extras)
         return {
-            "pending": [list(self.pending), [v[0] for v in self.pending.values()],
-                        [v[1] for v in self.pending.values()]],
+            "pending": pending,
             "early": [list(self.early), [v[0] for v in self.early.values()],
                       [v[1] for v in self.early.values()]],
             "joined_ids": list(self.joined_ids), "expired_ids": list(self.expired_ids),
@@ -308,17 +328,25 @@ class LabelJoin:
             "counts": dict(self.counts), "quality": self.quality.to_dict(),
             "label_next": {str(k): v for k, v in self.label_next.items()},
             "concept": None if self.concept is None else self.concept.to_dict(),
+            **({} if self.bias is None else {"bias": self.bias.to_dict()}),
         }
 
     @classmethod
     def from_dict(cls, cfg: LabelsConfig, d: Mapping[str, Any],
-                  concept: ConceptCUSUM | None = None) -> LabelJoin:
+                  concept: ConceptCUSUM | None = None, bias: Any = None) -> LabelJoin:
         """The saved state ``d``; ``concept``: the model's calibrated detector now (the saved
-        one's sums go on when it has the same threshold, else it starts afresh)."""
+        one's sums go on when it has the same threshold, else it starts afresh); ``bias``:
+        the model's :class:`stream.engine.biaslabels.LabelBias` (its monitors restored
+        from ``d`` when saved with the same baselines, else fresh).  A checkpoint written
+        before predictions carried facet values restores with none (those pairs are not
+        fed to the facets' monitors)."""
         j = cls(cfg)
         j.concept = concept_state(concept, d.get("concept"))
-        ids, ts, vs = d["pending"]
-        j.pending = dict(zip(ids, zip(ts, vs, strict=True), strict=True))
+        j.bias = None if bias is None else bias.restored(d.get("bias"))
+        saved = d["pending"]
+        ids, ts, vs = saved[:3]
+        xs = saved[3] if len(saved) > 3 else repeat(None)
+        j.pending = dict(zip(ids, zip(ts, vs, xs, strict=False), strict=True))
         ids, ts, vs = d["early"]
         j.early = dict(zip(ids, zip(ts, vs, strict=True), strict=True))
         j.joined_ids = dict.fromkeys(d["joined_ids"])

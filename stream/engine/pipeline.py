@@ -207,7 +207,8 @@ class Pipeline:
             m.name: [(c.name, c.role) for c in m.columns] for m in config.models}
         ) if check.enabled else None
         #: the label joins of the models with ``labels:`` (None: no model has labels)
-        self.labels = LabelBook(config) if any(m.labels for m in config.models) else None
+        self.labels = LabelBook(config, bias=self.bias) \
+            if any(m.labels for m in config.models) else None
         self._next_index = 0  #: input index after the last processed message (labels join)
 
     # -- partitions ------------------------------------------------------------
@@ -367,6 +368,8 @@ class Pipeline:
                 if not mb.n_events:
                     continue
                 mon = st.monitors[name]
+                # what the label join carries for the facets' label-based monitors (#16.2)
+                carried = self.labels.carry(name, mb) if self.labels is not None else None
                 if name in self.bias:  # bias drift (#16.2): its episodes; mb without its columns
                     mb, bo, bc = self.bias[name].process(self.bias_states, partition, mb,
                                                          self.bias_unscored)
@@ -389,7 +392,7 @@ class Pipeline:
                     mb = ms.strip(mb)
                 alarms = mon.update(mb.columns, mb.invalid_mask, mb.missing_mask)
                 if mb.ids is not None and self.labels is not None:
-                    self.labels.add_predictions(name, partition, mb)
+                    self.labels.add_predictions(name, partition, mb, carried)
                 if self.skew is not None and partition != LOCAL_PARTITION:
                     self.skew.update(name, partition, mon, mb.n_events)
                 if mon.quality is not None:

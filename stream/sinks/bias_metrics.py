@@ -5,7 +5,7 @@ configuration: at most ``top_k + 1`` values per facet."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -64,3 +64,50 @@ def bias_families(bias: Mapping[str, Mapping[str, Any]]) -> Iterator[Metric]:
             events.add_metric([model, facet], n)
     yield from gauges.values()
     yield from (events, alarms, unscored)
+
+
+#: the label-based bias figures (stream.engine.biaslabels): per value and measure
+LABEL_LABELS = ["model", "facet", "value", "measure"]
+_LABEL_GAUGES = (
+    ("rate", "streamdrift_bias_label_rate",
+     "The facet value's recall (measure=recall) or accuracy (measure=accuracy) over the live "
+     "window of joined pairs."),
+    ("difference", "streamdrift_bias_label_difference",
+     "Recall or accuracy difference, rest - value (Clarify's RD / AD), over the live window "
+     "of joined pairs; NaN until the window fills."),
+    ("baseline_difference", "streamdrift_bias_baseline_label_difference",
+     "Recall or accuracy difference (rest - value) of the facet value in the labelled "
+     "reference."),
+    ("score", "streamdrift_bias_label_drift_score",
+     "Label-based bias drift statistic / its calibrated threshold; >= 1 means the value's "
+     "recall or accuracy difference moved from its baseline beyond the false-alarm budget."),
+    ("active", "streamdrift_bias_label_drift_active",
+     "1 while the facet value has a label-based bias drift episode open for the measure."),
+)
+
+
+def label_bias_families(figures: Mapping[str, Sequence[Mapping[str, Any]] | None],
+                        ) -> Iterator[Metric]:
+    """``figures``: model -> :func:`stream.engine.biaslabels.label_bias_figures` (None: not
+    watched); nothing when no model has them."""
+    if not any(figures.values()):
+        return
+    gauges = {k: GaugeMetricFamily(n, h, labels=LABEL_LABELS) for k, n, h in _LABEL_GAUGES}
+    alarms = CounterMetricFamily("streamdrift_bias_label_alarms",
+                                 "Label-based bias drift episodes opened for the facet value "
+                                 "and measure.", labels=LABEL_LABELS)
+    pairs = CounterMetricFamily("streamdrift_bias_labelled_pairs",
+                                "Joined pairs fed to the facet's monitor of the measure.",
+                                labels=["model", "facet", "measure"])
+    for model, figs in figures.items():
+        fed: dict[tuple[str, str], int] = {}
+        for fig in figs or ():
+            lab = [model, fig["facet"], fig["value"], fig["measure"]]
+            fed[(fig["facet"], fig["measure"])] = fig["pairs"]
+            for k, fam in gauges.items():
+                fam.add_metric(lab, float(fig[k]) if k == "active" else _num(fig[k]))
+            alarms.add_metric(lab, fig["alarms"])
+        for (facet, measure), n in fed.items():
+            pairs.add_metric([model, facet, measure], n)
+    yield from gauges.values()
+    yield from (alarms, pairs)

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from detectors.quality_metrics import METRICS
 from stream.engine.labels import INVALID_LABEL_REASONS, OUTCOMES
 from stream.engine.pipeline import Pipeline
+from stream.sinks.bias_metrics import label_bias_families
 from stream.sinks.estimate_metrics import estimate_families
 
 #: the ``scope`` label of streamdrift_model_quality
@@ -90,3 +91,5 @@ class LabelCollector(Collector):
                     c_active)
         # estimated performance without labels (models with labels.estimate)
         yield from estimate_families(snap)
+        # bias drift of the joined pairs: recall and accuracy differences (#16.2)
+        yield from label_bias_families({m: f.bias for m, f in snap.models.items()})

@@ -140,6 +140,21 @@ class FakeStreamdrift:
                 "dppl": dppl, "di": 0.8, "baseline_dppl": ref, "baseline_di": 0.9,
                 "baseline_positive_rate": 0.3, "threshold": 4.5}
         yield from bias_families(bias)
+        # with labels: the recall and accuracy differences (the recall of f alarming too)
+        from stream.sinks.bias_metrics import label_bias_families
+
+        label_bias: dict = {}
+        for model, facet, value, share, dppl, ref, active in BIAS:
+            if model not in self.models:
+                continue
+            for measure in ("recall", "accuracy"):
+                on = active and measure == "recall"
+                label_bias.setdefault(model, []).append({
+                    "facet": facet, "value": value, "measure": measure,
+                    "pairs": int(5 * share * t), "alarms": int(on), "active": on,
+                    "score": 1.6 if on else 0.3, "rate": 0.7, "difference": dppl,
+                    "baseline_difference": ref, "baseline_rate": 0.75})
+        yield from label_bias_families(label_bias)
         for model, columns in self.models.items():
             info.add_metric([model, "1.4.2", f"{model}-2024-06"], 1)
             processed.add_metric([model], 20 * t)

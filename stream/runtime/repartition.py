@@ -71,7 +71,7 @@ LAG_INTERVAL_S = 1.0
 _CONSUMER_ONLY = frozenset({
     "group.id", "auto.offset.reset", "enable.auto.commit", "enable.auto.offset.store",
     "session.timeout.ms", "heartbeat.interval.ms", "max.partition.fetch.bytes",
-    "queued.max.messages.kbytes", "fetch.queue.backoff.ms"})
+    "queued.max.messages.kbytes", "fetch.queue.backoff.ms", "fetch.wait.max.ms"})
 
 
 def _send_confluent(producer: Any, topic: str, records: list[Any], start: int,

@@ -103,6 +103,12 @@ def librdkafka_config(k: KafkaConfig, max_message_bytes: int) -> dict[str, Any]:
         # default): a consumer that drains 16 MiB in less than that would sit idle
         "queued.max.messages.kbytes": 16_384,
         "fetch.queue.backoff.ms": 20,
+        # the fetcher's long poll (500 ms by default) holds the broker connection, and the
+        # loop's synchronous offset commit (and any broker query) waits behind it: once a
+        # backlog is pre-fetched every partition is at its end, so each commit waited up to
+        # 500 ms.  With 50 ms the plain runner read an 8-partition backlog at 35,800
+        # events/s instead of 2,800 (an idle consumer fetches 20 times a second)
+        "fetch.wait.max.ms": 50,
         # a broker outage is reported by the lag check and the failing commits
         "log.connection.close": False,
     }

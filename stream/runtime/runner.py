@@ -140,7 +140,7 @@ class KafkaRunner(Rebalancing):
         self._values: Any = record_values
         #: whether the decoder reads whole records (headers, key, topic: source.format)
         self._records = wants_records(config)
-        #: the lag check (off the loop's thread with confluent-kafka: see lagcheck.py)
+        #: the lag check (lagcheck.py)
         self._lag: LagCheck | None = None
 
     # -- clients ----------------------------------------------------------------
@@ -377,8 +377,7 @@ class KafkaRunner(Rebalancing):
     def _update_lag(self) -> None:
         if self._lag is None:
             self._lag = LagCheck(self.health, self.kafka.topics[0],
-                                 int(BROKER_CALL_TIMEOUT_S * 1000),
-                                 background=self.kafka.client == "confluent-kafka")
+                                 int(BROKER_CALL_TIMEOUT_S * 1000))
         self._lag(self.consumer)
 
     # -- compression codecs -----------------------------------------------------------
@@ -562,8 +561,6 @@ class KafkaRunner(Rebalancing):
             except Exception as exc:  # noqa: BLE001 - broker gone: the next run replays
                 log.warning("final checkpoint/commit failed: %s", exc)
         self.closing = True
-        if self._lag is not None:
-            self._lag.close()
         if self.dead_letters is not None:
             self.dead_letters.close()
         if self.drift_events is not None:

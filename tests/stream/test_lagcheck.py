@@ -1,128 +1,94 @@
-"""The lag check of ``streamdrift run``: with confluent-kafka the loop never waits for it.
+"""The lag check of ``streamdrift run`` with confluent-kafka: one broker query per check.
 
-librdkafka queues its watermark queries behind the consumer's long-poll fetch; in the loop
-a check of 8 partitions stalled the plain runner for about 4 s each second (491 events/s
-instead of 41,000 on a backlog).  The fake consumer below holds its end-offset read until
-the test releases it: a check that ran in the loop would have to return without the
-release, which it cannot (the read would time out and report False)."""
+librdkafka queues a watermark query behind the fetcher's long poll, so each query costs
+the loop up to ``fetch.wait.max.ms``; one per partition every second held the plain runner
+to 491 events/s on an 8-partition backlog (40,000 without).  The fake librdkafka consumer
+below counts the queries that go to the broker (``cached=False``)."""
 
 from __future__ import annotations
 
-import threading
+import dataclasses
 from typing import Any
 
 from kafka import TopicPartition
 
 from stream.engine.figures import RunnerHealth
 from stream.runtime.lagcheck import LagCheck
-from stream.runtime.runner import KafkaRunner
-from tests.support.configs import m1_config
+from stream.sources.confluent import ConfluentConsumer, librdkafka_config
 
 TPS = [TopicPartition("events", p) for p in range(8)]
 
 
-class HeldConsumer:
-    """end_offsets waits for ``release`` (at most 10 s) and records whether it came."""
+class FakeRdkafka:
+    """get_watermark_offsets: cached values for the partitions in ``known``; broker
+    queries are counted (and fail while ``down``)."""
 
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.reads: list[bool] = []
+    def __init__(self, known: set[int]) -> None:
+        self.known = known
+        self.queries: list[int] = []
+        self.down = False
 
-    def assignment(self) -> set[Any]:
-        return set(TPS)
+    def get_watermark_offsets(self, tp: Any, timeout: float | None = None,
+                              cached: bool = False) -> tuple[int, int]:
+        if cached:
+            return (0, 100) if tp.partition in self.known else (-1001, -1001)
+        if self.down:
+            raise OSError("broker down")
+        self.queries.append(tp.partition)
+        return 0, 100
 
-    def end_offsets(self, tps: list[Any], timeout_ms: int) -> dict[Any, int]:
-        self.reads.append(self.release.wait(10))
-        return {tp: 100 for tp in tps}
-
-    def position(self, tp: Any, timeout_ms: int) -> int:
-        return 40
+    def position(self, parts: list[Any]) -> list[Any]:
+        return [dataclasses.replace(_Pos(p.topic, p.partition), offset=40) for p in parts]
 
 
-def test_background_check_returns_before_the_broker_answers() -> None:
+@dataclasses.dataclass
+class _Pos:
+    topic: str
+    partition: int
+    offset: int = -1
+
+
+def _consumer(rd: FakeRdkafka) -> ConfluentConsumer:
+    c = object.__new__(ConfluentConsumer)
+    c._c = rd
+    c._assigned = set(TPS)
+    c._lag_turn = -1
+    return c
+
+
+def test_one_broker_query_per_check_in_turn() -> None:
+    rd = FakeRdkafka(known=set(range(8)))
     health = RunnerHealth()
-    check = LagCheck(health, "events", 2000, background=True)
-    c = HeldConsumer()
-    check(c)  # returns while the read waits for the release
-    check(c)  # due again while the first still runs: skipped, not queued
-    c.release.set()
-    check.wait(15)
-    check.close()
-    assert c.reads == [True]
-    assert check.skipped == 1
+    check, consumer = LagCheck(health, "events", 2000), _consumer(rd)
+    for _ in range(10):
+        check(consumer)
+    # one query per check (it says whether the cluster answers), each partition in turn
+    assert rd.queries == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1]
     assert health.snapshot().consumer_lag == {("events", p): 60 for p in range(8)}
 
 
-def test_in_loop_check_with_kafka_python_reads_at_once() -> None:
+def test_partitions_without_a_cached_watermark_are_asked() -> None:
+    rd = FakeRdkafka(known={0, 1, 2})
+    ends = _consumer(rd).lag_end_offsets(TPS, 2000)
+    assert ends == {tp: 100 for tp in TPS}
+    assert sorted(rd.queries) == [0, 3, 4, 5, 6, 7]  # the unknown ones, and partition 0's turn
+
+
+def test_a_failed_query_sets_source_down() -> None:
+    rd = FakeRdkafka(known=set(range(8)))
+    rd.down = True
     health = RunnerHealth()
-    check = LagCheck(health, "events", 2000, background=False)
-    c = HeldConsumer()
-    c.release.set()
-    check(c)
-    assert c.reads == [True]
-    assert health.snapshot().consumer_lag == {("events", p): 60 for p in range(8)}
-
-
-class DownConsumer(HeldConsumer):
-    def end_offsets(self, tps: list[Any], timeout_ms: int) -> dict[Any, int]:
-        raise OSError("broker down")
-
-
-def test_a_failed_background_read_sets_source_down() -> None:
-    health = RunnerHealth()
-    check = LagCheck(health, "events", 2000, background=True)
-    check(DownConsumer())
-    check.wait(15)
-    check.close()
+    LagCheck(health, "events", 2000)(_consumer(rd))
     assert health.source_up == 0
 
 
-def _runner(client: str, tmp_path: Any) -> KafkaRunner:
-    from stream.config import load_config
-    from stream.engine.baselines import resolve_baselines
-    from stream.engine.pipeline import Pipeline
-    from tests.support.configs import write_config
-    from tests.support.events import CLEAN, COLUMNS, m1_events
-
-    (tmp_path / "reference.jsonl").write_bytes(
-        b"\n".join(m1_events(7, [(2000, CLEAN)], COLUMNS)))
-    cfg = load_config(write_config(tmp_path / "c.yaml", m1_config(
-        bootstrap="127.0.0.1:1", topic="events", group="g", port=0,
-        kafka={"client": client})))
-    return KafkaRunner(cfg, Pipeline(cfg, resolve_baselines(cfg)))
-
-
-def test_the_runner_checks_off_the_loop_with_confluent_kafka(tmp_path: Any) -> None:
-    runner = _runner("confluent-kafka", tmp_path)
-    c = HeldConsumer()
-    runner.consumer = c
-    runner._update_lag()
-    c.release.set()
-    assert runner._lag is not None
-    runner._lag.wait(15)
-    runner._lag.close()
-    assert c.reads == [True]
-
-
-def test_the_runner_checks_in_the_loop_with_kafka_python(tmp_path: Any) -> None:
-    runner = _runner("kafka-python", tmp_path)
-    assert runner._lag is None or not runner._lag.background
-    c = HeldConsumer()
-    c.release.set()
-    runner.consumer = c
-    runner._update_lag()
-    assert runner._lag is not None and not runner._lag.background
-    assert c.reads == [True]
-
-
-def test_the_librdkafka_long_poll_is_short_and_can_be_overridden(tmp_path: Any) -> None:
+def test_the_librdkafka_long_poll_is_short_and_can_be_overridden() -> None:
     """The loop commits after every batch; librdkafka sends the commit on the connection
     its fetcher long-polls: 500 ms (its default) per commit once a backlog is pre-fetched."""
-    from stream.sources.confluent import librdkafka_config
+    from stream.config import KafkaConfig
 
-    runner = _runner("confluent-kafka", tmp_path)
-    assert librdkafka_config(runner.kafka, 1_000_000)["fetch.wait.max.ms"] <= 100
-    import dataclasses
-
-    k = dataclasses.replace(runner.kafka, librdkafka={"fetch.wait.max.ms": 500})
+    k = KafkaConfig(bootstrap_servers=("127.0.0.1:1",), topics=("t",), group_id="g",
+                    client="confluent-kafka")
+    assert librdkafka_config(k, 1_000_000)["fetch.wait.max.ms"] <= 100
+    k = dataclasses.replace(k, librdkafka={"fetch.wait.max.ms": 500})
     assert librdkafka_config(k, 1_000_000)["fetch.wait.max.ms"] == 500

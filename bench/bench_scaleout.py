@@ -9,7 +9,10 @@ Three measurements, reported as ratios measured in the same run:
    taken between 10 % and 90 % of the events processed by the monitors (start-up and the
    group join excluded), summed over processes; the CPU seconds of the processes are
    reported too (a shared machine's wall-clock figures are noisy; events per CPU-second
-   are less so).  The plain runner (no repartition) on the same topic is the reference of
+   are less so), and those of the broker over the same window when its pid is known
+   (started here, or ``--broker-pid``): on one machine it competes for the same cores.
+   With two processes one first stage holds every source partition (the other stands
+   by: stream/runtime/onewriter.py) and the monitors share the internal partitions.  The plain runner (no repartition) on the same topic is the reference of
    what the first stage costs.
 2. **Detection delay of a global drift, in total events.**  ``--clean`` clean events
    then a shift of x1 by ``--shift`` standard deviations (every key), keyed as above.
@@ -19,7 +22,7 @@ Three measurements, reported as ratios measured in the same run:
    of the first x1 alarm minus the drift's first index (events are numbered by their
    ``ts``); medians over ``--seeds`` streams.
 3. **Episodes on clean keyed data** with two processes in the delay runs (before the
-   drift), per column: the cost of the mixing of two first stages.
+   drift), per column: whether the internal partitions carry a representative mix.
 
 Usage::
 
@@ -72,6 +75,10 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+#: the broker's pid, when known (its CPU seconds are reported beside the processes')
+BROKER_PID: list[int | None] = [None]
+
+
 @contextlib.contextmanager
 def broker(bootstrap: str | None, workdir: Path) -> Iterator[str]:
     if bootstrap:
@@ -79,6 +86,7 @@ def broker(bootstrap: str | None, workdir: Path) -> Iterator[str]:
         return
     b = stream.broker.LocalBroker(workdir=workdir / "kafka")
     b.start()
+    BROKER_PID[0] = b.pid
     try:
         yield b.bootstrap_servers
     finally:
@@ -131,6 +139,9 @@ def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
             stdout=subprocess.DEVNULL, stderr=err)))
     marks: dict[float, float] = {}
     cpu0: float | None = None
+    bpid = BROKER_PID[0]
+    bcpu0 = 0.0
+    cpu0s = [0.0] * procs
     t_end = time.monotonic() + timeout
     try:
         while time.monotonic() < t_end and len(marks) < 2:
@@ -147,11 +158,15 @@ def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
                 if frac not in marks and total >= frac * n:
                     marks[frac] = now
                     if frac == 0.1:
-                        cpu0 = sum(cpu_seconds(p.pid) for _, p in runs)
+                        cpu0s = [cpu_seconds(p.pid) for _, p in runs]
+                        cpu0 = sum(cpu0s)
+                        bcpu0 = cpu_seconds(bpid) if bpid else 0.0
             time.sleep(0.1)
         if len(marks) < 2:
             raise RuntimeError(f"timed out: {marks}")
         cpu = sum(cpu_seconds(p.pid) for _, p in runs) - (cpu0 or 0.0)
+        bcpu = cpu_seconds(bpid) - bcpu0 if bpid else float("nan")
+        per_proc = [cpu_seconds(p.pid) - c0 for (_, p), c0 in zip(runs, cpu0s, strict=True)]
     finally:
         for _, proc in runs:
             proc.terminate()
@@ -160,7 +175,8 @@ def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
                 proc.wait(30)
     dt = marks[0.9] - marks[0.1]
     return {"rate": 0.8 * n / dt, "per_cpu_s": 0.8 * n / cpu if cpu > 0 else float("nan"),
-            "cpu_s": cpu, "wall_s": dt}
+            "cpu_s": cpu, "wall_s": dt, "broker_cpu_s": bcpu, "load": os.getloadavg()[0],
+            "proc_cpu_s": per_proc}
 
 
 # -- 2. detection delay -----------------------------------------------------------------
@@ -238,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bootstrap-servers", help="a running broker (default: start one)")
+    p.add_argument("--broker-pid", type=int, help="pid of the --bootstrap-servers broker "
+                   "(its CPU seconds are reported)")
     p.add_argument("--events", type=int, default=200_000, help="throughput backlog (200000)")
     p.add_argument("--source-partitions", type=int, default=8)
     p.add_argument("--internal", default="1,2",
@@ -262,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         args.events, args.seeds = 60_000, 3
     internals = [int(x) for x in args.internal.split(",")]
     CLIENT[0] = args.client
+    BROKER_PID[0] = args.broker_pid
     lines = [f"# Scale-out on a keyed topic\n\nMachine: {machine()}. Command: "
              f"`bench/bench_scaleout.py {' '.join(argv or sys.argv[1:])}`.\n"]
     with tempfile.TemporaryDirectory(prefix="scaleout-") as tmp:
@@ -291,13 +310,16 @@ def main(argv: list[str] | None = None) -> int:
                              f"source partitions keyed by c1, five columns, client "
                              f"{args.client}\n")
                 lines.append("| mode | processes | events/s (wall) | vs one process | "
-                             "events per CPU-second | CPU-s |")
-                lines.append("| --- | --- | --- | --- | --- | --- |")
+                             "events per CPU-second | CPU-s (per process) | "
+                             "broker CPU-s | load |")
+                lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
                 one = {internal: g["rate"] for _, internal, procs, g in rows if procs == 1}
                 for name, internal, procs, g in rows:
                     ratio = g["rate"] / one[internal]
+                    each = " + ".join(f"{c:.1f}" for c in g["proc_cpu_s"])
                     lines.append(f"| {name} | {procs} | {g['rate']:,.0f} | {ratio:.2f}× | "
-                                 f"{g['per_cpu_s']:,.0f} | {g['cpu_s']:.1f} |")
+                                 f"{g['per_cpu_s']:,.0f} | {each} = {g['cpu_s']:.1f} | {g['broker_cpu_s']:.1f} | "
+                                 f"{g['load']:.1f} |")
                 lines.append("")
             if not args.skip_delay:
                 regime = Regime(x1_mean=args.shift)

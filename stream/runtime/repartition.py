@@ -39,6 +39,7 @@ from stream.config import Config, require_kafka
 from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
 from stream.formats.json import BatchDecoder
+from stream.runtime.onewriter import STRATEGY
 from stream.runtime.runner import KafkaRunner
 from stream.sinks.deadletters import DEAD_LETTER_TIMEOUT_S, DeadLetterWriter
 from stream.sinks.producer import create_topic
@@ -71,7 +72,7 @@ LAG_INTERVAL_S = 1.0
 _CONSUMER_ONLY = frozenset({
     "group.id", "auto.offset.reset", "enable.auto.commit", "enable.auto.offset.store",
     "session.timeout.ms", "heartbeat.interval.ms", "max.partition.fetch.bytes",
-    "queued.max.messages.kbytes", "fetch.queue.backoff.ms"})
+    "queued.max.messages.kbytes", "fetch.queue.backoff.ms", "fetch.wait.max.ms"})
 
 
 def _send_confluent(producer: Any, topic: str, records: list[Any], start: int,
@@ -185,7 +186,10 @@ class Repartitioner:
 
     # -- clients ---------------------------------------------------------------------
     def _consumer(self) -> Any:
-        return kafka_python_consumer(self.kafka, self.config.source.max_message_bytes,
+        # one writer at a time (onewriter.py); a strategy under source.kafka.options wins
+        k = dataclasses.replace(self.kafka, options={
+            "partition_assignment_strategy": STRATEGY, **self.kafka.options})
+        return kafka_python_consumer(k, self.config.source.max_message_bytes,
                                      self._on_assigned, self._on_revoked, self._on_revoked)
 
     def _producer(self) -> Any:

@@ -38,6 +38,7 @@ from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
 from stream.formats.decoders import wants_records
 from stream.runtime.labelsrun import LabelTopics
+from stream.runtime.lagcheck import LagCheck
 from stream.runtime.restore import (
     BROKER_CALL_TIMEOUT_S,
     RESTORE_TIMEOUT_S,
@@ -63,7 +64,6 @@ from stream.sources.kafka import (
     kafka_client_kwargs,
     kafka_python_consumer,
     missing_codecs,
-    partition_lag,
     partition_names,
     record_values,
     unsupported_codec,
@@ -140,6 +140,8 @@ class KafkaRunner(Rebalancing):
         self._values: Any = record_values
         #: whether the decoder reads whole records (headers, key, topic: source.format)
         self._records = wants_records(config)
+        #: the lag check (lagcheck.py)
+        self._lag: LagCheck | None = None
 
     # -- clients ----------------------------------------------------------------
     def _consumer(self) -> Consumer:
@@ -373,21 +375,10 @@ class KafkaRunner(Rebalancing):
             self.health.set_source_up(False)
 
     def _update_lag(self) -> None:
-        c = self.consumer
-        try:
-            from kafka import TopicPartition
-
-            parts = list(c.assignment())
-            ms = int(BROKER_CALL_TIMEOUT_S * 1000)
-            if not parts:
-                # nothing assigned (yet): still check that the cluster answers
-                c.end_offsets([TopicPartition(self.kafka.topics[0], 0)], timeout_ms=ms)
-                self.health.set_consumer_lag({})
-                return
-            self.health.set_consumer_lag(partition_lag(c, parts, ms))
-        except Exception as exc:  # noqa: BLE001 - an outage must not stop the loop
-            log.warning("cannot read consumer lag: %s", exc)
-            self.health.set_source_up(False)
+        if self._lag is None:
+            self._lag = LagCheck(self.health, self.kafka.topics[0],
+                                 int(BROKER_CALL_TIMEOUT_S * 1000))
+        self._lag(self.consumer)
 
     # -- compression codecs -----------------------------------------------------------
     def _warn_missing_codecs(self) -> None:

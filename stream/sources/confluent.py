@@ -103,6 +103,12 @@ def librdkafka_config(k: KafkaConfig, max_message_bytes: int) -> dict[str, Any]:
         # default): a consumer that drains 16 MiB in less than that would sit idle
         "queued.max.messages.kbytes": 16_384,
         "fetch.queue.backoff.ms": 20,
+        # the fetcher's long poll (500 ms by default) holds the broker connection, and the
+        # loop's synchronous offset commit (and any broker query) waits behind it: once a
+        # backlog is pre-fetched every partition is at its end, so each commit waited up to
+        # 500 ms.  With 50 ms the plain runner read an 8-partition backlog at 35,800
+        # events/s instead of 2,800 (an idle consumer fetches 20 times a second)
+        "fetch.wait.max.ms": 50,
         # a broker outage is reported by the lag check and the failing commits
         "log.connection.close": False,
     }
@@ -178,6 +184,8 @@ class ConfluentConsumer:
         #: the helper thread of bounded commits, and the commit it runs
         self._commits: ThreadPoolExecutor | None = None
         self._commit_flight: Future[Any] | None = None
+        #: the partition the next lag check asks the broker about (lag_end_offsets)
+        self._lag_turn = -1
 
     # -- helpers --------------------------------------------------------------------
     @staticmethod
@@ -360,6 +368,31 @@ class ConfluentConsumer:
         for tp in tps:
             _, high = self._c.get_watermark_offsets(self._ctp(tp), timeout=timeout_ms / 1000)
             out[tp] = int(high)
+        return out
+
+    def lag_end_offsets(self, tps: Iterable[Any], timeout_ms: int) -> dict[Any, int]:
+        """End offsets for the lag check, without a broker round trip per partition.
+
+        librdkafka sends a watermark query on the connection its fetcher long-polls
+        (``fetch.wait.max.ms``), so each one waits for the fetch: 8 partitions queried one
+        by one held the loop about 4 s per check.  The high watermarks that came with the
+        latest fetch responses are used instead (fresh within a fetch wait); one partition
+        per call, in turn, and any without a known watermark, are asked of the broker,
+        which keeps the check a test that the cluster answers (a failure raises)."""
+        tps = sorted(tps)
+        out: dict[Any, int] = {}
+        ask = []
+        for tp in tps:
+            _, high = self._c.get_watermark_offsets(self._ctp(tp), cached=True)
+            if high is None or high < 0:
+                ask.append(tp)
+            else:
+                out[tp] = int(high)
+        if tps:
+            self._lag_turn = (self._lag_turn + 1) % len(tps)
+            if tps[self._lag_turn] not in ask:
+                ask.append(tps[self._lag_turn])
+        out.update(self.end_offsets(ask, timeout_ms))
         return out
 
     def beginning_offsets(self, tps: Iterable[Any], timeout_ms: int) -> dict[Any, int]:

@@ -270,7 +270,8 @@ def partition_lag(consumer: Any, parts: list[Any], timeout_ms: int,
     """Lag per (topic, partition) of ``parts``: end offset minus the offset in ``done``
     (what is processed) or, where it has none, the consumer's position.  Broker errors
     propagate (the caller counts them as an outage)."""
-    ends = consumer.end_offsets(parts, timeout_ms=timeout_ms)
+    # confluent-kafka: cached watermarks and one query per check (lag_end_offsets)
+    ends = getattr(consumer, "lag_end_offsets", consumer.end_offsets)(parts, timeout_ms=timeout_ms)
     lag: dict[tuple[str, int], int] = {}
     for tp in parts:
         at = done.get(tp) if done is not None else None

@@ -307,3 +307,44 @@ def test_rebalance_of_two_stage_runs_loses_nothing(kafka_bootstrap, make_topic, 
     # consumed is a record of the repartition topic, processed by one of the monitors)
     consumed = sum(r.pipeline.snapshot().consumed for r in (r1, r2))
     assert consumed == processed(r1, r2) >= sum(per_partition.values())
+
+
+# --------------------------------------------------------------------------
+# two processes: one first stage writes, both monitor; clean keyed data gives no episode
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [21, 22])
+def test_two_processes_on_clean_keyed_backlog_open_no_episode(
+        kafka_bootstrap, make_topic, workdir, baselines, seed):
+    """Two two-stage processes start together on a keyed backlog (the worst case: with
+    the source partitions split between two first stages, the internal partitions carried
+    one process's keys in blocks, 8-20 ``c1`` episodes over 5 such backlogs of 3,000 in
+    bench/bench_scaleout.py).  One first stage holds every source partition
+    (onewriter.py), the monitors share the 2 internal partitions, and nothing alarms."""
+    topic = make_topic(partitions=4)
+    events = m1_events(seed, [(6_000, CLEAN)], COLUMNS)
+    _produce_keyed(kafka_bootstrap, topic, events)
+    cfg = _config(workdir, kafka_bootstrap, topic, f"two-{topic}",
+                  repartition={"topic": f"{topic}-rp", "partitions": 2})
+    runs = [InProcess(cfg, baselines, f"keyed-two-{i}", TwoStageRunner) for i in (1, 2)]
+    for r in runs:
+        r.start()
+
+    def processed() -> int:
+        return sum(r.pipeline.processed["m1"] for r in runs)
+
+    try:
+        _wait(lambda: all(r.alive() for r in runs) and processed() >= len(events), 180,
+              "both processes", details=runs[0].describe)
+        time.sleep(1.0)
+    finally:
+        for r in runs:
+            r.stop()
+    written = sorted(r.runner.repartitioner.forwarded for r in runs)
+    per_process = [r.pipeline.processed["m1"] for r in runs]
+    episodes = {f"r{i}:{k}": v for i, r in enumerate(runs, 1) for k, v in _episodes(r).items()}
+    print(f"\n[keyed, two processes, seed {seed}] {len(events)} events; forwarded by each "
+          f"first stage {written}; processed by each monitor {per_process}; episodes "
+          f"{episodes or 'none'}")
+    assert written == [0, len(events)]  # one writer
+    assert all(per_process), "the monitors did not share the internal partitions"
+    assert episodes == {}

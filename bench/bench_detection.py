@@ -46,7 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers  # noqa: E402
 
+from detectors._window_kernel import KS_HOLD_WINDOWS, RATE_HOLD_WINDOWS  # noqa: E402
 from detectors.catalogue import default_detectors  # noqa: E402
+from detectors.cusum import MEAN_HOLD_BLOCKS  # noqa: E402
 from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -521,6 +523,64 @@ def write_plot(cells: dict, arl0s: list[float], path: Path, horizon: int) -> Non
     plt.close(fig)
 
 
+def episode_section(episodes: list[dict]) -> list[str]:
+    """The markdown of the episode table (``task_episodes`` results), up to its total."""
+    L: list[str] = []
+    L.append("## Episodes per injected drift\n")
+    L.append(f"Our alarms are episodes: each detector that catches a drift should open "
+             f"exactly one episode for it.  At the default budget (10,000,000 events "
+             f"between false alarms, one baseline per family) each scenario's change is "
+             f"kept for {EPISODE_HORIZON:,} values after a warm-up of 1,000, and the "
+             f"episodes each detector opens after the change are counted "
+             f"({len(episodes[0]['counts']) if episodes else 0} "
+             f"runs per row).  *exactly one* is the share of (run, detector that caught "
+             f"the drift) pairs with one episode.  ADWIN starts afresh after each "
+             f"detection, so a ramp is several changes to it; its episode holds while "
+             f"the mean since its last detection stays away from the level before the "
+             f"first.  The CUSUMs' episodes hold while their moving average stays beyond "
+             f"half the allowance, so a shift smaller than the allowance, which crosses "
+             f"the threshold now and then, is one episode, and while the values since "
+             f"the episode opened (its newest {MEAN_HOLD_BLOCKS} release stretches) are "
+             f"significantly away from the baseline's mean or above its variance; the "
+             f"KS test's while the values since the episode opened (its newest "
+             f"{KS_HOLD_WINDOWS} windows) are significantly different from the reference; "
+             f"the rate tests' while the flags since the episode opened (its newest "
+             f"{RATE_HOLD_WINDOWS} windows) are significantly above the baseline rate.\n")
+    L.append("| scenario | detector(s) | detector catches | exactly one | most | "
+             "alarms in warm-up |")
+    L.append("| --- | --- | ---: | ---: | ---: | ---: |")
+    one_total = caught_total = 0
+    for e in episodes:
+        per = [n for c in e["counts"] for n in c.values() if n]
+        one = sum(n == 1 for n in per)
+        one_total += one
+        caught_total += len(per)
+        share = f"{100 * one / len(per):.1f} %" if per else "–"
+        L.append(f"| {e['scenario']} | {LABELS[e['config']]} | {len(per)} | {share} | "
+                 f"{max(per, default=0)} | {e['early']} |")
+    if caught_total:
+        L.append(f"\nOver all rows: one episode per catching detector in {one_total} of "
+                 f"{caught_total} ({100 * one_total / caught_total:.1f} %).\n")
+    return L
+
+
+def splice_episodes(md: Path, lines: list[str]) -> bool:
+    """Replace the episode table of an existing results file ``md`` with ``lines``."""
+    if not md.exists():
+        return False
+    text = md.read_text().split("\n")
+    try:
+        start = text.index("## Episodes per injected drift")
+        end = next(i for i in range(start, len(text)) if text[i].startswith("Over all rows"))
+    except (ValueError, StopIteration):
+        return False
+    new = "\n".join(lines).split("\n")
+    while new and new[-1] == "":
+        new.pop()
+    md.write_text("\n".join(text[:start] + new + text[end + 1:]))
+    return True
+
+
 def write_markdown(path: Path, args: argparse.Namespace, builds: list[dict],
                    tunes: list[dict], cells: dict, rows: list[dict], timings: dict,
                    kswin_checked: int, bigs: list[dict], episodes: list[dict]) -> None:
@@ -685,36 +745,7 @@ def write_markdown(path: Path, args: argparse.Namespace, builds: list[dict],
                  f"{_fmt(r['single'])} | {le}{r['ratio_single']:.2f} |")
     L.append(f"\nGoal met in {met} of {len(rows)} (scenario, ARL0) cells.\n")
     # ---- episodes
-    L.append("## Episodes per injected drift\n")
-    L.append(f"Our alarms are episodes: each detector that catches a drift should open "
-             f"exactly one episode for it.  At the default budget (10,000,000 events "
-             f"between false alarms, one baseline per family) each scenario's change is "
-             f"kept for {EPISODE_HORIZON:,} values after a warm-up of 1,000, and the "
-             f"episodes each detector opens after the change are counted ({len(episodes[0]['counts']) if episodes else 0} "
-             f"runs per row).  *exactly one* is the share of (run, detector that caught "
-             f"the drift) pairs with one episode.  ADWIN starts afresh after each "
-             f"detection, so a ramp is several changes to it; its episode holds while "
-             f"the mean since its last detection stays away from the level before the "
-             f"first.  The CUSUMs' episodes hold while their moving average stays beyond "
-             f"half the allowance, so a shift smaller than the allowance, which crosses "
-             f"the threshold now and then, is one episode; the rate tests' while the "
-             f"flags since the episode opened (its newest 4 windows) are significantly "
-             f"above the baseline rate.\n")
-    L.append("| scenario | detector(s) | detector catches | exactly one | most | "
-             "alarms in warm-up |")
-    L.append("| --- | --- | ---: | ---: | ---: | ---: |")
-    one_total = caught_total = 0
-    for e in episodes:
-        per = [n for c in e["counts"] for n in c.values() if n]
-        one = sum(n == 1 for n in per)
-        one_total += one
-        caught_total += len(per)
-        share = f"{100 * one / len(per):.1f} %" if per else "–"
-        L.append(f"| {e['scenario']} | {LABELS[e['config']]} | {len(per)} | {share} | "
-                 f"{max(per, default=0)} | {e['early']} |")
-    if caught_total:
-        L.append(f"\nOver all rows: one episode per catching detector in {one_total} of "
-                 f"{caught_total} ({100 * one_total / caught_total:.1f} %).\n")
+    L.extend(episode_section(episodes))
     L.append("At the benchmark's own ARL0s (2,000 and 10,000 values), a detector is "
              "budgeted one false episode every few thousand values, so over the 5,000 "
              "values after the change ADWIN and CUSUM, which re-arm once they have adapted, "
@@ -803,6 +834,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="null values per family for the check at the default "
                          "false_alarm_events (default 10,000,000, quick 1,000,000)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--episodes-only", action="store_true",
+                    help="rerun only the episode table and replace it in OUT/detection.md "
+                         "(printed when there is no such file)")
     args = ap.parse_args(argv)
     if args.runs is None:
         args.runs = 20 if args.quick else 200
@@ -821,9 +855,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def episode_tasks(args: argparse.Namespace) -> list[tuple]:
+    ep_runs = list(range(10 if args.quick else 50))
+    return [(task_episodes, (scn, cfg, ep_runs, args.seed)) for scn in SCENARIOS
+            for cfg in configs(SCENARIOS[scn][0])]
+
+
+def episodes_only(args: argparse.Namespace) -> int:
+    """``--episodes-only``: the episode table alone, spliced into an existing results file."""
+    tasks = episode_tasks(args)
+    log(f"episodes per drift at the default budget, seed {args.seed}: {len(tasks)} tasks ...")
+    lines = episode_section(run_pool(tasks, args.jobs, "episodes"))
+    md = args.out / "detection.md"
+    if splice_episodes(md, lines):
+        log(f"replaced the episode table of {md}")
+    else:
+        print("\n".join(lines))
+    log(next((x.strip() for x in lines if x.startswith("\nOver all rows")), ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.episodes_only:
+        return episodes_only(args)
     t_start = time.perf_counter()
     timings: dict[str, Any] = {"machine": machine()}
     arl0s = [float(a) for a in args.arl0]
@@ -910,9 +966,7 @@ def main(argv: list[str] | None = None) -> int:
     timings["detection runs"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    ep_runs = list(range(10 if args.quick else 50))
-    tasks = [(task_episodes, (scn, cfg, ep_runs, args.seed)) for scn in SCENARIOS
-             for cfg in configs(SCENARIOS[scn][0])]
+    tasks = episode_tasks(args)
     log(f"[3b] episodes per drift at the default budget: {len(tasks)} tasks ...")
     episodes = run_pool(tasks, args.jobs, "episodes")
     timings["episodes at the default budget"] = time.perf_counter() - t0

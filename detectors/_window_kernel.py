@@ -58,6 +58,19 @@ CODE_MISSING, CODE_INVALID = -1, -2
 RATE_HOLD_LOG_LEVEL = math.log(10.0)
 RATE_HOLD_WINDOWS = 4
 
+#: An open episode of a KS test also holds while the values since it opened (fresh values
+#: only, at most the newest KS_HOLD_WINDOWS windows of them) are significantly different
+#: from the reference: while ``2 · n_eff · D² > KS_HOLD_LOG_LEVEL``, ``D`` their KS distance
+#: to the reference (on its bins) and ``n_eff = n·m / (n + m)`` with ``m`` the reference's
+#: size (Dvoretzky–Kiefer–Wolfowitz: ``P(D > d) ≤ 2·exp(-2·n_eff·d²)``, here at most 0.1;
+#: ``m`` keeps a small reference's own sampling error from holding an episode forever).  A
+#: weak shift whose window statistic dips below the release level now and then is then one
+#: episode; on clean data the fresh values are rarely significant, so the episode closes as
+#: before.  The horizon is bounded so that a burst stops holding its episode once it is
+#: that far behind.
+KS_HOLD_LOG_LEVEL = math.log(20.0)
+KS_HOLD_WINDOWS = 2
+
 #: numpy's pairwise summation block (``PW_BLOCKSIZE``)
 _PW_BLOCK = 128
 #: up to this many bin edges, a value's bin is found by counting (SIMD) rather than bisecting
@@ -190,6 +203,23 @@ def rate_held(k, n, p0):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
+def ks_held(hist, ref, n, m):  # pragma: no cover - compiled
+    """Whether the histogram ``hist`` of ``n`` values is significantly different from the
+    reference CDF ``ref`` (at the upper edges of all bins but the last) of ``m`` values
+    (see KS_HOLD_LOG_LEVEL)."""
+    if n <= 0 or m <= 0.0:
+        return False
+    c = 0
+    d = 0.0
+    for j in range(hist.shape[0] - 1):
+        c += hist[j]
+        x = abs(c / n - ref[j])
+        if x > d:
+            d = x
+    return 2.0 * (n * m / (n + m)) * d * d > KS_HOLD_LOG_LEVEL
+
+
+@njit(cache=True, nogil=True)
 def _g_and_tv(hist, ref, probs, w, tmp):  # pragma: no cover - compiled
     """G statistic and total variation of one window histogram of ``w`` values."""
     k = hist.shape[0]
@@ -240,7 +270,7 @@ def _multiscale_g(buf, pos, scales, cadence, ref, probs, tmp, acc):  # pragma: n
 def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, ist,
                   kind, ref, probs, w, base, threshold, min_effect, active,
                   want_all, scales, release_level, release_values, hold_p0, hbuf,
-                  fst):  # pragma: no cover - compiled
+                  fst, hold_m, hks):  # pragma: no cover - compiled
     """Feed ``n`` values to a window (the engine of ``scan`` and ``update_bins``).
 
     The values are ``(codes >> shift) & mask``, or ``n`` copies of ``const_bin``
@@ -261,7 +291,10 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
       tests), the flags of the values since the episode opened were not significantly
       above ``hold_p0`` (:func:`rate_held`; ``hbuf`` is the ring of the flags of the
       newest fresh chunks, ``ist[4]`` chunks in it, ``ist[5]`` their flags, ``ist[6]``
-      the next slot);
+      the next slot);  with ``hold_m > 0`` (KS tests; the reference's size), while the
+      values since the episode opened are significantly different from the reference
+      (:func:`ks_held`; ``hks`` is the ring of the histograms of the newest fresh chunks,
+      its last row their sum, ``ist[4]`` chunks in it, ``ist[6]`` the next slot);
     * arrays that would be empty are ``None`` (cheaper to hand back to Python).
 
     ``fst[0]`` holds the largest statistic of the open (or last) episode.
@@ -292,6 +325,8 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
     k_open = ist[5]
     hpos = ist[6]
     hlen = hbuf.shape[0]
+    krows = hks.shape[0] - 1
+    ks_hold = hold_m > 0.0 and kind == KIND_KS and krows > 0 and hks.shape[1] == k
     peak = fst[0]
     n_closes = 0
     # the effect size has the same hysteresis as the statistic
@@ -378,6 +413,10 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
                 hpos = 0
                 for j in range(hlen):
                     hbuf[j] = 0
+                if ks_hold:
+                    for r in range(krows + 1):
+                        for j in range(k):
+                            hks[r, j] = 0
                 peak = st
         else:
             if hold_p0 > 0.0:  # the chunk enters the ring of fresh chunks
@@ -388,12 +427,24 @@ def window_kernel(codes, n, const_bin, shift, mask, cadence, buf, win, partial, 
                     hpos = 0
                 if n_open < hlen:
                     n_open += 1
+            elif ks_hold:  # the chunk's histogram enters the ring of fresh chunks
+                slot = pos - 1 if pos > 0 else nch - 1
+                for j in range(k):
+                    hks[krows, j] += buf[slot, j] - hks[hpos, j]
+                    hks[hpos, j] = buf[slot, j]
+                hpos += 1
+                if hpos == krows:
+                    hpos = 0
+                if n_open < krows:
+                    n_open += 1
             if (st > release_level) and (eff >= release_effect):  # the evidence persists
                 quiet = 0
                 if st > peak:
                     peak = st
             elif hold_p0 > 0.0 and rate_held(k_open, n_open * cadence, hold_p0):
                 quiet = 0  # the rate since the episode opened is still above the baseline's
+            elif ks_hold and ks_held(hks[krows], ref, n_open * cadence, hold_m):
+                quiet = 0  # the values since the episode opened still differ from the reference
             else:
                 quiet += cadence
                 if quiet >= release_values:  # quiet long enough: the episode closes

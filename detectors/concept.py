@@ -161,6 +161,9 @@ class ConceptCUSUM:
             # episode: capped at k, the release level is crossed by the null's own noise and
             # an episode never closes (CUSUM.release_level)
             d.release_above_allowance = True
+            # the error rate's episodes close on the moving average (the hold since the
+            # opening is the input CUSUMs')
+            d.mean_hold = False
         self.detectors = dets
         self._peak = 0.0
         self.close_positions = np.empty(0, dtype=np.int64)

@@ -67,11 +67,25 @@ CAP_FACTOR = 2.0
 #: the moving average of an episode is released no lower than this many of its standard
 #: deviations under no shift (the two-sided 99th percentile)
 EWMA_RELEASE_Z = 2.576
+#: An open episode also holds while the standardised values since it opened (at most the
+#: newest MEAN_HOLD_BLOCKS release stretches of them, the current one partly) are
+#: significantly away from the baseline: their mean, while ``S² / (2n) > MEAN_HOLD_LOG_LEVEL``,
+#: ``S`` their sum and ``n`` their number (Chernoff's bound for unit-variance values,
+#: ``P(|S| / n ≥ d) ≤ 2·exp(-n·d² / 2)``, here at most 0.1); or, with a clip (the values
+#: then lie within ``±c``), their second moment above the baseline's 1, which raises the
+#: sums' excursions as a shift does: while ``2·V² / (n·c⁴) > MEAN_HOLD_LOG_LEVEL``, ``V``
+#: the sum of ``z² - 1`` (Hoeffding's bound, ``z²`` in ``[0, c²]``).  A shift whose sums and
+#: moving average dip back to the baseline now and then is then one episode; on clean data
+#: the values since the opening are rarely significant, so the episode closes as before.
+#: The horizon is bounded so that a burst stops holding its episode once it is that far
+#: behind.
+MEAN_HOLD_LOG_LEVEL = math.log(20.0)
+MEAN_HOLD_BLOCKS = 2
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, out, out_stat,
-                  counts, release, out_close, k_release, lam):
+                  counts, release, out_close, k_release, lam, hf, hi_, c4inv):
     """Feed ``values``; write alarm positions and statistics; return how many.
 
     Non-finite values and ``|x| > 1e100`` are skipped (no tick); the others are
@@ -84,6 +98,14 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
     to ``counts[2]``).  ``counts`` also receives the valid values after the last
     crossing and in all (for the hold of the statistic).  With ``release`` 0,
     every crossing is an alarm and there are no episodes.
+
+    With ``hi_[3]`` set, the episode also holds while the standardised values since it
+    opened are significantly away from 0 (MEAN_HOLD_LOG_LEVEL): ``hf[0]`` and ``hi_[0]``
+    are the sum and number of them in the current block of ``release`` values,
+    ``hf[1:nb + 1]`` the sums of the newest complete blocks (a ring of ``nb`` slots,
+    ``hi_[1]`` of them filled, ``hi_[2]`` the next slot); ``hf[nb + 1:]`` the same sums of
+    ``z² - 1``, which hold the episode where ``c4inv`` (``1 / c⁴``, ``c`` the largest
+    standardised value) is above 0.
     """
     sp = fstate[_S_POS]
     sn = fstate[_S_NEG]
@@ -99,6 +121,19 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
     mc = 0
     valid = 0
     tail = 0
+    mean_hold = hi_[3] == 1 and release > 0
+    nblk = (hf.shape[0] - 2) // 2
+    vo = nblk + 1  # where the sums of z² - 1 start
+    vsum = hf[vo]
+    vtot = 0.0
+    hsum = hf[0]
+    hn = hi_[0]
+    hb = hi_[1]
+    hpos = hi_[2]
+    btot = 0.0  # the sum of the ring's blocks
+    for j in range(hb):
+        btot += hf[1 + j]
+        vtot += hf[vo + 1 + j]
     for i in range(values.size):
         x = values[i]
         if not np.isfinite(x) or abs(x) > 1e100:
@@ -138,12 +173,26 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
                 out_stat[m] = top
                 m += 1
                 peak = top
+                hsum = 0.0
+                hn = 0
+                hb = 0
+                hpos = 0
+                btot = 0.0
+                vsum = 0.0
+                vtot = 0.0
             quiet = 0
             tail = 0
         elif ep == 1:
             # a sum has not returned to 0 since it crossed h, or the mean is still away
+            hs = hsum + btot
+            hnn = hn + hb * release
             if ap == 0 or an == 0 or abs(ew) > k_release:
                 quiet = 0
+            elif mean_hold and hnn > 0 and hs * hs > 2.0 * MEAN_HOLD_LOG_LEVEL * hnn:
+                quiet = 0  # the mean since the episode opened is still away from the baseline
+            elif (mean_hold and hnn > 0 and vsum + vtot > 0.0 and 2.0 * (vsum + vtot) ** 2
+                  * c4inv > MEAN_HOLD_LOG_LEVEL * hnn):
+                quiet = 0  # so is their second moment
             else:
                 quiet += 1
                 if quiet >= release:
@@ -153,6 +202,31 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
                     mc += 1
         if ep == 1 and top > peak:
             peak = top
+        if ep == 1 and mean_hold:  # the value joins those since the episode opened
+            hsum += z
+            vsum += z * z - 1.0
+            hn += 1
+            if hn == release:  # a complete block enters the ring
+                hf[1 + hpos] = hsum
+                hf[vo + 1 + hpos] = vsum
+                hpos += 1
+                if hpos == nblk:
+                    hpos = 0
+                if hb < nblk:
+                    hb += 1
+                hsum = 0.0
+                vsum = 0.0
+                hn = 0
+                btot = 0.0
+                vtot = 0.0
+                for j in range(hb):
+                    btot += hf[1 + j]
+                    vtot += hf[vo + 1 + j]
+    hf[0] = hsum
+    hf[vo] = vsum
+    hi_[0] = hn
+    hi_[1] = hb
+    hi_[2] = hpos
     counts[0] = tail
     counts[1] = valid
     counts[2] = mc
@@ -311,7 +385,9 @@ class CUSUM(HeldAlarm, Detector):
         Episodes (see :meth:`configure_episodes`): a crossing opens an episode,
         which stays open while a sum has not returned to 0 since crossing or the
         moving average of the values is more than ``release`` × k away from the mean
-        (see :meth:`configure_episodes`), and closes after ``hold`` further values; crossings in an open
+        (see :meth:`configure_episodes`) or the values since it opened differ significantly
+        from the baseline (:attr:`mean_hold`, MEAN_HOLD_LOG_LEVEL), and closes after ``hold``
+        further values; crossings in an open
         episode are not alarms.  0: every crossing is an alarm.
     name : str, optional
         Feature name, used in error messages.
@@ -377,6 +453,11 @@ class CUSUM(HeldAlarm, Detector):
         # run lengths, alarms, armed flags, episode open, values without evidence
         self._i = np.array([0, 0, 0, 1, 1, 0, 0], dtype=np.int64)
         self._counts = np.zeros(3, dtype=np.int64)  # kernel output: hold counts, closes
+        # the values since the episode opened (see MEAN_HOLD_LOG_LEVEL): the current block's
+        # sum, the ring of the newest blocks' sums, the same of z² - 1; the block's count,
+        # blocks in the ring, next slot, whether the hold is on
+        self._hf = np.zeros(2 * (1 + MEAN_HOLD_BLOCKS), dtype=np.float64)
+        self._hi = np.array([0, 0, 0, 1], dtype=np.int64)
         self._drift = False
         self._since = -1  # valid values since the last alarm; -1: none yet
         self._det_stat = 0.0
@@ -403,7 +484,8 @@ class CUSUM(HeldAlarm, Detector):
         counts = self._counts
         m = _cusum_kernel(arr, self.mean, 1.0 / self.scale, self.allowance, self.h,
                           CAP_FACTOR * self.h, lo, hi, self._f, self._i, out, out_stat, counts,
-                          self.hold, out_close, self.release_level, self._lambda)
+                          self.hold, out_close, self.release_level, self._lambda, self._hf,
+                          self._hi, self._c4inv)
         positions = out[:m].copy()
         self.close_positions = out_close[:int(counts[2])].copy()
         self.alarm_statistics = out_stat[:m].copy()
@@ -411,6 +493,24 @@ class CUSUM(HeldAlarm, Detector):
         if self.hold:
             self._advance_hold(int(counts[0]), int(counts[1]), self.alarm_statistics)
         return positions
+
+    @property
+    def _c4inv(self) -> float:
+        """``1 / c⁴``, ``c`` the largest standardised value (0 without a clip)."""
+        if self.clip is None:
+            return 0.0
+        c = max(abs(self.clip[0] - self.mean), abs(self.clip[1] - self.mean)) / self.scale
+        return 1.0 / c ** 4 if c > 0 else 0.0
+
+    @property
+    def mean_hold(self) -> bool:
+        """Whether an open episode holds while the mean of the values since it opened is
+        significantly away from the baseline's (see MEAN_HOLD_LOG_LEVEL; on by default)."""
+        return bool(self._hi[3])
+
+    @mean_hold.setter
+    def mean_hold(self, on: bool) -> None:
+        self._hi[3] = int(bool(on))
 
     @property
     def _lambda(self) -> float:
@@ -453,7 +553,9 @@ class CUSUM(HeldAlarm, Detector):
         ``release_values``) is more than ``release`` × k away from the baseline mean.  A
         shift smaller than k crosses the threshold only now and then; while it stays
         above ``release`` × k (0.125σ with the defaults) its crossings are one episode.
-        The episode closes after ``release_values`` values without either."""
+        With :attr:`mean_hold`, it also holds while the values since it opened have a mean
+        significantly away from the baseline's or a variance above it.  The episode closes
+        after ``release_values`` values without any of these."""
         self.release, self.hold = check_release(release, release_values,
                                                 self.name or self.kind)
 
@@ -490,6 +592,7 @@ class CUSUM(HeldAlarm, Detector):
             "sums": [float(v) for v in self._f[:2]], "runs": [int(v) for v in self._i],
             "peak": float(self._f[_PEAK]),
             "moving_average": float(self._f[_EWMA]),
+            "mean_hold": [*(int(v) for v in self._hi[:3]), *(float(v) for v in self._hf)],
             "drift_detected": self._drift, "since_detection": self._since,
             "detection_statistic": self._det_stat,
         }
@@ -535,6 +638,15 @@ class CUSUM(HeldAlarm, Detector):
             if not math.isfinite(ew):
                 raise DetectorError(f"{self.kind} state: moving_average malformed")
             self._f[_EWMA] = ew
+            hold = state.get("mean_hold")  # states before the hold: none yet
+            if hold is not None:
+                hold = [float(v) for v in hold]
+                if (len(hold) != 3 + self._hf.size or not all(map(math.isfinite, hold))
+                        or hold[0] < 0 or not 0 <= hold[1] <= MEAN_HOLD_BLOCKS
+                        or not 0 <= hold[2] < MEAN_HOLD_BLOCKS):
+                    raise DetectorError(f"{self.kind} state: mean_hold malformed")
+                self._hi[:3] = [int(v) for v in hold[:3]]
+                self._hf[:] = hold[3:]
             self._i[:] = runs
             self._drift = bool(state.get("drift_detected", False))
             self._since = int(state.get("since_detection", -1))

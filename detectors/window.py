@@ -19,7 +19,9 @@ the effect) for
 ``release_values`` values (hysteresis); a rate test's episode also holds while the flags
 counted since it opened are significantly above the baseline rate (see
 :data:`detectors._window_kernel.RATE_HOLD_LOG_LEVEL`), so a rate shift below the threshold,
-which crosses it now and then, is one episode.  A persistent drift, or a statistic
+which crosses it now and then, is one episode; a KS test's while the values since it
+opened are significantly different from the reference (see
+:data:`detectors._window_kernel.KS_HOLD_LOG_LEVEL`).  A persistent drift, or a statistic
 hovering around the threshold, is therefore one alarm, not one per test or per
 crossing.  The false-alarm rate is the rate of episodes, which is what
 :mod:`detectors.calibration` calibrates.  ``release=1`` with
@@ -57,6 +59,7 @@ from detectors.errors import DetectorError
 
 _NO_CODES = np.empty(0, dtype=np.int64)
 _NO_REF = np.empty(0, dtype=np.float64)
+_NO_HOLD = np.zeros((1, 1), dtype=np.int64)
 
 
 def _check_window(window: int, cadence: int) -> tuple[int, int]:
@@ -148,6 +151,10 @@ class WindowTest(Detector):
         self._ist = np.zeros(7, dtype=np.int64)
         self._hold = np.zeros(_wk.RATE_HOLD_WINDOWS * self._chunks if self._holds else 1,
                               dtype=np.int64)
+        # KS tests: the histograms of the newest chunks since the episode opened (a ring of
+        # KS_HOLD_WINDOWS windows, slots _ist[4] and _ist[6] as above) and their sum (last row)
+        self._ks_hold = np.zeros((_wk.KS_HOLD_WINDOWS * self._chunks + 1, self.n_bins)
+                                 if self._ks_holds else (1, 1), dtype=np.int64)
         self._fst = np.zeros(1, dtype=np.float64)  # [0]: the open episode's peak statistic
         self.release = 1.0
         self.release_values = self.cadence
@@ -178,6 +185,15 @@ class WindowTest(Detector):
 
     #: whether the flags since an episode opened can hold it (rate tests)
     _holds: ClassVar[bool] = False
+    #: whether the values since an episode opened can hold it (KS tests)
+    _ks_holds: ClassVar[bool] = False
+
+    @property
+    def _hold_m(self) -> float:
+        """Size of the reference against which the values since an episode opened hold it
+        (KS tests, see :data:`detectors._window_kernel.KS_HOLD_LOG_LEVEL`); -1: no such
+        hold (also without a known reference size)."""
+        return float(self.ref_count) if self._ks_holds and self.ref_count > 0 else -1.0
 
     @property
     def _hold_p0(self) -> float:
@@ -297,7 +313,7 @@ class WindowTest(Detector):
                 self._partial, self._ist, self._kernel_kind, ref, probs, float(self.window),
                 base, float(self._threshold), float(self.min_effect), bool(self._active),
                 False, self._scales, float(self._release_level), int(self.release_values),
-                self._hold_p0, self._hold, self._fst))
+                self._hold_p0, self._hold, self._fst, self._hold_m, self._ks_hold))
         if not ok:
             raise self._bad_bins()
         if n_tests == 0:
@@ -359,7 +375,8 @@ class WindowTest(Detector):
         stats_, effects, test_idx, hists, _, _, _, _, _, _, _, ok = _wk.window_kernel(
             codes, codes.size, -1, 0, -1, self.cadence, self._buf, self._win, self._partial,
             self._ist, self._kernel_kind, ref, probs, float(self.window), base, math.inf, 0.0,
-            False, True, self._scales, math.inf, 1, -1.0, np.zeros(1, np.int64), np.zeros(1))
+            False, True, self._scales, math.inf, 1, -1.0, np.zeros(1, np.int64), np.zeros(1),
+            -1.0, _NO_HOLD)
         if not ok:
             raise self._bad_bins()
         if test_idx is None:  # no test completed
@@ -438,6 +455,7 @@ class WindowTest(Detector):
         self._partial[:] = 0
         self._ist[:] = 0
         self._hold[:] = 0
+        self._ks_hold[:] = 0
         self._stat = self._effect = 0.0
         self._fst[:] = 0.0
         self._active = False
@@ -467,9 +485,17 @@ class WindowTest(Detector):
             "quiet": int(self._ist[3]),
             **({"hold": self._ist[4:7].tolist(), "hold_ring": self._hold.tolist()}
                if self._holds else {}),
+            **({"ks_hold": self._ks_hold_rows().tolist()} if self._ks_holds else {}),
             "peak": float(self._fst[0]),
             "n_alarms": self._n_alarms,
         }
+
+    def _ks_hold_rows(self) -> np.ndarray:
+        """The histograms of the fresh chunks of the KS hold, oldest first (a copy)."""
+        rows = self._ks_hold.shape[0] - 1
+        n, pos = int(self._ist[4]), int(self._ist[6])
+        return self._ks_hold[(pos - n + np.arange(n)) % rows] if n else np.zeros(
+            (0, self.n_bins), dtype=np.int64)
 
     @classmethod
     def _kwargs_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:
@@ -516,6 +542,17 @@ class WindowTest(Detector):
                                     f"of {ring.size} chunks (expected {self._hold.size})")
             self._hold[:] = ring
             self._ist[4:7] = [n, k, pos]
+        if self._ks_holds and state.get("ks_hold"):  # states before the hold: none yet
+            hist = np.asarray(state["ks_hold"], dtype=np.int64)
+            rows = self._ks_hold.shape[0] - 1
+            if hist.ndim != 2 or hist.shape[1] != self.n_bins or not hist.shape[0] <= rows:
+                raise DetectorError(f"{self.name or 'window'}: inconsistent state: a KS hold "
+                                    f"of shape {hist.shape} (expected at most {rows} rows of "
+                                    f"{self.n_bins} bins)")
+            n = hist.shape[0]
+            self._ks_hold[:n] = hist
+            self._ks_hold[rows] = hist.sum(axis=0)
+            self._ist[4], self._ist[6] = n, n % rows
         self._fst[0] = float(state.get("peak", self._stat))
 
 
@@ -553,6 +590,7 @@ class KSWindow(WindowTest):
     kind = "ks"
     input_kind = "numeric"
     column_types = ("numeric",)
+    _ks_holds = True
 
     def __init__(self, edges: Any, probs: Any, window: int = 1000, cadence: int = 50,
                  threshold: float = math.inf, min_effect: float = 0.0, ref_count: int = 0,

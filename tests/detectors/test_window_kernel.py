@@ -65,6 +65,13 @@ def _significant(k: int, n: int, p0: float) -> bool:
     return n * kl > math.log(10.0)
 
 
+def _ks_significant(hist: np.ndarray, n: int, ref_cdf: np.ndarray, m: int) -> bool:
+    """The DKW bound on the KS distance of ``n`` values (``hist``) to a reference of ``m``
+    values is below 0.1 (the kernel's KS hold)."""
+    d = float(np.abs(np.cumsum(hist[:-1]) / n - ref_cdf).max()) if ref_cdf.size else 0.0
+    return 2.0 * (n * m / (n + m)) * d * d > math.log(20.0)
+
+
 class RefEngine:
     """Previous engine of :class:`WindowTest`, driven from an (old-format) state dict."""
 
@@ -72,7 +79,8 @@ class RefEngine:
         self.kind = kind
         self.settings = {k: v for k, v in state.items()
                          if k not in ("ring", "partial", "partial_n", "stat", "effect",
-                                      "active", "n_alarms", "quiet", "peak", "hold", "hold_ring")}
+                                      "active", "n_alarms", "quiet", "peak", "hold", "hold_ring",
+                                      "ks_hold")}
         # episodes (states older than them: one alarm per up-crossing)
         self.release = float(state.get("release", 1.0))
         self.release_values = int(state.get("release_values", state["cadence"]))
@@ -87,6 +95,9 @@ class RefEngine:
             ring = state["hold_ring"]
             self._fresh = [ring[(pos - n + i) % len(ring)] for i in range(n)]
             self._since = n if n < len(ring) else len(ring) + pos
+        # the histograms of the newest chunks since the episode opened (KS tests with a known
+        # reference size), oldest first, at most 2 windows of them
+        self._fresh_h = [np.asarray(h, dtype=np.int64) for h in state.get("ks_hold", [])]
         self._peak = float(state.get("peak", state["stat"]))
         if kind in ("ks", "chi2"):
             p = np.asarray(state["probs"], dtype=np.float64)
@@ -149,22 +160,29 @@ class RefEngine:
             return EMPTY_POSITIONS
         raised = np.zeros(stats_.size, dtype=bool)
         rate = self.kind not in ("ks", "chi2")
+        ks_hold = self.kind == "ks" and self.ref_count > 0
         p0 = min(max(self.base_rate, 0.5 / max(self.ref_count, 1)), 1.0)
         for j, (val, eff) in enumerate(zip(stats_.tolist(), effects.tolist(), strict=True)):
             if not self._active:  # an episode opens
                 if val > self.threshold and eff >= self.min_effect:
                     raised[j], self._active, self._quiet, self._peak = True, True, 0, val
-                    self._fresh, self._since = [], 0
+                    self._fresh, self._since, self._fresh_h = [], 0, []
                 continue
             if rate:  # fresh chunks since the episode opened, at most 4 windows of them
                 self._fresh = [*self._fresh, int(self._chunk_flags[j])][-4 * self._chunks:]
                 self._since += 1
+            if ks_hold:  # fresh chunks since the episode opened, at most 2 windows of them
+                self._fresh_h = [*self._fresh_h, self._chunk_hists[j]][-2 * self._chunks:]
             if (val > self.release * self.threshold
                     and eff >= self.min_effect * (self.release * self.threshold / self.threshold
                                                   if self.threshold > 0 else 0.0)):
                 self._quiet, self._peak = 0, max(self._peak, val)  # the evidence persists
             elif rate and _significant(sum(self._fresh), len(self._fresh) * self.cadence, p0):
                 self._quiet = 0  # the flags since it opened are still above the baseline's
+            elif ks_hold and _ks_significant(np.sum(self._fresh_h, axis=0),
+                                             len(self._fresh_h) * self.cadence, self._ref_cdf,
+                                             self.ref_count):
+                self._quiet = 0  # the values since it opened still differ from the reference
             else:
                 self._quiet += self.cadence
                 if self._quiet >= self.release_values:  # quiet long enough: closed
@@ -205,6 +223,7 @@ class RefEngine:
         ends = ends[full]
         test_idx = (np.flatnonzero(full) + 1) * c - off - 1
         self._chunk_flags = hist[:m][full, 1] if k == 2 else np.zeros(int(full.sum()), np.int64)
+        self._chunk_hists = hist[:m][full]
         if ends.size == 0:
             empty = np.empty(0)
             return empty, empty, EMPTY_POSITIONS
@@ -227,7 +246,9 @@ class RefEngine:
 
     def _hold_state(self) -> dict[str, Any]:
         """The kernel's layout of the fresh chunks: a ring written from slot 0 at the open."""
-        if self.kind in ("ks", "chi2"):
+        if self.kind == "ks":
+            return {"ks_hold": [h.tolist() for h in self._fresh_h]}
+        if self.kind == "chi2":
             return {}
         size = 4 * self._chunks
         ring = [0] * size

@@ -51,8 +51,9 @@ goes to :class:`BatchDecoder`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from itertools import chain, islice
+from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
+from operator import attrgetter
 from typing import Annotated, Any, Final
 
 import numpy as np
@@ -277,7 +278,8 @@ class ColumnarDecoder:
             selected, extractor = router.subset(model.select)
             assert isinstance(extractor, StructExtractor)
             model_positions = positions if selected is None else positions[selected]
-            batch = _extract(extractor, model, model_positions, self._plans[model.name])
+            batch = _extract(extractor, model, model_positions, self._plans[model.name],
+                             self._names)
             if self._timestamp is not None:
                 batch.timestamps, batch.invalid_timestamp_mask = timestamps_column(
                     extractor.values(self._timestamp.path), extractor.n, self._timestamp.unit
@@ -300,22 +302,24 @@ class ColumnarDecoder:
 # extraction of typed values: numbers or None, strings or None
 # --------------------------------------------------------------------------
 def _extract(extractor: StructExtractor, model: ModelConfig, positions: np.ndarray,
-             plan: tuple[Group | ColumnConfig, ...]) -> ModelBatch:
+             plan: tuple[Group | ColumnConfig, ...], names: dict[tuple[str, ...], str]
+             ) -> ModelBatch:
     n = extractor.n
     results: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for step in plan:
         if isinstance(step, Group):
+            # one pass per column straight into its array (no row tuples, no transpose)
             parents = extractor.values(step.parent)
-            try:
-                rows = list(map(step.getter, parents))
-            except AttributeError:  # a null or absent parent: missing below it
-                rows = list(zip(*(extractor.values(c.path) for c in step.columns), strict=True))
-            block = _block(rows, n, len(step.columns), step.type)
-            for j, column in enumerate(step.columns):
-                results[column.name] = (block[0][j], block[1][j], block[2][j])
+            for column in step.columns:
+                get = attrgetter(names[column.path])
+                try:
+                    results[column.name] = _column(map(get, parents), n, step.type)
+                except (AttributeError, TypeError):  # a null or absent parent, a null
+                    # value: from the list of values (None where missing)
+                    results[column.name] = _column(extractor.values(column.path), n,
+                                                   step.type)
         else:
-            block = _block(extractor.values(step.path), n, 1, step.type)
-            results[step.name] = (block[0][0], block[1][0], block[2][0])
+            results[step.name] = _column(extractor.values(step.path), n, step.type)
     batch = ModelBatch(positions, {}, {}, {}, {}, {})
     for column in model.columns:  # configured order
         column_values, invalid, missing = results[column.name]
@@ -327,27 +331,25 @@ def _extract(extractor: StructExtractor, model: ModelConfig, positions: np.ndarr
     return batch
 
 
-def _block(rows: list[Any], n: int, k: int, kind: str) -> tuple[np.ndarray, np.ndarray,
-                                                                 np.ndarray]:
-    """(values, invalid, missing), each k x n (column-major), from n rows of k values
-    (``k == 1``: n values)."""
-    flat_rows = chain.from_iterable(rows) if k > 1 else rows
+def _column(values: Iterable[Any], n: int, kind: str) -> tuple[np.ndarray, np.ndarray,
+                                                                np.ndarray]:
+    """(values, invalid, missing) of one column from its n typed values."""
     if kind == "numeric":
         try:
-            flat = np.fromiter(flat_rows, dtype=np.float64, count=n * k)
-        except TypeError:  # None among the values: NaN
-            flat = np.array(rows, dtype=np.float64)
-        values = np.ascontiguousarray(flat.reshape(n, k).T)
+            column = np.fromiter(values, dtype=np.float64, count=n)
+        except TypeError:  # None among the values: NaN (from a list; else the caller's)
+            if not isinstance(values, list):
+                raise
+            column = np.array(values, dtype=np.float64)
         # msgspec reads only numbers within the double range: NaN is a null
-        missing = np.isnan(values)
-        invalid = np.isinf(values)
+        missing = np.isnan(column)
+        invalid = np.isinf(column)
         if invalid.any():  # pragma: no cover - msgspec refuses numbers beyond the range
-            values[invalid] = np.nan
-        return values, invalid, missing
-    flat = np.fromiter(flat_rows, dtype=object, count=n * k)
-    values = np.ascontiguousarray(flat.reshape(n, k).T)
-    missing = np.equal(values, None)  # type: ignore[call-overload]
-    return values, np.zeros((k, n), dtype=bool), missing
+            column[invalid] = np.nan
+        return column, invalid, missing
+    column = np.fromiter(values, dtype=object, count=n)
+    missing = np.equal(column, None)  # type: ignore[call-overload]
+    return column, np.zeros(n, dtype=bool), missing
 
 
 # --------------------------------------------------------------------------
@@ -382,20 +384,37 @@ def _merge(typed: DecodedBatch, careful: DecodedBatch, where: np.ndarray) -> Dec
 
 
 def _merge_model(a: ModelBatch, b: ModelBatch, b_positions: np.ndarray) -> ModelBatch:
-    positions = np.concatenate([a.positions, b_positions])
-    order = np.argsort(positions, kind="stable")
+    """``a``'s and ``b``'s events in one batch, by position.
+
+    Both are in ascending position already: each array is scattered once into its place
+    (no sort, no concatenation); a mask that is all False on both sides (the typed path
+    has no invalid value, a clean column no missing one) is a fresh all-False mask."""
+    m = a.n_events + b.n_events
+    in_b = np.zeros(m, dtype=bool)
+    in_b[np.searchsorted(a.positions, b_positions) + np.arange(b.n_events)] = True
+    in_a = ~in_b
 
     def both(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return np.concatenate([x, y])[order]
+        out = np.empty(m, dtype=np.result_type(x, y))
+        out[in_a] = x
+        out[in_b] = y
+        return out
 
-    inv = {c: both(m, b.invalid_mask[c]) for c, m in a.invalid_mask.items()}
-    mis = {c: both(m, b.missing_mask[c]) for c, m in a.missing_mask.items()}
+    def mask(x: np.ndarray, count_a: int, y: np.ndarray) -> np.ndarray:
+        if count_a:
+            return both(x, y)
+        out = np.zeros(m, dtype=bool)
+        out[in_b] = y
+        return out
+
+    inv = {c: mask(x, a.invalid_values[c], b.invalid_mask[c]) for c, x in a.invalid_mask.items()}
+    mis = {c: mask(x, a.missing_values[c], b.missing_mask[c]) for c, x in a.missing_mask.items()}
     ids = None
     if a.ids is not None and b.ids is not None:
-        joined = [*a.ids, *b.ids]
-        ids = [joined[i] for i in order.tolist()]
+        ids_a, ids_b = iter(a.ids), iter(b.ids)
+        ids = [next(ids_b) if from_b else next(ids_a) for from_b in in_b.tolist()]
     return ModelBatch(
-        positions=positions[order],
+        positions=both(a.positions, b_positions),
         columns={c: both(v, b.columns[c]) for c, v in a.columns.items()},
         invalid_values={c: a.invalid_values[c] + b.invalid_values[c] for c in a.invalid_values},
         missing_values={c: a.missing_values[c] + b.missing_values[c] for c in a.missing_values},
@@ -408,4 +427,3 @@ def _merge_model(a: ModelBatch, b: ModelBatch, b_positions: np.ndarray) -> Model
         else both(a.invalid_timestamp_mask, b.invalid_timestamp_mask),
         ids=ids,
     )
-

@@ -161,11 +161,13 @@ class ColumnarDecoder:
         self._decode_one: Callable[[bytes], Any] | None = None
         self._names: dict[tuple[str, ...], str] = {}
         self._plans: dict[str, tuple[Group | ColumnConfig, ...]] = {}
+        self._blank: Any = None  # the event that holds a refused message's place
         schema = typed_schema(config)
         if schema is not None:
             event_type, self._names = schema
             self._decode_one = msgspec.json.Decoder(event_type).decode
             self._plans = {m.name: column_plan(m, self._names) for m in self._models}
+            self._blank = self._decode_one(_blank_event(config, self._names))
 
     @property
     def columnar(self) -> bool:
@@ -191,12 +193,13 @@ class ColumnarDecoder:
             self.fallback_messages += n
             return self._fallback.decode(messages)
         self.columnar_batches += 1
-        typed = self._route(n, StructExtractor(structs, self._names), positions)
         if not refused:
-            return typed
+            return self._route(n, StructExtractor(structs, self._names), positions)
         self.fallback_messages += len(refused)
         careful = self._fallback.decode([messages[i] for i in refused])
-        return _merge(typed, careful, np.array(refused, dtype=np.int64))
+        where = np.array(refused, dtype=np.int64)
+        typed = self._route(n, StructExtractor(structs, self._names), positions, careful, where)
+        return _merge(typed, careful, where)
 
     # ----------------------------------------------------------------------
     def _typed(self, messages: Sequence[Any]) -> tuple[list[Any], np.ndarray, list[int]]:
@@ -269,8 +272,14 @@ class ColumnarDecoder:
                     ok[i] = _clean_bytes(m, (m,), len(m))
         return ok
 
-    def _route(self, n: int, everything: StructExtractor, positions: np.ndarray) -> DecodedBatch:
-        """Route and extract the typed events (no wrong structure: the types rule it out)."""
+    def _route(self, n: int, everything: StructExtractor, positions: np.ndarray,
+               careful: DecodedBatch | None = None, where: np.ndarray | None = None,
+               ) -> DecodedBatch:
+        """Route and extract the typed events (no wrong structure: the types rule it out).
+
+        With ``careful`` (BatchDecoder's batch of the refused messages, which are at
+        ``where`` in the batch), a model's events from it are spliced in by position: a
+        blank event holds each one's place in the extraction, then its values are set."""
         router = ModelRouter(everything, self._catch_all)
         routed = router.routed
         models: dict[str, ModelBatch] = {}
@@ -278,6 +287,21 @@ class ColumnarDecoder:
             selected, extractor = router.subset(model.select)
             assert isinstance(extractor, StructExtractor)
             model_positions = positions if selected is None else positions[selected]
+            other = None if careful is None else careful.models[model.name]
+            slots = None
+            if other is not None and other.n_events:
+                assert where is not None
+                other_positions = where[other.positions]
+                slots = np.searchsorted(model_positions, other_positions) + np.arange(
+                    other.n_events)
+                events = list(extractor.values(()))
+                for slot in slots.tolist():  # ascending: each at its place in the end
+                    events.insert(slot, self._blank)
+                extractor = StructExtractor(events, self._names)
+                spliced = np.empty(len(events), dtype=np.int64)
+                spliced[slots] = other_positions
+                spliced[_others(len(events), slots)] = model_positions
+                model_positions = spliced
             batch = _extract(extractor, model, model_positions, self._plans[model.name],
                              self._names)
             if self._timestamp is not None:
@@ -286,6 +310,9 @@ class ColumnarDecoder:
                 )
             if model.labels is not None:
                 batch.ids = extractor.values(model.labels.id_path)
+            if slots is not None:
+                assert other is not None
+                _splice(batch, other, slots)
             models[model.name] = batch
         bad_positions = EMPTY_INT
         bad_reasons: list[str] = []
@@ -356,15 +383,9 @@ def _column(values: Iterable[Any], n: int, kind: str) -> tuple[np.ndarray, np.nd
 # merging the typed result with BatchDecoder's for the refused messages
 # --------------------------------------------------------------------------
 def _merge(typed: DecodedBatch, careful: DecodedBatch, where: np.ndarray) -> DecodedBatch:
-    """One batch: ``typed`` (positions in the batch) and ``careful`` (positions among the
-    refused messages, which are at ``where`` in the batch)."""
-    models: dict[str, ModelBatch] = {}
-    for name, a in typed.models.items():
-        b = careful.models[name]
-        if not b.n_events:
-            models[name] = a
-            continue
-        models[name] = _merge_model(a, b, where[b.positions])
+    """One batch: ``typed`` (positions in the batch, the models' events of ``careful``
+    spliced in already) and ``careful``'s invalid messages (positions among the refused
+    messages, which are at ``where`` in the batch)."""
     positions = np.concatenate([typed.invalid_positions, where[careful.invalid_positions]])
     reasons = typed.invalid_reasons + careful.invalid_reasons
     order = np.argsort(positions, kind="stable")
@@ -379,51 +400,53 @@ def _merge(typed: DecodedBatch, careful: DecodedBatch, where: np.ndarray) -> Dec
         invalid={r: counts[r] for r in ordered if r in counts},
         invalid_positions=positions,
         invalid_reasons=reasons,
-        models=models,
+        models=typed.models,
     )
 
 
-def _merge_model(a: ModelBatch, b: ModelBatch, b_positions: np.ndarray) -> ModelBatch:
-    """``a``'s and ``b``'s events in one batch, by position.
+def _others(m: int, slots: np.ndarray) -> np.ndarray:
+    keep = np.ones(m, dtype=bool)
+    keep[slots] = False
+    return keep
 
-    Both are in ascending position already: each array is scattered once into its place
-    (no sort, no concatenation); a mask that is all False on both sides (the typed path
-    has no invalid value, a clean column no missing one) is a fresh all-False mask."""
-    m = a.n_events + b.n_events
-    in_b = np.zeros(m, dtype=bool)
-    in_b[np.searchsorted(a.positions, b_positions) + np.arange(b.n_events)] = True
-    in_a = ~in_b
 
-    def both(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        out = np.empty(m, dtype=np.result_type(x, y))
-        out[in_a] = x
-        out[in_b] = y
-        return out
+def _splice(batch: ModelBatch, other: ModelBatch, slots: np.ndarray) -> None:
+    """Set the values of ``other``'s events at ``slots`` of ``batch`` (blank events there)."""
+    for name, column in batch.columns.items():
+        column[slots] = other.columns[name]
+        invalid, missing = batch.invalid_mask[name], batch.missing_mask[name]
+        invalid[slots] = other.invalid_mask[name]
+        missing[slots] = other.missing_mask[name]
+        batch.invalid_values[name] = int(np.count_nonzero(invalid))
+        batch.missing_values[name] = int(np.count_nonzero(missing))
+    if batch.timestamps is not None and other.timestamps is not None:
+        batch.timestamps[slots] = other.timestamps
+    if batch.invalid_timestamp_mask is not None and other.invalid_timestamp_mask is not None:
+        batch.invalid_timestamp_mask[slots] = other.invalid_timestamp_mask
+    if batch.ids is not None and other.ids is not None:
+        ids = batch.ids = list(batch.ids)
+        for slot, value in zip(slots.tolist(), other.ids, strict=True):
+            ids[slot] = value
 
-    def mask(x: np.ndarray, count_a: int, y: np.ndarray) -> np.ndarray:
-        if count_a:
-            return both(x, y)
-        out = np.zeros(m, dtype=bool)
-        out[in_b] = y
-        return out
 
-    inv = {c: mask(x, a.invalid_values[c], b.invalid_mask[c]) for c, x in a.invalid_mask.items()}
-    mis = {c: mask(x, a.missing_values[c], b.missing_mask[c]) for c, x in a.missing_mask.items()}
-    ids = None
-    if a.ids is not None and b.ids is not None:
-        ids_a, ids_b = iter(a.ids), iter(b.ids)
-        ids = [next(ids_b) if from_b else next(ids_a) for from_b in in_b.tolist()]
-    return ModelBatch(
-        positions=both(a.positions, b_positions),
-        columns={c: both(v, b.columns[c]) for c, v in a.columns.items()},
-        invalid_values={c: a.invalid_values[c] + b.invalid_values[c] for c in a.invalid_values},
-        missing_values={c: a.missing_values[c] + b.missing_values[c] for c in a.missing_values},
-        invalid_mask=inv,
-        missing_mask=mis,
-        timestamps=None if a.timestamps is None or b.timestamps is None
-        else both(a.timestamps, b.timestamps),
-        invalid_timestamp_mask=None if a.invalid_timestamp_mask is None
-        or b.invalid_timestamp_mask is None
-        else both(a.invalid_timestamp_mask, b.invalid_timestamp_mask),
-        ids=ids,
-    )
+def _blank_event(config: Config, names: dict[tuple[str, ...], str]) -> bytes:
+    """JSON of an event that holds a place: every object on a path present, a number in
+    each numeric column, a string in each categorical one (so that the fast paths of the
+    extraction stay taken), zero as its time, null elsewhere."""
+    leaves: dict[tuple[str, ...], Any] = {}
+    for model in config.models:
+        for column in model.columns:
+            leaves[column.path] = 0.0 if column.type == "numeric" else ""
+    if config.source.timestamp is not None:
+        leaves[config.source.timestamp.path] = 0.0
+    parents = {path[:k] for path in names for k in range(1, len(path))}
+    event: dict[str, Any] = {}
+    for path in names:
+        node = event
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        if path in parents:
+            node.setdefault(path[-1], {})
+        else:
+            node[path[-1]] = leaves.get(path)
+    return msgspec.json.encode(event)

@@ -85,6 +85,8 @@ __all__ = ["ColumnarDecoder", "typed_schema"]
 _KINDS: Final = frozenset({"numeric", "categorical"})
 #: messages checked at once for UTF-8 (joined in chunks, so that the copy stays in cache)
 _CHUNK: Final = 256
+#: messages of a failing chunk checked one by one (more: halved, see _halve)
+_ALONE: Final = 8
 
 if msgspec is not None:
     _NUMERIC: Any = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | float | None
@@ -246,13 +248,14 @@ class ColumnarDecoder:
     def _checked(self, messages: Sequence[Any]) -> list[bool] | None:
         """None when msgspec may decode every message, else whether it may decode each.
 
-        Checked in chunks of :data:`_CHUNK` messages; only in a chunk that fails is each
-        message looked at."""
+        Checked in chunks of :data:`_CHUNK` messages; a chunk that fails is halved until
+        the messages that fail alone are found (a few joins, not one check per message)."""
         max_bytes = self._max_bytes
         n = len(messages)
         ok: list[bool] | None = None
-        if set(map(type, messages)) == {bytes} and max(map(len, messages)) <= max_bytes:
-            longest = max(map(len, messages))
+        longest = max(map(len, messages)) if set(map(type, messages)) == {bytes} else -1
+        if 0 <= longest <= max_bytes:
+            pass
         else:
             ok = [type(m) is bytes and len(m) <= max_bytes for m in messages]
             longest = max((len(m) for m, good in zip(messages, ok, strict=True) if good),
@@ -266,10 +269,7 @@ class ColumnarDecoder:
                     continue
                 if ok is None:
                     ok = [True] * n
-            for i in range(start, stop):
-                if ok[i]:
-                    m = messages[i]
-                    ok[i] = _clean_bytes(m, (m,), len(m))
+            _halve(messages, ok, start, stop)
         return ok
 
     def _route(self, n: int, everything: StructExtractor, positions: np.ndarray,
@@ -323,6 +323,25 @@ class ColumnarDecoder:
             invalid = {"unknown_model": len(bad_reasons)}
         return DecodedBatch(n_messages=n, invalid=invalid, invalid_positions=bad_positions,
                             invalid_reasons=bad_reasons, models=models)
+
+
+def _halve(messages: Sequence[Any], ok: list[bool], start: int, stop: int) -> None:
+    """Set ``ok[i]`` False for each message of ``start:stop`` (which fail together) that
+    fails :func:`_clean_bytes` alone: each half is checked joined, a failing one halved
+    again, down to :data:`_ALONE` messages checked one by one.  Joined by newlines, the
+    messages pass exactly when each passes alone (no UTF-8 sequence, digit run or
+    bracket count spans two), so this finds the same ones as checking every message."""
+    if stop - start <= _ALONE:
+        for i in range(start, stop):
+            if ok[i]:
+                m = messages[i]
+                ok[i] = _clean_bytes(m, (m,), len(m))
+        return
+    mid = (start + stop) // 2
+    for lo, hi in ((start, mid), (mid, stop)):
+        part = [messages[i] for i in range(lo, hi) if ok[i]]
+        if part and not _clean_bytes(b"\n".join(part), part, max(map(len, part))):
+            _halve(messages, ok, lo, hi)
 
 
 # --------------------------------------------------------------------------

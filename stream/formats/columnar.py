@@ -51,8 +51,9 @@ goes to :class:`BatchDecoder`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from itertools import chain, islice
+from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
+from operator import attrgetter
 from typing import Annotated, Any, Final
 
 import numpy as np
@@ -84,6 +85,8 @@ __all__ = ["ColumnarDecoder", "typed_schema"]
 _KINDS: Final = frozenset({"numeric", "categorical"})
 #: messages checked at once for UTF-8 (joined in chunks, so that the copy stays in cache)
 _CHUNK: Final = 256
+#: messages of a failing chunk checked one by one (more: halved, see _halve)
+_ALONE: Final = 8
 
 if msgspec is not None:
     _NUMERIC: Any = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | float | None
@@ -160,11 +163,13 @@ class ColumnarDecoder:
         self._decode_one: Callable[[bytes], Any] | None = None
         self._names: dict[tuple[str, ...], str] = {}
         self._plans: dict[str, tuple[Group | ColumnConfig, ...]] = {}
+        self._blank: Any = None  # the event that holds a refused message's place
         schema = typed_schema(config)
         if schema is not None:
             event_type, self._names = schema
             self._decode_one = msgspec.json.Decoder(event_type).decode
             self._plans = {m.name: column_plan(m, self._names) for m in self._models}
+            self._blank = self._decode_one(_blank_event(config, self._names))
 
     @property
     def columnar(self) -> bool:
@@ -190,12 +195,13 @@ class ColumnarDecoder:
             self.fallback_messages += n
             return self._fallback.decode(messages)
         self.columnar_batches += 1
-        typed = self._route(n, StructExtractor(structs, self._names), positions)
         if not refused:
-            return typed
+            return self._route(n, StructExtractor(structs, self._names), positions)
         self.fallback_messages += len(refused)
         careful = self._fallback.decode([messages[i] for i in refused])
-        return _merge(typed, careful, np.array(refused, dtype=np.int64))
+        where = np.array(refused, dtype=np.int64)
+        typed = self._route(n, StructExtractor(structs, self._names), positions, careful, where)
+        return _merge(typed, careful, where)
 
     # ----------------------------------------------------------------------
     def _typed(self, messages: Sequence[Any]) -> tuple[list[Any], np.ndarray, list[int]]:
@@ -242,13 +248,14 @@ class ColumnarDecoder:
     def _checked(self, messages: Sequence[Any]) -> list[bool] | None:
         """None when msgspec may decode every message, else whether it may decode each.
 
-        Checked in chunks of :data:`_CHUNK` messages; only in a chunk that fails is each
-        message looked at."""
+        Checked in chunks of :data:`_CHUNK` messages; a chunk that fails is halved until
+        the messages that fail alone are found (a few joins, not one check per message)."""
         max_bytes = self._max_bytes
         n = len(messages)
         ok: list[bool] | None = None
-        if set(map(type, messages)) == {bytes} and max(map(len, messages)) <= max_bytes:
-            longest = max(map(len, messages))
+        longest = max(map(len, messages)) if set(map(type, messages)) == {bytes} else -1
+        if 0 <= longest <= max_bytes:
+            pass
         else:
             ok = [type(m) is bytes and len(m) <= max_bytes for m in messages]
             longest = max((len(m) for m, good in zip(messages, ok, strict=True) if good),
@@ -262,14 +269,17 @@ class ColumnarDecoder:
                     continue
                 if ok is None:
                     ok = [True] * n
-            for i in range(start, stop):
-                if ok[i]:
-                    m = messages[i]
-                    ok[i] = _clean_bytes(m, (m,), len(m))
+            _halve(messages, ok, start, stop)
         return ok
 
-    def _route(self, n: int, everything: StructExtractor, positions: np.ndarray) -> DecodedBatch:
-        """Route and extract the typed events (no wrong structure: the types rule it out)."""
+    def _route(self, n: int, everything: StructExtractor, positions: np.ndarray,
+               careful: DecodedBatch | None = None, where: np.ndarray | None = None,
+               ) -> DecodedBatch:
+        """Route and extract the typed events (no wrong structure: the types rule it out).
+
+        With ``careful`` (BatchDecoder's batch of the refused messages, which are at
+        ``where`` in the batch), a model's events from it are spliced in by position: a
+        blank event holds each one's place in the extraction, then its values are set."""
         router = ModelRouter(everything, self._catch_all)
         routed = router.routed
         models: dict[str, ModelBatch] = {}
@@ -277,13 +287,32 @@ class ColumnarDecoder:
             selected, extractor = router.subset(model.select)
             assert isinstance(extractor, StructExtractor)
             model_positions = positions if selected is None else positions[selected]
-            batch = _extract(extractor, model, model_positions, self._plans[model.name])
+            other = None if careful is None else careful.models[model.name]
+            slots = None
+            if other is not None and other.n_events:
+                assert where is not None
+                other_positions = where[other.positions]
+                slots = np.searchsorted(model_positions, other_positions) + np.arange(
+                    other.n_events)
+                events = list(extractor.values(()))
+                for slot in slots.tolist():  # ascending: each at its place in the end
+                    events.insert(slot, self._blank)
+                extractor = StructExtractor(events, self._names)
+                spliced = np.empty(len(events), dtype=np.int64)
+                spliced[slots] = other_positions
+                spliced[_others(len(events), slots)] = model_positions
+                model_positions = spliced
+            batch = _extract(extractor, model, model_positions, self._plans[model.name],
+                             self._names)
             if self._timestamp is not None:
                 batch.timestamps, batch.invalid_timestamp_mask = timestamps_column(
                     extractor.values(self._timestamp.path), extractor.n, self._timestamp.unit
                 )
             if model.labels is not None:
                 batch.ids = extractor.values(model.labels.id_path)
+            if slots is not None:
+                assert other is not None
+                _splice(batch, other, slots)
             models[model.name] = batch
         bad_positions = EMPTY_INT
         bad_reasons: list[str] = []
@@ -296,26 +325,47 @@ class ColumnarDecoder:
                             invalid_reasons=bad_reasons, models=models)
 
 
+def _halve(messages: Sequence[Any], ok: list[bool], start: int, stop: int) -> None:
+    """Set ``ok[i]`` False for each message of ``start:stop`` (which fail together) that
+    fails :func:`_clean_bytes` alone: each half is checked joined, a failing one halved
+    again, down to :data:`_ALONE` messages checked one by one.  Joined by newlines, the
+    messages pass exactly when each passes alone (no UTF-8 sequence, digit run or
+    bracket count spans two), so this finds the same ones as checking every message."""
+    if stop - start <= _ALONE:
+        for i in range(start, stop):
+            if ok[i]:
+                m = messages[i]
+                ok[i] = _clean_bytes(m, (m,), len(m))
+        return
+    mid = (start + stop) // 2
+    for lo, hi in ((start, mid), (mid, stop)):
+        part = [messages[i] for i in range(lo, hi) if ok[i]]
+        if part and not _clean_bytes(b"\n".join(part), part, max(map(len, part))):
+            _halve(messages, ok, lo, hi)
+
+
 # --------------------------------------------------------------------------
 # extraction of typed values: numbers or None, strings or None
 # --------------------------------------------------------------------------
 def _extract(extractor: StructExtractor, model: ModelConfig, positions: np.ndarray,
-             plan: tuple[Group | ColumnConfig, ...]) -> ModelBatch:
+             plan: tuple[Group | ColumnConfig, ...], names: dict[tuple[str, ...], str]
+             ) -> ModelBatch:
     n = extractor.n
     results: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for step in plan:
         if isinstance(step, Group):
+            # one pass per column straight into its array (no row tuples, no transpose)
             parents = extractor.values(step.parent)
-            try:
-                rows = list(map(step.getter, parents))
-            except AttributeError:  # a null or absent parent: missing below it
-                rows = list(zip(*(extractor.values(c.path) for c in step.columns), strict=True))
-            block = _block(rows, n, len(step.columns), step.type)
-            for j, column in enumerate(step.columns):
-                results[column.name] = (block[0][j], block[1][j], block[2][j])
+            for column in step.columns:
+                get = attrgetter(names[column.path])
+                try:
+                    results[column.name] = _column(map(get, parents), n, step.type)
+                except (AttributeError, TypeError):  # a null or absent parent, a null
+                    # value: from the list of values (None where missing)
+                    results[column.name] = _column(extractor.values(column.path), n,
+                                                   step.type)
         else:
-            block = _block(extractor.values(step.path), n, 1, step.type)
-            results[step.name] = (block[0][0], block[1][0], block[2][0])
+            results[step.name] = _column(extractor.values(step.path), n, step.type)
     batch = ModelBatch(positions, {}, {}, {}, {}, {})
     for column in model.columns:  # configured order
         column_values, invalid, missing = results[column.name]
@@ -327,42 +377,34 @@ def _extract(extractor: StructExtractor, model: ModelConfig, positions: np.ndarr
     return batch
 
 
-def _block(rows: list[Any], n: int, k: int, kind: str) -> tuple[np.ndarray, np.ndarray,
-                                                                 np.ndarray]:
-    """(values, invalid, missing), each k x n (column-major), from n rows of k values
-    (``k == 1``: n values)."""
-    flat_rows = chain.from_iterable(rows) if k > 1 else rows
+def _column(values: Iterable[Any], n: int, kind: str) -> tuple[np.ndarray, np.ndarray,
+                                                                np.ndarray]:
+    """(values, invalid, missing) of one column from its n typed values."""
     if kind == "numeric":
         try:
-            flat = np.fromiter(flat_rows, dtype=np.float64, count=n * k)
-        except TypeError:  # None among the values: NaN
-            flat = np.array(rows, dtype=np.float64)
-        values = np.ascontiguousarray(flat.reshape(n, k).T)
+            column = np.fromiter(values, dtype=np.float64, count=n)
+        except TypeError:  # None among the values: NaN (from a list; else the caller's)
+            if not isinstance(values, list):
+                raise
+            column = np.array(values, dtype=np.float64)
         # msgspec reads only numbers within the double range: NaN is a null
-        missing = np.isnan(values)
-        invalid = np.isinf(values)
+        missing = np.isnan(column)
+        invalid = np.isinf(column)
         if invalid.any():  # pragma: no cover - msgspec refuses numbers beyond the range
-            values[invalid] = np.nan
-        return values, invalid, missing
-    flat = np.fromiter(flat_rows, dtype=object, count=n * k)
-    values = np.ascontiguousarray(flat.reshape(n, k).T)
-    missing = np.equal(values, None)  # type: ignore[call-overload]
-    return values, np.zeros((k, n), dtype=bool), missing
+            column[invalid] = np.nan
+        return column, invalid, missing
+    column = np.fromiter(values, dtype=object, count=n)
+    missing = np.equal(column, None)  # type: ignore[call-overload]
+    return column, np.zeros(n, dtype=bool), missing
 
 
 # --------------------------------------------------------------------------
 # merging the typed result with BatchDecoder's for the refused messages
 # --------------------------------------------------------------------------
 def _merge(typed: DecodedBatch, careful: DecodedBatch, where: np.ndarray) -> DecodedBatch:
-    """One batch: ``typed`` (positions in the batch) and ``careful`` (positions among the
-    refused messages, which are at ``where`` in the batch)."""
-    models: dict[str, ModelBatch] = {}
-    for name, a in typed.models.items():
-        b = careful.models[name]
-        if not b.n_events:
-            models[name] = a
-            continue
-        models[name] = _merge_model(a, b, where[b.positions])
+    """One batch: ``typed`` (positions in the batch, the models' events of ``careful``
+    spliced in already) and ``careful``'s invalid messages (positions among the refused
+    messages, which are at ``where`` in the batch)."""
     positions = np.concatenate([typed.invalid_positions, where[careful.invalid_positions]])
     reasons = typed.invalid_reasons + careful.invalid_reasons
     order = np.argsort(positions, kind="stable")
@@ -377,35 +419,53 @@ def _merge(typed: DecodedBatch, careful: DecodedBatch, where: np.ndarray) -> Dec
         invalid={r: counts[r] for r in ordered if r in counts},
         invalid_positions=positions,
         invalid_reasons=reasons,
-        models=models,
+        models=typed.models,
     )
 
 
-def _merge_model(a: ModelBatch, b: ModelBatch, b_positions: np.ndarray) -> ModelBatch:
-    positions = np.concatenate([a.positions, b_positions])
-    order = np.argsort(positions, kind="stable")
+def _others(m: int, slots: np.ndarray) -> np.ndarray:
+    keep = np.ones(m, dtype=bool)
+    keep[slots] = False
+    return keep
 
-    def both(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return np.concatenate([x, y])[order]
 
-    inv = {c: both(m, b.invalid_mask[c]) for c, m in a.invalid_mask.items()}
-    mis = {c: both(m, b.missing_mask[c]) for c, m in a.missing_mask.items()}
-    ids = None
-    if a.ids is not None and b.ids is not None:
-        joined = [*a.ids, *b.ids]
-        ids = [joined[i] for i in order.tolist()]
-    return ModelBatch(
-        positions=positions[order],
-        columns={c: both(v, b.columns[c]) for c, v in a.columns.items()},
-        invalid_values={c: a.invalid_values[c] + b.invalid_values[c] for c in a.invalid_values},
-        missing_values={c: a.missing_values[c] + b.missing_values[c] for c in a.missing_values},
-        invalid_mask=inv,
-        missing_mask=mis,
-        timestamps=None if a.timestamps is None or b.timestamps is None
-        else both(a.timestamps, b.timestamps),
-        invalid_timestamp_mask=None if a.invalid_timestamp_mask is None
-        or b.invalid_timestamp_mask is None
-        else both(a.invalid_timestamp_mask, b.invalid_timestamp_mask),
-        ids=ids,
-    )
+def _splice(batch: ModelBatch, other: ModelBatch, slots: np.ndarray) -> None:
+    """Set the values of ``other``'s events at ``slots`` of ``batch`` (blank events there)."""
+    for name, column in batch.columns.items():
+        column[slots] = other.columns[name]
+        invalid, missing = batch.invalid_mask[name], batch.missing_mask[name]
+        invalid[slots] = other.invalid_mask[name]
+        missing[slots] = other.missing_mask[name]
+        batch.invalid_values[name] = int(np.count_nonzero(invalid))
+        batch.missing_values[name] = int(np.count_nonzero(missing))
+    if batch.timestamps is not None and other.timestamps is not None:
+        batch.timestamps[slots] = other.timestamps
+    if batch.invalid_timestamp_mask is not None and other.invalid_timestamp_mask is not None:
+        batch.invalid_timestamp_mask[slots] = other.invalid_timestamp_mask
+    if batch.ids is not None and other.ids is not None:
+        ids = batch.ids = list(batch.ids)
+        for slot, value in zip(slots.tolist(), other.ids, strict=True):
+            ids[slot] = value
 
+
+def _blank_event(config: Config, names: dict[tuple[str, ...], str]) -> bytes:
+    """JSON of an event that holds a place: every object on a path present, a number in
+    each numeric column, a string in each categorical one (so that the fast paths of the
+    extraction stay taken), zero as its time, null elsewhere."""
+    leaves: dict[tuple[str, ...], Any] = {}
+    for model in config.models:
+        for column in model.columns:
+            leaves[column.path] = 0.0 if column.type == "numeric" else ""
+    if config.source.timestamp is not None:
+        leaves[config.source.timestamp.path] = 0.0
+    parents = {path[:k] for path in names for k in range(1, len(path))}
+    event: dict[str, Any] = {}
+    for path in names:
+        node = event
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        if path in parents:
+            node.setdefault(path[-1], {})
+        else:
+            node[path[-1]] = leaves.get(path)
+    return msgspec.json.encode(event)

@@ -179,6 +179,19 @@ def test_only_the_refused_messages_go_to_batch_decoder(config: Config) -> None:
 
 
 @needs_msgspec
+def test_failing_chunks_are_halved_down_to_the_messages_that_fail_alone() -> None:
+    # invalid UTF-8 and a long digit run, alone and side by side, at chunk boundaries
+    messages: list[Any] = [enc(event(i)) for i in range(1_100)]
+    utf8 = enc(event(0, c="FR")).replace(b'"FR"', b'"F\xffR"')
+    digits = b'{"pad": 1' + b"0" * 5_000 + b"}"  # more digits than the stdlib reads
+    where = [0, 7, 8, 255, 256, 257, 511, 600, 601, 602, 1_099]
+    for k, at in enumerate(where):
+        messages[at] = digits if k % 3 == 2 else utf8
+    _, decoder = decode_all(TYPED_PLAIN, messages)
+    assert decoder.fallback_messages == len(where)
+
+
+@needs_msgspec
 def test_clean_batch_never_reaches_batch_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
     messages = [enc(event(i)) for i in range(100)]
     want = BatchDecoder(TYPED_ROUTED).decode(messages)

@@ -14,9 +14,9 @@ reference's errors, with the uncertainty of the reference's rate as an offset pe
 One allowance is optimal for one shift only: tuned to 2 points, a CUSUM is slow on a
 10-point drop; tuned to 5, it is slow on 2.  :func:`concept_detector` builds a
 :class:`ConceptCUSUM`: one CUSUM per shift (2 and 8 points by default), each calibrated to
-its share of the false-alarm budget (``target_events × len(shifts)``: the rates of their
-alarms add up to the target's, and the alarms they raise together count once), alarming
-when either crosses its threshold.
+its share of the false-alarm budget (``target_events / share``, half each by default: the
+rates of their alarms add up to the target's, and the alarms they raise together count
+once), alarming when either crosses its threshold.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -38,11 +38,15 @@ from detectors.calibration import calibrate_cusum
 from detectors.cusum import CUSUM
 from detectors.errors import DetectorError
 
-__all__ = ["CONCEPT_SHIFTS", "ConceptCUSUM", "concept_detector", "error_cusum"]
+__all__ = ["CONCEPT_SHARES", "CONCEPT_SHIFTS", "ConceptCUSUM", "concept_detector", "error_cusum"]
 
 #: the changes of the error rate the concept detector's CUSUMs are tuned for: 2 points of
 #: accuracy (small drops) and 8 points (large ones; 10-point drops are caught sooner)
 CONCEPT_SHIFTS = (0.02, 0.08)
+#: their shares of the false-alarm budget.  Equal: 3/4 for the 2-point CUSUM with a 12-point
+#: one (bench_concept.py --shift 0.02 0.12 --shares 0.75 0.25) caught 2-point drops sooner
+#: but 10-point drops at 10 % errors 5-10 % later, where ADWIN is close (docs/benchmarks.md)
+CONCEPT_SHARES = (0.5, 0.5)
 #: the ``kind`` of a serialised :class:`ConceptCUSUM` (a saved single CUSUM has ``cusum``)
 CONCEPT_KIND = "concept"
 
@@ -89,8 +93,10 @@ def concept_detector(ref_errors: np.ndarray, target_events: float,
                      shares: Sequence[float] | None = None, n_values: int = 4_000_000,
                      seed: int = 0) -> ConceptCUSUM:
     """A :class:`ConceptCUSUM` of one :func:`error_cusum` per shift, each calibrated to
-    ``target_events × len(shifts)`` (its equal share of the budget), on the same bootstrap
-    null (``seed``) as the others.
+    ``target_events / share`` (its share of the budget), on the same bootstrap null
+    (``seed``) as the others.  ``shares`` (one per shift, summing to 1): by default
+    :data:`CONCEPT_SHARES` for two shifts (the production pair, also when scaled to a
+    regression's units), equal shares otherwise.
 
     >>> import numpy as np
     >>> ref = (np.random.default_rng(0).random(20_000) < 0.10).astype(float)
@@ -101,7 +107,9 @@ def concept_detector(ref_errors: np.ndarray, target_events: float,
     sh = [float(v) for v in shifts]
     if not sh:
         raise DetectorError("concept_detector: needs at least one shift")
-    w = [1.0 / len(sh)] * len(sh) if shares is None else [float(v) for v in shares]
+    if shares is None:  # the production shares for two shifts, else equal ones
+        shares = CONCEPT_SHARES if len(sh) == len(CONCEPT_SHARES) else [1.0 / len(sh)] * len(sh)
+    w = [float(v) for v in shares]
     if len(w) != len(sh) or not all(v > 0 for v in w) or abs(sum(w) - 1.0) > 1e-9:
         raise DetectorError(f"concept_detector: shares must be one per shift, > 0, summing "
                             f"to 1, got {shares!r}")

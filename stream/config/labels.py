@@ -34,6 +34,28 @@ from stream.config.keys import ABSENT, BAD, Bad, Ctx, KeyPath, get_key, type_nam
 from stream.config.tree import ColumnConfig, LabelsConfig, SelectConfig
 
 LABEL_TASKS: Final = ("binary", "multiclass", "regression")
+#: the share of a model's false-alarm rate its concept-drift detector takes (the CUSUMs of
+#: the joined errors, detectors.concept): the model's other monitors (input columns,
+#: segments, vectors, facets, attributions) split the rest as before
+CONCEPT_SHARE: Final = 0.1
+
+
+def concept_budget(model: Any) -> tuple[float, float]:
+    """(factor of ``false_alarm_events`` for the model's other monitors, factor for its
+    concept detector) of a ModelConfig (or None): with labels and a reference (where the
+    detector's labelled null comes from), the concept detector takes :data:`CONCEPT_SHARE`
+    of the model's rate, so the model keeps its one knob.  The detector counts joined
+    pairs, at most one per model event, so its alarms per model event are at most its
+    share.  A reference without labels builds no detector; its share is then left unused.
+
+    >>> concept_budget(None)
+    (1.0, 1.0)
+    """
+    baseline = getattr(model, "baseline", None)
+    if getattr(model, "labels", None) is None or getattr(baseline, "reference", None) is None:
+        return 1.0, 1.0
+    return 1.0 / (1.0 - CONCEPT_SHARE), 1.0 / CONCEPT_SHARE
+
 _KEYS: Final = ("topic", "select", "id_path", "label_id_path", "label_path", "timestamp_path", "task",
                 "positive_class", "score_column", "threshold", "prediction_column",
                 "horizon_s", "label_wait_s", "max_pending", "window",

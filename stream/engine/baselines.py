@@ -30,6 +30,7 @@ from stream.config.files import (
     read_bounded,
     regular_file,
 )
+from stream.config.labels import concept_budget
 from stream.config.segments import segment_budget
 from stream.config.vectors import vector_budget
 from stream.engine.multivariate import group_specs
@@ -56,6 +57,7 @@ def detection_settings(cfg: DetectionConfig, model: ModelConfig | None = None,
     # bias drift (#16.2): facets take a share of the model's rate (stream.config.bias)
     factor *= bias_budget(model)[0]
     factor *= budget_factor(model)  # the attribution test's share (stream.engine.attribution)
+    factor *= concept_budget(model)[0]  # the concept detector's share (stream.config.labels)
     return DetectionSettings(
         false_alarm_events=float(cfg.false_alarm_events) * factor,
         window=cfg.window,

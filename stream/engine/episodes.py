@@ -82,6 +82,10 @@ class Episode:
     #: a prediction's episode: the features ranked by contribution at its opening (the top
     #: three; stream.engine.attribution.rank_root_cause); [] otherwise
     root_cause: list[dict[str, Any]] = field(default_factory=list)
+    #: a model-quality episode (no input offset): the ordinal of the joined pair of its label
+    #: join that opened / closed it (the drift-events records' identity after a restore)
+    open_pair: int | None = None
+    close_pair: int | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:

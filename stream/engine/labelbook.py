@@ -24,6 +24,7 @@ import numpy as np
 from detectors.concept import CONCEPT_SHIFTS, ConceptCUSUM, concept_detector
 from detectors.quality_metrics import METRICS, merged_metrics
 from stream.config import Config, LabelsConfig
+from stream.config.labels import concept_budget
 from stream.engine.bias import FEATURE as BIAS_FEATURE
 from stream.engine.bias import ModelBias
 from stream.engine.biaslabels import LabelBias, label_bias_figures, resolve_label_bias
@@ -129,8 +130,10 @@ class LabelBook:
                     if ref is not None and ref[1].size >= 100:
                         unit = 1.0 if m.labels.task != "regression" \
                             else 5 * max(float(np.mean(ref[1])), 1e-9)
+                        # its share of the model's one knob (stream.config.labels)
                         det = self.concept[m.name] = concept_detector(
-                            ref[1], config.detection.false_alarm_events,
+                            ref[1], config.detection.false_alarm_events
+                            * concept_budget(m)[1],
                             [v * unit for v in CONCEPT_SHIFTS])
                         # episodes as the input detectors have them: open while the
                         # evidence persists, closed after a window of pairs without it
@@ -234,15 +237,18 @@ class LabelBook:
                 out.append((kind, ep, d))
         return out
 
-    def take_concept_steps(self) -> list[tuple[PartitionKey, str, str, float, float, float]]:
+    def take_concept_steps(self) -> list[tuple[PartitionKey, str, str, float, float, float,
+                                               int]]:
         """The concept episodes opened and closed since the last call, in order per join:
-        (partition, model, "open" | "close", statistic, threshold, label event time)."""
-        out: list[tuple[PartitionKey, str, str, float, float, float]] = []
+        (partition, model, "open" | "close", statistic, threshold, label event time, ordinal
+        of the joined pair)."""
+        out: list[tuple[PartitionKey, str, str, float, float, float, int]] = []
         for key, joins in sorted(self.joins.items()):
             for model, j in joins.items():
                 if j.concept_steps:
                     t = float(j.label_time)
-                    out.extend((key, model, kind, st, thr, t) for kind, st, thr in j.concept_steps)
+                    out.extend((key, model, kind, st, thr, t, n)
+                               for kind, st, thr, n in j.concept_steps)
                     j.concept_steps = []
         return out
 
@@ -256,13 +262,17 @@ class LabelBook:
         its close closes it.  One log line at each opening and closing.  Returns the steps
         ("open" | "close", the episode, its detection), also kept in :attr:`steps`."""
         out: list[tuple[str, Episode, Detection]] = []
-        for key, model, kind, stat, thr, t in self.take_concept_steps():
+        for key, model, kind, stat, thr, t, pair in self.take_concept_steps():
             d = Detection(model, QUALITY_FEATURE, CONCEPT_DETECTOR, at, stat, thr,
                           event_time=t if math.isfinite(t) else None)
             book = books(key)
             ep = book.opened(d, now) if kind == "open" else book.closed(d)
             if ep is None:
                 continue
+            if kind == "open":
+                ep.open_pair = pair
+            else:
+                ep.close_pair = pair
             extra = {"model": model, "partition": list(key), "index": at,
                      "label_event_time": d.event_time,
                      "statistic": round(stat, 4), "threshold": round(thr, 4)}

@@ -159,9 +159,10 @@ class LabelJoin:
         self.dirty = False
         #: the concept-drift CUSUMs of the joined errors (None: no labelled reference)
         self.concept: ConceptCUSUM | None = None
-        #: the concept CUSUM's episode steps since the pipeline last took them:
-        #: ("open" | "close", statistic (a close: the episode's peak), threshold)
-        self.concept_steps: list[tuple[str, float, float]] = []
+        #: the concept CUSUM's episode steps since the pipeline last took them: ("open" |
+        #: "close", statistic (a close: the episode's peak), threshold, ordinal of the joined
+        #: pair: 0 for the join's first, counted on across restores)
+        self.concept_steps: list[tuple[str, float, float, int]] = []
         #: the facets' monitors of the joined pairs (stream.engine.biaslabels.FacetPairs;
         #: None: the model has no facets or no labelled reference) and their episode steps
         #: since the pipeline last took them: ("open" | "close", facet=value, detector,
@@ -305,11 +306,13 @@ class LabelJoin:
         opens = det.update(errors)
         self.counts["concept_alarms"] += len(opens)
         thr = float(det.threshold)
+        first = self.counts["joined"] - len(errors)  # the ordinal of errors[0]
         steps = [(int(pos), 0, "close", float(det.episode_peak))
                  for pos in det.close_positions.tolist()]
         steps += [(int(pos), 1, "open", float(st)) for pos, st in
                   zip(opens.tolist(), det.alarm_statistics.tolist(), strict=True)]
-        self.concept_steps.extend((kind, st, thr) for _, _, kind, st in sorted(steps))
+        self.concept_steps.extend((kind, st, thr, first + pos)
+                                  for pos, _, kind, st in sorted(steps))
 
     # -- state ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

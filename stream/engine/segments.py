@@ -49,6 +49,7 @@ from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline, ModelM
 from detectors.quality import count_incomplete
 from stream.config import Config, ConfigError, ModelConfig
 from stream.config.bias import bias_budget
+from stream.config.labels import concept_budget
 from stream.config.segments import SegmentConfig, segment_budget
 from stream.config.vectors import vector_budget
 from stream.engine.baselines import column_specs, detection_settings, read_reference
@@ -92,6 +93,7 @@ def segment_settings(config: Config, model: ModelConfig) -> DetectionSettings:
     _, factor = segment_budget(len(model.segments))
     factor *= vector_budget(len(model.vectors))  # vector columns' unit shares (#19)
     factor *= bias_budget(model)[0]  # bias drift's share (stream.config.bias)
+    factor *= concept_budget(model)[0]  # the concept detector's share (stream.config.labels)
     return dataclasses.replace(base, false_alarm_events=base.false_alarm_events * factor)
 
 

@@ -102,11 +102,16 @@ class DriftRecord:
 
 
 def ident_of(value: Any) -> Ident | None:
-    """What makes a record unique (None: a record without a known offset, or not ours)."""
+    """What makes a record unique (None: a record without a known offset, or not ours).  A
+    model-quality record has no offset: the ordinal of its joined pair stands for it (its
+    column, ``(labels)``, is no input column's)."""
     if not isinstance(value, dict) or value.get("schema") != DRIFT_EVENTS_SCHEMA:
         return None
     kind = value.get("type")
-    offset = value.get("open_offset" if kind == "open" else "close_offset")
+    end = "open" if kind == "open" else "close"
+    offset = value.get(f"{end}_offset")
+    if offset is None and value.get("role") == QUALITY_ROLE:
+        offset = value.get(f"{end}_pair")
     fields = (value.get("group_id"), value.get("model"), value.get("column"),
               value.get("topic"))
     part = value.get("partition")
@@ -140,6 +145,8 @@ def episode_record(kind: str, ep: Episode, *, group_id: str, version: str, role:
     }
     if ep.segment:  # an episode of a segment's monitors (models[].segments)
         value["segment"] = ep.segment
+    if role == QUALITY_ROLE:  # the joined pair that opened it (its identity: ident_of)
+        value["open_pair"] = ep.open_pair
     if kind == "open":
         value["detectors"] = list(ep.open_scores) or list(ep.detectors)
         value["scores"] = _scores(ep.open_scores)
@@ -153,6 +160,8 @@ def episode_record(kind: str, ep: Episode, *, group_id: str, version: str, role:
             closed_at=_num(time.time() if now is None else now),
             detectors=list(ep.detectors), scores=_scores(ep.peaks),
             peak_score=_num(ep.peak_score))
+        if role == QUALITY_ROLE:
+            value["close_pair"] = ep.close_pair
     key = f"{group_id}/{ep.model}/{topic}/{partition}/{ep.feature}".encode() if not ep.segment \
         else f"{group_id}/{ep.model}/{topic}/{partition}/{ep.feature}/{ep.segment}".encode()
     return DriftRecord(key, value)
@@ -173,8 +182,10 @@ def quality_records(pipeline: Pipeline, group_id: str) -> list[DriftRecord]:
     call (it takes the pipeline's quality steps, see Pipeline.take_quality_steps).
 
     Such an episode opens and closes on a joined label, not at an inference event: its
-    ``open_offset`` and ``close_offset`` are null, its event times are the labels', and it
-    has no identity to recognise after a restore (see docs/reliability.md#drift-events)."""
+    ``open_offset`` and ``close_offset`` are null, its event times are the labels', and
+    ``open_pair`` / ``close_pair`` (the ordinal of the joined pair of its label join that
+    opened / closed it, counted across restores) are its identity after a restore (see
+    docs/reliability.md#drift-events)."""
     now = time.time()
     return [episode_record(kind, ep, group_id=group_id, version=pipeline.versions[ep.model],
                            role=QUALITY_ROLE, baseline_id=pipeline.baseline_ids[ep.model],

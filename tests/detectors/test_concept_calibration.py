@@ -1,5 +1,5 @@
 """The concept-drift detector as the label join builds it (CUSUMs tuned to shifts of 2 and 8
-points, each calibrated to half the budget): false-alarm rate over several references and
+points, each calibrated to its share of the budget, half by default): false-alarm rate over several references and
 seeds, detection delay against the CUSUMs' Brownian approximation, and what the second
 CUSUM buys.  ``test_concept.py`` covers a single CUSUM at the allowance of a 5-point shift.
 
@@ -17,7 +17,13 @@ import math
 import numpy as np
 import pytest
 
-from detectors.concept import CONCEPT_SHIFTS, ConceptCUSUM, concept_detector, error_cusum
+from detectors.concept import (
+    CONCEPT_SHARES,
+    CONCEPT_SHIFTS,
+    ConceptCUSUM,
+    concept_detector,
+    error_cusum,
+)
 from detectors.cusum import CUSUM
 
 REF = 20_000
@@ -39,12 +45,13 @@ def _fresh(det: ConceptCUSUM) -> ConceptCUSUM:
                          for d in det.detectors])
 
 
-def test_the_production_detector_is_two_cusums_at_half_the_budget_each() -> None:
+def test_the_production_detector_is_two_cusums_at_their_shares_of_the_budget() -> None:
     ref, _ = _reference(0.10, 0)
     det = concept_detector(ref, 2_000, seed=0, n_values=2_000_000)
     assert [round(d.k * 2 * d.scale, 6) for d in det.detectors] == list(CONCEPT_SHIFTS)
-    for d, shift in zip(det.detectors, CONCEPT_SHIFTS, strict=True):
-        alone = error_cusum(ref, 4_000, shift=shift, seed=0, n_values=2_000_000)
+    assert sum(CONCEPT_SHARES) == pytest.approx(1.0)
+    for d, shift, share in zip(det.detectors, CONCEPT_SHIFTS, CONCEPT_SHARES, strict=True):
+        alone = error_cusum(ref, 2_000 / share, shift=shift, seed=0, n_values=2_000_000)
         assert (d.h, d.k) == (alone.h, alone.k)
     assert det.threshold == det.detectors[0].h
     with pytest.raises(Exception, match="shares"):

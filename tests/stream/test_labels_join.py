@@ -385,7 +385,8 @@ def test_model_quality_episodes_give_drift_event_records(labelled_setup: Any,
     assert [r.value["type"] for r in records] == ["open"], [r.value for r in records]
     assert quality_records(p, "g") == []  # taken once
     [join] = [js["lm"] for js in p.labels.joins.values()]  # type: ignore[union-attr]
-    join.concept_steps.append(("close", 130.0, join.concept.threshold))
+    join.concept_steps.append(("close", 130.0, join.concept.threshold,
+                               join.counts["joined"] - 1))
     p.process_labels([])
     records += quality_records(p, "g")
     opened, closed = (json.loads(r.encode()) for r in records)  # strict JSON
@@ -402,6 +403,61 @@ def test_model_quality_episodes_give_drift_event_records(labelled_setup: Any,
     assert closed["detectors"] == ["concept"] and closed["close_offset"] is None
     assert closed["peak_score"] >= opened["scores"]["concept"]["score"]
     assert p.open_episodes() == []
+    assert (opened["open_pair"], closed["open_pair"], closed["close_pair"]) == (
+        records[0].value["open_pair"], opened["open_pair"], join.counts["joined"] - 1)
+
+
+def test_model_quality_records_found_again_after_a_restore_are_not_written_twice(
+        labelled_setup: Any, tmp_path: Path) -> None:
+    """A model-quality record has no offset: the ordinal of the joined pair that opened it is
+    its identity.  The same labels joined again from the same state (here the empty one, as
+    a restore re-reads them from its checkpoint) find the episode at the same pair, and the
+    writer skips the record it recalled from the topic."""
+    from stream.engine.figures import RunnerHealth
+    from stream.runtime.labelfeed import LabelFeed
+    from stream.runtime.replay import iter_batches
+    from stream.sinks.driftevents import DriftEventWriter, quality_records
+
+    _, cfg, base = labelled_setup
+    parts = [labelled_stream(41, 4000), labelled_stream(42, 3000, flip=0.2, start=4000)]
+    events, labels = tmp_path / "e.jsonl", tmp_path / "l.jsonl"
+    events.write_bytes(b"\n".join(m for s in parts for m in s.events) + b"\n")
+    labels.write_bytes(b"\n".join(sorted((m for s in parts for m in s.labels),
+                                         key=lambda m: orjson.loads(m)["ts"])) + b"\n")
+
+    def run(batch_size: int) -> tuple[Pipeline, list[Any]]:
+        p = Pipeline(cfg, {"lm": base})
+        feed, records, lines = LabelFeed(p, labels), [], 0
+        for batch in iter_batches(events, batch_size):
+            p.process(batch, base_index=lines)
+            lines += len(batch)
+            feed.until(max(p.last_event_ts.values()))
+            records += quality_records(p, "g")
+        feed.until(float("inf"))
+        return p, records + quality_records(p, "g")
+
+    p, first = run(500)
+    assert [r.value["type"] for r in first] == ["open"]
+    pair = first[0].value["open_pair"]
+    [join] = [js["lm"] for js in p.labels.joins.values()]  # type: ignore[union-attr]
+    assert isinstance(pair, int) and 0 <= pair < join.counts["joined"]
+    # the ordinal goes on from a checkpoint: the join's counts are part of its state
+    back = LabelJoin.from_dict(join.cfg, orjson.loads(orjson.dumps(join.to_dict())),
+                               join.concept)
+    assert back.counts["joined"] == join.counts["joined"]
+    _, again = run(250)  # other batches, the same pairs in the same order
+    assert [(r.value["type"], r.value["open_pair"]) for r in again] == [("open", pair)]
+    assert again[0].ident == first[0].ident == (
+        "open", "g", "lm", QUALITY_FEATURE, "", 0, pair)
+    health = RunnerHealth()
+
+    def no_producer() -> Any:
+        raise AssertionError("the record is on the topic already: nothing to write")
+
+    w = DriftEventWriter("drift", {}, health.count_drift_events, make_producer=no_producer)
+    w.written[again[0].partition] = {r.ident for r in first}  # type: ignore[misc]  # recall
+    assert w.write(again) == []
+    assert health.snapshot().drift_events == {"duplicate": 1}
 
 
 def test_the_concept_detector_state_round_trips_and_an_old_single_cusum_starts_afresh() -> None:

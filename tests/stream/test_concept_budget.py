@@ -13,7 +13,7 @@ import pytest
 
 from detectors.concept import concept_detector
 from stream.config import parse_config
-from stream.config.bias import bias_budget
+from stream.config.bias import bias_budget, facet_detectors
 from stream.config.labels import CONCEPT_SHARE, concept_budget
 from stream.engine.baselines import detection_settings
 from stream.engine.bias import target_events
@@ -50,14 +50,15 @@ def test_the_concept_share_and_the_rest_add_up_to_the_model_rate(tmp_path: Path)
 
 
 def test_with_facets_too_every_monitor_s_rate_sums_to_the_knob(tmp_path: Path) -> None:
-    """Input monitors at 0.9 x 0.9, two facets at 0.9 x 0.1 / 2 each, the concept detector at
+    """Input monitors at 0.9 x 0.9, two facets at 0.9 x 0.1 / 2 each (split over their
+    detectors: DPPL, and with binary labels recall and accuracy), the concept detector at
     0.1 of the model's rate (alarms per model event, the detector counting at most one
     joined pair per event): 1 / F in all."""
     cfg = _config(tmp_path, bias={"positive": {"column": "score", "threshold": 0.5},
                                   "facets": ["f.a", "f.b"]})
     m = cfg.models[0]
     rates = [1 / detection_settings(cfg.detection, m).false_alarm_events,
-             *[1 / target_events(cfg, m)] * 2,
+             *[1 / target_events(cfg, m)] * (2 * facet_detectors(m)),
              1 / (F * concept_budget(m)[1])]
     assert sum(rates) == pytest.approx(1 / F)
     assert rates[0] == pytest.approx(0.9 * 0.9 / F)

@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=4)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run (~3 min): 300-row reference, ert 200, window 20, 300 "
+                    help="smoke run (~7 min on the loaded 2 cores): 300-row reference, ert 200, window 20, 300 "
                          "bootstraps, 2 runs; writes next to --out with a -quick suffix")
     args = ap.parse_args(argv)
     if args.quick:

@@ -1,0 +1,362 @@
+"""Issue 19, item 3: our multivariate and embedding tests against Alibi Detect's online
+MMD and LSDD (``MMDDriftOnline``, ``LSDDDriftOnline``) at matched ARL0.
+
+Scenarios (as ``bench_multivariate_peers.py`` and ``bench_embeddings.py``):
+
+* ``flip``: 20 columns N(0, 1), columns 0 and 1 correlated +0.8, then -0.8;
+* ``shift``: the same 20 columns, columns 10-19 shift by 0.3 standard deviations;
+* ``cluster``: 8 Gaussian clusters in 64 dimensions, cluster 0's share 12.5 % -> 25 %.
+
+Protocol, per seed: one reference of ``--n-ref`` rows (1,000: Alibi's threshold set-up
+grows with the reference, its window and its bootstraps), used by both.  Alibi (TensorFlow
+backend, ``--window``, ``--bootstraps``, target ``ert=--ert``) runs in its own venv
+(``--alibi-python``; worker ``bench/alibi_worker.py``), one event per ``predict`` call;
+its achieved ARL0 is measured on ``--alibi-null`` clean events (reset after each alarm).
+Ours is then calibrated to Alibi's achieved ARL0 (pooled over the seeds, per detector and
+scenario family) and its own achieved ARL0 measured on ``--null-events`` clean events.
+Delays: ``--runs`` streams per scenario and seed with the change after ``CHANGE`` events;
+delay = index of the first alarm - ``CHANGE`` (0: the first changed event); runs with an
+alarm before the change are left out and counted, runs without an alarm within ``AFTER``
+events are missed.  Cost: CPU µs per event (``time.process_time``) on the null stream, ours
+in batches of 1,000 (as the pipeline feeds it), Alibi per ``predict`` call (as its API
+takes events).  ARL0 is the mean run length from a fresh detector to its first false alarm
+for both (a new detector after each alarm: Alibi's ``reset_state``), not our episode
+spacing, which cannot fall below about window + release for a window of 500.
+
+Usage (~40 min on 2 shared cores, most of it Alibi)::
+
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_alibi.py --alibi-python /tmp/alibi-venv/bin/python
+
+``--alibi-json FILE`` reuses the worker outputs of an earlier run (saved next to the
+table as ``alibi-raw.json``) and reruns only ours.
+"""
+
+from __future__ import annotations
+
+import os
+
+if __name__ == "__main__":  # one thread; not when the tests import the helpers
+    for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                 "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+RESULTS = HERE / "results" / "alibi.md"
+WORKER = HERE / "alibi_worker.py"
+CHANGE, AFTER = 500, 1_000
+FAMILIES = {"mv": ("flip", "shift"), "emb": ("cluster",)}
+#: our configurations: (window, cadence, reference rows; None: ``--n-ref``, Alibi's)
+PASSES = 3
+COST_EVENTS, SINGLE_EVENTS = 200_000, 5_000
+OURS = ((500, 50, 10_000), (500, 10, 10_000), (100, 10, 10_000), (500, 50, None))
+
+
+# -- data ------------------------------------------------------------------------------------
+
+def mv_sample(rng: np.random.Generator, n: int, scenario: str = "null") -> np.ndarray:
+    x = rng.normal(size=(n, 20))
+    rho = -0.8 if scenario == "flip" else 0.8
+    x[:, 1] = rho * x[:, 0] + np.sqrt(1 - rho * rho) * x[:, 1]
+    if scenario == "shift":
+        x[:, 10:] += 0.3
+    return x
+
+
+def sampler(family: str, seed: int):  # type: ignore[no-untyped-def]
+    """``draw(rng, n, scenario)`` of the family's null / changed rows."""
+    if family == "mv":
+        return mv_sample
+    from tests.support.embeddings import SHIFTED_SHARE, Mixture
+
+    mix = Mixture(500 + seed)
+
+    def draw(rng: np.random.Generator, n: int, scenario: str = "null") -> np.ndarray:
+        return mix.draw(rng, n, SHIFTED_SHARE if scenario == "cluster" else None)
+    return draw
+
+
+def reference(family: str, seed: int, n_ref: int) -> np.ndarray:
+    return sampler(family, seed)(np.random.default_rng(seed), n_ref)
+
+
+def change_stream(family: str, seed: int, scenario: str, run: int) -> np.ndarray:
+    draw = sampler(family, seed)
+    rng = np.random.default_rng([seed, run, len(scenario)])
+    return np.vstack([draw(rng, CHANGE), draw(rng, AFTER, scenario)])
+
+
+def first_alarm_delays(first: list[int | None]) -> dict[str, object]:
+    """Delays (first alarm index - CHANGE) of the runs whose first alarm is at or after the
+    change; runs alarmed before it are ``early``, runs never alarmed ``missed``."""
+    delays = [f - CHANGE for f in first if f is not None and f >= CHANGE]
+    early = sum(1 for f in first if f is not None and f < CHANGE)
+    missed = sum(1 for f in first if f is None)
+    return {"delays": delays, "early": early, "missed": missed,
+            "median": float(np.median(delays)) if delays else None}
+
+
+# -- Alibi -----------------------------------------------------------------------------------
+
+def alibi_job(python: str, family: str, detector: str, seed: int, args: argparse.Namespace,
+              ) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as d:
+        np.save(f"{d}/reference.npy", reference(family, seed, args.n_ref))
+        draw = sampler(family, seed)
+        np.save(f"{d}/null.npy", draw(np.random.default_rng([seed, 7]), args.alibi_null))
+        names = []
+        for scenario in FAMILIES[family]:
+            for r in range(args.runs):
+                np.save(f"{d}/{scenario}{r}.npy", change_stream(family, seed, scenario, r))
+                names.append(f"{scenario}{r}")
+        Path(f"{d}/streams.json").write_text(json.dumps(names))
+        t0 = time.perf_counter()
+        done = subprocess.run([python, str(WORKER), d, detector, str(args.ert), str(args.window),
+                               str(args.bootstraps), str(seed)], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"alibi worker {family} {detector} {seed}: {done.stderr[-2000:]}")
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+    out.update(family=family, seed=seed, wall_s=time.perf_counter() - t0)
+    print(f"alibi {family} {detector} seed {seed}: setup {out['setup_wall_s']:.0f} s wall, "
+          f"{out['null_alarms']} alarms in {out['null_events']}, "
+          f"{out['us_per_event']:.0f} µs/event", file=sys.stderr, flush=True)
+    return out
+
+
+# -- ours ------------------------------------------------------------------------------------
+
+def ours(family: str, seed: int, target: float, window: int, cadence: int, n_ref: int,
+         args: argparse.Namespace) -> dict[str, object]:
+    ref = reference(family, seed, n_ref)
+    prof: Any
+    make: Any
+    if family == "mv":
+        from detectors.multivariate import GroupSpec, JointProfile, JointTest, calibrate_joint
+
+        prof = JointProfile.from_rows(GroupSpec("g", tuple(f"c{i}" for i in range(20))), ref)
+        t0 = time.process_time()
+        cal = calibrate_joint(prof, window, cadence, target, release_values=window, seed=seed)
+        make = JointTest
+    else:
+        from detectors.embedding import VectorProfile, VectorSpec, VectorTest, calibrate_vector
+
+        prof = VectorProfile.from_matrix(VectorSpec("e", 64, args.components), ref)
+        t0 = time.process_time()
+        cal = calibrate_vector(prof, window, cadence, target, release_values=window, seed=seed)
+        make = VectorTest
+    cal_s = time.process_time() - t0
+
+    def fresh():  # type: ignore[no-untyped-def]
+        t = make(prof, window, cadence, cal.threshold)
+        t.configure_episodes(min(1.0, max(0.5, cal.release_floor / cal.threshold)), window)
+        return t
+
+    draw = sampler(family, seed)
+    rng = np.random.default_rng([seed, 8])
+    # ARL0 as Alibi's is measured: a fresh detector after each alarm (mean run length)
+    x = draw(rng, args.null_events)
+    alarms, pos, test = 0, 0, fresh()
+    while pos < len(x):
+        hits = test.update(x[pos:pos + 1_000])
+        if hits.size:
+            alarms, pos, test = alarms + 1, pos + int(hits[0]) + 1, fresh()
+        else:
+            pos += 1_000
+    # cost: one detector over COST_EVENTS clean events in batches of 1,000
+    x = draw(rng, COST_EVENTS)
+    test = fresh()
+    t0 = time.process_time()
+    for i in range(0, COST_EVENTS, 1_000):
+        test.update(x[i:i + 1_000])
+    cpu = time.process_time() - t0
+    # and one event per call, as Alibi's predict takes them
+    test = fresh()
+    t0 = time.process_time()
+    for i in range(SINGLE_EVENTS):
+        test.update(x[i:i + 1])
+    single = (time.process_time() - t0) / SINGLE_EVENTS
+    out: dict[str, object] = {"family": family, "seed": seed, "target": target,
+                              "window": window, "cadence": cadence, "n_ref": n_ref,
+                              "threshold": cal.threshold, "calibration_s": cal_s,
+                              "null_events": args.null_events, "null_alarms": alarms,
+                              "us_per_event": cpu / COST_EVENTS * 1e6,
+                              "us_per_event_single": single * 1e6}
+    for scenario in FAMILIES[family]:
+        first: list[int | None] = []
+        for r in range(args.runs):
+            hits = fresh().update(change_stream(family, seed, scenario, r))
+            first.append(int(hits[0]) if hits.size else None)
+        out[scenario] = first
+    return out
+
+
+# -- table -----------------------------------------------------------------------------------
+
+def pooled_arl0(rows: list[dict[str, object]]) -> tuple[float, int, int]:
+    events = sum(int(r["null_events"]) for r in rows)  # type: ignore[call-overload]
+    alarms = sum(int(r["null_alarms"]) for r in rows)  # type: ignore[call-overload]
+    return events / max(alarms, 1), alarms, events
+
+
+def pooled(rows: list[dict[str, object]], scenario: str) -> dict[str, object]:
+    first: list[int | None] = []
+    for r in rows:
+        f = r["first"][scenario] if "first" in r else r[scenario]  # type: ignore[index]
+        first += list(f.values()) if isinstance(f, dict) else f  # type: ignore[arg-type]
+    return first_alarm_delays(first)
+
+
+def alibi_firsts(row: dict[str, object], scenario: str) -> list[int | None]:
+    first = row["first"]
+    assert isinstance(first, dict)
+    return [v for k, v in first.items() if k.rstrip("0123456789") == scenario]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--alibi-python", help="python of a venv with alibi-detect 0.13 (TF)")
+    ap.add_argument("--alibi-json", type=Path, help="reuse these worker outputs")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--families", nargs="+", default=["mv", "emb"])
+    ap.add_argument("--detectors", nargs="+", default=["mmd", "lsdd"])
+    ap.add_argument("--n-ref", type=int, default=1_000)
+    ap.add_argument("--ert", type=float, default=1_000)
+    ap.add_argument("--window", type=int, default=50)
+    ap.add_argument("--bootstraps", type=int, default=1_200)
+    ap.add_argument("--alibi-null", type=int, default=5_000)
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--null-events", type=int, default=500_000)
+    ap.add_argument("--components", type=int, default=8)
+    ap.add_argument("--jobs", type=int, default=4)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run (~7 min on the loaded 2 cores): 300-row reference, ert 200, window 20, 300 "
+                         "bootstraps, 2 runs; writes next to --out with a -quick suffix")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.n_ref, args.ert, args.window, args.bootstraps = 300, 200, 20, 300
+        args.alibi_null, args.runs, args.null_events = 500, 2, 50_000
+        args.out = args.out.with_name(args.out.stem + "-quick.md")
+
+    if args.alibi_json:
+        alibi = json.loads(args.alibi_json.read_text())
+    else:
+        jobs = [(f, d, s) for f in args.families for d in args.detectors for s in args.seeds]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            alibi = list(pool.map(lambda j: alibi_job(args.alibi_python, j[0], j[1], j[2],
+                                                      args), jobs))
+        args.out.with_name(args.out.stem + "-raw.json").write_text(json.dumps(alibi))
+
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE,
+                            capture_output=True, text=True).stdout.strip() or "unknown"
+    seeds = sorted({int(r["seed"]) for r in alibi})
+    lines = ["# Multivariate and embedding drift: ours against Alibi Detect's online MMD and "
+             "LSDD at matched ARL0", "",
+             f"`bench/bench_alibi.py --seeds {' '.join(map(str, seeds))} --n-ref {args.n_ref} "
+             f"--ert {args.ert:g} --window {args.window} --bootstraps {args.bootstraps} "
+             f"--alibi-null {args.alibi_null} --runs {args.runs} --null-events "
+             f"{args.null_events}` at commit {commit}.", ""]
+    raw_ours: list[dict[str, object]] = []
+    for family in args.families:
+        al = {d: [r for r in alibi if r["family"] == family and r["detector"] == d]
+              for d in args.detectors}
+        al = {d: rows for d, rows in al.items() if rows}
+        # ours is matched to the highest of the Alibi detectors' achieved ARL0 (the fewest
+        # false alarms): our knob is the calibration target, corrected from our own achieved
+        # ARL0 until within 15 % (at most PASSES passes; the first pass is reported too)
+        goal = max(pooled_arl0(rows)[0] for rows in al.values())
+        first_pass: dict[tuple[int, int, int | None], float] = {}
+        for window, cadence, n_ref in OURS:
+            target, prev = goal, None
+            for _attempt in range(PASSES):
+                res = [ours(family, s, target, window, cadence, n_ref or args.n_ref, args)
+                       for s in seeds]
+                got = pooled_arl0(res)[0]
+                first_pass.setdefault((window, cadence, n_ref), got)
+                print(f"ours {family} w{window} c{cadence} ref {n_ref} target {target:.0f} (goal "
+                      f"{goal:.0f}): {got:.0f}", file=sys.stderr, flush=True)
+                if (abs(got / goal - 1) <= 0.15 or not 0.2 < got / goal < 5
+                        or (prev is not None and abs(got / prev - 1) < 0.05)):
+                    break  # matched, hopeless, or the target no longer moves it
+                target, prev = target * goal / got, got
+            for r in res:
+                r["goal"] = goal
+                r["first_pass_arl0"] = first_pass[(window, cadence, n_ref)]
+            raw_ours += res
+        for scenario in FAMILIES[family]:
+            lines += [f"## {scenario}", "",
+                      "| method | target ARL0 | achieved ARL0 (events) | median delay "
+                      "(events) | p90 | missed / left out (alarm before the change) | "
+                      "ratio to the best Alibi | CPU µs per event (ours: batches of 1,000; "
+                      "in parentheses one event per call) | Alibi MMD's cost / this |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            mmd_cost = (float(np.mean([float(r["us_per_event"]) for r in al["mmd"]]))
+                        if "mmd" in al else None)
+            peer_median: dict[str, float | None] = {}
+            for det, rows in al.items():
+                arl, n_al, n_ev = pooled_arl0(rows)
+                d = first_alarm_delays(sum((alibi_firsts(r, scenario) for r in rows), []))
+                peer_median[det] = d["median"]  # type: ignore[assignment]
+                cost = float(np.mean([float(r["us_per_event"]) for r in rows]))
+                setup = ", ".join(f"{float(r['setup_wall_s']):.0f}" for r in rows)
+                lines.append(_row(f"Alibi {det.upper()} (window {args.window}, "
+                                  f"{args.bootstraps} bootstraps; set-up {setup} s wall)",
+                                  f"ert {args.ert:g}", arl, n_al, n_ev, d, None, cost,
+                                  mmd_cost, args.runs * len(rows)))
+            best = min((m for m in peer_median.values() if m), default=None)
+            for window, cadence, n_ref in OURS:
+                rows = [r for r in raw_ours if r["family"] == family
+                        and r["window"] == window and r["cadence"] == cadence
+                        and r["n_ref"] == (n_ref or args.n_ref)]
+                arl, n_al, n_ev = pooled_arl0(rows)
+                d = first_alarm_delays(sum((list(r[scenario]) for r in rows), []))
+                cost = float(np.mean([float(r["us_per_event"]) for r in rows]))
+                ratio = (None if d["median"] is None or not best
+                         else float(d["median"]) / best)  # type: ignore[arg-type]
+                lines.append(_row(
+                    f"ours (window {window}, cadence {cadence}, {n_ref or args.n_ref:,}-row "
+                    f"reference)", f"{float(rows[0]['target']):,.0f} (first pass at "
+                    f"{float(rows[0]['goal']):,.0f} achieved "
+                    f"{float(rows[0]['first_pass_arl0']):,.0f})", arl, n_al, n_ev, d, ratio,
+                    cost, mmd_cost, args.runs * len(rows),
+                    float(np.mean([float(r["us_per_event_single"]) for r in rows]))))
+            lines.append("")
+    raw_path = args.out.with_name(args.out.stem + "-ours.json")
+    raw_path.write_text(json.dumps(raw_ours))
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.out.write_text(text)
+    return 0
+
+
+def _row(name: str, target: str, arl: float, n_al: int, n_ev: int, d: dict[str, object],
+         ratio: float | None, cost: float, mmd_cost: float | None, runs: int,
+         single: float | None = None) -> str:
+    delays = np.array(d["delays"], dtype=float)  # type: ignore[arg-type]
+    med = "—" if not delays.size else f"{np.median(delays):.0f}"
+    p90 = "—" if not delays.size else f"{np.percentile(delays, 90):.0f}"
+    return (f"| {name} | {target} | {arl:,.0f} ({n_al} in {n_ev:,}) | {med} | {p90} | "
+            f"{d['missed']} / {d['early']} of {runs} | "
+            f"{'—' if ratio is None else f'{ratio:.2f}'} | {cost:,.2f}"
+            f"{'' if single is None else f' ({single:,.1f})'} | "
+            f"{'—' if mmd_cost is None else f'{mmd_cost / cost:,.0f}×'}"
+            f"{'' if single is None or mmd_cost is None else f' ({mmd_cost / single:,.0f}×)'} |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

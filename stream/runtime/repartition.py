@@ -10,8 +10,8 @@ consumer of its own on its own thread:
    (:func:`merge_plan`: a partition that is behind is waited for, at most
    :data:`MAX_WAIT_S`), decodes each merged batch once to validate it (invalid messages are
    counted by reason and dead-lettered here, as the runner does), and writes the valid
-   events, original bytes and timestamp, **round-robin over the partitions of the
-   repartition topic**.  It commits a source offset only after every record before it was
+   events, original bytes and timestamp, **spread over the partitions of the repartition
+   topic by a hash of their source partition and offset** (:func:`spread`).  It commits a source offset only after every record before it was
    acknowledged (``acks=all``), like the dead-letter writer.
 2. The monitors, :class:`~stream.runtime.runner.KafkaRunner` unchanged, consume the
    repartition topic in their own group (:func:`monitor_config`), with per-partition
@@ -30,6 +30,7 @@ import dataclasses
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,8 +76,47 @@ _CONSUMER_ONLY = frozenset({
     "queued.max.messages.kbytes", "fetch.queue.backoff.ms", "fetch.wait.max.ms"})
 
 
-def _send_confluent(producer: Any, topic: str, records: list[Any], start: int,
-                    partitions: int) -> None:
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def spread(records: Sequence[Any], partitions: int) -> list[int]:
+    """The repartition-topic partition of each source record: splitmix64 of (source topic,
+    partition, offset), modulo ``partitions``.
+
+    Not round-robin over the merged order: the merge interleaves the source partitions
+    regularly (A, B, C, D, A, B, ... when their timestamps tie), and round-robin over two
+    internal partitions then sent A and C to one and B and D to the other, each a slice of
+    the keys (a false ``c1`` episode in about one run of six of the two-process backlog of
+    tests/integration/test_keyed_topics.py).  A hash of the record's source position is
+    unrelated to its key and to the merged order, and a record written again after a
+    failure lands where it landed before.
+
+    >>> class R:
+    ...     def __init__(self, p, o): self.topic, self.partition, self.offset = "t", p, o
+    >>> recs = [R(p, o) for o in range(4000) for p in range(4)]
+    >>> import collections
+    >>> split = collections.Counter((r.partition, q) for r, q in zip(recs, spread(recs, 2)))
+    >>> all(1900 < split[(p, q)] < 2100 for p in range(4) for q in range(2))
+    True
+    >>> spread(recs[:6], 3) == spread(recs[:6], 3)
+    True
+    """
+    if partitions <= 1:
+        return [0] * len(records)
+    topics = {t: zlib.crc32(t.encode()) for t in {r.topic for r in records}}
+    x = np.fromiter(((topics[r.topic] << 32) ^ (r.partition << 40) ^ r.offset
+                     for r in records), np.uint64, len(records))
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * _MIX1
+        x = (x ^ (x >> np.uint64(27))) * _MIX2
+        x = x ^ (x >> np.uint64(31))
+    return (x % np.uint64(partitions)).astype(np.int64).tolist()
+
+
+def _send_confluent(producer: Any, topic: str, records: list[Any],
+                    targets: list[int]) -> None:
     """Produce ``records`` with confluent-kafka and wait for every delivery; raises on the
     first failed one."""
     errors: list[Any] = []
@@ -85,10 +125,10 @@ def _send_confluent(producer: Any, topic: str, records: list[Any], start: int,
         if err is not None:
             errors.append(err)
 
-    for i, r in enumerate(records):
+    for r, target in zip(records, targets, strict=True):
         while True:
             try:
-                producer.produce(topic, value=r.value, partition=(start + i) % partitions,
+                producer.produce(topic, value=r.value, partition=target,
                                  timestamp=r.timestamp, on_delivery=delivered)
                 break
             except BufferError:  # the local queue is full: let deliveries drain it
@@ -145,7 +185,7 @@ def merge_plan(timestamps: Sequence[np.ndarray], waiting: bool = False,
 
 
 class Repartitioner:
-    """Stage 1: source topics -> validated, time-merged, round-robin -> repartition topic."""
+    """Stage 1: source topics -> validated, time-merged, hash-spread -> repartition topic."""
 
     def __init__(self, config: Config, pipeline: Pipeline,
                  stop: threading.Event | None = None) -> None:
@@ -180,7 +220,6 @@ class Repartitioner:
         #: partition -> next offset to fetch (after its newest polled record)
         self.fetched: dict[Any, int] = {}
         self.topic_ready = False
-        self.next_partition = 0
         self.retry_at = 0.0
         self.consumed = 0
         self.forwarded = 0
@@ -427,22 +466,20 @@ class Repartitioner:
         self._commit()
 
     def _send(self, records: list[Any]) -> bool:
-        """Write ``records`` round-robin over the repartition topic's partitions and wait for
-        every acknowledgement; False (counted, logged) if any failed."""
+        """Write ``records`` over the repartition topic's partitions (:func:`spread`) and
+        wait for every acknowledgement; False (counted, logged) if any failed."""
         if not records:
             return True
-        p = self.rp.partitions
-        start = self.next_partition
+        targets = spread(records, self.rp.partitions)
         try:
             if self.producer is None:
                 self.producer = self._producer()
             if self.kafka.client == "confluent-kafka":
-                _send_confluent(self.producer, self.rp.topic, records, start, p)
+                _send_confluent(self.producer, self.rp.topic, records, targets)
             else:
                 futures = [self.producer.send(self.rp.topic, value=r.value,
-                                              partition=(start + i) % p,
-                                              timestamp_ms=r.timestamp)
-                           for i, r in enumerate(records)]
+                                              partition=target, timestamp_ms=r.timestamp)
+                           for r, target in zip(records, targets, strict=True)]
                 self.producer.flush(timeout=FORWARD_TIMEOUT_S)
                 for f in futures:
                     f.get(timeout=FORWARD_TIMEOUT_S)
@@ -453,7 +490,6 @@ class Repartitioner:
                         extra={"records": len(records), "topic": self.rp.topic})
             self._drop_producer()
             return False
-        self.next_partition = (start + len(records)) % p
         self.health.count_repartitioned("ok", len(records))
         return True
 

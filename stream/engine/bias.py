@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
@@ -327,6 +327,7 @@ def bias_figures(models: Mapping[str, ModelBias],
         for plan in mbias.plans:
             mons = [st[name][plan.facet.name] for st in states if name in st]
             figs = [m.figures() for m in mons]
+            scores = [m.score() for m in mons]
             base = plan.base
             for i, label in enumerate(plan.labels):
                 fig: dict[str, Any] = {
@@ -338,17 +339,29 @@ def bias_figures(models: Mapping[str, ModelBias],
                     "events": mbias.events[plan.facet.name],
                     "alarms": mbias.alarms[plan.key(label)], "active": False, "score": 0.0,
                     "positive_rate": float("nan"), "dppl": float("nan"), "di": float("nan")}
-                best = -1.0
-                for m, (rate, _, dppl, di) in zip(mons, figs, strict=True):
-                    fig["active"] = fig["active"] or bool(m.active[i])
-                    s = float(m.score()[i])
-                    if s > best and np.isfinite(dppl[i]):
-                        best = s
-                        fig.update(score=s, positive_rate=float(rate[i]),
-                                   dppl=float(dppl[i]), di=float(di[i]))
+                fig["active"], score, picked = strongest(mons, figs, scores, i)
+                if picked is not None:
+                    rate, _, dppl, di = picked
+                    fig.update(score=score, positive_rate=float(rate[i]),
+                               dppl=float(dppl[i]), di=float(di[i]))
                 per[plan.key(label)] = fig
         out[name] = {"unscored": int(unscored.get(name, 0)), "values": per}
     return out
+
+
+def strongest(mons: Sequence[BiasMonitor], figs: Sequence[tuple[np.ndarray, ...]],
+              scores: Sequence[np.ndarray], i: int,
+              ) -> tuple[bool, float, tuple[np.ndarray, ...] | None]:
+    """For value ``i`` over the partitions' monitors (their ``figures()`` and ``score()``):
+    active on any, and the score and figures of the one with the highest score among those
+    whose difference (``figs[.][2]``) is defined; (active, 0.0, None) when none is."""
+    active = any(bool(m.active[i]) for m in mons)
+    best, picked = -1.0, None
+    for f, sc in zip(figs, scores, strict=True):
+        s = float(sc[i])
+        if s > best and np.isfinite(f[2][i]):
+            best, picked = s, f
+    return active, (best if picked is not None else 0.0), picked
 
 
 def series_bound(model: ModelConfig) -> int:

@@ -50,6 +50,7 @@ from stream.engine.bias import (
     ModelBias,
     decode_model,
     positive_flags,
+    strongest,
     target_events,
     value_column,
 )
@@ -183,6 +184,7 @@ def label_bias_figures(owner: LabelBias, joins: Sequence[FacetPairs]) -> list[di
                 continue
             mons = [j.monitors[key] for j in joins if key in j.monitors]
             figs = [m.figures() for m in mons]
+            scores = [m.score() for m in mons]
             for i, label in enumerate(plan.labels):
                 fig: dict[str, Any] = {
                     "facet": plan.facet.name, "value": label, "measure": measure,
@@ -191,13 +193,10 @@ def label_bias_figures(owner: LabelBias, joins: Sequence[FacetPairs]) -> list[di
                     "pairs": owner.pairs[key], "alarms": owner.alarms[(plan.key(label), measure)],
                     "active": False, "score": 0.0, "rate": float("nan"),
                     "difference": float("nan")}
-                best = -1.0
-                for m, (rate, _, gap, _) in zip(mons, figs, strict=True):
-                    fig["active"] = fig["active"] or bool(m.active[i])
-                    s = float(m.score()[i])
-                    if s > best and np.isfinite(gap[i]):
-                        best = s
-                        fig.update(score=s, rate=float(rate[i]), difference=float(gap[i]))
+                fig["active"], score, picked = strongest(mons, figs, scores, i)
+                if picked is not None:
+                    rate, _, gap, _ = picked
+                    fig.update(score=score, rate=float(rate[i]), difference=float(gap[i]))
                 out.append(fig)
     return out
 

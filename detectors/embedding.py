@@ -80,7 +80,7 @@ class DiagonalProfile(JointProfile):
 
     def refit(self, rows: np.ndarray) -> DiagonalProfile:
         return DiagonalProfile(self.columns, self.method, self.lo, self.hi, self.center,
-                               self.scale, None, rows, rows.shape[0])
+                               self.scale, None, rows, rows.shape[0], self.statistic)
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "method": "diagonal"}
@@ -293,7 +293,11 @@ class VectorTest:
         return self.test.to_dict()
 
     @classmethod
-    def from_dict(cls, data: Any, profile: VectorProfile) -> VectorTest:
+    def from_dict(cls, data: Any, profile: VectorProfile,
+                  fresh: VectorTest | None = None) -> VectorTest:
+        """As :meth:`JointTest.from_dict` (``fresh``: a new test of the current
+        calibration, for a state saved under another statistic)."""
         t = cls(profile)
-        t.test = JointTest.from_dict(data, profile.joint)
+        t.test = JointTest.from_dict(data, profile.joint,
+                                     None if fresh is None else fresh.test)
         return t

@@ -234,7 +234,7 @@ class VectorTest:
     >>> centres = rng.normal(size=(4, 16)) * 3
     >>> def draw(n, p): return centres[rng.choice(4, n, p=p)] + rng.normal(size=(n, 16))
     >>> prof = VectorProfile.from_matrix(VectorSpec("emb", 16, 4), draw(4_000, [.25] * 4))
-    >>> t = VectorTest(prof, window=500, cadence=50, threshold=80.0)
+    >>> t = VectorTest(prof, window=500, cadence=50, threshold=8.0)
     >>> t.update(draw(1_000, [.25] * 4)).size, t.update(draw(1_000, [.55, .15, .15, .15])).size
     (0, 1)
     """

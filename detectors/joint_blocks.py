@@ -30,7 +30,6 @@ threshold off simulated paths as for the other statistic).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -69,16 +68,18 @@ def blocks_of(features: np.ndarray, n_values: int, floor: float,
     return out
 
 
-def split_scores(mean: np.ndarray, n: int, blocks: Any) -> np.ndarray:
+def split_scores(mean: np.ndarray, n: Any, blocks: Any) -> np.ndarray:
     """The largest normal score over the blocks of the window means ``mean`` (tests x
-    features, centred on the reference) of ``n`` rows each."""
+    features, centred on the reference) of ``n`` rows each (a number, or one per
+    test)."""
+    n = np.asarray(n, dtype=np.float64)
     out = np.full(mean.shape[0], -np.inf)
     for sl, proj, dof, v in blocks:
         y = mean[:, sl] @ proj
         t = n * np.einsum("ij,ij->i", y, y)
-        var = max(v / n + 2.0 * dof * (n - 1) / n, 1e-12)
+        var = np.maximum(v / n + 2.0 * dof * (n - 1) / n, 1e-12)
         a, nu = var / (2.0 * dof), 2.0 * dof * dof / var
         c = 2.0 / (9.0 * nu)
-        z = (np.cbrt(t / (a * nu)) - (1.0 - c)) / math.sqrt(c)
+        z = (np.cbrt(t / (a * nu)) - (1.0 - c)) / np.sqrt(c)
         out = np.maximum(out, z)
     return out

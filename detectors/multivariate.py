@@ -33,7 +33,8 @@ use (:mod:`detectors.joint_blocks`): one Hotelling statistic per block of featur
 that a mean shift does not pay for the products' degrees of freedom.
 
 Measured on the issue's scenarios (20 columns, a correlation of two of them
-flipping from +0.8 to -0.8, or a 0.3 σ mean shift in 10 of them; thresholds at
+flipping from +0.8 to -0.8, or a 0.3 σ mean shift in 10 of them; the single
+Hotelling statistic, before ``split``; thresholds at
 the same nominal p-value, 20 seeds): median delay 50 events for ``moments`` and
 200 for values + 64 RFF on the flip, 150 for both on the shift.  ``moments``
 is therefore used up to :data:`MOMENTS_MAX_COLUMNS` columns, where its feature

@@ -164,7 +164,7 @@ class ModelVectors:
             for k, state in saved.items():
                 if k in tests:
                     try:
-                        tests[k] = VectorTest.from_dict(state, self.profiles[k])
+                        tests[k] = VectorTest.from_dict(state, self.profiles[k], tests[k])
                     except DetectorError as exc:
                         log.warning("vector column %s.%s: checkpointed test state not "
                                     "restored (%s); it starts afresh", self.model.name, k, exc)

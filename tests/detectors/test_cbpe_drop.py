@@ -65,24 +65,27 @@ def test_clean_streams_alarm_at_the_target_rate_through_the_production_rule() ->
     assert 0.65 * target <= tests / episodes <= 1.35 * target, (episodes, tests)
 
 
-@pytest.mark.parametrize("seed", SEEDS[:2])
-def test_an_extrapolated_band_holds_on_a_long_clean_stream(seed: int) -> None:
+def test_an_extrapolated_band_holds_on_long_clean_streams() -> None:
     """Target 100,000 predictions (window 500): beyond what the calibration simulates with
-    25 episodes, so the tail is extrapolated.  4 million fresh clean predictions (about 40
-    episodes expected) achieve it within 0.55-1.8x."""
+    25 episodes, so the tail is extrapolated.  The calibration targets the rate expected
+    over references (a finite reference's own error moves each one's rate) and carries its
+    own simulation error (a factor of about 2 per reference here), so the check is pooled:
+    four references, 3 million fresh clean predictions each (about 120 episodes expected),
+    achieve the target within 0.6-1.6x."""
     target = 1e5
-    ref = _ref(seed, 500, target)
-    assert ref.drop is not None and ref.drop.method == "extrapolated"
-    rng = np.random.default_rng(2000 + seed)
     episodes = tests = 0
-    for _ in range(20):
-        x, _ = _world(rng, 200_000)
-        z = drop_statistic(x, ref.calibration.apply(x), 0.5, 500, ref.baseline, ref.null_sd,
-                           _auc(0.5))
-        e, t = episode_rate(z, ref.sigmas)
-        episodes += e
-        tests += t
-    assert 0.55 * target <= tests / max(episodes, 1) <= 1.8 * target, (episodes, tests)
+    for seed in range(4):
+        ref = _ref(seed, 500, target)
+        assert ref.drop is not None and ref.drop.method == "extrapolated"
+        rng = np.random.default_rng(2000 + seed)
+        for _ in range(15):
+            x, _ = _world(rng, 200_000)
+            z = drop_statistic(x, ref.calibration.apply(x), 0.5, 500, ref.baseline,
+                               ref.null_sd, _auc(0.5))
+            e, t = episode_rate(z, ref.sigmas)
+            episodes += e
+            tests += t
+    assert 0.6 * target <= tests / max(episodes, 1) <= 1.6 * target, (episodes, tests)
 
 
 def test_the_simulated_statistic_is_the_production_rule() -> None:

@@ -353,8 +353,8 @@ class CBPEReference:
         def auc(si: np.ndarray, pi: np.ndarray) -> float:
             return cbpe_estimates(cbpe_stats(si, pi, threshold))[0]["roc_auc"]
 
-        drop = calibrate_drop_sigmas(s, p, threshold, window, target_events,
-                                     baseline=baseline, null_sd=null_sd, auc=auc, seed=seed)
+        drop = calibrate_drop_sigmas(s, p, threshold, window, target_events, baseline,
+                                     null_sd, auc=auc, seed=seed)
         return cls(cal, threshold, window, baseline, null_sd, drop.sigmas, drop)
 
     def band(self, n: int) -> dict[str, float]:

@@ -27,12 +27,13 @@ finds the ``k`` at which the null stream raises that many:
   one-sided p-value (``log rate ~ a + b log Phi(-k)``), as the window tests' are.
 
 >>> import numpy as np
->>> rng = np.random.default_rng(0)
->>> s = rng.beta(2, 2, 20_000)
->>> cal = calibrate_drop_sigmas(s, s, 0.5, 500, 2e4)
+>>> from detectors.cbpe import CBPEReference
+>>> s = np.random.default_rng(0).beta(2, 2, 20_000)
+>>> ref = CBPEReference.build(s, None, window=500, threshold=0.5)
+>>> cal = calibrate_drop_sigmas(s, s, 0.5, 500, 2e4, ref.baseline, ref.null_sd)
 >>> 2.0 < cal.sigmas < 4.0, cal.method
 (True, 'direct')
->>> calibrate_drop_sigmas(s, s, 0.5, 500, 1e8).sigmas > cal.sigmas + 1
+>>> calibrate_drop_sigmas(s, s, 0.5, 500, 1e8, ref.baseline, ref.null_sd).sigmas > cal.sigmas + 1
 True
 """
 
@@ -140,19 +141,18 @@ def episode_rate(z: np.ndarray, k: float) -> tuple[int, int]:
 
 
 def calibrate_drop_sigmas(s: np.ndarray, p: np.ndarray, threshold: float, window: int,
-                          target_events: float, *, baseline: Mapping[str, float] | None = None,
-                          null_sd: Mapping[str, float] | None = None,
-                          auc: Estimator | None = None, seed: int = 0) -> DropCalibration:
+                          target_events: float, baseline: Mapping[str, float],
+                          null_sd: Mapping[str, float], *, auc: Estimator | None = None,
+                          seed: int = 0) -> DropCalibration:
     """The drop band's ``k`` for a reference of raw scores ``s`` (calibrated ``p``) so that a
     null stream opens one drop episode per ``target_events`` predictions (see the module).
-    ``baseline`` and ``null_sd``: the reference's (computed here from ``s`` when None, for
-    the four count metrics only)."""
+    ``baseline`` and ``null_sd``: the reference's estimates and their standard deviation
+    over a window (:class:`detectors.cbpe.CBPEReference`); ``auc``: ROC AUC's estimator
+    (None: the four count metrics only)."""
     if not target_events > 1:
         raise DetectorError(f"target_events must be > 1, got {target_events!r}")
     s = np.asarray(s, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
-    if baseline is None or null_sd is None:
-        baseline, null_sd = _reference_figures(s, p, threshold, window, seed)
     rng = np.random.default_rng(seed)
     per_path = max(DROP_EVENTS, 160 * window) // DROP_PATHS + window - 1
     counts = np.zeros(_GRID.shape[0], dtype=np.int64)
@@ -165,19 +165,6 @@ def calibrate_drop_sigmas(s: np.ndarray, p: np.ndarray, threshold: float, window
         counts += _upcrossings(z, _GRID)
         tests += z.shape[0]
     return _read(counts, tests, float(target_events))
-
-
-def _reference_figures(s: np.ndarray, p: np.ndarray, threshold: float, window: int,
-                       seed: int) -> tuple[dict[str, float], dict[str, float]]:
-    from detectors.cbpe import BOOTSTRAP, cbpe_estimates, cbpe_stats
-
-    base, _ = cbpe_estimates(cbpe_stats(s, p, threshold))
-    rng = np.random.default_rng(seed)
-    draws = [cbpe_estimates(cbpe_stats(s[i], p[i], threshold))[0]
-             for i in (rng.integers(0, s.shape[0], window) for _ in range(BOOTSTRAP))]
-    sd = {m: float(np.nanstd([d[m] for d in draws])) for m in ("accuracy", "precision",
-                                                                "recall", "f1")}
-    return {m: base[m] for m in sd}, sd
 
 
 def _read(counts: np.ndarray, tests: int, target_events: float) -> DropCalibration:

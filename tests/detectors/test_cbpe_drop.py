@@ -138,4 +138,4 @@ def test_a_target_below_one_is_refused() -> None:
 
     with pytest.raises(DetectorError, match="target_events"):
         calibrate_drop_sigmas(np.random.default_rng(0).random(1000), np.ones(1000) / 2,
-                              0.5, 100, 0.5)
+                              0.5, 100, 0.5, {}, {})

@@ -258,10 +258,14 @@ def test_property_bad_messages_spliced_into_clean_batches(
     batch = list(clean)
     for at, message in bad:
         batch.insert(at % (len(batch) + 1), message)
+    # a message goes to BatchDecoder in a batch exactly when it would alone: the others
+    # stay on the columnar path, whatever their neighbours
+    _assert_fallbacks_as_alone(batch)
+
+
+def _assert_fallbacks_as_alone(batch: list[bytes]) -> None:
     for config in TYPED_CONFIGS:
         _, decoder = decode_all(config, batch)
-        # a message goes to BatchDecoder in a batch exactly when it would alone: the
-        # others stay on the columnar path, whatever their neighbours
         alone = 0
         for message in batch:
             single = ColumnarDecoder(config)
@@ -290,14 +294,7 @@ def test_property_whitespace_and_newlines_inside_messages(
             continue
         data = json.dumps(value, indent=indent or None).encode()  # indented: one key a line
         batch[k] = data.replace(b"\n", space) if indent else data.replace(b", ", b"," + space)
-    for config in TYPED_CONFIGS:
-        _, decoder = decode_all(config, batch)
-        alone = 0
-        for message in batch:
-            single = ColumnarDecoder(config)
-            single.decode([message])
-            alone += single.fallback_messages
-        assert decoder.fallback_messages == alone
+    _assert_fallbacks_as_alone(batch)
 
 
 @needs_msgspec

@@ -55,7 +55,8 @@ def check_refs(args: argparse.Namespace) -> list[str]:
             rng = np.random.default_rng(50_000 + r)
             ref = (rng.random(args.ref_size) < p).astype(float)
             det = concept_detector(ref, target, seed=r)
-            live = ConceptCUSUM([CUSUM(mean=d.mean, scale=d.scale, threshold=d.h, k=d.k)
+            live = ConceptCUSUM([CUSUM(mean=d.mean, scale=d.scale, threshold=d.h, k=d.k,
+                                       threshold_down=d.h_down)
                                  for d in det.detectors])
             a = sum(len(live.update((rng.random(min(1_000_000, n - i)) < p).astype(float)))
                     for i in range(0, n, 1_000_000))

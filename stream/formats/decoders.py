@@ -7,6 +7,7 @@ records where :attr:`Decoder.wants_records`) and ``flush()``, which returns the 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -36,7 +37,12 @@ def decoder_for(config: Config) -> Any:
         from stream.formats.avro import AvroDecoder
 
         return AvroDecoder(config)
-    # JSON: columnar where the configuration allows, today's BatchDecoder for the rest
+    # JSON: columnar where the configuration allows, today's BatchDecoder for the rest;
+    # with STREAMDRIFT_JSON_DECODER=scan, the scanner first (stream.formats.scan)
+    if os.environ.get("STREAMDRIFT_JSON_DECODER", "columnar") == "scan":
+        from stream.formats.scan import ScanDecoder
+
+        return ScanDecoder(config)
     from stream.formats.columnar import ColumnarDecoder
 
     return ColumnarDecoder(config)

@@ -18,6 +18,11 @@ exactly, escapes in a configured string, a key given twice...) is *flagged*, and
 flagged messages alone are decoded by the columnar decoder; their events are spliced in
 at their positions.  So a few malformed lines cost a few columnar decodes, not a batch.
 
+It is the decoder of ``source.format: json`` (``STREAMDRIFT_JSON_DECODER=columnar`` takes
+the columnar decoder alone).  The kernel is compiled by numba on its first call and
+cached next to its source (``cache=True``): about 8 CPU-seconds once on a fresh machine,
+0.2 s to load afterwards.
+
 Configurations the scanner does not serve (those the columnar decoder does not take,
 labels, ``iso8601`` timestamps, a select field that is also a column or the timestamp):
 every batch goes to the columnar decoder.

@@ -68,10 +68,11 @@ def test_which_configurations_are_scanned() -> None:
         assert scan_plan(config) is None
 
 
-def test_the_json_format_decodes_with_the_scanner_on_request(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STREAMDRIFT_JSON_DECODER", "scan")
+def test_the_json_format_decodes_with_the_scanner(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STREAMDRIFT_JSON_DECODER", raising=False)
     assert isinstance(decoder_for(TYPED_PLAIN), ScanDecoder)
+    monkeypatch.setenv("STREAMDRIFT_JSON_DECODER", "columnar")
+    assert isinstance(decoder_for(TYPED_PLAIN), ColumnarDecoder)
 
 
 def test_clean_batch_is_scanned_whole() -> None:

@@ -10,12 +10,14 @@ JSON (grammar, UTF-8, escapes, numbers), so that a message it accepts is one tha
 msgspec and orjson read the same way.
 
 It decides only what it is sure of.  Anything else sets ``flag[r]``, and the row is
-decoded, alone, by the columnar decoder: not JSON, not one object, trailing bytes, a
-configured key given twice or escaped, a configured string with an escape or of more
-than 200 characters, a value of another type than its column's (a boolean or a string
+decoded, alone, by the careful decoder (BatchDecoder): not JSON, not one object,
+trailing bytes, a configured key given twice (escaped or not; escaped keys and strings
+are unescaped, into a scratch buffer or an arena), a category of more than 200
+characters, a value of another type than its column's (a boolean or a string
 where a number belongs, a number where a category belongs), a non-object parent,
 ``NaN``/``Infinity`` literals, a ``\\u`` escape of a surrogate, nesting deeper than
-:data:`MAX_SKIP_DEPTH`, and any number it cannot convert exactly: more than 19
+:data:`MAX_SKIP_DEPTH`, a skipped number of more than 100 digits or an exponent of more
+than 4, and any number in a configured field it cannot convert exactly: more than 19
 significant digits, an integer of more than 18 digits, a decimal exponent beyond
 ±348, a result beyond the double range or subnormal, or a rare case where the
 Eisel-Lemire algorithm cannot decide the rounding.
@@ -51,7 +53,7 @@ SEL_FALSE = 4
 #: configured objects nest at most this deep; skipped values at most this deep
 MAX_CONFIG_DEPTH = 32
 MAX_SKIP_DEPTH = 64
-#: category strings of more characters: the row goes to the columnar decoder (cut there)
+#: category strings of more characters: the row goes to the careful decoder (cut there)
 MAX_CHARS = 200
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)

@@ -221,7 +221,7 @@ def _row(buf, pos, end, r, tree, stamp, visit, cstack, vstack, sstack, keys, num
                         return False
                 elif kind == NODE_OBJ:
                     if c != 0x7B or depth >= cstack.shape[0]:
-                        return False  # a non-object parent: the columnar decoder's verdict
+                        return False  # a non-object parent: the careful decoder's verdict
                     cstack[depth] = child
                     visit[0] += 1
                     vstack[depth] = visit[0]
@@ -260,7 +260,7 @@ def _row(buf, pos, end, r, tree, stamp, visit, cstack, vstack, sstack, keys, num
                         sel_kind[slot, r] = SEL_STR
                         sel_val[slot, r] = code
                 elif kind == NODE_CAT:
-                    return False  # a number or boolean as a category: the columnar decoder's
+                    return False  # a number or boolean as a category: the careful decoder's
                 # a select field's other values
                 elif c == 0x74:
                     pos = _literal(buf, pos, end, 0x74, 0x72, 0x75, 0x65)

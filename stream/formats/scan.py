@@ -56,6 +56,10 @@ from stream.formats.json import BatchDecoder
 __all__ = ["ScanDecoder", "scan_plan"]
 
 _TIME_SCALE: Final = {"s": 1.0, "ms": 1e3, "us": 1e6}
+#: with more than 1 / _WHOLE_BATCH_SHARE of a batch of at least _WHOLE_BATCH_MIN messages
+#: flagged, the columnar decoder decodes the whole batch instead
+_WHOLE_BATCH_SHARE: Final = 4
+_WHOLE_BATCH_MIN: Final = 64
 _POW_HI, _POW_LO, _EXACT = pow10_tables()
 
 
@@ -215,6 +219,11 @@ class ScanDecoder:
         careful = None
         if flagged.shape[0]:
             self.flagged_messages += int(flagged.shape[0])
+            if n >= _WHOLE_BATCH_MIN and flagged.shape[0] * _WHOLE_BATCH_SHARE > n:
+                # a stream the kernel does not read (e.g. integers in a categorical column
+                # on every row): one columnar decode of the batch costs less than a
+                # careful decode of each flagged row
+                return self._columnar.decode(messages)
             careful = self._careful.decode([messages[i] for i in flagged.tolist()])
         self.scanned_batches += 1
         ok = ~flag

@@ -218,3 +218,11 @@ def test_only_bad_rows_are_flagged(config: Config) -> None:
         messages[10 + 30 * k] = message
     _, decoder = decode_all(config, messages)
     assert decoder.flagged_messages == len(bad)
+
+
+def test_a_batch_mostly_flagged_goes_to_the_columnar_decoder_whole() -> None:
+    # integers in a categorical column on every row: the kernel flags each row
+    messages = [enc(event(i, c=i)) for i in range(100)]
+    decoder = ScanDecoder(TYPED_PLAIN)
+    assert_same_batch(decoder.decode(messages), ColumnarDecoder(TYPED_PLAIN).decode(messages))
+    assert decoder.flagged_messages == 100 and decoder.scanned_batches == 0

@@ -49,7 +49,13 @@ from stream.formats._scan_kernel import (
     key_slot_hash,
     pow10_tables,
 )
-from stream.formats.batch import EMPTY_INT, INVALID_REASONS, DecodedBatch, ModelBatch
+from stream.formats.batch import (
+    EMPTY_INT,
+    DecodedBatch,
+    ModelBatch,
+    invalid_counts,
+    merge_invalid,
+)
 from stream.formats.columnar import ColumnarDecoder, typed_schema
 from stream.formats.json import BatchDecoder
 
@@ -321,14 +327,8 @@ def _batch(n: int, routed: np.ndarray | None, ok: np.ndarray, careful: DecodedBa
         if unknown.shape[0]:
             positions, reasons = unknown, ["unknown_model"] * int(unknown.shape[0])
     if careful is not None and careful.invalid_reasons:
-        positions = np.concatenate([positions, flagged[careful.invalid_positions]])
-        reasons = reasons + careful.invalid_reasons
-        order = np.argsort(positions, kind="stable")
-        positions = positions[order]
-        reasons = [reasons[i] for i in order.tolist()]
-    counts: dict[str, int] = {}
-    for reason in reasons:
-        counts[reason] = counts.get(reason, 0) + 1
-    ordered = (*INVALID_REASONS, *sorted(set(counts) - set(INVALID_REASONS)))
-    return DecodedBatch(n_messages=n, invalid={r: counts[r] for r in ordered if r in counts},
+        positions, reasons = merge_invalid(positions, reasons,
+                                           flagged[careful.invalid_positions],
+                                           careful.invalid_reasons)
+    return DecodedBatch(n_messages=n, invalid=invalid_counts(reasons),
                         invalid_positions=positions, invalid_reasons=reasons, models=models)

@@ -21,6 +21,7 @@ import pytest
 
 from stream.config import Config, load_config
 from stream.engine.baselines import resolve_baselines
+from stream.runtime.frames import is_frame, unpack
 from stream.runtime.repartition import BUFFER_POLLS, TwoStageRunner
 from tests.support.configs import m1_config, write_config
 from tests.support.events import CLEAN, SHIFTED, m1_events, with_poison
@@ -84,8 +85,10 @@ def _ts(value: bytes) -> float | None:
         return None
 
 
-def _read_topic(bootstrap: str, topic: str) -> dict[int, list[bytes]]:
-    """partition -> the values of every record of ``topic`` (read to the end offsets)."""
+def _read_topic(bootstrap: str, topic: str, unframe: bool = True,
+                ) -> dict[int, list[bytes]]:
+    """partition -> the values of every record of ``topic`` (read to the end offsets); the
+    messages of each frame (``unframe``: the repartition topic) in its place."""
     from kafka import KafkaConsumer, TopicPartition
 
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
@@ -98,8 +101,25 @@ def _read_topic(bootstrap: str, topic: str) -> dict[int, list[bytes]]:
         deadline = time.monotonic() + 60
         while any(c.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
             for tp, recs in c.poll(timeout_ms=500).items():
-                out[tp.partition].extend(r.value for r in recs)
+                for r in recs:
+                    if unframe and is_frame(r.value):
+                        out[tp.partition].extend(v or b"" for v in unpack(r.value).values)
+                    else:
+                        out[tp.partition].append(r.value)
         return out
+    finally:
+        c.close()
+
+
+def _dead_letters(bootstrap: str, topic: str) -> list[tuple[bytes, dict[str, bytes]]]:
+    """The dead letters of ``topic`` (one partition) with their headers."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                      auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    try:
+        c.assign([TopicPartition(topic, 0)])
+        return [(r.value, dict(r.headers)) for r in c]
     finally:
         c.close()
 
@@ -175,14 +195,17 @@ def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
     assert clean_episodes == {}
     assert drift_episodes.get("x1") and drift_episodes.get("c1")
     assert run.pipeline.processed["m1"] == len(events)
-    assert health.repartition["ok"] == len(events)
-    # poison messages: counted by reason and dead-lettered by the first stage, and every
-    # source message counted once as consumed (the first stage counts only the rejected)
+    # the first stage forwards every message, poison too, in frames
+    assert health.repartition["ok"] == len(events) + len(poison)
+    # poison messages: counted by reason and dead-lettered by the monitors, with their
+    # source position, and every source message counted once as consumed
     assert snap.invalid == {"invalid_json": 1, "not_an_object": 1, "wrong_structure": 1}
     assert snap.consumed == len(events) + len(poison)
     assert health.dead_letter.get("ok") == len(poison)
-    assert sorted(v for vs in _read_topic(kafka_bootstrap, dlq).values() for v in vs) == \
-        sorted(poison)
+    letters = _dead_letters(kafka_bootstrap, dlq)
+    assert sorted(v for v, _ in letters) == sorted(poison)
+    assert {h["source_topic"] for _, h in letters} == {topic.encode()}
+    assert all(int(h["source_partition"]) in range(4) for _, h in letters)
 
 
 # --------------------------------------------------------------------------

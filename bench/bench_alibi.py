@@ -244,10 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--components", type=int, default=8)
     ap.add_argument("--jobs", type=int, default=4)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--ours", nargs="+", metavar="W,C[,REF]",
+                    help="our configurations (window,cadence[,reference rows]) instead of "
+                         "the default four")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run (~7 min on the loaded 2 cores): 300-row reference, ert 200, window 20, 300 "
                          "bootstraps, 2 runs; writes next to --out with a -quick suffix")
     args = ap.parse_args(argv)
+    configs = OURS if not args.ours else tuple(
+        (int(p[0]), int(p[1]), int(p[2]) if len(p) > 2 else None)
+        for p in (c.split(",") for c in args.ours))
     if args.quick:
         args.n_ref, args.ert, args.window, args.bootstraps = 300, 200, 20, 300
         args.alibi_null, args.runs, args.null_events = 500, 2, 50_000
@@ -270,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
              f"`bench/bench_alibi.py --seeds {' '.join(map(str, seeds))} --n-ref {args.n_ref} "
              f"--ert {args.ert:g} --window {args.window} --bootstraps {args.bootstraps} "
              f"--alibi-null {args.alibi_null} --runs {args.runs} --null-events "
-             f"{args.null_events}` at commit {commit}.", ""]
+             f"{args.null_events}"
+             f"{' --ours ' + ' '.join(args.ours) if args.ours else ''}` at commit {commit}.", ""]
     raw_ours: list[dict[str, object]] = []
     for family in args.families:
         al = {d: [r for r in alibi if r["family"] == family and r["detector"] == d]
@@ -281,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         # ARL0 until within 15 % (at most PASSES passes; the first pass is reported too)
         goal = max(pooled_arl0(rows)[0] for rows in al.values())
         first_pass: dict[tuple[int, int, int | None], float] = {}
-        for window, cadence, n_ref in OURS:
+        for window, cadence, n_ref in configs:
             target, prev = goal, None
             for _attempt in range(PASSES):
                 res = [ours(family, s, target, window, cadence, n_ref or args.n_ref, args)
@@ -319,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                                   f"ert {args.ert:g}", arl, n_al, n_ev, d, None, cost,
                                   mmd_cost, args.runs * len(rows)))
             best = min((m for m in peer_median.values() if m), default=None)
-            for window, cadence, n_ref in OURS:
+            for window, cadence, n_ref in configs:
                 rows = [r for r in raw_ours if r["family"] == family
                         and r["window"] == window and r["cadence"] == cadence
                         and r["n_ref"] == (n_ref or args.n_ref)]

@@ -19,6 +19,19 @@ chunk.  The error includes the realised value's own sampling noise (a chunk of 5
 accuracy: 0.6 points standard deviation); ``noise`` reports the error an exact estimator of
 the expected accuracy would make, for scale.
 
+``--drop`` (``--drop-only``: that alone) adds the drop alarm (:mod:`detectors.cbpe_drop`):
+
+* **false alarms**: for a few (window, target) pairs, the calibrated band's achieved
+  predictions per false drop episode on fresh clean streams of the world (not the
+  reference), 40 targets long, tested after every prediction as the calibration assumes
+  (:func:`~detectors.cbpe_drop.drop_statistic`, the production rule:
+  tests/detectors/test_cbpe_drop.py), against the target;
+* **delay**: at the default knob (``false_alarm_events`` 10 million, the drop alarm's share:
+  one false episode per 2.2e8 predictions) and the default window of 1,000, the predictions
+  from the start of the shift to the first drop, with the fixed 3 sd band of before and the
+  calibrated one: the gradual shift above (chunks of ``--chunk``) and abrupt shifts that
+  cost about 5, 7 and 10 points of accuracy.
+
 Usage::
 
     python3.11 -m venv /tmp/nannyml && /tmp/nannyml/bin/pip install nannyml statsmodels
@@ -39,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from detectors.cbpe import ESTIMATED, CBPEReference, cbpe_estimates, cbpe_stats
+from detectors.cbpe_drop import drop_statistic, episode_rate
 from detectors.quality_metrics import QualityMetrics
 
 REF_N = 20_000
@@ -174,6 +188,121 @@ def costs(batch: int = 2000, rounds: int = 50) -> list[str]:
     return out
 
 
+def _auc(si: np.ndarray, pi: np.ndarray) -> float:
+    return cbpe_estimates(cbpe_stats(si, pi, THRESHOLD))[0]["roc_auc"]
+
+
+#: (window, target predictions per false drop episode) of the false-alarm check
+DROP_TARGETS = ((200, 3_000.0), (500, 100_000.0), (1000, 1_000_000.0))
+#: the default knob's share for the drop alarm: 1e7 / ((1 - 0.1) x 0.05)
+DEFAULT_TARGET = 1e7 / (0.9 * 0.05)
+#: abrupt shifts (x ~ N(shift, scale)): about 5, 7 and 10 points of accuracy
+ABRUPT = ((0.4, 0.8), (0.5, 0.7), (0.5, 0.57))
+
+
+def false_alarms(seed: int, window: int, target: float) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    s_ref, y_ref = world(rng, REF_N, 0.0, 1.0, "calibrated")
+    t = time.process_time()
+    ref = CBPEReference.build(s_ref, y_ref, window=window, threshold=THRESHOLD,
+                              target_events=target)
+    cpu = time.process_time() - t
+    assert ref.drop is not None
+    episodes = tests = 0
+    rng = np.random.default_rng(10_000 + seed)
+    while tests < 40 * target:
+        s, _ = world(rng, 200_000 + window - 1, 0.0, 1.0, "calibrated")
+        z = drop_statistic(s, ref.calibration.apply(s), THRESHOLD, window, ref.baseline,
+                           ref.null_sd, _auc)
+        e, n = episode_rate(z, ref.sigmas)
+        episodes += e
+        tests += n
+    return {"seed": seed, "window": window, "target": target, "sigmas": ref.sigmas,
+            "method": ref.drop.method, "episodes": episodes, "tests": tests,
+            "build_cpu_s": cpu}
+
+
+def delays(seed: int, model: str, chunks: int, chunk: int, window: int = 1000,
+           ) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    s_ref, y_ref = world(rng, REF_N, 0.0, 1.0, model)
+    refs = {"3 sd (before)": CBPEReference.build(s_ref, y_ref, window=window,
+                                                  threshold=THRESHOLD),
+            "calibrated": CBPEReference.build(s_ref, y_ref, window=window, threshold=THRESHOLD,
+                                              target_events=DEFAULT_TARGET)}
+    streams = []
+    parts = []
+    for k in range(chunks):
+        f = min(1.0, max(0.0, (k - 2) / max(1, chunks - 3)))
+        parts.append(world(rng, chunk, 0.5 * f, 1.0 - 0.3 * f, model))
+    streams.append(("gradual", 3 * chunk, parts))  # (name, shift start, pieces)
+    for shift, scale in ABRUPT:
+        streams.append((f"abrupt N({shift}, {scale})", 2 * window,
+                        [world(rng, 2 * window, 0.0, 1.0, model),
+                         world(rng, 4 * window, shift, scale, model)]))
+    out = []
+    for name, start, pieces in streams:
+        s = np.concatenate([a for a, _ in pieces])
+        y = np.concatenate([b for _, b in pieces])
+        right = ((s >= THRESHOLD) == (y == 1)).astype(np.float64)
+        tail = pieces[-1][0].shape[0]  # the last chunk, or all of an abrupt shift
+        for who, ref in refs.items():
+            z = drop_statistic(s, ref.calibration.apply(s), THRESHOLD, window, ref.baseline,
+                               ref.null_sd, _auc)
+            hit = np.flatnonzero(z >= ref.sigmas)  # z[i]: the window ending at i + window - 1
+            before = int(np.count_nonzero(hit + window - 1 < start))
+            after = hit[hit + window - 1 >= start]
+            end = int(after[0]) + window if after.size else None
+            out.append({"seed": seed, "model": model, "stream": name, "who": who,
+                        "sigmas": ref.sigmas,
+                        "band": ref.band(window)["accuracy"] * 100,
+                        "delay": None if end is None else end - start,
+                        "early_alarms": before,
+                        "drop_at_alarm": None if end is None else
+                        (ref.baseline["accuracy"] - float(right[end - window:end].mean())) * 100,
+                        "drop_final": (ref.baseline["accuracy"]
+                                       - float(right[-tail:].mean())) * 100})
+    return out
+
+
+def drop_lines(seeds: list[int], chunks: int, chunk: int) -> list[str]:
+    lines = ["### Drop alarm: false alarms on clean streams (calibrated band)", "",
+             "Predictions per false drop episode, tested after every prediction, on fresh "
+             "clean streams 40 targets long (ROC AUC every window/20).", "",
+             "| window | target | seed | band (sd) | how | episodes | achieved | achieved / "
+             "target | calibration CPU |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for window, target in DROP_TARGETS:
+        for seed in seeds:
+            r = false_alarms(seed, window, target)
+            arl = r["tests"] / max(r["episodes"], 1)
+            lines.append(f"| {window} | {target:,.0f} | {seed} | {r['sigmas']:.2f} | "
+                         f"{r['method']} | {r['episodes']} | {arl:,.0f} | {arl / target:.2f} | "
+                         f"{r['build_cpu_s']:.1f} s |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    lines += ["", "### Drop alarm: delay at the default knob (window 1,000, one false "
+              f"episode per {DEFAULT_TARGET:.3g} predictions)", "",
+              "Predictions from the start of the shift to the first drop flag (realised "
+              "accuracy drop of the window that alarmed; and of the last chunk of the "
+              "gradual shift, or all 4,000 predictions of an abrupt one).", "",
+              "| model | stream | seed | band 3 sd (points) | delay 3 sd | calibrated band "
+              "(sd / points) | delay calibrated | drop at alarm (calibrated) | final drop | "
+              "alarms before the shift (3 sd / calibrated) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for model in ("calibrated", "over-confident"):
+        for seed in seeds:
+            rows = delays(seed, model, chunks, chunk)
+            for name in dict.fromkeys(r["stream"] for r in rows):
+                a, b = (r for r in rows if r["stream"] == name)
+                at = "n/a" if b["drop_at_alarm"] is None else f"{b['drop_at_alarm']:.1f}"
+                lines.append(
+                    f"| {model} | {name} | {seed} | {a['band']:.2f} | {a['delay']} | "
+                    f"{b['sigmas']:.2f} / {b['band']:.2f} | {b['delay']} | "
+                    f"{at} | "
+                    f"{b['drop_final']:.1f} | {a['early_alarms']} / {b['early_alarms']} |")
+                print(lines[-1], file=sys.stderr, flush=True)
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=5)
@@ -182,7 +311,13 @@ def main() -> None:
     ap.add_argument("--nannyml", default="/tmp/nannyml/bin/python",
                     help="python of a venv with nannyml ('' to skip)")
     ap.add_argument("--json", type=Path, help="write the raw results here")
+    ap.add_argument("--drop", action="store_true", help="add the drop alarm's section")
+    ap.add_argument("--drop-only", action="store_true", help="only the drop alarm's section")
+    ap.add_argument("--drop-seeds", type=int, default=2)
     args = ap.parse_args()
+    if args.drop_only:
+        print("\n".join(drop_lines(list(range(args.drop_seeds)), args.chunks, args.chunk)))
+        return
     nannyml = args.nannyml if args.nannyml and Path(args.nannyml).exists() else None
     lines = [f"CBPE under covariate shift: {args.seeds} seeds x {args.chunks} chunks of "
              f"{args.chunk} predictions, reference {REF_N} labelled; |estimate - realised| "
@@ -229,6 +364,8 @@ def main() -> None:
         lines.append(f"\ntime (fit + estimate, all seeds): streamdrift {t_sd:.2f} s, "
                      f"NannyML {t_nm:.2f} s (its own process, pandas, excluding start-up)\n")
     lines += ["### Cost (CPU time, this process)", "", *costs(), ""]
+    if args.drop:
+        lines += [*drop_lines(list(range(args.drop_seeds)), args.chunks, args.chunk), ""]
     if nannyml is None:
         lines.append("NannyML: not run (no python at --nannyml)")
     print("\n".join(lines))

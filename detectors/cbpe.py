@@ -24,10 +24,10 @@ raw scores (:class:`ScoreWindow`).
 ``sum p(1-p)`` over the predicted positives (``vA``) and negatives (``vB``) for the counts,
 the delta method for recall and F1, and Hanley & McNeil's (1982) formula with the expected
 class counts for AUC.  The realised value should lie within ± 1.96 of them 95 % of the time.
-:class:`CBPEReference` adds the *drop band*: the standard deviation of the estimate itself
-over windows of the configured size drawn from the reference (a seeded bootstrap), so that
-"the estimate fell below the reference's by more than 3 of them" is a drop that chance
-alone rarely makes.
+:class:`CBPEReference` adds the *drop band*: ``sigmas`` standard deviations of the estimate
+itself over windows of the configured size drawn from the reference (a seeded bootstrap),
+``sigmas`` calibrated so that the drop alarm takes its share of the model's false-alarm
+knob (:mod:`detectors.cbpe_drop`; :data:`DROP_SIGMAS` without a target).
 
 **Calibration.**  :meth:`ScoreCalibration.fit` tests the labelled reference's scores with
 the Hosmer-Lemeshow statistic over :data:`HL_GROUPS` equal-count groups (chi-square with
@@ -58,6 +58,7 @@ from typing import Any, Final
 import numpy as np
 from scipy import stats as _stats
 
+from detectors.cbpe_drop import DropCalibration, calibrate_drop_sigmas
 from detectors.errors import DetectorError
 from detectors.quality_metrics import SCORE_BINS
 
@@ -75,7 +76,8 @@ HL_ALPHA: Final = 0.01
 MIN_CALIBRATION_PAIRS: Final = 500
 #: bootstrap windows behind the drop band
 BOOTSTRAP: Final = 200
-#: standard deviations of the estimate under the reference in the drop band
+#: standard deviations of the estimate under the reference in the drop band when no
+#: false-alarm target is given (the fixed rule of before the calibration)
 DROP_SIGMAS: Final = 3.0
 #: the head of the statistics vector: n, npp, A, B, vA, vB
 _HEAD: Final = 6
@@ -301,20 +303,26 @@ class ScoreWindow:
 @dataclass(frozen=True)
 class CBPEReference:
     """What a model's estimates are compared with: the calibration, the estimates on the
-    reference's scores (``baseline``) and the standard deviation of the estimate over a
-    window of ``window`` predictions drawn from the reference (``null_sd``)."""
+    reference's scores (``baseline``), the standard deviation of the estimate over a
+    window of ``window`` predictions drawn from the reference (``null_sd``) and the drop
+    band's width in those (``sigmas``; ``drop``: its calibration, None when fixed)."""
 
     calibration: ScoreCalibration
     threshold: float
     window: int
     baseline: dict[str, float] = field(default_factory=dict)
     null_sd: dict[str, float] = field(default_factory=dict)
+    sigmas: float = DROP_SIGMAS
+    drop: DropCalibration | None = None
 
     @classmethod
     def build(cls, scores: np.ndarray | None, labels: np.ndarray | None, *, window: int,
-              threshold: float, mode: str = "auto", seed: int = 0) -> CBPEReference:
+              threshold: float, mode: str = "auto", seed: int = 0,
+              target_events: float | None = None) -> CBPEReference:
         """From the reference's raw scores and, where it has them, its labels (same length;
-        NaN = unlabelled).  Without scores: identity calibration, no baseline."""
+        NaN = unlabelled).  Without scores: identity calibration, no baseline.
+        ``target_events``: the drop alarm's share of the false-alarm knob, in predictions
+        per false drop episode (None: the fixed :data:`DROP_SIGMAS` band)."""
         if scores is None or not np.asarray(scores).size:
             return cls(ScoreCalibration(), threshold, window)
         s = np.asarray(scores, dtype=np.float64)
@@ -339,12 +347,29 @@ class CBPEReference:
         for j, m in enumerate(ESTIMATED):
             col = draws[:, j][np.isfinite(draws[:, j])]
             null_sd[m] = float(col.std()) if col.size > 1 else math.nan
-        return cls(cal, threshold, window, baseline, null_sd)
+        if target_events is None:
+            return cls(cal, threshold, window, baseline, null_sd)
+
+        def auc(si: np.ndarray, pi: np.ndarray) -> float:
+            return cbpe_estimates(cbpe_stats(si, pi, threshold))[0]["roc_auc"]
+
+        drop = calibrate_drop_sigmas(s, p, threshold, window, target_events, baseline,
+                                     null_sd, auc=auc, seed=seed)
+        return cls(cal, threshold, window, baseline, null_sd, drop.sigmas, drop)
 
     def band(self, n: int) -> dict[str, float]:
-        """The drop band for an estimate over ``n`` predictions: :data:`DROP_SIGMAS`
-        bootstrap standard deviations, scaled from ``window`` to ``n`` as 1/sqrt(n)."""
+        """The drop band for an estimate over ``n`` predictions: ``sigmas`` bootstrap
+        standard deviations, scaled from ``window`` to ``n`` as 1/sqrt(n)."""
         if not self.null_sd or n <= 0:
             return {}
         f = math.sqrt(self.window / n)
-        return {m: DROP_SIGMAS * v * f for m, v in self.null_sd.items() if math.isfinite(v)}
+        return {m: self.sigmas * v * f for m, v in self.null_sd.items() if math.isfinite(v)}
+
+    def drops(self, est: dict[str, float], n: int) -> dict[str, bool]:
+        """Per metric with a band: whether ``est``, an estimate over ``n`` predictions, is a
+        drop (a full window, and below the baseline by more than the band)."""
+        band = self.band(n) if self.baseline else {}
+        return {m: bool(n >= self.window and math.isfinite(est.get(m, math.nan))
+                        and math.isfinite(self.baseline.get(m, math.nan))
+                        and est[m] < self.baseline[m] - band[m])
+                for m in band}

@@ -80,7 +80,7 @@ class DiagonalProfile(JointProfile):
 
     def refit(self, rows: np.ndarray) -> DiagonalProfile:
         return DiagonalProfile(self.columns, self.method, self.lo, self.hi, self.center,
-                               self.scale, None, rows, rows.shape[0])
+                               self.scale, None, rows, rows.shape[0], self.statistic)
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "method": "diagonal"}
@@ -234,7 +234,7 @@ class VectorTest:
     >>> centres = rng.normal(size=(4, 16)) * 3
     >>> def draw(n, p): return centres[rng.choice(4, n, p=p)] + rng.normal(size=(n, 16))
     >>> prof = VectorProfile.from_matrix(VectorSpec("emb", 16, 4), draw(4_000, [.25] * 4))
-    >>> t = VectorTest(prof, window=500, cadence=50, threshold=80.0)
+    >>> t = VectorTest(prof, window=500, cadence=50, threshold=8.0)
     >>> t.update(draw(1_000, [.25] * 4)).size, t.update(draw(1_000, [.55, .15, .15, .15])).size
     (0, 1)
     """
@@ -293,7 +293,11 @@ class VectorTest:
         return self.test.to_dict()
 
     @classmethod
-    def from_dict(cls, data: Any, profile: VectorProfile) -> VectorTest:
+    def from_dict(cls, data: Any, profile: VectorProfile,
+                  fresh: VectorTest | None = None) -> VectorTest:
+        """As :meth:`JointTest.from_dict` (``fresh``: a new test of the current
+        calibration, for a state saved under another statistic)."""
         t = cls(profile)
-        t.test = JointTest.from_dict(data, profile.joint)
+        t.test = JointTest.from_dict(data, profile.joint,
+                                     None if fresh is None else fresh.test)
         return t

@@ -26,10 +26,15 @@ with ``P`` the whitening of ``S`` (its eigenvectors of non-negligible
 eigenvalue, each scaled by ``1/√λ``), on the newest 10 %, 25 %, 50 % and 100 %
 of the window at once (the largest; short windows see large changes sooner),
 every ``cadence`` complete rows once the window is full.  Its nominal p-value is
-that of a chi-square with ``rank(S)`` degrees of freedom.
+that of a chi-square with ``rank(S)`` degrees of freedom.  That is the ``hotelling``
+statistic of baselines profiled before the ``split`` statistic, which new profiles
+use (:mod:`detectors.joint_blocks`): one Hotelling statistic per block of features
+(the values; the products or RFF), each put on a normal scale, the largest taken, so
+that a mean shift does not pay for the products' degrees of freedom.
 
 Measured on the issue's scenarios (20 columns, a correlation of two of them
-flipping from +0.8 to -0.8, or a 0.3 σ mean shift in 10 of them; thresholds at
+flipping from +0.8 to -0.8, or a 0.3 σ mean shift in 10 of them; the single
+Hotelling statistic, before ``split``; thresholds at
 the same nominal p-value, 20 seeds): median delay 50 events for ``moments`` and
 200 for values + 64 RFF on the flip, 150 for both on the shift.  ``moments``
 is therefore used up to :data:`MOMENTS_MAX_COLUMNS` columns, where its feature
@@ -75,6 +80,7 @@ from detectors.calibration import (
     _upcrossing_counts,
 )
 from detectors.errors import DetectorError
+from detectors.joint_blocks import DEFAULT_STATISTIC, STATISTICS, blocks_of, split_scores
 from detectors.window import episode_steps
 
 METHODS = ("auto", "moments", "rff")
@@ -142,9 +148,11 @@ class JointProfile:
 
     def __init__(self, columns: Sequence[str], method: str, lo: np.ndarray, hi: np.ndarray,
                  center: np.ndarray, scale: np.ndarray, rff: np.ndarray | None,
-                 rows: np.ndarray, n_ref: int) -> None:
+                 rows: np.ndarray, n_ref: int, statistic: str = "hotelling") -> None:
         self.columns = tuple(columns)
         self.method = method
+        #: the test's statistic (:mod:`detectors.joint_blocks`); older baselines: hotelling
+        self.statistic = statistic
         self.lo, self.hi = np.asarray(lo, float), np.asarray(hi, float)
         self.center, self.scale = np.asarray(center, float), np.asarray(scale, float)
         self.rff = None if rff is None else np.asarray(rff, float)
@@ -160,6 +168,8 @@ class JointProfile:
         #: whitening: features (centred) @ proj has identity covariance on the reference
         self.proj = v[:, keep] / np.sqrt(w[keep])
         self.dim = int(keep.sum())
+        #: the blocks of the ``split`` statistic (empty for ``hotelling``)
+        self.blocks = (blocks_of(f, d, EIG_FLOOR) if statistic == "split" else [])
 
     @classmethod
     def from_rows(cls, spec: GroupSpec, rows: np.ndarray, sample: int = 10_000,
@@ -190,12 +200,13 @@ class JointProfile:
             dist = np.sqrt(((z[:, None, :] - z[None, :, :]) ** 2).sum(-1))
             bw = float(np.median(dist[dist > 0])) if (dist > 0).any() else 1.0
             rff = rng.normal(size=(len(spec.columns), RFF_FEATURES // 2)) / bw
-        return cls(spec.columns, method, lo, hi, center, scale, rff, rows, n_ref)
+        return cls(spec.columns, method, lo, hi, center, scale, rff, rows, n_ref,
+                   DEFAULT_STATISTIC)
 
     def refit(self, rows: np.ndarray) -> JointProfile:
         """The same scaling and feature map, with mean and whitening from ``rows``."""
         return JointProfile(self.columns, self.method, self.lo, self.hi, self.center,
-                            self.scale, self.rff, rows, rows.shape[0])
+                            self.scale, self.rff, rows, rows.shape[0], self.statistic)
 
     def standardise(self, rows: np.ndarray) -> np.ndarray:
         return (np.clip(rows, self.lo, self.hi) - self.center) / self.scale
@@ -238,7 +249,8 @@ class JointProfile:
                 "lo": self.lo.tolist(), "hi": self.hi.tolist(),
                 "center": self.center.tolist(), "scale": self.scale.tolist(),
                 "rff": None if self.rff is None else self.rff.tolist(),
-                "rows": np.round(self.rows, 9).tolist(), "n_ref": self.n_ref}
+                "rows": np.round(self.rows, 9).tolist(), "n_ref": self.n_ref,
+                "statistic": self.statistic}
 
     @classmethod
     def from_dict(cls, data: Any) -> JointProfile:
@@ -251,6 +263,7 @@ class JointProfile:
             rff = None if data.get("rff") is None else np.asarray(data["rff"], dtype=np.float64)
             method = str(data["method"])
             n_ref = int(data["n_ref"])
+            statistic = str(data.get("statistic", "hotelling"))
         except (KeyError, TypeError, ValueError) as exc:
             raise DetectorError(f"not a joint profile: {exc}") from None
         if d < 2 or any(a.shape != (d,) or not np.isfinite(a).all() for a in arrs.values()):
@@ -259,12 +272,15 @@ class JointProfile:
         if (method not in ("moments", "rff") or (method == "rff") != (rff is not None)
                 or (rff is not None and (rff.ndim != 2 or rff.shape[0] != d))):
             raise DetectorError("joint profile: method and rff do not agree")
+        if statistic not in STATISTICS:
+            raise DetectorError(f"joint profile: statistic must be one of "
+                                f"{', '.join(STATISTICS)}")
         if rows.ndim != 2 or rows.shape[1] != d or rows.shape[0] < MIN_ROWS \
                 or not np.isfinite(rows).all() or not (arrs["scale"] > 0).all():
             raise DetectorError(f"joint profile: rows must be at least {MIN_ROWS} finite rows "
                                 f"of {d} values, scales > 0")
         return cls(cols, method, arrs["lo"], arrs["hi"], arrs["center"], arrs["scale"], rff,
-                   rows, n_ref)
+                   rows, n_ref, statistic)
 
 
 class JointTest:
@@ -283,7 +299,7 @@ class JointTest:
     >>> rng = np.random.default_rng(1)
     >>> ref = rng.multivariate_normal([0, 0], [[1, .8], [.8, 1]], 5_000)
     >>> prof = JointProfile.from_rows(GroupSpec("g", ("a", "b")), ref)
-    >>> test = JointTest(prof, window=500, cadence=50, threshold=60.0, name="g")
+    >>> test = JointTest(prof, window=500, cadence=50, threshold=8.0, name="g")
     >>> flip = rng.multivariate_normal([0, 0], [[1, -.8], [-.8, 1]], 1_000)
     >>> test.update(ref[:1_000]).size, test.update(flip).size
     (0, 1)
@@ -340,13 +356,22 @@ class JointTest:
         if not tested.any():
             return EMPTY_POSITIONS, np.empty(0)
         ends = ends[tested]
+        split = self.profile.statistic == "split"
         out = np.zeros(ends.size)
+        means, sizes = [], []
         for s in self._scales:
             # each window summed from its own chunks: the same sum whatever the batches
             view = np.lib.stride_tricks.sliding_window_view(chunks, int(s), axis=0)
             mean = view[ends - s].sum(axis=-1) / (s * self.cadence)
+            if split:  # all scales in one call (the cost of a test of a few rows)
+                means.append(mean)
+                sizes.append(np.full(ends.size, float(s * self.cadence)))
+                continue
             y = mean @ self.profile.proj
             out = np.maximum(out, (s * self.cadence) * np.einsum("ij,ij->i", y, y))
+        if split:
+            z = split_scores(np.vstack(means), np.concatenate(sizes), self.profile.blocks)
+            out = z.reshape(len(means), ends.size).max(axis=0)
         last_row = (np.flatnonzero(tested) + 1) * self.cadence - p - 1
         return last_row.astype(np.int64), out
 
@@ -392,9 +417,13 @@ class JointTest:
 
     @property
     def p_value(self) -> float:
-        return float(sstats.chi2.sf(self._stat, self.profile.dim))
+        return float(np.exp(self.log_p_values(np.array([self._stat]))[0]))
 
     def log_p_values(self, statistics: np.ndarray) -> np.ndarray:
+        """Nominal log p-values: chi-square with ``dim`` degrees of freedom
+        (``hotelling``), the normal tail of the largest block score (``split``)."""
+        if self.profile.statistic == "split":
+            return np.asarray(sstats.norm.logsf(statistics))
         return np.asarray(sstats.chi2.logsf(statistics, self.profile.dim))
 
     @property
@@ -428,21 +457,39 @@ class JointTest:
                 "release_values": self.release_values, "ring": self._ring.tolist(),
                 "pending": self._pending.tolist(), "ist": self._ist.tolist(),
                 "peak": float(self._fst[0]), "active": self._active, "stat": self._stat,
-                "alarms": self._n_alarms, "rows": self.n_rows}
+                "alarms": self._n_alarms, "rows": self.n_rows,
+                "statistic": self.profile.statistic}
 
     @classmethod
-    def from_dict(cls, data: Any, profile: JointProfile) -> JointTest:
+    def from_dict(cls, data: Any, profile: JointProfile,
+                  fresh: JointTest | None = None) -> JointTest:
+        """Restore a test over ``profile``.  A state saved under another statistic than
+        the profile's (a checkpoint of an embedding test from before the ``split``
+        statistic, whose profile is learned afresh at start) keeps its window and
+        counters but takes the threshold and episode settings of ``fresh`` (a new test of
+        the current calibration), its statistic and peak starting from 0; without
+        ``fresh`` it is refused."""
         try:
+            saved = str(data.get("statistic", "hotelling")) if isinstance(data, dict) \
+                else "hotelling"
+            same = saved == profile.statistic
+            if not same and fresh is None:
+                raise DetectorError(f"joint test state of the {saved} statistic, the "
+                                    f"profile's is {profile.statistic}")
             t = cls(profile, int(data["window"]), int(data["cadence"]),
-                    float(data["threshold"]), str(data["name"]))
-            t.configure_episodes(float(data["release"]), int(data["release_values"]))
+                    float(data["threshold"]) if same or fresh is None else fresh.threshold,
+                    str(data["name"]))
+            if same or fresh is None:
+                t.configure_episodes(float(data["release"]), int(data["release_values"]))
+            else:
+                t.release, t.release_values = fresh.release, fresh.release_values
             f, d = profile.n_features, len(profile.columns)
             t._ring = np.asarray(data["ring"], dtype=np.float64).reshape(-1, f)
             t._pending = np.asarray(data["pending"], dtype=np.float64).reshape(-1, d)
             t._ist = np.asarray(data["ist"], dtype=np.int64).reshape(4)
-            t._fst = np.array([float(data["peak"])])
+            t._fst = np.array([float(data["peak"]) if same else 0.0])
             t._active = bool(data["active"])
-            t._stat = float(data["stat"])
+            t._stat = float(data["stat"]) if same else 0.0
             t._n_alarms = int(data["alarms"])
             t.n_rows = int(data["rows"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -474,7 +521,7 @@ def calibrate_joint(profile: JointProfile, window: int, cadence: int, target_eve
     >>> rng = np.random.default_rng(2)
     >>> prof = JointProfile.from_rows(GroupSpec("g", ("a", "b")), rng.normal(size=(4_000, 2)))
     >>> cal = calibrate_joint(prof, 200, 20, 5_000, n_values=200_000, n_paths=8)
-    >>> cal.method, 10 < cal.threshold < 60
+    >>> cal.method, 2 < cal.threshold < 8
     ('direct', True)
     """
     if not target_events > 0:

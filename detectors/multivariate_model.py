@@ -150,5 +150,5 @@ class GroupsMonitor:
         tests = dict(fresh.tests)
         for k, state in data.items():
             if k in tests:
-                tests[k] = JointTest.from_dict(state, tests[k].profile)
+                tests[k] = JointTest.from_dict(state, tests[k].profile, tests[k])
         return cls(tests)

@@ -23,9 +23,33 @@ from stream.config.keys import ABSENT, BAD, Bad, Ctx, KeyPath, get_key
 from stream.config.tree import EstimateConfig
 
 _KEYS: Final = ("window", "calibration")
+#: the share of a model's false-alarm rate its estimated-performance drop alarm takes, of
+#: what the concept detector leaves (stream.config.labels.CONCEPT_SHARE): the model's other
+#: monitors split the rest as before
+ESTIMATE_SHARE: Final = 0.05
 _EXAMPLE: Final = "{window: 1000, calibration: auto}"
 #: bounds of labels.estimate.window (the bootstrap at start-up draws 200 windows)
 WINDOW_RANGE: Final = (100, 100_000)
+
+
+def estimate_budget(model: Any) -> tuple[float, float]:
+    """(factor of ``false_alarm_events`` for the model's other monitors, factor for its drop
+    alarm), both of what the concept detector leaves, of a ModelConfig (or None): with
+    ``labels.estimate`` and a reference (where the drop band comes from) the drop alarm
+    takes :data:`ESTIMATE_SHARE`, so the model keeps its one knob.  The alarm is
+    calibrated in predictions, at most one per model event, so its false episodes per
+    model event are at most its share.  A reference without scores builds no band; the
+    share is then left unused.
+
+    >>> estimate_budget(None)
+    (1.0, 1.0)
+    """
+    labels = getattr(model, "labels", None)
+    baseline = getattr(model, "baseline", None)
+    if getattr(labels, "estimate", None) is None \
+            or getattr(baseline, "reference", None) is None:
+        return 1.0, 1.0
+    return 1.0 / (1.0 - ESTIMATE_SHARE), 1.0 / ESTIMATE_SHARE
 
 
 def parse_estimate(ctx: Ctx, value: Any, path: KeyPath, task: Any) -> EstimateConfig | Bad:

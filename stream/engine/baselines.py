@@ -24,6 +24,7 @@ from detectors.quality import count_incomplete
 from stream.config import Config, ConfigError, DetectionConfig, ModelConfig
 from stream.config.attribution import budget_factor
 from stream.config.bias import bias_budget
+from stream.config.estimate import estimate_budget
 from stream.config.files import (
     MAX_BASELINE_BYTES,
     MAX_REFERENCE_BYTES,
@@ -58,6 +59,7 @@ def detection_settings(cfg: DetectionConfig, model: ModelConfig | None = None,
     factor *= bias_budget(model)[0]
     factor *= budget_factor(model)  # the attribution test's share (stream.engine.attribution)
     factor *= concept_budget(model)[0]  # the concept detector's share (stream.config.labels)
+    factor *= estimate_budget(model)[0]  # the drop alarm's (stream.config.estimate)
     return DetectionSettings(
         false_alarm_events=float(cfg.false_alarm_events) * factor,
         window=cfg.window,

@@ -39,6 +39,7 @@ from detectors.column import Alarm
 from detectors.errors import DetectorError
 from stream.config import Config, ConfigError, ModelConfig
 from stream.config.bias import FacetConfig, bias_budget, facet_detectors
+from stream.config.estimate import estimate_budget
 from stream.config.labels import concept_budget
 from stream.engine.baselines import read_reference
 from stream.engine.episodes import EpisodeBook
@@ -79,7 +80,7 @@ def with_facets(config: Config) -> Config:
 def target_events(config: Config, model: ModelConfig) -> float:
     """The false-alarm target of each facet's detector, in model events."""
     return float(config.detection.false_alarm_events) * bias_budget(model)[1] \
-        * concept_budget(model)[0]  # the bias share is of what the concept detector leaves
+        * concept_budget(model)[0] * estimate_budget(model)[0]  # of what those two leave
 
 
 @dataclass

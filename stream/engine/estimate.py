@@ -5,7 +5,9 @@ partition keeps the raw scores of the last ``window`` predictions (whether or no
 labels came); the hot path only writes the batch's score column into it.  At start-up
 :class:`EstimateBook` reads the model's JSONL reference (its scores and, where present,
 its labels at ``labels.label_path``), tests and perhaps recalibrates the scores and
-computes the baseline estimates and the drop band (:class:`~detectors.cbpe.CBPEReference`).
+computes the baseline estimates and the drop band (:class:`~detectors.cbpe.CBPEReference`),
+calibrated to the drop alarm's share of the model's false-alarm knob
+(:func:`stream.config.estimate.estimate_budget`, :mod:`detectors.cbpe_drop`).
 The figures are computed at scrape time from the windows of the partitions held, merged by
 adding their statistics.  The windows ride in the partition's checkpoint beside the join.
 """
@@ -22,6 +24,8 @@ import numpy as np
 
 from detectors.cbpe import ESTIMATED, CBPEReference, ScoreWindow, cbpe_estimates, cbpe_stats
 from stream.config import Config, ModelConfig
+from stream.config.estimate import estimate_budget
+from stream.config.labels import concept_budget
 from stream.engine.figures import PartitionKey
 from stream.engine.labels import _MISSING, _walk, label_value, reference_events
 
@@ -88,6 +92,13 @@ def reference_scores(model: ModelConfig, max_lines: int = 1_000_000,
     return np.asarray(ss), np.asarray(ys)
 
 
+def drop_target_events(config: Config, model: ModelConfig) -> float:
+    """The drop alarm's false-alarm target, in model events: its share of what the
+    concept detector leaves of the model's knob (stream.config.estimate)."""
+    return float(config.detection.false_alarm_events) * concept_budget(model)[0] \
+        * estimate_budget(model)[1]
+
+
 def _clip(v: float) -> float:
     return min(1.0, max(0.0, v)) if math.isfinite(v) else math.nan
 
@@ -111,12 +122,15 @@ class EstimateBook:
             s, y = data if data is not None else (None, None)
             ref = self.refs[m.name] = CBPEReference.build(
                 s, y, window=lab.estimate.window, threshold=lab.threshold,
-                mode=lab.estimate.calibration)
+                mode=lab.estimate.calibration, target_events=drop_target_events(config, m))
             cal = ref.calibration
             log.info("estimated performance: scores %s (Hosmer-Lemeshow p = %.3g over %d "
-                     "labelled reference pairs)",
+                     "labelled reference pairs); drop band %.2f standard deviations (%s)",
                      "recalibrated on the reference" if cal.recalibrated else "used as they are",
-                     cal.p_value, cal.pairs, extra={"model": m.name})
+                     cal.p_value, cal.pairs, ref.sigmas,
+                     "no reference scores" if ref.drop is None else
+                     f"{ref.drop.method}, one false episode per "
+                     f"{ref.drop.target_events:.3g} predictions", extra={"model": m.name})
         #: inference partition -> model -> its window
         self.windows: dict[PartitionKey, dict[str, ScoreWindow]] = {}
 
@@ -167,10 +181,7 @@ class EstimateBook:
         lower = {m: _clip(est[m] - BAND_Z * sd[m]) for m in ESTIMATED}
         upper = {m: _clip(est[m] + BAND_Z * sd[m]) for m in ESTIMATED}
         band = ref.band(n) if ref.baseline else {}
-        drop = {m: bool(full and m in band and math.isfinite(est[m])
-                        and math.isfinite(ref.baseline.get(m, math.nan))
-                        and est[m] < ref.baseline[m] - band[m])
-                for m in band}
+        drop = ref.drops(est, n)
         return EstimateFigures(predictions=n, full=full,
                                recalibrated=ref.calibration.recalibrated,
                                recent=est, lower=lower, upper=upper,

@@ -49,6 +49,7 @@ from detectors.model import ColumnSpec, DetectionSettings, ModelBaseline, ModelM
 from detectors.quality import count_incomplete
 from stream.config import Config, ConfigError, ModelConfig
 from stream.config.bias import bias_budget
+from stream.config.estimate import estimate_budget
 from stream.config.labels import concept_budget
 from stream.config.segments import SegmentConfig, segment_budget
 from stream.config.vectors import vector_budget
@@ -94,6 +95,7 @@ def segment_settings(config: Config, model: ModelConfig) -> DetectionSettings:
     factor *= vector_budget(len(model.vectors))  # vector columns' unit shares (#19)
     factor *= bias_budget(model)[0]  # bias drift's share (stream.config.bias)
     factor *= concept_budget(model)[0]  # the concept detector's share (stream.config.labels)
+    factor *= estimate_budget(model)[0]  # the drop alarm's (stream.config.estimate)
     return dataclasses.replace(base, false_alarm_events=base.false_alarm_events * factor)
 
 

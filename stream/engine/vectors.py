@@ -37,6 +37,7 @@ from detectors.errors import DetectorError
 from detectors.model import DetectionSettings
 from stream.config import Config, ConfigError, ModelConfig
 from stream.config.bias import bias_budget
+from stream.config.estimate import estimate_budget
 from stream.config.labels import concept_budget
 from stream.config.vectors import vector_budget
 from stream.engine.references import read_stream_reference_vectors, reads_reference_as_stream
@@ -164,7 +165,7 @@ class ModelVectors:
             for k, state in saved.items():
                 if k in tests:
                     try:
-                        tests[k] = VectorTest.from_dict(state, self.profiles[k])
+                        tests[k] = VectorTest.from_dict(state, self.profiles[k], tests[k])
                     except DetectorError as exc:
                         log.warning("vector column %s.%s: checkpointed test state not "
                                     "restored (%s); it starts afresh", self.model.name, k, exc)
@@ -247,7 +248,7 @@ def build_vectors(config: Config, model: ModelConfig, settings: DetectionSetting
         data = read_reference_vectors(Path(ref), model)
     # the unit shares split what the facets' bias detectors leave of the model's rate
     target = settings.false_alarm_events * vector_budget(len(model.vectors)) \
-        * bias_budget(model)[0] * concept_budget(model)[0]
+        * bias_budget(model)[0] * concept_budget(model)[0] * estimate_budget(model)[0]
     profiles, cals = {}, {}
     for i, v in enumerate(model.vectors):
         spec = VectorSpec(v.name, v.dim, v.components)

@@ -37,7 +37,8 @@ def estimate_families(snap: LabelSnapshot) -> Iterator[Metric]:
         labels=["model", "metric"])
     band = GaugeMetricFamily(
         "streamdrift_estimated_quality_band",
-        "Drop band: 3 standard deviations of the recent estimate under the reference.",
+        "Drop band: k standard deviations of the recent estimate under the reference, k "
+        "calibrated to the drop alarm's share of the false-alarm knob.",
         labels=["model", "metric"])
     drop = GaugeMetricFamily(
         "streamdrift_estimated_quality_drop_active",

@@ -258,13 +258,50 @@ def test_property_bad_messages_spliced_into_clean_batches(
     batch = list(clean)
     for at, message in bad:
         batch.insert(at % (len(batch) + 1), message)
+    # a message goes to BatchDecoder in a batch exactly when it would alone: the others
+    # stay on the columnar path, whatever their neighbours
+    _assert_fallbacks_as_alone(batch)
+
+
+def _assert_fallbacks_as_alone(batch: list[bytes]) -> None:
     for config in TYPED_CONFIGS:
         _, decoder = decode_all(config, batch)
-        # a message goes to BatchDecoder in a batch exactly when it would alone: the
-        # others stay on the columnar path, whatever their neighbours
         alone = 0
         for message in batch:
             single = ColumnarDecoder(config)
             single.decode([message])
             alone += single.fallback_messages
         assert decoder.fallback_messages == alone
+
+
+@needs_msgspec
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(clean_messages, min_size=1, max_size=20),
+       st.lists(st.tuples(st.integers(0, 40), st.sampled_from([b"\n", b"\r\n", b"\t", b" "]),
+                          st.integers(0, 3)), max_size=4))
+def test_property_whitespace_and_newlines_inside_messages(
+        clean: list[bytes], pretty: list[tuple[int, bytes, int]]) -> None:
+    # messages pretty-printed or holding CR/LF between tokens (a batch of them joined by
+    # newlines no longer has one message per line): each is decoded alone, exactly as
+    # BatchDecoder decodes it, whatever the messages beside it
+    batch = list(clean)
+    for at, space, indent in pretty:
+        k = at % len(batch)
+        try:
+            value = json.loads(batch[k])
+        except ValueError:  # not JSON as the stdlib reads it: spaced out by hand
+            batch[k] = batch[k].replace(b",", b"," + space * (indent + 1))
+            continue
+        data = json.dumps(value, indent=indent or None).encode()  # indented: one key a line
+        batch[k] = data.replace(b"\n", space) if indent else data.replace(b", ", b"," + space)
+    _assert_fallbacks_as_alone(batch)
+
+
+@needs_msgspec
+def test_pretty_printed_messages_stay_on_the_columnar_path() -> None:
+    messages = [enc(event(i)) for i in range(10)]
+    messages[3] = json.dumps(event(3), indent=2).encode()
+    messages[6] = json.dumps(event(6), indent=1).encode().replace(b"\n", b"\r\n")
+    got, decoder = decode_all(TYPED_PLAIN, messages)
+    assert decoder.fallback_messages == 0
+    assert got.models["m"].n_events == 10 and not got.invalid

@@ -1,0 +1,136 @@
+"""Two checks behind the figures of ``bench_concept.py`` (issue 15, item 4).
+
+``refs``: ours' achieved ARL0 per labelled reference.  Each of ``--refs`` references of
+20,000 errors drawn at ``p`` calibrates the production detector (``concept_detector``, the
+knob at the target), which then runs on a clean stream of its own of ``--factor`` × target
+events; the table gives each reference's error in standard errors (``z``: its rate minus the
+true one, over √(p(1 − p) / n)) and its events per alarm.  The calibration budgets for the
+reference's error (an offset per simulated path, ``calibrate_cusum``'s ``offset_sd``), so
+what it promises is the ARL0 pooled over references; the fit of log ARL0 on ``z`` shows how
+much of a single reference's spread is its error (which no calibration that sees only the
+reference can remove), the residual the calibration's and the stream's noise.
+
+``peers``: a peer's median delay in a cell of a ``bench_concept.py`` result, re-estimated on
+``--runs`` fresh runs at the parameter it was tuned to there (the bench's median may come
+from a dozen runs that had not false-alarmed in the first ``pre`` events), and the same
+runs without a change (drop 0): the "delay" of the survivors' first alarm when nothing
+changed, the share of their detections that are false alarms waiting to happen.
+
+Run from the repository root::
+
+    PYTHONPATH=$PWD nice -n 10 .venv/bin/python bench/concept_checks.py refs
+    PYTHONPATH=$PWD nice -n 10 .venv/bin/python bench/concept_checks.py peers \\
+        --from bench/results/concept-seed2.json --cell 0.10 10000 0.02 EDDM
+
+Writes ``bench/results/concept-checks-<refs|peers>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from detectors.concept import ConceptCUSUM, concept_detector
+from detectors.cusum import CUSUM
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_concept import RESULTS, _peers, count_alarms, delay_of  # noqa: E402
+from concept_report import fmt, survivors  # noqa: E402
+
+
+def check_refs(args: argparse.Namespace) -> list[str]:
+    lines = ["| p | target | references | pooled / target | per reference: lowest, median, "
+             "highest / target | within ±30 % | log-sd | slope of log ARL0 on z | residual "
+             "log-sd | of it Poisson |", "|---|---|---|---|---|---|---|---|---|---|"]
+    detail = []
+    for p, target in [(0.10, 2_000), (0.25, 2_000), (0.10, 10_000), (0.25, 10_000)]:
+        n = int(args.factor * target)
+        zs, arls, counts = [], [], []
+        for r in range(args.refs):
+            rng = np.random.default_rng(50_000 + r)
+            ref = (rng.random(args.ref_size) < p).astype(float)
+            det = concept_detector(ref, target, seed=r)
+            live = ConceptCUSUM([CUSUM(mean=d.mean, scale=d.scale, threshold=d.h, k=d.k)
+                                 for d in det.detectors])
+            a = sum(len(live.update((rng.random(min(1_000_000, n - i)) < p).astype(float)))
+                    for i in range(0, n, 1_000_000))
+            zs.append((ref.mean() - p) / math.sqrt(p * (1 - p) / args.ref_size))
+            arls.append(n / max(a, 1))
+            counts.append(max(a, 1))
+        z, la, v = np.array(zs), np.log(arls), np.array(arls) / target
+        slope, icept = np.polyfit(z, la, 1)
+        resid = la - (slope * z + icept)
+        lines.append(f"| {p:.2f} | {target:,} | {args.refs} × {n:,} events | "
+                     f"{args.refs * n / sum(counts) / target:.3f} | {v.min():.2f}, "
+                     f"{np.median(v):.2f}, {v.max():.2f} | {np.mean(np.abs(v - 1) <= 0.3):.0%} "
+                     f"| {la.std():.3f} | {slope:.3f} | {resid.std():.3f} | "
+                     f"{np.mean(1 / np.sqrt(counts)):.3f} |")
+        order = np.argsort(z)
+        detail.append(f"- p={p:.2f}/{target:,} (z: ARL0 / target): " + ", ".join(
+            f"{z[i]:+.2f}: {v[i]:.2f}" for i in order))
+    return [*lines, "", *detail, ""]
+
+
+def check_peers(args: argparse.Namespace) -> list[str]:
+    res = json.loads(Path(args.from_).read_text())
+    peers = {pe.name: pe for pe in _peers()}
+    rng = np.random.default_rng(args.seed)
+    lines = [f"From `{Path(args.from_).name}`; {args.runs} runs per row, {args.pre:,} clean "
+             f"events then the drop, censored at {args.cap:,}.", "",
+             "| p | target | drop | peer (parameter) | bench: survivors, median | here: "
+             "survivors, median (quartiles) | drop 0: survivors, median first alarm "
+             "(quartiles) |", "|---|---|---|---|---|---|---|"]
+    for p_s, t_s, drop_s, name in zip(*[iter(args.cell)] * 4, strict=True):
+        p, target, drop = float(p_s), float(t_s), float(drop_s)
+        cell = next(c for c in res["errors"]["cells"]
+                    if abs(c["p"] - p) < 1e-9 and c["target"] == target)
+        value = cell["peers"][name]["value"]
+        bench = survivors(next(d for k, d in cell["delays"].items()
+                               if abs(float(k) - drop) < 1e-9)[name])
+        row = []
+        for d in (drop, 0.0):
+            out = []
+            for _ in range(args.runs):
+                s = np.concatenate([rng.random(args.pre) < p,
+                                    rng.random(args.cap) < p + d]).astype(np.int64).tolist()
+                hits = count_alarms(lambda pe=peers[name], v=value: pe.make(v), s, stop=1)
+                out.append(delay_of(np.array(hits, dtype=np.int64), args.pre))
+            sv = survivors(out)
+            # censored runs are infinite: quantiles without interpolation
+            q = np.quantile(sv, [0.25, 0.5, 0.75], method="nearest") if sv.size \
+                else [math.nan] * 3
+            row.append(f"{sv.size} of {args.runs}, {fmt(q[1])} ({fmt(q[0])}–{fmt(q[2])})")
+        lines.append(f"| {p:.2f} | {target:,.0f} | {drop:.2f} | {name} ({value:.3g}) | "
+                     f"{bench.size}, {np.median(bench):.0f} | {row[0]} | {row[1]} |")
+    return [*lines, ""]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("check", choices=["refs", "peers"])
+    ap.add_argument("--refs", type=int, default=40)
+    ap.add_argument("--ref-size", type=int, default=20_000)
+    ap.add_argument("--factor", type=float, default=400.0, help="null events, in targets")
+    ap.add_argument("--from", dest="from_", default=str(RESULTS / "concept-seed2.json"))
+    ap.add_argument("--cell", nargs="+", default=[], help="p target drop peer, repeated")
+    ap.add_argument("--runs", type=int, default=2_000)
+    ap.add_argument("--pre", type=int, default=1_000)
+    ap.add_argument("--cap", type=int, default=20_000)
+    ap.add_argument("--seed", type=int, default=11)
+    args = ap.parse_args()
+    cmd = " ".join(sys.argv[1:])
+    text = "\n".join([f"# bench_concept checks: {args.check}", "",
+                      f"`PYTHONPATH=$PWD .venv/bin/python bench/concept_checks.py {cmd}`", "",
+                      *(check_refs(args) if args.check == "refs" else check_peers(args))])
+    out = RESULTS / f"concept-checks-{args.check}.md"
+    out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

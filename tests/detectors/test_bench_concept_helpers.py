@@ -1,0 +1,80 @@
+"""The pure helpers of ``bench/bench_concept.py`` and ``bench/concept_report.py`` (the
+benchmark itself takes half an hour and is not run by the suite)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+import numpy as np
+
+from bench.bench_concept import delay_of, first_alarm_from
+from bench.concept_report import _in_band, delay_table, early_arl, median, ratio_ci, survivors
+
+
+class _Every:
+    """A detector that alarms on every ``n``-th value (its own reset after each)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.i, self.drift_detected = n, 0, False
+
+    def update(self, x: int) -> None:
+        self.i += 1
+        self.drift_detected = self.i % self.n == 0
+
+
+def test_the_first_alarm_after_a_warm_up_skips_the_alarms_in_it() -> None:
+    stream = [0] * 100
+    assert first_alarm_from(lambda: _Every(30), stream, 0) == 29
+    assert first_alarm_from(lambda: _Every(30), stream, 40) == 59  # 29 was in the warm-up
+    assert first_alarm_from(lambda: _Every(300), stream, 0) == -1
+    # relative to the warm-up's end, as the bench records it: a false alarm, then a delay
+    assert delay_of(np.array([59 - 40]), 30) == -2
+    assert delay_of(np.array([89 - 40]), 30) == 19
+
+
+def test_medians_drop_false_alarms_and_count_censored_runs_as_never() -> None:
+    assert survivors([-2, 5, -1]).tolist() == [5.0, math.inf]
+    assert median([-2, 10, 20, -1]) == 20.0  # of 10, 20, never
+    assert math.isnan(median([-2, -2]))
+
+
+def test_early_arl_reads_the_share_of_early_false_alarms_as_a_constant_hazard() -> None:
+    assert early_arl([5, 6], 1_000) == math.inf
+    assert early_arl([-2, -2], 1_000) == 0.0
+    # half the runs alarmed in 1,000 events: exp(-1000 / a) = 0.5
+    assert early_arl([-2, 5], 1_000) == 1_000 / math.log(2)
+
+
+def test_the_ratio_interval_covers_the_ratio_and_separates_distinct_medians() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(90, 110, 300).tolist()
+    lo, hi = ratio_ci(a, a, 2_000)
+    assert lo <= 1.0 <= hi and hi - lo < 0.1
+    b = rng.integers(180, 220, 12).tolist()  # a peer's dozen survivors, about twice as slow
+    lo, hi = ratio_ci(a, b, 2_000)
+    assert 0.4 < lo < 0.5 < hi < 0.6
+    assert all(math.isnan(v) for v in ratio_ci(a, [-2, -2], 100))
+
+
+def _cell(peer_arl0: float, peer_delays: list[int]) -> dict[str, Any]:
+    d = {"ours": [100] * 10, **{n: [1_000] * 10 for n in
+                                ["DDM", "EDDM", "HDDM_A", "HDDM_W", "ADWIN"]}}
+    d["DDM"] = peer_delays
+    peers = {n: {"arl0": 1e9, "value": 1.0} for n in d if n != "ours"}
+    peers["DDM"]["arl0"] = peer_arl0
+    return {"p": 0.1, "target": 2_000, "peers": peers, "delays_warm": {"0.02": d}}
+
+
+def test_a_peer_is_matched_on_its_long_run_or_on_its_pre_change_arl0() -> None:
+    args = argparse.Namespace(pre=1_000, boot=200)
+    # in the band over the long run, but 9 of 10 runs false-alarmed before the change
+    cell = _cell(2_000, [-2] * 9 + [50])
+    assert _in_band(args, cell, "delays_warm", "DDM", window=False)
+    assert not _in_band(args, cell, "delays_warm", "DDM", window=True)
+    long_run = delay_table(args, [cell], "delays_warm")
+    window = delay_table(args, [cell], "delays_warm", window=True)
+    assert "| DDM | 2.00 NO |" in long_run[2]  # its one survivor, 50, against ours' 100
+    assert "none | - | - |" in window[2]  # no peer has the pre-change hazard of the target
+    assert "0 of 1" in long_run[-2] and "0 of 0" in window[-2]

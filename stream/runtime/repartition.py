@@ -7,8 +7,8 @@ consumer of its own on its own thread:
 
 1. :class:`Repartitioner` consumes the source topics in ``source.kafka.group_id``, merges
    the records of the partitions it holds **in the order of their Kafka timestamps**
-   (:func:`merge_plan`: a partition that is behind is waited for, at most
-   :data:`MAX_WAIT_S`), and writes them, original bytes, key, timestamp and source
+   (:func:`merge_plan`: a partition with nothing buffered that is not known to be caught
+   up is waited for, catchup.py), and writes them, original bytes, key, timestamp and source
    position, **spread over the partitions of the repartition topic by a hash of their
    source partition and offset** (:func:`spread`), as **frames** of many messages each
    (frames.py: one Kafka record per merged batch and internal partition, not one per
@@ -43,6 +43,7 @@ import numpy as np
 from stream.config import Config, require_kafka
 from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
+from stream.runtime.catchup import CatchUp
 from stream.runtime.frames import frames, pack
 from stream.runtime.monitors import FramedRunner, frame_events, monitor_config
 from stream.runtime.onewriter import STRATEGY
@@ -58,9 +59,6 @@ from stream.sources.kafka import (
 
 log = logging.getLogger("streamdrift.repartition")
 
-#: how long the merge waits for a partition that has nothing buffered but is known (or not
-#: yet known) to be behind, before it forwards the others without it
-MAX_WAIT_S = 1.0
 #: at most this many records (times max_poll_records) are buffered per partition; what a
 #: poll returns beyond that is given back (sought to) and read again later
 BUFFER_POLLS = 4
@@ -196,8 +194,8 @@ class Repartitioner:
         #: partition -> buffered records (offset order) and their timestamps
         self.buffers: dict[Any, list[Any]] = {}
         self.stamps: dict[Any, np.ndarray] = {}
-        #: partition -> monotonic time since which it has had nothing buffered
-        self.empty_since: dict[Any, float] = {}
+        #: whether a partition with nothing buffered is waited for (catchup.py)
+        self.catchup = CatchUp()
         #: partitions assigned and not yet sought to their committed offset
         self.to_seek: set[Any] = set()
         #: partition -> next offset to read; everything before is forwarded and acknowledged
@@ -307,7 +305,7 @@ class Repartitioner:
     def _forget(self, tp: Any) -> None:
         self.buffers.pop(tp, None)
         self.stamps.pop(tp, None)
-        self.empty_since.pop(tp, None)
+        self.catchup.forget(tp)
         self.done.pop(tp, None)
         self.committed.pop(tp, None)
         self.fetched.pop(tp, None)
@@ -336,7 +334,7 @@ class Repartitioner:
             if committed is not None:
                 self.done[tp] = self.committed[tp] = self.fetched[tp] = int(committed)
             self.buffers[tp], self.stamps[tp] = [], np.empty(0, dtype=np.int64)
-            self.empty_since[tp] = time.monotonic()
+            self.catchup.forget(tp)
             self.to_seek.discard(tp)
 
     # -- the loop ---------------------------------------------------------------------
@@ -378,6 +376,7 @@ class Repartitioner:
             self._seek_assigned(polled)
         if polled:
             self.health.set_source_up(True)
+            self.catchup.polled()
         now = time.monotonic()
         for tp, recs in polled.items():
             if tp not in self.buffers:  # revoked meanwhile
@@ -399,20 +398,13 @@ class Repartitioner:
             self._forward(now)
 
     def _waiting(self, now: float) -> bool:
-        """Whether a partition with nothing buffered is (or may be) behind, and has been
-        waited for less than :data:`MAX_WAIT_S`."""
-        for tp, recs in self.buffers.items():
-            if recs:
-                self.empty_since.pop(tp, None)
-                continue
-            since = self.empty_since.setdefault(tp, now)
-            if now - since >= MAX_WAIT_S:
-                continue
-            high = self.consumer.highwater(tp)
-            pos = self.fetched.get(tp)
-            if high is None or pos is None or pos < high:
-                return True
-        return False
+        """Whether a partition with nothing buffered may be behind while others have records
+        to forward (catchup.py: its position short of its end offset, and it makes
+        progress)."""
+        empty = [tp for tp, recs in self.buffers.items() if not recs]
+        if not empty or len(empty) == len(self.buffers):
+            return False
+        return self.catchup.waiting(self.consumer, empty, now)
 
     def _forward(self, now: float) -> None:
         tps = sorted(self.buffers)

@@ -73,6 +73,7 @@ class CatchUp:
         """Whether the merge waits: a partition of ``empty`` (assigned, nothing buffered,
         while others have records) may be behind and has made progress within
         :data:`MAX_WAIT_S`."""
+        self.left_behind.intersection_update(empty)  # one that had records: warned anew
         pos = {tp: _position(consumer, tp) for tp in empty}
         high = {tp: consumer.highwater(tp) for tp in empty}
         # behind its watermark: waited for without a query; else (a watermark that reads

@@ -116,6 +116,11 @@ def test_a_partition_is_waited_for_while_it_makes_progress_then_left_behind(
     # it moves again: waited for again
     consumer.pos[A] = 95
     assert catchup.waiting(consumer, [A], t + 3 * MAX_WAIT_S)
+    # it had records meanwhile (not in the empty ones), then stalls again: warned again
+    assert not catchup.waiting(consumer, [], t + 3 * MAX_WAIT_S)
+    with caplog.at_level(logging.WARNING, "streamdrift.repartition"):
+        assert not catchup.waiting(consumer, [A], t + 5 * MAX_WAIT_S)
+    assert caplog.text.count("made no progress") == 2
 
 
 def test_forget_drops_what_was_known() -> None:

@@ -69,18 +69,21 @@ class CatchUp:
         """Records were just polled: end offsets queried before do not cover them."""
         self.polled_at = time.monotonic()
 
-    def waiting(self, consumer: Any, empty: list[Any], now: float) -> bool:
+    def waiting(self, consumer: Any, empty: list[Any], now: float,
+                unsought: list[Any] | None = None) -> bool:
         """Whether the merge waits: a partition of ``empty`` (assigned, nothing buffered,
-        while others have records) may be behind and has made progress within
-        :data:`MAX_WAIT_S`."""
-        self.left_behind.intersection_update(empty)  # one that had records: warned anew
+        while others have records) may be behind, or one of ``unsought`` (assigned, its
+        seek to the committed offset not done yet: nothing of it is read) is there, and
+        has made progress within :data:`MAX_WAIT_S`."""
         pos = {tp: _position(consumer, tp) for tp in empty}
-        high = {tp: consumer.highwater(tp) for tp in empty}
+        pos.update(dict.fromkeys(unsought or ()))  # no position of ours yet
+        empty = list(pos)
+        self.left_behind.intersection_update(empty)  # one that had records: warned anew
+        high = {tp: _highwater(consumer, tp) for tp in empty}
         # behind its watermark: waited for without a query; else (a watermark that reads
         # as the position, or none yet: kafka-python may have none of an idle partition
         # for a long time) the end offset decides
-        ask = [tp for tp in empty if pos[tp] is not None
-               and (high[tp] is None or pos[tp] >= high[tp])
+        ask = [tp for tp in empty if _not_behind(pos[tp], high[tp])
                and self.ends.get(tp, (0, -1.0))[1] < self.polled_at]
         if ask:
             self._query_ends(consumer, ask)
@@ -122,6 +125,19 @@ class CatchUp:
         for tp in tps:
             if ends.get(tp) is not None:
                 self.ends[tp] = (int(ends[tp]), at)
+
+
+def _not_behind(pos: int | None, high: int | None) -> bool:
+    """A known position not below the watermark (or with none): the end offset decides."""
+    return pos is not None and (high is None or pos >= high)
+
+
+def _highwater(consumer: Any, tp: Any) -> int | None:
+    try:
+        high = consumer.highwater(tp)
+    except Exception:  # noqa: BLE001 - not assigned any more: not known
+        return None
+    return None if high is None else int(high)
 
 
 def _position(consumer: Any, tp: Any) -> int | None:

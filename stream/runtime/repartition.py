@@ -398,13 +398,14 @@ class Repartitioner:
             self._forward(now)
 
     def _waiting(self, now: float) -> bool:
-        """Whether a partition with nothing buffered may be behind while others have records
-        to forward (catchup.py: its position short of its end offset, and it makes
-        progress)."""
+        """Whether a partition with nothing buffered may be behind, or one assigned is not
+        sought yet (its seek failed), while others have records to forward (catchup.py:
+        its position short of its end offset, and it makes progress)."""
         empty = [tp for tp, recs in self.buffers.items() if not recs]
-        if not empty or len(empty) == len(self.buffers):
+        unsought = sorted(self.to_seek - set(self.buffers))
+        if len(empty) == len(self.buffers) or not (empty or unsought):
             return False
-        return self.catchup.waiting(self.consumer, empty, now)
+        return self.catchup.waiting(self.consumer, empty, now, unsought)
 
     def _forward(self, now: float) -> None:
         tps = sorted(self.buffers)

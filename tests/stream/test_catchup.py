@@ -140,3 +140,14 @@ def test_without_a_watermark_the_end_offset_decides() -> None:
     assert catchup.waiting(consumer, [A, B], 0.0)  # B is behind
     assert consumer.queries == [[A, B]]
     assert not catchup.waiting(consumer, [A], 0.1)  # A alone: caught up
+
+
+def test_a_partition_not_sought_yet_is_waited_for() -> None:
+    """Assigned, but its seek to the committed offset failed (retried next iteration):
+    nothing of it is read, whatever position the consumer has."""
+    consumer = FakeConsumer({A: 5, B: 5}, {A: 5, B: 5}, {A: 5, B: 5})
+    catchup = _polled(CatchUp())
+    assert catchup.waiting(consumer, [A], 0.0, unsought=[B])
+    assert consumer.queries == [[A]]  # never asked about B: its position is not ours
+    assert not catchup.waiting(consumer, [A], MAX_WAIT_S, unsought=[B])  # no progress
+    assert not catchup.waiting(consumer, [A, B], MAX_WAIT_S + 1)  # sought: caught up

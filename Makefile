@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 IMAGE ?= streamdrift:dev
 BASE ?=
 
-.PHONY: help install system-deps kafka lint typecheck test test-fast demo bench image clean
+.PHONY: help install warm system-deps kafka lint typecheck test test-fast demo bench image clean
 
 help:
 	@echo "make demo       local Kafka broker + synthetic producer + streamdrift with a live view"
@@ -73,13 +73,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy detectors stream
 
-test: install system-deps kafka lint typecheck
+# numba compiles its kernels on first use (the JSON scanner ~8 CPU-s): once, into its cache
+warm: $(STAMP)
+	$(BIN)/python -m stream.warm
+
+test: install warm system-deps kafka lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
 
-demo: install kafka
+demo: install warm kafka
 	$(BIN)/streamdrift demo
 
 bench: install

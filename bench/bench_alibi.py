@@ -28,7 +28,12 @@ Usage (~40 min on 2 shared cores, most of it Alibi)::
     PYTHONPATH=$PWD .venv/bin/python bench/bench_alibi.py --alibi-python /tmp/alibi-venv/bin/python
 
 ``--alibi-json FILE`` reuses the worker outputs of an earlier run (saved next to the
-table as ``alibi-raw.json``) and reruns only ours.
+table as ``alibi-raw.json``) and reruns only ours.  ``--scenarios shift`` runs one cell
+(with ``--out``, its own table).  Each table ends with one row per seed (each method's
+ARL0 and median on that seed alone, the runs behind the median), since a goal holds only
+if it holds on every seed.  Each Alibi worker and each seed of ours runs in its own
+session: on a machine whose scheduler groups processes by session, six workers of one
+session would share one job's CPU.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -61,6 +66,12 @@ RESULTS = HERE / "results" / "alibi.md"
 WORKER = HERE / "alibi_worker.py"
 CHANGE, AFTER = 500, 1_000
 FAMILIES = {"mv": ("flip", "shift"), "emb": ("cluster",)}
+#: the scenarios run (``--scenarios``; all by default)
+CHOSEN: set[str] = {s for f in FAMILIES.values() for s in f}
+
+
+def scenarios(family: str) -> tuple[str, ...]:
+    return tuple(s for s in FAMILIES[family] if s in CHOSEN)
 #: our configurations: (window, cadence, reference rows; None: ``--n-ref``, Alibi's)
 PASSES = 3
 COST_EVENTS, SINGLE_EVENTS = 200_000, 5_000
@@ -120,14 +131,15 @@ def alibi_job(python: str, family: str, detector: str, seed: int, args: argparse
         draw = sampler(family, seed)
         np.save(f"{d}/null.npy", draw(np.random.default_rng([seed, 7]), args.alibi_null))
         names = []
-        for scenario in FAMILIES[family]:
+        for scenario in scenarios(family):
             for r in range(args.runs):
                 np.save(f"{d}/{scenario}{r}.npy", change_stream(family, seed, scenario, r))
                 names.append(f"{scenario}{r}")
         Path(f"{d}/streams.json").write_text(json.dumps(names))
         t0 = time.perf_counter()
         done = subprocess.run([python, str(WORKER), d, detector, str(args.ert), str(args.window),
-                               str(args.bootstraps), str(seed)], capture_output=True, text=True)
+                               str(args.bootstraps), str(seed)], capture_output=True, text=True,
+                              start_new_session=True)  # its own job, as if started alone
         if done.returncode:
             raise RuntimeError(f"alibi worker {family} {detector} {seed}: {done.stderr[-2000:]}")
         out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -196,7 +208,7 @@ def ours(family: str, seed: int, target: float, window: int, cadence: int, n_ref
                               "null_events": args.null_events, "null_alarms": alarms,
                               "us_per_event": cpu / COST_EVENTS * 1e6,
                               "us_per_event_single": single * 1e6}
-    for scenario in FAMILIES[family]:
+    for scenario in scenarios(family):
         first: list[int | None] = []
         for r in range(args.runs):
             hits = fresh().update(change_stream(family, seed, scenario, r))
@@ -247,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ours", nargs="+", metavar="W,C[,REF]",
                     help="our configurations (window,cadence[,reference rows]) instead of "
                          "the default four")
+    ap.add_argument("--scenarios", nargs="+", choices=sorted(CHOSEN),
+                    help="run only these scenarios (and their families)")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run (~7 min on the loaded 2 cores): 300-row reference, ert 200, window 20, 300 "
                          "bootstraps, 2 runs; writes next to --out with a -quick suffix")
@@ -254,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     configs = OURS if not args.ours else tuple(
         (int(p[0]), int(p[1]), int(p[2]) if len(p) > 2 else None)
         for p in (c.split(",") for c in args.ours))
+    if args.scenarios:
+        CHOSEN.intersection_update(args.scenarios)
+        args.families = [f for f in args.families if scenarios(f)]
     if args.quick:
         args.n_ref, args.ert, args.window, args.bootstraps = 300, 200, 20, 300
         args.alibi_null, args.runs, args.null_events = 500, 2, 50_000
@@ -277,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
              f"--ert {args.ert:g} --window {args.window} --bootstraps {args.bootstraps} "
              f"--alibi-null {args.alibi_null} --runs {args.runs} --null-events "
              f"{args.null_events}"
+             f"{' --scenarios ' + ' '.join(args.scenarios) if args.scenarios else ''}"
              f"{' --ours ' + ' '.join(args.ours) if args.ours else ''}` at commit {commit}.", ""]
     raw_ours: list[dict[str, object]] = []
     for family in args.families:
@@ -291,8 +309,13 @@ def main(argv: list[str] | None = None) -> int:
         for window, cadence, n_ref in configs:
             target, prev = goal, None
             for _attempt in range(PASSES):
-                res = [ours(family, s, target, window, cadence, n_ref or args.n_ref, args)
-                       for s in seeds]
+                # one process per seed, each its own job (session) as the Alibi workers
+                with ProcessPoolExecutor(len(seeds), initializer=os.setsid) as procs:
+                    res = list(procs.map(ours, [family] * len(seeds), seeds,
+                                         [target] * len(seeds), [window] * len(seeds),
+                                         [cadence] * len(seeds),
+                                         [n_ref or args.n_ref] * len(seeds),
+                                         [args] * len(seeds)))
                 got = pooled_arl0(res)[0]
                 first_pass.setdefault((window, cadence, n_ref), got)
                 print(f"ours {family} w{window} c{cadence} ref {n_ref} target {target:.0f} (goal "
@@ -305,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 r["goal"] = goal
                 r["first_pass_arl0"] = first_pass[(window, cadence, n_ref)]
             raw_ours += res
-        for scenario in FAMILIES[family]:
+        for scenario in scenarios(family):
             lines += [f"## {scenario}", "",
                       "| method | target ARL0 | achieved ARL0 (events) | median delay "
                       "(events) | p90 | missed / left out (alarm before the change) | "
@@ -342,13 +365,49 @@ def main(argv: list[str] | None = None) -> int:
                     f"{float(rows[0]['first_pass_arl0']):,.0f})", arl, n_al, n_ev, d, ratio,
                     cost, mmd_cost, args.runs * len(rows),
                     float(np.mean([float(r["us_per_event_single"]) for r in rows]))))
-            lines.append("")
+            lines += ["", *per_seed(al, raw_ours, family, scenario, seeds, configs, args.n_ref),
+                      ""]
     raw_path = args.out.with_name(args.out.stem + "-ours.json")
     raw_path.write_text(json.dumps(raw_ours))
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.write_text(text)
     return 0
+
+
+def per_seed(al: dict[str, list[dict[str, object]]], raw_ours: list[dict[str, object]],
+             family: str, scenario: str, seeds: list[int],
+             configs: tuple[tuple[int, int, int | None], ...], n_ref: int) -> list[str]:
+    """One row per seed: each method's ARL0 and median delay on that seed alone, the runs
+    behind the median, and ours against that seed's best Alibi median."""
+    names = [f"Alibi {d.upper()}" for d in al] + [f"ours w{w} c{c}" for w, c, _ in configs]
+    out = ["Per seed (ARL0 / median delay / runs behind the median):", "",
+           "| seed | " + " | ".join(names) + " | ours / best Alibi |",
+           "| --- |" + " --- |" * (len(names) + 1)]
+    for seed in seeds:
+        cells, best = [], None
+        for rows in al.values():
+            rows = [r for r in rows if int(r["seed"]) == seed]  # type: ignore[call-overload]
+            d = first_alarm_delays(sum((alibi_firsts(r, scenario) for r in rows), []))
+            m = d["median"]
+            best = m if best is None or (m is not None and m < best) else best  # type: ignore[operator]
+            cells.append(_seed_cell(rows, d))
+        ratios = []
+        for w, c, ref in configs:
+            rows = [r for r in raw_ours if r["family"] == family and int(r["seed"]) == seed  # type: ignore[call-overload]
+                    and r["window"] == w and r["cadence"] == c and r["n_ref"] == (ref or n_ref)]
+            d = first_alarm_delays(sum((list(r[scenario]) for r in rows), []))  # type: ignore[call-overload]
+            cells.append(_seed_cell(rows, d))
+            ratios.append("—" if d["median"] is None or not best
+                          else f"{float(d['median']) / float(best):.2f}")  # type: ignore[arg-type]
+        out.append(f"| {seed} | " + " | ".join(cells) + f" | {', '.join(ratios)} |")
+    return out
+
+
+def _seed_cell(rows: list[dict[str, object]], d: dict[str, object]) -> str:
+    arl = pooled_arl0(rows)[0] if rows else float("nan")
+    med = "—" if d["median"] is None else f"{float(d['median']):.0f}"  # type: ignore[arg-type]
+    return f"{arl:,.0f} / {med} / {len(d['delays'])}"  # type: ignore[arg-type]
 
 
 def _row(name: str, target: str, arl: float, n_al: int, n_ev: int, d: dict[str, object],

@@ -8,7 +8,8 @@ long null stream with the peer's own reset after each alarm) matches the target 
 10,000); the achieved ARL0 is then measured on an independent null stream.  Ours is not
 tuned: :func:`detectors.concept.concept_detector` is calibrated with its knob
 (``target_events`` = the target) from a labelled reference of ``--ref-size`` errors drawn
-from the same rate, with the production allowances (``CONCEPT_SHIFTS``, ``CONCEPT_SHARES``), as
+from the same rate, with the production allowances and shares (``CONCEPT_SHIFTS``, ``CONCEPT_SHARES``,
+``CONCEPT_DOWN_SHARE``; ``--down-share none``: the detector before, one threshold per CUSUM), as
 ``stream/engine/labelbook.py`` builds it.  Its achieved ARL0 is measured over ``--arl-refs``
 references per cell (20), each on a clean stream of its own of ``--arl-factor`` targets (40):
 the reference's estimated rate is what a calibrated detector's ARL0 depends on, and the
@@ -64,7 +65,13 @@ from typing import Any
 
 import numpy as np
 
-from detectors.concept import CONCEPT_SHARES, CONCEPT_SHIFTS, ConceptCUSUM, concept_detector
+from detectors.concept import (
+    CONCEPT_DOWN_SHARE,
+    CONCEPT_SHARES,
+    CONCEPT_SHIFTS,
+    ConceptCUSUM,
+    concept_detector,
+)
 from detectors.cusum import CUSUM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -185,26 +192,39 @@ def tune(peer: Peer, stream: list[int], target: float, steps: int) -> tuple[floa
 def our_detectors(rng: np.random.Generator, p: float, target: float, refs: int,
                   ref_size: int, n_values: int, seed: int,
                   shift: tuple[float, ...] = CONCEPT_SHIFT,
-                  shares: tuple[float, ...] | None = None) -> list[ConceptCUSUM]:
+                  shares: tuple[float, ...] | None = None,
+                  down_share: float | None = CONCEPT_DOWN_SHARE) -> list[ConceptCUSUM]:
     dets = []
     for r in range(refs):
         ref = (rng.random(ref_size) < p).astype(float)
         dets.append(concept_detector(ref, target, shift, shares, n_values=n_values,
-                                     seed=seed * 100 + r))
+                                     seed=seed * 100 + r, down_share=down_share))
     return dets
 
 
 def fresh(det: ConceptCUSUM) -> ConceptCUSUM:
     """The detector as calibrated, its sums at 0 (no episodes: every crossing alarms)."""
-    return ConceptCUSUM([CUSUM(mean=d.mean, scale=d.scale, threshold=d.h, k=d.k, name="error")
-                         for d in det.detectors])
+    return ConceptCUSUM([CUSUM(mean=d.mean, scale=d.scale, threshold=d.h, k=d.k, name="error",
+                               threshold_down=d.h_down) for d in det.detectors])
 
 
 
 # -- part 1 -----------------------------------------------------------------------------
+def _peers_from(args: argparse.Namespace) -> dict[tuple[float, float], Any]:
+    """``--peers-from``: the cells of an earlier run with the same options and seed.  The
+    peers use no random numbers and ours draws the same ones whatever its settings, so the
+    streams are the same draws: only ours is run again (its delays are then paired with the
+    earlier run's, and the peers' figures are theirs on the same runs)."""
+    if args.peers_from is None:
+        return {}
+    res = json.loads(args.peers_from.read_text())
+    return {(c["p"], c["target"]): c for c in res["errors"]["cells"]}
+
+
 def part_errors(args: argparse.Namespace, peers: list[Peer]) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
     out: dict[str, Any] = {"cells": []}
+    old = _peers_from(args)
     for p in args.rates:
         for target in args.targets:
             n_null = int(args.null_factor * target)
@@ -212,7 +232,10 @@ def part_errors(args: argparse.Namespace, peers: list[Peer]) -> dict[str, Any]:
             tune_stream = null_stream(rng, p, n_null)
             check_stream = null_stream(rng, p, n_null)
             factories: dict[str, Callable[[], Any]] = {}
-            for peer in peers:
+            prev = old.get((p, target))
+            if prev is not None:  # the peers as measured before, on the same draws
+                cell["peers"] = prev["peers"]
+            for peer in peers if prev is None else []:
                 t0 = time.perf_counter()
                 value, tuned_arl = tune(peer, tune_stream, target, args.steps)
                 factories[peer.name] = (lambda pe=peer, v=value: pe.make(v))
@@ -223,7 +246,7 @@ def part_errors(args: argparse.Namespace, peers: list[Peer]) -> dict[str, Any]:
                     f"ARL0 {achieved:.0f} ({time.perf_counter() - t0:.0f} s)")
             dets = our_detectors(rng, p, target, max(args.arl_refs, args.refs),
                                  args.ref_size, args.n_values, args.seed, args.shift,
-                                 args.shares)
+                                 args.shares, args.down_share)
             # each reference on a null stream of its own, long enough (arl_factor targets)
             # that its events per alarm are not mostly Poisson noise
             per_ref = int(args.arl_factor * target)
@@ -265,6 +288,11 @@ def part_errors(args: argparse.Namespace, peers: list[Peer]) -> dict[str, Any]:
                         first = first_alarm_from(f, lst, w)
                         warm[name].append(delay_of(np.array([first - w] if first >= 0 else [],
                                                             dtype=np.int64), args.pre))
+                if prev is not None:
+                    delays.update({k: v for k, v in prev["delays"][str(drop)].items()
+                                   if k != "ours"})
+                    warm.update({k: v for k, v in prev.get("delays_warm", {}).get(
+                        str(drop), {}).items() if k != "ours"})
                 cell["delays"][str(drop)] = delays
                 if w:
                     cell.setdefault("delays_warm", {})[str(drop)] = warm
@@ -301,6 +329,7 @@ def part_synth(args: argparse.Namespace, peers: list[Peer],
         if cell["target"] == target:
             tuned[cell["p"]] = {k: v["value"] for k, v in cell["peers"].items()}
     out: dict[str, Any] = {}
+    prev = json.loads(args.peers_from.read_text()).get("synth") if args.peers_from else None
     for r in range(args.synth_runs):
         sseed = args.seed * 1000 + r
         for name, (a, b) in synth_streams(sseed).items():
@@ -319,7 +348,7 @@ def part_synth(args: argparse.Namespace, peers: list[Peer],
             p_after = float(mon[args.synth_pre:args.synth_pre + 2000].mean())
             near = min(tuned, key=lambda q: abs(q - p_ref)) if tuned else None
             det = concept_detector(ref, target, args.shift, args.shares, n_values=args.n_values,
-                                   seed=sseed)
+                                   seed=sseed, down_share=args.down_share)
             hits = fresh(det).update(mon.astype(float))
             row = out.setdefault(name, {"p_ref": [], "p_after": [], "delays": {},
                                         "false_alarms": {}})
@@ -334,6 +363,11 @@ def part_synth(args: argparse.Namespace, peers: list[Peer],
             record("ours", hits)
             lst = mon.tolist()
             for peer in peers:
+                if prev is not None:  # --peers-from: the same stream, measured before
+                    for key in ("delays", "false_alarms"):
+                        row[key].setdefault(peer.name, []).append(
+                            prev[name][key][peer.name][r])
+                    continue
                 if near is None:
                     continue
                 v = tuned[near][peer.name]
@@ -350,14 +384,18 @@ def header(args: argparse.Namespace) -> list[str]:
             f"`PYTHONPATH=$PWD .venv/bin/python bench/bench_concept.py --seed {args.seed}"
             f"{' --quick' if args.quick else ''}"
             f"{'' if args.shift == CONCEPT_SHIFT else ' --shift ' + ' '.join(map(str, args.shift))}"
-            f"{'' if args.shares == CONCEPT_SHARES else ' --shares ' + ' '.join(map(str, args.shares))}` "
+            f"{'' if args.shares == CONCEPT_SHARES else ' --shares ' + ' '.join(map(str, args.shares))}"
+            f"{'' if args.down_share == CONCEPT_DOWN_SHARE else f' --down-share {args.down_share}'}` "
             "(defaults otherwise)"
             + (f"; part 1 from `{args.errors_from.name}` (`--part synth --errors-from`: "
                "the same options, the peers' tuned parameters taken from it)"
-               if getattr(args, "errors_from", None) else ""), "",
+               if getattr(args, "errors_from", None) else "")
+            + (f"; the peers from `{args.peers_from.name}` (`--peers-from`: the same draws, "
+               "only ours run again)" if getattr(args, "peers_from", None) else ""), "",
             f"Reference: {args.ref_size:,} labelled errors; shifts "
             f"{', '.join(map(str, args.shift))} (shares of the budget "
-            f"{', '.join(map(str, args.shares))}); ours' ARL0 over {args.arl_refs} references "
+            f"{', '.join(map(str, args.shares))}; the lower sums' share of each "
+            f"{args.down_share if args.down_share is not None else 'none: one threshold'}); ours' ARL0 over {args.arl_refs} references "
             f"per cell, {args.arl_factor:g} × target null events each; delay runs cycle over "
             f"the first {args.refs} of them; {args.runs} runs per delay cell, {args.pre:,} "
             f"events before the change, censored at {args.cap:,}; in brackets: FA/censored "
@@ -382,6 +420,10 @@ def main() -> None:
     ap.add_argument("--shares", type=float, nargs="+", default=None,
                     help="their shares of the budget, summing to 1 (default: production's "
                          f"{' '.join(map(str, CONCEPT_SHARES))} for two shifts, else equal)")
+    ap.add_argument("--down-share", type=lambda v: None if v == "none" else float(v),
+                    default=CONCEPT_DOWN_SHARE,
+                    help="the share of each CUSUM's budget its lower sum spends (production: "
+                         f"{CONCEPT_DOWN_SHARE}; none: one threshold for both sums, as before)")
     ap.add_argument("--runs", type=int, default=300,
                     help="runs per delay cell (60 left single cells near the 1.15 margin "
                          "unresolved: a median over the 20-40 runs without a false alarm)")
@@ -415,6 +457,10 @@ def main() -> None:
     ap.add_argument("--errors-from", type=Path, default=None,
                     help="with --part synth: take part 1 (its tables, and the peers' tuned "
                          "parameters) from a results .json of a run with the same options")
+    ap.add_argument("--peers-from", type=Path, default=None,
+                    help="take the peers' tuning, ARL0s and delays from a results .json of a "
+                         "run with the same options and seed (they are the same draws): only "
+                         "ours is run")
     ap.add_argument("--render", type=Path, default=None,
                     help="only re-write the tables from a results .json of a run with the "
                          "same options")

@@ -13,13 +13,14 @@ machine disturbs the ratios little.  Reported:
 
 * **replay, steady state**: ``Pipeline.process`` (decode, route, every default detector)
   over batches of 5,000 lines (what ``replay`` feeds it), on a fresh pipeline after one
-  warm-up batch (building the pipeline and the warm-up batch are not timed); with the columnar decoder (the default) and with today's
-  ``BatchDecoder``;
+  warm-up batch (building the pipeline and the warm-up batch are not timed); with the
+  columnar decoder (the default), with the scanner and with today's ``BatchDecoder``;
 * **naive loop**: what a user would write: batches of lines, ``orjson.loads`` per line,
   skip what is not an object of a known model, one current ``river.drift.ADWIN`` per
   numeric column updated per value, a ``collections.Counter`` per categorical column;
-* **decode alone**: ``ColumnarDecoder.decode`` against ``BatchDecoder.decode``, on a
-  clean stream and with malformed lines.
+* **decode alone**: ``ColumnarDecoder.decode`` against ``BatchDecoder.decode``, and
+  ``ScanDecoder.decode`` (the numba scanner, :mod:`stream.formats.scan`) against both, on
+  a clean stream and with malformed lines.
 
 Ratios are against the naive loop (or today's decoder) measured in the same pass.
 
@@ -206,6 +207,10 @@ def main() -> None:
         from stream.formats.columnar import ColumnarDecoder
     except ImportError:  # before the columnar path
         ColumnarDecoder = None  # type: ignore[assignment,misc]  # noqa: N806
+    try:
+        from stream.formats.scan import ScanDecoder
+    except ImportError:  # before the scanner
+        ScanDecoder = None  # type: ignore[assignment,misc]  # noqa: N806
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-replay-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -240,6 +245,8 @@ def main() -> None:
     }
     if ColumnarDecoder is not None:
         cases["replay_columnar"] = replay_with(ColumnarDecoder)
+    if ScanDecoder is not None:
+        cases["replay_scan"] = replay_with(ScanDecoder)
     dec_cfg = decode_config(config)
     for name, data in (("clean", clean), ("0.3%", lines), ("0.5%", bad05)):
         bs = [data[i:i + BATCH] for i in range(0, len(data), BATCH)]
@@ -247,11 +254,17 @@ def main() -> None:
             cases[f"replay_today_{name}"] = replay_with(BatchDecoder, bs)
             if ColumnarDecoder is not None:
                 cases[f"replay_columnar_{name}"] = replay_with(ColumnarDecoder, bs)
+            if ScanDecoder is not None:
+                cases[f"replay_scan_{name}"] = replay_with(ScanDecoder, bs)
         today = BatchDecoder(dec_cfg)
         cases[f"decode_today_{name}"] = lambda d=today, bs=bs: [d.decode(b) for b in bs]
         if ColumnarDecoder is not None:
             col = ColumnarDecoder(dec_cfg)
             cases[f"decode_columnar_{name}"] = lambda d=col, bs=bs: [d.decode(b) for b in bs]
+        if ScanDecoder is not None:
+            sc = ScanDecoder(dec_cfg)
+            sc.decode(bs[0])  # numba: compiled or loaded from its cache before timing
+            cases[f"decode_scan_{name}"] = lambda d=sc, bs=bs: [d.decode(b) for b in bs]
     for _ in range(args.repeat):
         for name, fn in cases.items():
             best[name] = min(best.get(name, math.inf), cpu(fn))
@@ -265,8 +278,14 @@ def main() -> None:
         print(f"replay columnar / naive: {best['naive'] / best['replay_columnar']:.2f}x")
         for name in ("clean", "0.3%", "0.5%"):
             print(f"decode {name}: columnar {best[f'decode_today_{name}'] / best[f'decode_columnar_{name}']:.2f}x today")
+    if "replay_scan" in best:
+        print(f"replay scan / naive: {best['naive'] / best['replay_scan']:.2f}x")
+        print(f"replay scan / replay columnar: "
+              f"{best['replay_columnar'] / best['replay_scan']:.2f}x")
+        for name in ("clean", "0.3%", "0.5%"):
+            print(f"decode {name}: scan {best[f'decode_columnar_{name}'] / best[f'decode_scan_{name}']:.2f}x columnar")
     for what in ("decode", "replay"):
-        for who in ("today", "columnar"):
+        for who in ("today", "columnar", "scan"):
             if f"{what}_{who}_clean" in best:
                 print(f"{what} {who}, 0.5% malformed vs clean: "
                       f"{best[f'{what}_{who}_0.5%'] / best[f'{what}_{who}_clean']:.3f} "

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detectors.concept import ConceptCUSUM, concept_detector
+from detectors.concept import CONCEPT_DOWN_SHARE, ConceptCUSUM, concept_detector
 from detectors.cusum import CUSUM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,8 +54,9 @@ def check_refs(args: argparse.Namespace) -> list[str]:
         for r in range(args.refs):
             rng = np.random.default_rng(50_000 + r)
             ref = (rng.random(args.ref_size) < p).astype(float)
-            det = concept_detector(ref, target, seed=r)
-            live = ConceptCUSUM([CUSUM(mean=d.mean, scale=d.scale, threshold=d.h, k=d.k)
+            det = concept_detector(ref, target, seed=r, down_share=args.down_share)
+            live = ConceptCUSUM([CUSUM(mean=d.mean, scale=d.scale, threshold=d.h, k=d.k,
+                                       threshold_down=d.h_down)
                                  for d in det.detectors])
             a = sum(len(live.update((rng.random(min(1_000_000, n - i)) < p).astype(float)))
                     for i in range(0, n, 1_000_000))
@@ -114,6 +115,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("check", choices=["refs", "peers"])
     ap.add_argument("--refs", type=int, default=40)
+    ap.add_argument("--down-share", type=lambda v: None if v == "none" else float(v),
+                    default=CONCEPT_DOWN_SHARE,
+                    help="the lower sums' share of each CUSUM's budget (none: one threshold)")
     ap.add_argument("--ref-size", type=int, default=20_000)
     ap.add_argument("--factor", type=float, default=400.0, help="null events, in targets")
     ap.add_argument("--from", dest="from_", default=str(RESULTS / "concept-seed2.json"))
@@ -122,12 +126,13 @@ def main() -> None:
     ap.add_argument("--pre", type=int, default=1_000)
     ap.add_argument("--cap", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     cmd = " ".join(sys.argv[1:])
     text = "\n".join([f"# bench_concept checks: {args.check}", "",
                       f"`PYTHONPATH=$PWD .venv/bin/python bench/concept_checks.py {cmd}`", "",
                       *(check_refs(args) if args.check == "refs" else check_peers(args))])
-    out = RESULTS / f"concept-checks-{args.check}.md"
+    out = args.out or RESULTS / f"concept-checks-{args.check}.md"
     out.write_text(text + "\n")
     print(text)
 

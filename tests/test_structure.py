@@ -37,6 +37,7 @@ LAYERS = {
     "stream.cli": 6,
     "stream.demo": 6,
     "stream.demoview": 6,
+    "stream.warm": 6,
 }
 #: third-party modules that talk to brokers or serve HTTP: the configuration reads no client
 CLIENT_OR_SERVER = ("kafka", "confluent_kafka", "prometheus_client", "wsgiref", "socketserver",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -123,6 +123,26 @@ class DecodedBatch:
 
 # --------------------------------------------------------------------------
 # the decoder
+
+
+def merge_invalid(positions: np.ndarray, reasons: list[str], more_positions: np.ndarray,
+                  more_reasons: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Two lists of rejected messages (positions in the batch, reasons) as one, in batch
+    order (stable: at equal positions ``reasons`` come first)."""
+    positions = np.concatenate([positions, more_positions])
+    reasons = reasons + more_reasons
+    order = np.argsort(positions, kind="stable")
+    return positions[order], [reasons[i] for i in order.tolist()]
+
+
+def invalid_counts(reasons: Sequence[str]) -> dict[str, int]:
+    """Rejected messages per reason (:attr:`DecodedBatch.invalid`): the JSON reasons in
+    their order, then those of a format that decoded the events, sorted."""
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        counts[reason] = counts.get(reason, 0) + 1
+    ordered = (*INVALID_REASONS, *sorted(set(counts) - set(INVALID_REASONS)))
+    return {r: counts[r] for r in ordered if r in counts}
 
 
 def without_columns(mb: ModelBatch, hidden: Collection[str]) -> ModelBatch:

@@ -66,10 +66,11 @@ except ImportError:  # pragma: no cover - msgspec is a dependency; without it: B
 from stream.config import ColumnConfig, Config, ModelConfig
 from stream.formats.batch import (
     EMPTY_INT,
-    INVALID_REASONS,
     MAX_CATEGORY_CHARS,
     DecodedBatch,
     ModelBatch,
+    invalid_counts,
+    merge_invalid,
 )
 from stream.formats.columns import (
     Group,
@@ -405,18 +406,12 @@ def _merge(typed: DecodedBatch, careful: DecodedBatch, where: np.ndarray) -> Dec
     """One batch: ``typed`` (positions in the batch, the models' events of ``careful``
     spliced in already) and ``careful``'s invalid messages (positions among the refused
     messages, which are at ``where`` in the batch)."""
-    positions = np.concatenate([typed.invalid_positions, where[careful.invalid_positions]])
-    reasons = typed.invalid_reasons + careful.invalid_reasons
-    order = np.argsort(positions, kind="stable")
-    positions = positions[order]
-    reasons = [reasons[i] for i in order.tolist()]
-    counts: dict[str, int] = {}
-    for reason in reasons:
-        counts[reason] = counts.get(reason, 0) + 1
-    ordered = (*INVALID_REASONS, *sorted(set(counts) - set(INVALID_REASONS)))
+    positions, reasons = merge_invalid(typed.invalid_positions, typed.invalid_reasons,
+                                       where[careful.invalid_positions],
+                                       careful.invalid_reasons)
     return DecodedBatch(
         n_messages=typed.n_messages,
-        invalid={r: counts[r] for r in ordered if r in counts},
+        invalid=invalid_counts(reasons),
         invalid_positions=positions,
         invalid_reasons=reasons,
         models=typed.models,

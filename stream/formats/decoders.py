@@ -7,6 +7,7 @@ records where :attr:`Decoder.wants_records`) and ``flush()``, which returns the 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -36,10 +37,16 @@ def decoder_for(config: Config) -> Any:
         from stream.formats.avro import AvroDecoder
 
         return AvroDecoder(config)
-    # JSON: columnar where the configuration allows, today's BatchDecoder for the rest
-    from stream.formats.columnar import ColumnarDecoder
+    # JSON: the numba scanner (stream.formats.scan), which leaves the rows it is not sure
+    # of, and configurations it does not serve, to the columnar decoder (and that one to
+    # today's BatchDecoder); STREAMDRIFT_JSON_DECODER=columnar skips the scanner
+    if os.environ.get("STREAMDRIFT_JSON_DECODER", "scan") == "columnar":
+        from stream.formats.columnar import ColumnarDecoder
 
-    return ColumnarDecoder(config)
+        return ColumnarDecoder(config)
+    from stream.formats.scan import ScanDecoder
+
+    return ScanDecoder(config)
 
 
 def wants_records(config: Config) -> bool:

@@ -111,7 +111,7 @@ except ImportError:  # pragma: no cover - msgspec is a dependency; without it: o
     msgspec = None  # type: ignore[assignment]
 
 from stream.config import ColumnConfig, Config, ModelConfig, TimestampConfig
-from stream.formats.batch import EMPTY_INT, INVALID, INVALID_REASONS, DecodedBatch, ModelBatch
+from stream.formats.batch import EMPTY_INT, INVALID, DecodedBatch, ModelBatch, invalid_counts
 from stream.formats.columns import (
     Extractor,
     Group,
@@ -234,15 +234,9 @@ class BatchDecoder:
             bad_positions = bad_positions[order]
             bad_reasons = [bad_reasons[i] for i in order.tolist()]
 
-        counts: dict[str, int] = {}
-        for reason in bad_reasons:
-            counts[reason] = counts.get(reason, 0) + 1
-        # the JSON reasons in their order, then those of a format that decoded the events
-        reasons = (*INVALID_REASONS, *sorted(set(counts) - set(INVALID_REASONS)))
-        invalid: dict[str, int] = {r: counts[r] for r in reasons if r in counts}
         return DecodedBatch(
             n_messages=n,
-            invalid=invalid,
+            invalid=invalid_counts(bad_reasons),
             invalid_positions=bad_positions,
             invalid_reasons=bad_reasons,
             models=models,

@@ -463,16 +463,18 @@ def test_dockerfile_healthcheck_fails_when_nothing_listens() -> None:
 
 
 def test_dockerfile_build_time_python_snippets_run(tmp_path: Path) -> None:
-    """The `python -c` the image build runs (compiling the ADWIN kernel into the cache)."""
+    """The kernel warm-up the image build runs (`python -m stream.warm`) compiles the
+    numba kernels into the cache it is given."""
     run_text = " ".join(instruction_values(final_stage(), "RUN"))
-    snippets = re.findall(r'python -c "([^"]+)"', run_text)
-    assert snippets, "expected the kernel warm-up in a RUN"
+    modules = re.findall(r"python -m ([\w.]+)", run_text)
+    assert modules == ["stream.warm"], "expected the kernel warm-up in a RUN"
     env = dict(script_env(), NUMBA_CACHE_DIR=str(tmp_path / "numba"))
-    for code in snippets:
-        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                                timeout=300, cwd=tmp_path)
-        assert result.returncode == 0, result.stderr.decode()
-    assert list((tmp_path / "numba").rglob("*.nbi")), "numba wrote no cache index"
+    result = subprocess.run([sys.executable, "-m", modules[0]], env=env, capture_output=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert b"json scanner" in result.stdout, result.stdout
+    index = {p.name.split(".")[0] for p in (tmp_path / "numba").rglob("*.nbi")}
+    assert {"_scan_rows", "adwin"} <= index, index  # the scanner and ADWIN were cached
 
 
 # --------------------------------------------------------------------------------------------

@@ -294,7 +294,10 @@ class FakeStreamdrift:
                             ("estimated_quality_calibrated", 0)):
             gauges[name].add_metric(["fraud"], value)
         c_alarms = CounterMetricFamily("streamdrift_concept_drift_alarms", "ca", labels=m)
-        c_alarms.add_metric(["fraud"], 1 + t // 10)
+        # one alarm a second: the annotation's increase over RATE_INTERVAL needs a rise inside
+        # the window from the fixture's first seconds on (an alarm every 10 s left it empty
+        # whenever this test ran within 10 s of the fixture's start)
+        c_alarms.add_metric(["fraud"], 1 + int(t))
         quality = GaugeMetricFamily("streamdrift_model_quality", "q",
                                     labels=["model", "metric", "scope"])
         for metric, base in (("accuracy", 0.91), ("f1", 0.8), ("roc_auc", 0.95),

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from detectors.concept import (
+    CONCEPT_DOWN_SHARE,
     CONCEPT_SHARES,
     CONCEPT_SHIFTS,
     ConceptCUSUM,
@@ -41,8 +42,8 @@ def _detector(p: float, target: float, seed: int) -> tuple[ConceptCUSUM, np.rand
 
 def _fresh(det: ConceptCUSUM) -> ConceptCUSUM:
     """Sums at 0, no episodes: every crossing of either CUSUM is an alarm."""
-    return ConceptCUSUM([CUSUM(mean=d.mean, scale=d.scale, threshold=d.h, k=d.k)
-                         for d in det.detectors])
+    return ConceptCUSUM([CUSUM(mean=d.mean, scale=d.scale, threshold=d.h, k=d.k,
+                               threshold_down=d.h_down) for d in det.detectors])
 
 
 def test_the_production_detector_is_two_cusums_at_their_shares_of_the_budget() -> None:
@@ -51,8 +52,14 @@ def test_the_production_detector_is_two_cusums_at_their_shares_of_the_budget() -
     assert [round(d.k * 2 * d.scale, 6) for d in det.detectors] == list(CONCEPT_SHIFTS)
     assert sum(CONCEPT_SHARES) == pytest.approx(1.0)
     for d, shift, share in zip(det.detectors, CONCEPT_SHIFTS, CONCEPT_SHARES, strict=True):
-        alone = error_cusum(ref, 2_000 / share, shift=shift, seed=0, n_values=2_000_000)
-        assert (d.h, d.k) == (alone.h, alone.k)
+        alone = error_cusum(ref, 2_000 / share, shift=shift, seed=0, n_values=2_000_000,
+                            down_share=CONCEPT_DOWN_SHARE)
+        assert (d.h, d.h_down, d.k) == (alone.h, alone.h_down, alone.k)
+        assert d.h_down is not None
+    # the lower sum (a falling error rate) has the smaller share: for the 2-point CUSUM the
+    # higher threshold (the 8-point one's lower sum moves in small steps at 10 % errors, its
+    # upper one in jumps of 3 standard units: their thresholds come out alike)
+    assert det.detectors[0].h_down > 1.3 * det.detectors[0].h
     assert det.threshold == det.detectors[0].h
     with pytest.raises(Exception, match="shares"):
         concept_detector(ref, 2_000, shares=[0.5, 0.6], n_values=500_000)
@@ -136,7 +143,7 @@ class _Single:
 
     def copy(self) -> CUSUM:
         return CUSUM(mean=self.det.mean, scale=self.det.scale, threshold=self.det.h,
-                     k=self.det.k)
+                     k=self.det.k, threshold_down=self.det.h_down)
 
 
 class _Pair:

@@ -297,7 +297,9 @@ def test_sigterm_stops_a_run_whose_codec_library_is_missing(kafka_bootstrap, mak
         assert sample(s, "streamdrift_events_consumed_total") == 0
     finally:
         rc = run.stop(timeout=15)
-    assert rc == 0 and run.stopped_in is not None and run.stopped_in < 5, \
+    # ~1 s on an idle machine, 5.3 s once at load 15-25; the defect took the 15 s stop
+    # timeout and kill -9, so 10 s still tells the two apart
+    assert rc == 0 and run.stopped_in is not None and run.stopped_in < 10, \
         (rc, run.stopped_in, run.log_tail())
     log = run.stderr.read_text()
     assert "pip install lz4" in log and f"{topic}/0" in log

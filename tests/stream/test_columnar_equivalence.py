@@ -132,7 +132,9 @@ def test_configurations_the_typed_structs_cannot_express() -> None:
         assert batch.n_messages == 3
 
 
-def test_the_json_format_decodes_columnar() -> None:
+def test_the_json_format_decodes_columnar_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the default is the scanner, which leaves to this decoder what it does not decode
+    monkeypatch.setenv("STREAMDRIFT_JSON_DECODER", "columnar")
     assert isinstance(decoder_for(TYPED_PLAIN), ColumnarDecoder)
 
 

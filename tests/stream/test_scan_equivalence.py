@@ -1,0 +1,228 @@
+"""The scanner (stream.formats.scan) gives exactly the columnar decoder's DecodedBatch.
+
+Every test decodes with :class:`ScanDecoder` and :class:`ColumnarDecoder` (itself proved
+equal to both paths of BatchDecoder in tests/stream/test_columnar_equivalence.py) and
+compares everything (columns with dtypes, NaN-aware, ``-0.0`` kept; masks, counts,
+reasons, positions, timestamps).  The batches are the random ones of the msgspec and
+columnar tests, plus adversarial ones for what the scanner decides itself: numbers of
+every shape in every kind of field, escapes, duplicate keys, nesting, whitespace and
+garbage spliced anywhere.  Then it checks what the scanner left to the columnar decoder.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stream.config import Config
+from stream.formats._scan_kernel import _number, pow10_tables
+from stream.formats.batch import DecodedBatch
+from stream.formats.columnar import ColumnarDecoder
+from stream.formats.decoders import decoder_for
+from stream.formats.scan import ScanDecoder, scan_plan
+from tests.stream.test_columnar_equivalence import (
+    TYPED_CATCH_ALL,
+    TYPED_LABELS,
+    TYPED_PLAIN,
+    TYPED_ROUTED,
+    event,
+    make_config,
+)
+from tests.stream.test_decode_msgspec import CONFIGS, assert_same_batch, batches, clean_messages
+
+#: served by the scanner: no iso8601 timestamps (TYPED_CATCH_ALL has them)
+SCANNED = (TYPED_PLAIN, TYPED_ROUTED,
+           make_config([{"name": "all", "predictions": [
+               {"name": "score", "path": "p.score", "type": "numeric"},
+               {"name": "label", "path": "p.label", "type": "categorical"}]},
+               {"name": "m", "select": {"field": "model", "equals": "m"}},
+               {"name": "k", "select": {"field": "meta.kind", "equals": "k"}}],
+               timestamp={"path": "ts", "unit": "us"}))
+ALL = (*SCANNED, TYPED_CATCH_ALL, TYPED_LABELS, *CONFIGS)
+_HI, _LO, _EXACT = pow10_tables()
+
+
+def enc(obj: Any) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def decode_all(config: Config, messages: list[Any]) -> tuple[DecodedBatch, ScanDecoder]:
+    decoder = ScanDecoder(config)
+    got = decoder.decode(list(messages))
+    assert_same_batch(got, ColumnarDecoder(config).decode(list(messages)))
+    # the scanner decoded the batch: it did not raise (and leave it to the columnar decoder)
+    assert decoder.scanned_batches == (1 if decoder.scanning and messages else 0)
+    return got, decoder
+
+
+def test_which_configurations_are_scanned() -> None:
+    for config in SCANNED:
+        assert scan_plan(config) is not None
+    for config in (TYPED_CATCH_ALL, TYPED_LABELS, *CONFIGS):  # iso8601, labels, two types
+        assert scan_plan(config) is None
+
+
+def test_the_json_format_decodes_with_the_scanner(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STREAMDRIFT_JSON_DECODER", raising=False)
+    assert isinstance(decoder_for(TYPED_PLAIN), ScanDecoder)
+    monkeypatch.setenv("STREAMDRIFT_JSON_DECODER", "columnar")
+    assert isinstance(decoder_for(TYPED_PLAIN), ColumnarDecoder)
+
+
+def test_clean_batch_is_scanned_whole() -> None:
+    messages = [enc(event(i)) for i in range(200)]
+    for config in SCANNED:
+        _, decoder = decode_all(config, messages)
+        assert decoder.flagged_messages == 0 and decoder.scanned_batches == 1
+
+
+# --------------------------------------------------------------------------
+# numbers
+# --------------------------------------------------------------------------
+def _scan_number(text: bytes) -> tuple[int, int, float]:
+    buf = np.frombuffer(text + b",", dtype=np.uint8)
+    pos, kind, value, _ = _number(buf, 0, len(text), _HI, _LO, _EXACT)
+    return pos, kind, value
+
+
+JSON_NUMBER = r"\A-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][+-]?[0-9]{1,3})?\Z"
+HARD = [b"0", b"-0", b"-0.0", b"0e400", b"1e22", b"1e23", b"9007199254740993",
+        b"9007199254740993.0", b"2.2250738585072014e-308", b"2.2250738585072011e-308",
+        b"1.7976931348623157e308", b"1.7976931348623159e308", b"4.9e-324", b"1e400",
+        b"0.000000000000000000000000001", b"123456789012345678", b"1234567890123456789",
+        b"1.00000000000000011102230246251565404236316680908203125", b"7.2057594037927933e16",
+        b"0.8444218515250481", b"0.12345678901234567", b"179769313486231570000000000e282"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(st.from_regex(JSON_NUMBER).map(str.encode),
+                 st.floats(allow_nan=False, allow_infinity=False).map(lambda x: repr(x).encode()),
+                 st.integers(0, 2**64 - 1).map(
+                     lambda b: repr(struct.unpack("d", struct.pack("Q", b))[0]).encode()),
+                 st.sampled_from(HARD)))
+def test_numbers_are_exact_or_refused(text: bytes) -> None:
+    pos, kind, value = _scan_number(text)
+    if text.lstrip(b"-").startswith((b"n", b"i")):  # repr of a NaN or an infinity
+        assert kind == -1
+        return
+    assert pos == len(text)
+    if kind == 1:  # an integer: as Python's float(int)
+        assert value == float(int(text)) and not np.signbit(value) or int(text) < 0
+    elif kind == 0:
+        want = float(text)
+        assert struct.pack("d", value) == struct.pack("d", want), (text, value, want)
+    else:
+        assert kind == 2
+
+
+# --------------------------------------------------------------------------
+# property: random batches, the same result as the columnar decoder
+# --------------------------------------------------------------------------
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches)
+def test_property_scan_same_as_columnar(batch: list[bytes]) -> None:
+    for config in ALL:
+        decode_all(config, batch)
+
+
+def _number_texts() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.from_regex(JSON_NUMBER),
+        st.floats(allow_nan=False, allow_infinity=False).map(repr),
+        st.integers(-(2**70), 2**70).map(str),
+        st.sampled_from([h.decode() for h in HARD] + ["NaN", "-Infinity", "01", "1.", ".5",
+                                                       "1e", "-", "+1", "1e+", "0x10", "1_0"]))
+
+
+SCALAR_TEXTS = st.one_of(
+    _number_texts(),
+    st.sampled_from(['"DE"', '"m"', '"k"', '"é"', '"\\u0044E"', '"D\\"E"', '"x\\u00e9"',
+                     '"\\ud83d\\ude00"', '"\\udc00"', '"a\\/b"', '"\\q"', '"\t"', '"' + "y" * 201
+                     + '"', '"' + "é" * 200 + '"', "true", "false", "null", "nul", "[]", "{}",
+                     "[1, [2, {\"a\": [null]}]]", '{"x": 1, "x": 2}', "[" * 70 + "]" * 70,
+                     '"\\u004D"', "1", "-0", "1.0"]))
+
+
+@st.composite
+def adversarial_messages(draw: st.DrawFn) -> bytes:
+    """An event whose fields (configured or not, at every depth) hold adversarial texts,
+    possibly a key twice or escaped, with odd whitespace, then maybe garbage spliced in."""
+    fields = {"x": "f", "y": "f", "c": "f", "d": "f", "é k": "f", "junk": "f",
+              "score": "p", "label": "p", "kind": "meta", "ts": "meta"}
+    top: dict[str, list[str]] = {"f": [], "p": [], "meta": []}
+    pairs: list[str] = []
+    for key, parent in fields.items():
+        for _ in range(draw(st.integers(0, 2))):  # absent, once or twice
+            name = json.dumps(key) if not draw(st.booleans()) else draw(
+                st.sampled_from(['"\\u0078"', '"\\u0063"', json.dumps(key)]))
+            top[parent].append(f"{name}:{draw(SCALAR_TEXTS)}")
+    space = draw(st.sampled_from(["", " ", "\n", "\r\n\t", "\x0c"]))
+    for parent, items in top.items():
+        body = "{" + space + ("," + space).join(items) + space + "}"
+        pairs.append(f'"{parent}":' + draw(st.sampled_from([body, body, "null", "3", "[]"])))
+    pairs.append('"model":' + draw(st.sampled_from(['"m"', "1", "true", '"n"', "1.0", "-0",
+                                                    '"\\u006d"', "null", "[1]"])))
+    pairs.append('"ts":' + draw(SCALAR_TEXTS))
+    pairs.append('"top":' + draw(SCALAR_TEXTS))
+    pairs = draw(st.permutations(pairs))
+    text = (space + "{" + ",".join(pairs) + "}" + draw(st.sampled_from(["", " ", "\n", "{}",
+                                                                          "x", "\x00"])))
+    data = text.encode("utf-8", "surrogatepass")
+    if draw(st.integers(0, 4)) == 0:  # garbage spliced in
+        at = draw(st.integers(0, len(data)))
+        junk = draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"}", b'"', b",",
+                                     b"\x00", b"\\"]))
+        data = data[:at] + junk + data[at + draw(st.integers(0, 1)):]
+    return data
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(adversarial_messages(), clean_messages), max_size=12))
+def test_property_adversarial_batches(batch: list[bytes]) -> None:
+    for config in SCANNED:
+        decode_all(config, batch)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(clean_messages, min_size=1, max_size=20),
+       st.lists(st.tuples(st.integers(0, 40), adversarial_messages()), max_size=3))
+def test_property_bad_rows_spliced_into_clean_batches(
+        clean: list[bytes], bad: list[tuple[int, bytes]]) -> None:
+    batch = list(clean)
+    for at, message in bad:
+        batch.insert(at % (len(batch) + 1), message)
+    for config in SCANNED:
+        _, decoder = decode_all(config, batch)
+        # a row is flagged in a batch exactly when it is flagged alone
+        alone = 0
+        for message in batch:
+            single = ScanDecoder(config)
+            single.decode([message])
+            alone += single.flagged_messages
+        assert decoder.flagged_messages == alone
+
+
+@pytest.mark.parametrize("config", SCANNED, ids=["plain", "routed", "catch_all_us"])
+def test_only_bad_rows_are_flagged(config: Config) -> None:
+    messages: list[Any] = [enc(event(i)) for i in range(300)]
+    bad = [enc(event(1, x=True)), b"{", None, bytearray(enc(event(2))),
+           enc(event(3)).replace(b'"x": 1.5', b'"x": NaN'), b'{"model": "m"}{}',
+           enc(event(4, c="a" * 201)), enc(event(5, y=2**64))]
+    for k, message in enumerate(bad):
+        messages[10 + 30 * k] = message
+    _, decoder = decode_all(config, messages)
+    assert decoder.flagged_messages == len(bad)
+
+
+def test_a_batch_mostly_flagged_goes_to_the_columnar_decoder_whole() -> None:
+    # integers in a categorical column on every row: the kernel flags each row
+    messages = [enc(event(i, c=i)) for i in range(100)]
+    decoder = ScanDecoder(TYPED_PLAIN)
+    assert_same_batch(decoder.decode(messages), ColumnarDecoder(TYPED_PLAIN).decode(messages))
+    assert decoder.flagged_messages == 100 and decoder.scanned_batches == 0

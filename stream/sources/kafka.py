@@ -100,8 +100,11 @@ def kafka_python_consumer(config_kafka: KafkaConfig, max_message_bytes: int,
                           on_revoked: Callable[[set[Any]], None],
                           on_lost: Callable[[set[Any]], None]) -> Any:
     """A subscribed kafka-python consumer whose rebalance callbacks call the given functions
-    (on the consumer's IO thread: they must only record what changed and return)."""
-    from kafka import ConsumerRebalanceListener, KafkaConsumer
+    (on the consumer's IO thread: they must only record what changed and return), and
+    whose ``poll()`` finishes a group join kafka-python left unfinished (groupjoin.py)."""
+    from kafka import ConsumerRebalanceListener
+
+    from stream.sources.groupjoin import group_consumer
 
     class _Listener(ConsumerRebalanceListener):
         def on_partitions_revoked(self, revoked: Any) -> None:
@@ -119,7 +122,7 @@ def kafka_python_consumer(config_kafka: KafkaConfig, max_message_bytes: int,
               auto_offset_reset=k.auto_offset_reset, max_poll_records=k.max_poll_records,
               max_partition_fetch_bytes=max(1_048_576, max_message_bytes))
     kw.update(dict(k.options))
-    consumer = KafkaConsumer(**kw)
+    consumer = group_consumer(**kw)
     try:
         # have the topics' partitions in the metadata before the first join: a group leader
         # that joins without them assigns nothing, and only a later metadata refresh

@@ -59,9 +59,15 @@ def _run(bootstrap: str, topic: str, mend: bool) -> tuple[set[int], set[int], in
         assert leader.assignment(), "the first member did not join"
         other = _member(bootstrap, topic, group, mend)
 
+        other_polls = threading.Event()
+        other_polls.set()
+
         def poll_other() -> None:
             while not stop.is_set():
-                other.poll(timeout_ms=100)
+                if other_polls.is_set():
+                    other.poll(timeout_ms=100)
+                else:
+                    time.sleep(0.05)
 
         thread = threading.Thread(target=poll_other, daemon=True)
         thread.start()
@@ -70,6 +76,10 @@ def _run(bootstrap: str, topic: str, mend: bool) -> tuple[set[int], set[int], in
             leader.poll(timeout_ms=100)
         assert _owned(leader) and _owned(other), "the two members did not share 2 partitions"
 
+        # the other member stays away from poll() until the leader's join is in flight, so
+        # that join cannot finish inside the leader's poll (kafka-python rejoins only from
+        # poll(), and the broker holds the leader's JoinGroup until every member rejoined)
+        other_polls.clear()
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         try:
             admin.create_partitions({topic: NewPartitions(total_count=4)})
@@ -81,8 +91,10 @@ def _run(bootstrap: str, topic: str, mend: bool) -> tuple[set[int], set[int], in
             leader.poll(timeout_ms=100)
             if slow_once and leader._coordinator.state == REBALANCING:
                 # the leader's metadata-triggered join is in flight: a slow batch keeps the
-                # loop away from poll() while the JoinGroup response arrives
+                # loop away from poll() while the other member rejoins and the JoinGroup
+                # response arrives
                 slow_once = False
+                threading.Timer(1.0, other_polls.set).start()
                 time.sleep(3.0)
             mine, theirs = _owned(leader), _owned(other)
             if mine and theirs and mine | theirs == {0, 1, 2, 3} and not mine & theirs:

@@ -102,10 +102,7 @@ class DiagonalProfile(JointProfile):
 
     def _nearest(self, rows: np.ndarray) -> np.ndarray:
         assert self.centres is not None
-        y = rows[:, :-1]
-        d2 = (np.einsum("ij,ij->i", y, y)[:, None] - 2.0 * (y @ self.centres.T)
-              + np.einsum("ij,ij->i", self.centres, self.centres)[None, :])
-        return np.asarray(d2.argmin(axis=1))
+        return np.asarray(sq_distances(rows[:, :-1], self.centres).argmin(axis=1))
 
     def features(self, rows: np.ndarray) -> np.ndarray:
         z = self.standardise(rows)
@@ -162,6 +159,14 @@ class DiagonalProfile(JointProfile):
         return prof.with_centres(centres)
 
 
+def sq_distances(y: np.ndarray, c: np.ndarray, yy: np.ndarray | None = None) -> np.ndarray:
+    """Squared Euclidean distances of the rows ``y`` to the rows ``c`` (``yy``: the rows'
+    squared norms, when already known)."""
+    if yy is None:
+        yy = np.einsum("ij,ij->i", y, y)
+    return np.asarray(yy[:, None] - 2.0 * (y @ c.T) + np.einsum("ij,ij->i", c, c)[None, :])
+
+
 def kmeans(y: np.ndarray, k: int, seed: int = 0, restarts: int = 5,
            iterations: int = 30) -> np.ndarray:
     """``k`` centres of the rows ``y`` (k-means++ starts, Lloyd's iterations, the lowest
@@ -172,13 +177,12 @@ def kmeans(y: np.ndarray, k: int, seed: int = 0, restarts: int = 5,
     for _ in range(restarts):
         c = y[[int(rng.integers(y.shape[0]))]]
         while c.shape[0] < k:
-            d2 = (yy[:, None] - 2.0 * (y @ c.T) + np.einsum("ij,ij->i", c, c)).min(axis=1)
-            d2 = np.maximum(d2, 0.0)
+            d2 = np.maximum(sq_distances(y, c, yy).min(axis=1), 0.0)
             pick = int(rng.choice(y.shape[0], p=d2 / d2.sum())) if d2.sum() > 0 \
                 else int(rng.integers(y.shape[0]))
             c = np.vstack([c, y[pick]])
         for _ in range(iterations):
-            d2 = yy[:, None] - 2.0 * (y @ c.T) + np.einsum("ij,ij->i", c, c)
+            d2 = sq_distances(y, c, yy)
             near = d2.argmin(axis=1)
             sums = np.zeros_like(c)
             np.add.at(sums, near, y)

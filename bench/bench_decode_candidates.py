@@ -7,6 +7,9 @@ interleaved, CPU time, best of ``--repeat`` passes:
 
 * ``columnar``: ``ColumnarDecoder.decode`` (today's default: typed msgspec Structs, one
   ``np.fromiter`` per column), the whole ``DecodedBatch``;
+* ``scan`` / ``scan_0.5%``: ``ScanDecoder.decode`` (the default since 2026-12-04: the
+  numba scanner of :mod:`stream.formats.scan`, the careful decoder for the rows it
+  flags), the whole ``DecodedBatch``, on the clean and the 0.5 % malformed stream;
 * ``msgspec_parse``: its msgspec decode alone (one Struct per event, no columns);
 * ``arrow``: ``pyarrow.json.read_json`` of the batch joined by newlines, with an explicit
   schema and unexpected fields ignored, then numpy columns and dictionary-encoded
@@ -65,6 +68,7 @@ def main() -> None:
     from stream.config.load import load_config
     from stream.engine.segments import decode_config
     from stream.formats.columnar import ColumnarDecoder
+    from stream.formats.scan import ScanDecoder
 
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
@@ -134,10 +138,14 @@ def main() -> None:
 
     columnar = ColumnarDecoder(config)
     decode_one = columnar._decode_one
+    scanner = ScanDecoder(config)
+    scanner.decode(batches[0])  # the kernel: compiled or loaded from numba's cache
     assert decode_one is not None
     cases: dict[str, Callable[[], Any]] = {
         "columnar": lambda: [columnar.decode(b) for b in batches],
         "columnar_0.5%": lambda: [columnar.decode(b) for b in dirty_batches],
+        "scan": lambda: [scanner.decode(b) for b in batches],
+        "scan_0.5%": lambda: [scanner.decode(b) for b in dirty_batches],
         "msgspec_parse": lambda: [list(map(decode_one, b)) for b in batches],
         "arrow": lambda: arrow(batches),
         "arrow_0.5%": lambda: arrow_recovering(dirty_batches),
@@ -187,7 +195,7 @@ def main() -> None:
     bad = sum(sum(columnar.decode(b).invalid.values()) for b in dirty_batches)
     print(f"0.5% stream: {bad:,} messages rejected by the decoder; set aside by the Arrow "
           f"path: {arrow_recovering(dirty_batches):,} (each read again by the careful path)")
-    for who in ("columnar", "arrow"):
+    for who in ("columnar", "scan", "arrow"):
         print(f"{who}, 0.5% malformed vs clean: {best[f'{who}_0.5%'] / best[who]:.2f} "
               "(time per line, ratio)")
 

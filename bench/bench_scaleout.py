@@ -60,8 +60,8 @@ import stream.broker  # noqa: E402
 from stream.config import load_config  # noqa: E402
 from stream.engine.baselines import resolve_baselines  # noqa: E402
 from stream.engine.pipeline import Pipeline  # noqa: E402
+from stream.runtime.monitors import FramedRunner  # noqa: E402
 from stream.runtime.repartition import TwoStageRunner, monitor_config  # noqa: E402
-from stream.runtime.runner import KafkaRunner  # noqa: E402
 from tests.support.configs import m1_config, write_config  # noqa: E402
 from tests.support.events import CLEAN, COLUMNS, Regime, m1_events  # noqa: E402
 from tests.support.kafka import produce  # noqa: E402
@@ -215,7 +215,7 @@ def delay_scaleout(workdir: Path, bootstrap: str, events: list[bytes], start: in
         pipe = Pipeline(cfg, baselines)
         stop = threading.Event()
         runner: Any = TwoStageRunner(cfg, pipe, stop) if i < writers else \
-            KafkaRunner(monitor_config(cfg), pipe, stop)
+            FramedRunner(monitor_config(cfg), pipe, stop)
         thread = threading.Thread(target=runner.run, daemon=True)
         thread.start()
         runs.append((pipe, stop, thread))

@@ -16,13 +16,25 @@ from a dozen runs that had not false-alarmed in the first ``pre`` events), and t
 runs without a change (drop 0): the "delay" of the survivors' first alarm when nothing
 changed, the share of their detections that are false alarms waiting to happen.
 
+``survivors``: from ``bench_concept.py`` results of several seeds (``--files``), each
+detector's median delay from a cold start and after the warm-up, on the same runs, with its
+survivors (runs without a false alarm before the change): a detector whose cold-start
+median is well below its warm-up one is measured on the runs it happened not to
+false-alarm in.  Then, for ``--cell`` (p target drop protocol peer, repeated), ours / the
+peer per seed and pooled over the seeds' runs, with 95 % percentile-bootstrap intervals
+(the report's, ``concept_report.ratio_ci``) and the bootstrap share above 1.15.
+
 Run from the repository root::
 
     PYTHONPATH=$PWD nice -n 10 .venv/bin/python bench/concept_checks.py refs
     PYTHONPATH=$PWD nice -n 10 .venv/bin/python bench/concept_checks.py peers \\
         --from bench/results/concept-seed2.json --cell 0.10 10000 0.02 EDDM
 
-Writes ``bench/results/concept-checks-<refs|peers>.md``.
+    PYTHONPATH=$PWD .venv/bin/python bench/concept_checks.py survivors \\
+        --files bench/results/concept-seed1.json bench/results/concept-seed2.json \\
+        --cell 0.10 10000 0.02 delays DDM
+
+Writes ``bench/results/concept-checks-<refs|peers|survivors>.md``.
 """
 
 from __future__ import annotations
@@ -40,7 +52,7 @@ from detectors.cusum import CUSUM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_concept import RESULTS, _peers, count_alarms, delay_of  # noqa: E402
-from concept_report import fmt, survivors  # noqa: E402
+from concept_report import NAMES, fmt, median, ratio_ci, survivors  # noqa: E402
 
 
 def check_refs(args: argparse.Namespace) -> list[str]:
@@ -111,9 +123,64 @@ def check_peers(args: argparse.Namespace) -> list[str]:
     return [*lines, ""]
 
 
+def check_survivors(args: argparse.Namespace) -> list[str]:
+    runs = [json.loads(Path(f).read_text())["errors"]["cells"] for f in args.files]
+    names = ["ours", *NAMES]
+    lines = [f"From {', '.join(f'`{Path(f).name}`' for f in args.files)} (seed by seed). "
+             "Median delay from a cold start → after the warm-up (survivors of each), per "
+             "detector, one figure per drop; below the table: how often the cold-start "
+             "median is below the warm-up one by more than 10 %.", "",
+             "| seed | p | target | " + " | ".join(names) + " |",
+             "|---|---|---|" + "---|" * len(names)]
+    faster: dict[str, int] = {n: 0 for n in names}
+    total = 0
+    for s, cells in enumerate(runs, 1):
+        for c in cells:
+            bits = []
+            for n in names:
+                parts = []
+                for drop in c["delays"]:
+                    cold, warm = c["delays"][drop][n], c["delays_warm"][drop][n]
+                    mc, mw = median(cold), median(warm)
+                    faster[n] += bool(mc < 0.9 * mw)
+                    parts.append(f"{fmt(mc)} ({survivors(cold).size}) → {fmt(mw)} "
+                                 f"({survivors(warm).size})")
+                bits.append("; ".join(parts))
+            total += len(c["delays"])
+            lines.append(f"| {s} | {c['p']:.2f} | {c['target']:,.0f} | " + " | ".join(bits)
+                         + " |")
+    lines += ["", "Drops in each cell: " + ", ".join(runs[0][0]["delays"]) + ".  Cold-start "
+              "median more than 10 % below the warm-up one, of "
+              f"{total} (cell, drop, seed): " + ", ".join(f"{n} {faster[n]}" for n in names),
+              "", "| p | target | drop | protocol | peer | ours / peer per seed (95 % CI) | "
+              "pooled over the seeds (95 % CI) | bootstrap share > 1.15 |",
+              "|---|---|---|---|---|---|---|---|"]
+    for p_s, t_s, drop_s, key, name in zip(*[iter(args.cell)] * 5, strict=True):
+        p, target, drop = float(p_s), float(t_s), float(drop_s)
+        ours: list[int] = []
+        peer: list[int] = []
+        per = []
+        for cells in runs:
+            c = next(c for c in cells if abs(c["p"] - p) < 1e-9 and c["target"] == target)
+            d = next(v for k, v in c[key].items() if abs(float(k) - drop) < 1e-9)
+            lo, hi = ratio_ci(d["ours"], d[name], args.boot)
+            per.append(f"{median(d['ours']) / median(d[name]):.2f} ({lo:.2f}–{hi:.2f})")
+            ours += d["ours"]
+            peer += d[name]
+        lo, hi = ratio_ci(ours, peer, args.boot)
+        a, b = survivors(ours), survivors(peer)
+        rng = np.random.default_rng(0)
+        r = (np.median(a[rng.integers(0, a.size, (args.boot, a.size))], axis=1)
+             / np.median(b[rng.integers(0, b.size, (args.boot, b.size))], axis=1))
+        lines.append(f"| {p:.2f} | {target:,.0f} | {drop:.2f} | {key} | {name} | "
+                     f"{' / '.join(per)} | {median(ours) / median(peer):.2f} ({lo:.2f}–"
+                     f"{hi:.2f}) | {np.mean(r > 1.15):.0%} |")
+    return [*lines, ""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("check", choices=["refs", "peers"])
+    ap.add_argument("check", choices=["refs", "peers", "survivors"])
     ap.add_argument("--refs", type=int, default=40)
     ap.add_argument("--down-share", type=lambda v: None if v == "none" else float(v),
                     default=CONCEPT_DOWN_SHARE,
@@ -121,7 +188,12 @@ def main() -> None:
     ap.add_argument("--ref-size", type=int, default=20_000)
     ap.add_argument("--factor", type=float, default=400.0, help="null events, in targets")
     ap.add_argument("--from", dest="from_", default=str(RESULTS / "concept-seed2.json"))
-    ap.add_argument("--cell", nargs="+", default=[], help="p target drop peer, repeated")
+    ap.add_argument("--cell", nargs="+", default=[],
+                    help="peers: p target drop peer; survivors: p target drop delays|"
+                         "delays_warm peer; repeated")
+    ap.add_argument("--files", nargs="+", default=[str(RESULTS / f"concept-seed{s}.json")
+                                                   for s in (1, 2)])
+    ap.add_argument("--boot", type=int, default=4_000)
     ap.add_argument("--runs", type=int, default=2_000)
     ap.add_argument("--pre", type=int, default=1_000)
     ap.add_argument("--cap", type=int, default=20_000)
@@ -131,7 +203,8 @@ def main() -> None:
     cmd = " ".join(sys.argv[1:])
     text = "\n".join([f"# bench_concept checks: {args.check}", "",
                       f"`PYTHONPATH=$PWD .venv/bin/python bench/concept_checks.py {cmd}`", "",
-                      *(check_refs(args) if args.check == "refs" else check_peers(args))])
+                      *{"refs": check_refs, "peers": check_peers,
+                        "survivors": check_survivors}[args.check](args)])
     out = args.out or RESULTS / f"concept-checks-{args.check}.md"
     out.write_text(text + "\n")
     print(text)

@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtr, ndtri
 
 #: the statistics a :class:`~detectors.multivariate.JointProfile` can name; profiles of
 #: older baselines (no name) use ``hotelling``, their thresholds being on its scale
@@ -68,6 +69,19 @@ def blocks_of(features: np.ndarray, n_values: int, floor: float,
     return out
 
 
+def share_block(onehot: np.ndarray, start: int) -> tuple[slice, np.ndarray, int, float]:
+    """The block of the shares of ``k`` categories (``onehot``: the reference's one-hot
+    rows, in features ``start`` to ``start + k``): its slice, the binomial spread
+    ``sqrt(p (1 - p))`` of each share and ``-k`` as its mark.  Its score is the largest
+    ``|z|`` of one share at a time, Bonferroni-corrected over the ``k`` and put on the
+    normal scale: a change of one share pays for one direction, not for ``k - 1`` as in
+    a Hotelling statistic over the shares."""
+    k = onehot.shape[1]
+    p = onehot.mean(axis=0)
+    sd = np.sqrt(np.maximum(p * (1.0 - p), 1.0 / (4.0 * max(onehot.shape[0], 1))))
+    return slice(start, start + k), sd, -k, 0.0
+
+
 def split_scores(mean: np.ndarray, n: Any, blocks: Any) -> np.ndarray:
     """The largest normal score over the blocks of the window means ``mean`` (tests x
     features, centred on the reference) of ``n`` rows each (a number, or one per
@@ -75,6 +89,11 @@ def split_scores(mean: np.ndarray, n: Any, blocks: Any) -> np.ndarray:
     n = np.asarray(n, dtype=np.float64)
     out = np.full(mean.shape[0], -np.inf)
     for sl, proj, dof, v in blocks:
+        if dof < 0:  # a share block (share_block)
+            zmax = np.sqrt(n) * np.abs(mean[:, sl] / proj).max(axis=1)
+            p = np.clip(-2.0 * dof * ndtr(-zmax), 1e-300, 0.5)
+            out = np.maximum(out, -ndtri(p))
+            continue
         y = mean[:, sl] @ proj
         t = n * np.einsum("ij,ij->i", y, y)
         var = np.maximum(v / n + 2.0 * dof * (n - 1) / n, 1e-12)

@@ -367,12 +367,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config.source.repartition is None:
         runner = KafkaRunner(config, pipeline, stop)
     else:
+        from stream.runtime.monitors import FramedRunner
         from stream.runtime.repartition import Repartitioner, TwoStageRunner, monitor_config
 
         if args.stage == "repartition":
             runner = Repartitioner(config, pipeline, stop)
         elif args.stage == "monitor":
-            runner = KafkaRunner(monitor_config(config), pipeline, stop)
+            runner = FramedRunner(monitor_config(config), pipeline, stop)
         else:
             runner = TwoStageRunner(config, pipeline, stop)
     port = config.metrics.port if args.metrics_port is None else args.metrics_port

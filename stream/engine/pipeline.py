@@ -475,9 +475,9 @@ class Pipeline:
             return None if self.labels is None else self.labels.snapshot()
 
     def count_rejected(self, invalid: Mapping[str, int]) -> None:
-        """Count messages rejected before :meth:`process` (by reason): the first stage of a
-        repartitioned run (``source.repartition``) decodes, counts and dead-letters them and
-        forwards only valid events, so every source message is counted once as consumed."""
+        """Count messages rejected before :meth:`process` (by reason): the monitors of a
+        repartitioned run (``source.repartition``) count a record of the internal topic that
+        is not a readable frame (``bad_frame``) as one consumed, rejected message."""
         with self.lock:
             self.consumed += sum(invalid.values())
             self.invalid.update(invalid)

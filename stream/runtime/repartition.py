@@ -7,20 +7,24 @@ consumer of its own on its own thread:
 
 1. :class:`Repartitioner` consumes the source topics in ``source.kafka.group_id``, merges
    the records of the partitions it holds **in the order of their Kafka timestamps**
-   (:func:`merge_plan`: a partition that is behind is waited for, at most
-   :data:`MAX_WAIT_S`), decodes each merged batch once to validate it (invalid messages are
-   counted by reason and dead-lettered here, as the runner does), and writes the valid
-   events, original bytes and timestamp, **spread over the partitions of the repartition
-   topic by a hash of their source partition and offset** (:func:`spread`).  It commits a source offset only after every record before it was
-   acknowledged (``acks=all``), like the dead-letter writer.
-2. The monitors, :class:`~stream.runtime.runner.KafkaRunner` unchanged, consume the
-   repartition topic in their own group (:func:`monitor_config`), with per-partition
-   state, checkpoints and rebalance handling as without repartition.
+   (:func:`merge_plan`: a partition with nothing buffered that is not known to be caught
+   up is waited for, catchup.py), and writes them, original bytes, key, timestamp and source
+   position, **spread over the partitions of the repartition topic by a hash of their
+   source partition and offset** (:func:`spread`), as **frames** of many messages each
+   (frames.py: one Kafka record per merged batch and internal partition, not one per
+   message).  It does not decode: the monitors decode every message anyway, and count and
+   dead-letter the invalid ones.  It commits a source offset only after every frame before
+   it was acknowledged (``acks=all``).
+2. The monitors, :class:`~stream.runtime.monitors.FramedRunner` (the
+   :class:`~stream.runtime.runner.KafkaRunner` of a plain run, unpacking frames), consume
+   the repartition topic in their own group (:func:`monitor_config`), with per-partition
+   state, checkpoints and rebalance handling as without repartition; a frame is processed
+   and committed as a whole.
 
 Delivery stays at-least-once end to end: a crash of the first stage writes again what it
-forwarded since its last commit (at most one merged batch plus the buffered records of
-its partitions); the second stage's bound is that of ``streamdrift run``.  See
-docs/reliability.md#keyed-topics-two-stages.
+forwarded since its last commit (at most the frames of one merged batch, never more
+messages than its partitions had buffered); the second stage's bound is that of
+``streamdrift run``, counted in frames.  See docs/reliability.md#keyed-topics-two-stages.
 """
 
 from __future__ import annotations
@@ -39,10 +43,10 @@ import numpy as np
 from stream.config import Config, require_kafka
 from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
-from stream.formats.columnar import ColumnarDecoder
+from stream.runtime.catchup import CatchUp
+from stream.runtime.frames import frames, pack
+from stream.runtime.monitors import FramedRunner, frame_events, monitor_config
 from stream.runtime.onewriter import STRATEGY
-from stream.runtime.runner import KafkaRunner
-from stream.sinks.deadletters import DEAD_LETTER_TIMEOUT_S, DeadLetterWriter
 from stream.sinks.producer import create_topic
 from stream.sources.kafka import (
     commit_offsets,
@@ -55,9 +59,6 @@ from stream.sources.kafka import (
 
 log = logging.getLogger("streamdrift.repartition")
 
-#: how long the merge waits for a partition that has nothing buffered but is known (or not
-#: yet known) to be behind, before it forwards the others without it
-MAX_WAIT_S = 1.0
 #: at most this many records (times max_poll_records) are buffered per partition; what a
 #: poll returns beyond that is given back (sought to) and read again later
 BUFFER_POLLS = 4
@@ -115,21 +116,21 @@ def spread(records: Sequence[Any], partitions: int) -> list[int]:
     return (x % np.uint64(partitions)).astype(np.int64).tolist()
 
 
-def _send_confluent(producer: Any, topic: str, records: list[Any],
-                    targets: list[int]) -> None:
-    """Produce ``records`` with confluent-kafka and wait for every delivery; raises on the
-    first failed one."""
+def _send_confluent(producer: Any, topic: str, frames: list[tuple[int, bytes, int]],
+                    ) -> None:
+    """Produce ``frames`` (partition, value, timestamp) with confluent-kafka and wait for
+    every delivery; raises on the first failed one."""
     errors: list[Any] = []
 
     def delivered(err: Any, _msg: Any) -> None:
         if err is not None:
             errors.append(err)
 
-    for r, target in zip(records, targets, strict=True):
+    for target, value, ts in frames:
         while True:
             try:
-                producer.produce(topic, value=r.value, partition=target,
-                                 timestamp=r.timestamp, on_delivery=delivered)
+                producer.produce(topic, value=value, partition=target,
+                                 timestamp=ts, on_delivery=delivered)
                 break
             except BufferError:  # the local queue is full: let deliveries drain it
                 producer.poll(0.05)
@@ -137,17 +138,6 @@ def _send_confluent(producer: Any, topic: str, records: list[Any],
     if errors or left:
         raise RuntimeError(f"{len(errors)} deliveries failed ({errors[:1]}), {left} not "
                            "acknowledged in time")
-
-
-def monitor_config(config: Config) -> Config:
-    """The configuration of the second stage: the repartition topic, read from the start in
-    the monitors' own consumer group (``source.repartition.group_id``)."""
-    k = require_kafka(config)
-    rp = config.source.repartition
-    assert rp is not None
-    kafka = dataclasses.replace(k, topics=(rp.topic,), group_id=rp.group_id,
-                                auto_offset_reset="earliest")
-    return dataclasses.replace(config, source=dataclasses.replace(config.source, kafka=kafka))
 
 
 def merge_plan(timestamps: Sequence[np.ndarray], waiting: bool = False,
@@ -195,23 +185,17 @@ class Repartitioner:
         assert rp is not None, "source.repartition is not configured"
         self.rp = rp
         self.pipeline = pipeline
-        # the columnar decoder: the same verdicts as BatchDecoder (tests/stream/
-        # test_columnar_equivalence.py), faster
-        self.decoder = ColumnarDecoder(config)
         self.stop_event = stop or threading.Event()
         self.health = RunnerHealth()
         self.health.count_repartitioned("ok", 0)
         self.health.count_repartitioned("failed", 0)
-        dl = config.source.dead_letter
-        self.dead_letters = None if dl is None else DeadLetterWriter(
-            dl.topic, self._dead_letter_producer, self.health.count_dead_letters)
         self.consumer: Any = None
         self.producer: Any = None
         #: partition -> buffered records (offset order) and their timestamps
         self.buffers: dict[Any, list[Any]] = {}
         self.stamps: dict[Any, np.ndarray] = {}
-        #: partition -> monotonic time since which it has had nothing buffered
-        self.empty_since: dict[Any, float] = {}
+        #: whether a partition with nothing buffered is waited for (catchup.py)
+        self.catchup = CatchUp()
         #: partitions assigned and not yet sought to their committed offset
         self.to_seek: set[Any] = set()
         #: partition -> next offset to read; everything before is forwarded and acknowledged
@@ -224,6 +208,8 @@ class Repartitioner:
         self.consumed = 0
         self.forwarded = 0
         self.buffer_max = BUFFER_POLLS * self.kafka.max_poll_records
+        #: the most messages in one frame (the monitors poll FRAMES_PER_POLL frames)
+        self.frame_events = frame_events(self.kafka.max_poll_records)
 
     # -- clients ---------------------------------------------------------------------
     def _consumer(self) -> Any:
@@ -259,16 +245,6 @@ class Repartitioner:
         codec = None if self.rp.compression == "none" else self.rp.compression
         kw.update(acks="all", enable_idempotence=True, linger_ms=5, batch_size=65536,
                   compression_type=codec, max_block_ms=ms, request_timeout_ms=ms,
-                  delivery_timeout_ms=3 * ms,
-                  max_request_size=max(1_048_576, self.config.source.max_message_bytes + 4096))
-        return KafkaProducer(**kw)
-
-    def _dead_letter_producer(self) -> Any:
-        from kafka import KafkaProducer
-
-        ms = int(DEAD_LETTER_TIMEOUT_S * 1000)
-        kw = kafka_client_kwargs(self.kafka)
-        kw.update(acks="all", linger_ms=5, max_block_ms=ms, request_timeout_ms=ms,
                   delivery_timeout_ms=3 * ms,
                   max_request_size=max(1_048_576, self.config.source.max_message_bytes + 4096))
         return KafkaProducer(**kw)
@@ -330,7 +306,7 @@ class Repartitioner:
     def _forget(self, tp: Any) -> None:
         self.buffers.pop(tp, None)
         self.stamps.pop(tp, None)
-        self.empty_since.pop(tp, None)
+        self.catchup.forget(tp)
         self.done.pop(tp, None)
         self.committed.pop(tp, None)
         self.fetched.pop(tp, None)
@@ -359,7 +335,7 @@ class Repartitioner:
             if committed is not None:
                 self.done[tp] = self.committed[tp] = self.fetched[tp] = int(committed)
             self.buffers[tp], self.stamps[tp] = [], np.empty(0, dtype=np.int64)
-            self.empty_since[tp] = time.monotonic()
+            self.catchup.forget(tp)
             self.to_seek.discard(tp)
 
     # -- the loop ---------------------------------------------------------------------
@@ -401,6 +377,7 @@ class Repartitioner:
             self._seek_assigned(polled)
         if polled:
             self.health.set_source_up(True)
+            self.catchup.polled()
         now = time.monotonic()
         for tp, recs in polled.items():
             if tp not in self.buffers:  # revoked meanwhile
@@ -422,20 +399,14 @@ class Repartitioner:
             self._forward(now)
 
     def _waiting(self, now: float) -> bool:
-        """Whether a partition with nothing buffered is (or may be) behind, and has been
-        waited for less than :data:`MAX_WAIT_S`."""
-        for tp, recs in self.buffers.items():
-            if recs:
-                self.empty_since.pop(tp, None)
-                continue
-            since = self.empty_since.setdefault(tp, now)
-            if now - since >= MAX_WAIT_S:
-                continue
-            high = self.consumer.highwater(tp)
-            pos = self.fetched.get(tp)
-            if high is None or pos is None or pos < high:
-                return True
-        return False
+        """Whether a partition with nothing buffered may be behind, or one assigned is not
+        sought yet (its seek failed), while others have records to forward (catchup.py:
+        its position short of its end offset, and it makes progress)."""
+        empty = [tp for tp, recs in self.buffers.items() if not recs]
+        unsought = sorted(self.to_seek - set(self.buffers))
+        if len(empty) == len(self.buffers) or not (empty or unsought):
+            return False
+        return self.catchup.waiting(self.consumer, empty, now, unsought)
 
     def _forward(self, now: float) -> None:
         tps = sorted(self.buffers)
@@ -444,21 +415,12 @@ class Repartitioner:
             return
         records = [r for tp, n in zip(tps, counts, strict=True) for r in self.buffers[tp][:n]]
         records = [records[i] for i in order.tolist()]
-        batch = self.decoder.decode([r.value or b"" for r in records])
-        bad = set(batch.invalid_positions.tolist())
-        valid = [r for i, r in enumerate(records) if i not in bad] if bad else records
-        if not self._send(valid):
+        # not decoded here: the monitors decode every message anyway, and count and
+        # dead-letter the invalid ones (with the source position the frame records)
+        if not self._send(records):
             self.retry_at = time.monotonic() + RETRY_BACKOFF_S
             return
-        if bad and self.dead_letters is not None:
-            entries = [(records[i], why) for i, why in
-                       zip(batch.invalid_positions.tolist(), batch.invalid_reasons, strict=True)]
-            if self.dead_letters.write(entries):
-                # forwarded but not dead-lettered: forward again later (a bounded duplicate)
-                self.retry_at = time.monotonic() + RETRY_BACKOFF_S
-                return
-        self.pipeline.count_rejected(batch.invalid)
-        self.forwarded += len(valid)
+        self.forwarded += len(records)
         for tp, n in zip(tps, counts, strict=True):
             if n:
                 self.done[tp] = self.buffers[tp][n - 1].offset + 1
@@ -466,21 +428,32 @@ class Repartitioner:
                 self.stamps[tp] = self.stamps[tp][n:]
         self._commit()
 
+    def _frames(self, records: list[Any]) -> list[tuple[int, bytes, int]]:
+        """``records`` (in merged order) as frames: (internal partition, frame, newest
+        Kafka timestamp), each partition's messages in merged order."""
+        targets = spread(records, self.rp.partitions)
+        parts: list[list[Any]] = [[] for _ in range(max(1, self.rp.partitions))]
+        for r, target in zip(records, targets, strict=True):
+            parts[target].append(r)
+        return [(q, pack(run), max(r.timestamp for r in run))
+                for q, part in enumerate(parts) for run in frames(part, self.frame_events)]
+
     def _send(self, records: list[Any]) -> bool:
-        """Write ``records`` over the repartition topic's partitions (:func:`spread`) and
-        wait for every acknowledgement; False (counted, logged) if any failed."""
+        """Write ``records`` over the repartition topic's partitions (:func:`spread`), in
+        frames, and wait for every acknowledgement; False (counted, logged) if any
+        failed."""
         if not records:
             return True
-        targets = spread(records, self.rp.partitions)
         try:
+            out = self._frames(records)
             if self.producer is None:
                 self.producer = self._producer()
             if self.kafka.client == "confluent-kafka":
-                _send_confluent(self.producer, self.rp.topic, records, targets)
+                _send_confluent(self.producer, self.rp.topic, out)
             else:
-                futures = [self.producer.send(self.rp.topic, value=r.value,
-                                              partition=target, timestamp_ms=r.timestamp)
-                           for r, target in zip(records, targets, strict=True)]
+                futures = [self.producer.send(self.rp.topic, value=frame,
+                                              partition=target, timestamp_ms=ts)
+                           for target, frame, ts in out]
                 self.producer.flush(timeout=FORWARD_TIMEOUT_S)
                 for f in futures:
                     f.get(timeout=FORWARD_TIMEOUT_S)
@@ -524,8 +497,6 @@ class Repartitioner:
         """Forward nothing more; commit what is acknowledged; close the clients."""
         if self.consumer is not None:
             self._commit()
-        if self.dead_letters is not None:
-            self.dead_letters.close()
         if self.producer is not None:
             try:
                 self.producer.flush(10)
@@ -542,9 +513,9 @@ class Repartitioner:
             self.consumer = None
 
 
-class TwoStageRunner(KafkaRunner):
+class TwoStageRunner(FramedRunner):
     """``streamdrift run`` with ``source.repartition``: the monitors (a
-    :class:`KafkaRunner` on the repartition topic, :func:`monitor_config`) on the calling
+    :class:`FramedRunner` on the repartition topic, :func:`monitor_config`) on the calling
     thread, :class:`Repartitioner` on a thread of its own; either stopping stops both, and
     ``health`` includes the first stage's figures."""
 

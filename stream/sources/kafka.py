@@ -101,21 +101,24 @@ def kafka_python_consumer(config_kafka: KafkaConfig, max_message_bytes: int,
                           on_lost: Callable[[set[Any]], None],
                           on_restart: Callable[[str], None] | None = None) -> Any:
     """A subscribed kafka-python consumer whose rebalance callbacks call the given functions
-    (on the consumer's IO thread: they must only record what changed and return), replaced
-    by a new one when it is stuck in a group join (joinwatch.py; ``on_restart`` gets the
-    reason)."""
+    (on the consumer's IO thread: they must only record what changed and return), whose
+    ``poll()`` finishes a group join kafka-python left unfinished (groupjoin.py), and which
+    is replaced by a new one when it is still stuck in a group join (joinwatch.py;
+    ``on_restart`` gets the reason)."""
     from stream.sources.joinwatch import GuardedConsumer
 
     return GuardedConsumer(
-        lambda: _subscribed_consumer(config_kafka, max_message_bytes, on_assigned, on_revoked,
+        lambda: subscribed_consumer(config_kafka, max_message_bytes, on_assigned, on_revoked,
                                      on_lost), on_restart)
 
 
-def _subscribed_consumer(config_kafka: KafkaConfig, max_message_bytes: int,
+def subscribed_consumer(config_kafka: KafkaConfig, max_message_bytes: int,
                          on_assigned: Callable[[set[Any]], None],
                          on_revoked: Callable[[set[Any]], None],
                          on_lost: Callable[[set[Any]], None]) -> Any:
-    from kafka import ConsumerRebalanceListener, KafkaConsumer
+    from kafka import ConsumerRebalanceListener
+
+    from stream.sources.groupjoin import group_consumer
 
     class _Listener(ConsumerRebalanceListener):
         def on_partitions_revoked(self, revoked: Any) -> None:
@@ -133,7 +136,7 @@ def _subscribed_consumer(config_kafka: KafkaConfig, max_message_bytes: int,
               auto_offset_reset=k.auto_offset_reset, max_poll_records=k.max_poll_records,
               max_partition_fetch_bytes=max(1_048_576, max_message_bytes))
     kw.update(dict(k.options))
-    consumer = KafkaConsumer(**kw)
+    consumer = group_consumer(**kw)
     try:
         # have the topics' partitions in the metadata before the first join: a group leader
         # that joins without them assigns nothing, and only a later metadata refresh

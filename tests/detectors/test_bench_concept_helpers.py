@@ -78,3 +78,44 @@ def test_a_peer_is_matched_on_its_long_run_or_on_its_pre_change_arl0() -> None:
     assert "| DDM | 2.00 NO |" in long_run[2]  # its one survivor, 50, against ours' 100
     assert "none | - | - |" in window[2]  # no peer has the pre-change hazard of the target
     assert "0 of 1" in long_run[-2] and "0 of 0" in window[-2]
+
+
+def _run(ours: list[int], ddm_cold: list[int], ddm_warm: list[int]) -> dict[str, Any]:
+    """A results file of one cell and one drop: ours the same in both protocols, DDM as
+    given, the other peers as ours."""
+    def drop(ddm: list[int]) -> dict[str, list[int]]:
+        return {"ours": ours, "DDM": ddm, "EDDM": ours, "HDDM_A": ours, "HDDM_W": ours,
+                "ADWIN": ours}
+    return {"errors": {"cells": [{"p": 0.1, "target": 10_000.0,
+                                  "delays": {"0.02": drop(ddm_cold)},
+                                  "delays_warm": {"0.02": drop(ddm_warm)}}]}}
+
+
+def test_the_survivors_check_flags_a_cold_start_median_from_lucky_runs(tmp_path: Any) -> None:
+    import json
+
+    from bench.concept_checks import check_survivors
+
+    rng = np.random.default_rng(3)
+    files = []
+    for seed in (1, 2):
+        ours = rng.integers(180, 220, 300).tolist()
+        # cold: 270 of 300 runs false-alarm, the survivors fast; warm-up: all run, slower
+        cold = [-2] * 270 + rng.integers(90, 110, 30).tolist()
+        warm = rng.integers(280, 320, 300).tolist()
+        path = tmp_path / f"r{seed}.json"
+        path.write_text(json.dumps(_run(ours, cold, warm)))
+        files.append(str(path))
+    args = argparse.Namespace(files=files, boot=400,
+                              cell=["0.10", "10000", "0.02", "delays", "DDM",
+                                    "0.10", "10000", "0.02", "delays_warm", "DDM"])
+    text = "\n".join(check_survivors(args))
+    assert "of 2 (cell, drop, seed): ours 0, DDM 2, EDDM 0" in text
+    assert "(30) → " in text  # DDM's 30 cold-start survivors are reported
+    rows = [line for line in text.splitlines() if line.startswith("| 0.10 | 10,000 | 0.02 |")]
+    cold_row, warm_row = rows
+    pooled_cold = float(cold_row.split("|")[7].split()[0])
+    pooled_warm = float(warm_row.split("|")[7].split()[0])
+    assert 1.8 < pooled_cold < 2.2  # ~200 / ~100: ours "slower" against the survivors
+    assert 0.6 < pooled_warm < 0.73  # ~200 / ~300 on the same runs after the warm-up
+    assert cold_row.endswith("| 100% |") and warm_row.endswith("| 0% |")

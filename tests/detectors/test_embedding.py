@@ -48,6 +48,30 @@ def test_projection_finds_the_cluster_directions_and_round_trips() -> None:
         VectorProfile.from_dict({**prof.to_dict(), "dim": 31})
 
 
+def test_share_block_learns_the_clusters_and_old_profiles_load_without_it() -> None:
+    mix = Mixture(0, clusters=8, dim=64)
+    x = mix.draw(np.random.default_rng(1), 10_000)
+    prof = VectorProfile.from_matrix(VectorSpec("e", 64, 8), x)
+    joint = prof.joint
+    assert joint.centres is not None and joint.centres.shape == (8, 8)
+    # k-means on the principal coordinates finds the 8 clusters: each centre's rows
+    # come from one cluster of the mixture
+    which = np.argmin(((x[:, None, :] - mix.centres[None]) ** 2).sum(-1), axis=1)
+    near = joint._nearest(prof.project(x))
+    for c in range(8):
+        assert np.bincount(which[near == c], minlength=8).max() > 0.95 * (near == c).sum()
+    assert [b[2] for b in joint.blocks][-1] == -8
+    again = VectorProfile.from_dict(json.loads(json.dumps(prof.to_dict())))
+    np.testing.assert_allclose(again.joint.centres, joint.centres)
+    data = json.loads(json.dumps(prof.to_dict()))
+    data["joint"]["centres"] = None  # a profile saved before the share block
+    old = VectorProfile.from_dict(data)
+    assert old.joint.centres is None and [b[2] for b in old.joint.blocks] == [9, 9]
+    data["joint"]["centres"] = [[0.0] * 7] * 8
+    with pytest.raises(DetectorError, match="centres"):
+        VectorProfile.from_dict(data)
+
+
 def test_invalid_rows_are_skipped_and_batches_do_not_matter() -> None:
     mix = Mixture(1, dim=16)
     rng = np.random.default_rng(2)

@@ -106,3 +106,21 @@ def test_split_sees_a_spread_mean_shift_sooner_than_one_hotelling() -> None:
         medians[p.statistic] = float(np.median(delays))
     print(f"\nshift median delay at window 100: {medians}")
     assert medians["split"] <= 0.7 * medians["hotelling"]
+
+
+def test_share_block_scores_one_share_at_a_time_bonferroni_corrected() -> None:
+    from scipy.special import ndtr, ndtri
+
+    from detectors.joint_blocks import share_block
+
+    onehot = np.eye(4)[np.arange(4_000) % 4]  # shares 0.25 each
+    block = share_block(onehot, 0)
+    assert block[0] == slice(0, 4) and block[2] == -4
+    np.testing.assert_allclose(block[1], np.sqrt(0.25 * 0.75))
+    # a window of 100 rows with share 0 at 0.35 (the others 0.65 / 3), centred
+    mean = np.array([[0.10, -0.10 / 3, -0.10 / 3, -0.10 / 3]])
+    z = np.sqrt(100) * 0.10 / np.sqrt(0.25 * 0.75)
+    want = -ndtri(8 * ndtr(-z))
+    np.testing.assert_allclose(split_scores(mean, 100, [block]), [want])
+    # no change: the corrected p-value is capped at 0.5 (score 0), never below
+    np.testing.assert_allclose(split_scores(np.zeros((1, 4)), 100, [block]), [0.0])

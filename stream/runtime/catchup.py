@@ -1,0 +1,150 @@
+"""Whether the first stage's merge must wait for a source partition with nothing buffered.
+
+The merge (repartition.py, :func:`~stream.runtime.repartition.merge_plan`) forwards the
+buffered records of the source partitions in timestamp order.  A partition with nothing
+buffered either has nothing more to give (it is *caught up*) or its records are still on
+their way: then forwarding the others would put their keys in a block before its own on
+the internal topic, and the monitors see an unrepresentative stream (a false ``c1``
+episode on clean data, issue 14).  The merge used to wait at most 1 s for such a
+partition; under load, or when one partition's fetch is parsed after another's thousands
+of records, that expired (tests/integration/test_keyed_merge.py).
+
+A partition with nothing buffered is caught up only when its fetch position has reached
+its end offset, queried from the broker *after* the records the merge would forward were
+polled (one ListOffsets request for every partition that needs it; the answer stays good
+until newer records are polled).  The high watermark of the partition's newest fetch
+response is not enough: kafka-python reads it when it parses that partition's fetch,
+which can come *after* it hands out another partition's records of a later fetch (a
+watermark that reads as the position may be stale), and it may have none at all of an
+idle partition for a long time.  A position below the watermark, though, is known to be
+behind without a query.
+
+Otherwise it is waited for, for as long as it makes progress: its position, watermark or
+end offset change.  Only a partition that shows no progress for :data:`MAX_WAIT_S` (its
+leader unreachable, an open transaction under ``read_committed``) is left behind, with a
+warning: the merge then forwards the others without it, so that one partition cannot
+stop the stage for good.  An idle partition (nothing produced) is caught up at once: its
+position equals its end offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from stream.sources.kafka import partition_names
+
+log = logging.getLogger("streamdrift.repartition")
+
+#: a partition that may be behind is waited for while it makes progress; after this long
+#: without any, the merge forwards the other partitions without it (with a warning)
+MAX_WAIT_S = 30.0
+#: bound of the end-offset query that confirms a partition is caught up
+END_OFFSETS_TIMEOUT_MS = 2000
+
+_Mark = tuple[int | None, int | None, int | None]
+
+
+class CatchUp:
+    """Per source partition: its confirmed end offset and since when it made no progress."""
+
+    def __init__(self) -> None:
+        #: monotonic time of the newest poll that returned records
+        self.polled_at = 0.0
+        #: partition -> (end offset, monotonic time it was queried)
+        self.ends: dict[Any, tuple[int, float]] = {}
+        #: partition -> (position, watermark, end offset) and since when it is unchanged
+        self.quiet: dict[Any, tuple[_Mark, float]] = {}
+        #: partitions the merge goes on without (warned once each)
+        self.left_behind: set[Any] = set()
+
+    def forget(self, tp: Any) -> None:
+        """``tp`` was assigned, sought or revoked: nothing known about it holds."""
+        self.ends.pop(tp, None)
+        self.quiet.pop(tp, None)
+        self.left_behind.discard(tp)
+
+    def polled(self) -> None:
+        """Records were just polled: end offsets queried before do not cover them."""
+        self.polled_at = time.monotonic()
+
+    def waiting(self, consumer: Any, empty: list[Any], now: float,
+                unsought: list[Any] | None = None) -> bool:
+        """Whether the merge waits: a partition of ``empty`` (assigned, nothing buffered,
+        while others have records) may be behind, or one of ``unsought`` (assigned, its
+        seek to the committed offset not done yet: nothing of it is read) is there, and
+        has made progress within :data:`MAX_WAIT_S`."""
+        pos = {tp: _position(consumer, tp) for tp in empty}
+        pos.update(dict.fromkeys(unsought or ()))  # no position of ours yet
+        empty = list(pos)
+        self.left_behind.intersection_update(empty)  # one that had records: warned anew
+        high = {tp: _highwater(consumer, tp) for tp in empty}
+        # behind its watermark: waited for without a query; else (a watermark that reads
+        # as the position, or none yet: kafka-python may have none of an idle partition
+        # for a long time) the end offset decides
+        ask = [tp for tp in empty if _not_behind(pos[tp], high[tp])
+               and self.ends.get(tp, (0, -1.0))[1] < self.polled_at]
+        if ask:
+            self._query_ends(consumer, ask)
+        wait = False
+        for tp in empty:
+            end = self.ends.get(tp)
+            p = pos[tp]
+            if p is not None and end is not None and end[1] >= self.polled_at and p >= end[0]:
+                self.quiet.pop(tp, None)  # caught up
+                self.left_behind.discard(tp)
+                continue
+            mark = (p, high[tp], None if end is None else end[0])
+            seen, since = self.quiet.get(tp, (None, now))
+            if seen != mark:
+                since = now
+            self.quiet[tp] = (mark, since)
+            if now - since < MAX_WAIT_S:
+                wait = True
+            elif tp not in self.left_behind:
+                self.left_behind.add(tp)
+                log.warning("a source partition has made no progress for %.0f s though it "
+                            "may be behind: the merge goes on without it, and its records, "
+                            "when they come, reach the monitors after the others' (its keys "
+                            "in a block)", now - since, extra={
+                                "partitions": partition_names([tp]), "position": p,
+                                "high_watermark": high[tp],
+                                "end_offset": None if end is None else end[0]})
+        return wait
+
+    def _query_ends(self, consumer: Any, tps: list[Any]) -> None:
+        at = time.monotonic()
+        try:
+            ends = consumer.end_offsets(tps, timeout_ms=END_OFFSETS_TIMEOUT_MS)
+        except Exception as exc:  # noqa: BLE001 - not confirmed: waited for, retried
+            log.warning("cannot read the end offsets of source partitions; they are waited "
+                        "for: %s: %s", type(exc).__name__, exc,
+                        extra={"partitions": partition_names(tps)})
+            return
+        for tp in tps:
+            if ends.get(tp) is not None:
+                self.ends[tp] = (int(ends[tp]), at)
+
+
+def _not_behind(pos: int | None, high: int | None) -> bool:
+    """A known position not below the watermark (or with none): the end offset decides."""
+    return pos is not None and (high is None or pos >= high)
+
+
+def _highwater(consumer: Any, tp: Any) -> int | None:
+    try:
+        high = consumer.highwater(tp)
+    except Exception:  # noqa: BLE001 - not assigned any more: not known
+        return None
+    return None if high is None else int(high)
+
+
+def _position(consumer: Any, tp: Any) -> int | None:
+    """The consumer's fetch position of ``tp`` (the next offset it hands out; past control
+    records too), None while it is not known yet."""
+    try:
+        pos = consumer.position(tp, timeout_ms=0)
+    except Exception:  # noqa: BLE001 - not known (yet)
+        return None
+    return None if pos is None else int(pos)

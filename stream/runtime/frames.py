@@ -1,0 +1,167 @@
+"""The records of the repartition topic: frames of many source messages each.
+
+The first stage of ``source.repartition`` (repartition.py) writes one Kafka record per
+(merged batch, internal partition, at most :data:`FRAME_BYTES` / ``max_events``) instead
+of one per event: a producer call, a delivery report and a record header per event cost
+more than the event's share of a frame.  A frame holds each message's original bytes and
+key, its Kafka timestamp and its source topic, partition and offset (dead letters name
+where a message came from), in a layout numpy reads without a loop::
+
+    magic  b"\\xffSDF"  (no JSON document, nor any UTF-8 text, starts with 0xFF)
+    u8     version (1)
+    u32    n, the messages
+    u16    t, the source topics; then t times: u16 length + UTF-8 name
+    u16[n] topic index     i32[n] partition     i64[n] offset     i64[n] timestamp (ms)
+    i32[n] key length      i32[n] value length  (-1: null)
+    the keys, then the values, concatenated
+
+all little-endian.  :func:`unpack` checks every length against the record's size and
+raises :class:`FrameError` on anything else (the monitors count and dead-letter such a
+record, reason ``bad_frame``).  A record without the magic is one message as it is: the
+per-event records the first stage wrote before frames are read as before.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+MAGIC = b"\xffSDF"
+VERSION = 1
+#: a frame is closed before it grows past this many bytes of keys and values (a message
+#: larger than that has a frame of its own)
+FRAME_BYTES = 256 * 1024
+#: the reason a record of the repartition topic that is not a readable frame is counted by
+BAD_FRAME = "bad_frame"
+
+_HEAD = struct.Struct("<4sBIH")
+_NAME = struct.Struct("<H")
+#: bytes of the per-message arrays, per message
+_PER_MESSAGE = 2 + 4 + 8 + 8 + 4 + 4
+
+
+class FrameError(ValueError):
+    """A record of the repartition topic that starts like a frame but does not read as one."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The messages of one frame, in the order the first stage merged them."""
+
+    topics: tuple[str, ...]
+    topic_index: np.ndarray
+    partitions: np.ndarray
+    offsets: np.ndarray
+    timestamps: np.ndarray
+    keys: list[bytes | None]
+    values: list[bytes | None]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def _lengths(blobs: list[Any]) -> np.ndarray:
+    return np.fromiter((-1 if b is None else len(b) for b in blobs), "<i4", len(blobs))
+
+
+def pack(records: Sequence[Any]) -> bytes:
+    """One frame of Kafka records (``topic``, ``partition``, ``offset``, ``timestamp``,
+    ``key``, ``value`` attributes), in the given order."""
+    n = len(records)
+    names = sorted({r.topic for r in records})
+    index = {t: i for i, t in enumerate(names)}
+    head = [_HEAD.pack(MAGIC, VERSION, n, len(names))]
+    for t in names:
+        raw = t.encode()
+        head += [_NAME.pack(len(raw)), raw]
+    keys = [r.key for r in records]
+    values = [r.value for r in records]
+    arrays: list[np.ndarray] = [
+        np.fromiter((index[r.topic] for r in records), "<u2", n),
+        np.fromiter((r.partition for r in records), "<i4", n),
+        np.fromiter((r.offset for r in records), "<i8", n),
+        np.fromiter((r.timestamp for r in records), "<i8", n),
+        _lengths(keys), _lengths(values)]
+    return b"".join([*head, *(a.tobytes() for a in arrays),
+                     b"".join(k for k in keys if k), b"".join(v for v in values if v)])
+
+
+def is_frame(value: bytes | None) -> bool:
+    return value is not None and value[:4] == MAGIC
+
+
+def _slices(data: bytes, start: int, lengths: np.ndarray) -> tuple[list[bytes | None], int]:
+    sizes = np.maximum(lengths, 0).astype(np.int64)
+    ends = start + np.cumsum(sizes)
+    starts = (ends - sizes).tolist()
+    out: list[bytes | None] = [data[a:b] for a, b in zip(starts, ends.tolist(), strict=True)]
+    if (lengths < 0).any():
+        for i in np.flatnonzero(lengths < 0).tolist():
+            out[i] = None
+    return out, int(ends[-1]) if len(ends) else start
+
+
+def unpack(data: bytes) -> Frame:
+    """The messages of a frame; :class:`FrameError` if ``data`` is not one."""
+    if len(data) < _HEAD.size:
+        raise FrameError("shorter than a frame header")
+    magic, version, n, t = _HEAD.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise FrameError("no frame magic")
+    if version != VERSION:
+        raise FrameError(f"frame version {version}, this release reads {VERSION}")
+    pos = _HEAD.size
+    names = []
+    for _ in range(t):
+        if pos + _NAME.size > len(data):
+            raise FrameError("truncated topic names")
+        (size,) = _NAME.unpack_from(data, pos)
+        pos += _NAME.size
+        if pos + size > len(data):
+            raise FrameError("truncated topic names")
+        try:
+            names.append(data[pos:pos + size].decode())
+        except UnicodeDecodeError:
+            raise FrameError("a topic name is not UTF-8") from None
+        pos += size
+    if n * _PER_MESSAGE > len(data) - pos:
+        raise FrameError(f"{n} messages do not fit in {len(data)} bytes")
+    arrays = []
+    for dtype in ("<u2", "<i4", "<i8", "<i8", "<i4", "<i4"):
+        a = np.frombuffer(data, dtype=dtype, count=n, offset=pos)
+        arrays.append(a)
+        pos += a.nbytes
+    index, partitions, offsets, stamps, key_len, value_len = arrays
+    if n and (int(index.max()) >= t or int(key_len.min()) < -1
+              or int(value_len.min()) < -1):
+        raise FrameError("a topic index or a length out of range")
+    body = int(np.maximum(key_len, 0).sum()) + int(np.maximum(value_len, 0).sum())
+    if pos + body != len(data):
+        raise FrameError(f"the lengths add up to {body} bytes, the frame has "
+                         f"{len(data) - pos}")
+    keys, pos = _slices(data, pos, key_len)
+    values, _ = _slices(data, pos, value_len)
+    return Frame(tuple(names), index, partitions, offsets, stamps, keys, values)
+
+
+def frames(records: Sequence[Any], max_events: int,
+           max_bytes: int = FRAME_BYTES) -> list[list[Any]]:
+    """``records`` cut into runs of at most ``max_events`` records and (but for a single
+    larger record) ``max_bytes`` bytes of keys and values, in order."""
+    out: list[list[Any]] = []
+    run: list[Any] = []
+    size = 0
+    for r in records:
+        n = len(r.value or b"") + len(r.key or b"")
+        if run and (len(run) >= max_events or size + n > max_bytes):
+            out.append(run)
+            run, size = [], 0
+        run.append(r)
+        size += n
+    if run:
+        out.append(run)
+    return out

@@ -231,6 +231,8 @@ class HealthFigures:
     drift_events: Mapping[str, int] = field(default_factory=dict)
     #: records written to the repartition topic by result (``ok``, ``failed``)
     repartition: Mapping[str, int] = field(default_factory=dict)
+    #: consumers closed and built again, by reason (``group_join_stalled``)
+    consumer_restarts: Mapping[str, int] = field(default_factory=dict)
 
 
 def merge_health(first: HealthFigures, second: HealthFigures) -> HealthFigures:
@@ -252,6 +254,7 @@ def merge_health(first: HealthFigures, second: HealthFigures) -> HealthFigures:
         blocked={**first.blocked, **second.blocked},
         drift_events=add(first.drift_events, second.drift_events),
         repartition=add(first.repartition, second.repartition),
+        consumer_restarts=add(first.consumer_restarts, second.consumer_restarts),
     )
 
 
@@ -303,6 +306,7 @@ class RunnerHealth:
         self._blocked: dict[PartitionKey, str] = {}
         self._drift_events: Counter[str] = Counter()
         self._repartition: Counter[str] = Counter()
+        self._consumer_restarts: Counter[str] = Counter()
         #: the first stage's health (``source.repartition``): merged into :meth:`snapshot`
         self.upstream: RunnerHealth | None = None
 
@@ -363,6 +367,11 @@ class RunnerHealth:
         with self._lock:
             self._restores[outcome] += n
 
+    def count_consumer_restarts(self, reason: str) -> None:
+        """The consumer was closed and built again for ``reason`` (``group_join_stalled``)."""
+        with self._lock:
+            self._consumer_restarts[reason] += 1
+
     @property
     def dead_letter(self) -> dict[str, int]:
         with self._lock:
@@ -380,5 +389,5 @@ class RunnerHealth:
                                 dict(self._checkpoints), self._last_checkpoint_ts,
                                 dict(self._restores), dict(self._source_errors),
                                 dict(self._blocked), dict(self._drift_events),
-                                dict(self._repartition))
+                                dict(self._repartition), dict(self._consumer_restarts))
         return own if self.upstream is None else merge_health(self.upstream.snapshot(), own)

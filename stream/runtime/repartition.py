@@ -217,7 +217,8 @@ class Repartitioner:
         k = dataclasses.replace(self.kafka, options={
             "partition_assignment_strategy": STRATEGY, **self.kafka.options})
         return kafka_python_consumer(k, self.config.source.max_message_bytes,
-                                     self._on_assigned, self._on_revoked, self._on_revoked)
+                                     self._on_assigned, self._on_revoked, self._on_revoked,
+                                     self.health.count_consumer_restarts)
 
     def _producer(self) -> Any:
         """The producer of the repartition topic (a test can override it): librdkafka's with

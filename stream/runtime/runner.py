@@ -148,7 +148,8 @@ class KafkaRunner(Rebalancing):
         if self.kafka.client == "confluent-kafka":
             return self._confluent_consumer()
         return kafka_python_consumer(self.kafka, self.config.source.max_message_bytes,
-                                     self._on_assigned, self._on_revoked, self._on_lost)
+                                     self._on_assigned, self._on_revoked, self._on_lost,
+                                     self.health.count_consumer_restarts)
 
     def _confluent_consumer(self) -> Consumer:
         from stream.sources.confluent import ConfluentConsumer, record_values

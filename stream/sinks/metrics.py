@@ -44,6 +44,8 @@ COL = ["model", "feature", "role"]
 DET = ["model", "feature", "role", "detector"]
 #: reasons of streamdrift_source_errors_total (every one is exported, 0 until it happens)
 SOURCE_ERROR_REASONS = ("unsupported_codec",)
+#: reasons of streamdrift_consumer_restarts_total (stream/sources/joinwatch.py)
+CONSUMER_RESTART_REASONS = ("group_join_stalled",)
 #: results of drift episode records (``duplicate``: already written before a restore)
 DRIFT_EVENT_RESULTS = ("ok", "failed", "duplicate")
 
@@ -231,6 +233,11 @@ class StreamdriftCollector(Collector):
         yield _counts("streamdrift_source_errors",
                       "Partitions the consumer stopped reading, by reason.", "reason",
                       SOURCE_ERROR_REASONS, health.source_errors)
+        yield _counts("streamdrift_consumer_restarts",
+                      "Kafka consumers closed and built again, by reason (group_join_stalled: "
+                      "still joining the group session_timeout_ms + request_timeout_ms after "
+                      "its JoinGroup response).", "reason", CONSUMER_RESTART_REASONS,
+                      health.consumer_restarts)
         yield _counts("streamdrift_dead_letter", "Dead-letter writes by result.", "result",
                       ("ok", "failed"), health.dead_letter)
         if health.repartition:  # only with source.repartition

@@ -98,10 +98,24 @@ def kafka_client_kwargs(k: KafkaConfig) -> dict[str, Any]:
 def kafka_python_consumer(config_kafka: KafkaConfig, max_message_bytes: int,
                           on_assigned: Callable[[set[Any]], None],
                           on_revoked: Callable[[set[Any]], None],
-                          on_lost: Callable[[set[Any]], None]) -> Any:
+                          on_lost: Callable[[set[Any]], None],
+                          on_restart: Callable[[str], None] | None = None) -> Any:
     """A subscribed kafka-python consumer whose rebalance callbacks call the given functions
-    (on the consumer's IO thread: they must only record what changed and return), and
-    whose ``poll()`` finishes a group join kafka-python left unfinished (groupjoin.py)."""
+    (on the consumer's IO thread: they must only record what changed and return), whose
+    ``poll()`` finishes a group join kafka-python left unfinished (groupjoin.py), and which
+    is replaced by a new one when it is still stuck in a group join (joinwatch.py;
+    ``on_restart`` gets the reason)."""
+    from stream.sources.joinwatch import GuardedConsumer
+
+    return GuardedConsumer(
+        lambda: subscribed_consumer(config_kafka, max_message_bytes, on_assigned, on_revoked,
+                                     on_lost), on_restart)
+
+
+def subscribed_consumer(config_kafka: KafkaConfig, max_message_bytes: int,
+                         on_assigned: Callable[[set[Any]], None],
+                         on_revoked: Callable[[set[Any]], None],
+                         on_lost: Callable[[set[Any]], None]) -> Any:
     from kafka import ConsumerRebalanceListener
 
     from stream.sources.groupjoin import group_consumer

@@ -1,29 +1,26 @@
 """A group leader's join that kafka-python 3.0 leaves unfinished (stream/sources/groupjoin.py).
 
-Two members share a topic. Then its partition count grows, so the leader starts a
+Two members share a topic (tests/support/joinrace.py). Then its partition count grows, so the leader starts a
 rebalance because the metadata changed. The leader then spends a while away from
 ``poll()``, as the runner does while it processes a batch, and the JoinGroup response
 arrives in that window.
 
 Without the mend, kafka-python never applies that join: the leader stays rebalancing,
 owns nothing, and is expelled; the other member ends up owning every partition. With the
-consumers that ``kafka_python_consumer`` builds, the leader joins again: the two members
+mend (the consumers ``subscribed_consumer`` builds), the leader joins again: the two members
 share the partitions, and each partition belongs to exactly one of them.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient
-from kafka.admin import NewPartitions
 
 from stream.config import KafkaConfig
 from stream.sources.groupjoin import REBALANCING, mend_join
-from stream.sources.kafka import kafka_python_consumer
+from stream.sources.kafka import subscribed_consumer
+from tests.support.joinrace import provoke, shared
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
@@ -35,8 +32,9 @@ def _member(bootstrap: str, topic: str, group: str, mend: bool) -> Any:
     k = KafkaConfig(bootstrap_servers=(bootstrap,), topics=(topic,), group_id=group,
                     options={"metadata_max_age_ms": 500, "session_timeout_ms": SESSION_MS,
                              "heartbeat_interval_ms": 500})
-    consumer = kafka_python_consumer(k, 1_000_000, lambda _: None, lambda _: None,
-                                     lambda _: None)
+    # the mend alone: without the join watchdog that kafka_python_consumer wraps it in
+    consumer = subscribed_consumer(k, 1_000_000, lambda _: None, lambda _: None,
+                                    lambda _: None)
     if not mend:  # the plain kafka-python poll, to show the race
         consumer.poll = super(type(consumer), consumer).poll
     return consumer
@@ -51,59 +49,14 @@ def _owned(consumer: Any) -> set[int]:
 def _run(bootstrap: str, topic: str, mend: bool) -> tuple[set[int], set[int], int]:
     group = f"join-{topic}-{mend}"
     leader = _member(bootstrap, topic, group, mend)
-    stop = threading.Event()
+    other = None
     try:
-        deadline = time.monotonic() + 30
-        while not leader.assignment() and time.monotonic() < deadline:
-            leader.poll(timeout_ms=100)
-        assert leader.assignment(), "the first member did not join"
         other = _member(bootstrap, topic, group, mend)
-
-        other_polls = threading.Event()
-        other_polls.set()
-
-        def poll_other() -> None:
-            while not stop.is_set():
-                if other_polls.is_set():
-                    other.poll(timeout_ms=100)
-                else:
-                    time.sleep(0.05)
-
-        thread = threading.Thread(target=poll_other, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not (_owned(leader) and _owned(other)) and time.monotonic() < deadline:
-            leader.poll(timeout_ms=100)
-        assert _owned(leader) and _owned(other), "the two members did not share 2 partitions"
-
-        # the other member stays away from poll() until the leader's join is in flight, so
-        # that join cannot finish inside the leader's poll (kafka-python rejoins only from
-        # poll(), and the broker holds the leader's JoinGroup until every member rejoined)
-        other_polls.clear()
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        try:
-            admin.create_partitions({topic: NewPartitions(total_count=4)})
-        finally:
-            admin.close()
-        slow_once = True
-        deadline = time.monotonic() + 3 * SESSION_MS / 1000 + 10
-        while time.monotonic() < deadline:
-            leader.poll(timeout_ms=100)
-            if slow_once and leader._coordinator.state == REBALANCING:
-                # the leader's metadata-triggered join is in flight: a slow batch keeps the
-                # loop away from poll() while the other member rejoins and the JoinGroup
-                # response arrives
-                slow_once = False
-                threading.Timer(1.0, other_polls.set).start()
-                time.sleep(3.0)
-            mine, theirs = _owned(leader), _owned(other)
-            if mine and theirs and mine | theirs == {0, 1, 2, 3} and not mine & theirs:
-                break
-        assert not slow_once, "the leader did not start the rebalance"
-        return _owned(leader), _owned(other), getattr(leader, "joins_mended", 0)
+        mine, theirs = provoke(bootstrap, topic, leader, other, _owned,
+                               settle_s=3 * SESSION_MS / 1000 + 10)
+        return mine, theirs, getattr(leader, "joins_mended", 0)
     finally:
-        stop.set()
-        for c in (leader, locals().get("other")):
+        for c in (leader, other):
             if c is not None:
                 c.close(autocommit=False)
 
@@ -113,7 +66,7 @@ def test_a_leader_whose_join_finished_between_polls_joins_again(make_topic, kafk
     print(f"\n[group join, mended] leader {sorted(mine)}, other {sorted(theirs)}, "
           f"joins mended {mended}")
     assert mended >= 1
-    assert mine and theirs and mine | theirs == {0, 1, 2, 3} and not mine & theirs
+    assert shared(mine, theirs)
 
 
 def test_without_the_mend_kafka_python_leaves_the_leader_out(make_topic, kafka_bootstrap):

@@ -36,6 +36,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -187,6 +188,15 @@ def null_cell(seeds: list[int], monitors: int, batch: int, b: int, runs: int, n:
             "rate_one": al_one / total, "rate_pool": al_pool / total, "censored": cens}
 
 
+def machine() -> str:
+    """The CPU model (platform.processor() is empty on some Linux machines)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=200)
@@ -211,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     lines = [f"## Delay of a {args.shift} σ shift, total events after its start, h = "
              f"{H_X1:.2f}, k = {CUSUM_K}; seeds {seeds[0]}–{seeds[-1]}\n",
-             f"Machine: {platform.processor() or 'cpu'}, {os.cpu_count()} cores, load "
+             f"Machine: {machine()}, {os.cpu_count()} cores, load "
              f"{os.getloadavg()[0]:.1f}. Command: `bench/bench_pooled_cusum.py "
              f"{' '.join(argv if argv is not None else sys.argv[1:])}`.\n",
              "| monitors | batch B | chunk b | single | per monitor | pooled, stamp | "

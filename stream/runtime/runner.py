@@ -65,6 +65,7 @@ from stream.sources.kafka import (
     kafka_python_consumer,
     missing_codecs,
     partition_names,
+    record_offsets,
     record_values,
     unsupported_codec,
 )
@@ -136,8 +137,9 @@ class KafkaRunner(Rebalancing):
         self.closing = False
         self.writes_paused_until = 0.0
         self._last_data = time.monotonic()
-        #: the records' message values (the clients' records differ)
+        #: the records' message values and offsets (the clients' records differ)
         self._values: Any = record_values
+        self._offsets: Any = record_offsets
         #: whether the decoder reads whole records (headers, key, topic: source.format)
         self._records = wants_records(config)
         #: the lag check (lagcheck.py)
@@ -152,7 +154,7 @@ class KafkaRunner(Rebalancing):
                                      self.health.count_consumer_restarts)
 
     def _confluent_consumer(self) -> Consumer:
-        from stream.sources.confluent import ConfluentConsumer, record_values
+        from stream.sources.confluent import ConfluentConsumer, record_offsets, record_values
 
         consumer = ConfluentConsumer(self.kafka, self.config.source.max_message_bytes,
                                      on_assign=self._assign_and_restore,
@@ -163,7 +165,7 @@ class KafkaRunner(Rebalancing):
             consumer.close()
             raise
         consumer.subscribe(list(self.kafka.topics))
-        self._values = record_values
+        self._values, self._offsets = record_values, record_offsets
         return consumer
 
     def _assign_and_restore(self, assigned: set[Any]) -> None:
@@ -202,7 +204,7 @@ class KafkaRunner(Rebalancing):
                 continue
             if self.labels.is_label(tp):
                 self.labels.process(self.pipeline, tp, self._values(recs),
-                                    [r.offset for r in recs])
+                                    self._offsets(recs))
                 done[tp] = recs[-1].offset + 1
                 continue
             found, batch = self.pipeline.process(recs if self._records else self._values(recs),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from detectors.errors import StreamdriftError
@@ -27,7 +27,7 @@ class Consumer(Protocol):
     """What the runner uses of a consumer (kafka-python's names and semantics), as it calls
     it; :class:`stream.sources.confluent.ConfluentConsumer` is checked against it."""
 
-    def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]: ...
+    def poll(self, timeout_ms: int, max_records: int) -> Mapping[Any, Sequence[Any]]: ...
 
     def assignment(self) -> set[Any]: ...
 
@@ -152,6 +152,11 @@ def subscribed_consumer(config_kafka: KafkaConfig, max_message_bytes: int,
 def record_values(recs: list[Any]) -> list[bytes]:
     """kafka-python: the records' values, ``b""`` for a null value."""
     return [r.value or b"" for r in recs]
+
+
+def record_offsets(recs: list[Any]) -> list[int]:
+    """kafka-python: the records' offsets."""
+    return [int(r.offset) for r in recs]
 
 
 #: librdkafka error codes that mean that no broker answered (confluent_kafka.KafkaError)

@@ -1,0 +1,142 @@
+"""``ConfluentConsumer.poll``: a poll batch split by partition without a wrapper object per
+message (:class:`stream.sources.confluent.Records` wraps on access).
+
+The fake librdkafka consumer hands out fake messages (the methods of
+``confluent_kafka.Message`` the consumer calls)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kafka import TopicPartition
+
+from stream.sources.confluent import (
+    ConfluentConsumer,
+    Record,
+    Records,
+    record_offsets,
+    record_values,
+)
+
+
+class Msg:
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None,
+                 error: Any = None, key: bytes | None = None,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
+        self._t, self._p, self._o, self._v = topic, partition, offset, value
+        self._e, self._k, self._h = error, key, headers
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def value(self) -> bytes | None:
+        return self._v
+
+    def key(self) -> bytes | None:
+        return self._k
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._h
+
+    def error(self) -> Any:
+        return self._e
+
+
+class FakeRdkafka:
+    """consume() hands out the queued batches; poll() the first message of the next."""
+
+    def __init__(self, batches: list[list[Msg]]) -> None:
+        self.batches = batches
+
+    def consume(self, n: int, timeout: float) -> list[Msg]:
+        if not self.batches:
+            return []
+        batch = self.batches.pop(0)
+        assert len(batch) <= n
+        return batch
+
+    def poll(self, timeout: float) -> Msg | None:
+        return None
+
+
+def _consumer(batches: list[list[Msg]], topics: list[str],
+              assigned: set[Any]) -> ConfluentConsumer:
+    c = object.__new__(ConfluentConsumer)
+    c._c = FakeRdkafka(batches)
+    c._assigned = set(assigned)
+    c._topic = topics[0] if len(topics) == 1 and not topics[0].startswith("^") else None
+    return c
+
+
+def _msgs(topic: str, partition: int, offsets: range) -> list[Msg]:
+    return [Msg(topic, partition, o, b"v%d" % o) for o in offsets]
+
+
+def test_one_partition_is_one_batch_and_records_read_like_kafka_pythons() -> None:
+    tp = TopicPartition("events", 3)
+    msgs = _msgs("events", 3, range(10, 15))
+    msgs[2] = Msg("events", 3, 12, None, key=b"k", headers=[("ce-id", b"1")])
+    c = _consumer([msgs], ["events"], {tp})
+    polled = c.poll(100, 500)
+    assert list(polled) == [tp]
+    recs = polled[tp]
+    assert isinstance(recs, Records) and len(recs) == 5
+    assert record_values(recs) == [b"v10", b"v11", b"", b"v13", b"v14"]
+    assert record_offsets(recs) == [10, 11, 12, 13, 14]
+    assert recs.last_offset() == 14
+    r = recs[2]
+    assert isinstance(r, Record)
+    assert (r.topic, r.partition, r.offset, r.value, r.key, r.headers) == (
+        "events", 3, 12, None, b"k", [("ce-id", b"1")])
+    assert recs[-1].offset == 14
+    assert [x.offset for x in recs] == [10, 11, 12, 13, 14]
+    assert record_offsets(recs[1:3]) == [11, 12]
+    assert isinstance(recs[1:3], Records)
+
+
+@pytest.mark.parametrize("topics", [["events"], ["events", "labels"], ["^ev.*"]])
+def test_partitions_and_topics_are_split_in_order(topics: list[str]) -> None:
+    multi = len(topics) > 1
+    a, b = TopicPartition("events", 0), TopicPartition("events", 1)
+    lab = TopicPartition("labels", 0)
+    msgs = [Msg("events", 0, 0, b"a0"), Msg("events", 1, 0, b"b0"),
+            Msg("events", 0, 1, b"a1"), Msg("events", 1, 1, b"b1")]
+    if multi:
+        msgs.insert(2, Msg("labels", 0, 7, b"l7"))
+    assigned = {a, b, lab} if multi else {a, b}
+    polled = _consumer([msgs], topics, assigned).poll(100, 500)
+    assert {tp: record_values(r) for tp, r in polled.items()} == {
+        a: [b"a0", b"a1"], b: [b"b0", b"b1"], **({lab: [b"l7"]} if multi else {})}
+    assert {tp: record_offsets(r) for tp, r in polled.items()} == {
+        a: [0, 1], b: [0, 1], **({lab: [7]} if multi else {})}
+
+
+def test_errors_are_dropped_and_unassigned_partitions_left_out() -> None:
+    a, gone = TopicPartition("events", 0), TopicPartition("events", 5)
+    msgs = [Msg("events", 0, 0, b"a0"), Msg("events", 0, 1, None, error="boom"),
+            Msg("events", 5, 9, b"x"), Msg("events", 0, 2, b"a2")]
+    c = _consumer([msgs, _msgs("events", 5, range(10, 12)),
+                   [Msg("events", 0, 3, None, error="boom")]], ["events"], {a})
+    polled = c.poll(100, 500)
+    assert list(polled) == [a]
+    assert record_offsets(polled[a]) == [0, 2]
+    assert c.poll(100, 500) == {}  # all of a partition that was taken away
+    assert c.poll(100, 500) == {}  # only an error
+    assert gone not in c.assignment()
+
+
+def test_record_helpers_take_kafka_python_records_too() -> None:
+    class KpRecord:
+        def __init__(self, offset: int, value: bytes | None) -> None:
+            self.offset, self.value = offset, value
+
+    recs = [KpRecord(4, b"x"), KpRecord(5, None)]
+    assert record_values(recs) == [b"x", b""]
+    assert record_offsets(recs) == [4, 5]

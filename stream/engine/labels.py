@@ -283,6 +283,10 @@ class LabelJoin:
         stale = _front(self.early, _earliest([j.pred_time for j in group]) - cfg.label_wait_s,
                        cfg.max_pending)
         self.counts["no_prediction"] += len(stale[0]) + len(stale[1])
+        if gone[0] or gone[1] or stale[0] or stale[1]:
+            # aged by another partition's batch, this join changed too: its next checkpoint
+            # must be written even if its own offsets did not move
+            self.dirty = True
         if self._ys:
             ys, ps, xs = self._ys, self._ps, self._xs
             self._ys, self._ps, self._xs = [], [], []

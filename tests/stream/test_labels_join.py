@@ -73,6 +73,22 @@ def test_a_label_finds_its_prediction_on_another_partition() -> None:
     assert b.counts["joined"] == 2 and not a.early
 
 
+def test_a_join_aged_by_another_partitions_batch_is_checkpointed_again() -> None:
+    """An early label that ages out during another partition's batch changes this join:
+    its checkpoint must be written again though its own offsets did not move."""
+    a, b = LabelJoin(CFG), LabelJoin(CFG)
+    _preds(a, ["p1"], [100.0], [0.5], (b,))
+    a.add_labels(["ghost"], [50.0], [1.0], (b,))  # no prediction will ever come
+    a.to_dict()  # checkpointed: clean
+    assert not a.dirty and list(a.early) == ["ghost"]
+    _preds(b, ["p2"], [100.0], [0.5], (a,))  # b's time passes 50 + label_wait_s too
+    assert a.counts["no_prediction"] == 1 and not a.early
+    assert a.dirty
+    a.to_dict()
+    _preds(b, ["p3"], [101.0], [0.5], (a,))  # nothing of a's changes: a stays clean
+    assert not a.dirty
+
+
 def test_state_round_trip_mid_stream_gives_identical_outcomes() -> None:
     s = labelled_stream(3, 3000, max_delay=60.0)
     dec = LabelDecoder(parse_config({"source": {"timestamp": {"path": "ts"}},

@@ -507,6 +507,8 @@ def main() -> None:
                          "same options")
     args = ap.parse_args()
     args.shift = tuple(args.shift)
+    # 10000, not 10000.0, in the tables and in the cells' keys of the .json
+    args.targets = [int(t) if float(t).is_integer() else t for t in args.targets]
     if args.shares is None:
         args.shares = CONCEPT_SHARES if len(args.shift) == len(CONCEPT_SHARES) \
             else tuple([1.0 / len(args.shift)] * len(args.shift))

@@ -48,6 +48,10 @@ Run from the repository root::
     PYTHONPATH=$PWD nice -n 10 .venv/bin/python bench/bench_concept.py --seed 1
     PYTHONPATH=$PWD nice -n 10 .venv/bin/python bench/bench_concept.py --seed 2
     PYTHONPATH=$PWD .venv/bin/python bench/bench_concept.py --quick   # smoke run
+    # only some cells, many runs, the peers at a full run's tuned parameters:
+    PYTHONPATH=$PWD nice -n 10 .venv/bin/python bench/bench_concept.py --seed 1 --part errors \
+        --cell 0.25 2000 0.10 --runs 2000 --peer-params-from bench/results/concept-seed1.json \
+        --out bench/results/concept-cells-seed1.md
 
 Each run writes ``bench/results/concept-seed<S>.md`` (and ``.json``); the tables are in
 ``concept_report.py``, two checks behind them in ``concept_checks.py``.

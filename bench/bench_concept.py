@@ -48,6 +48,10 @@ Run from the repository root::
     PYTHONPATH=$PWD nice -n 10 .venv/bin/python bench/bench_concept.py --seed 1
     PYTHONPATH=$PWD nice -n 10 .venv/bin/python bench/bench_concept.py --seed 2
     PYTHONPATH=$PWD .venv/bin/python bench/bench_concept.py --quick   # smoke run
+    # only some cells, many runs, the peers at a full run's tuned parameters:
+    PYTHONPATH=$PWD nice -n 10 .venv/bin/python bench/bench_concept.py --seed 1 --part errors \
+        --cell 0.25 2000 0.10 --runs 2000 --peer-params-from bench/results/concept-seed1.json \
+        --out bench/results/concept-cells-seed1.md
 
 Each run writes ``bench/results/concept-seed<S>.md`` (and ``.json``); the tables are in
 ``concept_report.py``, two checks behind them in ``concept_checks.py``.
@@ -223,12 +227,33 @@ def _peers_from(args: argparse.Namespace) -> dict[tuple[float, float], Any]:
     return {(c["p"], c["target"]): c for c in res["errors"]["cells"]}
 
 
+def _params_from(args: argparse.Namespace) -> dict[tuple[float, float], dict[str, float]]:
+    """``--peer-params-from``: each peer's tuned parameter per cell from an earlier run
+    (its bisection is skipped; its ARL0 is measured again on this run's check stream)."""
+    if args.peer_params_from is None:
+        return {}
+    res = json.loads(args.peer_params_from.read_text())
+    return {(c["p"], c["target"]): {k: v["value"] for k, v in c["peers"].items()}
+            for c in res["errors"]["cells"]}
+
+
+def _drops(args: argparse.Namespace, p: float, target: float) -> list[float]:
+    """The drops to run in a cell: all of ``--drops``, or those ``--cell`` names."""
+    if not args.cell:
+        return list(args.drops)
+    return [float(d) for cp, ct, d in args.cell
+            if abs(float(cp) - p) < 1e-9 and float(ct) == target]
+
+
 def part_errors(args: argparse.Namespace, peers: list[Peer]) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
     out: dict[str, Any] = {"cells": []}
     old = _peers_from(args)
+    fixed = _params_from(args)
     for p in args.rates:
         for target in args.targets:
+            if not _drops(args, p, target):
+                continue
             n_null = int(args.null_factor * target)
             cell: dict[str, Any] = {"p": p, "target": target, "peers": {}, "delays": {}}
             tune_stream = null_stream(rng, p, n_null)
@@ -239,7 +264,10 @@ def part_errors(args: argparse.Namespace, peers: list[Peer]) -> dict[str, Any]:
                 cell["peers"] = prev["peers"]
             for peer in peers if prev is None else []:
                 t0 = time.perf_counter()
-                value, tuned_arl = tune(peer, tune_stream, target, args.steps)
+                if (p, target) in fixed:
+                    value, tuned_arl = fixed[(p, target)][peer.name], math.nan
+                else:
+                    value, tuned_arl = tune(peer, tune_stream, target, args.steps)
                 factories[peer.name] = (lambda pe=peer, v=value: pe.make(v))
                 achieved = arl(n_null, len(count_alarms(factories[peer.name], check_stream)))
                 cell["peers"][peer.name] = {"param": peer.param, "value": value,
@@ -265,7 +293,7 @@ def part_errors(args: argparse.Namespace, peers: list[Peer]) -> dict[str, Any]:
             dets = dets[:args.refs]
             log(f"p={p} target={target} ours ARL0 {cell['ours']['arl0']:.0f} "
                 f"per reference {[round(a) for a in arls]}")
-            for drop in args.drops:
+            for drop in _drops(args, p, target):
                 keys = ["ours", *factories]
                 delays: dict[str, list[int]] = {name: [] for name in keys}
                 warm: dict[str, list[int]] = {name: [] for name in keys}
@@ -393,7 +421,13 @@ def header(args: argparse.Namespace) -> list[str]:
                "the same options, the peers' tuned parameters taken from it)"
                if getattr(args, "errors_from", None) else "")
             + (f"; the peers from `{args.peers_from.name}` (`--peers-from`: the same draws, "
-               "only ours run again)" if getattr(args, "peers_from", None) else ""), "",
+               "only ours run again)" if getattr(args, "peers_from", None) else "")
+            + (f"; only the cells {', '.join('/'.join(c) for c in args.cell)} (`--cell`: other "
+               f"draws than a full run's), {args.runs:,} runs per cell"
+               if getattr(args, "cell", None) else "")
+            + (f"; the peers at the parameters tuned in `{args.peer_params_from.name}` "
+               "(`--peer-params-from`: no bisection, their ARL0 measured again)"
+               if getattr(args, "peer_params_from", None) else ""), "",
             f"Reference: {args.ref_size:,} labelled errors; shifts "
             f"{', '.join(map(str, args.shift))} (shares of the budget "
             f"{', '.join(map(str, args.shares))}; the lower sums' share of each "
@@ -465,11 +499,20 @@ def main() -> None:
                     help="take the peers' tuning, ARL0s and delays from a results .json of a "
                          "run with the same options and seed (they are the same draws): only "
                          "ours is run")
+    ap.add_argument("--cell", nargs=3, action="append", default=[],
+                    metavar=("P", "TARGET", "DROP"),
+                    help="run only these cells (repeatable; with --rates and --targets "
+                         "covering them): the runs are then other draws than a full run's")
+    ap.add_argument("--peer-params-from", type=Path, default=None,
+                    help="take the peers' tuned parameters from a results .json (no "
+                         "bisection; their ARL0 is measured again on this run's draws)")
     ap.add_argument("--render", type=Path, default=None,
                     help="only re-write the tables from a results .json of a run with the "
                          "same options")
     args = ap.parse_args()
     args.shift = tuple(args.shift)
+    # 10000, not 10000.0, in the tables and in the cells' keys of the .json
+    args.targets = [int(t) if float(t).is_integer() else t for t in args.targets]
     if args.shares is None:
         args.shares = CONCEPT_SHARES if len(args.shift) == len(CONCEPT_SHARES) \
             else tuple([1.0 / len(args.shift)] * len(args.shift))

@@ -24,6 +24,16 @@ false-alarm in.  Then, for ``--cell`` (p target drop protocol peer, repeated), o
 peer per seed and pooled over the seeds' runs, with 95 % percentile-bootstrap intervals
 (the report's, ``concept_report.ratio_ci``) and the bootstrap share above 1.15.
 
+``paired``: for ``--cell`` (p target drop protocol peer) in each of ``--files``, the
+protocol's ratio next to the ratio on the runs both detectors survived, ours' median on the
+peer's surviving runs against ours' on all, and (cold start) ours against the peer's own
+median after the warm-up.  ``arl``: a peer's ARL0 at the parameter a file tuned it to, on
+``--factor`` × target null events, with its cycle lengths (DDM's are a burst of short
+cycles and then one that does not end).  ``hazard``: ours calibrated to other targets
+(``--targets``, ``--shares``), on the cold-start or (``--warmup``) warm-up protocol: its
+false alarms before the change and its median delay, to compare with a peer at the same
+false-alarm hazard.
+
 Run from the repository root::
 
     PYTHONPATH=$PWD nice -n 10 .venv/bin/python bench/concept_checks.py refs
@@ -34,7 +44,7 @@ Run from the repository root::
         --files bench/results/concept-seed1.json bench/results/concept-seed2.json \\
         --cell 0.10 10000 0.02 delays DDM
 
-Writes ``bench/results/concept-checks-<refs|peers|survivors>.md``.
+Writes ``bench/results/concept-checks-<check>.md`` (or ``--out``).
 """
 
 from __future__ import annotations
@@ -51,8 +61,8 @@ from detectors.concept import CONCEPT_DOWN_SHARE, ConceptCUSUM, concept_detector
 from detectors.cusum import CUSUM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_concept import RESULTS, _peers, count_alarms, delay_of  # noqa: E402
-from concept_report import NAMES, fmt, median, ratio_ci, survivors  # noqa: E402
+from bench_concept import RESULTS, _peers, count_alarms, delay_of, fresh  # noqa: E402
+from concept_report import NAMES, early_arl, fmt, median, ratio_ci, survivors  # noqa: E402
 
 
 def check_refs(args: argparse.Namespace) -> list[str]:
@@ -178,9 +188,135 @@ def check_survivors(args: argparse.Namespace) -> list[str]:
     return [*lines, ""]
 
 
+def check_arl(args: argparse.Namespace) -> list[str]:
+    """A peer's long-run ARL0 at the parameter a results file tuned it to, on ``--factor``
+    × target null events (the bench's own check stream is 40 targets: ~40 alarms, ±16 %
+    of Poisson noise on the figure that decides whether the peer is within ±30 %)."""
+    peers = {pe.name: pe for pe in _peers()}
+    lines = ["| file | p | target | peer (parameter) | ARL0 in the file | here: events, "
+             "alarms, ARL0 (95 % CI if Poisson) | median cycle | cycles ≤ `--pre` | events "
+             "in longer cycles (incl. the open one at the end) |", "|---|---|---|---|---|---|---|---|---|"]
+    for f in args.files:
+        cells = json.loads(Path(f).read_text())["errors"]["cells"]
+        rng = np.random.default_rng(args.seed)
+        for p_s, t_s, name in zip(*[iter(args.cell)] * 3, strict=True):
+            p, target = float(p_s), float(t_s)
+            c = next(c for c in cells if abs(c["p"] - p) < 1e-9 and c["target"] == target)
+            value = c["peers"][name]["value"]
+            n = int(args.factor * target)
+            s = (rng.random(n) < p).astype(np.int64).tolist()
+            pos = count_alarms(lambda pe=peers[name], v=value: pe.make(v), s)
+            a = len(pos)
+            cyc = np.diff(np.array([-1, *pos]))  # the completed cycles
+            tail = n - 1 - (pos[-1] if pos else -1)  # the last one, still open at the end
+            long_share = (cyc[cyc > args.pre].sum() + (tail if tail > args.pre else 0)) / n
+            # a Poisson count's 95 % interval, as events per alarm
+            lo, hi = n / (a + 1.96 * math.sqrt(a)), n / max(a - 1.96 * math.sqrt(a), 1)
+            lines.append(f"| {Path(f).name} | {p:.2f} | {target:,.0f} | {name} ({value:.3g}) "
+                         f"| {fmt(c['peers'][name]['arl0'])} | {n:,}, {a}, {n / max(a, 1):,.0f} "
+                         f"({lo:,.0f}–{hi:,.0f}) | {fmt(float(np.median(cyc))) if a else '-'} | "
+                         f"{np.mean(cyc <= args.pre) if a else 0:.0%} | {long_share:.0%} "
+                         f"(the open one {tail:,}) |")
+    return [*lines, ""]
+
+
+def check_hazard(args: argparse.Namespace) -> list[str]:
+    """Ours calibrated to other targets (``--targets``) on the cold-start protocol (with
+    ``--warmup``, after that many clean events whose alarms are not counted), to
+    compare with a peer at the same false-alarm hazard in the pre-change window: the share
+    of runs alarming before the change (read as a constant hazard's ARL0) and the median
+    delay of the rest, per drop (``--drops``), over ``--runs`` runs cycling over ``--refs``
+    references of ``--ref-size`` errors at ``--p``."""
+    lines = [f"p {args.p:.2f}; {args.runs} runs per row ({args.warmup:,} clean events whose "
+             f"alarms are not counted, then {args.pre:,} clean events "
+             f"then the drop, censored at {args.cap:,}), ours over {args.refs} references "
+             f"of {args.ref_size:,} errors per target"
+             + (f", shares {args.shares[0]} / {args.shares[1]}" if args.shares else "") + ".", "",
+             "| ours' target | drop | runs with a false alarm before the change | pre-change "
+             "ARL0 (constant hazard) | median delay of the rest |", "|---|---|---|---|---|"]
+    for target in args.targets:
+        rng = np.random.default_rng(args.seed)
+        dets = [concept_detector((rng.random(args.ref_size) < args.p).astype(float), target,
+                                 shares=args.shares, seed=r, down_share=args.down_share)
+                for r in range(args.refs)]
+        for drop in args.drops:
+            out = []
+            w = args.warmup
+            for r in range(args.runs):
+                s = np.concatenate([rng.random(w + args.pre) < args.p,
+                                    rng.random(args.cap) < args.p + drop]).astype(float)
+                hits = fresh(dets[r % len(dets)]).update(s)
+                out.append(delay_of(hits[hits >= w] - w, args.pre))
+            fa = sum(1 for x in out if x == -2)
+            lines.append(f"| {target:,.0f} | {drop:.2f} | {fa} of {args.runs} | "
+                         f"{fmt(early_arl(out, args.pre))} | {fmt(median(out))} |")
+    return [*lines, ""]
+
+
+def _paired_ci(ours: np.ndarray, peer: np.ndarray, boot: int) -> tuple[float, float]:
+    """95 % bootstrap interval of median(ours) / median(peer) over the same runs, resampled
+    together (censored runs are infinite)."""
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, ours.size, (boot, ours.size))
+    ma, mb = np.median(ours[idx], axis=1), np.median(peer[idx], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(ma == mb, 1.0, ma / mb)
+    r = np.where(np.isnan(r), np.inf, r)
+    return float(np.quantile(r, 0.025)), float(np.quantile(r, 0.975))
+
+
+def check_paired(args: argparse.Namespace) -> list[str]:
+    """Per file (seed) and ``--cell`` (p target drop protocol peer): the protocol's ratio
+    (each detector's median over its own surviving runs), the ratio on the runs both
+    survived (the same streams), ours on the runs the peer survived against ours on all,
+    and for the cold start ours against the peer's median after the warm-up."""
+    lines = [f"From {', '.join(f'`{Path(f).name}`' for f in args.files)}. Survivors: runs "
+             "without a false alarm before the change (censored runs count as never). "
+             "Paired: medians over the runs both ours and the peer survived, 95 % CI from "
+             "resampling those runs together; the protocol's CI resamples each detector's "
+             "survivors on their own.", "",
+             "| file | p | target | drop | protocol | peer | runs | survivors ours / peer / "
+             "both | protocol: ours, peer, ratio (95 % CI) | paired: ours, peer, ratio "
+             "(95 % CI) | ours on the peer's survivors / ours on all | cold: ours / the "
+             "peer's warm-up median (95 % CI) |", "|---|---|---|---|---|---|---|---|---|---|"
+             "---|---|"]
+    for f in args.files:
+        cells = json.loads(Path(f).read_text())["errors"]["cells"]
+        for p_s, t_s, drop_s, key, name in zip(*[iter(args.cell)] * 5, strict=True):
+            p, target, drop = float(p_s), float(t_s), float(drop_s)
+            c = next((c for c in cells if abs(c["p"] - p) < 1e-9 and c["target"] == target),
+                     None)
+            d = None if c is None else next(
+                (v for k, v in c[key].items() if abs(float(k) - drop) < 1e-9), None)
+            if d is None:
+                continue
+            o = np.array([math.inf if x == -1 else x for x in d["ours"]], dtype=float)
+            q = np.array([math.inf if x == -1 else x for x in d[name]], dtype=float)
+            so, sq = np.array(d["ours"]) != -2, np.array(d[name]) != -2
+            both = so & sq
+            lo, hi = ratio_ci(d["ours"], d[name], args.boot)
+            mo, mq = median(d["ours"]), median(d[name])
+            po, pq = float(np.median(o[both])), float(np.median(q[both]))
+            plo, phi = _paired_ci(o[both], q[both], args.boot)
+            on_peer = float(np.median(o[both])) / mo
+            cold = "-"
+            if key == "delays" and "delays_warm" in c:
+                w = next(v for k, v in c["delays_warm"].items()
+                         if abs(float(k) - drop) < 1e-9)[name]
+                wlo, whi = ratio_ci(d["ours"], w, args.boot)
+                cold = (f"{fmt(mo)} / {fmt(median(w))} ({survivors(w).size}) = "
+                        f"{mo / median(w):.2f} ({wlo:.2f}–{whi:.2f})")
+            lines.append(
+                f"| {Path(f).name} | {p:.2f} | {target:,.0f} | {drop:.2f} | {key} | {name} | "
+                f"{len(o)} | {so.sum()} / {sq.sum()} / {both.sum()} | {fmt(mo)}, {fmt(mq)}, "
+                f"{mo / mq:.2f} ({lo:.2f}–{hi:.2f}) | {fmt(po)}, {fmt(pq)}, {po / pq:.2f} "
+                f"({plo:.2f}–{phi:.2f}) | {on_peer:.2f} | {cold} |")
+    return [*lines, ""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("check", choices=["refs", "peers", "survivors"])
+    ap.add_argument("check", choices=["refs", "peers", "survivors", "paired", "arl", "hazard"])
     ap.add_argument("--refs", type=int, default=40)
     ap.add_argument("--down-share", type=lambda v: None if v == "none" else float(v),
                     default=CONCEPT_DOWN_SHARE,
@@ -198,13 +334,22 @@ def main() -> None:
     ap.add_argument("--pre", type=int, default=1_000)
     ap.add_argument("--cap", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--p", type=float, default=0.10, help="hazard: the baseline error rate")
+    ap.add_argument("--targets", type=float, nargs="+", default=[250, 500, 1_000],
+                    help="hazard: ours' targets")
+    ap.add_argument("--drops", type=float, nargs="+", default=[0.02, 0.05], help="hazard")
+    ap.add_argument("--warmup", type=int, default=0, help="hazard: uncounted clean events first")
+    ap.add_argument("--shares", type=float, nargs=2, default=None,
+                    help="hazard: the two CUSUMs' shares of the budget (default: production's)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     cmd = " ".join(sys.argv[1:])
     text = "\n".join([f"# bench_concept checks: {args.check}", "",
                       f"`PYTHONPATH=$PWD .venv/bin/python bench/concept_checks.py {cmd}`", "",
                       *{"refs": check_refs, "peers": check_peers,
-                        "survivors": check_survivors}[args.check](args)])
+                        "survivors": check_survivors,
+                        "paired": check_paired, "arl": check_arl,
+                        "hazard": check_hazard}[args.check](args)])
     out = args.out or RESULTS / f"concept-checks-{args.check}.md"
     out.write_text(text + "\n")
     print(text)

@@ -119,3 +119,38 @@ def test_the_survivors_check_flags_a_cold_start_median_from_lucky_runs(tmp_path:
     assert 1.8 < pooled_cold < 2.2  # ~200 / ~100: ours "slower" against the survivors
     assert 0.6 < pooled_warm < 0.73  # ~200 / ~300 on the same runs after the warm-up
     assert cold_row.endswith("| 100% |") and warm_row.endswith("| 0% |")
+
+
+def test_the_cell_filter_runs_only_the_drops_it_names() -> None:
+    from bench.bench_concept import _drops
+
+    every = argparse.Namespace(cell=[], drops=[0.02, 0.05, 0.10])
+    assert _drops(every, 0.25, 2_000) == [0.02, 0.05, 0.10]
+    some = argparse.Namespace(cell=[["0.10", "10000", "0.02"], ["0.10", "10000", "0.05"],
+                                    ["0.25", "2000", "0.10"]], drops=[0.02, 0.05, 0.10])
+    assert _drops(some, 0.10, 10_000) == [0.02, 0.05]
+    assert _drops(some, 0.25, 2_000) == [0.10]
+    assert _drops(some, 0.10, 2_000) == []  # a cell not named is skipped
+
+
+def test_the_paired_check_compares_the_runs_both_survived(tmp_path: Any) -> None:
+    import json
+
+    from bench.concept_checks import check_paired
+
+    # 300 runs; DDM survives the first 30 only, and on those ours is slow (400) while it is
+    # fast (100) elsewhere: per detector the ratio is 100-ish / 50, paired it is 400 / 50
+    ours = [400] * 30 + [100] * 270
+    cold = [50] * 30 + [-2] * 270
+    warm = [80] * 300
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_run(ours, cold, warm)))
+    args = argparse.Namespace(files=[str(path)], boot=200,
+                              cell=["0.10", "10000", "0.02", "delays", "DDM"])
+    row = next(line for line in check_paired(args) if line.startswith("| r.json"))
+    cols = [c.strip() for c in row.split("|")]
+    assert cols[8] == "300 / 30 / 30"
+    assert cols[9].startswith("100, 50, 2.00")  # the protocol: each its own survivors
+    assert cols[10].startswith("400, 50, 8.00")  # the same 30 runs
+    assert cols[11] == "4.00"  # ours on DDM's survivors / ours on all
+    assert cols[12].startswith("100 / 80 (300) = 1.25")  # against DDM's warm-up median

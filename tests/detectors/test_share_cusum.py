@@ -18,7 +18,13 @@ from detectors.embedding import (
 )
 from detectors.errors import DetectorError
 from detectors.multivariate import calibrate_joint
-from detectors.share_cusum import ShareCusum, calibrate_share_cusum, increments, nearest_labels
+from detectors.share_cusum import (
+    ShareCusum,
+    calibrate_share_cusum,
+    exponent,
+    increments,
+    nearest_labels,
+)
 from tests.support.embeddings import SHIFTED_SHARE, Mixture
 
 
@@ -153,6 +159,34 @@ def test_extrapolated_threshold_near_the_direct_one() -> None:
                                    n_paths=8)
     assert (far.method, direct.method) == ("extrapolated", "direct")
     assert abs(far.threshold - direct.threshold) < 0.6, (far, direct)
+
+
+def test_exponent_is_one_for_exact_likelihood_ratios_and_below_for_a_wrong_share() -> None:
+    p = np.array([0.5, 0.25, 0.25])
+    a, b = increments(p)
+    assert exponent(p, a, b) == pytest.approx(1.0, abs=1e-9)
+    # the test believes cluster 2 has 0.2 while it has 0.25: its sum's tail is heavier
+    a, b = increments(np.array([0.5, 0.3, 0.2]))
+    t = exponent(p, a, b)
+    assert t < 1.0
+    j = 2  # the root of the cluster that sets it, by hand
+    assert p[j] * math.exp(t * a[j]) + (1 - p[j]) * math.exp(t * b[j]) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_extrapolated_calibration_meets_a_far_target() -> None:
+    """Target 200,000 labels from 1,000,000 simulated (extrapolated): the achieved spacing
+    on 20,000,000 null labels within 0.7-1.43 of the target."""
+    rng = np.random.default_rng(11)
+    ref = rng.integers(0, 8, size=10_000)
+    cal = calibrate_share_cusum(ref, 8, 200_000, release_values=1_000, seed=3,
+                                n_values=1_000_000, n_paths=16)
+    assert cal.method == "extrapolated"
+    c = ShareCusum(np.bincount(ref, minlength=8) / ref.size, cal.threshold, 1_000)
+    eps = sum(int(c.steps(rng.integers(0, 8, size=5_000_000))[1].sum()) for _ in range(4))
+    print(f"\nshare CUSUM extrapolated to 200,000: threshold {cal.threshold:.2f}, "
+          f"achieved spacing {20_000_000 / max(eps, 1):,.0f} ({eps} episodes)")
+    assert 0.7 <= 20_000_000 / max(eps, 1) / 200_000 <= 1.43
 
 
 def test_union_of_two_episode_processes() -> None:

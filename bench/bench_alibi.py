@@ -173,8 +173,10 @@ def ours(family: str, seed: int, target: float, window: int, cadence: int, n_ref
         make = VectorTest
     cal_s = time.process_time() - t0
 
+    share = {"share_threshold": cal.share_threshold} if family == "emb" else {}
+
     def fresh():  # type: ignore[no-untyped-def]
-        t = make(prof, window, cadence, cal.threshold)
+        t = make(prof, window, cadence, cal.threshold, **share)
         t.configure_episodes(min(1.0, max(0.5, cal.release_floor / cal.threshold)), window)
         return t
 

@@ -5,7 +5,8 @@ Cost (one thread, CPU time, best of ``--repeats``): per event, decoding a JSON a
 ``dim`` numbers already parsed by orjson into the batch matrix
 (:func:`stream.formats.vectors.vector_column`), and the test
 (:meth:`detectors.embedding.VectorTest.update`: projection on ``components`` principal
-directions + the joint test of the projection, window 1,000, cadence 50), batches of 1,000.
+directions + the joint test of the projection, window 1,000, cadence 50, + the share
+CUSUM), batches of 1,000.
 The JSON parsing of the array itself (orjson) is reported beside them.
 
 Detection: a Gaussian mixture of 8 clusters in 64 dimensions (centres N(0, 1) per
@@ -73,7 +74,8 @@ def cost(dim: int, components: int, repeats: int, seed: int) -> tuple[float, flo
         mats = [vector_column(parsed[i:i + BATCH], dim).values
                 for i in range(0, len(parsed), BATCH)]
         t2 = time.process_time()
-        test = VectorTest(prof, 1_000, 50, float("inf"))
+        # thresholds no event reaches: the whole cost, with the share CUSUM's
+        test = VectorTest(prof, 1_000, 50, 1e300, share_threshold=1e300)
         for m in mats:
             test.update(m)
         t3 = time.process_time()
@@ -93,12 +95,12 @@ def detection(components: int, arl0: float, runs: int, null_events: int, seed: i
     cal = calibrate_vector(prof, WINDOW, CADENCE, arl0, release_values=WINDOW, seed=seed)
     cal_s = time.process_time() - t0
 
-    def fresh(p: VectorProfile, threshold: float) -> VectorTest:
-        t = VectorTest(p, WINDOW, CADENCE, threshold)
+    def fresh(p: VectorProfile, threshold: float, share: float) -> VectorTest:
+        t = VectorTest(p, WINDOW, CADENCE, threshold, share_threshold=share)
         t.configure_episodes(min(1.0, max(0.5, cal.release_floor / cal.threshold)), WINDOW)
         return t
 
-    null = fresh(prof, cal.threshold)
+    null = fresh(prof, cal.threshold, cal.share_threshold)
     alarms = sum(null.update(mix.draw(rng, 50_000)).size
                  for _ in range(null_events // 50_000))
     delays, early, missed = [], 0, 0
@@ -108,7 +110,7 @@ def detection(components: int, arl0: float, runs: int, null_events: int, seed: i
         p = VectorProfile.from_matrix(VectorSpec("e", 64, components), m.draw(rr, 10_000))
         c = calibrate_vector(p, WINDOW, CADENCE, arl0, release_values=WINDOW, seed=r,
                              n_values=400_000, n_paths=16)
-        t = fresh(p, c.threshold)
+        t = fresh(p, c.threshold, c.share_threshold)
         if t.update(m.draw(rr, CHANGE)).size:
             early += 1
             continue
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
              "## Cost per event (components 8, batches of 1,000, window 1,000, cadence 50)",
              "",
              "| dim | orjson parse of the array | decode to the batch matrix | test "
-             "(projection + joint test) | decode + test |",
+             "(projection + joint test + share CUSUM) | decode + test |",
              "| --- | --- | --- | --- | --- |"]
     for dim in DIMS:
         p, d, t = cost(dim, 8, args.repeats, args.seed)

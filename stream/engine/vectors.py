@@ -22,6 +22,7 @@ start-up for vector columns, and CSV or Parquet references.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,7 @@ class ModelVectors:
     live tests."""
 
     def __init__(self, model: ModelConfig, profiles: dict[str, VectorProfile],
-                 calibrations: dict[str, Calibration], settings: DetectionSettings) -> None:
+                 calibrations: Mapping[str, Calibration], settings: DetectionSettings) -> None:
         self.model = model
         self.profiles = profiles
         self.calibrations = calibrations
@@ -136,7 +137,8 @@ class ModelVectors:
         out = {}
         for name, prof in self.profiles.items():
             cal = self.calibrations[name]
-            t = VectorTest(prof, self.settings.window, self.settings.cadence, cal.threshold, name)
+            t = VectorTest(prof, self.settings.window, self.settings.cadence, cal.threshold, name,
+                           share_threshold=getattr(cal, "share_threshold", math.inf))
             release = self.settings.release
             if cal.release_floor > 0:
                 release = min(1.0, max(release, cal.release_floor / cal.threshold))
@@ -262,9 +264,9 @@ def build_vectors(config: Config, model: ModelConfig, settings: DetectionSetting
                                         settings.release, settings.release_values, seed=i,
                                         n_values=settings.calibration_values)
         log.info("vector column %s.%s: %d reference vectors, %d components explain %.0f %% "
-                 "of the variance, threshold %.4g (%s)", model.name, v.name,
-                 prof.joint.n_ref, v.components, 100 * prof.explained,
-                 cals[v.name].threshold, cals[v.name].method)
+                 "of the variance, threshold %.4g (%s), share CUSUM threshold %.4g", model.name,
+                 v.name, prof.joint.n_ref, v.components, 100 * prof.explained,
+                 cals[v.name].threshold, cals[v.name].method, cals[v.name].share_threshold)
     return ModelVectors(model, profiles, cals, settings)
 
 

@@ -112,7 +112,7 @@ def test_calibrated_false_alarm_spacing_on_clean_embeddings_over_seeds() -> None
         prof = VectorProfile.from_matrix(VectorSpec("e", 64, 8), mix.draw(rng, 5_000))
         cal = calibrate_vector(prof, 200, 20, TARGET, release=0.5, release_values=200,
                                seed=seed, n_values=400_000, n_paths=16)
-        t = VectorTest(prof, 200, 20, cal.threshold)
+        t = VectorTest(prof, 200, 20, cal.threshold, share_threshold=cal.share_threshold)
         t.configure_episodes(min(1.0, max(0.5, cal.release_floor / cal.threshold)), 200)
         alarms = sum(t.update(mix.draw(rng, 50_000)).size for _ in range(NULL_EVENTS // 50_000))
         total += alarms
@@ -136,7 +136,7 @@ def test_detects_a_change_in_the_share_of_one_cluster() -> None:
         prof = VectorProfile.from_matrix(VectorSpec("e", 64, 8), mix.draw(rng, 10_000))
         cal = calibrate_vector(prof, 500, 50, 1e6, release_values=500, seed=seed,
                                n_values=200_000, n_paths=8)
-        t = VectorTest(prof, 500, 50, cal.threshold)
+        t = VectorTest(prof, 500, 50, cal.threshold, share_threshold=cal.share_threshold)
         t.configure_episodes(0.5, 500)
         assert t.update(mix.draw(rng, 2_000)).size == 0
         hit = t.update(mix.draw(rng, 3_000, SHIFTED_SHARE))

@@ -38,6 +38,22 @@ _NO_CODES = np.empty(0, dtype=np.int64)
 _NO_CODES.flags.writeable = False
 
 
+class CodedColumn(NamedTuple):
+    """A categorical column as codes into a table of values, as a decoder that interns
+    strings has it (:mod:`stream.formats.scan`: the batch's distinct strings).
+
+    ``values`` is the object column it describes (a monitor uses the codes only for that
+    very array, checked by identity); ``codes`` holds one integer per value, an index into
+    ``table`` (-1: its last entry); ``table`` is an object array and ``table[codes]``
+    equals ``values``.  A monitor then looks each entry of the table up once instead of
+    each value.
+    """
+
+    values: np.ndarray
+    codes: np.ndarray
+    table: np.ndarray
+
+
 class Alarm(NamedTuple):
     """An episode of one detector opened (an alarm) or closed at one position of a batch.
 
@@ -150,9 +166,12 @@ class ColumnMonitor:
                                     f"shared windows")
 
     # -- hot path -----------------------------------------------------------
-    def update(self, values: Any, invalid_mask: np.ndarray | None = None) -> list[Alarm]:
+    def update(self, values: Any, invalid_mask: np.ndarray | None = None,
+               coded: CodedColumn | None = None) -> list[Alarm]:
         """Feed one batch of this column; return the alarms (episodes opened) raised in it.
 
+        ``coded``: the same categorical values as codes into a table (see
+        :class:`CodedColumn`); the result is the same with it or without, only faster.
         The episodes it closed are in :attr:`closes` until the next call.
         """
         self.closes = []
@@ -160,7 +179,10 @@ class ColumnMonitor:
         if self.numeric:
             out = self._update_numeric(values, invalid_mask)
         else:
-            out = self._update_categorical(values, invalid_mask)
+            if coded is not None and coded.values is values:
+                out = self._update_categorical(values, invalid_mask, coded)
+            else:  # no codes, or not the codes of these values
+                out = self._update_categorical(values, invalid_mask)
         if len(self.closes) > 1:
             self.closes.sort(key=lambda a: a.position)
         return out
@@ -270,7 +292,24 @@ class ColumnMonitor:
         self._lookup = (self._codes, self._known, lookup)
         return lookup
 
-    def _update_categorical(self, values: Any, invalid_mask: np.ndarray | None) -> list[Alarm]:
+    def _packed_codes(self, obj: np.ndarray) -> np.ndarray | None:
+        """The packed code of each value of ``obj`` (object, 1-d): one dict lookup per
+        value gives missing, the category code and the unseen flag; None when a value
+        cannot be looked up (unhashable)."""
+        unknown = -3
+        try:
+            codes = np.fromiter(map(self._category_codes().get, obj, repeat(unknown)),
+                                dtype=np.int64, count=obj.size)
+        except Exception:  # noqa: BLE001 - unhashable values: the general path decides
+            return None
+        if (codes == unknown).any():  # not a tracked category: missing only if it equals None
+            idx = np.flatnonzero(codes == unknown)
+            missing = np.equal(obj[idx], None).astype(bool)  # type: ignore[call-overload]
+            codes[idx] = np.where(missing, CODE_MISSING, (len(self._codes) << 1) | 1)
+        return codes
+
+    def _update_categorical(self, values: Any, invalid_mask: np.ndarray | None,
+                            coded: CodedColumn | None = None) -> list[Alarm]:
         arr = np.asarray(values)
         if arr.dtype.kind == "f" and arr.size:  # an empty batch of any dtype is fine
             raise TypeError(f"{self.name}: categorical columns take strings (None for missing), "
@@ -280,17 +319,18 @@ class ColumnMonitor:
         n = obj.size
         if n == 0:
             return out
-        # one dict lookup per value gives missing, the category code and the unseen flag
-        unknown = -3
-        try:
-            codes = np.fromiter(map(self._category_codes().get, obj, repeat(unknown)),
-                                dtype=np.int64, count=n)
-        except Exception:  # unhashable values: fail where and as the general path fails
-            return self._update_categorical_masks(obj, invalid_mask)
-        if (codes == unknown).any():  # not a tracked category: missing only if it equals None
-            idx = np.flatnonzero(codes == unknown)
-            missing = np.equal(obj[idx], None).astype(bool)  # type: ignore[call-overload]
-            codes[idx] = np.where(missing, CODE_MISSING, (len(self._codes) << 1) | 1)
+        codes = None
+        if coded is not None and coded.codes.shape == (n,):
+            # one lookup per entry of the table, then the rows' codes by index: the same
+            # codes as one lookup per value, since table[coded.codes] is the column
+            table = np.asarray(coded.table, dtype=object).reshape(-1)
+            per_entry = self._packed_codes(table) if table.size else None
+            if per_entry is not None:
+                codes = per_entry[coded.codes]
+        if codes is None:
+            codes = self._packed_codes(obj)
+            if codes is None:
+                return self._update_categorical_masks(obj, invalid_mask)
         invalid = None if invalid_mask is None else np.asarray(invalid_mask, dtype=bool)
         if invalid is not None and invalid.shape != (n,):
             return self._update_categorical_masks(obj, invalid_mask)

@@ -32,7 +32,7 @@ from detectors.catalogue import (
     detectors_for,
     make_detector,
 )
-from detectors.column import Alarm, ColumnMonitor
+from detectors.column import Alarm, CodedColumn, ColumnMonitor
 from detectors.errors import DetectorError
 from detectors.multivariate import GroupSpec, JointProfile
 from detectors.multivariate_model import (
@@ -535,15 +535,18 @@ class ModelMonitor:
 
     def update(self, columns: Mapping[str, Any],
                invalid_masks: Mapping[str, np.ndarray] | None = None,
-               missing_masks: Mapping[str, np.ndarray] | None = None) -> list[Alarm]:
+               missing_masks: Mapping[str, np.ndarray] | None = None,
+               coded: Mapping[str, CodedColumn] | None = None) -> list[Alarm]:
         """Feed one batch (column name → values, all of the batch's length).
 
         With ``missing_masks`` (and a ``quality`` monitor), the incomplete events are
         taken out first (see :mod:`detectors.quality`): the model-level test sees them,
-        the columns do not.  Model-level alarms have the column ``""``.
+        the columns do not.  Model-level alarms have the column ``""``.  ``coded``:
+        categorical columns also given as codes into a table (:class:`CodedColumn`; same
+        result, fewer lookups).
         """
         if missing_masks is not None and self.quality is not None:
-            return self._update_complete(columns, invalid_masks, missing_masks)
+            return self._update_complete(columns, invalid_masks, missing_masks, coded)
         out: list[Alarm] = []
         closes: list[Alarm] = []
         n = None
@@ -554,7 +557,7 @@ class ModelMonitor:
             if n is None:
                 n = len(values)
             mask = invalid_masks.get(name) if invalid_masks else None
-            out.extend(mon.update(values, mask))
+            out.extend(mon.update(values, mask, coded.get(name) if coded else None))
             closes.extend(mon.closes)
         if self.groups is not None:
             out.extend(self.groups.update(columns))
@@ -567,19 +570,26 @@ class ModelMonitor:
 
     def _update_complete(self, columns: Mapping[str, Any],
                          invalid_masks: Mapping[str, np.ndarray] | None,
-                         missing_masks: Mapping[str, np.ndarray]) -> list[Alarm]:
+                         missing_masks: Mapping[str, np.ndarray],
+                         coded: Mapping[str, CodedColumn] | None = None) -> list[Alarm]:
         assert self.quality is not None
         n = len(next(iter(columns.values()))) if columns else 0
         out, keep = self.quality.update(invalid_masks, missing_masks, n)
         model_closes = self.quality.closes
         if keep is None:
-            found = sorted([*out, *self.update(columns, invalid_masks)],
+            found = sorted([*out, *self.update(columns, invalid_masks, coded=coded)],
                            key=lambda a: a.position)
             self.closes = sorted([*model_closes, *self.closes], key=lambda a: a.position)
             return found
-        found = self.update({c: np.asarray(v)[keep] for c, v in columns.items()},
-                            None if invalid_masks is None else
-                            {c: m[keep] for c, m in invalid_masks.items()})
+        kept = {c: np.asarray(v)[keep] for c, v in columns.items()}
+        kept_coded = None
+        if coded:  # the complete events' codes, for the complete events' values
+            kept_coded = {c: CodedColumn(kept[c], cc.codes[keep], cc.table)
+                          for c, cc in coded.items()
+                          if c in kept and cc.values is columns[c]
+                          and cc.codes.shape == (n,)}
+        found = self.update(kept, None if invalid_masks is None else
+                            {c: m[keep] for c, m in invalid_masks.items()}, coded=kept_coded)
         self.n_events += n - int(keep.size)
         out.extend(a._replace(position=int(keep[a.position])) for a in found)
         out.sort(key=lambda a: a.position)

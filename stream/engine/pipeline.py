@@ -390,7 +390,7 @@ class Pipeline:
                     closes.extend(_detection(name, sa.alarm, mb, base_index, offset_of,
                                              sa.segment) for sa in seg_closes)
                     mb = ms.strip(mb)
-                alarms = mon.update(mb.columns, mb.invalid_mask, mb.missing_mask)
+                alarms = mon.update(mb.columns, mb.invalid_mask, mb.missing_mask, mb.coded)
                 if mb.ids is not None and self.labels is not None:
                     self.labels.add_predictions(name, partition, mb, carried)
                 if self.skew is not None and partition != LOCAL_PARTITION:

@@ -65,6 +65,12 @@ class ModelBatch:
     #: embedding column name -> its batch (stream.formats.vectors.VectorColumn); empty
     #: when the model has no ``type: vector`` feature
     vectors: dict[str, Any] = field(default_factory=dict)
+    #: categorical column name -> the same values as codes into a table of strings
+    #: (:class:`detectors.column.CodedColumn`, bound to the ``columns`` array by identity),
+    #: for the decoders that intern strings (the scanner); the monitors then look up each
+    #: distinct string once.  Empty otherwise; :meth:`take` and :func:`batch_tail` leave
+    #: it out (the object columns stay the reference).
+    coded: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_events(self) -> int:

@@ -35,6 +35,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from detectors.column import CodedColumn
 from stream.config import Config, ModelConfig
 from stream.formats._scan_kernel import (
     NODE_CAT,
@@ -272,12 +273,21 @@ class ScanDecoder:
                 missing = np.isnan(values)
             else:
                 codes = cat_code[slot][rows]
-                values = table[codes]
                 missing = codes < 0
+                entries = table
+                if slots is not None:  # the flagged rows' values: entries of their own
+                    assert other is not None
+                    entries = np.concatenate([table[:-1], other.columns[column.name],
+                                              table[-1:]])
+                    codes[slots] = np.arange(table.shape[0] - 1,
+                                             table.shape[0] - 1 + slots.shape[0])
+                values = entries[codes]
+                batch.coded[column.name] = CodedColumn(values, codes, entries)
             invalid = np.zeros(m, dtype=bool)
             if slots is not None:
                 assert other is not None
-                values[slots] = other.columns[column.name]
+                if column.type == "numeric":
+                    values[slots] = other.columns[column.name]
                 invalid[slots] = other.invalid_mask[column.name]
                 missing[slots] = other.missing_mask[column.name]
             batch.columns[column.name] = values

@@ -58,7 +58,25 @@ def decode_all(config: Config, messages: list[Any]) -> tuple[DecodedBatch, ScanD
     assert_same_batch(got, ColumnarDecoder(config).decode(list(messages)))
     # the scanner decoded the batch: it did not raise (and leave it to the columnar decoder)
     assert decoder.scanned_batches == (1 if decoder.scanning and messages else 0)
+    if decoder.scanned_batches:
+        assert_coded(config, got)
     return got, decoder
+
+
+def assert_coded(config: Config, batch: DecodedBatch) -> None:
+    """Every categorical column of a scanned batch comes with its codes, bound to it, and
+    the table's entries at the codes are its values (the flagged rows' included)."""
+    for model in config.models:
+        mb = batch.models[model.name]
+        for column in model.columns:
+            coded = mb.coded.get(column.name)
+            if column.type == "numeric" or not mb.n_events:
+                continue
+            assert coded is not None and coded.values is mb.columns[column.name]
+            assert coded.codes.shape == (mb.n_events,)
+            assert coded.table[-1] is None
+            assert [(type(v), v) for v in coded.table[coded.codes].tolist()] == \
+                [(type(v), v) for v in mb.columns[column.name].tolist()]
 
 
 def test_which_configurations_are_scanned() -> None:

@@ -14,7 +14,8 @@ machine disturbs the ratios little.  Reported:
 * **replay, steady state**: ``Pipeline.process`` (decode, route, every default detector)
   over batches of 5,000 lines (what ``replay`` feeds it), on a fresh pipeline after one
   warm-up batch (building the pipeline and the warm-up batch are not timed); with the
-  columnar decoder (the default), with the scanner and with today's ``BatchDecoder``;
+  columnar decoder, with the scanner (the default ``json`` decoder) and with
+  ``BatchDecoder``;
 * **naive loop**: what a user would write: batches of lines, ``orjson.loads`` per line,
   skip what is not an object of a known model, one current ``river.drift.ADWIN`` per
   numeric column updated per value, a ``collections.Counter`` per categorical column;

@@ -109,13 +109,15 @@ def kafka_python_consumer(config_kafka: KafkaConfig, max_message_bytes: int,
 
     return GuardedConsumer(
         lambda: subscribed_consumer(config_kafka, max_message_bytes, on_assigned, on_revoked,
-                                     on_lost), on_restart)
+                                    on_lost), on_restart)
 
 
 def subscribed_consumer(config_kafka: KafkaConfig, max_message_bytes: int,
-                         on_assigned: Callable[[set[Any]], None],
-                         on_revoked: Callable[[set[Any]], None],
-                         on_lost: Callable[[set[Any]], None]) -> Any:
+                        on_assigned: Callable[[set[Any]], None],
+                        on_revoked: Callable[[set[Any]], None],
+                        on_lost: Callable[[set[Any]], None]) -> Any:
+    """The consumer :func:`kafka_python_consumer` guards, built and subscribed: its
+    ``poll()`` mends an unfinished group join (groupjoin.py), no watchdog around it."""
     from kafka import ConsumerRebalanceListener
 
     from stream.sources.groupjoin import group_consumer

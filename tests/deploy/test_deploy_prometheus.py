@@ -43,6 +43,7 @@ EXPECTED_SEVERITIES = {
     "StreamdriftTargetAbsent": {"critical"},
     "StreamdriftSourceDown": {"critical"},
     "StreamdriftConsumerStalled": {"critical"},
+    "StreamdriftConsumerGroupJoinStalled": {"warning"},
     "StreamdriftNoEvents": {"critical"},
     "StreamdriftModelNoEvents": {"critical"},
     "StreamdriftConsumerLagGrowing": {"warning"},

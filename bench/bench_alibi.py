@@ -13,7 +13,9 @@ backend, ``--window``, ``--bootstraps``, target ``ert=--ert``) runs in its own v
 (``--alibi-python``; worker ``bench/alibi_worker.py``), one event per ``predict`` call;
 its achieved ARL0 is measured on ``--alibi-null`` clean events (reset after each alarm).
 Ours is then calibrated to Alibi's achieved ARL0 (pooled over the seeds, per detector and
-scenario family) and its own achieved ARL0 measured on ``--null-events`` clean events.
+scenario family) as a mean run length from a fresh test (``run_length``:
+:mod:`detectors.vector_calibration`), and its own achieved ARL0 measured on
+``--null-events`` clean events.
 Delays: ``--runs`` streams per scenario and seed with the change after ``CHANGE`` events;
 delay = index of the first alarm - ``CHANGE`` (0: the first changed event); runs with an
 alarm before the change are left out and counted, runs without an alarm within ``AFTER``
@@ -159,17 +161,23 @@ def ours(family: str, seed: int, target: float, window: int, cadence: int, n_ref
     make: Any
     if family == "mv":
         from detectors.multivariate import GroupSpec, JointProfile, JointTest, calibrate_joint
+        from detectors.vector_calibration import calibrate_joint_run_length
 
         prof = JointProfile.from_rows(GroupSpec("g", tuple(f"c{i}" for i in range(20))), ref)
         t0 = time.process_time()
-        cal = calibrate_joint(prof, window, cadence, target, release_values=window, seed=seed)
+        # ARL0 as measured here (a fresh test's run length), not the episodes' spacing
+        cal = calibrate_joint_run_length(prof, window, cadence, target, seed=seed)
+        if cal is None:
+            cal = calibrate_joint(prof, window, cadence, target, release_values=window,
+                                  seed=seed)
         make = JointTest
     else:
         from detectors.embedding import VectorProfile, VectorSpec, VectorTest, calibrate_vector
 
         prof = VectorProfile.from_matrix(VectorSpec("e", 64, args.components), ref)
         t0 = time.process_time()
-        cal = calibrate_vector(prof, window, cadence, target, release_values=window, seed=seed)
+        cal = calibrate_vector(prof, window, cadence, target, release_values=window, seed=seed,
+                               run_length=True)
         make = VectorTest
     cal_s = time.process_time() - t0
 

@@ -1,0 +1,93 @@
+"""Compiled core of the Shiryaev-Roberts mixture of the error stream (numba): the
+detector's kernel over a batch, and the alarm count calibration bisects on.
+
+State: ``log R_j`` per shift of the grid (``-inf``: ``R_j = 0``, a fresh start).  For each
+valid value ``x`` (finite, winsorised to ``[lo, hi]``) every component advances as
+``R_j <- (1 + R_j) · exp(c_j + d_j·x)`` (the likelihood ratio of a rate moved by the
+``j``-th shift, linear in ``x``), and the statistic is ``log Σ_j w_j R_j``; it alarms when
+that crosses ``log A`` and then restarts (every ``R_j`` back to 0).  The Python side is in
+:mod:`detectors.concept_sr`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _log1p_exp(v: float) -> float:
+    """``log(1 + e^v)`` without overflow (``v = -inf`` gives 0)."""
+    if v > 30.0:
+        return v + math.log1p(math.exp(-v))
+    return math.log1p(math.exp(v))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sr_kernel(values, c, d, logw, log_a, lo, hi, logr, out, out_stat, last):
+    """Feed ``values``; write alarm positions and statistics to ``out``/``out_stat``;
+    return how many.  ``logr`` (one per component) is updated in place; ``last[0]``
+    receives the statistic after the last valid value (unchanged without one), ``last[1]``
+    the number of valid values fed."""
+    g = c.size
+    m = 0
+    n_valid = 0
+    stat = last[0]
+    for i in range(values.size):
+        x = values[i]
+        if not (abs(x) <= 1e100):  # NaN, inf, absurd: skipped, no tick
+            continue
+        x = min(max(x, lo), hi)
+        n_valid += 1
+        top = -np.inf
+        for j in range(g):
+            v = _log1p_exp(logr[j]) + c[j] + d[j] * x
+            logr[j] = v
+            if v + logw[j] > top:
+                top = v + logw[j]
+        tot = 0.0
+        for j in range(g):
+            tot += math.exp(logr[j] + logw[j] - top)
+        stat = top + math.log(tot)
+        if stat > log_a:
+            out[m] = i
+            out_stat[m] = stat
+            m += 1
+            for j in range(g):
+                logr[j] = -np.inf
+            stat = -np.inf
+    last[0] = stat
+    last[1] = n_valid
+    return m
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def sr_alarm_count(paths, c, d, logw, log_a, lo, hi):
+    """Alarms (with their restarts) over the rows of ``paths``, each from a fresh start."""
+    g = c.size
+    logr = np.empty(g)
+    total = 0
+    for p in range(paths.shape[0]):
+        for j in range(g):
+            logr[j] = -np.inf
+        row = paths[p]
+        for i in range(row.size):
+            x = min(max(row[i], lo), hi)
+            top = -np.inf
+            for j in range(g):
+                v = _log1p_exp(logr[j]) + c[j] + d[j] * x
+                logr[j] = v
+                if v + logw[j] > top:
+                    top = v + logw[j]
+            if top <= log_a:  # the mixture is at most top + log(g): often decided here
+                tot = 0.0
+                for j in range(g):
+                    tot += math.exp(logr[j] + logw[j] - top)
+                if top + math.log(tot) <= log_a:
+                    continue
+            total += 1
+            for j in range(g):
+                logr[j] = -np.inf
+    return total

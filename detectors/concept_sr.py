@@ -168,10 +168,14 @@ class ConceptSR:
     """The Shiryaev-Roberts mixture of the error stream (see the module docstring), with the
     interface of :class:`~detectors.concept.ConceptCUSUM` that the label join reads.
 
-    Without episodes every crossing is an alarm (the statistic then restarts), and
-    :attr:`drift_detected` says whether the last valid error crossed.  With
-    episodes (:meth:`configure_episodes`) a crossing opens one unless one is open; it
-    closes once ``release_values`` valid errors have passed without a crossing.
+    Without episodes every crossing is an alarm (the statistic then restarts: the renewal
+    alarms :func:`calibrate_sr` counts), and :attr:`drift_detected` says whether the last
+    valid error crossed.  With episodes (:meth:`configure_episodes`, as the label join runs
+    it) a crossing opens one and the statistic goes on, at most ``A / release`` (as the
+    CUSUMs' sums are capped), so a persisting drift holds the episode; it closes once
+    ``release_values`` valid errors in a row have left the mixture at or below
+    ``release · A``, and the statistic restarts there.  The restart then comes later than
+    the renewal's, so on clean data episodes come no more often than calibrated alarms.
 
     Attributes
     ----------
@@ -202,8 +206,8 @@ class ConceptSR:
         self.hold = 0
         self.release = 0.0
         self._open = False
-        self._since = 0  # valid errors since the last crossing
-        self._alarmed = False  # a crossing ever (without episodes: the last valid value's)
+        self._quiet = 0  # valid errors in a row at or below the release level (episodes)
+        self._crossed = False  # whether the last valid error crossed
         self._peak = 0.0
         self.close_positions = np.empty(0, dtype=np.int64)
         self.alarm_statistics = np.empty(0)
@@ -221,7 +225,7 @@ class ConceptSR:
 
     @property
     def drift_detected(self) -> bool:
-        return self._open if self.hold else (self._alarmed and self._since == 0)
+        return self._open if self.hold else self._crossed
 
     @property
     def episode_peak(self) -> float:
@@ -250,56 +254,20 @@ class ConceptSR:
         x = np.ascontiguousarray(values, dtype=np.float64).ravel()
         out = np.empty(x.size, dtype=np.int64)
         stats = np.empty(x.size)
-        last = np.array([self._stat, 0.0])
-        m = sr_kernel(x, self.c, self.d, self.logw, self.log_a, self.lo, self.hi, self.logr,
-                      out, stats, last)
-        self._stat = float(last[0])
-        pos, st = out[:m], stats[:m]
-        if not self.hold:
-            if m:  # the last crossing, then the valid values after it
-                self._alarmed = True
-                self._since = int(np.count_nonzero(np.abs(x[int(pos[-1]) + 1:]) <= 1e100))
-            else:
-                self._since += int(last[1])
-            self.close_positions = np.empty(0, dtype=np.int64)
-            self.alarm_statistics = st.copy()
-            return pos.copy()
-        # episodes: valid errors counted along the batch (skipped values do not tick)
-        valid = np.cumsum(np.abs(x) <= 1e100)  # valid values up to and including i
-        n_valid = int(valid[-1]) if x.size else 0
-        opens: list[int] = []
-        ostats: list[float] = []
-        closes: list[int] = []
-        done = 0  # valid values accounted for so far in this batch
-        for p, s in zip(pos.tolist(), st.tolist(), strict=True):
-            at = int(valid[p])
-            if self._open and self._since + (at - done) > self.hold:
-                # the open episode closed before this crossing
-                closes.append(self._close_position(valid, done, self.hold - self._since))
-                self._open = False
-            if not self._open:
-                self._open = True
-                self._peak = s
-                opens.append(p)
-                ostats.append(s)
-            self._peak = max(self._peak, s)
-            self._since, done = 0, at
-        if self._open and self._since + (n_valid - done) >= self.hold:
-            closes.append(self._close_position(valid, done, self.hold - self._since))
-            self._open = False
-            self._since = 0
-        else:
-            self._since += n_valid - done
-        if self._open:
-            self._peak = max(self._peak, self.statistic)
-        self.close_positions = np.array(closes, dtype=np.int64)
-        self.alarm_statistics = np.array(ostats)
-        return np.array(opens, dtype=np.int64)
-
-    @staticmethod
-    def _close_position(valid: np.ndarray, done: int, more: int) -> int:
-        """The index of the ``more``-th valid value after the first ``done`` of the batch."""
-        return int(np.searchsorted(valid, done + max(more, 0), side="left"))
+        closes = np.empty(x.size, dtype=np.int64)
+        fstate = np.array([self._stat, self._peak])
+        istate = np.array([int(self._open), self._quiet, int(self._crossed)], dtype=np.int64)
+        # the release level and the cap in R's scale: release · A and A / release (both
+        # ± log 2 around log A at the default release 0.5)
+        band = -math.log(min(max(self.release, 1e-3), 0.99)) if self.hold else 0.0
+        m, nc = sr_kernel(x, self.c, self.d, self.logw, self.log_a, self.lo, self.hi,
+                          self.logr, out, stats, closes, fstate, istate, self.hold,
+                          self.log_a - band, self.log_a + band)
+        self._stat, self._peak = float(fstate[0]), float(fstate[1])
+        self._open, self._quiet, self._crossed = bool(istate[0]), int(istate[1]), bool(istate[2])
+        self.close_positions = closes[:nc].copy()
+        self.alarm_statistics = stats[:m].copy()
+        return out[:m].copy()
 
     # -- state ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -310,7 +278,7 @@ class ConceptSR:
             "logr": [None if not math.isfinite(v) else float(v) for v in self.logr],
             "stat": None if not math.isfinite(self._stat) else self._stat,
             "hold": self.hold, "release": self.release, "open": self._open,
-            "since": self._since, "alarmed": self._alarmed, "peak": self._peak}}
+            "quiet": self._quiet, "crossed": self._crossed, "peak": self._peak}}
 
     @classmethod
     def from_dict(cls, data: Any) -> ConceptSR:
@@ -330,8 +298,8 @@ class ConceptSR:
             det._stat = -np.inf if s["stat"] is None else float(s["stat"])
             det.configure_episodes(float(s["release"]), int(s["hold"]))
             det._open = bool(s["open"])
-            det._since = int(s["since"])
-            det._alarmed = bool(s["alarmed"])
+            det._quiet = int(s["quiet"])
+            det._crossed = bool(s["crossed"])
             det._peak = float(s["peak"])
         except DetectorError:
             raise

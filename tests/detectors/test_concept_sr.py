@@ -25,16 +25,23 @@ def _detector(p: float, target: float, seed: int) -> tuple[ConceptSR, np.random.
 @pytest.mark.parametrize(("p", "target"), [(0.10, 2_000), (0.25, 2_000), (0.10, 10_000)])
 def test_the_false_alarm_rate_over_references_is_the_target(p: float, target: float) -> None:
     n = int(60 * target)  # about 60 alarms per seed
-    alarms, arls = 0, []
+    alarms, episodes, arls = 0, 0, []
     for seed in range(5):
         det, rng = _detector(p, target, seed)
-        a = len(det.fresh().update((rng.random(n) < p).astype(float)))
+        null = (rng.random(n) < p).astype(float)
+        a = len(det.fresh().update(null))
         alarms += a
         arls.append(n / max(a, 1))
+        # with episodes (as the join runs it) the statistic restarts only when one closes:
+        # on clean data no more episodes than the renewal alarms calibration counts
+        ep = det.fresh()
+        ep.configure_episodes(0.5, 200)
+        episodes += len(ep.update(null))
     pooled = 5 * n / max(alarms, 1)
     # one seed: the reference's error and 60 alarms' Poisson noise; pooled: the calibration
     assert all(0.6 * target <= a <= 1.7 * target for a in arls), arls
     assert 0.8 * target <= pooled <= 1.25 * target, (pooled, arls)
+    assert 0 < episodes <= alarms, (episodes, alarms)
 
 
 def test_an_extrapolated_threshold_keeps_its_target() -> None:

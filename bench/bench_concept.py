@@ -10,7 +10,9 @@ tuned: :func:`detectors.concept.concept_detector` is calibrated with its knob
 (``target_events`` = the target) from a labelled reference of ``--ref-size`` errors drawn
 from the same rate, with the production allowances and shares (``CONCEPT_SHIFTS``, ``CONCEPT_SHARES``,
 ``CONCEPT_DOWN_SHARE``; ``--down-share none``: the detector before, one threshold per CUSUM), as
-``stream/engine/labelbook.py`` builds it.  Its achieved ARL0 is measured over ``--arl-refs``
+``stream/engine/labelbook.py`` built it before issue 15's last miss; ``--detector sr``: the
+Shiryaev-Roberts mixture the label join now builds (:mod:`detectors.concept_sr`, its
+``SR_SHIFTS`` and ``SR_WEIGHTS``; alarms without episodes, each restarting it).  Its achieved ARL0 is measured over ``--arl-refs``
 references per cell (20), each on a clean stream of its own of ``--arl-factor`` targets (40):
 the reference's estimated rate is what a calibrated detector's ARL0 depends on, and the
 calibration budgets for its error, so what it promises is the ARL0 pooled over references;

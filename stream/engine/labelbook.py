@@ -67,7 +67,7 @@ class LabelFigures:
     baseline: Mapping[str, float] | None
     #: newest event time of a label seen (None before the first)
     last_label_ts: float | None = None
-    #: the concept-drift CUSUM: alarms (episodes opened) by this process, the highest
+    #: the concept-drift detector: alarms (episodes opened) by this process, the highest
     #: statistic / threshold over the partitions (None: no labelled reference), any alarming
     concept_alarms: int = 0
     concept_score: float | None = None
@@ -102,7 +102,7 @@ class LabelBook:
         self.retired: dict[str, Counter[str]] = {m: Counter() for m in self.cfgs}
         self.invalid: Counter[str] = Counter()
         self.baselines: dict[str, dict[str, float] | None] = {}
-        #: model -> the calibrated concept-drift CUSUMs of its joined errors (a template:
+        #: model -> the calibrated concept-drift detector of its joined errors (a template:
         #: each join runs a copy), for models whose reference carries labels
         self.concept: dict[str, ConceptDetector] = {}
         #: the ``labels.select`` of the models whose label events come in the inference stream

@@ -157,7 +157,7 @@ class LabelJoin:
         self.label_next: dict[int, int] = {}
         #: whether the state changed since the last :meth:`to_dict`
         self.dirty = False
-        #: the concept-drift CUSUMs of the joined errors (None: no labelled reference)
+        #: the concept-drift detector of the joined errors (None: no labelled reference)
         self.concept: ConceptDetector | None = None
         #: the concept CUSUM's episode steps since the pipeline last took them: ("open" |
         #: "close", statistic (a close: the episode's peak), threshold, ordinal of the joined

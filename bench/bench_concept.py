@@ -10,7 +10,9 @@ tuned: :func:`detectors.concept.concept_detector` is calibrated with its knob
 (``target_events`` = the target) from a labelled reference of ``--ref-size`` errors drawn
 from the same rate, with the production allowances and shares (``CONCEPT_SHIFTS``, ``CONCEPT_SHARES``,
 ``CONCEPT_DOWN_SHARE``; ``--down-share none``: the detector before, one threshold per CUSUM), as
-``stream/engine/labelbook.py`` builds it.  Its achieved ARL0 is measured over ``--arl-refs``
+``stream/engine/labelbook.py`` built it before issue 15's last miss; ``--detector sr``: the
+Shiryaev-Roberts mixture the label join now builds (:mod:`detectors.concept_sr`, its
+``SR_SHIFTS`` and ``SR_WEIGHTS``; alarms without episodes, each restarting it).  Its achieved ARL0 is measured over ``--arl-refs``
 references per cell (20), each on a clean stream of its own of ``--arl-factor`` targets (40):
 the reference's estimated rate is what a calibrated detector's ARL0 depends on, and the
 calibration budgets for its error, so what it promises is the ARL0 pooled over references;
@@ -78,6 +80,7 @@ from detectors.concept import (
     ConceptCUSUM,
     concept_detector,
 )
+from detectors.concept_sr import SR_SHIFTS, SR_WEIGHTS, ConceptSR, concept_sr
 from detectors.cusum import CUSUM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -199,17 +202,24 @@ def our_detectors(rng: np.random.Generator, p: float, target: float, refs: int,
                   ref_size: int, n_values: int, seed: int,
                   shift: tuple[float, ...] = CONCEPT_SHIFT,
                   shares: tuple[float, ...] | None = None,
-                  down_share: float | None = CONCEPT_DOWN_SHARE) -> list[ConceptCUSUM]:
-    dets = []
+                  down_share: float | None = CONCEPT_DOWN_SHARE,
+                  sr: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> list[Any]:
+    """One calibrated detector per reference: ConceptCUSUMs, or with ``sr`` (its shifts
+    and weights) the Shiryaev-Roberts mixture (:mod:`detectors.concept_sr`)."""
+    dets: list[Any] = []
     for r in range(refs):
         ref = (rng.random(ref_size) < p).astype(float)
         dets.append(concept_detector(ref, target, shift, shares, n_values=n_values,
-                                     seed=seed * 100 + r, down_share=down_share))
+                                     seed=seed * 100 + r, down_share=down_share)
+                    if sr is None else
+                    concept_sr(ref, target, sr[0], sr[1], n_values=n_values, seed=seed * 100 + r))
     return dets
 
 
-def fresh(det: ConceptCUSUM) -> ConceptCUSUM:
+def fresh(det: Any) -> Any:
     """The detector as calibrated, its sums at 0 (no episodes: every crossing alarms)."""
+    if isinstance(det, ConceptSR):
+        return det.fresh()
     return ConceptCUSUM([CUSUM(mean=d.mean, scale=d.scale, threshold=d.h, k=d.k, name="error",
                                threshold_down=d.h_down) for d in det.detectors])
 
@@ -235,6 +245,15 @@ def _params_from(args: argparse.Namespace) -> dict[tuple[float, float], dict[str
     res = json.loads(args.peer_params_from.read_text())
     return {(c["p"], c["target"]): {k: v["value"] for k, v in c["peers"].items()}
             for c in res["errors"]["cells"]}
+
+
+def _sr(args: argparse.Namespace) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``--detector sr``: the mixture's shifts and weights."""
+    if args.detector != "sr":
+        return None
+    return tuple(args.sr_shifts), tuple(args.sr_weights or [1 / len(args.sr_shifts)]
+                                        * len(args.sr_shifts) if args.sr_shifts != SR_SHIFTS
+                                        else SR_WEIGHTS)
 
 
 def _drops(args: argparse.Namespace, p: float, target: float) -> list[float]:
@@ -276,7 +295,7 @@ def part_errors(args: argparse.Namespace, peers: list[Peer]) -> dict[str, Any]:
                     f"ARL0 {achieved:.0f} ({time.perf_counter() - t0:.0f} s)")
             dets = our_detectors(rng, p, target, max(args.arl_refs, args.refs),
                                  args.ref_size, args.n_values, args.seed, args.shift,
-                                 args.shares, args.down_share)
+                                 args.shares, args.down_share, _sr(args))
             # each reference on a null stream of its own, long enough (arl_factor targets)
             # that its events per alarm are not mostly Poisson noise
             per_ref = int(args.arl_factor * target)
@@ -288,8 +307,9 @@ def part_errors(args: argparse.Namespace, peers: list[Peer]) -> dict[str, Any]:
                 arls.append(arl(per_ref, a))
             cell["ours"] = {"arl0": arl(per_ref * len(arls), alarms), "per_ref": arls,
                             "events_per_ref": per_ref,
-                            "ref_rates": [d.detectors[0].mean for d in dets],
-                            "thresholds": [[c.h for c in d.detectors] for d in dets]}
+                            "ref_rates": [d.mean for d in dets],
+                            "thresholds": [[c.h for c in d.detectors] if isinstance(
+                                d, ConceptCUSUM) else [d.h] for d in dets]}
             dets = dets[:args.refs]
             log(f"p={p} target={target} ours ARL0 {cell['ours']['arl0']:.0f} "
                 f"per reference {[round(a) for a in arls]}")
@@ -415,7 +435,9 @@ def header(args: argparse.Namespace) -> list[str]:
             f"{' --quick' if args.quick else ''}"
             f"{'' if args.shift == CONCEPT_SHIFT else ' --shift ' + ' '.join(map(str, args.shift))}"
             f"{'' if args.shares == CONCEPT_SHARES else ' --shares ' + ' '.join(map(str, args.shares))}"
-            f"{'' if args.down_share == CONCEPT_DOWN_SHARE else f' --down-share {args.down_share}'}` "
+            f"{'' if args.down_share == CONCEPT_DOWN_SHARE else f' --down-share {args.down_share}'}"
+            + (f" --detector sr --sr-shifts {' '.join(map(str, args.sr_shifts))} --sr-weights "
+               f"{' '.join(map(str, _sr(args)[1]))}" if _sr(args) else "") + "` "
             "(defaults otherwise)"
             + (f"; part 1 from `{args.errors_from.name}` (`--part synth --errors-from`: "
                "the same options, the peers' tuned parameters taken from it)"
@@ -460,6 +482,11 @@ def main() -> None:
                     default=CONCEPT_DOWN_SHARE,
                     help="the share of each CUSUM's budget its lower sum spends (production: "
                          f"{CONCEPT_DOWN_SHARE}; none: one threshold for both sums, as before)")
+    ap.add_argument("--detector", choices=["cusum", "sr"], default="cusum",
+                    help="ours: the CUSUMs (ConceptCUSUM) or the Shiryaev-Roberts mixture "
+                         "(ConceptSR, over --sr-shifts with --sr-weights)")
+    ap.add_argument("--sr-shifts", type=float, nargs="+", default=SR_SHIFTS)
+    ap.add_argument("--sr-weights", type=float, nargs="+", default=None)
     ap.add_argument("--runs", type=int, default=300,
                     help="runs per delay cell (60 left single cells near the 1.15 margin "
                          "unresolved: a median over the 20-40 runs without a false alarm)")

@@ -42,10 +42,13 @@ from typing import Any
 import numpy as np
 
 from detectors.calibration import calibrate_cusum
+from detectors.concept_sr import SR_KIND, SR_SHIFTS, ConceptSR, concept_sr
 from detectors.cusum import CUSUM
 from detectors.errors import DetectorError
 
-__all__ = ["CONCEPT_DOWN_SHARE", "CONCEPT_SHARES", "CONCEPT_SHIFTS", "ConceptCUSUM", "concept_detector", "error_cusum"]
+__all__ = ["CONCEPT_DEFAULT", "CONCEPT_DOWN_SHARE", "CONCEPT_SHARES", "CONCEPT_SHIFTS",
+           "ConceptCUSUM", "ConceptDetector", "concept_detector", "concept_from_dict",
+           "error_cusum", "model_concept_detector"]
 
 #: the changes of the error rate the concept detector's CUSUMs are tuned for: 2 points of
 #: accuracy (small drops) and 8 points (large ones; 10-point drops are caught sooner)
@@ -59,6 +62,28 @@ CONCEPT_SHARES = (0.5, 0.5)
 CONCEPT_DOWN_SHARE: float | None = 0.1
 #: the ``kind`` of a serialised :class:`ConceptCUSUM` (a saved single CUSUM has ``cusum``)
 CONCEPT_KIND = "concept"
+#: the label join's concept detector: ``"sr"``, the Shiryaev-Roberts mixture over a grid of
+#: shifts (:mod:`detectors.concept_sr`), or ``"cusum"``, the CUSUMs of this module
+CONCEPT_DEFAULT = "sr"
+
+
+def model_concept_detector(ref_errors: np.ndarray, target_events: float, unit: float = 1.0,
+                           kind: str = CONCEPT_DEFAULT, **kw: Any) -> ConceptDetector:
+    """The concept detector the label join builds (:data:`CONCEPT_DEFAULT`), its shifts in
+    ``unit`` (1: accuracy points of a classifier; a regression's scale of its errors)."""
+    if kind == "sr":
+        return concept_sr(ref_errors, target_events, [v * unit for v in SR_SHIFTS], **kw)
+    if kind == "cusum":
+        return concept_detector(ref_errors, target_events, [v * unit for v in CONCEPT_SHIFTS],
+                                **kw)
+    raise DetectorError(f"unknown concept detector {kind!r}")
+
+
+def concept_from_dict(data: Any) -> ConceptDetector:
+    """A saved concept detector of either kind (:class:`DetectorError` if it is neither)."""
+    if isinstance(data, dict) and data.get("kind") == SR_KIND:
+        return ConceptSR.from_dict(data)
+    return ConceptCUSUM.from_dict(data)
 
 
 def error_cusum(ref_errors: np.ndarray, target_events: float, shift: float = 0.02,
@@ -326,3 +351,7 @@ class ConceptCUSUM:
     def __repr__(self) -> str:
         return (f"ConceptCUSUM(k={[round(d.k, 4) for d in self.detectors]}, "
                 f"score={self.statistic / self.h:.3g}, drift={self.drift_detected})")
+
+
+#: either concept detector (the join reads the same interface of both)
+ConceptDetector = ConceptCUSUM | ConceptSR

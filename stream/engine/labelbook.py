@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.concept import CONCEPT_SHIFTS, ConceptCUSUM, concept_detector
+from detectors.concept import ConceptDetector, model_concept_detector
 from detectors.quality_metrics import METRICS, merged_metrics
 from stream.config import Config, LabelsConfig
 from stream.config.labels import concept_budget
@@ -67,7 +67,7 @@ class LabelFigures:
     baseline: Mapping[str, float] | None
     #: newest event time of a label seen (None before the first)
     last_label_ts: float | None = None
-    #: the concept-drift CUSUM: alarms (episodes opened) by this process, the highest
+    #: the concept-drift detector: alarms (episodes opened) by this process, the highest
     #: statistic / threshold over the partitions (None: no labelled reference), any alarming
     concept_alarms: int = 0
     concept_score: float | None = None
@@ -102,9 +102,9 @@ class LabelBook:
         self.retired: dict[str, Counter[str]] = {m: Counter() for m in self.cfgs}
         self.invalid: Counter[str] = Counter()
         self.baselines: dict[str, dict[str, float] | None] = {}
-        #: model -> the calibrated concept-drift CUSUMs of its joined errors (a template:
+        #: model -> the calibrated concept-drift detector of its joined errors (a template:
         #: each join runs a copy), for models whose reference carries labels
-        self.concept: dict[str, ConceptCUSUM] = {}
+        self.concept: dict[str, ConceptDetector] = {}
         #: the ``labels.select`` of the models whose label events come in the inference stream
         #: model -> the label-based bias baselines of its facets (stream.engine.biaslabels;
         #: models with facets and binary labels whose reference carries labels)
@@ -131,10 +131,9 @@ class LabelBook:
                         unit = 1.0 if m.labels.task != "regression" \
                             else 5 * max(float(np.mean(ref[1])), 1e-9)
                         # its share of the model's one knob (stream.config.labels)
-                        det = self.concept[m.name] = concept_detector(
+                        det = self.concept[m.name] = model_concept_detector(
                             ref[1], config.detection.false_alarm_events
-                            * concept_budget(m)[1],
-                            [v * unit for v in CONCEPT_SHIFTS])
+                            * concept_budget(m)[1], unit)
                         # episodes as the input detectors have them: open while the
                         # evidence persists, closed after a window of pairs without it
                         det.configure_episodes(config.detection.release, concept_release_values(

@@ -36,7 +36,7 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
-from detectors.concept import ConceptCUSUM
+from detectors.concept import ConceptDetector, concept_from_dict
 from detectors.quality_metrics import QualityMetrics
 from stream.config import Config, LabelsConfig, ModelConfig
 from stream.formats.columns import timestamps_column
@@ -115,7 +115,7 @@ def _front(buf: dict[str, Any], limit: float, bound: int,
     return old, over
 
 
-def concept_state(fresh: ConceptCUSUM | None, saved: Any) -> ConceptCUSUM | None:
+def concept_state(fresh: ConceptDetector | None, saved: Any) -> ConceptDetector | None:
     """The join's concept detector: the ``saved`` one when it has the calibration of
     ``fresh`` (the model's detector now), else a copy of ``fresh`` with its sums at 0 (a bad
     state, another calibration, or the single CUSUM saved before there were two)."""
@@ -123,14 +123,14 @@ def concept_state(fresh: ConceptCUSUM | None, saved: Any) -> ConceptCUSUM | None
         return None
     if isinstance(saved, Mapping):
         try:
-            old: ConceptCUSUM | None = ConceptCUSUM.from_dict(dict(saved))
+            old: ConceptDetector | None = concept_from_dict(dict(saved))
         except Exception:  # noqa: BLE001 - a bad saved detector, or the single CUSUM: afresh
             old = None
         if old is not None and fresh.same_calibration(old):
             if fresh.hold and (old.hold, old.release) != (fresh.hold, fresh.release):
                 old.configure_episodes(fresh.release, fresh.hold)
             return old
-    return ConceptCUSUM.from_dict(fresh.to_dict())
+    return concept_from_dict(fresh.to_dict())
 
 
 def _earliest(times: list[float]) -> float:
@@ -157,8 +157,8 @@ class LabelJoin:
         self.label_next: dict[int, int] = {}
         #: whether the state changed since the last :meth:`to_dict`
         self.dirty = False
-        #: the concept-drift CUSUMs of the joined errors (None: no labelled reference)
-        self.concept: ConceptCUSUM | None = None
+        #: the concept-drift detector of the joined errors (None: no labelled reference)
+        self.concept: ConceptDetector | None = None
         #: the concept CUSUM's episode steps since the pipeline last took them: ("open" |
         #: "close", statistic (a close: the episode's peak), threshold, ordinal of the joined
         #: pair: 0 for the join's first, counted on across restores)
@@ -340,7 +340,7 @@ class LabelJoin:
 
     @classmethod
     def from_dict(cls, cfg: LabelsConfig, d: Mapping[str, Any],
-                  concept: ConceptCUSUM | None = None, bias: Any = None) -> LabelJoin:
+                  concept: ConceptDetector | None = None, bias: Any = None) -> LabelJoin:
         """The saved state ``d``; ``concept``: the model's calibrated detector now (the saved
         one's sums go on when it has the same threshold, else it starts afresh); ``bias``:
         the model's :class:`stream.engine.biaslabels.LabelBias` (its monitors restored

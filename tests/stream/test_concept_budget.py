@@ -1,7 +1,8 @@
 """The concept-drift detector's share of the model's one false-alarm knob
 (stream.config.labels.concept_budget): the model's other monitors split what it leaves, so
 the model's rate holds; the label book calibrates the detector to its share; a state saved
-by the detector of before (CUSUMs of 2 and 8 points at half the budget each) restores."""
+by the detector of before (CUSUMs of 2 and 8 points at half the budget each) restores, and
+the Shiryaev-Roberts mixture of now round-trips through the join."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
-from detectors.concept import concept_detector
+from detectors.concept import CONCEPT_DEFAULT, concept_detector, model_concept_detector
+from detectors.concept_sr import ConceptSR
 from stream.config import parse_config
 from stream.config.bias import bias_budget, facet_detectors
 from stream.config.labels import CONCEPT_SHARE, concept_budget
@@ -82,11 +85,12 @@ def test_the_label_book_calibrates_the_detector_to_its_share(tmp_path: Path) -> 
     det = LabelBook(cfg).concept["lm"]
     ref = reference_quality(cfg.models[0])
     assert ref is not None
-    own = concept_detector(ref[1], F / CONCEPT_SHARE)
-    whole = concept_detector(ref[1], F)
+    own = model_concept_detector(ref[1], F / CONCEPT_SHARE)
+    whole = model_concept_detector(ref[1], F)
+    assert CONCEPT_DEFAULT == "sr" and isinstance(det, ConceptSR)
     assert det.same_calibration(own)
-    # a tenth of the rate: higher thresholds than at the whole budget
-    assert all(a.h > b.h for a, b in zip(det.detectors, whole.detectors, strict=True))
+    # a tenth of the rate: a higher threshold than at the whole budget
+    assert det.threshold > whole.threshold
 
 
 def test_a_state_of_the_detector_of_before_restores_afresh() -> None:
@@ -106,9 +110,19 @@ def test_a_state_of_the_detector_of_before_restores_afresh() -> None:
     j = LabelJoin(cfg)
     j.concept = before
     saved = j.to_dict()
-    now = concept_detector(ref, 2_000 / CONCEPT_SHARE, n_values=500_000)
+    now = model_concept_detector(ref, 2_000 / CONCEPT_SHARE, n_values=500_000)
     now.configure_episodes(0.5, 1_000)
     back = LabelJoin.from_dict(cfg, saved, now)
     assert back.concept is not None and now.same_calibration(back.concept)
     assert (back.concept.statistic, back.concept.drift_detected) == (0.0, False)
     assert back.concept.hold == 1_000
+    # the mixture of now, mid-episode through a JSON checkpoint: the same later steps
+    back.concept.update((rng.random(3_000) < 0.25).astype(float))
+    assert back.concept.drift_detected
+    again = orjson.loads(orjson.dumps(back.to_dict()))
+    restored = LabelJoin.from_dict(cfg, again, now)
+    assert isinstance(restored.concept, ConceptSR) and restored.concept is not now
+    assert restored.concept.to_dict() == back.concept.to_dict()
+    more = (rng.random(2_000) < 0.10).astype(float)
+    assert restored.concept.update(more).tolist() == back.concept.update(more).tolist()
+    assert restored.concept.to_dict() == back.concept.to_dict()

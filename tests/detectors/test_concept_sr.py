@@ -1,0 +1,156 @@
+"""The Shiryaev-Roberts mixture of the error stream (detectors.concept_sr): its calibration as
+a statistic (false-alarm rate pooled over references and seeds, as the CUSUMs' in
+``test_concept_calibration.py``), batch against one-at-a-time updates, episodes, and the
+state's round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from detectors.concept_sr import SR_KIND, SR_SHIFTS, ConceptSR, concept_sr
+from detectors.errors import DetectorError
+
+REF = 20_000
+
+
+def _detector(p: float, target: float, seed: int) -> tuple[ConceptSR, np.random.Generator]:
+    rng = np.random.default_rng(9_000 + seed)
+    ref = (rng.random(REF) < p).astype(float)
+    return concept_sr(ref, target, seed=seed, n_values=2_000_000), rng
+
+
+@pytest.mark.parametrize(("p", "target"), [(0.10, 2_000), (0.25, 2_000), (0.10, 10_000)])
+def test_the_false_alarm_rate_over_references_is_the_target(p: float, target: float) -> None:
+    n = int(60 * target)  # about 60 alarms per seed
+    alarms, episodes, arls = 0, 0, []
+    for seed in range(5):
+        det, rng = _detector(p, target, seed)
+        null = (rng.random(n) < p).astype(float)
+        a = len(det.fresh().update(null))
+        alarms += a
+        arls.append(n / max(a, 1))
+        # with episodes (as the join runs it) the statistic restarts only when one closes:
+        # on clean data no more episodes than the renewal alarms calibration counts
+        ep = det.fresh()
+        ep.configure_episodes(0.5, 200)
+        episodes += len(ep.update(null))
+    pooled = 5 * n / max(alarms, 1)
+    # one seed: the reference's error and 60 alarms' Poisson noise; pooled: the calibration
+    assert all(0.6 * target <= a <= 1.7 * target for a in arls), arls
+    assert 0.8 * target <= pooled <= 1.25 * target, (pooled, arls)
+    assert 0 < episodes <= alarms, (episodes, alarms)
+
+
+def test_an_extrapolated_threshold_keeps_its_target() -> None:
+    # 400,000 simulated values see 25 alarms at a target of 16,000: 40,000 is extrapolated
+    # along ARL0 ∝ A, and the measured rate stays near it
+    rng = np.random.default_rng(3)
+    ref = (rng.random(REF) < 0.2).astype(float)
+    alarms = 0
+    n = 2_000_000
+    for seed in range(3):
+        det = concept_sr(ref, 40_000, seed=seed, n_values=400_000)
+        alarms += len(det.fresh().update((rng.random(n) < ref.mean()).astype(float)))
+    assert 0.6 * 40_000 <= 3 * n / max(alarms, 1) <= 1.6 * 40_000, alarms
+
+
+def test_a_rise_is_caught_sooner_the_larger_it_is_and_a_fall_too() -> None:
+    det, rng = _detector(0.10, 2_000, 0)
+    delays = {}
+    for drop in (0.02, 0.05, 0.10, -0.05):
+        d = []
+        for _ in range(60):
+            x = (rng.random(20_000) < 0.10 + drop).astype(float)
+            hits = det.fresh().update(x)
+            d.append(hits[0] if hits.size else 20_000)
+        delays[drop] = float(np.median(d))
+    assert delays[0.10] < delays[0.05] < delays[0.02] < 2_000, delays
+    assert delays[-0.05] < 5_000, delays
+
+
+def test_regression_errors_take_the_gaussian_ratio() -> None:
+    rng = np.random.default_rng(1)
+    ref = np.abs(rng.normal(size=REF))
+    det = concept_sr(ref, 2_000, shifts=[0.1, 0.4, -0.1], seed=0, n_values=500_000)
+    assert not det.binary and det.hi < ref.max()
+    n = 200_000
+    a = len(det.fresh().update(np.abs(rng.normal(size=n))))
+    assert 0.5 * 2_000 <= n / max(a, 1) <= 2.0 * 2_000, a
+    hits = det.fresh().update(np.abs(rng.normal(size=5_000)) + 0.4)
+    assert hits.size and hits[0] < 300
+
+
+def _stream(rng: np.random.Generator) -> np.ndarray:
+    x = np.concatenate([rng.random(3_000) < 0.1, rng.random(1_500) < 0.3, rng.random(3_000) < 0.1,
+                        rng.random(800) < 0.25]).astype(float)
+    x[rng.choice(x.size, 50, replace=False)] = np.nan  # skipped, no tick
+    x[7] = np.inf
+    return x
+
+
+@pytest.mark.parametrize("hold", [0, 300])
+def test_batches_and_one_at_a_time_agree(hold: int) -> None:
+    det, rng = _detector(0.10, 2_000, 1)
+    x = _stream(rng)
+    whole = det.fresh()
+    whole.configure_episodes(0.5, hold)
+    opens = whole.update(x)
+    closes = whole.close_positions
+    one = det.fresh()
+    one.configure_episodes(0.5, hold)
+    o1, c1, s1 = [], [], []
+    for i, v in enumerate(x):
+        o1 += [i + p for p in one.update(np.array([v])).tolist()]
+        c1 += [i + p for p in one.close_positions.tolist()]
+        s1.append(one.statistic)
+    assert opens.size >= 2 and o1 == opens.tolist()
+    assert c1 == closes.tolist()
+    assert (one.statistic, one.drift_detected, one.episode_peak) == \
+        (whole.statistic, whole.drift_detected, whole.episode_peak)
+    if hold:  # the 20-point drift opens an episode that holds until after it ends
+        first = opens[(opens >= 3_000) & (opens < 4_500)]
+        assert first.size == 1, opens
+        assert not np.any((closes > first[0]) & (closes < 4_500)), (opens, closes)
+        assert np.any((closes >= 4_500) & (closes < 4_500 + 2 * hold)), closes
+
+
+def test_the_state_round_trips_mid_stream() -> None:
+    det, rng = _detector(0.25, 2_000, 2)
+    x = _stream(rng)
+    a = det.fresh()
+    a.configure_episodes(0.5, 250)
+    b = det.fresh()
+    b.configure_episodes(0.5, 250)
+    cut = 3_700  # inside the first drift, an episode open
+    a.update(x[:cut])
+    b.update(x[:cut])
+    saved = json.loads(json.dumps(b.to_dict()))
+    assert saved["kind"] == SR_KIND
+    c = ConceptSR.from_dict(saved)
+    assert c.same_calibration(det) and c.drift_detected == b.drift_detected
+    assert a.update(x[cut:]).tolist() == c.update(x[cut:]).tolist()
+    assert a.close_positions.tolist() == c.close_positions.tolist()
+    assert a.to_dict() == c.to_dict()
+
+
+def test_bad_state_and_arguments_raise() -> None:
+    det, _ = _detector(0.10, 2_000, 0)
+    with pytest.raises(DetectorError):
+        ConceptSR.from_dict({"kind": "concept", "state": {}})
+    bad = det.to_dict()
+    bad["state"]["logr"] = [1.0]
+    with pytest.raises(DetectorError):
+        ConceptSR.from_dict(bad)
+    with pytest.raises(DetectorError):
+        ConceptSR.from_dict({"kind": SR_KIND})
+    ref = np.zeros(REF)
+    ref[:2_000] = 1
+    with pytest.raises(DetectorError, match="weights"):
+        concept_sr(ref, 2_000, weights=[0.5, 0.5])
+    with pytest.raises(DetectorError, match="shifts"):
+        concept_sr(ref, 2_000, shifts=[0.0, *SR_SHIFTS[1:]])
+    with pytest.raises(DetectorError, match="100"):
+        concept_sr(ref[:50], 2_000)

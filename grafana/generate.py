@@ -810,7 +810,8 @@ def model_quality() -> dict:
              "none", f"max(streamdrift_concept_drift_active{{{m}}})",
              mappings=QUALITY_MAPPING, thresholds=_thresholds((None, "green"), (1, "red"))),
         stat("Concept-drift score now",
-             "Concept-drift CUSUM statistic / threshold, highest over the processes; "
+             "Concept-drift statistic / threshold (the Shiryaev-Roberts mixture's log "
+             "statistic / log A), highest over the processes; "
              ">= 1 alarms.", "none", f"max(streamdrift_concept_drift_score{{{m}}})",
              thresholds=SCORE_THRESHOLDS, decimals=2),
         stat("Accuracy, recent",
@@ -844,7 +845,8 @@ def model_quality() -> dict:
                    [target(f'max by (metric) (streamdrift_model_quality{{{q}, '
                            f'scope="since_start"}})', "{{metric}}")]),
         timeseries("Concept-drift score",
-                   "The concept-drift CUSUM of the joined errors against the reference's "
+                   "The concept-drift detector (a Shiryaev-Roberts mixture over error-rate "
+                   "changes) of the joined errors against the reference's "
                    "error rate, divided by its threshold; the line at 1 is the alarm.",
                    "none",
                    [target(f"max(streamdrift_concept_drift_score{{{m}}})", "score")],

@@ -61,10 +61,11 @@ class LabelCollector(Collector):
             "reference's.", labels=["model"])
         c_score = GaugeMetricFamily(
             "streamdrift_concept_drift_score",
-            "Concept-drift CUSUMs' highest statistic / threshold (highest partition); "
+            "Concept-drift detector's statistic / threshold (the Shiryaev-Roberts "
+            "mixture's log statistic / log A, or the CUSUMs' highest; highest partition); "
             ">= 1 means alarming.", labels=["model"])
         c_active = GaugeMetricFamily(
-            "streamdrift_concept_drift_active", "1 while the concept-drift CUSUM alarms.",
+            "streamdrift_concept_drift_active", "1 while the concept-drift detector alarms.",
             labels=["model"])
         for model, fig in snap.models.items():
             if fig.concept_score is not None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from stream.runtime.frames import BAD_FRAME, MAGIC, FrameError, frames, is_frame, pack, unpack
 from stream.runtime.monitors import FramedRunner, Messages, SourceRecord
+from stream.runtime.pooltap import PoolTap
 
 Rec = namedtuple("Rec", "topic partition offset timestamp key value")
 TP = namedtuple("TP", "topic partition")
@@ -79,7 +80,8 @@ def test_messages_map_each_message_to_its_frame_offset_and_source() -> None:
     m = Messages("rp", 1)
     m.add_frame(40, unpack(pack(a)))
     m.add_record(Rec("rp", 1, 41, 7, None, b"legacy"))
-    m.add_frame(42, unpack(pack(a[:1])))
+    m.add_frame(42, unpack(pack(a[:1], [9])))
+    assert m.merge_positions().tolist() == [-1, -1, -1, -1, 9]
     assert m.values == [r.value for r in a] + [b"legacy", a[0].value]
     assert [x.offset for x in m] == [40, 40, 40, 41, 42]
     assert m[1].source == SourceRecord("src", 3, 101, 5, b"k", a[1].value)
@@ -113,6 +115,7 @@ def test_framed_runner_unpacks_counts_bad_frames_and_dead_letters_at_the_source(
     monkeypatch.setattr(KafkaRunner, "_process", process)
     runner = FramedRunner.__new__(FramedRunner)
     runner.pipeline = _Pipeline()  # type: ignore[assignment]
+    runner.tap, runner.pool_out = PoolTap(False, {}), None
     runner.config = type("C", (), {"source": type("S", (), {"dead_letter": object()})()})()
     tp = TP("rp", 0)
     src = [Rec("src", 2, 7 + i, 1, b"US", b"{bad" if i else b"{}") for i in range(2)]

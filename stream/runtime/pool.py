@@ -165,6 +165,9 @@ class PoolMember:
         #: per column: chunks of (positions, event times) not folded yet (for the alarms)
         self._times: dict[Column, list[tuple[Any, Any]]] = {}
         self.lock = threading.Lock()
+        #: (model, column) -> the column's role (feature, prediction): a label of the series
+        self.roles = {(m, spec.name): spec.role for m, specs in getattr(
+            pipeline, "specs", {}).items() for spec in specs}
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> threading.Thread:
@@ -349,6 +352,6 @@ class PoolMember:
                     "duplicates": m.duplicates, "folded": m.folded,
                     "bad_records": self.bad_records,
                     "columns": {k: (d.statistic, d.threshold, bool(d.drift_detected),
-                                    self.alarm_counts.get(k, 0))
+                                    self.alarm_counts.get(k, 0), self.roles.get(k, "feature"))
                                 for k, d in m.columns.items()}}
 

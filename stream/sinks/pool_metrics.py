@@ -27,7 +27,7 @@ class PoolCollector:
         fig = self.member.figures()
         if fig is None:
             return
-        labels = ["model", "feature", "detector", "scope"]
+        labels = ["model", "feature", "role", "detector", "scope"]
         stat = GaugeMetricFamily("streamdrift_pooled_drift_statistic",
                                  "Statistic of the CUSUM pooled over the monitors.", labels=labels)
         thr = GaugeMetricFamily("streamdrift_pooled_drift_threshold",
@@ -37,8 +37,8 @@ class PoolCollector:
                                    labels=labels)
         alarms = CounterMetricFamily("streamdrift_pooled_drift_alarms",
                                      "Alarms raised by the pooled CUSUM.", labels=labels)
-        for (model, col), (s, t, on, n) in fig["columns"].items():
-            lab = [model, col, "cusum", "pooled"]
+        for (model, col), (s, t, on, n, role) in fig["columns"].items():
+            lab = [model, col, role, "cusum", "pooled"]
             stat.add_metric(lab, s if math.isfinite(s) else 0.0)
             thr.add_metric(lab, t if math.isfinite(t) else 0.0)
             active.add_metric(lab, float(on))

@@ -193,13 +193,13 @@ def test_only_the_member_holding_the_pool_exports_the_pooled_series() -> None:
     assert generate_latest(registry) == b""  # not the member: nothing (no double count)
     member.fig = {"frontier": 120, "pending": 3, "skipped": 0, "duplicates": 7, "folded": 120,
                   "bad_records": 0,
-                  "columns": {("m1", "x1"): (40.0, 28.0, True, 1),
-                              ("m1", "x2"): (1.0, math.inf, False, 0)}}
+                  "columns": {("m1", "x1"): (40.0, 28.0, True, 1, "feature"),
+                              ("m1", "x2"): (1.0, math.inf, False, 0, "feature")}}
     text = generate_latest(registry).decode()
     assert ('streamdrift_pooled_drift_active{detector="cusum",feature="x1",model="m1",'
-            'scope="pooled"} 1.0') in text
+            'role="feature",scope="pooled"} 1.0') in text
     assert ('streamdrift_pooled_drift_alarms_total{detector="cusum",feature="x1",model="m1",'
-            'scope="pooled"} 1.0') in text
+            'role="feature",scope="pooled"} 1.0') in text
     assert "streamdrift_pool_frontier 120.0" in text
     assert "streamdrift_pool_duplicates_total 7.0" in text
     assert 'streamdrift_pooled_drift_threshold{detector="cusum",feature="x2"' in text

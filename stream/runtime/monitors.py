@@ -178,6 +178,12 @@ class FramedRunner(KafkaRunner):
             thread.join(timeout=30)
             self.pool_out.close()
 
+    def _checkpoint(self, tps: Any, timeout_s: float, in_callback: bool = False) -> bool:
+        # also the checkpoint on revocation: never a state past values not yet published
+        if self.pool_out is not None and not self.pool_out.flush(connect=not in_callback):
+            return False
+        return super()._checkpoint(tps, timeout_s, in_callback)
+
     def _checkpoint_and_commit(self, force: bool = False) -> None:
         # the pooled values are published before the offsets (and states) that cover them
         if self.pool_out is not None and not self.pool_out.flush():

@@ -72,11 +72,14 @@ class PoolOutbox:
     def add(self, record: bytes) -> None:
         self.records.append(record)
 
-    def flush(self) -> bool:
+    def flush(self, connect: bool = True) -> bool:
         """Publish every waiting record and wait for the acknowledgements; False (logged)
-        if any failed: they stay and are published again (the pool drops copies)."""
+        if any failed: they stay and are published again (the pool drops copies).
+        ``connect=False`` (a rebalance callback): no producer is opened, False if none."""
         if not self.records:
             return True
+        if self.producer is None and not connect:
+            return False
         try:
             if self.producer is None:
                 from kafka import KafkaProducer

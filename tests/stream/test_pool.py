@@ -203,3 +203,39 @@ def test_only_the_member_holding_the_pool_exports_the_pooled_series() -> None:
     assert "streamdrift_pool_frontier 120.0" in text
     assert "streamdrift_pool_duplicates_total 7.0" in text
     assert 'streamdrift_pooled_drift_threshold{detector="cusum",feature="x2"' in text
+
+
+def test_the_outbox_keeps_what_was_not_acknowledged() -> None:
+    from stream.runtime.pool import PoolOutbox
+
+    class Future:
+        def __init__(self, ok: bool) -> None:
+            self.ok = ok
+
+        def get(self, timeout: float) -> None:
+            if not self.ok:
+                raise TimeoutError("not acknowledged")
+
+    class Producer:
+        def __init__(self, ok: bool) -> None:
+            self.ok, self.sent = ok, []
+
+        def send(self, topic: str, value: bytes, partition: int) -> Future:
+            self.sent.append(value)
+            return Future(self.ok)
+
+        def flush(self, timeout: float) -> None:
+            pass
+
+        def close(self, timeout: float) -> None:
+            pass
+
+    box = PoolOutbox(None, "pool", None)  # type: ignore[arg-type]
+    box.add(b"a")
+    assert box.flush(connect=False) is False and box.records == [b"a"]  # no client in a callback
+    box.producer = Producer(False)
+    box.add(b"b")
+    assert box.flush() is False and box.records == [b"a", b"b"] and box.producer is None
+    box.producer = ok = Producer(True)
+    assert box.flush() and box.records == [] and ok.sent == [b"a", b"b"] and box.published == 2
+    assert box.flush(connect=False)  # nothing waiting

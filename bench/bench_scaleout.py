@@ -127,9 +127,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
-               internal: int | None, timeout: float) -> dict[str, float]:
+               internal: int | None, timeout: float, pooled: bool = False) -> dict[str, float]:
     group = f"tp-{uuid.uuid4().hex[:8]}"
-    path = config(workdir, bootstrap, topic, group, internal)
+    path = config(workdir, bootstrap, topic, group, internal, pooled=pooled)
     resolve_baselines(load_config(path))  # cached beside the config for the subprocesses
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     runs = []
@@ -244,6 +244,11 @@ def delay_scaleout(workdir: Path, bootstrap: str, events: list[bytes], start: in
             stop.set()
         for _, _, thread in runs:
             thread.join(60)
+    if pooled:
+        log("  pool: " + "; ".join(
+            f"frontier {m.merge.frontier}, skipped {m.merge.skipped}, alarms "
+            f"{[(a.column, round(a.event_time - 1.7e9) - start) for a in m.alarms if a.kind == 'open' and a.event_time]}"
+            if m.merge is not None else "not holding the pool" for m in members if m is not None))
     found: list[Any] = [d for p, _, _ in runs for d in p.recent_alarms]
     found += [types.SimpleNamespace(feature=a.column, event_time=a.event_time)
               for m in members if m is not None for a in m.alarms if a.kind == "open"]
@@ -314,16 +319,19 @@ def main(argv: list[str] | None = None) -> int:
                                                    args.source_partitions)
                 log(f"producing {args.events} keyed events to {topic} ...")
                 keyed(bootstrap, topic, m1_events(1, [(args.events, CLEAN)], COLUMNS))
-                cells = ([] if args.no_plain else [("plain runner", None, 1)]) + [
-                    (f"repartition, {k} internal", k, procs) for k in internals
+                cells = ([] if args.no_plain else [("plain runner", None, 1, False)]) + [
+                    (f"repartition, {k} internal", k, procs, False) for k in internals
                     for procs in (1, 2)]
+                if args.pooled != "off":  # the same cells with pooling, side by side
+                    cells += [(f"{name}, pooled", k, procs, True)
+                              for name, k, procs, _ in cells if k is not None]
                 rows = []
-                for name, internal, procs in cells:
+                for name, internal, procs, pool in cells:
                     got = []
                     for _ in range(args.repeat):
                         log(f"throughput: {name}, {procs} process(es) ...")
                         got.append(throughput(workdir, bootstrap, topic, args.events, procs,
-                                              internal, timeout=900))
+                                              internal, timeout=900, pooled=pool))
                     best = max(got, key=lambda g: g["rate"])
                     rows.append((name, internal, procs, best))
                     log(f"  {best['rate']:.0f} events/s, {best['per_cpu_s']:.0f} per CPU-s")
@@ -334,9 +342,10 @@ def main(argv: list[str] | None = None) -> int:
                              "events per CPU-second | CPU-s (per process) | "
                              "broker CPU-s | load |")
                 lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
-                one = {internal: g["rate"] for _, internal, procs, g in rows if procs == 1}
+                one = {(internal, "pooled" in name): g["rate"]
+                       for name, internal, procs, g in rows if procs == 1}
                 for name, internal, procs, g in rows:
-                    ratio = g["rate"] / one[internal]
+                    ratio = g["rate"] / one[(internal, "pooled" in name)]
                     each = " + ".join(f"{c:.1f}" for c in g["proc_cpu_s"])
                     lines.append(f"| {name} | {procs} | {g['rate']:,.0f} | {ratio:.2f}× | "
                                  f"{g['per_cpu_s']:,.0f} | {each} = {g['cpu_s']:.1f} | {g['broker_cpu_s']:.1f} | "

@@ -194,7 +194,14 @@ class PoolMember:
                 self.kafka, 64 * 1024 * 1024, self._on_assigned, self._on_revoked,
                 self._on_revoked)
             while not self._stopped():
-                self._iteration()
+                try:
+                    self._iteration()
+                except Exception as exc:  # noqa: BLE001 - retried: a rebalance mid-restore
+                    log.warning("pool member iteration failed; retried: %s: %s",
+                                type(exc).__name__, exc)
+                    if self.tp is not None and self.merge is None:
+                        self.to_restore = True
+                    self.stop_event.wait(1.0)
         except Exception as exc:  # noqa: BLE001 - the monitors go on without the pool
             log.error("the pool member stopped: %s: %s", type(exc).__name__, exc)
         finally:
@@ -291,10 +298,11 @@ class PoolMember:
                 cp = found.get((POOL_MODEL, self.tp.topic, self.tp.partition))
             except StateError as exc:
                 log.warning("cannot read the pool's checkpoint; starting it fresh: %s", exc)
+        if cp is not None:  # first: a failed seek leaves the member without state (retried)
+            self.consumer.seek(self.tp, int(cp.offset))
         with self.lock:
             if cp is not None:
                 self.merge = PoolMerge.from_state(dict(cp.state), columns)
-                self.consumer.seek(self.tp, int(cp.offset))
                 self.next_offset = int(cp.offset)
             else:
                 self.merge = PoolMerge(columns, None)

@@ -24,7 +24,7 @@ from stream.config import Config, require_kafka
 from stream.runtime.frames import BAD_FRAME, Frame, FrameError, is_frame, unpack
 from stream.runtime.pooltap import PoolTap, record_of, thresholds_of
 from stream.runtime.runner import WRITE_BACKOFF_S, KafkaRunner
-from stream.sources.kafka import record_values
+from stream.sources.kafka import connection_error, record_values
 
 #: the monitors poll at most this many frames at a time (a frame holds at most
 #: ``max_poll_records`` / FRAMES_PER_POLL messages: a poll, at most ``max_poll_records``)
@@ -169,7 +169,12 @@ class FramedRunner(KafkaRunner):
         if self.pool is None:
             return super().run(max_events=max_events, idle_timeout=idle_timeout)
         assert self.pool_out is not None
-        self.pool_out.ensure_topic()
+        from kafka.errors import KafkaError
+
+        try:
+            self.pool_out.ensure_topic()
+        except KafkaError as exc:  # unreachable, refused: as the runner says it
+            raise connection_error(self.kafka, exc) from None
         thread = self.pool.start()
         try:
             return super().run(max_events=max_events, idle_timeout=idle_timeout)

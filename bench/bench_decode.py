@@ -95,15 +95,19 @@ def make_event(rng: random.Random, i: int) -> dict[str, Any]:
 
 
 def make_batches(n_batches: int, size: int, case: str, seed: int = 7) -> list[list[bytes]]:
+    """Batches of events drawn from ``seed``, damaged as ``case`` says.  The damage is drawn
+    from a generator of its own, so that every case holds the same events (the clean
+    ones but for the damaged fields or messages)."""
     rng = random.Random(seed)
+    damage = random.Random(seed + 1_000_003)
     batches = []
     for b in range(n_batches):
         batch = []
         for k in range(size):
             event = make_event(rng, b * size + k)
             message = None
-            if case != "clean" and rng.random() < 0.01:
-                name = rng.choice(list(event["features"]))
+            if damage.random() < 0.01 and case != "clean":
+                name = damage.choice(list(event["features"]))
                 if case == "missing":
                     del event["features"][name]
                 elif case == "wrong_type":
@@ -113,12 +117,12 @@ def make_batches(n_batches: int, size: int, case: str, seed: int = 7) -> list[li
                     message = json.dumps(event, separators=(",", ":")).encode()
                 elif case == "huge":  # a valid JSON number no double (or int) holds
                     event["features"][name] = 0.5
-                    huge = rng.choice([b"9" * 5000, b"1e400", b"-1e400"])
+                    huge = damage.choice([b"9" * 5000, b"1e400", b"-1e400"])
                     message = orjson.dumps(event).replace(
                         f'"{name}":0.5'.encode(), f'"{name}":'.encode() + huge)
             batch.append(orjson.dumps(event) if message is None else message)
         if case == "invalid_json":  # 1% of messages are not JSON
-            for k in rng.sample(range(size), size // 100):
+            for k in damage.sample(range(size), size // 100):
                 batch[k] = batch[k][:-7]
         batches.append(batch)
     return batches

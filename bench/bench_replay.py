@@ -111,12 +111,19 @@ def make_event(rng: random.Random, i: int, shift: float = 0.0) -> dict[str, Any]
 
 
 def make_lines(n: int, malformed: float, seed: int) -> list[bytes]:
+    """``n`` lines of events drawn from ``seed``, a share ``malformed`` of them damaged.
+
+    The events do not depend on ``malformed``: the damage is drawn from generators of
+    its own (one draw per line, then one generator per damaged line), so that the streams
+    of one seed are the same events, the malformed ones the clean one with some lines
+    damaged (those of 0.3 % among those of 0.5 %, in the same ways)."""
     rng = random.Random(seed)
+    damage = random.Random(seed + 1_000_003)
     lines = []
     for i in range(n):
         line = orjson.dumps(make_event(rng, i))
-        if malformed and rng.random() < malformed:
-            line = _damage(rng, line)
+        if damage.random() < malformed:
+            line = _damage(random.Random(seed * 1_000_003 + i), line)
         lines.append(line)
     return lines
 
@@ -192,6 +199,42 @@ def cpu(fn: Callable[[], Any]) -> float:
     return took if isinstance(took, float) else time.process_time() - t0
 
 
+def paired_decode(decoders: list[Any], streams: list[list[list[bytes]]], repeat: int
+                  ) -> list[float]:
+    """CPU seconds of ``decoders[s]`` over ``streams[s]``: batch ``k`` of every stream timed
+    one after the other (the order turned each pass), the best of ``repeat`` passes per
+    batch, summed.  Paired batch by batch, the streams see the same load."""
+    best = [[math.inf] * len(stream) for stream in streams]
+    order = list(range(len(streams)))
+    for _ in range(repeat):
+        for k in range(len(streams[0])):
+            for s in order:
+                t0 = time.process_time()
+                decoders[s].decode(streams[s][k])
+                best[s][k] = min(best[s][k], time.process_time() - t0)
+        order.reverse()
+    return [sum(b) for b in best]
+
+
+def paired_replay(make_pipeline: Callable[[], Any], streams: list[list[list[bytes]]],
+                  repeat: int) -> list[float]:
+    """The same for ``Pipeline.process`` over each stream (a fresh pipeline per stream and
+    pass, its first batch a warm-up, not timed; batch ``k`` of each at the same state)."""
+    best = [[math.inf] * (len(stream) - 1) for stream in streams]
+    order = list(range(len(streams)))
+    for _ in range(repeat):
+        pipelines = [make_pipeline() for _ in streams]
+        for s in order:
+            pipelines[s].process(streams[s][0])
+        for k in range(1, len(streams[0])):
+            for s in order:
+                t0 = time.process_time()
+                pipelines[s].process(streams[s][k], base_index=k * BATCH)
+                best[s][k - 1] = min(best[s][k - 1], time.process_time() - t0)
+        order.reverse()
+    return [sum(b) for b in best]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -199,7 +242,12 @@ def main() -> None:
     parser.add_argument("--malformed", type=float, default=0.003)
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--pair-repeat", type=int, default=7,
+                        help="passes of the paired 0.5 %% / clean measurement")
+    parser.add_argument("--pairs-only", action="store_true",
+                        help="only the paired 0.5 %% / clean measurement of the scanner")
     args = parser.parse_args()
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
     from stream.config.load import load_config
     from stream.engine.baselines import resolve_baselines
@@ -281,6 +329,35 @@ def main() -> None:
             sc = ScanDecoder(dec_cfg)
             sc.decode(bs[0])  # numba: compiled or loaded from its cache before timing
             cases[f"decode_scan_{name}"] = lambda d=sc, bs=bs: [d.decode(b) for b in bs]
+    if ScanDecoder is not None:
+        streams = [[d[i:i + BATCH] for i in range(0, len(d), BATCH)] for d in (clean, bad05)]
+        scanners = [ScanDecoder(dec_cfg) for _ in streams]
+        for scanner, stream in zip(scanners, streams, strict=True):
+            scanner.decode(stream[0])  # numba: compiled or loaded from its cache
+        dec = paired_decode(scanners, streams, args.pair_repeat)
+
+        def scan_pipeline() -> Any:
+            pipeline = Pipeline(config, baselines)
+            pipeline.decoder = ScanDecoder(dec_cfg)
+            return pipeline
+
+        rep = paired_replay(scan_pipeline, streams, args.pair_repeat)
+        counter = ScanDecoder(dec_cfg)
+        for batch in streams[1]:
+            counter.decode(batch)
+        damaged = sum(a != b for a, b in zip(clean, bad05, strict=True))
+        print(f"paired, scanner, batch by batch, best of {args.pair_repeat} per batch: "
+              f"clean and 0.5% malformed, the same events ({damaged} lines damaged, "
+              f"{counter.flagged_messages} flagged by the kernel)")
+        print(f"  decode alone: clean {dec[0] / n * 1e6:.3f}, 0.5% {dec[1] / n * 1e6:.3f} "
+              f"µs/line; 0.5% malformed vs clean: {dec[1] / dec[0]:.3f}")
+        steady = n - BATCH
+        print(f"  replay:       clean {rep[0] / steady * 1e6:.3f}, 0.5% "
+              f"{rep[1] / steady * 1e6:.3f} µs/line; 0.5% malformed vs clean: "
+              f"{rep[1] / rep[0]:.3f}")
+        if args.pairs_only:
+            print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+            return
     for _ in range(args.repeat):
         for name, fn in cases.items():
             best[name] = min(best.get(name, math.inf), cpu(fn))
@@ -316,6 +393,7 @@ def main() -> None:
                 print(f"{what} {who}, 0.5% malformed vs clean: "
                       f"{best[f'{what}_{who}_0.5%'] / best[f'{what}_{who}_clean']:.3f} "
                       "(time per line, ratio)")
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from stream.formats.columnar import ColumnarDecoder
 from stream.formats.decoders import decoder_for
 from stream.formats.scan import ScanDecoder, scan_plan
 from tests.stream.test_columnar_equivalence import (
+    PREDICTIONS,
+    REFUSED,
     TYPED_CATCH_ALL,
     TYPED_LABELS,
     TYPED_PLAIN,
@@ -34,7 +36,13 @@ from tests.stream.test_columnar_equivalence import (
     event,
     make_config,
 )
-from tests.stream.test_decode_msgspec import CONFIGS, assert_same_batch, batches, clean_messages
+from tests.stream.test_decode_msgspec import (
+    CONFIGS,
+    assert_same_batch,
+    batches,
+    clean_messages,
+    dirty_messages,
+)
 
 #: served by the scanner: no iso8601 timestamps (TYPED_CATCH_ALL has them)
 SCANNED = (TYPED_PLAIN, TYPED_ROUTED,
@@ -244,3 +252,50 @@ def test_a_batch_mostly_flagged_goes_to_the_columnar_decoder_whole() -> None:
     decoder = ScanDecoder(TYPED_PLAIN)
     assert_same_batch(decoder.decode(messages), ColumnarDecoder(TYPED_PLAIN).decode(messages))
     assert decoder.flagged_messages == 100 and decoder.scanned_batches == 0
+
+
+# --------------------------------------------------------------------------
+# the flagged rows' decoder (stream.formats._scan_careful), among many clean rows
+# --------------------------------------------------------------------------
+#: two models routed alike whose paths descend through different objects (``f``, ``p``):
+#: an event holding no object at one of them is still the other's
+SPLIT = make_config([
+    {"name": "f", "select": {"field": "model", "equals": "m"}},
+    {"name": "p", "select": {"field": "model", "equals": "m"},
+     "features": [{"name": "ps", "path": "p.score", "type": "numeric"}],
+     "predictions": PREDICTIONS[1:]}],
+    timestamp={"path": "ts", "unit": "ms"})
+SPLIT_BAD = [enc({**event(1), "f": 3}), enc({**event(2), "p": [1]}),
+             enc({**event(3), "f": "oops", "p": None}), enc({**event(4), "f": 3, "p": 3}),
+             enc({**event(5, x="1.5", c=["a"]), "p": {"score": True, "label": 7}}),
+             enc({**event(6, y=None), "ts": "1717243200000"}), enc({**event(7), "ts": [1]}),
+             enc({**event(8), "model": "n", "f": 3})]
+
+
+def test_flagged_rows_of_every_kind_among_clean_rows() -> None:
+    assert scan_plan(SPLIT) is not None
+    messages: list[Any] = [enc(event(i)) for i in range(300)]
+    for k, message in enumerate(REFUSED + SPLIT_BAD):
+        messages[7 + 13 * k] = message
+    for config in (*SCANNED, SPLIT):
+        got, decoder = decode_all(config, messages)
+        assert decoder.flagged_messages >= len(REFUSED)
+        assert got.invalid_reasons  # rejected rows among them
+    got, _ = decode_all(SPLIT, messages)
+    assert "wrong_structure" in got.invalid_reasons
+    # "f": 3 is no event of model f, still one of model p
+    at = 7 + 13 * len(REFUSED)
+    assert at not in got.models["f"].positions and at in got.models["p"].positions
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 60),
+       st.lists(st.tuples(st.integers(0, 70), st.one_of(
+           st.sampled_from(REFUSED + SPLIT_BAD), adversarial_messages(), dirty_messages)),
+           min_size=1, max_size=9))
+def test_property_flagged_rows_among_clean_rows(n: int, bad: list[tuple[int, Any]]) -> None:
+    batch: list[Any] = [enc(event(i)) for i in range(n)]
+    for at, message in bad:
+        batch.insert(at % (len(batch) + 1), message)
+    for config in (*SCANNED, SPLIT):
+        decode_all(config, batch)

@@ -397,8 +397,10 @@ def part_synth(args: argparse.Namespace, peers: list[Peer],
             p_ref = float(ref.mean())
             p_after = float(mon[args.synth_pre:args.synth_pre + 2000].mean())
             near = min(tuned, key=lambda q: abs(q - p_ref)) if tuned else None
+            sr = _sr(args)
             det = concept_detector(ref, target, args.shift, args.shares, n_values=args.n_values,
-                                   seed=sseed, down_share=args.down_share)
+                                   seed=sseed, down_share=args.down_share) if sr is None else \
+                concept_sr(ref, target, sr[0], sr[1], n_values=args.n_values, seed=sseed)
             hits = fresh(det).update(mon.astype(float))
             row = out.setdefault(name, {"p_ref": [], "p_after": [], "delays": {},
                                         "false_alarms": {}})

@@ -462,11 +462,11 @@ class EpisodeGrouper:
             clip: tuple[float, float] | None,
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Opening positions, their statistics and closing positions in ``values``."""
+        if not positions.size and not self.istate[0]:  # no detection, none open: no step
+            return np.empty(0, np.int64), np.empty(0), np.empty(0, np.int64)
         lo, hi = clip if clip is not None else (-np.inf, np.inf)
-        out_open = np.empty(positions.size, dtype=np.int64)
-        out_stat = np.empty(positions.size, dtype=np.float64)
-        out_close = np.empty(positions.size + 1, dtype=np.int64)
-        counts = np.zeros(2, dtype=np.int64)
+        out_open, out_stat = np.empty(positions.size, np.int64), np.empty(positions.size)
+        out_close, counts = np.empty(positions.size + 1, np.int64), np.zeros(2, np.int64)
         _episode_kernel(values, float(lo), float(hi), positions, stats, levels, changes,
                         float(release), max(int(hold), 1), self.fstate, self.istate,
                         out_open, out_stat, out_close, counts)

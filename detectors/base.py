@@ -211,7 +211,7 @@ class HeldAlarm:
 
     def _track_hold(self, arr: np.ndarray, positions: np.ndarray, stats: np.ndarray) -> None:
         """Advance the hold over batch ``arr`` that raised alarms at ``positions``."""
-        if not self.hold:
+        if not self.hold or (not positions.size and self._since < 0):  # nothing to advance
             return
         valid = np.isfinite(arr) & (np.abs(arr) <= 1e100)
         after = int(np.count_nonzero(valid[positions[-1] + 1:])) if positions.size else 0

@@ -247,7 +247,7 @@ class ColumnMonitor:
         codes, n_missing, n_invalid, n_oor = classify_numeric(
             x, self.profile.bin_edges, float(self._lo), float(self._hi))  # type: ignore[union-attr]
         if not (n_missing == 0 and n_invalid == 0
-                and (invalid_mask is None or not invalid_mask.any())):
+                and (invalid_mask is None or not np.count_nonzero(invalid_mask))):
             if invalid_mask is not None:
                 invalid = codes == CODE_INVALID
                 invalid |= np.asarray(invalid_mask, dtype=bool)

@@ -239,7 +239,7 @@ class CompletenessMonitor:
         flags = [m for m in missing_masks.values()]
         if invalid_masks:
             flags += [m for m in invalid_masks.values()]
-        flags = [f for f in flags if f.any()]
+        flags = [f for f in flags if np.count_nonzero(f)]  # (a C call; .any() is slower)
         if len(flags) < k:  # fewer columns with any gap than an incomplete event needs
             self.test.update_constant(n, 0)
             return [], None

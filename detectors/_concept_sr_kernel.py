@@ -27,6 +27,19 @@ def _log1p_exp(v: float) -> float:
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _step(logr, c, d, logw, x):
+    """One value into every shift's log statistic ``logr`` (in place); returns the largest
+    weighted one, ``max_j logr[j] + logw[j]``."""
+    top = -np.inf
+    for j in range(c.size):
+        v = _log1p_exp(logr[j]) + c[j] + d[j] * x
+        logr[j] = v
+        if v + logw[j] > top:
+            top = v + logw[j]
+    return top
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def sr_kernel(values, c, d, logw, log_a, lo, hi, logr, out, out_stat, out_close, fstate,
               istate, hold, rel_level, cap):
     """Feed ``values``; write alarm positions and statistics to ``out``/``out_stat`` and
@@ -53,12 +66,7 @@ def sr_kernel(values, c, d, logw, log_a, lo, hi, logr, out, out_stat, out_close,
         if not (abs(x) <= 1e100):  # NaN, inf, absurd: skipped, no tick
             continue
         x = min(max(x, lo), hi)
-        top = -np.inf
-        for j in range(g):
-            v = _log1p_exp(logr[j]) + c[j] + d[j] * x
-            logr[j] = v
-            if v + logw[j] > top:
-                top = v + logw[j]
+        top = _step(logr, c, d, logw, x)
         tot = 0.0
         for j in range(g):
             tot += math.exp(logr[j] + logw[j] - top)
@@ -120,12 +128,7 @@ def sr_alarm_count(paths, c, d, logw, log_a, lo, hi):
         row = paths[p]
         for i in range(row.size):
             x = min(max(row[i], lo), hi)
-            top = -np.inf
-            for j in range(g):
-                v = _log1p_exp(logr[j]) + c[j] + d[j] * x
-                logr[j] = v
-                if v + logw[j] > top:
-                    top = v + logw[j]
+            top = _step(logr, c, d, logw, x)
             if top <= log_a:  # the mixture is at most top + log(g): often decided here
                 tot = 0.0
                 for j in range(g):

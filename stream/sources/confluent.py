@@ -323,7 +323,9 @@ class ConfluentConsumer:
             if max_records > 1:
                 msgs += c.consume(max_records - 1, 0)
         errors = [m.error() for m in msgs]
-        if errors.count(None) != len(errors):
+        # (not ``errors.count(None)``: comparing a ``KafkaError`` with None raises inside
+        # confluent-kafka, which then surfaced as a SystemError and lost the whole batch)
+        if any(errors):
             for err in (e for e in errors if e is not None):
                 log.warning("consumer error: %s", err)
             msgs = [m for m, err in zip(msgs, errors, strict=True) if err is None]

@@ -127,3 +127,16 @@ def test_record_helpers_take_kafka_python_records_too() -> None:
     recs = [KpRecord(4, b"x"), KpRecord(5, None)]
     assert record_values(recs) == [b"x", b""]
     assert record_offsets(recs) == [4, 5]
+
+
+def test_runs_of_partitions_are_joined_in_order() -> None:
+    """A batch is a few runs of one partition each (a fetch response's order); a partition's
+    runs are joined in the order of the batch."""
+    a, b, c = (TopicPartition("events", p) for p in (0, 1, 2))
+    msgs = (_msgs("events", 0, range(0, 3)) + _msgs("events", 1, range(0, 2))
+            + _msgs("events", 0, range(3, 5)) + _msgs("events", 2, range(7, 8))
+            + _msgs("events", 1, range(2, 6)))
+    polled = _consumer([msgs], ["events"], {a, b, c}).poll(100, 500)
+    assert {tp: record_offsets(r) for tp, r in polled.items()} == {
+        a: [0, 1, 2, 3, 4], b: [0, 1, 2, 3, 4, 5], c: [7]}
+    assert record_values(polled[b]) == [b"v0", b"v1", b"v2", b"v3", b"v4", b"v5"]

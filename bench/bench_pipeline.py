@@ -1266,6 +1266,15 @@ def _yes(ok: bool) -> str:
     return "**yes**" if ok else "**no**"
 
 
+def _default_max_poll_records() -> int:
+    import dataclasses
+
+    from stream.config import KafkaConfig
+
+    return int(next(f.default for f in dataclasses.fields(KafkaConfig)
+                    if f.name == "max_poll_records"))
+
+
 def render(r: dict[str, Any], args: argparse.Namespace) -> str:
     from detectors.catalogue import default_detectors
 
@@ -1282,7 +1291,7 @@ def render(r: dict[str, Any], args: argparse.Namespace) -> str:
       f"2 predictions (numeric score, categorical label); every default detector "
       f"(numeric: {', '.join(default_detectors('numeric'))}; categorical: "
       f"{', '.join(default_detectors('categorical'))}); "
-      f"`max_poll_records` 2000 (default).  Baseline built once from {REFERENCE_EVENTS:,} "
+      f"`max_poll_records` {_default_max_poll_records()} (default).  Baseline built once from {REFERENCE_EVENTS:,} "
       f"reference events in {r.get('baseline_s', 0):.0f} s; topic filled by "
       f"{prod.get('kind', '?')} at {prod.get('events', 0) / max(prod.get('produce_s', 1), 1e-9):,.0f}"
       f" events/s.\n")

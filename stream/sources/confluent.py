@@ -29,6 +29,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, overload
 
+import numpy as np
+
 from stream.config import KafkaConfig
 
 log = logging.getLogger("streamdrift.run")
@@ -64,6 +66,21 @@ class RepeatFilter(logging.Filter):
 
 if not rdlog.filters:
     rdlog.addFilter(RepeatFilter())
+
+_Message: Any
+try:
+    from confluent_kafka import Message as _Message
+except ImportError:  # the optional client: nothing below reads a message without it
+    _Message = None
+#: ``confluent_kafka.Message``'s accessors as plain functions: ``list(map(_value, msgs))``
+#: reads a batch in C, ~30 ns per message, where ``[m.value() for m in msgs]`` (a method
+#: lookup and call per message in the interpreter) takes ~65
+_error: Any = getattr(_Message, "error", None)
+_partition: Any = getattr(_Message, "partition", None)
+_topic: Any = getattr(_Message, "topic", None)
+_value: Any = getattr(_Message, "value", None)
+_offset: Any = getattr(_Message, "offset", None)
+
 
 def available() -> bool:
     """Whether confluent-kafka can be imported."""
@@ -170,13 +187,13 @@ class Records(Sequence[Record]):
 
     def values(self) -> list[bytes]:
         """The message values, ``b""`` for a null value."""
-        values = [m.value() for m in self.msgs]
+        values = list(map(_value, self.msgs))
         if None in values:
             values = [v or b"" for v in values]
         return values
 
     def offsets(self) -> list[int]:
-        return [m.offset() for m in self.msgs]
+        return list(map(_offset, self.msgs))
 
     def last_offset(self) -> int:
         return int(self.msgs[-1].offset())
@@ -194,6 +211,21 @@ def record_offsets(recs: Sequence[Any]) -> list[int]:
     if isinstance(recs, Records):
         return recs.offsets()
     return [int(r.offset) for r in recs]
+
+
+def _run_ends(keys: list[Any]) -> list[int]:
+    """Where each run of equal keys ends (exclusive), the last at ``len(keys)``.
+
+    librdkafka queues a fetch response's messages partition by partition, so a batch of
+    several partitions is a few long runs: found with numpy for partition numbers (~0.02 µs
+    per message, where a dict look-up and an append per message took ~0.1)."""
+    if keys and isinstance(keys[0], int):
+        p = np.array(keys, dtype=np.int64)
+        ends: list[int] = (np.flatnonzero(p[1:] != p[:-1]) + 1).tolist()
+    else:
+        ends = [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]]
+    ends.append(len(keys))
+    return ends
 
 
 class ConfluentConsumer:
@@ -311,7 +343,7 @@ class ConfluentConsumer:
         """Records by partition, returning as soon as some are there (like kafka-python).
 
         Per message only its error, partition (and, with more than one topic subscribed,
-        topic) are read here, each in one list comprehension; the rest waits for the
+        topic) are read here, each in one ``map`` over the batch; the rest waits for the
         runner's batch reads (:class:`Records`)."""
         c = self._c
         msgs = c.consume(max_records, 0)
@@ -322,8 +354,10 @@ class ConfluentConsumer:
             msgs = [first]
             if max_records > 1:
                 msgs += c.consume(max_records - 1, 0)
-        errors = [m.error() for m in msgs]
-        if errors.count(None) != len(errors):
+        errors = list(map(_error, msgs))
+        # (not ``errors.count(None)``: comparing a ``KafkaError`` with None raises inside
+        # confluent-kafka, which then surfaced as a SystemError and lost the whole batch)
+        if any(errors):
             for err in (e for e in errors if e is not None):
                 log.warning("consumer error: %s", err)
             msgs = [m for m, err in zip(msgs, errors, strict=True) if err is None]
@@ -331,12 +365,12 @@ class ConfluentConsumer:
                 return {}
         from kafka import TopicPartition
 
-        partitions = [m.partition() for m in msgs]
+        partitions = list(map(_partition, msgs))
         topic = self._topic
         if topic is not None:
             keys: list[Any] = partitions
         else:
-            keys = list(zip([m.topic() for m in msgs], partitions, strict=True))
+            keys = list(zip(map(_topic, msgs), partitions, strict=True))
         # librdkafka can still hand out pre-fetched records of partitions it has just taken
         # away (lost during a broker outage); like kafka-python's poll, return only those
         # of the current assignment
@@ -345,12 +379,16 @@ class ConfluentConsumer:
             tp = TopicPartition(topic, k0) if topic is not None else TopicPartition(*k0)
             return {tp: Records(msgs)} if tp in self._assigned else {}
         split: dict[Any, list[Any]] = {}
-        for key, m in zip(keys, msgs, strict=True):
+        start = 0
+        for end in _run_ends(partitions if topic is not None else keys):
+            # a run of one partition's messages (in the order of the batch): one slice
+            key = keys[start]
             lst = split.get(key)
             if lst is None:
-                split[key] = [m]
+                split[key] = msgs[start:end]
             else:
-                lst.append(m)
+                lst += msgs[start:end]
+            start = end
         out = {}
         for key, lst in split.items():
             tp = TopicPartition(topic, key) if topic is not None else TopicPartition(*key)

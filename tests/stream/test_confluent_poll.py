@@ -1,8 +1,8 @@
 """``ConfluentConsumer.poll``: a poll batch split by partition without a wrapper object per
 message (:class:`stream.sources.confluent.Records` wraps on access).
 
-The fake librdkafka consumer hands out fake messages (the methods of
-``confluent_kafka.Message`` the consumer calls)."""
+The fake librdkafka consumer hands out real ``confluent_kafka.Message`` objects, made
+with the class's constructor."""
 
 from __future__ import annotations
 
@@ -19,54 +19,41 @@ from stream.sources.confluent import (
     record_values,
 )
 
+confluent_kafka = pytest.importorskip("confluent_kafka")
 
-class Msg:
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None,
-                 error: Any = None, key: bytes | None = None,
-                 headers: list[tuple[str, bytes]] | None = None) -> None:
-        self._t, self._p, self._o, self._v = topic, partition, offset, value
-        self._e, self._k, self._h = error, key, headers
 
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-    def value(self) -> bytes | None:
-        return self._v
-
-    def key(self) -> bytes | None:
-        return self._k
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return self._h
-
-    def error(self) -> Any:
-        return self._e
+def Msg(topic: str, partition: int, offset: int, value: bytes | None,  # noqa: N802
+        error: str | None = None, key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None) -> Any:
+    """A real ``confluent_kafka.Message`` (the consumer reads it through the class's own
+    accessors, so a look-alike object would not do)."""
+    kw: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset,
+                          "value": value, "key": key, "headers": headers}
+    if error is not None:
+        kw["error"] = confluent_kafka.KafkaError(confluent_kafka.KafkaError._FAIL, error)
+    # (given as None, some arguments leave an exception set in confluent-kafka 2.16's
+    # constructor, which a later call reports as a SystemError)
+    return confluent_kafka.Message(**{k: v for k, v in kw.items() if v is not None})
 
 
 class FakeRdkafka:
     """consume() hands out the queued batches; poll() the first message of the next."""
 
-    def __init__(self, batches: list[list[Msg]]) -> None:
+    def __init__(self, batches: list[list[Any]]) -> None:
         self.batches = batches
 
-    def consume(self, n: int, timeout: float) -> list[Msg]:
+    def consume(self, n: int, timeout: float) -> list[Any]:
         if not self.batches:
             return []
         batch = self.batches.pop(0)
         assert len(batch) <= n
         return batch
 
-    def poll(self, timeout: float) -> Msg | None:
+    def poll(self, timeout: float) -> Any:
         return None
 
 
-def _consumer(batches: list[list[Msg]], topics: list[str],
+def _consumer(batches: list[list[Any]], topics: list[str],
               assigned: set[Any]) -> ConfluentConsumer:
     c = object.__new__(ConfluentConsumer)
     c._c = FakeRdkafka(batches)
@@ -75,7 +62,7 @@ def _consumer(batches: list[list[Msg]], topics: list[str],
     return c
 
 
-def _msgs(topic: str, partition: int, offsets: range) -> list[Msg]:
+def _msgs(topic: str, partition: int, offsets: range) -> list[Any]:
     return [Msg(topic, partition, o, b"v%d" % o) for o in offsets]
 
 
@@ -140,3 +127,16 @@ def test_record_helpers_take_kafka_python_records_too() -> None:
     recs = [KpRecord(4, b"x"), KpRecord(5, None)]
     assert record_values(recs) == [b"x", b""]
     assert record_offsets(recs) == [4, 5]
+
+
+def test_runs_of_partitions_are_joined_in_order() -> None:
+    """A batch is a few runs of one partition each (a fetch response's order); a partition's
+    runs are joined in the order of the batch."""
+    a, b, c = (TopicPartition("events", p) for p in (0, 1, 2))
+    msgs = (_msgs("events", 0, range(0, 3)) + _msgs("events", 1, range(0, 2))
+            + _msgs("events", 0, range(3, 5)) + _msgs("events", 2, range(7, 8))
+            + _msgs("events", 1, range(2, 6)))
+    polled = _consumer([msgs], ["events"], {a, b, c}).poll(100, 500)
+    assert {tp: record_offsets(r) for tp, r in polled.items()} == {
+        a: [0, 1, 2, 3, 4], b: [0, 1, 2, 3, 4, 5], c: [7]}
+    assert record_values(polled[b]) == [b"v0", b"v1", b"v2", b"v3", b"v4", b"v5"]

@@ -380,6 +380,8 @@ def header(args: argparse.Namespace) -> list[str]:
             f"{' --quick' if args.quick else ''}"
             f"{'' if args.part == 'all' else ' --part ' + args.part}"
             f"{'' if args.n_values == 4_000_000 or args.quick else f' --n-values {args.n_values}'}"
+            f"{'' if args.null_factor == 40 or args.quick else f' --null-factor {args.null_factor:g}'}"
+            f"{'' if args.synth_after == 10_000 or args.quick else f' --synth-after {args.synth_after}'}"
             f"{'' if args.shift == CONCEPT_SHIFT else ' --shift ' + ' '.join(map(str, args.shift))}"
             f"{'' if args.shares == CONCEPT_SHARES else ' --shares ' + ' '.join(map(str, args.shares))}"
             f"{'' if args.down_share == CONCEPT_DOWN_SHARE else f' --down-share {args.down_share}'}"
@@ -496,6 +498,9 @@ def main() -> None:
     ap.add_argument("--render", type=Path, default=None,
                     help="only re-write the tables from a results .json of a run with the "
                          "same options")
+    ap.add_argument("--merge", type=Path, nargs="+", default=[],
+                    help="with --render: add these results' synth modes to it (runs split by "
+                         "--synth-modes) and write the merged .json over it")
     args = ap.parse_args()
     args.shift = tuple(args.shift)
     # 10000, not 10000.0, in the tables and in the cells' keys of the .json
@@ -505,7 +510,14 @@ def main() -> None:
             else tuple([1.0 / len(args.shift)] * len(args.shift))
     args.shares = tuple(args.shares)
     if args.render is not None:
-        text = report(args, json.loads(args.render.read_text()))
+        res = json.loads(args.render.read_text())
+        for extra in args.merge:  # the synth modes of runs split by --synth-modes
+            more = json.loads(extra.read_text())
+            res["synth"]["modes"].update(more["synth"]["modes"])
+            res["wall_s"] = res.get("wall_s", 0.0) + more.get("wall_s", 0.0)
+        if args.merge:
+            args.render.write_text(json.dumps(res, indent=1, default=float))
+        text = report(args, res)
         args.render.with_suffix(".md").write_text(text + "\n")
         print(text)
         return

@@ -160,7 +160,8 @@ def _in_band(a: float, target: float) -> bool:
 
 def synth_lines(args: argparse.Namespace, res: dict[str, Any]) -> list[str]:
     lines = ["## River generators, Hoeffding tree, matched ARL0", "",
-             f"{args.synth_runs} runs per stream and mode (generator seeds `seed * 1000 + run`, "
+             f"{len(next(iter(next(iter(res['modes'].values())).values()))['p_ref'])} "
+             "runs per stream and mode (generator seeds `seed * 1000 + run`, "
              f"online +500); frozen: the tree trained on {args.warm:,} events, then predicting "
              f"only; online: test-then-train, the reference after a warm-up of "
              f"{args.online_warm:,} events; reference {args.synth_ref:,} events, then "
@@ -176,7 +177,7 @@ def synth_lines(args: argparse.Namespace, res: dict[str, Any]) -> list[str]:
              "constant hazard. Ratio: ours / the best peer whose null ARL0 is within ±30 %, "
              f"95 % percentile-bootstrap CI ({args.boot} resamples).", ""]
     for mode, rows in res["modes"].items():
-        for target in args.synth_targets:
+        for target in map(int, next(iter(rows.values()))["targets"]):
             lines += [f"### {mode} model, ARL0 {target:,}", "",
                       "| stream | error ref / pre -> after | | ours | " + " | ".join(NAMES)
                       + " | best in-band peer | ours / it | 95 % CI | ≤ 1.15 |",

@@ -514,6 +514,7 @@ def main() -> None:
         for extra in args.merge:  # the synth modes of runs split by --synth-modes
             more = json.loads(extra.read_text())
             res["synth"]["modes"].update(more["synth"]["modes"])
+            res["synth"].setdefault("settings", {}).update(more["synth"].get("settings", {}))
             res["wall_s"] = res.get("wall_s", 0.0) + more.get("wall_s", 0.0)
         if args.merge:
             args.render.write_text(json.dumps(res, indent=1, default=float))

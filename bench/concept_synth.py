@@ -90,7 +90,7 @@ def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Call
     """``tools``: bench_concept's ``tune``, ``count_alarms``, ``null_stream``, ``arl``,
     ``fresh`` and ``make_ours(ref, target, seed)``."""
     tune, count_alarms, arl = tools["tune"], tools["count_alarms"], tools["arl"]
-    out: dict[str, Any] = {"modes": {}}
+    out: dict[str, Any] = {"modes": {}, "settings": {}}
     nref, pre = args.synth_ref, args.synth_pre
     for mi, mode in enumerate(args.synth_modes):
         t0 = time.perf_counter()
@@ -151,6 +151,10 @@ def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Call
                                               for k, v in cell["delays"].items()))
             rows[name] = row
         out["modes"][mode] = rows
+        out.setdefault("settings", {})[mode] = {
+            "warm": args.warm if mode == "frozen" else args.online_warm, "ref": nref,
+            "pre": pre, "after": args.synth_after, "n_values": args.n_values,
+            "null_factor": args.null_factor}
     return out
 
 
@@ -160,16 +164,13 @@ def _in_band(a: float, target: float) -> bool:
 
 def synth_lines(args: argparse.Namespace, res: dict[str, Any]) -> list[str]:
     lines = ["## River generators, Hoeffding tree, matched ARL0", "",
-             f"{len(next(iter(next(iter(res['modes'].values())).values()))['p_ref'])} "
-             "runs per stream and mode (generator seeds `seed * 1000 + run`, "
-             f"online +500); frozen: the tree trained on {args.warm:,} events, then predicting "
-             f"only; online: test-then-train, the reference after a warm-up of "
-             f"{args.online_warm:,} events; reference {args.synth_ref:,} events, then "
-             f"{args.synth_pre:,} monitored events before an abrupt change and "
-             f"{args.synth_after:,} after it (censoring). Peers tuned by bisection on a "
-             f"Bernoulli null stream at the pooled reference error rate ({args.null_factor:g} "
-             "× target events), achieved ARL0 on an independent one; ours calibrated per run "
-             f"from its reference (n_values {args.n_values:,}), its ARL0 on a null stream of "
+             "Generator seeds `seed * 1000 + run` (online +500); frozen: the tree trained on "
+             "the warm-up events, then predicting only; online: test-then-train throughout, "
+             "the reference after the warm-up; then the monitored events before an abrupt "
+             "change and after it (censoring; the counts per mode below). Peers tuned by "
+             "bisection on a Bernoulli null stream at the pooled reference error rate "
+             "(its length below), achieved ARL0 on an independent one; ours calibrated per run "
+             "from its reference, its ARL0 on a null stream of "
              f"{args.synth_arl_factor:g} × target events at each run's reference rate, pooled. "
              "Delay: median over the runs without a false alarm before the change (in "
              "brackets: runs discarded for one / runs censored); *pre-change ARL0*: the "
@@ -177,6 +178,18 @@ def synth_lines(args: argparse.Namespace, res: dict[str, Any]) -> list[str]:
              "constant hazard. Ratio: ours / the best peer whose null ARL0 is within ±30 %, "
              f"95 % percentile-bootstrap CI ({args.boot} resamples).", ""]
     for mode, rows in res["modes"].items():
+        st = res.get("settings", {}).get(mode) or {  # older results: this run's options
+            "warm": args.warm if mode == "frozen" else args.online_warm, "ref": args.synth_ref,
+            "pre": args.synth_pre, "after": args.synth_after, "n_values": args.n_values,
+            "null_factor": args.null_factor}
+        runs = len(next(iter(rows.values()))["p_ref"])
+        if st:
+            lines += [f"**{mode}**: {runs} runs per stream; the tree "
+                      f"{'trained on' if mode == 'frozen' else 'test-then-train over'}"
+                      f" {st['warm']:,} events before the reference; reference {st['ref']:,}, "
+                      f"{st['pre']:,} events before the change, {st['after']:,} after it; "
+                      f"n_values {st['n_values']:,}; peers' null streams {st['null_factor']:g} "
+                      "× target.", ""]
         for target in map(int, next(iter(rows.values()))["targets"]):
             lines += [f"### {mode} model, ARL0 {target:,}", "",
                       "| stream | error ref / pre -> after | | ours | " + " | ".join(NAMES)

@@ -71,12 +71,17 @@ def main() -> None:
     ap.add_argument("--pre", type=int, default=1_000)
     ap.add_argument("--cap", type=int, default=10_000)
     ap.add_argument("--boot", type=int, default=2_000)
+    ap.add_argument("--groups", type=int, nargs="+", default=None,
+                    help="only these (p0, target) groups, by index in GROUPS (0-3: part 1's "
+                         "cells, 4-6: the generators' jumps)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     names = list(VARIANTS)
     lines = [f"# The mixture's grid: a larger rise component (seed {args.seed})", "",
-             f"`PYTHONPATH=$PWD .venv/bin/python bench/concept_sr_variant.py --seed {args.seed}` "
-             f"(defaults otherwise): {args.refs} references of {args.ref_size:,} errors per "
+             f"`PYTHONPATH=$PWD .venv/bin/python bench/concept_sr_variant.py --seed {args.seed} "
+             f"--runs {args.runs}"
+             + (f" --groups {' '.join(map(str, args.groups))}" if args.groups else "")
+             + "` (defaults otherwise): {args.refs} references of {args.ref_size:,} errors per "
              f"(p0, target), n_values {args.n_values:,}; ARL0 on {args.arl_factor:g} × target "
              f"null events per reference, pooled; {args.runs} runs per rise, {args.pre:,} null "
              f"events before it, censored at {args.cap:,} after it; the same draws for every "
@@ -87,7 +92,10 @@ def main() -> None:
              + " | " + " | ".join(f"{n} / default (95 % CI)" for n in names[1:]) + " |",
              "|---|---|---|" + "---|" * (2 * len(names) - 1)]
     t0 = time.perf_counter()
+    out = args.out or RESULTS / f"concept-sr-variant-seed{args.seed}.md"
     for gi, (p0, target, rises) in enumerate(GROUPS):
+        if args.groups is not None and gi not in args.groups:
+            continue
         rng = np.random.default_rng([args.seed, gi])
         refs = [(rng.random(args.ref_size) < p0).astype(float) for _ in range(args.refs)]
         dets = {n: [concept_sr(r, target, s, w, n_values=args.n_values,
@@ -122,10 +130,10 @@ def main() -> None:
                 f"{arl0[n]:.0f}, {m[n]:.0f} ({int(np.isnan(d[n]).sum())})" for n in names)
                 + " | " + " | ".join(ci) + " |")
             log(lines[-1])
+            out.write_text("\n".join([*lines, "", "(partial: the run goes on)", ""]))
     lines += ["", "CI: the runs both mixtures survived resampled together (the point ratio "
               "is of each mixture's median over its own survivors).",
               "", f"Wall time {time.perf_counter() - t0:.0f} s.", ""]
-    out = args.out or RESULTS / f"concept-sr-variant-seed{args.seed}.md"
     out.write_text("\n".join(lines))
     print("\n".join(lines))
 

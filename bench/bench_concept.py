@@ -487,7 +487,7 @@ def main() -> None:
     ap.add_argument("--peers-from", type=Path, default=None,
                     help="take the peers' tuning, ARL0s and delays from a results .json of a "
                          "run with the same options and seed (they are the same draws): only "
-                         "ours is run")
+                         "ours is run (part 1 only: part 2 runs everything)")
     ap.add_argument("--cell", nargs=3, action="append", default=[],
                     metavar=("P", "TARGET", "DROP"),
                     help="run only these cells (repeatable; with --rates and --targets "

@@ -39,11 +39,12 @@ each protocol's false-alarm hazard in the pre-change window; the delay tables gi
 ratio to the best peer a 95 % percentile-bootstrap interval (``--boot``).  The goal is
 judged on both tables.
 
-Part 2 (``synth``): River's SEA, Agrawal and Hyperplane generators, an abrupt concept change
-through ``river.datasets.synth.ConceptDriftStream`` (``width=100``, about abrupt: River's sigmoid overflows for ``width=1``), a Hoeffding tree trained
-test-then-train; the monitored error stream starts after ``--warm`` events (the model's
-labelled reference is its prequential error over the last half of them); each detector is
-set at ARL0 10,000 (peers: the parameter tuned in part 1 at the nearer baseline rate).
+Part 2 (``synth``, :mod:`concept_synth`): River's SEA, Agrawal and Hyperplane generators with
+an abrupt concept change and a Hoeffding tree, ``--synth-runs`` (30) runs per stream, two
+model modes (``frozen``: trained on ``--warm`` events, then predicting only; ``online``:
+test-then-train, the reference after ``--online-warm`` events); each peer tuned by bisection
+to each of ``--synth-targets`` on a Bernoulli null stream at the stream's own reference
+error rate, ours calibrated per run from its reference.
 
 Run from the repository root::
 
@@ -85,6 +86,7 @@ from detectors.cusum import CUSUM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import concept_report  # noqa: E402
+import concept_synth  # noqa: E402
 from concept_report import median  # noqa: E402
 
 CONCEPT_SHIFT = CONCEPT_SHIFTS  # the production allowances (stream/engine/labelbook.py)
@@ -355,79 +357,20 @@ def part_errors(args: argparse.Namespace, peers: list[Peer]) -> dict[str, Any]:
 
 
 # -- part 2 -----------------------------------------------------------------------------
-def synth_streams(seed: int) -> dict[str, Any]:
-    from river.datasets import synth
-    return {
-        "SEA (variant 0 -> 3)": (synth.SEA(variant=0, seed=seed),
-                                 synth.SEA(variant=3, seed=seed + 1)),
-        "Agrawal (function 0 -> 2)": (synth.Agrawal(classification_function=0, seed=seed),
-                                      synth.Agrawal(classification_function=2,
-                                                    seed=seed + 1)),
-        "Hyperplane (new plane)": (synth.Hyperplane(seed=seed, n_features=10),
-                                   synth.Hyperplane(seed=seed + 1000, n_features=10)),
-    }
+def part_synth(args: argparse.Namespace, peers: list[Peer]) -> dict[str, Any]:
+    """River's generators with a Hoeffding tree, frozen and online (``concept_synth.py``)."""
+    sr = _sr(args)
 
+    def make_ours(ref: np.ndarray, target: float, seed: int) -> Any:
+        if sr is None:
+            return concept_detector(ref, target, args.shift, args.shares,
+                                    n_values=args.n_values, seed=seed,
+                                    down_share=args.down_share)
+        return concept_sr(ref, target, sr[0], sr[1], n_values=args.n_values, seed=seed)
 
-def part_synth(args: argparse.Namespace, peers: list[Peer],
-               errors: dict[str, Any]) -> dict[str, Any]:
-    from river import tree
-    from river.datasets import synth
-
-    target = 10_000.0
-    tuned: dict[float, dict[str, float]] = {}
-    for cell in errors["cells"]:
-        if cell["target"] == target:
-            tuned[cell["p"]] = {k: v["value"] for k, v in cell["peers"].items()}
-    out: dict[str, Any] = {}
-    prev = json.loads(args.peers_from.read_text()).get("synth") if args.peers_from else None
-    for r in range(args.synth_runs):
-        sseed = args.seed * 1000 + r
-        for name, (a, b) in synth_streams(sseed).items():
-            stream = synth.ConceptDriftStream(stream=a, drift_stream=b,
-                                              position=args.warm + args.synth_pre, width=args.width,
-                                              seed=sseed)
-            model = tree.HoeffdingTreeClassifier()
-            err = []
-            for x, y in stream.take(args.warm + args.synth_pre + args.synth_after):
-                err.append(int(model.predict_one(x) != y))
-                model.learn_one(x, y)
-            e = np.array(err)
-            ref = e[args.warm // 2: args.warm].astype(float)
-            mon = e[args.warm:]
-            p_ref = float(ref.mean())
-            p_after = float(mon[args.synth_pre:args.synth_pre + 2000].mean())
-            near = min(tuned, key=lambda q: abs(q - p_ref)) if tuned else None
-            sr = _sr(args)
-            det = concept_detector(ref, target, args.shift, args.shares, n_values=args.n_values,
-                                   seed=sseed, down_share=args.down_share) if sr is None else \
-                concept_sr(ref, target, sr[0], sr[1], n_values=args.n_values, seed=sseed)
-            hits = fresh(det).update(mon.astype(float))
-            row = out.setdefault(name, {"p_ref": [], "p_after": [], "delays": {},
-                                        "false_alarms": {}})
-            row["p_ref"].append(p_ref)
-            row["p_after"].append(p_after)
-
-            def record(key: str, alarms: np.ndarray, row: dict[str, Any] = row) -> None:
-                row["delays"].setdefault(key, []).append(delay_of(alarms, args.synth_pre))
-                row["false_alarms"].setdefault(key, []).append(
-                    int(np.count_nonzero(alarms < args.synth_pre)))
-
-            record("ours", hits)
-            lst = mon.tolist()
-            for peer in peers:
-                if prev is not None:  # --peers-from: the same stream, measured before
-                    for key in ("delays", "false_alarms"):
-                        row[key].setdefault(peer.name, []).append(
-                            prev[name][key][peer.name][r])
-                    continue
-                if near is None:
-                    continue
-                v = tuned[near][peer.name]
-                record(peer.name, np.array(count_alarms(lambda pe=peer, v=v: pe.make(v),
-                                                        lst), dtype=np.int64))
-            log(f"synth run {r} {name}: error {p_ref:.3f} -> {p_after:.3f}, delays "
-                + " ".join(f"{k}={v[-1]}" for k, v in row["delays"].items()))
-    return out
+    tools = {"tune": tune, "count_alarms": count_alarms, "null_stream": null_stream,
+             "arl": arl, "fresh": fresh, "make_ours": make_ours}
+    return concept_synth.part_synth(args, peers, tools, log)
 
 
 # -- report -----------------------------------------------------------------------------
@@ -435,6 +378,10 @@ def header(args: argparse.Namespace) -> list[str]:
     return [f"# Concept drift on the error stream (seed {args.seed})", "",
             f"`PYTHONPATH=$PWD .venv/bin/python bench/bench_concept.py --seed {args.seed}"
             f"{' --quick' if args.quick else ''}"
+            f"{'' if args.part == 'all' else ' --part ' + args.part}"
+            f"{'' if args.n_values == 4_000_000 or args.quick else f' --n-values {args.n_values}'}"
+            f"{'' if args.null_factor == 40 or args.quick else f' --null-factor {args.null_factor:g}'}"
+            f"{'' if args.synth_after == 10_000 or args.quick else f' --synth-after {args.synth_after}'}"
             f"{'' if args.shift == CONCEPT_SHIFT else ' --shift ' + ' '.join(map(str, args.shift))}"
             f"{'' if args.shares == CONCEPT_SHARES else ' --shares ' + ' '.join(map(str, args.shares))}"
             f"{'' if args.down_share == CONCEPT_DOWN_SHARE else f' --down-share {args.down_share}'}"
@@ -451,7 +398,7 @@ def header(args: argparse.Namespace) -> list[str]:
                if getattr(args, "cell", None) else "")
             + (f"; the peers at the parameters tuned in `{args.peer_params_from.name}` "
                "(`--peer-params-from`: no bisection, their ARL0 measured again)"
-               if getattr(args, "peer_params_from", None) else ""), "",
+               if getattr(args, "peer_params_from", None) else ""), ""] + ([
             f"Reference: {args.ref_size:,} labelled errors; shifts "
             f"{', '.join(map(str, args.shift))} (shares of the budget "
             f"{', '.join(map(str, args.shares))}; the lower sums' share of each "
@@ -460,6 +407,10 @@ def header(args: argparse.Namespace) -> list[str]:
             f"the first {args.refs} of them; {args.runs} runs per delay cell, {args.pre:,} "
             f"events before the change, censored at {args.cap:,}; in brackets: FA/censored "
             "runs (FA: discarded for an alarm before the change).", ""]
+        if args.part != "synth" else ["Ours: " + (
+            f"the Shiryaev-Roberts mixture over shifts {', '.join(map(str, _sr(args)[0]))} "
+            f"(weights {', '.join(map(str, _sr(args)[1]))})" if _sr(args) else
+            f"the CUSUMs over shifts {', '.join(map(str, args.shift))}") + ".", ""])
 
 
 def report(args: argparse.Namespace, res: dict[str, Any]) -> str:
@@ -515,11 +466,20 @@ def main() -> None:
                     help="bootstrap resamples for the delay ratios' 95 %% intervals")
     ap.add_argument("--ref-size", type=int, default=20_000)
     ap.add_argument("--n-values", type=int, default=4_000_000)
-    ap.add_argument("--warm", type=int, default=10_000)
-    ap.add_argument("--synth-after", type=int, default=10_000)
-    ap.add_argument("--width", type=int, default=100,
-                    help="ConceptDriftStream width (River overflows below ~4 * length / 709)")
-    ap.add_argument("--synth-runs", type=int, default=3)
+    ap.add_argument("--warm", type=int, default=10_000,
+                    help="synth, frozen model: the events the tree is trained on")
+    ap.add_argument("--online-warm", type=int, default=20_000,
+                    help="synth, online model: test-then-train events before the reference")
+    ap.add_argument("--synth-ref", type=int, default=10_000,
+                    help="synth: the reference (the tree's errors on these events)")
+    ap.add_argument("--synth-after", type=int, default=10_000,
+                    help="synth: events after the change (delays censored there)")
+    ap.add_argument("--synth-runs", type=int, default=30)
+    ap.add_argument("--synth-modes", nargs="+", choices=concept_synth.MODES,
+                    default=list(concept_synth.MODES))
+    ap.add_argument("--synth-targets", type=int, nargs="+", default=[10_000])
+    ap.add_argument("--synth-arl-factor", type=float, default=10.0,
+                    help="synth: null events per run for ours' ARL0, in targets")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--errors-from", type=Path, default=None,
                     help="with --part synth: take part 1 (its tables, and the peers' tuned "
@@ -527,7 +487,7 @@ def main() -> None:
     ap.add_argument("--peers-from", type=Path, default=None,
                     help="take the peers' tuning, ARL0s and delays from a results .json of a "
                          "run with the same options and seed (they are the same draws): only "
-                         "ours is run")
+                         "ours is run (part 1 only: part 2 runs everything)")
     ap.add_argument("--cell", nargs=3, action="append", default=[],
                     metavar=("P", "TARGET", "DROP"),
                     help="run only these cells (repeatable; with --rates and --targets "
@@ -538,6 +498,9 @@ def main() -> None:
     ap.add_argument("--render", type=Path, default=None,
                     help="only re-write the tables from a results .json of a run with the "
                          "same options")
+    ap.add_argument("--merge", type=Path, nargs="+", default=[],
+                    help="with --render: add these results' synth modes to it (runs split by "
+                         "--synth-modes) and write the merged .json over it")
     args = ap.parse_args()
     args.shift = tuple(args.shift)
     # 10000, not 10000.0, in the tables and in the cells' keys of the .json
@@ -547,7 +510,15 @@ def main() -> None:
             else tuple([1.0 / len(args.shift)] * len(args.shift))
     args.shares = tuple(args.shares)
     if args.render is not None:
-        text = report(args, json.loads(args.render.read_text()))
+        res = json.loads(args.render.read_text())
+        for extra in args.merge:  # the synth modes of runs split by --synth-modes
+            more = json.loads(extra.read_text())
+            res["synth"]["modes"].update(more["synth"]["modes"])
+            res["synth"].setdefault("settings", {}).update(more["synth"].get("settings", {}))
+            res["wall_s"] = res.get("wall_s", 0.0) + more.get("wall_s", 0.0)
+        if args.merge:
+            args.render.write_text(json.dumps(res, indent=1, default=float))
+        text = report(args, res)
         args.render.with_suffix(".md").write_text(text + "\n")
         print(text)
         return
@@ -556,6 +527,8 @@ def main() -> None:
         args.steps, args.refs, args.n_values, args.synth_runs = 8, 2, 1_000_000, 1
         args.arl_refs, args.arl_factor = 4, 10.0
         args.cap, args.synth_after, args.warm = 10_000, 4_000, 4_000
+        args.online_warm, args.synth_ref, args.synth_runs = 4_000, 4_000, 2
+        args.synth_targets, args.synth_arl_factor = [2_000], 5.0
     peers = _peers()
     res: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -564,7 +537,7 @@ def main() -> None:
     elif args.errors_from is not None:
         res["errors"] = json.loads(args.errors_from.read_text())["errors"]
     if args.part in ("synth", "all"):
-        res["synth"] = part_synth(args, peers, res.get("errors", {"cells": []}))
+        res["synth"] = part_synth(args, peers)
     res["wall_s"] = time.perf_counter() - t0
     text = report(args, res) + "\n"
     out = args.out or RESULTS / f"concept-seed{args.seed}{'-quick' if args.quick else ''}.md"

@@ -195,7 +195,10 @@ def report(args: argparse.Namespace, res: dict[str, Any], header: list[str]) -> 
                       "of a run\", after the warm-up) read as an ARL0 within ±30 % of the "
                       "target: the same false-alarm conditions as ours in the delay runs.", ""]
             lines += delay_table(args, cells, "delays_warm", window=True)
-    if "synth" in res:
+    if "synth" in res and "modes" in res["synth"]:
+        from concept_synth import synth_lines
+        lines += synth_lines(args, res["synth"])
+    elif "synth" in res:  # an older run's test-then-train table (3 runs, peers off-rate)
         lines += ["## River generators, Hoeffding tree (test-then-train), ARL0 10,000", "",
                   f"{args.synth_runs} runs per stream; change after {args.warm:,} + "
                   f"{args.synth_pre:,} events; median delay over the runs without a false alarm "

@@ -154,3 +154,37 @@ def test_the_paired_check_compares_the_runs_both_survived(tmp_path: Any) -> None
     assert cols[10].startswith("400, 50, 8.00")  # the same 30 runs
     assert cols[11] == "4.00"  # ours on DDM's survivors / ours on all
     assert cols[12].startswith("100 / 80 (300) = 1.25")  # against DDM's warm-up median
+
+
+def test_synth_alarms_count_from_the_monitored_start_and_split_at_the_change() -> None:
+    from bench.concept_synth import _first_alarms
+
+    # a peer fed a 100-event reference first: its alarms there are not counted
+    assert _first_alarms(np.array([10, 150, 260]), 100, 100) == (-2, 1)  # 50: before the change
+    assert _first_alarms(np.array([10, 230, 260]), 100, 100) == (30, 0)
+    assert _first_alarms(np.array([10, 99]), 100, 100) == (-1, 0)  # nothing after the start
+    assert _first_alarms(np.array([], dtype=np.int64), 0, 100) == (-1, 0)
+    assert _first_alarms(np.array([100]), 0, 100) == (0, 0)  # at the change itself
+
+
+def test_synth_table_takes_the_best_peer_in_band_and_marks_the_rest() -> None:
+    from bench.concept_synth import synth_lines
+
+    target = 10_000
+    delays = {"ours": [40] * 9 + [-2], "DDM": [10] * 10, "EDDM": [60] * 10,
+              "HDDM_A": [80] * 10, "HDDM_W": [-2] * 10, "ADWIN": [35] * 10}
+    peers = {n: {"value": 1.0, "arl0": a} for n, a in
+             [("DDM", 500.0), ("EDDM", 9_000.0), ("HDDM_A", 12_000.0), ("HDDM_W", 10_000.0),
+              ("ADWIN", math.inf)]}
+    row = {"p_ref": [0.1] * 10, "p_pre": [0.1] * 10, "p_after": [0.2] * 10,
+           "targets": {str(target): {"peers": peers, "delays": delays,
+                                     "ours": {"arl0": 10_500.0}}}}
+    args = argparse.Namespace(synth_pre=2_000, boot=200, warm=10_000, online_warm=20_000,
+                              synth_ref=10_000, synth_after=5_000, n_values=500_000,
+                              null_factor=20.0, synth_arl_factor=10.0)
+    text = "\n".join(synth_lines(args, {"modes": {"frozen": {"S": row}}}))
+    line = next(x for x in text.splitlines() if x.startswith("| S |"))
+    # DDM (10) is out of band, HDDM_W in band but every run discarded, ADWIN never in band:
+    # the best in band is EDDM, 40 / 60
+    assert "| EDDM | 0.67 |" in line and "| yes |" in line
+    assert "500 ✗" in text and "10500 |" in text

@@ -197,9 +197,11 @@ class PoolMember:
                 try:
                     self._iteration()
                 except Exception as exc:  # noqa: BLE001 - retried: a rebalance mid-restore
-                    log.warning("pool member iteration failed; retried: %s: %s",
-                                type(exc).__name__, exc)
-                    if self.tp is not None and self.merge is None:
+                    log.warning("pool member iteration failed; retried from the "
+                                "checkpoint: %s: %s", type(exc).__name__, exc)
+                    if self.tp is not None:
+                        # a poll taken in part must not be skipped: read again from the
+                        # checkpoint (its offset and state go together)
                         self.to_restore = True
                     self.stop_event.wait(1.0)
         except Exception as exc:  # noqa: BLE001 - the monitors go on without the pool
@@ -290,27 +292,50 @@ class PoolMember:
 
     # -- state ---------------------------------------------------------------------------
     def _restore(self) -> None:
+        """Take the pool over: its checkpoint and the offset it covers, and a seek there.
+
+        Always a seek: the poll that brought the assignment may have returned records
+        already (they are dropped), and kafka-python keeps the fetch position of a partition
+        assigned again to the same consumer; reading on from there skipped records, and the
+        frontier waited for ever for their positions (or dropped them).  Without a
+        checkpoint: the committed offset (state disabled), else the topic's first record,
+        and a pool that reads the topic from offset 0 starts at position 0 (the first stage
+        numbers from 0): the first record need not hold the smallest position, another
+        monitor's record after it may.  A checkpoint that cannot be read is tried again:
+        never a fresh pool while one may exist."""
         columns = pool_columns(self.pipeline)
         cp = None
         if self.store is not None:
             try:
                 found = self.store.read([(self.tp.topic, self.tp.partition)])
-                cp = found.get((POOL_MODEL, self.tp.topic, self.tp.partition))
             except StateError as exc:
-                log.warning("cannot read the pool's checkpoint; starting it fresh: %s", exc)
-        if cp is not None:  # first: a failed seek leaves the member without state (retried)
-            self.consumer.seek(self.tp, int(cp.offset))
-        with self.lock:
-            if cp is not None:
-                self.merge = PoolMerge.from_state(dict(cp.state), columns)
-                self.next_offset = int(cp.offset)
+                log.warning("cannot read the pool's checkpoint; retried: %s", exc)
+                self.to_restore = True
+                self.stop_event.wait(1.0)
+                return
+            cp = found.get((POOL_MODEL, self.tp.topic, self.tp.partition))
+        frontier: int | None = None
+        if cp is not None:
+            start = int(cp.offset)
+        else:
+            ms = int(PUBLISH_TIMEOUT_S * 1000)
+            meta = self.consumer.committed(self.tp, timeout_ms=ms)
+            if meta is not None:
+                start = int(meta)
             else:
-                self.merge = PoolMerge(columns, None)
-                self.next_offset = None
+                start = int(self.consumer.beginning_offsets([self.tp], timeout_ms=ms)[self.tp])
+                frontier = 0 if start == 0 else None
+        # first: a failed seek leaves the member without state (retried)
+        self.consumer.seek(self.tp, start)
+        with self.lock:
+            self.merge = (PoolMerge.from_state(dict(cp.state), columns) if cp is not None
+                          else PoolMerge(columns, frontier))
+            self.next_offset = start
+            self._times.clear()
         log.info("pool member elected", extra={
             "topic": self.topic, "columns": len(columns),
             "frontier": self.merge.frontier if self.merge.started else None,
-            "offset": None if cp is None else int(cp.offset)})
+            "offset": None if cp is None else int(cp.offset), "read_from": start})
         self.last_checkpoint = time.monotonic()
 
     def _checkpoint(self) -> None:
@@ -324,7 +349,7 @@ class PoolMember:
                 off = self.next_offset
             if off is None:
                 return
-            state = m.state()
+            state, pending = m.state(), m.pending
         if self.store is not None:
             cp = Checkpoint(self.kafka.group_id, POOL_MODEL, self.tp.topic, self.tp.partition,
                             int(off), "pool", "", state, time.time())
@@ -333,6 +358,8 @@ class PoolMember:
             except StateError as exc:
                 log.warning("pool checkpoint failed: %s", exc)
                 return
+            log.info("pool checkpoint written", extra={
+                "offset": int(off), "frontier": state["frontier"], "pending": pending})
         from kafka.structs import OffsetAndMetadata
 
         try:

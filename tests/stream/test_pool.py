@@ -239,3 +239,169 @@ def test_the_outbox_keeps_what_was_not_acknowledged() -> None:
     box.producer = ok = Producer(True)
     assert box.flush() and box.records == [] and ok.sent == [b"a", b"b"] and box.published == 2
     assert box.flush(connect=False)  # nothing waiting
+
+
+# -- the pool member taking the pool over -----------------------------------------------------
+class _PoolTopic:
+    """A consumer of a one-partition pool topic held in memory, as kafka-python behaves for
+    the member: the poll that brings the assignment returns records too, a partition
+    assigned again keeps its fetch position, and a seek moves it."""
+
+    def __init__(self, tp: Any, values: list[bytes], member: Any, committed: int | None) -> None:
+        self.tp, self.values, self.member = tp, values, member
+        self.position = 0 if committed is None else committed
+        self.assigned = False
+        self.committed_offset = committed
+        self.seeks: list[int] = []
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        if not self.assigned:
+            self.assigned = True
+            self.member._on_assigned({self.tp})
+        from types import SimpleNamespace
+
+        end = min(len(self.values), self.position + max_records)
+        recs = [SimpleNamespace(offset=o, value=self.values[o]) for o in range(self.position, end)]
+        self.position = end
+        return {self.tp: recs} if recs else {}
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.seeks.append(offset)
+        self.position = offset
+
+    def committed(self, tp: Any, timeout_ms: int) -> int | None:
+        return self.committed_offset
+
+    def beginning_offsets(self, tps: list[Any], timeout_ms: int) -> dict[Any, int]:
+        return dict.fromkeys(tps, 0)
+
+    def commit(self, offsets: dict[Any, Any], timeout_ms: int) -> None:
+        self.committed_offset = int(next(iter(offsets.values())).offset)
+
+
+class _Store:
+    def __init__(self, fail: int = 0) -> None:
+        self.saved: dict[tuple[str, str, int], Any] = {}
+        self.fail = fail
+
+    def read(self, wanted: Any = None, timeout_s: float = 30.0) -> dict[Any, Any]:
+        from stream.sinks.checkpoints import StateError
+
+        if self.fail:
+            self.fail -= 1
+            raise StateError("reading the state topic timed out")
+        return dict(self.saved)
+
+    def write(self, cps: list[Any], timeout_s: float) -> int:
+        for cp in cps:
+            self.saved[(cp.model, cp.topic, cp.partition)] = cp
+        return 1
+
+
+def _pool_stream(n: int, seed: int) -> tuple[list[bytes], dict[str, np.ndarray]]:
+    """Pool records of two monitors (internal partitions) over ``n`` positions, the second
+    monitor's first: the topic's first record does not hold position 0."""
+    rng = np.random.default_rng(seed)
+    z = {c: rng.normal(0.0, 1.0, n) + np.where(np.arange(n) > n // 2, 0.6, 0.0)
+         for c in ("x1", "x2", "score")}
+    owner = rng.integers(0, 2, n)
+    owner[0] = 0
+    chunks = []
+    for q in (1, 0):
+        mine = np.flatnonzero(owner == q)
+        for i in range(0, mine.size, 40):
+            pos = mine[i:i + 40]
+            chunks.append((int(pos[-1]) + (60 if q == 1 else 0), pack(pos, {
+                ("m1", c): PoolValues(pos, z[c][pos], np.full(pos.size, np.nan)) for c in z})))
+    chunks.sort(key=lambda c: c[0])  # roughly by position, monitor 1 a bit ahead
+    return [v for _, v in chunks], z
+
+
+@pytest.fixture(scope="module")
+def pooled_config(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    d = tmp_path_factory.mktemp("poolmember")
+    (d / "reference.jsonl").write_bytes(b"\n".join(m1_events(77, [(5000, CLEAN)], COLUMNS)))
+    data = m1_config(bootstrap="k:9092", topic="t", group="g", port=0)
+    data["source"]["repartition"] = {"topic": "t-rp", "partitions": 2, "pooled": True,
+                                     "pool_topic": "t-pool"}
+    config = load_config(write_config(d / "c.yaml", data))
+    return config, Pipeline(config, resolve_baselines(config))
+
+
+def _member(pooled: Any, values: list[bytes], store: _Store,
+            committed: int | None = None) -> tuple[Any, _PoolTopic]:
+    from kafka.structs import TopicPartition
+
+    from stream.runtime.pool import PoolMember
+
+    member = PoolMember(*pooled)
+    member.store = store  # type: ignore[assignment]
+    member.consumer = _PoolTopic(TopicPartition("t-pool", 0), values, member, committed)
+    return member, member.consumer
+
+
+def _drain(member: Any, topic: _PoolTopic, rounds: int = 400) -> None:
+    for _ in range(rounds):
+        member._iteration()
+        if member.merge is not None and topic.position == len(topic.values) \
+                and not member.to_restore:
+            member._iteration()
+            return
+    raise AssertionError("the member did not read the pool topic to its end")
+
+
+def _one_cusum(pooled: Any, z: dict[str, np.ndarray]) -> dict[tuple[str, str], Any]:
+    from stream.runtime.pool import pool_columns
+
+    ref = pool_columns(pooled[1])
+    for c, v in z.items():
+        ref[("m1", c)].update(v)
+    return ref
+
+
+def _same_cusum(a: Any, b: Any) -> bool:
+    return a._f.tobytes() == b._f.tobytes() and a._i.tobytes() == b._i.tobytes()
+
+
+def test_a_member_without_a_checkpoint_folds_every_position_from_the_start(
+        pooled_config: Any) -> None:
+    """The poll that brings the assignment returns records: they are read again (a seek to
+    the topic's start), and the pool starts at position 0 though the first record does not
+    hold it (it used to start at that record's smallest position and drop position 0, or
+    skip the records of that poll and wait for ever for their positions)."""
+    values, z = _pool_stream(3000, 4)
+    member, topic = _member(pooled_config, values, _Store())
+    _drain(member, topic)
+    m = member.merge
+    assert m is not None
+    assert (m.frontier, m.pending, m.skipped, m.duplicates) == (3000, 0, 0, 0)
+    ref = _one_cusum(pooled_config, z)
+    for key, det in ref.items():
+        assert _same_cusum(m.columns[key], det), key
+    assert any(a.kind == "open" and a.column == "x1" for a in member.alarms)
+    assert topic.seeks == [0]
+
+
+def test_a_successor_resumes_from_the_checkpoint_and_an_unreadable_one_is_retried(
+        pooled_config: Any) -> None:
+    values, z = _pool_stream(3000, 5)
+    store = _Store()
+    first, topic = _member(pooled_config, values[:40], store)
+    _drain(first, topic)
+    first._checkpoint()
+    cp = store.saved[("__pool__", "t-pool", 0)]
+    assert 0 < cp.offset <= 40 and cp.state["frontier"] > 0
+    # the successor: the state topic does not answer at first; the group's offset is
+    # committed (as the checkpoint's): no fresh pool meanwhile, then the checkpoint's seek
+    store.fail = 2
+    second, topic = _member(pooled_config, values, store, committed=cp.offset)
+    for _ in range(2):
+        second._iteration()
+        assert second.merge is None and second.to_restore and not topic.seeks
+    _drain(second, topic)
+    m = second.merge
+    assert m is not None and topic.seeks == [cp.offset]
+    assert (m.frontier, m.pending, m.skipped) == (3000, 0, 0)
+    ref = _one_cusum(pooled_config, z)
+    for key, det in ref.items():
+        assert _same_cusum(m.columns[key], det), key

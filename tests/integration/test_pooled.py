@@ -243,8 +243,10 @@ def test_kill9_loses_no_position_and_drops_what_is_published_again(
     try:
         def covered() -> bool:
             cp = _pool_checkpoint(config)
-            got = {_ts(m) for m in _positions(kafka_bootstrap, rp_topic).values()}
-            return (cp is not None and len(got) >= len(events)
+            # every event forwarded, in any copy: the first copy of a position can be
+            # another message (the successor numbers on from the last commit, and its
+            # merge order need not be the dead first stage's)
+            return (cp is not None and _forwarded(kafka_bootstrap, rp_topic) >= len(events)
                     and cp.state["frontier"] == max(_positions(kafka_bootstrap, rp_topic)) + 1)
 
         _wait(lambda: b2.check_alive() is None and covered(), 240,
@@ -254,6 +256,7 @@ def test_kill9_loses_no_position_and_drops_what_is_published_again(
         b2.stop(check=True)
     cp = _pool_checkpoint(config)
     positions = _positions(kafka_bootstrap, rp_topic)
+    unplaced = len(events) - len({_ts(m) for m in positions.values()} - {None})
     ref = _first_copies(kafka_bootstrap, f"{topic}-pool", config)
     state = PoolMerge.from_state(dict(cp.state), pool_columns(
         Pipeline(config, resolve_baselines(config))))
@@ -263,8 +266,13 @@ def test_kill9_loses_no_position_and_drops_what_is_published_again(
           f"{sorted(positions) == list(range(len(positions)))}); pool frontier "
           f"{cp.state['frontier']}, skipped {cp.state['skipped']}; restarted at offset "
           f"{[e.get('offset') for e in elected]}; positions published "
-          f"{ref['copies'] - len(ref['positions'])} times more than once")
+          f"{ref['copies'] - len(ref['positions'])} times more than once; events without "
+          f"a first copy of their own {unplaced}")
     assert sorted(positions) == list(range(len(positions)))  # no position lost
+    # a position taken again by the successor's first stage with another message: its first
+    # copy stands for it (the pool folds what the repartition topic's first copies hold);
+    # at most one merged batch of the dead first stage (docs/reliability.md)
+    assert unplaced <= 4 * BUFFER_POLLS * 500
     assert ref["positions"] == sorted(positions)  # every position published
     assert ref["copies"] > len(positions)  # some published again: the dedup is tested
     assert cp.state["frontier"] == len(positions) and cp.state["skipped"] == 0
@@ -278,7 +286,7 @@ def _stuck(run: StreamdriftRun, config: Config, bootstrap: str, rp_topic: str, n
     forwarded, and the pool member's log."""
     cp = _pool_checkpoint(config)
     positions = _positions(bootstrap, rp_topic)
-    forwarded = len({_ts(m) for m in positions.values()} - {None})
+    forwarded = _forwarded(bootstrap, rp_topic)
     try:
         series = [line for line in run.scrape().splitlines()
                   if line.startswith(("streamdrift_pool_", "streamdrift_events_consumed"))]
@@ -290,6 +298,12 @@ def _stuck(run: StreamdriftRun, config: Config, bootstrap: str, rp_topic: str, n
     return (f"pool checkpoint (offset, frontier, skipped): {saved}; positions on {rp_topic}: "
             f"{len(positions)} (max {max(positions, default=None)}), distinct events "
             f"forwarded {forwarded} of {n}; series {series}\n" + "\n".join(pool_logs))
+
+
+def _forwarded(bootstrap: str, rp_topic: str) -> int:
+    """The distinct events over every copy of every message of the repartition topic."""
+    return len({_ts(v or b"") for recs in _records(bootstrap, rp_topic).values()
+                for r in recs for v in unpack_frame(r.value).values} - {None})
 
 
 def _ts(value: bytes) -> float | None:

@@ -46,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,7 +106,7 @@ CLIENT = ["kafka-python"]
 
 
 def config(workdir: Path, bootstrap: str, topic: str, group: str, internal: int | None,
-           max_poll: int = 2000) -> Path:
+           max_poll: int = 2000, pooled: bool = False) -> Path:
     cfg = m1_config(bootstrap=bootstrap, topic=topic, group=group, port=free_port(),
                     kafka={"max_poll_records": max_poll, "poll_timeout_ms": 200,
                            "client": CLIENT[0]},
@@ -114,6 +115,8 @@ def config(workdir: Path, bootstrap: str, topic: str, group: str, internal: int 
                     state={"checkpoint_interval_s": 30})
     if internal is not None:
         cfg["source"]["repartition"] = {"topic": f"{group}-rp", "partitions": internal}
+        if pooled:
+            cfg["source"]["repartition"].update(pooled=True, pool_topic=f"{group}-pool")
     return write_config(workdir / f"{group}.yaml", cfg)
 
 
@@ -124,9 +127,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
-               internal: int | None, timeout: float) -> dict[str, float]:
+               internal: int | None, timeout: float, pooled: bool = False) -> dict[str, float]:
     group = f"tp-{uuid.uuid4().hex[:8]}"
-    path = config(workdir, bootstrap, topic, group, internal)
+    path = config(workdir, bootstrap, topic, group, internal, pooled=pooled)
     resolve_baselines(load_config(path))  # cached beside the config for the subprocesses
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     runs = []
@@ -201,16 +204,20 @@ def delay_reference(workdir: Path, bootstrap: str, events: list[bytes], start: i
 
 def delay_scaleout(workdir: Path, bootstrap: str, events: list[bytes], start: int,
                    partitions: int, internal: int, procs: int, timeout: float,
-                   writers: int = 2) -> tuple[int | None, dict[str, int]]:
+                   writers: int = 2, pooled: bool = False) -> tuple[int | None, dict[str, int]]:
     """``procs`` runners (threads) on a keyed topic, the first ``writers`` of them with
     both stages, the others monitors only (``run --stage monitor``): the first x1 alarm
-    after the drift, and the episodes per column before it."""
+    after the drift, and the episodes per column before it.  ``pooled``:
+    ``source.repartition.pooled`` (the pooled CUSUM's alarms count, from the member that
+    holds the pool; the monitors' own CUSUMs of the numeric columns do not alarm)."""
     topic = stream.broker.create_topic(bootstrap, f"delay-{uuid.uuid4().hex[:8]}", partitions)
     keyed(bootstrap, topic, events)
-    path = config(workdir, bootstrap, topic, f"dl-{topic}", internal, max_poll=500)
+    path = config(workdir, bootstrap, topic, f"dl-{topic}", internal, max_poll=500,
+                  pooled=pooled)
     cfg = load_config(path)
     baselines = resolve_baselines(cfg)
     runs = []
+    members: list[Any] = []
     for i in range(procs):
         pipe = Pipeline(cfg, baselines)
         stop = threading.Event()
@@ -219,10 +226,16 @@ def delay_scaleout(workdir: Path, bootstrap: str, events: list[bytes], start: in
         thread = threading.Thread(target=runner.run, daemon=True)
         thread.start()
         runs.append((pipe, stop, thread))
+        members.append(runner.pool)
     t_end = time.monotonic() + timeout
+
+    def folded() -> bool:
+        held = [m.merge for m in members if m is not None and m.merge is not None]
+        return not pooled or bool(held and held[0].frontier >= len(events))
+
     try:
         while time.monotonic() < t_end:
-            if sum(p.processed["m1"] for p, _, _ in runs) >= len(events):
+            if sum(p.processed["m1"] for p, _, _ in runs) >= len(events) and folded():
                 break
             time.sleep(0.2)
         time.sleep(1.0)
@@ -231,7 +244,14 @@ def delay_scaleout(workdir: Path, bootstrap: str, events: list[bytes], start: in
             stop.set()
         for _, _, thread in runs:
             thread.join(60)
-    found = [d for p, _, _ in runs for d in p.recent_alarms]
+    if pooled:
+        log("  pool: " + "; ".join(
+            f"frontier {m.merge.frontier}, skipped {m.merge.skipped}, alarms "
+            f"{[(a.column, round(a.event_time - 1.7e9) - start) for a in m.alarms if a.kind == 'open' and a.event_time]}"
+            if m.merge is not None else "not holding the pool" for m in members if m is not None))
+    found: list[Any] = [d for p, _, _ in runs for d in p.recent_alarms]
+    found += [types.SimpleNamespace(feature=a.column, event_time=a.event_time)
+              for m in members if m is not None for a in m.alarms if a.kind == "open"]
     before: dict[str, int] = {}
     for d in found:
         if d.event_time is not None and d.event_time - 1.7e9 < start:
@@ -264,6 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drift-events", type=int, default=3000)
     p.add_argument("--shift", type=float, default=0.5, help="x1 shift, standard deviations")
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--base-seed", type=int, default=0,
+                   help="first seed of the delay streams (100 + it; a second set: 1000)")
+    p.add_argument("--pooled", choices=["off", "both", "only"], default="off",
+                   help="delay runs with source.repartition.pooled: off, beside the runs "
+                   "without (both), or instead of them for more than 1 internal partition "
+                   "(only)")
     p.add_argument("--repeat", type=int, default=1, help="throughput runs per cell")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-delay", action="store_true")
@@ -293,16 +319,19 @@ def main(argv: list[str] | None = None) -> int:
                                                    args.source_partitions)
                 log(f"producing {args.events} keyed events to {topic} ...")
                 keyed(bootstrap, topic, m1_events(1, [(args.events, CLEAN)], COLUMNS))
-                cells = ([] if args.no_plain else [("plain runner", None, 1)]) + [
-                    (f"repartition, {k} internal", k, procs) for k in internals
+                cells = ([] if args.no_plain else [("plain runner", None, 1, False)]) + [
+                    (f"repartition, {k} internal", k, procs, False) for k in internals
                     for procs in (1, 2)]
+                if args.pooled != "off":  # the same cells with pooling, side by side
+                    cells += [(f"{name}, pooled", k, procs, True)
+                              for name, k, procs, _ in cells if k is not None]
                 rows = []
-                for name, internal, procs in cells:
+                for name, internal, procs, pool in cells:
                     got = []
                     for _ in range(args.repeat):
                         log(f"throughput: {name}, {procs} process(es) ...")
                         got.append(throughput(workdir, bootstrap, topic, args.events, procs,
-                                              internal, timeout=900))
+                                              internal, timeout=900, pooled=pool))
                     best = max(got, key=lambda g: g["rate"])
                     rows.append((name, internal, procs, best))
                     log(f"  {best['rate']:.0f} events/s, {best['per_cpu_s']:.0f} per CPU-s")
@@ -313,9 +342,10 @@ def main(argv: list[str] | None = None) -> int:
                              "events per CPU-second | CPU-s (per process) | "
                              "broker CPU-s | load |")
                 lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
-                one = {internal: g["rate"] for _, internal, procs, g in rows if procs == 1}
+                one = {(internal, "pooled" in name): g["rate"]
+                       for name, internal, procs, g in rows if procs == 1}
                 for name, internal, procs, g in rows:
-                    ratio = g["rate"] / one[internal]
+                    ratio = g["rate"] / one[(internal, "pooled" in name)]
                     each = " + ".join(f"{c:.1f}" for c in g["proc_cpu_s"])
                     lines.append(f"| {name} | {procs} | {g['rate']:,.0f} | {ratio:.2f}× | "
                                  f"{g['per_cpu_s']:,.0f} | {each} = {g['cpu_s']:.1f} | {g['broker_cpu_s']:.1f} | "
@@ -323,22 +353,27 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append("")
             if not args.skip_delay:
                 regime = Regime(x1_mean=args.shift)
-                cells = [(k, 2) for k in internals] + [(max(internals), 1)]
+                plain = [(k, 2, False) for k in internals] + [(max(internals), 1, False)]
+                pooled = [(k, w, True) for k, w, _ in plain]
+                cells = {"off": plain, "both": plain + pooled,
+                         "only": [c for c in plain if c[0] == 1] + [
+                             c for c in pooled if c[0] > 1]}[args.pooled]
                 ref: list[int | None] = []
-                out: dict[tuple[int, int], list[int | None]] = {c: [] for c in cells}
-                clean_eps: dict[tuple[int, int], dict[str, int]] = {c: {} for c in cells}
-                for seed in range(args.seeds):
+                out: dict[tuple[int, int, bool], list[int | None]] = {c: [] for c in cells}
+                clean_eps: dict[tuple[int, int, bool], dict[str, int]] = {c: {} for c in cells}
+                seeds = range(args.base_seed, args.base_seed + args.seeds)
+                for seed in seeds:
                     events = m1_events(100 + seed, [(args.clean, CLEAN),
                                                     (args.drift_events, regime)], COLUMNS)
                     ref.append(delay_reference(workdir, bootstrap, events, args.clean))
-                    for k, w in cells:
+                    for k, w, pool in cells:
                         log(f"delay: seed {seed}, {k} internal partition(s), {w} first "
-                            "stage(s) ...")
+                            f"stage(s){', pooled' if pool else ''} ...")
                         d, before = delay_scaleout(workdir, bootstrap, events, args.clean,
-                                                   args.source_partitions, k, 2, 300, w)
-                        out[(k, w)].append(d)
+                                                   args.source_partitions, k, 2, 300, w, pool)
+                        out[(k, w, pool)].append(d)
                         for col, n in before.items():
-                            clean_eps[(k, w)][col] = clean_eps[(k, w)].get(col, 0) + n
+                            clean_eps[(k, w, pool)][col] = clean_eps[(k, w, pool)].get(col, 0) + n
                     log(f"  reference {ref[-1]}, scale-out {[out[c][-1] for c in cells]}")
 
                 def med(xs: list[int | None]) -> str:
@@ -349,20 +384,23 @@ def main(argv: list[str] | None = None) -> int:
 
                 ref_med = statistics.median([x for x in ref if x is not None] or [float("nan")])
                 lines.append(f"## Detection delay of x1 shifted by {args.shift} σ (all keys), "
-                             f"total events after the drift's start; {args.seeds} seeds\n")
+                             f"total events after the drift's start; {args.seeds} seeds "
+                             f"({seeds[0]}–{seeds[-1]}), load {os.getloadavg()[0]:.1f} at "
+                             "the end\n")
                 lines.append("| run | median delay | per seed | vs one monitor | episodes "
                              "before the drift (all seeds) |")
                 lines.append("| --- | --- | --- | --- | --- |")
                 lines.append(f"| one monitor, every event (1-partition run) | {med(ref)} | "
                              f"{ref} | 1.00× | — |")
-                for (k, w) in cells:
-                    got = [x for x in out[(k, w)] if x is not None]
+                for (k, w, pool) in cells:
+                    c = (k, w, pool)
+                    got = [x for x in out[c] if x is not None]
                     ratio = statistics.median(got) / ref_med if got else float("nan")
                     who = "2 two-stage runners" if w == 2 else \
                         "1 two-stage runner + 1 `--stage monitor`"
                     lines.append(f"| {who}, {args.source_partitions} keyed partitions, {k} "
-                                 f"internal | {med(out[(k, w)])} | {out[(k, w)]} | "
-                                 f"{ratio:.2f}× | {clean_eps[(k, w)] or 'none'} |")
+                                 f"internal{', **pooled**' if pool else ''} | {med(out[c])} "
+                                 f"| {out[c]} | {ratio:.2f}× | {clean_eps[c] or 'none'} |")
                 lines.append("")
     text = "\n".join(lines)
     print(text)

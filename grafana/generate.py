@@ -340,12 +340,20 @@ def model_link(with_feature: bool) -> dict:
 # --------------------------------------------------------------------------- dashboards
 
 
+def active(selector: str) -> str:
+    """The columns' detector alarm states: ``streamdrift_drift_active``, and the CUSUM pooled
+    over the monitors with ``source.repartition.pooled`` (its own series, exported by one
+    process; the monitors' CUSUMs of those columns are muted), as detector ``cusum``."""
+    return (f"streamdrift_drift_active{{{selector}}} or "
+            f"streamdrift_pooled_drift_active{{{selector}}}")
+
+
 def drifting_columns(selector: str, role: str) -> str:
     """Distinct columns of ``role`` with a detector episode open, over every process:
     ``streamdrift_model_drifting_columns`` is per process, so its sum counts a column twice
     when two processes (their partitions) see it drift."""
-    return (f'count(max by (model, feature) (streamdrift_drift_active{{{selector}, '
-            f'role="{role}"}}) == 1) or vector(0)')
+    return (f'count(max by (model, feature) ({active(f"{selector}, role={chr(34)}{role}{chr(34)}")})'
+            f' == 1) or vector(0)')
 
 
 def overview() -> dict:
@@ -381,7 +389,7 @@ def overview() -> dict:
               [target(f"max by (model, feature, role, detector) (streamdrift_drift_score{{{m}}})"
                       f" and on (model, feature, role, detector)"
                       f" (max by (model, feature, role, detector)"
-                      f" (streamdrift_drift_active{{{m}}}) == 1)",
+                      f" ({active(m)}) == 1)",
                       instant=True, table=True)],
               rename={"Value": "score"}, w=14, h=9, links=[model_link(True)]),
         table("Models", "Monitored models with their version and the baseline they are "
@@ -393,8 +401,8 @@ def overview() -> dict:
         state_timeline("Drift state per column",
                        "1 (DRIFT) while any distribution/mean detector (ks, adwin, cusum, chi2, surprisal) of "
                        "the column alarms.",
-                       [target(f"max by (model, feature) (streamdrift_drift_active{{{m}, "
-                               f"{DRIFT_DETECTORS}}})", "{{model}} / {{feature}}")],
+                       [target(f"max by (model, feature) ({active(f'{m}, {DRIFT_DETECTORS}')})",
+                               "{{model}} / {{feature}}")],
                        mappings=ALARM_MAPPING, h=10),
         timeseries("Drift alarms raised",
                    "Alarms raised per column and detector in each interval "
@@ -405,7 +413,7 @@ def overview() -> dict:
         timeseries("Drifting columns per model",
                    "Columns with at least one active alarm, per model and role.", "short",
                    [target(f"count by (model, role) (max by (model, feature, role) "
-                           f"(streamdrift_drift_active{{{m}}}) == 1)",
+                           f"({active(m)}) == 1)",
                            "{{model}} {{role}}s")]),
         timeseries("Highest drift score per model",
                    "Highest score (statistic / threshold) of the distribution/mean detectors "
@@ -473,8 +481,8 @@ def model() -> dict:
         state_timeline("Drift state per column",
                        "1 (DRIFT) while any distribution/mean detector of the column alarms; "
                        "features and predictions.",
-                       [target(f"max by (feature, role) (streamdrift_drift_active{{{m}, "
-                               f"{DRIFT_DETECTORS}}})", "{{role}} {{feature}}")],
+                       [target(f"max by (feature, role) ({active(f'{m}, {DRIFT_DETECTORS}')})",
+                               "{{role}} {{feature}}")],
                        mappings=ALARM_MAPPING),
         timeseries("Multivariate group score",
                    "Score (statistic / threshold) of the joint test of each multivariate group "
@@ -555,7 +563,7 @@ def model() -> dict:
                            "{{detector}}")], threshold_line=1),
         state_timeline("Detector alarm state",
                        "1 (DRIFT) while the detector is in the alarm state.",
-                       [target(f"max by (detector) (streamdrift_drift_active{{{f}}})",
+                       [target(f"max by (detector) ({active(f)})",
                                "{{detector}}")], mappings=ALARM_MAPPING, w=12),
         timeseries("p-values", "Nominal p-value of the current window test (ks, chi2, missing, "
                    "out_of_range, unseen), log scale.", "none",

@@ -42,7 +42,8 @@ _SERVER_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]/]+)(?::(\d{1,5}))?$")
 
 _SOURCE_KEYS = ("kafka", "dead_letter", "timestamp", "max_message_bytes", "drift_events",
                 "repartition", *FORMAT_KEYS)
-_REPARTITION_KEYS = ("topic", "partitions", "compression", "retention_ms", "group_id")
+_REPARTITION_KEYS = ("topic", "partitions", "compression", "retention_ms", "group_id",
+                     "pooled", "pool_topic")
 _KAFKA_KEYS = (
     "bootstrap_servers",
     "topics",
@@ -168,7 +169,8 @@ def _repartition(ctx: Ctx, value: Any, kafka: KafkaConfig | None,
         return None
     group = kafka.group_id if kafka is not None and isinstance(kafka.group_id, str) \
         else "streamdrift"
-    kw: dict[str, Any] = {"topic": f"{group}-repartition", "group_id": f"{group}-monitor"}
+    kw: dict[str, Any] = {"topic": f"{group}-repartition", "group_id": f"{group}-monitor",
+                          "pool_topic": f"{group}-pool"}
     if get_key(sec, "topic") is not ABSENT:
         kw["topic"] = _topic(ctx, sec["topic"], path + ("topic",))
     if get_key(sec, "group_id") is not ABSENT:
@@ -181,7 +183,21 @@ def _repartition(ctx: Ctx, value: Any, kafka: KafkaConfig | None,
     if get_key(sec, "retention_ms") is not ABSENT:
         kw["retention_ms"] = ctx.integer(sec["retention_ms"], path + ("retention_ms",),
                                          60_000, None)
+    if get_key(sec, "pooled") is not ABSENT:
+        if isinstance(sec["pooled"], bool):
+            kw["pooled"] = sec["pooled"]
+        else:
+            kw["pooled"] = ctx.error(path + ("pooled",),
+                                     f"must be true or false, got {show(sec['pooled'])}")
+    if get_key(sec, "pool_topic") is not ABSENT:
+        kw["pool_topic"] = _topic(ctx, sec["pool_topic"], path + ("pool_topic",))
     if any(isinstance(v, Bad) for v in kw.values()):
+        return None
+    if kw["pool_topic"] == kw["topic"] or (
+            kafka is not None and isinstance(kafka.topics, tuple)
+            and kw["pool_topic"] in kafka.topics):
+        ctx.error(path + ("pool_topic",), f"{kw['pool_topic']!r} is also the repartition or a "
+                  "source topic; the pool topic must be a topic of its own")
         return None
     topic, own = kw["topic"], "the repartition topic must be a topic of its own"
     where = path + ("topic",)

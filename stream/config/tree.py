@@ -133,6 +133,13 @@ class RepartitionConfig:
     #: the consumer group of the monitors on the internal topic (default
     #: ``<group_id>-monitor``; the first stage consumes the source in ``group_id``)
     group_id: str = ""
+    #: one CUSUM per numeric feature pooled over the monitors (stream/runtime/pool.py): the
+    #: monitors publish their standardised values to ``pool_topic`` and one pool member
+    #: merges them in event order; the monitors' own CUSUMs of those columns do not alarm
+    pooled: bool = False
+    #: the one-partition topic of the pooled values (default ``<group_id>-pool``); its
+    #: consumer group, that elects the pool member, is named the same
+    pool_topic: str = ""
 
 
 @dataclass(frozen=True, slots=True)

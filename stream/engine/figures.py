@@ -309,6 +309,9 @@ class RunnerHealth:
         self._consumer_restarts: Counter[str] = Counter()
         #: the first stage's health (``source.repartition``): merged into :meth:`snapshot`
         self.upstream: RunnerHealth | None = None
+        #: the pooled CUSUM's member candidate of this process (stream/runtime/pool.py),
+        #: whose series the metrics endpoint adds while it holds the pool
+        self.pool: Any = None
 
     @property
     def source_up(self) -> int:

@@ -177,6 +177,10 @@ class Pipeline:
         self.roles = {m.name: {c.name: c.role for c in (*m.features, *m.predictions)}
                       for m in config.models}
         self.lock = threading.RLock()
+        #: called with (model, partition, batch, monitor) before each monitor update (the
+        #: pooled CUSUM's values: stream/runtime/pool.py)
+        self.pool_tap: Callable[[str, PartitionKey, ModelBatch, ModelMonitor], None] | None \
+            = None
         self.consumed = 0
         #: events decoded (rows: one message may carry several, see source.format)
         self.events = 0
@@ -390,6 +394,8 @@ class Pipeline:
                     closes.extend(_detection(name, sa.alarm, mb, base_index, offset_of,
                                              sa.segment) for sa in seg_closes)
                     mb = ms.strip(mb)
+                if self.pool_tap is not None:
+                    self.pool_tap(name, partition, mb, mon)
                 alarms = mon.update(mb.columns, mb.invalid_mask, mb.missing_mask, mb.coded)
                 if mb.ids is not None and self.labels is not None:
                     self.labels.add_predictions(name, partition, mb, carried)

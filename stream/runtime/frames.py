@@ -8,14 +8,20 @@ key, its Kafka timestamp and its source topic, partition and offset (dead letter
 where a message came from), in a layout numpy reads without a loop::
 
     magic  b"\\xffSDF"  (no JSON document, nor any UTF-8 text, starts with 0xFF)
-    u8     version (1)
+    u8     version (1 or 2)
     u32    n, the messages
     u16    t, the source topics; then t times: u16 length + UTF-8 name
     u16[n] topic index     i32[n] partition     i64[n] offset     i64[n] timestamp (ms)
     i32[n] key length      i32[n] value length  (-1: null)
+    i64[n] merge position  (version 2 only)
     the keys, then the values, concatenated
 
-all little-endian.  :func:`unpack` checks every length against the record's size and
+all little-endian.  Version 2 adds each message's **merge position**: the first stage
+numbers the messages it forwards densely (0, 1, 2 ... over every internal partition, in
+its merged order), so the pooled CUSUM (pool.py) knows when it holds everything up to a
+point whatever internal partition each message went to.  :func:`pack` writes version 2
+when given positions, version 1 otherwise; :func:`unpack` reads both (a rolling upgrade:
+frames a first stage of the previous release wrote have ``positions`` None).  :func:`unpack` checks every length against the record's size and
 raises :class:`FrameError` on anything else (the monitors count and dead-letter such a
 record, reason ``bad_frame``).  A record without the magic is one message as it is: the
 per-event records the first stage wrote before frames are read as before.
@@ -31,7 +37,9 @@ from typing import Any
 import numpy as np
 
 MAGIC = b"\xffSDF"
-VERSION = 1
+VERSION = 2
+#: the versions :func:`unpack` reads
+VERSIONS = (1, 2)
 #: a frame is closed before it grows past this many bytes of keys and values (a message
 #: larger than that has a frame of its own)
 FRAME_BYTES = 256 * 1024
@@ -59,6 +67,8 @@ class Frame:
     timestamps: np.ndarray
     keys: list[bytes | None]
     values: list[bytes | None]
+    #: int64 merge positions (version 2), None in a version-1 frame
+    positions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -68,13 +78,17 @@ def _lengths(blobs: list[Any]) -> np.ndarray:
     return np.fromiter((-1 if b is None else len(b) for b in blobs), "<i4", len(blobs))
 
 
-def pack(records: Sequence[Any]) -> bytes:
+def pack(records: Sequence[Any], positions: Sequence[int] | np.ndarray | None = None,
+         ) -> bytes:
     """One frame of Kafka records (``topic``, ``partition``, ``offset``, ``timestamp``,
-    ``key``, ``value`` attributes), in the given order."""
+    ``key``, ``value`` attributes), in the given order; version 2 with the messages' merge
+    ``positions`` (one per record), version 1 without."""
     n = len(records)
+    if positions is not None and len(positions) != n:
+        raise ValueError(f"{len(positions)} positions for {n} records")
     names = sorted({r.topic for r in records})
     index = {t: i for i, t in enumerate(names)}
-    head = [_HEAD.pack(MAGIC, VERSION, n, len(names))]
+    head = [_HEAD.pack(MAGIC, 1 if positions is None else VERSION, n, len(names))]
     for t in names:
         raw = t.encode()
         head += [_NAME.pack(len(raw)), raw]
@@ -86,6 +100,8 @@ def pack(records: Sequence[Any]) -> bytes:
         np.fromiter((r.offset for r in records), "<i8", n),
         np.fromiter((r.timestamp for r in records), "<i8", n),
         _lengths(keys), _lengths(values)]
+    if positions is not None:
+        arrays.append(np.asarray(positions, dtype="<i8"))
     return b"".join([*head, *(a.tobytes() for a in arrays),
                      b"".join(k for k in keys if k), b"".join(v for v in values if v)])
 
@@ -112,8 +128,8 @@ def unpack(data: bytes) -> Frame:
     magic, version, n, t = _HEAD.unpack_from(data, 0)
     if magic != MAGIC:
         raise FrameError("no frame magic")
-    if version != VERSION:
-        raise FrameError(f"frame version {version}, this release reads {VERSION}")
+    if version not in VERSIONS:
+        raise FrameError(f"frame version {version}, this release reads {VERSIONS}")
     pos = _HEAD.size
     names = []
     for _ in range(t):
@@ -128,14 +144,16 @@ def unpack(data: bytes) -> Frame:
         except UnicodeDecodeError:
             raise FrameError("a topic name is not UTF-8") from None
         pos += size
-    if n * _PER_MESSAGE > len(data) - pos:
+    dtypes = ["<u2", "<i4", "<i8", "<i8", "<i4", "<i4"] + (["<i8"] if version == 2 else [])
+    if n * (_PER_MESSAGE + 8 * (version == 2)) > len(data) - pos:
         raise FrameError(f"{n} messages do not fit in {len(data)} bytes")
     arrays = []
-    for dtype in ("<u2", "<i4", "<i8", "<i8", "<i4", "<i4"):
+    for dtype in dtypes:
         a = np.frombuffer(data, dtype=dtype, count=n, offset=pos)
         arrays.append(a)
         pos += a.nbytes
-    index, partitions, offsets, stamps, key_len, value_len = arrays
+    index, partitions, offsets, stamps, key_len, value_len = arrays[:6]
+    positions = arrays[6] if version == 2 else None
     if n and (int(index.max()) >= t or int(key_len.min()) < -1
               or int(value_len.min()) < -1):
         raise FrameError("a topic index or a length out of range")
@@ -145,7 +163,7 @@ def unpack(data: bytes) -> Frame:
                          f"{len(data) - pos}")
     keys, pos = _slices(data, pos, key_len)
     values, _ = _slices(data, pos, value_len)
-    return Frame(tuple(names), index, partitions, offsets, stamps, keys, values)
+    return Frame(tuple(names), index, partitions, offsets, stamps, keys, values, positions)
 
 
 def frames(records: Sequence[Any], max_events: int,

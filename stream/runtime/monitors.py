@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import time
 from collections.abc import Sequence
 from typing import Any, overload
 
+import numpy as np
+
 from stream.config import Config, require_kafka
 from stream.runtime.frames import BAD_FRAME, Frame, FrameError, is_frame, unpack
-from stream.runtime.runner import KafkaRunner
-from stream.sources.kafka import record_values
+from stream.runtime.pooltap import PoolTap, record_of, thresholds_of
+from stream.runtime.runner import WRITE_BACKOFF_S, KafkaRunner
+from stream.sources.kafka import connection_error, record_values
 
 #: the monitors poll at most this many frames at a time (a frame holds at most
 #: ``max_poll_records`` / FRAMES_PER_POLL messages: a poll, at most ``max_poll_records``)
@@ -67,16 +71,27 @@ class Messages(Sequence[Message]):
         #: record that is a message of its own)
         self._starts: list[int] = []
         self._parts: list[tuple[int, Frame | None, Any]] = []
+        #: per frame or record: the merge positions of its messages (-1: none)
+        self._positions: list[np.ndarray] = []
 
     def add_frame(self, offset: int, frame: Frame) -> None:
         self._starts.append(len(self.values))
         self._parts.append((offset, frame, None))
         self.values += [v or b"" for v in frame.values]
+        self._positions.append(np.full(len(frame), -1, dtype=np.int64)
+                               if frame.positions is None else frame.positions)
 
     def add_record(self, record: Any) -> None:
         self._starts.append(len(self.values))
         self._parts.append((int(record.offset), None, record))
         self.values.append(record.value or b"")
+        self._positions.append(np.full(1, -1, dtype=np.int64))
+
+    def merge_positions(self) -> np.ndarray:
+        """The merge position of each message (frames version 2; -1 where none)."""
+        if not self._positions:
+            return np.empty(0, dtype=np.int64)
+        return np.concatenate(self._positions).astype(np.int64, copy=False)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -125,11 +140,61 @@ def monitor_config(config: Config) -> Config:
 
 
 class FramedRunner(KafkaRunner):
-    """:class:`KafkaRunner` on the repartition topic (built with :func:`monitor_config`)."""
+    """:class:`KafkaRunner` on the repartition topic (built with :func:`monitor_config`).
+
+    With ``source.repartition.pooled`` it also publishes, per poll and partition, the
+    pooled columns' standardised values to the pool topic before it commits or
+    checkpoints (pooltap.py), and runs a pool member candidate (pool.py) on a thread of
+    its own."""
 
     def __init__(self, config: Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self._values = _values
+        rp = config.source.repartition
+        self.pooled = rp is not None and rp.pooled
+        # with pooling off too: gives back the thresholds a pooled run muted
+        self.tap = PoolTap(self.pooled, thresholds_of(self.pipeline))
+        self.pipeline.pool_tap = self.tap
+        from stream.runtime.pool import PoolMember, PoolOutbox
+
+        self.pool_out: PoolOutbox | None = None
+        self.pool: PoolMember | None = None
+        if self.pooled:
+            assert rp is not None
+            self.pool_out = PoolOutbox(self.kafka, rp.pool_topic, self.health)
+            self.pool = PoolMember(config, self.pipeline, self.stop_event)
+            self.health.pool = self.pool
+
+    def run(self, max_events: int | None = None, idle_timeout: float | None = None) -> int:
+        if self.pool is None:
+            return super().run(max_events=max_events, idle_timeout=idle_timeout)
+        assert self.pool_out is not None
+        from kafka.errors import KafkaError
+
+        try:
+            self.pool_out.ensure_topic()
+        except KafkaError as exc:  # unreachable, refused: as the runner says it
+            raise connection_error(self.kafka, exc) from None
+        thread = self.pool.start()
+        try:
+            return super().run(max_events=max_events, idle_timeout=idle_timeout)
+        finally:
+            self.pool.stop()
+            thread.join(timeout=30)
+            self.pool_out.close()
+
+    def _checkpoint(self, tps: Any, timeout_s: float, in_callback: bool = False) -> bool:
+        # also the checkpoint on revocation: never a state past values not yet published
+        if self.pool_out is not None and not self.pool_out.flush(connect=not in_callback):
+            return False
+        return super()._checkpoint(tps, timeout_s, in_callback)
+
+    def _checkpoint_and_commit(self, force: bool = False) -> None:
+        # the pooled values are published before the offsets (and states) that cover them
+        if self.pool_out is not None and not self.pool_out.flush():
+            self.writes_paused_until = time.monotonic() + WRITE_BACKOFF_S
+            return
+        super()._checkpoint_and_commit(force)
 
     def _confluent_consumer(self) -> Any:
         consumer = super()._confluent_consumer()
@@ -151,7 +216,14 @@ class FramedRunner(KafkaRunner):
                 except FrameError:
                     bad.append((r, BAD_FRAME))
             messages[tp] = m
+        self.tap.taken.clear()
         done, poison, drift = super()._process(messages)
+        if self.pool_out is not None:
+            for tp, m in messages.items():
+                rec = record_of(self.tap.taken.get(self._key(tp)), m.merge_positions())
+                if rec is not None:
+                    self.pool_out.add(rec)
+        self.tap.taken.clear()
         for tp, recs in polled.items():
             if recs:  # also a partition whose records were all bad frames
                 done[tp] = int(recs[-1].offset) + 1

@@ -12,7 +12,13 @@ consumer of its own on its own thread:
    position, **spread over the partitions of the repartition topic by a hash of their
    source partition and offset** (:func:`spread`), as **frames** of many messages each
    (frames.py: one Kafka record per merged batch and internal partition, not one per
-   message).  It does not decode: the monitors decode every message anyway, and count and
+   message).  Each message carries its **merge position** (frames version 2): the
+   forwarded messages numbered densely in merged order over all internal partitions, so
+   the pooled CUSUM (pool.py) can merge the monitors' values in event order.  The next
+   position is committed with the source offsets (commit metadata, :data:`SEQ_PREFIX`): a
+   successor numbers on from the last commit, so the positions stay dense (a message
+   forwarded again after a crash takes a position again; the pool keeps the first copy of
+   each position).  It does not decode: the monitors decode every message anyway, and count and
    dead-letter the invalid ones.  It commits a source offset only after every frame before
    it was acknowledged (``acks=all``).
 2. The monitors, :class:`~stream.runtime.monitors.FramedRunner` (the
@@ -67,6 +73,20 @@ FORWARD_TIMEOUT_S = 10.0
 #: pause after a failed forward or commit before the next attempt
 RETRY_BACKOFF_S = 1.0
 LAG_INTERVAL_S = 1.0
+#: the commit metadata of the source offsets: this prefix and the next merge position
+SEQ_PREFIX = "streamdrift-seq="
+
+
+def parse_seq(metadata: Any) -> int | None:
+    """The next merge position a commit's metadata names (None: none, or not ours).
+
+    >>> parse_seq("streamdrift-seq=42"), parse_seq(""), parse_seq(None), parse_seq("x=1")
+    (42, None, None, None)
+    """
+    if not isinstance(metadata, str) or not metadata.startswith(SEQ_PREFIX):
+        return None
+    tail = metadata[len(SEQ_PREFIX):]
+    return int(tail) if tail.isdigit() else None
 
 
 #: librdkafka consumer properties of :func:`stream.sources.confluent.librdkafka_config`
@@ -207,6 +227,8 @@ class Repartitioner:
         self.retry_at = 0.0
         self.consumed = 0
         self.forwarded = 0
+        #: the merge position of the next message forwarded (frames version 2)
+        self.seq = 0
         self.buffer_max = BUFFER_POLLS * self.kafka.max_poll_records
         #: the most messages in one frame (the monitors poll FRAMES_PER_POLL frames)
         self.frame_events = frame_events(self.kafka.max_poll_records)
@@ -320,7 +342,12 @@ class Repartitioner:
         for tp in sorted(self.to_seek):
             polled.pop(tp, None)
             try:
-                committed = self.consumer.committed(tp, timeout_ms=2000)
+                meta = self.consumer.committed(tp, metadata=True, timeout_ms=2000)
+                committed = None if meta is None else int(meta.offset)
+                seq = None if meta is None else parse_seq(meta.metadata)
+                if seq is not None:
+                    # number on from the last commit (of this writer or a previous one)
+                    self.seq = max(self.seq, seq)
                 if committed is not None:
                     self.consumer.seek(tp, committed)
                 elif self.kafka.auto_offset_reset == "earliest":
@@ -421,6 +448,7 @@ class Repartitioner:
             self.retry_at = time.monotonic() + RETRY_BACKOFF_S
             return
         self.forwarded += len(records)
+        self.seq += len(records)
         for tp, n in zip(tps, counts, strict=True):
             if n:
                 self.done[tp] = self.buffers[tp][n - 1].offset + 1
@@ -430,13 +458,20 @@ class Repartitioner:
 
     def _frames(self, records: list[Any]) -> list[tuple[int, bytes, int]]:
         """``records`` (in merged order) as frames: (internal partition, frame, newest
-        Kafka timestamp), each partition's messages in merged order."""
+        Kafka timestamp), each partition's messages in merged order with their merge
+        positions (from :attr:`seq` on)."""
         targets = spread(records, self.rp.partitions)
-        parts: list[list[Any]] = [[] for _ in range(max(1, self.rp.partitions))]
-        for r, target in zip(records, targets, strict=True):
-            parts[target].append(r)
-        return [(q, pack(run), max(r.timestamp for r in run))
-                for q, part in enumerate(parts) for run in frames(part, self.frame_events)]
+        parts: list[list[tuple[int, Any]]] = [[] for _ in range(max(1, self.rp.partitions))]
+        for i, (r, target) in enumerate(zip(records, targets, strict=True)):
+            parts[target].append((self.seq + i, r))
+        out = []
+        for q, part in enumerate(parts):
+            at = 0
+            for run in frames([r for _, r in part], self.frame_events):
+                pos = [p for p, _ in part[at:at + len(run)]]
+                at += len(run)
+                out.append((q, pack(run, pos), max(r.timestamp for r in run)))
+        return out
 
     def _send(self, records: list[Any]) -> bool:
         """Write ``records`` over the repartition topic's partitions (:func:`spread`), in
@@ -477,7 +512,7 @@ class Repartitioner:
     def _commit(self) -> bool:
         # a failure is retried with the next forward
         return commit_offsets(self.consumer, self.done, self.committed, 5000,
-                              "source offset commit", log) is None
+                              "source offset commit", log, f"{SEQ_PREFIX}{self.seq}") is None
 
     def _update_lag(self) -> None:
         """Source lag per partition: end offset minus what is forwarded and acknowledged

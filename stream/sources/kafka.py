@@ -270,17 +270,18 @@ def partition_names(tps: Iterable[Any]) -> list[str]:
 
 def commit_offsets(consumer: Any, done: dict[Any, int], committed: dict[Any, int],
                    timeout_ms: int, what: str = "offset commit",
-                   logger: logging.Logger = log) -> BaseException | None:
+                   logger: logging.Logger = log, metadata: str = "") -> BaseException | None:
     """Commit synchronously the offsets in ``done`` that differ from ``committed`` (next
-    offset to read per partition) and record them there.  Returns None on success (or
-    nothing to commit), else the exception, logged as a warning: the caller retries."""
+    offset to read per partition) and record them there, with ``metadata``.  Returns None
+    on success (or nothing to commit), else the exception, logged as a warning: the caller
+    retries."""
     from kafka.structs import OffsetAndMetadata
 
     todo = {tp: off for tp, off in done.items() if committed.get(tp) != off}
     if not todo:
         return None
     try:
-        consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in todo.items()},
+        consumer.commit({tp: OffsetAndMetadata(off, metadata, -1) for tp, off in todo.items()},
                         timeout_ms=timeout_ms)
     except Exception as exc:  # noqa: BLE001 - the caller retries
         logger.warning("%s failed: %s: %s", what, type(exc).__name__, exc)

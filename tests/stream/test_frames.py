@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from stream.runtime.frames import BAD_FRAME, MAGIC, FrameError, frames, is_frame, pack, unpack
 from stream.runtime.monitors import FramedRunner, Messages, SourceRecord
+from stream.runtime.pooltap import PoolTap
 
 Rec = namedtuple("Rec", "topic partition offset timestamp key value")
 TP = namedtuple("TP", "topic partition")
@@ -53,7 +54,7 @@ def test_a_truncated_or_damaged_frame_is_a_frame_error(recs: list[Rec], data: An
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_garbage_never_crashes(raw: bytes) -> None:
-    for data in (raw, MAGIC + raw, MAGIC + b"\x01" + raw):
+    for data in (raw, MAGIC + raw, MAGIC + b"\x01" + raw, MAGIC + b"\x02" + raw):
         try:
             unpack(data)
         except FrameError:
@@ -79,7 +80,8 @@ def test_messages_map_each_message_to_its_frame_offset_and_source() -> None:
     m = Messages("rp", 1)
     m.add_frame(40, unpack(pack(a)))
     m.add_record(Rec("rp", 1, 41, 7, None, b"legacy"))
-    m.add_frame(42, unpack(pack(a[:1])))
+    m.add_frame(42, unpack(pack(a[:1], [9])))
+    assert m.merge_positions().tolist() == [-1, -1, -1, -1, 9]
     assert m.values == [r.value for r in a] + [b"legacy", a[0].value]
     assert [x.offset for x in m] == [40, 40, 40, 41, 42]
     assert m[1].source == SourceRecord("src", 3, 101, 5, b"k", a[1].value)
@@ -113,6 +115,7 @@ def test_framed_runner_unpacks_counts_bad_frames_and_dead_letters_at_the_source(
     monkeypatch.setattr(KafkaRunner, "_process", process)
     runner = FramedRunner.__new__(FramedRunner)
     runner.pipeline = _Pipeline()  # type: ignore[assignment]
+    runner.tap, runner.pool_out = PoolTap(False, {}), None
     runner.config = type("C", (), {"source": type("S", (), {"dead_letter": object()})()})()
     tp = TP("rp", 0)
     src = [Rec("src", 2, 7 + i, 1, b"US", b"{bad" if i else b"{}") for i in range(2)]
@@ -130,3 +133,45 @@ def test_framed_runner_unpacks_counts_bad_frames_and_dead_letters_at_the_source(
     runner._write_dead_letters(poison)
     sources = {(r.topic, r.partition, r.offset, r.key) for r, _ in written}
     assert ("src", 2, 8, b"US") in sources and ("rp", 0, 11, None) in sources
+
+
+@settings(max_examples=200, deadline=None)
+@given(records, st.data())
+def test_round_trip_with_merge_positions(recs: list[Rec], data: Any) -> None:
+    pos = data.draw(st.lists(st.integers(0, 2**62), min_size=len(recs), max_size=len(recs)))
+    raw = pack(recs, pos)
+    assert raw[4] == 2  # version 2
+    f = unpack(raw)
+    assert f.positions is not None and f.positions.tolist() == pos
+    got = [Rec(f.topics[int(f.topic_index[i])], int(f.partitions[i]), int(f.offsets[i]),
+               int(f.timestamps[i]), f.keys[i], f.values[i]) for i in range(len(f))]
+    assert got == recs
+    with pytest.raises(FrameError):  # a cut anywhere, the positions included
+        unpack(raw[:-1] if recs and any(r.key or r.value for r in recs) else raw + b"x")
+
+
+def test_version_1_frames_are_still_read() -> None:
+    # the bytes a first stage of the previous release wrote (version 1, no positions)
+    v1 = (MAGIC + bytes([1]) + (2).to_bytes(4, "little") + (1).to_bytes(2, "little")
+          + (1).to_bytes(2, "little") + b"t"
+          + bytes(4)                                            # topic index u16 x 2
+          + (3).to_bytes(4, "little") + (3).to_bytes(4, "little")  # partitions
+          + (7).to_bytes(8, "little") + (8).to_bytes(8, "little")  # offsets
+          + (100).to_bytes(8, "little") + (101).to_bytes(8, "little")  # timestamps
+          + (-1).to_bytes(4, "little", signed=True) + (1).to_bytes(4, "little")  # keys
+          + (2).to_bytes(4, "little") + (2).to_bytes(4, "little")  # values
+          + b"k" + b"{}" + b"[]")
+    f = unpack(v1)
+    assert f.positions is None
+    assert f.keys == [None, b"k"] and f.values == [b"{}", b"[]"]
+    assert f.offsets.tolist() == [7, 8] and f.timestamps.tolist() == [100, 101]
+    assert pack([Rec("t", 3, 7, 100, None, b"{}"), Rec("t", 3, 8, 101, b"k", b"[]")]) == v1
+
+
+def test_an_unknown_version_or_a_position_count_mismatch_is_refused() -> None:
+    raw = bytearray(pack([Rec("t", 0, 1, 2, None, b"{}")], [5]))
+    raw[4] = 3
+    with pytest.raises(FrameError, match="version 3"):
+        unpack(bytes(raw))
+    with pytest.raises(ValueError):
+        pack([Rec("t", 0, 1, 2, None, b"{}")], [1, 2])

@@ -135,3 +135,29 @@ def test_run_stage_needs_the_option(tmp_path, capsys) -> None:
     path.write_text(yaml.safe_dump(minimal_config(source={"kafka": KAFKA})))
     assert main(["run", "-c", str(path), "--stage", "monitor"]) == 2
     assert "--stage monitor needs source.repartition" in capsys.readouterr().err
+
+
+def test_frames_carry_dense_merge_positions_from_the_committed_one_on() -> None:
+    from collections import namedtuple
+
+    from stream.runtime.frames import unpack
+    from stream.runtime.repartition import Repartitioner, parse_seq
+
+    Rec = namedtuple("Rec", "topic partition offset timestamp key value")
+    config = parse_config(_config({"partitions": 3}), "/cfg")
+    stage = Repartitioner(config, pipeline=None)  # type: ignore[arg-type]
+    stage.frame_events = 7  # several frames per internal partition
+    stage.seq = 1000  # as after a commit with metadata "streamdrift-seq=1000"
+    recs = [Rec("events", p, o, o, None, b"{}") for o in range(40) for p in range(4)]
+    out = stage._frames(recs)
+    got: dict[tuple[int, int], int] = {}
+    for _q, raw, _ts in out:
+        f = unpack(raw)
+        assert f.positions is not None and (np.diff(f.positions) > 0).all()
+        for p, o, pos in zip(f.partitions, f.offsets, f.positions, strict=True):
+            got[(int(p), int(o))] = int(pos)
+    # every message once, numbered densely in the merged order given
+    assert [got[(r.partition, r.offset)] for r in recs] == list(range(1000, 1000 + len(recs)))
+    assert len({q for q, _, _ in out}) == 3
+    assert parse_seq(f"streamdrift-seq={stage.seq}") == 1000
+

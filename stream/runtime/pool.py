@@ -1,0 +1,395 @@
+"""The pooled CUSUM of ``source.repartition.pooled``: one CUSUM per numeric column over
+every monitor's values, in event order (issue 14; docs/reliability.md#keyed-topics-two-stages).
+
+* The monitors (:class:`~stream.runtime.monitors.FramedRunner`) publish, per poll, a pool
+  record (pooltap.py) to the one-partition **pool topic** through :class:`PoolOutbox`,
+  acknowledged before they checkpoint or commit the frames it covers (at-least-once: a
+  monitor that restarts publishes again what it processes again).
+* Every monitor process runs a :class:`PoolMember` candidate: a consumer of the pool
+  topic in a group of its own (named as the topic).  The group gives its one partition to
+  exactly one member (the election; a rebalance moves it).  That member merges the records
+  (:class:`detectors.cusum_pool.PoolMerge`: dedup by merge position, dense frontier,
+  bounded wait behind a gap) into one :class:`~detectors.cusum_pool.PooledCUSUM` per
+  column, logs and counts its alarms, and checkpoints its state (the CUSUMs and the
+  frontier, ``state.topic``, model ``__pool__``) with the pool-topic offset of the first
+  record not wholly folded: a successor reads again from there and drops what it already
+  folded by position.
+* Only the member that holds the partition exports the pooled series
+  (``streamdrift_pooled_*``, stream/sinks/pool_metrics.py), so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from detectors.cusum_pool import PoolAlarm, PooledCUSUM, PoolMerge, pooled_cusum
+from stream.config import Config, KafkaConfig, require_kafka
+from stream.runtime.pooltap import Column, PoolRecordError, column_cusum, pooled_columns, unpack
+from stream.sinks.checkpoints import Checkpoint, StateError, StateStore
+from stream.sinks.producer import create_topic
+from stream.sources.kafka import kafka_client_kwargs, kafka_python_consumer
+
+log = logging.getLogger("streamdrift.pool")
+
+#: the model name of the pool member's checkpoints
+POOL_MODEL = "__pool__"
+PUBLISH_TIMEOUT_S = 10.0
+POLL_RECORDS = 500
+
+
+class PoolOutbox:
+    """The monitors' pool records waiting to be published (kept until acknowledged)."""
+
+    def __init__(self, kafka: KafkaConfig, topic: str, health: Any) -> None:
+        self.kafka, self.topic, self.health = kafka, topic, health
+        self.records: list[bytes] = []
+        self.producer: Any = None
+        self.published = 0
+
+    def ensure_topic(self, timeout_s: float = 30.0) -> None:
+        from kafka import KafkaAdminClient
+
+        ms = max(1000, int(timeout_s * 1000))
+        admin = KafkaAdminClient(**kafka_client_kwargs(self.kafka), request_timeout_ms=ms,
+                                 bootstrap_timeout_ms=ms)
+        try:
+            if self.topic not in set(admin.list_topics()):
+                error = create_topic(admin, self.topic, ms, partitions=1)
+                if error is not None:
+                    log.warning("cannot create the pool topic: %s", error,
+                                extra={"topic": self.topic})
+        finally:
+            admin.close()
+
+    def add(self, record: bytes) -> None:
+        self.records.append(record)
+
+    def flush(self, connect: bool = True) -> bool:
+        """Publish every waiting record and wait for the acknowledgements; False (logged)
+        if any failed: they stay and are published again (the pool drops copies).
+        ``connect=False`` (a rebalance callback): no producer is opened, False if none."""
+        if not self.records:
+            return True
+        if self.producer is None and not connect:
+            return False
+        try:
+            if self.producer is None:
+                from kafka import KafkaProducer
+
+                ms = int(PUBLISH_TIMEOUT_S * 1000)
+                kw = kafka_client_kwargs(self.kafka)
+                kw.update(acks="all", linger_ms=2, max_block_ms=ms, request_timeout_ms=ms,
+                          delivery_timeout_ms=3 * ms, compression_type="lz4",
+                          max_request_size=8 * 1024 * 1024)
+                self.producer = KafkaProducer(**kw)
+            futures = [self.producer.send(self.topic, value=r, partition=0)
+                       for r in self.records]
+            self.producer.flush(timeout=PUBLISH_TIMEOUT_S)
+            for f in futures:
+                f.get(timeout=PUBLISH_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - retried before the next commit
+            log.warning("publishing the pooled values failed; offsets are not committed "
+                        "until it succeeds: %s: %s", type(exc).__name__, exc,
+                        extra={"records": len(self.records), "topic": self.topic})
+            self.close()
+            return False
+        self.published += len(self.records)
+        self.records = []
+        return True
+
+    def close(self) -> None:
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                self.producer.close(timeout=2)
+            self.producer = None
+
+
+def pool_columns(pipeline: Any) -> dict[Column, PooledCUSUM]:
+    """A fresh pooled CUSUM per numeric column with a CUSUM, with its settings."""
+    out: dict[Column, PooledCUSUM] = {}
+    for model in sorted(pipeline.baselines):
+        mon = pipeline.new_monitor(model)
+        for col in pooled_columns(mon):
+            det = column_cusum(mon, col)
+            assert det is not None
+            out[(model, col)] = pooled_cusum(det)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PooledAlarm:
+    """An alarm (or close) of the pooled CUSUM of one column."""
+
+    model: str
+    column: str
+    position: int
+    statistic: float
+    threshold: float
+    direction: int
+    event_time: float | None
+    kind: str = "open"
+
+
+class PoolMember:
+    """A candidate pool member (see the module); :attr:`merge` is set while it holds the
+    pool topic's partition."""
+
+    def __init__(self, config: Config, pipeline: Any,
+                 stop: threading.Event | None = None) -> None:
+        rp = config.source.repartition
+        assert rp is not None and rp.pooled
+        self.config, self.pipeline = config, pipeline
+        self.topic = rp.pool_topic
+        self.kafka = dataclasses.replace(require_kafka(config), topics=(rp.pool_topic,),
+                                         group_id=rp.pool_topic, auto_offset_reset="earliest",
+                                         max_poll_records=POLL_RECORDS)
+        self.outer_stop = stop or threading.Event()
+        self.stop_event = threading.Event()
+        self.consumer: Any = None
+        self.store: StateStore | None = None
+        self.merge: PoolMerge | None = None
+        self.tp: Any = None
+        self.to_restore = False
+        self.revoked = False
+        self.next_offset: int | None = None
+        self.last_checkpoint = time.monotonic()
+        #: every pooled alarm and close this member raised (newest last), and counters
+        self.alarms: list[PooledAlarm] = []
+        self.bad_records = 0
+        self.alarm_counts: dict[Column, int] = {}
+        #: per column: chunks of (positions, event times) not folded yet (for the alarms)
+        self._times: dict[Column, list[tuple[Any, Any]]] = {}
+        self.lock = threading.Lock()
+        #: (model, column) -> the column's role (feature, prediction): a label of the series
+        self.roles = {(m, spec.name): spec.role for m, specs in getattr(
+            pipeline, "specs", {}).items() for spec in specs}
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="pool", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _stopped(self) -> bool:
+        return self.stop_event.is_set() or self.outer_stop.is_set()
+
+    def run(self) -> None:
+        try:
+            if self.config.state.enabled:
+                self.store = StateStore(kafka_client_kwargs(self.kafka),
+                                        self.config.state.topic, self.kafka.group_id)
+                self.store.ensure_topic()
+            self.consumer = kafka_python_consumer(
+                self.kafka, 64 * 1024 * 1024, self._on_assigned, self._on_revoked,
+                self._on_revoked)
+            while not self._stopped():
+                try:
+                    self._iteration()
+                except Exception as exc:  # noqa: BLE001 - retried: a rebalance mid-restore
+                    log.warning("pool member iteration failed; retried from the "
+                                "checkpoint: %s: %s", type(exc).__name__, exc)
+                    if self.tp is not None:
+                        # a poll taken in part must not be skipped: read again from the
+                        # checkpoint (its offset and state go together)
+                        self.to_restore = True
+                    self.stop_event.wait(1.0)
+        except Exception as exc:  # noqa: BLE001 - the monitors go on without the pool
+            log.error("the pool member stopped: %s: %s", type(exc).__name__, exc)
+        finally:
+            self.close()
+
+    # -- rebalance callbacks (IO thread: record only) ---------------------------------------
+    def _on_assigned(self, assigned: set[Any]) -> None:
+        if assigned:
+            self.tp = next(iter(assigned))
+            self.to_restore = True
+
+    def _on_revoked(self, revoked: set[Any]) -> None:
+        if revoked:
+            self.revoked = True
+
+    # -- the loop ------------------------------------------------------------------------
+    def _iteration(self) -> None:
+        try:
+            polled = self.consumer.poll(timeout_ms=200, max_records=POLL_RECORDS)
+        except Exception as exc:  # noqa: BLE001 - broker outage, rebalance
+            log.warning("pool poll failed: %s: %s", type(exc).__name__, exc)
+            self.stop_event.wait(1.0)
+            return
+        if self.revoked:
+            self.revoked = False
+            self._checkpoint()
+            with self.lock:
+                self.merge = None
+        if self.to_restore:
+            self.to_restore = False
+            self._restore()
+            return  # what was polled before the seek is read again
+        if self.merge is None:
+            return
+        for recs in polled.values():
+            for r in recs:
+                self._take(r)
+            if recs:
+                self.next_offset = int(recs[-1].offset) + 1
+        if time.monotonic() - self.last_checkpoint >= self.config.state.checkpoint_interval_s:
+            self._checkpoint()
+
+    def _take(self, record: Any) -> None:
+        assert self.merge is not None
+        try:
+            cov, cols = unpack(record.value or b"")
+        except PoolRecordError as exc:
+            self.bad_records += 1
+            log.warning("a record of the pool topic does not read: %s", exc,
+                        extra={"offset": int(record.offset)})
+            return
+        with self.lock:
+            m = self.merge
+            values = {k: (v.positions, v.values) for k, v in cols.items() if k in m.columns}
+            for k, v in cols.items():
+                if k in m.columns and v.positions.size:
+                    self._times.setdefault(k, []).append((v.positions, v.times))
+            m.add(cov, values, int(record.offset))
+            m.advance()
+            for kind, found in (("open", m.alarms), ("close", m.closes)):
+                for a in found:
+                    self._raise(a, kind)
+            for chunks in self._times.values():
+                chunks[:] = [c for c in chunks if int(c[0].max()) >= m.frontier]
+
+    def _time_of(self, column: Column, position: int) -> float | None:
+        for pos, times in self._times.get(column, []):
+            hit = np.flatnonzero(pos == position)
+            if hit.size and math.isfinite(float(times[hit[0]])):
+                return float(times[hit[0]])
+        return None
+
+    def _raise(self, a: PoolAlarm, kind: str) -> None:
+        model, col = a.column
+        when = self._time_of(a.column, a.position)
+        alarm = PooledAlarm(model, col, a.position, a.statistic, a.threshold, a.direction,
+                            when, kind)
+        self.alarms.append(alarm)
+        if kind == "open":
+            self.alarm_counts[a.column] = self.alarm_counts.get(a.column, 0) + 1
+        log.info("pooled drift alarm" if kind == "open" else "pooled drift episode closed",
+                 extra={"model": model, "feature": col, "detector": "cusum", "scope": "pooled",
+                        "position": a.position, "statistic": round(a.statistic, 4),
+                        "threshold": a.threshold, "direction": a.direction,
+                        "event_time": when})
+
+    # -- state ---------------------------------------------------------------------------
+    def _restore(self) -> None:
+        """Take the pool over: its checkpoint and the offset it covers, and a seek there.
+
+        Always a seek: the poll that brought the assignment may have returned records
+        already (they are dropped), and kafka-python keeps the fetch position of a partition
+        assigned again to the same consumer; reading on from there skipped records, and the
+        frontier waited for ever for their positions (or dropped them).  Without a
+        checkpoint: the committed offset (state disabled), else the topic's first record,
+        and a pool that reads the topic from offset 0 starts at position 0 (the first stage
+        numbers from 0): the first record need not hold the smallest position, another
+        monitor's record after it may.  A checkpoint that cannot be read is tried again:
+        never a fresh pool while one may exist."""
+        columns = pool_columns(self.pipeline)
+        cp = None
+        if self.store is not None:
+            try:
+                found = self.store.read([(self.tp.topic, self.tp.partition)])
+            except StateError as exc:
+                log.warning("cannot read the pool's checkpoint; retried: %s", exc)
+                self.to_restore = True
+                self.stop_event.wait(1.0)
+                return
+            cp = found.get((POOL_MODEL, self.tp.topic, self.tp.partition))
+        frontier: int | None = None
+        if cp is not None:
+            start = int(cp.offset)
+        else:
+            ms = int(PUBLISH_TIMEOUT_S * 1000)
+            meta = self.consumer.committed(self.tp, timeout_ms=ms)
+            if meta is not None:
+                start = int(meta)
+            else:
+                start = int(self.consumer.beginning_offsets([self.tp], timeout_ms=ms)[self.tp])
+                frontier = 0 if start == 0 else None
+        # first: a failed seek leaves the member without state (retried)
+        self.consumer.seek(self.tp, start)
+        with self.lock:
+            self.merge = (PoolMerge.from_state(dict(cp.state), columns) if cp is not None
+                          else PoolMerge(columns, frontier))
+            self.next_offset = start
+            self._times.clear()
+        log.info("pool member elected", extra={
+            "topic": self.topic, "columns": len(columns),
+            "frontier": self.merge.frontier if self.merge.started else None,
+            "offset": None if cp is None else int(cp.offset), "read_from": start})
+        self.last_checkpoint = time.monotonic()
+
+    def _checkpoint(self) -> None:
+        self.last_checkpoint = time.monotonic()
+        with self.lock:
+            m = self.merge
+            if m is None or self.tp is None:
+                return
+            off = m.resume_offset()
+            if off is None:
+                off = self.next_offset
+            if off is None:
+                return
+            state, pending = m.state(), m.pending
+        if self.store is not None:
+            cp = Checkpoint(self.kafka.group_id, POOL_MODEL, self.tp.topic, self.tp.partition,
+                            int(off), "pool", "", state, time.time())
+            try:
+                self.store.write([cp], 5.0)
+            except StateError as exc:
+                log.warning("pool checkpoint failed: %s", exc)
+                return
+            log.info("pool checkpoint written", extra={
+                "offset": int(off), "frontier": state["frontier"], "pending": pending})
+        from kafka.structs import OffsetAndMetadata
+
+        try:
+            self.consumer.commit({self.tp: OffsetAndMetadata(int(off), "", -1)},
+                                 timeout_ms=5000)
+        except Exception as exc:  # noqa: BLE001 - retried at the next checkpoint
+            log.warning("pool offset commit failed: %s", exc)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._checkpoint()
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.close()
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                self.consumer.close(autocommit=False, timeout_ms=5000)
+            self.consumer = None
+
+    # -- figures ---------------------------------------------------------------------------
+    def figures(self) -> dict[str, Any] | None:
+        """The pooled series while this member holds the partition, else None."""
+        with self.lock:
+            m = self.merge
+            if m is None:
+                return None
+            return {"frontier": m.frontier, "pending": m.pending, "skipped": m.skipped,
+                    "duplicates": m.duplicates, "folded": m.folded,
+                    "bad_records": self.bad_records,
+                    "columns": {k: (d.statistic, d.threshold, bool(d.drift_detected),
+                                    self.alarm_counts.get(k, 0), self.roles.get(k, "feature"))
+                                for k, d in m.columns.items()}}
+

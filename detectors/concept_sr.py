@@ -19,7 +19,12 @@ of 0s and 1s) the Bernoulli ratio of the rate ``p0 + shift`` against the referen
 ``p0``; otherwise the Gaussian one at the reference's standard deviation, the error
 winsorised to the reference's central 99.8 %.  Falls of the rate are watched by the
 negative shifts of the grid, at a small weight (:data:`SR_WEIGHTS`), as the CUSUMs' lower
-sums were.
+sums were.  A shift that would take a binary reference's rate out of ``(0, 1)`` (a fall of 2
+points from a rate of 1 %, any fall from a reference without errors) is left out and the
+other weights renormalised (:func:`possible_shifts`): its clamped ratio is then above 1 on
+nearly every event, so its ``R_j`` grew by about one per event whatever the stream held,
+and the calibration, whose paths hold the same values, turned that into an alarm every
+``A`` events: a clock, not a test.
 
 Calibration (:func:`calibrate_sr`) is the CUSUMs': bootstrap paths from the reference's
 errors, each with the reference's own rate uncertainty as an offset (``N(0, σ²/n)``); the
@@ -50,7 +55,8 @@ from detectors._concept_sr_kernel import sr_alarm_count, sr_kernel
 from detectors.calibration import MIN_EVENTS
 from detectors.errors import DetectorError
 
-__all__ = ["SR_KIND", "SR_SHIFTS", "SR_WEIGHTS", "ConceptSR", "calibrate_sr", "concept_sr"]
+__all__ = ["SR_KIND", "SR_SHIFTS", "SR_WEIGHTS", "ConceptSR", "calibrate_sr", "concept_sr",
+           "possible_shifts"]
 
 #: the shifts of the error rate the mixture is over (error units: 0.02 = two points of
 #: accuracy); the negative ones watch a falling error rate
@@ -64,6 +70,33 @@ _SECANT_STEPS = 4
 _LOG_A_TOL = 5e-3
 
 
+def _rate(x: np.ndarray) -> float:
+    """A binary reference's error rate, never 0 or 1 (half an error added each way)."""
+    return float((x.sum() + 0.5) / (x.size + 1.0))
+
+
+def possible_shifts(x: np.ndarray, shifts: Sequence[float], weights: Sequence[float]
+                    ) -> tuple[list[float], list[float]]:
+    """The ``shifts`` (and their ``weights``, renormalised to sum to 1) that keep a binary
+    reference's error rate inside ``(0, 1)``: all of them for a non-binary reference.
+
+    >>> possible_shifts(np.zeros(1_000), [0.02, 0.08, -0.02, -0.08], [.45, .45, .05, .05])
+    ([0.02, 0.08], [0.5, 0.5])
+    >>> x = (np.arange(1_000) % 20 == 0).astype(float)  # a rate of 5 %
+    >>> possible_shifts(x, [0.02, 0.08, -0.02, -0.08], [.45, .45, .05, .05])[0]
+    [0.02, 0.08, -0.02]
+    """
+    if not bool(np.all((x == 0) | (x == 1))):
+        return list(shifts), list(weights)
+    p0 = float(x.mean())
+    keep = [j for j, s in enumerate(shifts) if 0.0 < p0 + s < 1.0]
+    if not keep:
+        raise DetectorError(f"concept_sr: every shift {list(shifts)} takes the reference's "
+                            f"error rate {p0:.4g} out of (0, 1); give shifts it can move by")
+    total = sum(weights[j] for j in keep)
+    return [shifts[j] for j in keep], [weights[j] / total for j in keep]
+
+
 def _increments(x: np.ndarray, shifts: Sequence[float]) -> tuple[np.ndarray, np.ndarray, bool,
                                                                  float, float, float, float]:
     """``(c, d, binary, lo, hi, mean, scale)``: each shift's log-likelihood ratio of an
@@ -73,7 +106,7 @@ def _increments(x: np.ndarray, shifts: Sequence[float]) -> tuple[np.ndarray, np.
     c = np.empty(len(shifts))
     d = np.empty(len(shifts))
     if binary:
-        p0 = (x.sum() + 0.5) / (x.size + 1.0)  # never 0 or 1
+        p0 = _rate(x)
         scale = math.sqrt(p0 * (1 - p0))
         for j, s in enumerate(shifts):
             # a fall below 0 (or a rise above 1) is at most 90 % of the way there
@@ -157,6 +190,7 @@ def concept_sr(ref_errors: np.ndarray, target_events: float,
     if len(w) != len(sh) or not all(v > 0 for v in w) or abs(sum(w) - 1.0) > 1e-9:
         raise DetectorError(f"concept_sr: weights must be one per shift, > 0, summing to 1, "
                             f"got {weights!r}")
+    sh, w = possible_shifts(x, sh, w)
     c, d, binary, lo, hi, mean, scale = _increments(x, sh)
     logw = np.log(np.array(w))
     log_a = calibrate_sr(x, target_events, c, d, logw, lo, hi, scale, n_values=n_values,

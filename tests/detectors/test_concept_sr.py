@@ -154,3 +154,33 @@ def test_bad_state_and_arguments_raise() -> None:
         concept_sr(ref, 2_000, shifts=[0.0, *SR_SHIFTS[1:]])
     with pytest.raises(DetectorError, match="100"):
         concept_sr(ref[:50], 2_000)
+
+
+def test_an_error_free_reference_gives_a_test_not_a_clock() -> None:
+    # a reference without errors: the rate cannot fall, so the falling shifts are left out;
+    # kept, each error-free event raised their ratio and the mixture alarmed every ~A
+    # events on a stream without a single error (21 alarms in 40,000 at a target of 2,000)
+    det = concept_sr(np.zeros(10_000), 2_000, seed=0, n_values=400_000)
+    assert det.shifts == [s for s in SR_SHIFTS if s > 0]
+    assert det.weights == pytest.approx([0.5, 0.5])
+    assert det.fresh().update(np.zeros(40_000)).size == 0
+    # errors are the change it watches: caught at once
+    x = np.zeros(5_000)
+    x[3_000::50] = 1.0
+    hits = det.fresh().update(x)
+    assert hits.size and 3_000 <= hits[0] < 3_200, hits[:3]
+
+
+def test_a_low_error_rate_keeps_only_the_falls_it_can_make_and_its_target() -> None:
+    # 1 % errors: a fall of 2 or 8 points is impossible, both left out; the rate of false
+    # alarms over references and seeds is still the target
+    target, n, alarms = 2_000, 120_000, 0
+    for seed in range(4):
+        rng = np.random.default_rng(500 + seed)
+        det = concept_sr((rng.random(REF) < 0.01).astype(float), target, seed=seed,
+                         n_values=1_000_000)
+        assert det.shifts == [0.02, 0.08]
+        alarms += len(det.fresh().update((rng.random(n) < 0.01).astype(float)))
+    assert 0.7 * target <= 4 * n / max(alarms, 1) <= 1.4 * target, alarms
+    with pytest.raises(DetectorError, match="out of"):
+        concept_sr(np.zeros(1_000), 2_000, shifts=[-0.02], weights=[1.0])

@@ -85,6 +85,33 @@ def parse_checkpoint_key(key: bytes | str) -> tuple[str, str, str, int]:
     return group_id, model, topic, partition
 
 
+def group_checkpoints(latest: Mapping[bytes, bytes], group_id: str,
+                      wanted: Iterable[tuple[str, int]] | None = None
+                      ) -> dict[tuple[str, str, int], Checkpoint]:
+    """The checkpoints of ``group_id`` among ``latest`` (key -> value of the state topic's
+    latest records; tombstones and empty values left out), per (model, topic, partition),
+    limited to the (topic, partition) pairs ``wanted``.
+
+    The group is compared whole: a key prefix alone would give group ``a`` the records of
+    group ``a/b`` (``a/b/m1/events/0`` starts with ``a/``), whose model ``m1`` on the same
+    topic would then overwrite, or stand in for, ``a``'s own."""
+    want = None if wanted is None else set(wanted)
+    out: dict[tuple[str, str, int], Checkpoint] = {}
+    for key, value in latest.items():
+        if not value:
+            continue
+        try:
+            group, model, topic, partition = parse_checkpoint_key(key)
+            if group != group_id or (want is not None and (topic, partition) not in want):
+                continue
+            cp = Checkpoint.decode(key, value)
+        except StateError as exc:
+            log.warning("skipping a checkpoint that does not decode: %s", exc)
+            continue
+        out[(model, topic, partition)] = cp
+    return out
+
+
 def _plain(value: Any) -> Any:
     """json ``default``: numpy scalars and arrays as Python values."""
     tolist = getattr(value, "tolist", None)
@@ -344,21 +371,7 @@ class StateStore:
             self._drop_reader()
             raise StateError(f"cannot read the state topic {self.topic!r}: "
                              f"{type(exc).__name__}: {exc}") from exc
-        want = None if wanted is None else set(wanted)
-        out: dict[tuple[str, str, int], Checkpoint] = {}
-        for key, value in self._latest.items():
-            if not value:
-                continue
-            try:
-                _, model, topic, partition = parse_checkpoint_key(key)
-                if want is not None and (topic, partition) not in want:
-                    continue
-                cp = Checkpoint.decode(key, value)
-            except StateError as exc:
-                log.warning("skipping a checkpoint that does not decode: %s", exc)
-                continue
-            out[(model, topic, partition)] = cp
-        return out
+        return group_checkpoints(self._latest, self.group_id, wanted)
 
     def _drop_reader(self) -> None:
         if self._reader is not None:

@@ -21,6 +21,7 @@ from stream.sinks.checkpoints import (
     Checkpoint,
     StateError,
     checkpoint_key,
+    group_checkpoints,
     parse_checkpoint_key,
 )
 
@@ -107,6 +108,21 @@ def test_record_layout() -> None:
                     "partition": 1, "offset": 42, "baseline_id": "b", "calibration_key": "k",
                     "written_at": 1.5, "state": {"name": "m1"}}
     assert Checkpoint.decode(cp.key, cp.encode()) == cp
+
+
+def test_a_group_reads_its_own_checkpoints_not_those_of_a_group_named_after_it() -> None:
+    # "a/b/m1/events/1" starts with "a/": read by prefix, group a took group a/b's m1
+    mine, other = _cp(group_id="a", offset=10), _cp(group_id="a/b", offset=99)
+    also = _cp(group_id="a", model="m2", partition=2, offset=7)
+    latest = {c.key.encode(): c.encode() for c in (mine, other, also)}
+    for order in (latest, dict(reversed(list(latest.items())))):
+        got = group_checkpoints(order, "a")
+        assert got == {("m1", "events", 1): mine, ("m2", "events", 2): also}
+        assert group_checkpoints(order, "a/b") == {("m1", "events", 1): other}
+    assert group_checkpoints(latest, "a", wanted=[("events", 2)]) == {("m2", "events", 2): also}
+    latest[b"a/m3/events/1"] = b""  # a tombstone's place
+    latest[b"a/m4/events/x"] = b"{}"  # a key that does not parse: skipped
+    assert set(group_checkpoints(latest, "a")) == {("m1", "events", 1), ("m2", "events", 2)}
 
 
 def test_non_finite_floats_and_numpy_values_survive() -> None:

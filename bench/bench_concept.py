@@ -87,7 +87,7 @@ from detectors.cusum import CUSUM
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import concept_report  # noqa: E402
 import concept_synth  # noqa: E402
-from concept_report import median  # noqa: E402
+from concept_report import delay_of, median  # noqa: E402
 
 CONCEPT_SHIFT = CONCEPT_SHIFTS  # the production allowances (stream/engine/labelbook.py)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -162,14 +162,6 @@ def first_alarm_from(det_factory: Callable[[], Any], stream: list[int], start: i
         if det.drift_detected and i >= start:
             return i
     return -1
-
-
-def delay_of(alarms: np.ndarray, change: int) -> int:
-    """Delay of the first alarm; -2: a false alarm before the change; -1: none."""
-    if not alarms.size:
-        return -1
-    first = int(alarms[0])
-    return -2 if first < change else first - change
 
 
 def null_stream(rng: np.random.Generator, p: float, n: int) -> list[int]:

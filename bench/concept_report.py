@@ -25,6 +25,14 @@ def survivors(delays: list[int]) -> np.ndarray:
     return np.array([math.inf if x == -1 else x for x in delays if x != -2], dtype=float)
 
 
+def delay_of(alarms: np.ndarray, change: int) -> int:
+    """Delay of the first alarm; -2: a false alarm before the change; -1: none."""
+    if not alarms.size:
+        return -1
+    first = int(alarms[0])
+    return -2 if first < change else first - change
+
+
 def median(delays: list[int]) -> float:
     """Median delay over the runs without a false alarm (-2), a censored run (-1: never
     within the cap) counting as infinite."""

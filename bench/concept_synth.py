@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from concept_report import NAMES, _ci, early_arl, fmt, median, ratio, ratio_ci
+from concept_report import NAMES, _ci, delay_of, early_arl, fmt, median, ratio, ratio_ci
 
 MODES = ("frozen", "online")
 
@@ -79,10 +79,7 @@ def _first_alarms(alarms: np.ndarray, start: int, pre: int) -> tuple[int, int]:
     """(delay, false alarms before the change) of alarm positions counted from ``start``;
     delay -2: a false alarm before the change, -1: none."""
     a = alarms[alarms >= start] - start
-    fa = int(np.count_nonzero(a < pre))
-    if not a.size:
-        return -1, fa
-    return (-2 if a[0] < pre else int(a[0]) - pre), fa
+    return delay_of(a, pre), int(np.count_nonzero(a < pre))
 
 
 def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Callable[..., Any]],

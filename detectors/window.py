@@ -313,7 +313,7 @@ class WindowTest(Detector):
         # flags is a ring of chunks of zero flags)
         if ist[1] != nch or win[0] != nch * cadence or partial[1] != 0:
             return False
-        stat = 0 / float(self.window)  # the kernel's statistic of the window: win[1] / w
+        stat = 0.0  # the kernel's statistic of the window, win[1] / w, with win[1] = 0
         effect = stat - float(self.base_rate)  # type: ignore[attr-defined]
         if (stat > self._threshold) and (effect >= self.min_effect):
             return False  # (a threshold below 0) the kernel opens an episode

@@ -29,6 +29,11 @@ from stream.formats._scan_kernel import (
 
 __all__ = ["scan"]
 
+#: keys remembered per configured object, by their place in it (see ``_row``)
+MEMO_KEYS = 64
+#: strings remembered per categorical or select column, by their first two bytes
+VALUE_WAYS = 64
+
 
 @njit(cache=True, nogil=True)
 def _same(buf, arena, a, b, n):  # type: ignore[no-untyped-def]
@@ -158,16 +163,18 @@ def _child(buf, s, e, h, node, key_bytes, key_off, ktab_node, ktab_hash, ktab_ch
 
 @njit(cache=True, nogil=True)
 def _row(buf, pos, end, r, tree, stamp, visit, cstack, vstack, sstack, keys, num_out, cat_code,
-         sel_kind, sel_val, strings, counter, pow_hi, pow_lo, exact):  # type: ignore[no-untyped-def]
+         sel_kind, sel_val, strings, counter, pow_hi, pow_lo, exact, memo, ostack):  # type: ignore[no-untyped-def]
     """Whether the message buf[pos:end] was decoded (False: the row is flagged)."""
     node_kind, node_slot, key_bytes, key_off, ktab_node, ktab_hash, ktab_child = tree
     slots, dstart, dend, dhash, arena = strings
+    memo_start, memo_len, memo_child, value_start, value_len, value_code = memo
     pos = _ws(buf, pos, end)
     if pos >= end or buf[pos] != 0x7B:
         return False
     pos += 1
     depth = 1
     cstack[0] = 0
+    ostack[0] = 0
     visit[0] += 1
     vstack[0] = visit[0]
     first = True  # right after '{'
@@ -181,23 +188,47 @@ def _row(buf, pos, end, r, tree, stamp, visit, cstack, vstack, sstack, keys, num
                 return False
             # a key
             ks = pos + 1
-            pos, escaped, _, h = _string(buf, pos, end)
-            if pos < 0:
-                return False
-            ke = pos - 1
             node = cstack[depth - 1]
-            if escaped:  # matched unescaped
-                n = _unescape(buf, ks, ke, keys)
-                if n < 0:
-                    return False
-                h = _FNV_OFFSET
-                for k in range(n):
-                    h = (h ^ np.uint64(keys[k])) * _FNV_PRIME
-                child = _child(keys, 0, n, h, node, key_bytes, key_off, ktab_node, ktab_hash,
-                               ktab_child)
+            ordinal = ostack[depth - 1]
+            ostack[depth - 1] = ordinal + 1
+            # the same key at the same place as in an earlier row of the batch (events
+            # of a topic share their layout): its bytes are compared with that key's,
+            # which was read and matched before, instead of hashed and looked up
+            at = node * MEMO_KEYS + ordinal
+            known = -2
+            if ordinal < MEMO_KEYS:
+                n = memo_len[at]
+                if n > 0 and ks + n < end and buf[ks + n] == 0x22:
+                    ms = memo_start[at]
+                    known = memo_child[at]
+                    for k in range(n):
+                        if buf[ms + k] != buf[ks + k]:
+                            known = -2
+                            break
+            if known != -2:
+                child = known
+                pos = ks + memo_len[at] + 1
             else:
-                child = _child(buf, ks, ke, h, node, key_bytes, key_off, ktab_node, ktab_hash,
-                               ktab_child)
+                pos, escaped, _, h = _string(buf, pos, end)
+                if pos < 0:
+                    return False
+                ke = pos - 1
+                if escaped:  # matched unescaped
+                    n = _unescape(buf, ks, ke, keys)
+                    if n < 0:
+                        return False
+                    h = _FNV_OFFSET
+                    for k in range(n):
+                        h = (h ^ np.uint64(keys[k])) * _FNV_PRIME
+                    child = _child(keys, 0, n, h, node, key_bytes, key_off, ktab_node,
+                                   ktab_hash, ktab_child)
+                else:
+                    child = _child(buf, ks, ke, h, node, key_bytes, key_off, ktab_node,
+                                   ktab_hash, ktab_child)
+                    if ordinal < MEMO_KEYS and ke > ks:
+                        memo_start[at] = ks
+                        memo_len[at] = ke - ks
+                        memo_child[at] = child
             pos = _ws(buf, pos, end)
             if pos >= end or buf[pos] != 0x3A:
                 return False
@@ -223,6 +254,7 @@ def _row(buf, pos, end, r, tree, stamp, visit, cstack, vstack, sstack, keys, num
                     if c != 0x7B or depth >= cstack.shape[0]:
                         return False  # a non-object parent: the careful decoder's verdict
                     cstack[depth] = child
+                    ostack[depth] = 0
                     visit[0] += 1
                     vstack[depth] = visit[0]
                     depth += 1
@@ -238,22 +270,46 @@ def _row(buf, pos, end, r, tree, stamp, visit, cstack, vstack, sstack, keys, num
                     num_out[slot, r] = value
                 elif c == 0x22:  # a string, categorical or select
                     ss = pos + 1
-                    pos, escaped, chars, h = _string(buf, pos, end)
-                    if pos < 0 or chars > MAX_CHARS:
-                        return False
-                    se = pos - 1
-                    if escaped:  # unescaped into the arena, after the batch's bytes
-                        used = counter[1]
-                        n = _unescape(buf, ss, se, arena[used:])
-                        if n < 0:
+                    # a value this column had before in the batch, found by its first two
+                    # bytes and compared whole: its code without hashing and interning
+                    # (only strings read without escapes are remembered: equal bytes and
+                    # a closing quote make the same valid string)
+                    vat = child * VALUE_WAYS
+                    if ss + 1 < end:
+                        vat += (np.int64(buf[ss]) * 31 + np.int64(buf[ss + 1])) & (VALUE_WAYS - 1)
+                    code = -1
+                    n = value_len[vat]
+                    if n >= 0 and ss + n < end and buf[ss + n] == 0x22:
+                        vs = value_start[vat]
+                        code = value_code[vat]
+                        for k in range(n):
+                            if buf[vs + k] != buf[ss + k]:
+                                code = -1
+                                break
+                    if code >= 0:
+                        pos = ss + n + 1
+                    else:
+                        pos, escaped, chars, h = _string(buf, pos, end)
+                        if pos < 0 or chars > MAX_CHARS:
                             return False
-                        h = _FNV_OFFSET
-                        for k in range(used, used + n):
-                            h = (h ^ np.uint64(arena[k])) * _FNV_PRIME
-                        counter[1] = used + n
-                        ss = buf.shape[0] + used
-                        se = ss + n
-                    code = _intern(buf, arena, ss, se, h, slots, dstart, dend, dhash, counter)
+                        se = pos - 1
+                        if escaped:  # unescaped into the arena, after the batch's bytes
+                            used = counter[1]
+                            n = _unescape(buf, ss, se, arena[used:])
+                            if n < 0:
+                                return False
+                            h = _FNV_OFFSET
+                            for k in range(used, used + n):
+                                h = (h ^ np.uint64(arena[k])) * _FNV_PRIME
+                            counter[1] = used + n
+                            ss = buf.shape[0] + used
+                            se = ss + n
+                        code = _intern(buf, arena, ss, se, h, slots, dstart, dend, dhash,
+                                       counter)
+                        if not escaped:
+                            value_start[vat] = ss
+                            value_len[vat] = se - ss
+                            value_code[vat] = code
                     if kind == NODE_CAT:
                         cat_code[slot, r] = code
                     else:
@@ -312,6 +368,14 @@ def scan(buf, starts, ends, flag, tree, num_out, cat_code, sel_kind, sel_val, po
     vstack = np.empty(MAX_CONFIG_DEPTH, dtype=np.int64)
     sstack = np.empty(MAX_SKIP_DEPTH, dtype=np.uint8)
     keys = np.empty(256, dtype=np.uint8)  # an escaped key, unescaped
+    ostack = np.empty(MAX_CONFIG_DEPTH, dtype=np.int32)  # keys read so far per level
+    memo_start = np.empty(node_kind.shape[0] * MEMO_KEYS, dtype=np.int64)
+    memo_len = np.zeros(node_kind.shape[0] * MEMO_KEYS, dtype=np.int32)
+    memo_child = np.empty(node_kind.shape[0] * MEMO_KEYS, dtype=np.int32)
+    value_start = np.empty(node_kind.shape[0] * VALUE_WAYS, dtype=np.int64)
+    value_len = np.full(node_kind.shape[0] * VALUE_WAYS, -1, dtype=np.int32)
+    value_code = np.empty(node_kind.shape[0] * VALUE_WAYS, dtype=np.int32)
+    memo = (memo_start, memo_len, memo_child, value_start, value_len, value_code)
     per_row = cat_code.shape[0] + sel_kind.shape[0]
     cells = n * per_row + 1
     dstart = np.empty(cells, dtype=np.int64)
@@ -331,7 +395,7 @@ def scan(buf, starts, ends, flag, tree, num_out, cat_code, sel_kind, sel_val, po
             slots = _rehash(dhash, counter[0], cap)
         if not _row(buf, starts[r], ends[r], r, tree, stamp, visit, cstack, vstack, sstack, keys,
                     num_out, cat_code, sel_kind, sel_val, (slots, dstart, dend, dhash, arena),
-                    counter, pow_hi, pow_lo, exact):
+                    counter, pow_hi, pow_lo, exact, memo, ostack):
             flag[r] = True
     k = counter[0]
     return dstart[:k].copy(), dend[:k].copy(), arena[:counter[1]].copy()

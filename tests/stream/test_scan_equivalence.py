@@ -299,3 +299,72 @@ def test_property_flagged_rows_among_clean_rows(n: int, bad: list[tuple[int, Any
         batch.insert(at % (len(batch) + 1), message)
     for config in (*SCANNED, SPLIT):
         decode_all(config, batch)
+
+
+# The kernel remembers, per configured object, the key it read at each place, and per
+# categorical or select column the strings it read: a later row's key or string is
+# compared with those bytes instead of being hashed and looked up.  Near misses of every
+# kind (a prefix, an extension, the same text escaped, an empty string, a key beyond the
+# places remembered, a key given twice) must read exactly as the columnar decoder reads
+# them, whatever the rows before them held.
+_F_KEYS = ["x", "y", "c", "d", "xy", "yx", "\\u0078", "x\\u0079", "c ", "", "\u00e9 k",
+           "\\u00e9 k", "\u00e9", "cc"]
+_STRINGS = ['"DE"', '"D"', '"DEU"', '""', '"D\\u0045"', '"DF"', '"ED"', '"\u00e9"',
+            '"\\u00e9"', '"ok"', '"o"', '"okk"', "null", "1", "2.5", "-0.0"]
+
+
+@st.composite
+def memo_rows(draw: Any) -> list[bytes]:
+    layout = draw(st.lists(st.sampled_from(_F_KEYS), min_size=1, max_size=6))
+    rows = []
+    for _ in range(draw(st.integers(1, 8))):
+        keys = list(layout)
+        if draw(st.booleans()):  # a near miss of the layout at one place
+            keys[draw(st.integers(0, len(keys) - 1))] = draw(st.sampled_from(_F_KEYS))
+        if draw(st.integers(0, 9)) == 0:  # keys beyond the remembered places
+            keys = [f"z{k}" for k in range(70)] + keys
+        values = [draw(st.sampled_from(_STRINGS)) for _ in keys]
+        f = ", ".join(f'"{k}": {v}' for k, v in zip(keys, values, strict=True))
+        label = draw(st.sampled_from(_STRINGS))
+        model = draw(st.sampled_from(['"m"', '"mm"', '""', '"\\u006d"', "1", "true"]))
+        rows.append(f'{{"model": {model}, "f": {{{f}}}, "p": {{"score": 0.5, "label": '
+                    f'{label}}}, "ts": 1}}'.encode())
+    return rows
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(memo_rows())
+def test_property_remembered_keys_and_strings(batch: list[bytes]) -> None:
+    for config in SCANNED:
+        _, decoder = decode_all(config, batch)
+        # what the rows before it held never flags a row: flagged in a batch exactly
+        # when flagged alone
+        alone = 0
+        for message in batch:
+            single = ScanDecoder(config)
+            single.decode([message])
+            alone += single.flagged_messages
+        assert decoder.flagged_messages == alone
+
+
+def test_remembered_keys_and_strings_near_misses() -> None:
+    first = b'{"model": "m", "f": {"x": 1, "c": "DE", "y": 2}, "p": {"label": "ok"}}'
+    near = [
+        b'{"model": "m", "f": {"xy": 1, "c": "D", "y": 2}, "p": {"label": "o"}}',
+        b'{"model": "m", "f": {"\\u0078": 3, "c": "DEU", "y": 2}, "p": {"label": "okk"}}',
+        b'{"model": "m", "f": {"x": 4, "c": "D\\u0045", "yy": 2}, "p": {"label": ""}}',
+        b'{"model": "mm", "f": {"x": 5, "c": "", "y": 2}, "p": {"label": "ok"}}',
+        b'{"model": "m", "f": {"x": 6, "c": "DE", "x": 2}, "p": {"label": "ok"}}',  # twice
+        b'{"model": "m", "f": {"x": 7, "c": "DE", "y": 2}, "p": {"label": "ok"}}',
+    ]
+    for config in SCANNED:
+        got, decoder = decode_all(config, [first, *near, first])
+        assert decoder.flagged_messages == 1  # only the row with a key given twice
+    batch, _ = decode_all(TYPED_PLAIN, [first, *near])
+    m = batch.models["m"]
+    # the key given twice sends its row to the careful decoder, which keeps the last value
+    assert m.positions.tolist() == [0, 1, 2, 3, 4, 5, 6]
+    assert np.array_equal(m.columns["x"], [1.0, np.nan, 3.0, 4.0, 5.0, 2.0, 7.0],
+                          equal_nan=True)
+    assert m.columns["c"].tolist() == ["DE", "D", "DEU", "DE", "", "DE", "DE"]
+    assert m.columns["label"].tolist() == ["ok", "o", "okk", "", "ok", "ok", "ok"]

@@ -368,3 +368,46 @@ def test_remembered_keys_and_strings_near_misses() -> None:
                           equal_nan=True)
     assert m.columns["c"].tolist() == ["DE", "D", "DEU", "DE", "", "DE", "DE"]
     assert m.columns["label"].tolist() == ["ok", "o", "okk", "", "ok", "ok", "ok"]
+
+
+# One decoder reads batch after batch into the same buffer: a batch shorter than the one
+# before must not read the bytes left behind it, and the strings the kernel unescaped (in
+# its arena, addressed after the batch's bytes) must be those of the batch.
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(st.one_of(adversarial_messages(), clean_messages, memo_rows().map(
+    lambda rows: rows[0])), max_size=10), min_size=2, max_size=6))
+def test_property_one_decoder_batch_after_batch(batches_: list[list[bytes]]) -> None:
+    for config in SCANNED:
+        decoder = ScanDecoder(config)
+        for batch in batches_:
+            assert_same_batch(decoder.decode(list(batch)), ColumnarDecoder(config).decode(
+                list(batch)))
+
+
+def test_batch_buffer_kept_and_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    import stream.formats.scan as scan_module
+
+    long = [enc(event(i, c="x" * 40)) for i in range(50)]
+    short = [enc(event(i, c="D\\u0045")).replace(b"D\\\\u0045", b"D\\u0045")
+             for i in range(3)]
+    decoder = ScanDecoder(TYPED_PLAIN)
+    for batch in (long, short, [b""], short, long):
+        assert_same_batch(decoder.decode(list(batch)),
+                          ColumnarDecoder(TYPED_PLAIN).decode(list(batch)))
+    assert decoder.decode(short).models["m"].columns["c"].tolist() == ["DE"] * 3
+    kept = decoder._joined
+    assert_same_batch(decoder.decode(long), ColumnarDecoder(TYPED_PLAIN).decode(long))
+    assert decoder._joined is kept  # the same buffer, batch after batch
+    # a batch beyond the kept size leaves a new buffer behind it
+    monkeypatch.setattr(scan_module, "_KEEP_JOINED", 100)
+    decoder.decode(long)
+    assert decoder._joined is not kept
+    # the kernel failing midway (the columnar decoder then decodes the batch) leaves
+    # the buffer free for the next batch
+    real = scan_module._POW_HI
+    monkeypatch.setattr(scan_module, "_POW_HI", None)
+    assert_same_batch(decoder.decode(long), ColumnarDecoder(TYPED_PLAIN).decode(long))
+    monkeypatch.setattr(scan_module, "_POW_HI", real)
+    before = decoder.scanned_batches
+    assert_same_batch(decoder.decode(long), ColumnarDecoder(TYPED_PLAIN).decode(long))
+    assert decoder.scanned_batches == before + 1

@@ -59,7 +59,7 @@ _SCREEN_SHRINK = 1.0 - 1e-9
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _no_cut_can_fire(totals, counts, n_levels, pow2, width, total, variance, delta,
+def _no_cut_can_fire(totals, counts, n_levels, pow2, width, total, variance, delta_prime,
                      mwl, buf_s, buf_t):  # pragma: no cover - compiled
     """True when River's exact scan provably finds no significant cut.
 
@@ -73,14 +73,12 @@ def _no_cut_can_fire(totals, counts, n_levels, pow2, width, total, variance, del
     a few ulp per bucket of ``(sum |bucket totals| + |total|) * W``; the left
     side is raised by a far larger slack and the right side lowered by
     ``_SCREEN_SHRINK``.  NaN or overflow makes a comparison fail, which sends
-    the check to the exact scan.  ``buf_s``/``buf_t``: scratch, at least
-    ``totals.size + 1`` long.
+    the check to the exact scan.  ``delta_prime``: River's ``delta'`` at a width
+    no larger than ``width`` (a lower bound: ``delta'`` grows with the width).
+    ``buf_s``/``buf_t``: scratch, at least ``totals.size + 1`` long.
     """
     var_in_window = variance / width
-    if not var_in_window >= 0.0:
-        return False
-    delta_prime = math.log(2.0 * math.log(width) / delta)
-    if not delta_prime > 0.0:
+    if not (var_in_window >= 0.0 and delta_prime > 0.0):
         return False
     # The buckets oldest first, without a branch per level (the bucket counts
     # change from check to check: mispredicted loop exits would cost more).
@@ -93,20 +91,20 @@ def _no_cut_can_fire(totals, counts, n_levels, pow2, width, total, variance, del
             buf_s[nb] = bucket_size
             buf_t[nb] = totals[lv, j]
             nb += j < cnt
-    magnitude = abs(total)
-    for b in range(nb):
-        magnitude += abs(buf_t[b])
-    slack = (_SCREEN_SLACK + nb * 1e-15) * 2.0 * magnitude * width
-    c = 2.0 / 3.0 * delta_prime * width * _SCREEN_SHRINK - slack
-    k = 2.0 * var_in_window * delta_prime * width * (_SCREEN_SHRINK * _SCREEN_SHRINK)
     # Cumulative size and sum of W0 at every cut (the newest bucket is no cut).
+    magnitude = abs(total) + abs(buf_t[nb - 1])
     n0 = 0.0
     u0 = 0.0
     for b in range(nb - 1):
+        t = buf_t[b]
+        magnitude += abs(t)
         n0 += buf_s[b]
-        u0 += buf_t[b]
+        u0 += t
         buf_s[b] = n0
         buf_t[b] = u0
+    slack = (_SCREEN_SLACK + nb * 1e-15) * 2.0 * magnitude * width
+    c = 2.0 / 3.0 * delta_prime * width * _SCREEN_SHRINK - slack
+    k = 2.0 * var_in_window * delta_prime * width * (_SCREEN_SHRINK * _SCREEN_SHRINK)
     n_bad = 0
     for b in range(nb - 1):
         n0 = buf_s[b]
@@ -173,6 +171,8 @@ def _adwin_kernel(
     # whether a later check of this batch will overwrite the statistic.
     screening = screen and min_window_length >= 1
     remaining = 0
+    dp_width = 0.0  # the width at which dp_low = River's delta' was computed
+    dp_low = 0.0
     if screening:
         for i in range(values.shape[0]):
             x = values[i]
@@ -268,12 +268,15 @@ def _adwin_kernel(
         # with a wider window, before the tick wraps) and no cut can be
         # significant: the exact scan would only compute a statistic that the
         # next check overwrites.
+        screened = False
         if (phase == 0 and width > grace and screening and remaining >= clock
-                and tick + remaining <= _I32_MAX
-                and _no_cut_can_fire(totals, counts, n_levels, pow2, width, total,
-                                     variance, delta, mwl, cut_n0, cut_u0)):
-            pass
-        elif phase == 0 and width > grace:
+                and tick + remaining <= _I32_MAX):
+            if not dp_width <= width <= 2.0 * dp_width:  # delta' of a width <= this one
+                dp_width = width
+                dp_low = math.log(2.0 * math.log(width) / delta)
+            screened = _no_cut_can_fire(totals, counts, n_levels, pow2, width, total,
+                                        variance, dp_low, mwl, cut_n0, cut_u0)
+        if phase == 0 and width > grace and not screened:
             stat = 0.0
             reduce_width = True
             while reduce_width:

@@ -84,8 +84,9 @@ def _window(values: np.ndarray) -> tuple[_KernelState, tuple]:
     f = k.fstate
     pow2 = 2.0 ** np.arange(MAX_LEVELS)
     scratch = (np.empty(k.totals.size + 1), np.empty(k.totals.size + 1))
-    return k, (k.totals, k.counts, int(k.istate[0]), pow2, f[2], f[0], f[1], 0.002, 5.0,
-               *scratch)
+    delta_prime = np.log(2.0 * np.log(f[2]) / 0.002)  # River's, at this width
+    return k, (k.totals, k.counts, int(k.istate[0]), pow2, f[2], f[0], f[1], delta_prime,
+               5.0, *scratch)
 
 
 def test_screen_clears_a_stationary_window_and_not_a_shifted_one():

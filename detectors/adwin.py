@@ -51,11 +51,76 @@ _I_LEVELS, _I_TICK, _I_PENDING, _I_DETECTIONS = 0, 1, 2, 3
 _I32_MAX = 2147483647
 
 
+# Relative margins of the screen: 1e-12 covers the rounding of the screen's own
+# products and of River's divisions (a few ulp, ~1e-15); 1e-9 shrinks the bound
+# on epsilon far beyond every rounding on either side.
+_SCREEN_SLACK = 1e-12
+_SCREEN_SHRINK = 1.0 - 1e-9
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _no_cut_can_fire(totals, counts, n_levels, pow2, width, total, variance, delta_prime,
+                     mwl, buf_s, buf_t):  # pragma: no cover - compiled
+    """True when River's exact scan provably finds no significant cut.
+
+    River fires at a cut when ``|u0/n0 - u1/n1| > sqrt(2 m var dp) + 2/3 dp m``
+    with ``m = 1/(n0 - L + 1) + 1/(n1 - L + 1)``.  For ``L >= 1`` and tested
+    cuts (``n0, n1 >= L``), ``m >= 1/n0 + 1/n1 = W/(n0 n1)``; multiplied by
+    ``P = n0 n1`` the condition needs ``|u0 n1 - u1 n0| > sqrt(2 var dp W P) +
+    2/3 dp W``: products only, no division or sqrt per cut.  Rounding: every
+    difference between these products and River's quotients (times ``P``),
+    including the order in which the sums ``u0``, ``u1`` are formed, is below
+    a few ulp per bucket of ``(sum |bucket totals| + |total|) * W``; the left
+    side is raised by a far larger slack and the right side lowered by
+    ``_SCREEN_SHRINK``.  NaN or overflow makes a comparison fail, which sends
+    the check to the exact scan.  ``delta_prime``: River's ``delta'`` at a width
+    no larger than ``width`` (a lower bound: ``delta'`` grows with the width).
+    ``buf_s``/``buf_t``: scratch, at least ``totals.size + 1`` long.
+    """
+    var_in_window = variance / width
+    if not (var_in_window >= 0.0 and delta_prime > 0.0):
+        return False
+    # The buckets oldest first, without a branch per level (the bucket counts
+    # change from check to check: mispredicted loop exits would cost more).
+    cap = totals.shape[1]
+    nb = 0
+    for lv in range(n_levels - 1, -1, -1):
+        bucket_size = pow2[lv]
+        cnt = counts[lv]
+        for j in range(cap):
+            buf_s[nb] = bucket_size
+            buf_t[nb] = totals[lv, j]
+            nb += j < cnt
+    # Cumulative size and sum of W0 at every cut (the newest bucket is no cut).
+    magnitude = abs(total) + abs(buf_t[nb - 1])
+    n0 = 0.0
+    u0 = 0.0
+    for b in range(nb - 1):
+        t = buf_t[b]
+        magnitude += abs(t)
+        n0 += buf_s[b]
+        u0 += t
+        buf_s[b] = n0
+        buf_t[b] = u0
+    slack = (_SCREEN_SLACK + nb * 1e-15) * 2.0 * magnitude * width
+    c = 2.0 / 3.0 * delta_prime * width * _SCREEN_SHRINK - slack
+    k = 2.0 * var_in_window * delta_prime * width * (_SCREEN_SHRINK * _SCREEN_SHRINK)
+    n_bad = 0
+    for b in range(nb - 1):
+        n0 = buf_s[b]
+        u0 = buf_t[b]
+        n1 = width - n0
+        d = abs(u0 * n1 - (total - u0) * n0) - c
+        cleared = (d <= 0.0) | (d * d < k * (n0 * n1))
+        n_bad += (n0 >= mwl) & (n1 >= mwl) & (cleared == False)  # noqa: E712
+    return n_bad == 0
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _adwin_kernel(
     values, totals, variances, counts, fstate, istate,
     delta, clock, max_buckets, min_window_length, grace_period, min_effect,
-    out, out_stat, clip_lo, clip_hi, out_level, out_change,
+    out, out_stat, clip_lo, clip_hi, out_level, out_change, screen=True,
 ):  # fmt: skip
     """Feed ``values`` one at a time; write detection positions to ``out``.
 
@@ -67,6 +132,13 @@ def _adwin_kernel(
     older values when a change is detected soon after it began; and the mean of
     many values, not of a short sub-window that a false detection may have cut off
     with an extreme mean) and ``out_change`` that cut's ``|mean0 - mean1|``.
+
+    ``screen``: a check that is not the last of the batch first runs
+    :func:`_no_cut_can_fire` (no division, no sqrt); when it proves that no cut
+    is significant, River's exact scan is skipped.  That check's ``statistic``
+    is never observable (the next check of the batch overwrites it), and every
+    check that detects, or ends the batch, runs River's exact scan, so the
+    outputs and the state are those of the unscreened kernel bit for bit.
     """
     cap = max_buckets + 1
     mwl = float(min_window_length)
@@ -87,13 +159,25 @@ def _adwin_kernel(
     n_det = istate[_I_DETECTIONS]
     phase = tick % clock
     n_out = 0
-    max_cuts = MAX_LEVELS * cap
+    max_cuts = MAX_LEVELS * cap + 1
     cut_n0 = np.empty(max_cuts, dtype=np.float64)
     cut_n1 = np.empty(max_cuts, dtype=np.float64)
     cut_u0 = np.empty(max_cuts, dtype=np.float64)
     cut_u1 = np.empty(max_cuts, dtype=np.float64)
     cut_dm = np.empty(max_cuts, dtype=np.float64)
     cut_eps = np.empty(max_cuts, dtype=np.float64)
+    # The screen needs min_window_length >= 1 (its bound on m^-1, see
+    # _no_cut_can_fire) and the number of valid values still to come, to know
+    # whether a later check of this batch will overwrite the statistic.
+    screening = screen and min_window_length >= 1
+    remaining = 0
+    dp_width = 0.0  # the width at which dp_low = River's delta' was computed
+    dp_low = 0.0
+    if screening:
+        for i in range(values.shape[0]):
+            x = values[i]
+            if np.isfinite(x) and abs(x) <= 1e100:
+                remaining += 1
 
     for i in range(values.shape[0]):
         x = values[i]
@@ -101,6 +185,7 @@ def _adwin_kernel(
         # the window's sum of squares (|x| > 1e100 is no measurement of anything)
         if not np.isfinite(x) or abs(x) > 1e100:
             continue
+        remaining -= 1  # valid values after this one
         if x < clip_lo:
             x = clip_lo
         elif x > clip_hi:
@@ -179,7 +264,19 @@ def _adwin_kernel(
         if tick > _I32_MAX:
             tick -= 4294967296
             phase = tick % clock
-        if phase == 0 and width > grace:
+        # Not the batch's last check (another comes ``clock`` valid values on,
+        # with a wider window, before the tick wraps) and no cut can be
+        # significant: the exact scan would only compute a statistic that the
+        # next check overwrites.
+        screened = False
+        if (phase == 0 and width > grace and screening and remaining >= clock
+                and tick + remaining <= _I32_MAX):
+            if not dp_width <= width <= 2.0 * dp_width:  # delta' of a width <= this one
+                dp_width = width
+                dp_low = math.log(2.0 * math.log(width) / delta)
+            screened = _no_cut_can_fire(totals, counts, n_levels, pow2, width, total,
+                                        variance, dp_low, mwl, cut_n0, cut_u0)
+        if phase == 0 and width > grace and not screened:
             stat = 0.0
             reduce_width = True
             while reduce_width:
@@ -353,7 +450,10 @@ class _KernelState:
         grace_period: int,
         min_effect: float,
         clip: tuple[float, float] | None = None,
+        screen: bool = True,
     ) -> np.ndarray:
+        """Detection positions in ``values``; ``screen=False`` runs River's exact
+        scan at every check (the reference the screened kernel is tested against)."""
         if values.size == 0:
             self.last_stats = self.last_levels = self.last_changes = np.empty(0)
             return EMPTY_POSITIONS.copy()
@@ -365,7 +465,7 @@ class _KernelState:
         n = _adwin_kernel(
             values, self.totals, self.variances, self.counts, self.fstate, self.istate,
             delta, clock, max_buckets, min_window_length, grace_period, min_effect,
-            out, out_stat, float(lo), float(hi), out_level, out_change,
+            out, out_stat, float(lo), float(hi), out_level, out_change, screen,
         )  # fmt: skip
         #: statistic of the check that detected each change, parallel to the positions
         self.last_stats = out_stat[:n].copy()

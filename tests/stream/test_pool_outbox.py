@@ -210,3 +210,26 @@ def test_the_bound_is_validated() -> None:
     for bad in (0, 100, "64MiB", 1.5):
         assert any("source.repartition.pool_outbox_max_bytes: must be an integer" in e
                    for e in config_errors(cfg(pool_outbox_max_bytes=bad))), bad
+
+
+def test_every_process_exports_its_outbox_the_pool_series_only_the_holder() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from stream.runtime.pool import PoolOutbox
+    from stream.sinks.pool_metrics import PoolCollector
+
+    class Member:  # does not hold the pool
+        def figures(self) -> None:
+            return None
+
+    box = PoolOutbox(None, "pool", None, max_bytes=2048)  # type: ignore[arg-type]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PoolCollector(Member(), box))
+    text = generate_latest(registry).decode()
+    assert "streamdrift_pool_outbox_bytes 0.0" in text
+    assert "streamdrift_pool_outbox_full 0.0" in text and "streamdrift_pool_frontier" not in text
+    box.add(b"x" * 1500)
+    box.add(b"x" * 600)
+    text = generate_latest(registry).decode()
+    assert "streamdrift_pool_outbox_bytes 2100.0" in text
+    assert "streamdrift_pool_outbox_full 1.0" in text

@@ -204,7 +204,12 @@ class FramedRunner(KafkaRunner):
         partition just assigned) is given back by a seek, so nothing is skipped with
         either client whatever pause() does with records already fetched; the loop keeps
         polling (group membership, ``max.poll.interval.ms``, rebalances and restores)
-        and retries the publish with the checkpoint and commit, at their back-off."""
+        and retries the publish with the checkpoint and commit, at their back-off.
+
+        Every partition is paused at once: kafka-python 3.0.12 never returns again the
+        parsed records of a partition paused while they were next in line if another
+        partition's records are consumed before it is resumed (its fetcher restores them
+        only while nothing else is in line), which pausing some partitions only risks."""
         if self.holding is None:
             self.holding = time.monotonic()
             log.warning("the pool outbox is full: the monitors take no new batch until the "

@@ -43,7 +43,7 @@ _SERVER_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]/]+)(?::(\d{1,5}))?$")
 _SOURCE_KEYS = ("kafka", "dead_letter", "timestamp", "max_message_bytes", "drift_events",
                 "repartition", *FORMAT_KEYS)
 _REPARTITION_KEYS = ("topic", "partitions", "compression", "retention_ms", "group_id",
-                     "pooled", "pool_topic")
+                     "pooled", "pool_topic", "pool_outbox_max_bytes")
 _KAFKA_KEYS = (
     "bootstrap_servers",
     "topics",
@@ -191,6 +191,9 @@ def _repartition(ctx: Ctx, value: Any, kafka: KafkaConfig | None,
                                      f"must be true or false, got {show(sec['pooled'])}")
     if get_key(sec, "pool_topic") is not ABSENT:
         kw["pool_topic"] = _topic(ctx, sec["pool_topic"], path + ("pool_topic",))
+    if get_key(sec, "pool_outbox_max_bytes") is not ABSENT:
+        kw["pool_outbox_max_bytes"] = ctx.integer(
+            sec["pool_outbox_max_bytes"], path + ("pool_outbox_max_bytes",), 1024, 1 << 40)
     if any(isinstance(v, Bad) for v in kw.values()):
         return None
     if kw["pool_topic"] == kw["topic"] or (

@@ -140,6 +140,10 @@ class RepartitionConfig:
     #: the one-partition topic of the pooled values (default ``<group_id>-pool``); its
     #: consumer group, that elects the pool member, is named the same
     pool_topic: str = ""
+    #: bytes of pool records a monitor process keeps while publishing them fails: over it
+    #: the monitors take no new batch (partitions paused, polled records given back) until
+    #: the records are acknowledged (docs/reliability.md, keyed topics)
+    pool_outbox_max_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

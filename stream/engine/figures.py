@@ -312,6 +312,8 @@ class RunnerHealth:
         #: the pooled CUSUM's member candidate of this process (stream/runtime/pool.py),
         #: whose series the metrics endpoint adds while it holds the pool
         self.pool: Any = None
+        #: the monitors' pool outbox of this process (stream/runtime/pool.py PoolOutbox)
+        self.pool_outbox: Any = None
 
     @property
     def source_up(self) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any, overload
@@ -24,7 +25,9 @@ from stream.config import Config, require_kafka
 from stream.runtime.frames import BAD_FRAME, Frame, FrameError, is_frame, unpack
 from stream.runtime.pooltap import PoolTap, record_of, thresholds_of
 from stream.runtime.runner import WRITE_BACKOFF_S, KafkaRunner
-from stream.sources.kafka import connection_error, record_values
+from stream.sources.kafka import connection_error, record_values, unsupported_codec
+
+log = logging.getLogger("streamdrift.run")
 
 #: the monitors poll at most this many frames at a time (a frame holds at most
 #: ``max_poll_records`` / FRAMES_PER_POLL messages: a poll, at most ``max_poll_records``)
@@ -161,9 +164,13 @@ class FramedRunner(KafkaRunner):
         self.pool: PoolMember | None = None
         if self.pooled:
             assert rp is not None
-            self.pool_out = PoolOutbox(self.kafka, rp.pool_topic, self.health)
+            self.pool_out = PoolOutbox(self.kafka, rp.pool_topic, self.health,
+                                       rp.pool_outbox_max_bytes)
             self.pool = PoolMember(config, self.pipeline, self.stop_event)
             self.health.pool = self.pool
+            self.health.pool_outbox = self.pool_out
+        #: since when the monitors take no new batch (the outbox is full); None: they do
+        self.holding: float | None = None
 
     def run(self, max_events: int | None = None, idle_timeout: float | None = None) -> int:
         if self.pool is None:
@@ -182,6 +189,72 @@ class FramedRunner(KafkaRunner):
             self.pool.stop()
             thread.join(timeout=30)
             self.pool_out.close()
+
+    def _iteration(self, max_events: int | None) -> bool:
+        out = self.pool_out
+        if out is not None and out.full():
+            return self._hold(out)
+        if self.holding is not None:
+            self._release()
+        return super()._iteration(max_events)
+
+    def _hold(self, out: Any) -> bool:
+        """The pool outbox is full (publishing fails): take no new batch until it is
+        published.  The partitions are paused and whatever a poll still returns (a
+        partition just assigned) is given back by a seek, so nothing is skipped with
+        either client whatever pause() does with records already fetched; the loop keeps
+        polling (group membership, ``max.poll.interval.ms``, rebalances and restores)
+        and retries the publish with the checkpoint and commit, at their back-off.
+
+        Every partition is paused at once: kafka-python 3.0.12 never returns again the
+        parsed records of a partition paused while they were next in line if another
+        partition's records are consumed before it is resumed (its fetcher restores them
+        only while nothing else is in line), which pausing some partitions only risks."""
+        if self.holding is None:
+            self.holding = time.monotonic()
+            log.warning("the pool outbox is full: the monitors take no new batch until the "
+                        "pooled values are published (pooled and per-monitor detection "
+                        "lag meanwhile; nothing is dropped)", extra={
+                            "bytes": out.bytes, "max_bytes": out.max_bytes,
+                            "records": len(out.records), "topic": out.topic})
+        self._pause_assigned()
+        k = self.kafka
+        try:
+            polled = self.consumer.poll(timeout_ms=k.poll_timeout_ms,
+                                        max_records=k.max_poll_records)
+        except Exception as exc:  # noqa: BLE001 - broker outage, rebalance errors
+            codec = unsupported_codec(exc)
+            if codec is not None:  # a partition just assigned: as the loop does
+                self._block_undecodable(exc, codec)
+            else:
+                log.warning("poll failed: %s: %s", type(exc).__name__, exc)
+                self.health.set_source_up(False)
+                self.stop_event.wait(min(1.0, k.poll_timeout_ms / 1000))
+            polled = {}
+        polled = {tp: recs for tp, recs in polled.items() if recs}
+        if self.to_restore or self.rebalanced:
+            self._restore(polled)
+        self._rewind(polled)
+        self._pause_assigned()  # a partition assigned in that poll
+        self._last_data = time.monotonic()  # records wait: not idle
+        self.pipeline.heartbeat()
+        self._checkpoint_and_commit()
+        return True
+
+    def _pause_assigned(self) -> None:
+        parts = set(self.consumer.assignment()) - set(self.consumer.paused())
+        if parts:
+            self.consumer.pause(*parts)
+
+    def _release(self) -> None:
+        assert self.holding is not None
+        if self.pending is None:  # else the dead-letter retries resume them when done
+            paused = set(self.consumer.paused()) - set(self.blocked)
+            if paused:
+                self.consumer.resume(*paused)
+        log.info("the pool outbox is published: the monitors take batches again",
+                 extra={"seconds": round(time.monotonic() - self.holding, 1)})
+        self.holding = None
 
     def _checkpoint(self, tps: Any, timeout_s: float, in_callback: bool = False) -> bool:
         # also the checkpoint on revocation: never a state past values not yet published

@@ -46,13 +46,29 @@ POLL_RECORDS = 500
 
 
 class PoolOutbox:
-    """The monitors' pool records waiting to be published (kept until acknowledged)."""
+    """The monitors' pool records waiting to be published (kept until acknowledged).
 
-    def __init__(self, kafka: KafkaConfig, topic: str, health: Any) -> None:
+    ``max_bytes`` (``source.repartition.pool_outbox_max_bytes``) bounds them while
+    publishing fails: once :meth:`full`, the monitors take no new batch until a flush
+    succeeds (:meth:`FramedRunner._iteration <stream.runtime.monitors.FramedRunner>`), so
+    the outbox holds at most ``max_bytes`` plus the record of one poll."""
+
+    def __init__(self, kafka: KafkaConfig, topic: str, health: Any,
+                 max_bytes: int = 64 * 1024 * 1024) -> None:
         self.kafka, self.topic, self.health = kafka, topic, health
+        self.max_bytes = max_bytes
         self.records: list[bytes] = []
+        #: the bytes of ``records``
+        self.bytes = 0
         self.producer: Any = None
         self.published = 0
+        #: failed flushes since the last that succeeded (the warning is logged once)
+        self.failures = 0
+        self._failed_since = 0.0
+
+    def full(self) -> bool:
+        """Whether the records waiting reach the bound (no new batch is taken)."""
+        return self.bytes >= self.max_bytes
 
     def ensure_topic(self, timeout_s: float = 30.0) -> None:
         from kafka import KafkaAdminClient
@@ -71,6 +87,7 @@ class PoolOutbox:
 
     def add(self, record: bytes) -> None:
         self.records.append(record)
+        self.bytes += len(record)
 
     def flush(self, connect: bool = True) -> bool:
         """Publish every waiting record and wait for the acknowledgements; False (logged)
@@ -82,28 +99,43 @@ class PoolOutbox:
             return False
         try:
             if self.producer is None:
-                from kafka import KafkaProducer
-
-                ms = int(PUBLISH_TIMEOUT_S * 1000)
-                kw = kafka_client_kwargs(self.kafka)
-                kw.update(acks="all", linger_ms=2, max_block_ms=ms, request_timeout_ms=ms,
-                          delivery_timeout_ms=3 * ms, compression_type="lz4",
-                          max_request_size=8 * 1024 * 1024)
-                self.producer = KafkaProducer(**kw)
+                self.producer = self._connect()
             futures = [self.producer.send(self.topic, value=r, partition=0)
                        for r in self.records]
             self.producer.flush(timeout=PUBLISH_TIMEOUT_S)
             for f in futures:
                 f.get(timeout=PUBLISH_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - retried before the next commit
-            log.warning("publishing the pooled values failed; offsets are not committed "
-                        "until it succeeds: %s: %s", type(exc).__name__, exc,
-                        extra={"records": len(self.records), "topic": self.topic})
+            if not self.failures:  # once per episode; the retries at debug level
+                self._failed_since = time.monotonic()
+            (log.debug if self.failures else log.warning)(
+                "publishing the pooled values failed; offsets are not committed until it "
+                "succeeds: %s: %s", type(exc).__name__, exc,
+                extra={"records": len(self.records), "bytes": self.bytes,
+                       "max_bytes": self.max_bytes, "topic": self.topic})
+            self.failures += 1
             self.close()
             return False
+        if self.failures:
+            log.info("publishing the pooled values succeeded after retries", extra={
+                "attempts": self.failures + 1, "records": len(self.records),
+                "bytes": self.bytes, "topic": self.topic,
+                "seconds": round(time.monotonic() - self._failed_since, 1)})
+        self.failures = 0
         self.published += len(self.records)
         self.records = []
+        self.bytes = 0
         return True
+
+    def _connect(self) -> Any:
+        from kafka import KafkaProducer
+
+        ms = int(PUBLISH_TIMEOUT_S * 1000)
+        kw = kafka_client_kwargs(self.kafka)
+        kw.update(acks="all", linger_ms=2, max_block_ms=ms, request_timeout_ms=ms,
+                  delivery_timeout_ms=3 * ms, compression_type="lz4",
+                  max_request_size=8 * 1024 * 1024)
+        return KafkaProducer(**kw)
 
     def close(self) -> None:
         if self.producer is not None:

@@ -315,7 +315,7 @@ def make_registry(pipeline: Pipeline, health: RunnerHealth | None = None
     if health is not None and health.pool is not None:  # source.repartition.pooled
         from stream.sinks.pool_metrics import PoolCollector
 
-        registry.register(PoolCollector(health.pool))
+        registry.register(PoolCollector(health.pool, health.pool_outbox))
     return registry
 
 

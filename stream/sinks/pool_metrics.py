@@ -1,7 +1,8 @@
 """``streamdrift_pooled_*``: the series of the pooled CUSUM (``source.repartition.pooled``,
 stream/runtime/pool.py), exported by the process whose pool member holds the pool topic's
 partition only: the other processes export none, so an aggregation over instances counts
-each pooled column once."""
+each pooled column once.  ``streamdrift_pool_outbox_*`` (the monitors' pool records not yet
+published) come from every process."""
 
 from __future__ import annotations
 
@@ -15,15 +16,27 @@ from prometheus_client.metrics_core import Metric
 
 class PoolCollector:
     """``streamdrift_pooled_*``: the pooled CUSUMs of the member that holds the pool
-    topic's partition (the others export nothing), and the pool's counters."""
+    topic's partition (the others export nothing), and the pool's counters; and, from
+    every process, ``streamdrift_pool_outbox_*`` of its monitors' outbox."""
 
-    def __init__(self, member: Any) -> None:
+    def __init__(self, member: Any, outbox: Any = None) -> None:
         self.member = member
+        #: the monitors' outbox of this process: its series are every process's
+        self.outbox = outbox
 
     def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
+        if self.outbox is not None:
+            size = GaugeMetricFamily("streamdrift_pool_outbox_bytes",
+                                     "Bytes of pooled values waiting to be published.")
+            size.add_metric([], self.outbox.bytes)
+            full = GaugeMetricFamily("streamdrift_pool_outbox_full",
+                                     "1 while the pool outbox is over its bound: the "
+                                     "monitors take no new batch.")
+            full.add_metric([], float(self.outbox.full()))
+            yield from (size, full)
         fig = self.member.figures()
         if fig is None:
             return

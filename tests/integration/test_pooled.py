@@ -57,13 +57,15 @@ def baselines(workdir: Path) -> Callable[[Config], dict[str, Any]]:
 
 
 def _config(workdir: Path, bootstrap: str, topic: str, group: str, interval: float = 1.0,
-            ) -> Path:
+            client: str = "kafka-python", **repartition: Any) -> Path:
     config = m1_config(bootstrap=bootstrap, topic=topic, group=group, port=free_port(),
                        columns=COLUMNS,
-                       kafka={"max_poll_records": 500, "poll_timeout_ms": 200},
+                       kafka={"max_poll_records": 500, "poll_timeout_ms": 200,
+                              "client": client},
                        state={"checkpoint_interval_s": interval})
     config["source"]["repartition"] = {"topic": f"{topic}-rp", "partitions": 2,
-                                       "pooled": True, "pool_topic": f"{topic}-pool"}
+                                       "pooled": True, "pool_topic": f"{topic}-pool",
+                                       **repartition}
     return write_config(workdir / f"{group}.yaml", config)
 
 
@@ -313,3 +315,73 @@ def _ts(value: bytes) -> float | None:
         return float(orjson.loads(value)["ts"])
     except (orjson.JSONDecodeError, TypeError, KeyError):
         return None
+
+
+def _pool_topic_limit(bootstrap: str, topic: str, max_bytes: int, create: bool = False) -> None:
+    """Create the pool topic, or alter it, with ``max.message.bytes``: below a pool
+    record's size the broker refuses every publish (MESSAGE_TOO_LARGE)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        conf = {"max.message.bytes": str(max_bytes)}
+        if create:
+            admin.create_topics([NewTopic(topic, 1, 1, topic_configs=conf)])
+        else:
+            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=conf)])
+    finally:
+        admin.close()
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_the_outbox_stays_bounded_while_the_pool_topic_refuses_records_then_catches_up(
+        kafka_bootstrap, make_topic, workdir, baselines, client):
+    bound = 64 * 1024
+    topic = make_topic(partitions=4)
+    events = m1_events(29, [(4_000, CLEAN)], COLUMNS)
+    _produce_keyed(kafka_bootstrap, topic, events)
+    pool_topic = f"{topic}-pool"
+    _pool_topic_limit(kafka_bootstrap, pool_topic, 64, create=True)
+    cfg = _config(workdir, kafka_bootstrap, topic, f"pob-{topic}", client=client,
+                  pool_outbox_max_bytes=bound)
+    run = InProcess(cfg, baselines, f"outbox-{client}", TwoStageRunner).start()
+    assert run.runner.kafka.client == client
+    box, member = run.runner.pool_out, run.runner.pool
+    assert box is not None and member is not None
+    try:
+        _wait(lambda: run.alive() and run.runner.holding is not None, 120, "the monitors to hold",
+              details=run.describe)
+        held_at = run.pipeline.processed["m1"]
+        peak, biggest = 0, 0
+        for _ in range(30):  # 3 s held: nothing new processed, the outbox bounded
+            peak = max(peak, box.bytes)
+            biggest = max([biggest, *(len(r) for r in list(box.records))])
+            time.sleep(0.1)
+        still = run.pipeline.processed["m1"]
+        paused = set(run.runner.consumer.paused())
+        assigned = set(run.runner.consumer.assignment())
+        _pool_topic_limit(kafka_bootstrap, pool_topic, 8 * 1024 * 1024)
+        _wait(lambda: run.alive() and run.pipeline.processed["m1"] >= len(events)
+              and member.merge is not None and member.merge.frontier >= len(events), 120,
+              "the monitors and the pool to catch up", details=lambda: f"{run.describe()}; "
+              f"outbox {box.bytes} bytes, pool {member.figures()}")
+        fig = member.figures()
+        merge = member.merge
+        assert merge is not None
+        pooled = {c: merge.columns[("m1", c)] for c in POOLED}
+        after = (box.bytes, run.runner.holding)
+    finally:
+        run.stop()
+    config = load_config(cfg)
+    ref = _first_copies(kafka_bootstrap, pool_topic, config)
+    print(f"\n[pool outbox, {client}] held after {held_at} of {len(events)} events; peak "
+          f"{peak} bytes (bound {bound}, largest record {biggest}); pool {fig}")
+    assert held_at < len(events) and still == held_at  # no new batch while held
+    assert bound <= peak <= bound + 2 * biggest  # FRAMES_PER_POLL records over, at most
+    assert assigned and paused == assigned
+    assert after == (0, None)  # published, taking batches again
+    assert ref["positions"] == list(range(len(events)))  # every position published
+    assert fig is not None and fig["skipped"] == 0 and fig["pending"] == 0
+    for c in POOLED:
+        assert _same(pooled[c], ref["cusums"][("m1", c)]), c

@@ -374,6 +374,8 @@ def header(args: argparse.Namespace) -> list[str]:
             f"{'' if args.n_values == 4_000_000 or args.quick else f' --n-values {args.n_values}'}"
             f"{'' if args.null_factor == 40 or args.quick else f' --null-factor {args.null_factor:g}'}"
             f"{'' if args.synth_after == 10_000 or args.quick else f' --synth-after {args.synth_after}'}"
+            f"{'' if args.part == 'errors' or args.quick or args.synth_runs == 30 else f' --synth-runs {args.synth_runs}'}"
+            f"{'' if args.part == 'errors' or list(args.synth_modes) == list(concept_synth.MODES) else ' --synth-modes ' + ' '.join(args.synth_modes)}"
             f"{'' if args.shift == CONCEPT_SHIFT else ' --shift ' + ' '.join(map(str, args.shift))}"
             f"{'' if args.shares == CONCEPT_SHARES else ' --shares ' + ' '.join(map(str, args.shares))}"
             f"{'' if args.down_share == CONCEPT_DOWN_SHARE else f' --down-share {args.down_share}'}"

@@ -96,7 +96,9 @@ def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Call
             sseed = args.seed * 1000 + r + (500 if mode == "online" else 0)
             for name, (a, b) in synth_streams(sseed).items():
                 errs.setdefault(name, []).append(error_stream(a, b, mode, args))
-        log(f"synth {mode}: {args.synth_runs} runs of trees in {time.perf_counter() - t0:.0f} s")
+        cost = {"trees": time.perf_counter() - t0, "tuning": 0.0, "ours_calibration": 0.0,
+                "ours_runs": 0.0, "peers_runs": 0.0}
+        log(f"synth {mode}: {args.synth_runs} runs of trees in {cost['trees']:.0f} s")
         rows: dict[str, Any] = {}
         for si, (name, es) in enumerate(errs.items()):
             p_refs = [float(e[:nref].mean()) for e in es]
@@ -112,6 +114,7 @@ def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Call
                 check_stream = tools["null_stream"](rng, p_ref, n_null)
                 cell: dict[str, Any] = {"peers": {}, "delays": {}, "false_alarms": {}}
                 factories = {}
+                t1 = time.perf_counter()
                 for peer in peers:
                     value, tuned = tune(peer, tune_stream, target, args.steps)
                     factories[peer.name] = (lambda pe=peer, v=value: pe.make(v))
@@ -119,11 +122,15 @@ def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Call
                         "param": peer.param, "value": value, "tuned_arl": tuned,
                         "arl0": arl(n_null, len(count_alarms(factories[peer.name],
                                                              check_stream)))}
+                cost["tuning"] += time.perf_counter() - t1
                 per_run = int(args.synth_arl_factor * target)
                 alarms, arls = 0, []
                 for r, e in enumerate(es):
+                    t1 = time.perf_counter()
                     det = tools["make_ours"](e[:nref].astype(float), target,
                                              args.seed * 1000 + r)
+                    t2 = time.perf_counter()
+                    cost["ours_calibration"] += t2 - t1
                     null = (rng.random(per_run) < p_refs[r]).astype(float)
                     k = len(tools["fresh"](det).update(null))
                     alarms += k
@@ -132,12 +139,15 @@ def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Call
                                           0, pre)
                     cell["delays"].setdefault("ours", []).append(d)
                     cell["false_alarms"].setdefault("ours", []).append(fa)
+                    t1 = time.perf_counter()
+                    cost["ours_runs"] += t1 - t2
                     lst = e.tolist()
                     for pname, f in factories.items():
                         d, fa = _first_alarms(np.array(count_alarms(f, lst), dtype=np.int64),
                                               nref, pre)
                         cell["delays"].setdefault(pname, []).append(d)
                         cell["false_alarms"].setdefault(pname, []).append(fa)
+                    cost["peers_runs"] += time.perf_counter() - t1
                 cell["ours"] = {"arl0": arl(per_run * len(es), alarms), "per_run": arls,
                                 "events_per_run": per_run}
                 row["targets"][str(target)] = cell
@@ -148,6 +158,8 @@ def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Call
                                               for k, v in cell["delays"].items()))
             rows[name] = row
         out["modes"][mode] = rows
+        out.setdefault("cost_s", {})[mode] = cost  # where the wall time went, per phase
+        log(f"synth {mode}: cost " + ", ".join(f"{k} {v:.0f} s" for k, v in cost.items()))
         out.setdefault("settings", {})[mode] = {
             "warm": args.warm if mode == "frozen" else args.online_warm, "ref": nref,
             "pre": pre, "after": args.synth_after, "n_values": args.n_values,

@@ -49,6 +49,7 @@ EXPECTED_SEVERITIES = {
     "StreamdriftConsumerLagGrowing": {"warning"},
     "StreamdriftProcessingSlowerThanArrival": {"warning"},
     "StreamdriftDeadLetterWritesFailing": {"warning"},
+    "StreamdriftPoolOutboxFull": {"warning"},  # source.repartition.pooled (#14)
     "StreamdriftWatchdog": {"none"},
     # model quality (labels joined to predictions): the realised drop pages, the estimate
     # and the label feed open tickets

@@ -412,7 +412,9 @@ class Repartitioner:
             room = self.buffer_max - len(self.buffers[tp])
             if len(recs) > room:
                 # flow control: the partition is far ahead of the others; give back what
-                # does not fit (kafka-python 3.0's pause() can skip records: never used here)
+                # does not fit (pausing some partitions while others are read can stall the
+                # paused one for good in kafka-python 3.0.12, see FramedRunner._hold: never
+                # used here)
                 self.consumer.seek(tp, recs[max(0, room)].offset)
                 recs = recs[:max(0, room)]
                 if not recs:

@@ -25,7 +25,7 @@ from stream.config import Config, require_kafka
 from stream.runtime.frames import BAD_FRAME, Frame, FrameError, is_frame, unpack
 from stream.runtime.pooltap import PoolTap, record_of, thresholds_of
 from stream.runtime.runner import WRITE_BACKOFF_S, KafkaRunner
-from stream.sources.kafka import connection_error, record_values, unsupported_codec
+from stream.sources.kafka import connection_error, record_values
 
 log = logging.getLogger("streamdrift.run")
 
@@ -218,20 +218,7 @@ class FramedRunner(KafkaRunner):
                             "bytes": out.bytes, "max_bytes": out.max_bytes,
                             "records": len(out.records), "topic": out.topic})
         self._pause_assigned()
-        k = self.kafka
-        try:
-            polled = self.consumer.poll(timeout_ms=k.poll_timeout_ms,
-                                        max_records=k.max_poll_records)
-        except Exception as exc:  # noqa: BLE001 - broker outage, rebalance errors
-            codec = unsupported_codec(exc)
-            if codec is not None:  # a partition just assigned: as the loop does
-                self._block_undecodable(exc, codec)
-            else:
-                log.warning("poll failed: %s: %s", type(exc).__name__, exc)
-                self.health.set_source_up(False)
-                self.stop_event.wait(min(1.0, k.poll_timeout_ms / 1000))
-            polled = {}
-        polled = {tp: recs for tp, recs in polled.items() if recs}
+        polled = self._poll() or {}  # (a partition just assigned is restored as the loop does)
         if self.to_restore or self.rebalanced:
             self._restore(polled)
         self._rewind(polled)

@@ -7,13 +7,12 @@ Each iteration of the loop:
 2. restore the newly assigned partitions: read their latest checkpoints from the
    state topic, restore the monitors and ``seek`` each partition to the offset
    its checkpoint covers (no checkpoint: fresh monitors, committed offset);
-3. process the records partition by partition (one monitor per model and
-   partition);
+3. process the records partition by partition (one monitor per model and partition);
 4. forward poison messages to the dead-letter topic and wait for the
    acknowledgement; while it fails, the partitions stay paused, the write is
    retried with back-off and nothing past the poison message is committed;
-5. every ``state.checkpoint_interval_s``: write each partition's state with the
-   offset it covers (the next offset to read) and wait for the acknowledgement;
+5. every ``state.checkpoint_interval_s``: write each partition's state with the offset
+   it covers (the next offset to read) and wait for the acknowledgement;
 6. commit the offsets (last processed + 1), synchronously.
 
 A crash therefore replays at most the events since the last checkpoint (with
@@ -503,8 +502,8 @@ class KafkaRunner(Rebalancing):
         log.info("stopped", extra={"consumed": self.consumed, "batches": self.batches})
         return self.consumed
 
-    def _iteration(self, max_events: int | None) -> bool:
-        """One poll and what follows; False once ``max_events`` are consumed."""
+    def _poll(self) -> dict[Any, list[Any]] | None:
+        """One poll's non-empty record lists, or None if it failed (see the except)."""
         k = self.kafka
         try:
             polled = self.consumer.poll(timeout_ms=k.poll_timeout_ms,
@@ -513,12 +512,18 @@ class KafkaRunner(Rebalancing):
             codec = unsupported_codec(exc)
             if codec is not None:
                 self._block_undecodable(exc, codec)
-                return True
-            log.warning("poll failed: %s: %s", type(exc).__name__, exc)
-            self.health.set_source_up(False)
-            self.stop_event.wait(min(1.0, k.poll_timeout_ms / 1000))
+            else:
+                log.warning("poll failed: %s: %s", type(exc).__name__, exc)
+                self.health.set_source_up(False)
+                self.stop_event.wait(min(1.0, k.poll_timeout_ms / 1000))
+            return None
+        return {tp: recs for tp, recs in polled.items() if recs}
+
+    def _iteration(self, max_events: int | None) -> bool:
+        """One poll and what follows; False once ``max_events`` are consumed."""
+        polled = self._poll()
+        if polled is None:
             return True
-        polled = {tp: recs for tp, recs in polled.items() if recs}
         if self.to_restore or self.rebalanced:
             self._restore(polled)
         if self.pending is not None:

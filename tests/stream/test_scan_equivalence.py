@@ -71,6 +71,16 @@ def decode_all(config: Config, messages: list[Any]) -> tuple[DecodedBatch, ScanD
     return got, decoder
 
 
+def flagged_alone(config: Config, batch: list[bytes]) -> int:
+    """How many of ``batch``'s messages the scanner flags when each is decoded alone."""
+    alone = 0
+    for message in batch:
+        single = ScanDecoder(config)
+        single.decode([message])
+        alone += single.flagged_messages
+    return alone
+
+
 def assert_coded(config: Config, batch: DecodedBatch) -> None:
     """Every categorical column of a scanned batch comes with its codes, bound to it, and
     the table's entries at the codes are its values (the flagged rows' included)."""
@@ -226,12 +236,7 @@ def test_property_bad_rows_spliced_into_clean_batches(
     for config in SCANNED:
         _, decoder = decode_all(config, batch)
         # a row is flagged in a batch exactly when it is flagged alone
-        alone = 0
-        for message in batch:
-            single = ScanDecoder(config)
-            single.decode([message])
-            alone += single.flagged_messages
-        assert decoder.flagged_messages == alone
+        assert decoder.flagged_messages == flagged_alone(config, batch)
 
 
 @pytest.mark.parametrize("config", SCANNED, ids=["plain", "routed", "catch_all_us"])
@@ -339,12 +344,7 @@ def test_property_remembered_keys_and_strings(batch: list[bytes]) -> None:
         _, decoder = decode_all(config, batch)
         # what the rows before it held never flags a row: flagged in a batch exactly
         # when flagged alone
-        alone = 0
-        for message in batch:
-            single = ScanDecoder(config)
-            single.decode([message])
-            alone += single.flagged_messages
-        assert decoder.flagged_messages == alone
+        assert decoder.flagged_messages == flagged_alone(config, batch)
 
 
 def test_remembered_keys_and_strings_near_misses() -> None:

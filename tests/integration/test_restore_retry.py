@@ -1,0 +1,121 @@
+"""A partition whose state restore fails is read again once the restore works, with both
+clients, while the consumer's other partitions are read meanwhile (real broker).
+
+``_restore_failed`` used to pause the partition and resume it once its restore worked.
+kafka-python 3.0.12 parks what it fetched for a paused partition and hands it back only
+when no other partition's records are in line; with another partition read meanwhile that
+never happens, and a partition with parked records is not fetched again: it was never read
+again.  On the code before the fix this test consumed 1,800 of 3,000 events (partition 0's
+1,500 and the 300 of partition 1 read before its restore failed) and then nothing for 60 s
+with kafka-python; confluent-kafka passed.  Now, with kafka-python, the partition is not
+paused: what a poll returns for it is given back (sought to) at every iteration until the
+restore works.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream.config import Config, load_config
+from stream.engine.pipeline import Pipeline
+from stream.runtime.runner import KafkaRunner
+from tests.integration.test_codecs import InProcess, _config
+from tests.support.events import CLEAN, m1_events
+from tests.support.kafka import produce
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+PER_PARTITION = 1_500
+FAILURES = 3
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("restore-retry")
+    (d / "reference.jsonl").write_bytes(b"\n".join(m1_events(99, [(5_000, CLEAN)])))
+    return d
+
+
+@pytest.fixture(scope="module")
+def baselines(workdir: Path) -> Callable[[Config], dict[str, Any]]:
+    from stream.engine.baselines import resolve_baselines
+
+    cache: dict[str, Any] = {}
+
+    def get(config: Config) -> dict[str, Any]:
+        if not cache:
+            cache.update(resolve_baselines(config))
+        return cache
+
+    return get
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_a_partition_whose_restore_failed_is_read_again(
+        kafka_bootstrap: str, make_topic: Callable[..., str], workdir: Path,
+        baselines: Callable[[Config], dict[str, Any]], client: str) -> None:
+    topic = make_topic(partitions=2)
+    state_topic = make_topic(partitions=1)
+    for partition, seed in ((0, 1), (1, 2)):
+        produce(kafka_bootstrap, topic, m1_events(seed, [(PER_PARTITION, CLEAN)]),
+                partition=partition)
+    cfg = _config(workdir, kafka_bootstrap, topic, client,
+                  state={"topic": state_topic, "checkpoint_interval_s": 0.5})
+    # partition 1 is assigned again to this consumer once 300 of its events were read (as a
+    # rebalance that gives it back does: kafka-python keeps its fetch position and what it
+    # fetched), and that restore fails FAILURES times (a state topic briefly unreadable
+    # for it) while partition 0 is read
+    failures: list[int] = []
+    read_1: list[int] = []
+
+    def flaky_restores(runner: KafkaRunner) -> None:
+        real_restore, real_process = runner._restore_one, runner._process
+
+        def flaky(tp: Any, latest: Any, polled: Any) -> None:
+            if tp.partition == 1 and read_1 and read_1[0] >= 300 and len(failures) < FAILURES:
+                failures.append(1)
+                raise RuntimeError("injected: the state topic cannot be read for it")
+            real_restore(tp, latest, polled)
+
+        def process(polled: dict[Any, list[Any]]) -> Any:
+            for tp, recs in polled.items():
+                if tp.partition == 1 and not (read_1 and read_1[0] >= 300):
+                    read_1[:] = [(read_1[0] if read_1 else 0) + len(recs)]
+                    if read_1[0] >= 300:
+                        runner.to_restore.add(tp)
+            return real_process(polled)
+
+        runner._restore_one = flaky  # type: ignore[method-assign]
+        runner._process = process  # type: ignore[method-assign]
+
+    run = _started(cfg, baselines, flaky_restores)
+    try:
+        wait_for(lambda: run.runner.consumed >= 2 * PER_PARTITION, timeout=60,
+                 message=f"every event of both partitions consumed ({client})",
+                 alive=run.alive, retry=(),
+                 details=lambda: f"consumed {run.runner.consumed} of {2 * PER_PARTITION}, "
+                                 f"restore failures injected: {len(failures)}")
+    finally:
+        run.stop()
+    assert len(failures) == FAILURES
+
+
+def _started(cfg: Path, baselines: Callable[[Config], dict[str, Any]],
+             patch: Callable[[KafkaRunner], None]) -> InProcess:
+    """An :class:`InProcess` run whose runner ``patch`` changed before its thread started."""
+    run = InProcess.__new__(InProcess)
+    run.config = load_config(cfg)
+    run.pipeline = Pipeline(run.config, baselines(run.config))
+    run.stop_event = threading.Event()
+    run.runner = KafkaRunner(run.config, run.pipeline, run.stop_event)
+    run.error = None
+    patch(run.runner)
+    run.thread = threading.Thread(target=run._run, daemon=True)
+    run.thread.start()
+    return run

@@ -104,13 +104,16 @@ def _config(workdir: Path, bootstrap: str, topic: str, client: str, **sections: 
 
 
 class InProcess:
-    """A KafkaRunner on its own thread."""
+    """A KafkaRunner on its own thread (``patch(runner)``, if given, runs before it starts)."""
 
-    def __init__(self, config_path: Path, baselines: Callable[[Config], dict[str, Any]]) -> None:
+    def __init__(self, config_path: Path, baselines: Callable[[Config], dict[str, Any]],
+                 patch: Callable[[KafkaRunner], None] | None = None) -> None:
         self.config = load_config(config_path)
         self.pipeline = Pipeline(self.config, baselines(self.config))
         self.stop_event = threading.Event()
         self.runner = KafkaRunner(self.config, self.pipeline, self.stop_event)
+        if patch is not None:
+            patch(self.runner)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()

@@ -14,15 +14,14 @@ restore works.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stream.config import Config, load_config
-from stream.engine.pipeline import Pipeline
+from stream.config import Config
+from stream.engine.baselines import resolve_baselines
 from stream.runtime.runner import KafkaRunner
 from tests.integration.test_codecs import InProcess, _config
 from tests.support.events import CLEAN, m1_events
@@ -44,8 +43,6 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def baselines(workdir: Path) -> Callable[[Config], dict[str, Any]]:
-    from stream.engine.baselines import resolve_baselines
-
     cache: dict[str, Any] = {}
 
     def get(config: Config) -> dict[str, Any]:
@@ -94,7 +91,7 @@ def test_a_partition_whose_restore_failed_is_read_again(
         runner._restore_one = flaky  # type: ignore[method-assign]
         runner._process = process  # type: ignore[method-assign]
 
-    run = _started(cfg, baselines, flaky_restores)
+    run = InProcess(cfg, baselines, patch=flaky_restores)
     try:
         wait_for(lambda: run.runner.consumed >= 2 * PER_PARTITION, timeout=60,
                  message=f"every event of both partitions consumed ({client})",
@@ -104,18 +101,3 @@ def test_a_partition_whose_restore_failed_is_read_again(
     finally:
         run.stop()
     assert len(failures) == FAILURES
-
-
-def _started(cfg: Path, baselines: Callable[[Config], dict[str, Any]],
-             patch: Callable[[KafkaRunner], None]) -> InProcess:
-    """An :class:`InProcess` run whose runner ``patch`` changed before its thread started."""
-    run = InProcess.__new__(InProcess)
-    run.config = load_config(cfg)
-    run.pipeline = Pipeline(run.config, baselines(run.config))
-    run.stop_event = threading.Event()
-    run.runner = KafkaRunner(run.config, run.pipeline, run.stop_event)
-    run.error = None
-    patch(run.runner)
-    run.thread = threading.Thread(target=run._run, daemon=True)
-    run.thread.start()
-    return run

@@ -37,6 +37,7 @@ from stream.engine.attribution import root_cause_text
 from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
 from stream.formats.decoders import wants_records
+from stream.runtime.codecblock import CodecBlocking
 from stream.runtime.labelsrun import LabelTopics
 from stream.runtime.lagcheck import LagCheck
 from stream.runtime.restore import (
@@ -44,7 +45,6 @@ from stream.runtime.restore import (
     RESTORE_TIMEOUT_S,
     RESUME_KEY,
     LostPartition,
-    Rebalancing,
 )
 from stream.sinks.checkpoints import Checkpoint, StateError, StateStore
 from stream.sinks.deadletters import (
@@ -56,15 +56,11 @@ from stream.sinks.deadletters import (
 from stream.sinks.driftevents import DriftEventWriter, DriftRecord, episode_records, quality_records
 from stream.sources.kafka import (
     Consumer,
-    codec_fix,
     commit_offsets,
     connection_error,
-    discard_undecodable_fetch,
     is_connection_error,
     kafka_client_kwargs,
     kafka_python_consumer,
-    missing_codecs,
-    partition_names,
     record_offsets,
     record_values,
     unsupported_codec,
@@ -77,11 +73,9 @@ LAG_INTERVAL_S = 1.0
 CHECKPOINT_TIMEOUT_S = 5.0
 #: pause of checkpoint writes and commits after one failed (the loop keeps polling)
 WRITE_BACKOFF_S = 5.0
-#: interval of the error that repeats which partitions cannot be read
-BLOCKED_REMINDER_S = 60.0
 
 
-class KafkaRunner(Rebalancing):
+class KafkaRunner(CodecBlocking):
     """Consumes the configured topics into a :class:`Pipeline` until stopped."""
 
     def __init__(self, config: Config, pipeline: Pipeline,
@@ -382,61 +376,6 @@ class KafkaRunner(Rebalancing):
             self._lag = LagCheck(self.health, self.kafka.topics[0],
                                  int(BROKER_CALL_TIMEOUT_S * 1000))
         self._lag(self.consumer)
-
-    # -- compression codecs -----------------------------------------------------------
-    def _warn_missing_codecs(self) -> None:
-        """Start-up: say which codecs kafka-python (the consumer, or the state store and
-        dead-letter producer) cannot decompress here."""
-        missing = missing_codecs()
-        if missing:
-            log.warning("kafka-python cannot decompress %s here: a partition whose messages "
-                        "use it is not read (streamdrift_source_up 0); fix: %s",
-                        ", ".join(missing),
-                        "; ".join(f"{c}: {codec_fix(c)}" for c in missing),
-                        extra={"codecs": missing})
-
-    def _block_undecodable(self, exc: BaseException, codec: str) -> None:
-        """kafka-python's poll raised UnsupportedCodecError: drop the undecodable records
-        (otherwise every later poll spins on them, see :func:`discard_undecodable_fetch`)
-        and pause their partition until it is revoked or the process restarts."""
-        tp = discard_undecodable_fetch(self.consumer)
-        assigned = set(self.consumer.assignment())
-        # (a partition revoked meanwhile needs nothing: its records are drained)
-        tps = {tp} & assigned if tp is not None else assigned - set(self.blocked)
-        if not tps:
-            # nothing to pause (an unknown kafka-python, an assignment gone): never spin
-            log.error("cannot decompress %s-compressed messages: %s; fix: %s", codec, exc,
-                      codec_fix(codec), extra={"codec": codec})
-            self.health.set_source_up(False)
-            self.stop_event.wait(min(1.0, self.kafka.poll_timeout_ms / 1000))
-            return
-        self.blocked.update(dict.fromkeys(tps, codec))
-        self.consumer.pause(*tps)
-        self.health.block({self._key(t): codec for t in tps}, "unsupported_codec")
-        log.error("cannot read %s: its messages are compressed with %s, which kafka-python "
-                  "cannot decompress here (%s); the partition stays paused, neither read nor "
-                  "committed, until a restart; fix: %s",
-                  ", ".join(partition_names(tps)), codec, exc, codec_fix(codec),
-                  extra={"codec": codec, "partitions": partition_names(tps),
-                         "positions": {f"{t.topic}/{t.partition}": self._position(t)
-                                       for t in tps}})
-        self._blocked_reminder = time.monotonic()
-
-    def _position(self, tp: Any) -> int | None:
-        try:
-            pos = self.consumer.position(tp, timeout_ms=int(BROKER_CALL_TIMEOUT_S * 1000))
-        except Exception:  # noqa: BLE001 - only for the log line
-            return None
-        return None if pos is None else int(pos)
-
-    def _remind_blocked(self, now: float) -> None:
-        if self.blocked and now - self._blocked_reminder >= BLOCKED_REMINDER_S:
-            self._blocked_reminder = now
-            codecs = sorted(set(self.blocked.values()))
-            log.error("partitions still not read: compressed with %s, which kafka-python "
-                      "cannot decompress here; fix: %s", ", ".join(codecs),
-                      "; ".join(codec_fix(c) for c in codecs),
-                      extra={"partitions": partition_names(self.blocked), "codecs": codecs})
 
     # -- the loop --------------------------------------------------------------------
     def run(self, max_events: int | None = None, idle_timeout: float | None = None) -> int:

@@ -175,15 +175,18 @@ class EventProducer(threading.Thread):
     second until stopped or ``total`` are sent.
 
     Events are clean until ``drift_after`` events have been sent and ``drift_gate`` is set
-    (never drifting when ``drift_after`` is None), then x1 is shifted for good. ``bad_at``
+    (never drifting when ``drift_after`` is None), then x1 is shifted for good. ``partition``:
+    every message to that partition (None: the default partitioner's). ``bad_at``
     maps an event count to the poison message sent right after it. ``messages`` counts
     everything sent (events and poison messages).
     """
 
     def __init__(self, bootstrap: str, topic: str, *, rate: float, seed: int,
                  drift_after: int | None = None, total: int | None = None,
-                 bad_at: dict[int, bytes] | None = None) -> None:
+                 bad_at: dict[int, bytes] | None = None,
+                 partition: int | None = None) -> None:
         super().__init__(name=f"producer-{topic}", daemon=True)
+        self.partition = partition
         self.bootstrap, self.topic, self.rate = bootstrap, topic, rate
         self.rng = np.random.default_rng(seed)
         self.drift_after, self.total = drift_after, total
@@ -221,7 +224,7 @@ class EventProducer(threading.Thread):
                         # latency measured from here is never too short
                         self.drift_started = time.monotonic()
                     for msg in batch:
-                        producer.send(self.topic, msg)
+                        producer.send(self.topic, msg, partition=self.partition)
                     self.events += n
                     self.messages += n
                     if self.events in self.bad_at:

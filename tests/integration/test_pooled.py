@@ -385,3 +385,70 @@ def test_the_outbox_stays_bounded_while_the_pool_topic_refuses_records_then_catc
     assert fig is not None and fig["skipped"] == 0 and fig["pending"] == 0
     for c in POOLED:
         assert _same(pooled[c], ref["cusums"][("m1", c)]), c
+
+
+def test_a_rebalance_during_a_hold_loses_no_position(
+        kafka_bootstrap, make_topic, workdir, baselines):
+    """A second process joins while the first holds (the pool topic refuses every record):
+    the monitors' group moves one internal partition to it while the first's are paused
+    and its outbox is full.  Once the pool topic takes records again, every position is
+    published and folded, each once, by whichever process is the pool member."""
+    bound = 64 * 1024
+    topic = make_topic(partitions=4)
+    events = m1_events(31, [(4_000, CLEAN)], COLUMNS)
+    _produce_keyed(kafka_bootstrap, topic, events)
+    pool_topic = f"{topic}-pool"
+    _pool_topic_limit(kafka_bootstrap, pool_topic, 64, create=True)
+    cfg = _config(workdir, kafka_bootstrap, topic, f"porb-{topic}",
+                  pool_outbox_max_bytes=bound)
+    a = InProcess(cfg, baselines, "hold-a", TwoStageRunner).start()
+    b: InProcess | None = None
+    try:
+        _wait(lambda: a.alive() and a.runner.holding is not None, 120, "the first to hold",
+              details=a.describe)
+        held_at = a.pipeline.processed["m1"]
+        before = set(a.runner.consumer.assignment())
+        b = InProcess(cfg, baselines, "hold-b", TwoStageRunner).start()
+        second = b
+
+        def moved() -> bool:
+            mine = set(a.runner.consumer.assignment())
+            return (a.alive() and second.alive() and 0 < len(mine) < len(before)
+                    and bool(second.runner.consumer.assignment()))
+
+        _wait(moved, 120, "an internal partition to move to the second process",
+              details=lambda: f"{a.describe()}; {second.describe()}")
+        time.sleep(2)  # both held or processing what the second was given
+        paused = set(a.runner.consumer.paused())
+        mine = set(a.runner.consumer.assignment())
+        still_holding = a.runner.holding is not None
+        _pool_topic_limit(kafka_bootstrap, pool_topic, 8 * 1024 * 1024)
+
+        def member() -> Any:
+            got = [r.runner.pool for r in (a, second)
+                   if r.runner.pool is not None and r.runner.pool.merge is not None]
+            return got[0] if got else None
+
+        _wait(lambda: a.alive() and second.alive() and member() is not None
+              and member().merge.frontier >= len(events), 180,
+              "the pool to fold every position after the rebalance",
+              details=lambda: f"{a.describe()}; {second.describe()}; pool "
+                              f"{[r.runner.pool.figures() for r in (a, second) if r.runner.pool]}")
+        pool = member()
+        fig = pool.figures()
+        pooled = {c: pool.merge.columns[("m1", c)] for c in POOLED}
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+    config = load_config(cfg)
+    ref = _first_copies(kafka_bootstrap, pool_topic, config)
+    print(f"\n[pool outbox, rebalance] first held after {held_at} of {len(events)} events; "
+          f"its internal partitions {len(before)} -> {len(mine)}, paused {len(paused)}, "
+          f"holding {still_holding}; pool {fig}; copies {ref['copies']}")
+    assert held_at < len(events)
+    assert mine and paused >= mine  # what it kept is still paused while held
+    assert ref["positions"] == list(range(len(events)))  # every position published
+    assert fig is not None and fig["skipped"] == 0 and fig["pending"] == 0
+    for c in POOLED:  # each position once, whichever process published it
+        assert _same(pooled[c], ref["cusums"][("m1", c)]), c

@@ -334,17 +334,27 @@ def _pool_topic_limit(bootstrap: str, topic: str, max_bytes: int, create: bool =
         admin.close()
 
 
+def _refused(bootstrap: str, make_topic: Callable[..., str], workdir: Path, seed: int,
+             group: str, bound: int, **kw: Any) -> tuple[list[bytes], str, Path]:
+    """4,000 clean events on a topic of 4 partitions keyed by ``c1``, a pool topic that
+    refuses every record, and a pooled config with outbox bound ``bound``: the events,
+    the pool topic and the config."""
+    topic = make_topic(partitions=4)
+    events = m1_events(seed, [(4_000, CLEAN)], COLUMNS)
+    _produce_keyed(bootstrap, topic, events)
+    pool_topic = f"{topic}-pool"
+    _pool_topic_limit(bootstrap, pool_topic, 64, create=True)
+    cfg = _config(workdir, bootstrap, topic, f"{group}-{topic}", pool_outbox_max_bytes=bound,
+                  **kw)
+    return events, pool_topic, cfg
+
+
 @pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_the_outbox_stays_bounded_while_the_pool_topic_refuses_records_then_catches_up(
         kafka_bootstrap, make_topic, workdir, baselines, client):
     bound = 64 * 1024
-    topic = make_topic(partitions=4)
-    events = m1_events(29, [(4_000, CLEAN)], COLUMNS)
-    _produce_keyed(kafka_bootstrap, topic, events)
-    pool_topic = f"{topic}-pool"
-    _pool_topic_limit(kafka_bootstrap, pool_topic, 64, create=True)
-    cfg = _config(workdir, kafka_bootstrap, topic, f"pob-{topic}", client=client,
-                  pool_outbox_max_bytes=bound)
+    events, pool_topic, cfg = _refused(kafka_bootstrap, make_topic, workdir, 29, "pob",
+                                       bound, client=client)
     run = InProcess(cfg, baselines, f"outbox-{client}", TwoStageRunner).start()
     assert run.runner.kafka.client == client
     box, member = run.runner.pool_out, run.runner.pool
@@ -394,13 +404,7 @@ def test_a_rebalance_during_a_hold_loses_no_position(
     and its outbox is full.  Once the pool topic takes records again, every position is
     published and folded, each once, by whichever process is the pool member."""
     bound = 64 * 1024
-    topic = make_topic(partitions=4)
-    events = m1_events(31, [(4_000, CLEAN)], COLUMNS)
-    _produce_keyed(kafka_bootstrap, topic, events)
-    pool_topic = f"{topic}-pool"
-    _pool_topic_limit(kafka_bootstrap, pool_topic, 64, create=True)
-    cfg = _config(workdir, kafka_bootstrap, topic, f"porb-{topic}",
-                  pool_outbox_max_bytes=bound)
+    events, pool_topic, cfg = _refused(kafka_bootstrap, make_topic, workdir, 31, "porb", bound)
     a = InProcess(cfg, baselines, "hold-a", TwoStageRunner).start()
     b: InProcess | None = None
     try:

@@ -61,8 +61,8 @@ import stream.broker  # noqa: E402
 from stream.config import load_config  # noqa: E402
 from stream.engine.baselines import resolve_baselines  # noqa: E402
 from stream.engine.pipeline import Pipeline  # noqa: E402
-from stream.runtime.monitors import FramedRunner  # noqa: E402
-from stream.runtime.repartition import TwoStageRunner, monitor_config  # noqa: E402
+from stream.runtime.monitors import FramedRunner, monitor_config  # noqa: E402
+from stream.runtime.twostage import TwoStageRunner  # noqa: E402
 from tests.support.configs import m1_config, write_config  # noqa: E402
 from tests.support.events import CLEAN, COLUMNS, Regime, m1_events  # noqa: E402
 from tests.support.kafka import produce  # noqa: E402

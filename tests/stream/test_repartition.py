@@ -10,7 +10,8 @@ import pytest
 
 from stream.config import parse_config
 from stream.engine.figures import HealthFigures, merge_health
-from stream.runtime.repartition import merge_plan, monitor_config
+from stream.runtime.monitors import monitor_config
+from stream.runtime.repartition import merge_plan
 from tests.support.configs import config_errors, minimal_config
 
 KAFKA = {"bootstrap_servers": "k:9092", "topics": ["events"], "group_id": "g"}

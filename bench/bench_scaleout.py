@@ -297,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave out the plain runner's throughput (the reference of the cost)")
     p.add_argument("--client", default="kafka-python",
                    choices=["kafka-python", "confluent-kafka"],
-                   help="source.kafka.client (confluent-kafka: the monitors' consumer and the "
-                   "first stage's producer are librdkafka's)")
+                   help="source.kafka.client (confluent-kafka: the monitors' consumer, the "
+                   "first stage's fetch and its producer are librdkafka's)")
     p.add_argument("--quick", action="store_true", help="60000 events, 3 seeds")
     p.add_argument("--out", default=str(RESULTS / "scaleout.md"))
     args = p.parse_args(argv)

@@ -61,8 +61,8 @@ import stream.broker  # noqa: E402
 from stream.config import load_config  # noqa: E402
 from stream.engine.baselines import resolve_baselines  # noqa: E402
 from stream.engine.pipeline import Pipeline  # noqa: E402
-from stream.runtime.monitors import FramedRunner  # noqa: E402
-from stream.runtime.repartition import TwoStageRunner, monitor_config  # noqa: E402
+from stream.runtime.monitors import FramedRunner, monitor_config  # noqa: E402
+from stream.runtime.twostage import TwoStageRunner  # noqa: E402
 from tests.support.configs import m1_config, write_config  # noqa: E402
 from tests.support.events import CLEAN, COLUMNS, Regime, m1_events  # noqa: E402
 from tests.support.kafka import produce  # noqa: E402
@@ -297,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave out the plain runner's throughput (the reference of the cost)")
     p.add_argument("--client", default="kafka-python",
                    choices=["kafka-python", "confluent-kafka"],
-                   help="source.kafka.client (confluent-kafka: the monitors' consumer and the "
-                   "first stage's producer are librdkafka's)")
+                   help="source.kafka.client (confluent-kafka: the monitors' consumer, the "
+                   "first stage's fetch and its producer are librdkafka's)")
     p.add_argument("--quick", action="store_true", help="60000 events, 3 seeds")
     p.add_argument("--out", default=str(RESULTS / "scaleout.md"))
     args = p.parse_args(argv)

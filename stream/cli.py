@@ -367,11 +367,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config.source.repartition is None:
         runner = KafkaRunner(config, pipeline, stop)
     else:
-        from stream.runtime.monitors import FramedRunner
-        from stream.runtime.repartition import Repartitioner, TwoStageRunner, monitor_config
+        from stream.runtime.monitors import FramedRunner, monitor_config
+        from stream.runtime.twostage import TwoStageRunner, first_stage
 
         if args.stage == "repartition":
-            runner = Repartitioner(config, pipeline, stop)
+            runner = first_stage(config, pipeline, stop)
         elif args.stage == "monitor":
             runner = FramedRunner(monitor_config(config), pipeline, stop)
         else:

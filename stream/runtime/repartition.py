@@ -51,12 +51,11 @@ from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
 from stream.runtime.catchup import CatchUp
 from stream.runtime.frames import frames, pack
-from stream.runtime.monitors import FramedRunner, frame_events, monitor_config
+from stream.runtime.monitors import frame_events
 from stream.runtime.onewriter import STRATEGY
 from stream.sinks.producer import create_topic
 from stream.sources.kafka import (
     commit_offsets,
-    connection_error,
     kafka_client_kwargs,
     kafka_python_consumer,
     partition_lag,
@@ -548,47 +547,3 @@ class Repartitioner:
             except Exception as exc:  # noqa: BLE001
                 log.warning("closing the source consumer: %s", exc)
             self.consumer = None
-
-
-class TwoStageRunner(FramedRunner):
-    """``streamdrift run`` with ``source.repartition``: the monitors (a
-    :class:`FramedRunner` on the repartition topic, :func:`monitor_config`) on the calling
-    thread, :class:`Repartitioner` on a thread of its own; either stopping stops both, and
-    ``health`` includes the first stage's figures."""
-
-    def __init__(self, config: Config, pipeline: Pipeline,
-                 stop: threading.Event | None = None) -> None:
-        stop = stop or threading.Event()
-        super().__init__(monitor_config(config), pipeline, stop)
-        self.repartitioner = Repartitioner(config, pipeline, stop)
-        self.health.upstream = self.repartitioner.health
-
-    def run(self, max_events: int | None = None, idle_timeout: float | None = None) -> int:
-        from kafka.errors import KafkaError
-
-        first = self.repartitioner
-        try:
-            # before the monitors subscribe: a broker that creates topics on a metadata
-            # request would otherwise create it with its default partition count
-            first.ensure_topic()
-        except KafkaError as exc:
-            raise connection_error(first.kafka, exc) from None
-        error: list[BaseException] = []
-
-        def stage1() -> None:
-            try:
-                first.run()
-            except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
-                error.append(exc)
-                log.error("the repartition stage failed: %s: %s", type(exc).__name__, exc)
-                self.stop_event.set()
-
-        thread = threading.Thread(target=stage1, name="repartition", daemon=True)
-        thread.start()
-        try:
-            return super().run(max_events=max_events, idle_timeout=idle_timeout)
-        finally:
-            first.stop()
-            thread.join(timeout=60)
-            if error:
-                raise error[0]

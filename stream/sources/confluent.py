@@ -22,12 +22,14 @@ Select it with ``source.kafka.client: confluent-kafka``; install it with
 
 from __future__ import annotations
 
+import itertools
 import logging
+import operator
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 
@@ -80,6 +82,8 @@ _partition: Any = getattr(_Message, "partition", None)
 _topic: Any = getattr(_Message, "topic", None)
 _value: Any = getattr(_Message, "value", None)
 _offset: Any = getattr(_Message, "offset", None)
+_key: Any = getattr(_Message, "key", None)
+_timestamp: Any = getattr(_Message, "timestamp", None)
 
 
 def available() -> bool:
@@ -155,6 +159,21 @@ class Record:
     headers = property(lambda self: self.msg.headers())
 
 
+class Fetched(NamedTuple):
+    """One message's fields, read from librdkafka once (the first stage of
+    ``source.repartition`` reads each several times: merge, spread, frames)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+_second = operator.itemgetter(1)
+
+
 class Records(Sequence[Record]):
     """The messages of one partition from one poll, as a sequence of :class:`Record`.
 
@@ -194,6 +213,15 @@ class Records(Sequence[Record]):
 
     def offsets(self) -> list[int]:
         return list(map(_offset, self.msgs))
+
+    def fetched(self) -> list[Fetched]:
+        """Every message as a :class:`Fetched` (each field read in one ``map``)."""
+        m = self.msgs
+        # ``tuple.__new__`` over zipped fields: ~0.26 µs per message, ``Fetched``'s own
+        # (Python) ``__new__`` ~0.40
+        return list(map(tuple.__new__, itertools.repeat(Fetched, len(m)), zip(
+            map(_topic, m), map(_partition, m), map(_offset, m),
+            map(_second, map(_timestamp, m)), map(_key, m), map(_value, m), strict=True)))
 
     def last_offset(self) -> int:
         return int(self.msgs[-1].offset())
@@ -395,6 +423,32 @@ class ConfluentConsumer:
             if tp in self._assigned:
                 out[tp] = Records(lst)
         return out
+
+    # -- manual assignment (no group: the first stage of source.repartition) ------------
+    def assign_at(self, starts: dict[Any, int]) -> None:
+        """Fetch the partitions of ``starts`` from the given offsets (numbers, or
+        librdkafka's logical ``OFFSET_BEGINNING``/``OFFSET_END``), besides those assigned
+        already; one assigned already starts over there."""
+        again = [tp for tp in starts if tp in self._assigned]
+        if again:
+            self.unassign(again)
+        self._c.incremental_assign([self._ctp(tp, int(off)) for tp, off in starts.items()])
+        self._assigned |= set(starts)
+
+    def unassign(self, tps: Iterable[Any]) -> None:
+        """Stop fetching those of ``tps`` assigned: from now on :meth:`poll` returns none
+        of their records (librdkafka drops what it pre-fetched of them)."""
+        drop = {tp for tp in tps if tp in self._assigned}
+        if drop:
+            self._assigned -= drop
+            self._paused -= drop
+            self._c.incremental_unassign([self._ctp(tp) for tp in drop])
+
+    def highwater(self, tp: Any) -> int | None:
+        """The high watermark the newest fetch response of ``tp`` carried (None: none yet;
+        no broker round trip)."""
+        _, high = self._c.get_watermark_offsets(self._ctp(tp), cached=True)
+        return None if high is None or high < 0 else int(high)
 
     def assignment(self) -> set[Any]:
         return set(self._assigned)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from stream.runtime.repartition import TwoStageRunner
+from stream.runtime.twostage import TwoStageRunner
 from tests.integration.test_keyed_topics import (
     COLUMNS,
     MAX_GAP,

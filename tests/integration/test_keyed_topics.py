@@ -22,7 +22,9 @@ import pytest
 from stream.config import Config, load_config
 from stream.engine.baselines import resolve_baselines
 from stream.runtime.frames import is_frame, unpack
-from stream.runtime.repartition import BUFFER_POLLS, TwoStageRunner
+from stream.runtime.rdfetch import LibrdkafkaRepartitioner
+from stream.runtime.repartition import BUFFER_POLLS
+from stream.runtime.twostage import TwoStageRunner
 from tests.support.configs import m1_config, write_config
 from tests.support.events import CLEAN, SHIFTED, m1_events, with_poison
 from tests.support.kafka import produce
@@ -189,7 +191,8 @@ def _longest_gaps(bootstrap: str, rp_topic: str) -> dict[int, dict[int, int]]:
 # --------------------------------------------------------------------------
 # clean keyed data: no episode; an injected drift: caught
 # --------------------------------------------------------------------------
-#: confluent-kafka: the monitors consume and the first stage produces with librdkafka
+#: confluent-kafka: the monitors consume, and the first stage fetches and produces, with
+#: librdkafka (kafka-python keeps the first stage's group: rdfetch.py)
 @pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
         kafka_bootstrap, make_topic, workdir, baselines, client):
@@ -227,6 +230,7 @@ def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
         snap = run.pipeline.snapshot()
     finally:
         run.stop()
+    _check_fetch_path(run, client, len(events) + len(poison))
     print(f"\n[keyed, 4 partitions by c1, {client}] clean {len(clean)} events: per-partition monitors "
           f"opened {trap} episodes; repartitioned: {clean_episodes or 'none'}; after "
           f"{len(drifted)} drifted events: {drift_episodes}; repartition records "
@@ -251,10 +255,11 @@ def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
 # --------------------------------------------------------------------------
 # kill -9 of a two-stage run, restart
 # --------------------------------------------------------------------------
-def test_kill9_of_a_two_stage_run_loses_nothing(kafka_bootstrap, make_topic, workdir):
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_kill9_of_a_two_stage_run_loses_nothing(kafka_bootstrap, make_topic, workdir, client):
     topic = make_topic(partitions=4)
     rp_topic = f"{topic}-rp"
-    cfg = _config(workdir, kafka_bootstrap, topic, f"k9-{topic}", interval=2,
+    cfg = _config(workdir, kafka_bootstrap, topic, f"k9-{topic}", interval=2, client=client,
                   repartition={"topic": rp_topic, "partitions": 2})
     config = load_config(cfg)
     resolve_baselines(config)  # cached before the subprocess starts
@@ -288,7 +293,7 @@ def test_kill9_of_a_two_stage_run_loses_nothing(kafka_bootstrap, make_topic, wor
     states = _state_events(_monitor(config), rp_topic)
     restored = b2.logs("state restored")
     bound = 4 * BUFFER_POLLS * MAX_POLL
-    print(f"\n[keyed kill -9] {len(events)} events on 4 keyed partitions, 2 internal; killed "
+    print(f"\n[keyed kill -9, {client}] {len(events)} events on 4 keyed partitions, 2 internal; killed "
           f"after {killed_at} consumed; repartition topic {per_partition}: missing {missing}, "
           f"written twice {twice} (bound {bound}); monitor states {states}; restores "
           f"{[(r['partition'], r['offset']) for r in restored]}")
@@ -297,8 +302,19 @@ def test_kill9_of_a_two_stage_run_loses_nothing(kafka_bootstrap, make_topic, wor
     assert states == per_partition  # each internal record in the monitors' state once
 
 
+def _check_fetch_path(run: InProcess, client: str, at_least: int) -> None:
+    """With confluent-kafka the first stage read every record with librdkafka, none with
+    kafka-python (which keeps the group only)."""
+    first = run.runner.repartitioner
+    if client == "confluent-kafka":
+        assert isinstance(first, LibrdkafkaRepartitioner)
+        assert first.rd_records >= at_least and first.kafka_python_records == 0
+    else:
+        assert not isinstance(first, LibrdkafkaRepartitioner)
+
+
 def _monitor(config: Config) -> Config:
-    from stream.runtime.repartition import monitor_config
+    from stream.runtime.monitors import monitor_config
 
     return monitor_config(config)
 
@@ -311,11 +327,12 @@ def _all_forwarded(bootstrap: str, rp_topic: str, n: int) -> bool:
 # --------------------------------------------------------------------------
 # rebalance: a second two-stage process joins, then leaves
 # --------------------------------------------------------------------------
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_rebalance_of_two_stage_runs_loses_nothing(kafka_bootstrap, make_topic, workdir,
-                                                   baselines):
+                                                   baselines, client):
     topic = make_topic(partitions=4)
     rp_topic = f"{topic}-rp"
-    cfg = _config(workdir, kafka_bootstrap, topic, f"rb-{topic}", interval=1,
+    cfg = _config(workdir, kafka_bootstrap, topic, f"rb-{topic}", interval=1, client=client,
                   repartition={"topic": rp_topic, "partitions": 2})
     events = m1_events(13, [(12_000, CLEAN)], COLUMNS)
     _produce_keyed(kafka_bootstrap, topic, events[:4_000])
@@ -359,7 +376,7 @@ def test_rebalance_of_two_stage_runs_loses_nothing(kafka_bootstrap, make_topic, 
     per_partition = {p: len(v) for p, v in _read_topic(kafka_bootstrap, rp_topic).items()}
     states = _state_events(_monitor(r1.config), rp_topic)
     episodes = {**_episodes(r1), **{f"r2:{k}": v for k, v in _episodes(r2).items()}}
-    print(f"\n[keyed rebalance] {len(events)} events; join {join_s:.1f}s, leave "
+    print(f"\n[keyed rebalance, {client}] {len(events)} events; join {join_s:.1f}s, leave "
           f"{leave_s:.1f}s; repartition topic {per_partition}: missing {missing}, written twice "
           f"{twice}; monitor states {states}; processed r1 {processed(r1)}, r2 "
           f"{processed(r2)}; episodes {episodes or 'none'}")
@@ -378,9 +395,9 @@ def test_rebalance_of_two_stage_runs_loses_nothing(kafka_bootstrap, make_topic, 
 # --------------------------------------------------------------------------
 # two processes: one first stage writes, both monitor; clean keyed data gives no episode
 # --------------------------------------------------------------------------
-@pytest.mark.parametrize("seed", [21, 22])
+@pytest.mark.parametrize(("seed", "client"), [(21, "kafka-python"), (22, "confluent-kafka")])
 def test_two_processes_on_clean_keyed_backlog_open_no_episode(
-        kafka_bootstrap, make_topic, workdir, baselines, seed):
+        kafka_bootstrap, make_topic, workdir, baselines, seed, client):
     """Two two-stage processes start together on a keyed backlog (the worst case: with
     the source partitions split between two first stages, the internal partitions carried
     one process's keys in blocks, 8-20 ``c1`` episodes over 5 such backlogs of 3,000 in
@@ -394,7 +411,7 @@ def test_two_processes_on_clean_keyed_backlog_open_no_episode(
     events = m1_events(seed, [(6_000, CLEAN)], COLUMNS)
     half = len(events) // 2
     _produce_keyed(kafka_bootstrap, topic, events[:half])
-    cfg = _config(workdir, kafka_bootstrap, topic, f"two-{topic}",
+    cfg = _config(workdir, kafka_bootstrap, topic, f"two-{topic}", client=client,
                   repartition={"topic": f"{topic}-rp", "partitions": 2})
     runs = [InProcess(cfg, baselines, f"keyed-two-{i}", TwoStageRunner) for i in (1, 2)]
     for r in runs:
@@ -420,7 +437,7 @@ def test_two_processes_on_clean_keyed_backlog_open_no_episode(
     written = sorted(r.runner.repartitioner.forwarded for r in runs)
     per_process = [r.pipeline.processed["m1"] for r in runs]
     episodes = {f"r{i}:{k}": v for i, r in enumerate(runs, 1) for k, v in _episodes(r).items()}
-    print(f"\n[keyed, two processes, seed {seed}] {len(events)} events; forwarded by each "
+    print(f"\n[keyed, two processes, seed {seed}, {client}] {len(events)} events; forwarded by each "
           f"first stage {written}; processed by each monitor {per_process}; episodes "
           f"{episodes or 'none'}")
     gaps = _longest_gaps(kafka_bootstrap, f"{topic}-rp")

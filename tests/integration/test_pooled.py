@@ -27,7 +27,8 @@ from stream.engine.pipeline import Pipeline
 from stream.runtime.frames import unpack as unpack_frame
 from stream.runtime.pool import POOL_MODEL, pool_columns
 from stream.runtime.pooltap import unpack as unpack_pool
-from stream.runtime.repartition import BUFFER_POLLS, TwoStageRunner
+from stream.runtime.repartition import BUFFER_POLLS
+from stream.runtime.twostage import TwoStageRunner
 from stream.sinks.checkpoints import StateStore
 from stream.sources.kafka import kafka_client_kwargs
 from tests.integration.test_keyed_topics import _produce_keyed
@@ -149,13 +150,14 @@ def _same(a: Any, b: Any) -> bool:
     return a._f.tobytes() == b._f.tobytes() and a._i.tobytes() == b._i.tobytes()
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_the_pooled_cusum_catches_a_global_drift_as_one_monitor_over_every_event(
-        kafka_bootstrap, make_topic, workdir, baselines):
+        kafka_bootstrap, make_topic, workdir, baselines, client):
     topic = make_topic(partitions=4)
     clean, drift = 6_000, 3_000
     events = m1_events(21, [(clean, CLEAN), (drift, Regime(x1_mean=0.5))], COLUMNS)
     _produce_keyed(kafka_bootstrap, topic, events)
-    cfg = _config(workdir, kafka_bootstrap, topic, f"pool-{topic}")
+    cfg = _config(workdir, kafka_bootstrap, topic, f"pool-{topic}", client=client)
     run = InProcess(cfg, baselines, "pooled", TwoStageRunner).start()
     member = run.runner.pool
     assert member is not None
@@ -183,7 +185,7 @@ def test_the_pooled_cusum_catches_a_global_drift_as_one_monitor_over_every_event
     opened = [a for a in alarms if a.kind == "open" and a.column == "x1"]
     delay = [round(a.event_time - 1.7e9) - clean for a in opened if a.event_time]
     own = {c: snap.models["m1"].columns[c].detectors["cusum"].alarms for c in POOLED}
-    print(f"\n[pooled, 4 keyed partitions, 2 internal] pool {fig}; positions published "
+    print(f"\n[pooled, 4 keyed partitions, 2 internal, {client}] pool {fig}; positions published "
           f"more than once {ref['copies'] - len(ref['positions'])}, written twice with other "
           f"messages {len(conflicts)}; x1 pooled alarms at {delay} events after the drift's "
           f"start; monitors' own CUSUM alarms {own}")
@@ -217,12 +219,13 @@ def _pool_checkpoint(config: Config) -> Any:
         store.close()
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_kill9_loses_no_position_and_drops_what_is_published_again(
-        kafka_bootstrap, make_topic, workdir):
+        kafka_bootstrap, make_topic, workdir, client):
     from detectors.cusum_pool import PoolMerge
 
     topic = make_topic(partitions=4)
-    cfg = _config(workdir, kafka_bootstrap, topic, f"pk9-{topic}", interval=2)
+    cfg = _config(workdir, kafka_bootstrap, topic, f"pk9-{topic}", interval=2, client=client)
     config = load_config(cfg)
     resolve_baselines(config)  # cached before the subprocess starts
     events = m1_events(19, [(16_000, CLEAN)], COLUMNS)
@@ -263,7 +266,7 @@ def test_kill9_loses_no_position_and_drops_what_is_published_again(
     state = PoolMerge.from_state(dict(cp.state), pool_columns(
         Pipeline(config, resolve_baselines(config))))
     elected = b2.logs("pool member elected")
-    print(f"\n[pooled kill -9] {len(events)} events, killed after {killed_at} consumed; "
+    print(f"\n[pooled kill -9, {client}] {len(events)} events, killed after {killed_at} consumed; "
           f"{len(positions)} positions on the repartition topic (dense: "
           f"{sorted(positions) == list(range(len(positions)))}); pool frontier "
           f"{cp.state['frontier']}, skipped {cp.state['skipped']}; restarted at offset "

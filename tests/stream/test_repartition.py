@@ -10,7 +10,8 @@ import pytest
 
 from stream.config import parse_config
 from stream.engine.figures import HealthFigures, merge_health
-from stream.runtime.repartition import merge_plan, monitor_config
+from stream.runtime.monitors import monitor_config
+from stream.runtime.repartition import merge_plan
 from tests.support.configs import config_errors, minimal_config
 
 KAFKA = {"bootstrap_servers": "k:9092", "topics": ["events"], "group_id": "g"}
@@ -161,3 +162,17 @@ def test_frames_carry_dense_merge_positions_from_the_committed_one_on() -> None:
     assert len({q for q, _, _ in out}) == 3
     assert parse_seq(f"streamdrift-seq={stage.seq}") == 1000
 
+
+
+@pytest.mark.parametrize(("client", "cls"), [("kafka-python", "Repartitioner"),
+                                             ("confluent-kafka", "LibrdkafkaRepartitioner")])
+def test_the_first_stage_fetches_with_the_configured_client(client: str, cls: str) -> None:
+    """kafka-python keeps the first stage's group either way; librdkafka fetches its
+    records with confluent-kafka (rdfetch.py)."""
+    from stream.runtime.twostage import first_stage
+
+    config = parse_config(minimal_config(source={
+        "kafka": {**KAFKA, "client": client}, "repartition": {}}), "/cfg")
+    stage = first_stage(config, pipeline=None)  # type: ignore[arg-type]
+    assert type(stage).__name__ == cls
+    assert stage.consumer is None and getattr(stage, "rd", None) is None  # made by run()

@@ -1,0 +1,74 @@
+"""``streamdrift run`` with ``source.repartition``: both stages in one process.
+
+The first stage (repartition.py; with ``source.kafka.client: confluent-kafka`` its records
+are fetched by librdkafka, rdfetch.py) runs on a thread of its own, the monitors
+(monitors.py) on the calling thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from stream.config import Config
+from stream.engine.pipeline import Pipeline
+from stream.runtime.monitors import FramedRunner, monitor_config
+from stream.runtime.rdfetch import LibrdkafkaRepartitioner
+from stream.runtime.repartition import Repartitioner
+from stream.sources.kafka import connection_error
+
+log = logging.getLogger("streamdrift.repartition")
+
+
+def first_stage(config: Config, pipeline: Pipeline,
+                stop: threading.Event | None = None) -> Repartitioner:
+    """The first stage for ``config``: records fetched by librdkafka when
+    ``source.kafka.client`` is confluent-kafka, by kafka-python otherwise."""
+    k = config.source.kafka
+    if k is not None and k.client == "confluent-kafka":
+        return LibrdkafkaRepartitioner(config, pipeline, stop)
+    return Repartitioner(config, pipeline, stop)
+
+
+class TwoStageRunner(FramedRunner):
+    """``streamdrift run`` with ``source.repartition``: the monitors (a
+    :class:`FramedRunner` on the repartition topic, :func:`monitor_config`) on the calling
+    thread, :class:`Repartitioner` on a thread of its own; either stopping stops both, and
+    ``health`` includes the first stage's figures."""
+
+    def __init__(self, config: Config, pipeline: Pipeline,
+                 stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        super().__init__(monitor_config(config), pipeline, stop)
+        self.repartitioner = first_stage(config, pipeline, stop)
+        self.health.upstream = self.repartitioner.health
+
+    def run(self, max_events: int | None = None, idle_timeout: float | None = None) -> int:
+        from kafka.errors import KafkaError
+
+        first = self.repartitioner
+        try:
+            # before the monitors subscribe: a broker that creates topics on a metadata
+            # request would otherwise create it with its default partition count
+            first.ensure_topic()
+        except KafkaError as exc:
+            raise connection_error(first.kafka, exc) from None
+        error: list[BaseException] = []
+
+        def stage1() -> None:
+            try:
+                first.run()
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
+                error.append(exc)
+                log.error("the repartition stage failed: %s: %s", type(exc).__name__, exc)
+                self.stop_event.set()
+
+        thread = threading.Thread(target=stage1, name="repartition", daemon=True)
+        thread.start()
+        try:
+            return super().run(max_events=max_events, idle_timeout=idle_timeout)
+        finally:
+            first.stop()
+            thread.join(timeout=60)
+            if error:
+                raise error[0]

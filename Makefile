@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=40
 # make image: the tag, and the base image (empty: the Dockerfile's python:3.11-slim-bookworm;
 # "local": a Debian 12 base made here with mmdebstrap, for machines that reach no registry)
 IMAGE ?= streamdrift:dev

@@ -74,7 +74,14 @@ class Frame:
         return len(self.values)
 
 
-def _lengths(blobs: list[Any]) -> np.ndarray:
+def blob_lengths(blobs: Sequence[bytes | None]) -> np.ndarray:
+    """The length of each blob, -1 for None (int32)."""
+    n = len(blobs)
+    nulls = blobs.count(None) if isinstance(blobs, list) else n - sum(b is not None for b in blobs)
+    if nulls == 0:  # (counted in C; then the lengths in C too)
+        return np.fromiter(map(len, blobs), "<i4", n)  # type: ignore[arg-type]
+    if nulls == n:
+        return np.full(n, -1, dtype="<i4")
     return np.fromiter((-1 if b is None else len(b) for b in blobs), "<i4", len(blobs))
 
 
@@ -88,22 +95,58 @@ def pack(records: Sequence[Any], positions: Sequence[int] | np.ndarray | None = 
         raise ValueError(f"{len(positions)} positions for {n} records")
     names = sorted({r.topic for r in records})
     index = {t: i for i, t in enumerate(names)}
-    head = [_HEAD.pack(MAGIC, 1 if positions is None else VERSION, n, len(names))]
-    for t in names:
-        raw = t.encode()
-        head += [_NAME.pack(len(raw)), raw]
-    keys = [r.key for r in records]
-    values = [r.value for r in records]
-    arrays: list[np.ndarray] = [
-        np.fromiter((index[r.topic] for r in records), "<u2", n),
+    return pack_columns(
+        names, np.fromiter((index[r.topic] for r in records), "<u2", n),
         np.fromiter((r.partition for r in records), "<i4", n),
         np.fromiter((r.offset for r in records), "<i8", n),
         np.fromiter((r.timestamp for r in records), "<i8", n),
-        _lengths(keys), _lengths(values)]
+        [r.key for r in records], [r.value for r in records],
+        None if positions is None else np.asarray(positions, dtype="<i8"))
+
+
+def pack_columns(names: Sequence[str], topic_index: np.ndarray, partitions: np.ndarray,
+                 offsets: np.ndarray, timestamps: np.ndarray, keys: Sequence[bytes | None],
+                 values: Sequence[bytes | None], positions: np.ndarray | None = None,
+                 key_lengths: np.ndarray | None = None,
+                 value_lengths: np.ndarray | None = None) -> bytes:
+    """:func:`pack` of columns: the frame's messages' topic indices into ``names`` (each
+    name used), partitions, offsets, timestamps, keys, values and merge positions (the
+    lengths of the keys and values, -1 for None, if known)."""
+    head = [_HEAD.pack(MAGIC, 1 if positions is None else VERSION, len(values), len(names))]
+    for t in names:
+        raw = t.encode()
+        head += [_NAME.pack(len(raw)), raw]
+    arrays: list[np.ndarray] = [
+        topic_index.astype("<u2", copy=False), partitions.astype("<i4", copy=False),
+        offsets.astype("<i8", copy=False), timestamps.astype("<i8", copy=False),
+        blob_lengths(keys) if key_lengths is None else key_lengths.astype("<i4", copy=False),
+        (blob_lengths(values) if value_lengths is None
+         else value_lengths.astype("<i4", copy=False))]
     if positions is not None:
-        arrays.append(np.asarray(positions, dtype="<i8"))
-    return b"".join([*head, *(a.tobytes() for a in arrays),
-                     b"".join(k for k in keys if k), b"".join(v for v in values if v)])
+        arrays.append(positions.astype("<i8", copy=False))
+    # one copy of the keys and values (not joined first, then joined again)
+    return b"".join([*head, *(a.tobytes() for a in arrays), *filter(None, keys),
+                     *filter(None, values)])
+
+
+def cuts(sizes: np.ndarray, max_events: int, max_bytes: int = FRAME_BYTES) -> list[int]:
+    """Where :func:`frames` ends each run of messages of ``sizes`` bytes (keys and values):
+    the end index of each run, a loop over runs, not messages.
+
+    >>> cuts(np.array([10, 10, 10, 50, 5]), 100, max_bytes=25), cuts(np.array([1] * 5), 2)
+    ([2, 3, 4, 5], [2, 4, 5])
+    """
+    n = len(sizes)
+    cum = np.cumsum(sizes, dtype=np.int64)
+    out: list[int] = []
+    i = 0
+    while i < n:
+        base = int(cum[i - 1]) if i else 0
+        j = int(np.searchsorted(cum, base + max_bytes, side="right"))
+        j = min(max(j, i + 1), i + max_events, n)  # a larger message alone
+        out.append(j)
+        i = j
+    return out
 
 
 def is_frame(value: bytes | None) -> bool:

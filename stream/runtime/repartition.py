@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import operator
 import threading
 import time
 import zlib
@@ -50,7 +51,7 @@ from stream.config import Config, require_kafka
 from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
 from stream.runtime.catchup import CatchUp
-from stream.runtime.frames import frames, pack
+from stream.runtime.frames import blob_lengths, cuts, pack_columns
 from stream.runtime.monitors import frame_events
 from stream.runtime.onewriter import STRATEGY
 from stream.sinks.producer import create_topic
@@ -125,14 +126,41 @@ def spread(records: Sequence[Any], partitions: int) -> list[int]:
     if partitions <= 1:
         return [0] * len(records)
     topics = {t: zlib.crc32(t.encode()) for t in {r.topic for r in records}}
-    x = np.fromiter(((topics[r.topic] << 32) ^ (r.partition << 40) ^ r.offset
-                     for r in records), np.uint64, len(records))
+    n = len(records)
+    return _spread(np.fromiter((topics[r.topic] for r in records), np.uint64, n),
+                   np.fromiter((r.partition for r in records), np.int64, n),
+                   np.fromiter((r.offset for r in records), np.int64, n),
+                   partitions).tolist()
+
+
+_TOPIC = operator.attrgetter("topic")
+_PARTITION = operator.attrgetter("partition")
+_OFFSET = operator.attrgetter("offset")
+_TIMESTAMP = operator.attrgetter("timestamp")
+_KEY = operator.attrgetter("key")
+_VALUE = operator.attrgetter("value")
+
+
+def _pick(items: list[Any], at: np.ndarray) -> list[Any]:
+    """``items`` at the indices ``at`` (at least one), in C."""
+    got = operator.itemgetter(*at.tolist())(items)
+    return list(got) if len(at) > 1 else [got]
+
+
+def _spread(crcs: np.ndarray, parts: np.ndarray, offsets: np.ndarray, partitions: int,
+            ) -> np.ndarray:
+    """:func:`spread` of columns: the CRC-32 of each record's topic, its partition and
+    offset."""
+    if partitions <= 1:
+        return np.zeros(len(offsets), dtype=np.int64)
+    x: np.ndarray = ((crcs.astype(np.uint64) << np.uint64(32))
+                     ^ (parts.astype(np.uint64) << np.uint64(40)) ^ offsets.astype(np.uint64))
     with np.errstate(over="ignore"):
         x = x + np.uint64(0x9E3779B97F4A7C15)
         x = (x ^ (x >> np.uint64(30))) * _MIX1
         x = (x ^ (x >> np.uint64(27))) * _MIX2
         x = x ^ (x >> np.uint64(31))
-    return (x % np.uint64(partitions)).astype(np.int64).tolist()
+    return (x % np.uint64(partitions)).astype(np.int64)
 
 
 def _send_confluent(producer: Any, topic: str, frames: list[tuple[int, bytes, int]],
@@ -460,18 +488,36 @@ class Repartitioner:
     def _frames(self, records: list[Any]) -> list[tuple[int, bytes, int]]:
         """``records`` (in merged order) as frames: (internal partition, frame, newest
         Kafka timestamp), each partition's messages in merged order with their merge
-        positions (from :attr:`seq` on)."""
-        targets = spread(records, self.rp.partitions)
-        parts: list[list[tuple[int, Any]]] = [[] for _ in range(max(1, self.rp.partitions))]
-        for i, (r, target) in enumerate(zip(records, targets, strict=True)):
-            parts[target].append((self.seq + i, r))
+        positions (from :attr:`seq` on).  Each field is read once per batch into a column
+        (frames.pack_columns): the same frames as :func:`spread`, :func:`frames` and
+        :func:`pack` record by record (tests/stream/test_repartition.py)."""
+        n = len(records)
+        topic_of = list(map(_TOPIC, records))
+        names = sorted(set(topic_of))
+        index = {t: i for i, t in enumerate(names)}
+        tix = (np.fromiter(map(index.__getitem__, topic_of), np.int64, n) if len(names) > 1
+               else np.zeros(n, dtype=np.int64))
+        parts = np.fromiter(map(_PARTITION, records), np.int64, n)
+        offsets = np.fromiter(map(_OFFSET, records), np.int64, n)
+        stamps = np.fromiter(map(_TIMESTAMP, records), np.int64, n)
+        keys = list(map(_KEY, records))
+        values = list(map(_VALUE, records))
+        klen, vlen = blob_lengths(keys), blob_lengths(values)
+        sizes = np.maximum(klen, 0).astype(np.int64) + np.maximum(vlen, 0)
+        crcs = np.array([zlib.crc32(t.encode()) for t in names], dtype=np.uint64)[tix]
+        targets = _spread(crcs, parts, offsets, self.rp.partitions)
         out = []
-        for q, part in enumerate(parts):
+        for q in range(max(1, self.rp.partitions)):
+            idx = np.flatnonzero(targets == q)
             at = 0
-            for run in frames([r for _, r in part], self.frame_events):
-                pos = [p for p, _ in part[at:at + len(run)]]
-                at += len(run)
-                out.append((q, pack(run, pos), max(r.timestamp for r in run)))
+            for end in cuts(sizes[idx], self.frame_events):
+                sel = idx[at:end]
+                at = end
+                used, local = np.unique(tix[sel], return_inverse=True)
+                out.append((q, pack_columns(
+                    [names[i] for i in used.tolist()], local, parts[sel], offsets[sel],
+                    stamps[sel], _pick(keys, sel), _pick(values, sel), self.seq + sel,
+                    klen[sel], vlen[sel]), int(stamps[sel].max())))
         return out
 
     def _send(self, records: list[Any]) -> bool:

@@ -176,3 +176,55 @@ def test_the_first_stage_fetches_with_the_configured_client(client: str, cls: st
     stage = first_stage(config, pipeline=None)  # type: ignore[arg-type]
     assert type(stage).__name__ == cls
     assert stage.consumer is None and getattr(stage, "rd", None) is None  # made by run()
+
+
+def _frames_record_by_record(records: list[Any], partitions: int, seq: int,
+                             frame_events: int) -> list[tuple[int, bytes, int]]:
+    """The first stage's frames as built before 2026-12-05, record by record (spread,
+    frames, pack): the reference of the columnar ``Repartitioner._frames``."""
+    from stream.runtime.frames import frames, pack
+    from stream.runtime.repartition import spread
+
+    parts: list[list[tuple[int, Any]]] = [[] for _ in range(max(1, partitions))]
+    for i, (r, q) in enumerate(zip(records, spread(records, partitions), strict=True)):
+        parts[q].append((seq + i, r))
+    out = []
+    for q, part in enumerate(parts):
+        at = 0
+        for run in frames([r for _, r in part], frame_events):
+            pos = [p for p, _ in part[at:at + len(run)]]
+            at += len(run)
+            out.append((q, pack(run, pos), max(r.timestamp for r in run)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_columnar_frames_are_the_record_by_record_frames_byte_for_byte(seed: int) -> None:
+    from collections import namedtuple
+
+    from stream.runtime.frames import FRAME_BYTES
+    from stream.runtime.repartition import Repartitioner
+
+    rng = np.random.default_rng(seed)
+    Rec = namedtuple("Rec", "topic partition offset timestamp key value")
+    topics = ["events", "clicks", "other-topic"][: 1 + seed % 3]
+    n = int(rng.integers(1, 3000))
+    big = FRAME_BYTES // 3
+
+    def blob(p_none: float, large: bool) -> bytes | None:
+        if rng.random() < p_none:
+            return None
+        size = big + int(rng.integers(0, big)) if large and rng.random() < 0.01 else \
+            int(rng.integers(0, 900))
+        return bytes(rng.integers(0, 256, size, dtype=np.uint8))
+
+    recs = [Rec(topics[int(rng.integers(len(topics)))], int(rng.integers(0, 12)),
+                int(rng.integers(0, 2**40)), int(1.7e12) + int(rng.integers(0, 10**6)),
+                blob(0.5, False), blob(0.02, True)) for _ in range(n)]
+    partitions = [1, 2, 3, 8][seed % 4]
+    config = parse_config(_config({"partitions": partitions}), "/cfg")
+    stage = Repartitioner(config, pipeline=None)  # type: ignore[arg-type]
+    stage.frame_events = int(rng.integers(1, 400))
+    stage.seq = int(rng.integers(0, 10**9))
+    want = _frames_record_by_record(recs, partitions, stage.seq, stage.frame_events)
+    assert stage._frames(recs) == want

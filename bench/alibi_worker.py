@@ -89,8 +89,19 @@ def main() -> int:
             run_lengths.append(since)
             since = 0
             cd.reset_state()
-    cpu_per_event = (time.process_time() - c0) / len(null)
+    cpu_per_event = (time.process_time() - c0) / len(null) if len(null) else float("nan")
     print(json.dumps({"null_alarms": alarms}), file=sys.stderr, flush=True)
+    head = {"detector": detector, "ert": float(ert), "window": int(window),
+            "bootstraps": int(boots), "n_ref": len(ref), "seed": int(seed),
+            "setup_wall_s": setup_wall, "setup_cpu_s": setup_cpu,
+            "null_events": len(null), "null_alarms": alarms,
+            "run_lengths": run_lengths, "us_per_event": cpu_per_event * 1e6}
+    # a worker stopped part-way leaves its finished streams in CACHE.progress (one JSON
+    # object a line: this head, then {name: first alarm} per stream, in the given order)
+    progress = open(cached + ".progress", "w") if cached else None
+    if progress:
+        progress.write(json.dumps(head) + "\n")
+        progress.flush()
 
     first: dict[str, int | None] = {}
     for name in json.load(open(f"{d}/streams.json")):
@@ -100,12 +111,12 @@ def main() -> int:
             if cd.predict(x, return_test_stat=False)["data"]["is_drift"]:
                 first[name] = i
                 break
-    result = json.dumps({"detector": detector, "ert": float(ert), "window": int(window),
-                         "bootstraps": int(boots), "n_ref": len(ref),
-                         "setup_wall_s": setup_wall, "setup_cpu_s": setup_cpu,
-                         "null_events": len(null), "null_alarms": alarms,
-                         "run_lengths": run_lengths, "us_per_event": cpu_per_event * 1e6,
-                         "first": first})
+        if progress:
+            progress.write(json.dumps({name: first[name]}) + "\n")
+            progress.flush()
+    if progress:
+        progress.close()
+    result = json.dumps({**head, "first": first})
     if cached:
         with open(cached + ".tmp", "w") as f:
             f.write(result)

@@ -30,7 +30,12 @@ Usage (~40 min on 2 shared cores, most of it Alibi)::
     PYTHONPATH=$PWD .venv/bin/python bench/bench_alibi.py --alibi-python /tmp/alibi-venv/bin/python
 
 ``--alibi-json FILE`` reuses the worker outputs of an earlier run (saved next to the
-table as ``alibi-raw.json``) and reruns only ours.  ``--scenarios shift`` runs one cell
+table as ``alibi-raw.json``) and reruns only ours.  ``--alibi-reuse FILE`` extends them
+instead: the streams of a run do not depend on ``--runs`` (run ``r`` of a seed is the same
+in a 60- and a 240-run benchmark), so Alibi runs only the runs the file lacks, plus the
+first ``--alibi-check`` stored runs again, whose first alarms must come out the same (the
+set-up is seeded), and ``--alibi-null`` further clean events from a new generator, pooled
+with the stored ones.  ``--scenarios shift`` runs one cell
 (with ``--out``, its own table).  Each table ends with one row per seed (each method's
 ARL0 and median on that seed alone, the runs behind the median), since a goal holds only
 if it holds on every seed.  Each Alibi worker and each seed of ours runs in its own
@@ -127,29 +132,153 @@ def first_alarm_delays(first: list[int | None]) -> dict[str, object]:
 # -- Alibi -----------------------------------------------------------------------------------
 
 def alibi_job(python: str, family: str, detector: str, seed: int, args: argparse.Namespace,
-              ) -> dict[str, object]:
+              runs: list[int] | None = None, null_key: tuple[int, ...] = (7,),
+              ) -> dict[str, object] | None:
+    """One worker: Alibi's set-up, ``--alibi-null`` clean events (drawn from the generator
+    ``[seed, *null_key]``) and the change streams ``runs`` (all ``--runs`` by default).
+    With ``--alibi-partial`` no worker runs: what an earlier worker on the same inputs left
+    in its cache (its result, or the streams it finished before it was stopped; None if
+    nothing)."""
     with tempfile.TemporaryDirectory() as d:
         np.save(f"{d}/reference.npy", reference(family, seed, args.n_ref))
         draw = sampler(family, seed)
-        np.save(f"{d}/null.npy", draw(np.random.default_rng([seed, 7]), args.alibi_null))
+        np.save(f"{d}/null.npy", draw(np.random.default_rng([seed, *null_key]),
+                                      args.alibi_null))
         names = []
         for scenario in scenarios(family):
-            for r in range(args.runs):
+            for r in (range(args.runs) if runs is None else runs):
                 np.save(f"{d}/{scenario}{r}.npy", change_stream(family, seed, scenario, r))
                 names.append(f"{scenario}{r}")
         Path(f"{d}/streams.json").write_text(json.dumps(names))
+        cmd = [python, str(WORKER), d, detector, str(args.ert), str(args.window),
+               str(args.bootstraps), str(seed)]
         t0 = time.perf_counter()
-        done = subprocess.run([python, str(WORKER), d, detector, str(args.ert), str(args.window),
-                               str(args.bootstraps), str(seed)], capture_output=True, text=True,
-                              start_new_session=True)  # its own job, as if started alone
-        if done.returncode:
-            raise RuntimeError(f"alibi worker {family} {detector} {seed}: {done.stderr[-2000:]}")
-        out = json.loads(done.stdout.strip().splitlines()[-1])
+        if getattr(args, "alibi_partial", False):
+            got = cached_output(d, cmd[3:8])
+            if got is None:
+                return None
+            out = got
+        else:
+            done = subprocess.run(cmd, capture_output=True, text=True,
+                                  start_new_session=True)  # its own job, as if started alone
+            if done.returncode:
+                raise RuntimeError(f"alibi worker {family} {detector} {seed}: "
+                                   f"{done.stderr[-2000:]}")
+            out = json.loads(done.stdout.strip().splitlines()[-1])
     out.update(family=family, seed=seed, wall_s=time.perf_counter() - t0)
     print(f"alibi {family} {detector} seed {seed}: setup {out['setup_wall_s']:.0f} s wall, "
           f"{out['null_alarms']} alarms in {out['null_events']}, "
-          f"{out['us_per_event']:.0f} µs/event", file=sys.stderr, flush=True)
+          f"{out['us_per_event']:.0f} µs/event, {len(out['first'])} streams"  # type: ignore[arg-type]
+          f"{' (partial)' if out.get('partial') else ''}", file=sys.stderr, flush=True)
     return out
+
+
+def read_progress(lines: list[str]) -> dict[str, object] | None:
+    """A worker output from the progress lines of a stopped worker (its head, then one
+    ``{name: first alarm}`` a finished stream), marked ``partial``; None if it stopped
+    before its clean stream was done."""
+    if not lines or not lines[0].strip():
+        return None
+    out: dict[str, object] = json.loads(lines[0])
+    first: dict[str, int | None] = {}
+    for line in lines[1:]:
+        if line.endswith("\n"):  # a line cut by the stop is not a finished stream
+            first.update(json.loads(line))
+    out.update(first=first, partial=True)
+    return out
+
+
+def cached_output(d: str, worker_args: list[str]) -> dict[str, object] | None:
+    """The worker cache's result for these inputs, or its progress if the worker stopped."""
+    from bench import alibi_worker
+
+    path = alibi_worker.cache_path(d, worker_args)
+    if path is None:
+        raise SystemExit("--alibi-partial needs the worker cache (ALIBI_WORKER_CACHE)")
+    if os.path.exists(path):
+        return dict(json.loads(Path(path).read_text()))
+    if os.path.exists(path + ".progress"):
+        with open(path + ".progress") as f:
+            return read_progress(f.readlines())
+    return None
+
+
+def common_prefix(rows: list[dict[str, object]], scenario_names: tuple[str, ...]) -> int:
+    """The number of leading runs (0, 1, ...) that every row has for every scenario."""
+    k = 0
+    while all(f"{s}{k}" in r["first"] for r in rows for s in scenario_names):  # type: ignore[operator]
+        k += 1
+    return k
+
+
+def extension_runs(stored: dict[str, object], scenario_names: tuple[str, ...], runs: int,
+                   check: int) -> tuple[list[int], list[str]]:
+    """The runs a worker must do to extend ``stored`` (an earlier worker output) to ``runs``
+    runs per scenario: those not stored, and the first ``check`` stored ones again (their
+    first alarms must come out the same, which shows that the set-up and the streams are
+    the stored run's).  Returns the run indices and the names of the checked streams."""
+    first = stored["first"]
+    assert isinstance(first, dict)
+    todo, checked = [], []
+    for r in range(runs):
+        names = [f"{s}{r}" for s in scenario_names]
+        if not all(n in first for n in names):
+            todo.append(r)
+        elif r < check:
+            todo.append(r)
+            checked += names
+    return todo, checked
+
+
+def merge_alibi(stored: dict[str, object], new: dict[str, object], checked: list[str],
+                ) -> dict[str, object]:
+    """``stored`` extended by ``new`` (a worker output on further streams and a further,
+    independent clean stream): the first alarms of both (the checked streams must agree),
+    the clean events, alarms and run lengths added, the CPU per event weighted by clean
+    events.  Raises if a checked stream's first alarm differs (then the stored outputs are
+    not the same detector's and must not be pooled)."""
+    old_first, new_first = stored["first"], new["first"]
+    assert isinstance(old_first, dict) and isinstance(new_first, dict)
+    differ = {n: (old_first[n], new_first[n]) for n in checked if old_first[n] != new_first[n]}
+    if differ:
+        raise RuntimeError(f"Alibi {new['detector']} seed {new['seed']}: stored first "
+                           f"alarms not reproduced (stored, now): {differ}; rerun without "
+                           "--alibi-reuse")
+    ev_old, ev_new = int(stored["null_events"]), int(new["null_events"])  # type: ignore[call-overload]
+    if ev_new == 0:  # nothing new on the clean stream: its cost is the stored one's
+        new = dict(new, us_per_event=stored["us_per_event"])
+    out = dict(new)
+    out.update(first={**old_first, **new_first},
+               null_events=ev_old + ev_new,
+               null_alarms=int(stored["null_alarms"]) + int(new["null_alarms"]),  # type: ignore[call-overload]
+               run_lengths=[*stored["run_lengths"], *new["run_lengths"]],  # type: ignore[misc]
+               us_per_event=(float(stored["us_per_event"]) * ev_old  # type: ignore[arg-type]
+                             + float(new["us_per_event"]) * ev_new) / (ev_old + ev_new),  # type: ignore[arg-type]
+               stored_setup_wall_s=stored["setup_wall_s"], stored_null_events=ev_old,
+               reused_streams=len(old_first), checked_streams=checked)
+    return out
+
+
+def extend_alibi(python: str, stored: list[dict[str, object]], family: str, detector: str,
+                 seed: int, args: argparse.Namespace) -> dict[str, object] | None:
+    """The stored output of this job extended to ``--runs`` runs and ``--alibi-null`` more
+    clean events (a new stream, generator ``[seed, 7, 1]``); a fresh job if none stored."""
+    old = [r for r in stored if r["family"] == family and r["detector"] == detector
+           and int(r["seed"]) == seed]  # type: ignore[call-overload]
+    if not old:
+        return alibi_job(python, family, detector, seed, args)
+    for key in ("n_ref", "ert", "window", "bootstraps"):
+        if float(old[0][key]) != float(getattr(args, key)):  # type: ignore[arg-type]
+            raise SystemExit(f"--alibi-reuse: the stored {detector} seed {seed} has {key} "
+                             f"{old[0][key]}, not --{key.replace('_', '-')} "
+                             f"{getattr(args, key)}")
+    runs, checked = extension_runs(old[0], scenarios(family), args.runs, args.alibi_check)
+    new = alibi_job(python, family, detector, seed, args, runs, null_key=(7, 1))
+    if new is None:  # --alibi-partial, nothing left: the stored output alone
+        return dict(old[0], partial=True)
+    first = new["first"]
+    assert isinstance(first, dict)
+    return merge_alibi(old[0], new, [n for n in checked if n in first])
 
 
 # -- ours ------------------------------------------------------------------------------------
@@ -220,7 +349,7 @@ def ours(family: str, seed: int, target: float, window: int, cadence: int, n_ref
                               "us_per_event_single": single * 1e6}
     for scenario in scenarios(family):
         first: list[int | None] = []
-        for r in range(args.runs):
+        for r in range(getattr(args, "seed_runs", {}).get(seed, args.runs)):
             hits = fresh().update(change_stream(family, seed, scenario, r))
             first.append(int(hits[0]) if hits.size else None)
         out[scenario] = first
@@ -253,6 +382,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--alibi-python", help="python of a venv with alibi-detect 0.13 (TF)")
     ap.add_argument("--alibi-json", type=Path, help="reuse these worker outputs")
+    ap.add_argument("--alibi-reuse", type=Path,
+                    help="extend these worker outputs: Alibi runs only the runs they lack "
+                         "(and --alibi-check of theirs again, which must agree) and "
+                         "--alibi-null further clean events, pooled with theirs")
+    ap.add_argument("--alibi-check", type=int, default=3,
+                    help="with --alibi-reuse: stored runs per job to redo as a check")
+    ap.add_argument("--alibi-partial", action="store_true",
+                    help="run no Alibi worker: take what the workers of an earlier, stopped "
+                         "run with the same options left in the worker cache (finished "
+                         "streams); each seed keeps the runs every detector has")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--families", nargs="+", default=["mv", "emb"])
     ap.add_argument("--detectors", nargs="+", default=["mmd", "lsdd"])
@@ -289,11 +428,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.alibi_json:
         alibi = json.loads(args.alibi_json.read_text())
     else:
-        jobs = [(f, d, s) for f in args.families for d in args.detectors for s in args.seeds]
+        # seed by seed (a partial run still has whole seeds), the slow detector first
+        jobs = [(f, d, s) for s in args.seeds for f in args.families for d in args.detectors]
+        stored = json.loads(args.alibi_reuse.read_text()) if args.alibi_reuse else None
         with ThreadPoolExecutor(args.jobs) as pool:
-            alibi = list(pool.map(lambda j: alibi_job(args.alibi_python, j[0], j[1], j[2],
-                                                      args), jobs))
+            alibi = list(pool.map(
+                lambda j: alibi_job(args.alibi_python, j[0], j[1], j[2], args)
+                if stored is None else extend_alibi(args.alibi_python, stored, j[0], j[1], j[2],
+                                                    args), jobs))
+        alibi = [r for r in alibi if r is not None]
         args.out.with_name(args.out.stem + "-raw.json").write_text(json.dumps(alibi))
+    # a seed whose runs are not all there (--alibi-partial): the leading runs that every
+    # detector has, for Alibi and ours alike
+    args.seed_runs = {}
+    for family in args.families:
+        for seed in {int(r["seed"]) for r in alibi if r["family"] == family}:
+            rows = [r for r in alibi if r["family"] == family and int(r["seed"]) == seed]
+            k = common_prefix(rows, scenarios(family))
+            args.seed_runs[seed] = k
+            for r in rows:
+                r["first"] = {n: v for n, v in r["first"].items()
+                              if int(n.lstrip("abcdefghijklmnopqrstuvwxyz")) < k}
 
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE,
                             capture_output=True, text=True).stdout.strip() or "unknown"
@@ -305,7 +460,9 @@ def main(argv: list[str] | None = None) -> int:
              f"--alibi-null {args.alibi_null} --runs {args.runs} --null-events "
              f"{args.null_events}"
              f"{' --scenarios ' + ' '.join(args.scenarios) if args.scenarios else ''}"
-             f"{' --ours ' + ' '.join(args.ours) if args.ours else ''}` at commit {commit}.", ""]
+             f"{' --ours ' + ' '.join(args.ours) if args.ours else ''}"
+             f"{f' --alibi-reuse {args.alibi_reuse} --alibi-check {args.alibi_check}' if args.alibi_reuse else ''}"
+             f"` at commit {commit}.", ""]
     raw_ours: list[dict[str, object]] = []
     for family in args.families:
         al = {d: [r for r in alibi if r["family"] == family and r["detector"] == d]
@@ -320,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
             target, prev = goal, None
             for _attempt in range(PASSES):
                 # one process per seed, each its own job (session) as the Alibi workers
-                with ProcessPoolExecutor(len(seeds), initializer=os.setsid) as procs:
+                with ProcessPoolExecutor(min(len(seeds), args.jobs),
+                                         initializer=os.setsid) as procs:
                     res = list(procs.map(ours, [family] * len(seeds), seeds,
                                          [target] * len(seeds), [window] * len(seeds),
                                          [cadence] * len(seeds),
@@ -357,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(_row(f"Alibi {det.upper()} (window {args.window}, "
                                   f"{args.bootstraps} bootstraps; set-up {setup} s wall)",
                                   f"ert {args.ert:g}", arl, n_al, n_ev, d, None, cost,
-                                  mmd_cost, args.runs * len(rows)))
+                                  mmd_cost,
+                                  sum(len(alibi_firsts(r, scenario)) for r in rows)))
             best = min((m for m in peer_median.values() if m), default=None)
             for window, cadence, n_ref in configs:
                 rows = [r for r in raw_ours if r["family"] == family
@@ -373,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"reference)", f"{float(rows[0]['target']):,.0f} (first pass at "
                     f"{float(rows[0]['goal']):,.0f} achieved "
                     f"{float(rows[0]['first_pass_arl0']):,.0f})", arl, n_al, n_ev, d, ratio,
-                    cost, mmd_cost, args.runs * len(rows),
+                    cost, mmd_cost, sum(len(r[scenario]) for r in rows),  # type: ignore[arg-type]
                     float(np.mean([float(r["us_per_event_single"]) for r in rows]))))
             lines += ["", *per_seed(al, raw_ours, family, scenario, seeds, configs, args.n_ref),
                       ""]

@@ -29,6 +29,7 @@ per-event records the first stage wrote before frames are read as before.
 
 from __future__ import annotations
 
+import operator
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -147,6 +148,33 @@ def cuts(sizes: np.ndarray, max_events: int, max_bytes: int = FRAME_BYTES) -> li
         out.append(j)
         i = j
     return out
+
+
+_TOPIC = operator.attrgetter("topic")
+_FIELDS = tuple(operator.attrgetter(f) for f in ("partition", "offset", "timestamp"))
+_KEY = operator.attrgetter("key")
+_VALUE = operator.attrgetter("value")
+
+
+def record_columns(records: Sequence[Any]) -> tuple[
+        list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[Any], list[Any]]:
+    """Kafka records' fields as columns, each read once (in C): the sorted topic names,
+    each record's index into them, partitions, offsets, timestamps (int64), keys, values."""
+    n = len(records)
+    topic_of = list(map(_TOPIC, records))
+    names = sorted(set(topic_of))
+    index = {t: i for i, t in enumerate(names)}
+    tix = (np.fromiter(map(index.__getitem__, topic_of), np.int64, n) if len(names) > 1
+           else np.zeros(n, dtype=np.int64))
+    parts, offsets, stamps = (np.fromiter(map(f, records), np.int64, n) for f in _FIELDS)
+    return names, tix, parts, offsets, stamps, list(map(_KEY, records)), \
+        list(map(_VALUE, records))
+
+
+def pick(items: list[Any], at: np.ndarray) -> list[Any]:
+    """``items`` at the indices ``at`` (at least one), in C."""
+    got = operator.itemgetter(*at.tolist())(items)
+    return list(got) if len(at) > 1 else [got]
 
 
 def is_frame(value: bytes | None) -> bool:

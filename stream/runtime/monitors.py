@@ -25,6 +25,7 @@ from stream.config import Config, require_kafka
 from stream.runtime.frames import BAD_FRAME, Frame, FrameError, is_frame, unpack
 from stream.runtime.pooltap import PoolTap, record_of, thresholds_of
 from stream.runtime.runner import WRITE_BACKOFF_S, KafkaRunner
+from stream.sources.confluent import Fetched
 from stream.sources.kafka import connection_error, record_values
 
 log = logging.getLogger("streamdrift.run")
@@ -39,16 +40,8 @@ def frame_events(max_poll_records: int) -> int:
     return max(1, max_poll_records // FRAMES_PER_POLL)
 
 
-@dataclasses.dataclass(frozen=True)
-class SourceRecord:
-    """Where a message of a frame came from (what a dead letter names), and its bytes."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
+#: where a message of a frame came from (what a dead letter names), and its bytes
+SourceRecord = Fetched
 
 
 @dataclasses.dataclass(frozen=True)

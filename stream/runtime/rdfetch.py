@@ -47,7 +47,7 @@ import numpy as np
 
 from stream.config import Config
 from stream.engine.pipeline import Pipeline
-from stream.runtime.repartition import Repartitioner, parse_seq
+from stream.runtime.repartition import Repartitioner
 from stream.sources.kafka import partition_names
 
 log = logging.getLogger("streamdrift.repartition")
@@ -139,38 +139,17 @@ class LibrdkafkaRepartitioner(Repartitioner):
             else:
                 super()._on_assigned(tps)
 
-    def _seek_assigned(self, polled: dict[Any, Any]) -> None:
-        """Assign the partitions kafka-python newly holds to the librdkafka consumer, each
-        from its committed offset (the merge position from the commit metadata), or the
-        ``auto_offset_reset`` end resolved to a number."""
-        assignment = set(self.consumer.assignment())
-        self.to_seek &= assignment
-        for tp in sorted(self.to_seek):
-            polled.pop(tp, None)
-            try:
-                meta = self.consumer.committed(tp, metadata=True, timeout_ms=2000)
-                committed = None if meta is None else int(meta.offset)
-                seq = None if meta is None else parse_seq(meta.metadata)
-                if committed is not None:
-                    start = committed
-                elif self.kafka.auto_offset_reset == "earliest":
-                    start = int(self.consumer.beginning_offsets([tp], timeout_ms=2000)[tp])
-                else:
-                    start = int(self.consumer.end_offsets([tp], timeout_ms=2000)[tp])
-                self.rd.assign_at({tp: start})
-            except Exception as exc:  # noqa: BLE001 - broker calls: retried next iteration
-                log.warning("cannot start a source partition at its committed offset; "
-                            "retried: %s: %s", type(exc).__name__, exc,
-                            extra={"partitions": partition_names([tp])})
-                continue
-            if seq is not None:
-                self.seq = max(self.seq, seq)  # number on from the last commit
-            if committed is not None:
-                self.done[tp] = self.committed[tp] = int(committed)
-            self.fetched[tp] = start
-            self.buffers[tp], self.stamps[tp] = [], np.empty(0, dtype=np.int64)
-            self.catchup.forget(tp)
-            self.to_seek.discard(tp)
+    def _start_at(self, tp: Any, committed: int | None) -> int:
+        """Assign ``tp`` to the librdkafka consumer from ``committed``, or the
+        ``auto_offset_reset`` end resolved to a number (Repartitioner._seek_assigned)."""
+        if committed is not None:
+            start = committed
+        elif self.kafka.auto_offset_reset == "earliest":
+            start = int(self.consumer.beginning_offsets([tp], timeout_ms=2000)[tp])
+        else:
+            start = int(self.consumer.end_offsets([tp], timeout_ms=2000)[tp])
+        self.rd.assign_at({tp: start})
+        return start
 
     # -- the loop ---------------------------------------------------------------------
     def _iteration(self) -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import operator
 import threading
 import time
 import zlib
@@ -51,7 +50,7 @@ from stream.config import Config, require_kafka
 from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
 from stream.runtime.catchup import CatchUp
-from stream.runtime.frames import blob_lengths, cuts, pack_columns
+from stream.runtime.frames import blob_lengths, cuts, pack_columns, pick, record_columns
 from stream.runtime.monitors import frame_events
 from stream.runtime.onewriter import STRATEGY
 from stream.sinks.producer import create_topic
@@ -131,20 +130,6 @@ def spread(records: Sequence[Any], partitions: int) -> list[int]:
                    np.fromiter((r.partition for r in records), np.int64, n),
                    np.fromiter((r.offset for r in records), np.int64, n),
                    partitions).tolist()
-
-
-_TOPIC = operator.attrgetter("topic")
-_PARTITION = operator.attrgetter("partition")
-_OFFSET = operator.attrgetter("offset")
-_TIMESTAMP = operator.attrgetter("timestamp")
-_KEY = operator.attrgetter("key")
-_VALUE = operator.attrgetter("value")
-
-
-def _pick(items: list[Any], at: np.ndarray) -> list[Any]:
-    """``items`` at the indices ``at`` (at least one), in C."""
-    got = operator.itemgetter(*at.tolist())(items)
-    return list(got) if len(at) > 1 else [got]
 
 
 def _spread(crcs: np.ndarray, parts: np.ndarray, offsets: np.ndarray, partitions: int,
@@ -360,10 +345,12 @@ class Repartitioner:
         self.committed.pop(tp, None)
         self.fetched.pop(tp, None)
 
-    def _seek_assigned(self, polled: dict[Any, list[Any]]) -> None:
-        """Start newly assigned partitions at their committed offset: kafka-python keeps the
-        fetch position of a partition revoked and assigned again to the same consumer, which
-        would skip the records that were buffered but not forwarded."""
+    def _seek_assigned(self, polled: dict[Any, Any]) -> None:
+        """Start newly assigned partitions at their committed offset (:meth:`_start_at`):
+        kafka-python keeps the fetch position of a partition revoked and assigned again to
+        the same consumer, which would skip the records that were buffered but not
+        forwarded; the merge positions number on from the last commit's (of this writer
+        or a previous one)."""
         assignment = set(self.consumer.assignment())
         self.to_seek &= assignment
         for tp in sorted(self.to_seek):
@@ -372,25 +359,32 @@ class Repartitioner:
                 meta = self.consumer.committed(tp, metadata=True, timeout_ms=2000)
                 committed = None if meta is None else int(meta.offset)
                 seq = None if meta is None else parse_seq(meta.metadata)
-                if seq is not None:
-                    # number on from the last commit (of this writer or a previous one)
-                    self.seq = max(self.seq, seq)
-                if committed is not None:
-                    self.consumer.seek(tp, committed)
-                elif self.kafka.auto_offset_reset == "earliest":
-                    self.consumer.seek_to_beginning(tp)
-                else:
-                    self.consumer.seek_to_end(tp)
+                start = self._start_at(tp, committed)
             except Exception as exc:  # noqa: BLE001 - broker calls: retried next iteration
-                log.warning("cannot seek a source partition to its committed offset; "
+                log.warning("cannot start a source partition at its committed offset; "
                             "retried: %s: %s", type(exc).__name__, exc,
                             extra={"partitions": partition_names([tp])})
-                continue  # not buffered: what it polls is dropped until the seek works
+                continue  # not buffered: what it polls is dropped until the start works
+            if seq is not None:
+                self.seq = max(self.seq, seq)
             if committed is not None:
-                self.done[tp] = self.committed[tp] = self.fetched[tp] = int(committed)
+                self.done[tp] = self.committed[tp] = committed
+            if start is not None:
+                self.fetched[tp] = start
             self.buffers[tp], self.stamps[tp] = [], np.empty(0, dtype=np.int64)
             self.catchup.forget(tp)
             self.to_seek.discard(tp)
+
+    def _start_at(self, tp: Any, committed: int | None) -> int | None:
+        """Seek ``tp`` to ``committed`` (None: the ``auto_offset_reset`` end); the offset
+        read next if known."""
+        if committed is not None:
+            self.consumer.seek(tp, committed)
+        elif self.kafka.auto_offset_reset == "earliest":
+            self.consumer.seek_to_beginning(tp)
+        else:
+            self.consumer.seek_to_end(tp)
+        return committed
 
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> int:
@@ -491,17 +485,7 @@ class Repartitioner:
         positions (from :attr:`seq` on).  Each field is read once per batch into a column
         (frames.pack_columns): the same frames as :func:`spread`, :func:`frames` and
         :func:`pack` record by record (tests/stream/test_repartition.py)."""
-        n = len(records)
-        topic_of = list(map(_TOPIC, records))
-        names = sorted(set(topic_of))
-        index = {t: i for i, t in enumerate(names)}
-        tix = (np.fromiter(map(index.__getitem__, topic_of), np.int64, n) if len(names) > 1
-               else np.zeros(n, dtype=np.int64))
-        parts = np.fromiter(map(_PARTITION, records), np.int64, n)
-        offsets = np.fromiter(map(_OFFSET, records), np.int64, n)
-        stamps = np.fromiter(map(_TIMESTAMP, records), np.int64, n)
-        keys = list(map(_KEY, records))
-        values = list(map(_VALUE, records))
+        names, tix, parts, offsets, stamps, keys, values = record_columns(records)
         klen, vlen = blob_lengths(keys), blob_lengths(values)
         sizes = np.maximum(klen, 0).astype(np.int64) + np.maximum(vlen, 0)
         crcs = np.array([zlib.crc32(t.encode()) for t in names], dtype=np.uint64)[tix]
@@ -516,7 +500,7 @@ class Repartitioner:
                 used, local = np.unique(tix[sel], return_inverse=True)
                 out.append((q, pack_columns(
                     [names[i] for i in used.tolist()], local, parts[sel], offsets[sel],
-                    stamps[sel], _pick(keys, sel), _pick(values, sel), self.seq + sel,
+                    stamps[sel], pick(keys, sel), pick(values, sel), self.seq + sel,
                     klen[sel], vlen[sel]), int(stamps[sel].max())))
         return out
 

@@ -160,8 +160,9 @@ class Record:
 
 
 class Fetched(NamedTuple):
-    """One message's fields, read from librdkafka once (the first stage of
-    ``source.repartition`` reads each several times: merge, spread, frames)."""
+    """One Kafka message's fields: read from librdkafka once (the first stage of
+    ``source.repartition`` reads each several times: merge, spread, frames), and a frame's
+    message with its source position (monitors.SourceRecord)."""
 
     topic: str
     partition: int

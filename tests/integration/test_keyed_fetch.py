@@ -13,6 +13,7 @@ are full when the rebalances come (the test checks that they were).
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -49,12 +50,16 @@ def baselines(workdir: Path) -> Callable[[Any], dict[str, Any]]:
     return cached_baselines()
 
 
-def _slow_and_watched(stage: Repartitioner, dropped: list[int]) -> None:
-    """Pause before each write; record how many buffered records each revoked partition
-    dropped."""
+def _slow_and_watched(stage: Repartitioner, dropped: list[int],
+                      hold: threading.Event | None = None) -> None:
+    """Pause before each write; while ``hold`` is set, every write fails (the records
+    stay buffered and are written again after the back-off, as after a broker error);
+    record how many buffered records each revoked partition dropped."""
     send, forget = stage._send, stage._forget
 
     def slow_send(records: list[Any]) -> bool:
+        if hold is not None and hold.is_set():
+            return False
         time.sleep(SEND_DELAY_S)
         return send(records)
 
@@ -111,19 +116,26 @@ def test_a_writer_rebalanced_with_buffered_records_forwards_every_source_positio
     s1, s2 = r1.runner.repartitioner, r2.runner.repartitioner
     dropped1: list[int] = []
     dropped2: list[int] = []
-    _slow_and_watched(s1, dropped1)
+    hold = threading.Event()
+    _slow_and_watched(s1, dropped1, hold)
     _slow_and_watched(s2, dropped2)
     r1.start()
     try:
         _wait(lambda: r1.alive() and s1.forwarded >= 2_000, 120, "the first writer",
               details=r1.describe)
         # a second process joins: every partition is revoked from the writer and assigned
-        # to it again, while it holds buffered records
+        # to it again, while it holds buffered records (its writes fail meanwhile: right
+        # after a write that took everything up to the merge limit, the buffers can be
+        # empty, and the test then showed nothing, 1 CI run in ~10)
+        hold.set()
+        _wait(lambda: r1.alive() and sum(len(b) for b in list(s1.buffers.values())) > 0,
+              60, "records buffered", details=r1.describe)
         before = len(dropped1)  # kafka-python's first join may revoke nothing once
         r2.start()
         _wait(lambda: r2.alive() and len(dropped1) >= before + 4 and len(s1.buffers) == 4
               and not s1.to_seek, 90, "the writer revoked and assigned again",
               details=r1.describe)
+        hold.clear()
         at_rejoin = dropped1[before:]
         at_join = s1.forwarded
         _wait(lambda: r1.alive() and s1.forwarded >= at_join + 2_000, 120,

@@ -255,9 +255,9 @@ def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
 # --------------------------------------------------------------------------
 # kill -9 of a two-stage run, restart
 # --------------------------------------------------------------------------
-# kafka-python only: the kill -9 of a two-stage run with confluent-kafka (the first stage
-# fetching with librdkafka, rdfetch.py) is test_pooled.py's kill -9, which also checks that
-# the successor numbers the merge positions on from the last commit (65 s of CI each)
+# kafka-python only (55-65 s of CI each): with confluent-kafka the first stage's start at
+# the committed offsets and merge position when another process takes over (rdfetch.py) is
+# test_keyed_fetch.py's, which also checks that the merge positions stay dense
 @pytest.mark.parametrize("client", ["kafka-python"])
 def test_kill9_of_a_two_stage_run_loses_nothing(kafka_bootstrap, make_topic, workdir, client):
     topic = make_topic(partitions=4)

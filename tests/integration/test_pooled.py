@@ -219,7 +219,9 @@ def _pool_checkpoint(config: Config) -> Any:
         store.close()
 
 
-@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+# kafka-python only (55 s of CI each): with confluent-kafka the first stage's start at the
+# committed offset and merge position after a handover is test_keyed_fetch.py's
+@pytest.mark.parametrize("client", ["kafka-python"])
 def test_kill9_loses_no_position_and_drops_what_is_published_again(
         kafka_bootstrap, make_topic, workdir, client):
     from detectors.cusum_pool import PoolMerge

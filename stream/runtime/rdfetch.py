@@ -43,8 +43,6 @@ import threading
 import time
 from typing import Any
 
-import numpy as np
-
 from stream.config import Config
 from stream.engine.pipeline import Pipeline
 from stream.runtime.repartition import Repartitioner
@@ -220,18 +218,10 @@ class LibrdkafkaRepartitioner(Repartitioner):
             recs = recs[:max(0, room)]
             if not recs:
                 return
-        self.buffers[tp].extend(recs)
-        self.stamps[tp] = np.concatenate([
-            self.stamps[tp], np.fromiter((r.timestamp for r in recs), np.int64, len(recs))])
-        self.fetched[tp] = recs[-1].offset + 1
-        self.consumed += len(recs)
+        self._append(tp, recs)
 
-    def _waiting(self, now: float) -> bool:
-        empty = [tp for tp, recs in self.buffers.items() if not recs]
-        unsought = sorted(self.to_seek - set(self.buffers))
-        if len(empty) == len(self.buffers) or not (empty or unsought):
-            return False
-        return self.catchup.waiting(_Positions(self), empty, now, unsought)
+    def _positions(self) -> Any:
+        return _Positions(self)
 
     def close(self) -> None:
         try:

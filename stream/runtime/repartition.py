@@ -440,13 +440,17 @@ class Repartitioner:
                 recs = recs[:max(0, room)]
                 if not recs:
                     continue
-            self.buffers[tp].extend(recs)
-            self.stamps[tp] = np.concatenate([
-                self.stamps[tp], np.fromiter((r.timestamp for r in recs), np.int64, len(recs))])
-            self.fetched[tp] = recs[-1].offset + 1
-            self.consumed += len(recs)
+            self._append(tp, recs)
         if now >= self.retry_at:
             self._forward(now)
+
+    def _append(self, tp: Any, recs: list[Any]) -> None:
+        """Buffer a partition's polled records (within the flow-control bound)."""
+        self.buffers[tp].extend(recs)
+        self.stamps[tp] = np.concatenate([
+            self.stamps[tp], np.fromiter((r.timestamp for r in recs), np.int64, len(recs))])
+        self.fetched[tp] = recs[-1].offset + 1
+        self.consumed += len(recs)
 
     def _waiting(self, now: float) -> bool:
         """Whether a partition with nothing buffered may be behind, or one assigned is not
@@ -456,7 +460,11 @@ class Repartitioner:
         unsought = sorted(self.to_seek - set(self.buffers))
         if len(empty) == len(self.buffers) or not (empty or unsought):
             return False
-        return self.catchup.waiting(self.consumer, empty, now, unsought)
+        return self.catchup.waiting(self._positions(), empty, now, unsought)
+
+    def _positions(self) -> Any:
+        """What the catch-up check asks for positions, watermarks and end offsets."""
+        return self.consumer
 
     def _forward(self, now: float) -> None:
         tps = sorted(self.buffers)

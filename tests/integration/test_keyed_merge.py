@@ -7,7 +7,9 @@ monitors see the other partitions' keys in a block, then the late partition's (a
 partition's records for a few seconds (a slow fetch, a loaded process), as the first
 stage's own flow control gives records back: by a seek to the first one held.  The late
 partition is the smallest non-empty one (with 3 values of ``c1`` on 4 partitions, one
-holds one value and another two).
+holds one value and another two).  With ``client: confluent-kafka`` the first stage's
+records come from librdkafka (stream/runtime/rdfetch.py) and the catch-up check reads that
+consumer's positions and watermarks: there the librdkafka consumer is the one held back.
 """
 
 from __future__ import annotations
@@ -86,6 +88,24 @@ class LateConsumer:
         return high
 
 
+class LateFetch(LateConsumer):
+    """:class:`LateConsumer` for the librdkafka consumer of
+    :class:`~stream.runtime.rdfetch.LibrdkafkaRepartitioner` (its poll gives a batch per
+    partition, read by ``fetched()``)."""
+
+    def poll(self, **kwargs: Any) -> dict[Any, Any]:
+        polled = self._c.poll(**kwargs)
+        for tp in [tp for tp, recs in polled.items() if tp.partition == self.late
+                   and len(recs)]:
+            if self.until is None:
+                self.until = time.monotonic() + HOLD_S
+            if self.holding():
+                recs = polled.pop(tp).fetched()
+                self._c.seek(tp, recs[0].offset)
+                self.held += len(recs)
+        return polled
+
+
 def _source_counts(bootstrap: str, topic: str) -> dict[int, int]:
     from kafka import KafkaConsumer, TopicPartition
 
@@ -98,9 +118,10 @@ def _source_counts(bootstrap: str, topic: str) -> dict[int, int]:
         c.close()
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 @pytest.mark.parametrize("stale", [False, True], ids=["behind", "stale-highwater"])
 def test_a_late_source_partition_is_waited_for(kafka_bootstrap, make_topic, workdir,
-                                               baselines, stale):
+                                               baselines, stale, client):
     topic = make_topic(partitions=4)
     rp_topic = f"{topic}-rp"
     events = m1_events(31, [(6_000, CLEAN)], COLUMNS)
@@ -108,15 +129,21 @@ def test_a_late_source_partition_is_waited_for(kafka_bootstrap, make_topic, work
     counts = _source_counts(kafka_bootstrap, topic)
     late = min((n, p) for p, n in counts.items() if n)[1]
     cfg = _config(workdir, kafka_bootstrap, topic, f"late-{topic}",
-                  repartition={"topic": rp_topic, "partitions": 1})
+                  repartition={"topic": rp_topic, "partitions": 1}, client=client)
     run = InProcess(cfg, baselines, "keyed-late", TwoStageRunner)
     first = run.runner.repartitioner
     wrapped: list[LateConsumer] = []
     make = first._consumer
 
     def consumer() -> Any:
-        wrapped.append(LateConsumer(make(), late, stale))
-        return wrapped[-1]
+        if client == "kafka-python":
+            wrapped.append(LateConsumer(make(), late, stale))
+            return wrapped[-1]
+        group = make()  # creates the librdkafka consumer first (rd), held back here
+        if not wrapped:
+            wrapped.append(LateFetch(first.rd, late, stale))
+            first.rd = wrapped[-1]
+        return group
 
     first._consumer = consumer  # type: ignore[method-assign]
     run.start()
@@ -128,7 +155,9 @@ def test_a_late_source_partition_is_waited_for(kafka_bootstrap, make_topic, work
     finally:
         run.stop()
     gaps = _longest_gaps(kafka_bootstrap, rp_topic)[0]
-    print(f"\n[keyed, late source partition {late} of {counts}, stale high watermark "
+    if client == "confluent-kafka":
+        assert first.rd_records and not first.kafka_python_records, "librdkafka did not fetch"
+    print(f"\n[keyed {client}, late source partition {late} of {counts}, stale high watermark "
           f"{stale}] held back {wrapped[0].held} records for {HOLD_S}s; longest run of the "
           f"repartition topic without each source partition {gaps}; episodes "
           f"{episodes or 'none'}")

@@ -1,7 +1,8 @@
 """Ours only: the Shiryaev-Roberts mixture's default grid against variants with a larger
 rise component, on Bernoulli error streams (issue 15, item 4: do large jumps, like
-Hyperplane's +12 points or Agrawal's +35, want a bigger component, and what does it cost
-the 2-, 5- and 10-point cells of part 1?).
+Hyperplane's +16.5 points from 10 % at ARL0 2,000 (group 7) or Agrawal's +35, want a bigger
+component, and what does it cost the 2-, 5- and 10-point cells of part 1?).  The mixtures:
+:data:`VARIANTS`, or the default and each ``--variant NAME=S1,S2,..:W1,W2,..``.
 
 Per (p0, target) group: ``--refs`` references of ``--ref-size`` errors at p0 calibrate each
 mixture (``concept_sr``, ``--n-values``); its ARL0 is measured on ``--arl-factor`` × target
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -32,8 +34,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 VARIANTS = {
     "default": (SR_SHIFTS, SR_WEIGHTS),
+    # the grid before the +20-point component (issue 15), and the two weights of that
+    # component measured first (results/concept-sr-variant-seed1-partial.md)
+    "before": ((0.02, 0.08, -0.02, -0.08), (0.45, 0.45, 0.05, 0.05)),
     "+20 at 0.10": ((0.02, 0.08, 0.20, -0.02, -0.08), (0.40, 0.40, 0.10, 0.05, 0.05)),
-    "+20 at 0.05": ((0.02, 0.08, 0.20, -0.02, -0.08), (0.425, 0.425, 0.05, 0.05, 0.05)),
 }
 # (p0, target, rises): part 1's cells, then rises like the River generators' (SEA ~+9 points
 # from ~0.02, Hyperplane ~+13 from ~0.11, Agrawal ~+35 from ~0)
@@ -41,7 +45,26 @@ GROUPS = [
     (0.10, 2_000, (0.02, 0.05, 0.10)), (0.10, 10_000, (0.02, 0.05, 0.10)),
     (0.25, 2_000, (0.02, 0.05, 0.10)), (0.25, 10_000, (0.02, 0.05, 0.10)),
     (0.02, 10_000, (0.09,)), (0.11, 10_000, (0.13,)), (0.002, 10_000, (0.35,)),
+    # the frozen tree's Hyperplane cell at ARL0 2,000 (p_ref 0.100-0.101 in
+    # concept-sr-synth-2000-seed*.json, a jump of +16.5 points)
+    (0.10, 2_000, (0.165,)),
 ]
+
+
+def parse_variant(spec: str) -> tuple[str, tuple[tuple[float, ...], tuple[float, ...]]]:
+    """``NAME=S1,S2,...:W1,W2,...`` -> ``(NAME, (shifts, weights))``.
+
+    >>> parse_variant("a=0.02,0.16:0.6,0.4")
+    ('a', ((0.02, 0.16), (0.6, 0.4)))
+    """
+    name, _, rest = spec.partition("=")
+    sh, _, w = rest.partition(":")
+    shifts = tuple(float(v) for v in sh.split(","))
+    weights = tuple(float(v) for v in w.split(","))
+    if not name or len(shifts) != len(weights):
+        raise SystemExit(f"--variant {spec!r}: want NAME=S1,S2,...:W1,W2,... (one weight "
+                         "per shift)")
+    return name, (shifts, weights)
 
 
 def log(msg: str) -> None:
@@ -73,21 +96,25 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=2_000)
     ap.add_argument("--groups", type=int, nargs="+", default=None,
                     help="only these (p0, target) groups, by index in GROUPS (0-3: part 1's "
-                         "cells, 4-6: the generators' jumps)")
+                         "cells, 4-6: the generators' jumps at 10,000, 7: Hyperplane's at 2,000)")
+    ap.add_argument("--variant", action="append", default=None, metavar="NAME=S,..:W,..",
+                    help="compare the default against these mixtures instead of VARIANTS' "
+                         "(repeatable)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    names = list(VARIANTS)
+    variants = dict(VARIANTS) if not args.variant else {
+        "default": VARIANTS["default"], **dict(parse_variant(v) for v in args.variant)}
+    names = list(variants)
     lines = [f"# The mixture's grid: a larger rise component (seed {args.seed})", "",
-             f"`PYTHONPATH=$PWD .venv/bin/python bench/concept_sr_variant.py --seed {args.seed} "
-             f"--runs {args.runs}"
-             + (f" --groups {' '.join(map(str, args.groups))}" if args.groups else "")
-             + "` (defaults otherwise): {args.refs} references of {args.ref_size:,} errors per "
+             "`PYTHONPATH=$PWD .venv/bin/python bench/concept_sr_variant.py "
+             + " ".join(shlex.quote(a) for a in sys.argv[1:])
+             + f"` (defaults otherwise): {args.refs} references of {args.ref_size:,} errors per "
              f"(p0, target), n_values {args.n_values:,}; ARL0 on {args.arl_factor:g} × target "
              f"null events per reference, pooled; {args.runs} runs per rise, {args.pre:,} null "
              f"events before it, censored at {args.cap:,} after it; the same draws for every "
              "mixture. Mixtures: " + "; ".join(
                  f"{n}: shifts {', '.join(map(str, s))}, weights {', '.join(map(str, w))}"
-                 for n, (s, w) in VARIANTS.items()) + ".", "",
+                 for n, (s, w) in variants.items()) + ".", "",
              "| p0 | target | rise | " + " | ".join(f"{n}: ARL0, delay (FA)" for n in names)
              + " | " + " | ".join(f"{n} / default (95 % CI)" for n in names[1:]) + " |",
              "|---|---|---|" + "---|" * (2 * len(names) - 1)]
@@ -100,7 +127,7 @@ def main() -> None:
         refs = [(rng.random(args.ref_size) < p0).astype(float) for _ in range(args.refs)]
         dets = {n: [concept_sr(r, target, s, w, n_values=args.n_values,
                                seed=args.seed * 100 + i) for i, r in enumerate(refs)]
-                for n, (s, w) in VARIANTS.items()}
+                for n, (s, w) in variants.items()}
         per = int(args.arl_factor * target)
         arl0 = {}
         nulls = [(rng.random(per) < p0).astype(float) for _ in range(args.refs)]

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pytest
 
 from bench.bench_concept import delay_of, first_alarm_from
 from bench.concept_report import _in_band, delay_table, early_arl, median, ratio_ci, survivors
@@ -188,3 +189,11 @@ def test_synth_table_takes_the_best_peer_in_band_and_marks_the_rest() -> None:
     # the best in band is EDDM, 40 / 60
     assert "| EDDM | 0.67 |" in line and "| yes |" in line
     assert "500 ✗" in text and "10500 |" in text
+
+
+def test_a_variant_grid_parses_with_one_weight_per_shift() -> None:
+    from bench.concept_sr_variant import parse_variant
+    assert parse_variant("E20=0.02,0.08,0.20,-0.02:0.3,0.3,0.3,0.1") == (
+        "E20", ((0.02, 0.08, 0.20, -0.02), (0.3, 0.3, 0.3, 0.1)))
+    with pytest.raises(SystemExit, match="one weight"):
+        parse_variant("x=0.02,0.08:1.0")

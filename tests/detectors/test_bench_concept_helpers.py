@@ -188,3 +188,13 @@ def test_synth_table_takes_the_best_peer_in_band_and_marks_the_rest() -> None:
     # the best in band is EDDM, 40 / 60
     assert "| EDDM | 0.67 |" in line and "| yes |" in line
     assert "500 ✗" in text and "10500 |" in text
+
+
+def test_synth_null_streams_have_a_floor_so_both_targets_get_the_same_length() -> None:
+    from bench.concept_synth import null_length
+
+    args = argparse.Namespace(null_factor=20.0, synth_null_min=200_000)
+    assert null_length(args, 10_000) == 200_000
+    assert null_length(args, 2_000) == 200_000  # 40,000 by the factor alone
+    assert null_length(args, 20_000) == 400_000  # the factor wins above the floor
+    assert null_length(argparse.Namespace(null_factor=20.0), 2_000) == 40_000  # older args

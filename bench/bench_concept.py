@@ -374,6 +374,7 @@ def header(args: argparse.Namespace) -> list[str]:
             f"{'' if args.n_values == 4_000_000 or args.quick else f' --n-values {args.n_values}'}"
             f"{'' if args.null_factor == 40 or args.quick else f' --null-factor {args.null_factor:g}'}"
             f"{'' if args.synth_after == 10_000 or args.quick else f' --synth-after {args.synth_after}'}"
+            f"{'' if not getattr(args, 'synth_null_min', 0) else f' --synth-null-min {args.synth_null_min}'}"
             f"{'' if args.part == 'errors' or args.quick or args.synth_runs == 30 else f' --synth-runs {args.synth_runs}'}"
             f"{'' if args.part == 'errors' or list(args.synth_modes) == list(concept_synth.MODES) else ' --synth-modes ' + ' '.join(args.synth_modes)}"
             f"{'' if args.shift == CONCEPT_SHIFT else ' --shift ' + ' '.join(map(str, args.shift))}"
@@ -472,6 +473,9 @@ def main() -> None:
     ap.add_argument("--synth-modes", nargs="+", choices=concept_synth.MODES,
                     default=list(concept_synth.MODES))
     ap.add_argument("--synth-targets", type=int, nargs="+", default=[10_000])
+    ap.add_argument("--synth-null-min", type=int, default=0,
+                    help="synth: the peers' null streams at least this long (events), "
+                         "whatever the target")
     ap.add_argument("--synth-arl-factor", type=float, default=10.0,
                     help="synth: null events per run for ours' ARL0, in targets")
     ap.add_argument("--out", type=Path, default=None)

@@ -13,8 +13,10 @@ far into a stream).  Two model modes, on separate draws:
   meaningful.
 - ``online`` (test-then-train, as issue 15 names it): the tree predicts then learns every
   event; the reference is its errors on the ``--synth-ref`` events after a warm-up of
-  ``--online-warm`` (by then its error has mostly converged), then the same monitored
-  window.
+  ``--online-warm``, then the same monitored window.  The tree keeps splitting, and its
+  error steps up after a split, so the pre-change error stream is not the reference's
+  (Hyperplane +1.1 points on average; ``concept_synth_pool.py --ref``): every detector's
+  pre-change false-alarm rate is then above its null one.
 
 Matched ARL0: per (mode, stream, target) each peer's parameter is tuned by bisection (part 1's
 :func:`tune`) on a Bernoulli null stream at the stream's own reference error rate (the
@@ -75,6 +77,13 @@ def error_stream(a: Any, b: Any, mode: str, args: argparse.Namespace) -> np.ndar
     return err
 
 
+def null_length(args: argparse.Namespace, target: float) -> int:
+    """The peers' null streams (tuning and check): ``--null-factor`` × target events, at
+    least ``--synth-null-min`` (one length for every target of a run, e.g. 200,000 at both
+    2,000 and 10,000, where a factor alone gives 5× fewer alarms at the smaller target)."""
+    return max(int(args.null_factor * target), int(getattr(args, "synth_null_min", 0)))
+
+
 def _first_alarms(alarms: np.ndarray, start: int, pre: int) -> tuple[int, int]:
     """(delay, false alarms before the change) of alarm positions counted from ``start``;
     delay -2: a false alarm before the change, -1: none."""
@@ -109,7 +118,7 @@ def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Call
                 "targets": {}}
             for target in args.synth_targets:
                 rng = np.random.default_rng([args.seed, mi, si, int(target)])
-                n_null = int(args.null_factor * target)
+                n_null = null_length(args, target)
                 tune_stream = tools["null_stream"](rng, p_ref, n_null)
                 check_stream = tools["null_stream"](rng, p_ref, n_null)
                 cell: dict[str, Any] = {"peers": {}, "delays": {}, "false_alarms": {}}
@@ -163,7 +172,8 @@ def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Call
         out.setdefault("settings", {})[mode] = {
             "warm": args.warm if mode == "frozen" else args.online_warm, "ref": nref,
             "pre": pre, "after": args.synth_after, "n_values": args.n_values,
-            "null_factor": args.null_factor}
+            "null_factor": args.null_factor,
+            "null_min": int(getattr(args, "synth_null_min", 0))}
     return out
 
 
@@ -198,7 +208,8 @@ def synth_lines(args: argparse.Namespace, res: dict[str, Any]) -> list[str]:
                       f" {st['warm']:,} events before the reference; reference {st['ref']:,}, "
                       f"{st['pre']:,} events before the change, {st['after']:,} after it; "
                       f"n_values {st['n_values']:,}; peers' null streams {st['null_factor']:g} "
-                      "× target.", ""]
+                      "× target" + (f", at least {st['null_min']:,} events"
+                                    if st.get("null_min") else "") + ".", ""]
         for target in map(int, next(iter(rows.values()))["targets"]):
             lines += [f"### {mode} model, ARL0 {target:,}", "",
                       "| stream | error ref / pre -> after | | ours | " + " | ".join(NAMES)

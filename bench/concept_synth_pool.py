@@ -103,6 +103,32 @@ def pooled_lines(results: list[dict[str, Any]], boot: int, pre: int) -> list[str
     return lines
 
 
+def drift_lines(results: list[dict[str, Any]], ref: int, pre: int, boot: int,
+                seed: int = 0) -> list[str]:
+    """Is the pre-change error stream the reference's?  Per (mode, stream) over the pooled
+    runs: the mean error rate in the reference and in the ``pre`` events before the change,
+    their mean paired difference (95 % bootstrap CI over runs), the runs where it rose, and
+    the mean z of the difference against the binomial noise an i.i.d. stream at the run's
+    reference rate gives (~0 ± 1/sqrt(runs) if the calibration's null holds)."""
+    lines = ["| mode | stream | runs | error ref | error pre-change | pre − ref (95 % CI) | "
+             "runs where it rose | mean z (i.i.d.: 0) |", "|---|---|---|---|---|---|---|---|"]
+    rng = np.random.default_rng(seed)
+    for mode in results[0]["synth"]["modes"]:
+        for name in results[0]["synth"]["modes"][mode]:
+            rows = [r["synth"]["modes"][mode][name] for r in results]
+            a = np.array([x for row in rows for x in row["p_ref"]], float)
+            b = np.array([x for row in rows for x in row["p_pre"]], float)
+            d = b - a
+            idx = rng.integers(0, d.size, (boot, d.size))
+            lo, hi = np.quantile(d[idx].mean(axis=1), [0.025, 0.975])
+            sd = np.sqrt(a * (1 - a) * (1 / ref + 1 / pre))
+            z = np.divide(d, sd, out=np.zeros_like(d), where=sd > 0)
+            lines.append(f"| {mode} | {name} | {d.size} | {a.mean():.4f} | {b.mean():.4f} | "
+                         f"{d.mean():+.4f} ({lo:+.4f} – {hi:+.4f}) | "
+                         f"{int(np.count_nonzero(d > 0))} | {z.mean():+.2f} |")
+    return lines + [""]
+
+
 def recheck_lines(results: list[dict[str, Any]], names: list[str], events: int) -> list[str]:
     """Each peer's null ARL0 at its tuned value on a longer Bernoulli stream (rng
     ``[seed, 77]``) than the bench's 20 × target check (~20–30 alarms, ±20 %)."""
@@ -133,12 +159,16 @@ def main() -> None:
     ap.add_argument("results", type=Path, nargs="+")
     ap.add_argument("--boot", type=int, default=2_000)
     ap.add_argument("--pre", type=int, default=2_000, help="the runs' --synth-pre")
+    ap.add_argument("--ref", type=int, default=None,
+                    help="the runs' --synth-ref: add the pre-change error drift table")
     ap.add_argument("--recheck", nargs="*", default=[], choices=NAMES,
                     help="these peers' null ARL0 again on --recheck-events events")
     ap.add_argument("--recheck-events", type=int, default=4_000_000)
     args = ap.parse_args()
     res = [json.loads(p.read_text()) for p in args.results]
     lines = pooled_lines(res, args.boot, args.pre)
+    if args.ref:
+        lines += drift_lines(res, args.ref, args.pre, args.boot)
     if args.recheck:
         lines += recheck_lines(res, args.recheck, args.recheck_events)
     print("\n".join(lines))

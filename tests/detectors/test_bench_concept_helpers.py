@@ -197,3 +197,40 @@ def test_a_variant_grid_parses_with_one_weight_per_shift() -> None:
         "E20", ((0.02, 0.08, 0.20, -0.02), (0.3, 0.3, 0.3, 0.1)))
     with pytest.raises(SystemExit, match="one weight"):
         parse_variant("x=0.02,0.08:1.0")
+
+
+def test_synth_null_streams_have_a_floor_so_both_targets_get_the_same_length() -> None:
+    from bench.concept_synth import null_length
+
+    args = argparse.Namespace(null_factor=20.0, synth_null_min=200_000)
+    assert null_length(args, 10_000) == 200_000
+    assert null_length(args, 2_000) == 200_000  # 40,000 by the factor alone
+    assert null_length(args, 20_000) == 400_000  # the factor wins above the floor
+    assert null_length(argparse.Namespace(null_factor=20.0), 2_000) == 40_000  # older args
+
+
+def test_the_drift_table_tells_a_stationary_pre_change_stream_from_a_rising_one() -> None:
+    from bench.concept_synth_pool import drift_lines
+
+    rng = np.random.default_rng(5)
+    ref, pre, runs = 5_000, 2_000, 200
+
+    def result(rise: float) -> dict[str, Any]:
+        p = rng.uniform(0.08, 0.12, runs)
+        p_ref = rng.binomial(ref, p) / ref
+        p_pre = rng.binomial(pre, p + rise) / pre
+        row = {"p_ref": p_ref.tolist(), "p_pre": p_pre.tolist()}
+        return {"synth": {"modes": {"online": {"S": row}}}}
+
+    def cols(rise: float) -> list[str]:
+        line = drift_lines([result(rise), result(rise)], ref, pre, 500)[2]
+        return [c.strip() for c in line.split("|")]
+
+    flat, up = cols(0.0), cols(0.015)
+    assert flat[3] == "400" and up[3] == "400"
+    assert abs(float(flat[8])) < 0.25  # mean z of an i.i.d. stream: 0 ± 0.05
+    lo, hi = (float(x) for x in flat[6].split("(")[1].rstrip(")").split(" – "))
+    assert lo < 0 < hi
+    assert float(up[8]) > 1.5 and 320 < int(up[7]) <= 400  # +0.015: z ~ 2.1, ~98 % rose
+    lo, hi = (float(x) for x in up[6].split("(")[1].rstrip(")").split(" – "))
+    assert 0.01 < lo < 0.015 < hi < 0.02

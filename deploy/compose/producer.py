@@ -52,7 +52,7 @@ def main() -> int:
 
     producer = Producer(bootstrap, rate, drift_at)
     producer.start()
-    when = "never" if drift_after < 0 else f"in {drift_after:.0f} s"
+    when = "never" if drift_after < 0 else f"in {drift_after:.0f} s (at {drift_at:.3f})"
     log.info("producing %.0f events/s to %s on %s; drift %s", rate, TOPIC, bootstrap, when)
     drifting = False
     ticks = 0

@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import tomllib
 import urllib.error
 import urllib.request
@@ -1209,15 +1210,23 @@ def test_compose_pipeline_against_a_real_broker(kafka_bootstrap: str, tmp_path: 
 
         drifted = {f for m, f in DRIFTED if m == "credit"}
 
+        seen_at: list[float] = []
+
         def drift_seen() -> bool:
             assert run.poll() is None, "streamdrift exited:\n" + log("streamdrift")
-            text = scrape(port)
-            return any(_sample(text, "streamdrift_drift_active", model="credit", feature=f,
-                               detector=d) == 1
-                       for f in drifted for d in ("ks", "chi2", "adwin"))
+            scraped_at, text = time.time(), scrape(port)
+            if any(_sample(text, "streamdrift_drift_active", model="credit", feature=f,
+                           detector=d) == 1 for f in drifted for d in ("ks", "chi2", "adwin")):
+                seen_at.append(scraped_at)
+            return bool(seen_at)
 
         wait_for(drift_seen, timeout=150, interval=2.0, message="drift on credit")
-        assert "drift injected now" in log("producer"), "drift reported before it was injected"
+        # the producer's "drift injected now" comes on its next 1-second tick, after a fast
+        # detection: compare with the moment it starts drifting, which it logs at start
+        found = re.search(r"drift in \d+ s \(at ([0-9.]+)\)", log("producer"))
+        assert found, log("producer")
+        assert seen_at[0] >= float(found.group(1)), (
+            f"drift reported {float(found.group(1)) - seen_at[0]:.1f} s before it was injected")
     finally:
         codes = {"producer": stop_process(producer), "streamdrift": stop_process(run)}
         for f in logs.values():

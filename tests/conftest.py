@@ -22,6 +22,7 @@ def _live_module(path: str) -> bool:
         return False
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of xdist's: unknown under -p no:xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under pytest-xdist (``make test`` runs ``-n 2``) every module that holds an
     integration test goes to one worker, as one unit, in collection order: they share one

@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-PYTEST_ARGS ?= --durations=40
+# two workers (pytest-xdist): the integration tests in one, in order, on one broker; the
+# unit and statistical tests in the other (tests/conftest.py); `-p no:xdist` runs serially
+PYTEST_ARGS ?= --durations=40 -n 2
 # make image: the tag, and the base image (empty: the Dockerfile's python:3.11-slim-bookworm;
 # "local": a Debian 12 base made here with mmdebstrap, for machines that reach no registry)
 IMAGE ?= streamdrift:dev

@@ -242,12 +242,23 @@ def _params_from(args: argparse.Namespace) -> dict[tuple[float, float], dict[str
 
 
 def _sr(args: argparse.Namespace) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """``--detector sr``: the mixture's shifts and weights."""
+    """``--detector sr``: the mixture's shifts and weights: ``--sr-weights`` if given, else
+    the default weights for the default shifts (given on the command line or not), else equal
+    weights.  (The list ``--sr-shifts`` parses to was compared with the tuple ``SR_SHIFTS``
+    before, so the default shifts given explicitly got equal weights.)"""
     if args.detector != "sr":
         return None
-    return tuple(args.sr_shifts), tuple(args.sr_weights or [1 / len(args.sr_shifts)]
-                                        * len(args.sr_shifts) if args.sr_shifts != SR_SHIFTS
-                                        else SR_WEIGHTS)
+    shifts = tuple(float(s) for s in args.sr_shifts)
+    if args.sr_weights:
+        weights = tuple(float(w) for w in args.sr_weights)
+    elif shifts == tuple(SR_SHIFTS):
+        weights = tuple(SR_WEIGHTS)
+    else:
+        weights = (1 / len(shifts),) * len(shifts)
+    if len(weights) != len(shifts):
+        raise SystemExit(f"--sr-weights: {len(weights)} weights for {len(shifts)} "
+                         "--sr-shifts; give one weight per shift")
+    return shifts, weights
 
 
 def _drops(args: argparse.Namespace, p: float, target: float) -> list[float]:

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.bench_concept import delay_of, first_alarm_from
+from bench.bench_concept import _sr, delay_of, first_alarm_from
 from bench.concept_report import _in_band, delay_table, early_arl, median, ratio_ci, survivors
+from detectors.concept_sr import SR_SHIFTS, SR_WEIGHTS
 
 
 class _Every:
@@ -234,3 +235,18 @@ def test_the_drift_table_tells_a_stationary_pre_change_stream_from_a_rising_one(
     assert float(up[8]) > 1.5 and 320 < int(up[7]) <= 400  # +0.015: z ~ 2.1, ~98 % rose
     lo, hi = (float(x) for x in up[6].split("(")[1].rstrip(")").split(" – "))
     assert 0.01 < lo < 0.015 < hi < 0.02
+
+
+def _sr_args(shifts: Any, weights: Any = None) -> argparse.Namespace:
+    return argparse.Namespace(detector="sr", sr_shifts=shifts, sr_weights=weights)
+
+
+def test_the_default_shifts_get_the_default_weights_given_on_the_command_line_or_not() -> None:
+    assert _sr(_sr_args(SR_SHIFTS)) == (tuple(SR_SHIFTS), tuple(SR_WEIGHTS))
+    # argparse gives a list: the default grid typed out keeps its weights (it got equal ones)
+    assert _sr(_sr_args(list(SR_SHIFTS))) == (tuple(SR_SHIFTS), tuple(SR_WEIGHTS))
+    assert _sr(_sr_args([0.02, 0.08])) == ((0.02, 0.08), (0.5, 0.5))
+    assert _sr(_sr_args([0.02, 0.08], [0.9, 0.1])) == ((0.02, 0.08), (0.9, 0.1))
+    assert _sr(argparse.Namespace(detector="cusum", sr_shifts=SR_SHIFTS, sr_weights=None)) is None
+    with pytest.raises(SystemExit, match="one weight per shift"):
+        _sr(_sr_args([0.02, 0.08], [1.0]))

@@ -356,7 +356,15 @@ def part_errors(args: argparse.Namespace, peers: list[Peer]) -> dict[str, Any]:
                     + ("; after the warm-up " + " ".join(f"{k}={median(v):.0f}"
                                                          for k, v in warm.items()) if w else ""))
             out["cells"].append(cell)
+            checkpoint(args, {"errors": out})
     return out
+
+
+def checkpoint(args: argparse.Namespace, res: dict[str, Any]) -> None:
+    """``--checkpoint FILE.json``: the cells finished so far, rewritten after each cell, so
+    that a run stopped early keeps them (``--render FILE.json`` writes their tables)."""
+    if getattr(args, "checkpoint", None) is not None:
+        args.checkpoint.write_text(json.dumps(res, indent=1, default=float))
 
 
 # -- part 2 -----------------------------------------------------------------------------
@@ -504,6 +512,9 @@ def main() -> None:
     ap.add_argument("--peer-params-from", type=Path, default=None,
                     help="take the peers' tuned parameters from a results .json (no "
                          "bisection; their ARL0 is measured again on this run's draws)")
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="part 1: write the cells finished so far to this .json after each "
+                         "cell (a run stopped early keeps them; --render it for the tables)")
     ap.add_argument("--render", type=Path, default=None,
                     help="only re-write the tables from a results .json of a run with the "
                          "same options")

@@ -4,13 +4,16 @@ benchmark itself takes half an hour and is not run by the suite)."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from bench.bench_concept import _sr, delay_of, first_alarm_from
+from bench import bench_concept
+from bench.bench_concept import _sr, delay_of, first_alarm_from, part_errors
 from bench.concept_report import _in_band, delay_table, early_arl, median, ratio_ci, survivors
 from detectors.concept_sr import SR_SHIFTS, SR_WEIGHTS
 
@@ -250,3 +253,31 @@ def test_the_default_shifts_get_the_default_weights_given_on_the_command_line_or
     assert _sr(argparse.Namespace(detector="cusum", sr_shifts=SR_SHIFTS, sr_weights=None)) is None
     with pytest.raises(SystemExit, match="one weight per shift"):
         _sr(_sr_args([0.02, 0.08], [1.0]))
+
+
+def test_a_checkpoint_keeps_the_cells_finished_before_a_run_stops(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ck = tmp_path / "partial.json"
+    args = argparse.Namespace(
+        seed=1, rates=[0.25], targets=[200, 400], drops=[0.10], cell=[], null_factor=5.0,
+        peers_from=None, peer_params_from=None, arl_refs=2, refs=2, ref_size=2_000,
+        n_values=20_000, shift=(0.02, 0.08), shares=(0.5, 0.5), down_share=None,
+        detector="sr", sr_shifts=SR_SHIFTS, sr_weights=None, arl_factor=5.0, runs=4,
+        pre=100, cap=500, warmup=0, checkpoint=ck)
+    real = bench_concept.our_detectors
+
+    def stop_at_the_second_cell(*a: Any, **k: Any) -> list[Any]:
+        if ck.exists():
+            raise KeyboardInterrupt  # the run stopped in its second cell
+        return real(*a, **k)
+
+    monkeypatch.setattr(bench_concept, "our_detectors", stop_at_the_second_cell)
+    with pytest.raises(KeyboardInterrupt):
+        part_errors(args, [])
+    cells = json.loads(ck.read_text())["errors"]["cells"]
+    assert [c["target"] for c in cells] == [200]
+    assert len(cells[0]["delays"]["0.1"]["ours"]) == 4
+    monkeypatch.setattr(bench_concept, "our_detectors", real)
+    ck.unlink()
+    assert [c["target"] for c in part_errors(args, [])["cells"]] == [200, 400]
+    assert [c["target"] for c in json.loads(ck.read_text())["errors"]["cells"]] == [200, 400]

@@ -413,10 +413,14 @@ def header(args: argparse.Namespace) -> list[str]:
             + (f"; the peers at the parameters tuned in `{args.peer_params_from.name}` "
                "(`--peer-params-from`: no bisection, their ARL0 measured again)"
                if getattr(args, "peer_params_from", None) else ""), ""] + ([
-            f"Reference: {args.ref_size:,} labelled errors; shifts "
-            f"{', '.join(map(str, args.shift))} (shares of the budget "
-            f"{', '.join(map(str, args.shares))}; the lower sums' share of each "
-            f"{args.down_share if args.down_share is not None else 'none: one threshold'}); ours' ARL0 over {args.arl_refs} references "
+            f"Reference: {args.ref_size:,} labelled errors; " + (
+                f"ours the Shiryaev-Roberts mixture over shifts "
+                f"{', '.join(map(str, _sr(args)[0]))} (weights "
+                f"{', '.join(map(str, _sr(args)[1]))})" if _sr(args) else
+                f"shifts {', '.join(map(str, args.shift))} (shares of the budget "
+                f"{', '.join(map(str, args.shares))}; the lower sums' share of each "
+                f"{args.down_share if args.down_share is not None else 'none: one threshold'})")
+            + f"; ours' ARL0 over {args.arl_refs} references "
             f"per cell, {args.arl_factor:g} × target null events each; delay runs cycle over "
             f"the first {args.refs} of them; {args.runs} runs per delay cell, {args.pre:,} "
             f"events before the change, censored at {args.cap:,}; in brackets: FA/censored "

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bench import bench_concept
-from bench.bench_concept import _sr, delay_of, first_alarm_from, part_errors
+from bench.bench_concept import _sr, delay_of, first_alarm_from, header, part_errors
 from bench.concept_report import _in_band, delay_table, early_arl, median, ratio_ci, survivors
 from detectors.concept_sr import SR_SHIFTS, SR_WEIGHTS
 
@@ -281,3 +281,20 @@ def test_a_checkpoint_keeps_the_cells_finished_before_a_run_stops(
     ck.unlink()
     assert [c["target"] for c in part_errors(args, [])["cells"]] == [200, 400]
     assert [c["target"] for c in json.loads(ck.read_text())["errors"]["cells"]] == [200, 400]
+
+
+def test_part_1s_header_names_the_detector_that_ran() -> None:
+    args = argparse.Namespace(
+        seed=1, quick=False, part="errors", n_values=2_000_000, null_factor=40, synth_after=10_000,
+        synth_null_min=0, synth_runs=30, synth_modes=[], shift=(0.02, 0.08), shares=(0.5, 0.5),
+        down_share=0.1, detector="sr", sr_shifts=[0.02, 0.2], sr_weights=[0.6, 0.4], cell=[],
+        errors_from=None, peers_from=None, peer_params_from=None, ref_size=20_000, arl_refs=20,
+        arl_factor=40.0, refs=20, runs=300, pre=1_000, cap=20_000)
+    text = "\n".join(header(args))
+    assert "--sr-shifts 0.02 0.2 --sr-weights 0.6 0.4" in text
+    assert "ours the Shiryaev-Roberts mixture over shifts 0.02, 0.2 (weights 0.6, 0.4)" in text
+    assert "shares of the budget" not in text  # the CUSUMs' settings, which did not run
+    args.detector = "cusum"
+    text = "\n".join(header(args))
+    assert "shifts 0.02, 0.08 (shares of the budget 0.5, 0.5" in text
+    assert "Shiryaev-Roberts" not in text

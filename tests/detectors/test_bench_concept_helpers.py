@@ -298,3 +298,22 @@ def test_part_1s_header_names_the_detector_that_ran() -> None:
     text = "\n".join(header(args))
     assert "shifts 0.02, 0.08 (shares of the budget 0.5, 0.5" in text
     assert "Shiryaev-Roberts" not in text
+
+
+def test_compare_reads_ours_after_over_before_paired_per_cell_and_protocol() -> None:
+    from bench.concept_compare import paired_table
+
+    def res(ours: list[int]) -> dict[str, Any]:
+        return {"errors": {"cells": [{"p": 0.1, "target": 2_000,
+                                      "delays": {"0.02": {"ours": ours}},
+                                      "delays_warm": {"0.02": {"ours": ours[::-1]}}}]}}
+
+    before = list(range(100, 400))
+    slower = [round(x * 1.2) for x in before]
+    lines = paired_table([(res(before), res(slower)), (res(before), res(before))], 500)
+    assert lines[0].count("seed 1 / 2") == 2
+    row = lines[2].split(" | ")
+    assert row[:3] == ["| 0.10", "2,000", "0.02"]
+    # seed 1 20 % slower in every run: the paired interval is that ratio; seed 2 unchanged
+    assert row[3] == "1.20 (1.20–1.20) / 1.00 (1.00–1.00)"
+    assert row[4].rstrip(" |") == row[3]

@@ -242,12 +242,23 @@ def _params_from(args: argparse.Namespace) -> dict[tuple[float, float], dict[str
 
 
 def _sr(args: argparse.Namespace) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """``--detector sr``: the mixture's shifts and weights."""
+    """``--detector sr``: the mixture's shifts and weights: ``--sr-weights`` if given, else
+    the default weights for the default shifts (given on the command line or not), else equal
+    weights.  (The list ``--sr-shifts`` parses to was compared with the tuple ``SR_SHIFTS``
+    before, so the default shifts given explicitly got equal weights.)"""
     if args.detector != "sr":
         return None
-    return tuple(args.sr_shifts), tuple(args.sr_weights or [1 / len(args.sr_shifts)]
-                                        * len(args.sr_shifts) if args.sr_shifts != SR_SHIFTS
-                                        else SR_WEIGHTS)
+    shifts = tuple(float(s) for s in args.sr_shifts)
+    if args.sr_weights:
+        weights = tuple(float(w) for w in args.sr_weights)
+    elif shifts == tuple(SR_SHIFTS):
+        weights = tuple(SR_WEIGHTS)
+    else:
+        weights = (1 / len(shifts),) * len(shifts)
+    if len(weights) != len(shifts):
+        raise SystemExit(f"--sr-weights: {len(weights)} weights for {len(shifts)} "
+                         "--sr-shifts; give one weight per shift")
+    return shifts, weights
 
 
 def _drops(args: argparse.Namespace, p: float, target: float) -> list[float]:
@@ -345,7 +356,15 @@ def part_errors(args: argparse.Namespace, peers: list[Peer]) -> dict[str, Any]:
                     + ("; after the warm-up " + " ".join(f"{k}={median(v):.0f}"
                                                          for k, v in warm.items()) if w else ""))
             out["cells"].append(cell)
+            checkpoint(args, {"errors": out})
     return out
+
+
+def checkpoint(args: argparse.Namespace, res: dict[str, Any]) -> None:
+    """``--checkpoint FILE.json``: the cells finished so far, rewritten after each cell, so
+    that a run stopped early keeps them (``--render FILE.json`` writes their tables)."""
+    if getattr(args, "checkpoint", None) is not None:
+        args.checkpoint.write_text(json.dumps(res, indent=1, default=float))
 
 
 # -- part 2 -----------------------------------------------------------------------------
@@ -394,10 +413,14 @@ def header(args: argparse.Namespace) -> list[str]:
             + (f"; the peers at the parameters tuned in `{args.peer_params_from.name}` "
                "(`--peer-params-from`: no bisection, their ARL0 measured again)"
                if getattr(args, "peer_params_from", None) else ""), ""] + ([
-            f"Reference: {args.ref_size:,} labelled errors; shifts "
-            f"{', '.join(map(str, args.shift))} (shares of the budget "
-            f"{', '.join(map(str, args.shares))}; the lower sums' share of each "
-            f"{args.down_share if args.down_share is not None else 'none: one threshold'}); ours' ARL0 over {args.arl_refs} references "
+            f"Reference: {args.ref_size:,} labelled errors; " + (
+                f"ours the Shiryaev-Roberts mixture over shifts "
+                f"{', '.join(map(str, _sr(args)[0]))} (weights "
+                f"{', '.join(map(str, _sr(args)[1]))})" if _sr(args) else
+                f"shifts {', '.join(map(str, args.shift))} (shares of the budget "
+                f"{', '.join(map(str, args.shares))}; the lower sums' share of each "
+                f"{args.down_share if args.down_share is not None else 'none: one threshold'})")
+            + f"; ours' ARL0 over {args.arl_refs} references "
             f"per cell, {args.arl_factor:g} × target null events each; delay runs cycle over "
             f"the first {args.refs} of them; {args.runs} runs per delay cell, {args.pre:,} "
             f"events before the change, censored at {args.cap:,}; in brackets: FA/censored "
@@ -493,6 +516,9 @@ def main() -> None:
     ap.add_argument("--peer-params-from", type=Path, default=None,
                     help="take the peers' tuned parameters from a results .json (no "
                          "bisection; their ARL0 is measured again on this run's draws)")
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="part 1: write the cells finished so far to this .json after each "
+                         "cell (a run stopped early keeps them; --render it for the tables)")
     ap.add_argument("--render", type=Path, default=None,
                     help="only re-write the tables from a results .json of a run with the "
                          "same options")

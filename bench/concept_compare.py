@@ -11,7 +11,10 @@ band.  Run from the repository root::
     PYTHONPATH=$PWD .venv/bin/python bench/concept_compare.py \\
         OLD-seed1.json NEW-seed1.json OLD-seed2.json NEW-seed2.json
 
-Prints a Markdown table (one row per cell, seeds side by side) and the counts met.
+Prints a Markdown table (one row per cell, seeds side by side) and the counts met, then
+ours after / before per cell and protocol with a paired 95 % CI (``--boot`` resamples of
+the runs, jointly: both saw the same stream in a run, when the second file is
+``--peers-from`` the first).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from concept_report import NAMES, _in_band, median, ratio  # noqa: E402
+from concept_report import NAMES, _ci, _in_band, median, ratio  # noqa: E402
+from concept_synth_pool import paired_ci  # noqa: E402
 
 CRITERIA = [("delays", False, "cold, long-run ARL0"), ("delays_warm", False,
             "warm-up, long-run ARL0"), ("delays_warm", True, "warm-up, pre-change ARL0")]
@@ -94,17 +98,45 @@ def table(seeds: list[list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def paired_table(pairs: list[tuple[dict[str, Any], dict[str, Any]]], boot: int) -> list[str]:
+    """Ours after / before per cell and protocol, seeds side by side: each median over the
+    runs it survived, the 95 % CI from resampling the runs jointly (paired)."""
+    protocols = [("delays", "cold start"), ("delays_warm", "after the warm-up")]
+    lines = ["| p | target | drop | " + " | ".join(
+                 f"{lab}: ours after / before (paired 95 % CI), seed "
+                 + " / ".join(str(i + 1) for i in range(len(pairs))) for _, lab in protocols)
+             + " |", "|---|---|---|" + "---|" * len(protocols)]
+    first = pairs[0][1]["errors"]["cells"]
+    for i, cell in enumerate(first):
+        for drop in cell["delays"]:
+            bits = []
+            for key, _ in protocols:
+                seeds = []
+                for old, new in pairs:
+                    co, cn = old["errors"]["cells"][i], new["errors"]["cells"][i]
+                    assert (co["p"], co["target"]) == (cn["p"], cn["target"])
+                    a, b = cn[key][drop]["ours"], co[key][drop]["ours"]
+                    seeds.append(f"{ratio(median(a), median(b)):.2f} "
+                                 f"({_ci(*paired_ci(a, b, boot))})")
+                bits.append(" / ".join(seeds))
+            lines.append(f"| {cell['p']:.2f} | {cell['target']:,.0f} | {float(drop):.2f} | "
+                         + " | ".join(bits) + " |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("files", nargs="+", type=Path, help="OLD NEW pairs, one per seed")
     ap.add_argument("--pre", type=int, default=1_000)
+    ap.add_argument("--boot", type=int, default=2_000,
+                    help="bootstrap resamples for the paired after / before intervals")
     args = ap.parse_args()
     if len(args.files) % 2:
         ap.error("give OLD NEW pairs")
-    pairs = zip(args.files[::2], args.files[1::2], strict=True)
-    seeds = [rows(json.loads(a.read_text()), json.loads(b.read_text()), args.pre)
-             for a, b in pairs]
-    print("\n".join(table(seeds)))
+    pairs = [(json.loads(a.read_text()), json.loads(b.read_text()))
+             for a, b in zip(args.files[::2], args.files[1::2], strict=True)]
+    seeds = [rows(old, new, args.pre) for old, new in pairs]
+    print("\n".join(table(seeds) + [""] + paired_table(pairs, args.boot)))
 
 
 if __name__ == "__main__":

@@ -4,14 +4,18 @@ benchmark itself takes half an hour and is not run by the suite)."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from bench.bench_concept import delay_of, first_alarm_from
+from bench import bench_concept
+from bench.bench_concept import _sr, delay_of, first_alarm_from, header, part_errors
 from bench.concept_report import _in_band, delay_table, early_arl, median, ratio_ci, survivors
+from detectors.concept_sr import SR_SHIFTS, SR_WEIGHTS
 
 
 class _Every:
@@ -234,3 +238,82 @@ def test_the_drift_table_tells_a_stationary_pre_change_stream_from_a_rising_one(
     assert float(up[8]) > 1.5 and 320 < int(up[7]) <= 400  # +0.015: z ~ 2.1, ~98 % rose
     lo, hi = (float(x) for x in up[6].split("(")[1].rstrip(")").split(" – "))
     assert 0.01 < lo < 0.015 < hi < 0.02
+
+
+def _sr_args(shifts: Any, weights: Any = None) -> argparse.Namespace:
+    return argparse.Namespace(detector="sr", sr_shifts=shifts, sr_weights=weights)
+
+
+def test_the_default_shifts_get_the_default_weights_given_on_the_command_line_or_not() -> None:
+    assert _sr(_sr_args(SR_SHIFTS)) == (tuple(SR_SHIFTS), tuple(SR_WEIGHTS))
+    # argparse gives a list: the default grid typed out keeps its weights (it got equal ones)
+    assert _sr(_sr_args(list(SR_SHIFTS))) == (tuple(SR_SHIFTS), tuple(SR_WEIGHTS))
+    assert _sr(_sr_args([0.02, 0.08])) == ((0.02, 0.08), (0.5, 0.5))
+    assert _sr(_sr_args([0.02, 0.08], [0.9, 0.1])) == ((0.02, 0.08), (0.9, 0.1))
+    assert _sr(argparse.Namespace(detector="cusum", sr_shifts=SR_SHIFTS, sr_weights=None)) is None
+    with pytest.raises(SystemExit, match="one weight per shift"):
+        _sr(_sr_args([0.02, 0.08], [1.0]))
+
+
+def test_a_checkpoint_keeps_the_cells_finished_before_a_run_stops(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ck = tmp_path / "partial.json"
+    args = argparse.Namespace(
+        seed=1, rates=[0.25], targets=[200, 400], drops=[0.10], cell=[], null_factor=5.0,
+        peers_from=None, peer_params_from=None, arl_refs=2, refs=2, ref_size=2_000,
+        n_values=20_000, shift=(0.02, 0.08), shares=(0.5, 0.5), down_share=None,
+        detector="sr", sr_shifts=SR_SHIFTS, sr_weights=None, arl_factor=5.0, runs=4,
+        pre=100, cap=500, warmup=0, checkpoint=ck)
+    real = bench_concept.our_detectors
+
+    def stop_at_the_second_cell(*a: Any, **k: Any) -> list[Any]:
+        if ck.exists():
+            raise KeyboardInterrupt  # the run stopped in its second cell
+        return real(*a, **k)
+
+    monkeypatch.setattr(bench_concept, "our_detectors", stop_at_the_second_cell)
+    with pytest.raises(KeyboardInterrupt):
+        part_errors(args, [])
+    cells = json.loads(ck.read_text())["errors"]["cells"]
+    assert [c["target"] for c in cells] == [200]
+    assert len(cells[0]["delays"]["0.1"]["ours"]) == 4
+    monkeypatch.setattr(bench_concept, "our_detectors", real)
+    ck.unlink()
+    assert [c["target"] for c in part_errors(args, [])["cells"]] == [200, 400]
+    assert [c["target"] for c in json.loads(ck.read_text())["errors"]["cells"]] == [200, 400]
+
+
+def test_part_1s_header_names_the_detector_that_ran() -> None:
+    args = argparse.Namespace(
+        seed=1, quick=False, part="errors", n_values=2_000_000, null_factor=40, synth_after=10_000,
+        synth_null_min=0, synth_runs=30, synth_modes=[], shift=(0.02, 0.08), shares=(0.5, 0.5),
+        down_share=0.1, detector="sr", sr_shifts=[0.02, 0.2], sr_weights=[0.6, 0.4], cell=[],
+        errors_from=None, peers_from=None, peer_params_from=None, ref_size=20_000, arl_refs=20,
+        arl_factor=40.0, refs=20, runs=300, pre=1_000, cap=20_000)
+    text = "\n".join(header(args))
+    assert "--sr-shifts 0.02 0.2 --sr-weights 0.6 0.4" in text
+    assert "ours the Shiryaev-Roberts mixture over shifts 0.02, 0.2 (weights 0.6, 0.4)" in text
+    assert "shares of the budget" not in text  # the CUSUMs' settings, which did not run
+    args.detector = "cusum"
+    text = "\n".join(header(args))
+    assert "shifts 0.02, 0.08 (shares of the budget 0.5, 0.5" in text
+    assert "Shiryaev-Roberts" not in text
+
+
+def test_compare_reads_ours_after_over_before_paired_per_cell_and_protocol() -> None:
+    from bench.concept_compare import paired_table
+
+    def res(ours: list[int]) -> dict[str, Any]:
+        return {"errors": {"cells": [{"p": 0.1, "target": 2_000,
+                                      "delays": {"0.02": {"ours": ours}},
+                                      "delays_warm": {"0.02": {"ours": ours[::-1]}}}]}}
+
+    before = list(range(100, 400))
+    slower = [round(x * 1.2) for x in before]
+    lines = paired_table([(res(before), res(slower)), (res(before), res(before))], 500)
+    assert lines[0].count("seed 1 / 2") == 2
+    row = lines[2].split(" | ")
+    assert row[:3] == ["| 0.10", "2,000", "0.02"]
+    # seed 1 20 % slower in every run: the paired interval is that ratio; seed 2 unchanged
+    assert row[3] == "1.20 (1.20–1.20) / 1.00 (1.00–1.00)"
+    assert row[4].rstrip(" |") == row[3]

@@ -57,6 +57,12 @@ def synth_streams(seed: int) -> dict[str, Any]:
     }
 
 
+def stream_seed(seed: int, run: int, mode: str) -> int:
+    """The generators' seed of one run: ``seed * 1000 + run``, +500 for the online tree (the
+    two modes on separate draws)."""
+    return seed * 1000 + run + (500 if mode == "online" else 0)
+
+
 def error_stream(a: Any, b: Any, mode: str, args: argparse.Namespace) -> np.ndarray:
     """The tree's errors on the reference, the pre-change and the post-change events."""
     from river import tree
@@ -102,8 +108,7 @@ def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Call
         t0 = time.perf_counter()
         errs: dict[str, list[np.ndarray]] = {}
         for r in range(args.synth_runs):
-            sseed = args.seed * 1000 + r + (500 if mode == "online" else 0)
-            for name, (a, b) in synth_streams(sseed).items():
+            for name, (a, b) in synth_streams(stream_seed(args.seed, r, mode)).items():
                 errs.setdefault(name, []).append(error_stream(a, b, mode, args))
         cost = {"trees": time.perf_counter() - t0, "tuning": 0.0, "ours_calibration": 0.0,
                 "ours_runs": 0.0, "peers_runs": 0.0}

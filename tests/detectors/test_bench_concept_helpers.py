@@ -14,7 +14,15 @@ import pytest
 
 from bench import bench_concept
 from bench.bench_concept import _sr, delay_of, first_alarm_from, header, part_errors
-from bench.concept_report import _in_band, delay_table, early_arl, median, ratio_ci, survivors
+from bench.concept_report import (
+    NAMES,
+    _in_band,
+    delay_table,
+    early_arl,
+    median,
+    ratio_ci,
+    survivors,
+)
 from detectors.concept_sr import SR_SHIFTS, SR_WEIGHTS
 
 
@@ -317,3 +325,46 @@ def test_compare_reads_ours_after_over_before_paired_per_cell_and_protocol() -> 
     # seed 1 20 % slower in every run: the paired interval is that ratio; seed 2 unchanged
     assert row[3] == "1.20 (1.20–1.20) / 1.00 (1.00–1.00)"
     assert row[4].rstrip(" |") == row[3]
+
+
+def _test_then_train_errors(seed: int, warm: int, n: int) -> list[int]:
+    """The online tree's errors written out here (not concept_synth's code): Hyperplane at
+    the generator seed, test-then-train over ``warm`` events unrecorded, then ``n`` recorded."""
+    from river import tree
+    from river.datasets import synth
+
+    model, errs = tree.HoeffdingTreeClassifier(), []
+    for i, (x, y) in enumerate(synth.Hyperplane(seed=seed, n_features=10).take(warm + n)):
+        if i >= warm:
+            errs.append(int(model.predict_one(x) != y))
+        model.learn_one(x, y)
+    return errs
+
+
+def test_ours_only_rerun_regenerates_the_stored_online_draws_at_their_settings() -> None:
+    from bench.concept_synth_ours import run_seed, stream_args
+
+    st = {"warm": 300, "ref": 400, "pre": 100, "after": 100, "n_values": 20_000}
+    # the stored online run's reference rates, from seeds 7 * 1000 + run + 500
+    p_ref = [float(np.mean(_test_then_train_errors(7_500 + r, 300, 400))) for r in range(2)]
+    cell = {"delays": {k: [5, -2] for k in ["ours", *NAMES]},
+            "peers": {k: {"arl0": 500.0} for k in NAMES},
+            "ours": {"events_per_run": 2_000}}
+    stream = "Hyperplane (new plane)"
+
+    def stored(p: list[float]) -> dict[str, Any]:
+        return {"synth": {"settings": {"online": st, "frozen": st}, "modes": {
+            m: {stream: {"p_ref": p, "targets": {"500": cell}}} for m in ("online", "frozen")}}}
+
+    args = stream_args(stored(p_ref), "online")
+    assert (args.online_warm, args.synth_ref, args.synth_pre, args.synth_after) == (
+        300, 400, 100, 100)
+    assert stream_args(stored(p_ref), "frozen").warm == 300
+    grids = {"default": (tuple(SR_SHIFTS), tuple(SR_WEIGHTS))}
+    out = run_seed(7, stored(p_ref), stream, [500], grids, None, "online")["500"]
+    assert out["p_ref"] == pytest.approx(p_ref)
+    assert len(out["delays"]["default"]) == 2 and out["null_events"] == 4_000
+    assert out["peers"]["ADWIN"] == [5, -2]
+    # the frozen mode (other seeds, a tree that stops learning) is not these draws
+    with pytest.raises(SystemExit, match="not the stored draws"):
+        run_seed(7, stored(p_ref), stream, [500], grids, None, "frozen")

@@ -386,6 +386,7 @@ def part_synth(args: argparse.Namespace, peers: list[Peer]) -> dict[str, Any]:
 
 # -- report -----------------------------------------------------------------------------
 def header(args: argparse.Namespace) -> list[str]:
+    sr = _sr(args)
     return [f"# Concept drift on the error stream (seed {args.seed})", "",
             f"`PYTHONPATH=$PWD .venv/bin/python bench/bench_concept.py --seed {args.seed}"
             f"{' --quick' if args.quick else ''}"
@@ -415,8 +416,8 @@ def header(args: argparse.Namespace) -> list[str]:
                if getattr(args, "peer_params_from", None) else ""), ""] + ([
             f"Reference: {args.ref_size:,} labelled errors; " + (
                 f"ours the Shiryaev-Roberts mixture over shifts "
-                f"{', '.join(map(str, _sr(args)[0]))} (weights "
-                f"{', '.join(map(str, _sr(args)[1]))})" if _sr(args) else
+                f"{', '.join(map(str, sr[0]))} (weights "
+                f"{', '.join(map(str, sr[1]))})" if sr else
                 f"shifts {', '.join(map(str, args.shift))} (shares of the budget "
                 f"{', '.join(map(str, args.shares))}; the lower sums' share of each "
                 f"{args.down_share if args.down_share is not None else 'none: one threshold'})")

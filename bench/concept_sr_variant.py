@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detectors.concept_sr import SR_SHIFTS, SR_WEIGHTS, concept_sr
+from detectors.concept_sr import SR_GRID_BEFORE, SR_SHIFTS, SR_WEIGHTS, concept_sr
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -36,7 +36,7 @@ VARIANTS = {
     "default": (SR_SHIFTS, SR_WEIGHTS),
     # the grid before the +20-point component (issue 15), and the two weights of that
     # component measured first (results/concept-sr-variant-seed1-partial.md)
-    "before": ((0.02, 0.08, -0.02, -0.08), (0.45, 0.45, 0.05, 0.05)),
+    "before": SR_GRID_BEFORE,
     "+20 at 0.10": ((0.02, 0.08, 0.20, -0.02, -0.08), (0.40, 0.40, 0.10, 0.05, 0.05)),
 }
 # (p0, target, rises): part 1's cells, then rises like the River generators' (SEA ~+9 points

@@ -70,14 +70,21 @@ class LateConsumer:
     def holding(self) -> bool:
         return self.until is None or time.monotonic() < self.until
 
-    def poll(self, **kwargs: Any) -> dict[Any, list[Any]]:
+    @staticmethod
+    def records(batch: Any) -> list[Any]:
+        """The records of one partition's share of a poll."""
+        return batch
+
+    def poll(self, **kwargs: Any) -> dict[Any, Any]:
         polled = self._c.poll(**kwargs)
-        for tp in [tp for tp, recs in polled.items() if tp.partition == self.late and recs]:
+        for tp in [tp for tp, recs in polled.items() if tp.partition == self.late
+                   and len(recs)]:
             if self.until is None:
                 self.until = time.monotonic() + HOLD_S
             if self.holding():
-                self._c.seek(tp, polled[tp][0].offset)
-                self.held += len(polled.pop(tp))
+                recs = self.records(polled.pop(tp))
+                self._c.seek(tp, recs[0].offset)
+                self.held += len(recs)
         return polled
 
     def highwater(self, tp: Any) -> int | None:
@@ -93,17 +100,9 @@ class LateFetch(LateConsumer):
     :class:`~stream.runtime.rdfetch.LibrdkafkaRepartitioner` (its poll gives a batch per
     partition, read by ``fetched()``)."""
 
-    def poll(self, **kwargs: Any) -> dict[Any, Any]:
-        polled = self._c.poll(**kwargs)
-        for tp in [tp for tp, recs in polled.items() if tp.partition == self.late
-                   and len(recs)]:
-            if self.until is None:
-                self.until = time.monotonic() + HOLD_S
-            if self.holding():
-                recs = polled.pop(tp).fetched()
-                self._c.seek(tp, recs[0].offset)
-                self.held += len(recs)
-        return polled
+    @staticmethod
+    def records(batch: Any) -> list[Any]:
+        return batch.fetched()
 
 
 def _source_counts(bootstrap: str, topic: str) -> dict[int, int]:

@@ -151,6 +151,8 @@ def test_a_late_source_partition_is_waited_for(kafka_bootstrap, make_topic, work
                  "the run", interval=0.2, retry=(), details=run.describe)
         time.sleep(1.0)
         episodes = _episodes(run)
+        detectors = {col: {name: d.alarms for name, d in fig.detectors.items() if d.alarms}
+                     for col, fig in run.pipeline.snapshot().models["m1"].columns.items()}
     finally:
         run.stop()
     gaps = _longest_gaps(kafka_bootstrap, rp_topic)[0]
@@ -163,4 +165,7 @@ def test_a_late_source_partition_is_waited_for(kafka_bootstrap, make_topic, work
     assert wrapped[0].held, "the late partition was never held back: the test shows nothing"
     # merged: the late partition's share (about a fifth here) never misses for long
     assert gaps[late] < MAX_GAP, gaps
-    assert episodes == {}
+    # a chance episode is possible (the detectors are calibrated to 1 false alarm in 10^6
+    # events: offline, 2 of 1,000 random fair merges of these events opened a c1 chi2
+    # episode); the message says which detector, for telling chance from a merge fault
+    assert episodes == {}, {col: d for col, d in detectors.items() if d}

@@ -170,8 +170,11 @@ def test_version_1_frames_are_still_read() -> None:
 
 def test_an_unknown_version_or_a_position_count_mismatch_is_refused() -> None:
     raw = bytearray(pack([Rec("t", 0, 1, 2, None, b"{}")], [5]))
-    raw[4] = 3
-    with pytest.raises(FrameError, match="version 3"):
+    raw[4] = 4
+    with pytest.raises(FrameError, match="version 4"):
+        unpack(bytes(raw))
+    raw[4] = 3  # a version-2 frame read as version 3: no writer block
+    with pytest.raises(FrameError):
         unpack(bytes(raw))
     with pytest.raises(ValueError):
         pack([Rec("t", 0, 1, 2, None, b"{}")], [1, 2])

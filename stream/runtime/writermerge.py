@@ -1,0 +1,426 @@
+"""The monitors' merge of several first-stage writers on one internal partition (issue 14).
+
+Not wired in yet: the first stage still has one writer (onewriter.py) and FramedRunner
+reads frames as they come.  With several writers, each forwarding its own source
+partitions in timestamp order, an internal partition holds their frames interleaved as
+the writers' producers happened to deliver them: one writer ahead of another puts its
+keys in a block (a false ``c1`` episode, onewriter.py).  :class:`WriterMerge` takes the
+version-3 frames of one internal partition (frames.py: writer id, generation, writer count
+and index, watermark) in offset order and releases their messages in one **total
+order**, the key::
+
+    (generation, Kafka timestamp, writer index, the writer's own merge position)
+
+up to the **frontier** the writers allow: a writer's watermark promises that everything
+it forwards later has a timestamp ≥ the watermark, so the messages of the current
+generation with a timestamp below the smallest watermark of its writers can go; a
+message at that timestamp waits (another writer may still send one at the same time with
+a smaller index).  An idle writer sends heartbeats (frames of no messages) so its
+watermark keeps up with the clock.
+
+* **A writer not heard from** (of the current generation, no frame on this partition
+  yet) blocks the release, as a writer whose watermark lags does.  One silent for
+  ``max_wait_s`` (since its last frame, or since the generation began here) is left out:
+  the others' messages go on without it, with one warning until it is heard again; its
+  messages that then come below the released frontier are *late*.
+* **Late** messages (a key at or below the frontier: clock skew, a writer that broke its
+  watermark, one left out, a zombie) are released at once, in their arrival order, and
+  counted; never dropped.
+* **Generations.** The first stage's writers flush and commit before a rebalance
+  completes, so once a frame of a newer generation arrives on the partition, no frame of
+  an older one follows.  Everything buffered of older generations is released then (in
+  the total order: the generation is the key's first field) before anything of the new
+  one; a frame of an older generation that still comes (a zombie whose session had
+  expired) breaks that promise: its messages are released at once as late and it is
+  counted in ``stale_frames`` (after a restore, skipped as released when re-read).
+* **Bounded memory.** At most ``max_buffered`` messages wait: past that, the smallest
+  keys are released in order (counted in ``over_cap``), moving the frontier, so that a
+  writer that lags badly costs lateness, not memory.
+* **Checkpoints** (:meth:`WriterMerge.state`, :class:`MergeState`): the offset of the
+  oldest frame with messages not released yet (what the monitor may commit and re-read
+  from), the offset of the newest frame read, the frontier, the generation and the
+  watermarks.  A merge :meth:`~WriterMerge.restore`\\ d from it and fed again from the
+  commit offset skips, in every frame up to the newest read, exactly the messages with a
+  key at or below the frontier (all of them were released: in order, late or over the
+  cap; everything released is at or below the frontier and everything buffered above
+  it), and buffers the others again: no loss and no double count, in the same order as
+  without the restart (with the same clock).  Frames past the newest read were never
+  seen and are merged as usual.  This holds when the state is checkpointed with the
+  detectors' state it belongs to.  Duplicates remain where the first stage writes a
+  message twice: after a writer's crash its successor (a new generation) forwards again
+  what was not committed (the first stage's bound, reliability.md), and a static member
+  that rejoins without a rebalance rewrites messages with the same keys in the same
+  generation; both are released again (as late when their keys are at or below the
+  frontier).
+
+Everything per message is numpy over the buffered columns (one ``lexsort`` per release);
+the loops are per frame and per writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stream.runtime.frames import Frame, pick
+
+log = logging.getLogger("streamdrift.repartition")
+
+#: a writer of the current generation silent for this long is left out of the frontier
+MAX_WAIT_S = 30.0
+#: the most messages one partition's merge holds back
+MAX_BUFFERED = 50_000
+#: the released values are dropped from the list once it holds this many more than
+#: four times the buffered ones
+COMPACT_AFTER = 4096
+
+#: (generation, timestamp, writer index, writer's position)
+Key = tuple[int, int, int, int]
+_MIN = -(2**63)
+#: the columns of the buffer: the key's four, the frame's offset, the message's row in it
+COLUMNS = ("generation", "timestamp", "writer", "position", "offset", "row")
+_EMPTY = np.empty((0, len(COLUMNS)), dtype=np.int64)
+#: the buffer has one column more: each message's index into the list of values
+_VI = len(COLUMNS)
+
+
+@dataclass(frozen=True)
+class MergeState:
+    """What a checkpoint keeps of a :class:`WriterMerge` to resume it exactly."""
+
+    #: re-read from this offset (the oldest frame with unreleased messages); None: none read
+    commit_offset: int | None
+    #: the newest frame's offset read (frames up to it are replays after a restore)
+    read_to: int | None
+    #: every released message's key is at or below it
+    frontier: Key | None
+    generation: int | None
+    writers: int
+    watermarks: dict[int, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"commit_offset": self.commit_offset, "read_to": self.read_to,
+                "frontier": None if self.frontier is None else list(self.frontier),
+                "generation": self.generation, "writers": self.writers,
+                "watermarks": {str(k): v for k, v in self.watermarks.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MergeState:
+        f = d.get("frontier")
+        return cls(d.get("commit_offset"), d.get("read_to"),
+                   None if f is None else (int(f[0]), int(f[1]), int(f[2]), int(f[3])),
+                   d.get("generation"), int(d.get("writers", 0)),
+                   {int(k): int(v) for k, v in (d.get("watermarks") or {}).items()})
+
+
+@dataclass
+class Released:
+    """Messages released by the merge, in release order."""
+
+    #: int64 (n, 6): :data:`COLUMNS`
+    columns: np.ndarray
+    #: whether each was late (released at once, below the frontier)
+    late: np.ndarray
+    values: list[bytes | None]
+    #: the frames the messages are rows of, by offset
+    frames: dict[int, Frame]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def column(self, name: str) -> np.ndarray:
+        return self.columns[:, COLUMNS.index(name)]
+
+    def keys(self) -> list[Key]:
+        return [(int(a), int(b), int(c), int(d)) for a, b, c, d in self.columns[:, :4]]
+
+    @classmethod
+    def empty(cls) -> Released:
+        return cls(_EMPTY, np.zeros(0, dtype=bool), [], {})
+
+    @classmethod
+    def concat(cls, parts: list[Released]) -> Released:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        if len(parts) == 1:
+            return parts[0]
+        frames: dict[int, Frame] = {}
+        values: list[bytes | None] = []
+        for p in parts:
+            frames.update(p.frames)
+            values += p.values
+        return cls(np.concatenate([p.columns for p in parts]),
+                   np.concatenate([p.late for p in parts]), values, frames)
+
+
+def _order(cols: np.ndarray) -> np.ndarray:
+    """The rows of ``cols`` in the total order."""
+    return np.lexsort((cols[:, 3], cols[:, 2], cols[:, 1], cols[:, 0]))
+
+
+def _at_or_below(cols: np.ndarray, key: Key | None) -> np.ndarray:
+    """Whether each row's key is at or below ``key`` (lexicographically), vectorised."""
+    if key is None:
+        return np.zeros(len(cols), dtype=bool)
+    g, t, w, p = (cols[:, i] for i in range(4))
+    kg, kt, kw, kp = key
+    return (g < kg) | ((g == kg) & ((t < kt) | ((t == kt) & (
+        (w < kw) | ((w == kw) & (p <= kp))))))
+
+
+class WriterMerge:
+    """The frames of several writers on one internal partition, merged into one total
+    order (module docstring).  :meth:`add` each frame in offset order, :meth:`poll` when
+    none came (a writer's wait may have run out); both return what they release."""
+
+    def __init__(self, max_wait_s: float = MAX_WAIT_S, max_buffered: int = MAX_BUFFERED,
+                 clock: Callable[[], float] = time.monotonic, name: str = "") -> None:
+        if max_buffered < 1:
+            raise ValueError("max_buffered must be at least 1")
+        self.max_wait_s, self.max_buffered, self.clock, self.name = \
+            max_wait_s, max_buffered, clock, name
+        #: the buffered messages' columns (and value index), chunks in arrival order
+        self._chunks: list[np.ndarray] = []
+        self._n = 0
+        #: (generation, bound) of the last release, and how many chunks hold nothing below
+        #: it since: a frame that changes neither adds its own messages only to check
+        self._clear: tuple[int | None, int | None] = (None, None)
+        self._checked = 0
+        #: the values, appended; released ones stay until a compaction
+        self._values: list[bytes | None] = []
+        self._frames: dict[int, Frame] = {}
+        self.frontier: Key | None = None
+        self.generation: int | None = None
+        self.writers = 0
+        self.watermarks: dict[int, int] = {}
+        self._heard: dict[int, float] = {}
+        self._since = 0.0
+        self._ids: dict[int, bytes] = {}
+        self.left_out: set[int] = set()
+        self.last_offset: int | None = None
+        self._read_to: int | None = None
+        self._commit: int | None = None
+        #: messages released at once below the frontier
+        self.late = 0
+        #: messages released early because more than ``max_buffered`` waited
+        self.over_cap = 0
+        #: times a silent writer was left out
+        self.skips = 0
+        #: frames of an older generation after a newer one
+        self.stale_frames = 0
+        #: frames whose writer index had another writer id in the same generation
+        self.conflicts = 0
+        #: messages of re-read frames skipped as released before the restore
+        self.replayed = 0
+        self._warned: set[str] = set()
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        return self._n
+
+    def commit_offset(self) -> int | None:
+        """The offset to resume from: the oldest frame with a message not released yet,
+        else the one after the newest read."""
+        if self._n:
+            return int(min(int(c[:, 4].min()) for c in self._chunks))
+        return self._commit if self.last_offset is None else self.last_offset + 1
+
+    def state(self) -> MergeState:
+        read_to = self.last_offset if self._read_to is None or (
+            self.last_offset is not None and self.last_offset > self._read_to) \
+            else self._read_to
+        return MergeState(self.commit_offset(), read_to, self.frontier, self.generation,
+                          self.writers, dict(self.watermarks))
+
+    def restore(self, state: MergeState) -> None:
+        """Resume from ``state`` (a fresh merge); then :meth:`add` the frames from
+        ``state.commit_offset`` on."""
+        if self._n or self.last_offset is not None:
+            raise RuntimeError("restore() on a merge that has read frames")
+        now = self.clock()
+        self._commit, self._read_to, self.frontier = \
+            state.commit_offset, state.read_to, state.frontier
+        self.generation, self.writers = state.generation, state.writers
+        self.watermarks = dict(state.watermarks)
+        self._since = now
+        self._heard = dict.fromkeys(self.watermarks, now)
+
+    # -- merging -------------------------------------------------------------------------
+
+    def add(self, offset: int, frame: Frame) -> Released:
+        """Take the version-3 frame at ``offset`` (offsets increase); what it releases."""
+        w = frame.writer
+        if w is None:
+            raise ValueError("WriterMerge reads version-3 frames (a writer block) only")
+        if self.last_offset is not None and offset <= self.last_offset:
+            raise ValueError(f"frame offset {offset} after {self.last_offset}")
+        self.last_offset = offset
+        now = self.clock()
+        replay = self._read_to is not None and offset <= self._read_to
+        out: list[Released] = []
+        if self.generation is None or w.generation > self.generation:
+            # (what older generations left buffered is released by the next release:
+            # first in the total order, and all of it)
+            self._new_generation(w.generation, w.writers, now)
+        n = len(frame)
+        if n:
+            cols = np.empty((n, _VI + 1), dtype=np.int64)
+            cols[:, 0], cols[:, 1], cols[:, 2] = w.generation, frame.timestamps, w.index
+            assert frame.positions is not None  # (a version-3 frame has them)
+            cols[:, 3] = frame.positions
+            cols[:, 4], cols[:, 5] = offset, np.arange(n)
+            stale = w.generation < self.generation  # type: ignore[operator]
+            done = np.ones(n, dtype=bool) if stale else _at_or_below(cols, self.frontier)
+            if replay:
+                self.replayed += int(done.sum())
+            elif done.any():
+                self.late += int(done.sum())
+                if stale:
+                    self.stale_frames += 1
+                    self._warn("stale", "a frame of an older generation of the first stage "
+                               "came after a newer one (a zombie writer?): its messages are "
+                               "released at once, as late", generation=w.generation,
+                               current=self.generation)
+                else:
+                    self._warn("late", "messages came below the merged frontier (a writer "
+                               "left out, clock skew or a broken watermark): released at "
+                               "once, as late", writer=w.index, generation=w.generation)
+                at = np.flatnonzero(done)
+                out.append(Released(cols[at, :_VI], np.ones(len(at), dtype=bool),
+                                    pick(frame.values, at), {offset: frame}))
+            keep = np.flatnonzero(~done)
+            if len(keep):
+                cols = cols[keep]
+                cols[:, _VI] = np.arange(len(self._values), len(self._values) + len(keep))
+                self._chunks.append(cols)
+                self._n += len(keep)
+                self._values += frame.values if len(keep) == n else pick(frame.values, keep)
+                self._frames[offset] = frame
+        if w.generation == self.generation:
+            self._heard_from(w.index, w.writer_id, w.watermark, w.writers, now)
+        out.append(self._release(now))
+        return Released.concat(out)
+
+    def poll(self) -> Released:
+        """What the time releases: a silent writer's wait that ran out."""
+        return self._release(self.clock())
+
+    def _new_generation(self, generation: int, writers: int, now: float) -> None:
+        self.generation, self.writers = generation, writers
+        self.watermarks, self._heard, self._ids = {}, {}, {}
+        self.left_out.clear()
+        self._since = now
+
+    def _heard_from(self, index: int, writer_id: bytes, watermark: int, writers: int,
+                    now: float) -> None:
+        self.writers = max(self.writers, writers)
+        known = self._ids.setdefault(index, writer_id)
+        if known != writer_id:
+            self.conflicts += 1
+            self._warn("conflict", "two writers with the same index in one generation of "
+                       "the first stage", index=index, generation=self.generation)
+        self.watermarks[index] = max(self.watermarks.get(index, _MIN), watermark)
+        self._heard[index] = now
+        if index in self.left_out:
+            self.left_out.discard(index)
+            log.info("a first-stage writer left out of the merge is heard again",
+                     extra={"partition": self.name, "writer": index})
+
+    def _bound(self, now: float) -> int | None:
+        """The timestamp below which the current generation's messages go (None: all)."""
+        bound: int | None = None
+        waiting = False
+        for i in range(self.writers):
+            since = self._heard.get(i, self._since)
+            if now - since >= self.max_wait_s:
+                if i not in self.left_out:
+                    self.left_out.add(i)
+                    self.skips += 1
+                    log.warning("a first-stage writer has sent nothing to this internal "
+                                "partition for %.0f s: the merge goes on without it, and "
+                                "its messages, when they come, are late", now - since,
+                                extra={"partition": self.name, "writer": i,
+                                       "generation": self.generation})
+                continue
+            wm = self.watermarks.get(i)
+            if wm is None:
+                waiting = True
+            else:
+                bound = wm if bound is None else min(bound, wm)
+        if waiting:
+            return _MIN
+        return bound
+
+    def _buffer(self) -> np.ndarray:
+        if len(self._chunks) != 1:
+            self._chunks = [np.concatenate(self._chunks) if self._chunks else _EMPTY]
+        return self._chunks[0]
+
+    def _release(self, now: float) -> Released:
+        """Release what the writers allow (and what the cap forces), sorting only that."""
+        if not self._n:
+            return Released.empty()
+        bound = self._bound(now)
+        if bound is not None and self._clear == (self.generation, bound) and \
+                self._n <= self.max_buffered:
+            if not any(bool((c[:, 1] < bound).any()) for c in self._chunks[self._checked:]):
+                self._checked = len(self._chunks)
+                return Released.empty()
+        cols = self._buffer()
+        n = len(cols)
+        if bound is None:
+            go = np.ones(n, dtype=bool)
+        else:  # a prefix of the total order: older generations, then timestamps < bound
+            g = self.generation
+            go = (cols[:, 0] < g) | ((cols[:, 0] == g) & (cols[:, 1] < bound))
+        k = int(np.count_nonzero(go))
+        if n - k > self.max_buffered:  # the smallest keys go, in order
+            cols = cols[_order(cols)]
+            cut = n - self.max_buffered
+            # never split equal keys (a message written twice): all of them go
+            same = (cols[cut:, :4] == cols[cut - 1, :4]).all(axis=1)
+            cut += int(np.argmin(same)) if not same.all() else len(same)
+            self.over_cap += cut - k
+            out, rest = cols[:cut], cols[cut:]
+        elif k == 0:
+            self._clear, self._checked = (self.generation, bound), len(self._chunks)
+            return Released.empty()
+        else:
+            out, rest = cols[go], cols[~go]
+            out = out[_order(out)]
+        last = out[-1, :4]
+        key: Key = (int(last[0]), int(last[1]), int(last[2]), int(last[3]))
+        if self.frontier is None or key > self.frontier:
+            self.frontier = key
+        values = pick(self._values, out[:, _VI])
+        self._chunks = [rest] if len(rest) else []
+        self._n = len(rest)
+        self._clear, self._checked = (self.generation, bound), len(self._chunks)
+        if len(self._values) > 4 * self._n + COMPACT_AFTER:  # drop the released values
+            if self._n:
+                self._values = pick(self._values, rest[:, _VI])
+                rest[:, _VI] = np.arange(self._n)
+            else:
+                self._values = []
+        frames = {o: self._frames[o] for o in np.unique(out[:, 4]).tolist()}
+        oldest = int(rest[:, 4].min()) if len(rest) else None
+        for o in list(self._frames):
+            if oldest is None or o < oldest:
+                del self._frames[o]
+            else:
+                break
+        return Released(out[:, :_VI], np.zeros(len(out), dtype=bool), values, frames)
+
+    def _warn(self, what: str, msg: str, **extra: Any) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(msg, extra={"partition": self.name, **extra})

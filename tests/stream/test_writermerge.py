@@ -1,0 +1,433 @@
+"""The monitors' merge of several first-stage writers (stream/runtime/writermerge.py) and
+the version-3 frames it reads (stream/runtime/frames.py), without a broker."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import namedtuple
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream.runtime.frames import (
+    MAGIC,
+    Frame,
+    FrameError,
+    WriterHeader,
+    heartbeat,
+    pack,
+    unpack,
+)
+from stream.runtime.writermerge import MergeState, Released, WriterMerge
+
+Rec = namedtuple("Rec", "topic partition offset timestamp key value")
+WID = [bytes([65 + i]) * 16 for i in range(8)]
+FAR = 10**9  # a watermark past every timestamp of a test
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def header(i: int, n: int, wm: int, gen: int = 1) -> WriterHeader:
+    return WriterHeader(WID[i], gen, n, i, wm)
+
+
+def frame(i: int, n: int, msgs: list[tuple[int, int]], wm: int | None = None,
+          gen: int = 1) -> Frame:
+    """Writer ``i`` of ``n``'s frame of messages (timestamp, position), through bytes."""
+    recs = [Rec("src", i, p, t, None, b"%d:%d:%d" % (gen, i, p)) for t, p in msgs]
+    if wm is None:
+        wm = max(t for t, _ in msgs)
+    return unpack(pack(recs, [p for _, p in msgs], header(i, n, wm, gen)))
+
+
+def beat(i: int, n: int, wm: int, gen: int = 1) -> Frame:
+    return unpack(heartbeat(header(i, n, wm, gen)))
+
+
+Out = tuple[tuple[int, int, int, int], bool, bytes]
+
+
+def rows(r: Released) -> list[Out]:
+    for o, j, v in zip(r.column("offset").tolist(), r.column("row").tolist(), r.values,
+                       strict=True):
+        assert r.frames[o].values[j] == v  # each message with its frame and row
+    return [(k, bool(late), v or b"") for k, late, v in
+            zip(r.keys(), r.late.tolist(), r.values, strict=True)]
+
+
+def feed(m: WriterMerge, frames: list[tuple[int, Frame]]) -> list[Out]:
+    out: list[Out] = []
+    for offset, f in frames:
+        out += rows(m.add(offset, f))
+    return out
+
+
+def key_of(f: Frame, j: int) -> tuple[int, int, int, int]:
+    w = f.writer
+    assert w is not None and f.positions is not None
+    return (w.generation, int(f.timestamps[j]), w.index, int(f.positions[j]))
+
+
+def scenario(seed: int, writers: int, broken: float = 0.0, gen: int = 1,
+             t0: int = 0) -> list[tuple[int, Frame]]:
+    """Each writer's messages (few distinct timestamps: ties across writers), cut into
+    frames of random sizes with heartbeats between, its watermark the running maximum
+    (``broken``: the share of messages moved below it), a last heartbeat far ahead; the
+    writers' frames interleaved at random on the partition (each writer's in order), at
+    increasing offsets with gaps."""
+    rng = np.random.default_rng(seed)
+    streams = []
+    for i in range(writers):
+        m = int(rng.integers(0, 80))
+        ts = t0 + np.sort(rng.integers(0, 30, m))
+        if broken:
+            low = rng.random(m) < broken
+            ts[low] -= rng.integers(0, 15, int(low.sum()))
+        pos = np.sort(rng.choice(8 * m + 1, m, replace=False))
+        fs: list[Frame] = []
+        j, wm = 0, t0
+        while j < m:
+            if rng.random() < 0.2:
+                fs.append(beat(i, writers, wm, gen))
+            k = int(rng.integers(1, 16))
+            msgs = list(zip(ts[j:j + k].tolist(), pos[j:j + k].tolist(), strict=True))
+            wm = max(wm, max(t for t, _ in msgs))
+            fs.append(frame(i, writers, msgs, wm, gen))
+            j += k
+        fs.append(beat(i, writers, FAR, gen))
+        streams.append(fs)
+    order = np.concatenate([np.full(len(s), i) for i, s in enumerate(streams)])
+    rng.shuffle(order)
+    nxt = [0] * writers
+    out = []
+    offset = int(rng.integers(0, 100))
+    for i in order.tolist():
+        out.append((offset, streams[i][nxt[i]]))
+        nxt[i] += 1
+        offset += int(rng.integers(1, 4))
+    return out
+
+
+def everything(frames: list[tuple[int, Frame]]) -> list[Out]:
+    return sorted((key_of(f, j), False, f.values[j] or b"") for _, f in frames
+                  for j in range(len(f)))
+
+
+# -- frames, version 3 ---------------------------------------------------------------------
+
+def test_a_version_3_frame_round_trips_with_its_writer_and_a_heartbeat_has_no_messages(
+) -> None:
+    f = frame(2, 3, [(5, 10), (7, 11), (7, 40)], wm=9, gen=12)
+    assert f.writer == WriterHeader(WID[2], 12, 3, 2, 9)
+    assert f.timestamps.tolist() == [5, 7, 7] and f.positions.tolist() == [10, 11, 40]
+    assert f.values == [b"12:2:10", b"12:2:11", b"12:2:40"]
+    hb = beat(0, 2, 123)
+    assert len(hb) == 0 and hb.writer == WriterHeader(WID[0], 1, 2, 0, 123)
+    assert hb.positions is not None and len(hb.positions) == 0
+
+
+def test_version_1_and_2_frames_still_unpack_without_a_writer() -> None:
+    recs = [Rec("t", 0, 1, 2, b"k", b"v"), Rec("t", 1, 3, 4, None, None)]
+    v1, v2 = unpack(pack(recs)), unpack(pack(recs, [7, 8]))
+    assert v1.positions is None and v1.writer is None and v1.values == [b"v", None]
+    assert v2.positions.tolist() == [7, 8] and v2.writer is None
+    assert pack(recs)[4] == 1 and pack(recs, [7, 8])[4] == 2
+    assert pack(recs, [7, 8], header(0, 1, 4))[4] == 3
+
+
+@pytest.mark.parametrize("bad", [
+    WriterHeader(WID[0][:15], 1, 2, 0, 0),   # an id of 15 bytes
+    WriterHeader(WID[0], 1, 2, 2, 0),        # index past the writers
+    WriterHeader(WID[0], 1, 0, 0, 0),        # no writers
+    WriterHeader(WID[0], -1, 1, 0, 0),       # a negative generation
+])
+def test_a_writer_block_out_of_range_is_refused(bad: WriterHeader) -> None:
+    with pytest.raises(FrameError):
+        pack([Rec("t", 0, 1, 0, None, b"v")], [0], bad)
+
+
+def test_a_version_3_frame_that_breaks_its_own_promises_is_a_frame_error() -> None:
+    recs = [Rec("t", 0, 1, 5, None, b"a"), Rec("t", 0, 2, 6, None, b"b")]
+    good = pack(recs, [3, 4], header(0, 2, 6))
+    # positions not increasing, a timestamp past the watermark: patched in the bytes
+    # (pack refuses to write them)
+    with pytest.raises(FrameError):
+        pack(recs, [4, 3], header(0, 2, 6))
+    with pytest.raises(FrameError):
+        pack(recs, [3, 4], header(0, 2, 5))
+    head = 4 + 1 + 4 + 2 + 16 + 4 + 2 + 2
+    low_wm = good[:head] + (5).to_bytes(8, "little", signed=True) + good[head + 8:]
+    with pytest.raises(FrameError, match="watermark"):
+        unpack(low_wm)
+    at = good.index((3).to_bytes(8, "little") + (4).to_bytes(8, "little"))
+    swapped = good[:at] + (4).to_bytes(8, "little") + (3).to_bytes(8, "little") + \
+        good[at + 16:]
+    with pytest.raises(FrameError, match="positions"):
+        unpack(swapped)
+    bad_index = good[:head - 4] + (2).to_bytes(2, "little") + (2).to_bytes(2, "little") + \
+        good[head:]
+    with pytest.raises(FrameError, match="index"):
+        unpack(bad_index)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 40), st.data())
+def test_a_truncated_or_damaged_version_3_frame_is_a_frame_error(n: int, data: Any) -> None:
+    recs = [Rec("t", 0, i, i // 3, None, b"x" * (i % 5)) for i in range(n)]
+    raw = pack(recs, list(range(0, 2 * n, 2)), header(1, 3, FAR))
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    with pytest.raises(FrameError):
+        unpack(raw[:cut])
+    with pytest.raises(FrameError):
+        unpack(raw + b"x")
+    i = data.draw(st.integers(0, len(raw) - 1))
+    damaged = raw[:i] + bytes([raw[i] ^ data.draw(st.integers(1, 255))]) + raw[i + 1:]
+    try:
+        unpack(damaged)
+    except FrameError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=120))
+def test_version_3_garbage_never_crashes(raw: bytes) -> None:
+    try:
+        unpack(MAGIC + b"\x03" + raw)
+    except FrameError:
+        pass
+
+
+# -- the merge -----------------------------------------------------------------------------
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 4))
+def test_writers_that_keep_their_watermarks_are_merged_into_the_total_order(
+        seed: int, writers: int) -> None:
+    frames = scenario(seed, writers)
+    m = WriterMerge(clock=Clock())
+    got = feed(m, frames)
+    assert got == everything(frames)  # the global sort: nothing lost, twice, or late
+    assert m.late == 0 and m.buffered == 0 and m.over_cap == 0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_nothing_is_released_before_every_writer_allows_it(seed: int) -> None:
+    """At every step, what is out is a prefix of the final order, and nothing of the
+    current generation is at or past the smallest watermark."""
+    frames = scenario(seed, 3)
+    final = everything(frames)
+    m = WriterMerge(clock=Clock())
+    got: list[Out] = []
+    wms: dict[int, int] = {}
+    for offset, f in frames:
+        got += rows(m.add(offset, f))
+        assert f.writer is not None
+        wms[f.writer.index] = f.writer.watermark
+        assert got == final[:len(got)]
+        if got and len(wms) == 3:
+            assert got[-1][0][1] < min(wms.values())
+        elif len(wms) < 3:
+            assert not got  # a writer not heard from yet blocks
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 4), st.sampled_from([0.05, 0.3]),
+       st.sampled_from([5, 40, 10_000]))
+def test_late_messages_and_the_cap_lose_nothing_and_keep_the_rest_in_order(
+        seed: int, writers: int, broken: float, cap: int) -> None:
+    frames = scenario(seed, writers, broken=broken)
+    m = WriterMerge(clock=Clock(), max_buffered=cap)
+    got: list[Out] = []
+    for offset, f in frames:
+        got += rows(m.add(offset, f))
+        assert m.buffered <= cap
+    # each exactly once
+    assert sorted((k, v) for k, _, v in got) == [(k, v) for k, _, v in everything(frames)]
+    in_order = [k for k, late, _ in got if not late]
+    assert in_order == sorted(in_order) and len(set(in_order)) == len(in_order)
+    top = None
+    for k, late, _ in got:
+        if late:
+            assert top is not None and k <= top  # late only below the frontier
+        else:
+            top = k
+    assert m.late == sum(late for _, late, _ in got)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_dropping_the_released_values_keeps_each_message_with_its_value(
+        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stream.runtime.writermerge as wm
+
+    monkeypatch.setattr(wm, "COMPACT_AFTER", 0)  # after every release
+    frames = scenario(seed, 3, broken=0.1)
+    m = WriterMerge(clock=Clock(), max_buffered=7)
+    got = feed(m, frames)
+    assert len(m._values) <= 4 * m.buffered
+    assert sorted((k, v) for k, _, v in got) == [(k, v) for k, _, v in everything(frames)]
+
+
+def test_the_cap_releases_the_oldest_in_order_and_counts_them() -> None:
+    c = Clock()
+    m = WriterMerge(clock=c, max_buffered=250)
+    out: list[Out] = []
+    for b in range(10):  # writer 1 never speaks; writer 0 sends 100 a frame
+        out += rows(m.add(b, frame(0, 2, [(b * 100 + j, b * 100 + j) for j in range(100)])))
+        assert m.buffered <= 250
+    assert len(out) == 750 and m.over_cap == 750 and m.buffered == 250
+    assert [k[1] for k, _, _ in out] == list(range(750))
+    assert m.commit_offset() == 7  # the frames of the 250 still held
+    late = rows(m.add(10, frame(1, 2, [(3, 0)], wm=3)))
+    assert [(k, lt) for k, lt, _ in late] == [((1, 3, 1, 0), True)] and m.late == 1
+
+
+def test_a_silent_writer_blocks_then_is_left_out_after_max_wait_and_is_late_after(
+        caplog: pytest.LogCaptureFixture) -> None:
+    c = Clock()
+    m = WriterMerge(clock=c, max_wait_s=30)
+    got = feed(m, [(0, frame(0, 2, [(10, 0), (11, 1)])), (1, frame(1, 2, [(9, 0)], 12)),
+                   (2, frame(0, 2, [(20, 2), (30, 3)]))])
+    assert [k[1] for k, _, _ in got] == [9, 10, 11]  # below 12, writer 1's watermark
+    # writer 1 goes quiet (writer 0 does not): 20 and 30 wait
+    c.now += 20
+    assert len(m.add(3, beat(0, 2, 30))) == 0
+    c.now += 9
+    assert len(m.poll()) == 0 and m.skips == 0
+    c.now += 1
+    with caplog.at_level(logging.WARNING, "streamdrift.repartition"):
+        got = rows(m.poll())
+        assert [k[1] for k, _, _ in got] == [20] and m.skips == 1  # below writer 0's 30
+        c.now += 10
+        m.poll()
+        assert [k[1] for k, _, _ in rows(m.add(4, frame(0, 2, [(40, 4)])))] == [30]
+    assert len([r for r in caplog.records if "sent nothing" in r.message]) == 1  # once
+    late = rows(m.add(5, frame(1, 2, [(12, 1), (50, 2)], 50)))
+    assert [(k[1], lt) for k, lt, _ in late] == [(12, True)] and m.late == 1
+    # heard again: in the frontier again, 40 and 50 wait for writer 0's watermark to pass
+    assert m.left_out == set() and m.buffered == 2 and m.skips == 1
+
+
+def test_a_writer_never_heard_from_blocks_until_max_wait() -> None:
+    c = Clock()
+    m = WriterMerge(clock=c, max_wait_s=5)
+    assert len(m.add(0, frame(0, 3, [(1, 0)], 100))) == 0
+    assert len(m.add(1, frame(2, 3, [(2, 0)], 100))) == 0  # writer 1 not heard from
+    c.now += 4.9
+    assert len(m.poll()) == 0
+    c.now += 0.1
+    assert [k for k, _, _ in rows(m.poll())] == [(1, 1, 0, 0), (1, 2, 2, 0)]
+
+
+def test_heartbeats_advance_the_release() -> None:
+    m = WriterMerge(clock=Clock())
+    assert feed(m, [(0, beat(1, 2, 0)), (1, frame(0, 2, [(5, 0), (6, 1)], 9))]) == []
+    assert [k[1] for k, _, _ in rows(m.add(2, beat(1, 2, 6)))] == [5]
+    assert [k[1] for k, _, _ in rows(m.add(3, beat(1, 2, 8)))] == [6]
+    assert m.buffered == 0 and m.commit_offset() == 4
+    # a heartbeat never holds the commit back, nor does one of an older watermark count
+    assert len(m.add(4, beat(1, 2, 3))) == 0 and m.watermarks[1] == 8
+
+
+def test_a_new_generation_releases_the_old_one_first_and_a_stale_frame_is_late() -> None:
+    m = WriterMerge(clock=Clock())
+    assert feed(m, [(0, frame(0, 2, [(50, 0), (60, 1)])), (1, frame(1, 2, [(55, 0)]))]) \
+        == [((1, 50, 0, 0), False, b"1:0:0")]
+    # generation 2, one writer, earlier timestamps than what generation 1 still holds
+    got = rows(m.add(2, frame(0, 1, [(10, 0), (20, 1)], 20, gen=2)))
+    assert [k for k, _, _ in got] == [(1, 55, 1, 0), (1, 60, 0, 1), (2, 10, 0, 0)]
+    assert not any(late for _, late, _ in got) and m.generation == 2
+    stale = rows(m.add(3, frame(1, 2, [(70, 1)], gen=1)))
+    assert [(k, lt) for k, lt, _ in stale] == [((1, 70, 1, 1), True)]
+    assert m.stale_frames == 1 and m.late == 1
+    assert [k for k, _, _ in rows(m.add(4, beat(0, 1, FAR, gen=2)))] == [(2, 20, 0, 1)]
+    # a stale frame above the frontier (nothing of the new generation released yet)
+    m = WriterMerge(clock=Clock())
+    feed(m, [(0, frame(0, 2, [(50, 0)])), (1, frame(1, 2, [(55, 0)]))])
+    got = rows(m.add(2, frame(1, 2, [(5, 0)], gen=3)))  # writer 0 of 3 not heard: blocks
+    assert [k for k, _, _ in got] == [(1, 50, 0, 0), (1, 55, 1, 0)] and m.buffered == 1
+    stale = rows(m.add(3, frame(0, 2, [(80, 1)], gen=1)))
+    assert [(k, lt) for k, lt, _ in stale] == [((1, 80, 0, 1), True)]
+    assert m.stale_frames == 1 and m.buffered == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 4), st.sampled_from([0.0, 0.2]),
+       st.sampled_from([8, 10_000]), st.booleans())
+def test_a_restart_from_the_checkpoint_at_any_frame_releases_exactly_the_rest(
+        seed: int, writers: int, broken: float, cap: int, two_gens: bool) -> None:
+    frames = scenario(seed, writers, broken=broken)
+    if two_gens:
+        last = frames[-1][0]
+        frames += [(last + 1 + o, f) for o, f in
+                   scenario(seed + 1, writers - 1, broken=broken, gen=2, t0=-20)]
+    whole = WriterMerge(clock=Clock(), max_buffered=cap)
+    expected: list[Out] = []
+    states: list[MergeState] = []
+    cuts: list[int] = []
+    for offset, f in frames:
+        states.append(MergeState.from_dict(json.loads(json.dumps(whole.state().to_dict()))))
+        cuts.append(len(expected))
+        expected += rows(whole.add(offset, f))
+    for state, done in zip(states, cuts, strict=True):
+        m = WriterMerge(clock=Clock(), max_buffered=cap)
+        m.restore(state)
+        start = state.commit_offset if state.commit_offset is not None else -1
+        rest = feed(m, [(o, f) for o, f in frames if o >= start])
+        assert expected[:done] + rest == expected
+        # the re-read frames' messages at or below the frontier were skipped, no others
+        assert m.replayed == sum(
+            1 for o, f in frames if start <= o <= (state.read_to or -1)
+            for j in range(len(f)) if state.frontier and key_of(f, j) <= state.frontier)
+
+
+def test_a_restart_mid_replay_still_resumes_exactly() -> None:
+    frames = scenario(7, 3, broken=0.1)
+    whole = WriterMerge(clock=Clock(), max_buffered=10)
+    expected = feed(whole, frames)
+    for k in range(0, len(frames), 3):
+        a = WriterMerge(clock=Clock(), max_buffered=10)
+        got = feed(a, frames[:k])
+        s = a.state()
+        b = WriterMerge(clock=Clock(), max_buffered=10)
+        b.restore(s)
+        replay = [(o, f) for o, f in frames if s.commit_offset is None or
+                  o >= s.commit_offset]
+        half = len(replay) // 3  # a second checkpoint and restart before the replay ends
+        got += feed(b, replay[:half])
+        c = WriterMerge(clock=Clock(), max_buffered=10)
+        c.restore(b.state())
+        s2 = b.state()
+        got += feed(c, [(o, f) for o, f in frames if s2.commit_offset is None or
+                        o >= s2.commit_offset])
+        assert got == expected
+
+
+def test_two_writer_ids_with_one_index_are_counted_and_both_merged() -> None:
+    m = WriterMerge(clock=Clock())
+    zombie = unpack(pack([Rec("s", 0, 0, 3, None, b"z")], [9], WriterHeader(
+        WID[5], 1, 2, 1, 3)))
+    got = feed(m, [(0, frame(0, 2, [(1, 0), (4, 1)])), (1, frame(1, 2, [(2, 0)], 3)),
+                   (2, zombie), (3, beat(1, 2, FAR)), (4, beat(0, 2, FAR))])
+    assert [v for _, _, v in got] == [b"1:0:0", b"1:1:0", b"z", b"1:0:1"]
+    assert m.conflicts == 1 and m.late == 0
+
+
+def test_frames_out_of_offset_order_and_older_versions_are_refused() -> None:
+    m = WriterMerge(clock=Clock())
+    m.add(5, beat(0, 1, 0))
+    with pytest.raises(ValueError, match="offset"):
+        m.add(5, beat(0, 1, 0))
+    with pytest.raises(ValueError, match="version-3"):
+        m.add(6, unpack(pack([Rec("t", 0, 1, 2, None, b"v")], [0])))
+    with pytest.raises(RuntimeError):
+        m.restore(m.state())

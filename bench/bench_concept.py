@@ -396,7 +396,10 @@ def header(args: argparse.Namespace) -> list[str]:
             f"{'' if args.synth_after == 10_000 or args.quick else f' --synth-after {args.synth_after}'}"
             f"{'' if not getattr(args, 'synth_null_min', 0) else f' --synth-null-min {args.synth_null_min}'}"
             f"{'' if args.part == 'errors' or args.quick or args.synth_runs == 30 else f' --synth-runs {args.synth_runs}'}"
+            f"{'' if args.part == 'errors' or args.quick or list(args.synth_targets) == [10_000] else ' --synth-targets ' + ' '.join(map(str, args.synth_targets))}"
             f"{'' if args.part == 'errors' or list(args.synth_modes) == list(concept_synth.MODES) else ' --synth-modes ' + ' '.join(args.synth_modes)}"
+            f"{'' if args.part == 'errors' or not getattr(args, 'synth_first_run', 0) else f' --synth-first-run {args.synth_first_run}'}"
+            f"{'' if args.part == 'errors' or not getattr(args, 'synth_streams', None) else ' --synth-streams ' + ' '.join(args.synth_streams)}"
             f"{'' if args.shift == CONCEPT_SHIFT else ' --shift ' + ' '.join(map(str, args.shift))}"
             f"{'' if args.shares == CONCEPT_SHARES else ' --shares ' + ' '.join(map(str, args.shares))}"
             f"{'' if args.down_share == CONCEPT_DOWN_SHARE else f' --down-share {args.down_share}'}"
@@ -494,6 +497,12 @@ def main() -> None:
     ap.add_argument("--synth-after", type=int, default=10_000,
                     help="synth: events after the change (delays censored there)")
     ap.add_argument("--synth-runs", type=int, default=30)
+    ap.add_argument("--synth-first-run", type=int, default=0,
+                    help="synth: the first run's index (runs F ... F + --synth-runs - 1 draw "
+                         "the generators of those runs of a full run: more runs of a cell)")
+    ap.add_argument("--synth-streams", nargs="+", default=None, metavar="NAME",
+                    help="synth: only the streams whose name starts with one of these "
+                         "(SEA, Agrawal, Hyperplane)")
     ap.add_argument("--synth-modes", nargs="+", choices=concept_synth.MODES,
                     default=list(concept_synth.MODES))
     ap.add_argument("--synth-targets", type=int, nargs="+", default=[10_000])
@@ -516,7 +525,8 @@ def main() -> None:
                          "covering them): the runs are then other draws than a full run's")
     ap.add_argument("--peer-params-from", type=Path, default=None,
                     help="take the peers' tuned parameters from a results .json (no "
-                         "bisection; their ARL0 is measured again on this run's draws)")
+                         "bisection; their ARL0 is measured again on this run's draws); "
+                         "part 2: per (mode, stream, target) of its synth section")
     ap.add_argument("--checkpoint", type=Path, default=None,
                     help="part 1: write the cells finished so far to this .json after each "
                          "cell (a run stopped early keeps them; --render it for the tables)")

@@ -27,15 +27,24 @@ Delays: ours starts at the first monitored event (as in production); the peers s
 reference first (their only way to learn the baseline; alarms there not counted, they reset
 natively).  A run whose first counted alarm is before the change is discarded for that
 detector (false alarm); no alarm within ``--synth-after`` events counts as never.
+
+More runs of one cell (``--synth-first-run F``, ``--synth-streams Hyperplane``,
+``--peer-params-from`` an earlier part-2 .json): runs F … F + ``--synth-runs`` − 1 draw the
+same generators (and ours the same calibration seed) as those runs of a full run, only the
+named streams are run, and each peer keeps the parameter tuned in that .json (no bisection:
+the peers of the earlier runs, so that the runs pool; their ARL0 is measured again).  The
+null streams of a later start are other draws than a full run's (their rng key adds F).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -97,6 +106,33 @@ def _first_alarms(alarms: np.ndarray, start: int, pre: int) -> tuple[int, int]:
     return delay_of(a, pre), int(np.count_nonzero(a < pre))
 
 
+def stream_names(args: argparse.Namespace) -> list[str]:
+    """The streams to run: all, or those whose name starts with one of ``--synth-streams``
+    (case-insensitive); an unknown one fails naming the choices."""
+    names = list(synth_streams(0))
+    wanted = getattr(args, "synth_streams", None)
+    if not wanted:
+        return names
+    out = [n for n in names if any(n.lower().startswith(w.lower()) for w in wanted)]
+    bad = [w for w in wanted if not any(n.lower().startswith(w.lower()) for n in names)]
+    if bad:
+        raise SystemExit(f"--synth-streams: {', '.join(bad)} names no stream; choose among "
+                         + ", ".join(n.split(' ')[0] for n in names))
+    return out
+
+
+def synth_params(args: argparse.Namespace) -> dict[tuple[str, str, str], dict[str, float]]:
+    """``--peer-params-from`` a part-2 .json: each peer's tuned value per (mode, stream,
+    target) of that run."""
+    path = getattr(args, "peer_params_from", None)
+    if path is None:
+        return {}
+    res = json.loads(Path(path).read_text())
+    return {(mode, name, t): {k: v["value"] for k, v in c["peers"].items()}
+            for mode, rows in res["synth"]["modes"].items() for name, row in rows.items()
+            for t, c in row["targets"].items()}
+
+
 def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Callable[..., Any]],
                log: Callable[[str], None]) -> dict[str, Any]:
     """``tools``: bench_concept's ``tune``, ``count_alarms``, ``null_stream``, ``arl``,
@@ -104,17 +140,23 @@ def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Call
     tune, count_alarms, arl = tools["tune"], tools["count_alarms"], tools["arl"]
     out: dict[str, Any] = {"modes": {}, "settings": {}}
     nref, pre = args.synth_ref, args.synth_pre
+    first = int(getattr(args, "synth_first_run", 0))
+    names = stream_names(args)
+    all_names = list(synth_streams(0))
+    fixed = synth_params(args)
     for mi, mode in enumerate(args.synth_modes):
         t0 = time.perf_counter()
         errs: dict[str, list[np.ndarray]] = {}
-        for r in range(args.synth_runs):
+        for r in range(first, first + args.synth_runs):
             for name, (a, b) in synth_streams(stream_seed(args.seed, r, mode)).items():
-                errs.setdefault(name, []).append(error_stream(a, b, mode, args))
+                if name in names:
+                    errs.setdefault(name, []).append(error_stream(a, b, mode, args))
         cost = {"trees": time.perf_counter() - t0, "tuning": 0.0, "ours_calibration": 0.0,
                 "ours_runs": 0.0, "peers_runs": 0.0}
         log(f"synth {mode}: {args.synth_runs} runs of trees in {cost['trees']:.0f} s")
         rows: dict[str, Any] = {}
-        for si, (name, es) in enumerate(errs.items()):
+        for name, es in errs.items():
+            si = all_names.index(name)  # a full run's index: the same rng keys
             p_refs = [float(e[:nref].mean()) for e in es]
             p_ref = float(np.mean(p_refs))
             row: dict[str, Any] = {
@@ -122,15 +164,21 @@ def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Call
                 "p_after": [float(e[nref + pre:nref + pre + 2000].mean()) for e in es],
                 "targets": {}}
             for target in args.synth_targets:
-                rng = np.random.default_rng([args.seed, mi, si, int(target)])
+                rng = np.random.default_rng([args.seed, mi, si, int(target)]
+                                            + ([first] if first else []))
                 n_null = null_length(args, target)
                 tune_stream = tools["null_stream"](rng, p_ref, n_null)
                 check_stream = tools["null_stream"](rng, p_ref, n_null)
                 cell: dict[str, Any] = {"peers": {}, "delays": {}, "false_alarms": {}}
                 factories = {}
                 t1 = time.perf_counter()
+                given = fixed.get((mode, name, str(target)))
+                if fixed and given is None:
+                    raise SystemExit(f"--peer-params-from: no {mode} {name} target {target} "
+                                     "in it; give the .json of a run with that cell")
                 for peer in peers:
-                    value, tuned = tune(peer, tune_stream, target, args.steps)
+                    value, tuned = ((given[peer.name], math.nan) if given is not None
+                                    else tune(peer, tune_stream, target, args.steps))
                     factories[peer.name] = (lambda pe=peer, v=value: pe.make(v))
                     cell["peers"][peer.name] = {
                         "param": peer.param, "value": value, "tuned_arl": tuned,
@@ -142,7 +190,7 @@ def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Call
                 for r, e in enumerate(es):
                     t1 = time.perf_counter()
                     det = tools["make_ours"](e[:nref].astype(float), target,
-                                             args.seed * 1000 + r)
+                                             args.seed * 1000 + first + r)
                     t2 = time.perf_counter()
                     cost["ours_calibration"] += t2 - t1
                     null = (rng.random(per_run) < p_refs[r]).astype(float)
@@ -163,7 +211,7 @@ def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Call
                         cell["false_alarms"].setdefault(pname, []).append(fa)
                     cost["peers_runs"] += time.perf_counter() - t1
                 cell["ours"] = {"arl0": arl(per_run * len(es), alarms), "per_run": arls,
-                                "events_per_run": per_run}
+                                "events_per_run": per_run, "alarms": alarms}
                 row["targets"][str(target)] = cell
                 log(f"synth {mode} {name} target {target}: p_ref {p_ref:.4f}, ARL0 ours "
                     f"{cell['ours']['arl0']:.0f} "
@@ -178,7 +226,7 @@ def part_synth(args: argparse.Namespace, peers: list[Any], tools: dict[str, Call
             "warm": args.warm if mode == "frozen" else args.online_warm, "ref": nref,
             "pre": pre, "after": args.synth_after, "n_values": args.n_values,
             "null_factor": args.null_factor,
-            "null_min": int(getattr(args, "synth_null_min", 0))}
+            "null_min": int(getattr(args, "synth_null_min", 0)), "first_run": first}
     return out
 
 

@@ -368,3 +368,72 @@ def test_ours_only_rerun_regenerates_the_stored_online_draws_at_their_settings()
     # the frozen mode (other seeds, a tree that stops learning) is not these draws
     with pytest.raises(SystemExit, match="not the stored draws"):
         run_seed(7, stored(p_ref), stream, [500], grids, None, "frozen")
+
+
+def _synth_args(**kw: Any) -> argparse.Namespace:
+    """Part 2's options at a toy size (a few seconds), ours the default mixture."""
+    base = dict(seed=4, synth_modes=["frozen"], synth_runs=3, synth_first_run=0,
+                synth_streams=None, peer_params_from=None, warm=300, online_warm=300,
+                synth_ref=400, synth_pre=100, synth_after=100, synth_targets=[500],
+                null_factor=4.0, synth_null_min=0, steps=3, synth_arl_factor=2.0,
+                n_values=20_000, detector="sr", sr_shifts=list(SR_SHIFTS), sr_weights=None,
+                shift=(0.02, 0.08), shares=(0.5, 0.5), down_share=None)
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_more_synth_runs_from_a_later_start_are_a_full_runs_runs_with_its_peers(
+        tmp_path: Any) -> None:
+    full = bench_concept.part_synth(_synth_args(), bench_concept._peers())
+    stored = tmp_path / "full.json"
+    stored.write_text(json.dumps({"synth": full}, default=float))
+    later = bench_concept.part_synth(
+        _synth_args(synth_first_run=2, synth_runs=1, synth_streams=["hyper"],
+                    peer_params_from=stored), bench_concept._peers())
+    name = "Hyperplane (new plane)"
+    assert list(later["modes"]["frozen"]) == [name]  # the other streams not run
+    a, b = full["modes"]["frozen"][name], later["modes"]["frozen"][name]
+    # run 0 of the later start is run 2 of the full run: the same generators' draws ...
+    for k in ("p_ref", "p_pre", "p_after"):
+        assert b[k] == [a[k][2]]
+    assert a["p_ref"][0] != a["p_ref"][2]  # (the runs differ, so this tells them apart)
+    ca, cb = a["targets"]["500"], b["targets"]["500"]
+    # ... the peers at the full run's tuned values, no bisection, so their delays are its
+    for n in NAMES:
+        assert cb["peers"][n]["value"] == ca["peers"][n]["value"]
+        assert math.isnan(cb["peers"][n]["tuned_arl"])
+        assert cb["delays"][n] == [ca["delays"][n][2]]
+    # ... and ours calibrated at the same seed, on other null draws for its ARL0
+    assert cb["delays"]["ours"] == [ca["delays"]["ours"][2]]
+    assert later["settings"]["frozen"]["first_run"] == 2
+    with pytest.raises(SystemExit, match="names no stream"):
+        bench_concept.part_synth(_synth_args(synth_streams=["Hyperplan3"]), [])
+
+
+def test_more_runs_pool_after_the_stored_ones_at_the_stored_peers_or_fail() -> None:
+    from bench.concept_synth_more import pool_seed
+
+    st = {"warm": 300, "ref": 400, "pre": 100, "after": 100, "n_values": 20_000,
+          "null_factor": 4.0}
+    name = "Hyperplane (new plane)"
+
+    def res(first: int, p: list[float], d: int, value: float = 1.0) -> dict[str, Any]:
+        cell = {"delays": {k: [d] * len(p) for k in ["ours", *NAMES]},
+                "peers": {k: {"value": value, "arl0": 500.0} for k in NAMES},
+                "ours": {"alarms": 3, "events_per_run": 1_000}}
+        return {"synth": {"settings": {"frozen": {**st, "first_run": first}},
+                          "modes": {"frozen": {name: {"p_ref": p, "targets": {"500": cell}}}}}}
+
+    stored = res(0, [0.1, 0.2], 7)
+    ours = {"delays": {"default": [5, -2]}, "alarms": {"default": 4}, "null_events": 8_000,
+            "p_ref": [0.1, 0.2]}
+    # the new files in any order: pooled by their first run, ours from --ours-from
+    v = pool_seed(1, stored, ours, [res(3, [0.4], 9), res(2, [0.3], 8)], "frozen", name, 500)
+    assert v["p_ref"] == [0.1, 0.2, 0.3, 0.4] and v["first"] == [0, 2, 3]
+    assert v["delays"]["ours"] == [5, -2, 8, 9] and v["delays"]["ADWIN"] == [7, 7, 8, 9]
+    assert (v["alarms"], v["null_events"]) == (10, 10_000)
+    with pytest.raises(SystemExit, match="a gap"):
+        pool_seed(1, stored, ours, [res(3, [0.4], 9)], "frozen", name, 500)
+    with pytest.raises(SystemExit, match="stored values"):
+        pool_seed(1, stored, ours, [res(2, [0.3], 8, value=2.0)], "frozen", name, 500)
+    with pytest.raises(SystemExit, match="not ours on the stored runs"):
+        pool_seed(1, stored, {**ours, "p_ref": [0.1, 0.3]}, [], "frozen", name, 500)

@@ -536,7 +536,12 @@ def main() -> None:
     ap.add_argument("--merge", type=Path, nargs="+", default=[],
                     help="with --render: add these results' synth modes to it (runs split by "
                          "--synth-modes) and write the merged .json over it")
+    ap.add_argument("--band", type=Path, default=None,
+                    help="horizon measurements (bench/concept_band.py measure): the tables "
+                         "put a peer in band by its pooled null ARL0 at L and 4L "
+                         "(concept_report.band_rule), not by this run's one null stream")
     args = ap.parse_args()
+    args.band = json.loads(args.band.read_text()) if args.band else None
     args.shift = tuple(args.shift)
     # 10000, not 10000.0, in the tables and in the cells' keys of the .json
     args.targets = [int(t) if float(t).is_integer() else t for t in args.targets]

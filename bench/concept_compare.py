@@ -11,6 +11,9 @@ band.  Run from the repository root::
     PYTHONPATH=$PWD .venv/bin/python bench/concept_compare.py \\
         OLD-seed1.json NEW-seed1.json OLD-seed2.json NEW-seed2.json
 
+With ``--band FILE`` (``concept_band.py measure``) the two long-run criteria put a peer
+in band by ``concept_report.band_rule`` (its pooled null ARL0 within ±30 % at L and 4L).
+
 Prints a Markdown table (one row per cell, seeds side by side) and the counts met, then
 ours after / before per cell and protocol with a paired 95 % CI (``--boot`` resamples of
 the runs, jointly: both saw the same stream in a run, when the second file is
@@ -44,8 +47,11 @@ def best_in_band(args: argparse.Namespace, cell: dict[str, Any], key: str, windo
     return best, median(d[best])
 
 
-def rows(old: dict[str, Any], new: dict[str, Any], pre: int) -> list[dict[str, Any]]:
-    args = argparse.Namespace(pre=pre)
+def rows(old: dict[str, Any], new: dict[str, Any], pre: int,
+         band: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per cell and drop; ``band``: horizon measurements (``concept_band.py``), the
+    long-run criteria then by ``concept_report.band_rule`` instead of one null stream."""
+    args = argparse.Namespace(pre=pre, band=band)
     out = []
     for co, cn in zip(old["errors"]["cells"], new["errors"]["cells"], strict=True):
         assert (co["p"], co["target"]) == (cn["p"], cn["target"])
@@ -128,6 +134,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("files", nargs="+", type=Path, help="OLD NEW pairs, one per seed")
     ap.add_argument("--pre", type=int, default=1_000)
+    ap.add_argument("--band", type=Path, default=None,
+                    help="horizon measurements (bench/concept_band.py measure): a peer is in "
+                         "band by its pooled null ARL0 at L and 4L, not by one stream of L")
     ap.add_argument("--boot", type=int, default=2_000,
                     help="bootstrap resamples for the paired after / before intervals")
     args = ap.parse_args()
@@ -135,7 +144,8 @@ def main() -> None:
         ap.error("give OLD NEW pairs")
     pairs = [(json.loads(a.read_text()), json.loads(b.read_text()))
              for a, b in zip(args.files[::2], args.files[1::2], strict=True)]
-    seeds = [rows(old, new, args.pre) for old, new in pairs]
+    band = json.loads(args.band.read_text()) if args.band else None
+    seeds = [rows(old, new, args.pre, band) for old, new in pairs]
     print("\n".join(table(seeds) + [""] + paired_table(pairs, args.boot)))
 
 

@@ -437,3 +437,87 @@ def test_more_runs_pool_after_the_stored_ones_at_the_stored_peers_or_fail() -> N
         pool_seed(1, stored, ours, [res(2, [0.3], 8, value=2.0)], "frozen", name, 500)
     with pytest.raises(SystemExit, match="not ours on the stored runs"):
         pool_seed(1, stored, {**ours, "p_ref": [0.1, 0.3]}, [], "frozen", name, 500)
+
+
+def _band_entry(pooled: dict[str, float]) -> dict[str, Any]:
+    return {"horizons": {m: {"pooled": v} for m, v in pooled.items()}}
+
+
+def test_the_band_rule_needs_the_pooled_arl0_in_band_at_l_and_at_4l() -> None:
+    from bench.concept_report import band_rule
+    assert band_rule(_band_entry({"1": 9_000, "4": 12_500, "16": 80_000}), 10_000)
+    assert band_rule(_band_entry({"1": 7_050, "4": 12_950}), 10_000)  # near both edges
+    # in band at L only, or at 4L only (DDM's accidents): out
+    assert not band_rule(_band_entry({"1": 11_268, "4": 30_260}), 10_000)
+    assert not band_rule(_band_entry({"1": 3_206, "4": 10_000}), 10_000)
+    assert not band_rule(_band_entry({"1": 6_900, "4": 10_000}), 10_000)
+    assert not band_rule(_band_entry({"1": 10_000}), 10_000)  # 4L not measured
+    assert not band_rule(_band_entry({"1": math.inf, "4": math.inf}), 10_000)
+
+
+def test_horizon_figures_tell_a_renewal_rate_from_one_that_stops_alarming() -> None:
+    from bench.concept_band import summarise
+    target, L = 100, 4_000
+    steady = [list(range(99, 16 * L, 100))] * 2  # an alarm every 100 events, for ever
+    stops = [list(range(99, 3_000, 100))] * 2  # 30 alarms in a burst, then never again
+    s = summarise(steady, L, target, 16)
+    assert [s[m]["pooled"] for m in ("1", "4", "16")] == [100, 100, 100]
+    assert s["16"]["never"] == 0 and s["1"]["open"] == [0, 0]
+    b = summarise(stops, L, target, 4)
+    assert "16" not in b  # measured to 4L only
+    assert b["1"]["pooled"] == L / 30 and b["4"]["pooled"] == 4 * L / 30  # grows with L
+    assert b["1"]["open"] == [1_000, 1_000] and b["1"]["never"] == 0  # 10 targets: not yet
+    assert b["4"]["open"] == [13_000, 13_000] and b["4"]["never"] == 2
+    assert b["4"]["never_share_cycles"] == 2 / 62  # 60 completed cycles and 2 open ones
+    assert b["4"]["longest"] == 100
+    from bench.concept_band import trend
+    assert trend({"horizons": s}).endswith("converges")
+    assert trend({"horizons": b}) == "4.00 (4L / L): grows"
+    none = summarise([[], [5]], L, target, 1)["1"]
+    assert none["finite"] == 1 and math.isinf(none["max"]) and none["pooled"] == 2 * L
+
+
+def test_a_peers_null_alarms_are_counted_across_chunks_with_its_own_resets(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import concept_band
+    monkeypatch.setattr(concept_band, "CHUNK", 7)
+    assert concept_band.peer_alarms(lambda: _Every(5), 0.1, 0, 23, 1) == [4, 9, 14, 19]
+    a = list(concept_band.null_chunks(0.3, 2, 23, 1))
+    assert [len(c) for c in a] == [7, 7, 7, 2]
+    assert a == list(concept_band.null_chunks(0.3, 2, 23, 1))  # the same draws for every peer
+    assert a != list(concept_band.null_chunks(0.3, 3, 23, 1))
+
+
+def _band_cell(arl0: dict[str, float], med: dict[str, int]) -> dict[str, Any]:
+    d = {n: [m] * 20 for n, m in med.items()}
+    return {"p": 0.1, "target": 10_000, "ours": {"arl0": 10_000},
+            "peers": {n: {"arl0": a, "value": 1.0} for n, a in arl0.items()},
+            "delays": {"0.02": d}, "delays_warm": {"0.02": d}}
+
+
+def test_with_horizon_measurements_a_peer_in_band_by_one_stream_only_is_out() -> None:
+    from bench.concept_band import verdicts
+    from bench.concept_compare import rows
+    from bench.concept_report import band_key
+    arl0 = {"DDM": 10_526, "EDDM": 1e9, "HDDM_A": 1e9, "HDDM_W": 1e9, "ADWIN": 10_000}
+    med = {"ours": 900, "DDM": 650, "EDDM": 100, "HDDM_A": 100, "HDDM_W": 100, "ADWIN": 2_200}
+    cell = _band_cell(arl0, med)
+    band = {band_key(0.1, 10_000, n, 1.0): _band_entry({"1": 1e9, "4": 1e9}) for n in NAMES}
+    band[band_key(0.1, 10_000, "DDM", 1.0)] = _band_entry({"1": 11_268, "4": 30_260})
+    band[band_key(0.1, 10_000, "ADWIN", 1.0)] = _band_entry({"1": 9_800, "4": 10_100})
+    args = argparse.Namespace(pre=1_000, band=band)
+    assert not _in_band(args, cell, "delays", "DDM", window=False)
+    assert _in_band(args, cell, "delays", "ADWIN", window=False)
+    assert _in_band(argparse.Namespace(pre=1_000), cell, "delays", "DDM", window=False)
+    res = {"errors": {"cells": [cell]}}
+    before = rows(res, res, 1_000)[0]["cold, long-run ARL0"]
+    now = rows(res, res, 1_000, band)[0]["cold, long-run ARL0"]
+    assert before[2:4] == ("DDM", 650) and now[2:4] == ("ADWIN", 2_200)
+    v = [r for r in verdicts([("seed1", res)], band, 200) if r["protocol"] == "cold start"]
+    assert v[0]["before"]["verdict"] == "NOT met" and v[0]["now"]["verdict"] == "met"
+    assert v[0]["now"]["ratio"] == 900 / 2_200
+    del band[band_key(0.1, 10_000, "EDDM", 1.0)]  # every peer measured, or no verdict
+    with pytest.raises(SystemExit, match="EDDM"):
+        _in_band(args, cell, "delays", "EDDM", window=False)
+    with pytest.raises(SystemExit, match="EDDM"):
+        verdicts([("seed1", res)], band, 200)

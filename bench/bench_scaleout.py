@@ -12,7 +12,9 @@ Three measurements, reported as ratios measured in the same run:
    are less so), and those of the broker over the same window when its pid is known
    (started here, or ``--broker-pid``): on one machine it competes for the same cores.
    With two processes one first stage holds every source partition (the other stands
-   by: stream/runtime/onewriter.py) and the monitors share the internal partitions.  The plain runner (no repartition) on the same topic is the reference of
+   by: stream/runtime/onewriter.py) and the monitors share the internal partitions.  With
+   ``--writers several`` each process's first stage writes its own source partitions
+   (stream/runtime/writers.py) and the monitors merge the writers by event time.  The plain runner (no repartition) on the same topic is the reference of
    what the first stage costs.
 2. **Detection delay of a global drift, in total events.**  ``--clean`` clean events
    then a shift of x1 by ``--shift`` standard deviations (every key), keyed as above.
@@ -103,6 +105,9 @@ def keyed(bootstrap: str, topic: str, events: list[bytes]) -> None:
 
 #: source.kafka.client of every run (--client)
 CLIENT = ["kafka-python"]
+#: ``source.repartition.writers`` (``--writers``): one first stage writes, or each writes
+#: its own source partitions (the monitors merge them by event time)
+WRITERS = ["one"]
 
 
 def config(workdir: Path, bootstrap: str, topic: str, group: str, internal: int | None,
@@ -114,7 +119,8 @@ def config(workdir: Path, bootstrap: str, topic: str, group: str, internal: int 
                                "cadence": 50},
                     state={"checkpoint_interval_s": 30})
     if internal is not None:
-        cfg["source"]["repartition"] = {"topic": f"{group}-rp", "partitions": internal}
+        cfg["source"]["repartition"] = {"topic": f"{group}-rp", "partitions": internal,
+                                        "writers": WRITERS[0]}
         if pooled:
             cfg["source"]["repartition"].update(pooled=True, pool_topic=f"{group}-pool")
     return write_config(workdir / f"{group}.yaml", cfg)
@@ -299,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
                    choices=["kafka-python", "confluent-kafka"],
                    help="source.kafka.client (confluent-kafka: the monitors' consumer, the "
                    "first stage's fetch and its producer are librdkafka's)")
+    p.add_argument("--writers", choices=["one", "several"], default="one",
+                   help="source.repartition.writers (several: each process's first stage "
+                   "writes its own source partitions)")
     p.add_argument("--quick", action="store_true", help="60000 events, 3 seeds")
     p.add_argument("--out", default=str(RESULTS / "scaleout.md"))
     args = p.parse_args(argv)
@@ -306,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         args.events, args.seeds = 60_000, 3
     internals = [int(x) for x in args.internal.split(",")]
     CLIENT[0] = args.client
+    WRITERS[0] = args.writers
     BROKER_PID[0] = args.broker_pid
     lines = [f"# Scale-out on a keyed topic\n\nMachine: {machine()}. Command: "
              f"`bench/bench_scaleout.py {' '.join(argv or sys.argv[1:])}`.\n"]

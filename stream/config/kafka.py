@@ -43,7 +43,10 @@ _SERVER_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]/]+)(?::(\d{1,5}))?$")
 _SOURCE_KEYS = ("kafka", "dead_letter", "timestamp", "max_message_bytes", "drift_events",
                 "repartition", *FORMAT_KEYS)
 _REPARTITION_KEYS = ("topic", "partitions", "compression", "retention_ms", "group_id",
-                     "pooled", "pool_topic", "pool_outbox_max_bytes")
+                     "pooled", "pool_topic", "pool_outbox_max_bytes", "writers",
+                     "heartbeat_ms", "lateness_ms")
+#: the values of ``source.repartition.writers``
+REPARTITION_WRITERS = ("one", "several")
 _KAFKA_KEYS = (
     "bootstrap_servers",
     "topics",
@@ -194,6 +197,12 @@ def _repartition(ctx: Ctx, value: Any, kafka: KafkaConfig | None,
     if get_key(sec, "pool_outbox_max_bytes") is not ABSENT:
         kw["pool_outbox_max_bytes"] = ctx.integer(
             sec["pool_outbox_max_bytes"], path + ("pool_outbox_max_bytes",), 1024, 1 << 40)
+    if get_key(sec, "writers") is not ABSENT:
+        kw["writers"] = ctx.string(sec["writers"], path + ("writers",),
+                                   choices=REPARTITION_WRITERS)
+    for key, lo, hi in (("heartbeat_ms", 10, 600_000), ("lateness_ms", 0, 86_400_000)):
+        if get_key(sec, key) is not ABSENT:
+            kw[key] = ctx.integer(sec[key], path + (key,), lo, hi)
     if any(isinstance(v, Bad) for v in kw.values()):
         return None
     if kw["pool_topic"] == kw["topic"] or (
@@ -201,6 +210,10 @@ def _repartition(ctx: Ctx, value: Any, kafka: KafkaConfig | None,
             and kw["pool_topic"] in kafka.topics):
         ctx.error(path + ("pool_topic",), f"{kw['pool_topic']!r} is also the repartition or a "
                   "source topic; the pool topic must be a topic of its own")
+        return None
+    if kw.get("writers") == "several" and kw.get("pooled"):
+        ctx.error(path + ("writers",), "several writers cannot feed the pooled CUSUM (it needs "
+                  "one writer's dense merge positions); set writers: one, or pooled: false")
         return None
     topic, own = kw["topic"], "the repartition topic must be a topic of its own"
     where = path + ("topic",)

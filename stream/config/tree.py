@@ -144,6 +144,17 @@ class RepartitionConfig:
     #: the monitors take no new batch (partitions paused, polled records given back) until
     #: the records are acknowledged (docs/reliability.md, keyed topics)
     pool_outbox_max_bytes: int = 64 * 1024 * 1024
+    #: ``one``: one member of the first stage's group forwards every source partition
+    #: (onewriter.py, frames version 2); ``several``: the members split the source
+    #: partitions (range) and each forwards its own, in version-3 frames whose watermark
+    #: lets the monitors merge the writers by event time (writers.py, issue 14)
+    writers: str = "one"
+    #: ``several``: a caught-up, idle writer sends a heartbeat frame to every internal
+    #: partition this often (ms), so the monitors need not wait for it
+    heartbeat_ms: int = 1_000
+    #: ``several``: the producers' clock skew and delivery delay the writers tolerate (ms):
+    #: an idle writer's heartbeat promises no later record older than now minus this
+    lateness_ms: int = 2_000
 
 
 @dataclass(frozen=True, slots=True)

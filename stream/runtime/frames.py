@@ -26,8 +26,8 @@ raises :class:`FrameError` on anything else (the monitors count and dead-letter 
 record, reason ``bad_frame``).  A record without the magic is one message as it is: the
 per-event records the first stage wrote before frames are read as before.
 
-Version 3 (several first-stage writers, issue 14; read by writermerge.py, not written by
-the first stage yet) is version 2 with a **writer block** between the header and the topic
+Version 3 (several first-stage writers, issue 14: written with ``source.repartition.writers:
+several``, writers.py; read by writermerge.py) is version 2 with a **writer block** between the header and the topic
 names, :class:`WriterHeader`::
 
     16s    writer id (stable per first-stage process)
@@ -37,8 +37,9 @@ names, :class:`WriterHeader`::
 
 The merge positions are then the writer's own (dense over everything *it* forwards) and
 required; within a frame they strictly increase, and no message's timestamp exceeds the
-watermark (the writer promises that everything it forwards later has a timestamp ≥ the
-watermark, which is at least the largest it has forwarded).  A **heartbeat** is a version-3
+watermark (the writer promises that everything it forwards later *to that internal
+partition* has a timestamp ≥ the watermark, which is at least the largest it has forwarded
+there: what one ``WriterMerge`` per internal partition needs; writers.py).  A **heartbeat** is a version-3
 frame of no messages (:func:`heartbeat`): an idle writer's watermark.
 """
 
@@ -80,8 +81,8 @@ class FrameError(ValueError):
 @dataclass(frozen=True)
 class WriterHeader:
     """Who wrote a version-3 frame, in which generation of the first stage's group, and
-    how far it has forwarded: every message it forwards later, to any internal partition,
-    has a Kafka timestamp ≥ ``watermark`` (ms)."""
+    how far it has forwarded: every message it forwards later to the frame's internal
+    partition has a Kafka timestamp ≥ ``watermark`` (ms)."""
 
     writer_id: bytes
     generation: int

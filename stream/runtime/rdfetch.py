@@ -46,6 +46,7 @@ from typing import Any
 from stream.config import Config
 from stream.engine.pipeline import Pipeline
 from stream.runtime.repartition import Repartitioner
+from stream.runtime.writers import tick
 from stream.sources.kafka import partition_names
 
 log = logging.getLogger("streamdrift.repartition")
@@ -169,6 +170,8 @@ class LibrdkafkaRepartitioner(Repartitioner):
         if self.to_seek:
             self._seek_assigned(polled)
         if not self.buffers:
+            if self.writer is not None:  # a writer with no partitions heartbeats too
+                tick(self, time.monotonic())
             return
         try:
             got = self.rd.poll(timeout_ms=k.poll_timeout_ms, max_records=k.max_poll_records)
@@ -188,6 +191,8 @@ class LibrdkafkaRepartitioner(Repartitioner):
         now = time.monotonic()
         if now >= self.retry_at:
             self._forward(now)
+        if self.writer is not None:
+            tick(self, time.monotonic())
 
     def _buffer(self, tp: Any, batch: Any) -> None:
         """Add a partition's polled records to its buffer, within the flow-control bound."""

@@ -11,26 +11,24 @@ consumer of its own on its own thread:
    up is waited for, catchup.py), and writes them, original bytes, key, timestamp and source
    position, **spread over the partitions of the repartition topic by a hash of their
    source partition and offset** (:func:`spread`), as **frames** of many messages each
-   (frames.py: one Kafka record per merged batch and internal partition, not one per
-   message).  Each message carries its **merge position** (frames version 2): the
-   forwarded messages numbered densely in merged order over all internal partitions, so
-   the pooled CUSUM (pool.py) can merge the monitors' values in event order.  The next
-   position is committed with the source offsets (commit metadata, :data:`SEQ_PREFIX`): a
-   successor numbers on from the last commit, so the positions stay dense (a message
-   forwarded again after a crash takes a position again; the pool keeps the first copy of
-   each position).  It does not decode: the monitors decode every message anyway, and count and
-   dead-letter the invalid ones.  It commits a source offset only after every frame before
-   it was acknowledged (``acks=all``).
+   (frames.py: a Kafka record per merged batch and internal partition).  Each message
+   carries its **merge position** (frames version 2): numbered densely in merged order
+   over all internal partitions, for the pooled CUSUM (pool.py).  The next position is
+   committed with the source offsets (commit metadata, :data:`SEQ_PREFIX`): a successor
+   numbers on from the last commit (a message forwarded again after a crash takes a
+   position again; the pool keeps the first copy of each).  It does not decode (the
+   monitors do).  It commits a source offset only after every frame before it was acked.
+   One member of the group forwards everything (onewriter.py), or, with ``writers:
+   several``, each its own partitions, in version-3 frames with a watermark (writers.py).
 2. The monitors, :class:`~stream.runtime.monitors.FramedRunner` (the
    :class:`~stream.runtime.runner.KafkaRunner` of a plain run, unpacking frames), consume
    the repartition topic in their own group (:func:`monitor_config`), with per-partition
    state, checkpoints and rebalance handling as without repartition; a frame is processed
    and committed as a whole.
 
-Delivery stays at-least-once end to end: a crash of the first stage writes again what it
-forwarded since its last commit (at most the frames of one merged batch, never more
-messages than its partitions had buffered); the second stage's bound is that of
-``streamdrift run``, counted in frames.  See docs/reliability.md#keyed-topics-two-stages.
+At-least-once end to end: a crash of the first stage writes again what it forwarded since
+its last commit (at most one merged batch, never more messages than its partitions had
+buffered); the second stage's bound is that of ``streamdrift run``, counted in frames.
 """
 
 from __future__ import annotations
@@ -41,7 +39,7 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,6 +51,7 @@ from stream.runtime.catchup import CatchUp
 from stream.runtime.frames import blob_lengths, cuts, pack_columns, pick, record_columns
 from stream.runtime.monitors import frame_events
 from stream.runtime.onewriter import STRATEGY
+from stream.runtime.writers import Writer, tick
 from stream.sinks.producer import create_topic
 from stream.sources.kafka import (
     commit_offsets,
@@ -244,14 +243,19 @@ class Repartitioner:
         self.buffer_max = BUFFER_POLLS * self.kafka.max_poll_records
         #: the most messages in one frame (the monitors poll FRAMES_PER_POLL frames)
         self.frame_events = frame_events(self.kafka.max_poll_records)
+        #: ``writers: several``: this process's writer (writers.py); None: one writer
+        self.writer = Writer(rp) if rp.writers == "several" else None
 
     # -- clients ---------------------------------------------------------------------
     def _consumer(self) -> Any:
-        # one writer at a time (onewriter.py); a strategy under source.kafka.options wins
-        k = dataclasses.replace(self.kafka, options={
-            "partition_assignment_strategy": STRATEGY, **self.kafka.options})
+        # one writer at a time (onewriter.py), or several (writers.py); a strategy under
+        # source.kafka.options wins
+        k = dataclasses.replace(self.kafka, options={"partition_assignment_strategy": (
+            STRATEGY if self.writer is None else self.writer.strategy), **self.kafka.options})
+        revoked = self._on_revoked if self.writer is None else self.writer.revoking(
+            self._on_revoked)  # (on kafka-python's IO thread: no heartbeat meanwhile)
         return kafka_python_consumer(k, self.config.source.max_message_bytes,
-                                     self._on_assigned, self._on_revoked, self._on_revoked,
+                                     self._on_assigned, revoked, revoked,
                                      self.health.count_consumer_restarts)
 
     def _producer(self) -> Any:
@@ -443,6 +447,8 @@ class Repartitioner:
             self._append(tp, recs)
         if now >= self.retry_at:
             self._forward(now)
+        if self.writer is not None:
+            tick(self, time.monotonic())
 
     def _append(self, tp: Any, recs: list[Any]) -> None:
         """Buffer a partition's polled records (within the flow-control bound)."""
@@ -498,28 +504,33 @@ class Repartitioner:
         sizes = np.maximum(klen, 0).astype(np.int64) + np.maximum(vlen, 0)
         crcs = np.array([zlib.crc32(t.encode()) for t in names], dtype=np.uint64)[tix]
         targets = _spread(crcs, parts, offsets, self.rp.partitions)
-        out = []
+        out, limit = [], int(stamps.max())  # the merge limit: the newest timestamp
         for q in range(max(1, self.rp.partitions)):
             idx = np.flatnonzero(targets == q)
             at = 0
             for end in cuts(sizes[idx], self.frame_events):
-                sel = idx[at:end]
-                at = end
+                sel, at = idx[at:end], end
+                top = int(stamps[sel].max())
+                # several writers: version 3 with a watermark (writers.Writer.header)
+                head = None if self.writer is None else self.writer.header(
+                    q, limit if end == len(idx) else top)
                 used, local = np.unique(tix[sel], return_inverse=True)
                 out.append((q, pack_columns(
                     [names[i] for i in used.tolist()], local, parts[sel], offsets[sel],
                     stamps[sel], pick(keys, sel), pick(values, sel), self.seq + sel,
-                    klen[sel], vlen[sel]), int(stamps[sel].max())))
+                    klen[sel], vlen[sel], head), top))
         return out
 
     def _send(self, records: list[Any]) -> bool:
         """Write ``records`` over the repartition topic's partitions (:func:`spread`), in
-        frames, and wait for every acknowledgement; False (counted, logged) if any
-        failed."""
-        if not records:
-            return True
+        frames; False (counted, logged) if any failed."""
+        return bool(not records or self._write(lambda: self._frames(records), len(records)))
+
+    def _write(self, make: Callable[[], list[tuple[int, bytes, int]]], records: int) -> bool:
+        """Write the frames (internal partition, frame, timestamp) ``make`` gives, of
+        ``records`` messages, and wait for every acknowledgement; False if any failed."""
         try:
-            out = self._frames(records)
+            out = make()
             if self.producer is None:
                 self.producer = self._producer()
             if self.kafka.client == "confluent-kafka":
@@ -532,13 +543,13 @@ class Repartitioner:
                 for f in futures:
                     f.get(timeout=FORWARD_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - retried; nothing is committed meanwhile
-            self.health.count_repartitioned("failed", len(records))
+            self.health.count_repartitioned("failed", records)
             log.warning("repartition write failed; the source offsets are not committed and "
                         "the records are written again: %s: %s", type(exc).__name__, exc,
-                        extra={"records": len(records), "topic": self.rp.topic})
+                        extra={"records": records, "topic": self.rp.topic})
             self._drop_producer()
             return False
-        self.health.count_repartitioned("ok", len(records))
+        self.health.count_repartitioned("ok", records)
         return True
 
     def _drop_producer(self) -> None:

@@ -26,6 +26,11 @@ def test_defaults_are_named_after_the_group() -> None:
     assert rp is not None
     assert (rp.topic, rp.group_id, rp.partitions, rp.compression) == (
         "g-repartition", "g-monitor", 1, "lz4")
+    assert (rp.writers, rp.heartbeat_ms, rp.lateness_ms) == ("one", 1000, 2000)
+    several = parse_config(_config({"writers": "several", "heartbeat_ms": 250,
+                                    "lateness_ms": 0}), "/cfg").source.repartition
+    assert several is not None
+    assert (several.writers, several.heartbeat_ms, several.lateness_ms) == ("several", 250, 0)
 
 
 def test_no_section_means_no_repartition() -> None:
@@ -41,6 +46,11 @@ def test_no_section_means_no_repartition() -> None:
     ({"group_id": "g"}, {}, "the monitors need a consumer group of their own"),
     ({"retention_ms": 5}, {}, "source.repartition.retention_ms"),
     ({"bogus": 1}, {}, "source.repartition.bogus"),
+    ({"writers": "many"}, {}, "source.repartition.writers: must be one of"),
+    ({"writers": "several", "pooled": True}, {},
+     "source.repartition.writers: several writers cannot feed the pooled CUSUM"),
+    ({"heartbeat_ms": 0}, {}, "source.repartition.heartbeat_ms: must be an integer"),
+    ({"lateness_ms": -1}, {}, "source.repartition.lateness_ms: must be an integer"),
 ])
 def test_bad_settings_name_the_key(repartition: Any, source: dict[str, Any],
                                    message: str) -> None:

@@ -386,7 +386,8 @@ def test_a_restart_from_the_checkpoint_at_any_frame_releases_exactly_the_rest(
         assert expected[:done] + rest == expected
         # the re-read frames' messages at or below the frontier were skipped, no others
         assert m.replayed == sum(
-            1 for o, f in frames if start <= o <= (state.read_to or -1)
+            1 for o, f in frames
+            if start <= o <= (-1 if state.read_to is None else state.read_to)
             for j in range(len(f)) if state.frontier and key_of(f, j) <= state.frontier)
 
 

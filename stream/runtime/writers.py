@@ -1,0 +1,301 @@
+"""The first stage with several writers: ``source.repartition.writers: several`` (issue 14).
+
+With one writer (onewriter.py) the first stage does not scale: one process forwards every
+source partition.  With ``several``, :class:`SeveralWritersAssignor` spreads the source
+partitions over the members of the first stage's group (a range over every subscribed
+topic's partitions, the members in the order static members, then member ids) and tells
+each member, in its assignment's ``user_data``, the number of writers and its index among
+them.  Every member is a writer, with or without partitions (more members than source
+partitions): each one heartbeats, so the monitors never wait ``max_wait_s`` for a member
+that has nothing to forward.  Each member forwards its own partitions merged in timestamp
+order, as one writer does (repartition.py), in **version-3 frames** (frames.py): its writer
+id (16 random bytes per start), the group's generation, the writer count and index, and
+its **watermark**, which the monitors' merge (writermerge.py) uses to merge the writers by
+event time.
+
+* The watermark is per internal partition (what one ``WriterMerge`` per internal
+  partition needs): a frame's newest timestamp (the messages to that partition after it
+  in the merged batch are at least as new), and in the batch's last frame to that
+  partition the merge limit (:func:`~stream.runtime.repartition.merge_plan`: the batch's
+  newest timestamp, which every later record of the writer's partitions reaches **as long
+  as each source partition's timestamps do not go back**: a producer's clock set back, a
+  producer that sets old timestamps, a partition found caught up that then receives an
+  older record).  A record older than a watermark already sent is forwarded all the same;
+  the monitors release it as *late*, counted, never dropped.  Within a generation the
+  watermark of a partition never goes back (the largest so far is kept); a new generation
+  starts afresh (writermerge.py orders the generations first).
+* A writer **caught up and idle** (every assigned partition empty and at its end offset,
+  catchup.py; or none assigned) sends a heartbeat (a frame of no messages) to every
+  internal partition every ``heartbeat_ms``, with watermark = max(the last one, now -
+  ``lateness_ms``): ``lateness_ms`` is the producers' clock skew and delivery delay the
+  writers tolerate; a record that comes later and older than that is late at the monitors.
+* Rebalances: a writer forwards and commits each batch before it polls again, so what it
+  gives up is committed but for one batch in flight (the next owner forwards that batch
+  again: the bound of one writer, reliability.md); frames written after an assignment
+  carry its generation.  From a revocation to the next assignment no heartbeat is sent
+  (it would reach the monitors after the new generation's frames).
+* A group that mixes releases or settings agrees on a protocol: the list is several
+  writers, one writer, range, round-robin.  Under one writer the member that holds every
+  partition writes version 3 as writer 0 of 1; under range or round-robin (members of a
+  release without either) the writer count is not known, and the member writes version-2
+  frames and no heartbeats, with a warning, as a first stage before issue 14 did.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kafka.coordinator.assignors.abstract import (
+    AbstractPartitionAssignor,
+    ConsumerProtocolAssignment,
+    ConsumerProtocolSubscription,
+)
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+from stream.config.tree import RepartitionConfig
+from stream.runtime.frames import WRITER_ID_BYTES, WriterHeader, heartbeat
+from stream.runtime.onewriter import OneWriterAssignor
+
+log = logging.getLogger("streamdrift.repartition")
+
+#: the assignment's ``user_data``: a tag, the writer count and this member's index
+_ROLE = struct.Struct(">4sHH")
+_TAG = b"SDW1"
+
+
+@dataclass(frozen=True)
+class Role:
+    """What a member writes as in one generation of the first stage's group."""
+
+    generation: int
+    writers: int
+    index: int
+    #: False: the group's protocol does not say (range, round-robin), or this member
+    #: stands by (one writer): version-2 frames, no heartbeats
+    several: bool
+
+
+class Roles:
+    """The role of the newest assignment (set on kafka-python's IO thread) and every one
+    so far (a test reads them)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.current: Role | None = None
+        self.history: list[Role] = []
+        #: the partitions were revoked and no new assignment came yet (a rebalance)
+        self.rebalancing = False
+
+    def set(self, role: Role) -> None:
+        with self.lock:
+            self.current = role
+            self.history.append(role)
+            self.rebalancing = False
+
+
+def member_order(members: list[Any]) -> list[str]:
+    """Static members first, then the others, each by member id (as onewriter.py)."""
+    return sorted(m.member_id for m in members if m.group_instance_id is not None) + \
+        sorted(m.member_id for m in members if m.group_instance_id is None)
+
+
+class SeveralWritersAssignor(AbstractPartitionAssignor):
+    """The source partitions spread over every member (a range over all of them), each
+    member told the writer count and its index in ``user_data``."""
+
+    name = "streamdrift-several-writers"
+    version = 0
+
+    def __init__(self, roles: Roles | None = None) -> None:
+        self.roles = roles or Roles()
+
+    def assign(self, cluster: Any, members: list[Any]) -> dict[str, Any]:
+        order = member_order(members)
+        topics_of = {m.member_id: set(m.metadata.topics) for m in members}
+        pairs = [(t, p) for t in sorted(set().union(*topics_of.values()))
+                 for p in sorted(cluster.partitions_for_topic(t) or ())]
+        got: dict[str, dict[str, list[int]]] = {m: {} for m in order}
+        n = len(order)
+        for i, (topic, p) in enumerate(pairs):
+            # contiguous blocks of nearly equal size; a member that does not subscribe to
+            # the topic hands it to the next one that does
+            at = i * n // len(pairs)
+            member = next(order[(at + k) % n] for k in range(n)
+                          if topic in topics_of[order[(at + k) % n]])
+            got[member].setdefault(topic, []).append(p)
+        return {m: ConsumerProtocolAssignment(self.version, sorted(got[m].items()),
+                                              _ROLE.pack(_TAG, n, i))
+                for i, m in enumerate(order)}
+
+    def metadata(self, topics: Any) -> Any:
+        return ConsumerProtocolSubscription(self.version, list(topics), b"")
+
+    def on_assignment(self, assignment: Any, generation: Any = None) -> None:
+        data = bytes(getattr(assignment, "user_data", b"") or b"")
+        gen = int(generation or 0)
+        if len(data) == _ROLE.size and data[:4] == _TAG:
+            _, writers, index = _ROLE.unpack(data)
+            if 0 <= index < writers:
+                self.roles.set(Role(gen, writers, index, True))
+                return
+        log.warning("an assignment of the several-writers protocol without a writer count; "
+                    "this member writes version-2 frames", extra={"generation": gen})
+        self.roles.set(Role(gen, 0, 0, False))
+
+
+class _OneWriter(OneWriterAssignor):
+    """The one-writer protocol (a group with a ``writers: one`` member): the member that
+    holds every partition is writer 0 of 1."""
+
+    def __init__(self, roles: Roles) -> None:
+        super().__init__()
+        self.roles = roles
+
+    def on_assignment(self, assignment: Any, generation: Any = None) -> None:
+        super().on_assignment(assignment, generation)
+        self.roles.set(Role(int(generation or 0), 1, 0, self.writing))
+
+
+class _Unknown:
+    """Range and round-robin (members of an older release): the writer count is not
+    known."""
+
+    roles: Roles
+    name: str
+
+    def on_assignment(self, assignment: Any, generation: Any = None) -> None:
+        log.warning("the first stage's group agreed on %s, not several writers (a member of "
+                    "an older release?): this member writes version-2 frames", self.name)
+        self.roles.set(Role(int(generation or 0), 0, 0, False))
+
+
+class _Range(_Unknown, RangePartitionAssignor):
+    def __init__(self, roles: Roles) -> None:
+        self.roles = roles
+
+
+class _RoundRobin(_Unknown, RoundRobinPartitionAssignor):
+    def __init__(self, roles: Roles) -> None:
+        self.roles = roles
+
+
+def strategy(roles: Roles) -> tuple[Any, ...]:
+    """The first stage's ``partition_assignment_strategy`` with ``writers: several``:
+    instances that report each assignment's role to ``roles``."""
+    return (SeveralWritersAssignor(roles), _OneWriter(roles), _Range(roles),
+            _RoundRobin(roles))
+
+
+class Writer:
+    """One first-stage process's part as a writer: its id, role, watermark and
+    heartbeats."""
+
+    def __init__(self, rp: RepartitionConfig) -> None:
+        self.rp = rp
+        self.writer_id = os.urandom(WRITER_ID_BYTES)
+        self.roles = Roles()
+        self.strategy = strategy(self.roles)
+        #: internal partition -> the watermark sent last there, in :attr:`generation`
+        self.marks: dict[int, int] = {}
+        self.generation: int | None = None
+        #: monotonic time of the last heartbeat
+        self.beat_at = 0.0
+        self.heartbeats = 0
+
+    def revoking(self, then: Callable[[set[Any]], None]) -> Callable[[set[Any]], None]:
+        """``then``, the stage's revocation callback, after noting that a rebalance is
+        under way (kafka-python calls it on its IO thread before it joins, with or
+        without partitions): no heartbeat of the old generation until the next
+        assignment, which would reach the internal partitions after the new generation's
+        frames (stale at the monitors)."""
+        def revoked(tps: set[Any]) -> None:
+            self.roles.rebalancing = True
+            then(tps)
+
+        return revoked
+
+    def _role(self) -> Role | None:
+        role = self.roles.current
+        if role is None or not role.several:
+            return None
+        if role.generation != self.generation:
+            self.generation, self.marks = role.generation, {}
+        return role
+
+    def _mark(self, q: int, at_least: int) -> int:
+        """The watermark of the next frame to internal partition ``q``: ``at_least``, or
+        the last one sent there if larger (it never goes back within a generation)."""
+        self.marks[q] = max(self.marks.get(q, at_least), at_least)
+        return self.marks[q]
+
+    def header(self, q: int, mark: int) -> WriterHeader | None:
+        """The writer block of a frame to internal partition ``q`` with watermark ``mark``
+        (at least; :meth:`_mark`): the frame's newest timestamp (the messages to ``q``
+        after it in the merged batch are at least as new), or the batch's merge limit in
+        the last frame of the batch to ``q``.  None: version-2 frames (no role of several
+        writers)."""
+        role = self._role()
+        if role is None:
+            return None
+        return WriterHeader(self.writer_id, role.generation, role.writers, role.index,
+                            self._mark(q, mark))
+
+    def beat(self, now: float) -> list[tuple[int, bytes, int]] | None:
+        """The heartbeat frames (internal partition, frame, timestamp) due at ``now``
+        (monotonic) from a writer caught up and idle; None if none is due."""
+        if now - self.beat_at < self.rp.heartbeat_ms / 1000:
+            return None
+        role = self._role()
+        if role is None:
+            return None
+        # not below the merge limit of any batch forwarded (its records are all older)
+        clock = max([int(time.time() * 1000) - self.rp.lateness_ms, *self.marks.values()])
+        out = []
+        for q in range(max(1, self.rp.partitions)):
+            mark = self._mark(q, clock)
+            out.append((q, heartbeat(WriterHeader(self.writer_id, role.generation,
+                                                  role.writers, role.index, mark)), mark))
+        return out
+
+    def sent(self, now: float) -> None:
+        """The heartbeats of :meth:`beat` were acknowledged."""
+        self.beat_at = now
+        self.heartbeats += 1
+
+
+def caught_up(stage: Any, now: float) -> bool:
+    """Whether the first stage ``stage`` (a Repartitioner) is caught up and idle: nothing
+    buffered, nothing waiting for its seek, and every assigned partition confirmed at its
+    end offset (catchup.py; one left behind after ``MAX_WAIT_S`` without progress is not
+    caught up)."""
+    if stage.to_seek or any(stage.buffers.values()):
+        return False
+    tps = list(stage.buffers)
+    if not tps:
+        return True
+    return not stage.catchup.waiting(stage._positions(), tps, now) and \
+        not stage.catchup.left_behind
+
+
+def tick(stage: Any, now: float) -> None:
+    """A loop iteration of ``stage`` with several writers: a heartbeat to every internal
+    partition if one is due and the stage is caught up and idle."""
+    writer: Writer = stage.writer
+    if now - writer.beat_at < writer.rp.heartbeat_ms / 1000 or now < stage.retry_at \
+            or writer.roles.rebalancing or not caught_up(stage, now):
+        return
+    frames = writer.beat(now)
+    if frames is None:
+        return
+    if stage._write(lambda: frames, 0):
+        writer.sent(now)
+    else:
+        stage.retry_at = time.monotonic() + 1.0  # as a failed forward (RETRY_BACKOFF_S)

@@ -1,0 +1,322 @@
+"""The first stage with several writers (writers.py): the assignment, the writer block
+and watermark of its frames, and its heartbeats."""
+
+from __future__ import annotations
+
+import time
+from collections import namedtuple
+from typing import Any
+
+import numpy as np
+import pytest
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+from stream.config import parse_config
+from stream.runtime.frames import VERSION, WRITER_VERSION, unpack
+from stream.runtime.onewriter import STRATEGY, OneWriterAssignor
+from stream.runtime.repartition import Repartitioner, merge_plan
+from stream.runtime.writers import (
+    Role,
+    Roles,
+    SeveralWritersAssignor,
+    Writer,
+    caught_up,
+    strategy,
+    tick,
+)
+from tests.stream.test_onewriter import Cluster, Member, Meta, _assigned
+from tests.support.configs import minimal_config
+
+KAFKA = {"bootstrap_servers": "k:9092", "topics": ["events"], "group_id": "g"}
+Rec = namedtuple("Rec", "topic partition offset timestamp key value")
+
+
+def _stage(**rp: Any) -> Repartitioner:
+    config = parse_config(minimal_config(source={
+        "kafka": KAFKA, "repartition": {"writers": "several", **rp}}), "/cfg")
+    return Repartitioner(config, pipeline=None)  # type: ignore[arg-type]
+
+
+def _roles(assignor: SeveralWritersAssignor, out: dict[str, Any], gen: int) -> dict[str, Any]:
+    got = {}
+    for m, a in out.items():
+        assignor.on_assignment(a, gen)
+        got[m] = assignor.roles.current
+    return got
+
+
+# -- the assignment ----------------------------------------------------------------------
+@pytest.mark.parametrize(("members", "parts"), [(2, 4), (3, 8), (4, 4), (3, 2), (5, 11)])
+def test_every_partition_once_in_ranges_of_nearly_equal_size(members: int, parts: int,
+                                                             ) -> None:
+    ms = [Member(f"m-{i}", None, Meta(["a", "b"])) for i in range(members)]
+    a = SeveralWritersAssignor()
+    out = a.assign(Cluster({"a": parts, "b": 3}), ms)
+    got = _assigned(out)
+    pairs = [(t, p) for ps in got.values() for t, pl in ps for p in pl]
+    assert sorted(pairs) == [("a", p) for p in range(parts)] + [("b", p) for p in range(3)]
+    sizes = sorted(sum(len(pl) for _, pl in ps) for ps in got.values())
+    assert sizes[-1] - sizes[0] <= 1, got
+    # a range: each member's share of the flattened list is contiguous
+    flat = [("a", p) for p in range(parts)] + [("b", p) for p in range(3)]
+    for ps in got.values():
+        idx = sorted(flat.index((t, p)) for t, pl in ps for p in pl)
+        assert idx == list(range(idx[0], idx[0] + len(idx))) if idx else True
+    # every member is a writer, told the count and its index (static members, then ids)
+    roles = _roles(a, out, 7)
+    assert sorted(r.index for r in roles.values()) == list(range(members))
+    assert {(r.generation, r.writers, r.several) for r in roles.values()} == {
+        (7, members, True)}
+    assert roles["m-0"].index == 0
+
+
+def test_static_members_come_first_and_more_members_than_partitions_still_write() -> None:
+    ms = [Member("a", None, Meta(["t"])), Member("z", "pod-0", Meta(["t"])),
+          Member("b", None, Meta(["t"]))]
+    a = SeveralWritersAssignor()
+    out = a.assign(Cluster({"t": 2}), ms)
+    roles = _roles(a, out, 3)
+    assert [roles[m].index for m in ("z", "a", "b")] == [0, 1, 2]
+    assert _assigned(out) == {"z": [("t", [0])], "a": [("t", [1])], "b": []}
+    assert roles["b"].writers == 3 and roles["b"].several  # no partitions: heartbeats
+
+
+def test_a_topic_a_member_does_not_subscribe_goes_to_one_that_does() -> None:
+    ms = [Member("a", None, Meta(["t"])), Member("b", None, Meta(["t", "u"]))]
+    got = _assigned(SeveralWritersAssignor().assign(Cluster({"t": 1, "u": 3}), ms))
+    assert ("u", [0, 1, 2]) in got["b"] and all(t == "t" for t, _ in got["a"])
+
+
+def test_a_group_mixing_releases_agrees_and_knows_what_it_writes_as() -> None:
+    roles = Roles()
+    several, one, rng, rr = strategy(roles)
+    assert isinstance(several, SeveralWritersAssignor)
+    assert (one.name, rng.name, rr.name) == (OneWriterAssignor.name, "range", "roundrobin")
+    # a member of writers: one (or of the release before) offers the one-writer, range
+    # and round-robin protocols: every one of them is also ours
+    assert {s.name for s in STRATEGY} <= {s.name for s in (several, one, rng, rr)}
+    assert isinstance(rng, RangePartitionAssignor)
+    assert isinstance(rr, RoundRobinPartitionAssignor)
+    members = [Member("a", None, Meta(["t"])), Member("b", None, Meta(["t"]))]
+    # under one writer: the writer is writer 0 of 1, the other stands by (writes nothing)
+    out = OneWriterAssignor().assign(Cluster({"t": 4}), members)
+    one.on_assignment(out["a"], 5)
+    assert roles.current == Role(5, 1, 0, True)
+    one.on_assignment(out["b"], 5)
+    assert roles.current is not None and not roles.current.several
+    # under range the writer count is unknown: version-2 frames
+    rng.on_assignment(RangePartitionAssignor.assign(Cluster({"t": 4}), members)["a"], 6)
+    assert roles.current is not None and roles.current.generation == 6
+    assert not roles.current.several
+    # an assignment without our user data (not possible from our leader) is not trusted
+    several.on_assignment(out["a"], 8)
+    assert not roles.current.several and roles.history[-1].generation == 8
+
+
+def test_the_stage_uses_the_several_writers_strategy_only_when_configured() -> None:
+    stage = _stage()
+    assert stage.writer is not None
+    assert isinstance(stage.writer.strategy[0], SeveralWritersAssignor)
+    assert len(stage.writer.writer_id) == 16 and _stage().writer.writer_id != \
+        stage.writer.writer_id  # type: ignore[union-attr]
+    one = Repartitioner(parse_config(minimal_config(source={
+        "kafka": KAFKA, "repartition": {}}), "/cfg"), pipeline=None)  # type: ignore[arg-type]
+    assert one.writer is None
+
+
+# -- frames and watermarks -----------------------------------------------------------------
+def _assign(stage: Repartitioner, gen: int, writers: int, index: int) -> None:
+    members = [Member(f"m-{i}", None, Meta(["events"])) for i in range(writers)]
+    a = stage.writer.strategy[0]  # type: ignore[union-attr]
+    a.on_assignment(a.assign(Cluster({"events": 4}), members)[f"m-{index}"], gen)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_frames_carry_the_writer_and_a_watermark_that_never_goes_back(seed: int) -> None:
+    """Batches merged as the stage merges them (merge_plan) over partitions whose
+    timestamps never go back: every frame is version 3 with the writer's role; on each
+    internal partition the watermark is at least the frame's newest timestamp, the merge
+    limit (the batch's newest) in the batch's last frame there, never goes back, and no
+    later message there is older."""
+    rng = np.random.default_rng(seed)
+    stage = _stage(partitions=3)
+    stage.frame_events = int(rng.integers(3, 50))
+    _assign(stage, 4, 3, 1)
+    stamps = {p: np.sort(rng.integers(0, 5000, 400)) for p in range(4)}
+    offsets = dict.fromkeys(range(4), 0)
+    last: dict[int, int] = {}
+    seen = 0
+    while any(offsets[p] < 400 for p in range(4)):
+        # each partition has polled up to a random point
+        tops = {p: min(400, offsets[p] + int(rng.integers(1, 60))) for p in range(4)}
+        counts, order = merge_plan([stamps[p][offsets[p]:tops[p]] for p in range(4)])
+        recs = [Rec("events", p, o, int(stamps[p][o]), None, b"{}")
+                for p in range(4) for o in range(offsets[p], offsets[p] + counts[p])]
+        recs = [recs[i] for i in order.tolist()]
+        if not recs:
+            continue
+        out = stage._frames(recs)
+        limit = max(r.timestamp for r in recs)
+        for i, (q, raw, _ts) in enumerate(out):
+            f = unpack(raw)
+            assert raw[4] == WRITER_VERSION and f.writer is not None
+            w = f.writer
+            assert (w.generation, w.writers, w.index) == (4, 3, 1)
+            assert w.writer_id == stage.writer.writer_id  # type: ignore[union-attr]
+            assert w.watermark >= int(f.timestamps.max())
+            if all(q2 != q for q2, _, _ in out[i + 1:]):
+                assert w.watermark == limit  # the batch's last frame there
+            if q in last:
+                assert int(f.timestamps.min()) >= last[q] and w.watermark >= last[q]
+            last[q] = w.watermark
+        stage.seq += len(recs)
+        seen += len(recs)
+        for p in range(4):
+            offsets[p] += counts[p]
+    assert seen == 1600
+
+
+def test_the_watermark_is_kept_within_a_generation_and_starts_afresh_in_the_next() -> None:
+    stage = _stage()
+    _assign(stage, 2, 2, 0)
+    w = stage.writer
+    assert w is not None
+    assert w.header(0, 100).watermark == 100  # type: ignore[union-attr]
+    # a record older than a watermark sent (a timestamp that went back): late at the
+    # monitors; the watermark stays
+    assert w.header(0, 50).watermark == 100  # type: ignore[union-attr]
+    assert w.header(1, 50).watermark == 50  # type: ignore[union-attr]  # per partition
+    _assign(stage, 3, 2, 1)
+    h = w.header(0, 50)
+    assert h is not None and (h.generation, h.index, h.watermark) == (3, 1, 50)
+
+
+def test_with_one_writer_frames_stay_version_2() -> None:
+    stage = Repartitioner(parse_config(minimal_config(source={
+        "kafka": KAFKA, "repartition": {"partitions": 2}}), "/cfg"),
+        pipeline=None)  # type: ignore[arg-type]
+    out = stage._frames([Rec("events", 0, o, o, None, b"{}") for o in range(20)])
+    assert {raw[4] for _, raw, _ in out} == {VERSION}
+    # several writers under a protocol that does not say the count: version 2 too
+    several = _stage(partitions=2)
+    several.writer.roles.set(Role(1, 0, 0, False))  # type: ignore[union-attr]
+    out = several._frames([Rec("events", 0, o, o, None, b"{}") for o in range(20)])
+    assert {raw[4] for _, raw, _ in out} == {VERSION}
+
+
+# -- heartbeats ----------------------------------------------------------------------------
+class Written:
+    """What the stage writes, instead of a producer."""
+
+    def __init__(self, ok: bool = True) -> None:
+        self.frames: list[tuple[int, bytes, int]] = []
+        self.ok = ok
+
+    def __call__(self, make: Any, records: int) -> bool:
+        if self.ok:
+            self.frames += make()
+        return self.ok
+
+
+class Ends:
+    """A consumer whose partitions are at ``pos`` with end offsets ``ends``."""
+
+    def __init__(self, pos: dict[Any, int], ends: dict[Any, int]) -> None:
+        self.pos, self.ends = pos, ends
+
+    def position(self, tp: Any, timeout_ms: int = 0) -> int:
+        return self.pos[tp]
+
+    def highwater(self, tp: Any) -> int:
+        return self.ends[tp]
+
+    def end_offsets(self, tps: list[Any], timeout_ms: int = 0) -> dict[Any, int]:
+        return {tp: self.ends[tp] for tp in tps}
+
+
+def _heartbeat_stage(pos: dict[Any, int], ends: dict[Any, int], **rp: Any,
+                     ) -> tuple[Repartitioner, Written]:
+    stage = _stage(partitions=3, **rp)
+    written = Written()
+    stage._write = written  # type: ignore[method-assign]
+    stage.consumer = Ends(pos, ends)
+    for tp in pos:
+        stage.buffers[tp], stage.stamps[tp] = [], np.empty(0, dtype=np.int64)
+    return stage, written
+
+
+def test_a_caught_up_idle_writer_heartbeats_every_internal_partition() -> None:
+    stage, written = _heartbeat_stage({"p0": 10, "p1": 5}, {"p0": 10, "p1": 5},
+                                      heartbeat_ms=1000, lateness_ms=2000)
+    _assign(stage, 9, 2, 1)
+    stage.writer.header(0, 10)  # type: ignore[union-attr]  # a batch forwarded earlier
+    t0 = time.monotonic()
+    before = int(time.time() * 1000)
+    tick(stage, t0)
+    after = int(time.time() * 1000)
+    assert sorted(q for q, _, _ in written.frames) == [0, 1, 2]
+    for _q, raw, ts in written.frames:
+        f = unpack(raw)
+        assert len(f) == 0 and f.writer is not None
+        assert (f.writer.generation, f.writer.writers, f.writer.index) == (9, 2, 1)
+        assert before - 2000 <= f.writer.watermark <= after - 2000 and ts == f.writer.watermark
+    # not again before heartbeat_ms; then again, the watermark not below the last
+    tick(stage, t0 + 0.5)
+    assert len(written.frames) == 3
+    tick(stage, t0 + 1.0)
+    assert len(written.frames) == 6
+    marks = [unpack(raw).writer.watermark for _, raw, _ in written.frames]  # type: ignore
+    assert marks[3] >= marks[0]
+
+
+def test_no_heartbeat_while_behind_buffered_or_failing_and_one_with_no_partitions() -> None:
+    behind, written = _heartbeat_stage({"p0": 3}, {"p0": 10})
+    _assign(behind, 1, 2, 0)
+    tick(behind, time.monotonic())
+    assert not written.frames  # a partition behind its end: not idle
+    buffered, written = _heartbeat_stage({"p0": 10}, {"p0": 10})
+    _assign(buffered, 1, 2, 0)
+    buffered.buffers["p0"].append(Rec("events", 0, 9, 5, None, b"{}"))
+    assert not caught_up(buffered, time.monotonic())
+    tick(buffered, time.monotonic())
+    assert not written.frames
+    # a writer with no source partitions (more writers than partitions) heartbeats
+    none, written = _heartbeat_stage({}, {})
+    _assign(none, 1, 5, 4)
+    tick(none, time.monotonic())
+    assert len(written.frames) == 3
+    # a write that fails is retried after the back-off, not every iteration
+    failing, written = _heartbeat_stage({}, {})
+    written.ok = False
+    _assign(failing, 1, 2, 0)
+    tick(failing, time.monotonic())
+    assert failing.retry_at > time.monotonic() and failing.writer.heartbeats == 0  # type: ignore
+    # no role of several writers yet (no assignment): nothing
+    idle, written = _heartbeat_stage({}, {})
+    tick(idle, time.monotonic())
+    assert not written.frames
+
+
+def test_writer_without_role_sends_no_heartbeat() -> None:
+    config = parse_config(minimal_config(source={
+        "kafka": KAFKA, "repartition": {"writers": "several"}}), "/cfg")
+    rp = config.source.repartition
+    assert rp is not None
+    w = Writer(rp)
+    assert w.beat(time.monotonic() + 10) is None and w.header(0, 5) is None
+
+
+def test_no_heartbeat_during_a_rebalance_until_the_next_assignment() -> None:
+    stage, written = _heartbeat_stage({}, {}, heartbeat_ms=100)
+    _assign(stage, 1, 2, 0)
+    got: list[set[Any]] = []
+    revoked = stage.writer.revoking(got.append)  # type: ignore[union-attr]
+    revoked(set())  # kafka-python revokes before it joins, with or without partitions
+    assert got == [set()]
+    t = time.monotonic()
+    tick(stage, t)
+    assert not written.frames
+    _assign(stage, 2, 2, 1)
+    tick(stage, t + 1)
+    assert {unpack(raw).writer.generation for _, raw, _ in written.frames} == {2}  # type: ignore[union-attr]

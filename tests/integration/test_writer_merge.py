@@ -26,7 +26,15 @@ from stream.engine.baselines import resolve_baselines
 from stream.runtime.frames import WriterHeader, heartbeat, pack
 from stream.runtime.mergerun import MERGE_KEY
 from stream.runtime.monitors import FramedRunner, monitor_config
-from tests.integration.test_keyed_topics import COLUMNS, _config
+from stream.runtime.repartition import BUFFER_POLLS
+from stream.runtime.twostage import TwoStageRunner
+from tests.integration.test_keyed_topics import (
+    COLUMNS,
+    MAX_POLL,
+    _config,
+    _episodes,
+    _produce_keyed,
+)
 from tests.support.events import CLEAN, m1_events
 from tests.support.kafka import produce
 from tests.support.processes import StreamdriftRun
@@ -150,3 +158,50 @@ def test_two_writers_merged_in_order_across_a_kill9(kafka_bootstrap, make_topic,
     assert _ts(seen[1]) == _ts(old)[held[1]:]
     assert final == {0: len(events), 1: len(old)}  # every event in the state once
     assert figures["late"] == 0 and figures["buffered"] == 0
+
+
+def test_two_processes_with_several_writers_open_no_episode_on_clean_keyed_data(
+        kafka_bootstrap, make_topic, tmp_path: Path) -> None:
+    """End to end with the writers' side (``source.repartition.writers: several``): two
+    two-stage processes on a 4-partition topic keyed by ``c1``, each first stage writing
+    its own source partitions (so each writer's keys differ), the monitors merging them:
+    every event processed (a rebalance's batch in flight may be forwarded twice), no
+    episode, and the monitors did merge version-3 frames."""
+    topic = make_topic(partitions=4)
+    (tmp_path / "reference.jsonl").write_bytes(
+        b"\n".join(m1_events(77, [(10_000, CLEAN)], COLUMNS)))
+    events = m1_events(23, [(6_000, CLEAN)], COLUMNS)
+    half = len(events) // 2
+    _produce_keyed(kafka_bootstrap, topic, events[:half])
+    cfg = _config(tmp_path, kafka_bootstrap, topic, f"sw-{topic}",
+                  repartition={"topic": f"{topic}-rp", "partitions": 2, "writers": "several"})
+    runs = [InProcess(cfg, cached_baselines(), f"sw-{i}", TwoStageRunner) for i in (1, 2)]
+    for r in runs:
+        r.start()
+
+    def processed() -> int:
+        return sum(r.pipeline.processed["m1"] for r in runs)
+
+    def holds(run: InProcess) -> bool:
+        return any(f["live"] for f in run.partitions().values())
+
+    try:
+        _wait(lambda: all(r.alive() and holds(r) for r in runs), 120,
+              "each monitor to hold an internal partition",
+              details=lambda: "; ".join(r.describe() for r in runs))
+        _produce_keyed(kafka_bootstrap, topic, events[half:])
+        _wait(lambda: all(r.alive() for r in runs) and processed() >= len(events), 180,
+              "both processes", details=lambda: "; ".join(r.describe() for r in runs))
+        figures = [r.runner.merges.figures() for r in runs]
+        written = [r.runner.repartitioner.forwarded for r in runs]
+    finally:
+        for r in runs:
+            r.stop()
+    episodes = {f"r{i}:{k}": v for i, r in enumerate(runs, 1) for k, v in _episodes(r).items()}
+    print(f"\n[several writers, two processes] {len(events)} events; forwarded by each first "
+          f"stage {written}; processed {processed()}; merges {figures}; episodes "
+          f"{episodes or 'none'}")
+    assert all(written), "a first stage wrote nothing: one writer, nothing to merge"
+    assert sum(f["partitions"] for f in figures) >= 2  # every internal partition merged
+    assert len(events) <= processed() <= len(events) + 2 * BUFFER_POLLS * MAX_POLL
+    assert episodes == {}

@@ -314,6 +314,9 @@ class RunnerHealth:
         self.pool: Any = None
         #: the monitors' pool outbox of this process (stream/runtime/pool.py PoolOutbox)
         self.pool_outbox: Any = None
+        #: the monitors' several-writer merges (stream/runtime/mergerun.py PartitionMerges:
+        #: ``figures()``), whose counters the metrics endpoint adds
+        self.writer_merge: Any = None
 
     @property
     def source_up(self) -> int:

@@ -8,6 +8,12 @@ processed (checkpointed, committed, replayed) as a whole; a poison message is co
 reason and dead-lettered here with the source topic, partition and offset the frame
 recorded; a record that is not a readable frame is counted as ``bad_frame`` and
 dead-lettered as it is.
+
+Frames of version 3 (several first-stage writers, issue 14) go through a
+:class:`~stream.runtime.writermerge.WriterMerge` per internal partition instead
+(mergerun.py): the messages it releases are processed in the writers' total order, each
+at its own frame's offset; the partition is committed and checkpointed no further than the
+oldest frame the merge still holds messages of, with the merge's state in the checkpoint.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ import numpy as np
 
 from stream.config import Config, require_kafka
 from stream.runtime.frames import BAD_FRAME, Frame, FrameError, is_frame, unpack
+from stream.runtime.mergerun import MERGE_KEY, PartitionMerges
 from stream.runtime.pooltap import PoolTap, record_of, thresholds_of
 from stream.runtime.runner import WRITE_BACKOFF_S, KafkaRunner
+from stream.runtime.writermerge import COLUMNS, Released
 from stream.sources.confluent import Fetched
 from stream.sources.kafka import connection_error, record_values
 
@@ -39,6 +47,8 @@ def frame_events(max_poll_records: int) -> int:
     """The most messages the first stage puts in one frame."""
     return max(1, max_poll_records // FRAMES_PER_POLL)
 
+
+OFFSET, ROW = COLUMNS.index("offset"), COLUMNS.index("row")
 
 #: where a message of a frame came from (what a dead letter names), and its bytes
 SourceRecord = Fetched
@@ -83,6 +93,22 @@ class Messages(Sequence[Message]):
         self.values.append(record.value or b"")
         self._positions.append(np.full(1, -1, dtype=np.int64))
 
+    def add_released(self, rel: Released) -> None:
+        """Messages a :class:`WriterMerge` released (of version-3 frames), in its order:
+        each carries the offset of its own frame."""
+        if not len(rel):
+            return
+        self._starts.append(len(self.values))
+        self._parts.append((-1, None, rel))
+        self.values += [v or b"" for v in rel.values]
+        offsets, rows = rel.column("offset"), rel.column("row")
+        positions = np.full(len(rel), -1, dtype=np.int64)
+        for o, frame in rel.frames.items():  # (a loop over frames)
+            at = offsets == o
+            if frame.positions is not None:
+                positions[at] = frame.positions[rows[at]]
+        self._positions.append(positions)
+
     def merge_positions(self) -> np.ndarray:
         """The merge position of each message (frames version 2; -1 where none)."""
         if not self._positions:
@@ -106,7 +132,14 @@ class Messages(Sequence[Message]):
             raise IndexError(i)
         k = bisect.bisect_right(self._starts, i) - 1
         offset, frame, record = self._parts[k]
-        if frame is None:
+        if isinstance(record, Released):  # released by the merge: the row of its frame
+            j = i - self._starts[k]
+            offset = int(record.columns[j, OFFSET])
+            frame, j = record.frames[offset], int(record.columns[j, ROW])
+            src = SourceRecord(frame.topics[int(frame.topic_index[j])],
+                               int(frame.partitions[j]), int(frame.offsets[j]),
+                               int(frame.timestamps[j]), frame.keys[j], frame.values[j])
+        elif frame is None:
             src = SourceRecord(record.topic, record.partition, offset,
                                int(getattr(record, "timestamp", 0) or 0),
                                getattr(record, "key", None), record.value)
@@ -164,6 +197,11 @@ class FramedRunner(KafkaRunner):
             self.health.pool_outbox = self.pool_out
         #: since when the monitors take no new batch (the outbox is full); None: they do
         self.holding: float | None = None
+        #: the several-writer merges of the internal partitions (mergerun.py)
+        self.merges = PartitionMerges()
+        self.health.writer_merge = self.merges
+        #: the loop's own poll (not the hold's): an idle one polls the merges too
+        self._ticking = False
 
     def run(self, max_events: int | None = None, idle_timeout: float | None = None) -> int:
         if self.pool is None:
@@ -189,7 +227,32 @@ class FramedRunner(KafkaRunner):
             return self._hold(out)
         if self.holding is not None:
             self._release()
-        return super()._iteration(max_events)
+        self._ticking = True
+        try:
+            return super()._iteration(max_events)
+        finally:
+            self._ticking = False
+
+    def _poll(self) -> dict[Any, list[Any]] | None:
+        """The poll; on the loop's own, the merges of the partitions it returned nothing
+        for are polled too (a writer silent for ``max_wait_s`` is left out, and what that
+        releases must not wait for the next record): such a partition is returned with no
+        records, its released messages kept for :meth:`_process`."""
+        polled = super()._poll()
+        pm = self._pm()
+        if polled is None or not self._ticking or not pm.merges or self.pending is not None \
+                or self.to_restore or self.rebalanced:
+            return polled
+        idle = set(pm.merges) & set(self.done) - set(polled) - set(self.consumer.paused())
+        for tp in pm.tick(idle):
+            polled[tp] = []
+        return polled
+
+    def _pm(self) -> PartitionMerges:
+        pm = getattr(self, "merges", None)
+        if pm is None:  # (a runner built without __init__: the unit tests')
+            pm = self.merges = PartitionMerges()
+        return pm
 
     def _hold(self, out: Any) -> bool:
         """The pool outbox is full (publishing fails): take no new batch until it is
@@ -240,7 +303,13 @@ class FramedRunner(KafkaRunner):
         # also the checkpoint on revocation: never a state past values not yet published
         if self.pool_out is not None and not self.pool_out.flush(connect=not in_callback):
             return False
-        return super()._checkpoint(tps, timeout_s, in_callback)
+        pm = self._pm()
+        pm.exporting.clear()
+        ok = super()._checkpoint(tps, timeout_s, in_callback)
+        if ok:
+            pm.saved.update(pm.exporting)
+        pm.exporting.clear()
+        return ok
 
     def _checkpoint_and_commit(self, force: bool = False) -> None:
         # the pooled values are published before the offsets (and states) that cover them
@@ -256,18 +325,45 @@ class FramedRunner(KafkaRunner):
 
     def _process(self, polled: dict[Any, list[Any]]) -> tuple[
             dict[Any, int], list[tuple[Any, str]], list[Any]]:
+        """Frames of version 3 go through their partition's :class:`WriterMerge`, and the
+        messages it releases are processed in its order; a frame of version 1 or 2, or a
+        plain record, is processed at once as before, also on a partition that has a merge
+        (a rolling upgrade of the first stage mixes them: such a message is not ordered
+        with the merged ones).  A version-3 frame the merge refuses (an offset out of order)
+        is counted and dead-lettered as ``bad_frame``, as an unreadable one."""
+        pm = self._pm()
         messages: dict[Any, Any] = {}
         bad: list[tuple[Any, str]] = []
         for tp, recs in polled.items():
             m = Messages(tp.topic, tp.partition)
+            ticked = pm.ticked.pop(tp, None)
+            if ticked is not None:
+                m.add_released(ticked)
             for r in recs:
+                off = int(r.offset)
                 if not is_frame(r.value):
-                    m.add_record(r)  # a message of its own (written before frames)
+                    if not pm.replayed(tp, off):
+                        m.add_record(r)  # a message of its own (written before frames)
                     continue
                 try:
-                    m.add_frame(int(r.offset), unpack(r.value))
+                    frame = unpack(r.value)
                 except FrameError:
+                    if not pm.replayed(tp, off):
+                        bad.append((r, BAD_FRAME))
+                    continue
+                if frame.writer is None:
+                    if not pm.replayed(tp, off):
+                        m.add_frame(off, frame)
+                    continue
+                try:
+                    m.add_released(pm.add(tp, off, frame))
+                except ValueError as exc:
+                    log.warning("a frame the several-writer merge refuses: %s", exc,
+                                extra={"topic": tp.topic, "partition": tp.partition,
+                                       "offset": off})
                     bad.append((r, BAD_FRAME))
+            if recs and pm.has(tp):
+                pm.read[tp] = int(recs[-1].offset)
             messages[tp] = m
         self.tap.taken.clear()
         done, poison, drift = super()._process(messages)
@@ -280,6 +376,13 @@ class FramedRunner(KafkaRunner):
         for tp, recs in polled.items():
             if recs:  # also a partition whose records were all bad frames
                 done[tp] = int(recs[-1].offset) + 1
+            if pm.has(tp):  # no further than the oldest frame the merge holds messages of
+                pm.delivered[tp] = pm.delivered.get(tp, 0) + len(messages[tp])
+                at = pm.done(tp, int(recs[-1].offset) if recs else None, self.done.get(tp))
+                if at is None:
+                    done.pop(tp, None)
+                else:
+                    done[tp] = at
         if bad:
             self.pipeline.count_rejected({BAD_FRAME: len(bad)})
             if self.config.source.dead_letter is not None:
@@ -290,3 +393,83 @@ class FramedRunner(KafkaRunner):
         # a message of a frame is dead-lettered with its source coordinates and key
         return super()._write_dead_letters([(getattr(r, "source", r), why)
                                             for r, why in entries])
+
+    # -- the several-writer merges' checkpoints and restores (mergerun.py) ---------------
+    def _export(self, tp: Any) -> dict[str, dict[str, Any]]:
+        states = super()._export(tp)
+        entry = self._pm().export(tp) if states else None
+        if entry is None:
+            return states
+        return {name: {**state, MERGE_KEY: entry} for name, state in states.items()}
+
+    def _moved(self, tp: Any) -> bool:
+        return super()._moved(tp) or self._pm().moved(tp)
+
+    def _forget(self, tp: Any, keep_monitors: bool) -> None:
+        super()._forget(tp, keep_monitors)
+        if keep_monitors:  # read again from the offset it covers, if it comes back unchanged
+            self._pm().rewind(tp)
+        else:
+            self._pm().drop(tp)
+
+    def _restore(self, polled: dict[Any, list[Any]]) -> None:
+        super()._restore(polled)
+        pm = self._pm()
+        keep = set(self.done) | set(self.parked) | set(self.lost) | self.to_restore
+        for tp in set(pm.merges) - keep:  # (their monitors were dropped)
+            pm.drop(tp)
+
+    def _restore_without_state(self, tp: Any, polled: dict[Any, list[Any]]) -> None:
+        parked = self.parked.get(tp)
+        super()._restore_without_state(tp, polled)
+        if parked is None or self.done.get(tp) != parked:  # fresh monitors
+            self._pm().drop(tp)
+
+    def _restore_one(self, tp: Any, latest: dict[tuple[str, str, int], Any],
+                     polled: dict[Any, list[Any]]) -> None:
+        """As the runner's, and the partition's merge is restored from the checkpoint its
+        detectors' state came from (mergerun.py); the models skip, in place of the leading
+        messages up to their checkpoint's offset, the messages their state holds beyond the
+        oldest."""
+        pm = self._pm()
+        pm.drop(tp)
+        super()._restore_one(tp, latest, polled)
+        saved: dict[str, dict[str, Any]] = {}
+        for name in self.pipeline.fresh:
+            cp = latest.get((name, tp.topic, tp.partition))
+            if cp is None or cp.baseline_id != self.pipeline.baseline_ids[name] \
+                    or cp.calibration_key != self.pipeline.baselines[name].key:
+                continue
+            entry = cp.state.get(MERGE_KEY)
+            if isinstance(entry, dict) and isinstance(entry.get("merge"), dict):
+                saved[name] = entry
+        if not saved or self.starts.get(tp, ("",))[0] != "checkpoint":
+            return
+        try:
+            skips = pm.restore(tp, saved)
+        except (KeyError, TypeError, ValueError) as exc:  # a bad checkpoint: go on
+            log.warning("the several-writer merge of a checkpoint does not restore: %s; "
+                        "it starts empty", exc,
+                        extra={"topic": tp.topic, "partition": tp.partition})
+            pm.drop(tp)
+            return
+        self.skip_until.pop(tp, None)  # (offsets: the merge's order is not theirs)
+        if skips:
+            self.skip_until[tp] = skips
+            pm.counted.add(tp)
+        elif len(saved) == len(self.pipeline.fresh) and tp in self.done:
+            self.checkpointed[tp] = self.done[tp]
+            pm.saved[tp] = pm.delivered[tp]
+        log.info("several-writer merge restored", extra={
+            "topic": tp.topic, "partition": tp.partition, "offset": self.done.get(tp),
+            "delivered": pm.delivered[tp], "skips": skips})
+
+    def _skip_for(self, tp: Any, recs: Any) -> dict[str, int] | None:
+        ahead = self.skip_until.get(tp)
+        pm = self._pm()
+        if ahead is None or tp not in pm.counted:
+            return super()._skip_for(tp, recs)
+        skip = pm.skip(tp, ahead, len(recs))
+        if not ahead:
+            del self.skip_until[tp]
+        return skip

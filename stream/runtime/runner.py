@@ -279,11 +279,11 @@ class KafkaRunner(CodecBlocking):
         for tp in tps:
             off = self.done.get(tp)
             if off is None or tp in self.skip_until or (
-                    self.checkpointed.get(tp) == off and not self._labels_moved(tp)):
+                    self.checkpointed.get(tp) == off and not self._moved(tp)):
                 continue  # nothing new (or a cut checkpoint still being caught up)
             if tp in held:
                 continue  # its state is ahead of `off` until the dead letters are written
-            states = self.pipeline.export_partition(self._key(tp))
+            states = self._export(tp)
             if not states:
                 continue
             resume = held_from.get(self._key(tp))
@@ -314,6 +314,14 @@ class KafkaRunner(CodecBlocking):
             "records": len(cps), "bytes": size,
             "ms": round((time.monotonic() - t0) * 1000, 1)})
         return True
+
+    def _export(self, tp: Any) -> dict[str, dict[str, Any]]:
+        """model -> the state of partition ``tp`` a checkpoint holds."""
+        return self.pipeline.export_partition(self._key(tp))
+
+    def _moved(self, tp: Any) -> bool:
+        """Whether the state of ``tp`` changed since its checkpoint at an unchanged offset."""
+        return self._labels_moved(tp)
 
     def _labels_moved(self, tp: Any) -> bool:
         """Whether the label joins of inference partition ``tp`` changed since exported."""

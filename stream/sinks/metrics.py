@@ -312,6 +312,10 @@ def make_registry(pipeline: Pipeline, health: RunnerHealth | None = None
         from stream.sinks.label_metrics import LabelCollector
 
         registry.register(LabelCollector(pipeline))
+    if health is not None and health.writer_merge is not None:  # source.repartition
+        from stream.sinks.merge_metrics import WriterMergeCollector
+
+        registry.register(WriterMergeCollector(health.writer_merge))
     if health is not None and health.pool is not None:  # source.repartition.pooled
         from stream.sinks.pool_metrics import PoolCollector
 

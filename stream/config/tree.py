@@ -152,7 +152,9 @@ class RepartitionConfig:
     #: ``several``: a caught-up, idle writer sends a heartbeat frame to every internal
     #: partition this often (ms), so the monitors need not wait for it
     heartbeat_ms: int = 1_000
-    #: ``several``: the producers' clock skew and delivery delay the writers tolerate (ms):
+    #: the producers' delivery delay and clock skew the first stage tolerates (ms): records
+    #: newer than now minus this wait so that another partition's late producer batch of
+    #: the same milliseconds merges in order (catchup.Lateness; 0: no wait); ``several``:
     #: an idle writer's heartbeat promises no later record older than now minus this
     lateness_ms: int = 2_000
 

@@ -33,6 +33,8 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
+
 from stream.sources.kafka import partition_names
 
 log = logging.getLogger("streamdrift.repartition")
@@ -148,3 +150,51 @@ def _position(consumer: Any, tp: Any) -> int | None:
     except Exception:  # noqa: BLE001 - not known (yet)
         return None
     return None if pos is None else int(pos)
+
+
+def wall_ms() -> int:
+    """The wall clock in ms (Kafka timestamps' scale); a function so tests can set it."""
+    return int(time.time() * 1000)
+
+
+class Lateness:
+    """How far the merge may go in time: a producer sends each partition's records in
+    batches of its own (kafka-python: 16 KiB, or after ``linger_ms``), so records of the
+    same milliseconds reach the broker a batch apart on different partitions.  A partition
+    found caught up between two of its batches is not waited for, and the merge would put
+    the other partitions' records of those milliseconds ahead of its late batch: a block
+    of one partition's keys (a batch: ~200 events of 70 bytes).  So records newer than
+    the wall clock minus ``lateness_ms`` are held back, and a late batch within that
+    bound merges in order.  A backlog (old timestamps) is not held at all.  Producers
+    whose clocks run ahead would hold records for as long as they are ahead: a record
+    buffered for more than twice ``lateness_ms`` goes whatever its timestamp.
+    ``lateness_ms`` 0: no hold."""
+
+    def __init__(self, lateness_ms: int) -> None:
+        self.ms = lateness_ms
+        #: partition -> monotonic arrival time of each buffered record (nondecreasing)
+        self.arrivals: dict[Any, np.ndarray] = {}
+
+    def arrived(self, tp: Any, n: int, now: float) -> None:
+        self.arrivals[tp] = np.concatenate([self.arrivals.get(tp, np.empty(0)),
+                                            np.full(n, now)])
+
+    def taken(self, tp: Any, n: int) -> None:
+        self.arrivals[tp] = self.arrivals.get(tp, np.empty(0))[n:]
+
+    def forget(self, tp: Any) -> None:
+        self.arrivals.pop(tp, None)
+
+    def cap(self, stamps: dict[Any, np.ndarray], now: float) -> int | None:
+        """The newest timestamp the merge may forward now (None: no bound): the wall
+        clock minus ``lateness_ms``, or the newest timestamp of the records buffered
+        longer than twice that, if larger."""
+        if self.ms <= 0:
+            return None
+        cap = wall_ms() - self.ms
+        old = now - 2 * self.ms / 1000
+        for tp, arr in self.arrivals.items():
+            n = int(np.searchsorted(arr, old, side="right"))
+            if n and tp in stamps and len(stamps[tp]) >= n:
+                cap = max(cap, int(stamps[tp][:n].max()))
+        return cap

@@ -6,20 +6,17 @@ baseline alarms for ever.  With ``source.repartition`` the run has two stages, e
 consumer of its own on its own thread:
 
 1. :class:`Repartitioner` consumes the source topics in ``source.kafka.group_id``, merges
-   the records of the partitions it holds **in the order of their Kafka timestamps**
-   (:func:`merge_plan`: a partition with nothing buffered that is not known to be caught
-   up is waited for, catchup.py), and writes them, original bytes, key, timestamp and source
-   position, **spread over the partitions of the repartition topic by a hash of their
-   source partition and offset** (:func:`spread`), as **frames** of many messages each
-   (frames.py: a Kafka record per merged batch and internal partition).  Each message
-   carries its **merge position** (frames version 2): numbered densely in merged order
-   over all internal partitions, for the pooled CUSUM (pool.py).  The next position is
-   committed with the source offsets (commit metadata, :data:`SEQ_PREFIX`): a successor
-   numbers on from the last commit (a message forwarded again after a crash takes a
-   position again; the pool keeps the first copy of each).  It does not decode (the
-   monitors do).  It commits a source offset only after every frame before it was acked.
-   One member of the group forwards everything (onewriter.py), or, with ``writers:
-   several``, each its own partitions, in version-3 frames with a watermark (writers.py).
+   the records of its partitions **in Kafka-timestamp order** (:func:`merge_plan`; a
+   partition with nothing buffered that may be behind is waited for, and records newer
+   than the wall clock minus ``lateness_ms`` are held back: catchup.py), and writes them
+   (original bytes, key, timestamp, source position) **spread over the repartition topic's
+   partitions by a hash of their source position** (:func:`spread`), in **frames** of many
+   messages (frames.py).  Each message carries its dense **merge position** (frames v2) for
+   the pooled CUSUM (pool.py), committed with the source offsets (commit metadata,
+   :data:`SEQ_PREFIX`).  It does not decode (the monitors do), and commits a source offset
+   only after every frame before it was acked.  One member of the group forwards
+   everything (onewriter.py), or, with ``writers: several``, each its own partitions, in
+   version-3 frames with a watermark (writers.py).
 2. The monitors, :class:`~stream.runtime.monitors.FramedRunner` (the
    :class:`~stream.runtime.runner.KafkaRunner` of a plain run, unpacking frames), consume
    the repartition topic in their own group (:func:`monitor_config`), with per-partition
@@ -47,7 +44,7 @@ import numpy as np
 from stream.config import Config, require_kafka
 from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
-from stream.runtime.catchup import CatchUp
+from stream.runtime.catchup import CatchUp, Lateness
 from stream.runtime.frames import blob_lengths, cuts, pack_columns, pick, record_columns
 from stream.runtime.monitors import frame_events
 from stream.runtime.onewriter import STRATEGY
@@ -103,13 +100,11 @@ def spread(records: Sequence[Any], partitions: int) -> list[int]:
     """The repartition-topic partition of each source record: splitmix64 of (source topic,
     partition, offset), modulo ``partitions``.
 
-    Not round-robin over the merged order: the merge interleaves the source partitions
-    regularly (A, B, C, D, A, B, ... when their timestamps tie), and round-robin over two
-    internal partitions then sent A and C to one and B and D to the other, each a slice of
-    the keys (a false ``c1`` episode in about one run of six of the two-process backlog of
-    tests/integration/test_keyed_topics.py).  A hash of the record's source position is
-    unrelated to its key and to the merged order, and a record written again after a
-    failure lands where it landed before.
+    Not round-robin over the merged order, which interleaves the source partitions
+    regularly (A, B, C, D, A, ...): over two internal partitions that sent A and C to one,
+    B and D to the other, each a slice of the keys (false ``c1`` episodes).  A hash of the
+    source position is unrelated to the key and the order, and a record written again
+    lands where it landed before.
 
     >>> class R:
     ...     def __init__(self, p, o): self.topic, self.partition, self.offset = "t", p, o
@@ -172,7 +167,7 @@ def _send_confluent(producer: Any, topic: str, frames: list[tuple[int, bytes, in
 
 
 def merge_plan(timestamps: Sequence[np.ndarray], waiting: bool = False,
-               ) -> tuple[list[int], np.ndarray]:
+               cap: int | None = None) -> tuple[list[int], np.ndarray]:
     """Which buffered records of each partition to forward now, and in which order.
 
     ``timestamps[i]``: int64 Kafka timestamps (ms) of partition ``i``'s buffered records,
@@ -193,6 +188,7 @@ def merge_plan(timestamps: Sequence[np.ndarray], waiting: bool = False,
         return [0] * len(timestamps), np.empty(0, dtype=np.int64)
     running = [np.maximum.accumulate(t) if len(t) else t for t in timestamps]
     limit = min(int(r[-1]) for r in running if len(r))
+    limit = limit if cap is None else min(limit, cap)  # catchup.Lateness
     counts = [int(np.searchsorted(r, limit, side="right")) if len(r) else 0 for r in running]
     keys = []
     for r, n in zip(running, counts, strict=True):
@@ -227,6 +223,7 @@ class Repartitioner:
         self.stamps: dict[Any, np.ndarray] = {}
         #: whether a partition with nothing buffered is waited for (catchup.py)
         self.catchup = CatchUp()
+        self.lateness = Lateness(rp.lateness_ms)
         #: partitions assigned and not yet sought to their committed offset
         self.to_seek: set[Any] = set()
         #: partition -> next offset to read; everything before is forwarded and acknowledged
@@ -345,6 +342,7 @@ class Repartitioner:
         self.buffers.pop(tp, None)
         self.stamps.pop(tp, None)
         self.catchup.forget(tp)
+        self.lateness.forget(tp)
         self.done.pop(tp, None)
         self.committed.pop(tp, None)
         self.fetched.pop(tp, None)
@@ -377,6 +375,7 @@ class Repartitioner:
                 self.fetched[tp] = start
             self.buffers[tp], self.stamps[tp] = [], np.empty(0, dtype=np.int64)
             self.catchup.forget(tp)
+            self.lateness.forget(tp)
             self.to_seek.discard(tp)
 
     def _start_at(self, tp: Any, committed: int | None) -> int | None:
@@ -457,6 +456,7 @@ class Repartitioner:
             self.stamps[tp], np.fromiter((r.timestamp for r in recs), np.int64, len(recs))])
         self.fetched[tp] = recs[-1].offset + 1
         self.consumed += len(recs)
+        self.lateness.arrived(tp, len(recs), time.monotonic())
 
     def _waiting(self, now: float) -> bool:
         """Whether a partition with nothing buffered may be behind, or one assigned is not
@@ -474,7 +474,8 @@ class Repartitioner:
 
     def _forward(self, now: float) -> None:
         tps = sorted(self.buffers)
-        counts, order = merge_plan([self.stamps[tp] for tp in tps], self._waiting(now))
+        counts, order = merge_plan([self.stamps[tp] for tp in tps], self._waiting(now),
+                                   self.lateness.cap(self.stamps, now))
         if not len(order):
             return
         records = [r for tp, n in zip(tps, counts, strict=True) for r in self.buffers[tp][:n]]
@@ -491,6 +492,7 @@ class Repartitioner:
                 self.done[tp] = self.buffers[tp][n - 1].offset + 1
                 del self.buffers[tp][:n]
                 self.stamps[tp] = self.stamps[tp][n:]
+                self.lateness.taken(tp, n)
         self._commit()
 
     def _frames(self, records: list[Any]) -> list[tuple[int, bytes, int]]:

@@ -439,6 +439,46 @@ def test_more_runs_pool_after_the_stored_ones_at_the_stored_peers_or_fail() -> N
         pool_seed(1, stored, {**ours, "p_ref": [0.1, 0.3]}, [], "frozen", name, 500)
 
 
+def test_more_online_runs_pool_on_the_online_settings_not_the_frozen_ones() -> None:
+    from bench.concept_synth_more import pool_seed
+
+    name = "Hyperplane (new plane)"
+    on = {"warm": 10_000, "ref": 5_000, "pre": 2_000, "after": 3_000, "n_values": 500_000,
+          "null_factor": 20.0}
+    fr = {**on, "warm": 300, "ref": 400, "after": 100}
+
+    def cell(d: int, value: float, alarms: int) -> dict[str, Any]:
+        return {"delays": {k: [d] for k in ["ours", *NAMES]},
+                "peers": {k: {"value": value, "arl0": 2_000.0} for k in NAMES},
+                "ours": {"alarms": alarms, "events_per_run": 20_000}}
+
+    def res(first: int, p: float, d: int, settings: dict[str, Any] | None = None,
+            value: float = 1.0) -> dict[str, Any]:
+        # both modes in one file, at other settings, values and delays: reading the frozen
+        # ones for an online pool gives other numbers or fails
+        return {"synth": {
+            "settings": {"online": {**(settings or on), "first_run": first},
+                         "frozen": {**fr, "first_run": first}},
+            "modes": {"online": {name: {"p_ref": [p], "targets": {"2000": cell(d, value, 2)}}},
+                      "frozen": {name: {"p_ref": [p + 0.3],
+                                        "targets": {"2000": cell(d + 50, 9.0, 7)}}}}}}
+
+    stored = res(0, 0.1, 30)
+    ours = {"delays": {"default": [25]}, "alarms": {"default": 11}, "null_events": 20_000,
+            "p_ref": [0.1]}
+    v = pool_seed(2, stored, ours, [res(1, 0.12, 40)], "online", name, 2000)
+    assert v["p_ref"] == [0.1, 0.12] and v["settings"]["warm"] == 10_000
+    assert v["delays"]["ours"] == [25, 40] and v["delays"]["ADWIN"] == [30, 40]
+    assert v["values"]["ADWIN"] == 1.0
+    # ours' ARL0 from the online runs: 40,000 events over 11 + 2 alarms
+    assert (v["alarms"], v["null_events"]) == (13, 40_000)
+    with pytest.raises(SystemExit, match="warm"):  # e.g. today's default online warm-up
+        pool_seed(2, stored, ours, [res(1, 0.12, 40, {**on, "warm": 20_000})], "online",
+                  name, 2000)
+    with pytest.raises(SystemExit, match="stored values"):
+        pool_seed(2, stored, ours, [res(1, 0.12, 40, value=2.0)], "online", name, 2000)
+
+
 def _band_entry(pooled: dict[str, float]) -> dict[str, Any]:
     return {"horizons": {m: {"pooled": v} for m, v in pooled.items()}}
 

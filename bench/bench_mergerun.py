@@ -35,10 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_writermerge import partition_frames  # noqa: E402
+from bench_writermerge import monitors_setup, partition_frames  # noqa: E402
 
 from stream.runtime.monitors import FRAMES_PER_POLL, FramedRunner  # noqa: E402
-from tests.support.configs import m1_config, write_config  # noqa: E402
 from tests.support.events import CLEAN, COLUMNS, m1_events  # noqa: E402
 
 Rec = namedtuple("Rec", "topic partition offset timestamp key value")
@@ -78,8 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="1,2")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "mergerun.md")
     args = ap.parse_args(argv)
-    from stream.config import load_config
-    from stream.engine.baselines import resolve_baselines
 
     load0 = os.getloadavg()
     sizes = [int(s) for s in args.frames.split(",")]
@@ -87,13 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[int, int], dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="mergerun-") as tmp:
         work = Path(tmp)
-        (work / "reference.jsonl").write_bytes(
-            b"\n".join(m1_events(77, [(10_000, CLEAN)], COLUMNS)))
-        cfg = m1_config(bootstrap="127.0.0.1:9", topic="t", group="g", port=0,
-                        detection={"false_alarm_events": 10_000_000, "window": 1000,
-                                   "cadence": 50})
-        config = load_config(write_config(work / "c.yaml", cfg))
-        baselines = resolve_baselines(config)
+        config, baselines = monitors_setup(work)
         for seed in seeds:
             values = m1_events(seed, [(args.events, CLEAN)], COLUMNS)
             data = {s: partition_frames(values, args.writers, s, seed) for s in sizes}

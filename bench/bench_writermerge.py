@@ -95,6 +95,20 @@ def partition_frames(values: list[bytes], writers: int, size: int, seed: int,
     return v3, v2
 
 
+def monitors_setup(work: Path) -> tuple[Any, dict[str, Any]]:
+    """Model m1's configuration and baselines (reference in ``work``), as the monitors
+    of the benchmarks here run them."""
+    from stream.config import load_config
+    from stream.engine.baselines import resolve_baselines
+    (work / "reference.jsonl").write_bytes(
+        b"\n".join(m1_events(77, [(10_000, CLEAN)], COLUMNS)))
+    cfg = m1_config(bootstrap="127.0.0.1:9", topic="t", group="g", port=0,
+                    detection={"false_alarm_events": 10_000_000, "window": 1000,
+                               "cadence": 50})
+    config = load_config(write_config(work / "c.yaml", cfg))
+    return config, resolve_baselines(config)
+
+
 def cpu() -> float:
     return time.process_time()
 
@@ -134,8 +148,6 @@ def main(argv: list[str] | None = None) -> int:
                     "writers' shares and the arrival order)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "writermerge.md")
     args = ap.parse_args(argv)
-    from stream.config import load_config
-    from stream.engine.baselines import resolve_baselines
     from stream.engine.pipeline import Pipeline
 
     load0 = os.getloadavg()
@@ -144,13 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="writermerge-") as tmp:
         work = Path(tmp)
-        (work / "reference.jsonl").write_bytes(
-            b"\n".join(m1_events(77, [(10_000, CLEAN)], COLUMNS)))
-        cfg = m1_config(bootstrap="127.0.0.1:9", topic="t", group="g", port=0,
-                        detection={"false_alarm_events": 10_000_000, "window": 1000,
-                                   "cadence": 50})
-        config = load_config(write_config(work / "c.yaml", cfg))
-        baselines = resolve_baselines(config)
+        config, baselines = monitors_setup(work)
         for seed in seeds:
             values = m1_events(seed, [(args.events, CLEAN)], COLUMNS)
             Pipeline(config, baselines).process(values[:2000], base_index=0)  # numba loaded

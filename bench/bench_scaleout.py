@@ -96,8 +96,20 @@ def broker(bootstrap: str | None, workdir: Path) -> Iterator[str]:
         b.stop()
 
 
+#: ``--tenants``: keys per value of c1 (1: the key is c1 itself)
+TENANTS = [1]
+
+
 def keyed(bootstrap: str, topic: str, events: list[bytes]) -> None:
-    keys = [str(orjson.loads(m)["f"]["c1"]).encode() for m in events]
+    """Produce ``events`` keyed by their c1, or (``--tenants N``) by one of N tenants of
+    their c1 value: with c1's three values the default partitioner puts every event in 2
+    of 8 partitions (a and b hash to the same one: 80 % of the events), so the first
+    stage's partitions cannot be split evenly between writers; N tenants per value
+    (tenant- or customer-keyed topics, each tenant in one region) spread the keys over
+    every partition while each partition still holds its own mix of c1."""
+    n = TENANTS[0]
+    keys = [(str(orjson.loads(m)["f"]["c1"]) + (f"-{i % n}" if n > 1 else "")).encode()
+            for i, m in enumerate(events)]
     for i in range(0, len(events), 20_000):
         produce(bootstrap, topic, events[i:i + 20_000], keys=keys[i:i + 20_000],
                 linger_ms=20, batch_size=262_144, acks=1)
@@ -308,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--writers", choices=["one", "several"], default="one",
                    help="source.repartition.writers (several: each process's first stage "
                    "writes its own source partitions)")
+    p.add_argument("--tenants", type=int, default=1,
+                   help="keys per c1 value (1: the key is c1; see keyed())")
     p.add_argument("--quick", action="store_true", help="60000 events, 3 seeds")
     p.add_argument("--out", default=str(RESULTS / "scaleout.md"))
     args = p.parse_args(argv)
@@ -316,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     internals = [int(x) for x in args.internal.split(",")]
     CLIENT[0] = args.client
     WRITERS[0] = args.writers
+    TENANTS[0] = max(1, args.tenants)
     BROKER_PID[0] = args.broker_pid
     lines = [f"# Scale-out on a keyed topic\n\nMachine: {machine()}. Command: "
              f"`bench/bench_scaleout.py {' '.join(argv or sys.argv[1:])}`.\n"]

@@ -1,14 +1,13 @@
 """The monitors' merge of several first-stage writers on one internal partition (issue 14).
 
 With ``source.repartition.writers: several`` (writers.py) FramedRunner keeps one per
-internal partition (mergerun.py) for the version-3 frames.  With several writers, each
-forwarding its own source partitions in timestamp order, an internal partition holds
-their frames interleaved as
-the writers' producers happened to deliver them: one writer ahead of another puts its
-keys in a block (a false ``c1`` episode, onewriter.py).  :class:`WriterMerge` takes the
-version-3 frames of one internal partition (frames.py: writer id, generation, writer count
-and index, watermark) in offset order and releases their messages in one **total
-order**, the key::
+internal partition (mergerun.py) for the version-3 frames. With several writers, each
+forwarding its own source partitions in timestamp order, an internal partition holds their
+frames interleaved as the writers' producers happened to deliver them: one writer ahead of
+another puts its keys in a block (a false ``c1`` episode, onewriter.py).
+:class:`WriterMerge` takes the version-3 frames of one internal partition (frames.py:
+writer id, generation, writer count and index, watermark) in offset order and releases
+their messages in one **total order**, the key::
 
     (generation, Kafka timestamp, writer index, the writer's own merge position)
 

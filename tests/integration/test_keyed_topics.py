@@ -9,10 +9,11 @@ README quote them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -395,6 +396,41 @@ def test_rebalance_of_two_stage_runs_loses_nothing(kafka_bootstrap, make_topic, 
     assert max(g for by_source in gaps.values() for g in by_source.values()) < MAX_GAP, gaps
 
 
+@contextlib.contextmanager
+def _two_processes(bootstrap: str, topic: str, events: list[bytes], cfg: Path,
+                   baselines: Callable[[Config], dict[str, Any]], name: str,
+                   ) -> Iterator[list[InProcess]]:
+    """Two two-stage processes of ``cfg`` on the keyed ``topic``: the first half of
+    ``events`` is produced before they start, the second once each monitor holds an
+    internal partition (the backlog alone can be done before the second monitor joins:
+    the monitors' group has no initial delay here); yielded once they processed every
+    event, stopped on leaving."""
+    half = len(events) // 2
+    _produce_keyed(bootstrap, topic, events[:half])
+    runs = [InProcess(cfg, baselines, f"{name}-{i}", TwoStageRunner) for i in (1, 2)]
+    for r in runs:
+        r.start()
+
+    def holds(run: InProcess) -> bool:
+        return any(f["live"] for f in run.partitions().values())
+
+    def details() -> str:
+        return "; ".join(r.describe() for r in runs)
+
+    try:
+        _wait(lambda: all(r.alive() and holds(r) for r in runs), 120,
+              "each monitor to hold an internal partition", details=details)
+        _produce_keyed(bootstrap, topic, events[half:])
+        _wait(lambda: all(r.alive() for r in runs)
+              and sum(r.pipeline.processed["m1"] for r in runs) >= len(events), 180,
+              "both processes", details=details)
+        time.sleep(1.0)
+        yield runs
+    finally:
+        for r in runs:
+            r.stop()
+
+
 # --------------------------------------------------------------------------
 # two processes: one first stage writes, both monitor; clean keyed data gives no episode
 # --------------------------------------------------------------------------
@@ -412,31 +448,10 @@ def test_two_processes_on_clean_keyed_backlog_open_no_episode(
     monitors' group has no initial delay here), and then one monitor did all the work."""
     topic = make_topic(partitions=4)
     events = m1_events(seed, [(6_000, CLEAN)], COLUMNS)
-    half = len(events) // 2
-    _produce_keyed(kafka_bootstrap, topic, events[:half])
     cfg = _config(workdir, kafka_bootstrap, topic, f"two-{topic}", client=client,
                   repartition={"topic": f"{topic}-rp", "partitions": 2})
-    runs = [InProcess(cfg, baselines, f"keyed-two-{i}", TwoStageRunner) for i in (1, 2)]
-    for r in runs:
-        r.start()
-
-    def processed() -> int:
-        return sum(r.pipeline.processed["m1"] for r in runs)
-
-    def holds(run: InProcess) -> bool:
-        return any(f["live"] for f in run.partitions().values())
-
-    try:
-        _wait(lambda: all(r.alive() and holds(r) for r in runs), 120,
-              "each monitor to hold an internal partition",
-              details=lambda: "; ".join(r.describe() for r in runs))
-        _produce_keyed(kafka_bootstrap, topic, events[half:])
-        _wait(lambda: all(r.alive() for r in runs) and processed() >= len(events), 180,
-              "both processes", details=runs[0].describe)
-        time.sleep(1.0)
-    finally:
-        for r in runs:
-            r.stop()
+    with _two_processes(kafka_bootstrap, topic, events, cfg, baselines, "keyed-two") as runs:
+        pass
     written = sorted(r.runner.repartitioner.forwarded for r in runs)
     per_process = [r.pipeline.processed["m1"] for r in runs]
     episodes = {f"r{i}:{k}": v for i, r in enumerate(runs, 1) for k, v in _episodes(r).items()}

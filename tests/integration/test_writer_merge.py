@@ -27,13 +27,12 @@ from stream.runtime.frames import WriterHeader, heartbeat, pack
 from stream.runtime.mergerun import MERGE_KEY
 from stream.runtime.monitors import FramedRunner, monitor_config
 from stream.runtime.repartition import BUFFER_POLLS
-from stream.runtime.twostage import TwoStageRunner
 from tests.integration.test_keyed_topics import (
     COLUMNS,
     MAX_POLL,
     _config,
     _episodes,
-    _produce_keyed,
+    _two_processes,
 )
 from tests.support.events import CLEAN, m1_events
 from tests.support.kafka import produce
@@ -171,32 +170,14 @@ def test_two_processes_with_several_writers_open_no_episode_on_clean_keyed_data(
     (tmp_path / "reference.jsonl").write_bytes(
         b"\n".join(m1_events(77, [(10_000, CLEAN)], COLUMNS)))
     events = m1_events(23, [(6_000, CLEAN)], COLUMNS)
-    half = len(events) // 2
-    _produce_keyed(kafka_bootstrap, topic, events[:half])
     cfg = _config(tmp_path, kafka_bootstrap, topic, f"sw-{topic}",
                   repartition={"topic": f"{topic}-rp", "partitions": 2, "writers": "several"})
-    runs = [InProcess(cfg, cached_baselines(), f"sw-{i}", TwoStageRunner) for i in (1, 2)]
-    for r in runs:
-        r.start()
+    with _two_processes(kafka_bootstrap, topic, events, cfg, cached_baselines(), "sw") as runs:
+        figures = [r.runner.merges.figures() for r in runs]
+        written = [r.runner.repartitioner.forwarded for r in runs]
 
     def processed() -> int:
         return sum(r.pipeline.processed["m1"] for r in runs)
-
-    def holds(run: InProcess) -> bool:
-        return any(f["live"] for f in run.partitions().values())
-
-    try:
-        _wait(lambda: all(r.alive() and holds(r) for r in runs), 120,
-              "each monitor to hold an internal partition",
-              details=lambda: "; ".join(r.describe() for r in runs))
-        _produce_keyed(kafka_bootstrap, topic, events[half:])
-        _wait(lambda: all(r.alive() for r in runs) and processed() >= len(events), 180,
-              "both processes", details=lambda: "; ".join(r.describe() for r in runs))
-        figures = [r.runner.merges.figures() for r in runs]
-        written = [r.runner.repartitioner.forwarded for r in runs]
-    finally:
-        for r in runs:
-            r.stop()
     episodes = {f"r{i}:{k}": v for i, r in enumerate(runs, 1) for k, v in _episodes(r).items()}
     print(f"\n[several writers, two processes] {len(events)} events; forwarded by each first "
           f"stage {written}; processed {processed()}; merges {figures}; episodes "

@@ -36,13 +36,17 @@ def test_round_trip(recs: list[Rec]) -> None:
 @settings(max_examples=300, deadline=None)
 @given(records.filter(bool), st.data())
 def test_a_truncated_or_damaged_frame_is_a_frame_error(recs: list[Rec], data: Any) -> None:
-    raw = pack(recs)
+    cut_or_damaged_is_a_frame_error(pack(recs), data)
+
+
+def cut_or_damaged_is_a_frame_error(raw: bytes, data: Any) -> None:
+    """``raw`` cut short or lengthened is a FrameError; with any byte changed it is a
+    FrameError or a frame (never another exception)."""
     cut = data.draw(st.integers(0, len(raw) - 1))
     with pytest.raises(FrameError):
         unpack(raw[:cut])
     with pytest.raises(FrameError):
         unpack(raw + b"x")
-    # any byte changed: a frame error or a frame (never another exception)
     i = data.draw(st.integers(0, len(raw) - 1))
     damaged = raw[:i] + bytes([raw[i] ^ data.draw(st.integers(1, 255))]) + raw[i + 1:]
     try:

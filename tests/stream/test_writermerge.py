@@ -23,6 +23,7 @@ from stream.runtime.frames import (
     unpack,
 )
 from stream.runtime.writermerge import MergeState, Released, WriterMerge
+from tests.stream.test_frames import cut_or_damaged_is_a_frame_error
 
 Rec = namedtuple("Rec", "topic partition offset timestamp key value")
 WID = [bytes([65 + i]) * 16 for i in range(8)]
@@ -184,18 +185,8 @@ def test_a_version_3_frame_that_breaks_its_own_promises_is_a_frame_error() -> No
 @given(st.integers(0, 40), st.data())
 def test_a_truncated_or_damaged_version_3_frame_is_a_frame_error(n: int, data: Any) -> None:
     recs = [Rec("t", 0, i, i // 3, None, b"x" * (i % 5)) for i in range(n)]
-    raw = pack(recs, list(range(0, 2 * n, 2)), header(1, 3, FAR))
-    cut = data.draw(st.integers(0, len(raw) - 1))
-    with pytest.raises(FrameError):
-        unpack(raw[:cut])
-    with pytest.raises(FrameError):
-        unpack(raw + b"x")
-    i = data.draw(st.integers(0, len(raw) - 1))
-    damaged = raw[:i] + bytes([raw[i] ^ data.draw(st.integers(1, 255))]) + raw[i + 1:]
-    try:
-        unpack(damaged)
-    except FrameError:
-        pass
+    cut_or_damaged_is_a_frame_error(pack(recs, list(range(0, 2 * n, 2)), header(1, 3, FAR)),
+                                    data)
 
 
 @settings(max_examples=200, deadline=None)

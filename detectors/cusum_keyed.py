@@ -119,7 +119,7 @@ class _Partition:
 class KeyedPoolMerge:
     """Merge keyed records of several internal partitions into one :class:`PooledCUSUM`
     per column (see the module).  ``partitions``: the internal partitions expected (each
-    holds the fold back until it has a promise); None: those heard from."""
+    holds the fold back until it has a promise), besides those heard from."""
 
     def __init__(self, columns: dict[Any, PooledCUSUM], partitions: Iterable[int] | None = None,
                  max_pending: int = MAX_PENDING) -> None:
@@ -246,7 +246,7 @@ class KeyedPoolMerge:
     # -- folding ---------------------------------------------------------------------------
     def target(self) -> Key | None:
         """The smallest promise of the partitions (None: one has none yet)."""
-        names = self.expected if self.expected is not None else set(self.parts)
+        names = (self.expected or set()) | set(self.parts)
         if not names:
             return None
         promises = [self.parts[p].promise if p in self.parts else None for p in names]

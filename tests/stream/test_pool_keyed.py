@@ -200,3 +200,53 @@ def test_a_one_writer_checkpoint_starts_a_keyed_pool_fresh(keyed_config: Any) ->
     cols = pool_columns(keyed_config[1])
     fresh = member._merge(cols, {"frontier": 10, "columns": []}, 10)
     assert isinstance(fresh, KeyedPoolMerge) and fresh.frontier is None
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_a_restore_republishes_the_same_sequence_with_the_same_epoch_and_keys(
+        monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """From any checkpoint, the restored monitors publish again from the checkpoint's
+    *delivered* index with its epoch, each index with the key it had: the pool drops them
+    as copies, and the pooled stream is the same."""
+    from stream.runtime.mergerun import MERGE_KEY
+
+    recs, total = _stream(seed)
+    polls = _polls(recs)
+
+    def published(runner: Any) -> dict[int, tuple[int, tuple[int, ...]]]:
+        out = {}
+        for raw in runner.pool_out.records:
+            r = poolkeys.unpack(raw)
+            for j, k in enumerate(r.keys.tolist()):
+                out.setdefault(r.start + j, (r.epoch, tuple(k)))
+        return out
+
+    whole = _runner(monkeypatch, {})
+    whole.pool_out = _Outbox()  # type: ignore[assignment]
+    for batch in polls:
+        whole._process({TPX: batch})
+    first = published(whole)
+    assert sorted(first) == list(range(len(total)))
+    for cut in range(1, len(polls)):
+        runner = _runner(monkeypatch, {})
+        runner.pool_out = _Outbox()  # type: ignore[assignment]
+        for batch in polls[:cut]:
+            done, _, _ = runner._process({TPX: batch})
+            runner.done.update(done)
+        before = published(runner)
+        states = runner._export(TPX)
+        again = _runner(monkeypatch, {})
+        again.pool_out = _Outbox()  # type: ignore[assignment]
+        again.merges.restore(TPX, {n: s[MERGE_KEY] for n, s in states.items()})
+        rest = [r for r in recs if r.offset >= runner.done[TPX]]
+        for batch in _polls(rest):
+            again._process({TPX: batch})
+        after = published(again)
+        epoch = {s[MERGE_KEY]["epoch"] for s in states.values()}
+        assert len(epoch) == 1 and next(iter(epoch)) > 0
+        assert {e for e, _ in before.values()} | {e for e, _ in after.values()} <= epoch
+        assert sorted(set(before) | set(after)) == list(range(len(total))), cut
+        for i in set(before) & set(after):  # published again: the same key
+            assert before[i][1] == after[i][1], (cut, i)
+        keys = {i: (after.get(i) or before[i])[1] for i in range(len(total))}
+        assert [keys[i] for i in range(len(total))] == sorted(keys.values())

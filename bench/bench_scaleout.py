@@ -230,6 +230,7 @@ def delay_scaleout(workdir: Path, bootstrap: str, events: list[bytes], start: in
     holds the pool; the monitors' own CUSUMs of the numeric columns do not alarm)."""
     topic = stream.broker.create_topic(bootstrap, f"delay-{uuid.uuid4().hex[:8]}", partitions)
     keyed(bootstrap, topic, events)
+    produced_ms = int(time.time() * 1000)  # (at or after every event's Kafka timestamp)
     path = config(workdir, bootstrap, topic, f"dl-{topic}", internal, max_poll=500,
                   pooled=pooled)
     cfg = load_config(path)
@@ -249,7 +250,14 @@ def delay_scaleout(workdir: Path, bootstrap: str, events: list[bytes], start: in
 
     def folded() -> bool:
         held = [m.merge for m in members if m is not None and m.merge is not None]
-        return not pooled or bool(held and held[0].frontier >= len(events))
+        if not pooled or not held:
+            return not pooled
+        f = held[0].frontier
+        if f is None:
+            return False
+        if isinstance(f, tuple):  # several writers: a key (generation, timestamp, ...)
+            return f[1] >= produced_ms and held[0].pending == 0
+        return bool(f >= len(events))
 
     try:
         while time.monotonic() < t_end:
@@ -264,7 +272,8 @@ def delay_scaleout(workdir: Path, bootstrap: str, events: list[bytes], start: in
             thread.join(60)
     if pooled:
         log("  pool: " + "; ".join(
-            f"frontier {m.merge.frontier}, skipped {m.merge.skipped}, alarms "
+            f"frontier {m.merge.frontier}, skipped {m.merge.skipped}, late "
+            f"{getattr(m.merge, 'late', 0)}, forced {getattr(m.merge, 'forced', 0)}, alarms "
             f"{[(a.column, round(a.event_time - 1.7e9) - start) for a in m.alarms if a.kind == 'open' and a.event_time]}"
             if m.merge is not None else "not holding the pool" for m in members if m is not None))
     found: list[Any] = [d for p, _, _ in runs for d in p.recent_alarms]

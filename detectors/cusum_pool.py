@@ -89,13 +89,16 @@ def pooled_cusum(det: CUSUM) -> PooledCUSUM:
 
 @dataclass(frozen=True)
 class PoolAlarm:
-    """An alarm (or a close) of a pooled column, at the message position it was raised."""
+    """An alarm (or a close) of a pooled column, at the message position it was raised
+    (several writers, detectors/cusum_keyed.py: the message's index in its internal
+    ``partition``'s sequence)."""
 
     column: Any
     position: int
     statistic: float
     threshold: float
     direction: int
+    partition: int = -1
 
 
 _EMPTY_I = np.empty(0, dtype=np.int64)

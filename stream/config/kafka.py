@@ -211,10 +211,6 @@ def _repartition(ctx: Ctx, value: Any, kafka: KafkaConfig | None,
         ctx.error(path + ("pool_topic",), f"{kw['pool_topic']!r} is also the repartition or a "
                   "source topic; the pool topic must be a topic of its own")
         return None
-    if kw.get("writers") == "several" and kw.get("pooled"):
-        ctx.error(path + ("writers",), "several writers cannot feed the pooled CUSUM (it needs "
-                  "one writer's dense merge positions); set writers: one, or pooled: false")
-        return None
     topic, own = kw["topic"], "the repartition topic must be a topic of its own"
     where = path + ("topic",)
     if kafka is not None and isinstance(kafka.topics, tuple) and topic in kafka.topics:

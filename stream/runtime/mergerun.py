@@ -58,6 +58,9 @@ class PartitionMerges:
             self._kw["max_buffered"] = max_buffered
         self.merges: dict[Any, WriterMerge] = {}
         self.delivered: dict[Any, int] = {}
+        #: when each partition's *delivered* sequence began (ms; the pooled CUSUM tells a
+        #: sequence begun again from a republished one by it, poolkeys.py)
+        self.epochs: dict[Any, int] = {}
         self.read: dict[Any, int] = {}
         #: partition -> records of version 1/2 (or plain) at or below this offset were
         #: processed before the restore: not again
@@ -82,6 +85,7 @@ class PartitionMerges:
         if merge is None:
             merge = self.merges[tp] = self._new(tp)
             self.delivered.setdefault(tp, 0)
+            self.epochs.setdefault(tp, int(time.time() * 1000))
         return merge.add(offset, frame)
 
     def replayed(self, tp: Any, offset: int) -> bool:
@@ -127,7 +131,7 @@ class PartitionMerges:
             return None
         self.exporting[tp] = self.delivered.get(tp, 0)
         return {"merge": merge.state().to_dict(), "delivered": self.delivered.get(tp, 0),
-                "read": self.read.get(tp)}
+                "read": self.read.get(tp), "epoch": self.epochs.get(tp, 0)}
 
     def moved(self, tp: Any) -> bool:
         """Whether ``tp``'s merge released messages since its last checkpoint."""
@@ -157,6 +161,7 @@ class PartitionMerges:
         merge.restore(MergeState.from_dict(dict(base["merge"])))
         self.merges[tp] = merge
         self.delivered[tp] = int(base.get("delivered", 0))
+        self.epochs[tp] = int(base.get("epoch", 0))
         if base.get("read") is not None:
             self.replay_to[tp] = int(base["read"])
             self.read[tp] = int(base["read"])
@@ -183,7 +188,7 @@ class PartitionMerges:
         merge = self.merges.pop(tp, None)
         if merge is not None:
             self._retire(merge)
-        for d in (self.delivered, self.read, self.replay_to, self.ticked, self.saved,
+        for d in (self.delivered, self.epochs, self.read, self.replay_to, self.ticked, self.saved,
                   self.exporting):
             d.pop(tp, None)  # type: ignore[attr-defined]
         self.counted.discard(tp)

@@ -28,6 +28,7 @@ from typing import Any, overload
 import numpy as np
 
 from stream.config import Config, require_kafka
+from stream.runtime import poolkeys
 from stream.runtime.frames import BAD_FRAME, Frame, FrameError, is_frame, unpack
 from stream.runtime.mergerun import MERGE_KEY, PartitionMerges
 from stream.runtime.pooltap import PoolTap, record_of, thresholds_of
@@ -49,6 +50,7 @@ def frame_events(max_poll_records: int) -> int:
 
 
 OFFSET, ROW = COLUMNS.index("offset"), COLUMNS.index("row")
+LOWEST = -(2**63)
 
 #: where a message of a frame came from (what a dead letter names), and its bytes
 SourceRecord = Fetched
@@ -77,8 +79,10 @@ class Messages(Sequence[Message]):
         #: record that is a message of its own)
         self._starts: list[int] = []
         self._parts: list[tuple[int, Frame | None, Any]] = []
-        #: per frame or record: the merge positions of its messages (-1: none)
+        #: per frame or record: the merge positions of its messages (-1: none), and their
+        #: keys in the several-writer order (released by a merge; else the lowest key)
         self._positions: list[np.ndarray] = []
+        self._keys: list[np.ndarray] = []
 
     def add_frame(self, offset: int, frame: Frame) -> None:
         self._starts.append(len(self.values))
@@ -86,12 +90,14 @@ class Messages(Sequence[Message]):
         self.values += [v or b"" for v in frame.values]
         self._positions.append(np.full(len(frame), -1, dtype=np.int64)
                                if frame.positions is None else frame.positions)
+        self._keys.append(np.full((len(frame), 4), LOWEST, dtype=np.int64))
 
     def add_record(self, record: Any) -> None:
         self._starts.append(len(self.values))
         self._parts.append((int(record.offset), None, record))
         self.values.append(record.value or b"")
         self._positions.append(np.full(1, -1, dtype=np.int64))
+        self._keys.append(np.full((1, 4), LOWEST, dtype=np.int64))
 
     def add_released(self, rel: Released) -> None:
         """Messages a :class:`WriterMerge` released (of version-3 frames), in its order:
@@ -108,6 +114,12 @@ class Messages(Sequence[Message]):
             if frame.positions is not None:
                 positions[at] = frame.positions[rows[at]]
         self._positions.append(positions)
+        self._keys.append(rel.columns[:, :4])
+
+    def keys(self) -> np.ndarray:
+        """int64 (n, 4): each message's key in the several-writer order (a message not
+        released by a merge: the lowest key, folded by the pool as late)."""
+        return np.concatenate(self._keys) if self._keys else np.empty((0, 4), np.int64)
 
     def merge_positions(self) -> np.ndarray:
         """The merge position of each message (frames version 2; -1 where none)."""
@@ -369,7 +381,9 @@ class FramedRunner(KafkaRunner):
         done, poison, drift = super()._process(messages)
         if self.pool_out is not None:
             for tp, m in messages.items():
-                rec = record_of(self.tap.taken.get(self._key(tp)), m.merge_positions())
+                taken = self.tap.taken.get(self._key(tp))
+                rec = self._keyed_record(tp, m, taken) if pm.has(tp) \
+                    else record_of(taken, m.merge_positions())
                 if rec is not None:
                     self.pool_out.add(rec)
         self.tap.taken.clear()
@@ -388,6 +402,20 @@ class FramedRunner(KafkaRunner):
             if self.config.source.dead_letter is not None:
                 poison = bad + poison
         return done, poison, drift
+
+    def _keyed_record(self, tp: Any, m: Messages, taken: Any) -> bytes | None:
+        """The pool record (version 2, poolkeys.py) of a partition of several writers: its
+        messages of this poll, or, with none, its promise if it moved (a heartbeat)."""
+        pm = self._pm()
+        promise = poolkeys.promise_of(pm.merges[tp])
+        # partition -> the promise of its last record (a runner built without __init__:
+        # the unit tests')
+        promised: dict[Any, Any] = self.__dict__.setdefault("_promised", {})
+        if not len(m) and promise == promised.get(tp):
+            return None
+        promised[tp] = promise
+        return poolkeys.record_of(taken, tp.partition, pm.epochs.get(tp, 0),
+                                  pm.delivered.get(tp, 0), m.keys(), promise)
 
     def _write_dead_letters(self, entries: list[tuple[Any, str]]) -> list[tuple[Any, str]]:
         # a message of a frame is dead-lettered with its source coordinates and key

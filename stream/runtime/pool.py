@@ -14,6 +14,11 @@ every monitor's values, in event order (issue 14; docs/reliability.md#keyed-topi
   frontier, ``state.topic``, model ``__pool__``) with the pool-topic offset of the first
   record not wholly folded: a successor reads again from there and drops what it already
   folded by position.
+* With ``writers: several`` the records are of version 2 (poolkeys.py: per internal
+  partition, its sequence of delivered messages with their keys in the writers' total
+  order and a promise) and the member folds them with
+  :class:`detectors.cusum_keyed.KeyedPoolMerge`, in key order over all the internal
+  partitions; its checkpoint holds the state of each partition's sequence.
 * Only the member that holds the partition exports the pooled series
   (``streamdrift_pooled_*``, stream/sinks/pool_metrics.py), so nothing is counted twice.
 """
@@ -30,8 +35,10 @@ from typing import Any
 
 import numpy as np
 
+from detectors.cusum_keyed import KeyedPoolMerge
 from detectors.cusum_pool import PoolAlarm, PooledCUSUM, PoolMerge, pooled_cusum
 from stream.config import Config, KafkaConfig, require_kafka
+from stream.runtime import poolkeys
 from stream.runtime.pooltap import Column, PoolRecordError, column_cusum, pooled_columns, unpack
 from stream.sinks.checkpoints import Checkpoint, StateError, StateStore
 from stream.sinks.producer import create_topic
@@ -168,6 +175,8 @@ class PooledAlarm:
     direction: int
     event_time: float | None
     kind: str = "open"
+    #: several writers: the internal partition whose message ``position`` indexes
+    partition: int = -1
 
 
 class PoolMember:
@@ -187,7 +196,10 @@ class PoolMember:
         self.stop_event = threading.Event()
         self.consumer: Any = None
         self.store: StateStore | None = None
-        self.merge: PoolMerge | None = None
+        self.merge: PoolMerge | KeyedPoolMerge | None = None
+        #: several writers: records of version 2, folded by key (module docstring)
+        self.keyed = rp.writers == "several"
+        self.partitions = rp.partitions
         self.tp: Any = None
         self.to_restore = False
         self.revoked = False
@@ -197,8 +209,10 @@ class PoolMember:
         self.alarms: list[PooledAlarm] = []
         self.bad_records = 0
         self.alarm_counts: dict[Column, int] = {}
-        #: per column: chunks of (positions, event times) not folded yet (for the alarms)
-        self._times: dict[Column, list[tuple[Any, Any]]] = {}
+        #: per column: chunks of (positions, event times, the largest position or key)
+        #: not folded yet (for the alarms; several writers: a position is
+        #: ``partition << 40 | index``)
+        self._times: dict[Column, list[tuple[Any, Any, Any]]] = {}
         self.lock = threading.Lock()
         #: (model, column) -> the column's role (feature, prediction): a label of the series
         self.roles = {(m, spec.name): spec.role for m, specs in getattr(
@@ -280,8 +294,15 @@ class PoolMember:
 
     def _take(self, record: Any) -> None:
         assert self.merge is not None
+        data = record.value or b""
         try:
-            cov, cols = unpack(record.value or b"")
+            if self.keyed and poolkeys.version_of(data) == poolkeys.VERSION:
+                self._take_keyed(poolkeys.unpack(data), int(record.offset))
+                return
+            cov, cols = unpack(data)
+            if self.keyed:
+                raise PoolRecordError("a record of one writer's positions (version 1) on a "
+                                      "pool of several writers")
         except PoolRecordError as exc:
             self.bad_records += 1
             log.warning("a record of the pool topic does not read: %s", exc,
@@ -289,20 +310,44 @@ class PoolMember:
             return
         with self.lock:
             m = self.merge
+            assert isinstance(m, PoolMerge)
             values = {k: (v.positions, v.values) for k, v in cols.items() if k in m.columns}
             for k, v in cols.items():
                 if k in m.columns and v.positions.size:
-                    self._times.setdefault(k, []).append((v.positions, v.times))
+                    self._times.setdefault(k, []).append((v.positions, v.times,
+                                                          int(v.positions.max())))
             m.add(cov, values, int(record.offset))
-            m.advance()
-            for kind, found in (("open", m.alarms), ("close", m.closes)):
-                for a in found:
-                    self._raise(a, kind)
-            for chunks in self._times.values():
-                chunks[:] = [c for c in chunks if int(c[0].max()) >= m.frontier]
+            self._advance()
+
+    def _take_keyed(self, rec: poolkeys.KeyedRecord, offset: int) -> None:
+        with self.lock:
+            m = self.merge
+            assert isinstance(m, KeyedPoolMerge)
+            values = poolkeys.keyed_values(rec, m.columns)
+            for k, (idx, _) in values.items():
+                if idx.size:
+                    keys = rec.keys[idx - rec.start]
+                    last = keys[np.lexsort(keys.T[::-1])[-1]]
+                    self._times.setdefault(k, []).append((
+                        (rec.partition << 40) + idx, rec.columns[k].times,
+                        tuple(int(x) for x in last)))
+            m.add(rec.partition, rec.epoch, rec.start, rec.keys, rec.promise, values, offset)
+            self._advance()
+
+    def _advance(self) -> None:
+        m = self.merge
+        assert m is not None
+        m.advance()
+        for kind, found in (("open", m.alarms), ("close", m.closes)):
+            for a in found:
+                self._raise(a, kind)
+        if m.frontier is None:
+            return
+        for chunks in self._times.values():  # (a key or a position: as the frontier)
+            chunks[:] = [c for c in chunks if c[2] >= m.frontier]  # type: ignore[operator]
 
     def _time_of(self, column: Column, position: int) -> float | None:
-        for pos, times in self._times.get(column, []):
+        for pos, times, _ in self._times.get(column, []):
             hit = np.flatnonzero(pos == position)
             if hit.size and math.isfinite(float(times[hit[0]])):
                 return float(times[hit[0]])
@@ -310,15 +355,17 @@ class PoolMember:
 
     def _raise(self, a: PoolAlarm, kind: str) -> None:
         model, col = a.column
-        when = self._time_of(a.column, a.position)
+        when = self._time_of(a.column, a.position if a.partition < 0
+                             else (a.partition << 40) + a.position)
         alarm = PooledAlarm(model, col, a.position, a.statistic, a.threshold, a.direction,
-                            when, kind)
+                            when, kind, a.partition)
         self.alarms.append(alarm)
         if kind == "open":
             self.alarm_counts[a.column] = self.alarm_counts.get(a.column, 0) + 1
         log.info("pooled drift alarm" if kind == "open" else "pooled drift episode closed",
                  extra={"model": model, "feature": col, "detector": "cusum", "scope": "pooled",
-                        "position": a.position, "statistic": round(a.statistic, 4),
+                        "position": a.position,
+                        **({"partition": a.partition} if a.partition >= 0 else {}), "statistic": round(a.statistic, 4),
                         "threshold": a.threshold, "direction": a.direction,
                         "event_time": when})
 
@@ -360,15 +407,29 @@ class PoolMember:
         # first: a failed seek leaves the member without state (retried)
         self.consumer.seek(self.tp, start)
         with self.lock:
-            self.merge = (PoolMerge.from_state(dict(cp.state), columns) if cp is not None
-                          else PoolMerge(columns, frontier))
+            self.merge = self._merge(columns, None if cp is None else dict(cp.state), frontier)
             self.next_offset = start
             self._times.clear()
         log.info("pool member elected", extra={
             "topic": self.topic, "columns": len(columns),
-            "frontier": self.merge.frontier if self.merge.started else None,
+            "frontier": self.merge.frontier if getattr(self.merge, "started", True) else None,
             "offset": None if cp is None else int(cp.offset), "read_from": start})
         self.last_checkpoint = time.monotonic()
+
+    def _merge(self, columns: dict[Column, PooledCUSUM], state: dict[str, Any] | None,
+               frontier: int | None) -> PoolMerge | KeyedPoolMerge:
+        """The merge restored from ``state`` (None: a fresh one); a state of the other kind
+        (``writers`` changed since) starts a fresh merge, logged."""
+        if state is not None and (state.get("version") == 2) != self.keyed:
+            log.warning("the pool's checkpoint is of %s: a fresh pooled CUSUM",
+                        "several writers" if not self.keyed else "one writer")
+            state, frontier = None, None
+        if self.keyed:
+            parts = range(self.partitions)
+            return (KeyedPoolMerge(columns, parts) if state is None
+                    else KeyedPoolMerge.from_state(state, columns, parts))
+        return PoolMerge(columns, frontier) if state is None \
+            else PoolMerge.from_state(state, columns)
 
     def _checkpoint(self) -> None:
         self.last_checkpoint = time.monotonic()
@@ -413,13 +474,20 @@ class PoolMember:
 
     # -- figures ---------------------------------------------------------------------------
     def figures(self) -> dict[str, Any] | None:
-        """The pooled series while this member holds the partition, else None."""
+        """The pooled series while this member holds the partition, else None (several
+        writers: ``frontier`` is the messages this member folded, ``skipped`` counts the
+        forced folds too, and ``duplicates`` the stale records)."""
         with self.lock:
             m = self.merge
             if m is None:
                 return None
-            return {"frontier": m.frontier, "pending": m.pending, "skipped": m.skipped,
-                    "duplicates": m.duplicates, "folded": m.folded,
+            if isinstance(m, KeyedPoolMerge):
+                head = {"frontier": m.folded, "skipped": m.skipped + m.forced,
+                        "duplicates": m.duplicates + m.stale, "late": m.late}
+            else:
+                head = {"frontier": m.frontier, "skipped": m.skipped,
+                        "duplicates": m.duplicates}
+            return {**head, "pending": m.pending, "folded": m.folded,
                     "bad_records": self.bad_records,
                     "columns": {k: (d.statistic, d.threshold, bool(d.drift_detected),
                                     self.alarm_counts.get(k, 0), self.roles.get(k, "feature"))

@@ -14,7 +14,8 @@ A monitor (:class:`~stream.runtime.monitors.FramedRunner`) turns what the tap to
 poll into one **pool record** (:func:`pack`): the merge positions of every message it
 processed (frames version 2), with a value or not, and per pooled column the values with
 their message positions, written to the one-partition pool topic before its offsets are
-committed.  Layout (little-endian)::
+committed (with ``writers: several``, records of version 2: poolkeys.py).  Layout
+(little-endian)::
 
     magic  b"\\xffSDP"   u8 version (1)
     u32    n; i64[n] the positions covered
@@ -63,14 +64,19 @@ class PoolValues:
 
 def pack(covered: np.ndarray, columns: dict[Column, PoolValues]) -> bytes:
     cov = np.ascontiguousarray(covered, dtype="<i8")
-    out = [_HEAD.pack(MAGIC, VERSION, cov.size), cov.tobytes(), _U16.pack(len(columns))]
+    return b"".join([_HEAD.pack(MAGIC, VERSION, cov.size), cov.tobytes(),
+                     *pack_columns(columns)])
+
+
+def pack_columns(columns: dict[Column, PoolValues]) -> list[bytes]:
+    out = [_U16.pack(len(columns))]
     for (model, col), v in columns.items():
         name = f"{model}{SEP}{col}".encode()
         out += [_U16.pack(len(name)), name, _U32.pack(v.positions.size),
                 np.ascontiguousarray(v.positions, dtype="<i8").tobytes(),
                 np.ascontiguousarray(v.values, dtype="<f8").tobytes(),
                 np.ascontiguousarray(v.times, dtype="<f8").tobytes()]
-    return b"".join(out)
+    return out
 
 
 def unpack(data: bytes) -> tuple[np.ndarray, dict[Column, PoolValues]]:
@@ -81,10 +87,17 @@ def unpack(data: bytes) -> tuple[np.ndarray, dict[Column, PoolValues]]:
     if magic != MAGIC or version != VERSION:
         raise PoolRecordError(f"not a pool record of version {VERSION}")
     pos = _HEAD.size
-    if pos + 8 * n + 2 > len(data):
+    if pos + 8 * n > len(data):
         raise PoolRecordError("truncated positions")
     cov = np.frombuffer(data, "<i8", n, pos).astype(np.int64)
-    pos += 8 * n
+    return cov, unpack_columns(data, pos + 8 * n, cov)
+
+
+def unpack_columns(data: bytes, pos: int, cov: np.ndarray) -> dict[Column, PoolValues]:
+    """The columns of a pool record from byte ``pos`` on (to its end), each value's
+    position among ``cov``."""
+    if pos + 2 > len(data):
+        raise PoolRecordError("truncated columns")
     (c,) = _U16.unpack_from(data, pos)
     pos += 2
     cols: dict[Column, PoolValues] = {}
@@ -113,7 +126,7 @@ def unpack(data: bytes) -> tuple[np.ndarray, dict[Column, PoolValues]]:
         cols[(model, col)] = PoolValues(p, z, t)
     if pos != len(data):
         raise PoolRecordError("trailing bytes")
-    return cov, cols
+    return cols
 
 
 def column_cusum(mon: ModelMonitor, column: str) -> CUSUM | None:

@@ -31,6 +31,9 @@ def test_defaults_are_named_after_the_group() -> None:
                                     "lateness_ms": 0}), "/cfg").source.repartition
     assert several is not None
     assert (several.writers, several.heartbeat_ms, several.lateness_ms) == ("several", 250, 0)
+    pooled = parse_config(_config({"writers": "several", "pooled": True}), "/cfg")
+    rp = pooled.source.repartition
+    assert rp is not None and rp.pooled and rp.writers == "several"  # (issue 14: keyed pool)
 
 
 def test_no_section_means_no_repartition() -> None:
@@ -47,8 +50,6 @@ def test_no_section_means_no_repartition() -> None:
     ({"retention_ms": 5}, {}, "source.repartition.retention_ms"),
     ({"bogus": 1}, {}, "source.repartition.bogus"),
     ({"writers": "many"}, {}, "source.repartition.writers: must be one of"),
-    ({"writers": "several", "pooled": True}, {},
-     "source.repartition.writers: several writers cannot feed the pooled CUSUM"),
     ({"heartbeat_ms": 0}, {}, "source.repartition.heartbeat_ms: must be an integer"),
     ({"lateness_ms": -1}, {}, "source.repartition.lateness_ms: must be an integer"),
 ])

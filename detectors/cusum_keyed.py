@@ -1,0 +1,368 @@
+"""The pooled CUSUM's merge with several first-stage writers (issue 14).
+
+With ``source.repartition.writers: several`` the first stage has no one dense merge
+position: each internal partition's :class:`~stream.runtime.writermerge.WriterMerge`
+releases its messages in the total order **key** ``(generation, Kafka timestamp, writer
+index, writer position)`` up to its frontier.  :class:`KeyedPoolMerge` folds every
+monitor's standardised values into one :class:`~detectors.cusum_pool.PooledCUSUM` per
+column in that key order over all the internal partitions:
+
+* **a dense sequence per partition**: each monitor numbers the messages it gives its
+  pipeline per internal partition (*delivered*, checkpointed with the partition's state, so
+  a restart releases the same sequence again from the same index); a pool record covers
+  one partition's range ``[start, start + n)`` of that sequence with each message's key,
+  and carries the partition's **promise**: every message the partition releases later,
+  unless it is *late*, has a key above it (the merge's frontier, or the bound its writers'
+  watermarks set: a frontier-only record carries a promise that moved with no message).
+  An ``epoch`` (when the partition's sequence began) tells a sequence that started again
+  from 0 (a state lost) from a republished one: a newer epoch replaces the partition's
+  sequence, records of an older one are dropped.
+* **dedup**: per partition, an index already taken is dropped with its values (a monitor
+  republishes after a restart; the first copy is the one folded); a record past a gap
+  waits until the gap fills.
+* **fold**: ``G`` = the smallest promise of the partitions (each taken at the end of what
+  arrived without a gap): every message not late with a key at or below ``G`` has
+  arrived, so the held values with keys at or below it are folded in key order (ties:
+  partition, index, then the values' own order).  Folded, the stream is the key-sorted
+  stream of all partitions, whatever the interleaving of the records.
+* **bounded wait**: a partition whose promise lags (no record, a monitor down) holds
+  ``G`` back; when more than ``max_pending`` messages wait, the smallest keys are folded
+  anyway down to ``max_pending`` (counted in :attr:`KeyedPoolMerge.forced`), and a gap
+  in a partition's sequence (records lost past the pool topic's retention) is skipped
+  (counted in :attr:`KeyedPoolMerge.skipped`).
+* **late**: a message whose key is at or below ``G`` when it arrives (released late by
+  its merge, or after a forced fold) is folded at the next :meth:`~KeyedPoolMerge.advance`
+  and counted (:attr:`KeyedPoolMerge.late`); never dropped.
+* **checkpoints** (:meth:`~KeyedPoolMerge.state`, :meth:`~KeyedPoolMerge.resume_offset`):
+  ``G``, and per partition the epoch, the first index not folded, the end of what had
+  arrived and the promise.  Read again from the resume offset, a message with an index
+  below that end was folded before exactly when its key is at or below the saved ``G``
+  (every held message at or below ``G`` is folded by each advance): no loss, no double
+  fold, the same order (tests/detectors/test_cusum_keyed.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors.cusum_pool import (
+    MAX_PENDING,
+    PoolAlarm,
+    PooledCUSUM,
+    _key,
+    _same,
+    _unkey,
+)
+
+__all__ = ["Key", "KeyedPoolMerge", "at_or_below"]
+
+#: (generation, timestamp, writer index, writer position)
+Key = tuple[int, int, int, int]
+#: the columns of a held message: the key's four, partition, index, arrival sequence
+_P, _I, _S = 4, 5, 6
+_EMPTY = np.empty((0, 7), dtype=np.int64)
+_EMPTY_F = np.empty(0, dtype=np.float64)
+
+
+def at_or_below(keys: np.ndarray, key: Key | None) -> np.ndarray:
+    """Whether each row's key (its first four columns) is at or below ``key``."""
+    if key is None:
+        return np.zeros(len(keys), dtype=bool)
+    g, t, w, p = (keys[:, i] for i in range(4))
+    kg, kt, kw, kp = key
+    return (g < kg) | ((g == kg) & ((t < kt) | ((t == kt) & (
+        (w < kw) | ((w == kw) & (p <= kp))))))
+
+
+def _order(rows: np.ndarray) -> np.ndarray:
+    """Key order; ties by partition, index, arrival."""
+    return np.lexsort((rows[:, _S], rows[:, _I], rows[:, _P], rows[:, 3], rows[:, 2],
+                       rows[:, 1], rows[:, 0]))
+
+
+def _tuple(row: Any) -> Key:
+    return (int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+
+@dataclass
+class _Record:
+    start: int
+    keys: np.ndarray
+    promise: Key | None
+    values: dict[Any, tuple[np.ndarray, np.ndarray]]
+    offset: int | None
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.keys)
+
+
+@dataclass
+class _Partition:
+    epoch: int
+    #: the end of what arrived without a gap
+    next: int = 0
+    #: the promise at ``next`` (None: none yet)
+    promise: Key | None = None
+    #: records past a gap, by (start, end)
+    ahead: dict[tuple[int, int], _Record] = field(default_factory=dict)
+    #: after a restore: an index below this with a key at or below ``replay_key`` was
+    #: folded before the restart
+    replay_below: int = 0
+    replay_key: Key | None = None
+
+
+class KeyedPoolMerge:
+    """Merge keyed records of several internal partitions into one :class:`PooledCUSUM`
+    per column (see the module).  ``partitions``: the internal partitions expected (each
+    holds the fold back until it has a promise), besides those heard from."""
+
+    def __init__(self, columns: dict[Any, PooledCUSUM], partitions: Iterable[int] | None = None,
+                 max_pending: int = MAX_PENDING) -> None:
+        self.columns = columns
+        self.expected = None if partitions is None else {int(p) for p in partitions}
+        self.max_pending = int(max_pending)
+        self.parts: dict[int, _Partition] = {}
+        #: every folded message's key is at or below it, except the late ones'
+        self.frontier: Key | None = None
+        self.duplicates = 0
+        self.late = 0
+        self.forced = 0
+        #: indices skipped over a gap of a partition's sequence
+        self.skipped = 0
+        #: messages of a partition's older epoch: dropped (held ones when a newer came)
+        self.stale = 0
+        self.folded = 0
+        self._seq = 0
+        self._held = _EMPTY
+        self._values: dict[Any, list[tuple[np.ndarray, np.ndarray]]] = {c: [] for c in columns}
+        #: (pool offset, partition, epoch, end) of records with messages not folded
+        self._records: list[tuple[int, int, int, int]] = []
+        self.alarms: list[PoolAlarm] = []
+        self.closes: list[PoolAlarm] = []
+
+    @property
+    def pending(self) -> int:
+        return int(len(self._held)) + sum(
+            len(r.keys) for p in self.parts.values() for r in p.ahead.values())
+
+    # -- taking records --------------------------------------------------------------------
+    def add(self, partition: int, epoch: int, start: int, keys: np.ndarray,
+            promise: Key | None, values: dict[Any, tuple[np.ndarray, np.ndarray]],
+            offset: int | None = None) -> int:
+        """Take one record of ``partition``: the messages ``start .. start + len(keys) - 1``
+        of its sequence (``keys``, int64 (n, 4)), the promise after them, and per column
+        (index of each value's message, standardised value).  Returns the messages
+        accepted (0: duplicates, stale, or held past a gap)."""
+        keys = np.asarray(keys, dtype=np.int64).reshape(-1, 4)
+        n = len(keys)
+        checked: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+        for col, (idx, z) in values.items():
+            idx, z = np.asarray(idx, dtype=np.int64), np.asarray(z, dtype=np.float64)
+            if idx.shape != z.shape:
+                raise ValueError(f"{col}: {idx.size} positions for {z.size} values")
+            if idx.size and (idx.min() < start or idx.max() >= start + n):
+                raise ValueError(f"{col}: a value outside the messages of the record")
+            if col in self.columns:
+                checked[col] = (idx, z)
+        p = int(partition)
+        part = self.parts.get(p)
+        if part is None or epoch > part.epoch:
+            if part is not None:
+                self._drop(p)
+            part = self.parts[p] = _Partition(int(epoch))  # (a sequence begins at 0)
+        elif epoch < part.epoch:
+            self.stale += n
+            return 0
+        rec = _Record(int(start), keys, promise, checked, offset)
+        if rec.start > part.next:
+            part.ahead.setdefault((rec.start, rec.end), rec)
+            if offset is not None:
+                self._records.append((int(offset), p, part.epoch, rec.end))
+            return 0
+        taken = self._take(p, part, rec)
+        while part.ahead:
+            ready = [k for k in part.ahead if k[0] <= part.next]
+            if not ready:
+                break
+            for k in sorted(ready):
+                taken += self._take(p, part, part.ahead.pop(k))
+        return taken
+
+    def _take(self, p: int, part: _Partition, rec: _Record) -> int:
+        """A record that starts at or before ``part.next``: its messages from there on."""
+        if rec.end < part.next or (rec.end == part.next and len(rec.keys)):
+            self.duplicates += len(rec.keys)
+            return 0
+        skip = part.next - rec.start
+        self.duplicates += skip
+        keys = rec.keys[skip:]
+        idx = np.arange(part.next, rec.end, dtype=np.int64)
+        fresh = np.ones(len(keys), dtype=bool)
+        if part.replay_key is not None and idx.size and idx[0] < part.replay_below:
+            fresh = ~((idx < part.replay_below) & at_or_below(keys, part.replay_key))
+            self.duplicates += int((~fresh).sum())
+        part.next = rec.end
+        if rec.promise is not None and (part.promise is None or rec.promise > part.promise):
+            part.promise = rec.promise
+        n = int(fresh.sum())
+        if n:
+            rows = np.empty((n, 7), dtype=np.int64)
+            rows[:, :4], rows[:, _P], rows[:, _I] = keys[fresh], p, idx[fresh]
+            rows[:, _S] = np.arange(self._seq, self._seq + n)
+            self._seq += n
+            self.late += int(at_or_below(rows, self.frontier).sum())
+            self._held = np.concatenate([self._held, rows]) if len(self._held) else rows
+            if rec.offset is not None:
+                self._records.append((int(rec.offset), p, part.epoch, rec.end))
+            keep = np.zeros(len(rec.keys), dtype=bool)
+            keep[skip:] = fresh
+            for col, (vi, z) in rec.values.items():
+                at = vi - rec.start
+                ok = keep[at]
+                if not ok.any():
+                    continue
+                vrows = rec.keys[at[ok]]
+                v = np.empty((len(vrows), 7), dtype=np.int64)
+                v[:, :4], v[:, _P], v[:, _I] = vrows, p, vi[ok]
+                v[:, _S] = np.arange(self._seq, self._seq + len(v))
+                self._seq += len(v)
+                self._values[col].append((v, z[ok]))
+        return n
+
+    def _drop(self, p: int) -> None:
+        """A newer epoch of ``p``: what its older one holds is dropped."""
+        mine = self._held[:, _P] == p
+        self.stale += int(mine.sum()) + sum(len(r.keys) for r in self.parts[p].ahead.values())
+        self._held = self._held[~mine]
+        for chunks in self._values.values():
+            chunks[:] = [(v[v[:, _P] != p], z[v[:, _P] != p]) for v, z in chunks]
+        self._records = [r for r in self._records if r[1] != p]
+
+    # -- folding ---------------------------------------------------------------------------
+    def target(self) -> Key | None:
+        """The smallest promise of the partitions (None: one has none yet)."""
+        names = (self.expected or set()) | set(self.parts)
+        if not names:
+            return None
+        promises = [self.parts[p].promise if p in self.parts else None for p in names]
+        if any(x is None for x in promises):
+            return None
+        return min(promises)  # type: ignore[type-var]
+
+    def advance(self) -> int:
+        """Fold the held values at or below the smallest promise (and, past
+        ``max_pending`` messages held, the smallest keys): returns the messages folded;
+        the alarms and closes raised are in :attr:`alarms` and :attr:`closes`."""
+        self.alarms, self.closes = [], []
+        if self.pending > self.max_pending:
+            self._skip_gaps()
+        upto = self.target()
+        if self.frontier is not None and (upto is None or upto < self.frontier):
+            upto = self.frontier
+        held = self._held
+        if len(held) > self.max_pending:
+            rows = held[_order(held)]
+            cut = len(rows) - self.max_pending
+            last = _tuple(rows[cut - 1])
+            if upto is None or last > upto:
+                self.forced += int((~at_or_below(rows[:cut], upto)).sum())
+                upto = last
+        if upto is None:
+            return 0
+        go = at_or_below(held, upto)
+        n = int(go.sum())
+        self._held = held[~go]
+        self.frontier = upto
+        self.folded += n
+        for col, chunks in self._values.items():
+            if chunks:
+                self._fold(col, chunks, upto)
+        if self._records:
+            low = {p: part.next for p, part in self.parts.items()}
+            if len(self._held):
+                for p in np.unique(self._held[:, _P]).tolist():
+                    low[p] = int(self._held[self._held[:, _P] == p, _I].min())
+            self._records = [r for r in self._records
+                             if r[3] > low.get(r[1], 0) or self._ahead(r)]
+        return n
+
+    def _skip_gaps(self) -> None:
+        """Too much waits: a partition's gap (its records lost past the pool topic's
+        retention, a pool started on a topic already truncated) is skipped, counted."""
+        for p, part in self.parts.items():
+            while part.ahead:
+                first = min(part.ahead)
+                self.skipped += first[0] - part.next
+                part.next = first[0]
+                self._take(p, part, part.ahead.pop(first))
+                for k in sorted(k for k in part.ahead if k[0] <= part.next):
+                    self._take(p, part, part.ahead.pop(k))
+
+    def _ahead(self, rec: tuple[int, int, int, int]) -> bool:
+        part = self.parts.get(rec[1])
+        return part is not None and any(k[1] == rec[3] for k in part.ahead)
+
+    def _fold(self, col: Any, chunks: list[tuple[np.ndarray, np.ndarray]], upto: Key) -> None:
+        v = np.concatenate([c[0] for c in chunks]) if len(chunks) > 1 else chunks[0][0]
+        z = np.concatenate([c[1] for c in chunks]) if len(chunks) > 1 else chunks[0][1]
+        now = at_or_below(v, upto)
+        chunks[:] = [(v[~now], z[~now])] if not now.all() else []
+        if not now.any():
+            return
+        v, z = v[now], z[now]
+        order = _order(v)
+        v, z = v[order], z[order]
+        det = self.columns[col]
+        hits = det.update(z)
+        stats, direction = det.alarm_statistics, det.direction
+        self.alarms += [PoolAlarm(col, int(v[i, _I]), float(s), float(det.threshold),
+                                  direction, int(v[i, _P]))
+                        for i, s in zip(hits.tolist(), stats.tolist(), strict=True)]
+        closes = det.close_positions
+        if closes.size:
+            self.closes += [PoolAlarm(col, int(v[i, _I]), float(det.episode_peak),
+                                      float(det.threshold), direction, int(v[i, _P]))
+                            for i in closes.tolist()]
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def resume_offset(self) -> int | None:
+        """The pool-topic offset to read again from after a restart from :meth:`state`:
+        the first record with a message not folded (None: none)."""
+        return min(r[0] for r in self._records) if self._records else None
+
+    def state(self) -> dict[str, Any]:
+        parts = []
+        for p, part in sorted(self.parts.items()):
+            mine = self._held[self._held[:, _P] == p, _I] if len(self._held) else _EMPTY[:, 0]
+            low = int(mine.min()) if mine.size else part.next
+            promise = part.promise if low == part.next else None
+            parts.append([p, part.epoch, low, part.next,
+                          None if promise is None else list(promise)])
+        return {"version": 2, "frontier": None if self.frontier is None else list(self.frontier),
+                "forced": self.forced, "late": self.late, "skipped": self.skipped, "partitions": parts,
+                "columns": [[_key(c), d._state()] for c, d in self.columns.items()]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], columns: dict[Any, PooledCUSUM],
+                   partitions: Iterable[int] | None = None,
+                   max_pending: int = MAX_PENDING) -> KeyedPoolMerge:
+        """Restore (a column configured since starts fresh, one removed is dropped); then
+        :meth:`add` the records from :meth:`resume_offset` on."""
+        saved = {_unkey(k): s for k, s in state.get("columns", [])}
+        restored = {c: PooledCUSUM.restore(saved[c]) if c in saved and _same(d, saved[c])
+                    else d for c, d in columns.items()}
+        out = cls(restored, partitions, max_pending)
+        f = state.get("frontier")
+        out.frontier = None if f is None else _tuple(f)
+        out.forced, out.late = int(state.get("forced", 0)), int(state.get("late", 0))
+        out.skipped = int(state.get("skipped", 0))
+        for p, epoch, low, nxt, promise in state.get("partitions", []):
+            out.parts[int(p)] = _Partition(
+                int(epoch), int(low), None if promise is None else _tuple(promise),
+                replay_below=int(nxt), replay_key=out.frontier)
+        return out

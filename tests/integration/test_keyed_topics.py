@@ -59,11 +59,12 @@ def baselines(workdir: Path) -> Callable[[Config], dict[str, Any]]:
 
 def _config(workdir: Path, bootstrap: str, topic: str, group: str, *,
             repartition: dict[str, Any] | None, interval: float = 1.0,
-            dead_letter: str | None = None, client: str = "kafka-python") -> Path:
+            dead_letter: str | None = None, client: str = "kafka-python",
+            options: dict[str, Any] | None = None) -> Path:
     config = m1_config(bootstrap=bootstrap, topic=topic, group=group, port=free_port(),
                        columns=COLUMNS, dead_letter=dead_letter,
                        kafka={"max_poll_records": MAX_POLL, "poll_timeout_ms": 200,
-                              "client": client},
+                              "client": client, **({"options": options} if options else {})},
                        state={"checkpoint_interval_s": interval})
     if repartition is not None:
         config["source"]["repartition"] = repartition
@@ -292,7 +293,7 @@ def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
 # --------------------------------------------------------------------------
 # kill -9 of a two-stage run, restart
 # --------------------------------------------------------------------------
-# kafka-python only (58-73 s each, load 2-4): with confluent-kafka the first stage's start at
+# kafka-python only (26-40 s each, load 2-5): with confluent-kafka the first stage's start at
 # the committed offsets and merge position when another process takes over (rdfetch.py) is
 # test_keyed_fetch.py's, which also checks that the merge positions stay dense.
 # ``writers: several``: the process is the one writer of its generation, the restarted one
@@ -304,8 +305,11 @@ def test_kill9_of_a_two_stage_run_loses_nothing(kafka_bootstrap, make_topic, wor
                                                  writers):
     topic = make_topic(partitions=4)
     rp_topic = f"{topic}-rp"
+    # the restart's joins wait for the dead member's session to time out, in both groups:
+    # 10 s, not kafka-python's default 45 s (test_reliability.py does the same)
     cfg = _config(workdir, kafka_bootstrap, topic, f"k9-{topic}", interval=2, client=client,
-                  repartition={"topic": rp_topic, "partitions": 2, "writers": writers})
+                  repartition={"topic": rp_topic, "partitions": 2, "writers": writers},
+                  options={"session_timeout_ms": 10_000})
     config = load_config(cfg)
     resolve_baselines(config)  # cached before the subprocess starts
     port = config.metrics.port

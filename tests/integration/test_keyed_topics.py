@@ -1,5 +1,7 @@
 """Keyed topics on a real broker: ``source.repartition`` gives the monitors representative
-streams (issue 14), and keeps the kill -9 and rebalance guarantees.
+streams (issue 14), and keeps the kill -9 and rebalance guarantees, with one first-stage
+writer (``source.repartition.writers: one``) or several (each first stage writes its own
+source partitions, the monitors merge the writers: writermerge.py).
 
 The topic has 4 partitions and is keyed by the categorical feature ``c1`` (3 values, so
 each partition holds one or two of them, or none): each partition's slice differs from the
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -22,7 +25,7 @@ import pytest
 
 from stream.config import Config, load_config
 from stream.engine.baselines import resolve_baselines
-from stream.runtime.frames import is_frame, unpack
+from stream.runtime.frames import VERSION, WRITER_VERSION, is_frame, unpack
 from stream.runtime.rdfetch import LibrdkafkaRepartitioner
 from stream.runtime.repartition import BUFFER_POLLS
 from stream.runtime.twostage import TwoStageRunner
@@ -56,11 +59,12 @@ def baselines(workdir: Path) -> Callable[[Config], dict[str, Any]]:
 
 def _config(workdir: Path, bootstrap: str, topic: str, group: str, *,
             repartition: dict[str, Any] | None, interval: float = 1.0,
-            dead_letter: str | None = None, client: str = "kafka-python") -> Path:
+            dead_letter: str | None = None, client: str = "kafka-python",
+            options: dict[str, Any] | None = None) -> Path:
     config = m1_config(bootstrap=bootstrap, topic=topic, group=group, port=free_port(),
                        columns=COLUMNS, dead_letter=dead_letter,
                        kafka={"max_poll_records": MAX_POLL, "poll_timeout_ms": 200,
-                              "client": client},
+                              "client": client, **({"options": options} if options else {})},
                        state={"checkpoint_interval_s": interval})
     if repartition is not None:
         config["source"]["repartition"] = repartition
@@ -189,6 +193,39 @@ def _longest_gaps(bootstrap: str, rp_topic: str) -> dict[int, dict[int, int]]:
     return out
 
 
+#: the rebalance test's bursts, produced as a process joins and as one leaves; these and
+#: the kill -9 test's second chunk come over about TRICKLE_S seconds (a join took 1-3 s)
+BURST = 4_000
+TRICKLE_S = 8.0
+
+
+@contextlib.contextmanager
+def _trickled(bootstrap: str, topic: str, messages: list[bytes], seconds: float,
+              slices: int = 20) -> Iterator[None]:
+    """``messages`` produced keyed by c1 on a thread, in ``slices`` slices over about
+    ``seconds``; joined (and its failure raised) on leaving."""
+    error: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            step = -(-len(messages) // slices)
+            for k in range(0, len(messages), step):
+                _produce_keyed(bootstrap, topic, messages[k:k + step])
+                time.sleep(seconds / slices)
+        except BaseException as exc:  # noqa: BLE001 - raised on the test's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=feed, name=f"trickle-{topic}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join(timeout=120)
+    assert not thread.is_alive(), "the producer thread did not finish"
+    if error:
+        raise error[0]
+
+
 # --------------------------------------------------------------------------
 # clean keyed data: no episode; an injected drift: caught
 # --------------------------------------------------------------------------
@@ -256,15 +293,23 @@ def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
 # --------------------------------------------------------------------------
 # kill -9 of a two-stage run, restart
 # --------------------------------------------------------------------------
-# kafka-python only (55-65 s of CI each): with confluent-kafka the first stage's start at
+# kafka-python only (26-40 s each, load 2-5): with confluent-kafka the first stage's start at
 # the committed offsets and merge position when another process takes over (rdfetch.py) is
-# test_keyed_fetch.py's, which also checks that the merge positions stay dense
-@pytest.mark.parametrize("client", ["kafka-python"])
-def test_kill9_of_a_two_stage_run_loses_nothing(kafka_bootstrap, make_topic, workdir, client):
+# test_keyed_fetch.py's, which also checks that the merge positions stay dense.
+# ``writers: several``: the process is the one writer of its generation, the restarted one
+# a new writer (a new id) of a new generation; the monitors restore their merges from the
+# checkpoints and merge the old generation's frames read again before the new one's.
+@pytest.mark.parametrize(("client", "writers"), [("kafka-python", "one"),
+                                                 ("kafka-python", "several")])
+def test_kill9_of_a_two_stage_run_loses_nothing(kafka_bootstrap, make_topic, workdir, client,
+                                                 writers):
     topic = make_topic(partitions=4)
     rp_topic = f"{topic}-rp"
+    # the restart's joins wait for the dead member's session to time out, in both groups:
+    # 10 s, not kafka-python's default 45 s (test_reliability.py does the same)
     cfg = _config(workdir, kafka_bootstrap, topic, f"k9-{topic}", interval=2, client=client,
-                  repartition={"topic": rp_topic, "partitions": 2})
+                  repartition={"topic": rp_topic, "partitions": 2, "writers": writers},
+                  options={"session_timeout_ms": 10_000})
     config = load_config(cfg)
     resolve_baselines(config)  # cached before the subprocess starts
     port = config.metrics.port
@@ -274,11 +319,14 @@ def test_kill9_of_a_two_stage_run_loses_nothing(kafka_bootstrap, make_topic, wor
     try:
         b1.wait_consumed(8_000, timeout=120)
         _wait(lambda: len(b1.logs("checkpoint written")) >= 1, 30, "a checkpoint")
-        _produce_keyed(kafka_bootstrap, topic, events[8_000:14_000])
-        b1.wait_consumed(11_000, timeout=120)  # mid-way through the second chunk
-        killed_at = int(b1.consumed())
+        # killed mid-way through the second chunk, as it comes: both stages at work
+        with _trickled(kafka_bootstrap, topic, events[8_000:14_000], TRICKLE_S):
+            b1.wait_consumed(11_000, timeout=120)
+            killed_at = int(b1.consumed())
+            before = _scraped(b1)
+            b1.kill9()
     finally:
-        b1.kill9()
+        b1.kill9()  # (nothing more when it is dead)
     _produce_keyed(kafka_bootstrap, topic, events[14_000:])
     b2 = StreamdriftRun(cfg, port=port, name="b2")
     try:
@@ -291,19 +339,51 @@ def test_kill9_of_a_two_stage_run_loses_nothing(kafka_bootstrap, make_topic, wor
         _wait(lambda: b2.check_alive() is None
               and _state_events(_monitor(config), rp_topic) == per_partition,
               120, "the monitors' checkpoints to cover the repartition topic", interval=1.0)
+        after = _scraped(b2)
     finally:
         b2.stop(check=True)
     missing, twice = _coverage(kafka_bootstrap, rp_topic, events)
     states = _state_events(_monitor(config), rp_topic)
     restored = b2.logs("state restored")
+    # one writer per generation either way: what the killed writer forwarded and did not
+    # commit, one merged batch (at most BUFFER_POLLS polls per source partition)
     bound = 4 * BUFFER_POLLS * MAX_POLL
-    print(f"\n[keyed kill -9, {client}] {len(events)} events on 4 keyed partitions, 2 internal; killed "
-          f"after {killed_at} consumed; repartition topic {per_partition}: missing {missing}, "
-          f"written twice {twice} (bound {bound}); monitor states {states}; restores "
-          f"{[(r['partition'], r['offset']) for r in restored]}")
+    print(f"\n[keyed kill -9, {client}, writers {writers}] {len(events)} events on 4 keyed "
+          f"partitions, 2 internal; killed after {killed_at} consumed; repartition topic "
+          f"{per_partition}: missing {missing}, written twice {twice} (bound {bound}); monitor "
+          f"states {states}; restores {[(r['partition'], r['offset']) for r in restored]}; "
+          f"killed run {before}; restarted run {after}")
     assert missing == 0
-    assert twice <= bound
+    assert twice <= bound, f"{twice} written twice: above one merged batch of the writer " \
+        f"killed ({bound} = 4 source partitions x {BUFFER_POLLS} polls x {MAX_POLL})"
     assert states == per_partition  # each internal record in the monitors' state once
+    assert before["episodes"] == after["episodes"] == {}  # clean data
+    versions = {v[4] for vs in _read_topic(kafka_bootstrap, rp_topic, unframe=False).values()
+                for v in vs}
+    if writers == "several":
+        # version-3 frames only, merged by the monitors of the restarted run
+        assert versions == {WRITER_VERSION} and after["merge"]["partitions"] == 2, \
+            (versions, after)
+    else:
+        assert versions == {VERSION} and after["merge"]["partitions"] == 0, (versions, after)
+
+
+def _scraped(run: StreamdriftRun) -> dict[str, Any]:
+    """From ``run``'s /metrics: the writer merge's figures (``merge``: buffered,
+    partitions and the counters late, skips, over_cap, stale_frames) and the drift episodes
+    opened per column and detector (``episodes``, those above 0)."""
+    from stream.sinks.merge_metrics import NAMES
+    from tests.support.metrics import sample, samples
+
+    found = samples(run.scrape())
+    merge = {k: int(sample(found, f"streamdrift_writer_merge_{n}_total"))
+             for k, n in NAMES.items()}
+    merge.update({k: int(sample(found, f"streamdrift_writer_merge_{n}"))
+                  for k, n in (("buffered", "buffered_messages"), ("partitions", "partitions"))})
+    episodes = {f"{dict(labels)['feature']}/{dict(labels)['detector']}": int(v)
+                for (name, labels), v in found.items()
+                if name == "streamdrift_drift_alarms_total" and v > 0}
+    return {"merge": merge, "episodes": episodes}
 
 
 def _check_fetch_path(run: InProcess, client: str, at_least: int) -> None:
@@ -331,15 +411,23 @@ def _all_forwarded(bootstrap: str, rp_topic: str, n: int) -> bool:
 # --------------------------------------------------------------------------
 # rebalance: a second two-stage process joins, then leaves
 # --------------------------------------------------------------------------
-@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+@pytest.mark.parametrize(("client", "writers"), [
+    ("kafka-python", "one"), ("confluent-kafka", "one"),
+    ("kafka-python", "several"), ("confluent-kafka", "several")])
 def test_rebalance_of_two_stage_runs_loses_nothing(kafka_bootstrap, make_topic, workdir,
-                                                   baselines, client):
+                                                   baselines, client, writers):
+    """A second two-stage process joins while the first forwards a burst, and leaves
+    (stopped as by SIGTERM) as the next burst, drifted, comes: both groups rebalance twice
+    (the monitors'; the first stage's, where with ``writers: several`` the source
+    partitions move between writers and the generation changes).  Nothing missing, the
+    duplicates within the bound, each record in the monitors' states once, no episode on
+    the clean part, and the drift caught."""
     topic = make_topic(partitions=4)
     rp_topic = f"{topic}-rp"
     cfg = _config(workdir, kafka_bootstrap, topic, f"rb-{topic}", interval=1, client=client,
-                  repartition={"topic": rp_topic, "partitions": 2})
-    events = m1_events(13, [(12_000, CLEAN)], COLUMNS)
-    _produce_keyed(kafka_bootstrap, topic, events[:4_000])
+                  repartition={"topic": rp_topic, "partitions": 2, "writers": writers})
+    events = m1_events(13, [(2 * BURST, CLEAN), (BURST, SHIFTED)], COLUMNS)
+    _produce_keyed(kafka_bootstrap, topic, events[:BURST])
     r1 = InProcess(cfg, baselines, "keyed-rb-1", TwoStageRunner).start()
     r2 = InProcess(cfg, baselines, "keyed-rb-2", TwoStageRunner)
 
@@ -349,29 +437,49 @@ def test_rebalance_of_two_stage_runs_loses_nothing(kafka_bootstrap, make_topic, 
     def live(run: InProcess) -> list[tuple[str, int]]:
         return [k for k, f in run.partitions().items() if f["live"]]
 
+    def writing(run: InProcess, n: int) -> bool:
+        """The first stage writes as one of ``n`` writers (``writers: several``)."""
+        w = run.runner.repartitioner.writer
+        return w is None or (w.roles.current is not None and w.roles.current.writers == n)
+
+    def episodes() -> dict[str, int]:
+        return {**_episodes(r1), **{f"r2:{k}": v for k, v in _episodes(r2).items()}}
+
+    def rp_records() -> int:
+        return sum(len(v) for v in _read_topic(kafka_bootstrap, rp_topic).values())
+
     try:
-        _wait(lambda: r1.alive() and processed(r1) >= 4_000, 120, "consumer 1",
+        _wait(lambda: r1.alive() and processed(r1) >= BURST, 120, "consumer 1",
               details=r1.describe)
-        t0 = time.monotonic()
-        r2.start()
-        _wait(lambda: r2.alive() and live(r2) and len(live(r1)) == 1, 90,
-              "the internal partitions to be shared", details=r2.describe)
-        join_s = time.monotonic() - t0
-        _produce_keyed(kafka_bootstrap, topic, events[4_000:8_000])
-        _wait(lambda: _all_forwarded(kafka_bootstrap, rp_topic, 8_000), 120,
-              "8000 forwarded", interval=1.0)
-        t1 = time.monotonic()
-        r2.stop()
-        _wait(lambda: r1.alive() and len(live(r1)) == 2, 90, "consumer 1 to take all back",
-              details=r1.describe)
-        leave_s = time.monotonic() - t1
-        _produce_keyed(kafka_bootstrap, topic, events[8_000:])
+        with _trickled(kafka_bootstrap, topic, events[BURST:2 * BURST], TRICKLE_S):
+            t0 = time.monotonic()
+            r2.start()  # while the burst comes and the first stage forwards it
+            _wait(lambda: r2.alive() and live(r2) and len(live(r1)) == 1
+                  and writing(r1, 2) and writing(r2, 2), 90,
+                  "the internal partitions (and with several writers the source ones) to be "
+                  "shared", details=r2.describe)
+            join_s = time.monotonic() - t0
+        _wait(lambda: _all_forwarded(kafka_bootstrap, rp_topic, 2 * BURST), 120,
+              f"{2 * BURST} forwarded", interval=1.0)
+        total = rp_records()
+        _wait(lambda: r1.alive() and r2.alive() and processed(r1, r2) >= total, 120,
+              "the monitors (clean)", details=r1.describe)
+        time.sleep(1.0)
+        clean = episodes()
+        with _trickled(kafka_bootstrap, topic, events[2 * BURST:], TRICKLE_S):
+            time.sleep(TRICKLE_S / 4)
+            t1 = time.monotonic()
+            r2.stop()  # while the drifted burst comes and both first stages forward it
+            _wait(lambda: r1.alive() and len(live(r1)) == 2 and writing(r1, 1), 90,
+                  "consumer 1 to take all back", details=r1.describe)
+            leave_s = time.monotonic() - t1
         _wait(lambda: _all_forwarded(kafka_bootstrap, rp_topic, len(events)), 120,
               "everything forwarded", interval=1.0)
-        total = sum(len(v) for v in _read_topic(kafka_bootstrap, rp_topic).values())
+        total = rp_records()
         _wait(lambda: r1.alive() and processed(r1, r2) >= total, 120, "the monitors",
               details=r1.describe)
         time.sleep(1.0)
+        merges = [r.runner.merges.figures() for r in (r1, r2)]  # r1's before it stops
     finally:
         r1.stop()
         if r2.thread.is_alive():
@@ -379,21 +487,37 @@ def test_rebalance_of_two_stage_runs_loses_nothing(kafka_bootstrap, make_topic, 
     missing, twice = _coverage(kafka_bootstrap, rp_topic, events)
     per_partition = {p: len(v) for p, v in _read_topic(kafka_bootstrap, rp_topic).items()}
     states = _state_events(_monitor(r1.config), rp_topic)
-    episodes = {**_episodes(r1), **{f"r2:{k}": v for k, v in _episodes(r2).items()}}
-    print(f"\n[keyed rebalance, {client}] {len(events)} events; join {join_s:.1f}s, leave "
-          f"{leave_s:.1f}s; repartition topic {per_partition}: missing {missing}, written twice "
-          f"{twice}; monitor states {states}; processed r1 {processed(r1)}, r2 "
-          f"{processed(r2)}; episodes {episodes or 'none'}")
-    gaps = _longest_gaps(kafka_bootstrap, rp_topic)
-    print(f"longest runs of each internal partition without a source partition: {gaps}")
+    drift = episodes()
+    written = [r.runner.repartitioner.forwarded for r in (r1, r2)]
+    print(f"\n[keyed rebalance, {client}, writers {writers}] {len(events)} events; join "
+          f"{join_s:.1f}s, leave {leave_s:.1f}s; forwarded by each first stage {written}; "
+          f"repartition topic {per_partition}: missing {missing}, written twice {twice}; "
+          f"monitor states {states}; processed r1 {processed(r1)}, r2 {processed(r2)}; "
+          f"episodes clean {clean or 'none'}, after the drift {drift}; merges {merges}")
+    # each rebalance forwards again at most one merged batch per writer revoked, together
+    # at most BUFFER_POLLS polls of each source partition, and no more than the burst
+    bound = 2 * min(4 * BUFFER_POLLS * MAX_POLL, BURST)
     assert missing == 0
-    assert twice <= 4 * BUFFER_POLLS * MAX_POLL
+    assert twice <= bound, f"{twice} written twice: above one merged batch per writer at " \
+        f"each of the 2 rebalances (together {bound}: at most the burst in flight, " \
+        f"{BURST}, each)"
     assert states == per_partition
     # the two processes' counters add up to the stream (no invalid message here: each one
     # consumed is a record of the repartition topic, processed by one of the monitors)
     consumed = sum(r.pipeline.snapshot().consumed for r in (r1, r2))
     assert consumed == processed(r1, r2) >= sum(per_partition.values())
-    assert max(g for by_source in gaps.values() for g in by_source.values()) < MAX_GAP, gaps
+    assert clean == {}
+    assert any(k.split(":")[-1] == "x1" for k in drift), drift
+    if writers == "several":
+        assert all(written), "a first stage wrote nothing: one writer, nothing to merge"
+        assert merges[0]["partitions"] == 2 and merges[0]["buffered"] == 0, merges
+    else:
+        # one writer: the internal partitions carry its merge; the monitors merge nothing
+        assert min(written) == 0 and merges[0]["partitions"] == merges[1]["partitions"] == 0
+        gaps = _longest_gaps(kafka_bootstrap, rp_topic)
+        print(f"longest runs of each internal partition without a source partition: {gaps}")
+        assert max(g for by_source in gaps.values() for g in by_source.values()) < MAX_GAP, \
+            gaps
 
 
 @contextlib.contextmanager

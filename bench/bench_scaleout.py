@@ -255,8 +255,8 @@ def delay_scaleout(workdir: Path, bootstrap: str, events: list[bytes], start: in
         f = held[0].frontier
         if f is None:
             return False
-        if isinstance(f, tuple):  # several writers: a key (generation, timestamp, ...)
-            return f[1] >= produced_ms and held[0].pending == 0
+        if isinstance(f, tuple):  # several writers: a key (timestamp, generation, ...)
+            return f[0] >= produced_ms and held[0].pending == 0
         return bool(f >= len(events))
 
     try:

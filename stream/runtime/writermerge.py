@@ -15,8 +15,8 @@ up to the **frontier** the writers allow: a writer's watermark promises that eve
 it forwards later has a timestamp ≥ the watermark, so the buffered messages (of the
 current generation and of older ones) with a timestamp below the smallest watermark of
 the current generation's writers can go; a message at that timestamp waits (another
-writer may still send one at the same time with a smaller index).  An idle writer sends heartbeats (frames of no messages) so its
-watermark keeps up with the clock.
+writer may still send one at the same time with a smaller index).  An idle writer sends
+heartbeats (frames of no messages) so its watermark keeps up with the clock.
 
 * **A writer not heard from** (of the current generation, no frame on this partition
   yet) blocks the release, as a writer whose watermark lags does.  One silent for
@@ -49,21 +49,23 @@ watermark keeps up with the clock.
   writer that lags badly costs lateness, not memory.
 * **Checkpoints** (:meth:`WriterMerge.state`, :class:`MergeState`): the offset of the
   oldest frame with messages not released yet (what the monitor may commit and re-read
-  from), the offset of the newest frame read, the frontier, the generation and the
-  watermarks.  A merge :meth:`~WriterMerge.restore`\\ d from it and fed again from the
-  commit offset skips, in every frame up to the newest read, exactly the messages with a
-  key at or below the frontier (all of them were released: in order, late or over the
-  cap; everything released is at or below the frontier and everything buffered above
-  it: released messages have timestamps below a bound the buffered ones are at or
-  above; a zombie frame's were all released), and buffers the others again: no loss and no double count, in the same order as
-  without the restart (with the same clock).  Frames past the newest read were never
-  seen and are merged as usual.  This holds when the state is checkpointed with the
-  detectors' state it belongs to.  Duplicates remain where the first stage writes a
-  message twice: after a writer's crash its successor (a new generation) forwards again
-  what was not committed (the first stage's bound, reliability.md), and a static member
-  that rejoins without a rebalance rewrites messages with the same keys in the same
-  generation; both are released again (as late when their keys are at or below the
-  frontier).
+  from), the offset of the newest frame read, the frontier, the generation, the
+  watermarks and the offsets where the generations began (version 2; a version-1 state,
+  of the generation-first key, restores with its frontier permuted).  A merge
+  :meth:`~WriterMerge.restore`\\ d from it and fed again from the commit offset skips,
+  in every frame up to the newest read, exactly the messages with a key at or below the
+  frontier and every message of a zombie's frame (all of them were released: in order,
+  late or over the cap; everything released is at or below the frontier and everything
+  buffered above it, since released messages have timestamps below a bound the buffered
+  ones are at or above), and buffers the others again: no loss and no double count, in
+  the same order as without the restart (with the same clock).  Frames past the newest
+  read were never seen and are merged as usual.  This holds when the state is
+  checkpointed with the detectors' state it belongs to.  Duplicates remain where the
+  first stage writes a message twice: after a writer's crash its successor (a new
+  generation) forwards again what was not committed (the first stage's bound,
+  reliability.md), and a static member that rejoins without a rebalance rewrites
+  messages with the same keys in the same generation; both are released again (as late
+  when their keys are at or below the frontier).
 
 Everything per message is numpy over the buffered columns (one ``lexsort`` per release);
 the loops are per frame and per writer.
@@ -279,7 +281,8 @@ class WriterMerge:
             else self._read_to
         commit = self.commit_offset()
         return MergeState(commit, read_to, self.frontier, self.generation,
-                          self.writers, dict(self.watermarks), tuple(self._since_commit(commit)))
+                          self.writers, dict(self.watermarks),
+                          tuple(self._since_commit(commit)))
 
     def _since_commit(self, commit: int | None) -> list[tuple[int, int]]:
         """The generations' starts a re-read from ``commit`` needs."""

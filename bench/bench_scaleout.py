@@ -220,6 +220,35 @@ def delay_reference(workdir: Path, bootstrap: str, events: list[bytes], start: i
     return first_alarm(found, "x1", start)
 
 
+def generations(bootstrap: str, rp_topic: str) -> str:
+    """Of the repartition topic's version-3 frames: the messages per (generation, writer
+    index) — whether a writer's backlog share sits in one generation and another's in the
+    next (what the merges' order must interleave)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from stream.runtime.frames import unpack
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                      max_partition_fetch_bytes=16 * 1024 * 1024)
+    count: dict[tuple[int, int], int] = {}
+    try:
+        tps = [TopicPartition(rp_topic, p) for p in sorted(c.partitions_for_topic(rp_topic) or ())]
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        ends = c.end_offsets(tps)
+        deadline = time.monotonic() + 60
+        while any(c.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            for recs in c.poll(timeout_ms=500).values():
+                for r in recs:
+                    f = unpack(r.value)
+                    if f.writer is not None and len(f):
+                        k = (f.writer.generation, f.writer.index)
+                        count[k] = count.get(k, 0) + len(f)
+    finally:
+        c.close()
+    return ", ".join(f"g{g} w{w}: {n}" for (g, w), n in sorted(count.items()))
+
+
 def delay_scaleout(workdir: Path, bootstrap: str, events: list[bytes], start: int,
                    partitions: int, internal: int, procs: int, timeout: float,
                    writers: int = 2, pooled: bool = False) -> tuple[int | None, dict[str, int]]:
@@ -255,8 +284,8 @@ def delay_scaleout(workdir: Path, bootstrap: str, events: list[bytes], start: in
         f = held[0].frontier
         if f is None:
             return False
-        if isinstance(f, tuple):  # several writers: a key (generation, timestamp, ...)
-            return f[1] >= produced_ms and held[0].pending == 0
+        if isinstance(f, tuple):  # several writers: a key (timestamp, generation, ...)
+            return f[0] >= produced_ms and held[0].pending == 0
         return bool(f >= len(events))
 
     try:
@@ -276,6 +305,8 @@ def delay_scaleout(workdir: Path, bootstrap: str, events: list[bytes], start: in
             f"{getattr(m.merge, 'late', 0)}, forced {getattr(m.merge, 'forced', 0)}, alarms "
             f"{[(a.column, round(a.event_time - 1.7e9) - start) for a in m.alarms if a.kind == 'open' and a.event_time]}"
             if m.merge is not None else "not holding the pool" for m in members if m is not None))
+        if WRITERS[0] == "several":
+            log(f"  messages per (generation, writer): {generations(bootstrap, f'dl-{topic}-rp')}")
     found: list[Any] = [d for p, _, _ in runs for d in p.recent_alarms]
     found += [types.SimpleNamespace(feature=a.column, event_time=a.event_time)
               for m in members if m is not None for a in m.alarms if a.kind == "open"]

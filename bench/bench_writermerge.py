@@ -2,7 +2,7 @@
 
 stream/runtime/writermerge.py is what a monitor would add per internal partition when the
 first stage has several writers: it buffers each writer's version-3 frames and releases
-their messages in one (generation, timestamp, writer, position) order up to the writers'
+their messages in one (timestamp, generation, writer, position) order up to the writers'
 smallest watermark.  Measured here without Kafka, in one process, next to the monitors' own
 work on the same events, in rounds that alternate the two so that a change of the
 machine's load hits both:

@@ -2,8 +2,9 @@
 
 With ``source.repartition.writers: several`` the first stage has no one dense merge
 position: each internal partition's :class:`~stream.runtime.writermerge.WriterMerge`
-releases its messages in the total order **key** ``(generation, Kafka timestamp, writer
-index, writer position)`` up to its frontier.  :class:`KeyedPoolMerge` folds every
+releases its messages in the total order **key** ``(Kafka timestamp, generation, writer
+index, writer position)`` up to its frontier (event time first, across the first stage's
+generations).  :class:`KeyedPoolMerge` folds every
 monitor's standardised values into one :class:`~detectors.cusum_pool.PooledCUSUM` per
 column in that key order over all the internal partitions:
 
@@ -60,7 +61,7 @@ from detectors.cusum_pool import (
 
 __all__ = ["Key", "KeyedPoolMerge", "at_or_below"]
 
-#: (generation, timestamp, writer index, writer position)
+#: (timestamp, generation, writer index, writer position)
 Key = tuple[int, int, int, int]
 #: the columns of a held message: the key's four, partition, index, arrival sequence
 _P, _I, _S = 4, 5, 6
@@ -69,12 +70,13 @@ _EMPTY_F = np.empty(0, dtype=np.float64)
 
 
 def at_or_below(keys: np.ndarray, key: Key | None) -> np.ndarray:
-    """Whether each row's key (its first four columns) is at or below ``key``."""
+    """Whether each row's key (its first four columns) is at or below ``key``
+    (lexicographically)."""
     if key is None:
         return np.zeros(len(keys), dtype=bool)
-    g, t, w, p = (keys[:, i] for i in range(4))
-    kg, kt, kw, kp = key
-    return (g < kg) | ((g == kg) & ((t < kt) | ((t == kt) & (
+    t, g, w, p = (keys[:, i] for i in range(4))
+    kt, kg, kw, kp = key
+    return (t < kt) | ((t == kt) & ((g < kg) | ((g == kg) & (
         (w < kw) | ((w == kw) & (p <= kp))))))
 
 

@@ -12,8 +12,9 @@ frame) publishes a record of no message.  The pool member folds them with
 :class:`detectors.cusum_keyed.KeyedPoolMerge`.  Layout (little-endian)::
 
     magic  b"\\xffSDP"   u8 version (2)
-    u32    internal partition; i64 epoch; i64 start; u32 n; i64[4n] keys (row by row)
-    u8     1 if a promise follows; i64[4] promise
+    u32    internal partition; i64 epoch; i64 start; u32 n; i64[4n] keys (row by row:
+           timestamp, generation, writer index, writer position)
+    u8     1 if a promise follows; i64[4] promise (the same layout)
     u16    c, the columns; then as version 1 (pooltap.py), each value's position being
            its message's index in the partition's sequence
 """
@@ -94,15 +95,16 @@ def promise_of(merge: WriterMerge) -> Key | None:
     """What ``merge`` promises of the messages it releases later, unless late: a key above
     this.  Its frontier, or, when every writer of the current generation not left out
     has a watermark, just below the smallest (a message of the generation comes with a
-    timestamp at or above it; everything below it was released at the last release);
-    None: neither yet."""
+    timestamp at or above it, one of an older generation still buffered has one at or
+    above it too: every buffered message below it, of any generation, was released at
+    the last release); None: neither yet."""
     out = merge.frontier
     g = merge.generation
     if g is not None and merge.writers:
         heard = [i for i in range(merge.writers) if i not in merge.left_out]
         marks = [merge.watermarks[i] for i in heard if i in merge.watermarks]
         if marks and len(marks) == len(heard):
-            bound: Key = (g, min(marks) - 1, TOP, TOP)
+            bound: Key = (min(marks) - 1, TOP, TOP, TOP)
             out = bound if out is None or bound > out else out
     return out
 

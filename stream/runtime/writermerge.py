@@ -9,14 +9,14 @@ another puts its keys in a block (a false ``c1`` episode, onewriter.py).
 writer id, generation, writer count and index, watermark) in offset order and releases
 their messages in one **total order**, the key::
 
-    (generation, Kafka timestamp, writer index, the writer's own merge position)
+    (Kafka timestamp, generation, writer index, the writer's own merge position)
 
 up to the **frontier** the writers allow: a writer's watermark promises that everything
-it forwards later has a timestamp ≥ the watermark, so the messages of the current
-generation with a timestamp below the smallest watermark of its writers can go; a
-message at that timestamp waits (another writer may still send one at the same time with
-a smaller index).  An idle writer sends heartbeats (frames of no messages) so its
-watermark keeps up with the clock.
+it forwards later has a timestamp ≥ the watermark, so the buffered messages (of the
+current generation and of older ones) with a timestamp below the smallest watermark of
+the current generation's writers can go; a message at that timestamp waits (another
+writer may still send one at the same time with a smaller index).  An idle writer sends
+heartbeats (frames of no messages) so its watermark keeps up with the clock.
 
 * **A writer not heard from** (of the current generation, no frame on this partition
   yet) blocks the release, as a writer whose watermark lags does.  One silent for
@@ -26,32 +26,46 @@ watermark keeps up with the clock.
 * **Late** messages (a key at or below the frontier: clock skew, a writer that broke its
   watermark, one left out, a zombie) are released at once, in their arrival order, and
   counted; never dropped.
-* **Generations.** The first stage's writers flush and commit before a rebalance
-  completes, so once a frame of a newer generation arrives on the partition, no frame of
-  an older one follows.  Everything buffered of older generations is released then (in
-  the total order: the generation is the key's first field) before anything of the new
-  one; a frame of an older generation that still comes (a zombie whose session had
-  expired) breaks that promise: its messages are released at once as late and it is
-  counted in ``stale_frames`` (after a restore, skipped as released when re-read).
+* **Generations.** The first stage's writers forward (and wait for every
+  acknowledgement) and commit each batch before they poll again, and a rebalance
+  completes inside a poll, so once a frame of a newer generation arrives on the
+  partition, no frame of an older one follows: what is buffered of older generations is
+  complete.  It is **not** released at the generation change but merged by event time
+  with the new generation's messages (the timestamp comes before the generation in the
+  key): a rebalance while a backlog is read leaves one writer's whole share in one
+  generation and another's in the next, and releasing the first before the second would
+  give the detectors a block of one writer's keys (issue 14: pooled delay runs 1.7–5.5×
+  one monitor).  The bound is the current generation's writers' (an older generation's
+  messages need none: nothing more of it comes).  A frame of an older generation that
+  still comes after a newer one (a zombie whose session had expired) breaks that
+  promise: its messages are released at once as late and it is counted in
+  ``stale_frames`` (after a restore, skipped as released when re-read: the state keeps
+  the offsets where the generations began, to tell a zombie from a frame of an older
+  generation read before the change).  A successor that forwards again what its crashed
+  predecessor had not committed sends messages whose timestamps may be below the
+  frontier: late (duplicates, counted).
 * **Bounded memory.** At most ``max_buffered`` messages wait: past that, the smallest
   keys are released in order (counted in ``over_cap``), moving the frontier, so that a
   writer that lags badly costs lateness, not memory.
 * **Checkpoints** (:meth:`WriterMerge.state`, :class:`MergeState`): the offset of the
   oldest frame with messages not released yet (what the monitor may commit and re-read
-  from), the offset of the newest frame read, the frontier, the generation and the
-  watermarks.  A merge :meth:`~WriterMerge.restore`\\ d from it and fed again from the
-  commit offset skips, in every frame up to the newest read, exactly the messages with a
-  key at or below the frontier (all of them were released: in order, late or over the
-  cap; everything released is at or below the frontier and everything buffered above
-  it), and buffers the others again: no loss and no double count, in the same order as
-  without the restart (with the same clock).  Frames past the newest read were never
-  seen and are merged as usual.  This holds when the state is checkpointed with the
-  detectors' state it belongs to.  Duplicates remain where the first stage writes a
-  message twice: after a writer's crash its successor (a new generation) forwards again
-  what was not committed (the first stage's bound, reliability.md), and a static member
-  that rejoins without a rebalance rewrites messages with the same keys in the same
-  generation; both are released again (as late when their keys are at or below the
-  frontier).
+  from), the offset of the newest frame read, the frontier, the generation, the
+  watermarks and the offsets where the generations began (version 2; a version-1 state,
+  of the generation-first key, restores with its frontier permuted).  A merge
+  :meth:`~WriterMerge.restore`\\ d from it and fed again from the commit offset skips,
+  in every frame up to the newest read, exactly the messages with a key at or below the
+  frontier and every message of a zombie's frame (all of them were released: in order,
+  late or over the cap; everything released is at or below the frontier and everything
+  buffered above it, since released messages have timestamps below a bound the buffered
+  ones are at or above), and buffers the others again: no loss and no double count, in
+  the same order as without the restart (with the same clock).  Frames past the newest
+  read were never seen and are merged as usual.  This holds when the state is
+  checkpointed with the detectors' state it belongs to.  Duplicates remain where the
+  first stage writes a message twice: after a writer's crash its successor (a new
+  generation) forwards again what was not committed (the first stage's bound,
+  reliability.md), and a static member that rejoins without a rebalance rewrites
+  messages with the same keys in the same generation; both are released again (as late
+  when their keys are at or below the frontier).
 
 Everything per message is numpy over the buffered columns (one ``lexsort`` per release);
 the loops are per frame and per writer.
@@ -79,14 +93,19 @@ MAX_BUFFERED = 50_000
 #: four times the buffered ones
 COMPACT_AFTER = 4096
 
-#: (generation, timestamp, writer index, writer's position)
+#: (timestamp, generation, writer index, writer's position)
 Key = tuple[int, int, int, int]
 _MIN = -(2**63)
 #: the columns of the buffer: the key's four, the frame's offset, the message's row in it
-COLUMNS = ("generation", "timestamp", "writer", "position", "offset", "row")
+COLUMNS = ("timestamp", "generation", "writer", "position", "offset", "row")
 _EMPTY = np.empty((0, len(COLUMNS)), dtype=np.int64)
 #: the buffer has one column more: each message's index into the list of values
 _VI = len(COLUMNS)
+
+
+#: the layout of :meth:`MergeState.to_dict`: 2 has the key (timestamp, generation, ...)
+#: and the generations' first offsets; 1 (no ``version``) had (generation, timestamp, ...)
+STATE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -102,21 +121,40 @@ class MergeState:
     generation: int | None
     writers: int
     watermarks: dict[int, int] = field(default_factory=dict)
+    #: (offset, generation) where each generation began on the partition, from the last
+    #: one at or before ``commit_offset`` on: a re-read frame of a generation older than
+    #: the one in force at its offset was a zombie's (all released)
+    starts: tuple[tuple[int, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"commit_offset": self.commit_offset, "read_to": self.read_to,
+        return {"version": STATE_VERSION,
+                "commit_offset": self.commit_offset, "read_to": self.read_to,
                 "frontier": None if self.frontier is None else list(self.frontier),
                 "generation": self.generation, "writers": self.writers,
-                "watermarks": {str(k): v for k, v in self.watermarks.items()}}
+                "watermarks": {str(k): v for k, v in self.watermarks.items()},
+                "starts": [list(x) for x in self.starts]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MergeState:
         f = d.get("frontier")
-        return cls(d.get("commit_offset"), d.get("read_to"),
-                   None if f is None else (int(f[0]), int(f[1]), int(f[2]), int(f[3])),
-                   d.get("generation"), int(d.get("writers", 0)),
-                   {int(k): int(v) for k, v in (d.get("watermarks") or {}).items()})
+        frontier = None if f is None else (int(f[0]), int(f[1]), int(f[2]), int(f[3]))
+        gen = d.get("generation")
+        if int(d.get("version", 1)) < 2:
+            # (generation, timestamp, ...): everything released was at or below the
+            # frontier and every older generation was released whole at its change, so
+            # the permuted frontier, with every older generation's frame taken as
+            # released (a generation in force from before any offset), skips the same
+            if frontier is not None:
+                frontier = (frontier[1], frontier[0], frontier[2], frontier[3])
+            starts: tuple[tuple[int, int], ...] = () if gen is None else ((-1, int(gen)),)
+        else:
+            starts = tuple((int(o), int(g)) for o, g in d.get("starts") or ())
+            if not starts and gen is not None:
+                starts = ((-1, int(gen)),)
+        return cls(d.get("commit_offset"), d.get("read_to"), frontier, gen,
+                   int(d.get("writers", 0)),
+                   {int(k): int(v) for k, v in (d.get("watermarks") or {}).items()}, starts)
 
 
 @dataclass
@@ -138,6 +176,7 @@ class Released:
         return self.columns[:, COLUMNS.index(name)]
 
     def keys(self) -> list[Key]:
+        """(timestamp, generation, writer, position) of each."""
         return [(int(a), int(b), int(c), int(d)) for a, b, c, d in self.columns[:, :4]]
 
     @classmethod
@@ -161,7 +200,7 @@ class Released:
 
 
 def _order(cols: np.ndarray) -> np.ndarray:
-    """The rows of ``cols`` in the total order."""
+    """The rows of ``cols`` in the total order (lexicographic over the key's columns)."""
     return np.lexsort((cols[:, 3], cols[:, 2], cols[:, 1], cols[:, 0]))
 
 
@@ -169,9 +208,9 @@ def _at_or_below(cols: np.ndarray, key: Key | None) -> np.ndarray:
     """Whether each row's key is at or below ``key`` (lexicographically), vectorised."""
     if key is None:
         return np.zeros(len(cols), dtype=bool)
-    g, t, w, p = (cols[:, i] for i in range(4))
-    kg, kt, kw, kp = key
-    return (g < kg) | ((g == kg) & ((t < kt) | ((t == kt) & (
+    t, g, w, p = (cols[:, i] for i in range(4))
+    kt, kg, kw, kp = key
+    return (t < kt) | ((t == kt) & ((g < kg) | ((g == kg) & (
         (w < kw) | ((w == kw) & (p <= kp))))))
 
 
@@ -205,6 +244,8 @@ class WriterMerge:
         self._ids: dict[int, bytes] = {}
         self.left_out: set[int] = set()
         self.last_offset: int | None = None
+        #: (offset, generation) where each generation began (see MergeState.starts)
+        self._starts: list[tuple[int, int]] = []
         self._read_to: int | None = None
         self._commit: int | None = None
         #: messages released at once below the frontier
@@ -238,8 +279,26 @@ class WriterMerge:
         read_to = self.last_offset if self._read_to is None or (
             self.last_offset is not None and self.last_offset > self._read_to) \
             else self._read_to
-        return MergeState(self.commit_offset(), read_to, self.frontier, self.generation,
-                          self.writers, dict(self.watermarks))
+        commit = self.commit_offset()
+        return MergeState(commit, read_to, self.frontier, self.generation,
+                          self.writers, dict(self.watermarks),
+                          tuple(self._since_commit(commit)))
+
+    def _since_commit(self, commit: int | None) -> list[tuple[int, int]]:
+        """The generations' starts a re-read from ``commit`` needs."""
+        if commit is None:
+            return list(self._starts)
+        k = sum(1 for o, _ in self._starts if o <= commit)
+        return self._starts[max(k - 1, 0):]
+
+    def _in_force(self, offset: int) -> int | None:
+        """The generation in force at ``offset`` (of the last start at or before it)."""
+        out = None
+        for o, g in self._starts:
+            if o > offset:
+                break
+            out = g
+        return out
 
     def restore(self, state: MergeState) -> None:
         """Resume from ``state`` (a fresh merge); then :meth:`add` the frames from
@@ -251,6 +310,7 @@ class WriterMerge:
             state.commit_offset, state.read_to, state.frontier
         self.generation, self.writers = state.generation, state.writers
         self.watermarks = dict(state.watermarks)
+        self._starts = list(state.starts)
         self._since = now
         self._heard = dict.fromkeys(self.watermarks, now)
 
@@ -268,17 +328,21 @@ class WriterMerge:
         replay = self._read_to is not None and offset <= self._read_to
         out: list[Released] = []
         if self.generation is None or w.generation > self.generation:
-            # (what older generations left buffered is released by the next release:
-            # first in the total order, and all of it)
+            # (what older generations left buffered is complete: it goes by timestamp
+            # with the new one's, below the new writers' bound)
             self._new_generation(w.generation, w.writers, now)
+            self._starts = self._since_commit(self.commit_offset()) + [(offset, w.generation)]
         n = len(frame)
         if n:
             cols = np.empty((n, _VI + 1), dtype=np.int64)
-            cols[:, 0], cols[:, 1], cols[:, 2] = w.generation, frame.timestamps, w.index
+            cols[:, 0], cols[:, 1], cols[:, 2] = frame.timestamps, w.generation, w.index
             assert frame.positions is not None  # (a version-3 frame has them)
             cols[:, 3] = frame.positions
             cols[:, 4], cols[:, 5] = offset, np.arange(n)
             stale = w.generation < self.generation  # type: ignore[operator]
+            if replay:  # a zombie's frame (older than the generation in force) went whole
+                force = self._in_force(offset)
+                stale = force is not None and w.generation < force
             done = np.ones(n, dtype=bool) if stale else _at_or_below(cols, self.frontier)
             if replay:
                 self.replayed += int(done.sum())
@@ -372,16 +436,15 @@ class WriterMerge:
         bound = self._bound(now)
         if bound is not None and self._clear == (self.generation, bound) and \
                 self._n <= self.max_buffered:
-            if not any(bool((c[:, 1] < bound).any()) for c in self._chunks[self._checked:]):
+            if not any(bool((c[:, 0] < bound).any()) for c in self._chunks[self._checked:]):
                 self._checked = len(self._chunks)
                 return Released.empty()
         cols = self._buffer()
         n = len(cols)
         if bound is None:
             go = np.ones(n, dtype=bool)
-        else:  # a prefix of the total order: older generations, then timestamps < bound
-            g = self.generation
-            go = (cols[:, 0] < g) | ((cols[:, 0] == g) & (cols[:, 1] < bound))
+        else:  # a prefix of the total order: timestamps < bound, of every generation
+            go = cols[:, 0] < bound  # (none newer than the current one is buffered)
         k = int(np.count_nonzero(go))
         if n - k > self.max_buffered:  # the smallest keys go, in order
             cols = cols[_order(cols)]

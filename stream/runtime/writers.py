@@ -23,7 +23,8 @@ event time.
   older record).  A record older than a watermark already sent is forwarded all the same;
   the monitors release it as *late*, counted, never dropped.  Within a generation the
   watermark of a partition never goes back (the largest so far is kept); a new generation
-  starts afresh (writermerge.py orders the generations first).
+  starts afresh (writermerge.py merges the generations by timestamp, below the current
+  generation's watermarks).
 * A writer **caught up and idle** (every assigned partition empty and at its end offset,
   catchup.py; or none assigned) sends a heartbeat (a frame of no messages) to every
   internal partition every ``heartbeat_ms``, with watermark = max(the last one, now -

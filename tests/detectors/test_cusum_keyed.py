@@ -38,16 +38,17 @@ class Stream:
 
     def __init__(self, rng: np.random.Generator, parts: int, writers: int, n: int,
                  shift: float) -> None:
-        gen = (np.arange(n) >= int(rng.integers(n // 2, n + 1))).astype(np.int64)
+        # (timestamp, generation, writer, position): generations interleaved in time
+        gen = rng.integers(1, 3, n)
         t = np.sort(rng.integers(0, max(1, n // 3), n))  # ties of timestamps
         w = rng.integers(0, writers, n)
         pos = np.zeros(n, dtype=np.int64)
         for i in range(writers):
             pos[w == i] = np.arange(int((w == i).sum()))
-        self.keys = np.stack([gen, t, w, pos], axis=1)
+        self.keys = np.stack([t, gen, w, pos], axis=1)
         self.part = rng.integers(0, parts, n)
         rank = np.empty(n, dtype=np.int64)
-        rank[np.lexsort((pos, w, t, gen))] = np.arange(n)
+        rank[np.lexsort((pos, w, gen, t))] = np.arange(n)
         base = _column_cusum()
         self.z: list[dict[str, np.ndarray]] = []
         for i in range(n):
@@ -81,8 +82,8 @@ class Stream:
         if b == len(k):
             return TOP
         last = None if b == 0 else tuple(int(x) for x in k[b - 1])
-        g, t = int(k[b, 0]), int(k[b, 1])
-        below: Key = (g, t - 1, 2**62, 2**62)
+        t = int(k[b, 0])
+        below: Key = (t - 1, 2**62, 2**62, 2**62)
         if last is None or (rng.random() < 0.5 and below > last):
             return below
         return last  # type: ignore[return-value]
@@ -181,7 +182,7 @@ def test_the_interleaving_property_saw_alarms() -> None:
 
 def _rec(p: int, start: int, ts: list[int], promise: Key | None, z: float = 0.0,
          epoch: int = 1) -> tuple[Any, ...]:
-    keys = np.array([(0, t, p, start + i) for i, t in enumerate(ts)], dtype=np.int64)
+    keys = np.array([(t, 0, p, start + i) for i, t in enumerate(ts)], dtype=np.int64)
     idx = np.arange(start, start + len(ts))
     return (p, epoch, start, keys, promise, {c: (idx, np.full(len(ts), z)) for c in COLS})
 
@@ -193,42 +194,42 @@ def _add(pool: KeyedPoolMerge, rec: tuple[Any, ...], offset: int | None = None) 
 
 def test_a_lagging_partition_holds_the_fold_until_its_promise_moves() -> None:
     pool = KeyedPoolMerge(_columns(), [0, 1])
-    assert _add(pool, _rec(0, 0, [1, 2, 3, 4], (0, 4, 0, 3))) == 0  # partition 1 unheard
+    assert _add(pool, _rec(0, 0, [1, 2, 3, 4], (4, 0, 0, 3))) == 0  # partition 1 unheard
     assert pool.pending == 4
-    assert _add(pool, _rec(1, 0, [], (0, 2, 9, 9))) == 2  # a heartbeat: up to t=2
-    assert _add(pool, _rec(1, 0, [3, 5], (0, 5, 1, 1))) == 3  # (1,t=3) and (0,t=3),(0,t=4)
-    assert pool.frontier == (0, 4, 0, 3) and pool.pending == 1
+    assert _add(pool, _rec(1, 0, [], (2, 0, 9, 9))) == 2  # a heartbeat: up to t=2
+    assert _add(pool, _rec(1, 0, [3, 5], (5, 0, 1, 1))) == 3  # (1,t=3) and (0,t=3),(0,t=4)
+    assert pool.frontier == (4, 0, 0, 3) and pool.pending == 1
     assert pool.late == pool.forced == 0
 
 
 def test_past_the_bound_the_smallest_keys_fold_and_what_comes_below_is_late() -> None:
     pool = KeyedPoolMerge(_columns(), [0, 1], max_pending=50)
-    assert _add(pool, _rec(0, 0, list(range(10, 70)), (0, 69, 0, 59), z=1.0)) == 10
-    assert pool.forced == 10 and pool.pending == 50 and pool.frontier == (0, 19, 0, 9)
-    _add(pool, _rec(1, 0, [5, 6], (0, 6, 1, 1), z=-1.0))  # came too late: folded, counted
+    assert _add(pool, _rec(0, 0, list(range(10, 70)), (69, 0, 0, 59), z=1.0)) == 10
+    assert pool.forced == 10 and pool.pending == 50 and pool.frontier == (19, 0, 0, 9)
+    _add(pool, _rec(1, 0, [5, 6], (6, 0, 1, 1), z=-1.0))  # came too late: folded, counted
     assert pool.late == 2 and pool.pending == 50
     assert pool.folded == 12
 
 
 def test_a_gap_in_a_partition_waits_then_is_skipped_past_the_bound() -> None:
     pool = KeyedPoolMerge(_columns(), [0], max_pending=30)
-    assert _add(pool, _rec(0, 5, list(range(5, 25)), (0, 24, 0, 24))) == 0
+    assert _add(pool, _rec(0, 5, list(range(5, 25)), (24, 0, 0, 24))) == 0
     assert pool.pending == 20 and pool.skipped == 0
-    assert _add(pool, _rec(0, 25, list(range(25, 40)), (0, 39, 0, 39))) == 35
+    assert _add(pool, _rec(0, 25, list(range(25, 40)), (39, 0, 0, 39))) == 35
     assert pool.skipped == 5 and pool.pending == 0
-    assert _add(pool, _rec(0, 0, [1, 2], (0, 2, 0, 1))) == 0  # lost before: a duplicate now
+    assert _add(pool, _rec(0, 0, [1, 2], (2, 0, 0, 1))) == 0  # lost before: a duplicate now
     assert pool.duplicates == 2
 
 
 def test_a_newer_epoch_replaces_a_partition_and_an_older_one_is_stale() -> None:
     pool = KeyedPoolMerge(_columns(), [0, 1])
-    _add(pool, _rec(0, 0, [1, 2, 3], (0, 3, 0, 2), epoch=5))
+    _add(pool, _rec(0, 0, [1, 2, 3], (3, 0, 0, 2), epoch=5))
     assert pool.pending == 3  # partition 1 unheard
-    _add(pool, _rec(0, 0, [7], (0, 7, 0, 0), epoch=6))  # its state began again: from 0
+    _add(pool, _rec(0, 0, [7], (7, 0, 0, 0), epoch=6))  # its state began again: from 0
     assert pool.stale == 3 and pool.pending == 1
-    _add(pool, _rec(0, 1, [8], (0, 8, 0, 1), epoch=5))
+    _add(pool, _rec(0, 1, [8], (8, 0, 0, 1), epoch=5))
     assert pool.stale == 4 and pool.pending == 1
-    assert _add(pool, _rec(1, 0, [], TOP)) == 1 and pool.frontier == (0, 7, 0, 0)
+    assert _add(pool, _rec(1, 0, [], TOP)) == 1 and pool.frontier == (7, 0, 0, 0)
 
 
 def test_values_must_pair_and_lie_in_the_record() -> None:
@@ -253,8 +254,8 @@ def test_settings_changed_since_the_state_start_fresh() -> None:
 def test_a_restart_does_not_fold_again_a_late_message_folded_before_it() -> None:
     """A late message (released by its merge below its frontier) folds before messages of
     its partition that precede it: read again after a restart, it is dropped by key."""
-    records = [_rec(0, 0, [10], (0, 10, 0, 0), z=2.0), _rec(1, 0, [4, 5], (0, 5, 1, 1), z=1.0),
-               _rec(0, 1, [3], (0, 10, 0, 0), z=3.0), _rec(1, 2, [], TOP), _rec(0, 2, [], TOP)]
+    records = [_rec(0, 0, [10], (10, 0, 0, 0), z=2.0), _rec(1, 0, [4, 5], (5, 0, 1, 1), z=1.0),
+               _rec(0, 1, [3], (10, 0, 0, 0), z=3.0), _rec(1, 2, [], TOP), _rec(0, 2, [], TOP)]
     whole = KeyedPoolMerge(_columns(), [0, 1])
     for off, rec in enumerate(records):
         _add(whole, rec, off)

@@ -51,7 +51,7 @@ def _keyed_messages(bootstrap: str, rp_topic: str) -> dict[tuple[int, ...], byte
             w = f.writer
             for t, p, v in zip(f.timestamps.tolist(), f.positions.tolist(), f.values,
                                strict=True):
-                out.setdefault((w.generation, int(t), w.index, int(p)), v or b"")
+                out.setdefault((int(t), w.generation, w.index, int(p)), v or b"")
     return out
 
 

@@ -114,7 +114,7 @@ def test_the_monitors_publish_each_partition_s_sequence_densely_with_keys_and_pr
     for i, r in enumerate(got):
         later = np.concatenate([x.keys for x in got[i + 1:]] + [np.empty((0, 4), np.int64)])
         assert r.promise is not None and not at_or_below(later, r.promise).any()
-    assert len(got[-1].keys) == 0 and got[-1].promise == (1, FAR + 4, TOP, TOP)
+    assert len(got[-1].keys) == 0 and got[-1].promise == (FAR + 4, TOP, TOP, TOP)
     pool = KeyedPoolMerge({}, [TPX.partition])
     for r in got:
         pool.add(r.partition, r.epoch, r.start, r.keys, r.promise, {})
@@ -139,7 +139,7 @@ def _keyed_stream(n: int, seed: int) -> tuple[list[bytes], dict[str, np.ndarray]
     partition 1 running ahead; returns them and each column's values in key order."""
     rng = np.random.default_rng(seed)
     t = np.sort(rng.integers(0, n // 2, n))
-    keys = np.stack([np.ones(n, np.int64), t, np.arange(n) % 2, np.arange(n) // 2], axis=1)
+    keys = np.stack([t, np.ones(n, np.int64), np.arange(n) % 2, np.arange(n) // 2], axis=1)
     z = {c: rng.normal(0.0, 1.0, n) + np.where(np.arange(n) > n // 2, 0.6, 0.0)
          for c in ("x1", "x2", "score")}
     part = rng.integers(0, 2, n)
@@ -149,8 +149,8 @@ def _keyed_stream(n: int, seed: int) -> tuple[list[bytes], dict[str, np.ndarray]
         for a in range(0, mine.size + 1, 40):
             at = mine[a:a + 40]
             nxt = mine[a + 40] if a + 40 < mine.size else None
-            promise = (1, int(t[nxt]) - 1, poolkeys.TOP, poolkeys.TOP) if nxt is not None \
-                else (2, 0, 0, 0)
+            promise = (int(t[nxt]) - 1, poolkeys.TOP, poolkeys.TOP, poolkeys.TOP) \
+                if nxt is not None else (poolkeys.TOP, 0, 0, 0)
             idx = np.arange(a, a + at.size)
             rec = poolkeys.KeyedRecord(q, 5, a, keys[at], promise, {
                 ("m1", c): PoolValues(idx, z[c][at], np.full(at.size, np.nan)) for c in z})

@@ -76,7 +76,7 @@ def feed(m: WriterMerge, frames: list[tuple[int, Frame]]) -> list[Out]:
 def key_of(f: Frame, j: int) -> tuple[int, int, int, int]:
     w = f.writer
     assert w is not None and f.positions is not None
-    return (w.generation, int(f.timestamps[j]), w.index, int(f.positions[j]))
+    return (int(f.timestamps[j]), w.generation, w.index, int(f.positions[j]))
 
 
 def scenario(seed: int, writers: int, broken: float = 0.0, gen: int = 1,
@@ -226,7 +226,7 @@ def test_nothing_is_released_before_every_writer_allows_it(seed: int) -> None:
         wms[f.writer.index] = f.writer.watermark
         assert got == final[:len(got)]
         if got and len(wms) == 3:
-            assert got[-1][0][1] < min(wms.values())
+            assert got[-1][0][0] < min(wms.values())
         elif len(wms) < 3:
             assert not got  # a writer not heard from yet blocks
 
@@ -276,10 +276,10 @@ def test_the_cap_releases_the_oldest_in_order_and_counts_them() -> None:
         out += rows(m.add(b, frame(0, 2, [(b * 100 + j, b * 100 + j) for j in range(100)])))
         assert m.buffered <= 250
     assert len(out) == 750 and m.over_cap == 750 and m.buffered == 250
-    assert [k[1] for k, _, _ in out] == list(range(750))
+    assert [k[0] for k, _, _ in out] == list(range(750))
     assert m.commit_offset() == 7  # the frames of the 250 still held
     late = rows(m.add(10, frame(1, 2, [(3, 0)], wm=3)))
-    assert [(k, lt) for k, lt, _ in late] == [((1, 3, 1, 0), True)] and m.late == 1
+    assert [(k, lt) for k, lt, _ in late] == [((3, 1, 1, 0), True)] and m.late == 1
 
 
 def test_a_silent_writer_blocks_then_is_left_out_after_max_wait_and_is_late_after(
@@ -288,7 +288,7 @@ def test_a_silent_writer_blocks_then_is_left_out_after_max_wait_and_is_late_afte
     m = WriterMerge(clock=c, max_wait_s=30)
     got = feed(m, [(0, frame(0, 2, [(10, 0), (11, 1)])), (1, frame(1, 2, [(9, 0)], 12)),
                    (2, frame(0, 2, [(20, 2), (30, 3)]))])
-    assert [k[1] for k, _, _ in got] == [9, 10, 11]  # below 12, writer 1's watermark
+    assert [k[0] for k, _, _ in got] == [9, 10, 11]  # below 12, writer 1's watermark
     # writer 1 goes quiet (writer 0 does not): 20 and 30 wait
     c.now += 20
     assert len(m.add(3, beat(0, 2, 30))) == 0
@@ -297,13 +297,13 @@ def test_a_silent_writer_blocks_then_is_left_out_after_max_wait_and_is_late_afte
     c.now += 1
     with caplog.at_level(logging.WARNING, "streamdrift.repartition"):
         got = rows(m.poll())
-        assert [k[1] for k, _, _ in got] == [20] and m.skips == 1  # below writer 0's 30
+        assert [k[0] for k, _, _ in got] == [20] and m.skips == 1  # below writer 0's 30
         c.now += 10
         m.poll()
-        assert [k[1] for k, _, _ in rows(m.add(4, frame(0, 2, [(40, 4)])))] == [30]
+        assert [k[0] for k, _, _ in rows(m.add(4, frame(0, 2, [(40, 4)])))] == [30]
     assert len([r for r in caplog.records if "sent nothing" in r.message]) == 1  # once
     late = rows(m.add(5, frame(1, 2, [(12, 1), (50, 2)], 50)))
-    assert [(k[1], lt) for k, lt, _ in late] == [(12, True)] and m.late == 1
+    assert [(k[0], lt) for k, lt, _ in late] == [(12, True)] and m.late == 1
     # heard again: in the frontier again, 40 and 50 wait for writer 0's watermark to pass
     assert m.left_out == set() and m.buffered == 2 and m.skips == 1
 
@@ -316,39 +316,119 @@ def test_a_writer_never_heard_from_blocks_until_max_wait() -> None:
     c.now += 4.9
     assert len(m.poll()) == 0
     c.now += 0.1
-    assert [k for k, _, _ in rows(m.poll())] == [(1, 1, 0, 0), (1, 2, 2, 0)]
+    assert [k for k, _, _ in rows(m.poll())] == [(1, 1, 0, 0), (2, 1, 2, 0)]
 
 
 def test_heartbeats_advance_the_release() -> None:
     m = WriterMerge(clock=Clock())
     assert feed(m, [(0, beat(1, 2, 0)), (1, frame(0, 2, [(5, 0), (6, 1)], 9))]) == []
-    assert [k[1] for k, _, _ in rows(m.add(2, beat(1, 2, 6)))] == [5]
-    assert [k[1] for k, _, _ in rows(m.add(3, beat(1, 2, 8)))] == [6]
+    assert [k[0] for k, _, _ in rows(m.add(2, beat(1, 2, 6)))] == [5]
+    assert [k[0] for k, _, _ in rows(m.add(3, beat(1, 2, 8)))] == [6]
     assert m.buffered == 0 and m.commit_offset() == 4
     # a heartbeat never holds the commit back, nor does one of an older watermark count
     assert len(m.add(4, beat(1, 2, 3))) == 0 and m.watermarks[1] == 8
 
 
-def test_a_new_generation_releases_the_old_one_first_and_a_stale_frame_is_late() -> None:
+def test_a_new_generation_merges_the_old_ones_rest_by_time_and_a_stale_frame_is_late(
+) -> None:
     m = WriterMerge(clock=Clock())
     assert feed(m, [(0, frame(0, 2, [(50, 0), (60, 1)])), (1, frame(1, 2, [(55, 0)]))]) \
-        == [((1, 50, 0, 0), False, b"1:0:0")]
-    # generation 2, one writer, earlier timestamps than what generation 1 still holds
-    got = rows(m.add(2, frame(0, 1, [(10, 0), (20, 1)], 20, gen=2)))
-    assert [k for k, _, _ in got] == [(1, 55, 1, 0), (1, 60, 0, 1), (2, 10, 0, 0)]
-    assert not any(late for _, late, _ in got) and m.generation == 2
+        == [((50, 1, 0, 0), False, b"1:0:0")]
+    # generation 2, one writer: what generation 1 still holds is complete, and goes by
+    # timestamp with the new one's below the new writer's watermark
+    got = rows(m.add(2, frame(0, 1, [(52, 0), (58, 1)], 58, gen=2)))
+    assert [k for k, _, _ in got] == [(52, 2, 0, 0), (55, 1, 1, 0)]
+    assert not any(late for _, late, _ in got) and m.generation == 2 and m.buffered == 2
     stale = rows(m.add(3, frame(1, 2, [(70, 1)], gen=1)))
-    assert [(k, lt) for k, lt, _ in stale] == [((1, 70, 1, 1), True)]
+    assert [(k, lt) for k, lt, _ in stale] == [((70, 1, 1, 1), True)]
     assert m.stale_frames == 1 and m.late == 1
-    assert [k for k, _, _ in rows(m.add(4, beat(0, 1, FAR, gen=2)))] == [(2, 20, 0, 1)]
-    # a stale frame above the frontier (nothing of the new generation released yet)
+    assert [k for k, _, _ in rows(m.add(4, beat(0, 1, FAR, gen=2)))] == \
+        [(58, 2, 0, 1), (60, 1, 0, 1)]
+    # a new generation's writer not heard from blocks the older one's rest too
     m = WriterMerge(clock=Clock())
     feed(m, [(0, frame(0, 2, [(50, 0)])), (1, frame(1, 2, [(55, 0)]))])
-    got = rows(m.add(2, frame(1, 2, [(5, 0)], gen=3)))  # writer 0 of 3 not heard: blocks
-    assert [k for k, _, _ in got] == [(1, 50, 0, 0), (1, 55, 1, 0)] and m.buffered == 1
+    got = rows(m.add(2, frame(1, 2, [(5, 0)], 56, gen=3)))  # writer 0 of 3 not heard
+    assert got == [] and m.buffered == 3
     stale = rows(m.add(3, frame(0, 2, [(80, 1)], gen=1)))
-    assert [(k, lt) for k, lt, _ in stale] == [((1, 80, 0, 1), True)]
-    assert m.stale_frames == 1 and m.buffered == 1
+    assert [(k, lt) for k, lt, _ in stale] == [((80, 1, 0, 1), True)]
+    assert m.stale_frames == 1 and m.buffered == 3
+    got = rows(m.add(4, beat(0, 2, 60, gen=3)))
+    assert [k for k, _, _ in got] == [(5, 3, 1, 0), (50, 1, 0, 0), (55, 1, 1, 0)]
+
+
+def test_writers_in_two_generations_over_a_backlog_are_interleaved_by_time() -> None:
+    """Issue 14: a rebalance of the first stage while its backlog was read left writer
+    0's whole share in generation 2 and writer 1's in generation 3.  The generation-first
+    order released writer 0's whole stream before writer 1's (a block of half the
+    events); by event time they are interleaved."""
+    a = [(t, t) for t in range(0, 200, 2)]  # writer 0: even timestamps, generation 2
+    b = [(t, t) for t in range(1, 200, 2)]  # writer 1: odd ones, generation 3
+    frames: list[tuple[int, Frame]] = []
+    for j in range(0, 100, 10):  # writer 0's frames all come before the rebalance
+        frames.append((len(frames), frame(0, 2, a[j:j + 10], gen=2)))
+    frames.append((len(frames), beat(1, 2, 0, gen=2)))  # writer 1 of gen 2: nothing yet
+    for j in range(0, 100, 10):
+        frames.append((len(frames), frame(1, 2, b[j:j + 10], gen=3)))
+        frames.append((len(frames), beat(0, 2, b[j][0], gen=3)))  # writer 0: idle now
+    frames.append((len(frames), beat(0, 2, FAR, gen=3)))
+    frames.append((len(frames), beat(1, 2, FAR, gen=3)))
+    m = WriterMerge(clock=Clock())
+    got = feed(m, frames)
+    assert [k[0] for k, _, _ in got] == list(range(200))  # every one, interleaved
+    assert [k[1] for k, _, _ in got[:4]] == [2, 3, 2, 3]
+    assert m.late == 0 and m.stale_frames == 0 and m.buffered == 0
+
+
+def test_a_checkpoint_of_the_old_layout_restores_to_the_same_release() -> None:
+    """A MergeState written before the key began with the timestamp (no ``version``: the
+    key (generation, timestamp, writer, position), every older generation released at its
+    change) resumes: the frontier permuted, every re-read older generation skipped."""
+    m = WriterMerge(clock=Clock())
+    frames = [(0, frame(0, 2, [(50, 0), (60, 1)])), (1, frame(1, 2, [(55, 0)])),
+              (2, frame(0, 1, [(10, 0), (20, 1)], 20, gen=2))]
+    feed(m, frames)
+    # what the old layout wrote here: generation 1 all released, generation 2 below 20
+    old = {"commit_offset": 2, "read_to": 2, "frontier": [2, 10, 0, 0], "generation": 2,
+           "writers": 1, "watermarks": {"0": 20}}
+    state = MergeState.from_dict(json.loads(json.dumps(old)))
+    assert state.frontier == (10, 2, 0, 0) and state.starts == ((-1, 2),)
+    r = WriterMerge(clock=Clock())
+    r.restore(state)
+    got = feed(r, [frames[2], (3, beat(0, 1, FAR, gen=2))])
+    assert [k for k, _, _ in got] == [(20, 2, 0, 1)] and r.replayed == 1 and r.late == 0
+    # re-read from before the generation change: generation 1's frames were released
+    r = WriterMerge(clock=Clock())
+    r.restore(MergeState.from_dict({**old, "commit_offset": 0}))
+    got = feed(r, [*frames, (3, beat(0, 1, FAR, gen=2))])
+    assert [k for k, _, _ in got] == [(20, 2, 0, 1)] and r.replayed == 4 and r.late == 0
+    assert MergeState.from_dict(r.state().to_dict()) == r.state()
+
+
+def test_a_restart_while_an_older_generation_is_buffered_tells_it_from_a_zombie() -> None:
+    """The older generation's messages still buffered at a checkpoint are merged again
+    after the restart, a zombie's frame re-read is skipped (released whole before)."""
+    frames = [(0, frame(0, 2, [(50, 0), (60, 1)])), (1, frame(1, 2, [(55, 0)])),
+              (2, frame(0, 1, [(52, 0)], 52, gen=2)),
+              (3, frame(1, 2, [(70, 2), (90, 3)], gen=1)),  # a zombie
+              (4, frame(0, 1, [(65, 1)], 65, gen=2)), (5, beat(0, 1, FAR, gen=2))]
+    whole = WriterMerge(clock=Clock())
+    expected: list[Out] = []
+    states: list[tuple[MergeState, int]] = []
+    for o, f in frames:
+        states.append((MergeState.from_dict(json.loads(json.dumps(whole.state().to_dict()))),
+                       len(expected)))
+        expected += rows(whole.add(o, f))
+    assert [(k[0], k[1], late) for k, late, _ in expected] == [
+        (50, 1, False), (70, 1, True), (90, 1, True), (52, 2, False), (55, 1, False),
+        (60, 1, False), (65, 2, False)]
+    assert states[4][0].starts == ((0, 1), (2, 2)) and states[4][0].commit_offset == 0
+    for state, done in states:
+        r = WriterMerge(clock=Clock())
+        r.restore(state)
+        start = -1 if state.commit_offset is None else state.commit_offset
+        assert expected[:done] + feed(r, [(o, f) for o, f in frames if o >= start]) \
+            == expected
+
 
 
 @settings(max_examples=60, deadline=None)
@@ -358,9 +438,13 @@ def test_a_restart_from_the_checkpoint_at_any_frame_releases_exactly_the_rest(
         seed: int, writers: int, broken: float, cap: int, two_gens: bool) -> None:
     frames = scenario(seed, writers, broken=broken)
     if two_gens:
+        # generation 1 without its last heartbeats: what it buffers is merged by time
+        # with generation 2's (whose timestamps overlap it, or are older: late)
+        frames = [(o, f) for o, f in frames if len(f) or f.writer is None
+                  or f.writer.watermark != FAR]
         last = frames[-1][0]
-        frames += [(last + 1 + o, f) for o, f in
-                   scenario(seed + 1, writers - 1, broken=broken, gen=2, t0=-20)]
+        frames += [(last + 1 + o, f) for o, f in scenario(
+            seed + 1, writers - 1, broken=broken, gen=2, t0=-20 if seed % 2 else 10)]
     whole = WriterMerge(clock=Clock(), max_buffered=cap)
     expected: list[Out] = []
     states: list[MergeState] = []

@@ -385,6 +385,15 @@ def part_synth(args: argparse.Namespace, peers: list[Peer]) -> dict[str, Any]:
 
 
 # -- report -----------------------------------------------------------------------------
+def synth_settings(args: argparse.Namespace) -> str:
+    """Part 2's warm-ups, reference and pre-change window on the printed command line, always
+    (their defaults changed: a line without them read as the new defaults)."""
+    modes = list(getattr(args, "synth_modes", concept_synth.MODES))
+    return ("" if "frozen" not in modes else f" --warm {args.warm}") + (
+        "" if "online" not in modes else f" --online-warm {args.online_warm}") + (
+        f" --synth-ref {args.synth_ref} --synth-pre {args.synth_pre}")
+
+
 def header(args: argparse.Namespace) -> list[str]:
     sr = _sr(args)
     return [f"# Concept drift on the error stream (seed {args.seed})", "",
@@ -399,6 +408,9 @@ def header(args: argparse.Namespace) -> list[str]:
             f"{'' if args.part == 'errors' or args.quick or list(args.synth_targets) == [10_000] else ' --synth-targets ' + ' '.join(map(str, args.synth_targets))}"
             f"{'' if args.part == 'errors' or list(args.synth_modes) == list(concept_synth.MODES) else ' --synth-modes ' + ' '.join(args.synth_modes)}"
             f"{'' if args.part == 'errors' or not getattr(args, 'synth_first_run', 0) else f' --synth-first-run {args.synth_first_run}'}"
+            # always: their defaults changed once (10,000 / 5,000 / 2,000 before), and a
+            # command line that leaves them out reads as today's defaults
+            + ("" if args.part == "errors" or args.quick else synth_settings(args)) +
             f"{'' if args.part == 'errors' or not getattr(args, 'synth_streams', None) else ' --synth-streams ' + ' '.join(args.synth_streams)}"
             f"{'' if args.shift == CONCEPT_SHIFT else ' --shift ' + ' '.join(map(str, args.shift))}"
             f"{'' if args.shares == CONCEPT_SHARES else ' --shares ' + ' '.join(map(str, args.shares))}"

@@ -11,11 +11,19 @@ its ``default`` grid; the stored .json has the grid of its day), on the new runs
 checked against the stored one where both exist, and the new runs must start where the
 stored ones (or the previous new file) end.
 
-Band: each peer's null ARL0 at its (stored) parameter measured again on ``--recheck-events``
-Bernoulli events at the seed's reference rate pooled over ALL its runs (stored + new; rng
-``[seed, 16]``); in band if within ±30 % of the target (the stored run's own check, 100 ×
-target events at the stored runs' rate, in brackets).  Pooled over seeds: in band in every
-seed.  Ratio: median(ours) / median(peer), each over the runs it did not false-alarm in
+Band (the band rule of part 1, ``concept_report.band_rule``): each peer at its (stored)
+parameter on ``--band-streams`` (8) independent Bernoulli null streams at the seed's
+reference rate pooled over ALL its runs (stored + new; ``concept_band.null_chunks``, the same
+draws for every peer), its own reset after each alarm; in band only if the pooled ARL0 (all
+events over all alarms) is within ±30 % of the target at horizon L = 40 targets *and* at 4L.
+(``--band-streams 0``: the rule before, one stream of ``--recheck-events`` events, rng
+``[seed, 16]``, in band if within ±30 %.)  The stored run's own check in brackets.  Pooled
+over seeds: in band in every seed.
+
+``--ours-from stored``: ours read from the stored .json itself (a run of
+``bench_concept.py --detector sr`` at the default grid, checked on its .md's command line),
+e.g. when the "stored" runs are the first chunk of a new protocol, whose peers were tuned by
+bisection there and held for the later chunks (``--peer-params-from`` it).  Ratio: median(ours) / median(peer), each over the runs it did not false-alarm in
 before the change, 95 % CI paired (the runs resampled jointly, ``paired_ci``).
 
     PYTHONPATH=$PWD nice -n 15 .venv/bin/python bench/concept_synth_more.py --seeds 1 2 3
@@ -36,7 +44,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from concept_report import NAMES, _ci, early_arl, fmt, median, ratio  # noqa: E402
+from concept_report import NAMES, _ci, band_rule, early_arl, fmt, median, ratio  # noqa: E402
 from concept_synth_pool import _in_band, paired_ci  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -81,6 +89,53 @@ def pool_seed(seed: int, stored: dict[str, Any], ours: dict[str, Any],
     return out
 
 
+def stored_ours(stored: dict[str, Any], md: str, mode: str, stream: str,
+                target: int) -> dict[str, Any]:
+    """``--ours-from stored``: ours on the stored runs, from the stored .json itself, in
+    ``concept_synth_ours.py``'s shape; ``md``, its .md, must show the default grid ran."""
+    from detectors.concept_sr import SR_SHIFTS, SR_WEIGHTS
+    grid = (f"--detector sr --sr-shifts {' '.join(map(str, SR_SHIFTS))} --sr-weights "
+            f"{' '.join(map(str, SR_WEIGHTS))}")
+    if grid not in md:
+        raise SystemExit(f"--ours-from stored: the stored run's .md does not show `{grid}`; "
+                         "rerun ours on it with concept_synth_ours.py")
+    row = stored["synth"]["modes"][mode][stream]
+    cell = row["targets"][str(target)]
+    return {"delays": {"default": list(cell["delays"]["ours"])},
+            "alarms": {"default": int(cell["ours"]["alarms"])},
+            "null_events": int(cell["ours"]["events_per_run"]) * len(row["p_ref"]),
+            "p_ref": list(row["p_ref"])}
+
+
+def band_check(seed: int, p: float, values: dict[str, float], target: int, streams: int,
+               cache: dict[str, Any]) -> dict[str, Any]:
+    """The band rule's measurements: each peer at its value on ``streams`` Bernoulli(p)
+    null streams of 4L events (L = 40 targets), pooled ARL0 at L and 4L, and the verdict;
+    ``cache`` (key: seed, rate, target, peer, value, streams) keeps what was measured."""
+    from bench_concept import _peers
+    from concept_band import NULL_FACTOR, peer_alarms, summarise
+    peers = {pe.name: pe for pe in _peers()}
+    L = int(NULL_FACTOR * target)
+    out = {}
+    for n in NAMES:
+        key = f"{seed}|{p:.6f}|{target}|{n}|{values[n]:.10g}|{streams}"
+        if key not in cache:
+            t0 = time.perf_counter()
+            alarms = [peer_alarms(functools.partial(peers[n].make, values[n]), p, k, 4 * L,
+                                  seed) for k in range(streams)]
+            h = summarise(alarms, L, target, 4)
+            cache[key] = {"horizons": {m: {"horizon": x["horizon"], "pooled": x["pooled"],
+                                           "alarms": x["alarms"], "never": x["never"]}
+                                       for m, x in h.items()},
+                          "in_band": band_rule({"horizons": h}, target),
+                          "wall_s": time.perf_counter() - t0}
+            print(f"  band seed {seed} {target} {n}: " + ", ".join(
+                f"{m}L {fmt(x['pooled'])}" for m, x in h.items())
+                + f" ({cache[key]['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+        out[n] = cache[key]
+    return out
+
+
 def recheck(seed: int, p: float, values: dict[str, float], events: int) -> dict[str, float]:
     """Each peer's null ARL0 at its value on ``events`` Bernoulli(p) events."""
     from bench_concept import _peers, arl, count_alarms, null_stream
@@ -94,7 +149,8 @@ def recheck(seed: int, p: float, values: dict[str, float], events: int) -> dict[
 
 def row_cells(d: dict[str, list[int]], ours_arl: float, arls: dict[str, float],
               stored: dict[str, list[float]] | None, in_band: list[str], target: int,
-              pre: int, boot: int) -> tuple[str, dict[str, Any]]:
+              pre: int, boot: int,
+              arls_4l: dict[str, float] | None = None) -> tuple[str, dict[str, Any]]:
     """One table row's cells after its label, and its figures."""
     med = {k: median(v) for k, v in d.items()}
     alive = [n for n in in_band if not math.isnan(med[n])]
@@ -113,6 +169,8 @@ def row_cells(d: dict[str, list[int]], ours_arl: float, arls: dict[str, float],
         extra = "" if stored is None or k == "ours" else " [" + " / ".join(
             fmt(x) for x in stored[k]) + "]"
         shown = "" if math.isnan(a) else f"; {fmt(a)}"  # the pooled row: per seed only
+        if shown and arls_4l is not None and k != "ours":
+            shown += f" / {fmt(arls_4l[k])}"  # the band rule's L / 4L
         return f"{fmt(med[k])} ({v.count(-2)}/{v.count(-1)}){shown}{'' if ok else ' ✗'}{extra}"
 
 
@@ -136,8 +194,10 @@ def report(args: argparse.Namespace, seeds: dict[int, dict[str, Any]],
     lines = [f"# The {args.mode} tree's {args.stream} cell at ARL0 {t:,} on more runs", "",
              "`PYTHONPATH=$PWD .venv/bin/python bench/concept_synth_more.py "
              + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "`. Stored runs: "
-             f"`{Path(args.stored_pattern).name}` (peers) and `{Path(args.ours_from).name}` "
-             "(ours, default grid, on the same draws); new runs: `"
+             + (f"`{Path(args.stored_pattern).name}` (peers and ours, default grid)"
+                if args.ours_from == "stored" else
+                f"`{Path(args.stored_pattern).name}` (peers) and `{Path(args.ours_from).name}` "
+                "(ours, default grid, on the same draws)") + "; new runs: `"
              + Path(args.more_pattern).name + "` (`bench_concept.py --part synth "
              "--synth-first-run F --synth-streams Hyperplane --peer-params-from` the stored "
              f".json; command lines in their .md). Settings as stored: warm {st['warm']:,}, "
@@ -147,9 +207,12 @@ def report(args: argparse.Namespace, seeds: dict[int, dict[str, Any]],
              "bisection).", "",
              "Per detector: median delay over the runs without a false alarm before the "
              "change (FA/censored); then its null ARL0: ours pooled over its runs' null "
-             f"streams; a peer's measured again on {args.recheck_events:,} Bernoulli events at "
-             "the seed's reference rate pooled over all its runs [the stored run's own check, "
-             "100 × target events; pooled row: per seed]. ✗: outside ±30 % of the target. "
+             "streams; a peer's measured again at the seed's reference rate pooled over all "
+             "its runs, " + (f"pooled over {args.band_streams} independent null streams at "
+                             "L = 40 targets / 4L (the band rule: in band only if both are "
+                             "within ±30 %)" if args.band_streams else
+                             f"on {args.recheck_events:,} Bernoulli events")
+             + " [the stored run's own check; pooled row: per seed, at L]. ✗: out of band. "
              "Best in-band peer: by the recheck (pooled: in band in every seed). Ratios: "
              f"ours / peer, 95 % CI paired over runs ({args.boot} resamples). *Pre-change "
              "ARL0*: ours' false alarms in the pre-change window read as a constant hazard.",
@@ -160,7 +223,7 @@ def report(args: argparse.Namespace, seeds: dict[int, dict[str, Any]],
              + "---|---|---|---|---|"]
     out: dict[str, Any] = {"seeds": {}, "pooled": {}}
     for s, v in seeds.items():
-        band = [n for n in NAMES if _in_band(v["recheck"][n], t)]
+        band = v["in_band"]
         n0 = v["first"][1] if len(v["first"]) > 1 else len(v["p_ref"])
         parts = [("all", slice(None))] + ([(f"stored 0–{n0 - 1}", slice(0, n0)),
                                            (f"new {n0}–{len(v['p_ref']) - 1}",
@@ -170,19 +233,21 @@ def report(args: argparse.Namespace, seeds: dict[int, dict[str, Any]],
             a = (v["null_events"] / v["alarms"] if v["alarms"] else math.inf) \
                 if label == "all" else math.nan
             cells, fig = row_cells(d, a, v["recheck"], {k: [v["stored_arl0"][k]] for k in NAMES}
-                                   if label == "all" else None, band, t, pre, args.boot)
+                                   if label == "all" else None, band, t, pre, args.boot,
+                                   v.get("recheck_4l"))
             name = f"**{s}**" if label == "all" else f"{s}: {label}"
             lines.append(f"| {name} | {cells}")
             if label == "all":
                 out["seeds"][str(s)] = {**fig, "p_ref_pooled": float(np.mean(v["p_ref"])),
                                         "recheck_arl0": v["recheck"],
+                                        "band": v.get("band"),
                                         "stored_arl0": v["stored_arl0"],
                                         "values": v["values"], "first": v["first"],
                                         "delays": v["delays"], "p_ref": v["p_ref"],
                                         "ours_alarms": v["alarms"],
                                         "ours_null_events": v["null_events"]}
     if len(seeds) > 1:
-        band = [n for n in NAMES if all(_in_band(v["recheck"][n], t) for v in seeds.values())]
+        band = [n for n in NAMES if all(n in v["in_band"] for v in seeds.values())]
         d = {k: [x for v in seeds.values() for x in v["delays"][k]] for k in ["ours", *NAMES]}
         al = sum(v["alarms"] for v in seeds.values())
         a = sum(v["null_events"] for v in seeds.values()) / al if al else math.inf
@@ -212,26 +277,51 @@ def main() -> None:
                     default=str(RESULTS / "concept-sr-synth-2000-seed{seed}.json"))
     ap.add_argument("--ours-from",
                     default=str(RESULTS / "concept-sr-grid20-synth-hyperplane-2000.json"),
-                    help="concept_synth_ours.py's .json: ours (default grid) on the stored runs")
+                    help="concept_synth_ours.py's .json: ours (default grid) on the stored runs; "
+                         "'stored': ours as the stored .json has it (default grid)")
     ap.add_argument("--more-pattern",
                     default=str(RESULTS / "concept-sr-synth-2000-hyperplane-seed{seed}-runs*.json"),
                     help="the new runs' .json files per seed (a glob; {seed} replaced)")
-    ap.add_argument("--recheck-events", type=int, default=2_000_000)
+    ap.add_argument("--recheck-events", type=int, default=2_000_000,
+                    help="with --band-streams 0: the one null stream of the rule before")
+    ap.add_argument("--band-streams", type=int, default=8,
+                    help="the band rule's independent null streams (L = 40 targets and 4L)")
+    ap.add_argument("--band-cache", type=Path, default=None,
+                    help="a .json keeping the band measurements between runs")
     ap.add_argument("--boot", type=int, default=2_000)
     ap.add_argument("--out", type=Path,
                     default=RESULTS / "concept-sr-synth-2000-hyperplane-more.md")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    ours_all = json.loads(Path(args.ours_from).read_text())["seeds"]
+    ours_all = (None if args.ours_from == "stored"
+                else json.loads(Path(args.ours_from).read_text())["seeds"])
+    cache = (json.loads(args.band_cache.read_text())
+             if args.band_cache is not None and args.band_cache.exists() else {})
     seeds: dict[int, dict[str, Any]] = {}
     for s in args.seeds:
-        stored = json.loads(Path(args.stored_pattern.format(seed=s)).read_text())
+        sp = Path(args.stored_pattern.format(seed=s))
+        stored = json.loads(sp.read_text())
         pat = Path(args.more_pattern.format(seed=s))
         more = [json.loads(p.read_text()) for p in sorted(pat.parent.glob(pat.name))]
-        ours = ours_all[str(s)]
-        ours = ours.get(str(args.target), ours)  # older files: one target, no key
+        if ours_all is None:
+            ours = stored_ours(stored, sp.with_suffix(".md").read_text(), args.mode,
+                               args.stream, args.target)
+        else:
+            ours = ours_all[str(s)]
+            ours = ours.get(str(args.target), ours)  # older files: one target, no key
         v = pool_seed(s, stored, ours, more, args.mode, args.stream, args.target)
-        v["recheck"] = recheck(s, float(np.mean(v["p_ref"])), v["values"], args.recheck_events)
+        p = float(np.mean(v["p_ref"]))
+        if args.band_streams:
+            v["band"] = band_check(s, p, v["values"], args.target, args.band_streams, cache)
+            if args.band_cache is not None:
+                args.band_cache.write_text(json.dumps(cache, indent=1, default=float))
+            v["recheck"] = {n: float(b["horizons"]["1"]["pooled"]) for n, b in v["band"].items()}
+            v["recheck_4l"] = {n: float(b["horizons"]["4"]["pooled"])
+                               for n, b in v["band"].items()}
+            v["in_band"] = [n for n in NAMES if v["band"][n]["in_band"]]
+        else:
+            v["recheck"] = recheck(s, p, v["values"], args.recheck_events)
+            v["in_band"] = [n for n in NAMES if _in_band(v["recheck"][n], args.target)]
         seeds[s] = v
         print(f"seed {s}: {len(v['p_ref'])} runs, recheck " + ", ".join(
             f"{k} {a:.0f}" for k, a in v["recheck"].items()), file=sys.stderr, flush=True)

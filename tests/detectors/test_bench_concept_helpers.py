@@ -308,6 +308,28 @@ def test_part_1s_header_names_the_detector_that_ran() -> None:
     assert "Shiryaev-Roberts" not in text
 
 
+def test_part_2s_command_line_names_its_warm_up_reference_and_pre_change_window() -> None:
+    # their defaults changed (online warm-up 10,000 -> 20,000, reference 5,000 -> 10,000): a
+    # printed command line without them cannot be rerun at the settings that ran
+    args = argparse.Namespace(
+        seed=2, quick=False, part="synth", n_values=500_000, null_factor=20, synth_after=3_000,
+        synth_null_min=200_000, synth_runs=40, synth_targets=[2_000, 10_000],
+        synth_modes=["online"], synth_first_run=40, synth_streams=["Hyperplane"],
+        shift=(0.02, 0.08), shares=(0.5, 0.5), down_share=0.1, detector="sr",
+        sr_shifts=list(SR_SHIFTS), sr_weights=None, cell=[], errors_from=None,
+        peers_from=None, peer_params_from=None, warm=10_000, online_warm=10_000,
+        synth_ref=5_000, synth_pre=2_000)
+    line = header(args)[2]
+    assert " --online-warm 10000 --synth-ref 5000 --synth-pre 2000" in line
+    assert "--warm " not in line  # the frozen tree's warm-up: that mode did not run
+    args.synth_modes, args.online_warm, args.synth_ref = ["frozen", "online"], 20_000, 10_000
+    line = header(args)[2]
+    assert " --warm 10000 --online-warm 20000 --synth-ref 10000 --synth-pre 2000" in line
+    args.part, args.ref_size, args.arl_refs, args.arl_factor = "errors", 20_000, 20, 40.0
+    args.refs, args.runs, args.pre, args.cap = 20, 300, 1_000, 20_000  # part 1: none of them
+    assert "--synth-ref" not in header(args)[2] and "-warm" not in header(args)[2]
+
+
 def test_compare_reads_ours_after_over_before_paired_per_cell_and_protocol() -> None:
     from bench.concept_compare import paired_table
 
@@ -477,6 +499,79 @@ def test_more_online_runs_pool_on_the_online_settings_not_the_frozen_ones() -> N
                   name, 2000)
     with pytest.raises(SystemExit, match="stored values"):
         pool_seed(2, stored, ours, [res(1, 0.12, 40, value=2.0)], "online", name, 2000)
+
+
+def test_a_first_chunk_is_the_stored_runs_with_ours_read_from_it_at_the_default_grid(
+) -> None:
+    from bench.concept_synth_more import pool_seed, stored_ours
+
+    name = "Hyperplane (new plane)"
+    st = {"warm": 20_000, "ref": 10_000, "pre": 2_000, "after": 3_000, "n_values": 500_000,
+          "null_factor": 20.0}
+
+    def res(first: int, p: list[float], d: int) -> dict[str, Any]:
+        cell = {"delays": {k: [d + i for i in range(len(p))] for k in ["ours", *NAMES]},
+                "peers": {k: {"value": 1.0, "arl0": 2_000.0} for k in NAMES},
+                "ours": {"alarms": 5, "events_per_run": 20_000}}
+        cell["delays"]["ours"][0] = -2
+        return {"synth": {"settings": {"online": {**st, "first_run": first}},
+                          "modes": {"online": {name: {"p_ref": p,
+                                                      "targets": {"2000": cell}}}}}}
+
+    stored = res(0, [0.1, 0.2], 30)
+    md = ("`... --detector sr --sr-shifts 0.02 0.08 0.2 -0.02 -0.08 --sr-weights 0.3 0.3 0.3 "
+          "0.05 0.05` (defaults otherwise)")
+    ours = stored_ours(stored, md, "online", name, 2_000)
+    assert ours["delays"]["default"] == [-2, 31] and ours["null_events"] == 40_000
+    v = pool_seed(1, stored, ours, [res(2, [0.3], 50)], "online", name, 2_000)
+    assert v["delays"]["ours"] == [-2, 31, -2] and v["delays"]["ADWIN"] == [30, 31, 50]
+    assert (v["alarms"], v["null_events"]) == (10, 60_000)
+    with pytest.raises(SystemExit, match="does not show"):  # another grid ran
+        stored_ours(stored, md.replace("0.3 0.3 0.3 0.05 0.05", "0.45 0.45 0.05 0.05"),
+                    "online", name, 2_000)
+
+
+def test_the_more_runs_band_is_the_rule_at_l_and_4l_measured_once_per_rate() -> None:
+    from bench.concept_report import band_rule
+    from bench.concept_synth_more import band_check
+
+    values = {"DDM": 3.0, "EDDM": 0.9, "HDDM_A": 1e-3, "HDDM_W": 1e-3, "ADWIN": 2e-3}
+    cache: dict[str, Any] = {}
+    b = band_check(3, 0.2, values, 25, 2, cache)
+    for n in NAMES:
+        h = b[n]["horizons"]
+        assert (h["1"]["horizon"], h["4"]["horizon"]) == (1_000, 4_000)  # L = 40 targets
+        assert b[n]["in_band"] == band_rule(b[n], 25)
+    # measured once: a rate's entries are reused, another rate is measured afresh
+    key = next(k for k in cache if "|ADWIN|" in k)
+    cache[key] = {**cache[key], "in_band": "kept"}
+    assert band_check(3, 0.2, values, 25, 2, cache)["ADWIN"]["in_band"] == "kept"
+    assert band_check(3, 0.21, values, 25, 2, cache)["ADWIN"]["in_band"] != "kept"
+    assert len(cache) == 2 * len(NAMES)
+
+
+def test_the_more_runs_best_peer_must_pass_the_band_at_4l_too() -> None:
+    from bench.concept_synth_more import report
+
+    d = {"ours": [30] * 20, "DDM": [-2] * 20, "EDDM": [-2] * 20, "HDDM_A": [-2] * 20,
+         "HDDM_W": [20] * 20, "ADWIN": [28] * 20}
+    # HDDM_W in band at L (2,100) but not at 4L (3,000): a DDM-like growth, so ADWIN is matched
+    seed = {"p_ref": [0.1] * 20, "first": [0], "delays": d, "alarms": 10,
+            "null_events": 20_000, "values": {n: 1.0 for n in NAMES},
+            "stored_arl0": {n: 2_000.0 for n in NAMES},
+            "settings": {"warm": 20_000, "ref": 10_000, "pre": 2_000, "after": 3_000,
+                         "n_values": 500_000},
+            "recheck": {n: 2_100.0 for n in NAMES}, "recheck_4l": {**{
+                n: 2_000.0 for n in NAMES}, "HDDM_W": 3_000.0},
+            "in_band": ["DDM", "EDDM", "HDDM_A", "ADWIN"]}
+    args = argparse.Namespace(target=2_000, mode="online", stream="Hyperplane (new plane)",
+                              stored_pattern="s{seed}.json", ours_from="stored",
+                              more_pattern="m{seed}.json", boot=200, band_streams=8,
+                              recheck_events=0)
+    lines, out = report(args, {1: seed}, 0.0)
+    assert out["seeds"]["1"]["best"] == "ADWIN"
+    assert out["seeds"]["1"]["ratio"]["ADWIN"][0] == 30 / 28
+    assert any("20 (0/0); 2100 / 3000 ✗" in line for line in lines)
 
 
 def _band_entry(pooled: dict[str, float]) -> dict[str, Any]:

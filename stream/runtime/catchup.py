@@ -1,6 +1,6 @@
 """Whether the first stage's merge must wait for a source partition with nothing buffered.
 
-The merge (repartition.py, :func:`~stream.runtime.repartition.merge_plan`) forwards the
+The merge (repartition.py, :func:`merge_plan` here) forwards the
 buffered records of the source partitions in timestamp order.  A partition with nothing
 buffered either has nothing more to give (it is *caught up*) or its records are still on
 their way: then forwarding the others would put their keys in a block before its own on
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -198,3 +199,55 @@ class Lateness:
             if n and tp in stamps and len(stamps[tp]) >= n:
                 cap = max(cap, int(stamps[tp][:n].max()))
         return cap
+
+
+def merge_plan(timestamps: Sequence[np.ndarray], waiting: bool = False,
+               cap: int | None = None,
+               complete: Callable[[list[int]], bool] | None = None,
+               ) -> tuple[list[int], np.ndarray]:
+    """Which buffered records of each partition to forward now, and in which order.
+
+    ``timestamps[i]``: int64 Kafka timestamps (ms) of partition ``i``'s buffered records,
+    in offset order.  Every partition with records has reached at least the smallest of
+    their newest timestamps (the *limit*); each forwards the prefix of its buffer up to it
+    (a prefix: its running maximum decides), so nothing of a slower partition can belong
+    before a record already forwarded.  ``waiting``: a partition with nothing buffered is
+    behind, so nothing is forwarded.  Returns the count to take from each buffer and the
+    merged order as indices into the concatenation of those prefixes; equal timestamps (a
+    producer sends many records per millisecond) are spread evenly within their
+    millisecond, so partitions interleave instead of following each other in blocks.
+
+    A millisecond is merged whole, never split between two batches: the partitions whose
+    newest buffered record sets the limit may have more records of that millisecond still
+    to come (a fast producer puts tens in one millisecond), and the part forwarded later
+    would follow as a block of their keys (false ``c1`` episodes).  ``complete(setting)``
+    says whether the partitions ``setting`` (indices) have every record of the limit's
+    millisecond buffered (repartition.py asks catchup.py: read to their end offsets);
+    when not, the records of that millisecond wait for the next batch.  None: assumed
+    whole (as when the limit is the ``cap``: every partition has newer records).
+
+    >>> counts, order = merge_plan([np.array([1, 1, 3, 9]), np.array([1, 2, 4])])
+    >>> counts, order.tolist()
+    ([3, 3], [0, 3, 1, 4, 2, 5])
+    >>> merge_plan([np.array([1, 1, 3, 9]), np.array([1, 2, 4])], complete=lambda s: False)[0]
+    [3, 2]
+    """
+    if waiting or not any(len(t) for t in timestamps):
+        return [0] * len(timestamps), np.empty(0, dtype=np.int64)
+    running = [np.maximum.accumulate(t) if len(t) else t for t in timestamps]
+    limit = min(int(r[-1]) for r in running if len(r))
+    if cap is not None and cap < limit:  # catchup.Lateness
+        limit = cap
+    elif complete is not None and not complete(
+            [i for i, r in enumerate(running) if len(r) and int(r[-1]) == limit]):
+        limit -= 1  # its millisecond with the next batch, whole
+    counts = [int(np.searchsorted(r, limit, side="right")) if len(r) else 0 for r in running]
+    keys = []
+    for r, n in zip(running, counts, strict=True):
+        r = r[:n].astype(np.float64)
+        if n:
+            first = np.searchsorted(r, r, side="left")
+            run = np.searchsorted(r, r, side="right") - first
+            r = r + (np.arange(n) - first + 0.5) / run
+        keys.append(r)
+    return counts, np.argsort(np.concatenate(keys), kind="stable")

@@ -186,6 +186,7 @@ class LibrdkafkaRepartitioner(Repartitioner):
         if polled:
             self.health.set_source_up(True)
             self.catchup.polled()
+            self.tail.polled()
         for tp, recs in polled.items():
             self._buffer(tp, recs)
         now = time.monotonic()

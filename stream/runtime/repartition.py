@@ -6,7 +6,7 @@ baseline alarms for ever.  With ``source.repartition`` the run has two stages, e
 consumer of its own on its own thread:
 
 1. :class:`Repartitioner` consumes the source topics in ``source.kafka.group_id``, merges
-   the records of its partitions **in Kafka-timestamp order** (:func:`merge_plan`; a
+   the records of its partitions **in Kafka-timestamp order** (catchup.merge_plan; a
    partition with nothing buffered that may be behind is waited for, and records newer
    than the wall clock minus ``lateness_ms`` are held back: catchup.py), and writes them
    (original bytes, key, timestamp, source position) **spread over the repartition topic's
@@ -44,7 +44,7 @@ import numpy as np
 from stream.config import Config, require_kafka
 from stream.engine.figures import RunnerHealth
 from stream.engine.pipeline import Pipeline
-from stream.runtime.catchup import CatchUp, Lateness
+from stream.runtime.catchup import CatchUp, Lateness, merge_plan
 from stream.runtime.frames import blob_lengths, cuts, pack_columns, pick, record_columns
 from stream.runtime.monitors import frame_events
 from stream.runtime.onewriter import STRATEGY
@@ -166,41 +166,6 @@ def _send_confluent(producer: Any, topic: str, frames: list[tuple[int, bytes, in
                            "acknowledged in time")
 
 
-def merge_plan(timestamps: Sequence[np.ndarray], waiting: bool = False,
-               cap: int | None = None) -> tuple[list[int], np.ndarray]:
-    """Which buffered records of each partition to forward now, and in which order.
-
-    ``timestamps[i]``: int64 Kafka timestamps (ms) of partition ``i``'s buffered records,
-    in offset order.  Every partition with records has reached at least the smallest of
-    their newest timestamps (the *limit*); each forwards the prefix of its buffer up to it
-    (a prefix: its running maximum decides), so nothing of a slower partition can belong
-    before a record already forwarded.  ``waiting``: a partition with nothing buffered is
-    behind, so nothing is forwarded.  Returns the count to take from each buffer and the
-    merged order as indices into the concatenation of those prefixes; equal timestamps (a
-    producer sends many records per millisecond) are spread evenly within their
-    millisecond, so partitions interleave instead of following each other in blocks.
-
-    >>> counts, order = merge_plan([np.array([1, 1, 3, 9]), np.array([1, 2, 4])])
-    >>> counts, order.tolist()
-    ([3, 3], [0, 3, 1, 4, 2, 5])
-    """
-    if waiting or not any(len(t) for t in timestamps):
-        return [0] * len(timestamps), np.empty(0, dtype=np.int64)
-    running = [np.maximum.accumulate(t) if len(t) else t for t in timestamps]
-    limit = min(int(r[-1]) for r in running if len(r))
-    limit = limit if cap is None else min(limit, cap)  # catchup.Lateness
-    counts = [int(np.searchsorted(r, limit, side="right")) if len(r) else 0 for r in running]
-    keys = []
-    for r, n in zip(running, counts, strict=True):
-        r = r[:n].astype(np.float64)
-        if n:
-            first = np.searchsorted(r, r, side="left")
-            run = np.searchsorted(r, r, side="right") - first
-            r = r + (np.arange(n) - first + 0.5) / run
-        keys.append(r)
-    return counts, np.argsort(np.concatenate(keys), kind="stable")
-
-
 class Repartitioner:
     """Stage 1: source topics -> validated, time-merged, hash-spread -> repartition topic."""
 
@@ -223,6 +188,9 @@ class Repartitioner:
         self.stamps: dict[Any, np.ndarray] = {}
         #: whether a partition with nothing buffered is waited for (catchup.py)
         self.catchup = CatchUp()
+        #: whether the partitions that set the merge limit have all of its millisecond
+        #: (merge_plan's ``complete``; the same check, its own progress and warnings)
+        self.tail = CatchUp()
         self.lateness = Lateness(rp.lateness_ms)
         #: partitions assigned and not yet sought to their committed offset
         self.to_seek: set[Any] = set()
@@ -342,6 +310,7 @@ class Repartitioner:
         self.buffers.pop(tp, None)
         self.stamps.pop(tp, None)
         self.catchup.forget(tp)
+        self.tail.forget(tp)
         self.lateness.forget(tp)
         self.done.pop(tp, None)
         self.committed.pop(tp, None)
@@ -375,6 +344,7 @@ class Repartitioner:
                 self.fetched[tp] = start
             self.buffers[tp], self.stamps[tp] = [], np.empty(0, dtype=np.int64)
             self.catchup.forget(tp)
+            self.tail.forget(tp)
             self.lateness.forget(tp)
             self.to_seek.discard(tp)
 
@@ -429,6 +399,7 @@ class Repartitioner:
         if polled:
             self.health.set_source_up(True)
             self.catchup.polled()
+            self.tail.polled()
         now = time.monotonic()
         for tp, recs in polled.items():
             if tp not in self.buffers:  # revoked meanwhile
@@ -474,8 +445,11 @@ class Repartitioner:
 
     def _forward(self, now: float) -> None:
         tps = sorted(self.buffers)
-        counts, order = merge_plan([self.stamps[tp] for tp in tps], self._waiting(now),
-                                   self.lateness.cap(self.stamps, now))
+        counts, order = merge_plan(
+            [self.stamps[tp] for tp in tps], self._waiting(now),
+            self.lateness.cap(self.stamps, now),
+            lambda setting: not self.tail.waiting(self._positions(),
+                                                  [tps[i] for i in setting], now))
         if not len(order):
             return
         records = [r for tp, n in zip(tps, counts, strict=True) for r in self.buffers[tp][:n]]

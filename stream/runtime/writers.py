@@ -16,7 +16,7 @@ event time.
 * The watermark is per internal partition (what one ``WriterMerge`` per internal
   partition needs): a frame's newest timestamp (the messages to that partition after it
   in the merged batch are at least as new), and in the batch's last frame to that
-  partition the merge limit (:func:`~stream.runtime.repartition.merge_plan`: the batch's
+  partition the merge limit (:func:`~stream.runtime.catchup.merge_plan`: the batch's
   newest timestamp, which every later record of the writer's partitions reaches **as long
   as each source partition's timestamps do not go back**: a producer's clock set back, a
   producer that sets old timestamps, a partition found caught up that then receives an

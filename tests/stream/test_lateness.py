@@ -1,6 +1,7 @@
 """The first stage's hold of the newest records (catchup.Lateness): a producer's batch of
 one partition that reaches the broker after the other partitions' records of the same
-milliseconds still merges in time order."""
+milliseconds still merges in time order; and a millisecond is merged whole, never split
+between two batches (catchup.merge_plan's ``complete``)."""
 
 from __future__ import annotations
 
@@ -137,3 +138,46 @@ def test_an_old_backlog_is_not_held(monkeypatch: pytest.MonkeyPatch) -> None:
     stamps = {"a": np.array([1_000, 2_000, 3_000])}  # 1970: far older than the clock
     counts, _ = merge_plan([stamps["a"]], cap=late.cap(stamps, time.monotonic()))
     assert counts == [3]
+
+
+# -- a millisecond merged whole ------------------------------------------------------------
+def _backlog(whole: bool) -> list[str]:
+    """A backlog (old timestamps: no lateness hold) of two partitions, 10 records per ms
+    over ms 1,000-1,009, but 60 of x in ms 1,005; the first poll brings all of y and x up
+    to the middle of ms 1,005, the second the rest of x.  ``whole``: the stage as it is;
+    else with the check of the limit's millisecond answering "complete" (the merge before
+    it).  The partitions of the records forwarded, in the order forwarded."""
+    config = parse_config(minimal_config(source={"kafka": KAFKA, "repartition": {}}), "/cfg")
+    stage = Repartitioner(config, pipeline=None)  # type: ignore[arg-type]
+    consumer = Script()
+    stage.consumer = consumer
+    for tp in ("x", "y"):
+        stage.buffers[tp], stage.stamps[tp] = [], np.empty(0, dtype=np.int64)
+    if not whole:
+        stage.tail.waiting = lambda *a, **k: False  # type: ignore[method-assign]
+    out: list[str] = []
+
+    def send(records: list[Rec]) -> bool:
+        out.extend(("x", "y")[r.partition] for r in records)
+        return True
+
+    stage._send = send  # type: ignore[method-assign]
+    ms_x = [ms for ms in range(1_000, 1_010) for _ in range(60 if ms == 1_005 else 10)]
+    ms_y = [ms for ms in range(1_000, 1_010) for _ in range(10)]
+    x = [Rec("events", 0, o, ms, None, b"{}") for o, ms in enumerate(ms_x)]
+    y = [Rec("events", 1, o, ms, None, b"{}") for o, ms in enumerate(ms_y)]
+    consumer.ends = {"x": len(x), "y": len(y)}
+    cut = 50 + 30  # x: ms 1,000-1,004 and half of ms 1,005
+    consumer.polls = [{"x": x[:cut], "y": y}, {"x": x[cut:]}]
+    for _ in range(3):
+        stage._iteration()
+    assert sorted(out) == ["x"] * len(x) + ["y"] * len(y)
+    return out
+
+
+def test_a_millisecond_split_between_polls_merges_whole() -> None:
+    merged = _backlog(whole=True)
+    # ms 1,005: 60 of x and 10 of y, interleaved (6 x for each y)
+    assert _longest_run(merged) <= 7, merged
+    # merged as before: x's half of ms 1,005 polled later followed as a block of its keys
+    assert _longest_run(_backlog(whole=False)) >= 30

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
+import logging
 import threading
 import time
 from collections import Counter
@@ -34,7 +36,13 @@ from tests.support.events import CLEAN, SHIFTED, m1_events, with_poison
 from tests.support.kafka import produce
 from tests.support.ports import free_port
 from tests.support.processes import StreamdriftRun
-from tests.support.runs import InProcess, cached_baselines, checkpoints
+from tests.support.runs import (
+    AlarmLog,
+    InProcess,
+    alarm_log_handler,
+    cached_baselines,
+    checkpoints,
+)
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
@@ -118,6 +126,33 @@ def _read_topic(bootstrap: str, topic: str, unframe: bool = True,
         c.close()
 
 
+def _merged_order(bootstrap: str, rp_topic: str, below: int) -> dict[str, Any]:
+    """How the first stage ordered the events numbered below ``below`` on partition 0 of
+    ``rp_topic``: how many, how often and how far (ms) the source timestamp steps back
+    from one to the next, the largest distance between an event's place and its number,
+    and the longest run of one c1 value (the key: a run far above chance is a block of one
+    source partition)."""
+    stamps, numbers, keys = [], [], []
+    for raw in _read_topic(bootstrap, rp_topic, unframe=False).get(0, []):
+        frame = unpack(raw)
+        for value, stamp in zip(frame.values, frame.timestamps.tolist(), strict=True):
+            t = _ts(value or b"")
+            if t is not None and 0 <= t - 1.7e9 < below:
+                numbers.append(int(t - 1.7e9))
+                stamps.append(stamp)
+                keys.append(_c1(value or b""))
+    steps = [b - a for a, b in itertools.pairwise(stamps) if b < a]
+    run = longest = 0
+    for k, key in enumerate(keys):
+        run = run + 1 if k and key == keys[k - 1] else 1
+        longest = max(longest, run)
+    return {"messages": len(numbers), "steps_back": len(steps),
+            "worst_step_ms": min(steps, default=0),
+            "max_displacement": max((abs(i - n) for i, n in enumerate(sorted(
+                range(len(numbers)), key=numbers.__getitem__))), default=0),
+            "longest_c1_run": longest}
+
+
 def _dead_letters(bootstrap: str, topic: str) -> list[tuple[bytes, dict[str, bytes]]]:
     """The dead letters of ``topic`` (one partition) with their headers."""
     from kafka import KafkaConsumer, TopicPartition
@@ -129,6 +164,11 @@ def _dead_letters(bootstrap: str, topic: str) -> list[tuple[bytes, dict[str, byt
         return [(r.value, dict(r.headers)) for r in c]
     finally:
         c.close()
+
+
+@pytest.fixture
+def alarm_log() -> Iterator[AlarmLog]:
+    yield from alarm_log_handler()
 
 
 def _episodes(run: InProcess) -> dict[str, int]:
@@ -233,7 +273,7 @@ def _trickled(bootstrap: str, topic: str, messages: list[bytes], seconds: float,
 #: librdkafka (kafka-python keeps the first stage's group: rdfetch.py)
 @pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
-        kafka_bootstrap, make_topic, workdir, baselines, client):
+        kafka_bootstrap, make_topic, workdir, baselines, alarm_log, caplog, client):
     topic = make_topic(partitions=4)
     events = m1_events(5, [(12_000, CLEAN), (6_000, SHIFTED)], COLUMNS)
     clean, drifted = events[:12_000], events[12_000:]
@@ -259,6 +299,7 @@ def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
               "the repartitioned run (clean)", details=run.describe)
         time.sleep(1.0)
         clean_episodes = _episodes(run)
+        clean_alarms = sorted(a[1:] for a in alarm_log.alarms.get("keyed-repartition", ()))
         _produce_keyed(kafka_bootstrap, topic, drifted)
         _wait(lambda: run.alive() and run.pipeline.processed["m1"] >= len(events), 120,
               "the repartitioned run (drift)", details=run.describe)
@@ -269,12 +310,18 @@ def test_keyed_topic_clean_gives_no_episode_and_a_drift_is_caught(
     finally:
         run.stop()
     _check_fetch_path(run, client, len(events) + len(poison))
+    order = _merged_order(kafka_bootstrap, f"{topic}-rp", len(clean))
+    warned = [f"{r.name}: {r.getMessage()}" for r in caplog.records
+              if r.levelno >= logging.WARNING and r.name.startswith("streamdrift")]
     print(f"\n[keyed, 4 partitions by c1, {client}] clean {len(clean)} events: per-partition monitors "
           f"opened {trap} episodes; repartitioned: {clean_episodes or 'none'}; after "
           f"{len(drifted)} drifted events: {drift_episodes}; repartition records "
-          f"{dict(health.repartition)}")
+          f"{dict(health.repartition)}; the clean part on the repartition topic: {order}")
     assert trap.get("c1"), "the keyed topic did not show the trap: the test shows nothing"
-    assert clean_episodes == {}
+    # the first stage's merge: every clean message once, in Kafka-timestamp order (the
+    # source partitions hold them in timestamp order: produced before the run)
+    assert order["messages"] == len(clean) and order["steps_back"] == 0, (order, warned)
+    assert clean_episodes == {}, (clean_alarms, order, warned)
     assert drift_episodes.get("x1") and drift_episodes.get("c1")
     assert run.pipeline.processed["m1"] == len(events)
     # the first stage forwards every message, poison too, in frames

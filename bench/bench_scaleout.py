@@ -224,28 +224,15 @@ def generations(bootstrap: str, rp_topic: str) -> str:
     """Of the repartition topic's version-3 frames: the messages per (generation, writer
     index) — whether a writer's backlog share sits in one generation and another's in the
     next (what the merges' order must interleave)."""
-    from kafka import KafkaConsumer, TopicPartition
-
     from stream.runtime.frames import unpack
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                      max_partition_fetch_bytes=16 * 1024 * 1024)
     count: dict[tuple[int, int], int] = {}
-    try:
-        tps = [TopicPartition(rp_topic, p) for p in sorted(c.partitions_for_topic(rp_topic) or ())]
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        ends = c.end_offsets(tps)
-        deadline = time.monotonic() + 60
-        while any(c.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
-            for recs in c.poll(timeout_ms=500).values():
-                for r in recs:
-                    f = unpack(r.value)
-                    if f.writer is not None and len(f):
-                        k = (f.writer.generation, f.writer.index)
-                        count[k] = count.get(k, 0) + len(f)
-    finally:
-        c.close()
+    for values in stream.broker.read_to_end(bootstrap, rp_topic, values_only=True).values():
+        for v in values:
+            f = unpack(v)
+            if f.writer is not None and len(f):
+                k = (f.writer.generation, f.writer.index)
+                count[k] = count.get(k, 0) + len(f)
     return ", ".join(f"g{g} w{w}: {n}" for (g, w), n in sorted(count.items()))
 
 

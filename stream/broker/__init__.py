@@ -20,7 +20,8 @@ As a command (``python deploy/kafka/broker.py`` in a checkout is the same)::
 
 Modules: ``classpath`` (Java, Maven, the cached classpath; ``pom.xml`` and
 ``log4j2.properties`` are package data beside it), ``local`` (:class:`LocalBroker`),
-``admin`` (topic helpers for any broker), ``process`` (child-process helpers), ``cli``.
+``admin`` (topic helpers for any broker), ``reading`` (:func:`read_to_end`, a topic read
+back to its end offsets), ``process`` (child-process helpers), ``cli``.
 
 Environment:
     STREAMDRIFT_KAFKA_CACHE      classpath cache folder (default: see above)
@@ -41,6 +42,7 @@ from stream.broker.classpath import (
 )
 from stream.broker.errors import BrokerError
 from stream.broker.local import LocalBroker
+from stream.broker.reading import read_to_end
 
 __all__ = [
     "BrokerError",
@@ -56,4 +58,5 @@ __all__ = [
     "java_major",
     "kafka_version",
     "local_broker_unavailable_reason",
+    "read_to_end",
 ]

@@ -10,12 +10,12 @@ line, drift-events record, ``streamdrift_root_cause``).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from stream.broker import read_to_end
 from tests.support import attribution as at
 from tests.support.configs import write_config
 from tests.support.kafka import produce
@@ -29,25 +29,8 @@ N_CLEAN, N_SHIFT = 10_000, 5_000
 
 
 def _read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                      auto_offset_reset="earliest")
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
-        if not tps:
-            return []
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        ends = c.end_offsets(tps)
-        out: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 20
-        while any(c.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
-            for recs in c.poll(timeout_ms=200).values():
-                out += [json.loads(r.value) for r in recs]
-        return out
-    finally:
-        c.close()
+    return [json.loads(v) for vs in read_to_end(bootstrap, topic, values_only=True).values()
+            for v in vs]
 
 
 def test_a_feature_shift_opens_attribution_drift_and_names_the_feature_as_root_cause(

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from stream.broker import BrokerError, read_to_end
+from tests.support.kafka import produce
 from tests.support.processes import pid_alive
 
 pytestmark = pytest.mark.integration
@@ -91,6 +93,23 @@ def test_produce_consume_commit_in_a_group(kafka_bootstrap: str, kafka_topic: st
     finally:
         second.close(autocommit=False)
     assert extra == []
+
+
+def test_read_to_end_reads_every_partition_or_names_the_ones_behind(
+        kafka_bootstrap: str, make_topic) -> None:
+    topic = make_topic(partitions=2)
+    sent = {p: [f"{p}-{i}".encode() for i in range(100 * (p + 1))] for p in (0, 1)}
+    for p, values in sent.items():
+        produce(kafka_bootstrap, topic, values, partition=p, acks="all")
+
+    assert read_to_end(kafka_bootstrap, topic, values_only=True) == sent
+    records = read_to_end(kafka_bootstrap, topic)
+    assert {p: [r.offset for r in recs] for p, recs in records.items()} == {
+        0: list(range(100)), 1: list(range(200))}
+    # a deadline that passes before the first poll: an error, not the partial data
+    with pytest.raises(BrokerError, match=rf"topic '{topic}' .*partition 0 at position "
+                       r"(0|unknown) of end 100, partition 1 at position (0|unknown) of end 200"):
+        read_to_end(kafka_bootstrap, topic, timeout=1e-6)
 
 
 def test_local_broker_stop_leaves_no_java_behind(broker_module) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from stream.broker import read_to_end
 from stream.config import load_config
 from stream.engine.baselines import resolve_baselines
 from stream.engine.pipeline import Pipeline
@@ -37,27 +38,9 @@ DRIFT_EVENTS = "streamdrift_drift_events_total"
 
 
 def _read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    """Every record of ``topic`` (its value, with the record's key and partition)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                      auto_offset_reset="earliest")
-    try:
-        parts = c.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return []
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        ends = c.end_offsets(tps)
-        out = []
-        deadline = time.monotonic() + 20
-        while any(c.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
-            for recs in c.poll(timeout_ms=200).values():
-                out += [{**json.loads(r.value), "_key": r.key.decode()} for r in recs]
-        return out
-    finally:
-        c.close()
+    """Every record of ``topic`` (its value, with the record's key)."""
+    return [{**json.loads(r.value), "_key": r.key.decode()}
+            for recs in read_to_end(bootstrap, topic).values() for r in recs]
 
 
 def _ident(v: dict[str, Any]) -> tuple[Any, ...]:

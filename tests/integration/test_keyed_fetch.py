@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from stream.broker import read_to_end
 from stream.runtime.frames import unpack
 from stream.runtime.rdfetch import LibrdkafkaRepartitioner
 from stream.runtime.repartition import BUFFER_POLLS, Repartitioner
@@ -74,26 +75,14 @@ def _slow_and_watched(stage: Repartitioner, dropped: list[int],
 def _internal(bootstrap: str, rp_topic: str) -> tuple[list[tuple[int, int]], list[int]]:
     """Every message of the repartition topic: its source (partition, offset) and its
     merge position."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     sources: list[tuple[int, int]] = []
     positions: list[int] = []
-    try:
-        tps = [TopicPartition(rp_topic, p) for p in sorted(c.partitions_for_topic(rp_topic) or ())]
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        ends = c.end_offsets(tps)
-        deadline = time.monotonic() + 60
-        while any(c.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
-            for recs in c.poll(timeout_ms=500).values():
-                for r in recs:
-                    f = unpack(r.value)
-                    assert f.positions is not None
-                    sources += zip(f.partitions.tolist(), f.offsets.tolist(), strict=True)
-                    positions += f.positions.tolist()
-    finally:
-        c.close()
+    for values in read_to_end(bootstrap, rp_topic, values_only=True).values():
+        for v in values:
+            f = unpack(v)
+            assert f.positions is not None
+            sources += zip(f.partitions.tolist(), f.offsets.tolist(), strict=True)
+            positions += f.positions.tolist()
     return sources, positions
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 import pytest
 
+from stream.broker import read_to_end
 from stream.config import Config, load_config
 from stream.engine.baselines import resolve_baselines
 from stream.runtime.frames import VERSION, WRITER_VERSION, is_frame, unpack
@@ -104,26 +105,15 @@ def _read_topic(bootstrap: str, topic: str, unframe: bool = True,
                 ) -> dict[int, list[bytes]]:
     """partition -> the values of every record of ``topic`` (read to the end offsets); the
     messages of each frame (``unframe``: the repartition topic) in its place."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        ends = c.end_offsets(tps)
-        out: dict[int, list[bytes]] = {tp.partition: [] for tp in tps}
-        deadline = time.monotonic() + 60
-        while any(c.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
-            for tp, recs in c.poll(timeout_ms=500).items():
-                for r in recs:
-                    if unframe and is_frame(r.value):
-                        out[tp.partition].extend(v or b"" for v in unpack(r.value).values)
-                    else:
-                        out[tp.partition].append(r.value)
-        return out
-    finally:
-        c.close()
+    out: dict[int, list[bytes]] = {}
+    for p, values in read_to_end(bootstrap, topic, values_only=True).items():
+        out[p] = []
+        for v in values:
+            if unframe and is_frame(v):
+                out[p].extend(m or b"" for m in unpack(v).values)
+            else:
+                out[p].append(v)
+    return out
 
 
 def _merged_order(bootstrap: str, rp_topic: str, below: int) -> dict[str, Any]:
@@ -204,24 +194,8 @@ def _longest_gaps(bootstrap: str, rp_topic: str) -> dict[int, dict[int, int]]:
     """internal partition -> source partition -> the most consecutive messages of the
     internal partition without one of that source partition (before its first, between
     two, after its last)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    sources: dict[int, list[int]] = {}
-    try:
-        tps = [TopicPartition(rp_topic, p)
-               for p in sorted(c.partitions_for_topic(rp_topic) or ())]
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        ends = c.end_offsets(tps)
-        sources = {tp.partition: [] for tp in tps}
-        deadline = time.monotonic() + 60
-        while any(c.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
-            for tp, recs in c.poll(timeout_ms=500).items():
-                for r in recs:
-                    sources[tp.partition] += unpack(r.value).partitions.tolist()
-    finally:
-        c.close()
+    sources = {p: [s for v in values for s in unpack(v).partitions.tolist()]
+               for p, values in read_to_end(bootstrap, rp_topic, values_only=True).items()}
     out: dict[int, dict[int, int]] = {}
     for internal, seq in sources.items():
         gaps: dict[int, int] = {}

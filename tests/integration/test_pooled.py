@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from stream.broker import read_to_end
 from stream.config import Config, load_config
 from stream.engine.baselines import resolve_baselines
 from stream.engine.pipeline import Pipeline
@@ -70,31 +71,10 @@ def _config(workdir: Path, bootstrap: str, topic: str, group: str, interval: flo
     return write_config(workdir / f"{group}.yaml", config)
 
 
-def _records(bootstrap: str, topic: str) -> dict[int, list[Any]]:
-    """partition -> every record of ``topic`` (to the end offsets), in offset order."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                      max_partition_fetch_bytes=16 * 1024 * 1024)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        ends = c.end_offsets(tps)
-        out: dict[int, list[Any]] = {tp.partition: [] for tp in tps}
-        deadline = time.monotonic() + 60
-        while any(c.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
-            for tp, recs in c.poll(timeout_ms=500).items():
-                out[tp.partition] += recs
-        return out
-    finally:
-        c.close()
-
-
 def _positions(bootstrap: str, rp_topic: str) -> dict[int, bytes]:
     """merge position -> message, over the repartition topic (the first copy)."""
     out: dict[int, bytes] = {}
-    for recs in _records(bootstrap, rp_topic).values():
+    for recs in read_to_end(bootstrap, rp_topic).values():
         for r in recs:
             f = unpack_frame(r.value)
             assert f.positions is not None  # frames version 2
@@ -108,7 +88,7 @@ def _conflicts(bootstrap: str, rp_topic: str) -> list[int]:
     message."""
     seen: dict[int, bytes] = {}
     out = set()
-    for recs in _records(bootstrap, rp_topic).values():
+    for recs in read_to_end(bootstrap, rp_topic).values():
         for r in recs:
             f = unpack_frame(r.value)
             assert f.positions is not None
@@ -133,7 +113,7 @@ def _first_copies(bootstrap: str, pool_topic: str, config: Config) -> dict[str, 
     copy in the topic's order, in position order; and the positions covered."""
     first: dict[int, dict[str, np.ndarray]] = {}
     copies = 0
-    for r in _records(bootstrap, pool_topic)[0]:
+    for r in read_to_end(bootstrap, pool_topic)[0]:
         cov, cols = unpack_pool(r.value)
         copies += cov.size
         for p in cov.tolist():
@@ -309,7 +289,7 @@ def _stuck(run: StreamdriftRun, config: Config, bootstrap: str, rp_topic: str, n
 
 def _forwarded(bootstrap: str, rp_topic: str) -> int:
     """The distinct events over every copy of every message of the repartition topic."""
-    return len({_ts(v or b"") for recs in _records(bootstrap, rp_topic).values()
+    return len({_ts(v or b"") for recs in read_to_end(bootstrap, rp_topic).values()
                 for r in recs for v in unpack_frame(r.value).values} - {None})
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from detectors.cusum_keyed import KeyedPoolMerge
+from stream.broker import read_to_end
 from stream.config import load_config
 from stream.engine.baselines import resolve_baselines
 from stream.engine.pipeline import Pipeline
@@ -30,7 +31,7 @@ from stream.runtime import poolkeys
 from stream.runtime.frames import unpack as unpack_frame
 from stream.runtime.pool import pool_columns
 from tests.integration.test_keyed_topics import _two_processes
-from tests.integration.test_pooled import POOLED, _config, _one_monitor, _records, _same
+from tests.integration.test_pooled import POOLED, _config, _one_monitor, _same
 from tests.support.events import CLEAN, COLUMNS, Regime, m1_events
 from tests.support.runs import cached_baselines
 from tests.support.waiting import wait_for
@@ -43,7 +44,7 @@ _wait = functools.partial(wait_for, interval=0.2, retry=())
 def _keyed_messages(bootstrap: str, rp_topic: str) -> dict[tuple[int, ...], bytes]:
     """key -> message, over the repartition topic's version-3 frames (first copy)."""
     out: dict[tuple[int, ...], bytes] = {}
-    for recs in _records(bootstrap, rp_topic).values():
+    for recs in read_to_end(bootstrap, rp_topic).values():
         for r in recs:
             f = unpack_frame(r.value)
             if f.writer is None or f.positions is None:
@@ -61,7 +62,7 @@ def _pool_first_copies(bootstrap: str, pool_topic: str, config: Any) -> dict[str
     keys: dict[tuple[int, int], tuple[int, ...]] = {}
     values: dict[str, dict[tuple[int, int], np.ndarray]] = {c: {} for c in POOLED}
     epochs: dict[int, set[int]] = {}
-    for r in _records(bootstrap, pool_topic)[0]:
+    for r in read_to_end(bootstrap, pool_topic)[0]:
         rec = poolkeys.unpack(r.value)
         epochs.setdefault(rec.partition, set()).add(rec.epoch)
         for j, k in enumerate(rec.keys.tolist()):
@@ -91,7 +92,7 @@ def test_two_processes_several_writers_pooled_fold_in_key_order_and_catch_the_dr
                   writers="several", heartbeat_ms=200, lateness_ms=500)
     with _two_processes(kafka_bootstrap, topic, events, cfg, cached_baselines(),
                         "psw") as runs:
-        last_ts = max(int(r.timestamp) for recs in _records(kafka_bootstrap, topic).values()
+        last_ts = max(int(r.timestamp) for recs in read_to_end(kafka_bootstrap, topic).values()
                       for r in recs)
 
         def member() -> Any:

@@ -9,12 +9,12 @@ is restored open (no second open record) and the segment's event counts go on.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from stream.broker import read_to_end
 from stream.config import load_config
 from stream.engine.baselines import resolve_baselines
 from stream.engine.pipeline import Pipeline
@@ -32,25 +32,8 @@ CLEAN, SHIFTED = 20_000, 40_000
 
 
 def _read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                      auto_offset_reset="earliest")
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
-        if not tps:
-            return []
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        ends = c.end_offsets(tps)
-        out: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 20
-        while any(c.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
-            for recs in c.poll(timeout_ms=200).values():
-                out += [json.loads(r.value) for r in recs]
-        return out
-    finally:
-        c.close()
+    return [json.loads(v) for vs in read_to_end(bootstrap, topic, values_only=True).values()
+            for v in vs]
 
 
 def _config(folder: Path, bootstrap: str, topic: str, port: int) -> Path:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from collections import Counter, defaultdict
 from typing import Any
 
 import orjson
 import pytest
 
+from stream.broker import read_to_end
 from stream.config import parse_config
 from stream.runtime.frames import VERSION, WRITER_VERSION, is_frame, unpack
 from stream.runtime.repartition import Repartitioner
@@ -57,26 +57,6 @@ def _produce(bootstrap: str, topic: str, start: int, per_partition: int) -> int:
         produce(bootstrap, topic, msgs, partition=p, keys=[b"region-%d" % p] * len(msgs),
                 linger_ms=5, acks="all")
     return PARTITIONS * per_partition
-
-
-def _frames(bootstrap: str, topic: str) -> dict[int, list[bytes]]:
-    """internal partition -> its records' values, in offset order."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(topic, q) for q in range(INTERNAL)]
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        ends = c.end_offsets(tps)
-        out: dict[int, list[bytes]] = {q: [] for q in range(INTERNAL)}
-        deadline = time.monotonic() + 60
-        while any(c.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
-            for tp, recs in c.poll(timeout_ms=500).items():
-                out[tp.partition].extend(r.value for r in recs if r.offset < ends[tp])
-        return out
-    finally:
-        c.close()
 
 
 def _messages(frames: dict[int, list[bytes]]) -> int:
@@ -142,7 +122,7 @@ def test_two_writers_forward_their_own_partitions_once_with_watermarks(
 
     ids = {s.writer.writer_id: s for s in stages}  # type: ignore[union-attr]
     assert len(ids) == 2
-    frames = _frames(bootstrap, f"{group}-rp")
+    frames = read_to_end(bootstrap, f"{group}-rp", values_only=True)
     seen: Counter[tuple[int, int]] = Counter()
     sources: dict[bytes, set[int]] = defaultdict(set)
     heartbeats: Counter[tuple[bytes, int]] = Counter()
@@ -191,6 +171,7 @@ def test_two_writers_forward_their_own_partitions_once_with_watermarks(
     finally:
         one.stop()
         thread.join(timeout=60)
-    values = [v for vs in _frames(bootstrap, f"{topic}-one-rp").values() for v in vs]
+    values = [v for vs in read_to_end(bootstrap, f"{topic}-one-rp", values_only=True).values()
+              for v in vs]
     assert values and {v[4] for v in values} == {VERSION}
     assert _messages({0: values}) == total

@@ -67,7 +67,8 @@ def read_to_end(bootstrap_servers: str, topic: str, *, values_only: bool = False
     consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
                              enable_auto_commit=False, max_partition_fetch_bytes=_FETCH_BYTES)
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        tps = [TopicPartition(topic, p)
+               for p in sorted(consumer.partitions_for_topic(topic) or ())]
         out: dict[int, list[Any]] = {tp.partition: [] for tp in tps}
         if not tps:
             return out

@@ -57,14 +57,17 @@ class PoolCollector:
             active.add_metric(lab, float(on))
             alarms.add_metric(lab, n)
         yield from (stat, thr, active, alarms)
-        for key, help_ in (("frontier", "Merge position up to which the pool has folded."),
+        for key, help_ in (("frontier", "Merge position up to which the pool has folded "
+                                        "(several writers: messages folded)."),
                            ("pending", "Positions held behind the pool's frontier.")):
             g = GaugeMetricFamily(f"streamdrift_pool_{key}", help_)
             g.add_metric([], fig[key])
             yield g
         for key, help_ in (("skipped", "Positions skipped over a gap by the pool."),
                            ("duplicates", "Positions the pool dropped as already seen."),
-                           ("bad_records", "Records of the pool topic that did not read.")):
+                           ("bad_records", "Records of the pool topic that did not read."),
+                           ("late", "Messages the pool folded late, below its frontier "
+                                    "(several writers).")):
             c = CounterMetricFamily(f"streamdrift_pool_{key}", help_)
-            c.add_metric([], fig[key])
+            c.add_metric([], fig.get(key, 0))
             yield c

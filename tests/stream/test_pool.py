@@ -202,6 +202,9 @@ def test_only_the_member_holding_the_pool_exports_the_pooled_series() -> None:
             'role="feature",scope="pooled"} 1.0') in text
     assert "streamdrift_pool_frontier 120.0" in text
     assert "streamdrift_pool_duplicates_total 7.0" in text
+    assert "streamdrift_pool_late_total 0.0" in text  # one writer: no late count, 0
+    member.fig = {**member.fig, "late": 4}  # several writers (KeyedPoolMerge)
+    assert "streamdrift_pool_late_total 4.0" in generate_latest(registry).decode()
     assert 'streamdrift_pooled_drift_threshold{detector="cusum",feature="x2"' in text
 
 

@@ -2,11 +2,12 @@
 
 With ``source.repartition.writers: several`` the first stage has no one dense merge
 position: each internal partition's :class:`~stream.runtime.writermerge.WriterMerge`
-releases its messages in the total order **key** ``(Kafka timestamp, generation, writer
+releases its messages by the total order **key** ``(Kafka timestamp, generation, writer
 index, writer position)`` up to its frontier (event time first, across the first stage's
-generations).  :class:`KeyedPoolMerge` folds every
-monitor's standardised values into one :class:`~detectors.cusum_pool.PooledCUSUM` per
-column in that key order over all the internal partitions:
+generations; it interleaves the writers within a millisecond, the pool does not).
+:class:`KeyedPoolMerge` folds every monitor's standardised values into one
+:class:`~detectors.cusum_pool.PooledCUSUM` per column in that key order over all the
+internal partitions:
 
 * **a dense sequence per partition**: each monitor numbers the messages it gives its
   pipeline per internal partition (*delivered*, checkpointed with the partition's state, so

@@ -11,7 +11,7 @@ dead-lettered as it is.
 
 Frames of version 3 (several first-stage writers, issue 14) go through a
 :class:`~stream.runtime.writermerge.WriterMerge` per internal partition instead
-(mergerun.py): the messages it releases are processed in the writers' total order, each
+(mergerun.py): the messages it releases are processed in its order (by event time), each
 at its own frame's offset; the partition is committed and checkpointed no further than the
 oldest frame the merge still holds messages of, with the merge's state in the checkpoint.
 """

@@ -7,17 +7,35 @@ frames interleaved as the writers' producers happened to deliver them: one write
 another puts its keys in a block (a false ``c1`` episode, onewriter.py).
 :class:`WriterMerge` takes the version-3 frames of one internal partition (frames.py:
 writer id, generation, writer count and index, watermark) in offset order and releases
-their messages in one **total order**, the key::
+their messages by event time.  Each message has a **key**, a total order::
 
     (Kafka timestamp, generation, writer index, the writer's own merge position)
 
-up to the **frontier** the writers allow: a writer's watermark promises that everything
-it forwards later has a timestamp ≥ the watermark, so the buffered messages (of the
-current generation and of older ones) with a timestamp below the smallest watermark of
-the current generation's writers can go; a message at that timestamp waits (another
-writer may still send one at the same time with a smaller index).  An idle writer sends
-heartbeats (frames of no messages) so its watermark keeps up with the clock.
+and the merge releases up to the **frontier** the writers allow: a writer's watermark
+promises that everything it forwards later has a timestamp ≥ the watermark, so the
+buffered messages (of the current generation and of older ones) with a timestamp below
+the smallest watermark of the current generation's writers can go; a message at that
+timestamp waits (another writer may still send one in the same millisecond).  An idle
+writer sends heartbeats (frames of no messages) so its watermark keeps up with the clock.
 
+* **Within a millisecond the writers interleave.**  A fast producer puts tens of
+  messages in one millisecond; in plain key order each writer's would follow the
+  previous writer's, a block of its source partitions' keys (with a topic keyed by
+  ``c1``, a false ``c1`` episode: docs/reliability.md).  So a release is ordered by
+  (timestamp, *spread*, generation, writer index, position), where a message's spread is
+  (its rank among the released messages of its (timestamp, generation, writer), in key
+  order, + 1/2) / their count: each writer's (and generation's) messages spread evenly
+  over their millisecond, as ``catchup.merge_plan`` spreads one writer's partitions.
+  The **frontier** stays the largest *key* released (not the last message released).
+  This keeps the release independent of where releases split the stream: a release
+  holds every buffered message with a timestamp below the bound, and every message not
+  late that comes later has a timestamp at or above that bound (the watermarks' promise;
+  an older generation's messages are all buffered by then), so each millisecond is
+  released whole, in one release, and its order depends only on its own messages.  A
+  writer that breaks its watermark, or one left out, can split a millisecond (its
+  message above the frontier goes with the next release, spread among that release's
+  messages of the millisecond).  The messages the cap forces out (the smallest keys)
+  keep the key order, and the late ones their arrival order.
 * **A writer not heard from** (of the current generation, no frame on this partition
   yet) blocks the release, as a writer whose watermark lags does.  One silent for
   ``max_wait_s`` (since its last frame, or since the generation began here) is left out:
@@ -58,8 +76,9 @@ heartbeats (frames of no messages) so its watermark keeps up with the clock.
   late or over the cap; everything released is at or below the frontier and everything
   buffered above it, since released messages have timestamps below a bound the buffered
   ones are at or above), and buffers the others again: no loss and no double count, in
-  the same order as without the restart (with the same clock).  Frames past the newest
-  read were never seen and are merged as usual.  This holds when the state is
+  the same order as without the restart (with the same clock; the interleaving within a
+  millisecond too, since each millisecond is released whole, above).  Frames past the
+  newest read were never seen and are merged as usual.  This holds when the state is
   checkpointed with the detectors' state it belongs to.  Duplicates remain where the
   first stage writes a message twice: after a writer's crash its successor (a new
   generation) forwards again what was not committed (the first stage's bound,
@@ -67,8 +86,8 @@ heartbeats (frames of no messages) so its watermark keeps up with the clock.
   messages with the same keys in the same generation; both are released again (as late
   when their keys are at or below the frontier).
 
-Everything per message is numpy over the buffered columns (one ``lexsort`` per release);
-the loops are per frame and per writer.
+Everything per message is numpy over the buffered columns (a ``lexsort`` by key per
+release, and one by the spread); the loops are per frame and per writer.
 """
 
 from __future__ import annotations
@@ -202,6 +221,33 @@ class Released:
 def _order(cols: np.ndarray) -> np.ndarray:
     """The rows of ``cols`` in the total order (lexicographic over the key's columns)."""
     return np.lexsort((cols[:, 3], cols[:, 2], cols[:, 1], cols[:, 0]))
+
+
+def _interleaved(cols: np.ndarray) -> np.ndarray:
+    """The release order of ``cols`` (rows in key order, every message of each of their
+    milliseconds): by (timestamp, spread, generation, writer, position), where a message's
+    spread is (its rank among the rows of its (timestamp, generation, writer), in key
+    order, + 0.5) / their count, so that the writers (and generations) of one millisecond
+    interleave evenly instead of following each other in blocks (catchup.merge_plan does
+    the same for the partitions of one writer).
+
+    >>> keys = np.array([[7, 1, 0, 0], [7, 1, 0, 1], [7, 1, 0, 2], [7, 1, 0, 3],
+    ...                  [7, 1, 1, 0], [7, 1, 1, 1], [8, 1, 1, 2]])
+    >>> _interleaved(keys).tolist()
+    [0, 4, 1, 2, 5, 3, 6]
+    """
+    n = len(cols)
+    t, g, w = cols[:, 0], cols[:, 1], cols[:, 2]
+    first = np.empty(n, dtype=bool)  # where a (timestamp, generation, writer) begins
+    first[0] = True
+    np.not_equal(t[1:], t[:-1], out=first[1:])
+    first[1:] |= g[1:] != g[:-1]
+    first[1:] |= w[1:] != w[:-1]
+    starts = np.flatnonzero(first)
+    group = np.cumsum(first) - 1
+    size = np.diff(starts, append=n)
+    spread = (np.arange(n) - starts[group] + 0.5) / size[group]
+    return np.lexsort((spread, t))  # (stable: ties stay in key order)
 
 
 def _at_or_below(cols: np.ndarray, key: Key | None) -> np.ndarray:
@@ -454,16 +500,20 @@ class WriterMerge:
             cut += int(np.argmin(same)) if not same.all() else len(same)
             self.over_cap += cut - k
             out, rest = cols[:cut], cols[cut:]
+            interleave = False
         elif k == 0:
             self._clear, self._checked = (self.generation, bound), len(self._chunks)
             return Released.empty()
-        else:
+        else:  # every buffered message below the bound: its milliseconds whole
             out, rest = cols[go], cols[~go]
             out = out[_order(out)]
-        last = out[-1, :4]
+            interleave = True
+        last = out[-1, :4]  # (the largest key: before the release order is applied)
         key: Key = (int(last[0]), int(last[1]), int(last[2]), int(last[3]))
         if self.frontier is None or key > self.frontier:
             self.frontier = key
+        if interleave:
+            out = out[_interleaved(out)]
         values = pick(self._values, out[:, _VI])
         self._chunks = [rest] if len(rest) else []
         self._n = len(rest)

@@ -92,7 +92,9 @@ def _stream(seed: int, mixed: bool = False) -> tuple[list[Rec], list[bytes]]:
     """Two writers' frames (5 messages each) on one internal partition, badly interleaved:
     writer 0 runs several frames ahead of writer 1; the messages' timestamps interleave.
     Closed by both writers' heartbeats.  ``mixed``: version-2 frames among them.  Returns
-    the records and the messages in the total order (timestamp, writer, position)."""
+    the records and the messages in the merge's order: (timestamp, writer, position), as
+    each writer has at most one message per millisecond (test_writermerge.py covers the
+    interleaving of several)."""
     rng = np.random.default_rng(seed)
     per = {w: np.sort(rng.choice(400, 40, replace=False)) for w in (0, 1)}
     frames = {w: [[(int(t), 5 * k + j) for j, t in enumerate(per[w][5 * k:5 * k + 5])]

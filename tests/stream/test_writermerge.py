@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import namedtuple
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -119,9 +120,32 @@ def scenario(seed: int, writers: int, broken: float = 0.0, gen: int = 1,
     return out
 
 
+def merge_order(msgs: list[tuple[tuple[int, int, int, int], bytes]]
+                ) -> list[tuple[tuple[int, int, int, int], bytes]]:
+    """``msgs`` (key, value) in the merge's release order, exactly (fractions): by
+    timestamp, then each (timestamp, generation, writer)'s messages spread evenly over
+    the millisecond (rank + 1/2 over their count, in key order), then generation, writer,
+    position."""
+    groups: dict[tuple[int, int, int], list[tuple[tuple[int, int, int, int], bytes]]] = {}
+    for k, v in sorted(msgs):
+        groups.setdefault(k[:3], []).append((k, v))
+    spread = [((k[0], Fraction(2 * r + 1, 2 * len(g)), k[1], k[2], k[3]), k, v)
+              for g in groups.values() for r, (k, v) in enumerate(g)]
+    return [(k, v) for _, k, v in sorted(spread)]
+
+
 def everything(frames: list[tuple[int, Frame]]) -> list[Out]:
-    return sorted((key_of(f, j), False, f.values[j] or b"") for _, f in frames
-                  for j in range(len(f)))
+    """Every message of ``frames`` in the merge's order, none late."""
+    return [(k, False, v) for k, v in merge_order(
+        [(key_of(f, j), f.values[j] or b"") for _, f in frames for j in range(len(f))])]
+
+
+def longest_run(seq: list[int]) -> int:
+    best = run = 0
+    for a, b in zip([None, *seq], seq, strict=False):
+        run = run + 1 if a == b else 1
+        best = max(best, run)
+    return best
 
 
 # -- frames, version 3 ---------------------------------------------------------------------
@@ -207,8 +231,31 @@ def test_writers_that_keep_their_watermarks_are_merged_into_the_total_order(
     frames = scenario(seed, writers)
     m = WriterMerge(clock=Clock())
     got = feed(m, frames)
-    assert got == everything(frames)  # the global sort: nothing lost, twice, or late
+    assert got == everything(frames)  # nothing lost, twice, or late; in the merge order
     assert m.late == 0 and m.buffered == 0 and m.over_cap == 0
+
+
+def test_two_writers_of_one_millisecond_are_interleaved_not_in_blocks() -> None:
+    """Issue 14: a fast producer puts tens of messages in one millisecond.  In plain key
+    order each writer's would follow the other's as a block of its source partitions'
+    keys; spread over the millisecond they alternate (runs of at most 2 of one writer
+    for 40 and 20 messages)."""
+    a = [(t, 100 * t + j) for t in range(5) for j in range(40)]
+    b = [(t, 100 * t + j) for t in range(5) for j in range(20)]
+    frames = [(0, frame(0, 2, a[:90])), (1, frame(1, 2, b[:50])),
+              (2, frame(0, 2, a[90:])), (3, frame(1, 2, b[50:])),
+              (4, beat(0, 2, FAR)), (5, beat(1, 2, FAR))]
+    m = WriterMerge(clock=Clock())
+    got = feed(m, frames)
+    assert sorted(got) == sorted(everything(frames))  # nothing lost or twice
+    for t in range(5):
+        writers = [k[2] for k, _, _ in got if k[0] == t]
+        assert len(writers) == 60 and longest_run(writers) <= 2
+        # evenly: among the first 3k of the millisecond, 2k of writer 0 (k of writer 1)
+        assert all(abs(writers[:3 * k].count(1) - k) <= 1 for k in range(21))
+    assert [k[0] for k, _, _ in got] == sorted(k[0] for k, _, _ in got)
+    # the frontier is the largest key released, not the last one released
+    assert got[-1][0] == (4, 1, 0, 439) and m.frontier == (4, 1, 1, 419)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -243,15 +290,19 @@ def test_late_messages_and_the_cap_lose_nothing_and_keep_the_rest_in_order(
         got += rows(m.add(offset, f))
         assert m.buffered <= cap
     # each exactly once
-    assert sorted((k, v) for k, _, v in got) == [(k, v) for k, _, v in everything(frames)]
+    assert sorted((k, v) for k, _, v in got) == \
+        sorted((k, v) for k, _, v in everything(frames))
     in_order = [k for k, late, _ in got if not late]
-    assert in_order == sorted(in_order) and len(set(in_order)) == len(in_order)
+    assert len(set(in_order)) == len(in_order)
+    # by timestamp (the milliseconds interleaved: what the cap forced out in key order)
+    assert [k[0] for k in in_order] == sorted(k[0] for k in in_order)
     top = None
     for k, late, _ in got:
         if late:
             assert top is not None and k <= top  # late only below the frontier
         else:
-            top = k
+            top = k if top is None else max(top, k)
+    assert top == m.frontier
     assert m.late == sum(late for _, late, _ in got)
 
 
@@ -265,7 +316,8 @@ def test_dropping_the_released_values_keeps_each_message_with_its_value(
     m = WriterMerge(clock=Clock(), max_buffered=7)
     got = feed(m, frames)
     assert len(m._values) <= 4 * m.buffered
-    assert sorted((k, v) for k, _, v in got) == [(k, v) for k, _, v in everything(frames)]
+    assert sorted((k, v) for k, _, v in got) == \
+        sorted((k, v) for k, _, v in everything(frames))
 
 
 def test_the_cap_releases_the_oldest_in_order_and_counts_them() -> None:

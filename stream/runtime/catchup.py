@@ -243,8 +243,10 @@ def merge_plan(timestamps: Sequence[np.ndarray], waiting: bool = False,
         limit -= 1  # its millisecond with the next batch, whole
     counts = [int(np.searchsorted(r, limit, side="right")) if len(r) else 0 for r in running]
     keys = []
+    # relative to the oldest: a fraction added to ~1.8e12 ms in float64 keeps only ~2^-11
+    base = min(int(r[0]) for r in running if len(r))
     for r, n in zip(running, counts, strict=True):
-        r = r[:n].astype(np.float64)
+        r = (r[:n] - base).astype(np.float64)
         if n:
             first = np.searchsorted(r, r, side="left")
             run = np.searchsorted(r, r, side="right") - first

@@ -549,12 +549,14 @@ def test_rebalance_of_two_stage_runs_loses_nothing(kafka_bootstrap, make_topic, 
 @contextlib.contextmanager
 def _two_processes(bootstrap: str, topic: str, events: list[bytes], cfg: Path,
                    baselines: Callable[[Config], dict[str, Any]], name: str,
-                   ) -> Iterator[list[InProcess]]:
+                   writers: bool = False) -> Iterator[list[InProcess]]:
     """Two two-stage processes of ``cfg`` on the keyed ``topic``: the first half of
     ``events`` is produced before they start, the second once each monitor holds an
     internal partition (the backlog alone can be done before the second monitor joins:
-    the monitors' group has no initial delay here); yielded once they processed every
-    event, stopped on leaving."""
+    the monitors' group has no initial delay here), and with ``writers`` (``writers:
+    several``) once each first stage holds source partitions too (a first stage that
+    joins late finds everything forwarded); yielded once they processed every event,
+    stopped on leaving."""
     half = len(events) // 2
     _produce_keyed(bootstrap, topic, events[:half])
     runs = [InProcess(cfg, baselines, f"{name}-{i}", TwoStageRunner) for i in (1, 2)]
@@ -562,14 +564,17 @@ def _two_processes(bootstrap: str, topic: str, events: list[bytes], cfg: Path,
         r.start()
 
     def holds(run: InProcess) -> bool:
-        return any(f["live"] for f in run.partitions().values())
+        return any(f["live"] for f in run.partitions().values()) and (
+            not writers or bool(run.runner.repartitioner.buffers))
 
     def details() -> str:
         return "; ".join(r.describe() for r in runs)
 
     try:
         _wait(lambda: all(r.alive() and holds(r) for r in runs), 120,
-              "each monitor to hold an internal partition", details=details)
+              "each monitor to hold an internal partition"
+              + (" and each first stage source partitions" if writers else ""),
+              details=details)
         _produce_keyed(bootstrap, topic, events[half:])
         _wait(lambda: all(r.alive() for r in runs)
               and sum(r.pipeline.processed["m1"] for r in runs) >= len(events), 180,

@@ -172,7 +172,8 @@ def test_two_processes_with_several_writers_open_no_episode_on_clean_keyed_data(
     events = m1_events(23, [(6_000, CLEAN)], COLUMNS)
     cfg = _config(tmp_path, kafka_bootstrap, topic, f"sw-{topic}",
                   repartition={"topic": f"{topic}-rp", "partitions": 2, "writers": "several"})
-    with _two_processes(kafka_bootstrap, topic, events, cfg, cached_baselines(), "sw") as runs:
+    with _two_processes(kafka_bootstrap, topic, events, cfg, cached_baselines(), "sw",
+                        writers=True) as runs:
         figures = [r.runner.merges.figures() for r in runs]
         written = [r.runner.repartitioner.forwarded for r in runs]
 

@@ -179,6 +179,13 @@ class PooledAlarm:
     partition: int = -1
 
 
+def _largest(keys: np.ndarray) -> tuple[int, ...]:
+    """The largest of the rows of ``keys`` (lexicographically)."""
+    for i in range(keys.shape[1]):
+        keys = keys[keys[:, i] == keys[:, i].max()]
+    return tuple(int(x) for x in keys[0])
+
+
 class PoolMember:
     """A candidate pool member (see the module); :attr:`merge` is set while it holds the
     pool topic's partition."""
@@ -289,6 +296,9 @@ class PoolMember:
                 self._take(r)
             if recs:
                 self.next_offset = int(recs[-1].offset) + 1
+        if self.keyed and any(polled.values()):
+            with self.lock:
+                self._advance()
         if time.monotonic() - self.last_checkpoint >= self.config.state.checkpoint_interval_s:
             self._checkpoint()
 
@@ -326,21 +336,25 @@ class PoolMember:
             values = poolkeys.keyed_values(rec, m.columns)
             for k, (idx, _) in values.items():
                 if idx.size:
-                    keys = rec.keys[idx - rec.start]
-                    last = keys[np.lexsort(keys.T[::-1])[-1]]
                     self._times.setdefault(k, []).append((
                         (rec.partition << 40) + idx, rec.columns[k].times,
-                        tuple(int(x) for x in last)))
-            m.add(rec.partition, rec.epoch, rec.start, rec.keys, rec.promise, values, offset)
-            self._advance()
+                        _largest(rec.keys[idx - rec.start])))
+            # folded at the end of the poll (_iteration): the same folds and alarms
+            m.take(rec.partition, rec.epoch, rec.start, rec.keys, rec.promise, values, offset)
 
     def _advance(self) -> None:
         m = self.merge
         assert m is not None
-        m.advance()
-        for kind, found in (("open", m.alarms), ("close", m.closes)):
-            for a in found:
+        if isinstance(m, KeyedPoolMerge):
+            m.flush()  # (take() appends the alarms: cleared once raised)
+            for kind, a in m.raised:
                 self._raise(a, kind)
+            m.alarms, m.closes, m.raised = [], [], []
+        else:
+            m.advance()
+            for kind, found in (("open", m.alarms), ("close", m.closes)):
+                for a in found:
+                    self._raise(a, kind)
         if m.frontier is None:
             return
         for chunks in self._times.values():  # (a key or a position: as the frontier)

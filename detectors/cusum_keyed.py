@@ -66,6 +66,9 @@ Key = tuple[int, int, int, int]
 #: the columns of a held message: the key's four, partition, index, arrival sequence
 _P, _I, _S = 4, 5, 6
 _EMPTY = np.empty((0, 7), dtype=np.int64)
+#: a held value's message: ``partition << _ID | index``
+_ID = 40
+_IDX = (1 << _ID) - 1
 _EMPTY_F = np.empty(0, dtype=np.float64)
 
 
@@ -192,6 +195,9 @@ class KeyedPoolMerge:
         accepted (0: duplicates, stale, or held past a gap)."""
         keys = np.asarray(keys, dtype=np.int64).reshape(-1, 4)
         n = len(keys)
+        if not (0 <= start and start + n <= _IDX and 0 <= partition < 1 << 22):
+            raise ValueError(f"partition {partition}, messages {start}..{start + n}: "
+                             f"beyond the held values' ids (partition < 2**22, index < 2**40)")
         checked: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
         for col, (idx, z) in values.items():
             idx, z = np.asarray(idx, dtype=np.int64), np.asarray(z, dtype=np.float64)
@@ -254,16 +260,14 @@ class KeyedPoolMerge:
             keep = np.zeros(len(rec.keys), dtype=bool)
             keep[skip:] = fresh
             for col, (vi, z) in rec.values.items():
-                at = vi - rec.start
-                ok = keep[at]
-                if not ok.any():
+                ok = keep[vi - rec.start]
+                m = int(ok.sum())
+                if not m:
                     continue
-                vrows = rec.keys[at[ok]]
-                v = np.empty((len(vrows), 7), dtype=np.int64)
-                v[:, :4], v[:, _P], v[:, _I] = vrows, p, vi[ok]
-                v[:, _S] = np.arange(self._seq, self._seq + len(v))
-                self._seq += len(v)
-                self._values[col].append((v, z[ok]))
+                self._seq += m
+                if m < len(ok):
+                    vi, z = vi[ok], z[ok]
+                self._values[col].append(((p << _ID) + vi, z))
         return n
 
     def _drop(self, p: int) -> None:
@@ -272,7 +276,7 @@ class KeyedPoolMerge:
         self.stale += int(mine.sum()) + sum(len(r.keys) for r in self.parts[p].ahead.values())
         self._held = self._held[~mine]
         for chunks in self._values.values():
-            chunks[:] = [(v[v[:, _P] != p], z[v[:, _P] != p]) for v, z in chunks]
+            chunks[:] = [(i[(i >> _ID) != p], z[(i >> _ID) != p]) for i, z in chunks]
         self._records = [r for r in self._records if r[1] != p]
 
     # -- folding ---------------------------------------------------------------------------
@@ -361,7 +365,18 @@ class KeyedPoolMerge:
         self._held = held[~go]
         self.frontier = upto
         self.folded += n
-        folds = [(col, self._sorted(chunks, upto, steps))
+        if not n or not any(self._values.values()):
+            return n
+        # the messages folded in key order (ties: partition, index; each message once),
+        # then each column's values by the rank of their message, in arrival order within
+        # one: the order of (key, partition, index, arrival) of every value
+        f = held[go]
+        f = f[_order(f)]
+        ids = (f[:, _P] << _ID) + f[:, _I]
+        rank = np.argsort(ids)
+        ids = ids[rank]
+        cuts = [0] + [_bound(f, s) for s in steps[:-1]] + [len(f)]
+        folds = [(col, self._sorted(chunks, ids, rank, cuts))
                  for col, chunks in self._values.items() if chunks]
         for j in range(len(steps)):
             a, c = len(self.alarms), len(self.closes)
@@ -396,31 +411,32 @@ class KeyedPoolMerge:
         return part is not None and any(k[1] == rec[3] for k in part.ahead)
 
     @staticmethod
-    def _sorted(chunks: list[tuple[np.ndarray, np.ndarray]], upto: Key, steps: list[Key],
-                ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        """A column's held values at or below ``upto`` (taken out of ``chunks``) in key
-        order, and the bounds of each step's values among them."""
-        v = np.concatenate([c[0] for c in chunks]) if len(chunks) > 1 else chunks[0][0]
+    def _sorted(chunks: list[tuple[np.ndarray, np.ndarray]], ids: np.ndarray,
+                rank: np.ndarray, cuts: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A column's held values of the messages folded (``ids``, sorted, and ``rank``,
+        each one's place in key order), taken out of ``chunks``, in key order, and the
+        bounds of each step's values (``cuts``: the steps' bounds among the messages)."""
+        i = np.concatenate([c[0] for c in chunks]) if len(chunks) > 1 else chunks[0][0]
         z = np.concatenate([c[1] for c in chunks]) if len(chunks) > 1 else chunks[0][1]
-        now = at_or_below(v, upto)
-        chunks[:] = [(v[~now], z[~now])] if not now.all() else []
-        v, z = v[now], z[now]
-        order = _order(v)
-        v, z = v[order], z[order]
-        bounds = [0] + [_bound(v, s) for s in steps[:-1]] + [len(v)]
-        return v, z, bounds
+        at = np.minimum(np.searchsorted(ids, i), len(ids) - 1)
+        now = ids[at] == i
+        chunks[:] = [(i[~now], z[~now])] if not now.all() else []
+        r = rank[at[now]]
+        order = np.argsort(r, kind="stable")  # (chunks keep the arrival order)
+        return i[now][order], z[now][order], np.searchsorted(r[order], cuts)
 
-    def _fold(self, col: Any, v: np.ndarray, z: np.ndarray) -> None:
+    def _fold(self, col: Any, ids: np.ndarray, z: np.ndarray) -> None:
+        """Values of ``col`` in key order (``ids``: partition << 40 | index)."""
         det = self.columns[col]
         hits = det.update(z)
         stats, direction = det.alarm_statistics, det.direction
-        self.alarms += [PoolAlarm(col, int(v[i, _I]), float(s), float(det.threshold),
-                                  direction, int(v[i, _P]))
+        self.alarms += [PoolAlarm(col, int(ids[i]) & _IDX, float(s), float(det.threshold),
+                                  direction, int(ids[i]) >> _ID)
                         for i, s in zip(hits.tolist(), stats.tolist(), strict=True)]
         closes = det.close_positions
         if closes.size:
-            self.closes += [PoolAlarm(col, int(v[i, _I]), float(det.episode_peak),
-                                      float(det.threshold), direction, int(v[i, _P]))
+            self.closes += [PoolAlarm(col, int(ids[i]) & _IDX, float(det.episode_peak),
+                                      float(det.threshold), direction, int(ids[i]) >> _ID)
                             for i in closes.tolist()]
 
     # -- checkpoints -----------------------------------------------------------------------

@@ -334,11 +334,18 @@ class PoolMember:
             m = self.merge
             assert isinstance(m, KeyedPoolMerge)
             values = poolkeys.keyed_values(rec, m.columns)
+            n, whole = len(rec.keys), None
             for k, (idx, _) in values.items():
                 if idx.size:
+                    if idx.size == n and idx[0] == rec.start and idx[-1] == rec.start + n - 1 \
+                            and (n < 3 or bool((np.diff(idx) == 1).all())):
+                        # a value of every message: the record's largest key (once)
+                        whole = _largest(rec.keys) if whole is None else whole
+                        last = whole
+                    else:
+                        last = _largest(rec.keys[idx - rec.start])
                     self._times.setdefault(k, []).append((
-                        (rec.partition << 40) + idx, rec.columns[k].times,
-                        _largest(rec.keys[idx - rec.start])))
+                        (rec.partition << 40) + idx, rec.columns[k].times, last))
             # folded at the end of the poll (_iteration): the same folds and alarms
             m.take(rec.partition, rec.epoch, rec.start, rec.keys, rec.promise, values, offset)
 

@@ -67,6 +67,9 @@ Key = tuple[int, int, int, int]
 #: the columns of a held message: the key's four, partition, index, arrival sequence
 _P, _I, _S = 4, 5, 6
 _EMPTY = np.empty((0, 7), dtype=np.int64)
+#: a held value's message: ``partition << _ID | index``
+_ID = 40
+_IDX = (1 << _ID) - 1
 _EMPTY_F = np.empty(0, dtype=np.float64)
 
 
@@ -85,6 +88,18 @@ def _order(rows: np.ndarray) -> np.ndarray:
     """Key order; ties by partition, index, arrival."""
     return np.lexsort((rows[:, _S], rows[:, _I], rows[:, _P], rows[:, 3], rows[:, 2],
                        rows[:, 1], rows[:, 0]))
+
+
+def _bound(rows: np.ndarray, key: Key) -> int:
+    """The number of ``rows`` (in key order) at or below ``key``."""
+    lo, hi = 0, len(rows)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _tuple(rows[mid]) <= key:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 def _tuple(row: Any) -> Key:
@@ -141,16 +156,34 @@ class KeyedPoolMerge:
         self.stale = 0
         self.folded = 0
         self._seq = 0
-        self._held = _EMPTY
+        #: the held messages' rows, in chunks (see :attr:`_held`)
+        self._held_parts: list[np.ndarray] = []
+        #: the targets of the advances :meth:`take` deferred (see there)
+        self._steps: list[Key] = []
         self._values: dict[Any, list[tuple[np.ndarray, np.ndarray]]] = {c: [] for c in columns}
         #: (pool offset, partition, epoch, end) of records with messages not folded
         self._records: list[tuple[int, int, int, int]] = []
         self.alarms: list[PoolAlarm] = []
         self.closes: list[PoolAlarm] = []
+        #: both, in the order of one advance per record: each advance's alarms, then its
+        #: closes (("open" | "close", alarm))
+        self.raised: list[tuple[str, PoolAlarm]] = []
+
+    @property
+    def _held(self) -> np.ndarray:
+        """The held messages' rows (concatenated on demand: a record adds a chunk)."""
+        parts = self._held_parts
+        if len(parts) != 1:
+            parts[:] = [np.concatenate(parts) if parts else _EMPTY]
+        return parts[0]
+
+    @_held.setter
+    def _held(self, rows: np.ndarray) -> None:
+        self._held_parts = [rows]
 
     @property
     def pending(self) -> int:
-        return int(len(self._held)) + sum(
+        return sum(len(h) for h in self._held_parts) + sum(
             len(r.keys) for p in self.parts.values() for r in p.ahead.values())
 
     # -- taking records --------------------------------------------------------------------
@@ -163,6 +196,9 @@ class KeyedPoolMerge:
         accepted (0: duplicates, stale, or held past a gap)."""
         keys = np.asarray(keys, dtype=np.int64).reshape(-1, 4)
         n = len(keys)
+        if not (0 <= start and start + n <= _IDX and 0 <= partition < 1 << 22):
+            raise ValueError(f"partition {partition}, messages {start}..{start + n}: "
+                             f"beyond the held values' ids (partition < 2**22, index < 2**40)")
         checked: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
         for col, (idx, z) in values.items():
             idx, z = np.asarray(idx, dtype=np.int64), np.asarray(z, dtype=np.float64)
@@ -219,22 +255,20 @@ class KeyedPoolMerge:
             rows[:, _S] = np.arange(self._seq, self._seq + n)
             self._seq += n
             self.late += int(at_or_below(rows, self.frontier).sum())
-            self._held = np.concatenate([self._held, rows]) if len(self._held) else rows
+            self._held_parts.append(rows)
             if rec.offset is not None:
                 self._records.append((int(rec.offset), p, part.epoch, rec.end))
             keep = np.zeros(len(rec.keys), dtype=bool)
             keep[skip:] = fresh
             for col, (vi, z) in rec.values.items():
-                at = vi - rec.start
-                ok = keep[at]
-                if not ok.any():
+                ok = keep[vi - rec.start]
+                m = int(ok.sum())
+                if not m:
                     continue
-                vrows = rec.keys[at[ok]]
-                v = np.empty((len(vrows), 7), dtype=np.int64)
-                v[:, :4], v[:, _P], v[:, _I] = vrows, p, vi[ok]
-                v[:, _S] = np.arange(self._seq, self._seq + len(v))
-                self._seq += len(v)
-                self._values[col].append((v, z[ok]))
+                self._seq += m
+                if m < len(ok):
+                    vi, z = vi[ok], z[ok]
+                self._values[col].append(((p << _ID) + vi, z))
         return n
 
     def _drop(self, p: int) -> None:
@@ -243,7 +277,7 @@ class KeyedPoolMerge:
         self.stale += int(mine.sum()) + sum(len(r.keys) for r in self.parts[p].ahead.values())
         self._held = self._held[~mine]
         for chunks in self._values.values():
-            chunks[:] = [(v[v[:, _P] != p], z[v[:, _P] != p]) for v, z in chunks]
+            chunks[:] = [(i[(i >> _ID) != p], z[(i >> _ID) != p]) for i, z in chunks]
         self._records = [r for r in self._records if r[1] != p]
 
     # -- folding ---------------------------------------------------------------------------
@@ -261,7 +295,50 @@ class KeyedPoolMerge:
         """Fold the held values at or below the smallest promise (and, past
         ``max_pending`` messages held, the smallest keys): returns the messages folded;
         the alarms and closes raised are in :attr:`alarms` and :attr:`closes`."""
-        self.alarms, self.closes = [], []
+        self.alarms, self.closes, self.raised = [], [], []
+        return self.flush() + self._advance()
+
+    def take(self, partition: int, epoch: int, start: int, keys: np.ndarray,
+             promise: Key | None, values: dict[Any, tuple[np.ndarray, np.ndarray]],
+             offset: int | None = None) -> int:
+        """:meth:`add` then :meth:`advance`, with the same folds, alarms and counters, but
+        the advance deferred when that changes nothing (call :meth:`flush` after the last
+        record of a poll): the alarms and closes are **appended** to :attr:`raised` (and
+        :attr:`alarms`, :attr:`closes`; the caller clears them).  A deferred advance only notes its target;
+        :meth:`flush` folds the values of all of them with one sort, each step's values in
+        their own CUSUM update (the same calls as one advance per record).  It is deferred
+        while no forced fold or skipped gap can happen (at most ``max_pending`` held) and
+        is done first when the next record could change what it folds: a message at or
+        below its target (late for it), a new epoch, a gap, or too many held.  Returns the
+        messages accepted."""
+        keys = np.asarray(keys, dtype=np.int64).reshape(-1, 4)
+        if self._steps:
+            part = self.parts.get(int(partition))
+            if part is None or int(epoch) != part.epoch or part.ahead or start > part.next \
+                    or self.pending + len(keys) > self.max_pending \
+                    or (len(keys) and at_or_below(keys, self._steps[-1]).any()):
+                self.flush()
+        n = self.add(partition, epoch, start, keys, promise, values, offset)
+        if self.pending > self.max_pending:
+            self.flush()
+            self._advance()
+            return n
+        upto = self.target()
+        f = self._steps[-1] if self._steps else self.frontier
+        if f is not None and (upto is None or upto < f):
+            upto = f
+        if upto is not None and (not self._steps or upto != self._steps[-1]):
+            self._steps.append(upto)
+        return n
+
+    def flush(self) -> int:
+        """Fold what the advances :meth:`take` deferred; returns the messages folded."""
+        if not self._steps:
+            return 0
+        steps, self._steps = self._steps, []
+        return self._apply(steps)
+
+    def _advance(self) -> int:
         if self.pending > self.max_pending:
             self._skip_gaps()
         upto = self.target()
@@ -277,14 +354,38 @@ class KeyedPoolMerge:
                 upto = last
         if upto is None:
             return 0
+        return self._apply([upto])
+
+    def _apply(self, steps: list[Key]) -> int:
+        """The folds of advances to each of ``steps`` in turn (increasing; no message
+        arrived between them at or below an earlier one)."""
+        upto = steps[-1]
+        held = self._held
         go = at_or_below(held, upto)
         n = int(go.sum())
         self._held = held[~go]
         self.frontier = upto
         self.folded += n
-        for col, chunks in self._values.items():
-            if chunks:
-                self._fold(col, chunks, upto)
+        if not n or not any(self._values.values()):
+            return n
+        # the messages folded in key order (ties: partition, index; each message once),
+        # then each column's values by the rank of their message, in arrival order within
+        # one: the order of (key, partition, index, arrival) of every value
+        f = held[go]
+        f = f[_order(f)]
+        ids = (f[:, _P] << _ID) + f[:, _I]
+        rank = np.argsort(ids)
+        ids = ids[rank]
+        cuts = [0] + [_bound(f, s) for s in steps[:-1]] + [len(f)]
+        folds = [(col, self._sorted(chunks, ids, rank, cuts))
+                 for col, chunks in self._values.items() if chunks]
+        for j in range(len(steps)):
+            a, c = len(self.alarms), len(self.closes)
+            for col, (v, z, bounds) in folds:
+                if bounds[j] < bounds[j + 1]:
+                    self._fold(col, v[bounds[j]:bounds[j + 1]], z[bounds[j]:bounds[j + 1]])
+            self.raised += [("open", x) for x in self.alarms[a:]] + \
+                [("close", x) for x in self.closes[c:]]
         if self._records:
             low = {p: part.next for p, part in self.parts.items()}
             if len(self._held):
@@ -310,35 +411,44 @@ class KeyedPoolMerge:
         part = self.parts.get(rec[1])
         return part is not None and any(k[1] == rec[3] for k in part.ahead)
 
-    def _fold(self, col: Any, chunks: list[tuple[np.ndarray, np.ndarray]], upto: Key) -> None:
-        v = np.concatenate([c[0] for c in chunks]) if len(chunks) > 1 else chunks[0][0]
+    @staticmethod
+    def _sorted(chunks: list[tuple[np.ndarray, np.ndarray]], ids: np.ndarray,
+                rank: np.ndarray, cuts: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A column's held values of the messages folded (``ids``, sorted, and ``rank``,
+        each one's place in key order), taken out of ``chunks``, in key order, and the
+        bounds of each step's values (``cuts``: the steps' bounds among the messages)."""
+        i = np.concatenate([c[0] for c in chunks]) if len(chunks) > 1 else chunks[0][0]
         z = np.concatenate([c[1] for c in chunks]) if len(chunks) > 1 else chunks[0][1]
-        now = at_or_below(v, upto)
-        chunks[:] = [(v[~now], z[~now])] if not now.all() else []
-        if not now.any():
-            return
-        v, z = v[now], z[now]
-        order = _order(v)
-        v, z = v[order], z[order]
+        at = np.minimum(np.searchsorted(ids, i), len(ids) - 1)
+        now = ids[at] == i
+        chunks[:] = [(i[~now], z[~now])] if not now.all() else []
+        r = rank[at[now]]
+        order = np.argsort(r, kind="stable")  # (chunks keep the arrival order)
+        return i[now][order], z[now][order], np.searchsorted(r[order], cuts)
+
+    def _fold(self, col: Any, ids: np.ndarray, z: np.ndarray) -> None:
+        """Values of ``col`` in key order (``ids``: partition << 40 | index)."""
         det = self.columns[col]
         hits = det.update(z)
         stats, direction = det.alarm_statistics, det.direction
-        self.alarms += [PoolAlarm(col, int(v[i, _I]), float(s), float(det.threshold),
-                                  direction, int(v[i, _P]))
+        self.alarms += [PoolAlarm(col, int(ids[i]) & _IDX, float(s), float(det.threshold),
+                                  direction, int(ids[i]) >> _ID)
                         for i, s in zip(hits.tolist(), stats.tolist(), strict=True)]
         closes = det.close_positions
         if closes.size:
-            self.closes += [PoolAlarm(col, int(v[i, _I]), float(det.episode_peak),
-                                      float(det.threshold), direction, int(v[i, _P]))
+            self.closes += [PoolAlarm(col, int(ids[i]) & _IDX, float(det.episode_peak),
+                                      float(det.threshold), direction, int(ids[i]) >> _ID)
                             for i in closes.tolist()]
 
     # -- checkpoints -----------------------------------------------------------------------
     def resume_offset(self) -> int | None:
         """The pool-topic offset to read again from after a restart from :meth:`state`:
         the first record with a message not folded (None: none)."""
+        self.flush()
         return min(r[0] for r in self._records) if self._records else None
 
     def state(self) -> dict[str, Any]:
+        self.flush()
         parts = []
         for p, part in sorted(self.parts.items()):
             mine = self._held[self._held[:, _P] == p, _I] if len(self._held) else _EMPTY[:, 0]

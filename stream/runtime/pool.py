@@ -179,6 +179,13 @@ class PooledAlarm:
     partition: int = -1
 
 
+def _largest(keys: np.ndarray) -> tuple[int, ...]:
+    """The largest of the rows of ``keys`` (lexicographically)."""
+    for i in range(keys.shape[1]):
+        keys = keys[keys[:, i] == keys[:, i].max()]
+    return tuple(int(x) for x in keys[0])
+
+
 class PoolMember:
     """A candidate pool member (see the module); :attr:`merge` is set while it holds the
     pool topic's partition."""
@@ -289,6 +296,9 @@ class PoolMember:
                 self._take(r)
             if recs:
                 self.next_offset = int(recs[-1].offset) + 1
+        if self.keyed and any(polled.values()):
+            with self.lock:
+                self._advance()
         if time.monotonic() - self.last_checkpoint >= self.config.state.checkpoint_interval_s:
             self._checkpoint()
 
@@ -324,23 +334,34 @@ class PoolMember:
             m = self.merge
             assert isinstance(m, KeyedPoolMerge)
             values = poolkeys.keyed_values(rec, m.columns)
+            n, whole = len(rec.keys), None
             for k, (idx, _) in values.items():
                 if idx.size:
-                    keys = rec.keys[idx - rec.start]
-                    last = keys[np.lexsort(keys.T[::-1])[-1]]
+                    if idx.size == n and idx[0] == rec.start and idx[-1] == rec.start + n - 1 \
+                            and (n < 3 or bool((np.diff(idx) == 1).all())):
+                        # a value of every message: the record's largest key (once)
+                        whole = _largest(rec.keys) if whole is None else whole
+                        last = whole
+                    else:
+                        last = _largest(rec.keys[idx - rec.start])
                     self._times.setdefault(k, []).append((
-                        (rec.partition << 40) + idx, rec.columns[k].times,
-                        tuple(int(x) for x in last)))
-            m.add(rec.partition, rec.epoch, rec.start, rec.keys, rec.promise, values, offset)
-            self._advance()
+                        (rec.partition << 40) + idx, rec.columns[k].times, last))
+            # folded at the end of the poll (_iteration): the same folds and alarms
+            m.take(rec.partition, rec.epoch, rec.start, rec.keys, rec.promise, values, offset)
 
     def _advance(self) -> None:
         m = self.merge
         assert m is not None
-        m.advance()
-        for kind, found in (("open", m.alarms), ("close", m.closes)):
-            for a in found:
+        if isinstance(m, KeyedPoolMerge):
+            m.flush()  # (take() appends the alarms: cleared once raised)
+            for kind, a in m.raised:
                 self._raise(a, kind)
+            m.alarms, m.closes, m.raised = [], [], []
+        else:
+            m.advance()
+            for kind, found in (("open", m.alarms), ("close", m.closes)):
+                for a in found:
+                    self._raise(a, kind)
         if m.frontier is None:
             return
         for chunks in self._times.values():  # (a key or a position: as the frontier)

@@ -86,7 +86,7 @@ def unpack(data: bytes) -> KeyedRecord:
     pos += 32 * n
     has, *promise = _PROMISE.unpack_from(data, pos)
     pos += _PROMISE.size
-    cols = unpack_columns(data, pos, np.arange(start, start + n, dtype=np.int64))
+    cols = unpack_columns(data, pos, np.arange(start, start + n, dtype=np.int64), dense=True)
     return KeyedRecord(int(partition), int(epoch), int(start), keys,
                        tuple(promise) if has else None, cols)  # type: ignore[arg-type]
 

@@ -93,9 +93,10 @@ def unpack(data: bytes) -> tuple[np.ndarray, dict[Column, PoolValues]]:
     return cov, unpack_columns(data, pos + 8 * n, cov)
 
 
-def unpack_columns(data: bytes, pos: int, cov: np.ndarray) -> dict[Column, PoolValues]:
+def unpack_columns(data: bytes, pos: int, cov: np.ndarray,
+                   dense: bool = False) -> dict[Column, PoolValues]:
     """The columns of a pool record from byte ``pos`` on (to its end), each value's
-    position among ``cov``."""
+    position among ``cov`` (``dense``: ``cov`` is a range, checked by its ends)."""
     if pos + 2 > len(data):
         raise PoolRecordError("truncated columns")
     (c,) = _U16.unpack_from(data, pos)
@@ -121,7 +122,9 @@ def unpack_columns(data: bytes, pos: int, cov: np.ndarray) -> dict[Column, PoolV
         z = np.frombuffer(data, "<f8", m, pos + 8 * m).astype(np.float64)
         t = np.frombuffer(data, "<f8", m, pos + 16 * m).astype(np.float64)
         pos += 24 * m
-        if m and (not np.isin(p, cov).all() or not np.isfinite(z).all()):
+        inside = (cov.size > 0 and cov[0] <= p.min() and p.max() <= cov[-1]) if dense \
+            else np.isin(p, cov).all()
+        if m and (not inside or not np.isfinite(z).all()):
             raise PoolRecordError("a value outside the positions covered, or not finite")
         cols[(model, col)] = PoolValues(p, z, t)
     if pos != len(data):

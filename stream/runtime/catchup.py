@@ -201,6 +201,23 @@ class Lateness:
         return cap
 
 
+def spread(first: np.ndarray) -> np.ndarray:
+    """Where each row of a run of equal timestamps (or keys) falls within its millisecond:
+    (its rank in the run + 1/2) / the run's length.  ``first``: a bool per row, True where
+    a run begins.  Added to the timestamps, runs of different partitions (or writers)
+    interleave evenly instead of following each other in blocks (:func:`merge_plan`,
+    writermerge.py).
+
+    >>> spread(np.array([True, False, False, True])).tolist()
+    [0.16666666666666666, 0.5, 0.8333333333333334, 0.5]
+    """
+    n = len(first)
+    starts = np.flatnonzero(first)
+    group = np.cumsum(first) - 1
+    size = np.diff(starts, append=n)
+    return (np.arange(n) - starts[group] + 0.5) / size[group]
+
+
 def merge_plan(timestamps: Sequence[np.ndarray], waiting: bool = False,
                cap: int | None = None,
                complete: Callable[[list[int]], bool] | None = None,
@@ -246,10 +263,9 @@ def merge_plan(timestamps: Sequence[np.ndarray], waiting: bool = False,
     # relative to the oldest: a fraction added to ~1.8e12 ms in float64 keeps only ~2^-11
     base = min(int(r[0]) for r in running if len(r))
     for r, n in zip(running, counts, strict=True):
-        r = (r[:n] - base).astype(np.float64)
-        if n:
-            first = np.searchsorted(r, r, side="left")
-            run = np.searchsorted(r, r, side="right") - first
-            r = r + (np.arange(n) - first + 0.5) / run
-        keys.append(r)
+        r = r[:n]
+        key = (r - base).astype(np.float64)
+        if n:  # (r is nondecreasing: a run of one millisecond is contiguous)
+            key += spread(np.concatenate([[True], r[1:] != r[:-1]]))
+        keys.append(key)
     return counts, np.argsort(np.concatenate(keys), kind="stable")

@@ -100,6 +100,7 @@ from typing import Any
 
 import numpy as np
 
+from stream.runtime.catchup import spread
 from stream.runtime.frames import Frame, pick
 
 log = logging.getLogger("streamdrift.repartition")
@@ -236,18 +237,13 @@ def _interleaved(cols: np.ndarray) -> np.ndarray:
     >>> _interleaved(keys).tolist()
     [0, 4, 1, 2, 5, 3, 6]
     """
-    n = len(cols)
     t, g, w = cols[:, 0], cols[:, 1], cols[:, 2]
-    first = np.empty(n, dtype=bool)  # where a (timestamp, generation, writer) begins
+    first = np.empty(len(cols), dtype=bool)  # where a (timestamp, generation, writer) begins
     first[0] = True
     np.not_equal(t[1:], t[:-1], out=first[1:])
     first[1:] |= g[1:] != g[:-1]
     first[1:] |= w[1:] != w[:-1]
-    starts = np.flatnonzero(first)
-    group = np.cumsum(first) - 1
-    size = np.diff(starts, append=n)
-    spread = (np.arange(n) - starts[group] + 0.5) / size[group]
-    return np.lexsort((spread, t))  # (stable: ties stay in key order)
+    return np.lexsort((spread(first), t))  # (stable: ties stay in key order)
 
 
 def _at_or_below(cols: np.ndarray, key: Key | None) -> np.ndarray:

@@ -18,6 +18,7 @@ import pytest
 
 import stream.broker
 from tests.support.kafka import kafka_bootstrap_servers, local_broker_module, topic_name
+from tests.support.runs import AlarmLog, alarm_log_handler
 
 
 @pytest.hookimpl(trylast=True)
@@ -68,3 +69,9 @@ def make_topic(
 def kafka_topic(make_topic: Callable[..., str]) -> str:
     """A fresh, uniquely named topic with one partition."""
     return make_topic(partitions=1)
+
+
+@pytest.fixture
+def alarm_log() -> Iterator[AlarmLog]:
+    """The "drift alarm" log lines of in-process runs, per thread, while the test runs."""
+    yield from alarm_log_handler()

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from stream.broker import read_to_end
+from tests.integration.test_segments import _read_topic
 from tests.support import attribution as at
 from tests.support.configs import write_config
 from tests.support.kafka import produce
@@ -26,11 +25,6 @@ from tests.support.processes import StreamdriftRun
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 N_CLEAN, N_SHIFT = 10_000, 5_000
-
-
-def _read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    return [json.loads(v) for vs in read_to_end(bootstrap, topic, values_only=True).values()
-            for v in vs]
 
 
 def test_a_feature_shift_opens_attribution_drift_and_names_the_feature_as_root_cause(

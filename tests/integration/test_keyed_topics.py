@@ -37,13 +37,7 @@ from tests.support.events import CLEAN, SHIFTED, m1_events, with_poison
 from tests.support.kafka import produce
 from tests.support.ports import free_port
 from tests.support.processes import StreamdriftRun
-from tests.support.runs import (
-    AlarmLog,
-    InProcess,
-    alarm_log_handler,
-    cached_baselines,
-    checkpoints,
-)
+from tests.support.runs import InProcess, cached_baselines, checkpoints
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
@@ -154,11 +148,6 @@ def _dead_letters(bootstrap: str, topic: str) -> list[tuple[bytes, dict[str, byt
         return [(r.value, dict(r.headers)) for r in c]
     finally:
         c.close()
-
-
-@pytest.fixture
-def alarm_log() -> Iterator[AlarmLog]:
-    yield from alarm_log_handler()
 
 
 def _episodes(run: InProcess) -> dict[str, int]:

@@ -27,7 +27,6 @@ from tests.support.ports import free_port, free_ports
 from tests.support.processes import StreamdriftRun
 from tests.support.runs import (
     InProcess,
-    alarm_log_handler,
     cached_baselines,
     checkpoints,
     committed,
@@ -98,11 +97,6 @@ def _alarms(run: StreamdriftRun) -> set[tuple[str, str, str, int]]:
     """(model, feature, detector, offset) of every drift alarm ``run`` logged."""
     return {(a["model"], a["feature"], a["detector"], a["offset"])
             for a in run.logs("drift alarm")}
-
-
-@pytest.fixture
-def alarm_log() -> Any:
-    yield from alarm_log_handler()
 
 
 # --------------------------------------------------------------------------

@@ -7,7 +7,9 @@ of the scale-out.  This builds the version-2 records the monitors publish
 ``--internal`` internal partitions and ``--writers`` first-stage writers (keys
 ``(Kafka timestamp in ms, generation, writer, writer position)``, ``--rate`` events per
 millisecond, each partition's records in key order as its merge releases them,
-``--per-record`` messages per record, the partitions' records interleaved by time), three
+``--per-record`` messages per record, the partitions' records interleaved by time, or
+partition ``p``'s as if ``p * --lag-ms`` later: a monitor behind another, as the process
+that also holds the pool is, makes the member hold many messages), three
 pooled columns (m1's x1, x2 and score), and feeds them to a :class:`PoolMember`'s
 ``_take`` as its poll loop does, with a checkpoint state every ``--state-every`` records.
 
@@ -21,6 +23,8 @@ Usage::
 
     PYTHONPATH=$PWD python bench/bench_pool_member.py --events 3000000 --profile
     PYTHONPATH=$PWD python bench/bench_pool_member.py --events 1000000 --compare /tmp/old
+    PYTHONPATH=$PWD python bench/bench_pool_member.py --per-record 1500 --lag-ms 5000 \
+        --per-poll 3 --compare /tmp/old                     # held past the bound: forced
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ COLUMNS = (("m1", "x1"), ("m1", "x2"), ("m1", "score"))
 
 
 def stream_records(events: int, internal: int, writers: int, per_record: int, rate: int,
-                   seed: int, shift_at: int | None = None) -> tuple[list[bytes], float]:
+                   seed: int, shift_at: int | None = None, lag_ms: int = 0,
+                   ) -> tuple[list[bytes], float]:
     """The pool records of the stream (see the module) in their order on the pool topic,
     and the CPU seconds their packing took (:func:`poolkeys.record_of`)."""
     from stream.runtime import poolkeys
@@ -84,7 +89,7 @@ def stream_records(events: int, internal: int, writers: int, per_record: int, ra
             t0 = time.process_time()
             rec = poolkeys.record_of(taken, p, 1, s, keys[s:e], promise)  # type: ignore[arg-type]
             packing += time.process_time() - t0
-            batches.append((int(keys[e - 1, 0]), p, rec))
+            batches.append((int(keys[e - 1, 0]) + p * lag_ms, p, rec))
     batches.sort(key=lambda b: (b[0], b[1]))
     return [b[2] for b in batches], packing
 
@@ -204,6 +209,9 @@ def main() -> None:
     p.add_argument("--state-every", type=int, default=500)
     p.add_argument("--per-poll", type=int, default=20,
                    help="records per poll of the member (at most 500: POLL_RECORDS)")
+    p.add_argument("--lag-ms", type=int, default=0,
+                   help="partition p's records reach the pool topic as if p * LAG_MS later "
+                        "(a monitor behind another: the member holds more)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--compare", help="another checkout: the old code, run in turn")
@@ -215,7 +223,7 @@ def main() -> None:
         return
     records, packing = stream_records(args.events, args.internal, args.writers,
                                       args.per_record, args.rate, args.seed,
-                                      shift_at=args.events // 2)
+                                      shift_at=args.events // 2, lag_ms=args.lag_ms)
     n = args.events
     print(f"{len(records)} records, {sum(map(len, records)) / len(records):,.0f} bytes each; "
           f"packing (poolkeys.record_of) {packing / n * 1e6:.3f} us/event")

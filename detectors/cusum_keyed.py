@@ -90,16 +90,20 @@ def _order(rows: np.ndarray) -> np.ndarray:
                        rows[:, 1], rows[:, 0]))
 
 
-def _bound(rows: np.ndarray, key: Key) -> int:
-    """The number of ``rows`` (in key order) at or below ``key``."""
-    lo, hi = 0, len(rows)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _tuple(rows[mid]) <= key:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+def _bounds(rows: np.ndarray, steps: list[Key]) -> np.ndarray:
+    """For each of ``steps``, the number of ``rows`` (in key order) at or below it: one
+    lexicographic sort of the rows' keys and the steps together, a step after the rows
+    equal to it."""
+    s = np.asarray(steps, dtype=np.int64).reshape(-1, 4)
+    if not len(s):
+        return np.empty(0, dtype=np.int64)
+    keys = np.concatenate([rows[:, :4], s])
+    after = np.concatenate([np.zeros(len(rows), np.int8), np.ones(len(s), np.int8)])
+    order = np.lexsort((after, keys[:, 3], keys[:, 2], keys[:, 1], keys[:, 0]))
+    at = np.flatnonzero(order >= len(rows))  # the steps' places in the joint order
+    out = np.empty(len(s), dtype=np.int64)
+    out[order[at] - len(rows)] = at - np.arange(len(at))
+    return out
 
 
 def _tuple(row: Any) -> Key:
@@ -117,6 +121,30 @@ class _Record:
     @property
     def end(self) -> int:
         return self.start + len(self.keys)
+
+
+@dataclass
+class _Chunk:
+    """The held messages of one record (one partition, indices increasing) and their
+    values, in arrival order; every key of ``rows`` lies within ``lo`` and ``hi``."""
+
+    rows: np.ndarray
+    #: column -> (``partition << 40 | index`` of each value's message, value)
+    values: dict[Any, tuple[np.ndarray, np.ndarray]]
+    lo: Key
+    hi: Key
+
+
+#: the smallest and largest values of a key's field
+_LOW, _TOP = -(2**63), 2**63 - 1
+
+
+def _chunk(rows: np.ndarray, values: dict[Any, tuple[np.ndarray, np.ndarray]]) -> _Chunk:
+    """The chunk of ``rows``, bounded by their timestamps alone (cheap: a fold splits a
+    chunk only when its target's timestamp lies within them)."""
+    t = rows[:, 0]
+    return _Chunk(rows, values, (int(t.min()), _LOW, _LOW, _LOW),
+                  (int(t.max()), _TOP, _TOP, _TOP))
 
 
 @dataclass
@@ -156,11 +184,14 @@ class KeyedPoolMerge:
         self.stale = 0
         self.folded = 0
         self._seq = 0
-        #: the held messages' rows, in chunks (see :attr:`_held`)
-        self._held_parts: list[np.ndarray] = []
+        #: the held messages, a chunk per record in arrival order: a fold takes the chunks
+        #: at or below its target whole and splits only those that straddle it, so its
+        #: cost follows what it folds, not what waits (a lagging partition holds many)
+        self._chunks: list[_Chunk] = []
+        #: their number of rows (kept: :attr:`pending` is asked once per record)
+        self._n_held = 0
         #: the targets of the advances :meth:`take` deferred (see there)
         self._steps: list[Key] = []
-        self._values: dict[Any, list[tuple[np.ndarray, np.ndarray]]] = {c: [] for c in columns}
         #: (pool offset, partition, epoch, end) of records with messages not folded
         self._records: list[tuple[int, int, int, int]] = []
         self.alarms: list[PoolAlarm] = []
@@ -169,21 +200,18 @@ class KeyedPoolMerge:
         #: closes (("open" | "close", alarm))
         self.raised: list[tuple[str, PoolAlarm]] = []
 
-    @property
-    def _held(self) -> np.ndarray:
-        """The held messages' rows (concatenated on demand: a record adds a chunk)."""
-        parts = self._held_parts
-        if len(parts) != 1:
-            parts[:] = [np.concatenate(parts) if parts else _EMPTY]
-        return parts[0]
-
-    @_held.setter
-    def _held(self, rows: np.ndarray) -> None:
-        self._held_parts = [rows]
+    def _held_low(self) -> dict[int, int]:
+        """partition -> the smallest index it holds (of those holding any)."""
+        low: dict[int, int] = {}
+        for ch in self._chunks:
+            p, i = int(ch.rows[0, _P]), int(ch.rows[0, _I])
+            if i < low.get(p, i + 1):
+                low[p] = i
+        return low
 
     @property
     def pending(self) -> int:
-        return sum(len(h) for h in self._held_parts) + sum(
+        return self._n_held + sum(
             len(r.keys) for p in self.parts.values() for r in p.ahead.values())
 
     # -- taking records --------------------------------------------------------------------
@@ -255,7 +283,7 @@ class KeyedPoolMerge:
             rows[:, _S] = np.arange(self._seq, self._seq + n)
             self._seq += n
             self.late += int(at_or_below(rows, self.frontier).sum())
-            self._held_parts.append(rows)
+            held: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
             if rec.offset is not None:
                 self._records.append((int(rec.offset), p, part.epoch, rec.end))
             keep = np.zeros(len(rec.keys), dtype=bool)
@@ -268,16 +296,18 @@ class KeyedPoolMerge:
                 self._seq += m
                 if m < len(ok):
                     vi, z = vi[ok], z[ok]
-                self._values[col].append(((p << _ID) + vi, z))
+                held[col] = ((p << _ID) + vi, z)
+            self._chunks.append(_chunk(rows, held))
+            self._n_held += n
         return n
 
     def _drop(self, p: int) -> None:
         """A newer epoch of ``p``: what its older one holds is dropped."""
-        mine = self._held[:, _P] == p
-        self.stale += int(mine.sum()) + sum(len(r.keys) for r in self.parts[p].ahead.values())
-        self._held = self._held[~mine]
-        for chunks in self._values.values():
-            chunks[:] = [(i[(i >> _ID) != p], z[(i >> _ID) != p]) for i, z in chunks]
+        mine = [ch for ch in self._chunks if int(ch.rows[0, _P]) == p]
+        gone = sum(len(ch.rows) for ch in mine)
+        self.stale += gone + sum(len(r.keys) for r in self.parts[p].ahead.values())
+        self._chunks = [ch for ch in self._chunks if int(ch.rows[0, _P]) != p]
+        self._n_held -= gone
         self._records = [r for r in self._records if r[1] != p]
 
     # -- folding ---------------------------------------------------------------------------
@@ -344,41 +374,78 @@ class KeyedPoolMerge:
         upto = self.target()
         if self.frontier is not None and (upto is None or upto < self.frontier):
             upto = self.frontier
-        held = self._held
-        if len(held) > self.max_pending:
-            rows = held[_order(held)]
-            cut = len(rows) - self.max_pending
-            last = _tuple(rows[cut - 1])
+        if self._n_held > self.max_pending:
+            rows = self._smallest(self._n_held - self.max_pending)
+            last = _tuple(rows[-1])
             if upto is None or last > upto:
-                self.forced += int((~at_or_below(rows[:cut], upto)).sum())
+                self.forced += int((~at_or_below(rows, upto)).sum())
                 upto = last
         if upto is None:
             return 0
         return self._apply([upto])
 
+    def _smallest(self, cut: int) -> np.ndarray:
+        """The ``cut`` first held rows in key order (ties: partition, index, arrival): from
+        the chunks in the order of their smallest key, as far as one can hold any."""
+        rows = _EMPTY
+        taken: list[np.ndarray] = []
+        count = 0
+        for ch in sorted(self._chunks, key=lambda c: c.lo):
+            if count >= cut and ch.lo > _tuple(rows[cut - 1]):
+                break
+            taken.append(ch.rows)
+            count += len(ch.rows)
+            if count >= cut:
+                rows = np.concatenate(taken)
+                rows = rows[_order(rows)]
+        return rows[:cut]
+
     def _apply(self, steps: list[Key]) -> int:
         """The folds of advances to each of ``steps`` in turn (increasing; no message
         arrived between them at or below an earlier one)."""
         upto = steps[-1]
-        held = self._held
-        go = at_or_below(held, upto)
-        n = int(go.sum())
-        self._held = held[~go]
+        has_values = any(ch.values for ch in self._chunks)
+        rows: list[np.ndarray] = []
+        vals: dict[Any, list[tuple[np.ndarray, np.ndarray]]] = {}
+        kept: list[_Chunk] = []
+        for ch in self._chunks:
+            if ch.lo > upto:
+                kept.append(ch)
+                continue
+            if ch.hi <= upto:
+                rows.append(ch.rows)
+                for col, pair in ch.values.items():
+                    vals.setdefault(col, []).append(pair)
+                continue
+            go = at_or_below(ch.rows, upto)
+            rows.append(ch.rows[go])
+            rest: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+            for col, (i, z) in ch.values.items():
+                now = go[np.searchsorted(ch.rows[:, _I], i & _IDX)]
+                if now.any():
+                    vals.setdefault(col, []).append((i[now], z[now]))
+                if not now.all():
+                    rest[col] = (i[~now], z[~now])
+            if not go.all():  # (the bounds are the timestamps': all may go)
+                kept.append(_chunk(ch.rows[~go], rest))
+        n = sum(len(r) for r in rows)
+        self._chunks = kept
+        self._n_held -= n
         self.frontier = upto
         self.folded += n
-        if not n or not any(self._values.values()):
+        if not n or not has_values:
             return n
         # the messages folded in key order (ties: partition, index; each message once),
         # then each column's values by the rank of their message, in arrival order within
         # one: the order of (key, partition, index, arrival) of every value
-        f = held[go]
+        f = np.concatenate(rows)
         f = f[_order(f)]
         ids = (f[:, _P] << _ID) + f[:, _I]
         rank = np.argsort(ids)
         ids = ids[rank]
-        cuts = [0] + [_bound(f, s) for s in steps[:-1]] + [len(f)]
-        folds = [(col, self._sorted(chunks, ids, rank, cuts))
-                 for col, chunks in self._values.items() if chunks]
+        cuts = [0, *_bounds(f, steps[:-1]).tolist(), len(f)]
+        folds = [(col, self._sorted(vals[col], ids, rank, cuts))
+                 for col in self.columns if col in vals]
         for j in range(len(steps)):
             a, c = len(self.alarms), len(self.closes)
             for col, (v, z, bounds) in folds:
@@ -388,9 +455,7 @@ class KeyedPoolMerge:
                 [("close", x) for x in self.closes[c:]]
         if self._records:
             low = {p: part.next for p, part in self.parts.items()}
-            if len(self._held):
-                for p in np.unique(self._held[:, _P]).tolist():
-                    low[p] = int(self._held[self._held[:, _P] == p, _I].min())
+            low.update(self._held_low())
             self._records = [r for r in self._records
                              if r[3] > low.get(r[1], 0) or self._ahead(r)]
         return n
@@ -414,17 +479,15 @@ class KeyedPoolMerge:
     @staticmethod
     def _sorted(chunks: list[tuple[np.ndarray, np.ndarray]], ids: np.ndarray,
                 rank: np.ndarray, cuts: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A column's held values of the messages folded (``ids``, sorted, and ``rank``,
-        each one's place in key order), taken out of ``chunks``, in key order, and the
-        bounds of each step's values (``cuts``: the steps' bounds among the messages)."""
+        """A column's values of the messages folded (``chunks``, in arrival order; ``ids``
+        the messages, sorted, and ``rank`` each one's place in key order), in key order,
+        and the bounds of each step's values (``cuts``: the steps' bounds among the
+        messages)."""
         i = np.concatenate([c[0] for c in chunks]) if len(chunks) > 1 else chunks[0][0]
         z = np.concatenate([c[1] for c in chunks]) if len(chunks) > 1 else chunks[0][1]
-        at = np.minimum(np.searchsorted(ids, i), len(ids) - 1)
-        now = ids[at] == i
-        chunks[:] = [(i[~now], z[~now])] if not now.all() else []
-        r = rank[at[now]]
+        r = rank[np.searchsorted(ids, i)]
         order = np.argsort(r, kind="stable")  # (chunks keep the arrival order)
-        return i[now][order], z[now][order], np.searchsorted(r[order], cuts)
+        return i[order], z[order], np.searchsorted(r[order], cuts)
 
     def _fold(self, col: Any, ids: np.ndarray, z: np.ndarray) -> None:
         """Values of ``col`` in key order (``ids``: partition << 40 | index)."""
@@ -450,9 +513,9 @@ class KeyedPoolMerge:
     def state(self) -> dict[str, Any]:
         self.flush()
         parts = []
+        held = self._held_low()
         for p, part in sorted(self.parts.items()):
-            mine = self._held[self._held[:, _P] == p, _I] if len(self._held) else _EMPTY[:, 0]
-            low = int(mine.min()) if mine.size else part.next
+            low = held.get(p, part.next)
             promise = part.promise if low == part.next else None
             parts.append([p, part.epoch, low, part.next,
                           None if promise is None else list(promise)])

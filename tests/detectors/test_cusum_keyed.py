@@ -211,6 +211,39 @@ def test_past_the_bound_the_smallest_keys_fold_and_what_comes_below_is_late() ->
     assert pool.folded == 12
 
 
+def test_past_the_bound_the_smallest_keys_fold_across_many_held_records() -> None:
+    """The held messages are kept a record at a time; a forced fold takes the smallest
+    keys over all of them (records of overlapping times, ties within a millisecond), and
+    a fold splits a record at its target: checked against sorting every key."""
+    rng = np.random.default_rng(7)
+    pool = KeyedPoolMerge(_columns(), [0, 1, 2], max_pending=40)
+    held: list[Key] = []
+    frontier: Key | None = None
+    folded = forced = late = 0
+    starts = [0, 0]
+    for r in range(60):
+        p = r % 2  # partition 2 is never heard: only forced folds move the frontier
+        ts = sorted(rng.integers(r // 2, r // 2 + 12, int(rng.integers(1, 9))).tolist())
+        rec = _rec(p, starts[p], ts, (r + 12, 0, 0, 0))
+        starts[p] += len(ts)
+        new = [(int(k[0]), int(k[1]), int(k[2]), int(k[3])) for k in rec[3]]
+        late += sum(frontier is not None and k <= frontier for k in new)
+        held = sorted(held + new)
+        upto = frontier
+        if len(held) > 40:
+            cut = len(held) - 40
+            if upto is None or held[cut - 1] > upto:
+                forced += sum(upto is None or k > upto for k in held[:cut])
+                upto = held[cut - 1]
+        gone = [k for k in held if upto is not None and k <= upto]
+        held, frontier = held[len(gone):], upto
+        assert _add(pool, rec) == len(gone)
+        folded += len(gone)
+        assert (pool.frontier, pool.pending, pool.folded) == (frontier, len(held), folded)
+        assert (pool.forced, pool.late) == (forced, late)
+    assert forced > 0 and late > 0
+
+
 def test_a_gap_in_a_partition_waits_then_is_skipped_past_the_bound() -> None:
     pool = KeyedPoolMerge(_columns(), [0], max_pending=30)
     assert _add(pool, _rec(0, 5, list(range(5, 25)), (24, 0, 0, 24))) == 0

@@ -74,6 +74,11 @@ class PartitionMerges:
         self.saved: dict[Any, int] = {}
         self.exporting: dict[Any, int] = {}
         self._retired: Counter[str] = Counter()
+        #: partition -> writer id -> the largest position of its messages read here (the
+        #: first stage of this process holds back while too many are in flight: writers.py)
+        self.seen: dict[Any, dict[bytes, int]] = {}
+        #: the first stage's writers.Alignment in a two-stage process (its series)
+        self.alignment: Any = None
 
     def _new(self, tp: Any) -> WriterMerge:
         return WriterMerge(clock=self.clock, name=f"{tp.topic}/{tp.partition}", **self._kw)
@@ -86,6 +91,10 @@ class PartitionMerges:
             merge = self.merges[tp] = self._new(tp)
             self.delivered.setdefault(tp, 0)
             self.epochs.setdefault(tp, int(time.time() * 1000))
+        if frame.writer is not None and frame.positions is not None and len(frame.positions):
+            seen = self.seen.setdefault(tp, {})
+            wid = frame.writer.writer_id
+            seen[wid] = max(seen.get(wid, -1), int(frame.positions.max()))
         return merge.add(offset, frame)
 
     def replayed(self, tp: Any, offset: int) -> bool:
@@ -189,7 +198,7 @@ class PartitionMerges:
         if merge is not None:
             self._retire(merge)
         for d in (self.delivered, self.epochs, self.read, self.replay_to, self.ticked, self.saved,
-                  self.exporting):
+                  self.exporting, self.seen):
             d.pop(tp, None)  # type: ignore[attr-defined]
         self.counted.discard(tp)
 

@@ -48,7 +48,7 @@ from stream.runtime.catchup import CatchUp, Lateness, merge_plan
 from stream.runtime.frames import blob_lengths, cuts, pack_columns, pick, record_columns
 from stream.runtime.monitors import frame_events
 from stream.runtime.onewriter import STRATEGY
-from stream.runtime.writers import Writer, tick
+from stream.runtime.writers import ALIGN_STEP_S, Alignment, Writer, tick
 from stream.sinks.producer import create_topic
 from stream.sources.kafka import (
     commit_offsets,
@@ -210,6 +210,8 @@ class Repartitioner:
         self.frame_events = frame_events(self.kafka.max_poll_records)
         #: ``writers: several``: this process's writer (writers.py); None: one writer
         self.writer = Writer(rp) if rp.writers == "several" else None
+        #: the writers' watermark alignment (writers.Alignment), set by a two-stage runner
+        self.align: Alignment | None = None
 
     # -- clients ---------------------------------------------------------------------
     def _consumer(self) -> Any:
@@ -372,6 +374,9 @@ class Repartitioner:
         last_lag = 0.0
         try:
             while not self.stop_event.is_set():
+                if self.align is not None and self.align.hold():
+                    self.stop_event.wait(ALIGN_STEP_S)  # ahead of another writer
+                    continue
                 self._iteration()
                 now = time.monotonic()
                 if now - last_lag >= LAG_INTERVAL_S:

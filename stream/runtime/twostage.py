@@ -15,6 +15,7 @@ from stream.engine.pipeline import Pipeline
 from stream.runtime.monitors import FramedRunner, monitor_config
 from stream.runtime.rdfetch import LibrdkafkaRepartitioner
 from stream.runtime.repartition import Repartitioner
+from stream.runtime.writers import ALIGN_SHARE, Alignment
 from stream.sources.kafka import connection_error
 
 log = logging.getLogger("streamdrift.repartition")
@@ -42,6 +43,42 @@ class TwoStageRunner(FramedRunner):
         super().__init__(monitor_config(config), pipeline, stop)
         self.repartitioner = first_stage(config, pipeline, stop)
         self.health.upstream = self.repartitioner.health
+        stage = self.repartitioner
+        if stage.writer is not None:
+            wid = stage.writer.writer_id
+            stage.align = Alignment(stage.writer, self.writer_ahead,
+                                    in_flight=lambda: self.in_flight(wid, stage.seq))
+            self._pm().alignment = stage.align  # (its series: merge_metrics.py)
+
+    def in_flight(self, writer_id: bytes, forwarded: int) -> int | None:
+        """The messages this process's writer forwarded (``forwarded``: its next
+        position) that its monitors have not read yet, as far as their partitions show
+        (None: they hold none with a frame of it)."""
+        seen = [s.get(writer_id) for s in list(self._pm().seen.values())]
+        last = max((x for x in seen if x is not None), default=None)
+        return None if last is None else forwarded - 1 - last
+
+    def writer_ahead(self, generation: int, index: int) -> bool:
+        """Whether a merge of these monitors, of ``generation``, holds at least
+        ``ALIGN_SHARE`` of its bound while writer ``index``'s watermark is above another
+        writer's there, or another writer is not heard from yet (writers.Alignment; called on the first stage's thread: each merge
+        read as a snapshot, a merge changing meanwhile read as not ahead)."""
+        for merge in list(self._pm().merges.values()):
+            try:
+                if merge.generation != generation or \
+                        merge.buffered < ALIGN_SHARE * merge.max_buffered:
+                    continue
+                marks, out = dict(merge.watermarks), set(merge.left_out)
+                mine = marks.get(index)
+                others = [marks.get(i) for i in range(merge.writers)
+                          if i != index and i not in out]
+            except RuntimeError:  # (a set or dict changed size while copied)
+                continue
+            # a writer not heard from yet (none left out) is behind: the merge waits for it
+            if mine is not None and others and (None in others or mine > min(
+                    o for o in others if o is not None)):
+                return True
+        return False
 
     def run(self, max_events: int | None = None, idle_timeout: float | None = None) -> int:
         from kafka.errors import KafkaError

@@ -48,3 +48,15 @@ class WriterMergeCollector:
             c = CounterMetricFamily(f"streamdrift_writer_merge_{NAMES[key]}", help_)
             c.add_metric([], fig[key])
             yield c
+        align = getattr(self.merges, "alignment", None)
+        if align is not None:  # this process runs a writer of several (writers.Alignment)
+            waits = CounterMetricFamily(
+                "streamdrift_writer_align_waits", "Times this process's first-stage writer "
+                "held back, ahead of another writer or with too much in flight to its "
+                "monitors (watermark alignment).")
+            waits.add_metric([], align.waits)
+            secs = CounterMetricFamily(
+                "streamdrift_writer_align_wait_seconds", "Seconds this process's first-stage "
+                "writer held back (watermark alignment).")
+            secs.add_metric([], align.waited())
+            yield from (waits, secs)

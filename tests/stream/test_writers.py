@@ -13,10 +13,17 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from stream.config import parse_config
-from stream.runtime.frames import VERSION, WRITER_VERSION, unpack
+from stream.runtime.frames import VERSION, WRITER_VERSION, WriterHeader, pack, unpack
+from stream.runtime.mergerun import PartitionMerges
 from stream.runtime.onewriter import STRATEGY, OneWriterAssignor
 from stream.runtime.repartition import Repartitioner, merge_plan
+from stream.runtime.twostage import TwoStageRunner
+from stream.runtime.writermerge import WriterMerge
 from stream.runtime.writers import (
+    ALIGN_IN_FLIGHT,
+    ALIGN_MAX_S,
+    ALIGN_SHARE,
+    Alignment,
     Role,
     Roles,
     SeveralWritersAssignor,
@@ -25,11 +32,13 @@ from stream.runtime.writers import (
     strategy,
     tick,
 )
+from stream.sinks.merge_metrics import WriterMergeCollector
 from tests.stream.test_onewriter import Cluster, Member, Meta, _assigned
 from tests.support.configs import minimal_config
 
 KAFKA = {"bootstrap_servers": "k:9092", "topics": ["events"], "group_id": "g"}
 Rec = namedtuple("Rec", "topic partition offset timestamp key value")
+TP = namedtuple("TP", "topic partition")
 
 
 def _stage(**rp: Any) -> Repartitioner:
@@ -320,3 +329,118 @@ def test_no_heartbeat_during_a_rebalance_until_the_next_assignment() -> None:
     _assign(stage, 2, 2, 1)
     tick(stage, t + 1)
     assert {unpack(raw).writer.generation for _, raw, _ in written.frames} == {2}  # type: ignore[union-attr]
+
+
+def test_a_writer_ahead_waits_at_most_the_limit_and_never_in_a_rebalance() -> None:
+    """Watermark alignment (writers.Alignment): while the monitors say this writer is
+    ahead, the stage skips its polls, for ALIGN_MAX_S at most in a row; not without a
+    role of several writers, not during a rebalance, not once it is no longer ahead."""
+    stage = _stage()
+    w = stage.writer
+    assert w is not None
+    asked: list[tuple[int, int]] = []
+    ahead = [True]
+    now = [100.0]
+
+    def says(generation: int, index: int) -> bool:
+        asked.append((generation, index))
+        return ahead[0]
+
+    a = Alignment(w, says, clock=lambda: now[0])
+    assert not a.hold() and not asked  # no role yet: never waits
+    _assign(stage, 4, 2, 1)
+    assert a.hold() and asked[-1] == (4, 1) and a.waits == 1
+    now[0] += ALIGN_MAX_S - 0.1
+    assert a.hold()
+    now[0] += 0.2
+    assert not a.hold()  # one batch goes all the same
+    assert a.hold() and a.waits == 2  # then it waits again
+    w.roles.rebalancing = True
+    assert not a.hold()
+    w.roles.rebalancing = False
+    ahead[0] = False
+    assert not a.hold() and a.since is None
+    assert a.waited_s == pytest.approx(ALIGN_MAX_S + 0.1)
+
+
+def _merge_of(writers: dict[int, tuple[int, int]], gen: int = 3, cap: int = 10,
+              count: int | None = None) -> WriterMerge:
+    """A merge fed one frame per writer: index -> (messages, watermark), of ``count``
+    writers (default: those given)."""
+    m = WriterMerge(max_buffered=cap)
+    count = len(writers) if count is None else count
+    for off, (i, (n, wm)) in enumerate(sorted(writers.items())):
+        recs = [Rec("src", i, p, wm - n + p + 1, None, b"v") for p in range(n)]
+        m.add(off, unpack(pack(recs, list(range(n)),
+                               WriterHeader(bytes([i]) * 16, gen, count, i, wm))))
+    return m
+
+
+def test_the_monitors_say_a_writer_is_ahead_once_their_merge_fills_with_its_messages() -> None:
+    """TwoStageRunner.writer_ahead: a merge of the writer's generation holding at least
+    ALIGN_SHARE of its bound, and the writer's watermark above another writer's there."""
+    class Monitors:
+        def __init__(self, *merges: WriterMerge) -> None:
+            self.merges = PartitionMerges()
+            for q, m in enumerate(merges):
+                self.merges.merges[("rp", q)] = m
+
+        def _pm(self) -> PartitionMerges:
+            return self.merges
+
+    def ahead(mon: Monitors, gen: int, index: int) -> bool:
+        return TwoStageRunner.writer_ahead(mon, gen, index)  # type: ignore[arg-type]
+
+    full = _merge_of({0: (6, 50), 1: (1, 20)})  # 7 wait: none below the bound 20
+    assert full.buffered >= ALIGN_SHARE * full.max_buffered
+    assert ahead(Monitors(full), 3, 0) and not ahead(Monitors(full), 3, 1)
+    assert not ahead(Monitors(full), 4, 0)  # another generation's merge says nothing
+    light = _merge_of({0: (3, 50), 1: (1, 20)})
+    assert light.buffered < ALIGN_SHARE * light.max_buffered
+    assert not ahead(Monitors(light), 3, 0)
+    assert ahead(Monitors(light, full), 3, 0)
+    unheard = _merge_of({0: (8, 50)}, count=2)  # writer 1 not heard yet (starting)
+    assert unheard.buffered == 8 and ahead(Monitors(unheard), 3, 0)
+    full.left_out.add(1)  # a writer left out is not waited for
+    assert not ahead(Monitors(full), 3, 0)
+
+
+def test_a_writer_waits_while_too_many_of_its_messages_are_in_flight_to_its_monitors() -> None:
+    """The alignment's view is what this process's monitors have read: while more than
+    ALIGN_IN_FLIGHT of the writer's messages are forwarded and not read there, it waits
+    too (TwoStageRunner.in_flight: from the largest position of its frames read)."""
+    stage = _stage()
+    w = stage.writer
+    assert w is not None
+    _assign(stage, 2, 2, 0)
+    pm = PartitionMerges()
+
+    class Monitors:
+        def _pm(self) -> PartitionMerges:
+            return pm
+
+    def in_flight(forwarded: int) -> int | None:
+        return TwoStageRunner.in_flight(Monitors(), w.writer_id, forwarded)  # type: ignore[arg-type]
+
+    sent = [0]
+    a = Alignment(w, lambda g, i: False, in_flight=lambda: in_flight(sent[0]))
+    sent[0] = 60_000
+    assert in_flight(sent[0]) is None and not a.hold()  # no view: never waits
+    recs = [Rec("src", 0, p, 10 + p, None, b"v") for p in range(3)]
+    tp0, tp1 = TP("rp", 0), TP("rp", 1)
+    pm.add(tp0, 0, unpack(pack(recs, [100, 101, 102], WriterHeader(
+        w.writer_id, 2, 2, 0, 12))))
+    pm.add(tp1, 0, unpack(pack(recs, [7, 8, 9], WriterHeader(
+        b"x" * 16, 2, 2, 1, 12))))  # another writer's positions say nothing of this one
+    assert in_flight(sent[0]) == 60_000 - 1 - 102
+    assert a.hold()
+    sent[0] = 103 + ALIGN_IN_FLIGHT
+    assert not a.hold()
+    sent[0] += 1
+    assert a.hold()
+    pm.drop(tp0)  # the partition went to another process: no view
+    assert not a.hold()
+    pm.alignment = a  # (a two-stage runner's): its series with the merge's
+    got = {m.name: m.samples[0].value for m in WriterMergeCollector(pm).collect()}
+    assert got["streamdrift_writer_align_waits"] == a.waits == 2
+    assert got["streamdrift_writer_align_wait_seconds"] == a.waited_s >= 0.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from stream.config import Config
 from stream.engine.pipeline import Pipeline
@@ -52,11 +53,19 @@ class TwoStageRunner(FramedRunner):
 
     def in_flight(self, writer_id: bytes, forwarded: int) -> int | None:
         """The messages this process's writer forwarded (``forwarded``: its next
-        position) that its monitors have not read yet, as far as their partitions show
-        (None: they hold none with a frame of it)."""
+        position) that its monitors have not read yet, as far as their partitions show:
+        all of them until the monitors' first assignment (a process starting on a
+        backlog would otherwise forward ahead of any view), None once assigned if they
+        hold no partition with a frame of it."""
         seen = [s.get(writer_id) for s in list(self._pm().seen.values())]
         last = max((x for x in seen if x is not None), default=None)
-        return None if last is None else forwarded - 1 - last
+        if last is None:
+            return None if self.__dict__.get("monitors_assigned") else forwarded
+        return forwarded - 1 - last
+
+    def _on_assigned(self, assigned: set[Any]) -> None:
+        self.monitors_assigned = True
+        super()._on_assigned(assigned)
 
     def writer_ahead(self, generation: int, index: int) -> bool:
         """Whether a merge of these monitors, of ``generation``, holds at least

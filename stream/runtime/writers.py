@@ -331,9 +331,11 @@ class Alignment:
     fresh as what the monitors have read: ``in_flight()`` (the writer's messages
     forwarded and not read yet by its own monitors) above ``ALIGN_IN_FLIGHT`` holds the
     writer back too, so the internal topic keeps no backlog that hides a lead (the
-    monitors are the slower stage on a backlog).  The stage then skips its poll for ``ALIGN_STEP_S`` at a
-    time, at most ``ALIGN_MAX_S`` in a row, and never during a rebalance.  A process whose
-    monitors hold no internal partition has no view and never waits."""
+    monitors are the slower stage on a backlog; before they are first assigned, all of
+    them count).  Alone (one writer) it never waits.  The stage then skips its poll for
+    ``ALIGN_STEP_S`` at a time, at most ``ALIGN_MAX_S`` in a row, and never during a
+    rebalance.  A process whose monitors, once assigned, hold no internal partition has
+    no view and never waits."""
 
     def __init__(self, writer: Writer, ahead: Callable[[int, int], bool],
                  in_flight: Callable[[], int | None] | None = None,
@@ -349,7 +351,8 @@ class Alignment:
         role = self.writer.roles.current
         now = self.clock()
         if role is None or not role.several or self.writer.roles.rebalancing \
-                or not (self.ahead(role.generation, role.index) or self._flooding()):
+                or not (self.ahead(role.generation, role.index)
+                        or self._flooding(role.writers)):
             self._end(now)
             return False
         if self.since is None:
@@ -360,7 +363,9 @@ class Alignment:
             return False
         return True
 
-    def _flooding(self) -> bool:
+    def _flooding(self, writers: int) -> bool:
+        if writers < 2:  # (one writer: nobody to align with)
+            return False
         n = None if self.in_flight is None else self.in_flight()
         return n is not None and n > ALIGN_IN_FLIGHT
 

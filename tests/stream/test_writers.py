@@ -419,13 +419,19 @@ def test_a_writer_waits_while_too_many_of_its_messages_are_in_flight_to_its_moni
         def _pm(self) -> PartitionMerges:
             return pm
 
+    mon = Monitors()
+
     def in_flight(forwarded: int) -> int | None:
-        return TwoStageRunner.in_flight(Monitors(), w.writer_id, forwarded)  # type: ignore[arg-type]
+        return TwoStageRunner.in_flight(mon, w.writer_id, forwarded)  # type: ignore[arg-type]
 
     sent = [0]
     a = Alignment(w, lambda g, i: False, in_flight=lambda: in_flight(sent[0]))
     sent[0] = 60_000
-    assert in_flight(sent[0]) is None and not a.hold()  # no view: never waits
+    # before the monitors' first assignment everything forwarded is in flight
+    assert in_flight(sent[0]) == 60_000 and a.hold()
+    a = Alignment(w, lambda g, i: False, in_flight=lambda: in_flight(sent[0]))
+    mon.monitors_assigned = True  # type: ignore[attr-defined]
+    assert in_flight(sent[0]) is None and not a.hold()  # assigned, no view: never waits
     recs = [Rec("src", 0, p, 10 + p, None, b"v") for p in range(3)]
     tp0, tp1 = TP("rp", 0), TP("rp", 1)
     pm.add(tp0, 0, unpack(pack(recs, [100, 101, 102], WriterHeader(
@@ -443,4 +449,9 @@ def test_a_writer_waits_while_too_many_of_its_messages_are_in_flight_to_its_moni
     pm.alignment = a  # (a two-stage runner's): its series with the merge's
     got = {m.name: m.samples[0].value for m in WriterMergeCollector(pm).collect()}
     assert got["streamdrift_writer_align_waits"] == a.waits == 2
+    _assign(stage, 3, 1, 0)  # one writer: nobody to align with, however much in flight
+    pm.add(tp1, 1, unpack(pack(recs, [200, 201, 202], WriterHeader(
+        w.writer_id, 3, 1, 0, 12))))
+    sent[0] = 10**6
+    assert not a.hold()
     assert got["streamdrift_writer_align_wait_seconds"] == a.waited_s >= 0.0

@@ -69,24 +69,18 @@ class TwoStageRunner(FramedRunner):
 
     def writer_ahead(self, generation: int, index: int) -> bool:
         """Whether a merge of these monitors, of ``generation``, holds at least
-        ``ALIGN_SHARE`` of its bound while writer ``index``'s watermark is above another
-        writer's there, or another writer is not heard from yet (writers.Alignment; called on the first stage's thread: each merge
-        read as a snapshot, a merge changing meanwhile read as not ahead)."""
+        ``ALIGN_SHARE`` of its bound while writer ``index`` leads there
+        (:meth:`WriterMerge.leads`; writers.Alignment).  Called on the first stage's
+        thread: a merge changing while it is read counts as not ahead."""
         for merge in list(self._pm().merges.values()):
-            try:
-                if merge.generation != generation or \
-                        merge.buffered < ALIGN_SHARE * merge.max_buffered:
-                    continue
-                marks, out = dict(merge.watermarks), set(merge.left_out)
-                mine = marks.get(index)
-                others = [marks.get(i) for i in range(merge.writers)
-                          if i != index and i not in out]
-            except RuntimeError:  # (a set or dict changed size while copied)
+            if merge.generation != generation or \
+                    merge.buffered < ALIGN_SHARE * merge.max_buffered:
                 continue
-            # a writer not heard from yet (none left out) is behind: the merge waits for it
-            if mine is not None and others and (None in others or mine > min(
-                    o for o in others if o is not None)):
-                return True
+            try:
+                if merge.leads(index):
+                    return True
+            except RuntimeError:  # (a dict or set changed size while copied)
+                continue
         return False
 
     def run(self, max_events: int | None = None, idle_timeout: float | None = None) -> int:

@@ -441,6 +441,19 @@ class WriterMerge:
             log.info("a first-stage writer left out of the merge is heard again",
                      extra={"partition": self.name, "writer": index})
 
+    def leads(self, index: int) -> bool:
+        """Whether writer ``index`` is ahead here: its watermark above another writer's of
+        the current generation, or another not heard from yet (the release waits for
+        it); a writer left out is not waited for.  Safe to call from another thread: a
+        dict or set changing size while copied raises RuntimeError."""
+        marks, out = dict(self.watermarks), set(self.left_out)
+        mine = marks.get(index)
+        others = [marks.get(i) for i in range(self.writers) if i != index and i not in out]
+        if mine is None or not others:
+            return False
+        heard = [o for o in others if o is not None]
+        return len(heard) < len(others) or mine > min(heard)
+
     def _bound(self, now: float) -> int | None:
         """The timestamp below which the current generation's messages go (None: all)."""
         bound: int | None = None

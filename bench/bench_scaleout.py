@@ -7,7 +7,10 @@ Three measurements, reported as ratios measured in the same run:
    ``streamdrift run`` subprocesses with ``source.repartition`` (``--internal`` partitions
    of the internal topic): one process, then two processes in the same groups.  The rate is
    taken between 10 % and 90 % of the events processed by the monitors (start-up and the
-   group join excluded), summed over processes; the CPU seconds of the processes are
+   group join excluded), summed over processes: each process's /metrics is read every
+   ``--scrape-interval`` s (1; Prometheus' default is 15) and the crossings interpolated
+   between reads; ``--repeat`` rounds run every cell in turn, each round with its own
+   ratio.  The CPU seconds of the processes are
    reported too (a shared machine's wall-clock figures are noisy; events per CPU-second
    are less so), and those of the broker over the same window when its pid is known
    (started here, or ``--broker-pid``): on one machine it competes for the same cores.
@@ -42,6 +45,7 @@ import argparse
 import contextlib
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -68,7 +72,7 @@ from stream.runtime.twostage import TwoStageRunner  # noqa: E402
 from tests.support.configs import m1_config, write_config  # noqa: E402
 from tests.support.events import CLEAN, COLUMNS, Regime, m1_events  # noqa: E402
 from tests.support.kafka import produce  # noqa: E402
-from tests.support.metrics import sample, samples, scrape  # noqa: E402
+from tests.support.metrics import scrape  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -80,6 +84,27 @@ def log(msg: str) -> None:
 
 #: the broker's pid, when known (its CPU seconds are reported beside the processes')
 BROKER_PID: list[int | None] = [None]
+#: seconds between two scrapes of every process's /metrics (``--scrape-interval``)
+SCRAPE_S = [1.0]
+_PROCESSED = re.compile(r'^streamdrift_events_processed_total\{model="m1"\} (\S+)$', re.M)
+
+
+_WAITED = re.compile(r'^streamdrift_writer_align_wait_seconds_total (\S+)$', re.M)
+
+
+def processed(text: str) -> float:
+    """``streamdrift_events_processed_total{model="m1"}`` of an exposition (0 before it
+    is exported).  A search, not a parse: prometheus_client's parser takes ~15 ms of this
+    process's CPU per exposition of a 16-tenant run, on the cores the runs share."""
+    m = _PROCESSED.search(text)
+    return float(m.group(1)) if m else 0.0
+
+
+def waited(text: str) -> float:
+    """Seconds the process's first-stage writer held back (watermark alignment; 0 if it
+    does not export them)."""
+    m = _WAITED.search(text)
+    return float(m.group(1)) if m else 0.0
 
 
 @contextlib.contextmanager
@@ -159,45 +184,51 @@ def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
              str(path), "--metrics-port", str(port)], cwd=workdir, env=env,
             stdout=subprocess.DEVNULL, stderr=err)))
     marks: dict[float, float] = {}
-    cpu0: float | None = None
+    #: (events, CPU-s of the processes, of the broker) at the first scrape past 10 % and
+    #: at the first past 90 %: the events per CPU-second are counted over that window
+    snaps: dict[float, tuple[float, list[float], float, float, float]] = {}
     bpid = BROKER_PID[0]
-    bcpu0 = 0.0
-    cpu0s = [0.0] * procs
+    prev: tuple[float, float] | None = None
     t_end = time.monotonic() + timeout
     try:
         while time.monotonic() < t_end and len(marks) < 2:
-            total = 0.0
+            total = held = 0.0
             for port, proc in runs:
                 if proc.poll() is not None:
                     raise RuntimeError(f"run exited: see {workdir}/{group}.*.stderr")
                 with contextlib.suppress(OSError):
-                    v = sample(samples(scrape(port)), "streamdrift_events_processed_total",
-                               model="m1")
-                    total += 0.0 if v != v else v
+                    text = scrape(port)
+                    total += processed(text)
+                    held += waited(text)
             now = time.monotonic()
             for frac in (0.1, 0.9):
                 if frac not in marks and total >= frac * n:
-                    marks[frac] = now
-                    if frac == 0.1:
-                        cpu0s = [cpu_seconds(p.pid) for _, p in runs]
-                        cpu0 = sum(cpu0s)
-                        bcpu0 = cpu_seconds(bpid) if bpid else 0.0
-            time.sleep(0.1)
+                    # the crossing, linear between this scrape and the one before
+                    t0, n0 = prev if prev is not None and prev[1] < total else (now, total)
+                    marks[frac] = t0 + (now - t0) * (frac * n - n0) / max(total - n0, 1.0)
+                    snaps[frac] = (total, [cpu_seconds(p.pid) for _, p in runs],
+                                   cpu_seconds(bpid) if bpid else 0.0, now, held)
+            prev = (now, total)
+            time.sleep(SCRAPE_S[0])
         if len(marks) < 2:
             raise RuntimeError(f"timed out: {marks}")
-        cpu = sum(cpu_seconds(p.pid) for _, p in runs) - (cpu0 or 0.0)
-        bcpu = cpu_seconds(bpid) - bcpu0 if bpid else float("nan")
-        per_proc = [cpu_seconds(p.pid) - c0 for (_, p), c0 in zip(runs, cpu0s, strict=True)]
     finally:
         for _, proc in runs:
             proc.terminate()
         for _, proc in runs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(30)
+    (e0, c0, b0, s0, w0), (e1, c1, b1, s1, w1) = snaps[0.1], snaps[0.9]
+    per_proc = [b - a for a, b in zip(c0, c1, strict=True)]
+    cpu = sum(per_proc)
+    bcpu = b1 - b0 if bpid else float("nan")
     dt = marks[0.9] - marks[0.1]
-    return {"rate": 0.8 * n / dt, "per_cpu_s": 0.8 * n / cpu if cpu > 0 else float("nan"),
+    return {"rate": 0.8 * n / dt, "per_cpu_s": (e1 - e0) / cpu if cpu > 0 else float("nan"),
             "cpu_s": cpu, "wall_s": dt, "broker_cpu_s": bcpu, "load": os.getloadavg()[0],
-            "proc_cpu_s": per_proc}
+            "proc_cpu_s": per_proc,
+            # cores busy with the runs and the broker over the CPU window
+            "cores": (cpu + (bcpu if bpid else 0.0)) / max(s1 - s0, 1e-9),
+            "waited_s": w1 - w0}
 
 
 # -- 2. detection delay -----------------------------------------------------------------
@@ -349,16 +380,29 @@ def main(argv: list[str] | None = None) -> int:
                    "writes its own source partitions)")
     p.add_argument("--tenants", type=int, default=1,
                    help="keys per c1 value (1: the key is c1; see keyed())")
+    p.add_argument("--scrape-interval", type=float, default=1.0,
+                   help="seconds between scrapes of the processes' /metrics during the "
+                   "throughput runs (1.0; the 10 %% and 90 %% marks are interpolated "
+                   "between scrapes). Before 2026-12-06 it was 0.1, with a full parse of "
+                   "each exposition: ~15 ms of the scraped process's CPU and as much of "
+                   "this one's per scrape, on the shared cores")
+    p.add_argument("--topic", help="with --bootstrap-servers: measure throughput on this "
+                   "topic, produced by an earlier run with the same --events and --tenants "
+                   "(its log names it), instead of producing a backlog (3 M events take ~4 "
+                   "min); each cell reads it from the start in a group of its own")
     p.add_argument("--quick", action="store_true", help="60000 events, 3 seeds")
     p.add_argument("--out", default=str(RESULTS / "scaleout.md"))
     args = p.parse_args(argv)
     if args.quick:
         args.events, args.seeds = 60_000, 3
+    if args.topic and not args.bootstrap_servers:
+        p.error("--topic names a topic of a broker kept running: give --bootstrap-servers")
     internals = [int(x) for x in args.internal.split(",")]
     CLIENT[0] = args.client
     WRITERS[0] = args.writers
     TENANTS[0] = max(1, args.tenants)
     BROKER_PID[0] = args.broker_pid
+    SCRAPE_S[0] = args.scrape_interval
     lines = [f"# Scale-out on a keyed topic\n\nMachine: {machine()}. Command: "
              f"`bench/bench_scaleout.py {' '.join(argv or sys.argv[1:])}`.\n"]
     with tempfile.TemporaryDirectory(prefix="scaleout-") as tmp:
@@ -367,45 +411,63 @@ def main(argv: list[str] | None = None) -> int:
             b"\n".join(m1_events(77, [(10_000, CLEAN)], COLUMNS)))
         with broker(args.bootstrap_servers, workdir) as bootstrap:
             if not args.skip_throughput:
-                topic = stream.broker.create_topic(bootstrap, f"tp-{uuid.uuid4().hex[:8]}",
-                                                   args.source_partitions)
-                log(f"producing {args.events} keyed events to {topic} ...")
-                keyed(bootstrap, topic, m1_events(1, [(args.events, CLEAN)], COLUMNS))
+                if args.topic:  # a backlog an earlier run produced (its log names it)
+                    topic = args.topic
+                    log(f"reusing {topic}: it must hold exactly --events {args.events} "
+                        "events of an earlier run with the same --tenants")
+                else:
+                    topic = stream.broker.create_topic(
+                        bootstrap, f"tp-{uuid.uuid4().hex[:8]}", args.source_partitions)
+                    log(f"producing {args.events} keyed events to {topic} ...")
+                    keyed(bootstrap, topic, m1_events(1, [(args.events, CLEAN)], COLUMNS))
                 cells = ([] if args.no_plain else [("plain runner", None, 1, False)]) + [
                     (f"repartition, {k} internal", k, procs, False) for k in internals
                     for procs in (1, 2)]
                 if args.pooled != "off":  # the same cells with pooling, side by side
                     cells += [(f"{name}, pooled", k, procs, True)
                               for name, k, procs, _ in cells if k is not None]
+                # rounds of every cell in turn: a drift of the machine's load reaches
+                # one process and two alike, and each round gives its own ratio
+                rounds: dict[int, list[dict[str, Any]]] = {i: [] for i in range(len(cells))}
+                for r in range(args.repeat):
+                    for i, (name, internal, procs, pool) in enumerate(cells):
+                        log(f"throughput: {name}, {procs} process(es), round {r + 1} ...")
+                        g = throughput(workdir, bootstrap, topic, args.events, procs,
+                                       internal, timeout=900, pooled=pool)
+                        rounds[i].append(g)
+                        log(f"  {g['rate']:.0f} events/s, {g['per_cpu_s']:.0f} per CPU-s")
                 rows = []
-                for name, internal, procs, pool in cells:
-                    got = []
-                    for _ in range(args.repeat):
-                        log(f"throughput: {name}, {procs} process(es) ...")
-                        got.append(throughput(workdir, bootstrap, topic, args.events, procs,
-                                              internal, timeout=900, pooled=pool))
-                    best = max(got, key=lambda g: g["rate"])
-                    best["runs"] = [g["rate"] for g in got]
+                for i, (name, internal, procs, _) in enumerate(cells):
+                    best = max(rounds[i], key=lambda g: g["rate"])
+                    best["runs"] = [g["rate"] for g in rounds[i]]
                     rows.append((name, internal, procs, best))
-                    log(f"  {best['rate']:.0f} events/s, {best['per_cpu_s']:.0f} per CPU-s")
                 lines.append(f"## Throughput: {args.events} events, {args.source_partitions} "
                              f"source partitions keyed by c1, five columns, client "
                              f"{args.client}\n")
-                lines.append(f"The best of {args.repeat} run(s) per cell; every run's events/s "
-                             "in the last column.\n")
+                lines.append(f"The best of {args.repeat} round(s) per cell (the cells run in "
+                             "turn in each round); every round's events/s, and its ratio to "
+                             f"the same round's one process, in the last column. /metrics "
+                             f"scraped every {args.scrape_interval:g} s.\n")
                 lines.append("| mode | processes | events/s (wall) | vs one process | "
                              "events per CPU-second | CPU-s (per process) | "
-                             "broker CPU-s | load | every run |")
-                lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-                one = {(internal, "pooled" in name): g["rate"]
+                             "broker CPU-s | cores busy (runs + broker) | writers held "
+                             "back, s | load | every round |")
+                lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+                             "| --- |")
+                one = {(internal, "pooled" in name): (g["rate"], g["runs"])
                        for name, internal, procs, g in rows if procs == 1}
                 for name, internal, procs, g in rows:
-                    ratio = g["rate"] / one[(internal, "pooled" in name)]
+                    best1, runs1 = one[(internal, "pooled" in name)]
+                    ratio = g["rate"] / best1
                     each = " + ".join(f"{c:.1f}" for c in g["proc_cpu_s"])
+                    every = ", ".join(
+                        f"{r:,.0f}" + ("" if procs == 1 else f" ({r / r1:.2f}×)")
+                        for r, r1 in zip(g["runs"], runs1, strict=True))
                     lines.append(f"| {name} | {procs} | {g['rate']:,.0f} | {ratio:.2f}× | "
-                                 f"{g['per_cpu_s']:,.0f} | {each} = {g['cpu_s']:.1f} | {g['broker_cpu_s']:.1f} | "
-                                 f"{g['load']:.1f} | "
-                                 + ", ".join(f"{r:,.0f}" for r in g["runs"]) + " |")
+                                 f"{g['per_cpu_s']:,.0f} | {each} = {g['cpu_s']:.1f} | "
+                                 f"{g['broker_cpu_s']:.1f} | {g['cores']:.2f} | "
+                                 f"{g['waited_s']:.1f} | "
+                                 f"{g['load']:.1f} | {every} |")
                 lines.append("")
             if not args.skip_delay:
                 regime = Regime(x1_mean=args.shift)

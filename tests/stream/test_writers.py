@@ -127,8 +127,9 @@ def test_the_stage_uses_the_several_writers_strategy_only_when_configured() -> N
     stage = _stage()
     assert stage.writer is not None
     assert isinstance(stage.writer.strategy[0], SeveralWritersAssignor)
-    assert len(stage.writer.writer_id) == 16 and _stage().writer.writer_id != \
-        stage.writer.writer_id  # type: ignore[union-attr]
+    other = _stage().writer
+    assert other is not None
+    assert len(stage.writer.writer_id) == 16 and other.writer_id != stage.writer.writer_id
     one = Repartitioner(parse_config(minimal_config(source={
         "kafka": KAFKA, "repartition": {}}), "/cfg"), pipeline=None)  # type: ignore[arg-type]
     assert one.writer is None

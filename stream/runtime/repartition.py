@@ -49,7 +49,7 @@ from stream.runtime.frames import blob_lengths, cuts, pack_columns, pick, record
 from stream.runtime.monitors import frame_events
 from stream.runtime.onewriter import STRATEGY
 from stream.runtime.writers import ALIGN_STEP_S, Alignment, Writer, tick
-from stream.sinks.producer import create_topic
+from stream.sinks.producer import create_topic, send_librdkafka
 from stream.sources.kafka import (
     commit_offsets,
     kafka_client_kwargs,
@@ -82,14 +82,6 @@ def parse_seq(metadata: Any) -> int | None:
         return None
     tail = metadata[len(SEQ_PREFIX):]
     return int(tail) if tail.isdigit() else None
-
-
-#: librdkafka consumer properties of :func:`stream.sources.confluent.librdkafka_config`
-#: that a producer does not take
-_CONSUMER_ONLY = frozenset({
-    "group.id", "auto.offset.reset", "enable.auto.commit", "enable.auto.offset.store",
-    "session.timeout.ms", "heartbeat.interval.ms", "max.partition.fetch.bytes",
-    "queued.max.messages.kbytes", "fetch.queue.backoff.ms", "fetch.wait.max.ms"})
 
 
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -140,30 +132,6 @@ def _spread(crcs: np.ndarray, parts: np.ndarray, offsets: np.ndarray, partitions
         x = (x ^ (x >> np.uint64(27))) * _MIX2
         x = x ^ (x >> np.uint64(31))
     return (x % np.uint64(partitions)).astype(np.int64)
-
-
-def _send_confluent(producer: Any, topic: str, frames: list[tuple[int, bytes, int]],
-                    ) -> None:
-    """Produce ``frames`` (partition, value, timestamp) with confluent-kafka and wait for
-    every delivery; raises on the first failed one."""
-    errors: list[Any] = []
-
-    def delivered(err: Any, _msg: Any) -> None:
-        if err is not None:
-            errors.append(err)
-
-    for target, value, ts in frames:
-        while True:
-            try:
-                producer.produce(topic, value=value, partition=target,
-                                 timestamp=ts, on_delivery=delivered)
-                break
-            except BufferError:  # the local queue is full: let deliveries drain it
-                producer.poll(0.05)
-    left = producer.flush(FORWARD_TIMEOUT_S)
-    if errors or left:
-        raise RuntimeError(f"{len(errors)} deliveries failed ({errors[:1]}), {left} not "
-                           "acknowledged in time")
 
 
 class Repartitioner:
@@ -233,19 +201,13 @@ class Repartitioner:
 
         ms = int(FORWARD_TIMEOUT_S * 1000)
         if self.kafka.client == "confluent-kafka":
-            from confluent_kafka import Producer
+            from stream.sources.confluent import librdkafka_producer
 
-            from stream.sources.confluent import librdkafka_config
-
-            conf = {key: v for key, v in librdkafka_config(
-                self.kafka, self.config.source.max_message_bytes).items()
-                if key not in _CONSUMER_ONLY}
-            conf.update({"acks": "all", "enable.idempotence": True, "linger.ms": 5,
-                         "compression.type": self.rp.compression,
-                         "message.timeout.ms": 3 * ms,
-                         "message.max.bytes": max(1_048_576,
-                                                  self.config.source.max_message_bytes + 4096)})
-            return Producer(conf)
+            return librdkafka_producer(
+                self.kafka, self.config.source.max_message_bytes, acks="all",
+                enable_idempotence=True, linger_ms=5, compression_type=self.rp.compression,
+                message_timeout_ms=3 * ms,
+                message_max_bytes=max(1_048_576, self.config.source.max_message_bytes + 4096))
         kw = kafka_client_kwargs(self.kafka)
         codec = None if self.rp.compression == "none" else self.rp.compression
         kw.update(acks="all", enable_idempotence=True, linger_ms=5, batch_size=65536,
@@ -515,7 +477,7 @@ class Repartitioner:
             if self.producer is None:
                 self.producer = self._producer()
             if self.kafka.client == "confluent-kafka":
-                _send_confluent(self.producer, self.rp.topic, out)
+                send_librdkafka(self.producer, self.rp.topic, out, FORWARD_TIMEOUT_S)
             else:
                 futures = [self.producer.send(self.rp.topic, value=frame,
                                               partition=target, timestamp_ms=ts)

@@ -9,7 +9,7 @@ creates a sink's topic.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 log = logging.getLogger("streamdrift.run")
@@ -107,3 +107,28 @@ def create_topic(admin: Any, topic: str, ms: int,
             return f"{code} {t.get('error_message')}"
     admin.wait_for_topics([topic], timeout_ms=ms)
     return None
+
+
+def send_librdkafka(producer: Any, topic: str,
+                    items: Iterable[tuple[int, bytes, int | None]], timeout: float) -> None:
+    """Produce ``items`` (partition, value, timestamp in ms or None: the producer's clock)
+    with a ``confluent_kafka.Producer`` and wait for every delivery; raises on the first
+    failed one, or if any is not acknowledged within ``timeout`` s."""
+    errors: list[Any] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(err)
+
+    for target, value, ts in items:
+        while True:
+            try:
+                producer.produce(topic, value=value, partition=target,
+                                 timestamp=ts or 0, on_delivery=delivered)
+                break
+            except BufferError:  # the local queue is full: let deliveries drain it
+                producer.poll(0.05)
+    left = producer.flush(timeout)
+    if errors or left:
+        raise RuntimeError(f"{len(errors)} deliveries failed ({errors[:1]}), {left} not "
+                           "acknowledged in time")

@@ -143,6 +143,24 @@ def librdkafka_config(k: KafkaConfig, max_message_bytes: int) -> dict[str, Any]:
     return conf
 
 
+#: librdkafka consumer properties of :func:`librdkafka_config` that a producer does not take
+CONSUMER_ONLY = frozenset({
+    "group.id", "auto.offset.reset", "enable.auto.commit", "enable.auto.offset.store",
+    "session.timeout.ms", "heartbeat.interval.ms", "max.partition.fetch.bytes",
+    "queued.max.messages.kbytes", "fetch.queue.backoff.ms", "fetch.wait.max.ms"})
+
+
+def librdkafka_producer(k: KafkaConfig, max_message_bytes: int, **props: Any) -> Any:
+    """A ``confluent_kafka.Producer`` for ``k`` (its connection and security properties,
+    without the consumer's), with ``props`` (librdkafka names, ``.`` as ``_``) over them."""
+    from confluent_kafka import Producer
+
+    conf = {key: v for key, v in librdkafka_config(k, max_message_bytes).items()
+            if key not in CONSUMER_ONLY}
+    conf.update({key.replace("_", "."): v for key, v in props.items()})
+    return Producer(conf)
+
+
 class Record:
     """One consumed message, with kafka-python's ``ConsumerRecord`` attribute names."""
 

@@ -144,7 +144,7 @@ class PoolOutbox:
 
     def _connect(self) -> Any:
         """The producer: librdkafka's with ``source.kafka.client: confluent-kafka`` (its
-        threads are native: kafka-python's sender and network threads took ~15 % of a
+        threads are native: kafka-python's sender thread and producer took 11 % of a
         pooled process's Python samples, on its GIL), else kafka-python's."""
         from kafka import KafkaProducer
 

@@ -656,3 +656,19 @@ def test_with_horizon_measurements_a_peer_in_band_by_one_stream_only_is_out() ->
         _in_band(args, cell, "delays", "EDDM", window=False)
     with pytest.raises(SystemExit, match="EDDM"):
         verdicts([("seed1", res)], band, 200)
+
+
+def test_the_same_runs_ratio_takes_only_the_runs_neither_detector_false_alarmed_in() -> None:
+    from bench.concept_synth_more import row_cells
+
+    # ours false-alarms in the 10 runs where both are fast (5 and 4 events): over its own
+    # survivors ours is slow against the peer's median, on the same runs they tie
+    ours = [-2] * 10 + [50] * 10 + [60] * 10
+    peer = [4] * 10 + [50] * 10 + [-2] * 10
+    d = {"ours": ours, **{n: peer for n in NAMES}}
+    _, fig = row_cells(d, 2_000.0, {n: 2_000.0 for n in NAMES}, None, ["ADWIN"], 2_000,
+                       2_000, 200)
+    assert fig["best"] == "ADWIN"
+    assert fig["ratio"]["ADWIN"][0] == 55 / 27  # medians over each one's own survivors
+    runs, r, (lo, hi) = fig["joint"]["ADWIN"]
+    assert runs == 10 and r == 1.0 and lo == hi == 1.0  # runs 10-19 only: 50 and 50

@@ -41,7 +41,7 @@ from stream.config import Config, KafkaConfig, require_kafka
 from stream.runtime import poolkeys
 from stream.runtime.pooltap import Column, PoolRecordError, column_cusum, pooled_columns, unpack
 from stream.sinks.checkpoints import Checkpoint, StateError, StateStore
-from stream.sinks.producer import create_topic, send_librdkafka
+from stream.sinks.producer import create_topic, send_and_wait
 from stream.sources.kafka import kafka_client_kwargs, kafka_python_consumer
 
 log = logging.getLogger("streamdrift.pool")
@@ -70,8 +70,6 @@ class PoolOutbox:
         #: the bytes of ``records``
         self.bytes = 0
         self.producer: Any = None
-        #: whether ``producer`` is librdkafka's (else kafka-python's)
-        self.librdkafka = False
         self.published = 0
         #: failed flushes since the last that succeeded (the warning is logged once)
         self.failures = 0
@@ -111,15 +109,8 @@ class PoolOutbox:
         try:
             if self.producer is None:
                 self.producer = self._connect()
-            if self.librdkafka:
-                send_librdkafka(self.producer, self.topic, ((0, r, None) for r in self.records),
-                                PUBLISH_TIMEOUT_S)
-            else:
-                futures = [self.producer.send(self.topic, value=r, partition=0)
-                           for r in self.records]
-                self.producer.flush(timeout=PUBLISH_TIMEOUT_S)
-                for f in futures:
-                    f.get(timeout=PUBLISH_TIMEOUT_S)
+            send_and_wait(self.producer, self.topic, [(0, r, None) for r in self.records],
+                          PUBLISH_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - retried before the next commit
             if not self.failures:  # once per episode; the retries at debug level
                 self._failed_since = time.monotonic()
@@ -149,12 +140,11 @@ class PoolOutbox:
         from kafka import KafkaProducer
 
         ms = int(PUBLISH_TIMEOUT_S * 1000)
-        self.librdkafka = self.kafka.client == "confluent-kafka"
-        if self.librdkafka:
+        if self.kafka.client == "confluent-kafka":
             from stream.sources.confluent import librdkafka_producer
 
             return librdkafka_producer(
-                self.kafka, POOL_RECORD_MAX_BYTES, acks="all", linger_ms=2,
+                self.kafka, acks="all", linger_ms=2,
                 compression_type="lz4", message_timeout_ms=3 * ms,
                 message_max_bytes=POOL_RECORD_MAX_BYTES)
         kw = kafka_client_kwargs(self.kafka)

@@ -49,7 +49,7 @@ from stream.runtime.frames import blob_lengths, cuts, pack_columns, pick, record
 from stream.runtime.monitors import frame_events
 from stream.runtime.onewriter import STRATEGY
 from stream.runtime.writers import ALIGN_STEP_S, Alignment, Writer, tick
-from stream.sinks.producer import create_topic, send_librdkafka
+from stream.sinks.producer import create_topic, send_and_wait
 from stream.sources.kafka import (
     commit_offsets,
     kafka_client_kwargs,
@@ -204,7 +204,7 @@ class Repartitioner:
             from stream.sources.confluent import librdkafka_producer
 
             return librdkafka_producer(
-                self.kafka, self.config.source.max_message_bytes, acks="all",
+                self.kafka, acks="all",
                 enable_idempotence=True, linger_ms=5, compression_type=self.rp.compression,
                 message_timeout_ms=3 * ms,
                 message_max_bytes=max(1_048_576, self.config.source.max_message_bytes + 4096))
@@ -476,15 +476,7 @@ class Repartitioner:
             out = make()
             if self.producer is None:
                 self.producer = self._producer()
-            if self.kafka.client == "confluent-kafka":
-                send_librdkafka(self.producer, self.rp.topic, out, FORWARD_TIMEOUT_S)
-            else:
-                futures = [self.producer.send(self.rp.topic, value=frame,
-                                              partition=target, timestamp_ms=ts)
-                           for target, frame, ts in out]
-                self.producer.flush(timeout=FORWARD_TIMEOUT_S)
-                for f in futures:
-                    f.get(timeout=FORWARD_TIMEOUT_S)
+            send_and_wait(self.producer, self.rp.topic, out, FORWARD_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - retried; nothing is committed meanwhile
             self.health.count_repartitioned("failed", records)
             log.warning("repartition write failed; the source offsets are not committed and "

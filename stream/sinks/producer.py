@@ -109,11 +109,25 @@ def create_topic(admin: Any, topic: str, ms: int,
     return None
 
 
-def send_librdkafka(producer: Any, topic: str,
-                    items: Iterable[tuple[int, bytes, int | None]], timeout: float) -> None:
+def send_and_wait(producer: Any, topic: str,
+                  items: Iterable[tuple[int, bytes, int | None]], timeout: float) -> None:
     """Produce ``items`` (partition, value, timestamp in ms or None: the producer's clock)
-    with a ``confluent_kafka.Producer`` and wait for every delivery; raises on the first
-    failed one, or if any is not acknowledged within ``timeout`` s."""
+    with a kafka-python ``KafkaProducer`` or a ``confluent_kafka.Producer`` and wait for
+    every acknowledgement; raises on the first failed one, or if any is not acknowledged
+    within ``timeout`` s."""
+    if hasattr(producer, "produce"):  # librdkafka's
+        _send_librdkafka(producer, topic, items, timeout)
+        return
+    futures = [producer.send(topic, value=value, partition=target,
+                             **({} if ts is None else {"timestamp_ms": ts}))
+               for target, value, ts in items]
+    producer.flush(timeout=timeout)
+    for f in futures:
+        f.get(timeout=timeout)
+
+
+def _send_librdkafka(producer: Any, topic: str,
+                     items: Iterable[tuple[int, bytes, int | None]], timeout: float) -> None:
     errors: list[Any] = []
 
     def delivered(err: Any, _msg: Any) -> None:

@@ -150,12 +150,12 @@ CONSUMER_ONLY = frozenset({
     "queued.max.messages.kbytes", "fetch.queue.backoff.ms", "fetch.wait.max.ms"})
 
 
-def librdkafka_producer(k: KafkaConfig, max_message_bytes: int, **props: Any) -> Any:
+def librdkafka_producer(k: KafkaConfig, **props: Any) -> Any:
     """A ``confluent_kafka.Producer`` for ``k`` (its connection and security properties,
     without the consumer's), with ``props`` (librdkafka names, ``.`` as ``_``) over them."""
     from confluent_kafka import Producer
 
-    conf = {key: v for key, v in librdkafka_config(k, max_message_bytes).items()
+    conf = {key: v for key, v in librdkafka_config(k, 0).items()
             if key not in CONSUMER_ONLY}
     conf.update({key.replace("_", "."): v for key, v in props.items()})
     return Producer(conf)

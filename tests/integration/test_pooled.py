@@ -199,9 +199,9 @@ def _pool_checkpoint(config: Config) -> Any:
         store.close()
 
 
-# kafka-python only (55 s of CI each): with confluent-kafka the first stage's start at the
-# committed offset and merge position after a handover is test_keyed_fetch.py's
-@pytest.mark.parametrize("client", ["kafka-python"])
+# both clients: with confluent-kafka the pool member's consumer is librdkafka's too, and
+# takes the pool over in its assignment callback (its restore's seek sets where it starts)
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
 def test_kill9_loses_no_position_and_drops_what_is_published_again(
         kafka_bootstrap, make_topic, workdir, client):
     from detectors.cusum_pool import PoolMerge
@@ -264,6 +264,7 @@ def test_kill9_loses_no_position_and_drops_what_is_published_again(
     assert ref["copies"] > len(positions)  # some published again: the dedup is tested
     assert cp.state["frontier"] == len(positions) and cp.state["skipped"] == 0
     assert elected and elected[0].get("offset") is not None  # restored from its checkpoint
+    assert {e.get("client") for e in elected} == {client}  # the pool topic's consumer
     for c in POOLED:  # each position once: the copies published again were dropped
         assert _same(state.columns[("m1", c)], ref["cusums"][("m1", c)]), c
 

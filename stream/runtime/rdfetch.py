@@ -8,8 +8,9 @@ two-stage process's, issue 14).  With ``source.kafka.client: confluent-kafka``,
 :class:`LibrdkafkaRepartitioner` splits the work:
 
 - kafka-python's consumer keeps the **group**: membership (it is polled with timeout 0
-  every iteration, so heartbeats, ``max_poll_interval_ms`` and the rebalance callbacks go
-  on), the one-writer assignment, the committed offsets with the merge position in their
+  every :data:`MEMBERSHIP_POLL_S` while reading, every iteration while idle, so
+  heartbeats, ``max_poll_interval_ms`` and the rebalance callbacks go on), the one-writer
+  assignment, the committed offsets with the merge position in their
   metadata, the commits, end offsets and lag.  It reads nothing: **every partition it is
   assigned is paused at once** in the assignment callback (and any found unpaused after a
   poll), all of them, never some while others are read (kafka-python 3.0.12 can stall a
@@ -51,6 +52,12 @@ from stream.sources.kafka import partition_names
 
 log = logging.getLogger("streamdrift.repartition")
 
+#: seconds between the group consumer's polls while the stage reads: each costs ~0.2 ms of
+#: kafka-python's coordinator in Python, and every iteration (hundreds a second while a
+#: backlog is read) it was ~4 % of a two-stage process's CPU (py-spy, 2026-12-06); its
+#: heartbeat thread and the rebalance timeouts are in seconds
+MEMBERSHIP_POLL_S = 0.05
+
 
 class _Positions:
     """What :class:`~stream.runtime.catchup.CatchUp` asks a consumer, answered from the
@@ -86,6 +93,8 @@ class LibrdkafkaRepartitioner(Repartitioner):
         #: records kafka-python's poll returned (ignored): none while every partition
         #: is paused, as it should be
         self.kafka_python_records = 0
+        #: when the group consumer is polled next while reading (MEMBERSHIP_POLL_S)
+        self.membership_at = 0.0
 
     # -- clients ---------------------------------------------------------------------
     def _consumer(self) -> Any:
@@ -154,17 +163,19 @@ class LibrdkafkaRepartitioner(Repartitioner):
     def _iteration(self) -> None:
         k = self.kafka
         reading = bool(self.buffers)
-        try:
-            # membership only: every partition is paused, nothing is returned
-            ignored = self.consumer.poll(timeout_ms=0 if reading else k.poll_timeout_ms,
-                                         max_records=1)
-        except Exception as exc:  # noqa: BLE001 - broker outage, rebalance errors
-            log.warning("poll failed: %s: %s", type(exc).__name__, exc)
-            self.health.set_source_up(False)
-            self.stop_event.wait(min(1.0, k.poll_timeout_ms / 1000))
-            return
-        self.kafka_python_records += sum(len(r) for r in ignored.values())
-        self._pause_all()
+        if not reading or time.monotonic() >= self.membership_at:
+            self.membership_at = time.monotonic() + MEMBERSHIP_POLL_S
+            try:
+                # membership only: every partition is paused, nothing is returned
+                ignored = self.consumer.poll(timeout_ms=0 if reading else k.poll_timeout_ms,
+                                             max_records=1)
+            except Exception as exc:  # noqa: BLE001 - broker outage, rebalance errors
+                log.warning("poll failed: %s: %s", type(exc).__name__, exc)
+                self.health.set_source_up(False)
+                self.stop_event.wait(min(1.0, k.poll_timeout_ms / 1000))
+                return
+            self.kafka_python_records += sum(len(r) for r in ignored.values())
+            self._pause_all()
         polled: dict[Any, Any] = {}
         self._take_events(polled)
         if self.to_seek:

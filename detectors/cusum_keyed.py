@@ -444,8 +444,12 @@ class KeyedPoolMerge:
         rank = np.argsort(ids)
         ids = ids[rank]
         cuts = [0, *_bounds(f, steps[:-1]).tolist(), len(f)]
-        folds = [(col, self._sorted(vals[col], ids, rank, cuts))
-                 for col in self.columns if col in vals]
+        folds = []
+        last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        for col in self.columns:
+            if col in vals:
+                fold, last = self._sorted(vals[col], ids, rank, cuts, last)
+                folds.append((col, fold))
         for j in range(len(steps)):
             a, c = len(self.alarms), len(self.closes)
             for col, (v, z, bounds) in folds:
@@ -478,16 +482,26 @@ class KeyedPoolMerge:
 
     @staticmethod
     def _sorted(chunks: list[tuple[np.ndarray, np.ndarray]], ids: np.ndarray,
-                rank: np.ndarray, cuts: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                rank: np.ndarray, cuts: list[int],
+                last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray],
+                           tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """A column's values of the messages folded (``chunks``, in arrival order; ``ids``
         the messages, sorted, and ``rank`` each one's place in key order), in key order,
         and the bounds of each step's values (``cuts``: the steps' bounds among the
-        messages)."""
+        messages); and what ``last`` is for the next column: (its messages, their order,
+        the bounds).  A column whose messages are the previous column's, in the same
+        arrival order (every column of events that carry them all), takes that column's
+        order instead of sorting again."""
         i = np.concatenate([c[0] for c in chunks]) if len(chunks) > 1 else chunks[0][0]
         z = np.concatenate([c[1] for c in chunks]) if len(chunks) > 1 else chunks[0][1]
-        r = rank[np.searchsorted(ids, i)]
-        order = np.argsort(r, kind="stable")  # (chunks keep the arrival order)
-        return i[order], z[order], np.searchsorted(r[order], cuts)
+        if last is not None and (last[0] is i or np.array_equal(last[0], i)):
+            _, order, bounds = last
+        else:
+            r = rank[np.searchsorted(ids, i)]
+            order = np.argsort(r, kind="stable")  # (chunks keep the arrival order)
+            bounds = np.searchsorted(r[order], cuts)
+        return (i[order], z[order], bounds), (i, order, bounds)
 
     def _fold(self, col: Any, ids: np.ndarray, z: np.ndarray) -> None:
         """Values of ``col`` in key order (``ids``: partition << 40 | index)."""

@@ -458,7 +458,10 @@ def main(argv: list[str] | None = None) -> int:
                         g = throughput(workdir, bootstrap, topic, args.events, procs,
                                        internal, timeout=900, pooled=pool)
                         rounds[i].append(g)
-                        log(f"  {g['rate']:.0f} events/s, {g['per_cpu_s']:.0f} per CPU-s")
+                        log(f"  {g['rate']:.0f} events/s, {g['per_cpu_s']:.0f} per CPU-s; CPU-s "
+                            f"{' + '.join(f'{c:.1f}' for c in g['proc_cpu_s'])}, cores busy "
+                            f"{g['cores']:.2f}, writers held back {g['waited_s']:.1f} s, "
+                            f"load {g['load']:.1f}")
                 rows = []
                 for i, (name, internal, procs, _) in enumerate(cells):
                     best = max(rounds[i], key=lambda g: g["rate"])

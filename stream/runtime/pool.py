@@ -307,7 +307,9 @@ class PoolMember:
         a commit made inside the rebalance until the rebalance is over (it timed out after
         5 s, and held the rebalance as long).  The offset is committed with the next
         periodic checkpoint of whoever holds the pool."""
-        if revoked and not self.closing:
+        if self.closing:  # (close() checkpointed; the merge stays readable, as with
+            return        # kafka-python, whose close() calls no callback)
+        if revoked:
             self._checkpoint(commit=False)
         self._lose_now(revoked)
 

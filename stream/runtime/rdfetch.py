@@ -160,22 +160,30 @@ class LibrdkafkaRepartitioner(Repartitioner):
         return start
 
     # -- the loop ---------------------------------------------------------------------
+    def _poll_membership(self, reading: bool) -> bool:
+        """Poll the group consumer (membership only: every partition is paused, nothing is
+        returned), at most every :data:`MEMBERSHIP_POLL_S` while ``reading``; False when
+        the poll failed (the iteration ends)."""
+        if reading and time.monotonic() < self.membership_at:
+            return True
+        k = self.kafka
+        self.membership_at = time.monotonic() + MEMBERSHIP_POLL_S
+        try:
+            ignored = self.consumer.poll(timeout_ms=0 if reading else k.poll_timeout_ms,
+                                         max_records=1)
+        except Exception as exc:  # noqa: BLE001 - broker outage, rebalance errors
+            log.warning("poll failed: %s: %s", type(exc).__name__, exc)
+            self.health.set_source_up(False)
+            self.stop_event.wait(min(1.0, k.poll_timeout_ms / 1000))
+            return False
+        self.kafka_python_records += sum(len(r) for r in ignored.values())
+        self._pause_all()
+        return True
+
     def _iteration(self) -> None:
         k = self.kafka
-        reading = bool(self.buffers)
-        if not reading or time.monotonic() >= self.membership_at:
-            self.membership_at = time.monotonic() + MEMBERSHIP_POLL_S
-            try:
-                # membership only: every partition is paused, nothing is returned
-                ignored = self.consumer.poll(timeout_ms=0 if reading else k.poll_timeout_ms,
-                                             max_records=1)
-            except Exception as exc:  # noqa: BLE001 - broker outage, rebalance errors
-                log.warning("poll failed: %s: %s", type(exc).__name__, exc)
-                self.health.set_source_up(False)
-                self.stop_event.wait(min(1.0, k.poll_timeout_ms / 1000))
-                return
-            self.kafka_python_records += sum(len(r) for r in ignored.values())
-            self._pause_all()
+        if not self._poll_membership(bool(self.buffers)):
+            return
         polled: dict[Any, Any] = {}
         self._take_events(polled)
         if self.to_seek:

@@ -252,8 +252,8 @@ def _merged(bootstrap: str, config: Config, rp_topic: str,
                 cusum.update(cols[c][done:n])
                 adwin.update(cols[c][done:n])
             done = n
-            out[part].append({c: [*(float(v) for v in cusum._f[:2]),
-                                  *(float(v) for v in adwin._k.fstate[[2, 0]])]
+            out[part].append({c: [*(float(v) for v in cusum._f[:2]),  # (upper, lower)
+                                  float(adwin.width), float(adwin.total)]
                               for c, (cusum, adwin) in dets.items()})
     return out
 

@@ -210,21 +210,20 @@ def _checkpointed(bootstrap: str, config: Config, topic: str,
 
 
 def _merged(bootstrap: str, config: Config, rp_topic: str,
-            at: dict[int, list[int]]) -> dict[int, list[dict[str, list[float]]]]:
+            at: dict[int, list[int]]) -> dict[int, dict[int, dict[str, list[float]]]]:
     """What :func:`_checkpointed` must hold when each monitor folded every message of its
-    internal partition once, in the several-writer merge's order: the partition's frames
-    merged again here by one WriterMerge never stopped (a frozen clock: nobody left out),
-    each column's values run through a fresh CUSUM and ADWIN with the checkpoints'
-    parameters, fingerprinted after each count of ``at`` (partition -> event counts, in
-    increasing order).  A restored merge releases the same sequence as one never stopped
-    (writermerge.py), and both detectors step value by value: the batches do not matter."""
-    from detectors.adwin import ADWIN
-    from detectors.cusum import CUSUM
+    internal partition once, in the several-writer merge's order: partition -> event
+    count of ``at`` (partition -> counts, increasing) -> column -> :func:`_fingerprint`.
+    The partition's frames are merged again here by one WriterMerge never stopped (a
+    frozen clock: nobody left out), and each column's values run through the CUSUM and
+    ADWIN of a fresh monitor of the run's baseline.  A restored merge releases the same
+    sequence as one never stopped (writermerge.py), and both detectors step value by
+    value: the batches do not matter."""
+    from stream.engine.pipeline import Pipeline
     from stream.runtime.writermerge import WriterMerge
 
-    newest = {part: cp.state["columns"] for (model, t, part), cp in checkpoints(config).items()
-              if model == "m1" and t == rp_topic}
-    out: dict[int, list[dict[str, list[float]]]] = {}
+    pipeline = Pipeline(config, resolve_baselines(config))
+    out: dict[int, dict[int, dict[str, list[float]]]] = {}
     for part, values in read_to_end(bootstrap, rp_topic, values_only=True).items():
         merge = WriterMerge(clock=lambda: 0.0)
         released: list[bytes | None] = []
@@ -234,27 +233,17 @@ def _merged(bootstrap: str, config: Config, rp_topic: str,
             released += merge.add(offset, frame).values
         assert merge.buffered == 0, f"{merge.buffered} messages held back at the end"
         events = [orjson.loads(v or b"") for v in released]
-        dets: dict[str, tuple[CUSUM, ADWIN]] = {}
-        for c in SUMMED:  # fresh, with the newest checkpoint's parameters
-            kinds = newest[part][c]["detectors"]
-            a = kinds["adwin"]["state"]
-            dets[c] = (CUSUM(**CUSUM._kwargs_from_state(kinds["cusum"]["state"])),
-                       ADWIN(delta=a["delta"], clock=a["clock"], max_buckets=a["max_buckets"],
-                             min_window_length=a["min_window_length"],
-                             grace_period=a["grace_period"], min_effect=a["min_effect"],
-                             hold=a["hold"], clip=a["clip"]))
-        cols = {c: np.array([e["p"][c] if c == "score" else e["f"][c] for e in events])
-                for c in SUMMED}
+        columns = pipeline.new_monitor("m1").columns
+        values_of = {c: np.array([e["p"][c] if c == "score" else e["f"][c] for e in events])
+                     for c in SUMMED}
         done = 0
-        out[part] = []
+        out[part] = {}
         for n in at.get(part, []):
-            for c, (cusum, adwin) in dets.items():
-                cusum.update(cols[c][done:n])
-                adwin.update(cols[c][done:n])
+            for c in SUMMED:
+                for kind in ("cusum", "adwin"):
+                    columns[c].detectors[kind].update(values_of[c][done:n])
             done = n
-            out[part].append({c: [*(float(v) for v in cusum._f[:2]),  # (upper, lower)
-                                  float(adwin.width), float(adwin.total)]
-                              for c, (cusum, adwin) in dets.items()})
+            out[part][n] = {c: _fingerprint(columns[c].to_dict()) for c in SUMMED}
     return out
 
 
@@ -485,9 +474,9 @@ def test_kill9_of_a_two_stage_run_loses_nothing(kafka_bootstrap, make_topic, wor
         written = _checkpointed(kafka_bootstrap, _monitor(config), rp_topic)
         at = {p: sorted({n for n, _ in cps}) for p, cps in written.items()}
         merged = _merged(kafka_bootstrap, _monitor(config), rp_topic, at)
-        off = [(p, n, c, got[c], merged[p][at[p].index(n)][c])
+        off = [(p, n, c, got[c], merged[p][n][c])
                for p, cps in written.items() for n, got in cps for c in SUMMED
-               if got[c] != pytest.approx(merged[p][at[p].index(n)][c], rel=1e-9, abs=1e-9)]
+               if got[c] != pytest.approx(merged[p][n][c], rel=1e-9, abs=1e-9)]
         print(f"[keyed kill -9, {client}] {sum(map(len, written.values()))} checkpoints' "
               f"CUSUM sums and ADWIN windows against the merged sequence: {len(off)} differ "
               f"{off[:5]}")

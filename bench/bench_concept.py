@@ -502,8 +502,10 @@ def main() -> None:
     ap.add_argument("--n-values", type=int, default=4_000_000)
     ap.add_argument("--warm", type=int, default=10_000,
                     help="synth, frozen model: the events the tree is trained on")
-    ap.add_argument("--online-warm", type=int, default=20_000,
-                    help="synth, online model: test-then-train events before the reference")
+    ap.add_argument("--online-warm", type=int, default=40_000,
+                    help="synth, online model: test-then-train events before the reference "
+                         "(40,000 since 2026-12-06: past the tree's split waves, where its "
+                         "error stream is a null; bench/concept_online_curve.py)")
     ap.add_argument("--synth-ref", type=int, default=10_000,
                     help="synth: the reference (the tree's errors on these events)")
     ap.add_argument("--synth-after", type=int, default=10_000,

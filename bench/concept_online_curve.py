@@ -56,8 +56,8 @@ def warm_row(e: np.ndarray, warm: int, ref: int, pre: int, boot: int,
     idx = rng.integers(0, len(d), (boot, len(d)))
     lo, hi = np.quantile(d[idx].mean(axis=1), [0.025, 0.975])
     pooled = float(p.mean())
-    sd = np.sqrt(pooled * (1 - pooled) / pre) if 0 < pooled < 1 else np.nan
-    spread = float(p.std(ddof=1) / sd) if sd and np.isfinite(sd) else np.nan
+    spread = (float(p.std(ddof=1) / np.sqrt(pooled * (1 - pooled) / pre))
+              if 0 < pooled < 1 else np.nan)
     higher = int(np.count_nonzero(d > 0))
     return (f"| {warm:,} | {100 * r.mean():.2f} | {100 * pooled:.2f} | {100 * d.mean():+.2f} "
             f"({100 * lo:+.2f} – {100 * hi:+.2f}) | {higher} of {len(d)} | {spread:.2f} |")

@@ -209,11 +209,12 @@ def _checkpointed(bootstrap: str, config: Config, topic: str,
     return out
 
 
-def _merged(bootstrap: str, config: Config, rp_topic: str,
+def _merged(config: Config, frames: dict[int, list[bytes]],
             at: dict[int, list[int]]) -> dict[int, dict[int, dict[str, list[float]]]]:
     """What :func:`_checkpointed` must hold when each monitor folded every message of its
     internal partition once, in the several-writer merge's order: partition -> event
     count of ``at`` (partition -> counts, increasing) -> column -> :func:`_fingerprint`.
+    ``frames``: the repartition topic's records (partition -> frames, in offset order).
     The partition's frames are merged again here by one WriterMerge never stopped (a
     frozen clock: nobody left out), and each column's values run through the CUSUM and
     ADWIN of a fresh monitor of the run's baseline.  A restored merge releases the same
@@ -224,7 +225,7 @@ def _merged(bootstrap: str, config: Config, rp_topic: str,
 
     pipeline = Pipeline(config, resolve_baselines(config))
     out: dict[int, dict[int, dict[str, list[float]]]] = {}
-    for part, values in read_to_end(bootstrap, rp_topic, values_only=True).items():
+    for part, values in frames.items():
         merge = WriterMerge(clock=lambda: 0.0)
         released: list[bytes | None] = []
         for offset, raw in enumerate(values):
@@ -463,17 +464,18 @@ def test_kill9_of_a_two_stage_run_loses_nothing(kafka_bootstrap, make_topic, wor
     # with the merged sequence, so that a value folded twice, lost or out of place shows
     # as such (one message lost and another folded twice after the restore fails it), not
     # only when it happens to alarm. Printed above.
-    versions = {v[4] for vs in _read_topic(kafka_bootstrap, rp_topic, unframe=False).values()
-                for v in vs}
+    frames = _read_topic(kafka_bootstrap, rp_topic, unframe=False)
+    versions = {v[4] for vs in frames.values() for v in vs}
     if writers == "several":
         # version-3 frames only, merged by the monitors of the restarted run
         assert versions == {WRITER_VERSION} and after["merge"]["partitions"] == 2, \
             (versions, after)
         # every value folded once, in the merge's order, across the kill: each checkpoint's
         # CUSUM sums and ADWIN window are those of the merged sequence up to its event count
-        written = _checkpointed(kafka_bootstrap, _monitor(config), rp_topic)
+        monitor = _monitor(config)
+        written = _checkpointed(kafka_bootstrap, monitor, rp_topic)
         at = {p: sorted({n for n, _ in cps}) for p, cps in written.items()}
-        merged = _merged(kafka_bootstrap, _monitor(config), rp_topic, at)
+        merged = _merged(monitor, frames, at)
         off = [(p, n, c, got[c], merged[p][n][c])
                for p, cps in written.items() for n, got in cps for c in SUMMED
                if got[c] != pytest.approx(merged[p][n][c], rel=1e-9, abs=1e-9)]

@@ -90,6 +90,60 @@ def _order(rows: np.ndarray) -> np.ndarray:
                        rows[:, 1], rows[:, 0]))
 
 
+#: the fields of a packed key: the key's four, then the partition
+_FIELDS = (0, 1, 2, 3, _P)
+
+
+@dataclass
+class _Packed:
+    """The rows' key and partition packed into one int64 (each field less its smallest
+    value, in the bits its span needs): one stable sort of the packed values orders the
+    rows as :func:`_order` does when no two rows share a key and partition."""
+
+    low: list[int]
+    span: list[int]
+    bits: list[int]
+    #: the packed values, sorted
+    values: np.ndarray
+
+    def bound(self, step: Key) -> int:
+        """The largest packed value of a row at or below ``step`` (-1: none): every row at
+        or below it is at most this, every other above."""
+        v, rest = 0, sum(self.bits)
+        for x, lo, span, b in zip(step, self.low, self.span, self.bits, strict=False):
+            rest -= b
+            d = x - lo
+            if d < 0:  # this prefix's rows are all above it
+                return (v << (b + rest)) - 1
+            if d > span:  # this prefix's rows are all at or below it
+                return ((v + 1) << (b + rest)) - 1
+            v = (v << b) | d
+        return ((v + 1) << rest) - 1  # (any partition)
+
+
+def _packed_order(rows: np.ndarray) -> tuple[np.ndarray, _Packed | None]:
+    """Key order (ties: partition, index, arrival), and the rows' packed keys when they
+    fit in 63 bits and no two rows share a key and partition (then ``_order``'s later
+    ties never decide, and a stable sort of one int64 column replaces its seven-column
+    lexsort: the rows come as sorted runs, one per record); else ``_order`` and None."""
+    keys = rows[:, _FIELDS]
+    low = [int(x) for x in keys.min(axis=0)]
+    span = [int(h) - lo for h, lo in zip(keys.max(axis=0).tolist(), low, strict=True)]
+    bits = [s.bit_length() for s in span]
+    if sum(bits) > 62:
+        return _order(rows), None
+    packed = np.zeros(len(rows), dtype=np.int64)
+    for j, (lo, b) in enumerate(zip(low, bits, strict=True)):
+        if b:
+            packed <<= b
+            packed |= keys[:, j] - lo
+    order = np.argsort(packed, kind="stable")
+    values = packed[order]
+    if len(values) > 1 and (values[1:] == values[:-1]).any():
+        return _order(rows), None
+    return order, _Packed(low, span, bits, values)
+
+
 def _bounds(rows: np.ndarray, steps: list[Key]) -> np.ndarray:
     """For each of ``steps``, the number of ``rows`` (in key order) at or below it: one
     lexicographic sort of the rows' keys and the steps together, a step after the rows
@@ -133,6 +187,27 @@ class _Chunk:
     values: dict[Any, tuple[np.ndarray, np.ndarray]]
     lo: Key
     hi: Key
+
+
+class _Sort:
+    """The key order of the messages of one fold: ``arrived`` (``partition << 40 | index``
+    of each, in arrival order), ``order`` (arrival -> key order) and ``cuts`` (the steps'
+    bounds among them, in key order)."""
+
+    def __init__(self, arrived: np.ndarray, order: np.ndarray, cuts: list[int]) -> None:
+        self.arrived, self.order, self.cuts = arrived, order, cuts
+        self._ids: np.ndarray | None = None
+        self._rank: np.ndarray | None = None
+
+    def rank(self, ids: np.ndarray) -> np.ndarray:
+        """Each of ``ids``' place in key order."""
+        if self._ids is None:
+            place = np.empty(len(self.order), dtype=np.int64)
+            place[self.order] = np.arange(len(self.order))
+            by_id = np.argsort(self.arrived)
+            self._ids, self._rank = self.arrived[by_id], place[by_id]
+        assert self._rank is not None
+        return self._rank[np.searchsorted(self._ids, ids)]
 
 
 #: the smallest and largest values of a key's field
@@ -439,16 +514,20 @@ class KeyedPoolMerge:
         # then each column's values by the rank of their message, in arrival order within
         # one: the order of (key, partition, index, arrival) of every value
         f = np.concatenate(rows)
-        f = f[_order(f)]
-        ids = (f[:, _P] << _ID) + f[:, _I]
-        rank = np.argsort(ids)
-        ids = ids[rank]
-        cuts = [0, *_bounds(f, steps[:-1]).tolist(), len(f)]
+        arrived = (f[:, _P] << _ID) + f[:, _I]  # the messages, in arrival order
+        order, packed = _packed_order(f)
+        if packed is not None:
+            inner = np.searchsorted(packed.values, [packed.bound(s) for s in steps[:-1]],
+                                    side="right")
+        else:
+            inner = _bounds(f[order], steps[:-1])
+        cuts = [0, *inner.tolist(), len(f)]
+        sort = _Sort(arrived, order, cuts)
         folds = []
         last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         for col in self.columns:
             if col in vals:
-                fold, last = self._sorted(vals[col], ids, rank, cuts, last)
+                fold, last = self._sorted(vals[col], sort, last)
                 folds.append((col, fold))
         for j in range(len(steps)):
             a, c = len(self.alarms), len(self.closes)
@@ -481,26 +560,26 @@ class KeyedPoolMerge:
         return part is not None and any(k[1] == rec[3] for k in part.ahead)
 
     @staticmethod
-    def _sorted(chunks: list[tuple[np.ndarray, np.ndarray]], ids: np.ndarray,
-                rank: np.ndarray, cuts: list[int],
+    def _sorted(chunks: list[tuple[np.ndarray, np.ndarray]], sort: _Sort,
                 last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
                 ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray],
                            tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """A column's values of the messages folded (``chunks``, in arrival order; ``ids``
-        the messages, sorted, and ``rank`` each one's place in key order), in key order,
-        and the bounds of each step's values (``cuts``: the steps' bounds among the
-        messages); and what ``last`` is for the next column: (its messages, their order,
-        the bounds).  A column whose messages are the previous column's, in the same
-        arrival order (every column of events that carry them all), takes that column's
-        order instead of sorting again."""
+        """A column's values of the messages folded (``chunks``, in arrival order), in key
+        order, and the bounds of each step's values; and what ``last`` is for the next
+        column: (its messages, their order, the bounds).  A column whose messages are the
+        previous column's, in the same arrival order (every column of events that carry
+        them all), takes that column's order instead of sorting again; one with a value of
+        every message folded, in arrival order, takes the messages' order."""
         i = np.concatenate([c[0] for c in chunks]) if len(chunks) > 1 else chunks[0][0]
         z = np.concatenate([c[1] for c in chunks]) if len(chunks) > 1 else chunks[0][1]
         if last is not None and (last[0] is i or np.array_equal(last[0], i)):
             _, order, bounds = last
+        elif np.array_equal(i, sort.arrived):
+            order, bounds = sort.order, np.asarray(sort.cuts)
         else:
-            r = rank[np.searchsorted(ids, i)]
+            r = sort.rank(i)
             order = np.argsort(r, kind="stable")  # (chunks keep the arrival order)
-            bounds = np.searchsorted(r[order], cuts)
+            bounds = np.searchsorted(r[order], sort.cuts)
         return (i[order], z[order], bounds), (i, order, bounds)
 
     def _fold(self, col: Any, ids: np.ndarray, z: np.ndarray) -> None:

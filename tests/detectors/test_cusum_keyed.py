@@ -303,3 +303,47 @@ def test_a_restart_does_not_fold_again_a_late_message_folded_before_it() -> None
     assert again.duplicates == 3 and again.folded == 1
     for c in COLS:
         assert _same_state(again.columns[c], whole.columns[c])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 400), st.sampled_from([2, 5, 1000, 2**40]))
+def test_the_packed_key_order_and_step_bounds_are_the_lexsort_ones(seed: int, n: int,
+                                                                  span: int) -> None:
+    """The fold's one-column sort (rows as sorted runs, packed key and partition) gives
+    ``_order``'s order, and each step's bound ``_bounds``' count, whatever the steps
+    (fields below, within or above the rows'); ties of key and partition, or keys too wide
+    for 63 bits, fall back to the lexsort."""
+    from detectors.cusum_keyed import _bounds, _order, _packed_order
+
+    rng = np.random.default_rng(seed)
+    rows = np.zeros((n, 7), dtype=np.int64)
+    base = int(rng.integers(0, 2**41))
+    rows[:, 0] = base + rng.integers(0, span, n)
+    rows[:, 1] = rng.integers(1, 3, n)
+    rows[:, 2] = rng.integers(0, 3, n)
+    rows[:, 3] = rng.integers(0, span, n)
+    rows[:, 4] = rng.integers(0, 4, n)
+    rows[:, 5] = rng.permutation(n)
+    rows[:, 6] = np.arange(n)
+    # as records come: runs, each in key order
+    cuts = np.sort(rng.integers(0, n + 1, 3))
+    runs = np.split(rows, cuts)
+    rows = np.concatenate([r[_order(r)] for r in runs])
+    order, packed = _packed_order(rows)
+    assert np.array_equal(order, _order(rows))
+    ties = len({tuple(r) for r in rows[:, :5].tolist()}) < n
+    wide = sum((int(rows[:, j].max()) - int(rows[:, j].min())).bit_length()
+               for j in range(5)) > 62
+    assert (packed is None) == (ties or wide)
+    if packed is None:
+        return
+    steps = []
+    for _ in range(8):
+        row = rows[int(rng.integers(0, n))]
+        step = [int(x) for x in row[:4]]
+        j = int(rng.integers(0, 4))
+        step[j] += int(rng.choice([-2**45, -1, 0, 1, 2**45]))
+        steps.append(tuple(step))
+    steps.sort()
+    got = np.searchsorted(packed.values, [packed.bound(s) for s in steps], side="right")
+    assert got.tolist() == _bounds(rows[order], steps).tolist()

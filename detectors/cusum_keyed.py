@@ -344,33 +344,37 @@ class KeyedPoolMerge:
         self.duplicates += skip
         keys = rec.keys[skip:]
         idx = np.arange(part.next, rec.end, dtype=np.int64)
-        fresh = np.ones(len(keys), dtype=bool)
+        fresh = None  # (None: every message from ``skip`` on)
         if part.replay_key is not None and idx.size and idx[0] < part.replay_below:
             fresh = ~((idx < part.replay_below) & at_or_below(keys, part.replay_key))
             self.duplicates += int((~fresh).sum())
+            keys, idx = keys[fresh], idx[fresh]
         part.next = rec.end
         if rec.promise is not None and (part.promise is None or rec.promise > part.promise):
             part.promise = rec.promise
-        n = int(fresh.sum())
+        n = len(keys)
         if n:
             rows = np.empty((n, 7), dtype=np.int64)
-            rows[:, :4], rows[:, _P], rows[:, _I] = keys[fresh], p, idx[fresh]
+            rows[:, :4], rows[:, _P], rows[:, _I] = keys, p, idx
             rows[:, _S] = np.arange(self._seq, self._seq + n)
             self._seq += n
             self.late += int(at_or_below(rows, self.frontier).sum())
             held: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
             if rec.offset is not None:
                 self._records.append((int(rec.offset), p, part.epoch, rec.end))
-            keep = np.zeros(len(rec.keys), dtype=bool)
-            keep[skip:] = fresh
+            keep = None
+            if skip or fresh is not None:
+                keep = np.zeros(len(rec.keys), dtype=bool)
+                keep[skip:] = True if fresh is None else fresh
             for col, (vi, z) in rec.values.items():
-                ok = keep[vi - rec.start]
-                m = int(ok.sum())
+                if keep is not None:
+                    ok = keep[vi - rec.start]
+                    if not ok.all():
+                        vi, z = vi[ok], z[ok]
+                m = len(vi)
                 if not m:
                     continue
                 self._seq += m
-                if m < len(ok):
-                    vi, z = vi[ok], z[ok]
                 held[col] = ((p << _ID) + vi, z)
             self._chunks.append(_chunk(rows, held))
             self._n_held += n

@@ -82,7 +82,7 @@ def unpack(data: bytes) -> KeyedRecord:
     pos = _HEAD.size
     if pos + 32 * n + _PROMISE.size > len(data):
         raise PoolRecordError("truncated keys")
-    keys = np.frombuffer(data, "<i8", 4 * n, pos).astype(np.int64).reshape(n, 4)
+    keys = np.frombuffer(data, "<i8", 4 * n, pos).astype(np.int64, copy=False).reshape(n, 4)
     pos += 32 * n
     has, *promise = _PROMISE.unpack_from(data, pos)
     pos += _PROMISE.size

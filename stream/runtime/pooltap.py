@@ -118,9 +118,10 @@ def unpack_columns(data: bytes, pos: int, cov: np.ndarray,
         pos += 4
         if pos + 24 * m > len(data):
             raise PoolRecordError("truncated values")
-        p = np.frombuffer(data, "<i8", m, pos).astype(np.int64)
-        z = np.frombuffer(data, "<f8", m, pos + 8 * m).astype(np.float64)
-        t = np.frombuffer(data, "<f8", m, pos + 16 * m).astype(np.float64)
+        # (read-only views of the record: nothing writes into them)
+        p = np.frombuffer(data, "<i8", m, pos).astype(np.int64, copy=False)
+        z = np.frombuffer(data, "<f8", m, pos + 8 * m).astype(np.float64, copy=False)
+        t = np.frombuffer(data, "<f8", m, pos + 16 * m).astype(np.float64, copy=False)
         pos += 24 * m
         inside = (cov.size > 0 and cov[0] <= p.min() and p.max() <= cov[-1]) if dense \
             else np.isin(p, cov).all()

@@ -193,6 +193,47 @@ def test_a_keyed_member_folds_in_key_order_and_a_successor_resumes(keyed_config:
     assert one.bad_records == 1
 
 
+def test_a_keyed_member_defers_its_folds_and_loses_no_alarm_at_a_checkpoint(
+        keyed_config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While records keep coming the member folds at most every ``FOLD_EVERY_S``: the
+    alarms, closes and CUSUMs are those of a fold after every record, also when the pool
+    is taken away while the fold that alarms is deferred (the checkpoint folds first and
+    raises it; the successor resumes from that checkpoint)."""
+    import stream.runtime.pool as pool
+
+    values, _ = _keyed_stream(2000, 3)
+    monkeypatch.setattr(pool, "POLL_RECORDS", 1)  # one record a poll
+    monkeypatch.setattr(pool, "FOLD_EVERY_S", 0.0)
+    every, topic = _member(keyed_config, values, _Store())
+    first_alarm = None
+    while topic.position < len(values):
+        every._iteration()
+        first_alarm = topic.position if first_alarm is None and every.alarms else first_alarm
+    every._iteration()
+    assert first_alarm is not None
+
+    monkeypatch.setattr(pool, "FOLD_EVERY_S", 1e9)  # only at an empty poll or a checkpoint
+    store = _Store()
+    deferred, topic = _member(keyed_config, values, store)
+    while topic.position < first_alarm:
+        deferred._iteration()
+    m = deferred.merge
+    assert isinstance(m, KeyedPoolMerge) and len(m._steps) >= 3 and not deferred.alarms
+    deferred.revoked = True
+    deferred._iteration()  # the pool taken away: a checkpoint, then no merge
+    assert deferred.merge is None and deferred.alarms  # (raised by the checkpoint's fold)
+    cp = store.saved[("__pool__", "t-pool", 0)]
+    successor, topic = _member(keyed_config, values, store, committed=cp.offset)
+    _drain(successor, topic)
+
+    def seen(alarms: list[Any]) -> list[Any]:
+        return [(a.kind, a.column, a.partition, a.position, a.statistic) for a in alarms]
+
+    assert seen(deferred.alarms + successor.alarms) == seen(every.alarms)
+    for key, det in every.merge.columns.items():
+        assert _same_cusum(successor.merge.columns[key], det), key
+
+
 def test_a_one_writer_checkpoint_starts_a_keyed_pool_fresh(keyed_config: Any) -> None:
     from stream.runtime.pool import PoolMember, pool_columns
 

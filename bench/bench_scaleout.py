@@ -234,8 +234,11 @@ def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
         for _, proc in runs:
             proc.terminate()
         for _, proc in runs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
+            try:
                 proc.wait(30)
+            except subprocess.TimeoutExpired:  # (its broker gone: its shutdown waits on it)
+                proc.kill()
+                proc.wait()
     (e0, c0, b0, s0, w0), (e1, c1, b1, s1, w1) = snaps[0.1], snaps[0.9]
     if s1 <= s0:
         log("  both marks fell between two scrapes: no CPU window (use more --events or a "

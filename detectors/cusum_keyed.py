@@ -110,7 +110,8 @@ class _Packed:
         """The largest packed value of a row at or below ``step`` (-1: none): every row at
         or below it is at most this, every other above."""
         v, rest = 0, sum(self.bits)
-        for x, lo, span, b in zip(step, self.low, self.span, self.bits, strict=False):
+        for x, lo, span, b in zip(step, self.low[:4], self.span[:4], self.bits[:4],
+                                  strict=True):  # (the key's fields: not the partition)
             rest -= b
             d = x - lo
             if d < 0:  # this prefix's rows are all above it
@@ -123,7 +124,7 @@ class _Packed:
 
 def _packed_order(rows: np.ndarray) -> tuple[np.ndarray, _Packed | None]:
     """Key order (ties: partition, index, arrival), and the rows' packed keys when they
-    fit in 63 bits and no two rows share a key and partition (then ``_order``'s later
+    fit in 62 bits and no two rows share a key and partition (then ``_order``'s later
     ties never decide, and a stable sort of one int64 column replaces its seven-column
     lexsort: the rows come as sorted runs, one per record); else ``_order`` and None."""
     keys = rows[:, _FIELDS]

@@ -312,7 +312,7 @@ def test_the_packed_key_order_and_step_bounds_are_the_lexsort_ones(seed: int, n:
     """The fold's one-column sort (rows as sorted runs, packed key and partition) gives
     ``_order``'s order, and each step's bound ``_bounds``' count, whatever the steps
     (fields below, within or above the rows'); ties of key and partition, or keys too wide
-    for 63 bits, fall back to the lexsort."""
+    for 62 bits, fall back to the lexsort."""
     from detectors.cusum_keyed import _bounds, _order, _packed_order
 
     rng = np.random.default_rng(seed)

@@ -41,7 +41,7 @@ from stream.runtime.writermerge import MergeState, Released, WriterMerge
 MERGE_KEY = "writer_merge"
 #: the merge's counters that the metrics export (summed over the partitions, kept across
 #: partitions dropped)
-COUNTERS = ("late", "skips", "over_cap", "stale_frames")
+COUNTERS = ("late", "skips", "over_cap", "stale_frames", "duplicates")
 
 
 class PartitionMerges:

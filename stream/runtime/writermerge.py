@@ -59,9 +59,15 @@ writer sends heartbeats (frames of no messages) so its watermark keeps up with t
   promise: its messages are released at once as late and it is counted in
   ``stale_frames`` (after a restore, skipped as released when re-read: the state keeps
   the offsets where the generations began, to tell a zombie from a frame of an older
-  generation read before the change).  A successor that forwards again what its crashed
-  predecessor had not committed sends messages whose timestamps may be below the
-  frontier: late (duplicates, counted).
+  generation read before the change).
+* **Copies.**  A successor forwards again, in a newer generation, what its crashed (or
+  revoked) predecessor had not committed.  A copy whose first is still buffered goes in
+  the same release, side by side with it (the millisecond interleaves its generations):
+  each value folded twice in a row doubles a CUSUM's steps (reliability.md, "Copies").
+  So a release keeps one message per source record (topic, partition, offset), the first
+  in key order, and counts the others in ``duplicates``; the frontier passes them.  A
+  copy of a message released already is repeated: late, or, in the frontier's own
+  millisecond, released with the next release, uncounted.
 * **Bounded memory.** At most ``max_buffered`` messages wait: past that, the smallest
   keys are released in order (counted in ``over_cap``), moving the frontier, so that a
   writer that lags badly costs lateness, not memory.
@@ -83,8 +89,9 @@ writer sends heartbeats (frames of no messages) so its watermark keeps up with t
   first stage writes a message twice: after a writer's crash its successor (a new
   generation) forwards again what was not committed (the first stage's bound,
   reliability.md), and a static member that rejoins without a rebalance rewrites
-  messages with the same keys in the same generation; both are released again (as late
-  when their keys are at or below the frontier).
+  messages with the same keys in the same generation; such a copy is dropped when its
+  first copy is still buffered, and released again, as late, when that was released
+  (Copies, above).
 
 Everything per message is numpy over the buffered columns (a ``lexsort`` by key per
 release, and one by the spread); the loops are per frame and per writer.
@@ -302,6 +309,13 @@ class WriterMerge:
         self.conflicts = 0
         #: messages of re-read frames skipped as released before the restore
         self.replayed = 0
+        #: later copies of a source record dropped in a release (:meth:`_once`)
+        self.duplicates = 0
+        #: writer -> its largest position read; whether copies may be buffered (a position
+        #: read again, an older generation's rest); source topic -> id (_once)
+        self._positions: dict[int, int] = {}
+        self._rewrite = False
+        self._source_ids: dict[str, int] = {}
         self._warned: set[str] = set()
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -381,6 +395,12 @@ class WriterMerge:
             assert frame.positions is not None  # (a version-3 frame has them)
             cols[:, 3] = frame.positions
             cols[:, 4], cols[:, 5] = offset, np.arange(n)
+            if w.generation == self.generation:  # (positions again: perhaps a rewrite)
+                last = self._positions.get(w.index)
+                # (a writer's positions increase: its merge order, frames.py)
+                self._rewrite |= last is not None and int(frame.positions[0]) <= last
+                self._positions[w.index] = max(_MIN if last is None else last,
+                                               int(frame.positions[-1]))
             stale = w.generation < self.generation  # type: ignore[operator]
             if replay:  # a zombie's frame (older than the generation in force) went whole
                 force = self._in_force(offset)
@@ -405,6 +425,7 @@ class WriterMerge:
                                     pick(frame.values, at), {offset: frame}))
             keep = np.flatnonzero(~done)
             if len(keep):
+                self._rewrite |= w.generation != self.generation  # (older: after a restore)
                 cols = cols[keep]
                 cols[:, _VI] = np.arange(len(self._values), len(self._values) + len(keep))
                 self._chunks.append(cols)
@@ -421,8 +442,9 @@ class WriterMerge:
         return self._release(self.clock())
 
     def _new_generation(self, generation: int, writers: int, now: float) -> None:
+        self._rewrite |= self._n > 0  # (an older one's rest is buffered: copies may come)
         self.generation, self.writers = generation, writers
-        self.watermarks, self._heard, self._ids = {}, {}, {}
+        self.watermarks, self._heard, self._ids, self._positions = {}, {}, {}, {}
         self.left_out.clear()
         self._since = now
 
@@ -520,12 +542,14 @@ class WriterMerge:
         last = out[-1, :4]  # (the largest key: before the release order is applied)
         key: Key = (int(last[0]), int(last[1]), int(last[2]), int(last[3]))
         if self.frontier is None or key > self.frontier:
-            self.frontier = key
+            self.frontier = key  # (also past the copies dropped below: a restore skips them)
+        out = self._once(out)
         if interleave:
             out = out[_interleaved(out)]
         values = pick(self._values, out[:, _VI])
         self._chunks = [rest] if len(rest) else []
         self._n = len(rest)
+        self._rewrite = self._rewrite and self._n > 0
         self._clear, self._checked = (self.generation, bound), len(self._chunks)
         if len(self._values) > 4 * self._n + COMPACT_AFTER:  # drop the released values
             if self._n:
@@ -541,6 +565,34 @@ class WriterMerge:
             else:
                 break
         return Released(out[:, :_VI], np.zeros(len(out), dtype=bool), values, frames)
+
+    def _once(self, out: np.ndarray) -> np.ndarray:
+        """``out`` (rows in key order) without the later copies of a source record (module
+        docstring, Copies: a newer generation's, or equal keys); the first stays."""
+        if len(out) < 2 or not self._rewrite:
+            return out  # (no position read twice, one generation buffered: no copies)
+        src, off = np.empty(len(out), dtype=np.int64), np.empty(len(out), dtype=np.int64)
+        by_frame = np.argsort(out[:, 4], kind="stable")
+        offsets = out[by_frame, 4]
+        starts = np.flatnonzero(np.r_[True, offsets[1:] != offsets[:-1]])
+        for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(out)], strict=True):
+            at = by_frame[a:b]  # (a loop over frames)
+            frame, rows = self._frames[int(offsets[a])], out[at, 5]
+            ids = np.fromiter((self._source_ids.setdefault(t, len(self._source_ids))
+                               for t in frame.topics), np.int64, len(frame.topics))
+            src[at] = (ids[frame.topic_index[rows]] << 32) | frame.partitions[rows]
+            off[at] = frame.offsets[rows]
+        order = np.lexsort((off, src))  # (stable: key order within a source record)
+        copy = np.zeros(len(out), dtype=bool)
+        copy[order[1:]] = (src[order[1:]] == src[order[:-1]]) \
+            & (off[order[1:]] == off[order[:-1]])
+        if not (n := int(np.count_nonzero(copy))):
+            return out
+        self.duplicates += n
+        self._warn("duplicates", "messages a first-stage writer forwarded again (after a "
+                   "crash or a revocation before its commit) came while the first copies "
+                   "were held back: each is released once", generation=self.generation)
+        return out[~copy]
 
     def _warn(self, what: str, msg: str, **extra: Any) -> None:
         if what not in self._warned:

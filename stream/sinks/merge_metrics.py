@@ -18,10 +18,14 @@ COUNTERS = {
     "skips": "Times a first-stage writer silent for max_wait_s was left out of the merge.",
     "over_cap": "Messages released early because more than max_buffered waited.",
     "stale_frames": "Frames of an older first-stage generation after a newer one.",
+    "duplicates": "Messages a first-stage writer forwarded again (after a crash or a "
+                  "revocation before its commit) dropped while their first copy was held "
+                  "back.",
 }
 #: the counters' metric names (without ``_total``)
 NAMES = {"late": "late_messages", "skips": "writers_left_out",
-         "over_cap": "over_cap_messages", "stale_frames": "stale_frames"}
+         "over_cap": "over_cap_messages", "stale_frames": "stale_frames",
+         "duplicates": "duplicate_messages"}
 
 
 class WriterMergeCollector:

@@ -81,14 +81,21 @@ def _state(config: Any, topic: str) -> dict[int, dict[str, Any]]:
             if m == "m1" and t == topic}
 
 
-def test_two_writers_merged_in_order_across_a_kill9(kafka_bootstrap, make_topic,
-                                                    tmp_path: Path) -> None:
-    topic = make_topic(partitions=1)  # the source topic (nothing reads it here)
-    rp_topic = make_topic(partitions=2)
+def _setup(bootstrap: str, make_topic: Any, tmp_path: Path, group: str,
+           partitions: int) -> tuple[str, Path]:
+    """A source topic (nothing reads it here), a repartition topic of ``partitions``, the
+    module's reference and a run's configuration: (repartition topic, config path)."""
+    topic = make_topic(partitions=1)
+    rp_topic = make_topic(partitions=partitions)
     (tmp_path / "reference.jsonl").write_bytes(
         b"\n".join(m1_events(77, [(10_000, CLEAN)], COLUMNS)))
-    cfg = _config(tmp_path, kafka_bootstrap, topic, f"wm-{topic}", interval=1,
-                  repartition={"topic": rp_topic, "partitions": 2})
+    return rp_topic, _config(tmp_path, bootstrap, topic, f"{group}-{topic}", interval=1,
+                             repartition={"topic": rp_topic, "partitions": partitions})
+
+
+def test_two_writers_merged_in_order_across_a_kill9(kafka_bootstrap, make_topic,
+                                                    tmp_path: Path) -> None:
+    rp_topic, cfg = _setup(kafka_bootstrap, make_topic, tmp_path, "wm", 2)
     config = load_config(cfg)
     resolve_baselines(config)  # cached before the subprocess starts
     mon = monitor_config(config)
@@ -187,3 +194,65 @@ def test_two_processes_with_several_writers_open_no_episode_on_clean_keyed_data(
     assert sum(f["partitions"] for f in figures) >= 2  # every internal partition merged
     assert len(events) <= processed() <= len(events) + 2 * BUFFER_POLLS * MAX_POLL
     assert episodes == {}
+
+
+def _gen_frames(gen: int, writers: int, index: int, msgs: list[tuple[int, bytes]],
+                first: int) -> list[bytes]:
+    """Frames of (event number, value) by writer ``index`` of ``writers`` in generation
+    ``gen`` (its own writer id), each event from source partition ``number % 2`` at offset
+    ``number``, its positions counting from ``first``; watermarks: the newest timestamp."""
+    wid = bytes([97 + gen]) * 8 + bytes([65 + index]) * 8
+    out = []
+    for k in range(0, len(msgs), FRAME):
+        chunk = msgs[k:k + FRAME]
+        recs = [Src(i, v) for i, v in chunk]
+        for r in recs:
+            r.partition = r.offset % 2
+        out.append(pack(recs, range(first + k, first + k + len(chunk)),
+                        WriterHeader(wid, gen, writers, index, T0 + chunk[-1][0])))
+    return out
+
+
+def test_a_successors_copies_of_held_back_messages_are_folded_once(
+        kafka_bootstrap, make_topic, tmp_path: Path) -> None:
+    """Generation 1: writer 0 (source partition 0, even events) runs 1,000 events ahead of
+    writer 1 (odd ones), so the monitors hold writer 0's messages from 1,000 on; writer 0
+    crashes before its commit.  Generation 2: one writer takes both partitions and
+    forwards partition 0 again from 1,000 (500 copies of held-back messages) and partition
+    1 from 1,001.  The monitors fold each event once, in order: before 2026-12-06 the
+    copies went side by side with their first copies, 500 values folded twice in a row."""
+    rp_topic, cfg = _setup(kafka_bootstrap, make_topic, tmp_path, "cp", 1)
+    mon = monitor_config(load_config(cfg))
+    events = m1_events(23, [(3_000, CLEAN)], COLUMNS)
+    numbered = list(enumerate(events))
+    frames = _gen_frames(1, 2, 0, [e for e in numbered[:2_000] if e[0] % 2 == 0], 0)
+    frames += _gen_frames(1, 2, 1, [e for e in numbered[:1_000] if e[0] % 2 == 1], 0)
+    frames += _gen_frames(2, 1, 0, numbered[1_000:], 0)  # (partition 0 again from 1,000)
+    frames.append(heartbeat(WriterHeader(b"c" * 16, 2, 1, 0, FAR)))
+    produce(kafka_bootstrap, rp_topic, frames, partition=0,
+            max_in_flight_requests_per_connection=1, acks="all")
+    run = InProcess(cfg, cached_baselines(), "cp")
+    run.runner = FramedRunner(mon, run.pipeline, run.stop_event)
+    seen: list[bytes] = []
+    process = run.pipeline.process
+
+    def spy(messages: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.extend(messages)
+        return process(messages, *args, **kwargs)
+
+    run.pipeline.process = spy  # type: ignore[method-assign]
+    run.start()
+    try:
+        _wait(lambda: run.alive() and run.pipeline.consumed >= len(events)
+              and run.runner.merges.figures()["buffered"] == 0, 120, "the frames",
+              details=run.describe)
+        _wait(lambda: run.alive() and _state(mon, rp_topic).get(0, {}).get("events")
+              == run.pipeline.consumed, 60, "a checkpoint of every event")
+    finally:
+        run.stop()
+    figures = run.runner.merges.figures()
+    print(f"\n[writer merge, copies] {len(events)} events, 500 forwarded again by the "
+          f"successor while held back: folded {len(seen)}, merge {figures}")
+    assert _ts(seen) == _ts(events)  # each once, in order
+    assert figures["duplicates"] == 500 and figures["late"] == 0
+    assert int(_state(mon, rp_topic)[0]["events"]) == len(events)

@@ -263,4 +263,4 @@ def test_the_merge_metrics_are_exported_summed_and_documented(
     assert runner.merges.figures()["late"] == 3
     documented = load_contract().series_names()
     assert {name for name in got} <= set(documented), set(got) - set(documented)
-    assert len(got) == 6
+    assert len(got) == 7

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import namedtuple
+from collections import Counter, namedtuple
 from fractions import Fraction
 from typing import Any
 
@@ -45,8 +45,11 @@ def header(i: int, n: int, wm: int, gen: int = 1) -> WriterHeader:
 
 def frame(i: int, n: int, msgs: list[tuple[int, int]], wm: int | None = None,
           gen: int = 1) -> Frame:
-    """Writer ``i`` of ``n``'s frame of messages (timestamp, position), through bytes."""
-    recs = [Rec("src", i, p, t, None, b"%d:%d:%d" % (gen, i, p)) for t, p in msgs]
+    """Writer ``i`` of ``n``'s frame of messages (timestamp, position), through bytes; each
+    from source partition ``i`` at offset ``gen`` x 1e6 + its position (a record of its
+    own: the merge releases one copy of a source record only)."""
+    recs = [Rec("src", i, gen * 10**6 + p, t, None, b"%d:%d:%d" % (gen, i, p))
+            for t, p in msgs]
     if wm is None:
         wm = max(t for t, _ in msgs)
     return unpack(pack(recs, [p for _, p in msgs], header(i, n, wm, gen)))
@@ -538,6 +541,101 @@ def test_a_restart_mid_replay_still_resumes_exactly() -> None:
         got += feed(c, [(o, f) for o, f in frames if s2.commit_offset is None or
                         o >= s2.commit_offset])
         assert got == expected
+
+
+def sourced(i: int, n: int, msgs: list[tuple[int, int, int]], gen: int) -> Frame:
+    """Writer ``i`` of ``n``'s frame in generation ``gen`` of messages (timestamp, position,
+    source offset), each from source partition ``timestamp % 2`` at that offset; the
+    watermark is the newest timestamp."""
+    recs = [Rec("src", t % 2, o, t, None, b"%d:%d" % (t % 2, o)) for t, _, o in msgs]
+    wid = bytes([97 + gen]) * 8 + bytes([65 + i]) * 8
+    return unpack(pack(recs, [p for _, p, _ in msgs],
+                       WriterHeader(wid, gen, n, i, max(t for t, _, _ in msgs))))
+
+
+def crash(resend_from: int) -> list[tuple[int, Frame]]:
+    """Generation 1: writer 0 forwards source partition 0 (even timestamps 0-58, offset =
+    timestamp) and runs ahead of writer 1 (partition 1, odd timestamps 1-19), so the merge
+    holds writer 0's messages from 20 on; writer 0 crashes.  Generation 2: one writer takes
+    both partitions, partition 0 from offset ``resend_from`` (what the crashed writer had
+    committed: below 60, it forwards copies) and partition 1 from 21, merged by
+    timestamp, up to 99."""
+    w0 = [(t, t // 2, t) for t in range(0, 60, 2)]
+    w1 = [(t, t // 2, t) for t in range(1, 20, 2)]
+    frames = [sourced(0, 2, w0[k:k + 10], 1) for k in range(0, 30, 10)]
+    frames += [sourced(1, 2, w1[k:k + 5], 1) for k in range(0, 10, 5)]
+    later = sorted([(t, t) for t in range(resend_from, 100, 2)]
+                   + [(t, t) for t in range(21, 100, 2)])
+    gen2 = [(t, p, o) for p, (t, o) in enumerate(later)]
+    frames += [sourced(0, 1, gen2[k:k + 12], 2) for k in range(0, len(gen2), 12)]
+    frames.append(unpack(heartbeat(WriterHeader(b"c" * 16, 2, 1, 0, FAR))))
+    return list(enumerate(frames))
+
+
+def test_a_successors_copies_of_held_back_messages_are_released_once() -> None:
+    """A successor forwards again what its crashed predecessor had not committed (the
+    same source records, a newer generation).  The copies of the messages still held
+    back went side by side with their first copies (each millisecond interleaves its
+    generations): every value of the batch twice in a row, a CUSUM's steps doubled.  Now
+    each source record goes once, in the order of a successor that sent no copy; a copy
+    of one released already is late (a repeat, counted), as before."""
+    clean = WriterMerge(clock=Clock())
+    expected = feed(clean, crash(60))
+    assert clean.duplicates == 0 and clean.late == 0
+    m = WriterMerge(clock=Clock())
+    got = feed(m, crash(20))  # the copies of 20-58: all held back (writer 1 was at 19)
+    assert [v for _, _, v in got] == [v for _, _, v in expected]
+    assert m.duplicates == 20 and m.late == 0
+    values = [v for _, _, v in feed(WriterMerge(clock=Clock()), crash(20))]
+    assert len(values) == len(set(values)) == 100
+    # from offset 10: the copies of 10-18 were released already (below writer 1's 19):
+    # repeated once each.  10-16 come below the frontier (late, at once); 18, of the
+    # frontier's own millisecond but a newer generation, comes above it and goes with
+    # the next release, uncounted (the merge keeps no record of what it released)
+    m = WriterMerge(clock=Clock())
+    got = feed(m, crash(10))
+    assert [v for _, lt, v in got if lt] == [b"0:%d" % t for t in range(10, 18, 2)]
+    assert m.late == 4 and m.duplicates == 20
+    twice = Counter(v for _, _, v in got)
+    assert {v for v, n in twice.items() if n > 1} == {b"0:%d" % t for t in range(10, 20, 2)}
+    assert max(twice.values()) == 2 and set(twice) == {v for _, _, v in expected}
+
+
+@pytest.mark.parametrize("resend_from", [10, 20, 40])
+def test_a_restart_at_any_frame_drops_the_same_copies(resend_from: int) -> None:
+    """The frontier passes the copies a release dropped: restored from the checkpoint
+    before any frame and fed again from its commit offset, the merge releases exactly the
+    rest, with the same copies dropped."""
+    frames = crash(resend_from)
+    whole = WriterMerge(clock=Clock())
+    expected: list[Out] = []
+    states: list[tuple[MergeState, int, int]] = []
+    for offset, f in frames:
+        states.append((MergeState.from_dict(json.loads(json.dumps(whole.state().to_dict()))),
+                       len(expected), whole.duplicates))
+        expected += rows(whole.add(offset, f))
+    for state, done, dropped in states:
+        m = WriterMerge(clock=Clock())
+        m.restore(state)
+        start = state.commit_offset if state.commit_offset is not None else -1
+        assert expected[:done] + feed(m, [(o, f) for o, f in frames if o >= start]) \
+            == expected
+        assert dropped + m.duplicates == whole.duplicates
+
+
+def test_only_copies_of_one_source_record_are_dropped() -> None:
+    """Two messages with one key are one record written twice (a static member that
+    rewrites its batch) only when their source records are one too: two writer ids with
+    one index in one generation (a conflict) give distinct records equal keys."""
+    recs = [Rec("src", 0, 7, 5, None, b"a")]
+    first = unpack(pack(recs, [0], header(0, 1, 5)))
+    again = unpack(pack(recs, [0], header(0, 1, 5)))
+    other = unpack(pack([Rec("src", 3, 7, 5, None, b"b")], [0], WriterHeader(
+        WID[4], 1, 1, 0, 5)))
+    m = WriterMerge(clock=Clock())
+    got = feed(m, [(0, first), (1, again), (2, other), (3, beat(0, 1, FAR))])
+    assert [v for _, _, v in got] == [b"a", b"b"] and m.duplicates == 1
+    assert m.conflicts == 1 and m.late == 0
 
 
 def test_two_writer_ids_with_one_index_are_counted_and_both_merged() -> None:

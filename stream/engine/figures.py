@@ -312,7 +312,7 @@ class RunnerHealth:
         #: the pooled CUSUM's member candidate of this process (stream/runtime/pool.py),
         #: whose series the metrics endpoint adds while it holds the pool
         self.pool: Any = None
-        #: the monitors' pool outbox of this process (stream/runtime/pool.py PoolOutbox)
+        #: the monitors' pool outbox of this process (stream/runtime/pooloutbox.py PoolOutbox)
         self.pool_outbox: Any = None
         #: the monitors' several-writer merges (stream/runtime/mergerun.py PartitionMerges:
         #: ``figures()``), whose counters the metrics endpoint adds

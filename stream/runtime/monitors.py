@@ -196,7 +196,8 @@ class FramedRunner(KafkaRunner):
         # with pooling off too: gives back the thresholds a pooled run muted
         self.tap = PoolTap(self.pooled, thresholds_of(self.pipeline))
         self.pipeline.pool_tap = self.tap
-        from stream.runtime.pool import PoolMember, PoolOutbox
+        from stream.runtime.pool import PoolMember
+        from stream.runtime.pooloutbox import PoolOutbox
 
         self.pool_out: PoolOutbox | None = None
         self.pool: PoolMember | None = None

@@ -2,7 +2,8 @@
 every monitor's values, in event order (issue 14; docs/reliability.md#keyed-topics-two-stages).
 
 * The monitors (:class:`~stream.runtime.monitors.FramedRunner`) publish, per poll, a pool
-  record (pooltap.py) to the one-partition **pool topic** through :class:`PoolOutbox`,
+  record (pooltap.py) to the one-partition **pool topic** through
+  :class:`~stream.runtime.pooloutbox.PoolOutbox`,
   acknowledged before they checkpoint or commit the frames it covers (at-least-once: a
   monitor that restarts publishes again what it processes again).
 * Every monitor process runs a :class:`PoolMember` candidate: a consumer of the pool
@@ -37,20 +38,18 @@ import numpy as np
 
 from detectors.cusum_keyed import KeyedPoolMerge
 from detectors.cusum_pool import PoolAlarm, PooledCUSUM, PoolMerge, pooled_cusum
-from stream.config import Config, KafkaConfig, require_kafka
+from stream.config import Config, require_kafka
 from stream.runtime import poolkeys
+from stream.runtime.pooloutbox import POOL_RECORD_MAX_BYTES, PUBLISH_TIMEOUT_S
 from stream.runtime.pooltap import Column, PoolRecordError, column_cusum, pooled_columns, unpack
 from stream.sinks.checkpoints import Checkpoint, StateError, StateStore
-from stream.sinks.producer import create_topic, send_and_wait
+from stream.sources.groupjoin import holds
 from stream.sources.kafka import kafka_client_kwargs, kafka_python_consumer
 
 log = logging.getLogger("streamdrift.pool")
 
 #: the model name of the pool member's checkpoints
 POOL_MODEL = "__pool__"
-PUBLISH_TIMEOUT_S = 10.0
-#: the largest request (kafka-python) or message (librdkafka) of the pool producer
-POOL_RECORD_MAX_BYTES = 8 * 1024 * 1024
 POLL_RECORDS = 500
 #: several writers: while records keep coming the member folds what it took at most this
 #: often (at once when a poll brings none, and before every checkpoint).  The folds and
@@ -58,113 +57,10 @@ POLL_RECORDS = 500
 #: one fold per record cost 0.37 us per event and one per 20 records 0.20
 #: (bench_pool_member.py --per-poll 1 / 20), on the process that also holds the pool
 FOLD_EVERY_S = 0.1
-
-
-class PoolOutbox:
-    """The monitors' pool records waiting to be published (kept until acknowledged).
-
-    ``max_bytes`` (``source.repartition.pool_outbox_max_bytes``) bounds them while
-    publishing fails: once :meth:`full`, the monitors take no new batch until a flush
-    succeeds (:meth:`FramedRunner._iteration <stream.runtime.monitors.FramedRunner>`), so
-    the outbox holds at most ``max_bytes`` plus the record of one poll."""
-
-    def __init__(self, kafka: KafkaConfig, topic: str, health: Any,
-                 max_bytes: int = 64 * 1024 * 1024) -> None:
-        self.kafka, self.topic, self.health = kafka, topic, health
-        self.max_bytes = max_bytes
-        self.records: list[bytes] = []
-        #: the bytes of ``records``
-        self.bytes = 0
-        self.producer: Any = None
-        self.published = 0
-        #: failed flushes since the last that succeeded (the warning is logged once)
-        self.failures = 0
-        self._failed_since = 0.0
-
-    def full(self) -> bool:
-        """Whether the records waiting reach the bound (no new batch is taken)."""
-        return self.bytes >= self.max_bytes
-
-    def ensure_topic(self, timeout_s: float = 30.0) -> None:
-        from kafka import KafkaAdminClient
-
-        ms = max(1000, int(timeout_s * 1000))
-        admin = KafkaAdminClient(**kafka_client_kwargs(self.kafka), request_timeout_ms=ms,
-                                 bootstrap_timeout_ms=ms)
-        try:
-            if self.topic not in set(admin.list_topics()):
-                error = create_topic(admin, self.topic, ms, partitions=1)
-                if error is not None:
-                    log.warning("cannot create the pool topic: %s", error,
-                                extra={"topic": self.topic})
-        finally:
-            admin.close()
-
-    def add(self, record: bytes) -> None:
-        self.records.append(record)
-        self.bytes += len(record)
-
-    def flush(self, connect: bool = True) -> bool:
-        """Publish every waiting record and wait for the acknowledgements; False (logged)
-        if any failed: they stay and are published again (the pool drops copies).
-        ``connect=False`` (a rebalance callback): no producer is opened, False if none."""
-        if not self.records:
-            return True
-        if self.producer is None and not connect:
-            return False
-        try:
-            if self.producer is None:
-                self.producer = self._connect()
-            send_and_wait(self.producer, self.topic, [(0, r, None) for r in self.records],
-                          PUBLISH_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - retried before the next commit
-            if not self.failures:  # once per episode; the retries at debug level
-                self._failed_since = time.monotonic()
-            (log.debug if self.failures else log.warning)(
-                "publishing the pooled values failed; offsets are not committed until it "
-                "succeeds: %s: %s", type(exc).__name__, exc,
-                extra={"records": len(self.records), "bytes": self.bytes,
-                       "max_bytes": self.max_bytes, "topic": self.topic})
-            self.failures += 1
-            self.close()
-            return False
-        if self.failures:
-            log.info("publishing the pooled values succeeded after retries", extra={
-                "attempts": self.failures + 1, "records": len(self.records),
-                "bytes": self.bytes, "topic": self.topic,
-                "seconds": round(time.monotonic() - self._failed_since, 1)})
-        self.failures = 0
-        self.published += len(self.records)
-        self.records = []
-        self.bytes = 0
-        return True
-
-    def _connect(self) -> Any:
-        """The producer: librdkafka's with ``source.kafka.client: confluent-kafka`` (its
-        threads are native: kafka-python's sender thread and producer took 11 % of a
-        pooled process's Python samples, on its GIL), else kafka-python's."""
-        from kafka import KafkaProducer
-
-        ms = int(PUBLISH_TIMEOUT_S * 1000)
-        if self.kafka.client == "confluent-kafka":
-            from stream.sources.confluent import librdkafka_producer
-
-            return librdkafka_producer(
-                self.kafka, acks="all", linger_ms=2,
-                compression_type="lz4", message_timeout_ms=3 * ms,
-                message_max_bytes=POOL_RECORD_MAX_BYTES)
-        kw = kafka_client_kwargs(self.kafka)
-        kw.update(acks="all", linger_ms=2, max_block_ms=ms, request_timeout_ms=ms,
-                  delivery_timeout_ms=3 * ms, compression_type="lz4",
-                  max_request_size=POOL_RECORD_MAX_BYTES)
-        return KafkaProducer(**kw)
-
-    def close(self) -> None:
-        if self.producer is not None:
-            with contextlib.suppress(Exception):
-                if hasattr(self.producer, "close"):  # (librdkafka's: dropped)
-                    self.producer.close(timeout=2)
-            self.producer = None
+#: kafka-python: a member whose consumer is not a stable member holding the pool's partition
+#: (groupjoin.holds) writes no checkpoint, and after this long drops its pool as lost: it
+#: would export the pooled series twice and overwrite the holder's checkpoints
+UNHELD_S = 5.0
 
 
 def pool_columns(pipeline: Any) -> dict[Column, PooledCUSUM]:
@@ -225,7 +121,9 @@ class PoolMember:
         self.partitions = rp.partitions
         self.tp: Any = None
         self.to_restore = False
-        self.revoked = False
+        self.revoked = self.lost = False
+        #: since when the consumer does not hold the partition it has a pool of (0: it does)
+        self.unheld = 0.0
         #: set by :meth:`close` (librdkafka calls the revoke callback from ``close()``)
         self.closing = False
         self.next_offset: int | None = None
@@ -300,7 +198,7 @@ class PoolMember:
             consumer.subscribe([self.topic])
             return consumer
         return kafka_python_consumer(self.kafka, 64 * 1024 * 1024, self._on_assigned,
-                                     self._on_revoked, self._on_revoked)
+                                     self._on_revoked, self._on_lost)
 
     # -- rebalance callbacks, librdkafka (inside poll(), this thread) ----------------------
     def _assign_now(self, assigned: set[Any]) -> None:
@@ -335,10 +233,16 @@ class PoolMember:
         if assigned:
             self.tp = next(iter(assigned))
             self.to_restore = True
+        elif self.merge is not None:  # (a revocation it was not told of: lost)
+            self.lost = True
 
     def _on_revoked(self, revoked: set[Any]) -> None:
         if revoked:
             self.revoked = True
+
+    def _on_lost(self, lost: set[Any]) -> None:
+        if lost:  # (another member may hold the pool already: no checkpoint, _lose_now)
+            self.lost = True
 
     # -- the loop ------------------------------------------------------------------------
     def _iteration(self) -> None:
@@ -348,16 +252,17 @@ class PoolMember:
             log.warning("pool poll failed: %s: %s", type(exc).__name__, exc)
             self.stop_event.wait(1.0)
             return
-        if self.revoked:
-            self.revoked = False
-            self._checkpoint()
+        if self.revoked or self.lost:
+            if self.revoked and not self.lost:
+                self._checkpoint()
+            self.revoked = self.lost = False
             with self.lock:
                 self.merge = None
         if self.to_restore:
             self.to_restore = False
             self._restore()
             return  # what was polled before the seek is read again
-        if self.merge is None:
+        if self.merge is None or self._unheld():
             return
         for recs in polled.values():
             for r in recs:
@@ -371,8 +276,27 @@ class PoolMember:
                                   or time.monotonic() - self.folded_at >= FOLD_EVERY_S):
                 with self.lock:
                     self._advance()
-        if time.monotonic() - self.last_checkpoint >= self.config.state.checkpoint_interval_s:
+        if not self.unheld and \
+                time.monotonic() - self.last_checkpoint >= self.config.state.checkpoint_interval_s:
             self._checkpoint()
+
+    def _unheld(self) -> bool:
+        """Whether the pool was dropped: the consumer has not held its partition for
+        ``UNHELD_S`` (a checkpoint waits until it does again)."""
+        if holds(self.consumer, self.tp):
+            self.unheld = 0.0
+            return False
+        now = time.monotonic()
+        self.unheld = self.unheld or now
+        if now - self.unheld < UNHELD_S:
+            return False
+        log.warning("the pool member's consumer has not held the pool topic's partition "
+                    "for %.0f s: its pool is dropped (resumed from the checkpoint when it "
+                    "is assigned again)", now - self.unheld, extra={"topic": self.topic})
+        with self.lock:
+            self.merge = None
+        self.unheld = 0.0
+        return True
 
     def _take(self, record: Any) -> None:
         assert self.merge is not None

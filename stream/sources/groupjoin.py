@@ -35,8 +35,8 @@ from typing import Any
 
 log = logging.getLogger("streamdrift.run")
 
-#: ``kafka.structs.MemberState.REBALANCING`` (kafka-python 3.0)
-REBALANCING = "<rebalancing>"
+#: ``kafka.structs.MemberState.REBALANCING`` and ``STABLE`` (kafka-python 3.0)
+REBALANCING, STABLE = "<rebalancing>", "<stable>"
 
 
 def mend_join(consumer: Any) -> bool:
@@ -50,6 +50,17 @@ def mend_join(consumer: Any) -> bool:
         return False  # the next poll awaits the join in flight
     coordinator.request_rejoin()
     return True
+
+
+def holds(consumer: Any, tp: Any) -> bool:
+    """Whether ``consumer`` is a stable member of its group with ``tp`` assigned (from a
+    kafka-python consumer's coordinator; True for one without, as librdkafka's, whose
+    rebalance callbacks run inside ``poll()``).  A member the race above, or a missed
+    callback, left with a partition another member was given since fails it."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None:
+        return True
+    return getattr(coordinator, "state", None) == STABLE and tp in consumer.assignment()
 
 
 def group_consumer(**kwargs: Any) -> Any:

@@ -4,7 +4,9 @@ steps with."""
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +211,7 @@ def test_only_the_member_holding_the_pool_exports_the_pooled_series() -> None:
 
 
 def test_the_outbox_keeps_what_was_not_acknowledged() -> None:
-    from stream.runtime.pool import PoolOutbox
+    from stream.runtime.pooloutbox import PoolOutbox
 
     class Future:
         def __init__(self, ok: bool) -> None:
@@ -408,3 +410,57 @@ def test_a_successor_resumes_from_the_checkpoint_and_an_unreadable_one_is_retrie
     ref = _one_cusum(pooled_config, z)
     for key, det in ref.items():
         assert _same_cusum(m.columns[key], det), key
+
+
+def test_a_member_that_no_longer_holds_the_partition_drops_its_pool_unsaved(
+        pooled_config: Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """kafka-python can leave a member with a pool after the partition went to another
+    member (seen in CI, 2026-12-06: two members exported pooled series, one of them
+    committing in vain while "rebalancing").  Such a member wrote its stale state over the
+    holder's checkpoint every interval; now it writes none, and drops the pool after
+    UNHELD_S.  A lost partition is dropped unsaved too (kafka-python's callback used to
+    checkpoint it as revoked)."""
+    from types import SimpleNamespace
+
+    from stream.runtime import pool
+
+    values, _ = _pool_stream(600, 6)
+    store = _Store()
+    member, topic = _member(pooled_config, values, store)
+    _drain(member, topic)
+    member._checkpoint()
+    key = ("__pool__", "t-pool", 0)
+    saved = store.saved[key]
+    topic._coordinator = SimpleNamespace(state="<rebalancing>")  # type: ignore[attr-defined]
+    topic.assignment = lambda: set()  # type: ignore[attr-defined]
+    monkeypatch.setattr(pool, "UNHELD_S", 0.3)
+    member.last_checkpoint = -1e9  # a periodic checkpoint is due
+    member._iteration()
+    assert member.merge is not None and store.saved[key] is saved  # not written
+    time.sleep(0.35)
+    with caplog.at_level(logging.WARNING, logger="streamdrift.pool"):
+        member._iteration()
+    assert member.merge is None and store.saved[key] is saved
+    assert any("has not held the pool topic's partition" in r.message for r in caplog.records)
+    # a stable member that holds the partition checkpoints as before
+    member2, topic2 = _member(pooled_config, values, store)
+    topic2._coordinator = SimpleNamespace(state="<stable>")  # type: ignore[attr-defined]
+    topic2.assignment = lambda: {topic2.tp}  # type: ignore[attr-defined]
+    _drain(member2, topic2)
+    member2.last_checkpoint = -1e9
+    member2._iteration()
+    assert member2.merge is not None and store.saved[key] is not saved
+    # lost (the session expired): dropped, not checkpointed
+    newest = store.saved[key]
+    member2._on_lost({topic2.tp})
+    member2._iteration()
+    assert member2.merge is None and store.saved[key] is newest
+    # an assignment without the partition while it has a pool (kafka-python calls the
+    # revocation listener once per rebalance attempt, not when a join is sent again)
+    member3, topic3 = _member(pooled_config, values, store)
+    _drain(member3, topic3)
+    member3._on_assigned(set())
+    member3.last_checkpoint = -1e9
+    member3._iteration()
+    assert member3.merge is None and store.saved[key] is newest

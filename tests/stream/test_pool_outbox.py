@@ -215,7 +215,7 @@ def test_the_bound_is_validated() -> None:
 def test_every_process_exports_its_outbox_the_pool_series_only_the_holder() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from stream.runtime.pool import PoolOutbox
+    from stream.runtime.pooloutbox import PoolOutbox
     from stream.sinks.pool_metrics import PoolCollector
 
     class Member:  # does not hold the pool

@@ -33,6 +33,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from stream.sources.joinwatch import member_state
+
 log = logging.getLogger("streamdrift.run")
 
 #: ``kafka.structs.MemberState.REBALANCING`` and ``STABLE`` (kafka-python 3.0)
@@ -54,13 +56,12 @@ def mend_join(consumer: Any) -> bool:
 
 def holds(consumer: Any, tp: Any) -> bool:
     """Whether ``consumer`` is a stable member of its group with ``tp`` assigned (from a
-    kafka-python consumer's coordinator; True for one without, as librdkafka's, whose
-    rebalance callbacks run inside ``poll()``).  A member the race above, or a missed
-    callback, left with a partition another member was given since fails it."""
-    coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is None:
-        return True
-    return getattr(coordinator, "state", None) == STABLE and tp in consumer.assignment()
+    kafka-python consumer's :func:`~stream.sources.joinwatch.member_state`; True for one
+    without, as librdkafka's, whose rebalance callbacks run inside ``poll()``).  A member
+    the race above, or a missed callback, left with a partition another member was given
+    since fails it."""
+    member = member_state(consumer)
+    return member is None or (member[0] == STABLE and tp in consumer.assignment())
 
 
 def group_consumer(**kwargs: Any) -> Any:

@@ -412,6 +412,14 @@ def test_a_successor_resumes_from_the_checkpoint_and_an_unreadable_one_is_retrie
         assert _same_cusum(m.columns[key], det), key
 
 
+def _coordinator(state: str) -> Any:
+    """A kafka-python group coordinator as joinwatch.member_state reads it."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(group_metadata=lambda: SimpleNamespace(state=state,
+                                                                  generation_id=3))
+
+
 def test_a_member_that_no_longer_holds_the_partition_drops_its_pool_unsaved(
         pooled_config: Any, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -421,8 +429,6 @@ def test_a_member_that_no_longer_holds_the_partition_drops_its_pool_unsaved(
     holder's checkpoint every interval; now it writes none, and drops the pool after
     UNHELD_S.  A lost partition is dropped unsaved too (kafka-python's callback used to
     checkpoint it as revoked)."""
-    from types import SimpleNamespace
-
     from stream.runtime import pool
 
     values, _ = _pool_stream(600, 6)
@@ -432,7 +438,7 @@ def test_a_member_that_no_longer_holds_the_partition_drops_its_pool_unsaved(
     member._checkpoint()
     key = ("__pool__", "t-pool", 0)
     saved = store.saved[key]
-    topic._coordinator = SimpleNamespace(state="<rebalancing>")  # type: ignore[attr-defined]
+    topic._coordinator = _coordinator("<rebalancing>")  # type: ignore[attr-defined]
     topic.assignment = lambda: set()  # type: ignore[attr-defined]
     monkeypatch.setattr(pool, "UNHELD_S", 0.3)
     member.last_checkpoint = -1e9  # a periodic checkpoint is due
@@ -445,7 +451,7 @@ def test_a_member_that_no_longer_holds_the_partition_drops_its_pool_unsaved(
     assert any("has not held the pool topic's partition" in r.message for r in caplog.records)
     # a stable member that holds the partition checkpoints as before
     member2, topic2 = _member(pooled_config, values, store)
-    topic2._coordinator = SimpleNamespace(state="<stable>")  # type: ignore[attr-defined]
+    topic2._coordinator = _coordinator("<stable>")  # type: ignore[attr-defined]
     topic2.assignment = lambda: {topic2.tp}  # type: ignore[attr-defined]
     _drain(member2, topic2)
     member2.last_checkpoint = -1e9

@@ -17,6 +17,7 @@ from stream.runtime.monitors import FramedRunner, monitor_config
 from stream.runtime.rdfetch import LibrdkafkaRepartitioner
 from stream.runtime.repartition import Repartitioner
 from stream.runtime.writers import ALIGN_SHARE, Alignment
+from stream.sources.groupjoin import rejoining
 from stream.sources.kafka import connection_error
 
 log = logging.getLogger("streamdrift.repartition")
@@ -48,7 +49,8 @@ class TwoStageRunner(FramedRunner):
         if stage.writer is not None:
             wid = stage.writer.writer_id
             stage.align = Alignment(stage.writer, self.writer_ahead,
-                                    in_flight=lambda: self.in_flight(wid, stage.seq))
+                                    in_flight=lambda: self.in_flight(wid, stage.seq),
+                                    rejoining=lambda: rejoining(stage.consumer))
             self._pm().alignment = stage.align  # (its series: merge_metrics.py)
 
     def in_flight(self, writer_id: bytes, forwarded: int) -> int | None:

@@ -334,13 +334,17 @@ class Alignment:
     monitors are the slower stage on a backlog; before they are first assigned, all of
     them count).  Alone (one writer) it never waits.  The stage then skips its poll for
     ``ALIGN_STEP_S`` at a time, at most ``ALIGN_MAX_S`` in a row, and never during a
-    rebalance.  A process whose monitors, once assigned, hold no internal partition has
-    no view and never waits."""
+    rebalance: neither once its partitions are revoked nor while its group consumer must
+    poll to (re)join (``rejoining``; a member that does not poll keeps the whole group's
+    rebalance waiting).  A process whose monitors, once assigned, hold no internal
+    partition has no view and never waits."""
 
     def __init__(self, writer: Writer, ahead: Callable[[int, int], bool],
                  in_flight: Callable[[], int | None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 rejoining: Callable[[], bool] = lambda: False) -> None:
         self.writer, self.ahead, self.in_flight, self.clock = writer, ahead, in_flight, clock
+        self.rejoining = rejoining
         self.since: float | None = None
         #: times the writer began to wait, and seconds waited
         self.waits = 0
@@ -351,7 +355,7 @@ class Alignment:
         role = self.writer.roles.current
         now = self.clock()
         if role is None or not role.several or self.writer.roles.rebalancing \
-                or not (self.ahead(role.generation, role.index)
+                or self.rejoining() or not (self.ahead(role.generation, role.index)
                         or self._flooding(role.writers)):
             self._end(now)
             return False

@@ -64,6 +64,21 @@ def holds(consumer: Any, tp: Any) -> bool:
     return member is None or (member[0] == STABLE and tp in consumer.assignment())
 
 
+def rejoining(consumer: Any) -> bool:
+    """Whether ``consumer`` (kafka-python's) must poll to (re)join its group: a rebalance
+    it was told of (a heartbeat's answer, a rejoin asked for) or a join under way.  A
+    member that does not poll then keeps every other member of the group waiting.  False
+    for a consumer without a kafka-python coordinator."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    need_rejoin = getattr(coordinator, "need_rejoin", None)
+    if need_rejoin is None:
+        return False
+    if need_rejoin():
+        return True
+    member = member_state(consumer)
+    return member is not None and member[0] != STABLE
+
+
 def group_consumer(**kwargs: Any) -> Any:
     """A ``kafka.KafkaConsumer`` whose ``poll()`` applies :func:`mend_join` after each call
     (its ``joins_mended`` attribute counts the mends)."""

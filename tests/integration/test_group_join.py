@@ -99,3 +99,62 @@ def test_the_mend_leaves_a_member_alone_while_its_join_is_pending() -> None:
         assert mend_join(Consumer(c)) is mended
         assert c.rejoins == int(mended)
     assert mend_join(object()) is False  # not a kafka-python group consumer
+
+
+def test_a_member_away_from_poll_learns_of_a_rebalance_from_its_heartbeats(
+        make_topic, kafka_bootstrap):
+    """groupjoin.rejoining: a first-stage writer holding back (writers.Alignment) does
+    not poll; it must see, without polling, that the group waits for it to rejoin, or the
+    group's rebalance waits the whole hold (up to ALIGN_MAX_S)."""
+    import time
+
+    from stream.sources.groupjoin import rejoining
+
+    topic = make_topic(partitions=2)
+    group = f"rejoin-{topic}"
+
+    def member() -> Any:
+        k = KafkaConfig(bootstrap_servers=(kafka_bootstrap,), topics=(topic,), group_id=group,
+                        options={"session_timeout_ms": SESSION_MS,
+                                 "heartbeat_interval_ms": 500})
+        return subscribed_consumer(k, 1_000_000, lambda _: None, lambda _: None,
+                                   lambda _: None)
+
+    first, second = member(), None
+    try:
+        # stable with both partitions for 2 s of polling (a topic just created may make
+        # the first join's metadata change once more)
+        deadline, since = time.monotonic() + 30, None
+        while time.monotonic() < deadline:
+            first.poll(timeout_ms=200)
+            if rejoining(first) or len(first.assignment()) < 2:
+                since = None
+            elif since is None:
+                since = time.monotonic()
+            elif time.monotonic() - since > 2:
+                break
+        assert len(first.assignment()) == 2 and not rejoining(first)  # a stable member
+        time.sleep(1.5)  # heartbeats (every 500 ms) while away from poll: still stable
+        assert not rejoining(first)
+        second = member()
+        second.poll(timeout_ms=100)  # sends its JoinGroup: the group rebalances
+        t0 = time.monotonic()
+        while not rejoining(first) and time.monotonic() - t0 < 10:
+            second.poll(timeout_ms=100)  # (the first stays away from poll)
+        seen = time.monotonic() - t0
+        print(f"\n[rejoining] a member away from poll saw the rebalance after {seen:.2f} s")
+        assert rejoining(first), "the heartbeats did not tell of the rebalance in 10 s"
+        assert seen < 5  # a heartbeat interval (0.5 s) and the join's round trip
+        # polling, it joins; both end up stable with the partitions shared
+        deadline = time.monotonic() + 30
+        while (rejoining(first) or rejoining(second) or not first.assignment()
+               or not second.assignment()) and time.monotonic() < deadline:
+            first.poll(timeout_ms=100)
+            second.poll(timeout_ms=100)
+        assert not rejoining(first) and not rejoining(second)
+        assert {tp.partition for tp in first.assignment()} | \
+            {tp.partition for tp in second.assignment()} == {0, 1}
+    finally:
+        for c in (first, second):
+            if c is not None:
+                c.close(autocommit=False)

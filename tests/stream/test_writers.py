@@ -33,6 +33,7 @@ from stream.runtime.writers import (
     tick,
 )
 from stream.sinks.merge_metrics import WriterMergeCollector
+from stream.sources.groupjoin import rejoining
 from tests.stream.test_onewriter import Cluster, Member, Meta, _assigned
 from tests.support.configs import minimal_config
 
@@ -362,6 +363,43 @@ def test_a_writer_ahead_waits_at_most_the_limit_and_never_in_a_rebalance() -> No
     ahead[0] = False
     assert not a.hold() and a.since is None
     assert a.waited_s == pytest.approx(ALIGN_MAX_S + 0.1)
+
+
+def test_a_writer_ahead_does_not_hold_while_its_group_waits_for_it_to_rejoin() -> None:
+    """A writer that holds back does not poll its group consumer; while the group waits
+    for it to (re)join (groupjoin.rejoining: a rejoin asked for or a join under way), it
+    polls instead, or every other member waits the whole hold."""
+    stage = _stage()
+    w = stage.writer
+    assert w is not None
+    _assign(stage, 4, 2, 1)
+    now = [100.0]
+
+    class Coordinator:
+        rejoin = False
+        state = "<stable>"
+
+        def need_rejoin(self) -> bool:
+            return self.rejoin
+
+        def group_metadata(self) -> Any:
+            return namedtuple("M", "state generation_id")(self.state, 4)
+
+    class Consumer:
+        _coordinator = Coordinator()
+
+    consumer = Consumer()
+    a = Alignment(w, lambda g, i: True, clock=lambda: now[0],
+                  rejoining=lambda: rejoining(consumer))
+    assert a.hold() and a.waits == 1
+    now[0] += 1.0
+    consumer._coordinator.rejoin = True  # a heartbeat's answer: the group rebalances
+    assert not a.hold() and a.since is None and a.waited_s == pytest.approx(1.0)
+    consumer._coordinator.rejoin, consumer._coordinator.state = False, "<rebalancing>"
+    assert not a.hold()  # the join under way
+    consumer._coordinator.state = "<stable>"
+    assert a.hold() and a.waits == 2
+    assert rejoining(object()) is False  # not a kafka-python group consumer
 
 
 def _merge_of(writers: dict[int, tuple[int, int]], gen: int = 3, cap: int = 10,

@@ -30,6 +30,7 @@ buffered); the second stage's bound is that of ``streamdrift run``, counted in f
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import logging
@@ -173,6 +174,10 @@ class Repartitioner:
         self.forwarded = 0
         #: the merge position of the next message forwarded (frames version 2)
         self.seq = 0
+        #: where :attr:`seq` jumped (it numbers on from a commit of another writer): the
+        #: position and the count of messages forwarded before it, so that
+        #: :meth:`unread` counts messages, not positions
+        self.segments: list[tuple[int, int]] = [(0, 0)]
         self.buffer_max = BUFFER_POLLS * self.kafka.max_poll_records
         #: the most messages in one frame (the monitors poll FRAMES_PER_POLL frames)
         self.frame_events = frame_events(self.kafka.max_poll_records)
@@ -280,6 +285,19 @@ class Repartitioner:
         self.committed.pop(tp, None)
         self.fetched.pop(tp, None)
 
+    def unread(self, last: int | None) -> int:
+        """The messages this stage forwarded after merge position ``last`` (None: all of
+        them); a jump of the positions (:attr:`segments`) holds no message."""
+        if last is None:
+            return self.forwarded
+        starts = [p for p, _ in self.segments]
+        k = bisect.bisect_right(starts, last) - 1
+        if k < 0:
+            return self.forwarded
+        pos, count = self.segments[k]
+        upto = self.segments[k + 1][1] if k + 1 < len(self.segments) else self.forwarded
+        return self.forwarded - min(upto, count + last - pos + 1)
+
     def _seek_assigned(self, polled: dict[Any, Any]) -> None:
         """Start newly assigned partitions at their committed offset (:meth:`_start_at`):
         kafka-python keeps the fetch position of a partition revoked and assigned again to
@@ -300,8 +318,9 @@ class Repartitioner:
                             "retried: %s: %s", type(exc).__name__, exc,
                             extra={"partitions": partition_names([tp])})
                 continue  # not buffered: what it polls is dropped until the start works
-            if seq is not None:
-                self.seq = max(self.seq, seq)
+            if seq is not None and seq > self.seq:
+                self.seq = seq
+                self.segments.append((seq, self.forwarded))
             if committed is not None:
                 self.done[tp] = self.committed[tp] = committed
             if start is not None:

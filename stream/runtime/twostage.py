@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from stream.config import Config
@@ -49,21 +50,21 @@ class TwoStageRunner(FramedRunner):
         if stage.writer is not None:
             wid = stage.writer.writer_id
             stage.align = Alignment(stage.writer, self.writer_ahead,
-                                    in_flight=lambda: self.in_flight(wid, stage.seq),
+                                    in_flight=lambda: self.in_flight(wid, stage.unread),
                                     rejoining=lambda: rejoining(stage.consumer))
             self._pm().alignment = stage.align  # (its series: merge_metrics.py)
 
-    def in_flight(self, writer_id: bytes, forwarded: int) -> int | None:
-        """The messages this process's writer forwarded (``forwarded``: its next
-        position) that its monitors have not read yet, as far as their partitions show:
-        all of them until the monitors' first assignment (a process starting on a
-        backlog would otherwise forward ahead of any view), None once assigned if they
-        hold no partition with a frame of it."""
+    def in_flight(self, writer_id: bytes, unread: Callable[[int | None], int]) -> int | None:
+        """The messages this process's writer forwarded that its monitors have not read
+        yet (``unread(position)``: those forwarded after the largest position read there),
+        as far as their partitions show: all of them until the monitors' first
+        assignment (a process starting on a backlog would otherwise forward ahead of any
+        view), None once assigned if they hold no partition with a frame of it."""
         seen = [s.get(writer_id) for s in list(self._pm().seen.values())]
         last = max((x for x in seen if x is not None), default=None)
         if last is None:
-            return None if self.__dict__.get("monitors_assigned") else forwarded
-        return forwarded - 1 - last
+            return None if self.__dict__.get("monitors_assigned") else unread(None)
+        return unread(last)
 
     def _on_assigned(self, assigned: set[Any]) -> None:
         self.monitors_assigned = True

@@ -461,7 +461,10 @@ def test_a_writer_waits_while_too_many_of_its_messages_are_in_flight_to_its_moni
     mon = Monitors()
 
     def in_flight(forwarded: int) -> int | None:
-        return TwoStageRunner.in_flight(mon, w.writer_id, forwarded)  # type: ignore[arg-type]
+        def unread(last: int | None) -> int:  # (positions 0.. of this writer, dense)
+            return forwarded - (0 if last is None else last + 1)
+
+        return TwoStageRunner.in_flight(mon, w.writer_id, unread)  # type: ignore[arg-type]
 
     sent = [0]
     a = Alignment(w, lambda g, i: False, in_flight=lambda: in_flight(sent[0]))
@@ -494,3 +497,21 @@ def test_a_writer_waits_while_too_many_of_its_messages_are_in_flight_to_its_moni
     sent[0] = 10**6
     assert not a.hold()
     assert got["streamdrift_writer_align_wait_seconds"] == a.waited_s >= 0.0
+
+
+def test_messages_in_flight_are_counted_across_a_jump_of_the_positions() -> None:
+    """A writer given a source partition numbers its merge positions on from the
+    partition's commit (another writer's, perhaps far ahead): the gap holds no message.
+    Counting positions there held a writer back for good (its monitors would never read
+    the messages of the gap) in a bench run."""
+    stage = _stage()
+    assert stage.unread(None) == 0
+    stage.forwarded = stage.seq = 100  # positions 0..99
+    assert stage.unread(None) == 100 and stage.unread(49) == 50 and stage.unread(99) == 0
+    stage.seq = 5_000  # a commit's position, taken over (Repartitioner._seek_assigned)
+    stage.segments.append((5_000, stage.forwarded))
+    stage.forwarded, stage.seq = 130, 5_030  # positions 5000..5029
+    assert stage.unread(99) == 30  # not 4,930
+    assert stage.unread(5_009) == 20 and stage.unread(5_029) == 0
+    assert stage.unread(49) == 80
+    assert stage.unread(1_000) == 30  # (a position in the gap: all of the gap's read)

@@ -91,6 +91,7 @@ _PROCESSED = re.compile(r'^streamdrift_events_processed_total\{model="m1"\} (\S+
 
 
 _WAITED = re.compile(r'^streamdrift_writer_align_wait_seconds_total (\S+)$', re.M)
+_LATE = re.compile(r'^streamdrift_writer_merge_late_messages_total (\S+)$', re.M)
 
 
 def processed(text: str) -> float:
@@ -98,6 +99,12 @@ def processed(text: str) -> float:
     is exported).  A search, not a parse: prometheus_client's parser takes ~15 ms of this
     process's CPU per exposition of a 16-tenant run, on the cores the runs share."""
     m = _PROCESSED.search(text)
+    return float(m.group(1)) if m else 0.0
+
+
+def merged_late(text: str) -> float:
+    """Messages the process's writer merges released late (0 if it exports none)."""
+    m = _LATE.search(text)
     return float(m.group(1)) if m else 0.0
 
 
@@ -141,6 +148,10 @@ def keyed(bootstrap: str, topic: str, events: list[bytes]) -> None:
                 linger_ms=20, batch_size=262_144, acks=1)
 
 
+#: the name of the cells of --split
+SPLIT = "one process per stage"
+#: the runs' --log-level (--log-level)
+LOG_LEVEL = ["warning"]
 #: source.kafka.client of every run (--client)
 CLIENT = ["kafka-python"]
 #: ``source.repartition.writers`` (``--writers``): one first stage writes, or each writes
@@ -188,7 +199,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
-               internal: int | None, timeout: float, pooled: bool = False) -> dict[str, float]:
+               internal: int | None, timeout: float, pooled: bool = False,
+               stages: list[str] | None = None) -> dict[str, float]:
+    """One cell: ``procs`` processes of ``streamdrift run`` (each with its ``--stage`` from
+    ``stages``, default both) on the backlog ``topic`` of ``n`` events."""
     group = f"tp-{uuid.uuid4().hex[:8]}"
     path = config(workdir, bootstrap, topic, group, internal, pooled=pooled)
     resolve_baselines(load_config(path))  # cached beside the config for the subprocesses
@@ -198,19 +212,21 @@ def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
         port = free_port()
         err = (workdir / f"{group}.{i}.stderr").open("wb")
         runs.append((port, subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "--log-level", "warning", "run", "-c",
-             str(path), "--metrics-port", str(port)], cwd=workdir, env=env,
+            [sys.executable, "-m", "stream.cli", "--log-level", LOG_LEVEL[0], "run", "-c",
+             str(path), "--metrics-port", str(port),
+             *(["--stage", stages[i]] if stages else [])], cwd=workdir, env=env,
             stdout=subprocess.DEVNULL, stderr=err)))
     marks: dict[float, float] = {}
     #: (events, CPU-s of the processes, of the broker) at the first scrape past 10 % and
     #: at the first past 90 %: the events per CPU-second are counted over that window
-    snaps: dict[float, tuple[float, list[float], float, float, float]] = {}
+    snaps: dict[float, tuple[Any, ...]] = {}
     bpid = BROKER_PID[0]
     prev: tuple[float, float] | None = None
     t_end = time.monotonic() + timeout
     try:
         while time.monotonic() < t_end and len(marks) < 2:
-            total = held = 0.0
+            total = held = late = 0.0
+            each: list[float] = []
             for port, proc in runs:
                 if proc.poll() is not None:
                     raise RuntimeError(f"run exited: see {workdir}/{group}.*.stderr")
@@ -218,6 +234,8 @@ def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
                     text = scrape(port)
                     total += processed(text)
                     held += waited(text)
+                    each.append(waited(text))
+                    late += merged_late(text)
             now = time.monotonic()
             for frac in (0.1, 0.9):
                 if frac not in marks and total >= frac * n:
@@ -225,7 +243,7 @@ def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
                     t0, n0 = prev if prev is not None and prev[1] < total else (now, total)
                     marks[frac] = t0 + (now - t0) * (frac * n - n0) / max(total - n0, 1.0)
                     snaps[frac] = (total, [cpu_seconds(p.pid) for _, p in runs],
-                                   cpu_seconds(bpid) if bpid else 0.0, now, held)
+                                   cpu_seconds(bpid) if bpid else 0.0, now, held, late, each)
             prev = (now, total)
             time.sleep(SCRAPE_S[0])
         if len(marks) < 2:
@@ -239,7 +257,8 @@ def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
             except subprocess.TimeoutExpired:  # (its broker gone: its shutdown waits on it)
                 proc.kill()
                 proc.wait()
-    (e0, c0, b0, s0, w0), (e1, c1, b1, s1, w1) = snaps[0.1], snaps[0.9]
+    (e0, c0, b0, s0, w0, _, each0), (e1, c1, b1, s1, w1, late1, each1) = \
+        snaps[0.1], snaps[0.9]
     if s1 <= s0:
         log("  both marks fell between two scrapes: no CPU window (use more --events or a "
             "shorter --scrape-interval)")
@@ -252,7 +271,8 @@ def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
             "proc_cpu_s": per_proc,
             # cores busy with the runs and the broker over the CPU window
             "cores": (cpu + (bcpu if bpid else 0.0)) / max(s1 - s0, 1e-9),
-            "waited_s": w1 - w0}
+            "waited_s": w1 - w0, "late": late1,
+            "proc_waited_s": [b - a for a, b in zip(each0, each1, strict=False)]}
 
 
 # -- 2. detection delay -----------------------------------------------------------------
@@ -414,6 +434,11 @@ def main(argv: list[str] | None = None) -> int:
                    "topic, produced by an earlier run with the same --events and --tenants "
                    "(its log names it), instead of producing a backlog (3 M events take ~4 "
                    "min); each cell reads it from the start in a group of its own")
+    p.add_argument("--keep", help="keep the runs' configs and logs in this folder (default: "
+                   "a temporary one, deleted at the end)")
+    p.add_argument("--log-level", default="warning", help="the runs' --log-level (warning)")
+    p.add_argument("--split", action="store_true", help="also a cell of two processes, "
+                   "one per stage (--stage repartition, --stage monitor)")
     p.add_argument("--quick", action="store_true",
                    help="60000 events, 3 seeds, /metrics every 0.1 s (a smoke run)")
     p.add_argument("--out", default=str(RESULTS / "scaleout.md"))
@@ -429,10 +454,12 @@ def main(argv: list[str] | None = None) -> int:
     TENANTS[0] = max(1, args.tenants)
     BROKER_PID[0] = args.broker_pid
     SCRAPE_S[0] = args.scrape_interval
+    LOG_LEVEL[0] = args.log_level
     lines = [f"# Scale-out on a keyed topic\n\nMachine: {machine()}. Command: "
              f"`bench/bench_scaleout.py {' '.join(argv or sys.argv[1:])}`.\n"]
     with tempfile.TemporaryDirectory(prefix="scaleout-") as tmp:
-        workdir = Path(tmp)
+        workdir = Path(args.keep or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "reference.jsonl").write_bytes(
             b"\n".join(m1_events(77, [(10_000, CLEAN)], COLUMNS)))
         with broker(args.bootstrap_servers, workdir) as bootstrap:
@@ -449,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
                 cells = ([] if args.no_plain else [("plain runner", None, 1, False)]) + [
                     (f"repartition, {k} internal", k, procs, False) for k in internals
                     for procs in (1, 2)]
+                if args.split:  # one process per stage
+                    cells += [(f"repartition, {k} internal, {SPLIT}", k, 2, False)
+                              for k in internals]
                 if args.pooled != "off":  # the same cells with pooling, side by side
                     cells += [(f"{name}, pooled", k, procs, True)
                               for name, k, procs, _ in cells if k is not None]
@@ -459,11 +489,15 @@ def main(argv: list[str] | None = None) -> int:
                     for i, (name, internal, procs, pool) in enumerate(cells):
                         log(f"throughput: {name}, {procs} process(es), round {r + 1} ...")
                         g = throughput(workdir, bootstrap, topic, args.events, procs,
-                                       internal, timeout=900, pooled=pool)
+                                       internal, timeout=900, pooled=pool,
+                                       stages=["repartition", "monitor"]
+                                       if SPLIT in name else None)
                         rounds[i].append(g)
                         log(f"  {g['rate']:.0f} events/s, {g['per_cpu_s']:.0f} per CPU-s; CPU-s "
                             f"{' + '.join(f'{c:.1f}' for c in g['proc_cpu_s'])}, cores busy "
-                            f"{g['cores']:.2f}, writers held back {g['waited_s']:.1f} s, "
+                            f"{g['cores']:.2f}, writers held back {g['waited_s']:.1f} s ("
+                            f"{' + '.join(f'{w:.1f}' for w in g['proc_waited_s'])}), "
+                            f"merges' late messages {g['late']:.0f}, "
                             f"load {g['load']:.1f}")
                 rows = []
                 for i, (name, internal, procs, _) in enumerate(cells):

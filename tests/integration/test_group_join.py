@@ -13,12 +13,13 @@ share the partitions, and each partition belongs to exactly one of them.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
 from stream.config import KafkaConfig
-from stream.sources.groupjoin import REBALANCING, mend_join
+from stream.sources.groupjoin import REBALANCING, mend_join, rejoining
 from stream.sources.kafka import subscribed_consumer
 from tests.support.joinrace import provoke, shared
 
@@ -28,10 +29,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 SESSION_MS = 6_000
 
 
-def _member(bootstrap: str, topic: str, group: str, mend: bool) -> Any:
+def _member(bootstrap: str, topic: str, group: str, mend: bool,
+            metadata_max_age_ms: int | None = 500) -> Any:
+    """A group member; ``metadata_max_age_ms`` 500 makes it see a partition count grow
+    soon (None: kafka-python's default)."""
+    options: dict[str, Any] = {"session_timeout_ms": SESSION_MS, "heartbeat_interval_ms": 500}
+    if metadata_max_age_ms is not None:
+        options["metadata_max_age_ms"] = metadata_max_age_ms
     k = KafkaConfig(bootstrap_servers=(bootstrap,), topics=(topic,), group_id=group,
-                    options={"metadata_max_age_ms": 500, "session_timeout_ms": SESSION_MS,
-                             "heartbeat_interval_ms": 500})
+                    options=options)
     # the mend alone: without the join watchdog that kafka_python_consumer wraps it in
     consumer = subscribed_consumer(k, 1_000_000, lambda _: None, lambda _: None,
                                     lambda _: None)
@@ -106,19 +112,11 @@ def test_a_member_away_from_poll_learns_of_a_rebalance_from_its_heartbeats(
     """groupjoin.rejoining: a first-stage writer holding back (writers.Alignment) does
     not poll; it must see, without polling, that the group waits for it to rejoin, or the
     group's rebalance waits the whole hold (up to ALIGN_MAX_S)."""
-    import time
-
-    from stream.sources.groupjoin import rejoining
-
     topic = make_topic(partitions=2)
     group = f"rejoin-{topic}"
 
     def member() -> Any:
-        k = KafkaConfig(bootstrap_servers=(kafka_bootstrap,), topics=(topic,), group_id=group,
-                        options={"session_timeout_ms": SESSION_MS,
-                                 "heartbeat_interval_ms": 500})
-        return subscribed_consumer(k, 1_000_000, lambda _: None, lambda _: None,
-                                   lambda _: None)
+        return _member(kafka_bootstrap, topic, group, mend=True, metadata_max_age_ms=None)
 
     first, second = member(), None
     try:

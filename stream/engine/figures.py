@@ -233,6 +233,9 @@ class HealthFigures:
     repartition: Mapping[str, int] = field(default_factory=dict)
     #: consumers closed and built again, by reason (``group_join_stalled``)
     consumer_restarts: Mapping[str, int] = field(default_factory=dict)
+    #: ``writers: several``: 1 while this process's first-stage writer has no view of the
+    #: monitors' merges (stream/runtime/writers.py Writer.check_view); None: no such writer
+    writer_unaligned: int | None = None
 
 
 def merge_health(first: HealthFigures, second: HealthFigures) -> HealthFigures:
@@ -255,6 +258,8 @@ def merge_health(first: HealthFigures, second: HealthFigures) -> HealthFigures:
         drift_events=add(first.drift_events, second.drift_events),
         repartition=add(first.repartition, second.repartition),
         consumer_restarts=add(first.consumer_restarts, second.consumer_restarts),
+        writer_unaligned=first.writer_unaligned if first.writer_unaligned is not None
+        else second.writer_unaligned,
     )
 
 
@@ -283,6 +288,10 @@ class PipelineSnapshot:
     #: model -> root cause of its latest prediction episode, while one is open (top three:
     #: rank, feature, contribution, score, importance)
     root_causes: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _flag(value: bool | None) -> int | None:
+    return None if value is None else int(value)
 
 
 class RunnerHealth:
@@ -317,6 +326,9 @@ class RunnerHealth:
         #: the monitors' several-writer merges (stream/runtime/mergerun.py PartitionMerges:
         #: ``figures()``), whose counters the metrics endpoint adds
         self.writer_merge: Any = None
+        #: the first stage's writer of several (stream/runtime/writers.py Writer), whose
+        #: ``unaligned`` the metrics endpoint exports
+        self.writer: Any = None
 
     @property
     def source_up(self) -> int:
@@ -397,5 +409,6 @@ class RunnerHealth:
                                 dict(self._checkpoints), self._last_checkpoint_ts,
                                 dict(self._restores), dict(self._source_errors),
                                 dict(self._blocked), dict(self._drift_events),
-                                dict(self._repartition), dict(self._consumer_restarts))
+                                dict(self._repartition), dict(self._consumer_restarts),
+                                _flag(getattr(self.writer, "unaligned", None)))
         return own if self.upstream is None else merge_health(self.upstream.snapshot(), own)

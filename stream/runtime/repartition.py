@@ -183,8 +183,12 @@ class Repartitioner:
         self.frame_events = frame_events(self.kafka.max_poll_records)
         #: ``writers: several``: this process's writer (writers.py); None: one writer
         self.writer = Writer(rp) if rp.writers == "several" else None
+        self.health.writer = self.writer  # (streamdrift_writer_unaligned)
         #: the writers' watermark alignment (writers.Alignment), set by a two-stage runner
         self.align: Alignment | None = None
+        #: whether this process's monitors hold an internal partition (None: not known yet),
+        #: set by a two-stage runner; None: no monitors here (``--stage repartition``)
+        self.view: Callable[[], bool | None] | None = None
 
     # -- clients ---------------------------------------------------------------------
     def _consumer(self) -> Any:

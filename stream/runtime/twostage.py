@@ -53,6 +53,9 @@ class TwoStageRunner(FramedRunner):
                                     in_flight=lambda: self.in_flight(wid, stage.unread),
                                     rejoining=lambda: rejoining(stage.consumer))
             self._pm().alignment = stage.align  # (its series: merge_metrics.py)
+            stage.view = self.has_view
+        #: the internal partitions these monitors hold (None: not assigned yet)
+        self.monitors_held: set[Any] | None = None
 
     def in_flight(self, writer_id: bytes, unread: Callable[[int | None], int]) -> int | None:
         """The messages this process's writer forwarded that its monitors have not read
@@ -63,12 +66,27 @@ class TwoStageRunner(FramedRunner):
         seen = [s.get(writer_id) for s in list(self._pm().seen.values())]
         last = max((x for x in seen if x is not None), default=None)
         if last is None:
-            return None if self.__dict__.get("monitors_assigned") else unread(None)
+            return None if self.__dict__.get("monitors_held") is not None else unread(None)
         return unread(last)
 
+    def has_view(self) -> bool | None:
+        """Whether these monitors hold an internal partition, so that the first stage's
+        writer sees the merges (writers.Writer.check_view); None before their first
+        assignment."""
+        held = self.monitors_held
+        return None if held is None else bool(held)
+
     def _on_assigned(self, assigned: set[Any]) -> None:
-        self.monitors_assigned = True
+        self.monitors_held = set(self.monitors_held or ()) | set(assigned)
         super()._on_assigned(assigned)
+
+    def _on_revoked(self, revoked: set[Any]) -> None:
+        self.monitors_held = set(self.monitors_held or ()) - set(revoked)
+        super()._on_revoked(revoked)
+
+    def _on_lost(self, lost: set[Any]) -> None:
+        self.monitors_held = set(self.monitors_held or ()) - set(lost)
+        super()._on_lost(lost)
 
     def writer_ahead(self, generation: int, index: int) -> bool:
         """Whether a merge of these monitors, of ``generation``, holds at least

@@ -32,7 +32,9 @@ event time.
   writers tolerate; a record that comes later and older than that is late at the monitors.
 * **Alignment** (:class:`Alignment`): a writer whose watermark runs ahead of another's
   waits while its own process's monitors hold many of its messages (they would
-  otherwise be released past their bound and the other writer's come late).
+  otherwise be released past their bound and the other writer's come late).  A writer
+  whose process has no such view (its monitors hold no internal partition, or it runs
+  ``--stage repartition``) cannot, and is reported unaligned (:meth:`Writer.check_view`).
 * Rebalances: a writer forwards and commits each batch before it polls again, so what it
   gives up is committed but for one batch in flight (the next owner forwards that batch
   again: the bound of one writer, reliability.md); frames written after an assignment
@@ -213,6 +215,10 @@ class Writer:
         #: monotonic time of the last heartbeat
         self.beat_at = 0.0
         self.heartbeats = 0
+        #: True while this writer is one of several with no view of the monitors' merges
+        #: (:meth:`check_view`; ``streamdrift_writer_unaligned``); None: not one of several
+        self.unaligned: bool | None = None
+        self._blind_since: float | None = None
 
     def revoking(self, then: Callable[[set[Any]], None]) -> Callable[[set[Any]], None]:
         """``then``, the stage's revocation callback, after noting that a rebalance is
@@ -274,6 +280,55 @@ class Writer:
         self.beat_at = now
         self.heartbeats += 1
 
+    def check_view(self, view: bool | None, forwarding: bool, now: float,
+                   monitors: bool = True) -> None:
+        """Note whether this writer can hold back with the others (:class:`Alignment`):
+        ``view``, whether its process's monitors hold a partition of the internal topic
+        (None: not known yet, before their first assignment; ``monitors`` False: the
+        process runs no monitors, ``--stage repartition``); ``forwarding``, whether it
+        holds source partitions.  A writer of two or more that forwards with no view for
+        ``UNALIGNED_AFTER_S`` (a rebalance of the monitors' group passes through none held)
+        is **unaligned**: it never holds back, and on a backlog it can run ahead of the
+        others, whose messages then reach the merges late, in blocks of their source
+        partitions' keys (false drift of categorical columns on clean data,
+        docs/benchmarks.md 2026-12-06).  Warned once per episode, exported as
+        ``streamdrift_writer_unaligned``."""
+        role = self.roles.current
+        if role is None or not role.several:
+            self.unaligned, self._blind_since = None, None
+            return
+        if role.writers < 2 or not forwarding or view is not False:
+            self._blind_since = None
+            if self.unaligned:
+                log.info("this process's first-stage writer sees the monitors' merges "
+                         "again: it holds back with the other writers")
+            self.unaligned = False
+            return
+        if self._blind_since is None:
+            self._blind_since = now
+        if self.unaligned or now - self._blind_since < UNALIGNED_AFTER_S:
+            self.unaligned = bool(self.unaligned)
+            return
+        self.unaligned = True
+        if monitors:
+            log.warning(
+                "this process's first-stage writer is one of %d, but its monitors hold no "
+                "partition of the internal topic %s (%d partition(s)): it cannot see the "
+                "merges and never holds back, so on a backlog it can run ahead of the other "
+                "writers and their messages reach the monitors late, in blocks of their "
+                "source partitions' keys (false drift on categorical columns); give "
+                "source.repartition.partitions at least as many partitions as processes "
+                "run both stages (%d here), or run the extra processes with --stage monitor",
+                role.writers, self.rp.topic, self.rp.partitions, role.writers)
+        else:
+            log.warning(
+                "this process runs only the first stage (--stage repartition) as one of %d "
+                "writers: it cannot see the monitors' merges and never holds back, so on a "
+                "backlog it can run ahead of the other writers and their messages reach the "
+                "monitors late, in blocks of their source partitions' keys (false drift on "
+                "categorical columns); run both stages in every writer's process, or set "
+                "source.repartition.writers: one", role.writers)
+
 
 def caught_up(stage: Any, now: float) -> bool:
     """Whether the first stage ``stage`` (a Repartitioner) is caught up and idle: nothing
@@ -293,6 +348,9 @@ def tick(stage: Any, now: float) -> None:
     """A loop iteration of ``stage`` with several writers: a heartbeat to every internal
     partition if one is due and the stage is caught up and idle."""
     writer: Writer = stage.writer
+    view = getattr(stage, "view", None)
+    writer.check_view(view() if view is not None else False, bool(stage.buffers), now,
+                      monitors=view is not None)
     if now - writer.beat_at < writer.rp.heartbeat_ms / 1000 or now < stage.retry_at \
             or writer.roles.rebalancing or not caught_up(stage, now):
         return
@@ -313,6 +371,9 @@ ALIGN_IN_FLIGHT = 25_000
 #: the longest a writer waits at once (then one batch goes: a stale view never deadlocks)
 ALIGN_MAX_S = 10.0
 ALIGN_STEP_S = 0.02
+#: a writer of several that forwards with no view of a merge this long is unaligned
+#: (Writer.check_view)
+UNALIGNED_AFTER_S = 5.0
 
 
 class Alignment:
@@ -337,7 +398,8 @@ class Alignment:
     rebalance: neither once its partitions are revoked nor while its group consumer must
     poll to (re)join (``rejoining``; a member that does not poll keeps the whole group's
     rebalance waiting).  A process whose monitors, once assigned, hold no internal
-    partition has no view and never waits."""
+    partition has no view and never waits: its writer is reported unaligned
+    (:meth:`Writer.check_view`)."""
 
     def __init__(self, writer: Writer, ahead: Callable[[int, int], bool],
                  in_flight: Callable[[], int | None] | None = None,

@@ -244,6 +244,15 @@ class StreamdriftCollector(Collector):
             yield _counts("streamdrift_repartition_records",
                           "Valid events written to the repartition topic (source.repartition), "
                           "by result.", "result", ("ok", "failed"), health.repartition)
+        if health.writer_unaligned is not None:  # a first-stage writer of several
+            un = GaugeMetricFamily(
+                "streamdrift_writer_unaligned",
+                "1 while this process's first-stage writer is one of several and cannot hold "
+                "back with the others: its process's monitors hold no internal partition "
+                "(or it runs --stage repartition), so on a backlog the other writers' "
+                "messages can reach the monitors late.")
+            un.add_metric([], health.writer_unaligned)
+            yield un
         yield _counts("streamdrift_drift_events",
                       "Drift episode records (source.drift_events), by result.", "result",
                       DRIFT_EVENT_RESULTS, health.drift_events)

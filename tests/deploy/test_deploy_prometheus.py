@@ -50,6 +50,7 @@ EXPECTED_SEVERITIES = {
     "StreamdriftProcessingSlowerThanArrival": {"warning"},
     "StreamdriftDeadLetterWritesFailing": {"warning"},
     "StreamdriftPoolOutboxFull": {"warning"},  # source.repartition.pooled (#14)
+    "StreamdriftWriterUnaligned": {"warning"},  # source.repartition.writers: several (#14)
     "StreamdriftWatchdog": {"none"},
     # model quality (labels joined to predictions): the realised drop pages, the estimate
     # and the label feed open tickets

@@ -724,3 +724,72 @@ def test_two_processes_on_clean_keyed_backlog_open_no_episode(
     assert episodes == {}
     assert max(g for by_source in gaps.values() for g in by_source.values()) < MAX_GAP, gaps
 
+
+
+# --------------------------------------------------------------------------
+# more processes than internal partitions: the writer that sees no merge is reported
+# --------------------------------------------------------------------------
+def test_a_writer_whose_process_monitors_nothing_is_reported_unaligned(
+        kafka_bootstrap, make_topic, workdir, baselines, caplog):
+    """``writers: several`` with three two-stage processes and two internal partitions:
+    the process whose monitors hold none cannot hold back with the other writers, and on
+    a backlog its writer can run ahead (docs/reliability.md).  Its writer is reported
+    (``streamdrift_writer_unaligned`` 1, one warning) once the monitors' assignment has
+    left it without a partition for UNALIGNED_AFTER_S, the two others export 0; when a
+    process that monitors stops, its partition goes to that process and the report
+    clears."""
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from stream.sinks.metrics import make_registry
+
+    topic = make_topic(partitions=6)
+    cfg = _config(workdir, kafka_bootstrap, topic, f"unaligned-{topic}",
+                  repartition={"topic": f"{topic}-rp", "partitions": 2,
+                               "writers": "several"})
+    _produce_keyed(kafka_bootstrap, topic, m1_events(31, [(3_000, CLEAN)], COLUMNS))
+    runs = [InProcess(cfg, baselines, f"unaligned-{i}", TwoStageRunner) for i in (1, 2, 3)]
+
+    def view(run: InProcess) -> tuple[bool | None, bool, bool | None]:
+        """(its monitors hold an internal partition, its first stage source partitions,
+        its writer unaligned)"""
+        stage = run.runner.repartitioner
+        return run.runner.has_view(), bool(stage.buffers), stage.writer.unaligned
+
+    def exported(run: InProcess) -> float | None:
+        text = generate_latest(make_registry(run.pipeline, run.runner.health)).decode()
+        return next((s.value for f in text_string_to_metric_families(text)
+                     for s in f.samples if s.name == "streamdrift_writer_unaligned"), None)
+
+    def details() -> str:
+        return "; ".join(f"{r.thread.name} {view(r)}" for r in runs)
+
+    def logged(text: str) -> int:
+        return sum(text in r.getMessage() for r in caplog.records)
+
+    caplog.set_level("INFO", logger="streamdrift.repartition")
+    for r in runs:
+        r.start()
+    try:
+        _wait(lambda: all(r.alive() for r in runs) and Counter(map(view, runs)) ==
+              Counter({(False, True, True): 1, (True, True, False): 2}), 150,
+              "the process whose monitors hold no internal partition to be reported "
+              "unaligned, the two others not", details=details)
+        blind = next(r for r in runs if view(r)[2])
+        print(f"\n[unaligned writer] {details()}")
+        assert [exported(r) for r in runs] == [1.0 if r is blind else 0.0 for r in runs]
+        assert logged("first-stage writer is one of 3, but its monitors hold no partition "
+                      f"of the internal topic {topic}-rp (2 partition(s))") == 1
+        viewing = next(r for r in runs if r is not blind)
+        viewing.stop()
+        rest = [r for r in runs if r is not viewing]
+        _wait(lambda: all(r.alive() for r in rest) and
+              all(view(r) == (True, True, False) for r in rest), 150,
+              "the stopped process's internal partition to go to the unaligned one and "
+              "its report to clear", details=details)
+        assert [exported(r) for r in rest] == [0.0, 0.0]
+        assert logged("sees the monitors' merges again") >= 1
+    finally:
+        for r in runs:
+            if r.thread.is_alive():
+                r.stop()

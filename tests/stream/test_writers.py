@@ -3,6 +3,7 @@ and watermark of its frames, and its heartbeats."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import namedtuple
 from typing import Any
@@ -13,6 +14,7 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from stream.config import parse_config
+from stream.engine.figures import merge_health
 from stream.runtime.frames import VERSION, WRITER_VERSION, WriterHeader, pack, unpack
 from stream.runtime.mergerun import PartitionMerges
 from stream.runtime.onewriter import STRATEGY, OneWriterAssignor
@@ -23,6 +25,7 @@ from stream.runtime.writers import (
     ALIGN_IN_FLIGHT,
     ALIGN_MAX_S,
     ALIGN_SHARE,
+    UNALIGNED_AFTER_S,
     Alignment,
     Role,
     Roles,
@@ -472,7 +475,7 @@ def test_a_writer_waits_while_too_many_of_its_messages_are_in_flight_to_its_moni
     # before the monitors' first assignment everything forwarded is in flight
     assert in_flight(sent[0]) == 60_000 and a.hold()
     a = Alignment(w, lambda g, i: False, in_flight=lambda: in_flight(sent[0]))
-    mon.monitors_assigned = True  # type: ignore[attr-defined]
+    mon.monitors_held = set()  # type: ignore[attr-defined]
     assert in_flight(sent[0]) is None and not a.hold()  # assigned, no view: never waits
     recs = [Rec("src", 0, p, 10 + p, None, b"v") for p in range(3)]
     tp0, tp1 = TP("rp", 0), TP("rp", 1)
@@ -515,3 +518,60 @@ def test_messages_in_flight_are_counted_across_a_jump_of_the_positions() -> None
     assert stage.unread(5_009) == 20 and stage.unread(5_029) == 0
     assert stage.unread(49) == 80
     assert stage.unread(1_000) == 30  # (a position in the gap: all of the gap's read)
+
+
+def test_a_writer_of_several_with_no_view_of_the_merges_is_reported_unaligned(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A writer of two or more that forwards while its process's monitors hold no internal
+    partition (more processes than internal partitions), or with no monitors at all
+    (``--stage repartition``), never holds back (Alignment): after UNALIGNED_AFTER_S it
+    is reported, once per episode, with the fix, and exported as
+    ``streamdrift_writer_unaligned``; one writer alone, a writer with nothing to forward
+    and monitors not assigned yet are not."""
+    stage = _stage(partitions=2, topic="rp")
+    w = stage.writer
+    assert w is not None
+    assert stage.health.snapshot().writer_unaligned is None  # no role yet
+    w.check_view(False, True, 0.0)
+    assert w.unaligned is None
+    _assign(stage, 1, 1, 0)  # one writer: nobody to align with
+    w.check_view(False, True, 100.0)
+    assert w.unaligned is False and stage.health.snapshot().writer_unaligned == 0
+    _assign(stage, 2, 3, 2)  # three writers, two internal partitions
+    w.check_view(None, True, 0.0)  # the monitors not assigned yet: not known
+    w.check_view(True, True, 1.0)
+    w.check_view(False, False, 2.0)  # nothing to forward: nothing to run ahead with
+    assert w.unaligned is False
+    with caplog.at_level("INFO", logger="streamdrift.repartition"):
+        w.check_view(False, True, 10.0)  # (a rebalance of the monitors passes by here)
+        w.check_view(False, True, 10.0 + UNALIGNED_AFTER_S - 0.01)
+        assert w.unaligned is False and not caplog.records
+        w.check_view(False, True, 10.0 + UNALIGNED_AFTER_S)
+        w.check_view(False, True, 60.0)
+        assert w.unaligned is True and stage.health.snapshot().writer_unaligned == 1
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warned) == 1 and "one of 3" in warned[0] and \
+            "source.repartition.partitions" in warned[0] and "rp (2 partition(s))" in warned[0]
+        w.check_view(True, True, 61.0)  # a partition came back to this process
+        assert w.unaligned is False
+        assert "sees the monitors' merges again" in caplog.records[-1].getMessage()
+        caplog.clear()
+        # a process that runs only the first stage (its stage has no view)
+        stage.view = None
+        w.beat_at = 10**9  # (no heartbeat due)
+        for t in (100.0, 100.0 + UNALIGNED_AFTER_S):
+            tick(stage, t)
+        assert w.unaligned is False  # (nothing assigned to the stage: not forwarding)
+        stage.buffers[TP("events", 0)] = []
+        for t in (200.0, 200.0 + UNALIGNED_AFTER_S):
+            tick(stage, t)
+        assert w.unaligned is True
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warned) == 1 and "--stage repartition" in warned[0] and \
+            "source.repartition.writers: one" in warned[0]
+    # both stages of a process: the first stage's flag is the process's
+    own = stage.health.snapshot()
+    assert merge_health(own, dataclasses.replace(own, writer_unaligned=None)) \
+        .writer_unaligned == 1
+    assert merge_health(dataclasses.replace(own, writer_unaligned=None),
+                        dataclasses.replace(own, writer_unaligned=None)).writer_unaligned is None

@@ -184,6 +184,8 @@ class Repartitioner:
         #: ``writers: several``: this process's writer (writers.py); None: one writer
         self.writer = Writer(rp) if rp.writers == "several" else None
         self.health.writer = self.writer  # (streamdrift_writer_unaligned)
+        if self.writer is not None:
+            self.writer.weights.earliest = self.kafka.auto_offset_reset == "earliest"
         #: the writers' watermark alignment (writers.Alignment), set by a two-stage runner
         self.align: Alignment | None = None
         #: whether this process's monitors hold an internal partition (None: not known yet),
@@ -302,6 +304,16 @@ class Repartitioner:
         upto = self.segments[k + 1][1] if k + 1 < len(self.segments) else self.forwarded
         return self.forwarded - min(upto, count + last - pos + 1)
 
+    def _committed_all(self, tps: list[Any]) -> dict[Any, int | None]:
+        """The group's committed offsets of ``tps`` (one request where kafka-python's
+        coordinator is at hand)."""
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        if coordinator is None:
+            return {tp: self.consumer.committed(tp, timeout_ms=2000) for tp in tps}
+        got = coordinator.fetch_committed_offsets(set(tps), timeout_ms=2000)
+        return {tp: None if got.get(tp) is None or got[tp].offset < 0 else int(got[tp].offset)
+                for tp in tps}
+
     def _seek_assigned(self, polled: dict[Any, Any]) -> None:
         """Start newly assigned partitions at their committed offset (:meth:`_start_at`):
         kafka-python keeps the fetch position of a partition revoked and assigned again to
@@ -359,6 +371,12 @@ class Repartitioner:
         last_lag = 0.0
         try:
             while not self.stop_event.is_set():
+                if self.writer is not None:  # several writers: spread by load (balance.py)
+                    now = time.monotonic()
+                    if self.writer.weights.due(now):
+                        self.writer.weights.refresh(self.consumer, self.kafka.topics, now,
+                                                    self._committed_all)
+                    self.writer.rejoin_if_load_changed(self.consumer, now)
                 if self.align is not None and self.align.hold():
                     self.stop_event.wait(ALIGN_STEP_S)  # ahead of another writer
                     continue

@@ -54,6 +54,7 @@ class TwoStageRunner(FramedRunner):
                                     rejoining=lambda: rejoining(stage.consumer))
             self._pm().alignment = stage.align  # (its series: merge_metrics.py)
             stage.view = self.has_view
+            stage.writer.load = self.load
         #: the internal partitions these monitors hold (None: not assigned yet)
         self.monitors_held: set[Any] | None = None
 
@@ -68,6 +69,15 @@ class TwoStageRunner(FramedRunner):
         if last is None:
             return None if self.__dict__.get("monitors_held") is not None else unread(None)
         return unread(last)
+
+    def load(self) -> tuple[int, bool]:
+        """What this process does besides forwarding (balance.Load): whether it holds the
+        pool.  Its monitors' internal partitions are left out (0): the monitors' group
+        spreads them evenly once it settles, and while processes start they move within
+        seconds (an assignment made on them gave one writer 2 source partitions of 8 for
+        the 8 s until the next one)."""
+        pool = self.__dict__.get("pool")
+        return 0, pool is not None and pool.merge is not None
 
     def has_view(self) -> bool | None:
         """Whether these monitors hold an internal partition, so that the first stage's

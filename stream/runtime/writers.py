@@ -2,8 +2,10 @@
 
 With one writer (onewriter.py) the first stage does not scale: one process forwards every
 source partition.  With ``several``, :class:`SeveralWritersAssignor` spreads the source
-partitions over the members of the first stage's group (a range over every subscribed
-topic's partitions, the members in the order static members, then member ids) and tells
+partitions over the members of the first stage's group (by load, balance.py: the source
+partitions' backlogs and rates, and the pool's holder given less; a range over every
+subscribed topic's partitions when nothing tells them apart; the members in the order
+static members, then member ids) and tells
 each member, in its assignment's ``user_data``, the number of writers and its index among
 them.  Every member is a writer, with or without partitions (more members than source
 partitions): each one heartbeats, so the monitors never wait ``max_wait_s`` for a member
@@ -67,6 +69,7 @@ from kafka.coordinator.assignors.range import RangePartitionAssignor
 from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from stream.config.tree import RepartitionConfig
+from stream.runtime.balance import Load, Weights, balance, extra, pack_load, unpack_load
 from stream.runtime.frames import WRITER_ID_BYTES, WriterHeader, heartbeat
 from stream.runtime.onewriter import OneWriterAssignor
 
@@ -114,26 +117,57 @@ def member_order(members: list[Any]) -> list[str]:
 
 
 class SeveralWritersAssignor(AbstractPartitionAssignor):
-    """The source partitions spread over every member (a range over all of them), each
-    member told the writer count and its index in ``user_data``."""
+    """The source partitions spread over every member, each member told the writer count
+    and its index in ``user_data``: by load (balance.py) when the leader knows the
+    partitions' weights or the members' loads differ, else a range over all of them."""
 
     name = "streamdrift-several-writers"
     version = 0
 
-    def __init__(self, roles: Roles | None = None) -> None:
+    def __init__(self, roles: Roles | None = None, load: Callable[[], Load] | None = None,
+                 weights: Callable[[], dict[tuple[str, int], float]] | None = None,
+                 internal: int = 1) -> None:
         self.roles = roles or Roles()
+        #: what this member's process does besides its source partitions (balance.Load),
+        #: said at each join
+        self.load = load or (lambda: (0, False))
+        #: the source partitions' weights as this process last saw them (balance.Weights)
+        self.weights = weights or dict
+        self.internal = internal
+        #: the load said at the last join (None: not joined yet)
+        self.joined_load: Load | None = None
+        #: the members' share of the weights plus their extra at the last assignment led
+        #: here (a test and the log read it)
+        self.loads: dict[str, float] = {}
 
     def assign(self, cluster: Any, members: list[Any]) -> dict[str, Any]:
         order = member_order(members)
+        by_id = {m.member_id: m for m in members}
         topics_of = {m.member_id: set(m.metadata.topics) for m in members}
         pairs = [(t, p) for t in sorted(set().union(*topics_of.values()))
                  for p in sorted(cluster.partitions_for_topic(t) or ())]
         got: dict[str, dict[str, list[int]]] = {m: {} for m in order}
         n = len(order)
-        for i, (topic, p) in enumerate(pairs):
-            # contiguous blocks of nearly equal size; a member that does not subscribe to
-            # the topic hands it to the next one that does
-            at = i * n // len(pairs)
+        extras = [extra(unpack_load(getattr(by_id[m].metadata, "user_data", None)),
+                        self.internal) for m in order]
+        known = self.weights()
+        ws = [float(known.get(pair, 0.0)) for pair in pairs]
+        weighed = all(pair in known for pair in pairs) and sum(ws) > 0
+        if n > 1 and (weighed or len(set(extras)) > 1) and \
+                all(topics_of[m] == topics_of[order[0]] for m in order):
+            ats = balance(ws, extras)
+            total = sum(ws)
+            self.loads = {m: extras[i] + sum(w / total if total > 0 else 1 / len(ws)
+                                             for w, a in zip(ws, ats, strict=True) if a == i)
+                          for i, m in enumerate(order)}
+            log.info("the source partitions spread over %d writers by load: %s", n,
+                     ", ".join(f"{sum(a == i for a in ats)} partition(s), load "
+                               f"{self.loads[m]:.3f} (extra {extras[i]:.3f})"
+                               for i, m in enumerate(order)))
+        else:  # contiguous blocks of nearly equal size
+            ats = [i * n // len(pairs) for i in range(len(pairs))]
+        for (topic, p), at in zip(pairs, ats, strict=True):
+            # a member that does not subscribe to the topic hands it to the next one that does
             member = next(order[(at + k) % n] for k in range(n)
                           if topic in topics_of[order[(at + k) % n]])
             got[member].setdefault(topic, []).append(p)
@@ -142,7 +176,8 @@ class SeveralWritersAssignor(AbstractPartitionAssignor):
                 for i, m in enumerate(order)}
 
     def metadata(self, topics: Any) -> Any:
-        return ConsumerProtocolSubscription(self.version, list(topics), b"")
+        self.joined_load = load = self.load()
+        return ConsumerProtocolSubscription(self.version, list(topics), pack_load(load))
 
     def on_assignment(self, assignment: Any, generation: Any = None) -> None:
         data = bytes(getattr(assignment, "user_data", b"") or b"")
@@ -193,11 +228,14 @@ class _RoundRobin(_Unknown, RoundRobinPartitionAssignor):
         self.roles = roles
 
 
-def strategy(roles: Roles) -> tuple[Any, ...]:
+def strategy(roles: Roles, load: Callable[[], Load] | None = None,
+             weights: Callable[[], dict[tuple[str, int], float]] | None = None,
+             internal: int = 1) -> tuple[Any, ...]:
     """The first stage's ``partition_assignment_strategy`` with ``writers: several``:
-    instances that report each assignment's role to ``roles``."""
-    return (SeveralWritersAssignor(roles), _OneWriter(roles), _Range(roles),
-            _RoundRobin(roles))
+    instances that report each assignment's role to ``roles``; ``load`` and ``weights``
+    as :class:`SeveralWritersAssignor`'s."""
+    return (SeveralWritersAssignor(roles, load, weights, internal), _OneWriter(roles),
+            _Range(roles), _RoundRobin(roles))
 
 
 class Writer:
@@ -208,7 +246,16 @@ class Writer:
         self.rp = rp
         self.writer_id = os.urandom(WRITER_ID_BYTES)
         self.roles = Roles()
-        self.strategy = strategy(self.roles)
+        #: what this process does besides forwarding (balance.Load; a two-stage runner
+        #: sets it), said at each join; a change asks for a rebalance (:meth:`rejoin_if_load_changed`)
+        self.load: Callable[[], Load] = lambda: (0, False)
+        #: the source partitions' weights, refreshed by the stage (balance.Weights)
+        self.weights = Weights()
+        self.strategy = strategy(self.roles, lambda: self.load(),
+                                 lambda: self.weights.current, max(1, rp.partitions))
+        #: rebalances asked for because the load changed, and since when it differs
+        self.load_rejoins = 0
+        self._load_seen: tuple[Load, float] | None = None
         #: internal partition -> the watermark sent last there, in :attr:`generation`
         self.marks: dict[int, int] = {}
         self.generation: int | None = None
@@ -219,6 +266,32 @@ class Writer:
         #: (:meth:`check_view`; ``streamdrift_writer_unaligned``); None: not one of several
         self.unaligned: bool | None = None
         self._blind_since: float | None = None
+
+    def rejoin_if_load_changed(self, consumer: Any, now: float) -> bool:
+        """Ask the first stage's group (``consumer``, kafka-python's, polled on the
+        calling thread) to rebalance when this process's load (:attr:`load`) has differed
+        from what it said at its last join for ``LOAD_SETTLE_S`` (the monitors' and the
+        pool's groups settle first), so that the source partitions are spread by load
+        (balance.py); one writer alone never asks.  True when it asked."""
+        assignor: SeveralWritersAssignor = self.strategy[0]
+        role, joined, load = self.roles.current, assignor.joined_load, self.load()
+        coordinator = getattr(consumer, "_coordinator", None)
+        if joined is None or load == joined or role is None or not role.several \
+                or role.writers < 2 or self.roles.rebalancing or coordinator is None:
+            self._load_seen = None
+            return False
+        if self._load_seen is None or self._load_seen[0] != load:
+            self._load_seen = (load, now)
+        if now - self._load_seen[1] < LOAD_SETTLE_S:
+            return False
+        self._load_seen = None
+        assignor.joined_load = load  # (once per change: the join says it again)
+        coordinator.request_rejoin()
+        self.load_rejoins += 1
+        log.info("this process's load changed (internal partitions monitored, pool held: "
+                 "%s, %s at the last join): the first stage's group rebalances to spread "
+                 "the source partitions by load", load, joined)
+        return True
 
     def revoking(self, then: Callable[[set[Any]], None]) -> Callable[[set[Any]], None]:
         """``then``, the stage's revocation callback, after noting that a rebalance is
@@ -371,6 +444,8 @@ ALIGN_IN_FLIGHT = 25_000
 #: the longest a writer waits at once (then one batch goes: a stale view never deadlocks)
 ALIGN_MAX_S = 10.0
 ALIGN_STEP_S = 0.02
+#: a load that differs from the one said at the last join this long asks for a rebalance
+LOAD_SETTLE_S = 2.0
 #: a writer of several that forwards with no view of a merge this long is unaligned
 #: (Writer.check_view)
 UNALIGNED_AFTER_S = 5.0

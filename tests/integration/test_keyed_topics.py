@@ -15,6 +15,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -793,3 +794,43 @@ def test_a_writer_whose_process_monitors_nothing_is_reported_unaligned(
         for r in runs:
             if r.thread.is_alive():
                 r.stop()
+
+
+# --------------------------------------------------------------------------
+# several writers on skewed partitions: spread by weight, not by number
+# --------------------------------------------------------------------------
+def test_several_writers_spread_a_skewed_topic_by_its_partitions_weights(
+        kafka_bootstrap, make_topic, workdir, baselines, caplog):
+    """``writers: several`` on a topic whose partition 0 holds 70 % of the backlog (a
+    heavy tenant): a range over the two writers would give one of them partitions 0 and 1
+    (80 % of the work) and the other 20 %, and the alignment would hold the faster back to
+    the slower's pace.  The writers' group spreads them by weight (balance.py: backlog and
+    rate, refreshed before the first join): partition 0 alone to one writer, 1-3 to the
+    other.  Every event is processed once."""
+    topic = make_topic(partitions=4)
+    events = m1_events(41, [(16_000, CLEAN)], COLUMNS)
+    cuts = [0, 11_200, 12_800, 14_400, 16_000]
+    for p in range(4):
+        produce(kafka_bootstrap, topic, events[cuts[p]:cuts[p + 1]], partition=p, linger_ms=5)
+    cfg = _config(workdir, kafka_bootstrap, topic, f"skewed-{topic}",
+                  repartition={"topic": f"{topic}-rp", "partitions": 2,
+                               "writers": "several"})
+    caplog.set_level("INFO", logger="streamdrift.repartition")
+    runs = [InProcess(cfg, baselines, f"skewed-{i}", TwoStageRunner) for i in (1, 2)]
+    for r in runs:
+        r.start()
+    try:
+        _wait(lambda: all(r.alive() for r in runs)
+              and sum(r.pipeline.processed["m1"] for r in runs) >= len(events), 180,
+              "both processes to process the backlog",
+              details=lambda: "; ".join(r.describe() for r in runs))
+    finally:
+        for r in runs:
+            r.stop()
+    spread = [r.getMessage() for r in caplog.records
+              if "spread over 2 writers by load" in r.getMessage()]
+    print(f"\n[skewed partitions, several writers] decisions: {spread}; forwarded "
+          f"{[r.runner.repartitioner.forwarded for r in runs]}")
+    assert spread, "the two writers' group never spread by load"
+    assert sorted(re.findall(r"(\d+) partition\(s\)", spread[0])) == ["1", "3"], spread[0]
+    assert sum(r.pipeline.processed["m1"] for r in runs) == len(events)

@@ -146,8 +146,8 @@ class RepartitionConfig:
     pool_outbox_max_bytes: int = 64 * 1024 * 1024
     #: ``one``: one member of the first stage's group forwards every source partition
     #: (onewriter.py, frames version 2); ``several``: the members split the source
-    #: partitions (range) and each forwards its own, in version-3 frames whose watermark
-    #: lets the monitors merge the writers by event time (writers.py, issue 14)
+    #: partitions (by load, balance.py) and each forwards its own, in version-3 frames
+    #: whose watermark lets the monitors merge the writers by event time (writers.py)
     writers: str = "one"
     #: ``several``: a caught-up, idle writer sends a heartbeat frame to every internal
     #: partition this often (ms), so the monitors need not wait for it

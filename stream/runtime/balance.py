@@ -120,7 +120,9 @@ class Weights:
         #: (topic, partition) -> backlog + rate * RATE_HORIZON_S
         self.current: dict[tuple[str, int], float] = {}
         self.earliest = earliest
+        #: when the weights were last asked for, and when the end offsets last came
         self.at: float | None = None
+        self.ends_at: float | None = None
         self._ends: dict[tuple[str, int], int] = {}
 
     def due(self, now: float) -> bool:
@@ -150,7 +152,7 @@ class Weights:
             log.debug("the source partitions' weights were not refreshed: %s: %s",
                       type(exc).__name__, exc)
             return
-        previous, at = self._ends, self.__dict__.get("ends_at")
+        previous, at = self._ends, self.ends_at
         weights, self._ends, self.ends_at = {}, {}, now
         for tp in tps:
             first = starts.get(tp)

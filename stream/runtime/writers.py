@@ -153,6 +153,8 @@ class SeveralWritersAssignor(AbstractPartitionAssignor):
         known = self.weights()
         ws = [float(known.get(pair, 0.0)) for pair in pairs]
         weighed = all(pair in known for pair in pairs) and sum(ws) > 0
+        if not weighed:  # (some partitions not weighed yet: all count alike)
+            ws = [1.0] * len(pairs)
         if n > 1 and (weighed or len(set(extras)) > 1) and \
                 all(topics_of[m] == topics_of[order[0]] for m in order):
             ats = balance(ws, extras)

@@ -119,6 +119,9 @@ def test_the_assignor_spreads_by_weights_and_loads_and_else_by_range() -> None:
     a = SeveralWritersAssignor(weights=lambda: {("events", 0): 5.0}, internal=2)
     out = _assigned(a.assign(Cluster({"events": 4}), _members([(1, False), (1, False)])))
     assert out == {"m-0": [("events", [0, 1])], "m-1": [("events", [2, 3])]}
+    # ... also when the loads differ: not the known weight against zeros
+    out = _assigned(a.assign(Cluster({"events": 16}), _members([(1, True), (1, False)])))
+    assert len(out["m-0"][0][1]) == 7 and len(out["m-1"][0][1]) == 9
 
 
 class _Offsets:

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import itertools
 import struct
-from collections import namedtuple
 from typing import Any
 
 import numpy as np
 import pytest
 
-from stream.config import parse_config
 from stream.runtime.balance import (
     MONITOR_COST,
     POOL_COST,
@@ -24,12 +22,9 @@ from stream.runtime.balance import (
     pack_load,
     unpack_load,
 )
-from stream.runtime.repartition import Repartitioner
 from stream.runtime.writers import LOAD_SETTLE_S, SeveralWritersAssignor
 from tests.stream.test_onewriter import Cluster, Member, Meta, _assigned
-from tests.support.configs import minimal_config
-
-TP = namedtuple("TP", "topic partition")
+from tests.stream.test_writers import _stage
 
 
 def _loads(weights: list[float], extras: list[float], got: list[int]) -> list[float]:
@@ -171,10 +166,7 @@ class _Coordinator:
 
 
 def test_a_change_of_load_asks_for_one_rebalance_once_it_settles() -> None:
-    config = parse_config(minimal_config(source={
-        "kafka": {"bootstrap_servers": "k:9092", "topics": ["events"], "group_id": "g"},
-        "repartition": {"writers": "several", "partitions": 2}}), "/cfg")
-    stage = Repartitioner(config, pipeline=None)  # type: ignore[arg-type]
+    stage = _stage(partitions=2)
     w = stage.writer
     assert w is not None
     consumer = type("C", (), {"_coordinator": _Coordinator()})()

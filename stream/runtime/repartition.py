@@ -51,8 +51,8 @@ from stream.runtime.monitors import frame_events
 from stream.runtime.onewriter import STRATEGY
 from stream.runtime.writers import ALIGN_STEP_S, Alignment, Writer, tick
 from stream.sinks.producer import create_topic, send_and_wait
+from stream.sources.commits import CommitFlight, begin_commit, settle_commit
 from stream.sources.kafka import (
-    commit_offsets,
     kafka_client_kwargs,
     kafka_python_consumer,
     partition_lag,
@@ -166,6 +166,8 @@ class Repartitioner:
         #: partition -> next offset to read; everything before is forwarded and acknowledged
         self.done: dict[Any, int] = {}
         self.committed: dict[Any, int] = {}
+        #: the source offset commit sent and not answered yet (_commit)
+        self.commit_flight: CommitFlight | None = None
         #: partition -> next offset to fetch (after its newest polled record)
         self.fetched: dict[Any, int] = {}
         self.topic_ready = False
@@ -464,6 +466,7 @@ class Repartitioner:
         records = [records[i] for i in order.tolist()]
         # not decoded here: the monitors decode every message anyway, and count and
         # dead-letter the invalid ones (with the source position the frame records)
+        self._settle_commit()  # the last batch's, sent while this one was polled
         if not self._send(records):
             self.retry_at = time.monotonic() + RETRY_BACKOFF_S
             return
@@ -475,7 +478,7 @@ class Repartitioner:
                 del self.buffers[tp][:n]
                 self.stamps[tp] = self.stamps[tp][n:]
                 self.lateness.taken(tp, n)
-        self._commit()
+        self._commit(wait=False)
 
     def _frames(self, records: list[Any]) -> list[tuple[int, bytes, int]]:
         """``records`` (in merged order) as frames: (internal partition, frame, newest
@@ -535,10 +538,19 @@ class Repartitioner:
                     self.producer.close(timeout=1)
             self.producer = None
 
-    def _commit(self) -> bool:
-        # a failure is retried with the next forward
-        return commit_offsets(self.consumer, self.done, self.committed, 5000,
-                              "source offset commit", log, f"{SEQ_PREFIX}{self.seq}") is None
+    def _commit(self, wait: bool = True) -> bool:
+        """Commit the forwarded source offsets, with the next merge position.  Without
+        ``wait`` it overlaps the next poll (commits.py): the next forward settles it before
+        writing, so no more than one acknowledged batch is ever uncommitted (the bound).  A
+        failure is retried with the next forward."""
+        ok = self._settle_commit()
+        self.commit_flight = begin_commit(self.consumer, self.done, self.committed, 5000,
+                                          "source offset commit", f"{SEQ_PREFIX}{self.seq}")
+        return (self._settle_commit() if wait else True) and ok
+
+    def _settle_commit(self) -> bool:
+        flight, self.commit_flight = self.commit_flight, None
+        return settle_commit(flight, self.committed, 5000, owned=self.done, logger=log) is None
 
     def _update_lag(self) -> None:
         """Source lag per partition: end offset minus what is forwarded and acknowledged

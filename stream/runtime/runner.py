@@ -13,11 +13,13 @@ Each iteration of the loop:
    retried with back-off and nothing past the poison message is committed;
 5. every ``state.checkpoint_interval_s``: write each partition's state with the offset
    it covers (the next offset to read) and wait for the acknowledgement;
-6. commit the offsets (last processed + 1), synchronously.
+6. commit the offsets (last processed + 1): with state the commit is sent and answered
+   while the next batch is polled and processed (settled before the next commit;
+   stream/sources/commits.py), without state synchronously.
 
 A crash therefore replays at most the events since the last checkpoint (with
-state) or the uncommitted batch (without), and the replayed events meet the
-state that had not seen them.  SIGINT/SIGTERM stop polling; the runner then
+state: the restore starts from it, not from the committed offset) or the uncommitted
+batch (without), and the replayed events meet the state that had not seen them.  SIGINT/SIGTERM stop polling; the runner then
 writes a final checkpoint, commits synchronously, flushes the producers and
 closes.  See docs/reliability.md.
 """
@@ -54,9 +56,9 @@ from stream.sinks.deadletters import (
     PendingDeadLetters,
 )
 from stream.sinks.driftevents import DriftEventWriter, DriftRecord, episode_records, quality_records
+from stream.sources.commits import CommitFlight, begin_commit, settle_commit
 from stream.sources.kafka import (
     Consumer,
-    commit_offsets,
     connection_error,
     is_connection_error,
     kafka_client_kwargs,
@@ -119,6 +121,8 @@ class KafkaRunner(CodecBlocking):
         #: partition -> offsets of our commits that failed (timed out) since the last that
         #: succeeded: they may still land
         self.unacked: dict[Any, set[int]] = {}
+        #: the offset commit sent and not answered yet (_commit)
+        self.commit_flight: CommitFlight | None = None
         #: partition -> model -> checkpoint offset still ahead of the partition's position
         self.skip_until: dict[Any, dict[str, int]] = {}
         self.pending: PendingDeadLetters | None = None
@@ -342,21 +346,40 @@ class KafkaRunner(CodecBlocking):
             return self.done
         return {tp: min(off, held.get(self._key(tp), off)) for tp, off in self.done.items()}
 
-    def _commit(self) -> bool:
-        # a failure is retried with the next iteration
+    def _commit(self, wait: bool = False) -> bool:
+        """Commit what is processed.  With state the commit overlaps the next batch
+        (commits.py): the one sent before is settled first, and a crash replays from the
+        checkpoint, not the committed offset; without state (the crash bound is the
+        uncommitted batch), or with ``wait``, it is acknowledged before returning.  A
+        failure is retried with the next iteration."""
+        ok = self._settle_commit()
         points = self._commit_points()
         trying = {tp: off for tp, off in points.items() if self.committed.get(tp) != off}
-        exc = commit_offsets(self.consumer, points, self.committed,
-                             int(CHECKPOINT_TIMEOUT_S * 1000))
+        if not trying:
+            return ok
+        # until answered, a commit may land or not (restore.py's lost partitions)
+        for tp, off in trying.items():
+            self.unacked.setdefault(tp, set()).add(off)
+        self.commit_flight = begin_commit(self.consumer, trying, self.committed,
+                                          int(CHECKPOINT_TIMEOUT_S * 1000))
+        if wait or self.store is None:
+            return self._settle_commit() and ok
+        return ok
+
+    def _settle_commit(self) -> bool:
+        """Wait for the commit in flight, if any; False if it failed."""
+        flight, self.commit_flight = self.commit_flight, None
+        if flight is None:
+            return True
+        exc = settle_commit(flight, self.committed, int(CHECKPOINT_TIMEOUT_S * 1000),
+                            owned=self.done)
         if exc is not None:
-            self._maybe_down(exc)
-            # a commit that timed out may still land once the broker is back
-            for tp, off in trying.items():
-                self.unacked.setdefault(tp, set()).add(off)
-        else:
-            for tp in trying:
+            self._maybe_down(exc)  # its offsets stay unacked: they may still land
+            return False
+        for tp, off in flight.todo.items():
+            if self.committed.get(tp) == off:
                 self.unacked.pop(tp, None)
-        return exc is None
+        return True
 
     def _checkpoint_and_commit(self, force: bool = False) -> None:
         if not force and time.monotonic() < self.writes_paused_until:
@@ -369,7 +392,7 @@ class KafkaRunner(CodecBlocking):
                 self.writes_paused_until = time.monotonic() + WRITE_BACKOFF_S
                 return
             self.last_checkpoint = time.monotonic()
-        if not self._commit():
+        if not self._commit(wait=force):
             self.writes_paused_until = time.monotonic() + WRITE_BACKOFF_S
 
     # -- lag and source health ---------------------------------------------------------

@@ -37,7 +37,8 @@ event time.
   otherwise be released past their bound and the other writer's come late).  A writer
   whose process has no such view (its monitors hold no internal partition, or it runs
   ``--stage repartition``) cannot, and is reported unaligned (:meth:`Writer.check_view`).
-* Rebalances: a writer forwards and commits each batch before it polls again, so what it
+* Rebalances: a writer forwards each batch and sends its commit before it polls again,
+  and the commit is answered before the next batch is written, so what it
   gives up is committed but for one batch in flight (the next owner forwards that batch
   again: the bound of one writer, reliability.md); frames written after an assignment
   carry its generation.  From a revocation to the next assignment no heartbeat is sent

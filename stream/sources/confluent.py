@@ -514,6 +514,9 @@ class ConfluentConsumer:
         off = got[0].offset if got else -1
         return int(off) if off >= 0 else None
 
+    #: :func:`stream.sources.commits.begin_commit` may call :meth:`commit_async`
+    asynchronous_commits = True
+
     def commit(self, offsets: dict[Any, Any], timeout_ms: int) -> None:
         """Commit synchronously, bounded by ``timeout_ms``; ``offsets`` maps partitions to
         kafka-python's ``OffsetAndMetadata`` (or plain offsets).
@@ -524,6 +527,18 @@ class ConfluentConsumer:
         flight, ``KafkaTimeoutError`` is raised (an outage: the runner retries later)."""
         from kafka.errors import KafkaTimeoutError
 
+        flight = self.commit_async(offsets)
+        try:
+            flight.result(timeout=timeout_ms / 1000)
+        except FutureTimeout:
+            raise KafkaTimeoutError(
+                f"offset commit not acknowledged within {timeout_ms} ms") from None
+
+    def commit_async(self, offsets: dict[Any, Any]) -> Future[Any]:
+        """Start the commit of :meth:`commit` on the helper thread and return its future;
+        ``KafkaTimeoutError`` while an earlier commit is still in flight."""
+        from kafka.errors import KafkaTimeoutError
+
         if self._commit_flight is not None and not self._commit_flight.done():
             raise KafkaTimeoutError("an earlier offset commit is still waiting for the broker")
         parts = [self._ctp(tp, int(getattr(om, "offset", om))) for tp, om in offsets.items()]
@@ -531,11 +546,7 @@ class ConfluentConsumer:
             self._commits = ThreadPoolExecutor(1, thread_name_prefix="streamdrift-commit")
         flight = self._commits.submit(self._c.commit, offsets=parts, asynchronous=False)
         self._commit_flight = flight
-        try:
-            flight.result(timeout=timeout_ms / 1000)
-        except FutureTimeout:
-            raise KafkaTimeoutError(
-                f"offset commit not acknowledged within {timeout_ms} ms") from None
+        return flight
 
     def end_offsets(self, tps: Iterable[Any], timeout_ms: int) -> dict[Any, int]:
         out = {}

@@ -268,28 +268,6 @@ def partition_names(tps: Iterable[Any]) -> list[str]:
     return sorted(f"{tp.topic}/{tp.partition}" for tp in tps)
 
 
-def commit_offsets(consumer: Any, done: dict[Any, int], committed: dict[Any, int],
-                   timeout_ms: int, what: str = "offset commit",
-                   logger: logging.Logger = log, metadata: str = "") -> BaseException | None:
-    """Commit synchronously the offsets in ``done`` that differ from ``committed`` (next
-    offset to read per partition) and record them there, with ``metadata``.  Returns None
-    on success (or nothing to commit), else the exception, logged as a warning: the caller
-    retries."""
-    from kafka.structs import OffsetAndMetadata
-
-    todo = {tp: off for tp, off in done.items() if committed.get(tp) != off}
-    if not todo:
-        return None
-    try:
-        consumer.commit({tp: OffsetAndMetadata(off, metadata, -1) for tp, off in todo.items()},
-                        timeout_ms=timeout_ms)
-    except Exception as exc:  # noqa: BLE001 - the caller retries
-        logger.warning("%s failed: %s: %s", what, type(exc).__name__, exc)
-        return exc
-    committed.update(todo)
-    return None
-
-
 def partition_lag(consumer: Any, parts: list[Any], timeout_ms: int,
                   done: dict[Any, int] | None = None) -> dict[tuple[str, int], int]:
     """Lag per (topic, partition) of ``parts``: end offset minus the offset in ``done``

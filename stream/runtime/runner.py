@@ -19,9 +19,9 @@ Each iteration of the loop:
 
 A crash therefore replays at most the events since the last checkpoint (with
 state: the restore starts from it, not from the committed offset) or the uncommitted
-batch (without), and the replayed events meet the state that had not seen them.  SIGINT/SIGTERM stop polling; the runner then
-writes a final checkpoint, commits synchronously, flushes the producers and
-closes.  See docs/reliability.md.
+batch (without), and the replayed events meet the state that had not seen them.
+SIGINT/SIGTERM stop polling; the runner then writes a final checkpoint, commits
+synchronously, flushes the producers and closes.  See docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -353,15 +353,14 @@ class KafkaRunner(CodecBlocking):
         uncommitted batch), or with ``wait``, it is acknowledged before returning.  A
         failure is retried with the next iteration."""
         ok = self._settle_commit()
-        points = self._commit_points()
-        trying = {tp: off for tp, off in points.items() if self.committed.get(tp) != off}
-        if not trying:
-            return ok
+        flight = begin_commit(self.consumer, self._commit_points(), self.committed,
+                              int(CHECKPOINT_TIMEOUT_S * 1000))
+        if flight is None:
+            return ok  # nothing new
         # until answered, a commit may land or not (restore.py's lost partitions)
-        for tp, off in trying.items():
+        for tp, off in flight.todo.items():
             self.unacked.setdefault(tp, set()).add(off)
-        self.commit_flight = begin_commit(self.consumer, trying, self.committed,
-                                          int(CHECKPOINT_TIMEOUT_S * 1000))
+        self.commit_flight = flight
         if wait or self.store is None:
             return self._settle_commit() and ok
         return ok

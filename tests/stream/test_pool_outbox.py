@@ -233,3 +233,58 @@ def test_every_process_exports_its_outbox_the_pool_series_only_the_holder() -> N
     text = generate_latest(registry).decode()
     assert "streamdrift_pool_outbox_bytes 2100.0" in text
     assert "streamdrift_pool_outbox_full 1.0" in text
+
+
+class _Saved:
+    def write(self, cps: list[Any], timeout_s: float, connect: bool = True) -> int:
+        return 1
+
+
+def test_with_state_the_pooled_values_are_published_with_each_commit_not_each_batch(
+        setup: tuple[Any, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With state the monitors commit at most every COMMIT_INTERVAL_S, and publish the
+    pooled values waiting just before (never a commit past values not acknowledged); the
+    values of the batches between stay in the outbox and go together."""
+    from stream.runtime import runner as runner_mod
+
+    clock = [500.0]
+    monkeypatch.setattr(runner_mod.time, "monotonic", lambda: clock[0])
+    config, baselines = setup
+    runner = FramedRunner(monitor_config(config), Pipeline(config, baselines))
+    box = runner.pool_out
+    assert box is not None
+    consumer, total = _internal(23)
+    runner.consumer = consumer
+    runner.store = _Saved()
+    runner.last_checkpoint = clock[0]
+    flushes: list[int] = []  # records sent per flush
+    sent: list[bytes] = []
+
+    class Counting(_Producer):
+        def flush(self, timeout: float) -> None:
+            flushes.append(len(sent) - sum(flushes))
+
+    box._connect = lambda: Counting(True, sent)  # type: ignore[method-assign]
+    commits: list[dict[Any, int]] = []
+    real_commit = consumer.commit
+
+    def commit(offsets: dict[Any, Any], timeout_ms: int) -> None:
+        assert not box.records  # every value covered is published first
+        commits.append({tp: int(o.offset) for tp, o in offsets.items()})
+        real_commit(offsets, timeout_ms)
+
+    consumer.commit = commit  # type: ignore[method-assign]
+    step = runner_mod.COMMIT_INTERVAL_S / 3 + 1e-9
+    batches = 0
+    while runner.pipeline.processed["m1"] < total and batches < 500:
+        runner._iteration(None)
+        batches += 1
+        clock[0] += step
+    assert runner.pipeline.processed["m1"] == total
+    assert batches >= 6 and len(commits) <= batches // 3 + 1 and len(flushes) == len(commits)
+    assert max(flushes) >= 3  # several batches' values in one publish
+    runner._checkpoint_and_commit(force=True)  # (close)
+    ends = {tp: len(recs) for tp, recs in consumer.records.items()}
+    assert consumer.committed == ends and box.bytes == 0
+    covered = np.concatenate([unpack(r)[0] for r in sent])
+    assert np.array_equal(np.sort(covered), np.arange(total))

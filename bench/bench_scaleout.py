@@ -18,7 +18,12 @@ Three measurements, reported as ratios measured in the same run:
    by: stream/runtime/onewriter.py) and the monitors share the internal partitions.  With
    ``--writers several`` each process's first stage writes its own source partitions
    (stream/runtime/writers.py) and the monitors merge the writers by event time.  The plain runner (no repartition) on the same topic is the reference of
-   what the first stage costs.
+   what the first stage costs.  ``--cpu-limit CORES`` gives each ``streamdrift run``
+   process a CFS quota of its own (a cgroup, as a Kubernetes ``limits.cpu``): one process
+   and two then compare at the same budget per process.  Without it they compare on the
+   machine as it is, where on few cores the ratio is bounded by the cores: one process
+   already keeps more than one core busy (its stages and client threads overlap), and
+   two share the same cores with each other and the broker.
 2. **Detection delay of a global drift, in total events.**  ``--clean`` clean events
    then a shift of x1 by ``--shift`` standard deviations (every key), keyed as above.
    The reference is one monitor that sees every event (a one-partition run: ``replay``
@@ -193,6 +198,68 @@ def produce_backlog(bootstrap: str, topic: str, n: int, tenants: int) -> None:
 
 
 # -- 1. throughput ------------------------------------------------------------------------
+#: ``--cpu-limit``: each run process's CPU quota in cores (None: unlimited)
+CPU_LIMIT: list[float | None] = [None]
+_CFS_PERIOD_US = 100_000
+
+
+def limit_cpu(pid: int, cpus: float) -> Path:
+    """Put process ``pid`` (all its threads) in a cgroup of its own with a CFS quota of
+    ``cpus`` cores, as a Kubernetes ``limits.cpu`` does; returns the cgroup (for
+    :func:`unlimit`).  cgroup v2 (``cpu.max``) or v1 (``cpu.cfs_quota_us``)."""
+    quota = max(1000, int(cpus * _CFS_PERIOD_US))
+    v2 = Path("/sys/fs/cgroup")
+    if (v2 / "cgroup.controllers").exists():
+        if "cpu" not in (v2 / "cgroup.subtree_control").read_text().split():
+            (v2 / "cgroup.subtree_control").write_text("+cpu")
+        group = v2 / f"streamdrift-bench-{pid}"
+        group.mkdir()
+        (group / "cpu.max").write_text(f"{quota} {_CFS_PERIOD_US}")
+    else:
+        group = v2 / "cpu" / f"streamdrift-bench-{pid}"
+        group.mkdir()
+        (group / "cpu.cfs_period_us").write_text(str(_CFS_PERIOD_US))
+        (group / "cpu.cfs_quota_us").write_text(str(quota))
+    (group / "cgroup.procs").write_text(str(pid))
+    return group
+
+
+def unlimit(group: Path) -> None:
+    """Remove a cgroup of :func:`limit_cpu` (its process has exited)."""
+    with contextlib.suppress(OSError):
+        group.rmdir()
+
+
+def check_cpu_limit() -> str | None:
+    """Why ``--cpu-limit`` cannot work here (None: it can): cgroups not writable."""
+    v2 = Path("/sys/fs/cgroup")
+    parent = v2 if (v2 / "cgroup.controllers").exists() else v2 / "cpu"
+    if not (parent / "cgroup.procs").exists():
+        return f"no cgroup cpu controller at {parent}"
+    if not os.access(parent, os.W_OK):
+        return f"{parent} is not writable (run as root, or in a container that may " \
+               "create cgroups)"
+    return None
+
+
+def drop_topics(bootstrap: str, prefix: str) -> None:
+    """Delete the topics a cell's runs created (its internal, pool and alignment topics:
+    ``<group>-*``): each cell writes its backlog again into them, ~0.3-0.5 GB per cell
+    of a 3 M backlog, which filled a kept broker's disk over a day of rounds."""
+    from kafka import KafkaAdminClient
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+        try:
+            mine = [t for t in admin.list_topics() if t.startswith(prefix)]
+            if mine:
+                admin.delete_topics(mine, timeout_ms=30_000)
+        finally:
+            admin.close()
+    except Exception as exc:  # noqa: BLE001 - the figures stand; say what is left behind
+        log(f"  could not delete the topics {prefix}*: {type(exc).__name__}: {exc}")
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -208,6 +275,7 @@ def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
     resolve_baselines(load_config(path))  # cached beside the config for the subprocesses
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     runs = []
+    groups: list[Path] = []
     for i in range(procs):
         port = free_port()
         err = (workdir / f"{group}.{i}.stderr").open("wb")
@@ -216,6 +284,8 @@ def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
              str(path), "--metrics-port", str(port),
              *(["--stage", stages[i]] if stages else [])], cwd=workdir, env=env,
             stdout=subprocess.DEVNULL, stderr=err)))
+        if CPU_LIMIT[0] is not None:
+            groups.append(limit_cpu(runs[-1][1].pid, CPU_LIMIT[0]))
     marks: dict[float, float] = {}
     #: (events, CPU-s of the processes, of the broker) at the first scrape past 10 % and
     #: at the first past 90 %: the events per CPU-second are counted over that window
@@ -257,6 +327,9 @@ def throughput(workdir: Path, bootstrap: str, topic: str, n: int, procs: int,
             except subprocess.TimeoutExpired:  # (its broker gone: its shutdown waits on it)
                 proc.kill()
                 proc.wait()
+        for cg in groups:
+            unlimit(cg)
+        drop_topics(bootstrap, f"{group}-")
     (e0, c0, b0, s0, w0, _, each0), (e1, c1, b1, s1, w1, late1, each1) = \
         snaps[0.1], snaps[0.9]
     if s1 <= s0:
@@ -441,8 +514,20 @@ def main(argv: list[str] | None = None) -> int:
                    "one per stage (--stage repartition, --stage monitor)")
     p.add_argument("--quick", action="store_true",
                    help="60000 events, 3 seeds, /metrics every 0.1 s (a smoke run)")
+    p.add_argument("--cpu-limit", type=float, metavar="CORES",
+                   help="throughput: each streamdrift process gets a CFS quota of this many "
+                        "cores (a cgroup of its own, as a Kubernetes limits.cpu), so one "
+                        "process and two compare at the same budget per process; the broker "
+                        "and this script are not limited (needs writable cgroups)")
     p.add_argument("--out", default=str(RESULTS / "scaleout.md"))
     args = p.parse_args(argv)
+    if args.cpu_limit is not None:
+        why = check_cpu_limit()
+        if args.cpu_limit <= 0:
+            p.error("--cpu-limit: a number of cores above 0, for example 1 or 0.5")
+        if why is not None:
+            p.error(f"--cpu-limit cannot limit the processes here: {why}")
+        CPU_LIMIT[0] = args.cpu_limit
     if args.quick:  # a backlog read in about a second: scraped 10 times as often
         args.events, args.seeds = 60_000, 3
         args.scrape_interval = min(args.scrape_interval, 0.1)
@@ -506,7 +591,10 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append((name, internal, procs, best))
                 lines.append(f"## Throughput: {args.events} events, {args.source_partitions} "
                              f"source partitions keyed by c1, five columns, client "
-                             f"{args.client}\n")
+                             f"{args.client}"
+                             + ("" if args.cpu_limit is None else
+                                f", each process limited to {args.cpu_limit:g} CPU")
+                             + "\n")
                 lines.append(f"The best of {args.repeat} round(s) per cell (the cells run in "
                              "turn in each round); every round's events/s, and its ratio to "
                              f"the same round's one process, in the last column. /metrics "

@@ -325,10 +325,7 @@ class FramedRunner(KafkaRunner):
         return ok
 
     def _checkpoint_and_commit(self, force: bool = False) -> None:
-        # the pooled values are published before the offsets (and states) that cover them,
-        # as often as those are committed (KafkaRunner._commit_due)
-        if not self._commit_due(force):
-            return
+        # the pooled values are published before the offsets (and states) that cover them
         if self.pool_out is not None and not self.pool_out.flush():
             self.writes_paused_until = time.monotonic() + WRITE_BACKOFF_S
             return

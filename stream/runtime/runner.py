@@ -75,9 +75,6 @@ LAG_INTERVAL_S = 1.0
 CHECKPOINT_TIMEOUT_S = 5.0
 #: pause of checkpoint writes and commits after one failed (the loop keeps polling)
 WRITE_BACKOFF_S = 5.0
-#: with state, offsets are committed at most this often (a crash replays from the
-#: checkpoint, not from the committed offset); without state, after every batch
-COMMIT_INTERVAL_S = 0.1
 
 
 class KafkaRunner(CodecBlocking):
@@ -134,9 +131,6 @@ class KafkaRunner(CodecBlocking):
         self.blocked: dict[Any, str] = {}
         self._blocked_reminder = 0.0
         self.last_checkpoint = time.monotonic()
-        #: when offsets were last committed (or tried): with state, at most every
-        #: COMMIT_INTERVAL_S (_commit_due)
-        self.last_commit = 0.0
         self.rebalanced = False
         self.closing = False
         self.writes_paused_until = 0.0
@@ -386,29 +380,12 @@ class KafkaRunner(CodecBlocking):
                 self.unacked.pop(tp, None)
         return True
 
-    def _checkpoint_due(self) -> bool:
-        return self.store is not None and \
-            time.monotonic() - self.last_checkpoint >= self.state_cfg.checkpoint_interval_s
-
-    def _commit_due(self, force: bool = False) -> bool:
-        """Whether to checkpoint and commit now: not while writes are paused after a failure
-        (unless ``force``); without state after every batch (the crash bound is the
-        uncommitted batch), with state at most every ``COMMIT_INTERVAL_S`` or when a
-        checkpoint is due.  One commit per poll was a broker request per ~1,600 events (its
-        round trip, the clients' and the broker's CPU) for a position a crash does not use."""
-        now = time.monotonic()
-        if force:
-            return True
-        if now < self.writes_paused_until:
-            return False  # a write just failed (broker down?): keep polling, retry later
-        return self.store is None or now - self.last_commit >= COMMIT_INTERVAL_S \
-            or self._checkpoint_due()
-
     def _checkpoint_and_commit(self, force: bool = False) -> None:
-        if not self._commit_due(force):
-            return
-        self.last_commit = time.monotonic()
-        if self.store is not None and (force or self._checkpoint_due()):
+        if not force and time.monotonic() < self.writes_paused_until:
+            return  # a write just failed (broker down?): keep polling, retry a bit later
+        if self.store is not None and (
+                force or time.monotonic() - self.last_checkpoint
+                >= self.state_cfg.checkpoint_interval_s):
             if not self._checkpoint(list(self.done), CHECKPOINT_TIMEOUT_S):
                 # the state must be acknowledged before the offsets it covers
                 self.writes_paused_until = time.monotonic() + WRITE_BACKOFF_S

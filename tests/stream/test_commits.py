@@ -223,48 +223,6 @@ def test_the_monitors_commit_overlaps_the_next_batch_only_with_state(
     assert runner.committed == {A: 30} and runner.unacked == {} and runner.commit_flight is None
 
 
-@pytest.mark.parametrize("state", [True, False])
-def test_with_state_the_monitors_commit_at_most_every_interval(
-        runner_config: tuple[Any, dict[str, Any]], state: bool,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """With state a crash replays from the checkpoint, so the offsets are committed at most
-    every COMMIT_INTERVAL_S (and when a checkpoint is due, and at close); without state
-    after every batch, the crash bound being the uncommitted batch."""
-    from stream.runtime import runner as runner_mod
-
-    clock = [1000.0]
-    monkeypatch.setattr(runner_mod.time, "monotonic", lambda: clock[0])
-    config, baselines = runner_config
-    runner = KafkaRunner(config, Pipeline(config, baselines))
-    consumer = SyncOnly()
-    runner.consumer = consumer  # type: ignore[assignment]
-    if state:
-        class Store:
-            def write(self, cps: list[Any], timeout_s: float, connect: bool = True) -> int:
-                return 1
-
-        runner.store = Store()  # type: ignore[assignment]
-    runner.last_checkpoint = clock[0]
-    step = runner_mod.COMMIT_INTERVAL_S / 4 + 1e-9  # (four batches: one interval)
-    for i in range(1, 13):  # 12 batches over 3 intervals
-        runner.done = {A: 10 * i}
-        runner._checkpoint_and_commit()
-        clock[0] += step
-    sent = [int(c[A].offset) for c in consumer.calls]
-    if not state:
-        assert sent == [10 * i for i in range(1, 13)]
-        return
-    assert sent == [10, 50, 90]  # the first batch's, then one per interval
-    runner.done = {A: 130}
-    runner._checkpoint_and_commit(force=True)  # (close)
-    assert runner.committed == {A: 130}
-    clock[0] += config.state.checkpoint_interval_s  # a checkpoint due commits at once
-    runner.last_commit = clock[0]
-    runner.done = {A: 140}
-    runner._checkpoint_and_commit()
-    assert int(consumer.calls[-1][A].offset) == 140 and runner.last_checkpoint == clock[0]
-
-
 def test_the_first_stage_settles_a_batchs_commit_before_writing_the_next() -> None:
     """The bound of the first stage (one acknowledged batch uncommitted at most) holds
     with the commit overlapping the next poll."""

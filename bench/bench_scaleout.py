@@ -203,21 +203,26 @@ CPU_LIMIT: list[float | None] = [None]
 _CFS_PERIOD_US = 100_000
 
 
+def _cgroup_parent() -> tuple[Path, bool]:
+    """Where :func:`limit_cpu` makes its cgroups, and whether that is cgroup v2."""
+    root = Path("/sys/fs/cgroup")
+    v2 = (root / "cgroup.controllers").exists()
+    return (root if v2 else root / "cpu"), v2
+
+
 def limit_cpu(pid: int, cpus: float) -> Path:
     """Put process ``pid`` (all its threads) in a cgroup of its own with a CFS quota of
     ``cpus`` cores, as a Kubernetes ``limits.cpu`` does; returns the cgroup (for
     :func:`unlimit`).  cgroup v2 (``cpu.max``) or v1 (``cpu.cfs_quota_us``)."""
     quota = max(1000, int(cpus * _CFS_PERIOD_US))
-    v2 = Path("/sys/fs/cgroup")
-    if (v2 / "cgroup.controllers").exists():
-        if "cpu" not in (v2 / "cgroup.subtree_control").read_text().split():
-            (v2 / "cgroup.subtree_control").write_text("+cpu")
-        group = v2 / f"streamdrift-bench-{pid}"
-        group.mkdir()
+    parent, v2 = _cgroup_parent()
+    if v2 and "cpu" not in (parent / "cgroup.subtree_control").read_text().split():
+        (parent / "cgroup.subtree_control").write_text("+cpu")
+    group = parent / f"streamdrift-bench-{pid}"
+    group.mkdir()
+    if v2:
         (group / "cpu.max").write_text(f"{quota} {_CFS_PERIOD_US}")
     else:
-        group = v2 / "cpu" / f"streamdrift-bench-{pid}"
-        group.mkdir()
         (group / "cpu.cfs_period_us").write_text(str(_CFS_PERIOD_US))
         (group / "cpu.cfs_quota_us").write_text(str(quota))
     (group / "cgroup.procs").write_text(str(pid))
@@ -232,8 +237,7 @@ def unlimit(group: Path) -> None:
 
 def check_cpu_limit() -> str | None:
     """Why ``--cpu-limit`` cannot work here (None: it can): cgroups not writable."""
-    v2 = Path("/sys/fs/cgroup")
-    parent = v2 if (v2 / "cgroup.controllers").exists() else v2 / "cpu"
+    parent, _ = _cgroup_parent()
     if not (parent / "cgroup.procs").exists():
         return f"no cgroup cpu controller at {parent}"
     if not os.access(parent, os.W_OK):
@@ -522,9 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS / "scaleout.md"))
     args = p.parse_args(argv)
     if args.cpu_limit is not None:
-        why = check_cpu_limit()
         if args.cpu_limit <= 0:
             p.error("--cpu-limit: a number of cores above 0, for example 1 or 0.5")
+        why = check_cpu_limit()
         if why is not None:
             p.error(f"--cpu-limit cannot limit the processes here: {why}")
         CPU_LIMIT[0] = args.cpu_limit
